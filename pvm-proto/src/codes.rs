@@ -496,7 +496,10 @@ mod tests {
         assert_eq!(Tag::classify(0x8001_000a_u32 as i32, SYSCTX_TM), Tag::Tm(Tm::Spawn));
         assert_eq!(Tag::classify(1, SYSCTX_DG), Tag::Gs(Gs::Join));
         assert_eq!(Tag::classify(1, 0), Tag::User(1));
-        assert_eq!(Tag::classify(0x8002_0100_u32 as i32, 0), Tag::UnknownSystem(0x8002_0100_u32 as i32));
+        assert_eq!(
+            Tag::classify(0x8002_0100_u32 as i32, 0),
+            Tag::UnknownSystem(0x8002_0100_u32 as i32)
+        );
         assert_eq!(Tag::classify(0x8002_0100_u32 as i32, 0).name(), "0x80020100");
     }
 

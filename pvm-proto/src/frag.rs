@@ -71,7 +71,10 @@ impl StreamFragHeader {
             return Err(ParseError::new(
                 "fragment length",
                 off::LEN,
-                ErrorKind::TooLong { len: len.into(), max: max_len.into() },
+                ErrorKind::TooLong {
+                    len: len.into(),
+                    max: max_len.into(),
+                },
             ));
         }
         Ok(StreamFragHeader {

@@ -41,7 +41,12 @@ pub struct MsgHeader {
 impl MsgHeader {
     pub fn parse(buf: &[u8]) -> Result<MsgHeader> {
         if buf.len() < HEADER_LEN {
-            return Err(ParseError::truncated("message header", buf.len(), HEADER_LEN, buf.len()));
+            return Err(ParseError::truncated(
+                "message header",
+                buf.len(),
+                HEADER_LEN,
+                buf.len(),
+            ));
         }
         Ok(MsgHeader {
             enc: BigEndian::read_i32(&buf[off::ENC..]),
@@ -76,15 +81,33 @@ mod tests {
     #[test]
     fn connect_header_from_capture() {
         let hex = "10000000800100010007fffe0000000000000001000000000000000000000000";
-        let b: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+        let b: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
         let h = MsgHeader::parse(&b).unwrap();
-        assert_eq!(h, MsgHeader { enc: ENC_XDR, tag: Tm::Connect.code(), ctx: SYSCTX_TM, wid: 1, crc: 0 });
+        assert_eq!(
+            h,
+            MsgHeader {
+                enc: ENC_XDR,
+                tag: Tm::Connect.code(),
+                ctx: SYSCTX_TM,
+                wid: 1,
+                crc: 0
+            }
+        );
         assert_eq!(&h.to_bytes()[..], &b[..]);
     }
 
     #[test]
     fn garbage_in_unused_fields_is_ignored() {
-        let mut b = MsgHeader { enc: ENC_XDR, tag: 7, ctx: 0, wid: 0, crc: 0 }.to_bytes();
+        let mut b = MsgHeader {
+            enc: ENC_XDR,
+            tag: 7,
+            ctx: 0,
+            wid: 0,
+            crc: 0,
+        }
+        .to_bytes();
         b[12..16].copy_from_slice(b"ed f");
         b[24..32].copy_from_slice(b"s://www.");
         assert_eq!(MsgHeader::parse(&b).unwrap().tag, 7);

@@ -95,7 +95,14 @@ impl<'a> XdrReader<'a> {
         let n = n as usize;
         let max = self.remaining() / min_item.max(1);
         if n > max {
-            return Err(ParseError::new(field, at, ErrorKind::TooLong { len: n as u64, max: max as u64 }));
+            return Err(ParseError::new(
+                field,
+                at,
+                ErrorKind::TooLong {
+                    len: n as u64,
+                    max: max as u64,
+                },
+            ));
         }
         Ok(n)
     }
@@ -118,7 +125,11 @@ impl<'a> XdrReader<'a> {
         match s.split_last() {
             None => Ok(s),
             Some((0, body)) => Ok(body),
-            Some(_) => Err(ParseError::new(field, at, ErrorKind::BadString("missing NUL terminator"))),
+            Some(_) => Err(ParseError::new(
+                field,
+                at,
+                ErrorKind::BadString("missing NUL terminator"),
+            )),
         }
     }
 
@@ -227,6 +238,9 @@ mod tests {
         assert_eq!(e.offset, 48);
         assert!(matches!(e.kind, ErrorKind::NegativeLength(-2)));
         let b = [0, 0, 0, 2, b'a', b'b', 0, 0];
-        assert!(matches!(XdrReader::new(&b).string("s").unwrap_err().kind, ErrorKind::BadString(_)));
+        assert!(matches!(
+            XdrReader::new(&b).string("s").unwrap_err().kind,
+            ErrorKind::BadString(_)
+        ));
     }
 }
