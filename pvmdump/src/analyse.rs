@@ -404,7 +404,10 @@ impl Analyser {
         }
         // Sequence tracking: legacy pvmds deliver strictly in order, one message at a time.
         let mut retransmitted = false;
-        if track_seq && h.flags.intersects(FragFlags::DAT | FragFlags::FIN) {
+        // DAT and FIN consume a sequence number; FIN|ACK (seq 0) and ACK do not (wire.md §5.3).
+        let sequenced =
+            h.flags.contains(FragFlags::DAT) || h.flags & (FragFlags::FIN | FragFlags::ACK) == FragFlags::FIN;
+        if track_seq && sequenced {
             match self.dd_seq.get(&dir).copied() {
                 Some(next) if h.seq != next => {
                     let behind = next.wrapping_sub(h.seq);

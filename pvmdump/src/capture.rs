@@ -180,7 +180,9 @@ fn read_pcapng(
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut number = 0;
     while !rest.is_empty() {
-        number += 1;
+        // Only packet blocks are numbered (as Wireshark does); a damaged block takes the number
+        // the packet it may have been would have had.
+        let number_if_packet = number + 1;
         let offset = bytes.len() - rest.len();
         if rest.len() >= 12 && rest[..4] == SHB_MAGIC.to_le_bytes() {
             // The byte-order magic decides how this section is read.
@@ -193,16 +195,17 @@ fn read_pcapng(
         };
         match parsed {
             Ok((r, block)) => {
+                if block.is_data_block() {
+                    number = number_if_packet;
+                }
                 match block {
                     Block::SectionHeader(_) => interfaces.clear(),
-                    Block::InterfaceDescription(idb) => {
-                        if interfaces.len() < 65536 {
-                            interfaces.push(Interface {
-                                link: idb.linktype.0,
-                                resolution: idb.ts_resolution().unwrap_or(1_000_000).max(1),
-                                offset_s: idb.ts_offset(),
-                            });
-                        }
+                    Block::InterfaceDescription(idb) if interfaces.len() < 65536 => {
+                        interfaces.push(Interface {
+                            link: idb.linktype.0,
+                            resolution: idb.ts_resolution().unwrap_or(1_000_000).max(1),
+                            offset_s: idb.ts_offset(),
+                        });
                     }
                     Block::EnhancedPacket(epb) => match interfaces.get(epb.if_id as usize) {
                         Some(ifc) => {
@@ -244,7 +247,7 @@ fn read_pcapng(
                             what: "simple packet block before any interface description".to_string(),
                         }),
                     },
-                    _ => number -= 1, // not a packet: Wireshark does not number it either
+                    _ => {}
                 }
                 rest = r;
             }
@@ -260,7 +263,7 @@ fn read_pcapng(
                 });
                 let skippable = matches!(len, Some(l) if l >= 12 && l % 4 == 0 && (l as usize) <= rest.len());
                 on_error(CaptureError::Record {
-                    number,
+                    number: number_if_packet,
                     offset,
                     what: if skippable {
                         format!("{}; block skipped", describe(&e))
