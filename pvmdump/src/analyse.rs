@@ -52,9 +52,14 @@ pub struct Config {
     pub max_message: usize,
     /// Most messages reassembled at once.
     pub max_partial: usize,
+    /// Most body bytes held by all messages in reassembly together.
+    pub max_partial_bytes: usize,
     /// Most UDP directions and TCP connections tracked.
     pub max_flows: usize,
-    /// Out-of-order TCP bytes held per direction before a gap is declared.
+    /// Out-of-order TCP bytes held per direction before a gap is declared. With `max_flows`
+    /// and `max_frag_len` this bounds TCP memory: about `2 * max_flows * (max_tcp_held +
+    /// max_frag_len)` in the worst case, which the defaults keep near 1 GiB only for a capture
+    /// built to hit it; ordinary captures hold a few fragments.
     pub max_tcp_held: usize,
     /// Largest stream fragment length accepted.
     pub max_frag_len: u32,
@@ -71,8 +76,9 @@ impl Default for Config {
             defrag: DefragLimits::default(),
             max_message: 16 << 20,
             max_partial: 1024,
-            max_flows: 4096,
-            max_tcp_held: 1 << 20,
+            max_partial_bytes: 64 << 20,
+            max_flows: 1024,
+            max_tcp_held: 256 << 10,
             max_frag_len: 1 << 20,
         }
     }
@@ -139,6 +145,7 @@ pub struct Analyser {
     tcp: HashMap<Dir, TcpConn>,
     learned: HashSet<SocketAddrV4>,
     partial: HashMap<(Dir, Tid), Partial>,
+    partial_bytes: usize,
     flows_full_noted: bool,
     here: Here,
     lines: Vec<String>,
@@ -231,6 +238,7 @@ impl Analyser {
             tcp: HashMap::new(),
             learned: HashSet::new(),
             partial: HashMap::new(),
+            partial_bytes: 0,
             flows_full_noted: false,
             here: Here { number: 0, ts_ns: 0 },
             lines: Vec::new(),
@@ -469,7 +477,7 @@ impl Analyser {
                 let re = mh.to_bytes();
                 self.check_bytes("message header", &data[..MSG_LEN], &re, &UNINITIALISED);
             }
-            if let Some(old) = self.partial.remove(&key) {
+            if let Some(old) = self.take_partial(&key) {
                 self.error(format!(
                     "{src} > {dst} message {} (from packet {}) abandoned after {} fragments: new message started",
                     Tag::classify(old.header.tag, old.header.ctx).name(),
@@ -480,7 +488,7 @@ impl Analyser {
             if self.partial.len() >= self.cfg.max_partial {
                 let oldest = self.partial.iter().min_by_key(|(_, p)| p.first_packet).map(|(k, _)| *k);
                 if let Some(k) = oldest {
-                    self.partial.remove(&k);
+                    self.take_partial(&k);
                     self.error(format!(
                         "too many messages in reassembly ({}): dropped the oldest, from {}",
                         self.cfg.max_partial, k.1
@@ -509,21 +517,38 @@ impl Analyser {
             ));
         };
         p.frags += 1;
-        if p.body.len() + body.len() > self.cfg.max_message {
+        let too_long = p.body.len() + body.len() > self.cfg.max_message;
+        let no_room = self.partial_bytes + body.len() > self.cfg.max_partial_bytes;
+        if too_long || no_room {
             if !p.overflow {
                 p.overflow = true;
+                self.partial_bytes -= p.body.len();
                 p.body = Vec::new();
-                let max = self.cfg.max_message;
-                self.error(format!("{src} > {dst} message longer than {max} bytes: body dropped"));
+                let why = if too_long {
+                    format!("message longer than {} bytes", self.cfg.max_message)
+                } else {
+                    format!(
+                        "messages in reassembly hold more than {} bytes",
+                        self.cfg.max_partial_bytes
+                    )
+                };
+                self.error(format!("{src} > {dst} {why}: body dropped"));
             }
         } else if !p.overflow {
             p.body.extend_from_slice(body);
+            self.partial_bytes += body.len();
         }
         if eom {
-            if let Some(p) = self.partial.remove(&key) {
+            if let Some(p) = self.take_partial(&key) {
                 self.complete_message(src, p);
             }
         }
+    }
+
+    fn take_partial(&mut self, key: &(Dir, Tid)) -> Option<Partial> {
+        let p = self.partial.remove(key)?;
+        self.partial_bytes -= p.body.len();
+        Some(p)
     }
 
     fn complete_message(&mut self, src: Tid, p: Partial) {
@@ -622,74 +647,64 @@ impl Analyser {
 
     fn tcp_segment(&mut self, dir: Dir, seg: &transport::Tcp<'_>) {
         let (key, side) = if dir.0 <= dir.1 { (dir, 0) } else { ((dir.1, dir.0), 1) };
-        if !self.tcp.contains_key(&key) {
-            if self.flows_full(self.tcp.len()) {
-                return;
-            }
-            let held = self.cfg.max_tcp_held;
-            let mk = || TcpDir {
-                reasm: TcpReassembler::new(held),
-                framer: Framer::default(),
-            };
-            self.tcp.insert(
-                key,
+        // The connection is taken out of the table while it is worked on, so that the helpers
+        // can borrow it and `self` (for output) at the same time.
+        let mut conn = match self.tcp.remove(&key) {
+            Some(c) => c,
+            None if self.flows_full(self.tcp.len()) => return,
+            None => {
+                let held = self.cfg.max_tcp_held;
+                let mk = || TcpDir {
+                    reasm: TcpReassembler::new(held),
+                    framer: Framer::default(),
+                };
                 TcpConn {
                     pvm: None,
                     dirs: [mk(), mk()],
-                },
-            );
+                }
+            }
+        };
+        if conn.pvm != Some(false) {
+            let mut notes = Vec::new();
+            let chunks = conn.dirs[side].reasm.push(seg, &mut notes);
+            self.tcp_chunks(dir, &mut conn, side, chunks, notes);
         }
-        let Some(conn) = self.tcp.get_mut(&key) else { return };
-        if conn.pvm == Some(false) {
-            return;
-        }
-        let mut notes = Vec::new();
-        let chunks = conn.dirs[side].reasm.push(seg, &mut notes);
-        let mid_stream = conn.dirs[side].reasm.mid_stream;
-        let closed = conn.dirs.iter().all(|d| d.reasm.closed);
-        self.tcp_chunks(dir, key, side, chunks, notes, mid_stream);
-        if closed {
-            self.close_tcp(key);
+        if conn.dirs.iter().all(|d| d.reasm.closed) {
+            self.close_tcp(key, conn);
+        } else {
+            self.tcp.insert(key, conn);
         }
     }
 
-    fn tcp_chunks(&mut self, dir: Dir, key: Dir, side: usize, chunks: Vec<Chunk>, notes: Vec<String>, mid: bool) {
-        let pvm = match self.tcp.get(&key).map(|c| c.pvm) {
-            Some(Some(v)) => v,
-            Some(None) => {
-                let first = chunks.iter().find_map(|c| match c {
-                    Chunk::Data(d) => Some(d.as_slice()),
-                    Chunk::Gap(_) => None,
+    fn tcp_chunks(&mut self, dir: Dir, conn: &mut TcpConn, side: usize, chunks: Vec<Chunk>, notes: Vec<String>) {
+        if conn.pvm.is_none() {
+            let Some(first) = chunks.iter().find_map(|c| match c {
+                Chunk::Data(d) => Some(d.as_slice()),
+                Chunk::Gap(_) => None,
+            }) else {
+                // Nothing to decide on yet (SYN, bare ACK, or only held data).
+                return;
+            };
+            let mid = conn.dirs[side].reasm.mid_stream;
+            let pvm = self.tcp_is_pvm(dir, if mid { None } else { Some(first) });
+            conn.pvm = Some(pvm);
+            if !pvm {
+                // Free what was held; the connection is skipped from now on.
+                conn.dirs = [0, 1].map(|_| TcpDir {
+                    reasm: TcpReassembler::new(0),
+                    framer: Framer::default(),
                 });
-                if first.is_none() {
-                    // Nothing to decide on yet (SYN, bare ACK, or only held data).
-                    return;
-                }
-                let v = self.tcp_is_pvm(dir, if mid { None } else { first });
-                if let Some(c) = self.tcp.get_mut(&key) {
-                    c.pvm = Some(v);
-                    if !v {
-                        // Free what was held; the connection is skipped from now on.
-                        c.dirs = [0, 1].map(|_| TcpDir {
-                            reasm: TcpReassembler::new(0),
-                            framer: Framer::default(),
-                        });
-                    }
-                }
-                if v && mid {
-                    self.note(format!(
-                        "{} > {} TCP capture starts mid-stream: looking for a fragment start",
-                        dir.0, dir.1
-                    ));
-                    if let Some(c) = self.tcp.get_mut(&key) {
-                        c.dirs[side].framer.lost = true;
-                    }
-                }
-                v
+                return;
             }
-            None => return,
-        };
-        if !pvm {
+            if mid {
+                self.note(format!(
+                    "{} > {} TCP capture starts mid-stream: looking for a fragment start",
+                    dir.0, dir.1
+                ));
+                conn.dirs[side].framer.lost = true;
+            }
+        }
+        if conn.pvm != Some(true) {
             return;
         }
         for n in notes {
@@ -703,16 +718,13 @@ impl Analyser {
             }
         }
         for c in chunks {
-            self.frame_stream(dir, key, side, c);
+            self.frame_stream(dir, &mut conn.dirs[side].framer, c);
         }
     }
 
     /// Cuts reassembled stream bytes into fragments.
-    fn frame_stream(&mut self, dir: Dir, key: Dir, side: usize, chunk: Chunk) {
-        let Some(mut framer) = self.tcp.get_mut(&key).map(|c| std::mem::take(&mut c.dirs[side].framer)) else {
-            return;
-        };
-        match chunk {
+    fn frame_stream(&mut self, dir: Dir, framer: &mut Framer, chunk: Chunk) {
+        let d = match chunk {
             Chunk::Gap(_) => {
                 if !framer.buf.is_empty() {
                     self.error(format!(
@@ -724,88 +736,68 @@ impl Analyser {
                 }
                 framer.buf.clear();
                 framer.lost = true;
+                return;
             }
-            Chunk::Data(d) => {
-                framer.buf.extend_from_slice(&d);
-                loop {
-                    if framer.lost {
-                        let max = self.cfg.max_frag_len;
-                        let found = (0..framer.buf.len().saturating_sub(FRAG_LEN - 1))
-                            .find(|&i| looks_like_stream_start(&framer.buf[i..], max));
-                        match found {
-                            Some(i) => {
-                                if i > 0 {
-                                    self.note(format!(
-                                        "{} > {} skipped {i} bytes to the next fragment start",
-                                        dir.0, dir.1
-                                    ));
-                                }
-                                framer.buf.drain(..i);
-                                framer.lost = false;
-                            }
-                            None => {
-                                // Keep a possible header prefix only.
-                                let keep = framer.buf.len().min(FRAG_LEN - 1);
-                                framer.buf.drain(..framer.buf.len() - keep);
-                                break;
-                            }
+            Chunk::Data(d) => d,
+        };
+        framer.buf.extend_from_slice(&d);
+        loop {
+            if framer.lost {
+                let max = self.cfg.max_frag_len;
+                let found = (0..framer.buf.len().saturating_sub(FRAG_LEN - 1))
+                    .find(|&i| looks_like_stream_start(&framer.buf[i..], max));
+                match found {
+                    Some(i) => {
+                        if i > 0 {
+                            self.note(format!(
+                                "{} > {} skipped {i} bytes to the next fragment start",
+                                dir.0, dir.1
+                            ));
                         }
+                        framer.buf.drain(..i);
+                        framer.lost = false;
                     }
-                    if framer.buf.len() < FRAG_LEN {
+                    None => {
+                        // Keep what could be the start of a header.
+                        let keep = framer.buf.len().min(FRAG_LEN - 1);
+                        framer.buf.drain(..framer.buf.len() - keep);
                         break;
-                    }
-                    match StreamFragHeader::parse(&framer.buf, self.cfg.max_frag_len) {
-                        Ok(h) => {
-                            let total = FRAG_LEN + h.len as usize;
-                            if framer.buf.len() < total {
-                                break;
-                            }
-                            let frag: Vec<u8> = framer.buf.drain(..total).collect();
-                            self.stream_fragment(dir, &frag);
-                        }
-                        Err(e) => {
-                            self.error(format!("{} > {} stream: {e}; resynchronising", dir.0, dir.1));
-                            framer.lost = true;
-                            framer.buf.drain(..1);
-                        }
                     }
                 }
             }
-        }
-        if let Some(c) = self.tcp.get_mut(&key) {
-            c.dirs[side].framer = framer;
+            if framer.buf.len() < FRAG_LEN {
+                break;
+            }
+            match StreamFragHeader::parse(&framer.buf, self.cfg.max_frag_len) {
+                Ok(h) => {
+                    let total = FRAG_LEN + h.len as usize;
+                    if framer.buf.len() < total {
+                        break;
+                    }
+                    let frag: Vec<u8> = framer.buf.drain(..total).collect();
+                    self.stream_fragment(dir, &frag);
+                }
+                Err(e) => {
+                    self.error(format!("{} > {} stream: {e}; resynchronising", dir.0, dir.1));
+                    framer.lost = true;
+                    framer.buf.drain(..1);
+                }
+            }
         }
     }
 
-    fn close_tcp(&mut self, key: Dir) {
-        let Some(mut conn) = self.tcp.remove(&key) else { return };
-        if conn.pvm != Some(true) {
+    /// Both directions closed, or end of capture: flush held data and report leftovers.
+    fn close_tcp(&mut self, key: Dir, mut conn: TcpConn) {
+        if conn.pvm == Some(false) {
             return;
         }
-        for (side, d) in conn.dirs.iter_mut().enumerate() {
+        for side in 0..2 {
             let dir = if side == 0 { key } else { (key.1, key.0) };
             let mut notes = Vec::new();
-            let chunks = d.reasm.finish(&mut notes);
-            let framer = std::mem::take(&mut d.framer);
-            // Put the connection back briefly so that the framing helpers can find it.
-            let tmp = TcpConn {
-                pvm: Some(true),
-                dirs: [0, 1].map(|_| TcpDir {
-                    reasm: TcpReassembler::new(0),
-                    framer: Framer::default(),
-                }),
-            };
-            self.tcp.insert(key, tmp);
-            if let Some(c) = self.tcp.get_mut(&key) {
-                c.dirs[side].framer = framer;
-            }
-            self.tcp_chunks(dir, key, side, chunks, notes, false);
-            let left = self
-                .tcp
-                .remove(&key)
-                .map(|c| c.dirs[side].framer.buf.len())
-                .unwrap_or(0);
-            if left > 0 {
+            let chunks = conn.dirs[side].reasm.finish(&mut notes);
+            self.tcp_chunks(dir, &mut conn, side, chunks, notes);
+            let left = conn.dirs[side].framer.buf.len();
+            if conn.pvm == Some(true) && left > 0 && !conn.dirs[side].framer.lost {
                 self.error(format!(
                     "{} > {} stream ends inside a fragment ({left} bytes left)",
                     dir.0, dir.1
@@ -819,7 +811,9 @@ impl Analyser {
         let mut keys: Vec<Dir> = self.tcp.keys().copied().collect();
         keys.sort();
         for k in keys {
-            self.close_tcp(k);
+            if let Some(c) = self.tcp.remove(&k) {
+                self.close_tcp(k, c);
+            }
         }
         let mut notes = Vec::new();
         self.defrag.finish(&mut notes);
@@ -844,6 +838,7 @@ impl Analyser {
             ));
         }
         self.partial.clear();
+        self.partial_bytes = 0;
     }
 }
 

@@ -455,3 +455,49 @@ fn udp_sniffing_rejects_other_traffic() {
     );
     assert_eq!(stats.fragments, 1, "{lines:#?}");
 }
+
+#[test]
+fn reassembly_caps_and_unfinished_streams() {
+    // A message over --max-message is reported once and not printed.
+    let (pkts, _) = big_message_capture();
+    let (lines, stats) = run(
+        &pcap(ETHERNET, &frames(pkts)),
+        Config {
+            max_message: 5000,
+            ..Config::default()
+        },
+    );
+    assert_eq!(stats.messages, 0, "{lines:#?}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("ERROR t40003 > t80001 message longer than 5000 bytes: body dropped"))
+            .count(),
+        1,
+        "{lines:#?}"
+    );
+    // A continuation without its start, and a stream that stops inside a fragment.
+    let f = stream_frags();
+    let mut cont = f[2].clone();
+    cont[12] = 0x02; // EOM only
+    let mut bytes = cont;
+    bytes.extend_from_slice(&f[0][..40]);
+    let pkts = vec![tcp_frame(1, SYN, b""), tcp_frame(2, ACK | PSH, &bytes)];
+    let (lines, stats) = run(
+        &pcap(ETHERNET, &frames(pkts)),
+        Config {
+            tcp_ports: vec![S],
+            ..Config::default()
+        },
+    );
+    let has = |p: &str| lines.iter().any(|l| l.contains(p));
+    assert!(
+        has("ERROR t40004 > t40003 continuation fragment (EOM) without a start of message: skipped"),
+        "{lines:#?}"
+    );
+    assert!(
+        has("ERROR 10.77.0.1:40001 > 10.77.0.2:36145 stream ends inside a fragment (40 bytes left)"),
+        "{lines:#?}"
+    );
+    assert_eq!(stats.errors, 2);
+}

@@ -84,3 +84,36 @@ fn direct_route_found_without_content_sniffing() {
     let (_, stats) = analyse_bytes(&capture(), cfg, false).unwrap();
     assert_eq!(stats.messages, 0);
 }
+
+/// Makes a fresh capture with the legacy daemons and decodes it. Needs root, tcpdump, gcc and
+/// the Debian pvm/pvm-dev packages; run with `cargo test -p pvmdump -- --ignored`.
+#[test]
+#[ignore = "starts legacy pvmds in network namespaces (root)"]
+fn live_legacy_capture_decodes_without_differences() {
+    let out = std::env::temp_dir().join(format!("pvmdump-live-{}.pcap", std::process::id()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/make-capture.sh");
+    let st = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "make-capture.sh failed: {st}");
+    let bytes = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let (lines, stats) = analyse_bytes(
+        &bytes,
+        Config {
+            check: true,
+            ..Config::default()
+        },
+        false,
+    )
+    .unwrap();
+    assert_eq!((stats.errors, stats.check_diffs), (0, 0), "{lines:#?}");
+    let has = |p: &str| lines.iter().any(|l| l.contains(p));
+    assert!(has("tag=1 ctx=0x0 wid=0x0 enc=xdr frags=2 len=6032"), "{lines:#?}");
+    assert!(
+        has(" TD ") && has("tag=4 ctx=0x0 wid=0x0 enc=raw frags=2 len=5013"),
+        "{lines:#?}"
+    );
+}
