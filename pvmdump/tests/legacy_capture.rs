@@ -86,9 +86,8 @@ fn direct_route_found_without_content_sniffing() {
 }
 
 /// Makes a fresh capture with the legacy daemons and decodes it. Needs root, tcpdump, gcc and
-/// the Debian pvm/pvm-dev packages; run with `cargo test -p pvmdump -- --ignored`.
+/// the Debian pvm/pvm-dev packages (ci/setup installs them); it fails, never skips, without them.
 #[test]
-#[ignore = "starts legacy pvmds in network namespaces (root)"]
 fn live_legacy_capture_decodes_without_differences() {
     let out = std::env::temp_dir().join(format!("pvmdump-live-{}.pcap", std::process::id()));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/make-capture.sh");
