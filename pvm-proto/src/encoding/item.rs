@@ -118,8 +118,10 @@ item!(i16, Short, 2, 4, 1,
     put_raw(self, o) { NativeEndian::write_i16(o, self); }
     get_raw(b) { NativeEndian::read_i16(b) }
 );
+// libpvm packs ushort with its *short* encoder, so an XDR ushort is sign-extended on the wire
+// (0xebeb travels as ffffebeb); decoding keeps the low 16 bits either way.
 item!(u16, UShort, 2, 4, 1,
-    put_xdr(self, o) { BigEndian::write_u32(o, self as u32); }
+    put_xdr(self, o) { BigEndian::write_i32(o, self as i16 as i32); }
     get_xdr(b, s) { BigEndian::read_u32(b) as u16 }
     put_raw(self, o) { NativeEndian::write_u16(o, self); }
     get_raw(b) { NativeEndian::read_u16(b) }

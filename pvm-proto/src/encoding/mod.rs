@@ -6,7 +6,8 @@
 //!
 //! # Encodings
 //! * **XDR** (`PvmDataDefault`, header `enc` = `0x10000000`): big-endian 4-byte units. short and
-//!   ushort take 4 bytes (sign- / zero-extended); int, uint, float 4; double 8; cplx two floats;
+//!   ushort take 4 bytes, both **sign-extended** (libpvm packs ushort with its short encoder, so
+//!   `0xffff` travels as `ffffffff`, not `0000ffff` as wire.md §6.2 says); int, uint, float 4; double 8; cplx two floats;
 //!   dcplx two doubles; long and ulong **4 bytes** (see "long" below). A byte array is copied as
 //!   is and the *fragment* is then padded to a multiple of 4; a string is `int n = strlen + 1`,
 //!   then the `n` bytes including the NUL, then the pad. Legacy senders leave pad bytes
@@ -41,12 +42,14 @@
 //!
 //! # long and ulong in XDR
 //! The legacy library on LINUX64 (libtirpc's `xdr_long`) writes the low 32 bits and never
-//! reports an error, and reads 4 bytes back **zero-extended** into a 64-bit long, even for
-//! `pvm_upklong` (a packed -5 arrives as 4294967291). Both are the defaults here
-//! ([`LongOverflow::Truncate`], [`LongDecode::ZeroExtend`]) so that a Rust task behaves exactly
-//! like a legacy one. [`LongOverflow::Error`] returns `PvmOverflow` for values that do not fit, as
-//! the C source intended; [`LongDecode::SignExtend`] sign-extends `long` (ulong always
-//! zero-extends).
+//! range-checks, and reads 4 bytes back **zero-extended** into a 64-bit long, even for
+//! `pvm_upklong` (a packed -5 arrives as 4294967291). libpvm itself tests the range only when an
+//! element does not fit in the current fragment, and then fails with PvmOverflow (see
+//! [`LongOverflow::Legacy`]). These legacy behaviours are the defaults here
+//! ([`LongOverflow::Legacy`], [`LongDecode::ZeroExtend`]) so that a Rust task behaves exactly
+//! like a legacy one. [`LongOverflow::Truncate`] never fails; [`LongOverflow::Error`] returns
+//! PvmOverflow for any value that does not fit, as the C source intended;
+//! [`LongDecode::SignExtend`] sign-extends `long` (ulong always zero-extends).
 //!
 //! # Errors
 //! Reading past the end is [`UnpackError::NoData`] (`PvmNoData`, "End of buffer"); data of a
@@ -130,10 +133,16 @@ impl Format {
 /// What to do when a `long`/`ulong` does not fit in the 4 bytes XDR gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum LongOverflow {
-    /// Send the low 32 bits and succeed (legacy behaviour on LINUX64).
+    /// Exactly what libpvm 3.4.6 on LINUX64 does: send the low 32 bits and succeed, except for
+    /// an out-of-range element that would start a new fragment. libtirpc's `xdr_long` never
+    /// range-checks; libpvm only tests the value after `xdr_long` failed for lack of room, and
+    /// then returns PvmOverflow, keeping the elements packed before it and leaving the
+    /// fragment short (verified against the installed library by `tests/legacy_pack.rs`).
     #[default]
+    Legacy,
+    /// Always send the low 32 bits and succeed.
     Truncate,
-    /// Fail with `PvmOverflow` before packing any element of the call (the C source's intent).
+    /// Fail with PvmOverflow before packing any element of the call (the C source's intent).
     Error,
 }
 
@@ -166,7 +175,7 @@ impl Default for PackOptions {
     fn default() -> Self {
         PackOptions {
             frag_size: UDPMAXLEN,
-            long_overflow: LongOverflow::Truncate,
+            long_overflow: LongOverflow::Legacy,
             record_pads: false,
         }
     }
@@ -176,7 +185,8 @@ impl Default for PackOptions {
 pub const MIN_FRAG_SIZE: usize = MAXHDR + 4;
 pub const MAX_FRAG_SIZE: usize = 1 << 20;
 
-/// A packing failure. Nothing is packed by a call that fails, except where noted.
+/// A packing failure. A call that fails packs nothing, except with [`LongOverflow::Legacy`],
+/// which keeps the elements before the one that failed, as libpvm does.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PackError {
     #[error("bad parameter: {0}")]

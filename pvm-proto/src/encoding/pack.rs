@@ -181,7 +181,10 @@ impl Packer {
     /// encoder.
     pub fn pk_mesg(&mut self, m: &EmbeddedMesg) -> Result<()> {
         let len = i32::try_from(m.body.len()).map_err(|_| PackError::BadParam("embedded message over 2 GB"))?;
-        self.pack(&[len, m.ctx, m.tag, m.wid, m.body.enc(), m.crc, m.src, m.dst])?;
+        // Eight separate calls, as in libpvm: it matters for in-place bodies (one fragment each).
+        for v in [len, m.ctx, m.tag, m.wid, m.body.enc(), m.crc, m.src, m.dst] {
+            self.pack(&[v])?;
+        }
         for frag in m.body.fragments() {
             let n = i32::try_from(frag.len()).map_err(|_| PackError::BadParam("fragment over 2 GB"))?;
             self.pack(&[n])?;
@@ -269,6 +272,15 @@ impl Packer {
                     }
                     i += 1;
                 } else {
+                    if self.long_overflow == LongOverflow::Legacy {
+                        if let Some(value) = data[i * stride].xdr_overflow() {
+                            return Err(PackError::Overflow {
+                                kind: T::KIND.name(),
+                                index: i,
+                                value,
+                            });
+                        }
+                    }
                     self.next_xdr_fragment(T::XDR_UNIT)?;
                 }
                 continue;

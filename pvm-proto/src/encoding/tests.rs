@@ -323,7 +323,7 @@ fn xdr_short_and_long_edges() {
     p.pk_ulong(&[0xffff_ffff_ffff_fffe]).unwrap();
     assert_eq!(
         p.body().bytes(),
-        &hex("ffffffff 0000ffff 55667788 ffffffff fffffffe")[..]
+        &hex("ffffffff ffffffff 55667788 ffffffff fffffffe")[..]
     );
     let mut u = p.body().unpacker();
     assert_eq!(u.get::<i16>().unwrap(), -1);
@@ -426,4 +426,32 @@ fn empty_messages() {
     })
     .unwrap();
     assert_eq!(p.body().len(), 36);
+}
+
+#[test]
+fn legacy_long_overflow_only_at_a_fragment_boundary() {
+    // 1007 ints leave 4 bytes; the first long fits, the second would open a new fragment.
+    let mut p = Packer::new(Encoding::Xdr);
+    p.pk_int(&vec![0; 1007]).unwrap();
+    p.pk_long(&[1 << 40, 1 << 41, 3]).unwrap_err();
+    assert_eq!(
+        p.body().fragment_lens(),
+        vec![4032],
+        "the element before is kept, no new fragment"
+    );
+    // In range at the boundary: no error.
+    p.pk_long(&[5, 1 << 40]).unwrap();
+    assert_eq!(p.body().fragment_lens(), vec![4032, 8]);
+    // Truncate never fails.
+    let mut p = Packer::with_options(
+        Encoding::Xdr,
+        PackOptions {
+            long_overflow: LongOverflow::Truncate,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    p.pk_int(&vec![0; 1008]).unwrap();
+    p.pk_ulong(&[1 << 40]).unwrap();
+    assert_eq!(p.body().fragment_lens(), vec![4032, 4]);
 }
