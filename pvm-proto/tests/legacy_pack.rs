@@ -446,6 +446,10 @@ fn build_dumper(dir: &Path) -> PathBuf {
 }
 
 fn run_dumper(exe: &Path, dir: &Path, script: &str, perturb: &str) -> Vec<(String, Dump)> {
+    parse_dumps(&run_script(exe, dir, script, perturb))
+}
+
+fn run_script(exe: &Path, dir: &Path, script: &str, perturb: &str) -> String {
     let mut child = Command::new(exe)
         .env("PVM_ALLOW_ROOT", "1")
         .env("PVM_TMP", dir)
@@ -463,21 +467,28 @@ fn run_dumper(exe: &Path, dir: &Path, script: &str, perturb: &str) -> Vec<(Strin
     let out = child.wait_with_output().expect("dumper output");
     writer.join().unwrap().expect("writing the script");
     assert!(out.status.success(), "dumper exited with {}", out.status);
-    parse_dumps(&String::from_utf8(out.stdout).unwrap())
+    String::from_utf8(out.stdout).unwrap()
 }
 
-#[test]
-fn packer_matches_legacy_libpvm3() {
+/// Compiles the dumper in a fresh directory, or returns None (and says why) when the legacy
+/// library is absent and not required.
+fn setup(tag: &str) -> Option<(PathBuf, PathBuf)> {
     if !legacy_present() {
         if std::env::var("PVM_RS_REQUIRE_LEGACY").as_deref() == Ok("1") {
             panic!("legacy libpvm3 (pvm-dev), its header or gcc is missing and PVM_RS_REQUIRE_LEGACY=1");
         }
         eprintln!("legacy libpvm3 or gcc not found: legacy comparison NOT run");
-        return;
+        return None;
     }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("legacy-pack-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("legacy-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let exe = build_dumper(&dir);
+    Some((dir, exe))
+}
+
+#[test]
+fn packer_matches_legacy_libpvm3() {
+    let Some((dir, exe)) = setup("pack") else { return };
     let cases = cases();
     let script = script(&cases);
     let zero = run_dumper(&exe, &dir, &script, "255");
@@ -528,5 +539,117 @@ fn packer_matches_legacy_libpvm3() {
         prev = Some((p.into_body(), legacy.hdr));
     }
     assert!(multi_frag > 20, "only {multi_frag} cases spanned several fragments");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The upk script line for a pack call, and the values libpvm must print for it.
+fn upk_line(op: &Op, xdr: bool) -> (String, String) {
+    use std::fmt::Write;
+    let Op::Data { vals, cnt, stride } = op else {
+        let Op::Str(s) = op else { unreachable!("no mesg here") };
+        let hex: String = if s.is_empty() {
+            "-".into()
+        } else {
+            s.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        return ("upkstr".into(), format!("val 0 {hex}"));
+    };
+    let (cnt, stride) = (*cnt, *stride);
+    let mut want = String::from("val 0");
+    macro_rules! ints {
+        ($name:literal, $v:expr, $conv:expr) => {{
+            for i in 0..cnt {
+                write!(want, " {}", $conv($v[i * stride])).unwrap();
+            }
+            $name
+        }};
+    }
+    macro_rules! bits {
+        ($name:literal, $v:expr, $conv:expr) => {{
+            for i in 0..cnt {
+                for w in $conv($v[i * stride]) {
+                    write!(want, " {:x}", w).unwrap();
+                }
+            }
+            $name
+        }};
+    }
+    let name = match vals {
+        Vals::Byte(v) => ints!("byte", v, |x: u8| x as i64),
+        Vals::Short(v) => ints!("short", v, |x: i16| x as i64),
+        Vals::UShort(v) => ints!("ushort", v, |x: u16| x as i64),
+        Vals::Int(v) => ints!("int", v, |x: i32| x as i64),
+        Vals::UInt(v) => ints!("uint", v, |x: u32| x as i64),
+        // XDR long: 4 bytes on the wire, zero-extended by libpvm on LINUX64.
+        Vals::Long(v) => ints!("long", v, |x: i64| if xdr { x as u32 as i64 } else { x }),
+        Vals::ULong(v) => ints!("ulong", v, |x: u64| if xdr { x as u32 as i64 } else { x as i64 }),
+        Vals::Float(v) => bits!("float", v, |x: f32| [x.to_bits() as u64]),
+        Vals::Double(v) => bits!("double", v, |x: f64| [x.to_bits()]),
+        Vals::Cplx(v) => bits!("cplx", v, |x: [f32; 2]| [x[0].to_bits() as u64, x[1].to_bits() as u64]),
+        Vals::DCplx(v) => bits!("dcplx", v, |x: [f64; 2]| [x[0].to_bits(), x[1].to_bits()]),
+    };
+    (format!("upk {name} {cnt} {stride}"), want)
+}
+
+/// The other direction: libpvm3 receives our fragments (through pvm_upkmesg, which rebuilds a
+/// message from a fragment list) and unpacks them with its own decoders.
+#[test]
+fn legacy_libpvm3_unpacks_our_bodies() {
+    let Some((dir, exe)) = setup("unpack") else { return };
+    let mut script = String::new();
+    let mut expect: Vec<String> = Vec::new();
+    let mut checked = 0;
+    for c in cases() {
+        if c.ops.iter().any(|o| matches!(o, Op::Mesg)) {
+            continue;
+        }
+        let (p, rc) = pack_ours(&c, None);
+        if rc != 0 {
+            continue; // a failed pack call leaves nothing (or a partial array) to read back
+        }
+        let mut image = Packer::with_options(
+            Encoding::Raw,
+            PackOptions {
+                frag_size: 1 << 20,
+                ..PackOptions::default()
+            },
+        )
+        .unwrap();
+        image
+            .pk_mesg(&EmbeddedMesg {
+                body: p.into_body(),
+                ..EmbeddedMesg::default()
+            })
+            .unwrap();
+        script.push_str("load ");
+        for b in image.body().bytes() {
+            script.push_str(&format!("{b:02x}"));
+        }
+        script.push('\n');
+        expect.push(format!("{}: loaded", c.name));
+        for op in &c.ops {
+            let (line, want) = upk_line(op, c.enc == Encoding::Xdr);
+            script.push_str(&line);
+            script.push('\n');
+            expect.push(format!("{}: {want}", c.name));
+        }
+        checked += 1;
+    }
+    let out = run_script(&exe, &dir, &script, "0");
+    let got: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("val ") || l.starts_with("loaded "))
+        .collect();
+    assert_eq!(got.len(), expect.len(), "one output line per load/upk");
+    for (g, e) in got.iter().zip(&expect) {
+        let (name, want) = e.split_once(": ").unwrap();
+        if want == "loaded" {
+            let mid: i32 = g.trim_start_matches("loaded ").parse().unwrap();
+            assert!(mid > 0, "{name}: pvm_upkmesg of our fragments failed with {mid}");
+        } else {
+            assert_eq!(*g, want, "{name}");
+        }
+    }
+    assert!(checked > 100, "only {checked} cases checked");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,6 +11,11 @@
  *   str HEX                     pvm_pkstr of the bytes HEX ("-" for the empty string)
  *   mesg                        pvm_pkmesg of the previous case's message
  *   end                         dump this case
+ *   load HEX                    pvm_upkmesg of a pvm_pkmesg image (native ints, as dumped below):
+ *                               the message becomes the receive buffer
+ *   upk TYPE CNT STRIDE         unpack into a zeroed array; prints "val RC V..." (the CNT selected
+ *                               elements, in the input formats)
+ *   upkstr                      prints "val RC HEX" of pvm_upkstr
  * For every case it prints "dump NAME RC HEX": RC is the first non-zero pack return code (or 0),
  * HEX the PvmDataRaw image of pvm_pkmesg(case message), i.e. len ctx tag wid enc crc src dst and
  * then "int fraglen, bytes" per fragment, all native. The fragments are the library's own; only
@@ -83,6 +88,65 @@ int main(void)
 			pvm_setsbuf(mid);
 			cc = pvm_pkmesg(prev);
 			if (cc && !rc) rc = cc;
+			continue;
+		}
+		if (!strcmp(word, "load")) {
+			static char hex[4000000];
+			unsigned char *b;
+			int r;
+			if (scanf("%3999999s", hex) != 1)
+				return 2;
+			n = (int)strlen(hex) / 2;
+			b = malloc(n + 1);
+			for (i = 0; i < n; i++)
+				b[i] = (unsigned char)(hexval(hex[2 * i]) * 16 + hexval(hex[2 * i + 1]));
+			r = pvm_mkbuf(PvmDataRaw);
+			pvm_setsbuf(r);
+			pvm_pkbyte((char *)b, n, 1);
+			pvm_setrbuf(r);
+			cc = pvm_upkmesg();
+			pvm_setrbuf(cc > 0 ? cc : 0);
+			free(b);
+			printf("loaded %d\n", cc);
+			continue;
+		}
+		if (!strcmp(word, "upkstr")) {
+			static char str[200000];
+			memset(str, 0, sizeof str);
+			cc = pvm_upkstr(str);
+			printf("val %d ", cc);
+			for (i = 0; str[i]; i++)
+				printf("%02x", (unsigned char)str[i]);
+			printf("%s\n", str[0] ? "" : "-");
+			continue;
+		}
+		if (!strcmp(word, "upk")) {
+			char type[16];
+			if (scanf("%15s %d %d", type, &cnt, &std) != 3)
+				return 2;
+			n = cnt > 0 ? (cnt - 1) * std + 1 : 0;
+#define UPK_INTS(T, FMT, CAST, UPK) do { \
+				T *v = calloc(n + 1, sizeof(T)); cc = UPK((void *)v, cnt, std); printf("val %d", cc); \
+				for (i = 0; i < cnt; i++) printf(FMT, (CAST)v[i * std]); printf("\n"); free(v); \
+			} while (0)
+#define UPK_BITS(T, W, K, UPK) do { \
+				W *v = calloc((size_t)(n + 1) * K, sizeof(W)); cc = UPK((void *)v, cnt, std); printf("val %d", cc); \
+				for (i = 0; i < cnt; i++) { int k; for (k = 0; k < K; k++) printf(" %llx", (unsigned long long)v[i * std * K + k]); } \
+				printf("\n"); free(v); \
+			} while (0)
+			if (!strcmp(type, "byte")) UPK_INTS(unsigned char, " %lld", long long, pvm_upkbyte);
+			else if (!strcmp(type, "short")) UPK_INTS(short, " %lld", long long, pvm_upkshort);
+			else if (!strcmp(type, "ushort")) UPK_INTS(unsigned short, " %lld", long long, pvm_upkushort);
+			else if (!strcmp(type, "int")) UPK_INTS(int, " %lld", long long, pvm_upkint);
+			else if (!strcmp(type, "uint")) UPK_INTS(unsigned int, " %lld", long long, pvm_upkuint);
+			else if (!strcmp(type, "long")) UPK_INTS(long, " %lld", long long, pvm_upklong);
+			else if (!strcmp(type, "ulong")) UPK_INTS(unsigned long, " %lld", long long, pvm_upkulong);
+			else if (!strcmp(type, "float")) UPK_BITS(float, unsigned int, 1, pvm_upkfloat);
+			else if (!strcmp(type, "double")) UPK_BITS(double, unsigned long long, 1, pvm_upkdouble);
+			else if (!strcmp(type, "cplx")) UPK_BITS(float, unsigned int, 2, pvm_upkcplx);
+			else if (!strcmp(type, "dcplx")) UPK_BITS(double, unsigned long long, 2, pvm_upkdcplx);
+			else return 3;
+			fflush(stdout);
 			continue;
 		}
 		if (!strcmp(word, "str")) {
