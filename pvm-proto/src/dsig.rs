@@ -216,7 +216,9 @@ impl DataSig {
 
     /// The native signature as a wire value.
     pub fn native_sig() -> i32 {
-        DataSig::native().encode()
+        // Probed once: every unpacker asks, and the answer cannot change.
+        static NATIVE: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+        *NATIVE.get_or_init(|| DataSig::native().encode())
     }
 }
 

@@ -127,7 +127,7 @@ int main(void)
 			n = cnt > 0 ? (cnt - 1) * std + 1 : 0;
 #define UPK_INTS(T, FMT, CAST, UPK) do { \
 				T *v = calloc(n + 1, sizeof(T)); cc = UPK((void *)v, cnt, std); printf("val %d", cc); \
-				for (i = 0; i < cnt; i++) printf(FMT, (CAST)v[i * std]); printf("\n"); free(v); \
+				for (i = 0; i < cnt; i++) { printf(FMT, (CAST)v[i * std]); } printf("\n"); free(v); \
 			} while (0)
 #define UPK_BITS(T, W, K, UPK) do { \
 				W *v = calloc((size_t)(n + 1) * K, sizeof(W)); cc = UPK((void *)v, cnt, std); printf("val %d", cc); \
