@@ -12,6 +12,8 @@
 //! the input (or an explicit cap) before anything is allocated.
 
 pub mod codes;
+pub mod dsig;
+pub mod encoding;
 pub mod error;
 pub mod frag;
 pub mod mesg;

@@ -1,0 +1,94 @@
+/*
+ * Throughput of the legacy libpvm3 XDR packer: pvm_pkint/pvm_upkint and pvm_pkdouble/
+ * pvm_upkdouble on 1 MB arrays, the same data and repetition scheme as
+ * pvm-proto/benches/pack.rs (median of REPS runs after one warm-up). No pvmd is needed.
+ * Output lines: "bench NAME VALUE MB/s".
+ * Build: gcc -O2 -o legacy-pack-bench ci/legacy-pack-bench.c -lpvm3
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <pvm3.h>
+
+#define MB (1 << 20)
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int *ints;
+static double *dbls;
+static int *iout;
+static double *dout;
+static int mid;
+
+static void pack_int(void) { pvm_initsend(PvmDataDefault); pvm_pkint(ints, MB / 4, 1); }
+static void pack_double(void) { pvm_initsend(PvmDataDefault); pvm_pkdouble(dbls, MB / 8, 1); }
+/* Re-arm the receive buffer: setsbuf flips it to packing, setrbuf back to unpacking at byte 0. */
+static void unpack_int(void) { pvm_setsbuf(mid); pvm_setrbuf(mid); pvm_upkint(iout, MB / 4, 1); }
+static void unpack_double(void) { pvm_setsbuf(mid); pvm_setrbuf(mid); pvm_upkdouble(dout, MB / 8, 1); }
+
+static double measure(int reps, void (*f)(void))
+{
+	double *t = malloc(reps * sizeof(double)), m;
+	int i;
+
+	f();
+	for (i = 0; i < reps; i++) {
+		double s = now();
+		f();
+		t[i] = now() - s;
+	}
+	qsort(t, reps, sizeof(double), cmp);
+	m = t[reps / 2];
+	free(t);
+	return m;
+}
+
+int main(void)
+{
+	int reps = getenv("PACK_BENCH_REPS") ? atoi(getenv("PACK_BENCH_REPS")) : 31;
+	int i;
+
+	ints = malloc(MB);
+	dbls = malloc(MB);
+	iout = malloc(MB);
+	dout = malloc(MB);
+	for (i = 0; i < MB / 4; i++)
+		ints[i] = (int)((unsigned)i * 2654435761u);
+	for (i = 0; i < MB / 8; i++)
+		dbls[i] = i * 1.000001;
+
+	printf("bench xdr_pack_int_1MB %.1f MB/s\n", 1.0 / measure(reps, pack_int));
+	pvm_initsend(PvmDataDefault);
+	pvm_pkint(ints, MB / 4, 1);
+	mid = pvm_getsbuf();
+	printf("bench xdr_unpack_int_1MB %.1f MB/s\n", 1.0 / measure(reps, unpack_int));
+	if (memcmp(iout, ints, MB)) {
+		fprintf(stderr, "legacy int round trip differs\n");
+		return 1;
+	}
+
+	pvm_setsbuf(0);
+	pvm_freebuf(mid);
+	printf("bench xdr_pack_double_1MB %.1f MB/s\n", 1.0 / measure(reps, pack_double));
+	pvm_initsend(PvmDataDefault);
+	pvm_pkdouble(dbls, MB / 8, 1);
+	mid = pvm_getsbuf();
+	printf("bench xdr_unpack_double_1MB %.1f MB/s\n", 1.0 / measure(reps, unpack_double));
+	if (memcmp(dout, dbls, MB)) {
+		fprintf(stderr, "legacy double round trip differs\n");
+		return 1;
+	}
+	return 0;
+}
