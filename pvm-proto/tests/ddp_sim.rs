@@ -382,7 +382,7 @@ fn sliding_window_delivers_exactly_once_in_order_too() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn exactly_once_for_arbitrary_fault_rates(seed in any::<u64>(), loss in 0u32..250, dup in 0u32..400,
                                               jitter_ms in 0u64..20, window in 1u16..12) {
@@ -920,7 +920,7 @@ fn undrained_events_make_the_endpoint_refuse_input_not_grow() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
     /// Arbitrary datagrams from a known peer's address, many with a plausible header, never
     /// panic, and the queues stay within their caps.
     #[test]
@@ -969,4 +969,50 @@ proptest! {
         let tx = std::iter::from_fn(|| ep.poll_transmit()).count();
         prop_assert!(tx <= 16 + 2 * usize::from(window) + 4);
     }
+}
+
+#[test]
+fn a_transiently_failed_send_is_retried_after_dderrretry_without_counting() {
+    let mut ep = Endpoint::new(EndpointConfig::new(1, 1), Time::ZERO);
+    ep.add_peer(2, PeerConfig::legacy(addr_of(2), UDPMAXLEN)).unwrap();
+    let t0 = Time::from_secs(1);
+    ep.send_message(t0, 2, Tid::pvmd(1), Tid::pvmd(2), hdr(7), b"x")
+        .unwrap();
+    let first = ep.poll_transmit().unwrap();
+    ep.transmit_failed(t0);
+    assert_eq!(ep.poll_transmit(), None);
+    assert_eq!(ep.poll_timeout(), Some(t0 + DDERRRETRY));
+    ep.handle_timeout(t0 + DDERRRETRY);
+    assert_eq!(ep.poll_transmit().as_ref(), Some(&first));
+    // That was the first real send: the next retry comes 2 * rtt later.
+    assert_eq!(ep.poll_timeout(), Some(t0 + DDERRRETRY + Duration::from_secs(2)));
+
+    // A failed ACK is retried too; a failed FIN|ACK does not end the link until it goes.
+    let mut b = Endpoint::new(EndpointConfig::new(2, 1), Time::ZERO);
+    b.add_peer(1, PeerConfig::legacy(addr_of(1), UDPMAXLEN)).unwrap();
+    b.add_peer(3, PeerConfig::legacy(addr_of(3), UDPMAXLEN)).unwrap();
+    b.handle_datagram(t0, addr_of(1), &first.bytes);
+    let ack = b.poll_transmit().unwrap();
+    b.transmit_failed(t0);
+    b.send_finack(3).unwrap();
+    let fa = b.poll_transmit().unwrap();
+    assert_eq!(fa.bytes[12], 0x18);
+    b.transmit_failed(t0);
+    assert_eq!(b.poll_transmit(), None);
+    assert!(b.peer_info(3).is_some());
+    b.handle_timeout(t0 + DDERRRETRY);
+    assert_eq!(b.poll_transmit(), Some(ack));
+    assert_eq!(b.poll_transmit(), Some(fa));
+    assert_eq!(b.poll_transmit(), None);
+    assert_eq!(b.peer_info(3), None);
+    let lost: Vec<Event> = std::iter::from_fn(|| b.poll_event())
+        .filter(|e| matches!(e, Event::PeerLost { .. }))
+        .collect();
+    assert_eq!(
+        lost,
+        vec![Event::PeerLost {
+            host: 3,
+            cause: LinkLoss::FinAckSent
+        }]
+    );
 }

@@ -319,6 +319,21 @@ enum Ready {
     Data { host: u32, generation: u64, seq: u16 },
 }
 
+/// What a failed send must undo.
+#[derive(Debug, Clone, Copy)]
+enum LastTx {
+    Control(Ready),
+    Data {
+        host: u32,
+        generation: u64,
+        seq: u16,
+        sends: u32,
+        first_sent: Option<Time>,
+        rta: Duration,
+        rto: Duration,
+    },
+}
+
 /// One pvmd's side of the pvmd <-> pvmd reliable datagram protocol.
 ///
 /// Drive it with [`handle_datagram`](Self::handle_datagram), [`handle_timeout`](Self::handle_timeout)
@@ -339,6 +354,11 @@ pub struct Endpoint {
     /// never wait behind retries (the 3.4 fix to `opq` ordering).
     retx: VecDeque<Ready>,
     pending_acks: usize,
+    /// ACK and FIN|ACK datagrams whose send failed transiently, to be retried at the given time.
+    deferred: Vec<(Time, Ready)>,
+    /// The last datagram handed out, until the next call confirms it went (see
+    /// [`Endpoint::transmit_failed`]).
+    last_tx: Option<LastTx>,
     events: VecDeque<Event>,
     overflow: u64,
     next_ping: Time,
@@ -356,6 +376,8 @@ impl Endpoint {
             ready: VecDeque::new(),
             retx: VecDeque::new(),
             pending_acks: 0,
+            deferred: Vec::new(),
+            last_tx: None,
             events: VecDeque::new(),
             overflow: 0,
             next_ping: now + DDPINGTIME,
@@ -382,6 +404,7 @@ impl Endpoint {
 
     /// Adds (or replaces, starting afresh) the link to host `host`.
     pub fn add_peer(&mut self, host: u32, pc: PeerConfig) -> Result<(), PeerError> {
+        self.settle();
         if host > Tid::MAX_HOST || host == self.cfg.host {
             return Err(PeerError::BadHost { host });
         }
@@ -416,11 +439,13 @@ impl Endpoint {
 
     /// Forgets host `host` and everything queued for it, without any event.
     pub fn remove_peer(&mut self, host: u32) -> bool {
+        self.settle();
         self.peers.remove(&host).is_some()
     }
 
     /// Changes the window of an existing link (after negotiation with a pvmd-rs peer).
     pub fn set_window(&mut self, host: u32, window: u16) -> Result<(), PeerError> {
+        self.settle();
         check_window(window)?;
         let peer = self.peers.get_mut(&host).ok_or(PeerError::NoSuchPeer { host })?;
         peer.window = window;
@@ -560,6 +585,7 @@ impl Endpoint {
     /// DM_STARTACK, or ends a link whose FIN was acknowledged. Sent once, never retried. Once it
     /// is sent to a host other than pvmd' (host 0), that host is forgotten.
     pub fn send_finack(&mut self, host: u32) -> Result<(), SendError> {
+        self.settle();
         let peer = self.peers.get(&host).ok_or(SendError::NoSuchPeer { host })?;
         self.ready.push_front(Ready::FinAck {
             host,
@@ -863,7 +889,56 @@ impl Endpoint {
     }
 
     fn advance(&mut self, now: Time) {
+        self.settle();
         self.now = self.now.max(now);
+    }
+
+    /// Confirms the last datagram handed out: a FIN|ACK that went ends its link now.
+    fn settle(&mut self) {
+        if let Some(LastTx::Control(Ready::FinAck { host, generation })) = self.last_tx.take() {
+            if host != 0 && self.peers.get(&host).is_some_and(|p| p.generation == generation) {
+                self.lose_peer(host, LinkLoss::FinAckSent);
+            }
+        }
+    }
+
+    /// Reports that the datagram last returned by [`poll_transmit`](Self::poll_transmit) could
+    /// not be sent for a transient reason (the legacy pvmd tolerates EINTR, ENOBUFS and ENOMEM
+    /// from `sendto()` and bails out on anything else). It is retried after `DDERRRETRY`
+    /// without counting as a send, as `netoutput()` does. Must be called before any other call.
+    pub fn transmit_failed(&mut self, now: Time) {
+        let last = self.last_tx.take();
+        self.now = self.now.max(now);
+        let retry = self.now + DDERRRETRY;
+        match last {
+            None => {}
+            Some(LastTx::Control(item)) => {
+                if matches!(item, Ready::Ack { .. }) {
+                    self.pending_acks += 1;
+                }
+                self.deferred.push((retry, item));
+            }
+            Some(LastTx::Data {
+                host,
+                generation,
+                seq,
+                sends,
+                first_sent,
+                rta,
+                rto,
+            }) => {
+                let Some(peer) = self.peers.get_mut(&host).filter(|p| p.generation == generation) else {
+                    return;
+                };
+                if let Some(f) = peer.opq.iter_mut().find(|f| f.seq == seq) {
+                    f.sends = sends;
+                    f.first_sent = first_sent;
+                    f.rta = rta;
+                    f.rto = rto + DDERRRETRY;
+                    f.retry_at = Some(retry);
+                }
+            }
+        }
     }
 
     // ---- timers -------------------------------------------------------------------------
@@ -875,7 +950,9 @@ impl Endpoint {
             .values()
             .flat_map(|p| p.opq.iter().filter_map(|f| f.retry_at))
             .min();
-        Some(retry.map_or(self.next_ping, |r| r.min(self.next_ping)))
+        let deferred = self.deferred.iter().map(|d| d.0).min();
+        let soonest = [retry, deferred].into_iter().flatten().min();
+        Some(soonest.map_or(self.next_ping, |r| r.min(self.next_ping)))
     }
 
     /// Runs the timers due at `now`: declares dead the hosts that exhausted their retries,
@@ -907,6 +984,10 @@ impl Endpoint {
             due.retain(|d| d.1 != host);
             self.lose_peer(host, cause);
         }
+        let (later, now_due): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.deferred).into_iter().partition(|d| d.0 > now);
+        self.deferred = later;
+        self.ready.extend(now_due.into_iter().map(|d| d.1));
         due.sort_by_key(|d| d.0);
         for (_, host, s) in due {
             let Some(peer) = self.peers.get_mut(&host) else {
@@ -963,7 +1044,12 @@ impl Endpoint {
     // ---- output -------------------------------------------------------------------------
 
     /// The next datagram to send. Its retransmission timer starts now (the latest `now` seen).
+    /// The send is taken to have succeeded unless [`transmit_failed`](Self::transmit_failed) is
+    /// the next call; a FIN|ACK to a host other than pvmd' then ends that link
+    /// ([`LinkLoss::FinAckSent`]).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.settle();
+        let now = self.now;
         while let Some(item) = self.ready.pop_front().or_else(|| self.retx.pop_front()) {
             match item {
                 Ready::Ack { host, generation, seq } => {
@@ -972,6 +1058,7 @@ impl Endpoint {
                         continue;
                     };
                     let dst = peer.addr;
+                    self.last_tx = Some(LastTx::Control(item));
                     return Some(Transmit {
                         dst,
                         bytes: self.control(host, seq, FragFlags::ACK),
@@ -981,17 +1068,15 @@ impl Endpoint {
                     let Some(peer) = self.peers.get(&host).filter(|p| p.generation == generation) else {
                         continue;
                     };
-                    let t = Transmit {
-                        dst: peer.addr,
+                    let dst = peer.addr;
+                    // The link ends at the next call, unless this send is reported failed.
+                    self.last_tx = Some(LastTx::Control(item));
+                    return Some(Transmit {
+                        dst,
                         bytes: self.control(host, 0, FragFlags::FIN | FragFlags::ACK),
-                    };
-                    if host != 0 {
-                        self.lose_peer(host, LinkLoss::FinAckSent);
-                    }
-                    return Some(t);
+                    });
                 }
                 Ready::Data { host, generation, seq } => {
-                    let now = self.now;
                     let Some(peer) = self.peers.get_mut(&host).filter(|p| p.generation == generation) else {
                         continue;
                     };
@@ -999,6 +1084,15 @@ impl Endpoint {
                     let Some(f) = peer.opq.iter_mut().find(|f| f.seq == seq && f.retry_at.is_none()) else {
                         continue;
                     };
+                    self.last_tx = Some(LastTx::Data {
+                        host,
+                        generation,
+                        seq,
+                        sends: f.sends,
+                        first_sent: f.first_sent,
+                        rta: f.rta,
+                        rto: f.rto,
+                    });
                     f.first_sent.get_or_insert(now);
                     f.retry_at = Some(now + f.rta);
                     f.rto += f.rta;
@@ -1017,6 +1111,7 @@ impl Endpoint {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.settle();
         if self.overflow > 0 {
             let count = std::mem::take(&mut self.overflow);
             return Some(Event::Overflow { count });
