@@ -1016,3 +1016,39 @@ fn a_transiently_failed_send_is_retried_after_dderrretry_without_counting() {
         }]
     );
 }
+
+#[test]
+fn doubling_stops_once_the_interval_reaches_nine_whole_seconds() {
+    // A 1.5 s round trip makes rtt (1.5 + 3 * 1) / 4 = 1.125 s, so intervals go 2.25, 4.5, 9
+    // and then stay at 9 s (9 is not below DDMAXRTT).
+    let mut c = Cluster::new(2, 1, NetConfig::perfect(Duration::from_millis(750)), 0);
+    c.send_message(1, 2, Tid::pvmd(1), Tid::pvmd(2), hdr(7), b"x").unwrap();
+    c.run_for(Duration::from_secs(2));
+    assert_eq!(
+        c.node(1).endpoint.peer_info(2).unwrap().rtt,
+        Duration::from_millis(1125)
+    );
+    c.set_up(2, false);
+    let start = c.now();
+    c.send_message(1, 2, Tid::pvmd(1), Tid::pvmd(2), hdr(7), b"y").unwrap();
+    c.run_for(Duration::from_secs(300));
+    let offsets = send_offsets(&c, 1, 2);
+    assert_eq!(offsets[..6], [0, 2250, 6750, 15750, 24750, 33750]);
+    // Dead once 10 sends and 180 whole seconds are reached: 6.75 + 9 * 20 = 186.75 s, 22 sends.
+    assert_eq!(offsets.len(), 22);
+    let lost = c.node(1).events.iter().find_map(|(t, e)| match e {
+        Event::PeerLost { cause, .. } => Some((*t, *cause)),
+        _ => None,
+    });
+    assert_eq!(
+        lost,
+        Some((
+            start + Duration::from_micros(186_750_000),
+            LinkLoss::Timeout {
+                seq: 2,
+                sends: 22,
+                elapsed: Duration::from_micros(186_750_000)
+            }
+        ))
+    );
+}
