@@ -1052,3 +1052,270 @@ fn doubling_stops_once_the_interval_reaches_nine_whole_seconds() {
         ))
     );
 }
+
+// ---- against the legacy daemon ------------------------------------------------------------
+
+/// Our endpoint as host 2 of a machine whose master is the installed legacy pvmd 3.4.6, inside
+/// a private network namespace (10.77.0.1 = master, 10.77.0.2 = us, both on its loopback).
+/// The master is made to add us (its rsh starts nothing: it just prints our `ddpro` line), so
+/// it speaks the datagram protocol to our endpoint. Needs root, `ip netns` and /usr/bin/pvmd.
+#[test]
+#[ignore = "needs root, ip netns and the legacy pvmd; run with --ignored"]
+fn interop_with_the_legacy_master() {
+    if std::env::var_os("DDP_IT_INNER").is_some() {
+        legacy::inner();
+        return;
+    }
+    let ns = format!("ddpit-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let ok = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .map(|s| s.success());
+        assert_eq!(ok.ok(), Some(true), "ip {args:?}");
+    };
+    ip(&["netns", "add", &ns]);
+    struct DropNs(String);
+    impl Drop for DropNs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .status();
+        }
+    }
+    let _guard = DropNs(ns.clone());
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    ip(&["-n", &ns, "addr", "add", "10.77.0.1/32", "dev", "lo"]);
+    ip(&["-n", &ns, "addr", "add", "10.77.0.2/32", "dev", "lo"]);
+    let exe = std::env::current_exe().unwrap();
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(exe)
+        .args(["--ignored", "--exact", "interop_with_the_legacy_master", "--nocapture"])
+        .env("DDP_IT_INNER", "1")
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+mod legacy {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::UdpSocket;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    struct Harness {
+        sock: UdpSocket,
+        ep: Endpoint,
+        t0: Instant,
+        master: SocketAddrV4,
+        /// (ms since start, header) of every datagram from the master.
+        rx: Vec<(u128, DatagramHeader)>,
+        events: Vec<Event>,
+        drop_next_data: bool,
+    }
+
+    impl Harness {
+        fn now(&self) -> Time {
+            Time::from_micros(self.t0.elapsed().as_micros() as u64)
+        }
+
+        /// Runs the endpoint on the real socket until `done` holds or `secs` pass.
+        fn run_until(&mut self, secs: u64, done: impl Fn(&[Event]) -> bool) -> bool {
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            let mut buf = [0u8; 8192];
+            while Instant::now() < deadline {
+                let now = self.now();
+                if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+                    self.ep.handle_timeout(now);
+                }
+                while let Some(t) = self.ep.poll_transmit() {
+                    let data = t.bytes[12] & 0x04 != 0;
+                    if data && std::mem::take(&mut self.drop_next_data) {
+                        continue; // lost on the way: our retry must fix it
+                    }
+                    self.sock.send_to(&t.bytes, t.dst).unwrap();
+                }
+                while let Some(e) = self.ep.poll_event() {
+                    if let Event::Message(m) = &e {
+                        if m.header.tag == Dm::HtUpd.code() {
+                            let reply = MsgHeader {
+                                enc: ENC_XDR,
+                                tag: Dm::HtUpdAck.code(),
+                                wid: m.header.wid,
+                                ..MsgHeader::default()
+                            };
+                            self.drop_next_data = true;
+                            self.ep
+                                .send_message(now, 1, Tid::pvmd(2), Tid::pvmd(1), reply, &[])
+                                .unwrap();
+                        }
+                    }
+                    self.events.push(e);
+                }
+                if done(&self.events) {
+                    return true;
+                }
+                self.sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+                if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+                    let std::net::SocketAddr::V4(from) = from else { continue };
+                    if from == self.master {
+                        if let Ok(h) = DatagramHeader::parse(&buf[..n]) {
+                            self.rx.push((self.t0.elapsed().as_millis(), h));
+                        }
+                    }
+                    let now = self.now();
+                    self.ep.handle_datagram(now, from, &buf[..n]);
+                }
+            }
+            false
+        }
+    }
+
+    fn tags(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Message(m) => Dm::from_code(m.header.tag).map_or(m.header.tag.to_string(), |d| d.to_string()),
+                e => format!("{e:?}"),
+            })
+            .collect()
+    }
+
+    pub fn inner() {
+        let dir = std::env::temp_dir().join(format!("ddpit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = dir.join("line");
+        let args = dir.join("rsh.args");
+        let rsh = dir.join("rsh");
+        std::fs::write(
+            &rsh,
+            format!(
+                "#!/bin/sh\necho \"$@\" > {args}\nwhile [ ! -s {line} ]; do sleep 0.05; done\ncat {line}\nexec sleep 3\n",
+                args = args.display(),
+                line = line.display()
+            ),
+        )
+        .unwrap();
+        Command::new("chmod").arg("700").arg(&rsh).status().unwrap();
+
+        let sock = UdpSocket::bind("10.77.0.2:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        std::fs::write(
+            &line,
+            format!("ddpro<2316> arch<LINUX64> ip<0a4d0002:{port:04x}> mtu<4080> dsig<4230209>\n"),
+        )
+        .unwrap();
+
+        let env = |c: &mut Command| {
+            c.env("PVM_TMP", &dir).env("PVM_ALLOW_ROOT", "1").env("PVM_RSH", &rsh);
+        };
+        let mut pvmd = Command::new("/usr/bin/pvmd");
+        env(&mut pvmd);
+        let mut pvmd = Kill(pvmd.arg("-n10.77.0.1").stdout(Stdio::piped()).spawn().unwrap());
+        let mut first = String::new();
+        BufReader::new(pvmd.0.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.contains("pvmtmp"), "pvmd printed {first:?}");
+
+        let mut console = Command::new("/usr/bin/pvm");
+        env(&mut console);
+        let mut console = Kill(console.stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap());
+        let mut stdin = console.0.stdin.take().unwrap();
+        writeln!(stdin, "add 10.77.0.2").unwrap();
+
+        // The slave command line names the master's address and our host index.
+        let t0 = Instant::now();
+        let argv = loop {
+            if let Ok(s) = std::fs::read_to_string(&args) {
+                if !s.is_empty() {
+                    break s;
+                }
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "rsh never ran");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let words: Vec<&str> = argv.split_whitespace().collect();
+        let i = words.iter().position(|w| *w == "-n10.77.0.2").expect("slave command") + 1;
+        assert_eq!((words[i], words[i + 2], words[i + 3]), ("1", "4080", "2"), "{argv}");
+        let master_port = u16::from_str_radix(words[i + 1].split(':').nth(1).unwrap(), 16).unwrap();
+        let master = SocketAddrV4::new([10, 77, 0, 1].into(), master_port);
+
+        let mut ep = Endpoint::new(EndpointConfig::new(2, 1), Time::ZERO);
+        ep.add_peer(1, PeerConfig::legacy(master, UDPMAXLEN)).unwrap();
+        let mut h = Harness {
+            sock,
+            ep,
+            t0: Instant::now(),
+            master,
+            rx: Vec::new(),
+            events: Vec::new(),
+            drop_next_data: false,
+        };
+
+        // 1. The add: DM_SLCONF, DM_HTUPD, (our DM_HTUPDACK, first copy "lost"), DM_HTCOMMIT.
+        let committed = h.run_until(20, |ev| {
+            ev.iter()
+                .any(|e| matches!(e, Event::Message(m) if m.header.tag == Dm::HtCommit.code()))
+        });
+        assert!(committed, "no DM_HTCOMMIT: {:?} / {:?}", tags(&h.events), h.rx);
+        assert_eq!(tags(&h.events), vec!["DM_SLCONF", "DM_HTUPD", "DM_HTCOMMIT"]);
+        // The master accepted every ACK of ours: it sent each data packet once.
+        let data: Vec<u16> =
+            h.rx.iter()
+                .filter(|(_, d)| d.flags.contains(FragFlags::DAT))
+                .map(|(_, d)| d.seq)
+                .collect();
+        assert_eq!(data, vec![1, 2, 3]);
+        // It acknowledged our DM_HTUPDACK only when our retry (2 s after the lost first copy) came.
+        let acks: Vec<(u128, u16)> =
+            h.rx.iter()
+                .filter(|(_, d)| d.flags == FragFlags::ACK)
+                .map(|(t, d)| (*t, d.ack))
+                .collect();
+        assert_eq!(acks.iter().map(|a| a.1).collect::<Vec<_>>(), vec![1]);
+        assert!(
+            (1900..3000).contains(&acks[0].0),
+            "our first retry is due 2 s after the lost send: {acks:?}"
+        );
+        assert_eq!(h.ep.peer_info(1).unwrap().in_flight, 0);
+
+        // 2. Deleting us: FIN (acknowledged by us), then FIN|ACK from the master = halt.
+        writeln!(stdin, "delete 10.77.0.2").unwrap();
+        let halted = h.run_until(20, |ev| ev.contains(&Event::Halt { host: 1 }));
+        assert!(halted, "{:?} / {:?}", tags(&h.events), h.rx);
+        assert!(h.events.contains(&Event::FinReceived { host: 1 }));
+        let tail: Vec<FragFlags> = h.rx.iter().rev().take(2).map(|(_, d)| d.flags).collect();
+        assert_eq!(tail, vec![FragFlags::FIN | FragFlags::ACK, FragFlags::FIN]);
+
+        for (t, d) in &h.rx {
+            eprintln!(
+                "{t:>6} ms from master: seq {} ack {} flags {:?} dst {}",
+                d.seq, d.ack, d.flags, d.dst
+            );
+        }
+        eprintln!("events: {:?}", tags(&h.events));
+        writeln!(stdin, "halt").unwrap();
+        drop(stdin);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if pvmd.0.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(console);
+        drop(pvmd);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
