@@ -1062,8 +1062,24 @@ fn doubling_stops_once_the_interval_reaches_nine_whole_seconds() {
 #[test]
 #[ignore = "needs root, ip netns and the legacy pvmd; run with --ignored"]
 fn interop_with_the_legacy_master() {
+    in_private_netns("interop_with_the_legacy_master", legacy::add_and_delete);
+}
+
+/// The legacy master retransmitting to a host that never answers, against our model: the same
+/// send instants (2, 4, 8, 16, 16, ... s apart) and the same give-up. Takes about 200 s.
+#[test]
+#[ignore = "needs root, ip netns and the legacy pvmd; takes 200 s; run with --ignored"]
+fn interop_legacy_retry_schedule_matches_the_model() {
+    in_private_netns(
+        "interop_legacy_retry_schedule_matches_the_model",
+        legacy::retry_schedule,
+    );
+}
+
+/// Runs `inner` in a fresh network namespace by re-running this test binary inside it.
+fn in_private_netns(test: &str, inner: fn()) {
     if std::env::var_os("DDP_IT_INNER").is_some() {
-        legacy::inner();
+        inner();
         return;
     }
     let ns = format!("ddpit-{}", std::process::id());
@@ -1091,7 +1107,7 @@ fn interop_with_the_legacy_master() {
     let status = std::process::Command::new("ip")
         .args(["netns", "exec", &ns])
         .arg(exe)
-        .args(["--ignored", "--exact", "interop_with_the_legacy_master", "--nocapture"])
+        .args(["--ignored", "--exact", test, "--nocapture"])
         .env("DDP_IT_INNER", "1")
         .status()
         .unwrap();
@@ -1105,7 +1121,7 @@ mod legacy {
     use std::process::{Child, Command, Stdio};
     use std::time::Instant;
 
-    struct Kill(Child);
+    pub struct Kill(Child);
     impl Drop for Kill {
         fn drop(&mut self) {
             let _ = self.0.kill();
@@ -1191,8 +1207,32 @@ mod legacy {
             .collect()
     }
 
-    pub fn inner() {
-        let dir = std::env::temp_dir().join(format!("ddpit-{}", std::process::id()));
+    /// A legacy master pvmd in our namespace that is adding us as host 2.
+    pub struct Setup {
+        pub dir: std::path::PathBuf,
+        pub pvmd: Kill,
+        pub _console: Kill,
+        pub stdin: std::process::ChildStdin,
+        pub sock: UdpSocket,
+        pub master: SocketAddrV4,
+    }
+
+    impl Drop for Setup {
+        fn drop(&mut self) {
+            let _ = writeln!(self.stdin, "halt");
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(5) {
+                if self.pvmd.0.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    pub fn start_master_adding_us(name: &str) -> Setup {
+        let dir = std::env::temp_dir().join(format!("ddpit-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let line = dir.join("line");
         let args = dir.join("rsh.args");
@@ -1251,6 +1291,20 @@ mod legacy {
         let master_port = u16::from_str_radix(words[i + 1].split(':').nth(1).unwrap(), 16).unwrap();
         let master = SocketAddrV4::new([10, 77, 0, 1].into(), master_port);
 
+        Setup {
+            dir,
+            pvmd,
+            _console: console,
+            stdin,
+            sock,
+            master,
+        }
+    }
+
+    pub fn add_and_delete() {
+        let mut setup = start_master_adding_us("add");
+        let (master, sock) = (setup.master, setup.sock.try_clone().unwrap());
+        let stdin = &mut setup.stdin;
         let mut ep = Endpoint::new(EndpointConfig::new(2, 1), Time::ZERO);
         ep.add_peer(1, PeerConfig::legacy(master, UDPMAXLEN)).unwrap();
         let mut h = Harness {
@@ -1305,17 +1359,47 @@ mod legacy {
             );
         }
         eprintln!("events: {:?}", tags(&h.events));
-        writeln!(stdin, "halt").unwrap();
-        drop(stdin);
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if pvmd.0.try_wait().ok().flatten().is_some() {
-                break;
+    }
+
+    pub fn retry_schedule() {
+        let setup = start_master_adding_us("retry");
+        let mut buf = [0u8; 8192];
+        let t0 = Instant::now();
+        let mut first: Option<Instant> = None;
+        let mut offsets: Vec<u64> = Vec::new();
+        setup.sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        while t0.elapsed() < Duration::from_secs(215) {
+            if let Ok((n, _)) = setup.sock.recv_from(&mut buf) {
+                let Ok(h) = DatagramHeader::parse(&buf[..n]) else {
+                    continue;
+                };
+                if h.flags.contains(FragFlags::DAT) && h.seq == 1 {
+                    let f = *first.get_or_insert_with(Instant::now);
+                    offsets.push(f.elapsed().as_millis() as u64);
+                }
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        drop(console);
-        drop(pvmd);
-        let _ = std::fs::remove_dir_all(&dir);
+        let log = std::fs::read_to_string(setup.dir.join("pvml.0")).unwrap_or_default();
+        eprintln!("legacy send offsets (ms): {offsets:?}");
+
+        // The model: the same packet to a host that never answers.
+        let mut c = Cluster::new(2, 1, NetConfig::perfect(Duration::from_millis(1)), 0);
+        c.set_up(2, false);
+        c.send_message(1, 2, Tid::pvmd(1), Tid::pvmd(2), hdr(7), b"").unwrap();
+        c.run_for(Duration::from_secs(215));
+        let model = send_offsets(&c, 1, 1);
+        let gave_up = c
+            .node(1)
+            .events
+            .iter()
+            .find_map(|(t, e)| matches!(e, Event::PeerLost { .. }).then_some(*t));
+        eprintln!("model send offsets (ms): {model:?}, gives up at {gave_up:?}");
+
+        assert_eq!(offsets.len(), model.len(), "{offsets:?} vs {model:?}");
+        for (l, m) in offsets.iter().zip(&model) {
+            assert!(l.abs_diff(*m) < 250, "{offsets:?} vs {model:?}");
+        }
+        assert_eq!(gave_up, Some(Time::from_secs(190)));
+        assert!(log.contains("timed out sending to"), "legacy log: {log}");
     }
 }
