@@ -443,7 +443,9 @@ impl Endpoint {
         self.peers.remove(&host).is_some()
     }
 
-    /// Changes the window of an existing link (after negotiation with a pvmd-rs peer).
+    /// Changes the window of an existing link (after negotiation with a pvmd-rs peer). Safe at
+    /// any moment: if the peer still uses a smaller window nothing changes for it, and packets
+    /// it sent beyond a shrunken window are refused unacknowledged and simply retried later.
     pub fn set_window(&mut self, host: u32, window: u16) -> Result<(), PeerError> {
         self.settle();
         check_window(window)?;
