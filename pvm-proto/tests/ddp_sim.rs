@@ -1403,3 +1403,26 @@ mod legacy {
         assert!(log.contains("timed out sending to"), "legacy log: {log}");
     }
 }
+
+#[test]
+fn relayed_task_fragments_keep_their_som_and_eom() {
+    // A task's message arrives at its pvmd as three stream fragments; each is relayed as is.
+    let mut c = Cluster::new(2, 1, NetConfig::hostile(100, 100), 4);
+    let (src, dst) = (Tid::task(1, 1), Tid::task(2, 1));
+    let now = c.now();
+    let ep = &mut c.node_mut(1).endpoint;
+    ep.send_frag(now, 2, src, dst, Some(hdr(5)), false, b"first").unwrap();
+    ep.send_frag(now, 2, src, dst, None, false, &[7u8; 5000]).unwrap();
+    ep.send_frag(now, 2, src, dst, None, true, b"last").unwrap();
+    c.run_for(Duration::from_secs(60));
+    let got: Vec<(FragFlags, usize)> = c.node(2).packets().map(|p| (p.flags, p.data.len())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (FragFlags::SOM, 5),
+            (FragFlags::empty(), 4064),
+            (FragFlags::empty(), 936),
+            (FragFlags::EOM, 4)
+        ]
+    );
+}
