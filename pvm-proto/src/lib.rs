@@ -12,6 +12,7 @@
 //! the input (or an explicit cap) before anything is allocated.
 
 pub mod codes;
+pub mod ddp;
 pub mod dsig;
 pub mod encoding;
 pub mod error;
