@@ -1081,7 +1081,8 @@ fn in_private_netns(test: &str, inner: fn()) {
         inner();
         return;
     }
-    let ns = format!("ddpit-{}", std::process::id());
+    // One namespace per test: the tests of this file run in parallel in one process.
+    let ns = format!("ddpit-{}-{test}", std::process::id());
     let ip = |args: &[&str]| {
         let ok = std::process::Command::new("ip")
             .args(args)
