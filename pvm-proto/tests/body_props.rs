@@ -225,6 +225,7 @@ fn db_request() -> impl Strategy<Value = DbRequest> {
             index,
             flags,
             msg: (op == 1).then_some(m),
+            noreset: (op == 5).then_some(vec![T2, Tid::task(3, 9)]),
         }
     })
 }
@@ -496,6 +497,7 @@ fn dm_bodies() -> impl Strategy<Value = Routed> {
         db_request().prop_map(|x| dm(Dm::Db, B::DmDb(x))),
         db_reply().prop_map(|x| dm(Dm::DbAck, B::DmDbAck(x))),
         tid_arg().prop_map(|x| dm(Dm::Reset, B::DmReset(x))),
+        tid_arg().prop_map(|x| dm(Dm::ResetAck, B::DmResetAck(x))),
         (any::<i32>(), vec(any_tid(), 0..4))
             .prop_map(|(serial, hosts)| dm(Dm::HtDel, B::DmHtDel(HtDel { serial, hosts }))),
         (any::<i32>(), any::<i32>())
@@ -673,7 +675,13 @@ fn other_bodies() -> impl Strategy<Value = Routed> {
     use Body as B;
     prop_oneof![
         task().prop_map(|tid| route(99, 0, D, T1, B::NotifyTid(TidArg { tid }))),
-        vec(pvmd(), 1..4).prop_map(|tids| route(99, 0, D, T1, B::NotifyHostAdd(TidList { tids }))),
+        vec((1u32..16).prop_map(|h| Tid::task(h, 0)), 1..4).prop_map(|tids| route(
+            99,
+            0,
+            D,
+            T1,
+            B::NotifyHostAdd(TidList { tids })
+        )),
         output().prop_map(|x| route(42, 7, M, T1, B::TaskOutput(x))),
         vec(any::<u8>(), 0..40).prop_map(|bytes| route(7, 0, T1, T2, B::User { bytes })),
         vec(any::<u8>(), 0..40).prop_map(|bytes| {
@@ -828,6 +836,7 @@ fn corrupted_counts_are_errors_not_allocations() {
             frags: vec![vec![1, 2, 3]],
             ..Default::default()
         }),
+        noreset: None,
     });
     let mut bytes = put.emit();
     let at = 4 + 4 + 8 + 4 + 4; // op, tid, class, index, flags

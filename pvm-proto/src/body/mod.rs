@@ -21,14 +21,16 @@
 //!   request and decodes as the request.
 //! - A user tag sent by a pvmd to a task with XDR encoding is a notification or a task-output
 //!   record when its shape says so: 4 bytes = PvmTaskExit/PvmHostDelete notify (`int tid`);
-//!   `int task-tid; int len|0|-1|-2; ...` = output record; `int n >= 1; int pvmd-tids[n]` =
+//!   `int task-tid; int len|0|-1|-2; ...` = output record; `int n >= 1; int hostparts[n]` =
 //!   PvmHostAdd notify. Anything else there, and every other user tag, is [`Body::User`].
 //! - Unknown system codes (in a family's range but not defined by 3.4.6), and TC_OUTPUT,
 //!   TC_SHMAT, TC_OUTPUTX (never sent by 3.4.6), are [`Body::Unknown`], never an error.
 //!
 //! Where the captures disagree with messages.md, the bytes win; each case is noted on the
-//! variant (DM_NOTIFYACK carries a tid; TM_SCHED's reply carries only the master host; DM_EXEC
-//! carries instance and outof; output records include TO_SPAWN).
+//! variant (DM_NOTIFYACK and DM_RESETACK carry a tid; TM_SCHED's reply carries only the master
+//! host; DM_EXEC carries instance and outof; TMDB_RESET requests carry a no-reset list; output
+//! records include TO_SPAWN; host entries carry host parts, not pvmd tids; a mailbox entry
+//! returned by GET has an extra empty first fragment).
 
 mod gs;
 mod types;
@@ -190,6 +192,8 @@ bodies! {
     DmDb(DbRequest) = "DM_DB",
     DmDbAck(DbReply) = "DM_DBACK",
     DmReset(TidArg) = "DM_RESET",
+    /// `int tid` (ddpro.c: dm_reset()); messages.md says the body is empty.
+    DmResetAck(TidArg) = "DM_RESETACK",
     DmHtDel(HtDel) = "DM_HTDEL",
     DmHostSyncAck(TimeVal) = "DM_HOSTSYNCACK",
 
@@ -257,7 +261,8 @@ bodies! {
     /// PvmTaskExit or PvmHostDelete notification from a pvmd: the tid that exited / the host
     /// that went away.
     NotifyTid(TidArg) = "notify",
-    /// PvmHostAdd notification: the pvmd tids of the new hosts.
+    /// PvmHostAdd notification: `int n; int hostpart[n]`. The pvmd sends host parts
+    /// (`0x80000`), not pvmd tids (ddpro.c: gotnewhosts()).
     NotifyHostAdd(TidList) = "notify PvmHostAdd",
     /// A task-output record sent to the task's output collector.
     TaskOutput(OutputRecord) = "task output",
@@ -402,7 +407,7 @@ fn decode_dm(d: Dm, b: &[u8]) -> Result<Body> {
         Dm::ExecAck => B::DmExecAck(whole(b)?),
         Dm::SendSig => B::DmSendSig(whole(b)?),
         Dm::HtUpd => B::DmHtUpd(whole(b)?),
-        Dm::HtUpdAck | Dm::HtCommit | Dm::Null | Dm::Halt | Dm::ResetAck | Dm::HostSync => empty(b)?,
+        Dm::HtUpdAck | Dm::HtCommit | Dm::Null | Dm::Halt | Dm::HostSync => empty(b)?,
         Dm::SlConf => B::DmSlConf(whole(b)?),
         Dm::StartAck => B::DmStartAck(whole(b)?),
         Dm::Task => B::DmTask(whole(b)?),
@@ -418,6 +423,7 @@ fn decode_dm(d: Dm, b: &[u8]) -> Result<Body> {
         Dm::Db => B::DmDb(whole(b)?),
         Dm::DbAck => B::DmDbAck(whole(b)?),
         Dm::Reset => B::DmReset(whole(b)?),
+        Dm::ResetAck => B::DmResetAck(whole(b)?),
         Dm::HtDel => B::DmHtDel(whole(b)?),
         Dm::HostSyncAck => B::DmHostSyncAck(whole(b)?),
     })
@@ -510,7 +516,8 @@ fn daemon_event(b: &[u8]) -> Option<Body> {
         }
     }
     if let Ok(l) = whole::<TidList>(b) {
-        if !l.tids.is_empty() && l.tids.iter().all(|t| t.is_pvmd()) {
+        let host_ref = |t: &Tid| t.local() == 0 && t.host() != 0 && !t.is_multicast();
+        if !l.tids.is_empty() && l.tids.iter().all(host_ref) {
             return Some(Body::NotifyHostAdd(l));
         }
     }

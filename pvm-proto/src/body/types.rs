@@ -1777,16 +1777,21 @@ impl fmt::Display for EmbeddedMsg {
     }
 }
 
-/// TM_DB / DM_DB request: `int op; int tid; string class; int index; int flags; [msg if PUT]`.
+/// TM_DB / DM_DB request: `int op; int tid; string class; int index; int flags;` then for
+/// TMDB_PUT the message to store, and for TMDB_RESET `int n; int noreset_tids[n]` (ddpro.c:
+/// dm_db(); messages.md does not list the RESET tail).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbRequest {
     pub op: i32,
     pub tid: Tid,
     pub class: XStr,
     pub index: i32,
+    /// PvmMbox* flags; for TMDB_RESET non-zero means "tasks are being killed".
     pub flags: i32,
     /// Present exactly when `op` is TMDB_PUT.
     pub msg: Option<EmbeddedMsg>,
+    /// Present exactly when `op` is TMDB_RESET: tasks whose persistent entries survive.
+    pub noreset: Option<Vec<Tid>>,
 }
 
 impl Codec for DbRequest {
@@ -1801,6 +1806,12 @@ impl Codec for DbRequest {
         } else {
             None
         };
+        let noreset = if op == DbOp::Reset.code() {
+            let n = r.count("nnoreset", 4)?;
+            Some(r.tids("noreset tid", n)?)
+        } else {
+            None
+        };
         Ok(DbRequest {
             op,
             tid,
@@ -1808,6 +1819,7 @@ impl Codec for DbRequest {
             index,
             flags,
             msg,
+            noreset,
         })
     }
     fn enc(&self, w: &mut Wr) {
@@ -1818,6 +1830,9 @@ impl Codec for DbRequest {
             .int(self.flags);
         if let Some(m) = &self.msg {
             m.enc(w);
+        }
+        if let Some(t) = &self.noreset {
+            w.len(t.len()).tids(t);
         }
     }
 }
@@ -1835,6 +1850,10 @@ impl fmt::Display for DbRequest {
         )?;
         if let Some(m) = &self.msg {
             write!(f, " {m}")?;
+        }
+        if let Some(t) = &self.noreset {
+            f.write_str(" noreset ")?;
+            list(f, t, 8)?;
         }
         Ok(())
     }
