@@ -612,7 +612,7 @@ fn tc_sm_bodies() -> impl Strategy<Value = Routed> {
         (any_tid(), option::of(host_entry()))
             .prop_map(|(old, master)| sm_tt(Sm::Sched, B::SmSchedAck(SchedAck { old, master }))),
         vec(st_host, 0..3).prop_map(|hosts| sm_from(Sm::StHost, B::SmStHost(StHost { hosts }))),
-        vec(host_result(), 0..3).prop_map(|results| sm_to(Sm::StHostAck, B::SmStHostAck(StHostAck { results }))),
+        vec(host_result(), 0..3).prop_map(|results| sm_to(Sm::StHostAck, B::SmStHostAck(StartAck { results }))),
         st_task.prop_map(|x| sm_from(Sm::StTask, B::SmStTask(x))),
     ]
 }

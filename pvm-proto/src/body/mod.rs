@@ -225,7 +225,10 @@ bodies! {
     SmHandoff(TidArg) = "SM_HANDOFF",
     SmSchedAck(SchedAck) = "SM_SCHED reply",
     SmStHost(StHost) = "SM_STHOST",
-    SmStHostAck(StHostAck) = "SM_STHOSTACK",
+    /// Parsed by the pvmd exactly like DM_STARTACK, leading count included (sdpro.c:
+    /// sm_sthostack() -> ddpro.c: startack()), although its doc comment and messages.md say
+    /// the list length is implied.
+    SmStHostAck(StartAck) = "SM_STHOSTACK",
     SmStTask(StTask) = "SM_STTASK",
 
     GsJoin(GsGroup) = "GS_JOIN",

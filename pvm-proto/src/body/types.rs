@@ -752,31 +752,6 @@ impl fmt::Display for StartAck {
     }
 }
 
-/// SM_STHOSTACK: results to the end of the body, without a count.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StHostAck {
-    pub results: Vec<HostResult>,
-}
-
-impl Codec for StHostAck {
-    fn dec(r: &mut Rd) -> Result<Self> {
-        Ok(StHostAck {
-            results: r.until_end(HostResult::dec)?,
-        })
-    }
-    fn enc(&self, w: &mut Wr) {
-        for x in &self.results {
-            x.enc(w);
-        }
-    }
-}
-
-impl fmt::Display for StHostAck {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        list(f, &self.results, 4)
-    }
-}
-
 /// One host for the hoster (SM_STHOST).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StHostEntry {
