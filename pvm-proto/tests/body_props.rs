@@ -569,6 +569,8 @@ fn tc_sm_bodies() -> impl Strategy<Value = Routed> {
         int().prop_map(|x| tc(Tc::SetTrcBuf, B::TcSetTrcBuf(x))),
         int().prop_map(|x| tc(Tc::SetTrcOpt, B::TcSetTrcOpt(x))),
         tid_list().prop_map(|x| tc(Tc::Siblings, B::TcSiblings(x))),
+        output().prop_map(|x| route(Tc::Output.code(), SYSCTX_TC, D, T1, B::TcOutput(x))),
+        tid_arg().prop_map(|x| route(Tc::OutputX.code(), SYSCTX_TC, D, T1, B::TcOutputX(x))),
         spawn().prop_map(|x| sm_tt(Sm::Spawn, B::SmSpawn(x))),
         tids_or_error().prop_map(|x| sm_tt(Sm::Spawn, B::SmSpawnAck(x))),
         exec().prop_map(|x| sm_to(Sm::Exec, B::SmExec(x))),

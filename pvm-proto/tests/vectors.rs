@@ -1,7 +1,7 @@
 //! Every captured frame parses at every layer and re-emits to the same bytes (masked bytes
 //! aside), and decoded fields match what the spec and the capture notes say.
 
-use pvm_proto::body::{self, Body, DbReply, OutputKind, TidsOrError};
+use pvm_proto::body::{self, Body, DbReply, GsStaticAck, OutputKind, TidsOrError};
 use pvm_proto::codes::{DbOp, Dm, Tm, ENC_XDR, SYSCTX_TC, SYSCTX_TM, TDPROTOCOL};
 use pvm_proto::frag::{DatagramHeader, FragFlags, StreamFragHeader};
 use pvm_proto::hexvec;
@@ -23,7 +23,216 @@ fn vector_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
-/// Walks every frame of every file; returns the decoded messages and the number of frames.
+/// Frames captured for this module from the installed legacy PVM (see the `#` line): message
+/// shapes the shared vectors do not cover. Kept here rather than in `tests/vectors/`, which
+/// mirrors the shared capture set.
+const EXTRA_NAME: &str = "td_extra_capture (embedded)";
+const EXTRA: &str = r#"
+# captured 2026-11-26 (strace of one task against pvmd 3.4.6, PVM_TMP private): pvm_catchout output records (TC_OUTPUT), pvm_sendsig/pvm_kill, notify, addhosts/delhosts/mstat failures, tickle, PvmHostAdd/PvmHostDelete notify requests, group server (join, gsize, getinst, gettid, barrier, freezegroup, leave), pvm_reg_rm (TM_SCHED), pvm_halt; the task's TM_DB GET polls for the pvmgs registration are left out
+## task->pvmd ffffffff->80000000 tag 80010001 ctx 7fffe (88 bytes)
+80000000ffffffff000000480300000010000000800100010007fffe00000000
+00000001000000000000000000000000000005260000001f2f746d702f70766d
+6361702f746d702f70766d746d703032353139302e300000
+## task->pvmd ffffffff->80000000 tag 80010002 ctx 7fffe (56 bytes)
+80000000ffffffff000000280300000010000000800100020007fffe00000000
+000000020000000000000000000000000000626600000000
+## task->pvmd 00040001->80000000 tag 80010010 ctx 7fffe (88 bytes)
+8000000000040001000000480300000010000000800100100007fffe00000000
+000000030000000000000000000000000000000300040001000000132323235f
+50564d5f5452414345525f23232300320000000000000000
+## task->pvmd 00040001->80000000 tag 8001000f ctx 0 (68 bytes)
+80000000000400010000003403000000100000008001000f0000000000000000
+00000000000000000000000000000000000000010007ffff8003000b00000001
+00040001
+## task->pvmd 00040001->80000000 tag 8001000a ctx 7fffe (236 bytes)
+8000000000040001000000dc03000000100000008001000a0007fffe00000000
+00000004000000000000000000000000000000152f746d702f70766d6361702f
+62696e2f63617074000000000000000000000001000000000000000100000001
+000000066368696c64000000000400010007ffff800300050000000000000000
+00000000000000040000002d50564d544d41534b3d4040404040404040404040
+404040404040404040404040404040404040404040404040000000000000000c
+50564d5452434255463d30000000000c50564d5452434f50543d30000000000b
+50564d4354583d3078300000
+## task->pvmd 00040001->80000000 tag 8001000e ctx 0 (56 bytes)
+80000000000400010000002803000000100000008001000e0000000000000000
+000000000000000000000000000000000000000100040002
+## task->pvmd 00040001->40040001 tag 8003000c ctx 7ffff (56 bytes)
+40040001000400010000002803000000100000008003000c0007ffff00000000
+000000000000000000000000000000000000000100040002
+## task->pvmd 00040001->80000000 tag 8001000f ctx 0 (68 bytes)
+80000000000400010000003403000000100000008001000f0000000000000000
+0000000000000000000000000000000000000001000000000000004d00000001
+00040002
+## task->pvmd 00040001->80000000 tag 8001000c ctx 7fffe (56 bytes)
+80000000000400010000002803000000100000008001000c0007fffe00000000
+000000050000000000000000000000000004000200000000
+## task->pvmd 00040001->80000000 tag 8001000c ctx 7fffe (56 bytes)
+80000000000400010000002803000000100000008001000c0007fffe00000000
+00000006000000000000000000000000000400020000000f
+## task->pvmd 00040001->80000000 tag 80010010 ctx 7fffe (116 bytes)
+8000000000040001000000640300000010000000800100100007fffe00000000
+0000000700000000000000000000000000000001000400010000000763617062
+6f780000ffffffff000000000000000400000000000000000000000010000000
+0000000000040001000000000000000400000005
+## task->pvmd 00040001->80000000 tag 80010010 ctx 7fffe (72 bytes)
+8000000000040001000000380300000010000000800100100007fffe00000000
+000000080000000000000000000000000000000400040001000000022a007062
+0000000000000000
+## task->pvmd 00040001->80000000 tag 80010004 ctx 7fffe (76 bytes)
+80000000000400010000003c0300000010000000800100040007fffe00000000
+0000000900000000000000000000000000000001000000136e6f73756368686f
+73742e696e76616c69640000
+## task->pvmd 00040001->80000000 tag 80010005 ctx 7fffe (76 bytes)
+80000000000400010000003c0300000010000000800100050007fffe00000000
+0000000a00000000000000000000000000000001000000136e6f73756368686f
+73742e696e76616c69640000
+## task->pvmd 00040001->80000000 tag 80010007 ctx 7fffe (72 bytes)
+8000000000040001000000380300000010000000800100070007fffe00000000
+0000000b000000000000000000000000000000136e6f73756368686f73742e69
+6e76616c6964006c
+## task->pvmd 00040001->80000000 tag 80010009 ctx 7fffe (56 bytes)
+8000000000040001000000280300000010000000800100090007fffe00000000
+0000000c0000000000000000000000000000000100000005
+## task->pvmd 00040001->80000000 tag 8001000f ctx 0 (64 bytes)
+80000000000400010000003003000000100000008001000f0000000000000000
+0000000000000000000000000000000000000003000000000000004effffffff
+## task->pvmd 00040001->80000000 tag 8001000f ctx 0 (68 bytes)
+80000000000400010000003403000000100000008001000f0000000000000000
+0000000000000000000000000000000000000002000000000000004f00000001
+00040001
+## task->pvmd 00040001->80000000 tag 8001000a ctx 7fffe (208 bytes)
+8000000000040001000000c003000000100000008001000a0007fffe00000000
+0000000e0000000000000000000000000000000670766d677300000600000010
+00000001000000000000000100000000000000000007ffff8003000500000000
+0000000000000000000000040000002d50564d544d41534b3d40404040404040
+4040404040404040404040404040404040404040404040404040404000000000
+0000000c50564d5452434255463d30000000000c50564d5452434f50543d3000
+0000000b50564d4354583d3078300000
+## task->pvmd 00040001->80000000 tag 8001000e ctx 0 (56 bytes)
+80000000000400010000002803000000100000008001000e0000000000000000
+000000000000000000000000000000000000000100040003
+## task->pvmd 00040001->40040001 tag 8003000c ctx 7ffff (56 bytes)
+40040001000400010000002803000000100000008003000c0007ffff00000000
+000000000000000000000000000000000000000100040003
+## task->pvmd 00040001->00040003 tag 00000001 ctx 7fffc (60 bytes)
+00040003000400010000002c0300000010000000000000010007fffc00000000
+00000000000000000000000000000000000000076361706772700006
+## task->pvmd 00040001->00040003 tag 00000007 ctx 7fffc (60 bytes)
+00040003000400010000002c0300000010000000000000070007fffc00000000
+00000000000000000000000000000000000000076361706772700006
+## task->pvmd 00040001->00040003 tag 00000005 ctx 7fffc (64 bytes)
+0004000300040001000000300300000010000000000000050007fffc00000000
+0000000000000000000000000000000000000007636170677270000600040001
+## task->pvmd 00040001->00040003 tag 00000006 ctx 7fffc (64 bytes)
+0004000300040001000000300300000010000000000000060007fffc00000000
+0000000000000000000000000000000000000007636170677270000600000000
+## task->pvmd 00040001->00040003 tag 00000003 ctx 7fffc (64 bytes)
+0004000300040001000000300300000010000000000000030007fffc00000000
+0000000000000000000000000000000000000007636170677270000600000001
+## task->pvmd 00040001->00040003 tag 0000000d ctx 7fffc (64 bytes)
+00040003000400010000003003000000100000000000000d0007fffc00000000
+0000000000000000000000000000000000000007636170677270000600000001
+## task->pvmd 00040001->00040003 tag 00000002 ctx 7fffc (60 bytes)
+00040003000400010000002c0300000010000000000000020007fffc00000000
+00000000000000000000000000000000000000076361706772700006
+## task->pvmd 00040001->80000000 tag 80010011 ctx 7fffe (48 bytes)
+8000000000040001000000200300000010000000800100110007fffe00000000
+00000072000000000000000000000000
+## task->pvmd 00040001->80000000 tag 80010008 ctx 7fffe (48 bytes)
+8000000000040001000000200300000010000000800100080007fffe00000000
+00000074000000000000000000000000
+## pvmd->task 80000000->00000000 tag 80010001 ctx 7fffe (92 bytes)
+00000000800000000000004c0300000010000000800100010007fffe00000000
+0000000100000000000000000000000000000526000000010000001f2f746d70
+2f70766d6361702f746d702f70766d746d703032353138312e310000
+## pvmd->task 80000000->00040001 tag 80010002 ctx 7fffe (116 bytes)
+0004000180000000000000640300000010000000800100020007fffe00000000
+0000000200000000000000000000000000000001000400010000000000000000
+000000000000000000000000000000000000000000000ff000408c410000000e
+37663030303030313a6536666600000000000000
+## pvmd->task 80000000->00040001 tag 80010010 ctx 7fffe (52 bytes)
+0004000180000000000000240300000010000000800100100007fffe00000000
+00000003000000000000000000000000ffffffe0
+## pvmd->task 80000000->00040001 tag 80030005 ctx 7ffff (60 bytes)
+00040001800000000000002c0300000010000000800300050007ffff00000000
+0000000000000000000000000000000000040002fffffffe00040001
+## pvmd->task 80000000->00040001 tag 80030005 ctx 7ffff (60 bytes)
+00040001800000000000002c0300000010000000800300050007ffff00000000
+0000000000000000000000000000000000040002ffffffff00040001
+## pvmd->task 80000000->00040001 tag 8001000a ctx 7fffe (56 bytes)
+00040001800000000000002803000000100000008001000a0007fffe00000000
+000000040000000000000000000000000000000100040002
+## pvmd->task 80000000->00040001 tag 80030005 ctx 7ffff (72 bytes)
+0004000180000000000000380300000010000000800300050007ffff00000000
+00000000000000000000000000000000000400020000000f6368696c64206f75
+74206c696e650a2f
+## pvmd->task 80000000->00040001 tag 8001000c ctx 7fffe (48 bytes)
+00040001800000000000002003000000100000008001000c0007fffe00000000
+00000005000000000000000000000000
+## pvmd->task 80000000->00040001 tag 8001000c ctx 7fffe (48 bytes)
+00040001800000000000002003000000100000008001000c0007fffe00000000
+00000006000000000000000000000000
+## pvmd->task 80000000->00040001 tag 80030005 ctx 7ffff (56 bytes)
+0004000180000000000000280300000010000000800300050007ffff00000000
+000000000000000000000000000000000004000200000000
+## pvmd->task 80000000->00040001 tag 0000004d ctx 0 (52 bytes)
+00040001800000000000002403000000100000000000004d0000000000000000
+0000000000000000000000000000000000040002
+## pvmd->task 80000000->00040001 tag 80010010 ctx 7fffe (52 bytes)
+0004000180000000000000240300000010000000800100100007fffe00000000
+0000000700000000000000000000000000000000
+## pvmd->task 80000000->00040001 tag 80010010 ctx 7fffe (84 bytes)
+0004000180000000000000440300000010000000800100100007fffe00000000
+0000000800000000000000000000000000000000000000010000000763617062
+6f78000100000001000000000004000100000000
+## pvmd->task 80000000->00040001 tag 80010004 ctx 7fffe (84 bytes)
+0004000180000000000000440300000010000000800100040007fffe00000000
+000000090000000000000000000000000000000100000000ffffffdc00000001
+0078000100000001000000000000000000000000
+## pvmd->task 80000000->00040001 tag 80010005 ctx 7fffe (56 bytes)
+0004000180000000000000280300000010000000800100050007fffe00000000
+0000000a00000000000000000000000000000001fffffffa
+## pvmd->task 80000000->00040001 tag 80010007 ctx 7fffe (52 bytes)
+0004000180000000000000240300000010000000800100070007fffe00000000
+0000000b000000000000000000000000fffffffa
+## pvmd->task 80000000->00040001 tag 80010009 ctx 7fffe (56 bytes)
+0004000180000000000000280300000010000000800100090007fffe00000000
+0000000c0000000000000000000000000000000100000000
+## pvmd->task 80000000->00040001 tag 8001000a ctx 7fffe (56 bytes)
+00040001800000000000002803000000100000008001000a0007fffe00000000
+0000000e0000000000000000000000000000000100040003
+## pvmd->task 00040003->00040001 tag 00000001 ctx 7fffc (52 bytes)
+0004000100040003000000240300000010000000000000010007fffc00000000
+0000000000000000000000000000000000000000
+## pvmd->task 00040003->00040001 tag 00000007 ctx 7fffc (56 bytes)
+0004000100040003000000280300000010000000000000070007fffc00000000
+000000000000000000000000000000000000000100000002
+## pvmd->task 00040003->00040001 tag 00000005 ctx 7fffc (56 bytes)
+0004000100040003000000280300000010000000000000050007fffc00000000
+000000000000000000000000000000000000000000000002
+## pvmd->task 00040003->00040001 tag 00000006 ctx 7fffc (56 bytes)
+0004000100040003000000280300000010000000000000060007fffc00000000
+000000000000000000000000000000000004000100000002
+## pvmd->task 00040003->00040001 tag 00000003 ctx 7fffc (52 bytes)
+0004000100040003000000240300000010000000000000030007fffc00000000
+0000000000000000000000000000000000000001
+## pvmd->task 00040003->00040001 tag 0000000d ctx 7fffc (132 bytes)
+00040001000400030000007403000000100000000000000d0007fffc00000000
+0000000000000000000000000000000000000001000000010000000600000007
+6361706772700000000000010000000a00040001ffffffffffffffffffffffff
+ffffffffffffffffffffffffffffffffffffffffffffffff0000000100000001
+00040001
+## pvmd->task 00040003->00040001 tag 00000002 ctx 7fffc (52 bytes)
+0004000100040003000000240300000010000000000000020007fffc00000000
+0000000000000000000000000000000000000000
+## pvmd->task 80000000->00040001 tag 80010011 ctx 7fffe (84 bytes)
+0004000180000000000000440300000010000000800100110007fffe00000000
+00000072000000000000000000000000000000000004000000000003766d0000
+000000084c494e5558363400000003e800408c41
+"#;
+
+/// Walks every frame of every file (and of [`EXTRA`]); returns the decoded messages and the
+/// number of frames.
 fn load() -> (Vec<Captured>, usize) {
     let mut files: Vec<_> = std::fs::read_dir(vector_dir())
         .unwrap()
@@ -32,11 +241,19 @@ fn load() -> (Vec<Captured>, usize) {
         .collect();
     files.sort();
     assert_eq!(files.len(), 13, "vector files");
+    let mut texts: Vec<(String, String)> = files
+        .iter()
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(p).unwrap(),
+            )
+        })
+        .collect();
+    texts.push((EXTRA_NAME.to_string(), EXTRA.to_string()));
     let mut out = Vec::new();
     let mut nframes = 0;
-    for path in files {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(&path).unwrap();
+    for (name, text) in texts {
         let v = hexvec::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!v.description.is_empty(), "{name}: description");
         assert!(!v.frames.is_empty(), "{name}: frames");
@@ -114,8 +331,8 @@ fn find<'a>(all: &'a [Captured], file: &str, nth: usize) -> &'a Captured {
 #[test]
 fn every_frame_parses_and_re_emits() {
     let (all, frames) = load();
-    assert_eq!(frames, 80, "frames in all files");
-    assert_eq!(all.len(), 57, "messages (the rest are ACK/FIN control packets)");
+    assert_eq!(frames, 80 + 56, "frames in all files");
+    assert_eq!(all.len(), 57 + 56, "messages (the rest are ACK/FIN control packets)");
 }
 
 #[test]
@@ -421,4 +638,119 @@ fn display_is_one_line_and_names_things() {
     assert!(s.starts_with("TM_DB TMDB_PUT t4000b \"specbox\" index -1"), "{s}");
     let s = find(&all, "td_mailbox.hex", 1).body.to_string();
     assert_eq!(s, "TM_DB reply -32 (PvmNotFound)");
+}
+
+#[test]
+fn extra_capture_fields() {
+    let (all, _) = load();
+    let x = |i| &find(&all, EXTRA_NAME, i).body;
+    let c = find(&all, EXTRA_NAME, 3);
+    // pvm_catchout(): a PvmTaskExit notify on itself, tag TC_OUTPUTX in SYSCTX_TC.
+    assert_eq!(c.msg.header.ctx, 0);
+    let Body::TmNotify(n) = x(3) else { panic!() };
+    assert_eq!(
+        (n.ctx, n.tag, n.tids.clone()),
+        (SYSCTX_TC, pvm_proto::codes::Tc::OutputX.code(), vec![Tid(0x40001)])
+    );
+    let Body::TmSpawn(s) = x(4) else { panic!() };
+    assert_eq!(
+        (s.outtid, s.outctx, s.outtag),
+        (Tid(0x40001), SYSCTX_TC, pvm_proto::codes::Tc::Output.code())
+    );
+    assert!(x(4).to_string().contains("out t40001/SYSCTX_TC/TC_OUTPUT"), "{}", x(4));
+    assert!(matches!(x(8), Body::TmSendSig(s) if s.signum == 0));
+    assert!(matches!(x(9), Body::TmSendSig(s) if s.signum == 15));
+    assert!(matches!(x(11), Body::TmDb(d) if d.op == DbOp::Names.code() && d.class == "*"));
+    let Body::TmNotify(n) = x(16) else { panic!() };
+    assert_eq!(
+        (n.what, n.count, n.tids.len()),
+        (3, -1, 0),
+        "PvmHostAdd carries a count, no tids"
+    );
+    // Output records arrive as TC_OUTPUT: TO_NEW, TO_SPAWN, data, EOF.
+    let rec = |i| match x(i) {
+        Body::TcOutput(o) => o.clone(),
+        b => panic!("{b}"),
+    };
+    assert_eq!(rec(33).kind, OutputKind::New { ptid: Tid(0x40001) });
+    assert_eq!(rec(34).kind, OutputKind::Spawn { ptid: Tid(0x40001) });
+    assert_eq!(rec(36).kind, OutputKind::Data(b"child out line\n".to_vec()));
+    assert_eq!(rec(39).kind, OutputKind::Eof);
+    assert!(rec(39).tid == Tid(0x40002));
+    let c = find(&all, EXTRA_NAME, 36);
+    assert_eq!(*c.msg.body.last().unwrap(), b'/', "garbage pad after the output bytes");
+    assert_eq!(x(37), &Body::Empty, "TM_SENDSIG reply");
+    assert!(matches!(x(40), Body::NotifyTid(t) if t.tid == Tid(0x40002)));
+    let Body::TmDbAck(DbReply::Names { status, classes }) = x(42) else {
+        panic!("{}", x(42))
+    };
+    assert_eq!((*status, classes.len()), (0, 1));
+    assert_eq!(classes[0].name, "capbox");
+    assert_eq!(classes[0].entries.len(), 1);
+    assert_eq!(
+        (classes[0].entries[0].index, classes[0].entries[0].owner),
+        (0, Tid(0x40001))
+    );
+    let Body::TmAddHostAck(a) = x(43) else { panic!() };
+    assert_eq!((a.status, a.narches, a.hosts.len()), (1, Some(0), 1));
+    assert_eq!(a.hosts[0].tid, Tid(-36), "PvmIPLoopback: the pvmd runs on 127.0.0.1");
+    assert!(matches!(x(44), Body::TmDelHostAck(l) if l.status == 1 && l.results == [-6]));
+    assert!(matches!(x(45), Body::TmMstatAck(s) if s.value == -6));
+    assert!(matches!(x(46), Body::TmTickleAck(l) if l.values == [0]));
+    // Group server, through the pvmd between two tasks.
+    let c = find(&all, EXTRA_NAME, 21);
+    assert_eq!(
+        (c.msg.header.ctx, body::direction(c.msg.src, c.msg.dst)),
+        (0x7fffc, body::Direction::TaskToTask)
+    );
+    assert!(matches!(x(21), Body::GsJoin(g) if g.group == "capgrp"));
+    assert!(matches!(x(23), Body::GsGetInst(g) if g.arg == 0x40001));
+    assert!(matches!(x(26), Body::GsStaticGroup(g) if g.arg == 1));
+    assert!(matches!(x(48), Body::GsJoinAck(i) if i.value == 0));
+    assert!(matches!(x(49), Body::GsGsizeAck(v) if v.value == 1 && v.state.state == 2 && v.state.info.is_none()));
+    assert!(matches!(x(51), Body::GsGetTidAck(v) if v.value == 0x40001));
+    assert!(matches!(x(52), Body::GsBarrierAck(i) if i.value == 1));
+    let Body::GsStaticGroupAck(GsStaticAck::Formed(v)) = x(53) else {
+        panic!("{}", x(53))
+    };
+    let info = v.state.info.as_ref().unwrap();
+    assert_eq!((v.value, v.state.state, info.name_len, info.ntids), (1, 1, 6, 1));
+    assert_eq!(info.name, "capgrp");
+    assert_eq!(info.tids.len(), 10, "maxntids slots");
+    assert_eq!(info.tids[0], Tid(0x40001));
+    assert!(info.tids[1..].iter().all(|t| *t == Tid(-1)));
+    assert_eq!(
+        (info.np_onhost.clone(), info.pcoord.clone()),
+        (vec![1], vec![Tid(0x40001)])
+    );
+    assert!(matches!(x(54), Body::GsLeaveAck(i) if i.value == 0));
+    // TM_HALT (no reply) and pvm_reg_rm's TM_SCHED, whose reply has only the master host.
+    assert_eq!(find(&all, EXTRA_NAME, 28).msg.header.tag, Tm::Sched.code());
+    assert_eq!(x(28), &Body::Empty);
+    assert_eq!(find(&all, EXTRA_NAME, 29).msg.header.tag, Tm::Halt.code());
+    assert_eq!(x(29), &Body::Empty);
+    let Body::TmSchedAck(s) = x(55) else { panic!() };
+    let m = s.master.as_ref().unwrap();
+    assert_eq!((s.old, m.tid, m.speed), (Tid(0), Tid(0x40000), 1000));
+    assert_eq!(m.arch, "LINUX64");
+}
+
+#[test]
+fn every_prefix_of_every_captured_body_is_handled() {
+    let (all, _) = load();
+    let mut rejected = 0;
+    for c in &all {
+        let (h, s, d) = (&c.msg.header, c.msg.src, c.msg.dst);
+        for n in 0..c.msg.body.len() {
+            let cut = &c.msg.body[..n];
+            match body::decode(h, s, d, cut) {
+                Ok(b) => assert_eq!(b.emit(), body::mask_padding(h, s, d, cut), "{}: {b}", c.label),
+                Err(e) => {
+                    rejected += 1;
+                    assert!(e.offset <= n);
+                }
+            }
+        }
+    }
+    assert!(rejected > 2000, "{rejected}");
 }

@@ -23,8 +23,8 @@
 //!   record when its shape says so: 4 bytes = PvmTaskExit/PvmHostDelete notify (`int tid`);
 //!   `int task-tid; int len|0|-1|-2; ...` = output record; `int n >= 1; int hostparts[n]` =
 //!   PvmHostAdd notify. Anything else there, and every other user tag, is [`Body::User`].
-//! - Unknown system codes (in a family's range but not defined by 3.4.6), and TC_OUTPUT,
-//!   TC_SHMAT, TC_OUTPUTX (never sent by 3.4.6), are [`Body::Unknown`], never an error.
+//! - Unknown system codes (in a family's range but not defined by 3.4.6), and TC_SHMAT (sent
+//!   only by shared-memory builds), are [`Body::Unknown`], never an error.
 //!
 //! Where the captures disagree with messages.md, the bytes win; each case is noted on the
 //! variant (DM_NOTIFYACK and DM_RESETACK carry a tid; TM_SCHED's reply carries only the master
@@ -205,6 +205,13 @@ bodies! {
     TcSetTrcBuf(Int) = "TC_SETTRCBUF",
     TcSetTrcOpt(Int) = "TC_SETTRCOPT",
     TcSiblings(TidList) = "TC_SIBLINGS",
+    /// A task-output record for a task that called pvm_catchout() (which sets its output
+    /// tid/ctx/tag to itself/SYSCTX_TC/TC_OUTPUT; lpvmcat.c). messages.md says TC_OUTPUT is
+    /// never sent; the capture shows TO_NEW, TO_SPAWN, data and EOF records with this tag.
+    TcOutput(OutputRecord) = "TC_OUTPUT",
+    /// pvm_catchout() asks for a PvmTaskExit notify on itself with this tag; the body is the
+    /// notify's `int tid`. messages.md says it is never sent.
+    TcOutputX(TidArg) = "TC_OUTPUTX",
 
     SmSpawn(Spawn) = "SM_SPAWN",
     SmSpawnAck(TidsOrError) = "SM_SPAWN reply",
@@ -432,7 +439,7 @@ fn decode_dm(d: Dm, b: &[u8]) -> Result<Body> {
     })
 }
 
-/// `None` for the TC_ codes without a 3.4.6 body.
+/// `None` for TC_SHMAT, which only shared-memory builds send.
 fn decode_tc(t: Tc, b: &[u8]) -> Option<Result<Body>> {
     use Body as B;
     Some(match t {
@@ -445,7 +452,9 @@ fn decode_tc(t: Tc, b: &[u8]) -> Option<Result<Body>> {
         Tc::SetTrcBuf => whole(b).map(B::TcSetTrcBuf),
         Tc::SetTrcOpt => whole(b).map(B::TcSetTrcOpt),
         Tc::Siblings => whole(b).map(B::TcSiblings),
-        Tc::Output | Tc::ShmAt | Tc::OutputX => return None,
+        Tc::Output => whole(b).map(B::TcOutput),
+        Tc::OutputX => whole(b).map(B::TcOutputX),
+        Tc::ShmAt => return None,
     })
 }
 

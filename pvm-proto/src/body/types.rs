@@ -890,10 +890,26 @@ impl fmt::Display for Spawn {
         list(f, &self.argv, 4)?;
         write!(
             f,
-            " out {}/{:#x}/{} trc {}/{:#x}/{} env ",
-            self.outtid, self.outctx, self.outtag, self.trctid, self.trcctx, self.trctag
+            " out {} trc {} env ",
+            Route(self.outtid, self.outctx, self.outtag),
+            Route(self.trctid, self.trcctx, self.trctag)
         )?;
         list(f, &self.env, 4)
+    }
+}
+
+/// A (tid, ctx, tag) destination, shown with names where the values have them.
+pub struct Route(pub Tid, pub i32, pub i32);
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.0,
+            ctx_name(self.1),
+            Tag::classify(self.2, self.1).name()
+        )
     }
 }
 
@@ -983,8 +999,9 @@ impl fmt::Display for Exec {
         list(f, &self.argv, 4)?;
         write!(
             f,
-            " out {}/{:#x}/{} trc {}/{:#x}/{} env ",
-            self.outtid, self.outctx, self.outtag, self.trctid, self.trcctx, self.trctag
+            " out {} trc {} env ",
+            Route(self.outtid, self.outctx, self.outtag),
+            Route(self.trctid, self.trcctx, self.trctag)
         )?;
         list(f, &self.env, 4)?;
         if let Some((i, o)) = self.placement {
