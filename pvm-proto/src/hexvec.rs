@@ -169,6 +169,12 @@ pub fn parse(text: &str) -> Result<VectorFile, HexError> {
     Ok(out)
 }
 
+/// All bytes of a text, frames concatenated: for tools that take a bare hex dump (comment lines
+/// and `##` labels are allowed and ignored).
+pub fn parse_bytes(text: &str) -> Result<Vec<u8>, HexError> {
+    Ok(parse(text)?.frames.into_iter().flat_map(|f| f.bytes).collect())
+}
+
 /// Formats frames in the same format (lowercase, 32 bytes a line), so `parse(render(f)) == f`.
 pub fn render(file: &VectorFile) -> String {
     let mut s = String::new();
@@ -210,6 +216,12 @@ mod tests {
             w.frames[1].line = 5;
             w
         });
+    }
+
+    #[test]
+    fn parse_bytes_joins_frames() {
+        assert_eq!(parse_bytes("# x\n## a\n01 02\n## b\n0A\n").unwrap(), vec![1, 2, 10]);
+        assert!(parse_bytes("zz").is_err());
     }
 
     #[test]

@@ -568,3 +568,73 @@ impl fmt::Display for OptList {
         write!(f, "{}", OptListDisplay(self, false))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codes::{SYSCTX_TM, TDPROTOCOL};
+
+    #[test]
+    fn directions_from_tids() {
+        let t = Tid(0x40001);
+        assert_eq!(direction(t, Tid::LOCAL_PVMD), Direction::ToDaemon);
+        assert_eq!(direction(Tid::UNCONNECTED, Tid::LOCAL_PVMD), Direction::ToDaemon);
+        assert_eq!(direction(Tid::LOCAL_PVMD, Tid::NONE), Direction::FromDaemon);
+        assert_eq!(direction(Tid::pvmd(1), Tid::pvmd(2)), Direction::DaemonToDaemon);
+        assert_eq!(direction(t, Tid::multicast_of(t)), Direction::TaskToTask);
+    }
+
+    #[test]
+    fn same_code_decodes_by_direction() {
+        let h = MsgHeader {
+            enc: ENC_XDR,
+            tag: Tm::Connect.code(),
+            ctx: SYSCTX_TM,
+            wid: 1,
+            crc: 0,
+        };
+        let req = Body::TmConnect(ConnectReq {
+            version: TDPROTOCOL,
+            path: "/tmp/a".into(),
+        });
+        let b = req.emit();
+        assert_eq!(decode(&h, Tid::UNCONNECTED, Tid::LOCAL_PVMD, &b).unwrap(), req);
+        // The same bytes from the pvmd are a (short) reply: an error naming the field.
+        let e = decode(&h, Tid::LOCAL_PVMD, Tid::NONE, &b).unwrap_err();
+        assert_eq!(e.field, "path");
+        // Unknown system codes and non-XDR bodies never fail.
+        let u = MsgHeader {
+            tag: 0x8001_0100u32 as i32,
+            ..h
+        };
+        assert!(matches!(
+            decode(&u, Tid(1), Tid::LOCAL_PVMD, &[1, 2, 3]),
+            Ok(Body::Unknown { .. })
+        ));
+        let raw = MsgHeader {
+            enc: crate::codes::DSIG_X86_64,
+            tag: 7,
+            ..h
+        };
+        assert_eq!(
+            decode(&raw, Tid(1), Tid(2), &[9]).unwrap(),
+            Body::User { bytes: vec![9] }
+        );
+    }
+
+    #[test]
+    fn padding_is_reported_and_masked() {
+        let b = Body::TmMstat(Name { name: "vm".into() });
+        assert_eq!(b.padding(), vec![7..8]);
+        let h = MsgHeader {
+            enc: ENC_XDR,
+            tag: Tm::Mstat.code(),
+            ctx: SYSCTX_TM,
+            wid: 0,
+            crc: 0,
+        };
+        let garbage = [0, 0, 0, 3, b'v', b'm', 0, 0x0b];
+        assert_eq!(mask_padding(&h, Tid(0x40001), Tid::LOCAL_PVMD, &garbage), b.emit());
+        assert_eq!(b.to_string(), "TM_MSTAT \"vm\"");
+    }
+}

@@ -376,15 +376,11 @@ impl fmt::Display for TaskConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "tid {} ptid {} out {}/{:#x}/{} trc {}/{:#x}/{} udpmax {} dsig {:#x} addr {} sched {}",
+            "tid {} ptid {} out {} trc {} udpmax {} dsig {:#x} addr {} sched {}",
             self.tid,
             self.ptid,
-            self.outtid,
-            self.outctx,
-            self.outtag,
-            self.trctid,
-            self.trcctx,
-            self.trctag,
+            Route(self.outtid, self.outctx, self.outtag),
+            Route(self.trctid, self.trcctx, self.trctag),
             self.udpmax,
             self.dsig,
             self.addr,
@@ -1529,13 +1525,9 @@ impl fmt::Display for SetTrace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "trc {}/{:#x}/{} out {}/{:#x}/{} tmask {} tbuf {} topt {}",
-            self.trctid,
-            self.trcctx,
-            self.trctag,
-            self.outtid,
-            self.outctx,
-            self.outtag,
+            "trc {} out {} tmask {} tbuf {} topt {}",
+            Route(self.trctid, self.trcctx, self.trctag),
+            Route(self.outtid, self.outctx, self.outtag),
             self.tmask,
             self.tbuf,
             self.topt
