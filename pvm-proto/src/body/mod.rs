@@ -112,11 +112,17 @@ macro_rules! bodies {
                     $(Body::$var(x) => write!(f, "{x}"),)*
                     Body::Empty => f.write_str("(empty)"),
                     Body::User { bytes } => {
-                        write!(f, "{} bytes ", bytes.len())?;
+                        write!(f, "{} bytes", bytes.len())?;
+                        if !bytes.is_empty() {
+                            f.write_str(" ")?;
+                        }
                         hex(f, bytes, 24)
                     }
                     Body::Unknown { tag, bytes } => {
-                        write!(f, "{} {} bytes ", Tag::classify(*tag, 0).name(), bytes.len())?;
+                        write!(f, "{} {} bytes", Tag::classify(*tag, 0).name(), bytes.len())?;
+                        if !bytes.is_empty() {
+                            f.write_str(" ")?;
+                        }
                         hex(f, bytes, 24)
                     }
                 }
