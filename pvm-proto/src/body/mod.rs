@@ -26,11 +26,23 @@
 //! - Unknown system codes (in a family's range but not defined by 3.4.6), and TC_SHMAT (sent
 //!   only by shared-memory builds), are [`Body::Unknown`], never an error.
 //!
-//! Where the captures disagree with messages.md, the bytes win; each case is noted on the
-//! variant (DM_NOTIFYACK and DM_RESETACK carry a tid; TM_SCHED's reply carries only the master
-//! host; DM_EXEC carries instance and outof; TMDB_RESET requests carry a no-reset list; output
-//! records include TO_SPAWN; host entries carry host parts, not pvmd tids; a mailbox entry
-//! returned by GET has an extra empty first fragment).
+//! Where the captures (or, where nothing was captured, the legacy sources) disagree with
+//! messages.md, the bytes win; each case is also noted on its variant or type:
+//! - DM_NOTIFYACK and DM_RESETACK carry `int tid`; messages.md says they are empty.
+//! - TM_SCHED's reply is `int oldsched` and the **master host only** (tid, name, arch, speed,
+//!   dsig), not a host table.
+//! - Host entries (TM_CONFIG, TM_TASK, DM_TASKACK, DM_STARTACK, PvmHostAdd notify) carry host
+//!   parts (`0x40000`), not pvmd tids (`0x80040000`).
+//! - TC_OUTPUT is sent: it carries the task-output records of pvm_catchout(); TC_OUTPUTX is the
+//!   PvmTaskExit notify pvm_catchout() asks for on itself. Output records include TO_SPAWN (-1).
+//! - TMDB_RESET requests end with `int n; int noreset_tids[n]`.
+//! - A mailbox entry comes back from GET with an extra, empty first fragment.
+//! - SM_STHOSTACK is parsed with a leading count, like DM_STARTACK (its doc says implied).
+//! - DM_EXEC ends with `instance; outof`.
+//!
+//! Allocation: every count is checked against the bytes left before anything is reserved, so
+//! a decoded body takes at most a small constant factor (the in-memory size of an item over
+//! its smallest encoding, below 8) times the input length.
 
 mod gs;
 mod types;

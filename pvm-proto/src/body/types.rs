@@ -1013,7 +1013,7 @@ pub struct StTask {
     pub tid: Tid,
     pub flags: i32,
     pub path: XStr,
-    /// argv[0] is the path.
+    /// `argv[0]` is the path.
     pub argv: Vec<XStr>,
     pub env: Vec<XStr>,
     pub instance: i32,
