@@ -11,13 +11,16 @@
 //! or a [`ParseError`] naming the field and its byte offset; length fields are checked against
 //! the input (or an explicit cap) before anything is allocated.
 
+pub mod body;
 pub mod codes;
 pub mod ddp;
 pub mod dsig;
 pub mod encoding;
 pub mod error;
 pub mod frag;
+pub mod hexvec;
 pub mod mesg;
+pub mod message;
 pub mod tid;
 pub mod xdr;
 

@@ -1,0 +1,488 @@
+//! Whole messages: splitting one into stream fragments and putting fragments back together.
+//!
+//! A message travels as one or more fragments. The first (flag SOM) carries the 32-byte message
+//! header before its share of the body; the last carries EOM. The body length is never sent: it
+//! is the sum of the fragment payloads.
+
+use crate::codes::{FRAGHDR_LEN, MAXHDR, MSGHDR_LEN};
+use crate::error::{ErrorKind, ParseError};
+use crate::frag::{self, FragFlags, StreamFragHeader};
+use crate::mesg::{self, MsgHeader};
+use crate::tid::Tid;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A complete message as the layers above the fragment framing see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub src: Tid,
+    pub dst: Tid,
+    pub header: MsgHeader,
+    pub body: Vec<u8>,
+}
+
+impl Message {
+    /// Body bytes per fragment for a fragment size, as libpvm computes it: every fragment buffer
+    /// keeps `MAXHDR` (16 + 32) bytes of headroom, so each fragment carries at most
+    /// `frag_size - 48` body bytes, the first one as well as the others. Sizes too small to hold
+    /// any body are raised to 4 bytes per fragment rather than looping forever.
+    pub fn body_per_fragment(frag_size: usize) -> usize {
+        frag_size.saturating_sub(MAXHDR).max(4)
+    }
+
+    /// The stream fragments of this message, each a complete on-the-wire unit (16-byte header,
+    /// then for the first the 32-byte message header, then body bytes).
+    ///
+    /// Protocol bodies are made of 4-byte XDR units and `frag_size - 48` is a multiple of 4 for
+    /// every size legacy uses (4080 by default), so cutting at fixed offsets gives exactly the
+    /// fragments legacy pvmd and libpvm produce. (For user XDR messages with 8-byte items, legacy
+    /// closes a fragment early rather than split an item; this function does not model that.)
+    pub fn to_fragments(&self, frag_size: usize) -> Vec<Vec<u8>> {
+        let per = Self::body_per_fragment(frag_size);
+        let mut chunks: Vec<&[u8]> = self.body.chunks(per).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        let last = chunks.len() - 1;
+        let mut out = Vec::with_capacity(chunks.len());
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let mut flags = FragFlags::empty();
+            let mut len = chunk.len();
+            if i == 0 {
+                flags |= FragFlags::SOM;
+                len += MSGHDR_LEN;
+            }
+            if i == last {
+                flags |= FragFlags::EOM;
+            }
+            let hdr = StreamFragHeader {
+                dst: self.dst,
+                src: self.src,
+                len: len as u32,
+                flags,
+            };
+            let mut f = Vec::with_capacity(FRAGHDR_LEN + len);
+            f.extend_from_slice(&hdr.to_bytes());
+            if i == 0 {
+                f.extend_from_slice(&self.header.to_bytes());
+            }
+            f.extend_from_slice(chunk);
+            out.push(f);
+        }
+        out
+    }
+
+    /// All fragments concatenated, as they would be written to a socket.
+    pub fn to_stream_bytes(&self, frag_size: usize) -> Vec<u8> {
+        self.to_fragments(frag_size).concat()
+    }
+}
+
+/// Caps on what a [`Reassembler`] buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest body accepted from one source (buffered or complete).
+    pub max_bytes_per_source: usize,
+    /// Largest number of sources with a message in progress at once.
+    pub max_partial: usize,
+}
+
+impl Default for Limits {
+    /// 16 MiB per message and 64 partial messages: far above what PVM applications send through
+    /// one stream at once, far below what hurts.
+    fn default() -> Self {
+        Limits {
+            max_bytes_per_source: 16 << 20,
+            max_partial: 64,
+        }
+    }
+}
+
+/// A fragment that was refused, with the source it came from. The partial message from that
+/// source (if any) has been discarded; other sources are unaffected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fragment from {src}: {error}")]
+pub struct ReassemblyError {
+    pub src: Tid,
+    /// Field and offset within the fragment (the 16-byte header counts from 0).
+    #[source]
+    pub error: ParseError,
+}
+
+/// A message in progress. Payloads are kept as received and joined once at EOM, so memory
+/// is exactly what arrived (no growth doubling past the cap, no repeated copying).
+#[derive(Debug, Clone)]
+struct Partial {
+    dst: Tid,
+    header: MsgHeader,
+    chunks: Vec<Vec<u8>>,
+    len: usize,
+}
+
+/// Puts stream fragments back into messages, one message in progress per source tid, as libpvm
+/// does when fragments of messages from different senders are interleaved on one stream.
+#[derive(Debug, Clone, Default)]
+pub struct Reassembler {
+    limits: Limits,
+    partial: BTreeMap<Tid, Partial>,
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} -> {} tag {:#x} ctx {:#x} wid {} enc {:#x}, {} body bytes",
+            self.src,
+            self.dst,
+            self.header.tag,
+            self.header.ctx,
+            self.header.wid,
+            self.header.enc,
+            self.body.len()
+        )
+    }
+}
+
+impl Reassembler {
+    pub fn new(limits: Limits) -> Self {
+        Reassembler {
+            limits,
+            partial: BTreeMap::new(),
+        }
+    }
+
+    /// Number of sources with a message in progress.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Bytes buffered for `src`'s message in progress.
+    pub fn buffered(&self, src: Tid) -> usize {
+        self.partial.get(&src).map_or(0, |p| p.len)
+    }
+
+    /// Forgets a source's partial message (its connection or route went away).
+    pub fn discard(&mut self, src: Tid) {
+        self.partial.remove(&src);
+    }
+
+    /// Accepts one complete stream fragment (16-byte header and exactly `len` payload bytes).
+    pub fn push(&mut self, fragment: &[u8]) -> Result<Option<Message>, ReassemblyError> {
+        let max = self.limits.max_bytes_per_source.saturating_add(MSGHDR_LEN);
+        let max = u32::try_from(max).unwrap_or(u32::MAX);
+        let hdr = StreamFragHeader::parse(fragment, max).map_err(|error| {
+            let src = if fragment.len() >= 8 {
+                Tid(i32::from_be_bytes([fragment[4], fragment[5], fragment[6], fragment[7]]))
+            } else {
+                Tid::NONE
+            };
+            if let Some(ErrorKind::TooLong { .. }) = Some(&error.kind) {
+                self.partial.remove(&src);
+            }
+            ReassemblyError { src, error }
+        })?;
+        let payload = &fragment[frag::HEADER_LEN..];
+        if payload.len() != hdr.len as usize {
+            let kind = if payload.len() < hdr.len as usize {
+                ErrorKind::Truncated {
+                    need: hdr.len as usize,
+                    have: payload.len(),
+                }
+            } else {
+                ErrorKind::Trailing(payload.len() - hdr.len as usize)
+            };
+            return Err(ReassemblyError {
+                src: hdr.src,
+                error: ParseError::new("fragment length", frag::off::LEN, kind),
+            });
+        }
+        self.push_parts(hdr.src, hdr.dst, hdr.flags, payload)
+    }
+
+    /// Accepts one fragment given as its header fields and payload (the form a datagram takes
+    /// once its own header is stripped). Only SOM and EOM of `flags` matter.
+    pub fn push_parts(
+        &mut self,
+        src: Tid,
+        dst: Tid,
+        flags: FragFlags,
+        payload: &[u8],
+    ) -> Result<Option<Message>, ReassemblyError> {
+        let fail = |field, offset, kind| ReassemblyError {
+            src,
+            error: ParseError::new(field, offset, kind),
+        };
+        let som = flags.contains(FragFlags::SOM);
+        let eom = flags.contains(FragFlags::EOM);
+        let cap = self.limits.max_bytes_per_source;
+        if som {
+            if self.partial.remove(&src).is_some() {
+                return Err(fail(
+                    "flags",
+                    frag::off::FLAGS,
+                    ErrorKind::Invalid {
+                        value: flags.bits().into(),
+                        why: "first fragment while a message from this source is in progress",
+                    },
+                ));
+            }
+            if payload.len() < MSGHDR_LEN {
+                return Err(fail(
+                    "message header",
+                    frag::HEADER_LEN + payload.len(),
+                    ErrorKind::Truncated {
+                        need: MSGHDR_LEN,
+                        have: payload.len(),
+                    },
+                ));
+            }
+            let header = MsgHeader::parse(payload).map_err(|e| ReassemblyError {
+                src,
+                error: e.shifted(frag::HEADER_LEN),
+            })?;
+            let body = &payload[mesg::HEADER_LEN..];
+            if body.len() > cap {
+                return Err(fail(
+                    "fragment length",
+                    frag::off::LEN,
+                    ErrorKind::TooLong {
+                        len: body.len() as u64,
+                        max: cap as u64,
+                    },
+                ));
+            }
+            if eom {
+                return Ok(Some(Message {
+                    src,
+                    dst,
+                    header,
+                    body: body.to_vec(),
+                }));
+            }
+            if self.partial.len() >= self.limits.max_partial {
+                return Err(fail(
+                    "src",
+                    frag::off::SRC,
+                    ErrorKind::TooLong {
+                        len: self.partial.len() as u64 + 1,
+                        max: self.limits.max_partial as u64,
+                    },
+                ));
+            }
+            self.partial.insert(
+                src,
+                Partial {
+                    dst,
+                    header,
+                    chunks: vec![body.to_vec()],
+                    len: body.len(),
+                },
+            );
+            return Ok(None);
+        }
+        let Some(p) = self.partial.get_mut(&src) else {
+            return Err(fail(
+                "flags",
+                frag::off::FLAGS,
+                ErrorKind::Invalid {
+                    value: flags.bits().into(),
+                    why: "continuation fragment with no message in progress from this source",
+                },
+            ));
+        };
+        let total = p.len as u64 + payload.len() as u64;
+        if total > cap as u64 {
+            self.partial.remove(&src);
+            return Err(fail(
+                "fragment length",
+                frag::off::LEN,
+                ErrorKind::TooLong {
+                    len: total,
+                    max: cap as u64,
+                },
+            ));
+        }
+        p.chunks.push(payload.to_vec());
+        p.len += payload.len();
+        if !eom {
+            return Ok(None);
+        }
+        let p = self.partial.remove(&src).expect("entry checked above");
+        Ok(Some(Message {
+            src,
+            dst: p.dst,
+            header: p.header,
+            body: p.chunks.concat(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codes::{Tm, ENC_XDR, SYSCTX_TM, UDPMAXLEN};
+
+    fn msg(src: i32, n: usize) -> Message {
+        Message {
+            src: Tid(src),
+            dst: Tid::LOCAL_PVMD,
+            header: MsgHeader {
+                enc: ENC_XDR,
+                tag: Tm::Spawn.code(),
+                ctx: SYSCTX_TM,
+                wid: 3,
+                crc: 0,
+            },
+            body: (0..n).map(|i| i as u8).collect(),
+        }
+    }
+
+    #[test]
+    fn split_sizes_follow_libpvm_headroom() {
+        let m = msg(0x40001, 4032 * 2 + 5);
+        let f = m.to_fragments(UDPMAXLEN);
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[0].len(), 4080);
+        assert_eq!(f[1].len(), 16 + 4032);
+        assert_eq!(f[2].len(), 16 + 5);
+        let h: Vec<_> = f.iter().map(|x| StreamFragHeader::parse(x, 1 << 20).unwrap()).collect();
+        assert_eq!(h[0].flags, FragFlags::SOM);
+        assert_eq!(h[0].len, 4064);
+        assert_eq!(h[1].flags, FragFlags::empty());
+        assert_eq!(h[2].flags, FragFlags::EOM);
+        let empty = msg(1, 0).to_fragments(UDPMAXLEN);
+        assert_eq!(empty.len(), 1);
+        assert_eq!(empty[0].len(), 48);
+        assert_eq!(empty[0][12], 3);
+    }
+
+    #[test]
+    fn interleaved_sources_reassemble_separately() {
+        let a = msg(0x40001, 100);
+        let b = msg(0x40002, 70);
+        let fa = a.to_fragments(48 + 40);
+        let fb = b.to_fragments(48 + 40);
+        let mut r = Reassembler::default();
+        let mut got = Vec::new();
+        for i in 0..fa.len().max(fb.len()) {
+            for f in [fa.get(i), fb.get(i)].into_iter().flatten() {
+                if let Some(m) = r.push(f).unwrap() {
+                    got.push(m);
+                }
+            }
+        }
+        assert_eq!(got, vec![b, a]);
+        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn protocol_violations_are_errors() {
+        let m = msg(0x40001, 100);
+        let f = m.to_fragments(48 + 40);
+        let mut r = Reassembler::default();
+        let e = r.push(&f[1]).unwrap_err();
+        assert_eq!((e.error.field, e.error.offset), ("flags", 12));
+        r.push(&f[0]).unwrap();
+        let e = r.push(&f[0]).unwrap_err();
+        assert_eq!(e.error.field, "flags");
+        assert_eq!(r.pending(), 0);
+        // First fragment too short for the message header.
+        let short = StreamFragHeader {
+            dst: Tid::LOCAL_PVMD,
+            src: Tid(5),
+            len: 31,
+            flags: FragFlags::SOM | FragFlags::EOM,
+        };
+        let mut b = short.to_bytes().to_vec();
+        b.extend_from_slice(&[0; 31]);
+        let e = r.push(&b).unwrap_err();
+        assert_eq!((e.error.field, e.src), ("message header", Tid(5)));
+        // Length field disagreeing with the bytes given.
+        let e = r.push(&f[0][..f[0].len() - 1]).unwrap_err();
+        assert_eq!((e.error.field, e.error.offset), ("fragment length", 8));
+    }
+
+    #[test]
+    fn caps_are_errors_not_allocations() {
+        let limits = Limits {
+            max_bytes_per_source: 64,
+            max_partial: 2,
+        };
+        let mut r = Reassembler::new(limits);
+        let f = msg(0x40001, 100).to_fragments(48 + 40);
+        r.push(&f[0]).unwrap();
+        let e = r.push(&f[1]).unwrap_err();
+        assert!(matches!(e.error.kind, ErrorKind::TooLong { len: 80, max: 64 }));
+        assert_eq!(r.pending(), 0);
+        for s in 1..=2 {
+            r.push(&msg(s, 50).to_fragments(48 + 40)[0]).unwrap();
+        }
+        let e = r.push(&msg(3, 50).to_fragments(48 + 40)[0]).unwrap_err();
+        assert_eq!(e.error.field, "src");
+        assert_eq!(r.pending(), 2);
+        // A whole single-fragment message over the cap.
+        let e = r.push(&msg(9, 65).to_fragments(4080)[0]).unwrap_err();
+        assert_eq!(e.error.field, "fragment length");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Fragments of several messages, interleaved in any order that keeps each source's
+            /// own order, come back as the original messages.
+            #[test]
+            fn interleaved_split_reassembles(
+                bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..5),
+                frag_size in 49usize..200,
+                picks in proptest::collection::vec(0usize..5, 0..400),
+            ) {
+                let msgs: Vec<Message> = bodies
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, b)| Message { body: b, ..msg(0x40001 + i as i32, 0) })
+                    .collect();
+                let mut queues: Vec<std::collections::VecDeque<Vec<u8>>> =
+                    msgs.iter().map(|m| m.to_fragments(frag_size).into()).collect();
+                let mut r = Reassembler::default();
+                let mut got = Vec::new();
+                let mut feed = |q: &mut std::collections::VecDeque<Vec<u8>>, got: &mut Vec<Message>| {
+                    if let Some(f) = q.pop_front() {
+                        if let Some(m) = r.push(&f).unwrap() {
+                            got.push(m);
+                        }
+                    }
+                };
+                for p in picks {
+                    let n = queues.len();
+                    feed(&mut queues[p % n], &mut got);
+                }
+                for q in queues.iter_mut() {
+                    while !q.is_empty() {
+                        feed(q, &mut got);
+                    }
+                }
+                got.sort_by_key(|m| m.src);
+                prop_assert_eq!(got, msgs);
+            }
+
+            /// Arbitrary bytes as fragments: never a panic, never more buffered than the caps.
+            #[test]
+            fn arbitrary_fragments_respect_caps(
+                frags in proptest::collection::vec(
+                    (0i32..6, 0u8..4, proptest::collection::vec(any::<u8>(), 0..120)), 0..60),
+            ) {
+                let limits = Limits { max_bytes_per_source: 100, max_partial: 3 };
+                let mut r = Reassembler::new(limits);
+                for (src, flags, payload) in frags {
+                    let _ = r.push_parts(Tid(src), Tid::LOCAL_PVMD, FragFlags::from_bits_retain(flags), &payload);
+                    prop_assert!(r.pending() <= 3);
+                    for s in 0..6 {
+                        prop_assert!(r.buffered(Tid(s)) <= 100);
+                    }
+                }
+            }
+        }
+    }
+}
