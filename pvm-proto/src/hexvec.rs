@@ -178,10 +178,13 @@ pub fn parse_bytes(text: &str) -> Result<Vec<u8>, HexError> {
 /// Formats frames in the same format (lowercase, 32 bytes a line), so `parse(render(f)) == f`.
 pub fn render(file: &VectorFile) -> String {
     let mut s = String::new();
-    for d in file.description.lines() {
-        s.push_str("# ");
-        s.push_str(d);
-        s.push('\n');
+    // `split`, not `lines`: a description ending in an empty comment line must survive.
+    if !file.description.is_empty() {
+        for d in file.description.split('\n') {
+            s.push_str("# ");
+            s.push_str(d);
+            s.push('\n');
+        }
     }
     for f in &file.frames {
         s.push_str(&format!("## {} ({} bytes)\n", f.label, f.bytes.len()));
@@ -198,6 +201,13 @@ pub fn render(file: &VectorFile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn description_with_trailing_empty_comment_survives_render() {
+        let f = parse("# first\n#   \n## frame (1 bytes)\nab\n").unwrap();
+        assert_eq!(f.description, "first\n");
+        assert_eq!(parse(&render(&f)).unwrap().description, f.description);
+    }
 
     #[test]
     fn parses_labels_counts_and_loose_hex() {
