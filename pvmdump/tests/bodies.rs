@@ -117,6 +117,59 @@ fn real_capture_bodies() {
     );
 }
 
+/// Console commands between two legacy pvmds (make-capture-console.sh): task lists, remote
+/// spawn with collected output, signals, host delete and add.
+#[test]
+fn console_capture_bodies() {
+    let lines = msg_lines(&data_dir().join("legacy-2host-console.pcap"));
+    assert_eq!(lines.len(), 252);
+    assert_line(
+        &lines,
+        "MSG t80040000 > t80080000 DM_EXEC ctx=0x0 wid=0x4005e enc=xdr len=216 DM_EXEC ptid -35 ",
+        &[
+            r#"/bin/pvecho" flags 0x41 count 1 argv ["hello", "from", "h2"] out t40004/0x0/4"#,
+            r#""PVMCTX=0x0""#,
+        ],
+    );
+    assert_line(
+        &lines,
+        "MSG t80080000 > t40004 tag=4 ctx=0x0 wid=0x0 enc=xdr len=12 task output t80002 new, parent -35",
+        &[],
+    );
+    assert_line(
+        &lines,
+        r#"MSG t80080000 > t40004 tag=4 ctx=0x0 wid=0x0 enc=xdr len=24 task output t80002 "hello from h2\n""#,
+        &[],
+    );
+    assert_line(
+        &lines,
+        "MSG t80080000 > t40004 tag=4 ctx=0x0 wid=0x0 enc=xdr len=8 task output t80002 EOF",
+        &[],
+    );
+    assert_line(
+        &lines,
+        "MSG t80080000 > t80040000 DM_TASKACK ctx=0x0 wid=0x40098 enc=xdr len=56 DM_TASKACK [{t80003 parent -35 on t80000 flag 0x2 ",
+        &[r#"/bin/pvsleep" pid 27096}]"#],
+    );
+    assert_line(
+        &lines,
+        "MSG t80040000 > t80080000 DM_PSTAT ctx=0x0 wid=0x400b8 enc=xdr len=4 DM_PSTAT t80003",
+        &[],
+    );
+    // Sent as a SOM datagram holding only the message header, then an EOM one with the 8 bytes.
+    assert_line(
+        &lines,
+        "MSG t80040000 > t80080000 DM_SENDSIG ctx=0x7fffe wid=0x0 enc=xdr frags=2 len=8 DM_SENDSIG t80003 signal 15",
+        &[],
+    );
+    // h2 deleted and added again: a new pvmd tid and host index.
+    assert_line(
+        &lines,
+        "MSG t80040000 > t800c0000 DM_HTUPD ctx=0x0 wid=0x40113 enc=xdr len=128 DM_HTUPD serial 3 master #1 console #1 [",
+        &[r#"{#3 "h2" "LINUX64" "0aea0002:b3aa""#],
+    );
+}
+
 #[test]
 fn vector_bodies() {
     let v = |name: &str| msg_lines(&vectors_dir().join(name));
@@ -195,7 +248,7 @@ fn check_every_vector_and_capture() {
     }
     files.sort();
     let pcaps = files.iter().filter(|p| p.starts_with(data_dir())).count();
-    assert!(files.len() >= 14 && pcaps >= 1, "{files:#?}");
+    assert!(files.len() >= 15 && pcaps >= 2, "{files:#?}");
     for f in &files {
         let o = Command::new(env!("CARGO_BIN_EXE_pvmdump"))
             .arg("--check")
