@@ -45,7 +45,8 @@ pub struct Config {
     pub all_udp: bool,
     /// Only ports (and learned direct-route endpoints) decide; no content sniffing.
     pub no_guess: bool,
-    /// Re-encode headers (and bodies, once decoded) and report differences.
+    /// Re-encode fragment and message headers and every decoded body, and report differing
+    /// bytes (legacy's uninitialised header bytes and XDR pads excepted).
     pub check: bool,
     pub defrag: DefragLimits,
     /// Largest message kept while reassembling.
@@ -98,6 +99,10 @@ pub struct Stats {
 }
 
 type Dir = (SocketAddrV4, SocketAddrV4);
+
+/// `--check` lines shown per compared unit: a body re-encoded at the wrong length differs in
+/// every byte after the first mistake, and one line per byte of a 6 kB body helps nobody.
+const MAX_CHECK_LINES: usize = 16;
 
 const NO_ADDR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
 
@@ -455,10 +460,19 @@ impl Analyser {
         self.message_fragment(dir, h.src, h.dst, h.flags, data, FRAG_LEN);
     }
 
+    /// Reports every differing byte (one line each, up to [`MAX_CHECK_LINES`] per unit, then a
+    /// count); all of them count towards [`Stats::check_diffs`].
     fn check_bytes(&mut self, what: &str, captured: &[u8], reencoded: &[u8], masked: &[std::ops::Range<usize>]) {
-        for d in check::compare(captured, reencoded, masked) {
-            self.stats.check_diffs += 1;
+        let diffs = check::compare(captured, reencoded, masked);
+        self.stats.check_diffs += diffs.len() as u64;
+        for d in diffs.iter().take(MAX_CHECK_LINES) {
             self.emit(format!("CHECK {what} {d}"));
+        }
+        if diffs.len() > MAX_CHECK_LINES {
+            self.emit(format!(
+                "CHECK {what}: {} more differing bytes not shown",
+                diffs.len() - MAX_CHECK_LINES
+            ));
         }
     }
 
@@ -567,15 +581,22 @@ impl Analyser {
             line.push_str(&d.text);
         }
         self.emit(line);
-        if let Some(e) = &d.error {
-            self.error(format!("{} > {} body: {e}", src, p.dst));
-        }
-        if self.cfg.check {
-            if let Some(re) = &d.reencoded {
-                self.check_bytes("body", &p.body, re, &d.masked);
+        let what = format!(
+            "{} > {} {} body",
+            src,
+            p.dst,
+            Tag::classify(p.header.tag, p.header.ctx).name()
+        );
+        match &d.body {
+            Err(e) => self.error(format!("{what} (message from packet {}): {e}", p.first_packet)),
+            Ok(_) if self.cfg.check => {
+                if let Some((re, pads)) = d.reencoded() {
+                    self.check_bytes(&what, &p.body, &re, &pads);
+                }
             }
+            Ok(_) => {}
         }
-        if let Some(a) = decode::direct_route_address(&p.header, &p.body) {
+        if let Some(a) = d.direct_route_address() {
             if self.learned.len() < self.cfg.max_flows && self.learned.insert(a) {
                 self.note(format!(
                     "direct route endpoint {a}: TCP to or from it is decoded as a task stream"

@@ -5,10 +5,10 @@
 //! A damaged record is reported and, where its length is still known (pcapng blocks), skipped;
 //! a legacy pcap record with a broken length cannot be resynchronised, so reading stops there.
 
-use crate::hexvec;
 use pcap_parser::nom;
 use pcap_parser::{parse_block_be, parse_block_le, parse_pcap_frame, parse_pcap_frame_be, parse_pcap_header};
 use pcap_parser::{parse_pcap_frame_modified, Block, PcapError};
+use pvm_proto::hexvec::{self, HexError};
 use thiserror::Error;
 
 /// DLT/LINKTYPE numbers understood by [`crate::link`].
@@ -291,23 +291,80 @@ fn read_hex(
         line: 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count(),
         what: "not UTF-8 text".to_string(),
     })?;
-    let (frames, errors) = hexvec::parse(text);
-    for e in errors {
-        on_error(CaptureError::Hex {
-            line: e.line,
-            what: e.what,
-        });
+    let mut frames = Vec::new();
+    for s in hex_sections(text) {
+        match hexvec::parse(s.text) {
+            Ok(v) => frames.extend(v.frames.into_iter().map(|f| (s.offset, f))),
+            Err(e) => on_error(CaptureError::Hex {
+                line: s.first_line + hex_error_line(&e) - 1,
+                what: hex_error_what(&e),
+            }),
+        }
     }
-    for (i, f) in frames.iter().enumerate() {
+    for (i, (offset, f)) in frames.iter().enumerate() {
         on_packet(Packet {
             number: i as u64 + 1,
-            offset: f.offset,
+            offset: *offset,
             ts_ns: 0,
             link: if stream { Link::HexStream } else { Link::HexDatagram },
             data: &f.bytes,
             orig_len: f.bytes.len(),
-            label: Some(f.label),
+            label: Some(&f.label),
         });
     }
     Ok(())
+}
+
+/// A run of lines from one `##` line to the next (or the text before the first).
+struct HexSection<'a> {
+    text: &'a str,
+    /// Byte offset of the section in the file.
+    offset: usize,
+    /// 1-based line number of its first line.
+    first_line: usize,
+}
+
+/// Cuts a vector file before every `##` line. `hexvec::parse` stops at the first bad frame;
+/// parsing each frame on its own lets a damaged frame be reported and dropped while the rest
+/// of the file is still decoded.
+fn hex_sections(text: &str) -> Vec<HexSection<'_>> {
+    let mut out = Vec::new();
+    let (mut start, mut first_line, mut offset) = (0, 1, 0);
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with("##") && offset > start {
+            out.push(HexSection {
+                text: &text[start..offset],
+                offset: start,
+                first_line,
+            });
+            (start, first_line) = (offset, i + 1);
+        }
+        offset += line.len();
+    }
+    if offset > start {
+        out.push(HexSection {
+            text: &text[start..],
+            offset: start,
+            first_line,
+        });
+    }
+    out
+}
+
+fn hex_error_line(e: &HexError) -> usize {
+    match e {
+        HexError::BadDigit { line, .. } | HexError::OddDigits { line, .. } | HexError::LengthMismatch { line, .. } => {
+            *line
+        }
+    }
+}
+
+/// The error without its `line N:` prefix, which [`CaptureError::Hex`] adds back with the line
+/// number in the whole file.
+fn hex_error_what(e: &HexError) -> String {
+    let s = e.to_string();
+    match s.split_once(": ") {
+        Some((l, rest)) if l.starts_with("line ") => rest.to_string(),
+        _ => s,
+    }
 }

@@ -8,7 +8,6 @@ pub mod analyse;
 pub mod capture;
 pub mod check;
 pub mod decode;
-pub mod hexvec;
 pub mod ip;
 pub mod link;
 pub mod transport;

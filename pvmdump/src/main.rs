@@ -10,15 +10,18 @@ pvmdump - decode PVM 3.4 traffic from pcap/pcapng captures and hex vectors
 Usage: pvmdump [OPTIONS] FILE...
 
 Prints one line per PVM fragment (DD: pvmd<->pvmd UDP datagram, TD: task<->task TCP stream
-fragment) and one MSG line per reassembled message; NOTE, ERROR and CHECK lines report capture
-events, malformed input and --check differences. Lines start with the packet number and time.
+fragment) and one MSG line per reassembled message, with its body decoded; NOTE, ERROR and
+CHECK lines report capture events, malformed input (bodies that do not decode included) and
+--check differences. Lines start with the packet number and time.
 
 Input formats are told apart by content: pcap (any byte order, micro/nanosecond), pcapng, and
 hex vectors ('#' first). Link types: Ethernet, Linux cooked SLL/SLL2, raw IPv4, BSD loopback.
 
 Options:
-      --check            re-encode fragment and message headers and report differing bytes
-                         (message header bytes 12..16 and 24..32 are masked)
+      --check            re-encode fragment and message headers and every message body and
+                         report differing bytes (message header bytes 12..16 and 24..32 and
+                         the XDR pad bytes of bodies, which legacy leaves uninitialised, are
+                         masked; body offsets are within the reassembled message body)
       --udp-port PORT    UDP with this source or destination port is PVM (repeatable, or a
                          comma-separated list)
       --tcp-port PORT    TCP with this port is a task<->task stream (repeatable)

@@ -62,10 +62,9 @@ fn udp_vectors_decode_as_from_hex() {
         assert!(lines[0].starts_with("#1 1700000000.000000 10.77.0.1:52715 > 10.77.0.2:51463 DD t80040000 > t80080000 SOM|EOM|DAT seq=4 len=204 DM_EXEC ctx=0x0 wid=0x40008 enc=xdr"), "{}", lines[0]);
     }
     assert!(
-        hex_lines
-            .iter()
-            .any(|l| l
-                .contains("MSG t40002 > t80001 tag=7 ctx=0x0 wid=0x0 enc=xdr len=92 0000000100000002fffffffd12345678")),
+        hex_lines.iter().any(|l| l.contains(
+            "MSG t40002 > t80001 tag=7 ctx=0x0 wid=0x0 enc=xdr len=92 92 bytes 0000000100000002fffffffd12345678"
+        )),
         "{hex_lines:#?}"
     );
 }
@@ -105,8 +104,8 @@ fn ip_fragmented_multi_datagram_message() {
             "#4 1700000000.003000 10.77.0.2:51463 > 10.77.0.1:52715 DD t80080000 > t80040000 ACK ack=27 len=0",
             "#6 1700000000.005000 10.77.0.1:52715 > 10.77.0.2:51463 DD t40003 > t80001 EOM|DAT seq=28 len=1968",
             &format!(
-                "#6 1700000000.005000 MSG t40003 > t80001 tag=7 ctx=0x0 wid=0x0 enc=xdr frags=2 len=6000 {}...",
-                body[..32].iter().map(|b| format!("{b:02x}")).collect::<String>()
+                "#6 1700000000.005000 MSG t40003 > t80001 tag=7 ctx=0x0 wid=0x0 enc=xdr frags=2 len=6000 6000 bytes {}…(6000 bytes)",
+                body[..24].iter().map(|b| format!("{b:02x}")).collect::<String>()
             ),
             "#7 1700000000.006000 10.77.0.2:51463 > 10.77.0.1:52715 DD t80080000 > t80040000 ACK ack=28 len=0",
         ]
@@ -176,9 +175,9 @@ fn overlapping_and_bogus_ip_fragments() {
         "{lines:#?}"
     );
     assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("#3 ") && l.contains("MSG t40003 > t80001 tag=9") && l.contains("len=2000 1111")),
+        lines.iter().any(|l| l.starts_with("#3 ")
+            && l.contains("MSG t40003 > t80001 tag=9")
+            && l.contains("len=2000 2000 bytes 1111")),
         "{lines:#?}"
     );
     assert!(
@@ -231,7 +230,7 @@ fn tcp_stream_with_retransmission_and_reordering() {
     let msgs: Vec<&str> = lines.iter().filter(|l| l.contains(" MSG ")).map(|l| body(l)).collect();
     assert_eq!(msgs.len(), 3, "{lines:#?}");
     assert!(
-        msgs[0].starts_with("MSG t40003 > t40004 tag=7 ctx=0x0 wid=0x0 enc=raw len=97 0100000002000000"),
+        msgs[0].starts_with("MSG t40003 > t40004 tag=7 ctx=0x0 wid=0x0 enc=raw len=97 97 bytes 0100000002000000"),
         "{}",
         msgs[0]
     );
@@ -242,7 +241,7 @@ fn tcp_stream_with_retransmission_and_reordering() {
     );
     assert_eq!(
         msgs[2],
-        "MSG t40004 > t40003 tag=8 ctx=0x0 wid=0x0 enc=raw len=11 2a000000030000006f6b00"
+        "MSG t40004 > t40003 tag=8 ctx=0x0 wid=0x0 enc=raw len=11 11 bytes 2a000000030000006f6b00"
     );
     assert!(
         lines

@@ -32,14 +32,14 @@ fn legacy_two_host_capture_decodes_without_differences() {
     // Host add, then the spawn on h2.
     assert!(has("MSG t80040000 > t80080000 DM_SLCONF ctx=0x0 wid=0x0 enc=xdr len=0"));
     assert!(has(
-        "MSG t80080000 > t80040000 DM_EXECACK ctx=0x0 wid=0x4003c enc=xdr len=8 0000000100080001"
+        "MSG t80080000 > t80040000 DM_EXECACK ctx=0x0 wid=0x4003c enc=xdr len=8 DM_EXECACK [t80001]"
     ));
     // 6032 bytes through the pvmds: a 4080-byte datagram (IP-fragmented) and a 2016-byte one.
     assert!(has(
         "10.233.0.1:46445 > 10.233.0.2:42696 DD t40003 > t80001 SOM|DAT seq=27 len=4064 tag=1 ctx=0x0 wid=0x0 enc=xdr"
     ));
     assert!(has(
-        "MSG t40003 > t80001 tag=1 ctx=0x0 wid=0x0 enc=xdr frags=2 len=6032 0000000100070e151c"
+        "MSG t40003 > t80001 tag=1 ctx=0x0 wid=0x0 enc=xdr frags=2 len=6032 6032 bytes 0000000100070e151c"
     ));
     // The legacy pvmd retried the second datagram after about a millisecond (its RTT estimate
     // had converged on the fast veth link).
@@ -57,7 +57,7 @@ fn legacy_two_host_capture_decodes_without_differences() {
         "MSG t40003 > t80001 tag=3 ctx=0x0 wid=0x0 enc=xdr frags=2 len=6032"
     ));
     assert!(has(
-        "MSG t80001 > t40003 tag=4 ctx=0x0 wid=0x0 enc=raw frags=2 len=5013 03000000050000006563686f00"
+        "MSG t80001 > t40003 tag=4 ctx=0x0 wid=0x0 enc=raw frags=2 len=5013 5013 bytes 03000000050000006563686f00"
     ));
     assert!(has("MSG t40003 > t80001 tag=99 ctx=0x0 wid=0x0 enc=xdr len=0"));
     // Halt: FIN|ACK both ways, not counted as sequenced data.

@@ -161,9 +161,8 @@ pub fn udp_fragments(
 pub fn vector(name: &str) -> Vec<Vec<u8>> {
     let path = format!("{}/../pvm-proto/tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let (frames, errors) = pvmdump::hexvec::parse(&text);
-    assert!(errors.is_empty(), "{errors:?}");
-    frames.into_iter().map(|f| f.bytes).collect()
+    let v = pvm_proto::hexvec::parse(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    v.frames.into_iter().map(|f| f.bytes).collect()
 }
 
 pub fn run(bytes: &[u8], cfg: Config) -> (Vec<String>, Stats) {
