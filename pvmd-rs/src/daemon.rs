@@ -1,0 +1,1088 @@
+//! The daemon's decisions, with no sockets: fragments come in with the connection they arrived
+//! on, and bytes to write, connections to close and log lines come out.
+//!
+//! Only the authentication files touch the file system; that goes through [`AuthFiles`] so tests
+//! can replace it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pvm_proto::codes::{PvmError, Tag, Tm, DSIG_X86_64, MSGHDR_LEN, TDPROTOCOL, UDPMAXLEN};
+use pvm_proto::frag::{FragFlags, StreamFragHeader};
+use pvm_proto::mesg::MsgHeader;
+use pvm_proto::Tid;
+
+use crate::wire;
+
+/// Identifies one accepted stream connection.
+pub type ConnId = u64;
+
+/// Task flag bits reported by TM_TASK (legacy task.h): connected.
+pub const TF_CONN: i32 = 4;
+
+/// Largest message a task may send to the daemon (all fragments together). Legacy requests are
+/// a few hundred bytes; spawn requests with big environments stay far below this.
+pub const MAX_REQUEST: usize = 1 << 20;
+
+/// Largest fragment accepted before TM_CONN2 completes (the legacy daemon's buffer size).
+pub const MAX_FRAG_UNCONNECTED: u32 = (UDPMAXLEN - pvm_proto::frag::HEADER_LEN) as u32;
+/// Largest fragment accepted from a connected task (PvmFragSize can raise the task's size).
+pub const MAX_FRAG_CONNECTED: u32 = 4 << 20;
+
+/// File-system side of the connect handshake (wire.md §4.5).
+pub trait AuthFiles {
+    /// Opens the task's t-auth file write-only (it must exist) and writes one byte.
+    fn write_task_auth(&mut self, path: &str) -> io::Result<()>;
+    /// Creates a fresh, empty 0600 d-auth file and returns its path.
+    fn create_pvmd_auth(&mut self) -> io::Result<String>;
+    /// True if the task wrote at least one byte into our d-auth file.
+    fn pvmd_auth_written(&mut self, path: &str) -> io::Result<bool>;
+    /// Removes a d-auth file (after success, failure or disconnect).
+    fn remove(&mut self, path: &str);
+}
+
+/// Static facts about this host.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub name: String,
+    pub arch: String,
+    pub speed: i32,
+    pub dsig: i32,
+    /// Host index (1 for a master).
+    pub index: u32,
+    /// Our UDP address as `"%08x:%04x"`.
+    pub ip_hex: String,
+}
+
+impl HostConfig {
+    pub fn master(name: &str, arch: &str, ip_hex: &str) -> Self {
+        HostConfig {
+            name: name.to_string(),
+            arch: arch.to_string(),
+            speed: 1000,
+            dsig: DSIG_X86_64,
+            index: 1,
+            ip_hex: ip_hex.to_string(),
+        }
+    }
+
+    fn hostpart(&self) -> u32 {
+        self.index << Tid::HOST_SHIFT
+    }
+
+    pub fn pvmd_tid(&self) -> Tid {
+        Tid::pvmd(self.index)
+    }
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// Write these bytes to the connection.
+    Send(ConnId, Vec<u8>),
+    /// Close the connection after what was queued for it is written.
+    Close(ConnId),
+    /// Allow fragments up to this length on the connection from now on.
+    FragLimit(ConnId, u32),
+    /// A line for the log (without date/prefix).
+    Log(String),
+}
+
+#[derive(Debug)]
+enum Auth {
+    /// Accepted, nothing received yet.
+    Anon,
+    /// TM_CONNECT answered; the task must write this d-auth file and send TM_CONN2.
+    Pending(String),
+    /// TM_CONN2 done.
+    Connected(Tid),
+    /// Being closed; ignore further input.
+    Closing,
+}
+
+#[derive(Debug)]
+struct Conn {
+    auth: Auth,
+    /// Message to the pvmd being reassembled: header and body so far.
+    partial: Option<(MsgHeader, Vec<u8>)>,
+}
+
+/// A connected local task.
+#[derive(Debug, Clone)]
+struct Task {
+    conn: ConnId,
+    ptid: Tid,
+    pid: i32,
+    a_out: String,
+    outtid: i32,
+    outctx: i32,
+    outtag: i32,
+    trctid: i32,
+    trcctx: i32,
+    trctag: i32,
+    contexts: Vec<i32>,
+}
+
+/// The local daemon state: connections, tasks, tid and context counters.
+pub struct Daemon<A: AuthFiles> {
+    host: HostConfig,
+    auth: A,
+    conns: HashMap<ConnId, Conn>,
+    tasks: BTreeMap<u32, Task>,
+    last_local: u32,
+    last_ctx: u32,
+    debug: u32,
+}
+
+/// A parsed request, handed to one handler.
+struct Request<'a> {
+    conn: ConnId,
+    src: Tid,
+    hdr: MsgHeader,
+    body: &'a [u8],
+}
+
+impl<A: AuthFiles> Daemon<A> {
+    pub fn new(host: HostConfig, auth: A, debug: u32) -> Self {
+        Daemon {
+            host,
+            auth,
+            conns: HashMap::new(),
+            tasks: BTreeMap::new(),
+            last_local: 0,
+            last_ctx: 0,
+            debug,
+        }
+    }
+
+    pub fn host(&self) -> &HostConfig {
+        &self.host
+    }
+
+    /// Number of connected tasks.
+    pub fn ntasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn accept(&mut self, conn: ConnId) {
+        self.conns.insert(
+            conn,
+            Conn {
+                auth: Auth::Anon,
+                partial: None,
+            },
+        );
+    }
+
+    /// The connection ended (EOF, error, or after we closed it): forget the task.
+    pub fn closed(&mut self, conn: ConnId) -> Vec<Out> {
+        let mut out = Vec::new();
+        if let Some(c) = self.conns.remove(&conn) {
+            match c.auth {
+                Auth::Pending(path) => self.auth.remove(&path),
+                Auth::Connected(tid) => {
+                    self.tasks.remove(&tid.local());
+                    if self.debug & 0x4 != 0 {
+                        out.push(Out::Log(format!("task_free() t{:x}", tid.bits())));
+                    }
+                }
+                Auth::Anon | Auth::Closing => {}
+            }
+        }
+        out
+    }
+
+    /// Removes every pending d-auth file (shutdown).
+    pub fn cleanup(&mut self) {
+        let pending: Vec<String> = self
+            .conns
+            .values()
+            .filter_map(|c| match &c.auth {
+                Auth::Pending(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        for p in pending {
+            self.auth.remove(&p);
+        }
+    }
+
+    fn conn_tid(&self, conn: ConnId) -> Option<Tid> {
+        match self.conns.get(&conn)?.auth {
+            Auth::Connected(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, out: &mut Vec<Out>) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if let Auth::Pending(p) = &c.auth {
+                self.auth.remove(p);
+            }
+            if let Auth::Connected(t) = c.auth {
+                self.tasks.remove(&t.local());
+            }
+            c.auth = Auth::Closing;
+            c.partial = None;
+        }
+        out.push(Out::Close(conn));
+    }
+
+    /// One whole fragment from a connection.
+    pub fn fragment(&mut self, conn: ConnId, fh: StreamFragHeader, payload: &[u8], now: SystemTime) -> Vec<Out> {
+        let mut out = Vec::new();
+        let Some(c) = self.conns.get(&conn) else {
+            return out;
+        };
+        let sender = match c.auth {
+            Auth::Closing => return out,
+            Auth::Connected(t) => Some(t),
+            _ => None,
+        };
+        let src = sender.unwrap_or(Tid::UNCONNECTED);
+        let dst = fh.dst;
+        let for_me = dst.is_pvmd() && dst.is_on_host(self.host.index);
+        if !for_me {
+            let Some(src) = sender else {
+                out.push(Out::Log("loclentry() non-connect message from anon task".into()));
+                self.close(conn, &mut out);
+                return out;
+            };
+            self.route(src, fh, payload, &mut out);
+            return out;
+        }
+        // Reassemble a message for the daemon.
+        let c = self.conns.get_mut(&conn).expect("checked above");
+        if fh.flags.contains(FragFlags::SOM) {
+            if payload.len() < MSGHDR_LEN {
+                out.push(Out::Log(format!(
+                    "loclinput() SOM pkt src t{:x} dst t{:x} too short",
+                    src.bits(),
+                    dst.bits()
+                )));
+                return out;
+            }
+            if c.partial.is_some() {
+                out.push(Out::Log(format!("loclinpkt() repeated start pkt t{:x}", src.bits())));
+            }
+            let hdr = match MsgHeader::parse(payload) {
+                Ok(h) => h,
+                Err(e) => {
+                    out.push(Out::Log(format!(
+                        "loclinput() bad message header from t{:x}: {e}",
+                        src.bits()
+                    )));
+                    return out;
+                }
+            };
+            c.partial = Some((hdr, payload[MSGHDR_LEN..].to_vec()));
+        } else {
+            match c.partial.as_mut() {
+                Some((_, body)) => {
+                    if body.len() + payload.len() > MAX_REQUEST {
+                        out.push(Out::Log(format!(
+                            "loclinput() message from t{:x} longer than {MAX_REQUEST} bytes",
+                            src.bits()
+                        )));
+                        self.close(conn, &mut out);
+                        return out;
+                    }
+                    body.extend_from_slice(payload);
+                }
+                None => {
+                    out.push(Out::Log(format!(
+                        "loclinpkt() pkt with no message src t{:x}",
+                        src.bits()
+                    )));
+                    return out;
+                }
+            }
+        }
+        if fh.flags.contains(FragFlags::EOM) {
+            let c = self.conns.get_mut(&conn).expect("checked above");
+            if let Some((hdr, body)) = c.partial.take() {
+                self.dispatch(
+                    Request {
+                        conn,
+                        src,
+                        hdr,
+                        body: &body,
+                    },
+                    now,
+                    &mut out,
+                );
+            }
+        }
+        out
+    }
+
+    /// Cut-through relay of a fragment from a connected task to another task.
+    fn route(&mut self, src: Tid, fh: StreamFragHeader, payload: &[u8], out: &mut Vec<Out>) {
+        let dst = fh.dst;
+        if self.debug & 0x2 != 0 {
+            out.push(Out::Log(format!(
+                "loclinpkt() src t{:x} dst t{:x} f {:?} len {}",
+                src.bits(),
+                dst.bits(),
+                fh.flags,
+                payload.len()
+            )));
+        }
+        if !dst.is_task() {
+            out.push(Out::Log(format!(
+                "loclinpkt() pkt src t{:x} dst t{:x} scrapped (no such task)",
+                src.bits(),
+                dst.bits()
+            )));
+            return;
+        }
+        if !dst.is_on_host(self.host.index) {
+            out.push(Out::Log(format!(
+                "loclinpkt() pkt src t{:x} dst t{:x} scrapped (no such host)",
+                src.bits(),
+                dst.bits()
+            )));
+            return;
+        }
+        let Some(task) = self.tasks.get(&dst.local()) else {
+            out.push(Out::Log(format!(
+                "loclinpkt() pkt src t{:x} dst t{:x} scrapped (no such task)",
+                src.bits(),
+                dst.bits()
+            )));
+            return;
+        };
+        let hdr = StreamFragHeader {
+            dst: Tid::task(self.host.index, dst.local()),
+            src,
+            len: payload.len() as u32,
+            flags: fh.flags & (FragFlags::SOM | FragFlags::EOM),
+        };
+        let mut bytes = Vec::with_capacity(16 + payload.len());
+        bytes.extend_from_slice(&hdr.to_bytes());
+        bytes.extend_from_slice(payload);
+        out.push(Out::Send(task.conn, bytes));
+    }
+
+    fn reply(&self, req: &Request, dst: Tid, body: &[u8], out: &mut Vec<Out>) {
+        let bytes = wire::frame_message(dst, Tid::LOCAL_PVMD, req.hdr.tag, req.hdr.ctx, req.hdr.wid, body);
+        out.push(Out::Send(req.conn, bytes));
+    }
+
+    fn dispatch(&mut self, req: Request, now: SystemTime, out: &mut Vec<Out>) {
+        let tag = Tag::classify(req.hdr.tag, req.hdr.ctx);
+        if self.debug & 0x2 != 0 {
+            out.push(Out::Log(format!(
+                "loclentry() from t{:x} tag {}",
+                req.src.bits(),
+                tag.name()
+            )));
+        }
+        let Tag::Tm(tm) = tag else {
+            out.push(Out::Log(format!(
+                "loclentry() message from t{:x} with bogus tag {}",
+                req.src.bits(),
+                req.hdr.tag
+            )));
+            return;
+        };
+        let connected = self.conn_tid(req.conn).is_some();
+        let pending = matches!(self.conns.get(&req.conn).map(|c| &c.auth), Some(Auth::Pending(_)));
+        let allowed = if connected {
+            true
+        } else if pending {
+            tm == Tm::Conn2
+        } else {
+            matches!(tm, Tm::Connect | Tm::Conn2 | Tm::ShmConn)
+        };
+        if !allowed {
+            out.push(Out::Log("loclentry() non-connect message from anon task".into()));
+            self.close(req.conn, out);
+            return;
+        }
+        match tm {
+            Tm::Connect => self.tm_connect(&req, out),
+            Tm::Conn2 => self.tm_conn2(&req, out),
+            Tm::Exit => {
+                self.reply(&req, req.src, &[], out);
+                self.close(req.conn, out);
+            }
+            Tm::Config => self.tm_config(&req, out),
+            Tm::Mstat => self.tm_mstat(&req, out),
+            Tm::Pstat => self.tm_pstat(&req, out),
+            Tm::Task => self.tm_task(&req, out),
+            Tm::Db => self.tm_db(&req, out),
+            Tm::GetOpt => self.tm_getopt(&req, out),
+            Tm::SetOpt => self.tm_setopt(&req, out),
+            Tm::Context => self.tm_context(&req, out),
+            Tm::HostSync => self.tm_hostsync(&req, now, out),
+            Tm::ShmConn => {
+                out.push(Out::Log(
+                    "tm_shmconn() shmem conn on non shmem sys? Bit bucket...".into(),
+                ));
+                self.close(req.conn, out);
+            }
+            other => out.push(Out::Log(format!(
+                "loclentry() {} from t{:x} not implemented yet; dropped",
+                other.name(),
+                req.src.bits()
+            ))),
+        }
+    }
+
+    fn tm_connect(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let parsed = match wire::ConnectReq::parse(req.body) {
+            Ok(p) => p,
+            Err(e) => {
+                out.push(Out::Log(format!("tm_connect() bad msg format: {e}")));
+                return self.connect_nack(req, out);
+            }
+        };
+        if parsed.version != TDPROTOCOL {
+            out.push(Out::Log(format!(
+                "tm_connect() t-d protocol mismatch ({}/{})",
+                parsed.version, TDPROTOCOL
+            )));
+            return self.connect_nack(req, out);
+        }
+        if let Err(e) = self.auth.write_task_auth(&parsed.auth_path) {
+            out.push(Out::Log(format!(
+                "tm_connect() can't write t-auth file {}: {e}",
+                parsed.auth_path
+            )));
+            return self.connect_nack(req, out);
+        }
+        let dauth = match self.auth.create_pvmd_auth() {
+            Ok(p) => p,
+            Err(e) => {
+                out.push(Out::Log(format!("tm_connect() can't create d-auth file: {e}")));
+                return self.connect_nack(req, out);
+            }
+        };
+        let body = wire::connect_reply(TDPROTOCOL, true, &dauth);
+        self.reply(req, Tid::NONE, &body, out);
+        if let Some(c) = self.conns.get_mut(&req.conn) {
+            c.auth = Auth::Pending(dauth);
+        }
+    }
+
+    fn connect_nack(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let body = wire::connect_reply(TDPROTOCOL, false, "");
+        self.reply(req, Tid::NONE, &body, out);
+        self.close(req.conn, out);
+    }
+
+    fn alloc_tid(&mut self) -> Option<Tid> {
+        let max = Tid::LOCAL_MASK;
+        for _ in 0..max {
+            self.last_local = if self.last_local >= max { 1 } else { self.last_local + 1 };
+            if !self.tasks.contains_key(&self.last_local) {
+                return Some(Tid::task(self.host.index, self.last_local));
+            }
+        }
+        None
+    }
+
+    fn settings(&self, tid: Tid, t: &Task) -> wire::TaskSettings {
+        wire::TaskSettings {
+            tid,
+            ptid: t.ptid,
+            outtid: t.outtid,
+            outctx: t.outctx,
+            outtag: t.outtag,
+            trctid: t.trctid,
+            trcctx: t.trcctx,
+            trctag: t.trctag,
+            udpmax: UDPMAXLEN as i32,
+            dsig: self.host.dsig,
+            ip: self.host.ip_hex.clone(),
+            schedtid: 0,
+        }
+    }
+
+    fn tm_conn2(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let Some(Auth::Pending(dauth)) = self.conns.get(&req.conn).map(|c| &c.auth) else {
+            out.push(Out::Log(format!(
+                "tm_conn2() message from t{:x}, TF_AUTH not set",
+                req.src.bits()
+            )));
+            return;
+        };
+        let dauth = dauth.clone();
+        let parsed = match wire::Conn2Req::parse(req.body) {
+            Ok(p) => p,
+            Err(e) => {
+                out.push(Out::Log(format!("tm_conn2() bad msg format: {e}")));
+                return self.close(req.conn, out);
+            }
+        };
+        match self.auth.pvmd_auth_written(&dauth) {
+            Ok(true) => {}
+            Ok(false) => {
+                out.push(Out::Log("tm_conn2() task didn't validate itself".into()));
+                return self.close(req.conn, out);
+            }
+            Err(e) => {
+                out.push(Out::Log(format!("tm_conn2() can't read d-auth file: {e}")));
+                return self.close(req.conn, out);
+            }
+        }
+        self.auth.remove(&dauth);
+        let Some(tid) = self.alloc_tid() else {
+            out.push(Out::Log("tm_conn2() out of tids?".into()));
+            return self.close(req.conn, out);
+        };
+        let task = Task {
+            conn: req.conn,
+            ptid: Tid::NONE,
+            pid: parsed.pid,
+            a_out: parsed.name.unwrap_or_default(),
+            outtid: 0,
+            outctx: 0,
+            outtag: 0,
+            trctid: 0,
+            trcctx: 0,
+            trctag: 0,
+            contexts: Vec::new(),
+        };
+        let body = self.settings(tid, &task).conn2_reply();
+        self.tasks.insert(tid.local(), task);
+        if let Some(c) = self.conns.get_mut(&req.conn) {
+            c.auth = Auth::Connected(tid);
+        }
+        if self.debug & 0x4 != 0 {
+            out.push(Out::Log(format!("tm_conn2() new task t{:x}", tid.bits())));
+        }
+        out.push(Out::FragLimit(req.conn, MAX_FRAG_CONNECTED));
+        self.reply(req, tid, &body, out);
+    }
+
+    fn host_entry(&self) -> wire::HostEntry {
+        wire::HostEntry {
+            hostpart: self.host.hostpart() as i32,
+            name: self.host.name.clone(),
+            arch: self.host.arch.clone(),
+            speed: self.host.speed,
+            dsig: self.host.dsig,
+        }
+    }
+
+    fn tm_config(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let body = wire::config_reply(&[self.host_entry()], 1);
+        self.reply(req, req.src, &body, out);
+    }
+
+    fn tm_mstat(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let name = match wire::parse_string(req.body, "TM_MSTAT host name") {
+            Ok(n) => n,
+            Err(e) => return out.push(Out::Log(format!("tm_mstat() bad msg format: {e}"))),
+        };
+        let status = if name == self.host.name {
+            0
+        } else {
+            PvmError::NoHost.code()
+        };
+        self.reply(req, req.src, &wire::int_body(status), out);
+    }
+
+    /// Whether a tid's host field names this host (0 means "local" on the stream).
+    fn is_local_host(&self, tid: Tid) -> bool {
+        tid.is_on_host(self.host.index)
+    }
+
+    fn tm_pstat(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let tid = match wire::parse_int(req.body, "TM_PSTAT tid") {
+            Ok(t) => Tid(t),
+            Err(e) => return out.push(Out::Log(format!("tm_pstat() bad msg format: {e}"))),
+        };
+        if !tid.is_task() {
+            // The legacy daemon does not answer this either.
+            return out.push(Out::Log(format!("tm_pstat() bad tid {:x}", tid.bits())));
+        }
+        let alive = tid.host() == self.host.index && self.tasks.contains_key(&tid.local());
+        let status = if alive { 0 } else { PvmError::NoTask.code() };
+        self.reply(req, req.src, &wire::int_body(status), out);
+    }
+
+    fn tm_task(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let where_ = match wire::parse_int(req.body, "TM_TASK where") {
+            Ok(t) => Tid(t),
+            Err(e) => return out.push(Out::Log(format!("tm_task() bad msg format: {e}"))),
+        };
+        if where_.0 != 0 && !self.is_local_host(where_) {
+            return self.reply(req, req.src, &wire::task_reply(PvmError::NoHost.code(), &[]), out);
+        }
+        let hostpart = self.host.hostpart() as i32;
+        let entries: Vec<wire::TaskEntry> = self
+            .tasks
+            .iter()
+            .filter(|(local, _)| where_.local() == 0 || where_.local() == **local)
+            .map(|(local, t)| wire::TaskEntry {
+                tid: Tid::task(self.host.index, *local),
+                ptid: t.ptid,
+                hostpart,
+                flag: TF_CONN,
+                a_out: t.a_out.clone(),
+                pid: t.pid,
+            })
+            .collect();
+        self.reply(req, req.src, &wire::task_reply(0, &entries), out);
+    }
+
+    fn tm_db(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let db = match wire::DbReq::parse(req.body) {
+            Ok(d) => d,
+            Err(e) => return out.push(Out::Log(format!("tm_db() bad msg format: {e}"))),
+        };
+        // No mailbox yet: nothing is ever found, and storing is refused rather than faked.
+        let body = match db.op {
+            3 | 2 => wire::int_body(PvmError::NotFound.code()),
+            4 => wire::db_names_empty(),
+            _ => {
+                out.push(Out::Log(format!(
+                    "tm_db() op {} on \"{}\" not implemented",
+                    db.op, db.class
+                )));
+                wire::int_body(PvmError::NotImpl.code())
+            }
+        };
+        self.reply(req, req.src, &body, out);
+    }
+
+    fn tm_getopt(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let Some(t) = self.tasks.get(&req.src.local()) else {
+            return;
+        };
+        let body = self.settings(req.src, t).getopt_reply();
+        self.reply(req, req.src, &body, out);
+    }
+
+    fn tm_setopt(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let pairs = wire::parse_setopt(req.body);
+        if let Some(t) = self.tasks.get_mut(&req.src.local()) {
+            for (what, val) in pairs {
+                let x = parse_hex(&val);
+                match what {
+                    1 => t.outtid = x,
+                    2 => t.outctx = x,
+                    3 => t.outtag = x,
+                    4 => t.trctid = x,
+                    5 => t.trcctx = x,
+                    6 => t.trctag = x,
+                    _ => out.push(Out::Log(format!("tm_setopt() ? option {what} val <{val}>"))),
+                }
+            }
+        }
+        self.reply(req, req.src, &[], out);
+    }
+
+    fn tm_context(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let status = match wire::parse_int(req.body, "TM_CONTEXT cid") {
+            Err(_) => PvmError::BadParam.code(),
+            Ok(0) => {
+                self.last_ctx = (self.last_ctx % Tid::LOCAL_MASK) + 1;
+                let cid = (self.host.hostpart() | self.last_ctx) as i32;
+                if let Some(t) = self.tasks.get_mut(&req.src.local()) {
+                    t.contexts.push(cid);
+                }
+                cid
+            }
+            Ok(cid) => match self.tasks.get_mut(&req.src.local()) {
+                Some(t) if t.contexts.contains(&cid) => {
+                    t.contexts.retain(|c| *c != cid);
+                    0
+                }
+                _ => PvmError::NotFound.code(),
+            },
+        };
+        self.reply(req, req.src, &wire::int_body(status), out);
+    }
+
+    fn tm_hostsync(&mut self, req: &Request, now: SystemTime, out: &mut Vec<Out>) {
+        let where_ = match wire::parse_int(req.body, "TM_HOSTSYNC where") {
+            Ok(t) => Tid(t),
+            Err(e) => return out.push(Out::Log(format!("tm_hostsync() bad msg format: {e}"))),
+        };
+        let body = if self.is_local_host(where_) {
+            let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+            wire::hostsync_reply(0, d.as_secs() as i32, d.subsec_micros() as i32)
+        } else {
+            wire::hostsync_reply(PvmError::NoHost.code(), 0, 0)
+        };
+        self.reply(req, req.src, &body, out);
+    }
+}
+
+/// `pvmxtoi`: hex with or without `0x`; junk stops the number.
+fn parse_hex(s: &str) -> i32 {
+    let s = s.trim();
+    let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let mut v: u32 = 0;
+    for c in s.chars() {
+        match c.to_digit(16) {
+            Some(d) => v = v.wrapping_mul(16).wrapping_add(d),
+            None => break,
+        }
+    }
+    v as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvm_proto::codes::{ENC_XDR, SYSCTX_TM};
+    use pvm_proto::xdr::{XdrReader, XdrWriter};
+
+    #[derive(Default)]
+    struct FakeAuth {
+        written: Vec<String>,
+        created: u32,
+        validated: bool,
+        removed: Vec<String>,
+        fail_write: bool,
+    }
+
+    impl AuthFiles for FakeAuth {
+        fn write_task_auth(&mut self, path: &str) -> io::Result<()> {
+            if self.fail_write {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "no"));
+            }
+            self.written.push(path.to_string());
+            Ok(())
+        }
+        fn create_pvmd_auth(&mut self) -> io::Result<String> {
+            self.created += 1;
+            Ok(format!("/tmp/pvmtmp000042.{}", self.created))
+        }
+        fn pvmd_auth_written(&mut self, _path: &str) -> io::Result<bool> {
+            Ok(self.validated)
+        }
+        fn remove(&mut self, path: &str) {
+            self.removed.push(path.to_string());
+        }
+    }
+
+    fn daemon() -> Daemon<FakeAuth> {
+        Daemon::new(
+            HostConfig::master("vm", "LINUX64", "7f000001:801e"),
+            FakeAuth {
+                validated: true,
+                ..Default::default()
+            },
+            0,
+        )
+    }
+
+    fn request(tag: Tm, wid: i32, body: &[u8]) -> (StreamFragHeader, Vec<u8>) {
+        let mut p = MsgHeader {
+            enc: ENC_XDR,
+            tag: tag.code(),
+            ctx: SYSCTX_TM,
+            wid,
+            crc: 0,
+        }
+        .to_bytes()
+        .to_vec();
+        p.extend_from_slice(body);
+        (
+            StreamFragHeader {
+                dst: Tid::LOCAL_PVMD,
+                src: Tid::UNCONNECTED,
+                len: p.len() as u32,
+                flags: FragFlags::SOM | FragFlags::EOM,
+            },
+            p,
+        )
+    }
+
+    fn send(d: &mut Daemon<FakeAuth>, conn: ConnId, tag: Tm, wid: i32, body: &[u8]) -> Vec<Out> {
+        let (h, p) = request(tag, wid, body);
+        d.fragment(conn, h, &p, UNIX_EPOCH)
+    }
+
+    /// Splits the first Send of `out` into (frag header, msg header, body).
+    fn sent(out: &[Out]) -> (StreamFragHeader, MsgHeader, Vec<u8>) {
+        let bytes = out
+            .iter()
+            .find_map(|o| match o {
+                Out::Send(_, b) => Some(b.clone()),
+                _ => None,
+            })
+            .expect("a reply");
+        let fh = StreamFragHeader::parse(&bytes, u32::MAX).unwrap();
+        let mh = MsgHeader::parse(&bytes[16..]).unwrap();
+        (fh, mh, bytes[48..].to_vec())
+    }
+
+    fn connect(d: &mut Daemon<FakeAuth>, conn: ConnId) -> Tid {
+        d.accept(conn);
+        let mut w = XdrWriter::new();
+        w.int(1318).string("/tmp/pvmtmp000100.0");
+        let out = send(d, conn, Tm::Connect, 1, &w.into_inner());
+        let (fh, mh, body) = sent(&out);
+        assert_eq!(fh.dst, Tid(0));
+        assert_eq!(fh.src, Tid::LOCAL_PVMD);
+        assert_eq!((mh.tag, mh.wid, mh.ctx), (Tm::Connect.code(), 1, SYSCTX_TM));
+        let mut r = XdrReader::new(&body);
+        assert_eq!(r.int("v").unwrap(), 1318);
+        assert_eq!(r.int("ack").unwrap(), 1);
+        assert!(r.string("path").unwrap().starts_with("/tmp/pvmtmp000042."));
+        let mut w = XdrWriter::new();
+        w.int(4242).int(0);
+        let out = send(d, conn, Tm::Conn2, 2, &w.into_inner());
+        assert!(out.contains(&Out::FragLimit(conn, MAX_FRAG_CONNECTED)));
+        let (fh, _, body) = sent(&out);
+        let mut r = XdrReader::new(&body);
+        assert_eq!(r.int("ack").unwrap(), 1);
+        let tid = Tid(r.int("tid").unwrap());
+        assert_eq!(fh.dst, tid);
+        for _ in 0..7 {
+            r.int("x").unwrap();
+        }
+        assert_eq!(r.int("udpmax").unwrap(), 4080);
+        assert_eq!(r.int("dsig").unwrap(), 0x408c41);
+        assert_eq!(r.string("ip").unwrap(), "7f000001:801e");
+        assert_eq!(r.int("sched").unwrap(), 0);
+        r.finish("end").unwrap();
+        tid
+    }
+
+    #[test]
+    fn handshake_assigns_sequential_tids() {
+        let mut d = daemon();
+        assert_eq!(connect(&mut d, 1), Tid(0x40001));
+        assert_eq!(connect(&mut d, 2), Tid(0x40002));
+        assert_eq!(d.auth.written, vec!["/tmp/pvmtmp000100.0"; 2]);
+        assert_eq!(d.auth.removed.len(), 2, "d-auth files are removed after TM_CONN2");
+    }
+
+    #[test]
+    fn unvalidated_task_is_closed() {
+        let mut d = daemon();
+        d.auth.validated = false;
+        d.accept(1);
+        let mut w = XdrWriter::new();
+        w.int(1318).string("/x");
+        send(&mut d, 1, Tm::Connect, 1, &w.into_inner());
+        let mut w = XdrWriter::new();
+        w.int(1).int(0);
+        let out = send(&mut d, 1, Tm::Conn2, 2, &w.into_inner());
+        assert!(out.contains(&Out::Close(1)));
+        assert_eq!(d.ntasks(), 0);
+    }
+
+    #[test]
+    fn version_mismatch_is_nacked_and_closed() {
+        let mut d = daemon();
+        d.accept(1);
+        let mut w = XdrWriter::new();
+        w.int(1317).string("/x");
+        let out = send(&mut d, 1, Tm::Connect, 1, &w.into_inner());
+        let (_, _, body) = sent(&out);
+        let mut r = XdrReader::new(&body);
+        assert_eq!((r.int("v").unwrap(), r.int("a").unwrap()), (1318, 0));
+        assert_eq!(r.string("p").unwrap(), "");
+        assert!(out.contains(&Out::Close(1)));
+        assert!(d.auth.written.is_empty());
+    }
+
+    #[test]
+    fn anything_but_connect_before_auth_closes() {
+        let mut d = daemon();
+        d.accept(1);
+        let out = send(&mut d, 1, Tm::Config, 3, &[]);
+        assert_eq!(out.iter().filter(|o| matches!(o, Out::Send(..))).count(), 0);
+        assert!(out.contains(&Out::Close(1)));
+        // A fragment to a task from an anonymous connection too.
+        d.accept(2);
+        let (mut h, p) = request(Tm::Config, 3, &[]);
+        h.dst = Tid(0x40001);
+        assert!(d.fragment(2, h, &p, UNIX_EPOCH).contains(&Out::Close(2)));
+    }
+
+    #[test]
+    fn config_mstat_pstat_task() {
+        let mut d = daemon();
+        let t = connect(&mut d, 1);
+        let (_, mh, body) = sent(&send(&mut d, 1, Tm::Config, 3, &[]));
+        assert_eq!(mh.wid, 3);
+        assert_eq!(&body[..12], &[0, 0, 0, 1, 0, 0, 0, 1, 0, 4, 0, 0]);
+        let mut w = XdrWriter::new();
+        w.string("vm");
+        assert_eq!(
+            sent(&send(&mut d, 1, Tm::Mstat, 4, &w.into_inner())).2,
+            wire::int_body(0)
+        );
+        let mut w = XdrWriter::new();
+        w.string("nosuch");
+        assert_eq!(
+            sent(&send(&mut d, 1, Tm::Mstat, 5, &w.into_inner())).2,
+            wire::int_body(-6)
+        );
+        assert_eq!(
+            sent(&send(&mut d, 1, Tm::Pstat, 6, &wire::int_body(t.0))).2,
+            wire::int_body(0)
+        );
+        assert_eq!(
+            sent(&send(&mut d, 1, Tm::Pstat, 7, &wire::int_body(0x40007))).2,
+            wire::int_body(-31)
+        );
+        let (_, _, body) = sent(&send(&mut d, 1, Tm::Task, 8, &wire::int_body(0)));
+        let mut r = XdrReader::new(&body);
+        assert_eq!(r.int("err").unwrap(), 0);
+        assert_eq!(r.int("tid").unwrap(), t.0);
+        assert_eq!(r.int("ptid").unwrap(), 0);
+        assert_eq!(r.int("host").unwrap(), 0x40000);
+        assert_eq!(r.int("flag").unwrap(), TF_CONN);
+        assert_eq!(r.string("aout").unwrap(), "");
+        assert_eq!(r.int("pid").unwrap(), 4242);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn db_get_tracer_is_not_found() {
+        let mut d = daemon();
+        connect(&mut d, 1);
+        let mut w = XdrWriter::new();
+        w.int(3).int(0x40001).string("###_PVM_TRACER_###").int(0).int(0);
+        let (_, mh, body) = sent(&send(&mut d, 1, Tm::Db, 3, &w.into_inner()));
+        assert_eq!(mh.tag, Tm::Db.code());
+        assert_eq!(body, wire::int_body(-32));
+    }
+
+    #[test]
+    fn contexts_are_hostpart_counters_and_can_be_freed() {
+        let mut d = daemon();
+        connect(&mut d, 1);
+        let c1 = sent(&send(&mut d, 1, Tm::Context, 3, &wire::int_body(0))).2;
+        assert_eq!(c1, wire::int_body(0x40001));
+        let c2 = sent(&send(&mut d, 1, Tm::Context, 4, &wire::int_body(0))).2;
+        assert_eq!(c2, wire::int_body(0x40002));
+        assert_eq!(
+            sent(&send(&mut d, 1, Tm::Context, 5, &wire::int_body(0x40001))).2,
+            wire::int_body(0)
+        );
+        assert_eq!(
+            sent(&send(&mut d, 1, Tm::Context, 6, &wire::int_body(0x40001))).2,
+            wire::int_body(-32)
+        );
+    }
+
+    #[test]
+    fn hostsync_local_and_unknown() {
+        let mut d = daemon();
+        connect(&mut d, 1);
+        let now = UNIX_EPOCH + std::time::Duration::new(1000, 5_000);
+        let (h, p) = request(Tm::HostSync, 3, &wire::int_body(0x40000));
+        let out = d.fragment(1, h, &p, now);
+        assert_eq!(sent(&out).2, wire::hostsync_reply(0, 1000, 5));
+        let (h, p) = request(Tm::HostSync, 4, &wire::int_body(0x80000));
+        assert_eq!(sent(&d.fragment(1, h, &p, now)).2, wire::hostsync_reply(-6, 0, 0));
+    }
+
+    #[test]
+    fn exit_replies_then_closes() {
+        let mut d = daemon();
+        connect(&mut d, 1);
+        let out = send(&mut d, 1, Tm::Exit, 9, &[]);
+        let (_, mh, body) = sent(&out);
+        assert_eq!((mh.tag, mh.wid, body.len()), (Tm::Exit.code(), 9, 0));
+        assert_eq!(out.last(), Some(&Out::Close(1)));
+        assert_eq!(d.ntasks(), 0);
+    }
+
+    #[test]
+    fn user_fragments_are_relayed_with_src_rewritten() {
+        let mut d = daemon();
+        let a = connect(&mut d, 1);
+        let b = connect(&mut d, 2);
+        let payload = vec![0xabu8; 40];
+        let h = StreamFragHeader {
+            dst: b,
+            src: Tid(0x1234),
+            len: 40,
+            flags: FragFlags::SOM,
+        };
+        let out = d.fragment(1, h, &payload, UNIX_EPOCH);
+        let Out::Send(to, bytes) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(*to, 2);
+        let fh = StreamFragHeader::parse(bytes, u32::MAX).unwrap();
+        assert_eq!((fh.dst, fh.src, fh.len, fh.flags), (b, a, 40, FragFlags::SOM));
+        assert_eq!(&bytes[16..], &payload[..]);
+        // Unknown destination: dropped with a log line.
+        let h = StreamFragHeader { dst: Tid(0x40077), ..h };
+        let out = d.fragment(1, h, &payload, UNIX_EPOCH);
+        assert!(matches!(&out[..], [Out::Log(l)] if l.contains("no such task")));
+    }
+
+    #[test]
+    fn multi_fragment_request_is_reassembled() {
+        let mut d = daemon();
+        connect(&mut d, 1);
+        let mut w = XdrWriter::new();
+        w.string("vm");
+        let (h, p) = request(Tm::Mstat, 3, &w.into_inner());
+        let (a, b) = p.split_at(34);
+        let h1 = StreamFragHeader {
+            len: a.len() as u32,
+            flags: FragFlags::SOM,
+            ..h
+        };
+        assert!(d.fragment(1, h1, a, UNIX_EPOCH).is_empty());
+        let h2 = StreamFragHeader {
+            len: b.len() as u32,
+            flags: FragFlags::EOM,
+            ..h
+        };
+        assert_eq!(sent(&d.fragment(1, h2, b, UNIX_EPOCH)).2, wire::int_body(0));
+    }
+
+    #[test]
+    fn bogus_codes_and_garbage_are_logged_not_fatal() {
+        let mut d = daemon();
+        connect(&mut d, 1);
+        let (mut h, mut p) = request(Tm::Config, 3, &[]);
+        p[4..8].copy_from_slice(&0x8001_0100u32.to_be_bytes());
+        let out = d.fragment(1, h, &p, UNIX_EPOCH);
+        assert!(matches!(&out[..], [Out::Log(l)] if l.contains("bogus tag")));
+        // Short SOM fragment.
+        h.len = 3;
+        let out = d.fragment(1, h, &[1, 2, 3], UNIX_EPOCH);
+        assert!(matches!(&out[..], [Out::Log(l)] if l.contains("too short")));
+        // Truncated bodies.
+        for tm in [Tm::Mstat, Tm::Pstat, Tm::Task, Tm::Db, Tm::HostSync] {
+            let out = send(&mut d, 1, tm, 4, &[0, 0]);
+            assert!(out.iter().all(|o| matches!(o, Out::Log(_))), "{tm:?}: {out:?}");
+        }
+        // Still connected.
+        assert_eq!(d.ntasks(), 1);
+    }
+
+    #[test]
+    fn setopt_and_getopt() {
+        let mut d = daemon();
+        let t = connect(&mut d, 1);
+        let mut w = XdrWriter::new();
+        w.int(1).string("40002").int(3).string("0x10");
+        let (_, _, body) = sent(&send(&mut d, 1, Tm::SetOpt, 3, &w.into_inner()));
+        assert!(body.is_empty());
+        let (_, _, body) = sent(&send(&mut d, 1, Tm::GetOpt, 4, &[]));
+        let mut r = XdrReader::new(&body);
+        assert_eq!(r.int("tid").unwrap(), t.0);
+        assert_eq!(r.int("ptid").unwrap(), 0);
+        assert_eq!(r.int("outtid").unwrap(), 0x40002);
+        assert_eq!(r.int("outctx").unwrap(), 0);
+        assert_eq!(r.int("outtag").unwrap(), 0x10);
+    }
+
+    #[test]
+    fn parse_hex_like_pvmxtoi() {
+        assert_eq!(parse_hex("0x1f"), 31);
+        assert_eq!(parse_hex("40001"), 0x40001);
+        assert_eq!(parse_hex("ffffffff"), -1);
+        assert_eq!(parse_hex("12zz"), 0x12);
+    }
+}

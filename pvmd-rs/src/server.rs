@@ -1,0 +1,166 @@
+//! The tokio shell around [`Daemon`]: accepts connections, runs one reader and one writer per
+//! connection, feeds fragments to the daemon and carries out what it decides.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use pvm_proto::frag::StreamFragHeader;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::conn::{ConnError, FragReader};
+use crate::daemon::{AuthFiles, ConnId, Daemon, Out, MAX_FRAG_UNCONNECTED};
+use crate::log::Log;
+
+enum Event {
+    Frag(ConnId, StreamFragHeader, Vec<u8>),
+    Ended(ConnId, Option<ConnError>),
+}
+
+enum WriteCmd {
+    Data(Vec<u8>),
+    Close,
+}
+
+struct ConnHandle {
+    writer: mpsc::UnboundedSender<WriteCmd>,
+    reader: JoinHandle<()>,
+    limit: Arc<AtomicU32>,
+}
+
+/// Why the main loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Signal(i32),
+    ListenerFailed,
+}
+
+/// Serves until SIGTERM/SIGINT (or a fatal listener error). Connections are dropped on return.
+pub async fn serve<A: AuthFiles>(listener: UnixListener, daemon: &mut Daemon<A>, log: &mut Log) -> Stop {
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
+    let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    let mut next_id: ConnId = 1;
+    let (mut sigterm, mut sigint) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => {
+            log.line("serve() can't install signal handlers");
+            return Stop::ListenerFailed;
+        }
+    };
+    let stop = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
+            _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
+            acc = listener.accept() => match acc {
+                Ok((stream, _)) => {
+                    let id = next_id;
+                    next_id += 1;
+                    let (rd, mut wr) = stream.into_split();
+                    let limit = Arc::new(AtomicU32::new(MAX_FRAG_UNCONNECTED));
+                    let (wtx, mut wrx) = mpsc::unbounded_channel::<WriteCmd>();
+                    tokio::spawn(async move {
+                        while let Some(cmd) = wrx.recv().await {
+                            match cmd {
+                                WriteCmd::Data(b) => {
+                                    if wr.write_all(&b).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                WriteCmd::Close => break,
+                            }
+                        }
+                        let _ = wr.shutdown().await;
+                    });
+                    let tx = ev_tx.clone();
+                    let lim = limit.clone();
+                    let reader = tokio::spawn(async move {
+                        let mut r = FragReader::new(rd, lim);
+                        loop {
+                            match r.next().await {
+                                Ok(Some((h, p))) => {
+                                    if tx.send(Event::Frag(id, h, p)).is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(None) => {
+                                    let _ = tx.send(Event::Ended(id, None));
+                                    return;
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Event::Ended(id, Some(e)));
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                    conns.insert(id, ConnHandle { writer: wtx, reader, limit });
+                    daemon.accept(id);
+                }
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we have.
+                    log.line(&format!("loclconn() accept: {e}"));
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            Some(ev) = ev_rx.recv() => match ev {
+                Event::Frag(id, h, p) => {
+                    let outs = daemon.fragment(id, h, &p, SystemTime::now());
+                    apply(outs, daemon, &mut conns, log);
+                }
+                Event::Ended(id, err) => {
+                    if let Some(e) = err {
+                        log.line(&format!("loclinput() connection {id}: {e}; closing"));
+                    }
+                    if let Some(c) = conns.remove(&id) {
+                        drop(c.writer);
+                    }
+                    let outs = daemon.closed(id);
+                    apply(outs, daemon, &mut conns, log);
+                }
+            },
+        }
+    };
+    for (_, c) in conns.drain() {
+        c.reader.abort();
+    }
+    daemon.cleanup();
+    stop
+}
+
+fn apply<A: AuthFiles>(outs: Vec<Out>, daemon: &mut Daemon<A>, conns: &mut HashMap<ConnId, ConnHandle>, log: &mut Log) {
+    let mut closed = Vec::new();
+    for o in outs {
+        match o {
+            Out::Send(id, bytes) => {
+                if let Some(c) = conns.get(&id) {
+                    let _ = c.writer.send(WriteCmd::Data(bytes));
+                }
+            }
+            Out::Close(id) => {
+                if let Some(c) = conns.remove(&id) {
+                    let _ = c.writer.send(WriteCmd::Close);
+                    c.reader.abort();
+                    closed.push(id);
+                }
+            }
+            Out::FragLimit(id, n) => {
+                if let Some(c) = conns.get(&id) {
+                    c.limit.store(n, Ordering::Relaxed);
+                }
+            }
+            Out::Log(l) => log.line(&l),
+        }
+    }
+    for id in closed {
+        for o in daemon.closed(id) {
+            if let Out::Log(l) = o {
+                log.line(&l);
+            }
+        }
+    }
+}
