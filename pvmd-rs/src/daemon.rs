@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pvm_proto::codes::{PvmError, Tag, Tm, DSIG_X86_64, MSGHDR_LEN, TDPROTOCOL, UDPMAXLEN};
+use pvm_proto::codes::{DbOp, MboxFlags, PvmError, Tag, Tm, DSIG_X86_64, MSGHDR_LEN, TDPROTOCOL, UDPMAXLEN};
 use pvm_proto::frag::{FragFlags, StreamFragHeader};
 use pvm_proto::mesg::MsgHeader;
 use pvm_proto::Tid;
 
+use crate::mbox::{self, Mailbox};
 use crate::wire;
 
 /// Identifies one accepted stream connection.
@@ -124,6 +125,20 @@ struct Task {
     contexts: Vec<i32>,
 }
 
+/// Most deferred mailbox lookups kept at once.
+pub const MAX_DB_WAITERS: usize = 4096;
+
+/// A TM_DB GET with `PvmMboxWaitForInfo` that found nothing yet.
+#[derive(Debug)]
+struct DbWaiter {
+    conn: ConnId,
+    tid: Tid,
+    hdr: MsgHeader,
+    class: String,
+    index: i32,
+    flags: i32,
+}
+
 /// The local daemon state: connections, tasks, tid and context counters.
 pub struct Daemon<A: AuthFiles> {
     host: HostConfig,
@@ -133,6 +148,8 @@ pub struct Daemon<A: AuthFiles> {
     last_local: u32,
     last_ctx: u32,
     debug: u32,
+    mbox: Mailbox,
+    db_waiters: Vec<DbWaiter>,
 }
 
 /// A parsed request, handed to one handler.
@@ -153,6 +170,8 @@ impl<A: AuthFiles> Daemon<A> {
             last_local: 0,
             last_ctx: 0,
             debug,
+            mbox: Mailbox::default(),
+            db_waiters: Vec::new(),
         }
     }
 
@@ -183,6 +202,8 @@ impl<A: AuthFiles> Daemon<A> {
                 Auth::Pending(path) => self.auth.remove(&path),
                 Auth::Connected(tid) => {
                     self.tasks.remove(&tid.local());
+                    self.mbox.tidy(tid.0);
+                    self.db_waiters.retain(|w| w.conn != conn);
                     if self.debug & 0x4 != 0 {
                         out.push(Out::Log(format!("task_free() t{:x}", tid.bits())));
                     }
@@ -222,6 +243,8 @@ impl<A: AuthFiles> Daemon<A> {
             }
             if let Auth::Connected(t) = c.auth {
                 self.tasks.remove(&t.local());
+                self.mbox.tidy(t.0);
+                self.db_waiters.retain(|w| w.conn != conn);
             }
             c.auth = Auth::Closing;
             c.partial = None;
@@ -240,7 +263,7 @@ impl<A: AuthFiles> Daemon<A> {
             Auth::Connected(t) => Some(t),
             _ => None,
         };
-        let src = sender.unwrap_or(Tid::UNCONNECTED);
+        let src = sender.unwrap_or(Tid::NONE);
         let dst = fh.dst;
         let for_me = dst.is_pvmd() && dst.is_on_host(self.host.index);
         if !for_me {
@@ -635,11 +658,49 @@ impl<A: AuthFiles> Daemon<A> {
             Ok(d) => d,
             Err(e) => return out.push(Out::Log(format!("tm_db() bad msg format: {e}"))),
         };
-        // No mailbox yet: nothing is ever found, and storing is refused rather than faked.
-        let body = match db.op {
-            3 | 2 => wire::int_body(PvmError::NotFound.code()),
-            4 => wire::db_names_empty(),
-            _ => {
+        // The owner is the connected task, whatever the request claims.
+        let tid = req.src.0;
+        let body = match DbOp::from_code(db.op) {
+            Some(DbOp::Put) => {
+                let rest = &req.body[db.rest..];
+                match mbox::embedded_len(rest) {
+                    Ok(n) => {
+                        let cc = self.mbox.insert(tid, &db.class, db.index, db.flags, rest[..n].to_vec());
+                        if cc >= 0 {
+                            self.wake_db_waiters(&db.class, out);
+                        }
+                        wire::int_body(cc)
+                    }
+                    Err(e) => {
+                        out.push(Out::Log(format!("tm_db() bad message in PUT of \"{}\": {e}", db.class)));
+                        wire::int_body(PvmError::BadMsg.code())
+                    }
+                }
+            }
+            Some(DbOp::Get) => match self.mbox.lookup(tid, &db.class, db.index, db.flags) {
+                Ok((i, m)) => wire::db_get_reply(i, &m),
+                Err(e)
+                    if e == PvmError::NotFound.code()
+                        && MboxFlags::from_bits_retain(db.flags).contains(MboxFlags::WAIT_FOR_INFO) =>
+                {
+                    if self.db_waiters.len() < MAX_DB_WAITERS {
+                        self.db_waiters.push(DbWaiter {
+                            conn: req.conn,
+                            tid: req.src,
+                            hdr: req.hdr,
+                            class: db.class,
+                            index: db.index,
+                            flags: db.flags & !MboxFlags::WAIT_FOR_INFO.bits(),
+                        });
+                        return;
+                    }
+                    wire::int_body(PvmError::OutOfRes.code())
+                }
+                Err(e) => wire::int_body(e),
+            },
+            Some(DbOp::Remove) => wire::int_body(self.mbox.delete(tid, &db.class, db.index)),
+            Some(DbOp::Names) => wire::db_names_reply(&self.mbox.names(&db.class)),
+            Some(DbOp::Reset) | None => {
                 out.push(Out::Log(format!(
                     "tm_db() op {} on \"{}\" not implemented",
                     db.op, db.class
@@ -648,6 +709,30 @@ impl<A: AuthFiles> Daemon<A> {
             }
         };
         self.reply(req, req.src, &body, out);
+    }
+
+    /// Answers deferred `PvmMboxWaitForInfo` lookups on `class` that can now be satisfied.
+    fn wake_db_waiters(&mut self, class: &str, out: &mut Vec<Out>) {
+        let mut i = 0;
+        while i < self.db_waiters.len() {
+            let w = &self.db_waiters[i];
+            if w.class != class {
+                i += 1;
+                continue;
+            }
+            match self.mbox.lookup(w.tid.0, &w.class, w.index, w.flags) {
+                Err(e) if e == PvmError::NotFound.code() => i += 1,
+                res => {
+                    let w = self.db_waiters.remove(i);
+                    let body = match res {
+                        Ok((idx, m)) => wire::db_get_reply(idx, &m),
+                        Err(e) => wire::int_body(e),
+                    };
+                    let bytes = wire::frame_message(w.tid, Tid::LOCAL_PVMD, w.hdr.tag, w.hdr.ctx, w.hdr.wid, &body);
+                    out.push(Out::Send(w.conn, bytes));
+                }
+            }
+        }
     }
 
     fn tm_getopt(&mut self, req: &Request, out: &mut Vec<Out>) {
@@ -949,6 +1034,48 @@ mod tests {
         let (_, mh, body) = sent(&send(&mut d, 1, Tm::Db, 3, &w.into_inner()));
         assert_eq!(mh.tag, Tm::Db.code());
         assert_eq!(body, wire::int_body(-32));
+    }
+
+    #[test]
+    fn mailbox_put_get_from_capture_and_wait_for_info() {
+        let mut d = daemon();
+        let t = connect(&mut d, 1);
+        connect(&mut d, 2);
+        let embedded: Vec<u8> = [4u32, 0, 0, 0, 0x1000_0000, 0, t.0 as u32, 0, 4, 12345]
+            .iter()
+            .flat_map(|x| x.to_be_bytes())
+            .collect();
+        // Task 2 waits for "late" (flags WAIT_FOR_INFO); nothing is sent yet.
+        let mut w = XdrWriter::new();
+        w.int(3).int(0).string("late").int(0).int(32);
+        assert!(send(&mut d, 2, Tm::Db, 7, &w.into_inner()).is_empty());
+        let mut w = XdrWriter::new();
+        w.int(1).int(t.0).string("late").int(-1).int(0);
+        let mut body = w.into_inner();
+        body.extend_from_slice(&embedded);
+        let out = send(&mut d, 1, Tm::Db, 9, &body);
+        let sends: Vec<&Out> = out.iter().filter(|o| matches!(o, Out::Send(..))).collect();
+        assert_eq!(sends.len(), 2, "{out:?}");
+        let Out::Send(2, b) = sends[0] else { panic!("{sends:?}") };
+        assert_eq!(&b[48..], &wire::db_get_reply(0, &embedded)[..]);
+        assert_eq!(MsgHeader::parse(&b[16..]).unwrap().wid, 7);
+        let Out::Send(1, b) = sends[1] else { panic!() };
+        assert_eq!(&b[48..], &wire::int_body(0)[..]);
+        // A PUT with a broken embedded message is refused.
+        let mut w = XdrWriter::new();
+        w.int(1).int(t.0).string("bad").int(-1).int(0).int(99);
+        assert_eq!(
+            sent(&send(&mut d, 1, Tm::Db, 10, &w.into_inner())).2,
+            wire::int_body(-12)
+        );
+        // Non-persistent entries go when their owner leaves.
+        d.closed(1);
+        let mut w = XdrWriter::new();
+        w.int(3).int(0).string("late").int(0).int(0);
+        assert_eq!(
+            sent(&send(&mut d, 2, Tm::Db, 11, &w.into_inner())).2,
+            wire::int_body(-32)
+        );
     }
 
     #[test]

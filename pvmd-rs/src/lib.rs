@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod files;
 pub mod hostfile;
 pub mod log;
+pub mod mbox;
 pub mod server;
 pub mod sys;
 pub mod wire;

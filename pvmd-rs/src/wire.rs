@@ -201,25 +201,49 @@ pub struct DbReq {
     pub class: String,
     pub index: i32,
     pub flags: i32,
+    /// Offset of what follows the head (the embedded message of a PUT).
+    pub rest: usize,
 }
 
 impl DbReq {
     pub fn parse(body: &[u8]) -> Result<Self> {
         let mut r = XdrReader::new(body);
+        let op = r.int("TM_DB op")?;
+        let tid = r.int("TM_DB tid")?;
+        let class = r.string("TM_DB class")?;
+        let index = r.int("TM_DB index")?;
+        let flags = r.int("TM_DB flags")?;
         Ok(DbReq {
-            op: r.int("TM_DB op")?,
-            tid: r.int("TM_DB tid")?,
-            class: r.string("TM_DB class")?,
-            index: r.int("TM_DB index")?,
-            flags: r.int("TM_DB flags")?,
+            op,
+            tid,
+            class,
+            index,
+            flags,
+            rest: r.position(),
         })
     }
 }
 
-/// TM_DB NAMES reply with no classes.
-pub fn db_names_empty() -> Vec<u8> {
+/// TM_DB GET reply: the index, then the stored embedded message as it was put.
+pub fn db_get_reply(index: i32, msg: &[u8]) -> Vec<u8> {
+    let mut v = int_body(index);
+    v.extend_from_slice(msg);
+    v
+}
+
+/// One class in a NAMES reply: its name and `(index, owner tid, flags)` per entry.
+pub type ClassInfo = (String, Vec<(i32, i32, i32)>);
+
+/// TM_DB NAMES reply: status 0, class count, then per class its entries.
+pub fn db_names_reply(classes: &[ClassInfo]) -> Vec<u8> {
     let mut w = XdrWriter::new();
-    w.int(0).int(0);
+    w.int(0).int(classes.len() as i32);
+    for (name, entries) in classes {
+        w.string(name).int(entries.len() as i32);
+        for (index, owner, flags) in entries {
+            w.int(*index).int(*owner).int(*flags);
+        }
+    }
     w.into_inner()
 }
 
