@@ -1,0 +1,143 @@
+//! Legacy programs against our daemon and against the legacy daemon, compared.
+
+use interop_tests::*;
+
+fn basic_output(kind: Kind) -> String {
+    let tmp = TmpDir::new(&format!("basic-{kind:?}"));
+    let d = Pvmd::start(kind, &tmp, &[]);
+    let (code, out, err) = run(&c_program("basic"), &tmp, &[], None);
+    assert_eq!(
+        code,
+        Some(0),
+        "{kind:?}: basic failed\nstdout:\n{out}\nstderr:\n{err}\nlog:\n{}",
+        tmp.log()
+    );
+    drop(d);
+    out
+}
+
+#[test]
+fn legacy_program_sees_our_daemon() {
+    let out = basic_output(Kind::Ours);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "mytid 40001", "{out}");
+    assert_eq!(lines[1], "config 0 nhost 1 narch 1", "{out}");
+    assert!(
+        lines[2].starts_with("host 40000 ") && lines[2].ends_with(" LINUX64 1000 408c41"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tasks 0 n 1\ntask 40001 ptid 0 host 40000 flag 4 aout '' pid_is_mine 1\n"),
+        "{out}"
+    );
+    for want in [
+        "mstat 0",
+        "mstat-bad -6",
+        "pstat 0",
+        "pstat-bad -31",
+        "parent -23",
+        "hostsync 0",
+        "recvinfo-none -32",
+        "putinfo 0",
+        "putinfo-again 1",
+        "recvinfo 1 value 12345",
+        "mboxinfo 0 n 1 interop:2",
+        "delinfo 0",
+        "delinfo-again -32",
+        "exit 0",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn differential_basic_program() {
+    let ours = basic_output(Kind::Ours);
+    let legacy = basic_output(Kind::Legacy);
+    assert_eq!(ours, legacy, "our daemon and the legacy daemon answer differently");
+}
+
+fn pingpong(kind: Kind) -> (String, String) {
+    let tmp = TmpDir::new(&format!("pp-{kind:?}"));
+    let d = Pvmd::start(kind, &tmp, &[]);
+    let prog = c_program("pingpong");
+    let mut server = spawn(&prog, &tmp, &["serve"]);
+    let line = server.read_line(TIMEOUT);
+    let tid = line
+        .strip_prefix("tid ")
+        .unwrap_or_else(|| panic!("server said {line:?}; log:\n{}", tmp.log()))
+        .trim()
+        .to_string();
+    let (code, out, err) = run(&prog, &tmp, &["call", &tid], None);
+    assert_eq!(
+        code,
+        Some(0),
+        "{kind:?} client\nstdout:\n{out}\nstderr:\n{err}\nlog:\n{}",
+        tmp.log()
+    );
+    let (scode, _, serr) = server.wait(TIMEOUT);
+    assert_eq!(scode, Some(0), "{kind:?} server: {serr}");
+    drop(d);
+    (tid, out)
+}
+
+#[test]
+fn two_tasks_exchange_messages_through_our_daemon() {
+    let (tid, out) = pingpong(Kind::Ours);
+    assert_eq!(tid, "40001");
+    let sum: i64 = (0..20000).sum();
+    assert_eq!(
+        out,
+        format!("reply from-server 1 tag 2 n 20000 sum {sum} str ping-pong\nraw reply n 42 str raw\n")
+    );
+}
+
+#[test]
+fn differential_pingpong() {
+    assert_eq!(pingpong(Kind::Ours), pingpong(Kind::Legacy));
+}
+
+fn console_conf(kind: Kind) -> String {
+    require_console();
+    let tmp = TmpDir::new(&format!("console-{kind:?}"));
+    let d = Pvmd::start(kind, &tmp, &[]);
+    let (code, out, err) = run(
+        std::path::Path::new(LEGACY_CONSOLE),
+        &tmp,
+        &[],
+        Some("conf\nps -a\nid\nquit\n"),
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "{kind:?} console\nstdout:\n{out}\nstderr:\n{err}\nlog:\n{}",
+        tmp.log()
+    );
+    assert!(err.is_empty(), "{kind:?} console complained:\n{err}");
+    // The daemon outlives the console.
+    assert!(std::path::Path::new(&d.sock).exists());
+    drop(d);
+    out
+}
+
+fn require_console() {
+    assert!(
+        std::path::Path::new(LEGACY_CONSOLE).exists(),
+        "{LEGACY_CONSOLE} is missing: install the Debian package pvm"
+    );
+}
+
+#[test]
+fn legacy_console_attaches_to_our_daemon() {
+    let out = console_conf(Kind::Ours);
+    assert!(out.starts_with("pvmd already running.\n"), "{out}");
+    assert!(out.contains("1 host, 1 data format\n"), "{out}");
+    assert!(out.contains("    40000  LINUX64    1000 0x00408c41\n"), "{out}");
+    assert!(out.contains("pvm> id\nt40001\n"), "{out}");
+    assert!(out.ends_with("pvmd still running.\n"), "{out}");
+}
+
+#[test]
+fn differential_console() {
+    assert_eq!(console_conf(Kind::Ours), console_conf(Kind::Legacy));
+}
