@@ -287,6 +287,11 @@ pub struct Pvmd {
 }
 
 impl Pvmd {
+    /// Gives up ownership of the process (e.g. to wait for its exit status).
+    pub fn into_proc(self) -> Proc {
+        self.proc
+    }
+
     pub fn start(kind: Kind, tmp: &TmpDir, args: &[&str]) -> Pvmd {
         let bin = match kind {
             Kind::Ours => our_pvmd(),

@@ -432,6 +432,7 @@ impl<A: AuthFiles> Daemon<A> {
                 self.close(req.conn, out);
             }
             Tm::Config => self.tm_config(&req, out),
+            Tm::AddHost => self.tm_addhost(&req, out),
             Tm::Mstat => self.tm_mstat(&req, out),
             Tm::Pstat => self.tm_pstat(&req, out),
             Tm::Task => self.tm_task(&req, out),
@@ -594,6 +595,47 @@ impl<A: AuthFiles> Daemon<A> {
     fn tm_config(&mut self, req: &Request, out: &mut Vec<Out>) {
         let body = wire::config_reply(&[self.host_entry()], 1);
         self.reply(req, req.src, &body, out);
+    }
+
+    /// Host adding is not implemented yet; answer per host what the legacy daemon answers when
+    /// it cannot add: a loopback master refuses everything with PvmIPLoopback, our own name is a
+    /// duplicate, anything else cannot be started (yet).
+    fn tm_addhost(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let lines = match wire::parse_addhost(req.body) {
+            Ok(l) if !l.is_empty() && l.len() <= Tid::MAX_HOST as usize => l,
+            Ok(_) => {
+                return out.push(Out::Log(format!(
+                    "tm_addhost() from t{:x} bad msg format",
+                    req.src.bits()
+                )))
+            }
+            Err(e) => {
+                return out.push(Out::Log(format!(
+                    "tm_addhost() from t{:x} bad msg format: {e}",
+                    req.src.bits()
+                )))
+            }
+        };
+        let loopback = self.host.ip_hex.starts_with("7f");
+        let errs: Vec<i32> = lines
+            .iter()
+            .map(|line| {
+                let name = line
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches(['&', '$']);
+                if loopback {
+                    PvmError::IpLoopback.code()
+                } else if name == self.host.name {
+                    PvmError::DupHost.code()
+                } else {
+                    out.push(Out::Log(format!("tm_addhost() adding {name}: not implemented yet")));
+                    PvmError::CantStart.code()
+                }
+            })
+            .collect();
+        self.reply(req, req.src, &wire::addhost_errors(&errs), out);
     }
 
     fn tm_mstat(&mut self, req: &Request, out: &mut Vec<Out>) {

@@ -276,6 +276,28 @@ fn main() -> ExitCode {
         ..HostConfig::master(&name, ARCH, &hex_addr(udp_addr))
     };
 
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            log.line(&format!("main() can't start runtime: {e}"));
+            cleanup(&addr_file, &sock_str, &sock_path);
+            return bailout(&mut log, 1);
+        }
+    };
+    let guard = rt.enter();
+    let listener = std_listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(std_listener));
+    let (listener, signals) = match (listener, server::Signals::install()) {
+        (Ok(l), Ok(s)) => (l, s),
+        (Err(e), _) | (_, Err(e)) => {
+            log.line(&format!("main() can't set up the local socket or signals: {e}"));
+            cleanup(&addr_file, &sock_str, &sock_path);
+            return bailout(&mut log, 1);
+        }
+    };
+    drop(guard);
+
     // The address line for pvm_start_pvmd(), then let go of the caller's stdio.
     {
         let mut out = std::io::stdout();
@@ -290,24 +312,8 @@ fn main() -> ExitCode {
     log.line(&format!("{name} ({udp_addr}) {ARCH} {PVM_VER}"));
     log.line(&format!("ready {}", log::ctime(SystemTime::now())));
 
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            log.line(&format!("main() can't start runtime: {e}"));
-            cleanup(&addr_file, &sock_str, &sock_path);
-            return bailout(&mut log, 1);
-        }
-    };
     let mut daemon = Daemon::new(host, FsAuth::new(names), args.debug);
-    let stop = rt.block_on(async {
-        if std_listener.set_nonblocking(true).is_err() {
-            return Stop::ListenerFailed;
-        }
-        match tokio::net::UnixListener::from_std(std_listener) {
-            Ok(l) => server::serve(l, &mut daemon, &mut log).await,
-            Err(_) => Stop::ListenerFailed,
-        }
-    });
+    let stop = rt.block_on(server::serve(listener, signals, &mut daemon, &mut log));
     drop(udp);
     let code = match stop {
         Stop::Signal(n) => {

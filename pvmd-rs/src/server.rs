@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use pvm_proto::frag::StreamFragHeader;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -40,18 +40,37 @@ pub enum Stop {
     ListenerFailed,
 }
 
+/// The signals that stop the daemon. Installed before the address line is printed, so a
+/// SIGTERM sent as soon as a starter knows the daemon still cleans up (as the legacy does).
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    /// Must be called inside the runtime's context.
+    pub fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
 /// Serves until SIGTERM/SIGINT (or a fatal listener error). Connections are dropped on return.
-pub async fn serve<A: AuthFiles>(listener: UnixListener, daemon: &mut Daemon<A>, log: &mut Log) -> Stop {
+pub async fn serve<A: AuthFiles>(
+    listener: UnixListener,
+    signals: Signals,
+    daemon: &mut Daemon<A>,
+    log: &mut Log,
+) -> Stop {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut next_id: ConnId = 1;
-    let (mut sigterm, mut sigint) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(a), Ok(b)) => (a, b),
-        _ => {
-            log.line("serve() can't install signal handlers");
-            return Stop::ListenerFailed;
-        }
-    };
+    let Signals {
+        term: mut sigterm,
+        int: mut sigint,
+    } = signals;
     let stop = loop {
         tokio::select! {
             _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),

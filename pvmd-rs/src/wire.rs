@@ -174,6 +174,23 @@ pub fn task_reply(err: i32, tasks: &[TaskEntry]) -> Vec<u8> {
     w.into_inner()
 }
 
+/// TM_ADDHOST request: the host lines.
+pub fn parse_addhost(body: &[u8]) -> Result<Vec<String>> {
+    let mut r = XdrReader::new(body);
+    let n = r.count("TM_ADDHOST count", 4)?;
+    (0..n).map(|_| r.string("TM_ADDHOST host line")).collect()
+}
+
+/// TM_ADDHOST reply where every host failed: count, narch 0, `{err, "", "", 0, 0}` per host.
+pub fn addhost_errors(errs: &[i32]) -> Vec<u8> {
+    let mut w = XdrWriter::new();
+    w.int(errs.len() as i32).int(0);
+    for e in errs {
+        w.int(*e).string("").string("").int(0).int(0);
+    }
+    w.into_inner()
+}
+
 /// TM_HOSTSYNC reply: status and the daemon's time of day.
 pub fn hostsync_reply(status: i32, sec: i32, usec: i32) -> Vec<u8> {
     let mut w = XdrWriter::new();
@@ -431,6 +448,16 @@ mod tests {
         }
         assert_eq!(payload, body.len());
         assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn addhost_reply_matches_capture() {
+        // Legacy reply to pvm_addhosts({"vm"}) on a loopback master.
+        let want = hex("00000001 00000000 ffffffdc 00000001 00000000 00000001 00000000 00000000 00000000");
+        assert_eq!(addhost_errors(&[-36]), want);
+        let req = hex("00000001 00000003 766d0000");
+        assert_eq!(parse_addhost(&req).unwrap(), vec!["vm".to_string()]);
+        assert!(parse_addhost(&hex("00000005 00000003 766d0000")).is_err());
     }
 
     #[test]
