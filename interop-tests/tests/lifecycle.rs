@@ -247,3 +247,45 @@ fn legacy_console_starts_our_daemon() {
     assert!(out.contains("1 host, 1 data format\n"), "{out}\n{err}");
     assert!(out.ends_with("pvmd still running.\n"), "{out}");
 }
+
+fn halt_run(kind: Kind) -> (Option<i32>, Option<i32>, Option<i32>, Vec<String>) {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = TmpDir::new(&format!("halt-{kind:?}"));
+    let d = Pvmd::start(kind, &tmp, &[]);
+    let mut server = spawn(&c_program("pingpong"), &tmp, &["serve"]);
+    assert!(server.read_line(TIMEOUT).starts_with("tid "));
+    let halter = spawn(&c_program("halt"), &tmp, &[]);
+    let signal_of = |mut p: Proc| {
+        let t = std::time::Instant::now();
+        loop {
+            if let Some(st) = p.child.try_wait().unwrap() {
+                return st.signal();
+            }
+            assert!(t.elapsed() < TIMEOUT, "{} did not stop after the halt", p.name);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let halter_sig = signal_of(halter);
+    let server_sig = signal_of(server);
+    let sock = d.sock.clone();
+    let (code, _, _) = d.into_proc().wait(TIMEOUT);
+    assert!(
+        !addr_file(&tmp).exists() && !Path::new(&sock).exists(),
+        "{kind:?} left files"
+    );
+    let log = log_texts(&tmp.log());
+    let tail = log[log.len().saturating_sub(3)..].to_vec();
+    (code, halter_sig, server_sig, tail)
+}
+
+#[test]
+fn halt_stops_daemon_and_tasks_like_legacy() {
+    let ours = halt_run(Kind::Ours);
+    assert_eq!((ours.0, ours.1, ours.2), (Some(0), Some(15), Some(15)), "{ours:?}");
+    assert!(
+        ours.3[0].starts_with("dm_halt() from (") && ours.3[0].ends_with("), halting..."),
+        "{ours:?}"
+    );
+    assert_eq!(ours.3[1..], ["work() pvmd halting", "pvmbailout(0)"]);
+    assert_eq!(ours, halt_run(Kind::Legacy));
+}

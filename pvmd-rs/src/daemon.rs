@@ -88,6 +88,8 @@ pub enum Out {
     FragLimit(ConnId, u32),
     /// A line for the log (without date/prefix).
     Log(String),
+    /// Stop the daemon (TM_HALT): clean up and exit 0.
+    Halt,
 }
 
 #[derive(Debug)]
@@ -105,6 +107,8 @@ enum Auth {
 #[derive(Debug)]
 struct Conn {
     auth: Auth,
+    /// Pid of the peer process from SO_PEERCRED, when the OS tells it.
+    peer_pid: Option<i32>,
     /// Message to the pvmd being reassembled: header and body so far.
     partial: Option<(MsgHeader, Vec<u8>)>,
 }
@@ -115,6 +119,8 @@ struct Task {
     conn: ConnId,
     ptid: Tid,
     pid: i32,
+    /// The pid was confirmed by the kernel (SO_PEERCRED), so signalling it hits the task.
+    pid_verified: bool,
     a_out: String,
     outtid: i32,
     outctx: i32,
@@ -184,11 +190,12 @@ impl<A: AuthFiles> Daemon<A> {
         self.tasks.len()
     }
 
-    pub fn accept(&mut self, conn: ConnId) {
+    pub fn accept(&mut self, conn: ConnId, peer_pid: Option<i32>) {
         self.conns.insert(
             conn,
             Conn {
                 auth: Auth::Anon,
+                peer_pid,
                 partial: None,
             },
         );
@@ -212,6 +219,16 @@ impl<A: AuthFiles> Daemon<A> {
             }
         }
         out
+    }
+
+    /// Pids of the local tasks to SIGTERM when the daemon stops, as the legacy daemon does. Only
+    /// pids the kernel confirmed: a task's own claim is not enough to have another process killed.
+    pub fn task_pids(&self) -> Vec<i32> {
+        self.tasks
+            .values()
+            .filter(|t| t.pid_verified && t.pid > 0)
+            .map(|t| t.pid)
+            .collect()
     }
 
     /// Removes every pending d-auth file (shutdown).
@@ -432,6 +449,11 @@ impl<A: AuthFiles> Daemon<A> {
                 self.close(req.conn, out);
             }
             Tm::Config => self.tm_config(&req, out),
+            Tm::Halt => {
+                out.push(Out::Log(format!("dm_halt() from ({}), halting...", self.host.name)));
+                out.push(Out::Log("work() pvmd halting".into()));
+                out.push(Out::Halt);
+            }
             Tm::AddHost => self.tm_addhost(&req, out),
             Tm::Mstat => self.tm_mstat(&req, out),
             Tm::Pstat => self.tm_pstat(&req, out),
@@ -557,10 +579,12 @@ impl<A: AuthFiles> Daemon<A> {
             out.push(Out::Log("tm_conn2() out of tids?".into()));
             return self.close(req.conn, out);
         };
+        let peer_pid = self.conns.get(&req.conn).and_then(|c| c.peer_pid);
         let task = Task {
             conn: req.conn,
             ptid: Tid::NONE,
             pid: parsed.pid,
+            pid_verified: peer_pid == Some(parsed.pid),
             a_out: parsed.name.unwrap_or_default(),
             outtid: 0,
             outctx: 0,
@@ -943,7 +967,7 @@ mod tests {
     }
 
     fn connect(d: &mut Daemon<FakeAuth>, conn: ConnId) -> Tid {
-        d.accept(conn);
+        d.accept(conn, Some(4242));
         let mut w = XdrWriter::new();
         w.int(1318).string("/tmp/pvmtmp000100.0");
         let out = send(d, conn, Tm::Connect, 1, &w.into_inner());
@@ -988,7 +1012,7 @@ mod tests {
     fn unvalidated_task_is_closed() {
         let mut d = daemon();
         d.auth.validated = false;
-        d.accept(1);
+        d.accept(1, None);
         let mut w = XdrWriter::new();
         w.int(1318).string("/x");
         send(&mut d, 1, Tm::Connect, 1, &w.into_inner());
@@ -1002,7 +1026,7 @@ mod tests {
     #[test]
     fn version_mismatch_is_nacked_and_closed() {
         let mut d = daemon();
-        d.accept(1);
+        d.accept(1, None);
         let mut w = XdrWriter::new();
         w.int(1317).string("/x");
         let out = send(&mut d, 1, Tm::Connect, 1, &w.into_inner());
@@ -1017,12 +1041,12 @@ mod tests {
     #[test]
     fn anything_but_connect_before_auth_closes() {
         let mut d = daemon();
-        d.accept(1);
+        d.accept(1, None);
         let out = send(&mut d, 1, Tm::Config, 3, &[]);
         assert_eq!(out.iter().filter(|o| matches!(o, Out::Send(..))).count(), 0);
         assert!(out.contains(&Out::Close(1)));
         // A fragment to a task from an anonymous connection too.
-        d.accept(2);
+        d.accept(2, None);
         let (mut h, p) = request(Tm::Config, 3, &[]);
         h.dst = Tid(0x40001);
         assert!(d.fragment(2, h, &p, UNIX_EPOCH).contains(&Out::Close(2)));
@@ -1148,6 +1172,27 @@ mod tests {
         assert_eq!(sent(&out).2, wire::hostsync_reply(0, 1000, 5));
         let (h, p) = request(Tm::HostSync, 4, &wire::int_body(0x80000));
         assert_eq!(sent(&d.fragment(1, h, &p, now)).2, wire::hostsync_reply(-6, 0, 0));
+    }
+
+    #[test]
+    fn halt_and_verified_pids() {
+        let mut d = daemon();
+        connect(&mut d, 1);
+        assert_eq!(d.task_pids(), vec![4242]);
+        let out = send(&mut d, 1, Tm::Halt, 3, &[]);
+        assert_eq!(out.last(), Some(&Out::Halt));
+        assert!(!out.iter().any(|o| matches!(o, Out::Send(..))), "no reply to TM_HALT");
+        // A task whose claimed pid the kernel does not confirm is never signalled.
+        let mut d = daemon();
+        d.accept(5, Some(1));
+        let mut w = XdrWriter::new();
+        w.int(1318).string("/x");
+        send(&mut d, 5, Tm::Connect, 1, &w.into_inner());
+        let mut w = XdrWriter::new();
+        w.int(4242).int(0);
+        send(&mut d, 5, Tm::Conn2, 2, &w.into_inner());
+        assert_eq!(d.ntasks(), 1);
+        assert!(d.task_pids().is_empty());
     }
 
     #[test]

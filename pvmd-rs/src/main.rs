@@ -320,10 +320,29 @@ fn main() -> ExitCode {
             log.line(&format!("catch() caught signal {n}"));
             n as u8
         }
+        Stop::Halt => 0,
         Stop::ListenerFailed => 1,
     };
-    cleanup(&addr_file, &sock_str, &sock_path);
-    bailout(&mut log, code)
+    // Same order as the legacy bail-out: log, address file, local tasks, peers, socket.
+    log.line(&format!("pvmbailout({code})"));
+    remove_address_file(&addr_file, &sock_str);
+    for pid in daemon.task_pids() {
+        sys::kill(pid, libc::SIGTERM);
+    }
+    if args.debug != 0 {
+        log.line("sending FIN|ACK to all pvmds");
+    }
+    let _ = std::fs::remove_file(&sock_path);
+    ExitCode::from(code)
+}
+
+fn remove_address_file(addr_file: &Path, sock_str: &str) {
+    if std::fs::read(addr_file)
+        .map(|c| c == sock_str.as_bytes())
+        .unwrap_or(false)
+    {
+        let _ = std::fs::remove_file(addr_file);
+    }
 }
 
 /// Removes the address file (only if it still names our socket) and the socket.

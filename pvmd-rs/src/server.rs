@@ -37,6 +37,8 @@ struct ConnHandle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
     Signal(i32),
+    /// A task asked the machine to halt.
+    Halt,
     ListenerFailed,
 }
 
@@ -77,6 +79,7 @@ pub async fn serve<A: AuthFiles>(
             _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
             acc = listener.accept() => match acc {
                 Ok((stream, _)) => {
+                    let peer_pid = stream.peer_cred().ok().and_then(|c| c.pid());
                     let id = next_id;
                     next_id += 1;
                     let (rd, mut wr) = stream.into_split();
@@ -118,7 +121,7 @@ pub async fn serve<A: AuthFiles>(
                         }
                     });
                     conns.insert(id, ConnHandle { writer: wtx, reader, limit });
-                    daemon.accept(id);
+                    daemon.accept(id, peer_pid);
                 }
                 Err(e) => {
                     // EMFILE and friends: keep serving the connections we have.
@@ -129,7 +132,9 @@ pub async fn serve<A: AuthFiles>(
             Some(ev) = ev_rx.recv() => match ev {
                 Event::Frag(id, h, p) => {
                     let outs = daemon.fragment(id, h, &p, SystemTime::now());
-                    apply(outs, daemon, &mut conns, log);
+                    if apply(outs, daemon, &mut conns, log) {
+                        break Stop::Halt;
+                    }
                 }
                 Event::Ended(id, err) => {
                     if let Some(e) = err {
@@ -139,7 +144,9 @@ pub async fn serve<A: AuthFiles>(
                         drop(c.writer);
                     }
                     let outs = daemon.closed(id);
-                    apply(outs, daemon, &mut conns, log);
+                    if apply(outs, daemon, &mut conns, log) {
+                        break Stop::Halt;
+                    }
                 }
             },
         }
@@ -151,8 +158,15 @@ pub async fn serve<A: AuthFiles>(
     stop
 }
 
-fn apply<A: AuthFiles>(outs: Vec<Out>, daemon: &mut Daemon<A>, conns: &mut HashMap<ConnId, ConnHandle>, log: &mut Log) {
+/// Carries out the daemon's decisions; true if it decided to halt.
+fn apply<A: AuthFiles>(
+    outs: Vec<Out>,
+    daemon: &mut Daemon<A>,
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    log: &mut Log,
+) -> bool {
     let mut closed = Vec::new();
+    let mut halt = false;
     for o in outs {
         match o {
             Out::Send(id, bytes) => {
@@ -173,6 +187,7 @@ fn apply<A: AuthFiles>(outs: Vec<Out>, daemon: &mut Daemon<A>, conns: &mut HashM
                 }
             }
             Out::Log(l) => log.line(&l),
+            Out::Halt => halt = true,
         }
     }
     for id in closed {
@@ -182,4 +197,5 @@ fn apply<A: AuthFiles>(outs: Vec<Out>, daemon: &mut Daemon<A>, conns: &mut HashM
             }
         }
     }
+    halt
 }

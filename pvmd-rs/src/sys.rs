@@ -49,3 +49,14 @@ pub fn detach_stdio() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Sends `sig` to `pid` (errors, e.g. the task is gone, are ignored as the legacy does).
+pub fn kill(pid: i32, sig: i32) {
+    if pid <= 0 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; pid > 0 targets one process.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
