@@ -141,3 +141,66 @@ fn legacy_console_attaches_to_our_daemon() {
 fn differential_console() {
     assert_eq!(console_conf(Kind::Ours), console_conf(Kind::Legacy));
 }
+
+fn group(kind: Kind) -> Vec<String> {
+    let tmp = TmpDir::new(&format!("group-{kind:?}"));
+    let d = Pvmd::start(kind, &tmp, &[]);
+    let prog = c_program("group");
+    let mut tids = Vec::new();
+    let mut members = Vec::new();
+    for role in ["member", "member", "sleeper"] {
+        let mut p = spawn(&prog, &tmp, &[role]);
+        let l = p.read_line(TIMEOUT);
+        tids.push(
+            l.strip_prefix("tid ")
+                .unwrap_or_else(|| panic!("{role} said {l:?}"))
+                .trim()
+                .to_string(),
+        );
+        members.push(p);
+    }
+    let args: Vec<&str> = std::iter::once("lead").chain(tids.iter().map(String::as_str)).collect();
+    let (code, out, err) = run(&prog, &tmp, &args, None);
+    assert_eq!(code, Some(0), "{kind:?} leader\n{out}\n{err}\nlog:\n{}", tmp.log());
+    let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+    for (i, m) in members.into_iter().enumerate() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut m = m;
+        let t = std::time::Instant::now();
+        let st = loop {
+            if let Some(st) = m.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(t.elapsed() < TIMEOUT, "{kind:?} task {i} did not end");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        lines.push(format!("task {i} exit {:?} signal {:?}", st.code(), st.signal()));
+    }
+    drop(d);
+    lines
+}
+
+#[test]
+fn multicast_notify_and_signals_through_our_daemon() {
+    let lines = group(Kind::Ours);
+    assert_eq!(
+        lines,
+        [
+            "notify 0",
+            "mcast 0",
+            "reply 43 from member 1",
+            "reply 43 from member 1",
+            "sendsig 0",
+            "exit notifies for all three 1",
+            "pstat of sleeper -31",
+            "task 0 exit Some(0) signal None",
+            "task 1 exit Some(0) signal None",
+            "task 2 exit None signal Some(15)",
+        ]
+    );
+}
+
+#[test]
+fn differential_group() {
+    assert_eq!(group(Kind::Ours), group(Kind::Legacy));
+}

@@ -14,6 +14,7 @@ use pvm_proto::mesg::MsgHeader;
 use pvm_proto::Tid;
 
 use crate::mbox::{self, Mailbox};
+use crate::notify::{Notice, Notifies, World as NotifyWorld};
 use crate::wire;
 
 /// Identifies one accepted stream connection.
@@ -90,6 +91,8 @@ pub enum Out {
     Log(String),
     /// Stop the daemon (TM_HALT): clean up and exit 0.
     Halt,
+    /// Send a signal to a local task's process (pid confirmed by the kernel).
+    Signal(i32, i32),
 }
 
 #[derive(Debug)]
@@ -129,6 +132,8 @@ struct Task {
     trcctx: i32,
     trctag: i32,
     contexts: Vec<i32>,
+    /// One-shot multicast set by TM_MCA: the multicast tid and the local destinations.
+    mca: Option<(Tid, Vec<Tid>)>,
 }
 
 /// Most deferred mailbox lookups kept at once.
@@ -156,6 +161,22 @@ pub struct Daemon<A: AuthFiles> {
     debug: u32,
     mbox: Mailbox,
     db_waiters: Vec<DbWaiter>,
+    notifies: Notifies,
+}
+
+/// What the notify table needs to know about this host.
+struct Known<'a> {
+    tasks: &'a BTreeMap<u32, Task>,
+    index: u32,
+}
+
+impl NotifyWorld for Known<'_> {
+    fn task_exists(&self, tid: Tid) -> bool {
+        tid.is_task() && tid.is_on_host(self.index) && self.tasks.contains_key(&tid.local())
+    }
+    fn host_exists(&self, tid: Tid) -> bool {
+        tid.host() == self.index
+    }
 }
 
 /// A parsed request, handed to one handler.
@@ -178,6 +199,7 @@ impl<A: AuthFiles> Daemon<A> {
             debug,
             mbox: Mailbox::default(),
             db_waiters: Vec::new(),
+            notifies: Notifies::default(),
         }
     }
 
@@ -208,9 +230,7 @@ impl<A: AuthFiles> Daemon<A> {
             match c.auth {
                 Auth::Pending(path) => self.auth.remove(&path),
                 Auth::Connected(tid) => {
-                    self.tasks.remove(&tid.local());
-                    self.mbox.tidy(tid.0);
-                    self.db_waiters.retain(|w| w.conn != conn);
+                    self.task_gone(conn, tid, &mut out);
                     if self.debug & 0x4 != 0 {
                         out.push(Out::Log(format!("task_free() t{:x}", tid.bits())));
                     }
@@ -258,15 +278,41 @@ impl<A: AuthFiles> Daemon<A> {
             if let Auth::Pending(p) = &c.auth {
                 self.auth.remove(p);
             }
-            if let Auth::Connected(t) = c.auth {
-                self.tasks.remove(&t.local());
-                self.mbox.tidy(t.0);
-                self.db_waiters.retain(|w| w.conn != conn);
-            }
+            let gone = match c.auth {
+                Auth::Connected(t) => Some(t),
+                _ => None,
+            };
             c.auth = Auth::Closing;
             c.partial = None;
+            if let Some(t) = gone {
+                self.task_gone(conn, t, out);
+            }
         }
         out.push(Out::Close(conn));
+    }
+
+    /// Forgets a task and tells whoever asked to know (task_cleanup in the legacy daemon).
+    fn task_gone(&mut self, conn: ConnId, tid: Tid, out: &mut Vec<Out>) {
+        self.tasks.remove(&tid.local());
+        self.mbox.tidy(tid.0);
+        self.db_waiters.retain(|w| w.conn != conn);
+        for n in self.notifies.task_exited(tid) {
+            self.send_notice(n, out);
+        }
+    }
+
+    fn send_notice(&self, n: Notice, out: &mut Vec<Out>) {
+        let Some(t) = (n.to.is_on_host(self.host.index))
+            .then(|| self.tasks.get(&n.to.local()))
+            .flatten()
+        else {
+            return;
+        };
+        let body = wire::int_body(n.about);
+        out.push(Out::Send(
+            t.conn,
+            wire::frame_message(n.to, Tid::LOCAL_PVMD, n.tag, n.ctx, n.wid, &body),
+        ));
     }
 
     /// One whole fragment from a connection.
@@ -369,6 +415,9 @@ impl<A: AuthFiles> Daemon<A> {
                 payload.len()
             )));
         }
+        if dst.is_multicast() {
+            return self.multicast(src, fh, payload, out);
+        }
         if !dst.is_task() {
             out.push(Out::Log(format!(
                 "loclinpkt() pkt src t{:x} dst t{:x} scrapped (no such task)",
@@ -403,6 +452,42 @@ impl<A: AuthFiles> Daemon<A> {
         bytes.extend_from_slice(&hdr.to_bytes());
         bytes.extend_from_slice(payload);
         out.push(Out::Send(task.conn, bytes));
+    }
+
+    /// A fragment to the sender's one-shot multicast tid: copied to each destination (which
+    /// sees the multicast tid as dst, as from the legacy daemon); the set is freed after EOM.
+    fn multicast(&mut self, src: Tid, fh: StreamFragHeader, payload: &[u8], out: &mut Vec<Out>) {
+        let Some(sender) = self.tasks.get_mut(&src.local()) else {
+            return;
+        };
+        let dsts = match &sender.mca {
+            Some((g, d)) if *g == fh.dst => d.clone(),
+            _ => {
+                out.push(Out::Log(format!(
+                    "loclinpkt() pkt src t{:x} dst t{:x} scrapped (no such multicast)",
+                    src.bits(),
+                    fh.dst.bits()
+                )));
+                return;
+            }
+        };
+        if fh.flags.contains(FragFlags::EOM) {
+            sender.mca = None;
+        }
+        let hdr = StreamFragHeader {
+            dst: fh.dst,
+            src,
+            len: payload.len() as u32,
+            flags: fh.flags & (FragFlags::SOM | FragFlags::EOM),
+        };
+        for d in dsts {
+            if let Some(t) = self.tasks.get(&d.local()) {
+                let mut bytes = Vec::with_capacity(16 + payload.len());
+                bytes.extend_from_slice(&hdr.to_bytes());
+                bytes.extend_from_slice(payload);
+                out.push(Out::Send(t.conn, bytes));
+            }
+        }
     }
 
     fn reply(&self, req: &Request, dst: Tid, body: &[u8], out: &mut Vec<Out>) {
@@ -449,6 +534,20 @@ impl<A: AuthFiles> Daemon<A> {
                 self.close(req.conn, out);
             }
             Tm::Config => self.tm_config(&req, out),
+            Tm::Notify => self.tm_notify(&req, out),
+            Tm::Mca => self.tm_mca(&req, out),
+            Tm::SendSig => self.tm_sendsig(&req, out),
+            Tm::Tickle => self.tm_tickle(&req, out),
+            Tm::Spawn | Tm::DelHost | Tm::Sched | Tm::Tasker | Tm::Hoster | Tm::Tracer => {
+                // Not implemented yet. Every one of these has a reply whose first int may be an
+                // error, so answer PvmNotImpl instead of leaving the task waiting forever.
+                out.push(Out::Log(format!(
+                    "loclentry() {} from t{:x} not implemented yet; answered PvmNotImpl",
+                    tm.name(),
+                    req.src.bits()
+                )));
+                self.reply(&req, req.src, &wire::int_body(PvmError::NotImpl.code()), out);
+            }
             Tm::Halt => {
                 out.push(Out::Log(format!("dm_halt() from ({}), halting...", self.host.name)));
                 out.push(Out::Log("work() pvmd halting".into()));
@@ -469,11 +568,6 @@ impl<A: AuthFiles> Daemon<A> {
                 ));
                 self.close(req.conn, out);
             }
-            other => out.push(Out::Log(format!(
-                "loclentry() {} from t{:x} not implemented yet; dropped",
-                other.name(),
-                req.src.bits()
-            ))),
         }
     }
 
@@ -593,6 +687,7 @@ impl<A: AuthFiles> Daemon<A> {
             trcctx: 0,
             trctag: 0,
             contexts: Vec::new(),
+            mca: None,
         };
         let body = self.settings(tid, &task).conn2_reply();
         self.tasks.insert(tid.local(), task);
@@ -604,6 +699,91 @@ impl<A: AuthFiles> Daemon<A> {
         }
         out.push(Out::FragLimit(req.conn, MAX_FRAG_CONNECTED));
         self.reply(req, tid, &body, out);
+    }
+
+    fn tm_notify(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let parsed = wire::parse_notify(req.body);
+        let (what, ctx, tag, count, tids) = match parsed {
+            Ok(p) => p,
+            Err(e) => return out.push(Out::Log(format!("tm_notify() bad msg format: {e}"))),
+        };
+        let known = Known {
+            tasks: &self.tasks,
+            index: self.host.index,
+        };
+        let (now, logs) = self
+            .notifies
+            .request(&known, req.src, what, ctx, tag, req.hdr.wid, &tids, count);
+        out.extend(logs.into_iter().map(Out::Log));
+        for n in now {
+            self.send_notice(n, out);
+        }
+    }
+
+    fn tm_mca(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let tids = match wire::parse_tid_list(req.body, "TM_MCA") {
+            Ok(t) => t,
+            Err(e) => return out.push(Out::Log(format!("tm_mca() bad msg format: {e}"))),
+        };
+        let index = self.host.index;
+        let dsts: Vec<Tid> = tids.into_iter().map(Tid).filter(|t| t.is_on_host(index)).collect();
+        let gtid = Tid::multicast_of(req.src);
+        if let Some(t) = self.tasks.get_mut(&req.src.local()) {
+            t.mca = Some((gtid, dsts));
+        }
+        if self.debug & 0x2 != 0 {
+            out.push(Out::Log(format!(
+                "tm_mca() made mca {:x} for t{:x}",
+                gtid.bits(),
+                req.src.bits()
+            )));
+        }
+    }
+
+    fn tm_sendsig(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let (tid, sig) = match wire::parse_two_ints(req.body, "TM_SENDSIG tid", "TM_SENDSIG signal") {
+            Ok((t, s)) => (Tid(t), s),
+            Err(e) => return out.push(Out::Log(format!("tm_sendsig() bad msg format: {e}"))),
+        };
+        if !tid.is_task() {
+            return out.push(Out::Log(format!("tm_sendsig() bad tid {:x}", tid.bits())));
+        }
+        self.reply(req, req.src, &[], out);
+        match self.tasks.get(&tid.local()).filter(|_| tid.is_on_host(self.host.index)) {
+            Some(t) if t.pid_verified && t.pid > 0 => out.push(Out::Signal(t.pid, sig)),
+            Some(_) => out.push(Out::Log(format!(
+                "tm_sendsig() pid of t{:x} not confirmed by the kernel; signal {sig} not sent",
+                tid.bits()
+            ))),
+            None => out.push(Out::Log(format!(
+                "tm_sendsig() signal for t{:x} scrapped (no such task)",
+                tid.bits()
+            ))),
+        }
+    }
+
+    fn tm_tickle(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let args = match wire::parse_tid_list(req.body, "TM_TICKLE") {
+            Ok(a) if (1..=10).contains(&a.len()) => a,
+            _ => return out.push(Out::Log("tm_tickle() bad msg format".into())),
+        };
+        out.push(Out::Log(format!(
+            "tm_tickle() #{}",
+            args.iter().map(|a| format!(" {a}")).collect::<String>()
+        )));
+        let results: Vec<i32> = match args[0] {
+            5 => vec![self.debug as i32],
+            6 => {
+                self.debug = args.get(1).copied().unwrap_or(0) as u32;
+                vec![]
+            }
+            _ => vec![],
+        };
+        let mut body = wire::int_body(results.len() as i32);
+        for r in results {
+            body.extend_from_slice(&wire::int_body(r));
+        }
+        self.reply(req, req.src, &body, out);
     }
 
     fn host_entry(&self) -> wire::HostEntry {
@@ -1230,6 +1410,71 @@ mod tests {
         let h = StreamFragHeader { dst: Tid(0x40077), ..h };
         let out = d.fragment(1, h, &payload, UNIX_EPOCH);
         assert!(matches!(&out[..], [Out::Log(l)] if l.contains("no such task")));
+    }
+
+    #[test]
+    fn multicast_is_one_shot_and_keeps_the_group_tid() {
+        let mut d = daemon();
+        let a = connect(&mut d, 1);
+        let b = connect(&mut d, 2);
+        let c = connect(&mut d, 3);
+        let mut w = XdrWriter::new();
+        w.int(3).int(b.0).int(c.0).int(0x80001);
+        assert!(
+            send(&mut d, 1, Tm::Mca, 0, &w.into_inner()).is_empty(),
+            "no reply to TM_MCA"
+        );
+        let g = Tid::multicast_of(a);
+        let h = StreamFragHeader {
+            dst: g,
+            src: Tid(0),
+            len: 4,
+            flags: FragFlags::SOM | FragFlags::EOM,
+        };
+        let out = d.fragment(1, h, &[1, 2, 3, 4], UNIX_EPOCH);
+        let to: Vec<ConnId> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Send(c, b) => {
+                    let fh = StreamFragHeader::parse(b, u32::MAX).unwrap();
+                    assert_eq!((fh.dst, fh.src), (g, a));
+                    Some(*c)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(to, vec![2, 3]);
+        // Freed after EOM.
+        let out = d.fragment(1, h, &[1, 2, 3, 4], UNIX_EPOCH);
+        assert!(matches!(&out[..], [Out::Log(l)] if l.contains("no such multicast")));
+    }
+
+    #[test]
+    fn task_exit_notify_fires_on_disconnect() {
+        let mut d = daemon();
+        connect(&mut d, 1);
+        let b = connect(&mut d, 2);
+        let mut w = XdrWriter::new();
+        w.int(1).int(0).int(99).int(2).int(b.0).int(0x40055);
+        let (h, p) = request(Tm::Notify, 0, &w.into_inner());
+        let out = d.fragment(1, h, &p, UNIX_EPOCH);
+        // The unknown task fires at once, the live one waits.
+        let (fh, mh, body) = sent(&out);
+        assert_eq!((fh.dst, fh.src, mh.tag, mh.ctx), (Tid(0x40001), Tid::LOCAL_PVMD, 99, 0));
+        assert_eq!(body, wire::int_body(0x40055));
+        let out = d.closed(2);
+        let (_, mh, body) = sent(&out);
+        assert_eq!((mh.tag, body), (99, wire::int_body(b.0)));
+    }
+
+    #[test]
+    fn unimplemented_requests_get_an_error_not_silence() {
+        let mut d = daemon();
+        connect(&mut d, 1);
+        for tm in [Tm::Spawn, Tm::DelHost, Tm::Sched, Tm::Tasker, Tm::Hoster, Tm::Tracer] {
+            let (_, mh, body) = sent(&send(&mut d, 1, tm, 3, &[]));
+            assert_eq!((mh.tag, body), (tm.code(), wire::int_body(-24)), "{tm:?}");
+        }
     }
 
     #[test]

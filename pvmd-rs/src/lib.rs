@@ -11,6 +11,7 @@ pub mod files;
 pub mod hostfile;
 pub mod log;
 pub mod mbox;
+pub mod notify;
 pub mod server;
 pub mod sys;
 pub mod wire;

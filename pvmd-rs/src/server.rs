@@ -188,13 +188,13 @@ fn apply<A: AuthFiles>(
             }
             Out::Log(l) => log.line(&l),
             Out::Halt => halt = true,
+            Out::Signal(pid, sig) => crate::sys::kill(pid, sig),
         }
     }
     for id in closed {
-        for o in daemon.closed(id) {
-            if let Out::Log(l) = o {
-                log.line(&l);
-            }
+        let more = daemon.closed(id);
+        if !more.is_empty() && apply(more, daemon, conns, log) {
+            halt = true;
         }
     }
     halt

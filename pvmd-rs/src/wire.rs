@@ -191,6 +191,35 @@ pub fn addhost_errors(errs: &[i32]) -> Vec<u8> {
     w.into_inner()
 }
 
+/// TM_NOTIFY request: what, ctx, tag, count, and for task/host kinds `count` tids.
+pub fn parse_notify(body: &[u8]) -> Result<(i32, i32, i32, i32, Vec<i32>)> {
+    let mut r = XdrReader::new(body);
+    let what = r.int("TM_NOTIFY what")?;
+    let ctx = r.int("TM_NOTIFY ctx")?;
+    let tag = r.int("TM_NOTIFY tag")?;
+    let count = r.int("TM_NOTIFY count")?;
+    let mut tids = Vec::new();
+    if matches!(what & 0xff, 1 | 2) && count > 0 {
+        let n = (count as usize).min(r.remaining() / 4);
+        for _ in 0..n {
+            tids.push(r.int("TM_NOTIFY tid")?);
+        }
+    }
+    Ok((what, ctx, tag, count, tids))
+}
+
+/// `int n; int v[n]` (TM_MCA tids, TM_TICKLE arguments).
+pub fn parse_tid_list(body: &[u8], what: &'static str) -> Result<Vec<i32>> {
+    let mut r = XdrReader::new(body);
+    let n = r.count(what, 4)?;
+    (0..n).map(|_| r.int(what)).collect()
+}
+
+pub fn parse_two_ints(body: &[u8], a: &'static str, b: &'static str) -> Result<(i32, i32)> {
+    let mut r = XdrReader::new(body);
+    Ok((r.int(a)?, r.int(b)?))
+}
+
 /// TM_HOSTSYNC reply: status and the daemon's time of day.
 pub fn hostsync_reply(status: i32, sec: i32, usec: i32) -> Vec<u8> {
     let mut w = XdrWriter::new();
