@@ -58,8 +58,9 @@ fn connect(sock: &str) -> UnixStream {
     s
 }
 
-/// The connect handshake done by hand; returns the transcript with run-specific values masked.
-fn handshake(tmp: &TmpDir, sock: &str) -> (UnixStream, Vec<String>) {
+/// The connect handshake done by hand; returns the transcript with run-specific values masked,
+/// and the process whose pid the task claimed (killed when dropped).
+fn handshake(tmp: &TmpDir, sock: &str) -> (UnixStream, Vec<String>, Proc) {
     let mut t = Vec::new();
     let tauth = tmp.path().join("pvmtmp999999.0");
     std::fs::File::create(&tauth).unwrap();
@@ -79,8 +80,19 @@ fn handshake(tmp: &TmpDir, sock: &str) -> (UnixStream, Vec<String>) {
     let prefix = format!("{}/pvmtmp", tmp.path().display());
     t.push(format!("d-auth in PVM_TMP {}", dauth.starts_with(&prefix)));
     std::fs::write(&dauth, b"/").unwrap();
+    // The pid we claim is a sleeping child of ours: a stopping daemon SIGTERMs its tasks' pids
+    // (the legacy one without checking), and that must not hit the test itself. (Pid 0 is no
+    // way out: the legacy daemon never answers TM_CONN2 for pid 0.)
+    let stand_in = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
     let mut w = XdrWriter::new();
-    w.int(std::process::id() as i32).int(0);
+    w.int(stand_in.id() as i32).int(0);
+    let stand_in = Proc {
+        child: stand_in,
+        name: "stand-in".into(),
+    };
     s.write_all(&frame(Tm::Conn2.code(), 2, -1, &w.into_inner())).unwrap();
     let (fh, mh, body) = read_msg(&mut s).expect("TM_CONN2 reply");
     let mut r = XdrReader::new(&body);
@@ -97,13 +109,13 @@ fn handshake(tmp: &TmpDir, sock: &str) -> (UnixStream, Vec<String>) {
         ip.len() == 13 && ip.as_bytes()[8] == b':' && ip.starts_with("7f")
     ));
     t.push(format!("d-auth removed {}", !std::path::Path::new(&dauth).exists()));
-    (s, t)
+    (s, t, stand_in)
 }
 
 fn transcript(kind: Kind) -> Vec<String> {
     let tmp = TmpDir::new(&format!("stream-{kind:?}"));
     let d = Pvmd::start(kind, &tmp, &[]);
-    let (mut s, mut t) = handshake(&tmp, &d.sock);
+    let (mut s, mut t, _stand_in) = handshake(&tmp, &d.sock);
     // An unknown TM code gets no reply; the next reply is for TM_CONFIG.
     s.write_all(&frame(0x8001_0100u32 as i32, 3, 0x40001, &[])).unwrap();
     s.write_all(&frame(Tm::Config.code(), 4, 0x40001, &[])).unwrap();
@@ -218,7 +230,7 @@ fn garbage_and_protocol_violations_close_only_that_connection() {
 fn fragments_to_unknown_tasks_are_dropped_with_a_log_line() {
     let tmp = TmpDir::new("unknown-dst");
     let d = Pvmd::start(Kind::Ours, &tmp, &[]);
-    let (mut s, _) = handshake(&tmp, &d.sock);
+    let (mut s, _, _stand_in) = handshake(&tmp, &d.sock);
     let mut f = frame(7, 0, 0x40001, &[1, 2, 3, 4]);
     f[..4].copy_from_slice(&0x40077u32.to_be_bytes());
     s.write_all(&f).unwrap();
@@ -231,4 +243,42 @@ fn fragments_to_unknown_tasks_are_dropped_with_a_log_line() {
     let log = tmp.log();
     assert!(log.contains("dst t40077 scrapped (no such task)"), "{log}");
     assert!(log.contains("dst t80001 scrapped (no such host)"), "{log}");
+}
+
+#[test]
+fn a_task_that_never_reads_is_disconnected_not_buffered_forever() {
+    let tmp = TmpDir::new("slow-reader");
+    let d = Pvmd::start(Kind::Ours, &tmp, &[]);
+    let (_sleepy, _, _stand_in1) = handshake(&tmp, &d.sock);
+    std::fs::remove_file(tmp.path().join("pvmtmp999999.0")).ok();
+    let (mut sender, _, _stand_in2) = handshake(&tmp, &d.sock);
+    // 80 MiB of one message to t40001 in 4064-byte fragments; t40001 never reads.
+    let chunk = vec![0u8; 4064];
+    let mut f = Vec::with_capacity(16 + chunk.len());
+    for i in 0..(80 << 20) / chunk.len() {
+        f.clear();
+        let flags = if i == 0 { FragFlags::SOM } else { FragFlags::empty() };
+        f.extend_from_slice(
+            &StreamFragHeader {
+                dst: Tid(0x40001),
+                src: Tid(0x40002),
+                len: chunk.len() as u32,
+                flags,
+            }
+            .to_bytes(),
+        );
+        f.extend_from_slice(&chunk);
+        if sender.write_all(&f).is_err() {
+            break;
+        }
+        if i % 1024 == 0 && tmp.log().contains("is not reading") {
+            break;
+        }
+    }
+    let t = std::time::Instant::now();
+    while !tmp.log().contains("is not reading") {
+        assert!(t.elapsed() < TIMEOUT, "slow reader never disconnected:\n{}", tmp.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    still_serves(&tmp);
 }

@@ -107,6 +107,7 @@ fn hex_addr(sa: SocketAddr) -> String {
 }
 
 fn main() -> ExitCode {
+    let argv0 = std::env::args().next().unwrap_or_else(|| "pvmd".to_string());
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let args = match cli::parse(&argv, std::env::var("PVMDDEBUG").ok().as_deref()) {
         Command::Help => {
@@ -156,7 +157,7 @@ fn main() -> ExitCode {
             "version {PVM_VER} ddpro {DDPROTOCOL} tdpro {TDPROTOCOL} sdpro {SDPROTOCOL}"
         ));
         log.line(&log::ctime(SystemTime::now()));
-        log.line("argv[0]=\"pvmd\"");
+        log.line(&format!("argv[0]=\"{argv0}\""));
         for (i, a) in args.positional.iter().enumerate() {
             log.line(&format!("argv[{}]=\"{a}\"", i + 1));
         }

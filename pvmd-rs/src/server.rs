@@ -2,7 +2,7 @@
 //! connection, feeds fragments to the daemon and carries out what it decides.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -30,8 +30,15 @@ enum WriteCmd {
 struct ConnHandle {
     writer: mpsc::UnboundedSender<WriteCmd>,
     reader: JoinHandle<()>,
+    writer_task: JoinHandle<()>,
     limit: Arc<AtomicU32>,
+    /// Bytes handed to the writer and not yet written.
+    queued: Arc<AtomicUsize>,
 }
+
+/// A task that lets this much output pile up is not reading; it is disconnected (treated as
+/// exited) rather than letting the daemon's memory grow without bound.
+pub const MAX_QUEUED: usize = 64 << 20;
 
 /// Why the main loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,11 +92,15 @@ pub async fn serve<A: AuthFiles>(
                     let (rd, mut wr) = stream.into_split();
                     let limit = Arc::new(AtomicU32::new(MAX_FRAG_UNCONNECTED));
                     let (wtx, mut wrx) = mpsc::unbounded_channel::<WriteCmd>();
-                    tokio::spawn(async move {
+                    let queued = Arc::new(AtomicUsize::new(0));
+                    let wq = queued.clone();
+                    let writer_task = tokio::spawn(async move {
                         while let Some(cmd) = wrx.recv().await {
                             match cmd {
                                 WriteCmd::Data(b) => {
-                                    if wr.write_all(&b).await.is_err() {
+                                    let ok = wr.write_all(&b).await.is_ok();
+                                    wq.fetch_sub(b.len(), Ordering::Relaxed);
+                                    if !ok {
                                         break;
                                     }
                                 }
@@ -120,7 +131,7 @@ pub async fn serve<A: AuthFiles>(
                             }
                         }
                     });
-                    conns.insert(id, ConnHandle { writer: wtx, reader, limit });
+                    conns.insert(id, ConnHandle { writer: wtx, reader, writer_task, limit, queued });
                     daemon.accept(id, peer_pid);
                 }
                 Err(e) => {
@@ -170,8 +181,19 @@ fn apply<A: AuthFiles>(
     for o in outs {
         match o {
             Out::Send(id, bytes) => {
-                if let Some(c) = conns.get(&id) {
-                    let _ = c.writer.send(WriteCmd::Data(bytes));
+                let Some(c) = conns.get(&id) else { continue };
+                let q = c.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+                let _ = c.writer.send(WriteCmd::Data(bytes));
+                if q > MAX_QUEUED {
+                    log.line(&format!(
+                        "locloutput() connection {id} is not reading ({q} bytes queued); closing"
+                    ));
+                    if let Some(c) = conns.remove(&id) {
+                        // Nobody reads: drop the queue instead of flushing it.
+                        c.writer_task.abort();
+                        c.reader.abort();
+                        closed.push(id);
+                    }
                 }
             }
             Out::Close(id) => {
