@@ -204,3 +204,41 @@ fn multicast_notify_and_signals_through_our_daemon() {
 fn differential_group() {
     assert_eq!(group(Kind::Ours), group(Kind::Legacy));
 }
+
+fn spawn_run(kind: Kind) -> String {
+    let tmp = TmpDir::new(&format!("spawn-{kind:?}"));
+    let d = Pvmd::start(kind, &tmp, &[]);
+    let (code, out, err) = run(&c_program("spawn"), &tmp, &[], None);
+    assert_eq!(
+        code,
+        Some(0),
+        "{kind:?} spawn\nstdout:\n{out}\nstderr:\n{err}\nlog:\n{}",
+        tmp.log()
+    );
+    drop(d);
+    out
+}
+
+#[test]
+fn spawn_catchout_notify_through_our_daemon() {
+    assert_eq!(
+        spawn_run(Kind::Ours),
+        "mytid 40001\n\
+         spawn 3 1 2 3\n\
+         notify 0\n\
+         children listed 3\n\
+         child says it is its sender 1, siblings 3\n\
+         child says it is its sender 1, siblings 3\n\
+         child says it is its sender 1, siblings 3\n\
+         release 0\n\
+         exit notifications 3\n\
+         spawn missing 0 -7\n\
+         spawn bad host 0 -6\n\
+         caught hellos 3\n"
+    );
+}
+
+#[test]
+fn differential_spawn() {
+    assert_eq!(spawn_run(Kind::Ours), spawn_run(Kind::Legacy));
+}

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pvm_proto::codes::{DbOp, MboxFlags, PvmError, Tag, Tm, DSIG_X86_64, MSGHDR_LEN, TDPROTOCOL, UDPMAXLEN};
+use pvm_proto::codes::{
+    DbOp, MboxFlags, PvmError, SpawnFlags, Tag, Tm, DSIG_X86_64, MSGHDR_LEN, TDPROTOCOL, UDPMAXLEN,
+};
 use pvm_proto::frag::{FragFlags, StreamFragHeader};
 use pvm_proto::mesg::MsgHeader;
 use pvm_proto::Tid;
@@ -119,7 +121,15 @@ struct Conn {
 /// A connected local task.
 #[derive(Debug, Clone)]
 struct Task {
-    conn: ConnId,
+    /// The task's connection; None before a spawned task connects or after it disconnected.
+    conn: Option<ConnId>,
+    /// Started by this daemon (TF_FORKD): lives until its process exits, not its connection.
+    forked: bool,
+    /// Messages for a spawned task that has not connected yet (the legacy queues them too).
+    pending: Vec<Vec<u8>>,
+    pending_bytes: usize,
+    /// Output not yet logged because its line is not complete.
+    out_buf: Vec<u8>,
     ptid: Tid,
     pid: i32,
     /// The pid was confirmed by the kernel (SO_PEERCRED), so signalling it hits the task.
@@ -134,6 +144,46 @@ struct Task {
     contexts: Vec<i32>,
     /// One-shot multicast set by TM_MCA: the multicast tid and the local destinations.
     mca: Option<(Tid, Vec<Tid>)>,
+}
+
+/// Most bytes queued for a spawned task that has not connected yet.
+pub const MAX_PENDING_BYTES: usize = 16 << 20;
+
+/// Task flag bit: the task's process is a child of the daemon.
+pub const TF_FORKD: i32 = 2;
+
+/// Longest output line logged in one piece.
+pub const MAX_OUTPUT_LINE: usize = 4000;
+
+/// Task output codes: end of file, spawned (to the spawner's collector), new task.
+pub const TO_EOF: i32 = 0;
+pub const TO_SPAWN: i32 = -1;
+pub const TO_NEW: i32 = -2;
+
+/// Most tasks one TM_SPAWN may ask for.
+pub const MAX_SPAWN: i32 = 4096;
+
+/// Starting processes for TM_SPAWN; the shell implements it, tests fake it.
+pub trait Launcher {
+    /// The program to run for `file`: itself if it contains `/`, else the first executable
+    /// regular file of that name on the exec path.
+    fn find(&self, file: &str) -> Option<String>;
+    /// Starts `path` with `argv` (argv[0] included) and extra `env` entries (`NAME=value`),
+    /// PVMEPID set to its own pid; returns the pid. Its output and exit come back through
+    /// [`Daemon::task_output`] and [`Daemon::task_exited`].
+    fn launch(&mut self, tid: Tid, path: &str, argv: &[String], env: &[String]) -> io::Result<i32>;
+}
+
+/// The launcher of a daemon that cannot start programs.
+pub struct NoLauncher;
+
+impl Launcher for NoLauncher {
+    fn find(&self, _file: &str) -> Option<String> {
+        None
+    }
+    fn launch(&mut self, _: Tid, _: &str, _: &[String], _: &[String]) -> io::Result<i32> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "no launcher"))
+    }
 }
 
 /// Most deferred mailbox lookups kept at once.
@@ -162,6 +212,7 @@ pub struct Daemon<A: AuthFiles> {
     mbox: Mailbox,
     db_waiters: Vec<DbWaiter>,
     notifies: Notifies,
+    launcher: Box<dyn Launcher>,
 }
 
 /// What the notify table needs to know about this host.
@@ -200,7 +251,12 @@ impl<A: AuthFiles> Daemon<A> {
             mbox: Mailbox::default(),
             db_waiters: Vec::new(),
             notifies: Notifies::default(),
+            launcher: Box::new(NoLauncher),
         }
+    }
+
+    pub fn set_launcher(&mut self, l: Box<dyn Launcher>) {
+        self.launcher = l;
     }
 
     pub fn host(&self) -> &HostConfig {
@@ -230,7 +286,7 @@ impl<A: AuthFiles> Daemon<A> {
             match c.auth {
                 Auth::Pending(path) => self.auth.remove(&path),
                 Auth::Connected(tid) => {
-                    self.task_gone(conn, tid, &mut out);
+                    self.disconnected(conn, tid, &mut out);
                     if self.debug & 0x4 != 0 {
                         out.push(Out::Log(format!("task_free() t{:x}", tid.bits())));
                     }
@@ -285,34 +341,48 @@ impl<A: AuthFiles> Daemon<A> {
             c.auth = Auth::Closing;
             c.partial = None;
             if let Some(t) = gone {
-                self.task_gone(conn, t, out);
+                self.disconnected(conn, t, out);
             }
         }
         out.push(Out::Close(conn));
     }
 
-    /// Forgets a task and tells whoever asked to know (task_cleanup in the legacy daemon).
-    fn task_gone(&mut self, conn: ConnId, tid: Tid, out: &mut Vec<Out>) {
-        self.tasks.remove(&tid.local());
-        self.mbox.tidy(tid.0);
+    /// A task's connection ended: a task we spawned lives on until its process exits; any
+    /// other task is gone.
+    fn disconnected(&mut self, conn: ConnId, tid: Tid, out: &mut Vec<Out>) {
         self.db_waiters.retain(|w| w.conn != conn);
+        match self.tasks.get_mut(&tid.local()) {
+            Some(t) if t.forked => t.conn = None,
+            _ => self.task_gone(tid, out),
+        }
+    }
+
+    /// Forgets a task and tells whoever asked to know (task_cleanup in the legacy daemon).
+    fn task_gone(&mut self, tid: Tid, out: &mut Vec<Out>) {
+        if let Some(t) = self.tasks.remove(&tid.local()) {
+            if let Some(c) = t.conn {
+                self.db_waiters.retain(|w| w.conn != c);
+            }
+        }
+        self.mbox.tidy(tid.0);
         for n in self.notifies.task_exited(tid) {
             self.send_notice(n, out);
         }
     }
 
-    fn send_notice(&self, n: Notice, out: &mut Vec<Out>) {
-        let Some(t) = (n.to.is_on_host(self.host.index))
-            .then(|| self.tasks.get(&n.to.local()))
-            .flatten()
-        else {
-            return;
-        };
+    fn send_notice(&mut self, n: Notice, out: &mut Vec<Out>) {
         let body = wire::int_body(n.about);
-        out.push(Out::Send(
-            t.conn,
-            wire::frame_message(n.to, Tid::LOCAL_PVMD, n.tag, n.ctx, n.wid, &body),
-        ));
+        self.send_to_task(n.to, n.tag, n.ctx, n.wid, &body, out);
+    }
+
+    /// A message from this daemon to a local task (notifications, output records).
+    fn send_to_task(&mut self, to: Tid, tag: i32, ctx: i32, wid: i32, body: &[u8], out: &mut Vec<Out>) {
+        if !to.is_task() || !to.is_on_host(self.host.index) {
+            return;
+        }
+        let to = Tid::task(self.host.index, to.local());
+        let bytes = wire::frame_message(to, Tid::LOCAL_PVMD, tag, ctx, wid, body);
+        self.deliver(to.local(), bytes, out);
     }
 
     /// One whole fragment from a connection.
@@ -434,14 +504,14 @@ impl<A: AuthFiles> Daemon<A> {
             )));
             return;
         }
-        let Some(task) = self.tasks.get(&dst.local()) else {
+        if !self.tasks.contains_key(&dst.local()) {
             out.push(Out::Log(format!(
                 "loclinpkt() pkt src t{:x} dst t{:x} scrapped (no such task)",
                 src.bits(),
                 dst.bits()
             )));
             return;
-        };
+        }
         let hdr = StreamFragHeader {
             dst: Tid::task(self.host.index, dst.local()),
             src,
@@ -451,7 +521,7 @@ impl<A: AuthFiles> Daemon<A> {
         let mut bytes = Vec::with_capacity(16 + payload.len());
         bytes.extend_from_slice(&hdr.to_bytes());
         bytes.extend_from_slice(payload);
-        out.push(Out::Send(task.conn, bytes));
+        self.deliver(dst.local(), bytes, out);
     }
 
     /// A fragment to the sender's one-shot multicast tid: copied to each destination (which
@@ -481,12 +551,10 @@ impl<A: AuthFiles> Daemon<A> {
             flags: fh.flags & (FragFlags::SOM | FragFlags::EOM),
         };
         for d in dsts {
-            if let Some(t) = self.tasks.get(&d.local()) {
-                let mut bytes = Vec::with_capacity(16 + payload.len());
-                bytes.extend_from_slice(&hdr.to_bytes());
-                bytes.extend_from_slice(payload);
-                out.push(Out::Send(t.conn, bytes));
-            }
+            let mut bytes = Vec::with_capacity(16 + payload.len());
+            bytes.extend_from_slice(&hdr.to_bytes());
+            bytes.extend_from_slice(payload);
+            self.deliver(d.local(), bytes, out);
         }
     }
 
@@ -538,7 +606,8 @@ impl<A: AuthFiles> Daemon<A> {
             Tm::Mca => self.tm_mca(&req, out),
             Tm::SendSig => self.tm_sendsig(&req, out),
             Tm::Tickle => self.tm_tickle(&req, out),
-            Tm::Spawn | Tm::DelHost | Tm::Sched | Tm::Tasker | Tm::Hoster | Tm::Tracer => {
+            Tm::Spawn => self.tm_spawn(&req, out),
+            Tm::DelHost | Tm::Sched | Tm::Tasker | Tm::Hoster | Tm::Tracer => {
                 // Not implemented yet. Every one of these has a reply whose first int may be an
                 // error, so answer PvmNotImpl instead of leaving the task waiting forever.
                 out.push(Out::Log(format!(
@@ -674,8 +743,21 @@ impl<A: AuthFiles> Daemon<A> {
             return self.close(req.conn, out);
         };
         let peer_pid = self.conns.get(&req.conn).and_then(|c| c.peer_pid);
+        let cookie = if parsed.cookie == 0 { parsed.pid } else { parsed.cookie };
+        let spawned = self
+            .tasks
+            .iter()
+            .find(|(_, t)| t.forked && t.conn.is_none() && t.pid == cookie)
+            .map(|(l, _)| *l);
+        if let Some(local) = spawned {
+            return self.attach_spawned(req, local, parsed.pid, cookie, out);
+        }
         let task = Task {
-            conn: req.conn,
+            conn: Some(req.conn),
+            forked: false,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            out_buf: Vec::new(),
             ptid: Tid::NONE,
             pid: parsed.pid,
             pid_verified: peer_pid == Some(parsed.pid),
@@ -786,6 +868,241 @@ impl<A: AuthFiles> Daemon<A> {
         self.reply(req, req.src, &body, out);
     }
 
+    fn tm_spawn(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let sp = match wire::SpawnReq::parse(req.body) {
+            Ok(s) if s.count >= 1 => s,
+            Ok(_) => {
+                return out.push(Out::Log(format!(
+                    "tm_spawn() from t{:x} bad msg format",
+                    req.src.bits()
+                )))
+            }
+            Err(e) => {
+                return out.push(Out::Log(format!(
+                    "tm_spawn() from t{:x} bad msg format: {e}",
+                    req.src.bits()
+                )))
+            }
+        };
+        if sp.count > MAX_SPAWN {
+            out.push(Out::Log(format!(
+                "tm_spawn() {} tasks asked, at most {MAX_SPAWN}",
+                sp.count
+            )));
+            return self.reply(req, req.src, &wire::int_body(PvmError::OutOfRes.code()), out);
+        }
+        let flags = SpawnFlags::from_bits_retain(sp.flags);
+        let (where_, wd) = match sp.where_.split_once(':') {
+            Some((w, d)) => (w, Some(d)),
+            None => (sp.where_.as_str(), None),
+        };
+        let mut here = if flags.contains(SpawnFlags::HOST) {
+            where_ == self.host.name
+        } else if flags.contains(SpawnFlags::ARCH) {
+            where_ == self.host.arch
+        } else {
+            true
+        };
+        if flags.contains(SpawnFlags::HOST_COMPL) {
+            here = !here;
+        }
+        let ptid = if flags.contains(SpawnFlags::NO_SPAWN_PARENT) {
+            Tid(PvmError::ParentNotSet.code())
+        } else {
+            req.src
+        };
+        let n = sp.count as usize;
+        let mut tids = Vec::with_capacity(n);
+        let path = if here { self.launcher.find(&sp.file) } else { None };
+        if !here {
+            tids.resize(n, PvmError::NoHost.code());
+        } else if let Some(path) = path {
+            if flags.contains(SpawnFlags::DEBUG) {
+                out.push(Out::Log(
+                    "tm_spawn() PvmTaskDebug: debugger start not supported; started normally".into(),
+                ));
+            }
+            let mut env = sp.env.clone();
+            if let Some(wd) = wd {
+                env.push(format!("PVMSPAWNWD={wd}"));
+            }
+            let mut argv = Vec::with_capacity(sp.argv.len() + 1);
+            argv.push(path.clone());
+            argv.extend(sp.argv.iter().cloned());
+            for _ in 0..n {
+                let Some(tid) = self.alloc_tid() else {
+                    out.push(Out::Log("forkexec() out of tids?".into()));
+                    tids.push(PvmError::OutOfRes.code());
+                    continue;
+                };
+                match self.launcher.launch(tid, &path, &argv, &env) {
+                    Ok(pid) => {
+                        self.tasks.insert(
+                            tid.local(),
+                            Task {
+                                conn: None,
+                                forked: true,
+                                pending: Vec::new(),
+                                pending_bytes: 0,
+                                out_buf: Vec::new(),
+                                ptid,
+                                pid,
+                                pid_verified: true,
+                                a_out: sp.file.clone(),
+                                outtid: sp.outtid,
+                                outctx: sp.outctx,
+                                outtag: sp.outtag,
+                                trctid: sp.trctid,
+                                trcctx: sp.trcctx,
+                                trctag: sp.trctag,
+                                contexts: Vec::new(),
+                                mca: None,
+                            },
+                        );
+                        if self.debug & 0x4 != 0 {
+                            out.push(Out::Log(format!("forkexec() t{:x} pid {pid} {path}", tid.bits())));
+                        }
+                        if sp.outtid > 0 {
+                            let body = wire::output_record(tid, TO_NEW, &[]);
+                            let mut rec = body;
+                            rec.extend_from_slice(&wire::int_body(ptid.0));
+                            self.send_to_task(Tid(sp.outtid), sp.outtag, sp.outctx, 0, &rec, out);
+                        }
+                        tids.push(tid.0);
+                    }
+                    Err(e) => {
+                        out.push(Out::Log(format!("forkexec() {path}: {e}")));
+                        tids.push(PvmError::OutOfRes.code());
+                    }
+                }
+            }
+        } else {
+            out.push(Out::Log(format!("forkexec() didn't find <{}>", sp.file)));
+            tids.resize(n, PvmError::NoFile.code());
+        }
+        if sp.outtid > 0 {
+            for &t in tids.iter().filter(|t| Tid(**t).is_task()) {
+                let mut rec = wire::output_record(Tid(t), TO_SPAWN, &[]);
+                rec.extend_from_slice(&wire::int_body(ptid.0));
+                self.send_to_task(Tid(sp.outtid), sp.outtag, sp.outctx, 0, &rec, out);
+            }
+        }
+        self.reply(req, req.src, &wire::spawn_reply(&tids), out);
+    }
+
+    /// Output of a task we spawned: to its output collector, else into the log line by line.
+    pub fn task_output(&mut self, tid: Tid, data: &[u8]) -> Vec<Out> {
+        let mut out = Vec::new();
+        let Some(t) = self.tasks.get_mut(&tid.local()) else {
+            return out;
+        };
+        if t.outtid > 0 {
+            let (to, ctx, tag) = (Tid(t.outtid), t.outctx, t.outtag);
+            let body = wire::output_record(tid, data.len() as i32, data);
+            self.send_to_task(to, tag, ctx, 0, &body, &mut out);
+            return out;
+        }
+        t.out_buf.extend_from_slice(data);
+        while let Some(nl) = t.out_buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = t.out_buf.drain(..=nl).collect();
+            out.push(Out::Log(format!(
+                "[t{:x}] {}",
+                tid.bits(),
+                String::from_utf8_lossy(&line[..line.len() - 1])
+            )));
+        }
+        if t.out_buf.len() > MAX_OUTPUT_LINE {
+            let line = std::mem::take(&mut t.out_buf);
+            out.push(Out::Log(format!(
+                "[t{:x}] {}",
+                tid.bits(),
+                String::from_utf8_lossy(&line)
+            )));
+        }
+        out
+    }
+
+    /// The process of a spawned task exited (and its output was drained).
+    pub fn task_exited(&mut self, tid: Tid) -> Vec<Out> {
+        let mut out = Vec::new();
+        let Some(t) = self.tasks.get_mut(&tid.local()) else {
+            return out;
+        };
+        if !t.forked {
+            return out;
+        }
+        let rest = std::mem::take(&mut t.out_buf);
+        if !rest.is_empty() {
+            out.push(Out::Log(format!(
+                "[t{:x}] {}",
+                tid.bits(),
+                String::from_utf8_lossy(&rest)
+            )));
+        }
+        if t.outtid > 0 {
+            let (to, ctx, tag) = (Tid(t.outtid), t.outctx, t.outtag);
+            let body = wire::output_record(tid, TO_EOF, &[]);
+            self.send_to_task(to, tag, ctx, 0, &body, &mut out);
+        }
+        if let Some(c) = self.tasks.get(&tid.local()).and_then(|t| t.conn) {
+            // The process is gone; so is its connection, whatever the socket still says.
+            self.close(c, &mut out);
+        }
+        self.task_gone(tid, &mut out);
+        out
+    }
+
+    /// A task this daemon spawned connects (PVMEPID cookie): it keeps its tid and parent, and
+    /// what was sent to it meanwhile is delivered after the TM_CONN2 reply.
+    fn attach_spawned(&mut self, req: &Request, local: u32, pid: i32, cookie: i32, out: &mut Vec<Out>) {
+        let tid = Tid::task(self.host.index, local);
+        let Some(t) = self.tasks.get_mut(&local) else { return };
+        t.conn = Some(req.conn);
+        if pid != cookie {
+            // Not the process we started (e.g. its child): no longer ours to reap.
+            t.pid = pid;
+            t.forked = false;
+            t.pid_verified = false;
+        }
+        let pending = std::mem::take(&mut t.pending);
+        t.pending_bytes = 0;
+        let body = self.settings(tid, &self.tasks[&local]).conn2_reply();
+        if let Some(c) = self.conns.get_mut(&req.conn) {
+            c.auth = Auth::Connected(tid);
+        }
+        if self.debug & 0x4 != 0 {
+            out.push(Out::Log(format!("tm_conn2() reconnect task t{:x}", tid.bits())));
+        }
+        out.push(Out::FragLimit(req.conn, MAX_FRAG_CONNECTED));
+        self.reply(req, tid, &body, out);
+        for b in pending {
+            out.push(Out::Send(req.conn, b));
+        }
+    }
+
+    /// Hands bytes (whole fragments) to a local task: now if connected, later if it is a spawned
+    /// task still starting, else nowhere.
+    fn deliver(&mut self, local: u32, bytes: Vec<u8>, out: &mut Vec<Out>) -> bool {
+        let Some(t) = self.tasks.get_mut(&local) else {
+            return false;
+        };
+        match t.conn {
+            Some(c) => out.push(Out::Send(c, bytes)),
+            None if t.forked && t.pending_bytes + bytes.len() <= MAX_PENDING_BYTES => {
+                t.pending_bytes += bytes.len();
+                t.pending.push(bytes);
+            }
+            None => {
+                out.push(Out::Log(format!(
+                    "pkt_to_task() t{:x} is not connected; message dropped",
+                    Tid::task(self.host.index, local).bits()
+                )));
+                return false;
+            }
+        }
+        true
+    }
+
     fn host_entry(&self) -> wire::HostEntry {
         wire::HostEntry {
             hostpart: self.host.hostpart() as i32,
@@ -891,7 +1208,7 @@ impl<A: AuthFiles> Daemon<A> {
                 tid: Tid::task(self.host.index, *local),
                 ptid: t.ptid,
                 hostpart,
-                flag: TF_CONN,
+                flag: if t.conn.is_some() { TF_CONN } else { 0 } | if t.forked { TF_FORKD } else { 0 },
                 a_out: t.a_out.clone(),
                 pid: t.pid,
             })
@@ -1471,10 +1788,133 @@ mod tests {
     fn unimplemented_requests_get_an_error_not_silence() {
         let mut d = daemon();
         connect(&mut d, 1);
-        for tm in [Tm::Spawn, Tm::DelHost, Tm::Sched, Tm::Tasker, Tm::Hoster, Tm::Tracer] {
+        for tm in [Tm::DelHost, Tm::Sched, Tm::Tasker, Tm::Hoster, Tm::Tracer] {
             let (_, mh, body) = sent(&send(&mut d, 1, tm, 3, &[]));
             assert_eq!((mh.tag, body), (tm.code(), wire::int_body(-24)), "{tm:?}");
         }
+    }
+
+    /// (tid, path, argv, env) of each launch.
+    type Launches = std::rc::Rc<std::cell::RefCell<Vec<(Tid, String, Vec<String>, Vec<String>)>>>;
+
+    struct FakeLauncher {
+        next_pid: i32,
+        launched: Launches,
+    }
+
+    impl Launcher for FakeLauncher {
+        fn find(&self, file: &str) -> Option<String> {
+            (file == "prog").then(|| "/bin/prog".to_string())
+        }
+        fn launch(&mut self, tid: Tid, path: &str, argv: &[String], env: &[String]) -> io::Result<i32> {
+            self.next_pid += 1;
+            self.launched
+                .borrow_mut()
+                .push((tid, path.to_string(), argv.to_vec(), env.to_vec()));
+            Ok(self.next_pid)
+        }
+    }
+
+    fn spawn_body(file: &str, flags: i32, where_: &str, count: i32) -> Vec<u8> {
+        let mut w = XdrWriter::new();
+        w.string(file)
+            .int(flags)
+            .string(where_)
+            .int(count)
+            .int(1)
+            .string("arg1");
+        for _ in 0..6 {
+            w.int(0);
+        }
+        w.int(1).string("PVMCTX=0x0");
+        w.into_inner()
+    }
+
+    #[test]
+    fn spawn_attach_queue_output_and_exit() {
+        let mut d = daemon();
+        let launched = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        d.set_launcher(Box::new(FakeLauncher {
+            next_pid: 100,
+            launched: launched.clone(),
+        }));
+        let parent = connect(&mut d, 1);
+        let (_, _, body) = sent(&send(&mut d, 1, Tm::Spawn, 3, &spawn_body("prog", 0, "vm:/work", 2)));
+        assert_eq!(body, wire::spawn_reply(&[0x40002, 0x40003]));
+        {
+            let l = launched.borrow();
+            assert_eq!(l.len(), 2);
+            assert_eq!(l[0].1, "/bin/prog");
+            assert_eq!(l[0].2, vec!["/bin/prog", "arg1"]);
+            assert_eq!(l[0].3, vec!["PVMCTX=0x0", "PVMSPAWNWD=/work"]);
+        }
+        // Not connected yet: listed with TF_FORKD only; messages to it wait.
+        let (_, _, body) = sent(&send(&mut d, 1, Tm::Task, 4, &wire::int_body(0x40002)));
+        let mut r = XdrReader::new(&body);
+        let v: Vec<i32> = (0..5).map(|_| r.int("x").unwrap()).collect();
+        assert_eq!(v, vec![0, 0x40002, parent.0, 0x40000, TF_FORKD]);
+        assert_eq!(r.string("aout").unwrap(), "prog");
+        let h = StreamFragHeader {
+            dst: Tid(0x40002),
+            src: Tid(0),
+            len: 4,
+            flags: FragFlags::SOM | FragFlags::EOM,
+        };
+        assert!(d.fragment(1, h, &[9, 9, 9, 9], UNIX_EPOCH).is_empty(), "queued");
+        // The child connects with PVMEPID = its pid (101): it gets tid 40002 and parent.
+        d.accept(7, Some(101));
+        let mut w = XdrWriter::new();
+        w.int(1318).string("/x");
+        send(&mut d, 7, Tm::Connect, 1, &w.into_inner());
+        let mut w = XdrWriter::new();
+        w.int(101).int(101);
+        let out = send(&mut d, 7, Tm::Conn2, 2, &w.into_inner());
+        let (fh, _, body) = sent(&out);
+        assert_eq!(fh.dst, Tid(0x40002));
+        assert_eq!(&body[..12], &[0, 0, 0, 1, 0, 4, 0, 2, 0, 4, 0, 1]);
+        let Some(Out::Send(7, queued)) = out.last() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(&queued[16..], &[9, 9, 9, 9]);
+        // Output without a collector goes to the log by lines.
+        let out = d.task_output(Tid(0x40002), b"hello\nwor");
+        assert_eq!(out, vec![Out::Log("[t40002] hello".into())]);
+        // Parent asked to be told when the child exits.
+        let mut w = XdrWriter::new();
+        w.int(1).int(0).int(99).int(1).int(0x40002);
+        send(&mut d, 1, Tm::Notify, 0, &w.into_inner());
+        let out = d.task_exited(Tid(0x40002));
+        assert!(out.contains(&Out::Log("[t40002] wor".into())), "{out:?}");
+        assert!(out.contains(&Out::Close(7)), "{out:?}");
+        let (fh, mh, body) = sent(&out);
+        assert_eq!((fh.dst, mh.tag, body), (parent, 99, wire::int_body(0x40002)));
+        assert_eq!(
+            sent(&send(&mut d, 1, Tm::Pstat, 5, &wire::int_body(0x40002))).2,
+            wire::int_body(-31)
+        );
+    }
+
+    #[test]
+    fn spawn_errors() {
+        let mut d = daemon();
+        d.set_launcher(Box::new(FakeLauncher {
+            next_pid: 1,
+            launched: Default::default(),
+        }));
+        connect(&mut d, 1);
+        let r = |d: &mut Daemon<FakeAuth>, b: Vec<u8>| sent(&send(d, 1, Tm::Spawn, 3, &b)).2;
+        assert_eq!(r(&mut d, spawn_body("nope", 0, "", 2)), wire::spawn_reply(&[-7, -7]));
+        assert_eq!(
+            r(&mut d, spawn_body("prog", 1, "otherhost", 1)),
+            wire::spawn_reply(&[-6])
+        );
+        assert_eq!(r(&mut d, spawn_body("prog", 2, "SUN4", 1)), wire::spawn_reply(&[-6]));
+        assert_eq!(r(&mut d, spawn_body("prog", 1 | 32, "vm", 1)), wire::spawn_reply(&[-6]));
+        assert_eq!(r(&mut d, spawn_body("prog", 0, "", 5000)), wire::int_body(-27));
+        // count 0: bad format, no reply (as the legacy).
+        assert!(send(&mut d, 1, Tm::Spawn, 3, &spawn_body("prog", 0, "", 0))
+            .iter()
+            .all(|o| matches!(o, Out::Log(_))));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod conn;
 pub mod daemon;
 pub mod files;
 pub mod hostfile;
+pub mod launch;
 pub mod log;
 pub mod mbox;
 pub mod notify;

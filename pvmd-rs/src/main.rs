@@ -314,7 +314,13 @@ fn main() -> ExitCode {
     log.line(&format!("ready {}", log::ctime(SystemTime::now())));
 
     let mut daemon = Daemon::new(host, FsAuth::new(names), args.debug);
-    let stop = rt.block_on(server::serve(listener, signals, &mut daemon, &mut log));
+    let epath_spec = me
+        .as_ref()
+        .and_then(|h| h.opts.epath.clone())
+        .or_else(|| env_nonempty("PVM_PATH"))
+        .unwrap_or_else(|| pvmd_rs::launch::DEFAULT_EPATH.to_string());
+    let epath = pvmd_rs::launch::expand_epath(&epath_spec, |k| std::env::var(k).ok());
+    let stop = rt.block_on(server::serve(listener, signals, epath, &mut daemon, &mut log));
     drop(udp);
     let code = match stop {
         Stop::Signal(n) => {

@@ -22,6 +22,8 @@ enum Event {
     Ended(ConnId, Option<ConnError>),
 }
 
+use crate::launch::{ProcLauncher, TaskEvent};
+
 enum WriteCmd {
     Data(Vec<u8>),
     Close,
@@ -70,10 +72,13 @@ impl Signals {
 pub async fn serve<A: AuthFiles>(
     listener: UnixListener,
     signals: Signals,
+    epath: Vec<std::path::PathBuf>,
     daemon: &mut Daemon<A>,
     log: &mut Log,
 ) -> Stop {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
+    let (task_tx, mut task_rx) = mpsc::unbounded_channel::<TaskEvent>();
+    daemon.set_launcher(Box::new(ProcLauncher::new(epath, task_tx)));
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut next_id: ConnId = 1;
     let Signals {
@@ -140,6 +145,15 @@ pub async fn serve<A: AuthFiles>(
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
+            Some(tev) = task_rx.recv() => {
+                let outs = match tev {
+                    TaskEvent::Output(tid, data) => daemon.task_output(tid, &data),
+                    TaskEvent::Exited(tid) => daemon.task_exited(tid),
+                };
+                if apply(outs, daemon, &mut conns, log) {
+                    break Stop::Halt;
+                }
+            }
             Some(ev) = ev_rx.recv() => match ev {
                 Event::Frag(id, h, p) => {
                     let outs = daemon.fragment(id, h, &p, SystemTime::now());

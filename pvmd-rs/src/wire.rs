@@ -220,6 +220,82 @@ pub fn parse_two_ints(body: &[u8], a: &'static str, b: &'static str) -> Result<(
     Ok((r.int(a)?, r.int(b)?))
 }
 
+/// TM_SPAWN request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnReq {
+    pub file: String,
+    pub flags: i32,
+    /// Host or architecture; a `:dir` suffix names the working directory.
+    pub where_: String,
+    pub count: i32,
+    pub argv: Vec<String>,
+    pub outtid: i32,
+    pub outctx: i32,
+    pub outtag: i32,
+    pub trctid: i32,
+    pub trcctx: i32,
+    pub trctag: i32,
+    pub env: Vec<String>,
+}
+
+impl SpawnReq {
+    pub fn parse(body: &[u8]) -> Result<Self> {
+        let mut r = XdrReader::new(body);
+        let file = r.string("TM_SPAWN file")?;
+        let flags = r.int("TM_SPAWN flags")?;
+        let where_ = r.string("TM_SPAWN where")?;
+        let count = r.int("TM_SPAWN count")?;
+        let nargs = r.count("TM_SPAWN nargs", 4)?;
+        let argv = (0..nargs)
+            .map(|_| r.string("TM_SPAWN argv"))
+            .collect::<Result<Vec<_>>>()?;
+        let outtid = r.int("TM_SPAWN outtid")?;
+        let outctx = r.int("TM_SPAWN outctx")?;
+        let outtag = r.int("TM_SPAWN outtag")?;
+        let trctid = r.int("TM_SPAWN trctid")?;
+        let trcctx = r.int("TM_SPAWN trcctx")?;
+        let trctag = r.int("TM_SPAWN trctag")?;
+        let nenv = r.count("TM_SPAWN nenv", 4)?;
+        let env = (0..nenv)
+            .map(|_| r.string("TM_SPAWN env"))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SpawnReq {
+            file,
+            flags,
+            where_,
+            count,
+            argv,
+            outtid,
+            outctx,
+            outtag,
+            trctid,
+            trcctx,
+            trctag,
+            env,
+        })
+    }
+}
+
+/// TM_SPAWN reply: the count, then a tid or an error per task.
+pub fn spawn_reply(tids: &[i32]) -> Vec<u8> {
+    let mut w = XdrWriter::new();
+    w.int(tids.len() as i32);
+    for t in tids {
+        w.int(*t);
+    }
+    w.into_inner()
+}
+
+/// Task output record for an output collector: `{tid, len-or-code, [bytes]}`.
+pub fn output_record(tid: Tid, code: i32, data: &[u8]) -> Vec<u8> {
+    let mut w = XdrWriter::new();
+    w.int(tid.0).int(code);
+    if !data.is_empty() {
+        w.opaque(data);
+    }
+    w.into_inner()
+}
+
 /// TM_HOSTSYNC reply: status and the daemon's time of day.
 pub fn hostsync_reply(status: i32, sec: i32, usec: i32) -> Vec<u8> {
     let mut w = XdrWriter::new();
