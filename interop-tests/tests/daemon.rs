@@ -242,3 +242,94 @@ fn spawn_catchout_notify_through_our_daemon() {
 fn differential_spawn() {
     assert_eq!(spawn_run(Kind::Ours), spawn_run(Kind::Legacy));
 }
+
+/// The Debian pvm-examples programs, found by the daemon in $HOME/pvm3/bin/LINUX64 (the legacy
+/// default exec path), as PVM users install them.
+fn examples(kind: Kind) -> Vec<String> {
+    let tmp = TmpDir::new(&format!("examples-{kind:?}"));
+    let home = tmp.path().join("home");
+    let bin = home.join("pvm3/bin/LINUX64");
+    std::fs::create_dir_all(&bin).unwrap();
+    for p in ["hello.pvm", "hello_other", "master1", "slave1", "gexample", "pvmgs"] {
+        let src = std::path::Path::new("/usr/bin").join(p);
+        assert!(
+            src.exists(),
+            "{} is missing: install the Debian package pvm-examples",
+            src.display()
+        );
+        std::os::unix::fs::symlink(&src, bin.join(p)).unwrap();
+    }
+    let with_home = |c: &mut std::process::Command| {
+        c.env("HOME", &home).current_dir(&home);
+    };
+    let bin_of = |name: &str| std::path::PathBuf::from("/usr/bin").join(name);
+    let start = || {
+        let mut c = pvm_command(
+            &match kind {
+                Kind::Ours => our_pvmd(),
+                Kind::Legacy => std::path::PathBuf::from(LEGACY_PVMD),
+            },
+            tmp.path(),
+        );
+        with_home(&mut c);
+        c.stderr(std::process::Stdio::null());
+        let mut p = Proc {
+            child: c.spawn().expect("start pvmd"),
+            name: format!("{kind:?} pvmd"),
+        };
+        assert!(p.read_line(TIMEOUT).starts_with('/'));
+        p
+    };
+    let d = start();
+    let mut lines = Vec::new();
+    for (prog, input) in [("hello.pvm", None), ("master1", None), ("gexample", Some("100\n4\n"))] {
+        let mut c = pvm_command(&bin_of(prog), tmp.path());
+        with_home(&mut c);
+        if input.is_some() {
+            c.stdin(std::process::Stdio::piped());
+        }
+        let mut child = c.spawn().expect("start example");
+        if let Some(i) = input {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(i.as_bytes()).unwrap();
+        }
+        let (code, out, err) = Proc {
+            child,
+            name: prog.to_string(),
+        }
+        .wait(TIMEOUT);
+        assert_eq!(code, Some(0), "{kind:?} {prog}\n{out}\n{err}\nlog:\n{}", tmp.log());
+        let mut l: Vec<String> = out
+            .lines()
+            .map(|s| s.trim_end().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        l.sort();
+        lines.push(format!("== {prog}"));
+        lines.extend(l);
+    }
+    drop(d);
+    lines
+}
+
+#[test]
+fn legacy_examples_run_on_our_daemon() {
+    let l = examples(Kind::Ours);
+    assert!(
+        l.iter().any(|x| x.starts_with("from t40002: hello, world from ")),
+        "{l:#?}"
+    );
+    for want in [
+        "I got 100.000000 from 1; (expecting 100.000000)",
+        "I got 300.000000 from 2; (expecting 300.000000)",
+        "The 1-Norm is 5050",
+        "The product of column 1 is 9.33262e+157",
+    ] {
+        assert!(l.iter().any(|x| x.trim() == want), "missing {want:?} in {l:#?}");
+    }
+}
+
+#[test]
+fn differential_examples() {
+    assert_eq!(examples(Kind::Ours), examples(Kind::Legacy));
+}
