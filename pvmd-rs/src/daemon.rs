@@ -1977,6 +1977,48 @@ mod tests {
         assert_eq!(r.int("outtag").unwrap(), 0x10);
     }
 
+    proptest::proptest! {
+        /// Whatever fragments arrive, in whatever order, on connected or anonymous connections,
+        /// the daemon answers with decisions, never a panic, and only writes where it may.
+        #[test]
+        fn arbitrary_fragments_never_panic(
+            frags in proptest::collection::vec(
+                (0u64..4, proptest::prelude::any::<u32>(), 0u8..4, 0usize..5, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)),
+                0..40,
+            )
+        ) {
+            let mut d = daemon();
+            d.set_launcher(Box::new(FakeLauncher { next_pid: 1, launched: Default::default() }));
+            connect(&mut d, 1);
+            connect(&mut d, 2);
+            d.accept(3, None);
+            let dsts = [0x8000_0000u32, 0x40001, 0x40002, 0x4004_0001];
+            for (conn, dst_bits, flags, tagsel, mut payload) in frags {
+                // Make some of them requests with real codes so handlers see garbage bodies.
+                if payload.len() >= 32 && tagsel < 4 {
+                    let code = [Tm::Spawn, Tm::Db, Tm::Notify, Tm::Mca][tagsel].code();
+                    payload[4..8].copy_from_slice(&code.to_be_bytes());
+                }
+                let dst = if dst_bits % 3 == 0 { dst_bits } else { dsts[(dst_bits % 4) as usize] };
+                let h = StreamFragHeader {
+                    dst: Tid::from_u32(dst),
+                    src: Tid(0),
+                    len: payload.len() as u32,
+                    flags: FragFlags::from_bits_retain(flags),
+                };
+                for o in d.fragment(conn, h, &payload, UNIX_EPOCH) {
+                    if let Out::Send(c, b) = o {
+                        proptest::prop_assert!(c == 1 || c == 2 || c == 3);
+                        proptest::prop_assert!(StreamFragHeader::parse(&b, u32::MAX).is_ok());
+                    }
+                }
+            }
+            d.closed(1);
+            d.closed(2);
+            d.closed(3);
+        }
+    }
+
     #[test]
     fn parse_hex_like_pvmxtoi() {
         assert_eq!(parse_hex("0x1f"), 31);
