@@ -289,3 +289,25 @@ fn halt_stops_daemon_and_tasks_like_legacy() {
     assert_eq!(ours.3[1..], ["work() pvmd halting", "pvmbailout(0)"]);
     assert_eq!(ours, halt_run(Kind::Legacy));
 }
+
+fn with_hostfile(kind: Kind, text: &str) -> String {
+    let tmp = TmpDir::new(&format!("hostfile-{kind:?}"));
+    let hf = tmp.path().join("hostfile");
+    std::fs::write(&hf, text).unwrap();
+    let d = Pvmd::start(kind, &tmp, &[hf.to_str().unwrap()]);
+    let (code, out, err) = run(&c_program("basic"), &tmp, &[], None);
+    assert_eq!(code, Some(0), "{out}{err}");
+    drop(d);
+    out.lines()
+        .find(|l| l.starts_with("host "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn hostfile_defaults_apply_to_the_master_like_legacy() {
+    let text = "# comment\n* sp=777 ep=/bin\n";
+    let ours = with_hostfile(Kind::Ours, text);
+    assert!(ours.ends_with(" LINUX64 777 408c41"), "{ours}");
+    assert_eq!(ours, with_hostfile(Kind::Legacy, text));
+}

@@ -195,7 +195,16 @@ fn main() -> ExitCode {
             }
         }
     }
-    let me = hf.find(&name).cloned();
+    // Our own line, else the `*` defaults (startup.md §2).
+    let me = hf.find(&name).cloned().or_else(|| {
+        (hf.defaults != hostfile::HostOpts::default()).then(|| hostfile::HostLine {
+            name: name.clone(),
+            no_start: true,
+            overload: false,
+            opts: hf.defaults.clone(),
+            line: 0,
+        })
+    });
     if hf.hosts.iter().any(|h| !h.no_start && h.name != name) {
         log.line("master_config() starting hosts from the hostfile is not implemented yet; ignored");
     }
