@@ -25,9 +25,9 @@ pub type ConnId = u64;
 /// Task flag bits reported by TM_TASK (legacy task.h): connected.
 pub const TF_CONN: i32 = 4;
 
-/// Largest message a task may send to the daemon (all fragments together). Legacy requests are
-/// a few hundred bytes; spawn requests with big environments stay far below this.
-pub const MAX_REQUEST: usize = 1 << 20;
+/// Largest message a task may send to the daemon (all fragments together). Most requests are a
+/// few hundred bytes; mailbox PUTs carry whole user messages, so the cap is generous.
+pub const MAX_REQUEST: usize = 16 << 20;
 
 /// Largest fragment accepted before TM_CONN2 completes (the legacy daemon's buffer size).
 pub const MAX_FRAG_UNCONNECTED: u32 = (UDPMAXLEN - pvm_proto::frag::HEADER_LEN) as u32;
