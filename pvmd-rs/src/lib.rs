@@ -1,0 +1,23 @@
+//! pvmd-rs: a drop-in replacement for the PVM 3.4.6 daemon.
+//!
+//! Decisions live in plain structs ([`daemon::Daemon`], [`hostfile`], [`cli`]) that tests drive
+//! without sockets; [`server`] is the thin tokio shell that owns sockets and signals, and
+//! `main.rs` does the legacy startup sequence (files in PVM_TMP, address line on stdout).
+
+pub mod cli;
+pub mod conn;
+pub mod daemon;
+pub mod files;
+pub mod hostfile;
+pub mod launch;
+pub mod log;
+pub mod mbox;
+pub mod notify;
+pub mod server;
+pub mod sys;
+pub mod wire;
+
+/// Version the daemon reports in its log, as the legacy one does (libpvm never reads it).
+pub const PVM_VER: &str = "3.4.6";
+/// Architecture name of this build.
+pub const ARCH: &str = "LINUX64";

@@ -1,0 +1,266 @@
+//! The mailbox (message box) database of TM_DB: classes of indexed entries, each holding an
+//! embedded message (wire.md §6.6) that is kept as the bytes it arrived as and sent back verbatim.
+
+use std::collections::BTreeMap;
+
+use pvm_proto::codes::{MboxFlags, PvmError};
+use pvm_proto::xdr::XdrReader;
+use pvm_proto::ParseError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    index: i32,
+    /// Owner tid; 0 once a persistent entry's owner has exited.
+    owner: i32,
+    flags: i32,
+    msg: Vec<u8>,
+}
+
+/// Entries per class, each list sorted by index.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    classes: BTreeMap<String, Vec<Entry>>,
+    /// Bytes stored over all entries, to bound memory.
+    bytes: usize,
+}
+
+/// Total bytes of stored messages the daemon accepts.
+pub const MAX_BYTES: usize = 64 << 20;
+
+/// Checks that `b` is one embedded message (8 ints, then `{fraglen, bytes}` until `len`
+/// bytes) and returns its length on the wire.
+pub fn embedded_len(b: &[u8]) -> Result<usize, ParseError> {
+    let mut r = XdrReader::new(b);
+    let len = r.count("embedded message length", 1)?;
+    for f in ["ctx", "tag", "wid", "enc", "crc", "src", "dst"] {
+        r.int(f)?;
+    }
+    let mut got = 0usize;
+    while got < len {
+        let n = r.count("embedded fragment length", 1)?;
+        r.opaque("embedded fragment", n)?;
+        got += n;
+    }
+    if got != len {
+        return Err(r.error(
+            "embedded message length",
+            pvm_proto::ErrorKind::Invalid {
+                value: got as i64,
+                why: "fragments do not add up to the length",
+            },
+        ));
+    }
+    Ok(r.position())
+}
+
+fn direct_index(flags: i32) -> i32 {
+    (flags as u32 >> pvm_proto::codes::MBOX_DIRECT_INDEX_SHIFT) as i32
+}
+
+impl Mailbox {
+    /// PUT: returns the index used, or an error code.
+    pub fn insert(&mut self, tid: i32, class: &str, req: i32, flags: i32, msg: Vec<u8>) -> i32 {
+        if self.bytes + msg.len() > MAX_BYTES {
+            return PvmError::NoMem.code();
+        }
+        let f = MboxFlags::from_bits_retain(flags);
+        let mut cind = if req == -1 { direct_index(flags) } else { req };
+        let list = self.classes.entry(class.to_string()).or_default();
+        let mut pos = list.iter().position(|e| e.index >= cind).unwrap_or(list.len());
+        if pos < list.len() && list[pos].index == cind {
+            if f.contains(MboxFlags::MULTI_INSTANCE) {
+                if req != -1 {
+                    return PvmError::Denied.code();
+                }
+                while pos < list.len() && list[pos].index == cind {
+                    cind += 1;
+                    pos += 1;
+                }
+            } else {
+                let e = &list[pos];
+                if !MboxFlags::from_bits_retain(e.flags).contains(MboxFlags::OVERWRITABLE) && tid != e.owner {
+                    return PvmError::Denied.code();
+                }
+                let old = list.remove(pos);
+                self.bytes -= old.msg.len();
+            }
+        }
+        self.bytes += msg.len();
+        list.insert(
+            pos,
+            Entry {
+                index: cind,
+                owner: tid,
+                flags,
+                msg,
+            },
+        );
+        cind
+    }
+
+    /// GET: the index found and the stored message, or an error code.
+    pub fn lookup(&mut self, tid: i32, class: &str, req: i32, flags: i32) -> Result<(i32, Vec<u8>), i32> {
+        let f = MboxFlags::from_bits_retain(flags);
+        let list = self.classes.get_mut(class).ok_or(PvmError::NotFound.code())?;
+        let pos = list
+            .iter()
+            .position(|e| e.index >= req)
+            .ok_or(PvmError::NotFound.code())?;
+        if !f.contains(MboxFlags::FIRST_AVAIL) && list[pos].index != req {
+            return Err(PvmError::NotFound.code());
+        }
+        let e = &list[pos];
+        let found = (e.index, e.msg.clone());
+        if f.contains(MboxFlags::READ_AND_DELETE) {
+            if !MboxFlags::from_bits_retain(e.flags).contains(MboxFlags::OVERWRITABLE) && tid != e.owner {
+                return Err(PvmError::Denied.code());
+            }
+            self.remove_at(class, pos);
+        }
+        Ok(found)
+    }
+
+    fn remove_at(&mut self, class: &str, pos: usize) {
+        if let Some(list) = self.classes.get_mut(class) {
+            let e = list.remove(pos);
+            self.bytes -= e.msg.len();
+            if list.is_empty() {
+                self.classes.remove(class);
+            }
+        }
+    }
+
+    /// REMOVE: the index removed, or an error code.
+    pub fn delete(&mut self, tid: i32, class: &str, req: i32) -> i32 {
+        let Some(list) = self.classes.get(class) else {
+            return PvmError::NotFound.code();
+        };
+        let Some(pos) = list.iter().position(|e| e.index == req) else {
+            return PvmError::NotFound.code();
+        };
+        let e = &list[pos];
+        if !MboxFlags::from_bits_retain(e.flags).contains(MboxFlags::OVERWRITABLE) && tid != e.owner {
+            return PvmError::Denied.code();
+        }
+        self.remove_at(class, pos);
+        req
+    }
+
+    /// NAMES body after the status: count, then per class its name and `{index, owner, flags}`.
+    /// The pattern is matched like the legacy's glob: `*` matches everything, otherwise exact or
+    /// shell-style `*`/`?` wildcards.
+    pub fn names(&self, pattern: &str) -> Vec<crate::wire::ClassInfo> {
+        self.classes
+            .iter()
+            .filter(|(name, _)| glob(pattern.as_bytes(), name.as_bytes()))
+            .map(|(name, l)| (name.clone(), l.iter().map(|e| (e.index, e.owner, e.flags)).collect()))
+            .collect()
+    }
+
+    /// A task exited: drop its entries, keep its persistent ones without an owner.
+    pub fn tidy(&mut self, tid: i32) {
+        if tid == 0 {
+            return;
+        }
+        let mut freed = 0;
+        for list in self.classes.values_mut() {
+            list.retain_mut(|e| {
+                if e.owner != tid {
+                    return true;
+                }
+                if MboxFlags::from_bits_retain(e.flags).contains(MboxFlags::PERSISTENT) {
+                    e.owner = 0;
+                    true
+                } else {
+                    freed += e.msg.len();
+                    false
+                }
+            });
+        }
+        self.bytes -= freed;
+        self.classes.retain(|_, l| !l.is_empty());
+    }
+}
+
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
+        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: i32 = 0x4000b;
+    const OTHER: i32 = 0x4000c;
+
+    fn msg(v: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        for x in [4u32, 0, 0, 0, 0x1000_0000, 0, ME as u32, 0, 4, v] {
+            b.extend_from_slice(&x.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn embedded_message_from_capture() {
+        let b = msg(12345);
+        assert_eq!(embedded_len(&b).unwrap(), 40);
+        assert!(embedded_len(&b[..36]).is_err());
+        let mut bad = b.clone();
+        bad[3] = 8; // claims 8 bytes, carries 4
+        assert!(embedded_len(&bad).is_err());
+    }
+
+    #[test]
+    fn put_get_remove_like_the_capture() {
+        let mut m = Mailbox::default();
+        assert_eq!(m.lookup(ME, "###_PVM_TRACER_###", 0, 0), Err(-32));
+        assert_eq!(m.insert(ME, "specbox", -1, 0, msg(12345)), 0);
+        assert_eq!(m.lookup(ME, "specbox", 0, 0), Ok((0, msg(12345))));
+        assert_eq!(m.delete(ME, "specbox", 0), 0);
+        assert_eq!(m.lookup(ME, "specbox", 0, 0), Err(-32));
+        assert_eq!(m.bytes, 0);
+    }
+
+    #[test]
+    fn locking_overwrite_and_multi_instance() {
+        let mut m = Mailbox::default();
+        assert_eq!(m.insert(ME, "c", -1, 0, msg(1)), 0);
+        assert_eq!(m.insert(OTHER, "c", -1, 0, msg(2)), -8, "locked by default");
+        assert_eq!(m.insert(ME, "c", -1, 0, msg(3)), 0, "owner may replace");
+        assert_eq!(m.lookup(OTHER, "c", 0, 0), Ok((0, msg(3))));
+        assert_eq!(
+            m.insert(OTHER, "c", -1, 2, msg(4)),
+            1,
+            "multi-instance takes the next index"
+        );
+        assert_eq!(m.insert(OTHER, "c", -1, 2, msg(5)), 2);
+        assert_eq!(m.insert(OTHER, "c", 1, 2, msg(6)), -8);
+        assert_eq!(m.lookup(ME, "c", 1, 8), Ok((1, msg(4))));
+        assert_eq!(m.lookup(ME, "c", 3, 8), Err(-32));
+        assert_eq!(m.delete(ME, "c", 1), -8);
+        assert_eq!(m.lookup(OTHER, "c", 1, 16), Ok((1, msg(4))), "read and delete");
+        assert_eq!(m.lookup(OTHER, "c", 1, 0), Err(-32));
+        assert_eq!(m.insert(ME, "o", -1, 4, msg(7)), 0);
+        assert_eq!(m.insert(OTHER, "o", -1, 0, msg(8)), 0, "overwritable");
+    }
+
+    #[test]
+    fn tidy_keeps_persistent_entries() {
+        let mut m = Mailbox::default();
+        m.insert(ME, "gone", -1, 0, msg(1));
+        m.insert(ME, "kept", -1, 1, msg(2));
+        m.tidy(ME);
+        let names = m.names("*");
+        assert_eq!(names, vec![("kept".to_string(), vec![(0, 0, 1)])]);
+        assert_eq!(m.bytes, msg(2).len());
+        assert_eq!(m.names("ke?t").len(), 1);
+        assert_eq!(m.names("x*").len(), 0);
+    }
+}

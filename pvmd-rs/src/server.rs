@@ -1,0 +1,237 @@
+//! The tokio shell around [`Daemon`]: accepts connections, runs one reader and one writer per
+//! connection, feeds fragments to the daemon and carries out what it decides.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use pvm_proto::frag::StreamFragHeader;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::conn::{ConnError, FragReader};
+use crate::daemon::{AuthFiles, ConnId, Daemon, Out, MAX_FRAG_UNCONNECTED};
+use crate::log::Log;
+
+enum Event {
+    Frag(ConnId, StreamFragHeader, Vec<u8>),
+    Ended(ConnId, Option<ConnError>),
+}
+
+use crate::launch::{ProcLauncher, TaskEvent};
+
+enum WriteCmd {
+    Data(Vec<u8>),
+    Close,
+}
+
+struct ConnHandle {
+    writer: mpsc::UnboundedSender<WriteCmd>,
+    reader: JoinHandle<()>,
+    writer_task: JoinHandle<()>,
+    limit: Arc<AtomicU32>,
+    /// Bytes handed to the writer and not yet written.
+    queued: Arc<AtomicUsize>,
+}
+
+/// A task that lets this much output pile up is not reading; it is disconnected (treated as
+/// exited) rather than letting the daemon's memory grow without bound.
+pub const MAX_QUEUED: usize = 64 << 20;
+
+/// Why the main loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Signal(i32),
+    /// A task asked the machine to halt.
+    Halt,
+    ListenerFailed,
+}
+
+/// The signals that stop the daemon. Installed before the address line is printed, so a
+/// SIGTERM sent as soon as a starter knows the daemon still cleans up (as the legacy does).
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    /// Must be called inside the runtime's context.
+    pub fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+/// Serves until SIGTERM/SIGINT (or a fatal listener error). Connections are dropped on return.
+pub async fn serve<A: AuthFiles>(
+    listener: UnixListener,
+    signals: Signals,
+    epath: Vec<std::path::PathBuf>,
+    daemon: &mut Daemon<A>,
+    log: &mut Log,
+) -> Stop {
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
+    let (task_tx, mut task_rx) = mpsc::unbounded_channel::<TaskEvent>();
+    daemon.set_launcher(Box::new(ProcLauncher::new(epath, task_tx)));
+    let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    let mut next_id: ConnId = 1;
+    let Signals {
+        term: mut sigterm,
+        int: mut sigint,
+    } = signals;
+    let stop = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
+            _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
+            acc = listener.accept() => match acc {
+                Ok((stream, _)) => {
+                    let peer_pid = stream.peer_cred().ok().and_then(|c| c.pid());
+                    let id = next_id;
+                    next_id += 1;
+                    let (rd, mut wr) = stream.into_split();
+                    let limit = Arc::new(AtomicU32::new(MAX_FRAG_UNCONNECTED));
+                    let (wtx, mut wrx) = mpsc::unbounded_channel::<WriteCmd>();
+                    let queued = Arc::new(AtomicUsize::new(0));
+                    let wq = queued.clone();
+                    let writer_task = tokio::spawn(async move {
+                        while let Some(cmd) = wrx.recv().await {
+                            match cmd {
+                                WriteCmd::Data(b) => {
+                                    let ok = wr.write_all(&b).await.is_ok();
+                                    wq.fetch_sub(b.len(), Ordering::Relaxed);
+                                    if !ok {
+                                        break;
+                                    }
+                                }
+                                WriteCmd::Close => break,
+                            }
+                        }
+                        let _ = wr.shutdown().await;
+                    });
+                    let tx = ev_tx.clone();
+                    let lim = limit.clone();
+                    let reader = tokio::spawn(async move {
+                        let mut r = FragReader::new(rd, lim);
+                        loop {
+                            match r.next().await {
+                                Ok(Some((h, p))) => {
+                                    if tx.send(Event::Frag(id, h, p)).is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(None) => {
+                                    let _ = tx.send(Event::Ended(id, None));
+                                    return;
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Event::Ended(id, Some(e)));
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                    conns.insert(id, ConnHandle { writer: wtx, reader, writer_task, limit, queued });
+                    daemon.accept(id, peer_pid);
+                }
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we have.
+                    log.line(&format!("loclconn() accept: {e}"));
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            Some(tev) = task_rx.recv() => {
+                let outs = match tev {
+                    TaskEvent::Output(tid, data) => daemon.task_output(tid, &data),
+                    TaskEvent::Exited(tid) => daemon.task_exited(tid),
+                };
+                if apply(outs, daemon, &mut conns, log) {
+                    break Stop::Halt;
+                }
+            }
+            Some(ev) = ev_rx.recv() => match ev {
+                Event::Frag(id, h, p) => {
+                    let outs = daemon.fragment(id, h, &p, SystemTime::now());
+                    if apply(outs, daemon, &mut conns, log) {
+                        break Stop::Halt;
+                    }
+                }
+                Event::Ended(id, err) => {
+                    if let Some(e) = err {
+                        log.line(&format!("loclinput() connection {id}: {e}; closing"));
+                    }
+                    if let Some(c) = conns.remove(&id) {
+                        drop(c.writer);
+                    }
+                    let outs = daemon.closed(id);
+                    if apply(outs, daemon, &mut conns, log) {
+                        break Stop::Halt;
+                    }
+                }
+            },
+        }
+    };
+    for (_, c) in conns.drain() {
+        c.reader.abort();
+    }
+    daemon.cleanup();
+    stop
+}
+
+/// Carries out the daemon's decisions; true if it decided to halt.
+fn apply<A: AuthFiles>(
+    outs: Vec<Out>,
+    daemon: &mut Daemon<A>,
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    log: &mut Log,
+) -> bool {
+    let mut closed = Vec::new();
+    let mut halt = false;
+    for o in outs {
+        match o {
+            Out::Send(id, bytes) => {
+                let Some(c) = conns.get(&id) else { continue };
+                let q = c.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+                let _ = c.writer.send(WriteCmd::Data(bytes));
+                if q > MAX_QUEUED {
+                    log.line(&format!(
+                        "locloutput() connection {id} is not reading ({q} bytes queued); closing"
+                    ));
+                    if let Some(c) = conns.remove(&id) {
+                        // Nobody reads: drop the queue instead of flushing it.
+                        c.writer_task.abort();
+                        c.reader.abort();
+                        closed.push(id);
+                    }
+                }
+            }
+            Out::Close(id) => {
+                if let Some(c) = conns.remove(&id) {
+                    let _ = c.writer.send(WriteCmd::Close);
+                    c.reader.abort();
+                    closed.push(id);
+                }
+            }
+            Out::FragLimit(id, n) => {
+                if let Some(c) = conns.get(&id) {
+                    c.limit.store(n, Ordering::Relaxed);
+                }
+            }
+            Out::Log(l) => log.line(&l),
+            Out::Halt => halt = true,
+            Out::Signal(pid, sig) => crate::sys::kill(pid, sig),
+        }
+    }
+    for id in closed {
+        let more = daemon.closed(id);
+        if !more.is_empty() && apply(more, daemon, conns, log) {
+            halt = true;
+        }
+    }
+    halt
+}
