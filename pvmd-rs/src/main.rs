@@ -164,12 +164,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.slave {
-        if args.positional.iter().filter(|a| !a.starts_with('-')).count() != 5 {
-            log.line("slave_config: bad args");
-            return bailout(&mut log, 0);
-        }
-        log.line("slave_config() slave mode is not implemented yet");
-        return bailout(&mut log, 1);
+        return pvmd_rs::slave::main(args); // multi-host
     }
 
     let hostfile_path = match args.master_hostfile() {

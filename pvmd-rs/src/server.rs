@@ -76,6 +76,41 @@ pub async fn serve<A: AuthFiles>(
     daemon: &mut Daemon<A>,
     log: &mut Log,
 ) -> Stop {
+    serve_net(listener, signals, epath, daemon, log, None).await
+}
+
+// ---- multi-host (h-multi) ----
+async fn udp_recv(
+    udp: &Option<tokio::net::UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, std::net::SocketAddr)> {
+    match udp {
+        Some(u) => u.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Puts what the datagram endpoint has to send on the socket.
+async fn udp_flush<A: AuthFiles>(udp: &Option<tokio::net::UdpSocket>, daemon: &mut Daemon<A>, log: &mut Log) {
+    let Some(u) = udp else { return };
+    while let Some(t) = daemon.net_transmit() {
+        if let Err(e) = u.send_to(&t.bytes, t.dst).await {
+            log.line(&format!("netoutput() sendto {}: {e}", t.dst));
+        }
+    }
+}
+// ---- end multi-host ----
+
+/// [`serve`] with the pvmd <-> pvmd socket of a multi-host daemon.
+pub async fn serve_net<A: AuthFiles>(
+    listener: UnixListener,
+    signals: Signals,
+    epath: Vec<std::path::PathBuf>,
+    daemon: &mut Daemon<A>,
+    log: &mut Log,
+    udp: Option<tokio::net::UdpSocket>,
+) -> Stop {
+    let mut udp_buf = vec![0u8; 65536]; // multi-host
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
     let (task_tx, mut task_rx) = mpsc::unbounded_channel::<TaskEvent>();
     daemon.set_launcher(Box::new(ProcLauncher::new(epath, task_tx)));
@@ -86,7 +121,25 @@ pub async fn serve<A: AuthFiles>(
         int: mut sigint,
     } = signals;
     let stop = loop {
+        udp_flush(&udp, daemon, log).await; // multi-host
+        let net_wait = daemon.net_deadline().unwrap_or(std::time::Duration::from_secs(3600));
         tokio::select! {
+            // ---- multi-host arms ----
+            r = udp_recv(&udp, &mut udp_buf) => {
+                if let Ok((n, std::net::SocketAddr::V4(from))) = r {
+                    let outs = daemon.net_datagram(from, &udp_buf[..n]);
+                    if apply(outs, daemon, &mut conns, log) {
+                        break Stop::Halt;
+                    }
+                }
+            }
+            _ = tokio::time::sleep(net_wait), if udp.is_some() => {
+                let outs = daemon.net_timeout();
+                if apply(outs, daemon, &mut conns, log) {
+                    break Stop::Halt;
+                }
+            }
+            // ---- end multi-host arms ----
             _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
             _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
             acc = listener.accept() => match acc {
@@ -180,6 +233,13 @@ pub async fn serve<A: AuthFiles>(
         c.reader.abort();
     }
     daemon.cleanup();
+    // multi-host: what is still queued (a DM_HALT, replies), then FIN|ACK to every pvmd.
+    udp_flush(&udp, daemon, log).await;
+    if let Some(u) = &udp {
+        for t in daemon.net_bailout() {
+            let _ = u.send_to(&t.bytes, t.dst).await;
+        }
+    }
     stop
 }
 
