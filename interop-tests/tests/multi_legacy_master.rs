@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use interop_tests::netns::Cluster;
-use interop_tests::{our_pvmd, Proc, LEGACY_CONSOLE, LEGACY_PVMD, TIMEOUT};
+use interop_tests::{c_program, our_pvmd, Proc, LEGACY_CONSOLE, LEGACY_PVMD, TIMEOUT};
 
 fn require_legacy() {
     for p in [LEGACY_PVMD, LEGACY_CONSOLE, "/usr/bin/hello.pvm"] {
@@ -83,6 +83,25 @@ fn multi_legacy_master_adds_our_slave() {
     eprintln!("conf:\n{conf}\nps:\n{ps}");
     assert!(ps.contains(&h2) || ps.contains("HOST"), "{ps}");
 
+    // The cross-host probe: spawn on h2, messages both ways, multicast, mailbox on the
+    // master, task list, pstat, exit notify, output to the master's log.
+    let out = probe(&c, 1, &h2);
+    assert_eq!(out, PROBE_EXPECTED, "{}", c.logs());
+    assert!(
+        c.wait_for(Duration::from_secs(5), || c
+            .log(1)
+            .contains("] child output line from t80")),
+        "child output not in the master's log\n{}",
+        c.logs()
+    );
+
+    // The same from a task on our slave towards the legacy master's host: our daemon spawns
+    // there (DM_EXEC), forwards the mailbox to the master (DM_DB), asks for remote task lists,
+    // pstat and exit notifies.
+    let h1 = c.host(1).ip.clone();
+    let out = probe(&c, 2, &h1);
+    assert_eq!(out, PROBE_EXPECTED.replace("host 80000", "host 40000"), "{}", c.logs());
+
     // Delete: our slave goes away.
     let out = console(&c, 1, &format!("delete {h2}\nconf\n"));
     assert!(out.contains("1 successful"), "delete: {out}\n{}", c.logs());
@@ -91,4 +110,44 @@ fn multi_legacy_master_adds_our_slave() {
         "our slave did not exit after delete\n{}",
         c.logs()
     );
+}
+
+/// What `multi_probe` prints when every cross-host check passes.
+pub const PROBE_EXPECTED: &str = "ok hosts 2\nok spawn host 80000\nok notify 0\nok echo 42\n\
+ok mcast+mbox 5007\nok pstat 0\nok tasks listed 1\nok exit notify 1\nok pstat after exit -31\n";
+
+/// Runs `multi_probe` in host `k` against `where_`; its stdout.
+pub fn probe(c: &Cluster, k: usize, where_: &str) -> String {
+    let prog = c_program("multi_probe");
+    let mut cmd = c.command(k, &prog);
+    cmd.arg(where_);
+    let (code, out, err) = Proc {
+        child: cmd.spawn().unwrap(),
+        name: "multi_probe".into(),
+    }
+    .wait(TIMEOUT);
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", c.logs());
+    out
+}
+
+/// `halt` typed on a console attached to our slave: our daemon sends DM_HALT to the legacy
+/// master, which stops the machine, our slave included (FIN|ACK from the master).
+#[test]
+fn multi_halt_from_our_slave_stops_the_legacy_machine() {
+    require_legacy();
+    let c = Cluster::new("lh", 2);
+    let ours = our_pvmd();
+    let h2 = c.host(2).ip.clone();
+    let mut m = legacy_master(&c, &[format!("&{h2} dx={}", ours.display())]);
+    let out = console(&c, 1, &format!("add {h2}\n"));
+    assert!(out.contains("1 successful"), "add failed:\n{out}\n{}", c.logs());
+    let conf = console(&c, 2, "conf\n");
+    assert!(conf.contains("2 hosts"), "conf on our slave:\n{conf}\n{}", c.logs());
+    let _ = console(&c, 2, "halt\n");
+    assert!(
+        c.wait_for(Duration::from_secs(10), || c.pids(1).is_empty() && c.pids(2).is_empty()),
+        "machine still running after halt\n{}",
+        c.logs()
+    );
+    let _ = m.child.wait();
 }
