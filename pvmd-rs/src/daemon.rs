@@ -20,7 +20,7 @@ use crate::notify::{Notice, Notifies, World as NotifyWorld};
 use crate::wire;
 
 // ---- multi-host (h-multi): pvmd <-> pvmd in child modules ----
-mod master;
+pub mod master;
 pub mod netd;
 mod xcaps;
 // ---- end multi-host ----

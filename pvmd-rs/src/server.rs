@@ -99,6 +99,57 @@ async fn udp_flush<A: AuthFiles>(udp: &Option<tokio::net::UdpSocket>, daemon: &m
         }
     }
 }
+/// Runs one slave start command (the master plays pvmd'): the first `ddpro<…>` (or `Pvm…`
+/// error) line of its stdout, within 60 s (RSHTIMEOUT); stdin is closed after it so the slave
+/// goes into the background.
+fn run_start(s: crate::daemon::master::SlaveStart, tx: mpsc::UnboundedSender<(u32, Result<String, String>)>) {
+    use tokio::io::AsyncBufReadExt;
+    tokio::spawn(async move {
+        let Some((prog, args)) = s.argv.split_first() else {
+            return;
+        };
+        let child = tokio::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send((s.index, Err(format!("can't run {prog}: {e}"))));
+                return;
+            }
+        };
+        let mut stdin = child.stdin.take();
+        if let (Some(i), Some(text)) = (stdin.as_mut(), s.stdin.as_ref()) {
+            let _ = i.write_all(text.as_bytes()).await;
+        }
+        let res = match child.stdout.take() {
+            None => Err("no stdout".to_string()),
+            Some(o) => {
+                let mut lines = tokio::io::BufReader::new(o).lines();
+                let find = async {
+                    loop {
+                        match lines.next_line().await {
+                            Ok(Some(l)) if l.starts_with("ddpro") || l.starts_with("Pvm") => return Ok(l),
+                            Ok(Some(_)) => continue,
+                            _ => return Err("start command ended without a ddpro line".to_string()),
+                        }
+                    }
+                };
+                match tokio::time::timeout(std::time::Duration::from_secs(60), find).await {
+                    Ok(r) => r,
+                    Err(_) => Err("timed out waiting for the slave".to_string()),
+                }
+            }
+        };
+        drop(stdin);
+        let _ = tx.send((s.index, res));
+        let _ = child.wait().await;
+    });
+}
 // ---- end multi-host ----
 
 /// [`serve`] with the pvmd <-> pvmd socket of a multi-host daemon.
@@ -111,6 +162,7 @@ pub async fn serve_net<A: AuthFiles>(
     udp: Option<tokio::net::UdpSocket>,
 ) -> Stop {
     let mut udp_buf = vec![0u8; 65536]; // multi-host
+    let (start_tx, mut start_rx) = mpsc::unbounded_channel::<(u32, Result<String, String>)>(); // multi-host
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
     let (task_tx, mut task_rx) = mpsc::unbounded_channel::<TaskEvent>();
     daemon.set_launcher(Box::new(ProcLauncher::new(epath, task_tx)));
@@ -122,6 +174,10 @@ pub async fn serve_net<A: AuthFiles>(
     } = signals;
     let stop = loop {
         udp_flush(&udp, daemon, log).await; // multi-host
+        for st in daemon.take_slave_starts() {
+            run_start(st, start_tx.clone());
+        }
+        udp_flush(&udp, daemon, log).await;
         let net_wait = daemon.net_deadline().unwrap_or(std::time::Duration::from_secs(3600));
         tokio::select! {
             // ---- multi-host arms ----
@@ -135,6 +191,12 @@ pub async fn serve_net<A: AuthFiles>(
             }
             _ = tokio::time::sleep(net_wait), if udp.is_some() => {
                 let outs = daemon.net_timeout();
+                if apply(outs, daemon, &mut conns, log) {
+                    break Stop::Halt;
+                }
+            }
+            Some((index, res)) = start_rx.recv() => {
+                let outs = daemon.slave_started(index, res);
                 if apply(outs, daemon, &mut conns, log) {
                     break Stop::Halt;
                 }

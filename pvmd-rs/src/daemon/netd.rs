@@ -163,6 +163,31 @@ pub struct Net {
     pub(super) master: super::master::MasterState,
 }
 
+impl NetConfig {
+    /// A master alone in its machine at `addr`.
+    pub fn master(host: &super::HostConfig, addr: SocketAddrV4) -> NetConfig {
+        let mut table = HostTable {
+            serial: 1,
+            master: host.index,
+            console: host.index,
+            hosts: BTreeMap::new(),
+        };
+        table.hosts.insert(
+            host.index,
+            Host {
+                index: host.index,
+                name: host.name.clone(),
+                arch: host.arch.clone(),
+                addr,
+                mtu: MTU as i32,
+                speed: host.speed,
+                dsig: host.dsig,
+            },
+        );
+        NetConfig { addr, table, mtu: MTU }
+    }
+}
+
 impl Net {
     pub fn new(cfg: NetConfig) -> Net {
         let me = cfg
@@ -1339,7 +1364,7 @@ impl<A: AuthFiles> Daemon<A> {
         let master = n.table.master;
         let me = self.host.index;
         let alone = n.table.len() <= 1;
-        if alone && !matches!(tm, Tm::AddHost | Tm::DelHost | Tm::Config) {
+        if alone && !matches!(tm, Tm::AddHost | Tm::DelHost | Tm::Config | Tm::Notify) {
             return false;
         }
         match tm {
@@ -1554,6 +1579,10 @@ impl<A: AuthFiles> Daemon<A> {
     }
 
     fn dm_htupdack(&mut self, host: u32, wid: i32, out: &mut Vec<Out>) {
+        if self.debug & 0x10 != 0 {
+            let w = self.net.as_ref().map(|n| format!("{:?}", n.waits.get(&wid)));
+            out.push(Out::Log(format!("dm_htupdack() wid {wid} wait {w:?}")));
+        }
         if let Some(Wait::HtUpd { .. }) = self.take_wait(wid) {
             self.htupd_acked(host, out);
         }

@@ -1,0 +1,140 @@
+//! Our pvmd as the master: adds a legacy slave and one of ours (rsh stand-in into namespaces),
+//! then cross-host spawn, messages, mailbox, output, delete and halt.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use interop_tests::netns::Cluster;
+use interop_tests::{c_program, our_pvmd, Proc, LEGACY_CONSOLE, LEGACY_PVMD, TIMEOUT};
+
+fn require_legacy() {
+    for p in [LEGACY_PVMD, LEGACY_CONSOLE, "/usr/bin/hello.pvm"] {
+        assert!(
+            std::path::Path::new(p).exists(),
+            "{p} is missing: the multi-host tests need legacy PVM (Debian pvm, pvm-examples)"
+        );
+    }
+}
+
+/// Our master in h1 with a hostfile made of `lines` after its own.
+fn our_master(c: &Cluster, lines: &[String]) -> Proc {
+    let hf = c.dir.path().join("hostfile");
+    let mut text = format!("{}\n", c.host(1).ip);
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&hf, text).unwrap();
+    let mut cmd = c.command(1, &our_pvmd());
+    cmd.arg(format!("-n{}", c.host(1).ip)).arg(&hf).stderr(Stdio::null());
+    let mut p = Proc {
+        child: cmd.spawn().expect("start our pvmd"),
+        name: "our master".into(),
+    };
+    let line = p.read_line(TIMEOUT);
+    assert!(line.starts_with('/'), "our master printed {line:?}\n{}", c.logs());
+    p
+}
+
+fn console(c: &Cluster, k: usize, input: &str) -> String {
+    let mut cmd = c.command(k, &PathBuf::from(LEGACY_CONSOLE));
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("start console");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let (_, out, _) = Proc {
+        child,
+        name: "console".into(),
+    }
+    .wait(TIMEOUT);
+    out
+}
+
+const PROBE_EXPECTED: &str = "ok hosts 3\nok spawn host HOST\nok notify 0\nok echo 42\n\
+ok mcast+mbox 5007\nok pstat 0\nok tasks listed 1\nok exit notify 1\nok pstat after exit -31\n";
+
+fn probe(c: &Cluster, k: usize, where_: &str, host: &str) {
+    let prog = c_program("multi_probe");
+    let mut cmd = c.command(k, &prog);
+    cmd.arg(where_);
+    let (code, out, err) = Proc {
+        child: cmd.spawn().unwrap(),
+        name: format!("multi_probe in h{k} -> {where_}"),
+    }
+    .wait(TIMEOUT);
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", c.logs());
+    assert_eq!(
+        out,
+        PROBE_EXPECTED.replace("HOST", host),
+        "h{k} -> {where_}\n{}",
+        c.logs()
+    );
+}
+
+#[test]
+fn multi_our_master_adds_legacy_and_our_slaves() {
+    require_legacy();
+    let c = Cluster::new("om", 3);
+    let (h1, h2, h3) = (c.host(1).ip.clone(), c.host(2).ip.clone(), c.host(3).ip.clone());
+    let _m = our_master(
+        &c,
+        &[
+            format!("&{h2} dx={LEGACY_PVMD}"),
+            format!("&{h3} dx={}", our_pvmd().display()),
+        ],
+    );
+    let out = console(&c, 1, &format!("add {h2}\n"));
+    assert!(out.contains("1 successful"), "add legacy slave:\n{out}\n{}", c.logs());
+    let out = console(&c, 1, &format!("add {h3}\n"));
+    assert!(out.contains("1 successful"), "add our slave:\n{out}\n{}", c.logs());
+    for k in 1..=3 {
+        let conf = console(&c, k, "conf\n");
+        assert!(
+            conf.contains("3 hosts") && conf.contains(&h2) && conf.contains(&h3),
+            "conf on h{k}:\n{conf}\n{}",
+            c.logs()
+        );
+    }
+
+    // hello.pvm on our master; its child lands on host 2 (the legacy slave).
+    let (code, out, err) = Proc {
+        child: c.command(1, &PathBuf::from("/usr/bin/hello.pvm")).spawn().unwrap(),
+        name: "hello.pvm".into(),
+    }
+    .wait(TIMEOUT);
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", c.logs());
+    assert!(out.contains("hello, world from"), "{out}\n{}", c.logs());
+
+    probe(&c, 1, &h2, "80000"); // our master -> legacy slave
+    probe(&c, 1, &h3, "c0000"); // our master -> our slave
+    probe(&c, 3, &h2, "80000"); // our slave -> legacy slave
+    probe(&c, 2, &h3, "c0000"); // legacy slave -> our slave
+    probe(&c, 2, &h1, "40000"); // legacy slave -> our master
+                                // Output of tasks without a collector ends up in the master's log.
+    assert!(
+        c.wait_for(Duration::from_secs(5), || c
+            .log(1)
+            .contains("] child output line from t80")
+            && c.log(1).contains("] child output line from tc0")),
+        "child output not in our master's log\n{}",
+        c.logs()
+    );
+
+    let out = console(&c, 1, &format!("delete {h2}\n"));
+    assert!(out.contains("1 successful"), "delete: {out}\n{}", c.logs());
+    assert!(
+        c.wait_for(Duration::from_secs(10), || c.pids(2).is_empty()),
+        "legacy slave still running after delete\n{}",
+        c.logs()
+    );
+    let conf = console(&c, 3, "conf\n");
+    assert!(conf.contains("2 hosts") && !conf.contains(&h2), "{conf}\n{}", c.logs());
+
+    let _ = console(&c, 1, "halt\n");
+    assert!(
+        c.wait_for(Duration::from_secs(10), || c.pids(1).is_empty() && c.pids(3).is_empty()),
+        "machine still running after halt\n{}",
+        c.logs()
+    );
+}
