@@ -97,6 +97,23 @@ fn multi_our_master_adds_legacy_and_our_slaves() {
         );
     }
 
+    // DM_XCAPS: our two daemons agreed on a sliding window; the legacy slave ACKed the probe
+    // and dropped it, so its links stay at window 1.
+    assert!(
+        c.wait_for(Duration::from_secs(5), || c
+            .log(1)
+            .contains("dm_xcaps() host 3: window 32")
+            && c.log(3).contains("dm_xcaps() host 1: window 32")),
+        "no window negotiated between our daemons\n{}",
+        c.logs()
+    );
+    assert!(!c.log(1).contains("dm_xcaps() host 2:"), "{}", c.logs());
+    assert!(
+        c.log(2).contains("bogus code"),
+        "legacy slave did not see (and drop) DM_XCAPS\n{}",
+        c.logs()
+    );
+
     // hello.pvm on our master; its child lands on host 2 (the legacy slave).
     let (code, out, err) = Proc {
         child: c.command(1, &PathBuf::from("/usr/bin/hello.pvm")).spawn().unwrap(),
@@ -137,4 +154,61 @@ fn multi_our_master_adds_legacy_and_our_slaves() {
         "machine still running after halt\n{}",
         c.logs()
     );
+}
+
+/// Hosts listed without `&` are started at boot; a slave that stops (SIGTERM: it sends FIN|ACK
+/// to everyone) is deleted from every table (DM_HTDEL) and PvmHostDelete fires.
+#[test]
+fn multi_boot_hostfile_and_slave_exit() {
+    require_legacy();
+    let c = Cluster::new("ob", 3);
+    let (h2, h3) = (c.host(2).ip.clone(), c.host(3).ip.clone());
+    let _m = our_master(
+        &c,
+        &[
+            format!("{h2} dx={}", our_pvmd().display()),
+            format!("{h3} dx={LEGACY_PVMD}"),
+        ],
+    );
+    let three = || console(&c, 1, "conf\n").contains("3 hosts");
+    assert!(
+        c.wait_for(Duration::from_secs(15), three),
+        "boot add failed\n{}",
+        c.logs()
+    );
+    assert!(console(&c, 2, "conf\n").contains("3 hosts"), "{}", c.logs());
+
+    // Stop the legacy slave: it sends FIN|ACK to the master and to our slave.
+    for pid in c.pids(3) {
+        interop_tests::send_signal(pid, libc::SIGTERM);
+    }
+    let two = |k| console(&c, k, "conf\n").contains("2 hosts");
+    assert!(
+        c.wait_for(Duration::from_secs(10), || two(1)),
+        "master kept h3\n{}",
+        c.logs()
+    );
+    assert!(
+        c.wait_for(Duration::from_secs(10), || two(2)),
+        "our slave kept h3\n{}",
+        c.logs()
+    );
+    // The machine still works without it.
+    probe_n(&c, 2, &c.host(1).ip.clone(), "40000", 2);
+}
+
+fn probe_n(c: &Cluster, k: usize, where_: &str, host: &str, hosts: usize) {
+    let prog = c_program("multi_probe");
+    let mut cmd = c.command(k, &prog);
+    cmd.arg(where_);
+    let (code, out, err) = Proc {
+        child: cmd.spawn().unwrap(),
+        name: format!("multi_probe in h{k} -> {where_}"),
+    }
+    .wait(TIMEOUT);
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", c.logs());
+    let want = PROBE_EXPECTED
+        .replace("HOST", host)
+        .replace("hosts 3", &format!("hosts {hosts}"));
+    assert_eq!(out, want, "h{k} -> {where_}\n{}", c.logs());
 }
