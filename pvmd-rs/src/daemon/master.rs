@@ -460,7 +460,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     fn add_reply(&mut self, r: Requester, body: &[u8], out: &mut Vec<Out>) {
         if self.debug & 0x10 != 0 {
-            out.push(Out::Log(format!("addhosts() reply to {r:?}: {body:02x?}")));
+            out.push(Out::Log(format!("addhosts() reply ({} bytes) to {r:?}", body.len())));
         }
         match r {
             Requester::Task { conn, src, hdr } => {

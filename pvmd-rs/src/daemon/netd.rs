@@ -1620,3 +1620,310 @@ fn task_reply(entries: &[TaskEntry]) -> Vec<u8> {
 
 /// Default mtu of this build's datagrams.
 pub const MTU: usize = UDPMAXLEN;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::HostConfig;
+    use crate::hosts::ddpro_line;
+    use pvm_proto::body::AddHostAck;
+    use pvm_proto::codes::{SYSCTX_TM, TDPROTOCOL};
+    use pvm_proto::xdr::XdrReader;
+    use std::time::UNIX_EPOCH;
+
+    struct Auth;
+    impl AuthFiles for Auth {
+        fn write_task_auth(&mut self, _: &str) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn create_pvmd_auth(&mut self) -> std::io::Result<String> {
+            Ok("/nonexistent/d".into())
+        }
+        fn pvmd_auth_written(&mut self, _: &str) -> std::io::Result<bool> {
+            Ok(true)
+        }
+        fn remove(&mut self, _: &str) {}
+    }
+
+    type D = Daemon<Auth>;
+    const M: &str = "10.0.0.1:4096";
+    const S: &str = "10.0.0.2:5000";
+
+    fn addr(s: &str) -> SocketAddrV4 {
+        s.parse().unwrap()
+    }
+
+    fn request(d: &mut D, conn: ConnId, tag: Tm, wid: i32, body: &[u8]) -> Vec<Out> {
+        let mut p = MsgHeader {
+            enc: ENC_XDR,
+            tag: tag.code(),
+            ctx: SYSCTX_TM,
+            wid,
+            crc: 0,
+        }
+        .to_bytes()
+        .to_vec();
+        p.extend_from_slice(body);
+        let fh = StreamFragHeader {
+            dst: Tid::LOCAL_PVMD,
+            src: Tid::UNCONNECTED,
+            len: p.len() as u32,
+            flags: FragFlags::SOM | FragFlags::EOM,
+        };
+        d.fragment(conn, fh, &p, UNIX_EPOCH)
+    }
+
+    /// Bodies of the messages sent to `conn` with tag `tag`.
+    fn replies(out: &[Out], conn: ConnId, tag: Tm) -> Vec<Vec<u8>> {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Send(c, b) if *c == conn => Some(b),
+                _ => None,
+            })
+            .filter(|b| MsgHeader::parse(&b[16..]).map(|h| h.tag) == Ok(tag.code()))
+            .map(|b| b[48..].to_vec())
+            .collect()
+    }
+
+    fn connect(d: &mut D, conn: ConnId) -> Tid {
+        d.accept(conn, Some(4242));
+        let mut w = XdrWriter::new();
+        w.int(TDPROTOCOL).string("/tmp/t");
+        request(d, conn, Tm::Connect, 1, &w.into_inner());
+        let mut w = XdrWriter::new();
+        w.int(4242).int(0);
+        let out = request(d, conn, Tm::Conn2, 2, &w.into_inner());
+        let body = &replies(&out, conn, Tm::Conn2)[0];
+        let mut r = XdrReader::new(body);
+        r.int("ack").unwrap();
+        Tid(r.int("tid").unwrap())
+    }
+
+    fn master() -> D {
+        let mut d = Daemon::new(HostConfig::master("h1", "LINUX64", "0a000001:1000"), Auth, 0);
+        d.enable_net(NetConfig::master(d.host(), addr(M)));
+        d.set_hostfile(Default::default(), Vec::new());
+        d
+    }
+
+    fn slave() -> D {
+        let host = HostConfig {
+            index: 2,
+            ..HostConfig::master("10.0.0.2", "LINUX64", "0a000002:1388")
+        };
+        let mut t = HostTable {
+            serial: 0,
+            master: 1,
+            console: 1,
+            hosts: BTreeMap::new(),
+        };
+        for (i, a) in [(1, M), (2, S)] {
+            t.hosts.insert(
+                i,
+                Host {
+                    index: i,
+                    name: format!("h{i}"),
+                    arch: "LINUX64".into(),
+                    addr: addr(a),
+                    mtu: 4080,
+                    speed: 1000,
+                    dsig: 0x408c41,
+                },
+            );
+        }
+        let mut d = Daemon::new(host, Auth, 0);
+        d.enable_net(NetConfig {
+            addr: addr(S),
+            table: t,
+            mtu: MTU,
+        });
+        d
+    }
+
+    /// Moves datagrams both ways until both are quiet; the outs of each.
+    fn pump(m: &mut D, s: &mut D) -> (Vec<Out>, Vec<Out>) {
+        let (mut om, mut os) = (Vec::new(), Vec::new());
+        for _ in 0..1000 {
+            let mut moved = false;
+            while let Some(t) = m.net_transmit() {
+                assert_eq!(t.dst, addr(S));
+                os.extend(s.net_datagram(addr(M), &t.bytes));
+                moved = true;
+            }
+            while let Some(t) = s.net_transmit() {
+                assert_eq!(t.dst, addr(M));
+                om.extend(m.net_datagram(addr(S), &t.bytes));
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        (om, os)
+    }
+
+    /// Master and slave joined by the add sequence; the task on the master that asked.
+    fn machine() -> (D, D, Tid) {
+        let mut m = master();
+        let t = connect(&mut m, 1);
+        let mut w = XdrWriter::new();
+        w.int(1).string("10.0.0.2 dx=/opt/pvmd ep=/opt/bin");
+        let out = request(&mut m, 1, Tm::AddHost, 7, &w.into_inner());
+        assert!(
+            replies(&out, 1, Tm::AddHost).is_empty(),
+            "no reply before the slave answers"
+        );
+        let starts = m.take_slave_starts();
+        assert_eq!(starts.len(), 1);
+        assert_eq!(
+            starts[0].argv[1..],
+            [
+                "10.0.0.2".to_string(),
+                "/opt/pvmd -s -d0x0 -n10.0.0.2 1 0a000001:1000 4080 2 0a000002:0000".to_string()
+            ]
+        );
+        let mut s = slave();
+        let out = m.slave_started(2, Ok(ddpro_line("LINUX64", addr(S), 4080, 0x408c41)));
+        assert!(replies(&out, 1, Tm::AddHost).is_empty(), "no reply before the commit");
+        let (om, _) = pump(&mut m, &mut s);
+        let r = &replies(&om, 1, Tm::AddHost)[0];
+        let hdr = MsgHeader {
+            tag: Tm::AddHost.code(),
+            ctx: SYSCTX_TM,
+            enc: ENC_XDR,
+            ..MsgHeader::default()
+        };
+        let Ok(Body::TmAddHostAck(AddHostAck { status, hosts, .. })) = body::decode(&hdr, Tid::LOCAL_PVMD, t, r) else {
+            panic!("bad reply {r:02x?}")
+        };
+        assert_eq!((status, hosts[0].tid), (1, Tid(0x80000)));
+        (m, s, t)
+    }
+
+    #[test]
+    fn add_sequence_commits_both_tables_and_negotiates_the_window() {
+        let (m, s, _) = machine();
+        for d in [&m, &s] {
+            let t = d.host_table().unwrap();
+            assert_eq!((t.serial, t.len()), (2, 2));
+        }
+        assert_eq!(s.host_table().unwrap().get(2).unwrap().addr, addr(S));
+        let win = |d: &D, h| d.net.as_ref().unwrap().ep.peer_info(h).unwrap().window;
+        assert_eq!((win(&m, 2), win(&s, 1)), (XCAPS_WINDOW, XCAPS_WINDOW));
+    }
+
+    #[test]
+    fn config_spawn_and_messages_across() {
+        let (mut m, mut s, t) = machine();
+        let out = request(&mut m, 1, Tm::Config, 3, &[]);
+        let rb = replies(&out, 1, Tm::Config).remove(0);
+        let mut r = XdrReader::new(&rb);
+        assert_eq!(r.int("n").unwrap(), 2);
+
+        // A task on the slave sends to the master's task: cut through as datagrams.
+        let st = connect(&mut s, 9);
+        assert_eq!(st.host(), 2);
+        let mut p = MsgHeader {
+            enc: ENC_XDR,
+            tag: 77,
+            ctx: 0,
+            wid: 0,
+            crc: 0,
+        }
+        .to_bytes()
+        .to_vec();
+        p.extend_from_slice(b"\0\0\0\x2a");
+        let fh = StreamFragHeader {
+            dst: t,
+            src: st,
+            len: p.len() as u32,
+            flags: FragFlags::SOM | FragFlags::EOM,
+        };
+        s.fragment(9, fh, &p, UNIX_EPOCH);
+        let (om, _) = pump(&mut m, &mut s);
+        let got: Vec<&Vec<u8>> = om
+            .iter()
+            .filter_map(|o| match o {
+                Out::Send(1, b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got.len(), 1, "{om:?}");
+        let fh = StreamFragHeader::parse(got[0], u32::MAX).unwrap();
+        assert_eq!((fh.src, fh.dst), (st, t));
+        assert_eq!(&got[0][16..], &p[..]);
+
+        // Task list over both hosts: DM_TASK to the slave.
+        let out = request(&mut m, 1, Tm::Task, 4, &wire::int_body(0));
+        assert!(replies(&out, 1, Tm::Task).is_empty());
+        let (om, _) = pump(&mut m, &mut s);
+        let body = &replies(&om, 1, Tm::Task)[0];
+        let mut r = XdrReader::new(body);
+        assert_eq!(r.int("status").unwrap(), 0);
+        let mut tids = Vec::new();
+        while !r.is_empty() {
+            tids.push(r.int("tid").unwrap());
+            for _ in 0..3 {
+                r.int("x").unwrap();
+            }
+            r.string("a.out").unwrap();
+            r.int("pid").unwrap();
+        }
+        assert_eq!(tids, vec![t.0, st.0]);
+    }
+
+    #[test]
+    fn mailbox_of_a_slave_task_lives_on_the_master() {
+        let (mut m, mut s, _) = machine();
+        let st = connect(&mut s, 9);
+        // TM_DB NAMES from the slave's task is forwarded and answered by the master.
+        let mut w = XdrWriter::new();
+        w.int(pvm_proto::codes::DbOp::Names.code())
+            .int(0)
+            .string("*")
+            .int(0)
+            .int(0);
+        let out = request(&mut s, 9, Tm::Db, 5, &w.into_inner());
+        assert!(replies(&out, 9, Tm::Db).is_empty());
+        let (_, os) = pump(&mut m, &mut s);
+        let r = &replies(&os, 9, Tm::Db);
+        assert_eq!(r.len(), 1, "{os:?}");
+        assert_eq!(st.host(), 2);
+    }
+
+    #[test]
+    fn halt_from_the_slave_and_delete_by_the_master() {
+        let (mut m, mut s, _) = machine();
+        connect(&mut s, 9);
+        request(&mut s, 9, Tm::Halt, 1, &[]);
+        let (om, _) = pump(&mut m, &mut s);
+        assert!(om.contains(&Out::Halt), "DM_HALT reaches the master: {om:?}");
+
+        let (mut m, mut s, _) = machine();
+        let mut w = XdrWriter::new();
+        w.int(1).string("10.0.0.2");
+        let out = request(&mut m, 1, Tm::DelHost, 2, &w.into_inner());
+        let rb = replies(&out, 1, Tm::DelHost).remove(0);
+        let mut r = XdrReader::new(&rb);
+        assert_eq!((r.int("n").unwrap(), r.int("st").unwrap()), (1, 0));
+        let (_, os) = pump(&mut m, &mut s);
+        assert!(os.contains(&Out::Halt), "FIN then FIN|ACK halts the slave: {os:?}");
+        assert_eq!(m.host_table().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_lone_master_refuses_loopback_and_unknown_hosts() {
+        let mut d = Daemon::new(HostConfig::master("vm", "LINUX64", "7f000001:1000"), Auth, 0);
+        d.enable_net(NetConfig::master(d.host(), addr("127.0.0.1:4096")));
+        connect(&mut d, 1);
+        let mut w = XdrWriter::new();
+        w.int(1).string("10.0.0.9");
+        let out = request(&mut d, 1, Tm::AddHost, 2, &w.into_inner());
+        let rb = replies(&out, 1, Tm::AddHost).remove(0);
+        let mut r = XdrReader::new(&rb);
+        assert_eq!(r.int("n").unwrap(), 1);
+        r.int("narch").unwrap();
+        assert_eq!(r.int("err").unwrap(), PvmError::IpLoopback.code());
+        assert!(d.take_slave_starts().is_empty());
+    }
+}
