@@ -102,6 +102,10 @@ fn multi_legacy_master_adds_our_slave() {
     let out = probe(&c, 2, &h1);
     assert_eq!(out, PROBE_EXPECTED.replace("host 80000", "host 40000"), "{}", c.logs());
 
+    // Large messages (15 datagrams each) both ways across the legacy/ours link.
+    bulk(&c, 1, &h2);
+    bulk(&c, 2, &h1);
+
     // Delete: our slave goes away.
     let out = console(&c, 1, &format!("delete {h2}\nconf\n"));
     assert!(out.contains("1 successful"), "delete: {out}\n{}", c.logs());
@@ -150,4 +154,21 @@ fn multi_halt_from_our_slave_stops_the_legacy_machine() {
         c.logs()
     );
     let _ = m.child.wait();
+}
+
+/// 20 messages of 60000 bytes from a task in host `k` to a child on `where_`, checked.
+pub fn bulk(c: &Cluster, k: usize, where_: &str) {
+    let mut cmd = c.command(k, &c_program("multi_bulk"));
+    cmd.args([where_, "20", "60000"]);
+    let (code, out, err) = Proc {
+        child: cmd.spawn().unwrap(),
+        name: "multi_bulk".into(),
+    }
+    .wait(TIMEOUT);
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", c.logs());
+    assert!(
+        out.starts_with("bulk 20 60000 ") && out.trim_end().ends_with(" ok"),
+        "{out}\n{}",
+        c.logs()
+    );
 }

@@ -128,7 +128,10 @@ fn multi_our_master_adds_legacy_and_our_slaves() {
     probe(&c, 3, &h2, "80000"); // our slave -> legacy slave
     probe(&c, 2, &h3, "c0000"); // legacy slave -> our slave
     probe(&c, 2, &h1, "40000"); // legacy slave -> our master
-                                // Output of tasks without a collector ends up in the master's log.
+    for (k, to) in [(1, &h2), (2, &h1), (3, &h2), (2, &h3)] {
+        bulk(&c, k, to);
+    }
+    // Output of tasks without a collector ends up in the master's log.
     assert!(
         c.wait_for(Duration::from_secs(5), || c
             .log(1)
@@ -211,4 +214,21 @@ fn probe_n(c: &Cluster, k: usize, where_: &str, host: &str, hosts: usize) {
         .replace("HOST", host)
         .replace("hosts 3", &format!("hosts {hosts}"));
     assert_eq!(out, want, "h{k} -> {where_}\n{}", c.logs());
+}
+
+/// 20 messages of 60000 bytes from a task in host `k` to a child on `where_`, checked.
+fn bulk(c: &Cluster, k: usize, where_: &str) {
+    let mut cmd = c.command(k, &c_program("multi_bulk"));
+    cmd.args([where_, "20", "60000"]);
+    let (code, out, err) = Proc {
+        child: cmd.spawn().unwrap(),
+        name: format!("multi_bulk h{k} -> {where_}"),
+    }
+    .wait(TIMEOUT);
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", c.logs());
+    assert!(
+        out.starts_with("bulk 20 60000 ") && out.trim_end().ends_with(" ok"),
+        "{out}\n{}",
+        c.logs()
+    );
 }
