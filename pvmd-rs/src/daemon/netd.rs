@@ -48,7 +48,6 @@ struct Waiter {
 }
 
 #[derive(Debug)]
-#[allow(dead_code)] // the master's waits are filled in by master.rs
 enum Wait {
     /// The DM_ reply body is the TM_ reply body (DM_DB, DM_ADD, DM_DELHOST forwarded to the master).
     Forward {
@@ -159,7 +158,8 @@ pub struct Net {
     /// Multicasts of local tasks with destinations on other hosts.
     mca_out: HashMap<Tid, Vec<u32>>,
     spawn_cursor: usize,
-    #[allow(dead_code)]
+    /// A slave that has no committed table by then gives up (DDBAILTIME, startup.md §4.5).
+    config_deadline: Option<Time>,
     pub(super) master: super::master::MasterState,
 }
 
@@ -197,6 +197,7 @@ impl Net {
             .find(|h| h.addr == cfg.addr)
             .map(|h| h.index)
             .unwrap_or(cfg.table.master);
+        let is_slave = me != cfg.table.master;
         let mut ecfg = EndpointConfig::new(me, cfg.table.master);
         ecfg.mtu = cfg.mtu;
         let mut ep = Endpoint::new(ecfg, Time::ZERO);
@@ -217,6 +218,7 @@ impl Net {
             mca_in: HashMap::new(),
             mca_out: HashMap::new(),
             spawn_cursor: 0,
+            config_deadline: is_slave.then(|| Time::ZERO + pvm_proto::ddp::consts::DDBAILTIME),
             master: Default::default(),
         }
     }
@@ -290,7 +292,10 @@ impl<A: AuthFiles> Daemon<A> {
     /// When the endpoint next needs [`Self::net_timeout`], as time from now.
     pub fn net_deadline(&self) -> Option<std::time::Duration> {
         let n = self.net.as_ref()?;
-        let t = n.ep.poll_timeout()?;
+        let t = match (n.ep.poll_timeout(), n.config_deadline) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
         Some(t.saturating_since(n.now()))
     }
 
@@ -300,6 +305,12 @@ impl<A: AuthFiles> Daemon<A> {
             let now = n.now();
             if n.ep.poll_timeout().is_some_and(|t| t <= now) {
                 n.ep.handle_timeout(now);
+            }
+            if n.config_deadline.is_some_and(|t| t <= now) {
+                out.push(Out::Log(
+                    "slave_config() no configuration from the master in time; exiting".into(),
+                ));
+                out.push(Out::Halt);
             }
         }
         self.master_timers(&mut out);
@@ -740,6 +751,7 @@ impl<A: AuthFiles> Daemon<A> {
     fn dm_htcommit(&mut self, out: &mut Vec<Out>) {
         let Some(n) = self.net.as_mut() else { return };
         let Some(t) = n.pending.take() else { return };
+        n.config_deadline = None;
         let added: Vec<u32> = t
             .hosts
             .keys()
@@ -1556,7 +1568,6 @@ impl<A: AuthFiles> Daemon<A> {
         }
     }
 
-    #[allow(dead_code)]
     pub(super) fn wait_htupd(&mut self, host: u32) -> Option<i32> {
         self.add_wait(Wait::HtUpd { host })
     }
@@ -1588,7 +1599,6 @@ impl<A: AuthFiles> Daemon<A> {
         }
     }
 
-    #[allow(dead_code)]
     pub(super) fn commit_table(&mut self, t: HostTable, out: &mut Vec<Out>) {
         let Some(n) = self.net.as_mut() else { return };
         let added: Vec<u32> = t
