@@ -1301,6 +1301,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Answers deferred `PvmMboxWaitForInfo` lookups on `class` that can now be satisfied.
     fn wake_db_waiters(&mut self, class: &str, out: &mut Vec<Out>) {
+        self.net_wake_db_waiters(class, out); // multi-host hook
         let mut i = 0;
         while i < self.db_waiters.len() {
             let w = &self.db_waiters[i];

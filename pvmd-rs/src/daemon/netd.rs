@@ -158,6 +158,8 @@ pub struct Net {
     /// Multicasts of local tasks with destinations on other hosts.
     mca_out: HashMap<Tid, Vec<u32>>,
     spawn_cursor: usize,
+    /// `PvmMboxWaitForInfo` lookups of tasks on other hosts: (host, wid, owner, class, index, flags).
+    db_waiters: Vec<(u32, i32, i32, String, i32, i32)>,
     /// A slave that has no committed table by then gives up (DDBAILTIME, startup.md §4.5).
     config_deadline: Option<Time>,
     pub(super) master: super::master::MasterState,
@@ -218,6 +220,7 @@ impl Net {
             mca_in: HashMap::new(),
             mca_out: HashMap::new(),
             spawn_cursor: 0,
+            db_waiters: Vec::new(),
             config_deadline: is_slave.then(|| Time::ZERO + pvm_proto::ddp::consts::DDBAILTIME),
             master: Default::default(),
         }
@@ -820,6 +823,7 @@ impl<A: AuthFiles> Daemon<A> {
             .map(|(k, _)| *k)
             .collect();
         n.watched.retain(|(_, h, _)| *h != host);
+        n.db_waiters.retain(|w| w.0 != host);
         for wid in wids {
             let Some(w) = self.take_wait(wid) else { continue };
             match w {
@@ -1512,6 +1516,23 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// DM_DB on the master: the mailbox operation for a task of another host.
     fn dm_db(&mut self, from: u32, wid: i32, raw: &[u8], out: &mut Vec<Out>) {
+        // A lookup that waits for the entry is answered when a PUT brings it.
+        if let Ok(db) = wire::DbReq::parse(raw) {
+            let wait = pvm_proto::codes::MboxFlags::from_bits_retain(db.flags)
+                .contains(pvm_proto::codes::MboxFlags::WAIT_FOR_INFO);
+            let flags = db.flags & !pvm_proto::codes::MboxFlags::WAIT_FOR_INFO.bits();
+            if wait && pvm_proto::codes::DbOp::from_code(db.op) == Some(pvm_proto::codes::DbOp::Get) {
+                let owner = i32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
+                if self.mbox.lookup(owner, &db.class, db.index, flags) == Err(PvmError::NotFound.code()) {
+                    if let Some(n) = self.net.as_mut() {
+                        if n.db_waiters.len() < super::MAX_DB_WAITERS {
+                            n.db_waiters.push((from, wid, owner, db.class, db.index, flags));
+                            return;
+                        }
+                    }
+                }
+            }
+        }
         let body = self.mbox_op(raw, out);
         self.dm_send(from, Dm::DbAck.code(), wid, &body, out);
     }
@@ -1549,6 +1570,34 @@ impl<A: AuthFiles> Daemon<A> {
             Some(pvm_proto::codes::DbOp::Remove) => wire::int_body(self.mbox.delete(tid, &db.class, db.index)),
             Some(pvm_proto::codes::DbOp::Names) => wire::db_names_reply(&self.mbox.names(&db.class)),
             _ => wire::int_body(PvmError::NotImpl.code()),
+        }
+    }
+
+    /// Hook of `wake_db_waiters()`: remote lookups on `class` that a PUT can now answer.
+    pub(super) fn net_wake_db_waiters(&mut self, class: &str, out: &mut Vec<Out>) {
+        let Some(n) = self.net.as_mut() else { return };
+        let mut i = 0;
+        let mut due = Vec::new();
+        while i < n.db_waiters.len() {
+            let (h, wid, owner, ref c, index, flags) = n.db_waiters[i];
+            if c != class {
+                i += 1;
+                continue;
+            }
+            match self.mbox.lookup(owner, class, index, flags) {
+                Err(e) if e == PvmError::NotFound.code() => i += 1,
+                res => {
+                    n.db_waiters.remove(i);
+                    let body = match res {
+                        Ok((idx, m)) => wire::db_get_reply(idx, &m),
+                        Err(e) => wire::int_body(e),
+                    };
+                    due.push((h, wid, body));
+                }
+            }
+        }
+        for (h, wid, body) in due {
+            self.dm_send(h, Dm::DbAck.code(), wid, &body, out);
         }
     }
 
@@ -1899,6 +1948,28 @@ mod tests {
         let r = &replies(&os, 9, Tm::Db);
         assert_eq!(r.len(), 1, "{os:?}");
         assert_eq!(st.host(), 2);
+    }
+
+    #[test]
+    fn a_slave_task_waiting_for_a_mailbox_entry_gets_it_when_the_master_task_puts_it() {
+        let (mut m, mut s, t) = machine();
+        connect(&mut s, 9);
+        let mut w = XdrWriter::new();
+        w.int(3).int(0).string("late").int(0).int(32);
+        request(&mut s, 9, Tm::Db, 7, &w.into_inner());
+        let (_, os) = pump(&mut m, &mut s);
+        assert!(replies(&os, 9, Tm::Db).is_empty(), "waits: {os:?}");
+        let embedded: Vec<u8> = [4u32, 0, 0, 0, 0x1000_0000, 0, t.0 as u32, 0, 4, 12345]
+            .iter()
+            .flat_map(|x| x.to_be_bytes())
+            .collect();
+        let mut w = XdrWriter::new();
+        w.int(1).int(t.0).string("late").int(-1).int(0);
+        let mut body = w.into_inner();
+        body.extend_from_slice(&embedded);
+        request(&mut m, 1, Tm::Db, 9, &body);
+        let (_, os) = pump(&mut m, &mut s);
+        assert_eq!(replies(&os, 9, Tm::Db), vec![wire::db_get_reply(0, &embedded)]);
     }
 
     #[test]
