@@ -605,6 +605,18 @@ impl<A: AuthFiles> Daemon<A> {
             )));
             return;
         };
+        // Table changes and configuration only come from the master.
+        let master = self.net.as_ref().map_or(0, |n| n.table.master);
+        if matches!(dm, Dm::SlConf | Dm::HtUpd | Dm::HtCommit | Dm::HtDel) && host != master {
+            out.push(Out::Log(format!(
+                "netentry() {dm} from non-master host {host} scrapped"
+            )));
+            return;
+        }
+        if matches!(dm, Dm::Add | Dm::DelHost | Dm::HtUpdAck) && !self.is_master() {
+            out.push(Out::Log(format!("netentry() {dm} to a non-master scrapped")));
+            return;
+        }
         // Bodies forwarded verbatim to a waiting task.
         if matches!(dm, Dm::DbAck | Dm::AddAck | Dm::DelHostAck) {
             return self.complete_forward(wid, &m.body, out);
@@ -775,9 +787,10 @@ impl<A: AuthFiles> Daemon<A> {
 
     fn dm_htdel(&mut self, d: HtDel, out: &mut Vec<Out>) {
         let me = self.host.index;
+        let master = self.net.as_ref().map_or(0, |n| n.table.master);
         for t in d.hosts {
             let h = t.host();
-            if h == me {
+            if h == me || h == master {
                 continue;
             }
             if let Some(n) = self.net.as_mut() {
@@ -2006,5 +2019,57 @@ mod tests {
         r.int("narch").unwrap();
         assert_eq!(r.int("err").unwrap(), PvmError::IpLoopback.code());
         assert!(d.take_slave_starts().is_empty());
+    }
+
+    proptest::proptest! {
+        /// Any DM_ message (known code or not, any body) from the master, in order, never
+        /// panics a slave or a master, and every datagram is acknowledged.
+        #[test]
+        fn arbitrary_dm_messages_never_panic(
+            msgs in proptest::collection::vec(
+                (0u32..0x120, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), proptest::prelude::any::<i32>()),
+                1..20,
+            )
+        ) {
+            for to_master in [false, true] {
+                let (mut m, mut s) = (master(), slave());
+                let (d, from, src, dst) = if to_master {
+                    // The master only knows the slave once it is in its table.
+                    let (m2, _, _) = machine();
+                    m = m2;
+                    (&mut m, addr(S), Tid::pvmd(2), Tid::pvmd(1))
+                } else {
+                    (&mut s, addr(M), Tid::pvmd(1), Tid::pvmd(2))
+                };
+                let mut seq = if to_master { 3 } else { 1 };
+                for (code, body, wid) in &msgs {
+                    let dh = pvm_proto::frag::DatagramHeader {
+                        dst,
+                        src,
+                        seq,
+                        ack: 0,
+                        flags: FragFlags::SOM | FragFlags::EOM | FragFlags::DAT,
+                    };
+                    let mh = MsgHeader {
+                        enc: ENC_XDR,
+                        tag: (0x8002_0000u32 + code) as i32,
+                        ctx: 0,
+                        wid: *wid,
+                        crc: 0,
+                    };
+                    let mut b = dh.to_bytes().to_vec();
+                    b.extend_from_slice(&mh.to_bytes());
+                    b.extend_from_slice(body);
+                    let _ = d.net_datagram(from, &b);
+                    let mut acked = false;
+                    while let Some(t) = d.net_transmit() {
+                        let h = pvm_proto::frag::DatagramHeader::parse(&t.bytes).unwrap();
+                        acked |= h.flags == FragFlags::ACK && h.ack == seq;
+                    }
+                    proptest::prop_assert!(acked, "datagram {seq} not acknowledged");
+                    seq = seq.wrapping_add(1);
+                }
+            }
+        }
     }
 }
