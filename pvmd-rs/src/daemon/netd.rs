@@ -2032,14 +2032,11 @@ mod tests {
             )
         ) {
             for to_master in [false, true] {
-                let (mut m, mut s) = (master(), slave());
-                let (d, from, src, dst) = if to_master {
-                    // The master only knows the slave once it is in its table.
-                    let (m2, _, _) = machine();
-                    m = m2;
-                    (&mut m, addr(S), Tid::pvmd(2), Tid::pvmd(1))
+                // The master only knows the slave once it is in its table.
+                let (mut d, from, src, dst) = if to_master {
+                    (machine().0, addr(S), Tid::pvmd(2), Tid::pvmd(1))
                 } else {
-                    (&mut s, addr(M), Tid::pvmd(1), Tid::pvmd(2))
+                    (slave(), addr(M), Tid::pvmd(1), Tid::pvmd(2))
                 };
                 let mut seq = if to_master { 3 } else { 1 };
                 for (code, body, wid) in &msgs {
