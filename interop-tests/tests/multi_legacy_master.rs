@@ -38,6 +38,23 @@ fn legacy_master(c: &Cluster, lines: &[String]) -> Proc {
     p
 }
 
+/// Like [`console`], but keeps stdin open for `secs` so that asynchronous output arrives.
+fn console_wait(c: &Cluster, k: usize, input: &str, secs: u64) -> String {
+    let mut cmd = c.command(k, &PathBuf::from(LEGACY_CONSOLE));
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("start console");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_secs(secs));
+    drop(stdin);
+    let (_, out, _) = Proc {
+        child,
+        name: "console".into(),
+    }
+    .wait(TIMEOUT);
+    out
+}
+
 /// Runs the legacy console in host `k` with `input`; returns its stdout.
 pub fn console(c: &Cluster, k: usize, input: &str) -> String {
     let mut cmd = c.command(k, &PathBuf::from(LEGACY_CONSOLE));
@@ -105,6 +122,15 @@ fn multi_legacy_master_adds_our_slave() {
     // Large messages (15 datagrams each) both ways across the legacy/ours link.
     bulk(&c, 1, &h2);
     bulk(&c, 2, &h1);
+
+    // `spawn ->` on the master's console: output records from the slave's daemon to the
+    // console task on the master's host.
+    let out = console_wait(&c, 1, &format!("spawn -1 -{h2} -> /bin/echo out-from-slave\n"), 2);
+    assert!(
+        out.contains("out-from-slave") && out.contains("EOF"),
+        "console spawn ->:\n{out}\n{}",
+        c.logs()
+    );
 
     // Delete: our slave goes away.
     let out = console(&c, 1, &format!("delete {h2}\nconf\n"));

@@ -38,6 +38,23 @@ fn our_master(c: &Cluster, lines: &[String]) -> Proc {
     p
 }
 
+/// Like [`console`], but keeps stdin open for `secs` so that asynchronous output arrives.
+fn console_wait(c: &Cluster, k: usize, input: &str, secs: u64) -> String {
+    let mut cmd = c.command(k, &PathBuf::from(LEGACY_CONSOLE));
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("start console");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_secs(secs));
+    drop(stdin);
+    let (_, out, _) = Proc {
+        child,
+        name: "console".into(),
+    }
+    .wait(TIMEOUT);
+    out
+}
+
 fn console(c: &Cluster, k: usize, input: &str) -> String {
     let mut cmd = c.command(k, &PathBuf::from(LEGACY_CONSOLE));
     cmd.stdin(Stdio::piped());
@@ -138,6 +155,15 @@ fn multi_our_master_adds_legacy_and_our_slaves() {
             .contains("] child output line from t80")
             && c.log(1).contains("] child output line from tc0")),
         "child output not in our master's log\n{}",
+        c.logs()
+    );
+
+    // `spawn ->` on the master's console: output records from the slave's daemon to the
+    // console task on the master's host.
+    let out = console_wait(&c, 1, &format!("spawn -1 -{h3} -> /bin/echo out-from-slave\n"), 2);
+    assert!(
+        out.contains("out-from-slave") && out.contains("EOF"),
+        "console spawn ->:\n{out}\n{}",
         c.logs()
     );
 
