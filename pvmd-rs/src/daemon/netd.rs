@@ -67,12 +67,11 @@ enum Wait {
         group: i32,
         host: u32,
     },
-    /// One host's block of a TM_SPAWN.
+    /// One host's block of a TM_SPAWN: the positions of its tasks in the reply.
     Exec {
         group: i32,
         host: u32,
-        start: usize,
-        count: usize,
+        slots: Vec<usize>,
     },
     /// A PvmTaskExit notify on a task of another host.
     Notify {
@@ -122,6 +121,13 @@ enum Gather {
         outctx: i32,
         outtag: i32,
         ptid: Tid,
+        /// What each host is asked to run (count and placement set per block).
+        template: Box<body::Exec>,
+        /// PvmTaskDefault: tasks that failed on one host are tried on the next candidate that
+        /// has not failed yet (`tried`), so each host fails at most once per spawn.
+        retry: bool,
+        cands: Vec<u32>,
+        tried: Vec<u32>,
     },
 }
 
@@ -847,9 +853,10 @@ impl<A: AuthFiles> Daemon<A> {
                     self.answer(&to, &wire::hostsync_reply(PvmError::HostFail.code(), 0, 0), out)
                 }
                 Wait::Task { group, .. } => self.gather_task(group, Vec::new(), out),
-                Wait::Exec {
-                    group, start, count, ..
-                } => self.gather_exec(group, start, vec![PvmError::HostFail.code(); count], out),
+                Wait::Exec { group, slots, .. } => {
+                    let n = slots.len();
+                    self.gather_exec(group, host, slots, vec![PvmError::HostFail.code(); n], out)
+                }
                 Wait::Notify {
                     watcher,
                     ctx,
@@ -991,31 +998,95 @@ impl<A: AuthFiles> Daemon<A> {
     }
 
     fn dm_execack(&mut self, wid: i32, t: TidsOrError, out: &mut Vec<Out>) {
-        let Some(Wait::Exec {
-            group, start, count, ..
-        }) = self.take_wait(wid)
-        else {
+        let Some(Wait::Exec { group, slots, host }) = self.take_wait(wid) else {
             return;
         };
+        let count = slots.len();
         let mut tids: Vec<i32> = match t {
             TidsOrError::Tids(t) => t.into_iter().map(|t| t.0).collect(),
             TidsOrError::Error(e) => vec![e; count],
         };
         tids.resize(count, PvmError::DSysErr.code());
-        self.gather_exec(group, start, tids, out);
+        self.gather_exec(group, host, slots, tids, out);
     }
 
-    fn gather_exec(&mut self, group: i32, start: usize, tids: Vec<i32>, out: &mut Vec<Out>) {
-        let Some(n) = self.net.as_mut() else { return };
-        let Some(Gather::Spawn { tids: all, left, .. }) = n.gathers.get_mut(&group) else {
+    /// Runs the tasks at `slots` of a spawn on `host` (here, or with DM_EXEC).
+    fn exec_block(&mut self, group: i32, host: u32, slots: Vec<usize>, out: &mut Vec<Out>) {
+        let me = self.host.index;
+        let Some(Gather::Spawn { template, .. }) = self.net.as_ref().and_then(|n| n.gathers.get(&group)) else {
             return;
         };
-        for (i, t) in tids.into_iter().enumerate() {
-            if let Some(slot) = all.get_mut(start + i) {
-                *slot = t;
+        let mut x = (**template).clone();
+        let outof = x.placement.map_or(0, |p| p.1);
+        x.count = slots.len() as i32;
+        x.placement = Some((slots.first().copied().unwrap_or(0) as i32, outof));
+        if host == me {
+            let args: Vec<String> = x.argv.iter().map(|a| a.to_string_lossy()).collect();
+            let env: Vec<String> = x.env.iter().map(|a| a.to_string_lossy()).collect();
+            let tids = self.exec_local(
+                x.ptid,
+                &x.file.to_string_lossy(),
+                &args,
+                &env,
+                slots.len(),
+                (x.outtid.0, x.outctx, x.outtag),
+                (x.trctid.0, x.trcctx, x.trctag),
+                out,
+            );
+            return self.gather_exec(group, host, slots, tids, out);
+        }
+        let n = slots.len();
+        let w = Wait::Exec {
+            group,
+            host,
+            slots: slots.clone(),
+        };
+        match self.add_wait(w) {
+            Some(wid) => self.dm_send_body(host, Dm::Exec, wid, Body::DmExec(x), out),
+            None => self.gather_exec(group, host, slots, vec![PvmError::OutOfRes.code(); n], out),
+        }
+    }
+
+    fn gather_exec(&mut self, group: i32, host: u32, slots: Vec<usize>, tids: Vec<i32>, out: &mut Vec<Out>) {
+        let Some(n) = self.net.as_mut() else { return };
+        let Some(Gather::Spawn {
+            tids: all,
+            left,
+            retry,
+            cands,
+            tried,
+            ..
+        }) = n.gathers.get_mut(&group)
+        else {
+            return;
+        };
+        let mut failed = Vec::new();
+        for (slot, t) in slots.into_iter().zip(tids) {
+            if let Some(s) = all.get_mut(slot) {
+                *s = t;
+                if t < 0 {
+                    failed.push(slot);
+                }
             }
         }
         *left = left.saturating_sub(1);
+        let mut again = None;
+        if *retry && !failed.is_empty() {
+            if !tried.contains(&host) {
+                tried.push(host);
+            }
+            if let Some(h) = cands.iter().copied().find(|h| !tried.contains(h)) {
+                *left += 1;
+                again = Some(h);
+            }
+        }
+        if let Some(h) = again {
+            out.push(Out::Log(format!(
+                "assign_tasks() retrying {} tasks on host {h}",
+                failed.len()
+            )));
+            return self.exec_block(group, h, failed, out);
+        }
         if *left == 0 {
             if let Some(Gather::Spawn {
                 to,
@@ -1104,6 +1175,22 @@ impl<A: AuthFiles> Daemon<A> {
                 start += c;
             }
         }
+        let template = body::Exec {
+            ptid,
+            file: sp.file.as_str().into(),
+            flags: sp.flags,
+            count: count as i32,
+            argv: sp.argv.iter().map(|a| a.as_str().into()).collect(),
+            outtid: Tid(sp.outtid),
+            outctx: sp.outctx,
+            outtag: sp.outtag,
+            trctid: Tid(sp.trctid),
+            trcctx: sp.trcctx,
+            trctag: sp.trctag,
+            env: env.iter().map(|a| a.as_str().into()).collect(),
+            placement: Some((0, count as i32)),
+        };
+        let retry = !flags.intersects(SpawnFlags::HOST | SpawnFlags::ARCH);
         let group = n.next_wid();
         n.gathers.insert(
             group,
@@ -1115,47 +1202,14 @@ impl<A: AuthFiles> Daemon<A> {
                 outctx: sp.outctx,
                 outtag: sp.outtag,
                 ptid,
+                template: Box::new(template),
+                retry,
+                tried: Vec::new(),
+                cands: cands.clone(),
             },
         );
         for (h, start, c) in blocks {
-            if h == me {
-                let tids = self.exec_local(
-                    ptid,
-                    &sp.file,
-                    &sp.argv,
-                    &env,
-                    c,
-                    (sp.outtid, sp.outctx, sp.outtag),
-                    (sp.trctid, sp.trcctx, sp.trctag),
-                    out,
-                );
-                self.gather_exec(group, start, tids, out);
-                continue;
-            }
-            let x = body::Exec {
-                ptid,
-                file: sp.file.as_str().into(),
-                flags: sp.flags,
-                count: c as i32,
-                argv: sp.argv.iter().map(|a| a.as_str().into()).collect(),
-                outtid: Tid(sp.outtid),
-                outctx: sp.outctx,
-                outtag: sp.outtag,
-                trctid: Tid(sp.trctid),
-                trcctx: sp.trcctx,
-                trctag: sp.trctag,
-                env: env.iter().map(|a| a.as_str().into()).collect(),
-                placement: Some((start as i32, count as i32)),
-            };
-            match self.add_wait(Wait::Exec {
-                group,
-                host: h,
-                start,
-                count: c,
-            }) {
-                Some(wid) => self.dm_send_body(h, Dm::Exec, wid, Body::DmExec(x), out),
-                None => self.gather_exec(group, start, vec![PvmError::OutOfRes.code(); c], out),
-            }
+            self.exec_block(group, h, (start..start + c).collect(), out);
         }
         true
     }
@@ -1983,6 +2037,48 @@ mod tests {
         request(&mut m, 1, Tm::Db, 9, &body);
         let (_, os) = pump(&mut m, &mut s);
         assert_eq!(replies(&os, 9, Tm::Db), vec![wire::db_get_reply(0, &embedded)]);
+    }
+
+    struct Found;
+    impl super::super::Launcher for Found {
+        fn find(&self, file: &str) -> Option<String> {
+            Some(format!("/opt/{file}"))
+        }
+        fn launch(&mut self, _: Tid, _: &str, _: &[String], _: &[String]) -> std::io::Result<i32> {
+            Ok(31337)
+        }
+    }
+
+    fn spawn_body(flags: i32, where_: &str, count: i32) -> Vec<u8> {
+        let mut w = XdrWriter::new();
+        w.string("prog").int(flags).string(where_).int(count).int(0);
+        w.int(0).int(0).int(0).int(0).int(0).int(0).int(0);
+        w.into_inner()
+    }
+
+    #[test]
+    fn default_spawns_that_fail_on_one_host_are_retried_on_another() {
+        let (mut m, mut s, t) = machine();
+        s.set_launcher(Box::new(Found));
+        // Two tasks: one block per host; the master has no such program (NoLauncher).
+        let out = request(&mut m, 1, Tm::Spawn, 5, &spawn_body(0, "", 2));
+        assert!(replies(&out, 1, Tm::Spawn).is_empty());
+        let (om, _) = pump(&mut m, &mut s);
+        let rb = replies(&om, 1, Tm::Spawn).remove(0);
+        let mut r = XdrReader::new(&rb);
+        assert_eq!(r.int("n").unwrap(), 2);
+        let tids = [Tid(r.int("t0").unwrap()), Tid(r.int("t1").unwrap())];
+        assert!(tids.iter().all(|x| x.is_task() && x.host() == 2), "{tids:?}");
+        assert_ne!(tids[0], tids[1]);
+        // Pinned to the master's host: no retry, the error stays.
+        let out = request(&mut m, 1, Tm::Spawn, 6, &spawn_body(1, "h1", 1));
+        let (om, _) = pump(&mut m, &mut s);
+        let mut all = out;
+        all.extend(om);
+        let rb = replies(&all, 1, Tm::Spawn).remove(0);
+        let mut r = XdrReader::new(&rb);
+        assert_eq!((r.int("n").unwrap(), r.int("t").unwrap()), (1, PvmError::NoFile.code()));
+        let _ = t;
     }
 
     #[test]
