@@ -198,3 +198,55 @@ pub fn bulk(c: &Cluster, k: usize, where_: &str) {
         c.logs()
     );
 }
+
+/// A legacy master with our slave (h2) and then a legacy slave (h3): our slave learns h3 from a
+/// DM_HTUPD that carries only the new host, and the two slaves talk directly.
+#[test]
+fn multi_legacy_master_our_slave_and_a_legacy_slave() {
+    require_legacy();
+    let c = Cluster::new("l3", 3);
+    let (h1, h2, h3) = (c.host(1).ip.clone(), c.host(2).ip.clone(), c.host(3).ip.clone());
+    let _m = legacy_master(
+        &c,
+        &[
+            format!("&{h2} dx={}", our_pvmd().display()),
+            format!("&{h3} dx={LEGACY_PVMD}"),
+        ],
+    );
+    for h in [&h2, &h3] {
+        let out = console(&c, 1, &format!("add {h}\n"));
+        assert!(out.contains("1 successful"), "add {h}:\n{out}\n{}", c.logs());
+    }
+    let conf = console(&c, 2, "conf\n");
+    assert!(
+        conf.contains("3 hosts") && conf.contains(&h3),
+        "conf on our slave:\n{conf}\n{}",
+        c.logs()
+    );
+    let three = PROBE_EXPECTED.replace("hosts 2", "hosts 3");
+    assert_eq!(
+        probe(&c, 2, &h3),
+        three.replace("host 80000", "host c0000"),
+        "{}",
+        c.logs()
+    );
+    assert_eq!(probe(&c, 3, &h2), three, "{}", c.logs());
+    assert_eq!(
+        probe(&c, 2, &h1),
+        three.replace("host 80000", "host 40000"),
+        "{}",
+        c.logs()
+    );
+    bulk(&c, 2, &h3);
+    bulk(&c, 3, &h2);
+
+    // Deleting the legacy slave: the master's DM_HTDEL reaches our slave.
+    let out = console(&c, 1, &format!("delete {h3}\n"));
+    assert!(out.contains("1 successful"), "delete: {out}\n{}", c.logs());
+    let two = || console(&c, 2, "conf\n").contains("2 hosts");
+    assert!(
+        c.wait_for(Duration::from_secs(10), two),
+        "our slave kept h3\n{}",
+        c.logs()
+    );
+}
