@@ -105,6 +105,9 @@ fn multi_our_master_adds_legacy_and_our_slaves() {
     assert!(out.contains("1 successful"), "add legacy slave:\n{out}\n{}", c.logs());
     let out = console(&c, 1, &format!("add {h3}\n"));
     assert!(out.contains("1 successful"), "add our slave:\n{out}\n{}", c.logs());
+    // Adding a member again is refused (PvmDupHost) without disturbing the machine.
+    let out = console(&c, 1, &format!("add {h2}\n"));
+    assert!(out.contains("0 successful") && out.contains("Duplicate host"), "{out}");
     for k in 1..=3 {
         let conf = console(&c, k, "conf\n");
         assert!(
