@@ -2082,6 +2082,36 @@ mod tests {
     }
 
     #[test]
+    fn a_slave_that_goes_away_is_deleted_and_its_watchers_told() {
+        let (mut m, mut s, _) = machine();
+        // The master's task watches host 2 (PvmHostDelete, ctx 0, tag 55).
+        let mut w = XdrWriter::new();
+        w.int(HOST_DELETE).int(0).int(55).int(1).int(0x80000);
+        assert!(request(&mut m, 1, Tm::Notify, 0, &w.into_inner()).is_empty());
+        // A task on the master waits for a task list that the slave will never send.
+        let out = request(&mut m, 1, Tm::Pstat, 8, &wire::int_body(0x80001));
+        assert!(replies(&out, 1, Tm::Pstat).is_empty());
+        while m.net_transmit().is_some() {}
+        // The slave stops: FIN|ACK to the master.
+        let bye = s.net_bailout();
+        assert_eq!(bye.len(), 1);
+        let out = m.net_datagram(addr(S), &bye[0].bytes);
+        assert_eq!(m.host_table().unwrap().len(), 1);
+        let note: Vec<Vec<u8>> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Send(1, b) if MsgHeader::parse(&b[16..]).map(|h| h.tag) == Ok(55) => Some(b[48..].to_vec()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(note, vec![wire::int_body(0x80000)]);
+        assert_eq!(
+            replies(&out, 1, Tm::Pstat),
+            vec![wire::int_body(PvmError::HostFail.code())]
+        );
+    }
+
+    #[test]
     fn halt_from_the_slave_and_delete_by_the_master() {
         let (mut m, mut s, _) = machine();
         connect(&mut s, 9);
