@@ -2083,7 +2083,7 @@ mod tests {
 
     #[test]
     fn a_slave_that_goes_away_is_deleted_and_its_watchers_told() {
-        let (mut m, mut s, _) = machine();
+        let (mut m, s, _) = machine();
         // The master's task watches host 2 (PvmHostDelete, ctx 0, tag 55).
         let mut w = XdrWriter::new();
         w.int(HOST_DELETE).int(0).int(55).int(1).int(0x80000);
