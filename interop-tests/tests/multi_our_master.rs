@@ -261,3 +261,40 @@ fn bulk(c: &Cluster, k: usize, where_: &str) {
         c.logs()
     );
 }
+
+/// `add` and `delete` typed on a console attached to our slave: forwarded to our master as
+/// DM_ADD / DM_DELHOST, answered with DM_ADDACK / DM_DELHOSTACK.
+#[test]
+fn multi_add_and_delete_from_our_slave() {
+    require_legacy();
+    let c = Cluster::new("oa", 3);
+    let (h2, h3) = (c.host(2).ip.clone(), c.host(3).ip.clone());
+    let _m = our_master(
+        &c,
+        &[
+            format!("&{h2} dx={}", our_pvmd().display()),
+            format!("&{h3} dx={LEGACY_PVMD}"),
+        ],
+    );
+    let out = console(&c, 1, &format!("add {h2}\n"));
+    assert!(out.contains("1 successful"), "add h2:\n{out}\n{}", c.logs());
+    let out = console(&c, 2, &format!("add {h3}\n"));
+    assert!(
+        out.contains("1 successful"),
+        "add h3 from our slave:\n{out}\n{}",
+        c.logs()
+    );
+    assert!(console(&c, 1, "conf\n").contains("3 hosts"), "{}", c.logs());
+    let out = console(&c, 2, &format!("delete {h3}\n"));
+    assert!(
+        out.contains("1 successful"),
+        "delete h3 from our slave:\n{out}\n{}",
+        c.logs()
+    );
+    assert!(
+        c.wait_for(Duration::from_secs(10), || c.pids(3).is_empty()),
+        "legacy slave still running\n{}",
+        c.logs()
+    );
+    assert!(console(&c, 2, "conf\n").contains("2 hosts"), "{}", c.logs());
+}
