@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod netns;
+
 pub const LEGACY_PVMD: &str = "/usr/bin/pvmd";
 pub const LEGACY_CONSOLE: &str = "/usr/bin/pvm";
 pub const LEGACY_HEADER: &str = "/usr/include/pvm3.h";

@@ -19,6 +19,12 @@ use crate::mbox::{self, Mailbox};
 use crate::notify::{Notice, Notifies, World as NotifyWorld};
 use crate::wire;
 
+// ---- multi-host (h-multi): pvmd <-> pvmd in child modules ----
+pub mod master;
+pub mod netd;
+mod xcaps;
+// ---- end multi-host ----
+
 /// Identifies one accepted stream connection.
 pub type ConnId = u64;
 
@@ -172,6 +178,8 @@ pub trait Launcher {
     /// PVMEPID set to its own pid; returns the pid. Its output and exit come back through
     /// [`Daemon::task_output`] and [`Daemon::task_exited`].
     fn launch(&mut self, tid: Tid, path: &str, argv: &[String], env: &[String]) -> io::Result<i32>;
+    /// A new exec path (DM_SLCONF on a slave).
+    fn set_epath(&mut self, _epath: Vec<std::path::PathBuf>) {}
 }
 
 /// The launcher of a daemon that cannot start programs.
@@ -213,6 +221,8 @@ pub struct Daemon<A: AuthFiles> {
     db_waiters: Vec<DbWaiter>,
     notifies: Notifies,
     launcher: Box<dyn Launcher>,
+    /// Multi-host: the other pvmds (None for a lone master).
+    net: Option<Box<netd::Net>>,
 }
 
 /// What the notify table needs to know about this host.
@@ -252,6 +262,7 @@ impl<A: AuthFiles> Daemon<A> {
             db_waiters: Vec::new(),
             notifies: Notifies::default(),
             launcher: Box::new(NoLauncher),
+            net: None,
         }
     }
 
@@ -368,6 +379,7 @@ impl<A: AuthFiles> Daemon<A> {
         for n in self.notifies.task_exited(tid) {
             self.send_notice(n, out);
         }
+        self.net_task_gone(tid, out); // multi-host hook
     }
 
     fn send_notice(&mut self, n: Notice, out: &mut Vec<Out>) {
@@ -377,6 +389,9 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// A message from this daemon to a local task (notifications, output records).
     fn send_to_task(&mut self, to: Tid, tag: i32, ctx: i32, wid: i32, body: &[u8], out: &mut Vec<Out>) {
+        if to.is_task() && to.host() != 0 && !to.is_on_host(self.host.index) {
+            return self.net_send_to_task(to, tag, ctx, wid, body, out); // multi-host hook
+        }
         if !to.is_task() || !to.is_on_host(self.host.index) {
             return;
         }
@@ -496,6 +511,9 @@ impl<A: AuthFiles> Daemon<A> {
             )));
             return;
         }
+        if !dst.is_on_host(self.host.index) && self.net_route(src, fh, payload, out) {
+            return; // multi-host hook
+        }
         if !dst.is_on_host(self.host.index) {
             out.push(Out::Log(format!(
                 "loclinpkt() pkt src t{:x} dst t{:x} scrapped (no such host)",
@@ -527,6 +545,7 @@ impl<A: AuthFiles> Daemon<A> {
     /// A fragment to the sender's one-shot multicast tid: copied to each destination (which
     /// sees the multicast tid as dst, as from the legacy daemon); the set is freed after EOM.
     fn multicast(&mut self, src: Tid, fh: StreamFragHeader, payload: &[u8], out: &mut Vec<Out>) {
+        self.net_multicast(src, fh, payload, out); // multi-host hook
         let Some(sender) = self.tasks.get_mut(&src.local()) else {
             return;
         };
@@ -593,6 +612,9 @@ impl<A: AuthFiles> Daemon<A> {
             out.push(Out::Log("loclentry() non-connect message from anon task".into()));
             self.close(req.conn, out);
             return;
+        }
+        if connected && self.net_dispatch(&req, tm, out) {
+            return; // multi-host hook
         }
         match tm {
             Tm::Connect => self.tm_connect(&req, out),
@@ -993,6 +1015,9 @@ impl<A: AuthFiles> Daemon<A> {
     /// Output of a task we spawned: to its output collector, else into the log line by line.
     pub fn task_output(&mut self, tid: Tid, data: &[u8]) -> Vec<Out> {
         let mut out = Vec::new();
+        if self.net_taskout(tid, data, &mut out) {
+            return out; // multi-host hook
+        }
         let Some(t) = self.tasks.get_mut(&tid.local()) else {
             return out;
         };
@@ -1276,6 +1301,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Answers deferred `PvmMboxWaitForInfo` lookups on `class` that can now be satisfied.
     fn wake_db_waiters(&mut self, class: &str, out: &mut Vec<Out>) {
+        self.net_wake_db_waiters(class, out); // multi-host hook
         let mut i = 0;
         while i < self.db_waiters.len() {
             let w = &self.db_waiters[i];

@@ -102,6 +102,10 @@ impl Launcher for ProcLauncher {
             .map(|p| p.to_string_lossy().into_owned())
     }
 
+    fn set_epath(&mut self, epath: Vec<PathBuf>) {
+        self.epath = epath;
+    }
+
     fn launch(&mut self, tid: Tid, path: &str, argv: &[String], env: &[String]) -> io::Result<i32> {
         // The shell exports its own pid as PVMEPID and execs the program in the same process,
         // so the task's TM_CONN2 cookie is the pid we record here.

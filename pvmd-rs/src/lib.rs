@@ -9,11 +9,13 @@ pub mod conn;
 pub mod daemon;
 pub mod files;
 pub mod hostfile;
+pub mod hosts; // multi-host
 pub mod launch;
 pub mod log;
 pub mod mbox;
 pub mod notify;
 pub mod server;
+pub mod slave; // multi-host
 pub mod sys;
 pub mod wire;
 

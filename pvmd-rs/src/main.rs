@@ -164,12 +164,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.slave {
-        if args.positional.iter().filter(|a| !a.starts_with('-')).count() != 5 {
-            log.line("slave_config: bad args");
-            return bailout(&mut log, 0);
-        }
-        log.line("slave_config() slave mode is not implemented yet");
-        return bailout(&mut log, 1);
+        return pvmd_rs::slave::main(args); // multi-host
     }
 
     let hostfile_path = match args.master_hostfile() {
@@ -205,9 +200,6 @@ fn main() -> ExitCode {
             line: 0,
         })
     });
-    if hf.hosts.iter().any(|h| !h.no_start && h.name != name) {
-        log.line("master_config() starting hosts from the hostfile is not implemented yet; ignored");
-    }
     let aname = me
         .as_ref()
         .and_then(|h| h.opts.aname.clone())
@@ -329,7 +321,32 @@ fn main() -> ExitCode {
         .or_else(|| env_nonempty("PVM_PATH"))
         .unwrap_or_else(|| pvmd_rs::launch::DEFAULT_EPATH.to_string());
     let epath = pvmd_rs::launch::expand_epath(&epath_spec, |k| std::env::var(k).ok());
-    let stop = rt.block_on(server::serve(listener, signals, epath, &mut daemon, &mut log));
+    // ---- multi-host: a master with a real address can add hosts ----
+    let net_udp = match udp_addr {
+        SocketAddr::V4(a) if !a.ip().is_loopback() => {
+            daemon.enable_net(pvmd_rs::daemon::netd::NetConfig::master(daemon.host(), a));
+            daemon.set_hostfile(hf.clone(), pvmd_rs::daemon::master::boot_lines(&hf, &name));
+            let _g = rt.enter();
+            udp.try_clone()
+                .and_then(|u| u.set_nonblocking(true).map(|()| u))
+                .and_then(tokio::net::UdpSocket::from_std)
+                .ok()
+        }
+        _ => None,
+    };
+    let stop = if net_udp.is_some() {
+        rt.block_on(server::serve_net(
+            listener,
+            signals,
+            epath,
+            &mut daemon,
+            &mut log,
+            net_udp,
+        ))
+    } else {
+        rt.block_on(server::serve(listener, signals, epath, &mut daemon, &mut log))
+    };
+    // ---- end multi-host ----
     drop(udp);
     let code = match stop {
         Stop::Signal(n) => {

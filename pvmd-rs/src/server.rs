@@ -76,6 +76,93 @@ pub async fn serve<A: AuthFiles>(
     daemon: &mut Daemon<A>,
     log: &mut Log,
 ) -> Stop {
+    serve_net(listener, signals, epath, daemon, log, None).await
+}
+
+// ---- multi-host (h-multi) ----
+async fn udp_recv(
+    udp: &Option<tokio::net::UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, std::net::SocketAddr)> {
+    match udp {
+        Some(u) => u.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Puts what the datagram endpoint has to send on the socket.
+async fn udp_flush<A: AuthFiles>(udp: &Option<tokio::net::UdpSocket>, daemon: &mut Daemon<A>, log: &mut Log) {
+    let Some(u) = udp else { return };
+    while let Some(t) = daemon.net_transmit() {
+        if let Err(e) = u.send_to(&t.bytes, t.dst).await {
+            log.line(&format!("netoutput() sendto {}: {e}", t.dst));
+        }
+    }
+}
+/// Runs one slave start command (the master plays pvmd'): the first `ddpro<…>` (or `Pvm…`
+/// error) line of its stdout, within 60 s (RSHTIMEOUT); stdin is closed after it so the slave
+/// goes into the background.
+fn run_start(s: crate::daemon::master::SlaveStart, tx: mpsc::UnboundedSender<(u32, Result<String, String>)>) {
+    use tokio::io::AsyncBufReadExt;
+    tokio::spawn(async move {
+        let Some((prog, args)) = s.argv.split_first() else {
+            return;
+        };
+        let child = tokio::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send((s.index, Err(format!("can't run {prog}: {e}"))));
+                return;
+            }
+        };
+        let mut stdin = child.stdin.take();
+        if let (Some(i), Some(text)) = (stdin.as_mut(), s.stdin.as_ref()) {
+            let _ = i.write_all(text.as_bytes()).await;
+        }
+        let res = match child.stdout.take() {
+            None => Err("no stdout".to_string()),
+            Some(o) => {
+                let mut lines = tokio::io::BufReader::new(o).lines();
+                let find = async {
+                    loop {
+                        match lines.next_line().await {
+                            Ok(Some(l)) if l.starts_with("ddpro") || l.starts_with("Pvm") => return Ok(l),
+                            Ok(Some(_)) => continue,
+                            _ => return Err("start command ended without a ddpro line".to_string()),
+                        }
+                    }
+                };
+                match tokio::time::timeout(std::time::Duration::from_secs(60), find).await {
+                    Ok(r) => r,
+                    Err(_) => Err("timed out waiting for the slave".to_string()),
+                }
+            }
+        };
+        drop(stdin);
+        let _ = tx.send((s.index, res));
+        let _ = child.wait().await;
+    });
+}
+// ---- end multi-host ----
+
+/// [`serve`] with the pvmd <-> pvmd socket of a multi-host daemon.
+pub async fn serve_net<A: AuthFiles>(
+    listener: UnixListener,
+    signals: Signals,
+    epath: Vec<std::path::PathBuf>,
+    daemon: &mut Daemon<A>,
+    log: &mut Log,
+    udp: Option<tokio::net::UdpSocket>,
+) -> Stop {
+    let mut udp_buf = vec![0u8; 65536]; // multi-host
+    let (start_tx, mut start_rx) = mpsc::unbounded_channel::<(u32, Result<String, String>)>(); // multi-host
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
     let (task_tx, mut task_rx) = mpsc::unbounded_channel::<TaskEvent>();
     daemon.set_launcher(Box::new(ProcLauncher::new(epath, task_tx)));
@@ -86,7 +173,35 @@ pub async fn serve<A: AuthFiles>(
         int: mut sigint,
     } = signals;
     let stop = loop {
+        udp_flush(&udp, daemon, log).await; // multi-host
+        for st in daemon.take_slave_starts() {
+            run_start(st, start_tx.clone());
+        }
+        udp_flush(&udp, daemon, log).await;
+        let net_wait = daemon.net_deadline().unwrap_or(std::time::Duration::from_secs(3600));
         tokio::select! {
+            // ---- multi-host arms ----
+            r = udp_recv(&udp, &mut udp_buf) => {
+                if let Ok((n, std::net::SocketAddr::V4(from))) = r {
+                    let outs = daemon.net_datagram(from, &udp_buf[..n]);
+                    if apply(outs, daemon, &mut conns, log) {
+                        break Stop::Halt;
+                    }
+                }
+            }
+            _ = tokio::time::sleep(net_wait), if udp.is_some() => {
+                let outs = daemon.net_timeout();
+                if apply(outs, daemon, &mut conns, log) {
+                    break Stop::Halt;
+                }
+            }
+            Some((index, res)) = start_rx.recv() => {
+                let outs = daemon.slave_started(index, res);
+                if apply(outs, daemon, &mut conns, log) {
+                    break Stop::Halt;
+                }
+            }
+            // ---- end multi-host arms ----
             _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
             _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
             acc = listener.accept() => match acc {
@@ -180,6 +295,13 @@ pub async fn serve<A: AuthFiles>(
         c.reader.abort();
     }
     daemon.cleanup();
+    // multi-host: what is still queued (a DM_HALT, replies), then FIN|ACK to every pvmd.
+    udp_flush(&udp, daemon, log).await;
+    if let Some(u) = &udp {
+        for t in daemon.net_bailout() {
+            let _ = u.send_to(&t.bytes, t.dst).await;
+        }
+    }
     stop
 }
 

@@ -60,3 +60,23 @@ pub fn kill(pid: i32, sig: i32) {
         libc::kill(pid, sig);
     }
 }
+
+/// Multi-host: forks; the parent gets `Ok(true)` and should exit, the child `Ok(false)` and
+/// starts a new session so that it outlives the rsh that started it (legacy slave start-up).
+/// Only call while the process has a single thread.
+pub fn fork_detach() -> std::io::Result<bool> {
+    // SAFETY: called before any thread or runtime exists; the child only continues Rust code
+    // that owns no locks.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid > 0 {
+        return Ok(true);
+    }
+    // SAFETY: setsid has no memory-safety preconditions.
+    unsafe {
+        libc::setsid();
+    }
+    Ok(false)
+}

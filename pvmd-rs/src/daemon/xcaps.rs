@@ -1,0 +1,67 @@
+//! DM_XCAPS (`0x80020100`): capability exchange between two pvmd-rs daemons, above DM_LAST so
+//! that a legacy pvmd acknowledges the datagram and drops the message (messages.md §2). See
+//! `docs/extensions.md`.
+//!
+//! Body: `int kind (1 = probe, 2 = answer); int version (1); int window`. A probe is sent to
+//! each new peer after a host-table commit; the peer sets the link's window to the smaller of
+//! both and answers; the prober does the same on the answer. No answer (a legacy peer) leaves
+//! the link at window 1, the legacy stop-and-wait.
+
+use pvm_proto::codes::ENC_XDR;
+use pvm_proto::xdr::{XdrReader, XdrWriter};
+
+use super::{AuthFiles, Daemon, Out};
+
+/// The message code.
+pub const XCAPS_TAG: i32 = 0x8002_0100u32 as i32;
+/// The window a pvmd-rs daemon offers.
+pub const XCAPS_WINDOW: u16 = 32;
+const PROBE: i32 = 1;
+const ANSWER: i32 = 2;
+const VERSION: i32 = 1;
+
+fn body(kind: i32, window: u16) -> Vec<u8> {
+    let mut w = XdrWriter::new();
+    w.int(kind).int(VERSION).int(i32::from(window));
+    w.into_inner()
+}
+
+impl<A: AuthFiles> Daemon<A> {
+    /// Offers our window to a new peer (legacy peers ignore it).
+    pub(super) fn xcaps_probe(&mut self, host: u32, out: &mut Vec<Out>) {
+        if std::env::var_os("PVMD_NO_XCAPS").is_some() {
+            return;
+        }
+        if let Some(wid) = self.wait_xcaps(host) {
+            self.dm_send(host, XCAPS_TAG, wid, &body(PROBE, XCAPS_WINDOW), out);
+        }
+    }
+
+    pub(super) fn xcaps_entry(&mut self, host: u32, wid: i32, b: &[u8], out: &mut Vec<Out>) {
+        let _ = ENC_XDR;
+        let mut r = XdrReader::new(b);
+        let (Ok(kind), Ok(version), Ok(window)) = (r.int("kind"), r.int("version"), r.int("window")) else {
+            out.push(Out::Log(format!("dm_xcaps() bad message from host {host}")));
+            return;
+        };
+        if version < 1 || window < 1 {
+            return;
+        }
+        let w = u16::try_from(window).unwrap_or(u16::MAX).min(XCAPS_WINDOW);
+        let set = |d: &mut Self, out: &mut Vec<Out>| {
+            if let Some(n) = d.net.as_mut() {
+                if n.ep.set_window(host, w).is_ok() {
+                    out.push(Out::Log(format!("dm_xcaps() host {host}: window {w}")));
+                }
+            }
+        };
+        match kind {
+            PROBE => {
+                set(self, out);
+                self.dm_send(host, XCAPS_TAG, wid, &body(ANSWER, XCAPS_WINDOW), out);
+            }
+            ANSWER if self.take_xcaps_wait(wid) => set(self, out),
+            _ => {}
+        }
+    }
+}
