@@ -1,0 +1,329 @@
+//! Our group library (libgpvm3) against the legacy one: the Debian group examples built from
+//! source with each library, the Debian binaries loading ours by soname, and a group whose
+//! members use different libraries. Everything runs on the legacy daemon with the legacy group
+//! server (/usr/bin/pvmgs, spawned on demand by the first pvm_joingroup).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use interop_tests::flib::{cc_group, example_sources, normalise, our_libs, Flavour, Vm, LEGACY_GPVM3};
+
+/// (binary name, source relative to the unpacked examples, arguments, stdin).
+const EXAMPLES: &[(&str, &str, &[&str], Option<&str>)] = &[
+    ("gexample", "examples/gexample.c", &[], Some("100\n4\n")),
+    ("tjf", "gexamples/tjf.c", &[], None),
+    ("tjl", "gexamples/tjl.c", &[], None),
+    ("joinleave", "gexamples/joinleave.c", &["300"], None),
+    ("tst", "gexamples/tst.c", &[], None),
+    ("gexamp", "gexamples/gexamp.c", &["4"], None),
+    ("ge", "gexamples/ge.c", &["4"], None),
+    ("gs", "gexamples/gs.c", &["4"], None),
+    ("thb", "gexamples/thb.c", &["4"], None),
+    ("trsg", "gexamples/trsg.c", &[], Some("4\n10\n")),
+];
+
+/// Programs spawned by the examples above (not run directly).
+const HELPERS: &[(&str, &str)] = &[("tnb", "gexamples/tnb.c")];
+
+/// A fresh directory per call (tests of one process run in parallel).
+fn build_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("pvm-flib-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("create build dir");
+    d
+}
+
+fn build_examples(flavour: Flavour) -> PathBuf {
+    let src = example_sources(flavour);
+    let out = build_dir(&format!("gex-{flavour:?}"));
+    for (name, file) in EXAMPLES
+        .iter()
+        .map(|(n, f, _, _)| (*n, *f))
+        .chain(HELPERS.iter().copied())
+    {
+        cc_group(&src.join(file), &out.join(name), flavour);
+    }
+    out
+}
+
+/// Lines of one example's output that depend on timing, not on the library: gs polls the
+/// group size while its children start; ge's children may leave the group before the parent
+/// has checked their instance numbers (the example does not wait for that).
+fn stable(line: &str) -> bool {
+    !line.contains("waiting on kids to join") && !line.contains("doesn't match up")
+}
+
+fn run_examples(vm: &Vm) -> Vec<String> {
+    let mut all = Vec::new();
+    for (name, _, args, stdin) in EXAMPLES {
+        let (code, out) = vm.run(name, args, *stdin);
+        let mut lines: Vec<String> = normalise(&out)
+            .lines()
+            .filter(|l| stable(l) && !l.trim().is_empty())
+            .map(|l| l.trim_end().to_string())
+            .collect();
+        lines.sort();
+        all.push(format!("== {name} exit {code:?}"));
+        all.extend(lines);
+    }
+    all
+}
+
+fn examples_on_legacy_vm(flavour: Flavour) -> Vec<String> {
+    let bin = build_examples(flavour);
+    let mut vm = Vm::new(&format!("gex-{flavour:?}"));
+    for (name, _, _, _) in EXAMPLES {
+        vm.install(&bin.join(name), name);
+    }
+    for (name, _) in HELPERS {
+        vm.install(&bin.join(name), name);
+    }
+    vm.install(Path::new("/usr/bin/pvmgs"), "pvmgs");
+    vm.start();
+    let out = run_examples(&vm);
+    let _ = std::fs::remove_dir_all(bin);
+    out
+}
+
+#[test]
+fn group_examples_built_with_our_libgpvm3_match_the_legacy_build() {
+    let ours = examples_on_legacy_vm(Flavour::Ours);
+    let legacy = examples_on_legacy_vm(Flavour::Legacy);
+    assert_eq!(ours, legacy);
+    // The comparison must have compared something real.
+    for want in [
+        "The 1-Norm is 5050",
+        "Test OK: Sum of Squares of first 40 integers is 22140",
+        "joined group31",
+        "Joined 300 times",
+    ] {
+        assert!(ours.iter().any(|l| l.trim() == want), "missing {want:?} in {ours:#?}");
+    }
+    assert!(ours
+        .iter()
+        .all(|l| !l.starts_with("== ") || l.ends_with("Some(0)") || l.starts_with("== trsg")));
+}
+
+/// The Debian binaries, linked against the legacy `libgpvm3.so.3`, load ours by soname when it
+/// comes first in the library path (the daemon passes the path on to the tasks it spawns).
+#[test]
+fn debian_group_binaries_run_with_our_libgpvm3_by_soname() {
+    let (_, libdir) = our_libs();
+    let run = |ours: bool| {
+        let mut vm = Vm::new(&format!("gdeb-{ours}"));
+        if ours {
+            vm.env.push(("LD_LIBRARY_PATH".into(), libdir.display().to_string()));
+        }
+        for (name, deb) in [
+            ("gexample", "gexample"),
+            ("tjf", "tjf"),
+            ("tjl", "tjl"),
+            ("joinleave", "joinleave"),
+            ("tst", "tst"),
+            ("gexamp", "gexamp"),
+            ("ge", "ge"),
+            ("gs", "gs.pvm"),
+            ("thb", "thb"),
+            ("tnb", "tnb"),
+            ("trsg", "trsg"),
+            ("pvmgs", "pvmgs"),
+        ] {
+            let p = Path::new("/usr/bin").join(deb);
+            assert!(
+                p.exists(),
+                "{} is missing: install the Debian package pvm-examples",
+                p.display()
+            );
+            vm.install(&p, name);
+        }
+        if ours {
+            let ldd = vm
+                .command(Path::new("/usr/bin/ldd"))
+                .arg("/usr/bin/tjf")
+                .output()
+                .expect("run ldd");
+            let text = String::from_utf8_lossy(&ldd.stdout).to_string();
+            assert!(
+                text.lines()
+                    .any(|l| l.contains("libgpvm3.so.3") && l.contains(&libdir.display().to_string())),
+                "tjf does not load our libgpvm3:\n{text}"
+            );
+        }
+        vm.start();
+        run_examples(&vm)
+    };
+    assert_eq!(run(true), run(false));
+}
+
+const GMIX: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <pvm3.h>
+
+/* gmix N: the first member spawns N-1 others, alternating between the two builds, then all
+   exercise the group operations together. */
+int main(int argc, char **argv)
+{
+    int n = 0, i, inst, x = 0, rc;
+    int tids[32], data[4], all[64], part[2];
+    double d;
+    char *names[2] = { "gmix_ours", "gmix_legacy" };
+    int mytid = pvm_mytid();
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    inst = pvm_joingroup("mix");
+    if (inst == 0) {
+        n = atoi(argv[1]);
+        pvm_catchout(stdout);
+        for (i = 1; i < n; i++)
+            if (pvm_spawn(names[i % 2], (char **)0, 0, "", 1, &tids[i]) != 1)
+                printf("spawn %s failed %d\n", names[i % 2], tids[i]);
+        pvm_initsend(PvmDataDefault);
+        pvm_pkint(&n, 1, 1);
+        pvm_mcast(tids + 1, n - 1, 10);
+    } else {
+        pvm_recv(pvm_parent(), 10);
+        pvm_upkint(&n, 1, 1);
+    }
+    rc = pvm_barrier("mix", n);
+    printf("inst %d barrier %d size %d\n", inst, rc, pvm_gsize("mix"));
+
+    if (inst == 0) {
+        x = 4242;
+        pvm_initsend(PvmDataDefault);
+        pvm_pkint(&x, 1, 1);
+        printf("bcast %d\n", pvm_bcast("mix", 11));
+    } else {
+        pvm_recv(-1, 11);
+        pvm_upkint(&x, 1, 1);
+    }
+    printf("inst %d got bcast %d\n", inst, x);
+
+    for (i = 0; i < 4; i++)
+        data[i] = inst + i + 1;
+    rc = pvm_reduce(PvmSum, data, 4, PVM_INT, 12, "mix", 0);
+    if (inst == 0)
+        printf("sum rc %d: %d %d %d %d\n", rc, data[0], data[1], data[2], data[3]);
+    for (i = 0; i < 4; i++)
+        data[i] = inst + i + 1;
+    rc = pvm_reduce(PvmProduct, data, 4, PVM_INT, 16, "mix", 0);
+    if (inst == 0)
+        printf("product rc %d: %d %d %d %d\n", rc, data[0], data[1], data[2], data[3]);
+    d = inst + 0.5;
+    rc = pvm_reduce(PvmMax, &d, 1, PVM_DOUBLE, 13, "mix", n - 1);
+    if (inst == n - 1)
+        printf("max rc %d: %g\n", rc, d);
+    d = inst + 0.5;
+    rc = pvm_reduce(PvmMin, &d, 1, PVM_DOUBLE, 17, "mix", 1);
+    if (inst == 1)
+        printf("min rc %d: %g\n", rc, d);
+
+    part[0] = inst;
+    part[1] = inst * 10;
+    rc = pvm_gather(all, part, 2, PVM_INT, 14, "mix", 0);
+    if (inst == 0) {
+        printf("gather rc %d:", rc);
+        for (i = 0; i < 2 * n; i++)
+            printf(" %d", all[i]);
+        printf("\n");
+        for (i = 0; i < 2 * n; i++)
+            all[i] = 100 + i;
+    }
+    rc = pvm_scatter(part, all, 2, PVM_INT, 15, "mix", 0);
+    printf("inst %d scatter rc %d: %d %d\n", inst, rc, part[0], part[1]);
+
+    rc = pvm_freezegroup("mix", n);
+    printf("inst %d freeze %d\n", inst, rc);
+    printf("inst %d static gettid ok %d getinst %d size %d\n", inst,
+        pvm_gettid("mix", inst) == mytid, pvm_getinst("mix", mytid), pvm_gsize("mix"));
+    rc = pvm_barrier("mix", n);
+    printf("inst %d static barrier %d\n", inst, rc);
+    printf("inst %d errors %d %d %d\n", inst, pvm_joingroup("mix"), pvm_lvgroup("nosuch"),
+        pvm_gettid("mix", 99));
+    pvm_lvgroup("mix");
+    pvm_exit();
+    return 0;
+}
+"#;
+
+fn gmix_run(parent: Flavour, children: [Flavour; 2]) -> Vec<String> {
+    let dir = build_dir("gmix");
+    let src = dir.join("gmix.c");
+    std::fs::write(&src, GMIX).expect("write gmix.c");
+    let build = |f: Flavour| {
+        let out = dir.join(format!("gmix-{f:?}"));
+        if !out.exists() {
+            cc_group(&src, &out, f);
+        }
+        out
+    };
+    let mut vm = Vm::new("gmix");
+    vm.install(&build(parent), "gmix");
+    vm.install(&build(children[0]), "gmix_ours");
+    vm.install(&build(children[1]), "gmix_legacy");
+    vm.install(Path::new("/usr/bin/pvmgs"), "pvmgs");
+    vm.start();
+    let (code, out) = vm.run("gmix", &["5"], None);
+    assert_eq!(code, Some(0), "gmix failed:\n{out}\nlog:\n{}", vm.tmp.log());
+    let mut lines: Vec<String> = normalise(&out)
+        .lines()
+        .map(|l| l.trim_start_matches("[TID] ").to_string())
+        // pvm_exit says so when children still send output, which is timing.
+        .filter(|l| !l.is_empty() && !l.contains("child task(s) still running"))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A group whose members use our library and the legacy one at the same time: the parent with
+/// ours, children alternating between a build with ours and one with the legacy library.
+#[test]
+fn a_group_mixing_our_libgpvm3_and_the_legacy_one_behaves_like_an_all_legacy_group() {
+    let mixed = gmix_run(Flavour::Ours, [Flavour::Ours, Flavour::Legacy]);
+    let mixed2 = gmix_run(Flavour::Legacy, [Flavour::Ours, Flavour::Legacy]);
+    let legacy = gmix_run(Flavour::Legacy, [Flavour::Legacy, Flavour::Legacy]);
+    assert_eq!(mixed, legacy);
+    assert_eq!(mixed2, legacy);
+    for want in [
+        "sum rc 0: 15 20 25 30",
+        "product rc 0: 120 720 2520 6720",
+        "max rc 0: 4.5",
+        "min rc 0: 0.5",
+        "gather rc 0: 0 0 1 10 2 20 3 30 4 40",
+        "inst 3 scatter rc 0: 106 107",
+        "inst 4 static gettid ok 1 getinst 4 size 5",
+    ] {
+        assert!(mixed.iter().any(|l| l == want), "missing {want:?} in {mixed:#?}");
+    }
+}
+
+#[test]
+fn libgpvm3_exports_the_legacy_public_symbols_and_soname() {
+    let (_, libdir) = our_libs();
+    let ours = libdir.join("libgpvm3.so.3");
+    let syms = |p: &Path| -> Vec<String> {
+        let out = Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(p)
+            .output()
+            .expect("nm is required (binutils)");
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+            .filter(|s| s.starts_with("pvm_") || s.starts_with("Pvm"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(
+        Path::new(LEGACY_GPVM3).exists(),
+        "{LEGACY_GPVM3} is missing: install libpvm3"
+    );
+    assert_eq!(syms(&ours), syms(Path::new(LEGACY_GPVM3)));
+    let dynamic = Command::new("readelf").arg("-d").arg(&ours).output().expect("readelf");
+    assert!(
+        String::from_utf8_lossy(&dynamic.stdout).contains("Library soname: [libgpvm3.so.3]"),
+        "soname"
+    );
+}
