@@ -32,17 +32,17 @@ pub fn our_fpvm3_h() -> PathBuf {
 }
 
 /// Our libraries, built once per test process: (`libfpvm3.a`, a directory holding
-/// `libgpvm3.so.3` and `libfpvm3.so`, for -L/-rpath/LD_LIBRARY_PATH).
+/// `libgpvm3.so.3` and `libfpvm3.so`, for -L/-rpath/LD_LIBRARY_PATH, and our `pvmgs`).
 pub fn our_libs() -> (PathBuf, PathBuf) {
     static LIBS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     LIBS.get_or_init(|| {
         let cargo = option_env!("CARGO").unwrap_or("cargo");
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "libfpvm3", "-p", "libgpvm3"])
+            .args(["build", "--quiet", "-p", "libfpvm3", "-p", "libgpvm3", "-p", "pvmgs"])
             .current_dir(workspace_root())
             .status()
             .expect("run cargo build for libfpvm3/libgpvm3");
-        assert!(status.success(), "cargo build -p libfpvm3 -p libgpvm3 failed");
+        assert!(status.success(), "cargo build -p libfpvm3 -p libgpvm3 -p pvmgs failed");
         let built = target_dir().join("debug");
         let dir = target_dir()
             .join("tmp")
@@ -53,6 +53,7 @@ pub fn our_libs() -> (PathBuf, PathBuf) {
         std::fs::copy(built.join("libgpvm3.so"), dir.join("libgpvm3.so.3")).expect("copy libgpvm3.so");
         std::fs::copy(built.join("libfpvm3.so"), dir.join("libfpvm3.so")).expect("copy libfpvm3.so");
         std::fs::copy(built.join("libfpvm3.a"), dir.join("libfpvm3.a")).expect("copy libfpvm3.a");
+        std::fs::copy(built.join("pvmgs"), dir.join("pvmgs")).expect("copy pvmgs");
         (dir.join("libfpvm3.a"), dir)
     })
     .clone()
@@ -122,6 +123,17 @@ fn group_link_args(flavour: Flavour) -> Vec<String> {
         Flavour::Legacy => {
             need(LEGACY_GPVM3, "install the Debian package libpvm3");
             vec!["-lgpvm3".into()]
+        }
+    }
+}
+
+/// The group server of a flavour: ours or the Debian one.
+pub fn pvmgs(flavour: Flavour) -> PathBuf {
+    match flavour {
+        Flavour::Ours => our_libs().1.join("pvmgs"),
+        Flavour::Legacy => {
+            need("/usr/bin/pvmgs", "install the Debian package pvm");
+            PathBuf::from("/usr/bin/pvmgs")
         }
     }
 }

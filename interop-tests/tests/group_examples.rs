@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use interop_tests::flib::{cc_group, example_sources, normalise, our_libs, Flavour, Vm, LEGACY_GPVM3};
+use interop_tests::flib::{cc_group, example_sources, normalise, our_libs, pvmgs, Flavour, Vm, LEGACY_GPVM3};
 
 /// (binary name, source relative to the unpacked examples, arguments, stdin).
 const EXAMPLES: &[(&str, &str, &[&str], Option<&str>)] = &[
@@ -70,7 +70,7 @@ fn run_examples(vm: &Vm) -> Vec<String> {
     all
 }
 
-fn examples_on_legacy_vm(flavour: Flavour) -> Vec<String> {
+fn examples_on_legacy_vm(flavour: Flavour, server: Flavour) -> Vec<String> {
     let bin = build_examples(flavour);
     let mut vm = Vm::new(&format!("gex-{flavour:?}"));
     for (name, _, _, _) in EXAMPLES {
@@ -79,7 +79,7 @@ fn examples_on_legacy_vm(flavour: Flavour) -> Vec<String> {
     for (name, _) in HELPERS {
         vm.install(&bin.join(name), name);
     }
-    vm.install(Path::new("/usr/bin/pvmgs"), "pvmgs");
+    vm.install(&pvmgs(server), "pvmgs");
     vm.start();
     let out = run_examples(&vm);
     let _ = std::fs::remove_dir_all(bin);
@@ -88,8 +88,8 @@ fn examples_on_legacy_vm(flavour: Flavour) -> Vec<String> {
 
 #[test]
 fn group_examples_built_with_our_libgpvm3_match_the_legacy_build() {
-    let ours = examples_on_legacy_vm(Flavour::Ours);
-    let legacy = examples_on_legacy_vm(Flavour::Legacy);
+    let ours = examples_on_legacy_vm(Flavour::Ours, Flavour::Legacy);
+    let legacy = examples_on_legacy_vm(Flavour::Legacy, Flavour::Legacy);
     assert_eq!(ours, legacy);
     // The comparison must have compared something real.
     for want in [
@@ -103,6 +103,14 @@ fn group_examples_built_with_our_libgpvm3_match_the_legacy_build() {
     assert!(ours
         .iter()
         .all(|l| !l.starts_with("== ") || l.ends_with("Some(0)") || l.starts_with("== trsg")));
+}
+
+/// Our group server under the legacy group library and under ours.
+#[test]
+fn our_pvmgs_serves_the_group_examples_like_the_legacy_server() {
+    let legacy = examples_on_legacy_vm(Flavour::Legacy, Flavour::Legacy);
+    assert_eq!(examples_on_legacy_vm(Flavour::Legacy, Flavour::Ours), legacy);
+    assert_eq!(examples_on_legacy_vm(Flavour::Ours, Flavour::Ours), legacy);
 }
 
 /// The Debian binaries, linked against the legacy `libgpvm3.so.3`, load ours by soname when it
@@ -247,7 +255,7 @@ int main(int argc, char **argv)
 }
 "#;
 
-fn gmix_run(parent: Flavour, children: [Flavour; 2]) -> Vec<String> {
+fn gmix_run(parent: Flavour, children: [Flavour; 2], server: Flavour) -> Vec<String> {
     let dir = build_dir("gmix");
     let src = dir.join("gmix.c");
     std::fs::write(&src, GMIX).expect("write gmix.c");
@@ -262,7 +270,7 @@ fn gmix_run(parent: Flavour, children: [Flavour; 2]) -> Vec<String> {
     vm.install(&build(parent), "gmix");
     vm.install(&build(children[0]), "gmix_ours");
     vm.install(&build(children[1]), "gmix_legacy");
-    vm.install(Path::new("/usr/bin/pvmgs"), "pvmgs");
+    vm.install(&pvmgs(server), "pvmgs");
     vm.start();
     let (code, out) = vm.run("gmix", &["5"], None);
     assert_eq!(code, Some(0), "gmix failed:\n{out}\nlog:\n{}", vm.tmp.log());
@@ -280,11 +288,16 @@ fn gmix_run(parent: Flavour, children: [Flavour; 2]) -> Vec<String> {
 /// ours, children alternating between a build with ours and one with the legacy library.
 #[test]
 fn a_group_mixing_our_libgpvm3_and_the_legacy_one_behaves_like_an_all_legacy_group() {
-    let mixed = gmix_run(Flavour::Ours, [Flavour::Ours, Flavour::Legacy]);
-    let mixed2 = gmix_run(Flavour::Legacy, [Flavour::Ours, Flavour::Legacy]);
-    let legacy = gmix_run(Flavour::Legacy, [Flavour::Legacy, Flavour::Legacy]);
+    let mixed = gmix_run(Flavour::Ours, [Flavour::Ours, Flavour::Legacy], Flavour::Legacy);
+    let mixed2 = gmix_run(Flavour::Legacy, [Flavour::Ours, Flavour::Legacy], Flavour::Legacy);
+    let legacy = gmix_run(Flavour::Legacy, [Flavour::Legacy, Flavour::Legacy], Flavour::Legacy);
     assert_eq!(mixed, legacy);
     assert_eq!(mixed2, legacy);
+    // The same group served by our pvmgs.
+    assert_eq!(
+        gmix_run(Flavour::Ours, [Flavour::Ours, Flavour::Legacy], Flavour::Ours),
+        legacy
+    );
     for want in [
         "sum rc 0: 15 20 25 30",
         "product rc 0: 120 720 2520 6720",
