@@ -340,3 +340,273 @@ fn libgpvm3_exports_the_legacy_public_symbols_and_soname() {
         "soname"
     );
 }
+
+const GSPROTO: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <pvm3.h>
+
+/* Speaks the pvmgs protocol directly and prints every int of every reply, so that two
+   servers can be compared message by message. "gsproto" is the driver, "gsproto child" the
+   second member it spawns. */
+#define DG 0x7fffc
+static int gs;
+
+/* Reply formats (messages.md 9); strings are unpacked as strings (XDR pads them with
+   whatever the buffer held). */
+static int ints(int n)
+{
+    int v, i, last = 0;
+    for (i = 0; i < n && i < 1000; i++) {
+        if (pvm_upkint(&v, 1, 1) < 0) { printf(" <short>"); return last; }
+        printf(" %d", v);
+        last = v;
+    }
+    return last;
+}
+
+static void str(void)
+{
+    char b[4096];
+    if (pvm_upkstr(b) < 0) printf(" <nostr>"); else printf(" '%s'", b);
+}
+
+static void static_info(void)
+{
+    int maxn, nh;
+    printf(" |");
+    ints(1); str(); ints(1);
+    maxn = ints(1); ints(maxn);
+    nh = ints(1); ints(nh); ints(nh);
+}
+
+static void state(void)
+{
+    if (ints(1) == 1) static_info();
+}
+
+static void rest(void)
+{
+    int v, n = 0;
+    while (n++ < 64 && pvm_upkint(&v, 1, 1) >= 0) printf(" +%d", v);
+    printf("\n");
+}
+
+static void show_as(const char *what, int tag)
+{
+    int n, i, br, maxn;
+    printf("%s:", what);
+    switch (tag) {
+    case 5: case 6: case 7:
+        if (ints(1) >= 0) state(); break;
+    case 4: case 12:
+        n = ints(1); if (n >= 0) { ints(n); state(); } break;
+    case 14:
+        ints(3); state(); break;
+    case 15:
+        n = ints(1); ints(n); ints(n); state(); break;
+    case 13:
+        if (ints(1) >= 0) state(); break;
+    case 10:
+        n = ints(1);
+        for (i = 0; i < n; i++) {
+            printf(" |"); ints(1); str(); ints(1); maxn = ints(1); ints(1); br = ints(1);
+            ints(maxn); if (br > 0) ints(br);
+        }
+        break;
+    default:
+        ints(1);
+    }
+    rest();
+}
+
+static void show(const char *what) { show_as(what, 0); }
+
+static void send_req(int tag, const char *g, int nargs, int a)
+{
+    pvm_initsend(PvmDataDefault);
+    if (g)
+        pvm_pkstr((char *)g);
+    if (nargs)
+        pvm_pkint(&a, 1, 1);
+    pvm_send(gs, tag);
+}
+
+static void req(const char *what, int tag, const char *g, int nargs, int a, int reply)
+{
+    send_req(tag, g, nargs, a);
+    pvm_recv(gs, reply);
+    show_as(what, tag);
+}
+
+static void to_child(int child, int cmd)
+{
+    int save = pvm_setcontext(0);
+    pvm_initsend(PvmDataDefault);
+    pvm_pkint(&cmd, 1, 1);
+    pvm_send(child, 50);
+    pvm_setcontext(save);
+}
+
+static void from_child(void)
+{
+    int save = pvm_setcontext(0);
+    pvm_recv(-1, 51);
+    pvm_setcontext(save);
+}
+
+int main(int argc, char **argv)
+{
+    int me = pvm_mytid(), child = 0, cmd, bufid, host, spawned = 0;
+    int is_child = argc > 1 && strcmp(argv[1], "child") == 0;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    pvm_setopt(PvmAutoErr, 0);
+    while ((bufid = pvm_recvinfo("pvmgs", 0, PvmMboxDefault)) < 0) {
+        if (!spawned && !is_child) {
+            int n = pvm_spawn("pvmgs", (char **)0, PvmMppFront, (char *)0, 1, &gs);
+            if (n != 1) { printf("cannot start pvmgs\n"); return 1; }
+            spawned = 1;
+        }
+        usleep(1000);
+    }
+    pvm_upkint(&gs, 1, 1);
+    pvm_setcontext(DG);
+    if (is_child) {
+        for (;;) {
+            int save = pvm_setcontext(0);
+            pvm_recv(pvm_parent(), 50);
+            pvm_upkint(&cmd, 1, 1);
+            pvm_setcontext(save);
+            if (cmd == 1) req("child JOIN g", 1, "g", 0, 0, 1);
+            if (cmd == 2) req("child JOIN h", 1, "h", 0, 0, 1);
+            if (cmd == 3) { send_req(13, "g", 1, 2); pvm_recv(gs, 13); show_as("child STATIC g", 13); }
+            if (cmd == 4) req("child LEAVE g", 2, "g", 0, 0, 2);
+            if (cmd == 5) break;
+            save = pvm_setcontext(0);
+            pvm_initsend(PvmDataDefault);
+            pvm_send(pvm_parent(), 51);
+            pvm_setcontext(save);
+        }
+        pvm_exit();
+        return 0;
+    }
+    host = pvm_tidtohost(me);
+    {
+        int save = pvm_setcontext(0);
+        char *args[] = { "child", 0 };
+        pvm_spawn("gsproto", args, 0, "", 1, &child);
+        pvm_notify(PvmTaskExit, 52, 1, &child);
+        pvm_setcontext(save);
+    }
+    req("JOIN g", 1, "g", 0, 0, 1);
+    req("JOIN g again", 1, "g", 0, 0, 1);
+    req("JOIN empty", 1, "", 0, 0, 1);
+    to_child(child, 1); from_child();
+    to_child(child, 2); from_child();
+    req("GSIZE g", 7, "g", 0, 0, 7);
+    req("GSIZE nosuch", 7, "nosuch", 0, 0, 7);
+    req("GETINST g me", 5, "g", 1, me, 5);
+    req("GETINST g other", 5, "g", 1, 12345, 5);
+    req("GETTID g 0", 6, "g", 1, 0, 6);
+    req("GETTID g 1", 6, "g", 1, 1, 6);
+    req("GETTID g 5", 6, "g", 1, 5, 6);
+    req("GETTID g -1", 6, "g", 1, -1, 6);
+    req("BCAST g", 4, "g", 0, 0, 4);
+    req("TIDLIST g", 12, "g", 0, 0, 12);
+    req("TIDLIST nosuch", 12, "nosuch", 0, 0, 12);
+    req("HOSTCHAR g", 14, "g", 1, host, 14);
+    req("HOSTCHAR g otherhost", 14, "g", 1, 0x80000, 14);
+    req("HOSTCHARV g", 15, "g", 0, 0, 15);
+    req("HOSTCHARV nosuch", 15, "nosuch", 0, 0, 15);
+    req("GSLS", 10, 0, 0, 0, 10);
+    req("BARRIER nosuch", 3, "nosuch", 1, 2, 3);
+    req("BARRIER h not member", 3, "h", 1, 1, 3);
+    send_req(3, "g", 1, 1);
+    pvm_recv(gs, 3);
+    show("BARRIER g 1");
+    req("STATIC nosuch", 13, "nosuch", 1, 2, 13);
+    send_req(13, "g", 1, -1);
+    to_child(child, 3);
+    pvm_recv(gs, 13);
+    show_as("STATIC g", 13);
+    from_child();
+    req("STATIC g again", 13, "g", 1, 2, 13);
+    req("GSIZE g static", 7, "g", 0, 0, 7);
+    req("GETTID g 1 static", 6, "g", 1, 1, 6);
+    req("GETINST g other static", 5, "g", 1, 12345, 5);
+    req("JOIN g static", 1, "g", 0, 0, 1);
+    req("HOSTCHARV g static", 15, "g", 0, 0, 15);
+    req("GSLS static", 10, 0, 0, 0, 10);
+    send_req(9, 0, 0, 0); /* DUMP: the server writes its state to stderr (the pvmd log) */
+    to_child(child, 4); from_child();
+    req("TIDLIST g dead", 12, "g", 0, 0, 12);
+    req("HOSTCHAR g dead", 14, "g", 1, host, 14);
+    req("GSIZE g dead", 7, "g", 0, 0, 7);
+    req("LEAVE nosuch", 2, "nosuch", 0, 0, 2);
+    req("LEAVE g", 2, "g", 0, 0, 2);
+    req("LEAVE g again", 2, "g", 0, 0, 2);
+    req("GSIZE h", 7, "h", 0, 0, 7);
+    to_child(child, 5);
+    { int save = pvm_setcontext(0); pvm_recv(-1, 52); pvm_setcontext(save); }
+    usleep(200000);
+    req("GSIZE h after exit", 7, "h", 0, 0, 7);
+    req("GSLS end", 10, 0, 0, 0, 10);
+    send_req(0, 0, 0, 0);
+    pvm_exit();
+    return 0;
+}
+"#;
+
+/// Runs the protocol driver against one server: (its output, the server's lines in the pvmd
+/// log without timestamps).
+fn gsproto_run(server: Flavour) -> (String, Vec<String>) {
+    let dir = build_dir("gsproto");
+    let src = dir.join("gsproto.c");
+    std::fs::write(&src, GSPROTO).expect("write gsproto.c");
+    cc_group(&src, &dir.join("gsproto"), Flavour::Legacy);
+    let mut vm = Vm::new("gsproto");
+    vm.install(&dir.join("gsproto"), "gsproto");
+    vm.install(&pvmgs(server), "pvmgs");
+    vm.start();
+    let (code, out) = vm.run("gsproto", &[], None);
+    assert_eq!(code, Some(0), "{out}\nlog:\n{}", vm.tmp.log());
+    // The server writes its final report after the driver exits.
+    let t = std::time::Instant::now();
+    while !vm.tmp.log().contains("pvmgs 0x") && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let log: Vec<String> = normalise(&vm.tmp.log())
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.splitn(4, ' ');
+            let (_, _, _, rest) = (w.next(), w.next(), w.next(), w.next());
+            rest.map(str::to_string)
+        })
+        .filter(|l| l.starts_with("[TID]"))
+        .collect();
+    (normalise(&out), log)
+}
+
+/// Every reply of the server (joins, errors, lookups, tid lists, host data, frozen-group
+/// descriptions, listings, DUMP and DIE reports, dead-task cleanup) decoded field by field.
+#[test]
+fn our_pvmgs_answers_every_request_like_the_legacy_server() {
+    let ours = gsproto_run(Flavour::Ours);
+    let legacy = gsproto_run(Flavour::Legacy);
+    assert_eq!(ours.0, legacy.0);
+    assert_eq!(ours.1, legacy.1);
+    for want in [
+        "STATIC g: 2 1 | 1 'g' 2 10 TID TID -1 -1 -1 -1 -1 -1 -1 -1 1 2 TID",
+        "GETTID g 5: -21 +2",
+        "HOSTCHAR g dead: 1 1 TID 3",
+        "GSIZE h after exit: -19 +2",
+    ] {
+        assert!(ours.0.lines().any(|l| l == want), "missing {want:?} in\n{}", ours.0);
+    }
+    assert!(
+        ours.1.iter().any(|l| l.contains("Host characterization:")),
+        "{:#?}",
+        ours.1
+    );
+}

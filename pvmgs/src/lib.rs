@@ -118,6 +118,8 @@ struct Group {
     barrier_index: usize,
     state: i32,
     sgroup_count: i32,
+    /// Freeze calls counted so far; stays at the size once the group is frozen.
+    sgroup_reached: i32,
     stids: Vec<i32>,
     infotids: Vec<i32>,
     /// (coordinator tid, members on the host), ordered by host.
@@ -136,6 +138,7 @@ impl Group {
             barrier_index: 0,
             state: DYNAMIC,
             sgroup_count: -1,
+            sgroup_reached: 0,
             stids: Vec::new(),
             infotids: Vec::new(),
             hosts: Vec::new(),
@@ -363,12 +366,14 @@ impl<H: Fn(i32) -> i32> Server<H> {
         let size = if size == -1 { g.ntids } else { size };
         if g.sgroup_count == -1 {
             g.sgroup_count = size;
+            g.sgroup_reached = 0;
             g.stids.clear();
         } else if size != g.sgroup_count {
             return PVM_MISMATCH;
         }
         g.stids.push(tid);
-        let reached = len_i32(g.stids.len());
+        g.sgroup_reached += 1;
+        let reached = g.sgroup_reached;
         if g.sgroup_count < reached {
             return PVM_MISMATCH;
         }
@@ -585,7 +590,11 @@ impl<H: Fn(i32) -> i32> Server<H> {
                 "barrier_count: {} barrier_reached {}",
                 g.barrier_count, g.barrier_reached
             );
-            let _ = writeln!(s, " sgroup_count: {} sgroup_reached {}", g.sgroup_count, g.stids.len());
+            let _ = writeln!(
+                s,
+                " sgroup_count: {} sgroup_reached {}",
+                g.sgroup_count, g.sgroup_reached
+            );
             let _ = writeln!(s, "  Tids: ");
             for (j, t) in g.tids.iter().enumerate().filter(|(_, &t)| t != NOTID) {
                 let _ = write!(s, "({j},  0x{t:x}) ");
@@ -598,7 +607,7 @@ impl<H: Fn(i32) -> i32> Server<H> {
                 }
                 s.push('\n');
             }
-            if !g.stids.is_empty() {
+            if g.sgroup_reached > 0 {
                 let _ = writeln!(s, "tids waiting on static formation:");
                 for t in &g.stids {
                     let _ = write!(s, "0x{t:x}  ");
