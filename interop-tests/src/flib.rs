@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
-use crate::{pvm_command, stop_pid, target_dir, workspace_root, Proc, TmpDir, LEGACY_PVMD, TIMEOUT};
+use crate::{our_pvmd, pvm_command, stop_pid, target_dir, workspace_root, Kind, Proc, TmpDir, LEGACY_PVMD, TIMEOUT};
 
 /// Which library a program is linked with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,14 +217,25 @@ impl Vm {
     }
 
     pub fn start(&mut self) {
-        assert!(
-            Path::new(LEGACY_PVMD).exists(),
-            "{LEGACY_PVMD} is missing: install the Debian package pvm"
-        );
-        let mut c = self.command(Path::new(LEGACY_PVMD));
+        self.start_daemon(Kind::Legacy);
+    }
+
+    /// Starts our pvmd (pvmd-rs) or the legacy one.
+    pub fn start_daemon(&mut self, kind: Kind) {
+        let bin = match kind {
+            Kind::Ours => our_pvmd(),
+            Kind::Legacy => {
+                assert!(
+                    Path::new(LEGACY_PVMD).exists(),
+                    "{LEGACY_PVMD} is missing: install the Debian package pvm"
+                );
+                PathBuf::from(LEGACY_PVMD)
+            }
+        };
+        let mut c = self.command(&bin);
         c.stderr(Stdio::null());
         let mut p = Proc {
-            child: c.spawn().expect("start the legacy pvmd"),
+            child: c.spawn().unwrap_or_else(|e| panic!("start {}: {e}", bin.display())),
             name: "legacy pvmd".into(),
         };
         let line = p.read_line(TIMEOUT);

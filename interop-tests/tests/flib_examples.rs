@@ -4,11 +4,13 @@
 //! match after task ids are normalised.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use interop_tests::flib::{
-    cc_group, example_sources, fortran, normalise, our_fpvm3_h, our_libs, Flavour, Vm, LEGACY_FPVM3, LEGACY_FPVM3_H,
+    cc_group, example_sources, fortran, normalise, our_fpvm3_h, our_libs, pvmgs, Flavour, Vm, LEGACY_FPVM3,
+    LEGACY_FPVM3_H,
 };
+use interop_tests::Kind;
 
 /// `parameter (NAME = value)` lines of an fpvm3.h, names upper-cased (Fortran ignores case).
 fn constants(text: &str) -> BTreeMap<String, i64> {
@@ -325,6 +327,10 @@ const FORTRAN: &[(&str, &str, bool)] = &[
 ];
 
 fn fortran_vm(flavour: Flavour) -> (Vm, PathBuf) {
+    fortran_vm_on(flavour, Kind::Legacy)
+}
+
+fn fortran_vm_on(flavour: Flavour, daemon: Kind) -> (Vm, PathBuf) {
     let src = example_sources(flavour);
     let out = build_dir(&format!("fex-{flavour:?}"));
     std::fs::write(src.join("examples").join("fsem.f"), FSEM).expect("write fsem.f");
@@ -342,8 +348,8 @@ fn fortran_vm(flavour: Flavour) -> (Vm, PathBuf) {
     std::fs::write(&launch, LAUNCH).expect("write launch.c");
     cc_group(&launch, &out.join("launch"), Flavour::Legacy);
     vm.install(&out.join("launch"), "launch");
-    vm.install(Path::new("/usr/bin/pvmgs"), "pvmgs");
-    vm.start();
+    vm.install(&pvmgs(flavour), "pvmgs");
+    vm.start_daemon(daemon);
     (vm, out)
 }
 
@@ -361,7 +367,11 @@ fn lines(out: &str, sort: bool) -> Vec<String> {
 }
 
 fn run_fortran(flavour: Flavour) -> Vec<String> {
-    let (vm, out) = fortran_vm(flavour);
+    run_fortran_on(flavour, Kind::Legacy)
+}
+
+fn run_fortran_on(flavour: Flavour, daemon: Kind) -> Vec<String> {
+    let (vm, out) = fortran_vm_on(flavour, daemon);
     let mut all = Vec::new();
     for (name, args, sort) in [
         ("fmaster1", &[][..], true),
@@ -405,6 +415,25 @@ fn fortran_examples_built_with_our_libfpvm3_match_the_legacy_build() {
             .all(|l| l.ends_with("Some(0)")),
         "{ours:#?}"
     );
+}
+
+/// Our Fortran library, group library and group server on our daemon.
+#[test]
+fn fortran_examples_run_on_our_daemon() {
+    // pvmd-rs answers TM_DELHOST with PvmNotImpl (see its README); everything else must match.
+    let daemon_feature = |l: &String| !l.trim_start().starts_with("delhost");
+    let ours: Vec<String> = run_fortran_on(Flavour::Ours, Kind::Ours)
+        .into_iter()
+        .filter(daemon_feature)
+        .collect();
+    let legacy: Vec<String> = run_fortran(Flavour::Legacy)
+        .into_iter()
+        .filter(daemon_feature)
+        .collect();
+    for (a, b) in ours.iter().zip(&legacy) {
+        assert_eq!(a, b, "first difference");
+    }
+    assert_eq!(ours, legacy);
 }
 
 /// pvmfgetmboxinfo returns one class per call and then PvmNotFound. The legacy wrapper never

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use interop_tests::flib::{cc_group, example_sources, normalise, our_libs, pvmgs, Flavour, Vm, LEGACY_GPVM3};
+use interop_tests::Kind;
 
 /// (binary name, source relative to the unpacked examples, arguments, stdin).
 const EXAMPLES: &[(&str, &str, &[&str], Option<&str>)] = &[
@@ -71,6 +72,10 @@ fn run_examples(vm: &Vm) -> Vec<String> {
 }
 
 fn examples_on_legacy_vm(flavour: Flavour, server: Flavour) -> Vec<String> {
+    examples_on_vm(flavour, server, Kind::Legacy)
+}
+
+fn examples_on_vm(flavour: Flavour, server: Flavour, daemon: Kind) -> Vec<String> {
     let bin = build_examples(flavour);
     let mut vm = Vm::new(&format!("gex-{flavour:?}"));
     for (name, _, _, _) in EXAMPLES {
@@ -80,7 +85,7 @@ fn examples_on_legacy_vm(flavour: Flavour, server: Flavour) -> Vec<String> {
         vm.install(&bin.join(name), name);
     }
     vm.install(&pvmgs(server), "pvmgs");
-    vm.start();
+    vm.start_daemon(daemon);
     let out = run_examples(&vm);
     let _ = std::fs::remove_dir_all(bin);
     out
@@ -111,6 +116,13 @@ fn our_pvmgs_serves_the_group_examples_like_the_legacy_server() {
     let legacy = examples_on_legacy_vm(Flavour::Legacy, Flavour::Legacy);
     assert_eq!(examples_on_legacy_vm(Flavour::Legacy, Flavour::Ours), legacy);
     assert_eq!(examples_on_legacy_vm(Flavour::Ours, Flavour::Ours), legacy);
+}
+
+/// The whole group stack in Rust but for libpvm3: our daemon, our server, our library.
+#[test]
+fn group_examples_run_on_our_daemon_with_our_server_and_library() {
+    let legacy = examples_on_legacy_vm(Flavour::Legacy, Flavour::Legacy);
+    assert_eq!(examples_on_vm(Flavour::Ours, Flavour::Ours, Kind::Ours), legacy);
 }
 
 /// The Debian binaries, linked against the legacy `libgpvm3.so.3`, load ours by soname when it
