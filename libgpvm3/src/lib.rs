@@ -79,6 +79,12 @@ fn state() -> MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs an exported routine's body; a panic (a bug) becomes PvmSysErr instead of unwinding
+/// into C.
+fn guard(f: impl FnOnce() -> c_int) -> c_int {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(PVM_SYS_ERR)
+}
+
 fn set_errno(code: c_int) {
     // SAFETY: pvm_errno is libpvm's plain int; PVM is single-threaded per task.
     unsafe { pvm_errno = code };
@@ -132,70 +138,72 @@ fn perror(caller: &CStr) {
 /// Looks up (or starts) the group server; returns its tid or a negative error (gs_getgstid).
 #[no_mangle]
 pub extern "C" fn gs_getgstid() -> c_int {
-    // SAFETY: plain C API calls throughout; buffers are ids owned by libpvm.
-    unsafe {
-        let mytid = pvm_mytid();
-        {
-            let st = state();
-            if st.gstid >= 0 && mytid == st.myoldtid {
-                return st.gstid;
-            }
-        }
-        let srbuf = pvm_setrbuf(0);
-        let mut rb = pvm_recvinfo(c"pvmgs".as_ptr(), 0, PVM_MBOX_DEFAULT);
-        if rb == PVM_NOT_FOUND {
-            let otid = pvm_setopt(PVM_OUTPUT_TID, 0);
-            let ttid = pvm_setopt(PVM_TRACE_TID, 0);
-            let mut tid: c_int = -1;
-            let n = pvm_spawn(
-                c"pvmgs".as_ptr(),
-                std::ptr::null_mut(),
-                PVM_MPP_FRONT,
-                std::ptr::null(),
-                1,
-                &mut tid,
-            );
-            pvm_setopt(PVM_OUTPUT_TID, otid);
-            pvm_setopt(PVM_TRACE_TID, ttid);
-            if n != 1 {
-                if n == 0 && tid < 0 {
-                    set_errno(tid);
-                    perror(c"gs_getgstid() failed to start group server");
+    guard(|| {
+        // SAFETY: plain C API calls throughout; buffers are ids owned by libpvm.
+        unsafe {
+            let mytid = pvm_mytid();
+            {
+                let st = state();
+                if st.gstid >= 0 && mytid == st.myoldtid {
+                    return st.gstid;
                 }
-                pvm_setrbuf(srbuf);
-                let e = if n < 0 { n } else { pvm_errno };
-                return if e < 0 { e } else { PVM_SYS_ERR };
             }
-            let t0 = Instant::now();
-            loop {
-                rb = pvm_recvinfo(c"pvmgs".as_ptr(), 0, PVM_MBOX_DEFAULT);
-                if rb != PVM_NOT_FOUND {
-                    break;
-                }
-                if t0.elapsed() > REGISTER_WAIT {
+            let srbuf = pvm_setrbuf(0);
+            let mut rb = pvm_recvinfo(c"pvmgs".as_ptr(), 0, PVM_MBOX_DEFAULT);
+            if rb == PVM_NOT_FOUND {
+                let otid = pvm_setopt(PVM_OUTPUT_TID, 0);
+                let ttid = pvm_setopt(PVM_TRACE_TID, 0);
+                let mut tid: c_int = -1;
+                let n = pvm_spawn(
+                    c"pvmgs".as_ptr(),
+                    std::ptr::null_mut(),
+                    PVM_MPP_FRONT,
+                    std::ptr::null(),
+                    1,
+                    &mut tid,
+                );
+                pvm_setopt(PVM_OUTPUT_TID, otid);
+                pvm_setopt(PVM_TRACE_TID, ttid);
+                if n != 1 {
+                    if n == 0 && tid < 0 {
+                        set_errno(tid);
+                        perror(c"gs_getgstid() failed to start group server");
+                    }
                     pvm_setrbuf(srbuf);
-                    return PVM_SYS_ERR;
+                    let e = if n < 0 { n } else { pvm_errno };
+                    return if e < 0 { e } else { PVM_SYS_ERR };
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                let t0 = Instant::now();
+                loop {
+                    rb = pvm_recvinfo(c"pvmgs".as_ptr(), 0, PVM_MBOX_DEFAULT);
+                    if rb != PVM_NOT_FOUND {
+                        break;
+                    }
+                    if t0.elapsed() > REGISTER_WAIT {
+                        pvm_setrbuf(srbuf);
+                        return PVM_SYS_ERR;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
             }
+            if rb < 0 {
+                pvm_setrbuf(srbuf);
+                return rb;
+            }
+            let mut tid: c_int = -1;
+            let cc = pvm_upkint(&mut tid, 1, 1);
+            pvm_freebuf(pvm_setrbuf(srbuf));
+            if cc < 0 || tid < 0 {
+                return PVM_SYS_ERR;
+            }
+            let mut st = state();
+            st.gstid = tid;
+            st.cache.clear();
+            st.myoldtid = mytid;
+            gstid = tid;
+            tid
         }
-        if rb < 0 {
-            pvm_setrbuf(srbuf);
-            return rb;
-        }
-        let mut tid: c_int = -1;
-        let cc = pvm_upkint(&mut tid, 1, 1);
-        pvm_freebuf(pvm_setrbuf(srbuf));
-        if cc < 0 || tid < 0 {
-            return PVM_SYS_ERR;
-        }
-        let mut st = state();
-        st.gstid = tid;
-        st.cache.clear();
-        st.myoldtid = mytid;
-        gstid = tid;
-        tid
-    }
+    })
 }
 
 /// Unpacks the static group description that follows `state == STATIC` in a reply
@@ -273,20 +281,22 @@ pub unsafe extern "C" fn int_query_server(
     rvalue: *mut c_int,
     optarg: c_int,
 ) -> c_int {
-    let mut out: c_int = 0;
-    // SAFETY: the caller passes valid strings (or NULL) and a writable rvalue.
-    unsafe {
-        let caller = if caller.is_null() {
-            c"int_query_server"
-        } else {
-            CStr::from_ptr(caller)
-        };
-        query(name(group), group, request, caller, &mut out, optarg);
-        if !rvalue.is_null() {
-            *rvalue = out;
+    guard(|| {
+        let mut out: c_int = 0;
+        // SAFETY: the caller passes valid strings (or NULL) and a writable rvalue.
+        unsafe {
+            let caller = if caller.is_null() {
+                c"int_query_server"
+            } else {
+                CStr::from_ptr(caller)
+            };
+            query(name(group), group, request, caller, &mut out, optarg);
+            if !rvalue.is_null() {
+                *rvalue = out;
+            }
         }
-    }
-    PVM_OK
+        PVM_OK
+    })
 }
 
 unsafe fn query(gname: &[u8], group: *const c_char, request: c_int, caller: &CStr, rvalue: &mut c_int, optarg: c_int) {
@@ -360,62 +370,74 @@ fn with_errno(v: c_int) -> c_int {
 /// Joins `group`; returns the instance number (the lowest free one) or an error.
 #[no_mangle]
 pub unsafe extern "C" fn pvm_joingroup(group: *const c_char) -> c_int {
-    // SAFETY: see query.
-    with_errno(unsafe { query_value(group, op::JOIN, c"pvm_joingroup", 0) })
+    guard(|| {
+        // SAFETY: see query.
+        with_errno(unsafe { query_value(group, op::JOIN, c"pvm_joingroup", 0) })
+    })
 }
 
 /// Leaves `group`; returns after the server confirmed.
 #[no_mangle]
 pub unsafe extern "C" fn pvm_lvgroup(group: *const c_char) -> c_int {
-    // SAFETY: see query.
-    unsafe {
-        state().cache.remove(name(group));
-        with_errno(query_value(group, op::LEAVE, c"pvm_lvgroup", 0))
-    }
+    guard(|| {
+        // SAFETY: see query.
+        unsafe {
+            state().cache.remove(name(group));
+            with_errno(query_value(group, op::LEAVE, c"pvm_lvgroup", 0))
+        }
+    })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn pvm_getinst(group: *const c_char, tid: c_int) -> c_int {
-    // SAFETY: see query.
-    unsafe {
-        let mut inst = state().cache.getinst(name(group), tid);
-        if inst < 0 {
-            inst = query_value(group, op::GETINST, c"pvm_getinst", tid);
+    guard(|| {
+        // SAFETY: see query.
+        unsafe {
+            let mut inst = state().cache.getinst(name(group), tid);
+            if inst < 0 {
+                inst = query_value(group, op::GETINST, c"pvm_getinst", tid);
+            }
+            with_errno(inst)
         }
-        with_errno(inst)
-    }
+    })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn pvm_gettid(group: *const c_char, inst: c_int) -> c_int {
-    // SAFETY: see query.
-    unsafe {
-        let mut tid = state().cache.gettid(name(group), inst);
-        if tid < 0 {
-            tid = query_value(group, op::GETTID, c"pvm_gettid", inst);
+    guard(|| {
+        // SAFETY: see query.
+        unsafe {
+            let mut tid = state().cache.gettid(name(group), inst);
+            if tid < 0 {
+                tid = query_value(group, op::GETTID, c"pvm_gettid", inst);
+            }
+            with_errno(tid)
         }
-        with_errno(tid)
-    }
+    })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn pvm_gsize(group: *const c_char) -> c_int {
-    // SAFETY: see query.
-    unsafe {
-        let mut size = state().cache.gsize(name(group));
-        if size < 0 {
-            size = query_value(group, op::GSIZE, c"pvm_gsize", 0);
+    guard(|| {
+        // SAFETY: see query.
+        unsafe {
+            let mut size = state().cache.gsize(name(group));
+            if size < 0 {
+                size = query_value(group, op::GSIZE, c"pvm_gsize", 0);
+            }
+            with_errno(size)
         }
-        with_errno(size)
-    }
+    })
 }
 
 /// Waits until `count` members (-1: the whole group) called pvm_barrier; returns 0 or an error.
 #[no_mangle]
 pub unsafe extern "C" fn pvm_barrier(group: *const c_char, count: c_int) -> c_int {
-    // SAFETY: see query.
-    let rc = unsafe { query_value(group, op::BARRIER, c"pvm_barrier", count) };
-    with_errno(rc.min(0))
+    guard(|| {
+        // SAFETY: see query.
+        let rc = unsafe { query_value(group, op::BARRIER, c"pvm_barrier", count) };
+        with_errno(rc.min(0))
+    })
 }
 
 /// Makes the group static once `size` members (-1: all) called it; members then cache it.
@@ -423,23 +445,27 @@ pub unsafe extern "C" fn pvm_barrier(group: *const c_char, count: c_int) -> c_in
 /// legacy library does.
 #[no_mangle]
 pub unsafe extern "C" fn pvm_freezegroup(group: *const c_char, size: c_int) -> c_int {
-    // SAFETY: see query.
-    unsafe { query_value(group, op::STATICGROUP, c"pvm_freezegroup", size) }
+    guard(|| {
+        // SAFETY: see query.
+        unsafe { query_value(group, op::STATICGROUP, c"pvm_freezegroup", size) }
+    })
 }
 
 /// Asks the server to print its state (no reply). Uses the server found earlier.
 #[no_mangle]
 pub extern "C" fn pvm_gsdump() -> c_int {
-    let tid = state().gstid;
-    // SAFETY: plain C API calls.
-    unsafe {
-        let savectx = pvm_setcontext(SYSCTX_DG);
-        let sbuf = pvm_setsbuf(pvm_mkbuf(PVM_DATA_DEFAULT));
-        pvm_send(tid, op::DUMP);
-        pvm_freebuf(pvm_setsbuf(sbuf));
-        pvm_setcontext(savectx);
-    }
-    PVM_OK
+    guard(|| {
+        let tid = state().gstid;
+        // SAFETY: plain C API calls.
+        unsafe {
+            let savectx = pvm_setcontext(SYSCTX_DG);
+            let sbuf = pvm_setsbuf(pvm_mkbuf(PVM_DATA_DEFAULT));
+            pvm_send(tid, op::DUMP);
+            pvm_freebuf(pvm_setsbuf(sbuf));
+            pvm_setcontext(savectx);
+        }
+        PVM_OK
+    })
 }
 
 /// Members of `group` (gs_get_tidlist): from the static cache or from the server (TIDLIST when
@@ -516,43 +542,49 @@ unsafe fn tidlist(group: *const c_char, holes_not_allowed: bool) -> Result<(usiz
 /// Sends the active send buffer with `msgtag` to every member of `group` except the caller.
 #[no_mangle]
 pub unsafe extern "C" fn pvm_bcast(group: *const c_char, msgtag: c_int) -> c_int {
-    // SAFETY: see tidlist.
-    unsafe {
-        let (mut n, mut tids) = match tidlist(group, false) {
-            Ok(v) => v,
-            Err(e) => return with_errno(e),
-        };
-        let mytid = pvm_mytid();
-        if mytid < 0 {
-            perror(c"pvm_bcast");
-            return with_errno(PVM_SYS_ERR);
+    guard(|| {
+        // SAFETY: see tidlist.
+        unsafe {
+            let (mut n, mut tids) = match tidlist(group, false) {
+                Ok(v) => v,
+                Err(e) => return with_errno(e),
+            };
+            let mytid = pvm_mytid();
+            if mytid < 0 {
+                perror(c"pvm_bcast");
+                return with_errno(PVM_SYS_ERR);
+            }
+            if n == 1 && tids.first() == Some(&mytid) {
+                return with_errno(PVM_NO_INST);
+            }
+            if let Some(i) = tids.iter().take(n).position(|&t| t == mytid) {
+                n -= 1;
+                tids[i] = tids[n];
+            }
+            let cnt = c_int::try_from(n).unwrap_or(0);
+            let cc = pvm_mcast(tids.as_mut_ptr(), cnt, msgtag);
+            with_errno(cc.min(0))
         }
-        if n == 1 && tids.first() == Some(&mytid) {
-            return with_errno(PVM_NO_INST);
-        }
-        if let Some(i) = tids.iter().take(n).position(|&t| t == mytid) {
-            n -= 1;
-            tids[i] = tids[n];
-        }
-        let cnt = c_int::try_from(n).unwrap_or(0);
-        let cc = pvm_mcast(tids.as_mut_ptr(), cnt, msgtag);
-        with_errno(cc.min(0))
-    }
+    })
 }
 
 /// Host of a task as the group server counts hosts.
 #[no_mangle]
 pub extern "C" fn gs_tidtohost(tid: c_int) -> c_int {
-    // SAFETY: plain C API call.
-    unsafe { pvm_tidtohost(tid) }
+    guard(|| {
+        // SAFETY: plain C API call.
+        unsafe { pvm_tidtohost(tid) }
+    })
 }
 
 /// Size in bytes of one element of a PVM datatype, or PvmBadParam.
 #[no_mangle]
 pub extern "C" fn gs_get_datasize(datatype: c_int) -> c_int {
-    datasize(datatype)
-        .and_then(|s| c_int::try_from(s).ok())
-        .unwrap_or(PVM_BAD_PARAM)
+    guard(|| {
+        datasize(datatype)
+            .and_then(|s| c_int::try_from(s).ok())
+            .unwrap_or(PVM_BAD_PARAM)
+    })
 }
 
 /// (coordinator, members on the host, hosts in the group) for host `hosttid`.
@@ -564,71 +596,73 @@ pub unsafe extern "C" fn pvm_grphostinfo(
     nmem_onhost: *mut c_int,
     nhosts: *mut c_int,
 ) -> c_int {
-    if coord.is_null() || nmem_onhost.is_null() || nhosts.is_null() {
-        return PVM_BAD_PARAM;
-    }
-    // SAFETY: pointers checked above; C API calls as in query.
-    unsafe {
-        *coord = NOTID;
-        *nmem_onhost = 0;
-        *nhosts = 0;
-        let gname = name(group);
-        if gname.is_empty() {
-            return PVM_NULL_GROUP;
+    guard(|| {
+        if coord.is_null() || nmem_onhost.is_null() || nhosts.is_null() {
+            return PVM_BAD_PARAM;
         }
-        let local = state().cache.host_char(gname, hosttid, |t| gs_tidtohost(t));
-        if let Ok((c, m, h)) = local {
-            *coord = c;
-            *nmem_onhost = m;
-            *nhosts = h;
-            return PVM_OK;
-        }
-        let stid = gs_getgstid();
-        if stid < 0 {
-            return PVM_SYS_ERR;
-        }
-        let savectx = pvm_setcontext(SYSCTX_DG);
-        let sbuf = pvm_mkbuf(PVM_DATA_DEFAULT);
-        let rbuf = pvm_setrbuf(0);
-        let sbuf = pvm_setsbuf(sbuf);
-        let info = (|| {
-            let mut info = pvm_pkstr(group);
-            if info < 0 {
-                return info;
+        // SAFETY: pointers checked above; C API calls as in query.
+        unsafe {
+            *coord = NOTID;
+            *nmem_onhost = 0;
+            *nhosts = 0;
+            let gname = name(group);
+            if gname.is_empty() {
+                return PVM_NULL_GROUP;
             }
-            info = pvm_pkint(&hosttid, 1, 1);
-            if info < 0 {
-                return info;
+            let local = state().cache.host_char(gname, hosttid, |t| gs_tidtohost(t));
+            if let Ok((c, m, h)) = local {
+                *coord = c;
+                *nmem_onhost = m;
+                *nhosts = h;
+                return PVM_OK;
             }
-            info = pvm_send(stid, op::HOSTCHAR);
-            if info < 0 {
-                return info;
+            let stid = gs_getgstid();
+            if stid < 0 {
+                return PVM_SYS_ERR;
             }
-            info = pvm_recv(stid, op::HOSTCHAR);
-            if info < 0 {
-                return info;
-            }
-            for p in [nhosts, nmem_onhost, coord] {
-                info = pvm_upkint(p, 1, 1);
+            let savectx = pvm_setcontext(SYSCTX_DG);
+            let sbuf = pvm_mkbuf(PVM_DATA_DEFAULT);
+            let rbuf = pvm_setrbuf(0);
+            let sbuf = pvm_setsbuf(sbuf);
+            let info = (|| {
+                let mut info = pvm_pkstr(group);
                 if info < 0 {
                     return info;
                 }
-            }
-            let mut gstate = DYNAMIC;
-            info = pvm_upkint(&mut gstate, 1, 1);
-            if info < 0 {
-                return info;
-            }
-            if gstate == STATIC {
-                cache_group();
-            }
+                info = pvm_pkint(&hosttid, 1, 1);
+                if info < 0 {
+                    return info;
+                }
+                info = pvm_send(stid, op::HOSTCHAR);
+                if info < 0 {
+                    return info;
+                }
+                info = pvm_recv(stid, op::HOSTCHAR);
+                if info < 0 {
+                    return info;
+                }
+                for p in [nhosts, nmem_onhost, coord] {
+                    info = pvm_upkint(p, 1, 1);
+                    if info < 0 {
+                        return info;
+                    }
+                }
+                let mut gstate = DYNAMIC;
+                info = pvm_upkint(&mut gstate, 1, 1);
+                if info < 0 {
+                    return info;
+                }
+                if gstate == STATIC {
+                    cache_group();
+                }
+                info
+            })();
+            pvm_freebuf(pvm_setsbuf(sbuf));
+            pvm_freebuf(pvm_setrbuf(rbuf));
+            pvm_setcontext(savectx);
             info
-        })();
-        pvm_freebuf(pvm_setsbuf(sbuf));
-        pvm_freebuf(pvm_setrbuf(rbuf));
-        pvm_setcontext(savectx);
-        info
-    }
+        }
+    })
 }
 
 /// Per-host vectors (members on each host, coordinator of each host) of `group`. The vectors
@@ -640,98 +674,100 @@ pub unsafe extern "C" fn pvm_grpvhostinfo(
     nmem_onhostv: *mut *mut c_int,
     nhosts: *mut c_int,
 ) -> c_int {
-    if coordv.is_null() || nmem_onhostv.is_null() || nhosts.is_null() {
-        return PVM_BAD_PARAM;
-    }
-    // SAFETY: pointers checked above; C API calls as in query.
-    unsafe {
-        *coordv = std::ptr::null_mut();
-        *nmem_onhostv = std::ptr::null_mut();
-        *nhosts = 0;
-        let gname = name(group);
-        if gname.is_empty() {
-            return PVM_NULL_GROUP;
+    guard(|| {
+        if coordv.is_null() || nmem_onhostv.is_null() || nhosts.is_null() {
+            return PVM_BAD_PARAM;
         }
-        {
+        // SAFETY: pointers checked above; C API calls as in query.
+        unsafe {
+            *coordv = std::ptr::null_mut();
+            *nmem_onhostv = std::ptr::null_mut();
+            *nhosts = 0;
+            let gname = name(group);
+            if gname.is_empty() {
+                return PVM_NULL_GROUP;
+            }
+            {
+                let mut st = state();
+                if let Some(g) = st.cache.get(gname) {
+                    let (on, co) = (g.np_onhost.clone(), g.pcoord.clone());
+                    st.hostv_onhost = on;
+                    st.hostv_coord = co;
+                    *nhosts = c_int::try_from(st.hostv_coord.len()).unwrap_or(0);
+                    *coordv = st.hostv_coord.as_mut_ptr();
+                    *nmem_onhostv = st.hostv_onhost.as_mut_ptr();
+                    return PVM_OK;
+                }
+            }
+            let stid = gs_getgstid();
+            if stid < 0 {
+                return PVM_SYS_ERR;
+            }
+            let savectx = pvm_setcontext(SYSCTX_DG);
+            let sbuf = pvm_mkbuf(PVM_DATA_DEFAULT);
+            let rbuf = pvm_setrbuf(0);
+            let sbuf = pvm_setsbuf(sbuf);
+            let mut onhost = Vec::new();
+            let mut coords = Vec::new();
+            let info = (|| {
+                let mut info = pvm_pkstr(group);
+                if info < 0 {
+                    return info;
+                }
+                info = pvm_send(stid, op::HOSTCHARV);
+                if info < 0 {
+                    return info;
+                }
+                let got = pvm_recv(stid, op::HOSTCHARV);
+                if got < 0 {
+                    return got;
+                }
+                let mut bytes = 0;
+                let (mut t, mut s) = (0, 0);
+                pvm_bufinfo(got, &mut bytes, &mut t, &mut s);
+                info = pvm_upkint(nhosts, 1, 1);
+                if info < 0 {
+                    return info;
+                }
+                let Some(n) = usize::try_from(*nhosts)
+                    .ok()
+                    .filter(|&n| n <= usize::try_from(bytes).unwrap_or(0) / 4)
+                else {
+                    return PVM_OUT_OF_RES;
+                };
+                onhost = vec![0; n];
+                coords = vec![NOTID; n];
+                if n > 0 {
+                    info = pvm_upkint(onhost.as_mut_ptr(), *nhosts, 1);
+                    if info < 0 {
+                        return info;
+                    }
+                    info = pvm_upkint(coords.as_mut_ptr(), *nhosts, 1);
+                    if info < 0 {
+                        return info;
+                    }
+                }
+                let mut gstate = DYNAMIC;
+                info = pvm_upkint(&mut gstate, 1, 1);
+                if info < 0 {
+                    return info;
+                }
+                if gstate == STATIC {
+                    cache_group();
+                }
+                info
+            })();
+            pvm_freebuf(pvm_setsbuf(sbuf));
+            pvm_freebuf(pvm_setrbuf(rbuf));
+            pvm_setcontext(savectx);
             let mut st = state();
-            if let Some(g) = st.cache.get(gname) {
-                let (on, co) = (g.np_onhost.clone(), g.pcoord.clone());
-                st.hostv_onhost = on;
-                st.hostv_coord = co;
-                *nhosts = c_int::try_from(st.hostv_coord.len()).unwrap_or(0);
-                *coordv = st.hostv_coord.as_mut_ptr();
-                *nmem_onhostv = st.hostv_onhost.as_mut_ptr();
-                return PVM_OK;
-            }
-        }
-        let stid = gs_getgstid();
-        if stid < 0 {
-            return PVM_SYS_ERR;
-        }
-        let savectx = pvm_setcontext(SYSCTX_DG);
-        let sbuf = pvm_mkbuf(PVM_DATA_DEFAULT);
-        let rbuf = pvm_setrbuf(0);
-        let sbuf = pvm_setsbuf(sbuf);
-        let mut onhost = Vec::new();
-        let mut coords = Vec::new();
-        let info = (|| {
-            let mut info = pvm_pkstr(group);
-            if info < 0 {
-                return info;
-            }
-            info = pvm_send(stid, op::HOSTCHARV);
-            if info < 0 {
-                return info;
-            }
-            let got = pvm_recv(stid, op::HOSTCHARV);
-            if got < 0 {
-                return got;
-            }
-            let mut bytes = 0;
-            let (mut t, mut s) = (0, 0);
-            pvm_bufinfo(got, &mut bytes, &mut t, &mut s);
-            info = pvm_upkint(nhosts, 1, 1);
-            if info < 0 {
-                return info;
-            }
-            let Some(n) = usize::try_from(*nhosts)
-                .ok()
-                .filter(|&n| n <= usize::try_from(bytes).unwrap_or(0) / 4)
-            else {
-                return PVM_OUT_OF_RES;
-            };
-            onhost = vec![0; n];
-            coords = vec![NOTID; n];
-            if n > 0 {
-                info = pvm_upkint(onhost.as_mut_ptr(), *nhosts, 1);
-                if info < 0 {
-                    return info;
-                }
-                info = pvm_upkint(coords.as_mut_ptr(), *nhosts, 1);
-                if info < 0 {
-                    return info;
-                }
-            }
-            let mut gstate = DYNAMIC;
-            info = pvm_upkint(&mut gstate, 1, 1);
-            if info < 0 {
-                return info;
-            }
-            if gstate == STATIC {
-                cache_group();
-            }
+            st.hostv_onhost = onhost;
+            st.hostv_coord = coords;
+            *coordv = st.hostv_coord.as_mut_ptr();
+            *nmem_onhostv = st.hostv_onhost.as_mut_ptr();
             info
-        })();
-        pvm_freebuf(pvm_setsbuf(sbuf));
-        pvm_freebuf(pvm_setrbuf(rbuf));
-        pvm_setcontext(savectx);
-        let mut st = state();
-        st.hostv_onhost = onhost;
-        st.hostv_coord = coords;
-        *coordv = st.hostv_coord.as_mut_ptr();
-        *nmem_onhostv = st.hostv_onhost.as_mut_ptr();
-        info
-    }
+        }
+    })
 }
 
 /// A user (or predefined) reduction: `func(&datatype, x, y, &num, &info)` with x = f(x, y).
@@ -751,20 +787,22 @@ pub unsafe extern "C" fn pvm_reduce(
     gname: *const c_char,
     rootinst: c_int,
 ) -> c_int {
-    // SAFETY: the caller guarantees `data` holds `count` elements of `datatype`; C API calls.
-    unsafe {
-        let rbuf = pvm_setrbuf(0);
-        let sbuf = pvm_setsbuf(pvm_mkbuf(PVM_DATA_DEFAULT));
-        let savectx = pvm_setcontext(SYSCTX_DG);
-        let cc = reduce_inner(func, data, count, datatype, msgtag, gname, rootinst);
-        pvm_freebuf(pvm_setrbuf(rbuf));
-        pvm_freebuf(pvm_setsbuf(sbuf));
-        pvm_setcontext(savectx);
-        if cc < 0 {
-            lpvmerr("pvm_reduce", cc);
+    guard(|| {
+        // SAFETY: the caller guarantees `data` holds `count` elements of `datatype`; C API calls.
+        unsafe {
+            let rbuf = pvm_setrbuf(0);
+            let sbuf = pvm_setsbuf(pvm_mkbuf(PVM_DATA_DEFAULT));
+            let savectx = pvm_setcontext(SYSCTX_DG);
+            let cc = reduce_inner(func, data, count, datatype, msgtag, gname, rootinst);
+            pvm_freebuf(pvm_setrbuf(rbuf));
+            pvm_freebuf(pvm_setsbuf(sbuf));
+            pvm_setcontext(savectx);
+            if cc < 0 {
+                lpvmerr("pvm_reduce", cc);
+            }
+            cc
         }
-        cc
-    }
+    })
 }
 
 unsafe fn reduce_inner(
@@ -885,16 +923,18 @@ pub unsafe extern "C" fn pvm_gather(
     gname: *const c_char,
     rootinst: c_int,
 ) -> c_int {
-    // SAFETY: the caller guarantees the buffers' sizes; C API calls.
-    unsafe {
-        let savectx = pvm_setcontext(SYSCTX_DG);
-        let cc = gather_inner(result, data, count, datatype, msgtag, gname, rootinst);
-        pvm_setcontext(savectx);
-        if cc < 0 {
-            lpvmerr("pvm_gather", cc);
+    guard(|| {
+        // SAFETY: the caller guarantees the buffers' sizes; C API calls.
+        unsafe {
+            let savectx = pvm_setcontext(SYSCTX_DG);
+            let cc = gather_inner(result, data, count, datatype, msgtag, gname, rootinst);
+            pvm_setcontext(savectx);
+            if cc < 0 {
+                lpvmerr("pvm_gather", cc);
+            }
+            cc
         }
-        cc
-    }
+    })
 }
 
 unsafe fn gather_inner(
@@ -978,16 +1018,18 @@ pub unsafe extern "C" fn pvm_scatter(
     gname: *const c_char,
     rootinst: c_int,
 ) -> c_int {
-    // SAFETY: the caller guarantees the buffers' sizes; C API calls.
-    unsafe {
-        let savectx = pvm_setcontext(SYSCTX_DG);
-        let cc = scatter_inner(result, data, count, datatype, msgtag, gname, rootinst);
-        pvm_setcontext(savectx);
-        if cc < 0 {
-            lpvmerr("pvm_scatter", cc);
+    guard(|| {
+        // SAFETY: the caller guarantees the buffers' sizes; C API calls.
+        unsafe {
+            let savectx = pvm_setcontext(SYSCTX_DG);
+            let cc = scatter_inner(result, data, count, datatype, msgtag, gname, rootinst);
+            pvm_setcontext(savectx);
+            if cc < 0 {
+                lpvmerr("pvm_scatter", cc);
+            }
+            cc
         }
-        cc
-    }
+    })
 }
 
 unsafe fn scatter_inner(
