@@ -147,6 +147,7 @@ fn debian_group_binaries_run_with_our_libgpvm3_by_soname() {
             ("thb", "thb"),
             ("tnb", "tnb"),
             ("trsg", "trsg"),
+            ("fgexample", "fgexample"),
             ("pvmgs", "pvmgs"),
         ] {
             let p = Path::new("/usr/bin").join(deb);
@@ -171,9 +172,19 @@ fn debian_group_binaries_run_with_our_libgpvm3_by_soname() {
             );
         }
         vm.start();
-        run_examples(&vm)
+        let mut out = run_examples(&vm);
+        // The Debian Fortran group example: legacy libfpvm3 (static) over our libgpvm3.
+        let (code, text) = vm.run("fgexample", &[], None);
+        out.push(format!("== fgexample exit {code:?}"));
+        out.extend(normalise(&text).lines().map(str::to_string));
+        out
     };
-    assert_eq!(run(true), run(false));
+    let ours = run(true);
+    assert_eq!(ours, run(false));
+    assert!(
+        ours.iter().any(|l| l.contains("The 1-Norm is         5050")),
+        "{ours:#?}"
+    );
 }
 
 const GMIX: &str = r#"
