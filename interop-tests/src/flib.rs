@@ -44,19 +44,44 @@ pub fn our_libs() -> (PathBuf, PathBuf) {
             .expect("run cargo build for libfpvm3/libgpvm3");
         assert!(status.success(), "cargo build -p libfpvm3 -p libgpvm3 -p pvmgs failed");
         let built = target_dir().join("debug");
-        let dir = target_dir()
-            .join("tmp")
-            .join(format!("flib-libs-{}", std::process::id()));
+        let tmp = target_dir().join("tmp");
+        remove_stale(&tmp);
+        let dir = tmp.join(format!("flib-libs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create lib dir");
-        // Copies, not links: a concurrent cargo build must not change them under a test.
-        std::fs::copy(built.join("libgpvm3.so"), dir.join("libgpvm3.so.3")).expect("copy libgpvm3.so");
-        std::fs::copy(built.join("libfpvm3.so"), dir.join("libfpvm3.so")).expect("copy libfpvm3.so");
-        std::fs::copy(built.join("libfpvm3.a"), dir.join("libfpvm3.a")).expect("copy libfpvm3.a");
-        std::fs::copy(built.join("pvmgs"), dir.join("pvmgs")).expect("copy pvmgs");
+        // Snapshots, not the build outputs themselves: a concurrent cargo build must not change
+        // them under a running test. Hard links cost no space (cargo writes new files).
+        for (from, to) in [
+            ("libgpvm3.so", "libgpvm3.so.3"),
+            ("libfpvm3.so", "libfpvm3.so"),
+            ("libfpvm3.a", "libfpvm3.a"),
+            ("pvmgs", "pvmgs"),
+        ] {
+            let (from, to) = (built.join(from), dir.join(to));
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+            }
+        }
         (dir.join("libfpvm3.a"), dir)
     })
     .clone()
+}
+
+/// Removes the library snapshots and source trees of test processes that are gone.
+fn remove_stale(tmp: &Path) {
+    let Ok(rd) = std::fs::read_dir(tmp) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.starts_with("flib-") {
+            continue;
+        }
+        let pid = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 /// The Debian example sources, unpacked once per test process, with `include/fpvm3.h` (which

@@ -304,6 +304,8 @@ fn gmix_run(parent: Flavour, children: [Flavour; 2], server: Flavour) -> Vec<Str
         .filter(|l| !l.is_empty() && !l.contains("child task(s) still running"))
         .collect();
     lines.sort();
+    drop(vm);
+    let _ = std::fs::remove_dir_all(dir);
     lines
 }
 
@@ -606,8 +608,11 @@ fn gsproto_run(server: Flavour) -> (String, Vec<String>) {
             let (_, _, _, rest) = (w.next(), w.next(), w.next(), w.next());
             rest.map(str::to_string)
         })
-        .filter(|l| l.starts_with("[TID]"))
+        // The server's lines only: the child driver's prints interleave with them by timing.
+        .filter(|l| l.starts_with("[TID]") && !l.starts_with("[TID] child "))
         .collect();
+    drop(vm);
+    let _ = std::fs::remove_dir_all(dir);
     (normalise(&out), log)
 }
 
