@@ -155,12 +155,15 @@ pub unsafe extern "C" fn pvmfnotify_(
     unsafe { wr(info, pvm_notify(rd(what), rd(msgtag), rd(cnt), tids)) }
 }
 
-/// Registers a message handler; `func` is passed to libpvm as given.
+/// Registers a message handler. The manual has no Fortran binding; the legacy wrapper takes six
+/// arguments, ignores the fourth and passes the fifth to pvm_addmhf as the handler, so ours
+/// does the same.
 #[no_mangle]
 pub unsafe extern "C" fn pvmfaddmhf_(
     src: *const c_int,
     tag: *const c_int,
     ctx: *const c_int,
+    _unused: *mut c_void,
     func: *mut c_void,
     mhid: *mut c_int,
 ) {
