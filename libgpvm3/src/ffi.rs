@@ -47,6 +47,7 @@ extern "C" {
     pub fn pvm_freebuf(buf: c_int) -> c_int;
     pub fn pvm_setsbuf(buf: c_int) -> c_int;
     pub fn pvm_setrbuf(buf: c_int) -> c_int;
+    pub fn pvm_getrbuf() -> c_int;
     pub fn pvm_bufinfo(buf: c_int, bytes: *mut c_int, tag: *mut c_int, tid: *mut c_int) -> c_int;
     pub fn pvm_send(tid: c_int, tag: c_int) -> c_int;
     pub fn pvm_mcast(tids: *mut c_int, n: c_int, tag: c_int) -> c_int;

@@ -213,7 +213,7 @@ unsafe fn cache_group() {
     unsafe {
         let mut bytes: c_int = 0;
         let (mut tag, mut src) = (0, 0);
-        if pvm_bufinfo(pvm_setrbuf_peek(), &mut bytes, &mut tag, &mut src) < 0 {
+        if pvm_bufinfo(pvm_getrbuf(), &mut bytes, &mut tag, &mut src) < 0 {
             return;
         }
         let limit = usize::try_from(bytes).unwrap_or(0);
@@ -257,16 +257,6 @@ unsafe fn cache_group() {
                 pcoord,
             },
         );
-    }
-}
-
-/// The active receive buffer's id without changing it.
-unsafe fn pvm_setrbuf_peek() -> c_int {
-    // SAFETY: plain C API calls; setting it back restores the state.
-    unsafe {
-        let cur = pvm_setrbuf(0);
-        pvm_setrbuf(cur);
-        cur
     }
 }
 
