@@ -638,3 +638,44 @@ fn our_pvmgs_answers_every_request_like_the_legacy_server() {
         ours.1
     );
 }
+
+/// Joins, freezes a one-member group, stops the server, then asks about the group.
+const CACHE: &str = r#"#include <stdio.h>
+#include <unistd.h>
+#include <pvm3.h>
+extern int gstid;
+int main(void) {
+    int me = pvm_mytid(), ctx;
+    printf("join %d\n", pvm_joingroup("s"));
+    printf("freeze %d\n", pvm_freezegroup("s", 1));
+    ctx = pvm_setcontext(0x7fffc);
+    pvm_initsend(PvmDataDefault);
+    pvm_send(gstid, 0); /* DIE */
+    pvm_setcontext(ctx);
+    sleep(1);
+    printf("gettid ok %d getinst %d gsize %d\n", pvm_gettid("s", 0) == me, pvm_getinst("s", me), pvm_gsize("s"));
+    pvm_exit();
+    return 0;
+}
+"#;
+
+/// After pvm_freezegroup the members answer gettid/getinst/gsize without the server (here it
+/// is gone), like the legacy library.
+#[test]
+fn frozen_groups_are_answered_from_the_local_cache() {
+    for flavour in [Flavour::Ours, Flavour::Legacy] {
+        let dir = build_dir("cache");
+        let src = dir.join("cache.c");
+        std::fs::write(&src, CACHE).expect("write cache.c");
+        cc_group(&src, &dir.join("cache"), flavour);
+        let mut vm = Vm::new("cache");
+        vm.install(&dir.join("cache"), "cache");
+        vm.install(&pvmgs(flavour), "pvmgs");
+        vm.start();
+        let (code, out) = vm.run("cache", &[], None);
+        assert_eq!(code, Some(0), "{flavour:?}: {out}");
+        assert_eq!(out, "join 0\nfreeze 1\ngettid ok 1 getinst 0 gsize 1\n", "{flavour:?}");
+        drop(vm);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
