@@ -6,6 +6,8 @@
 //! tests exist to compare against the legacy implementation, so skipping would hide a broken
 //! setup.
 
+pub mod flib;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
