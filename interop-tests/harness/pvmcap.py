@@ -8,9 +8,9 @@
       accept()ed) and of every direct task<->task connection (task side), per direction, and
       splits it into TDFRAGHDR frames.  Task-side copies of task<->pvmd streams are skipped
       (the pvmd side already holds the same bytes).
-  pcap2hex PCAP OUT.hex [--title TEXT] [--max-bytes N]
+  pcap2hex PCAP[,PCAP...] OUT.hex [--title TEXT] [--max-bytes N]
       UDP payloads (pvmd<->pvmd, DDFRAGHDR) and reassembled TCP streams (direct routes across
-      hosts, TDFRAGHDR frames) from an Ethernet/IPv4 pcap.
+      hosts, TDFRAGHDR frames) from Ethernet/IPv4 (or Linux cooked) pcaps, merged in time order.
   pcaptrim IN OUT --tcp-budget N
       Copy a pcap, keeping every UDP packet and TCP packets without payload, and TCP payload
       packets only while their flow direction has carried fewer than N payload bytes.
@@ -22,7 +22,8 @@
 `.hex` format (pvm-proto/tests/vectors/README.md): `# title`, then per frame
 `## <label> (<n> bytes)` and lowercase hex, 32 bytes per line.  Frames are kept in capture order;
 when --max-bytes is exceeded, further frames are written only if their (direction, code, flags)
-kind has not been written yet, and a final comment says how many were left out.
+kind has not been written yet; a comment after the title says how many were left out and counts
+the message starts of the whole capture.
 """
 import glob
 import os
@@ -92,19 +93,21 @@ class HexWriter:
         self.frames.append((label, data))
 
     def write(self):
+        """Title first, then notes (also `# ` lines, so that readers of the vectors format that
+        skip comments see only frames after them), then the frames."""
         with open(self.path, "w") as f:
             f.write("# %s\n" % self.title)
+            if self.all_counts:
+                f.write("# message starts in the whole capture, including frames left out: %s\n"
+                        % ", ".join("%s=%d" % kv for kv in sorted(self.all_counts.items())))
+            if self.dropped:
+                f.write("# %d frames left out to keep the file small (each left-out frame's direction, code and"
+                        " flags also occur in a frame kept)\n" % self.dropped)
             for label, data in self.frames:
                 f.write("## %s (%d bytes)\n" % (label, len(data)))
                 h = data.hex()
                 for i in range(0, len(h), 64):
                     f.write(h[i:i + 64] + "\n")
-            if self.dropped:
-                f.write("# %d further frames left out to keep the file small (kinds already shown above)\n"
-                        % self.dropped)
-            if self.all_counts:
-                f.write("# message starts in the whole capture, including frames left out: %s\n"
-                        % ", ".join("%s=%d" % kv for kv in sorted(self.all_counts.items())))
         return len(self.frames)
 
 
@@ -296,8 +299,48 @@ def read_pcap(path):
     return data[:24], pkts, e
 
 
-def ipv4(frame, linktype):
-    """(proto, src, sport, dst, dport, payload, tcp_seq, tcp_flags) or None."""
+class Defrag:
+    """Reassembles IPv4 fragments: pvmd datagrams (up to 4080 bytes) exceed the 1500-byte MTU
+    of the namespace links, so most large ones arrive in pieces."""
+
+    def __init__(self):
+        self.parts = {}  # (src, dst, proto, id) -> {offset: bytes}, total length once known
+
+    def feed(self, ip):
+        """The whole IPv4 packet (header + payload) once complete, else None."""
+        ihl = (ip[0] & 15) * 4
+        frag = struct.unpack(">H", ip[6:8])[0]
+        mf, off = frag & 0x2000, (frag & 0x1FFF) * 8
+        if not mf and off == 0:
+            return ip
+        key = (ip[12:16], ip[16:20], ip[9], ip[4:6])
+        tot = struct.unpack(">H", ip[2:4])[0]
+        st = self.parts.setdefault(key, {"pieces": {}, "end": None, "hdr": None})
+        st["pieces"][off] = ip[ihl:tot]
+        if off == 0:
+            st["hdr"] = ip[:ihl]
+        if not mf:
+            st["end"] = off + tot - ihl
+        if st["end"] is None or st["hdr"] is None:
+            return None
+        data, pos = b"", 0
+        for o in sorted(st["pieces"]):
+            if o > pos:
+                return None  # a hole: wait for more
+            data = data[:o] + st["pieces"][o]
+            pos = len(data)
+        if pos < st["end"]:
+            return None
+        del self.parts[key]
+        hdr = bytearray(st["hdr"])
+        hdr[2:4] = struct.pack(">H", len(hdr) + len(data))
+        hdr[6:8] = b"\0\0"
+        return bytes(hdr) + data
+
+
+def ipv4(frame, linktype, defrag=None):
+    """(proto, src, sport, dst, dport, payload, tcp_seq, tcp_flags) or None (also for a fragment
+    of a packet not yet complete when `defrag` is given)."""
     if linktype == 1:  # Ethernet
         if len(frame) < 14 or frame[12:14] != b"\x08\x00":
             return None
@@ -308,6 +351,12 @@ def ipv4(frame, linktype):
         return None
     if len(ip) < 20 or ip[0] >> 4 != 4:
         return None
+    if defrag is not None:
+        ip = defrag.feed(ip)
+        if ip is None:
+            return None
+    elif struct.unpack(">H", ip[6:8])[0] & 0x3FFF:
+        return ("frag", ".".join(map(str, ip[12:16])), 0, ".".join(map(str, ip[16:20])), 0, b"", 0, 0)
     ihl = (ip[0] & 15) * 4
     tot = struct.unpack(">H", ip[2:4])[0]
     proto = ip[9]
@@ -323,13 +372,19 @@ def ipv4(frame, linktype):
     return None
 
 
-def cmd_pcap2hex(path, out_path, title, max_bytes):
-    _, pkts, _ = read_pcap(path)
+def cmd_pcap2hex(paths, out_path, title, max_bytes):
+    pkts = []
+    for path in paths.split(","):
+        _, pp, e = read_pcap(path)
+        # sort key: capture time (seconds, fraction) from the record header
+        pkts += [(struct.unpack(e + "II", h[:8]), i, (h, fr, lt)) for i, (h, fr, lt) in enumerate(pp)]
+    pkts = [p for _, _, p in sorted(pkts, key=lambda x: (x[0], x[1]))]
     out = HexWriter(out_path, title, max_bytes)
+    defrag = Defrag()
     cur = {}  # (src ep, src tid) -> name, for continuation fragments
     tcp = {}  # (src ep, dst ep) -> [next seq, StreamSplitter]
     for _hdr, frame, lt in pkts:
-        p = ipv4(frame, lt)
+        p = ipv4(frame, lt, defrag)
         if not p:
             continue
         proto, src, sp, dst, dp, pl, seq, tfl = p

@@ -2,7 +2,8 @@
  * messages), so that the legacy daemon's answers can be captured:
  *   direct routes (TC_CONREQ/TC_CONACK + task<->task stream) with XDR, Raw and InPlace (writev)
  *   messages and pvm_psend; pvm_hostsync, pvm_tickle, pvm_tasks/mstat/pstat on a remote host,
- *   pvm_sendsig, notify of task exit / host add / host delete, contexts, mailbox from a child
+ *   pvm_sendsig, notify of task exit / host add / host delete, contexts, TM_SETOPT (self output
+ *   and trace redirection), mailbox from a child
  *   (DM_DB when the child is on a slave host), pvm_mcast.
  * usage: pvmrs_probe [HOST]     (the child is spawned on HOST, default: anywhere)
  * Written for pvm-rs (not derived from the PVM sources). */
@@ -88,6 +89,13 @@ int main(int argc, char **argv) {
     int args[1] = {0}, nres = 0, res[10];
     pvm_tickle(1, args, &nres, res);
   }
+  /* redirecting one's own output/trace goes to the pvmd as TM_SETOPT; then back to default */
+  pvm_setopt(PvmSelfOutputTid, me);
+  pvm_setopt(PvmSelfOutputCode, 33);
+  pvm_setopt(PvmSelfTraceTid, me);
+  pvm_setopt(PvmSelfTraceCode, 34);
+  pvm_setopt(PvmSelfTraceTid, 0);
+  pvm_setopt(PvmSelfOutputTid, 0);
   int ctx = pvm_newcontext();
   int old = pvm_setcontext(ctx);
   pvm_setcontext(old);

@@ -3,6 +3,8 @@
  *   pvmrs_sm tasker SECONDS   pvm_reg_tasker (TM_TASKER); for each SM_STTASK from the pvmd,
  *                             fork/exec the task with the given argv/env, and report its exit
  *                             with SM_TASKX.
+ *   pvmrs_sm tracer SECONDS   pvm_reg_tracer (TM_TRACER) with a small event mask; prints the
+ *                             number of trace messages received, unregisters at the end.
  *   pvmrs_sm hoster SECONDS   pvm_reg_hoster (TM_HOSTER, master only); for each SM_STHOST,
  *                             start the slave pvmds with $PVM_RSH and answer SM_STHOSTACK with
  *                             each slave's first output line, as pvmd' would.
@@ -16,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <pvm3.h>
+#include <pvmtev.h>
 
 #define SM_STTASK ((int)0x80040011)
 #define SM_STHOST ((int)0x8004000f)
@@ -36,7 +39,7 @@ static void reap(void) {
                   (int)ru.ru_stime.tv_usec};
       pvm_initsend(PvmDataDefault);
       pvm_pkint(v, 6, 1);
-      pvm_send(pvm_tidtohost(pvm_mytid()), SM_TASKX);
+      pvm_send(pvm_tidtohost(pvm_mytid()) | (int)0x80000000, SM_TASKX); /* the pvmd: TIDPVMD | host */
       printf("pvmrs_sm: task t%x (pid %d) exited, status %d\n", tids[i], p, st);
       pids[i] = -1;
     }
@@ -114,7 +117,7 @@ static void sthost(int bufid) {
   pvm_getminfo(sb, &mi);
   mi.wid = wid;
   pvm_setminfo(sb, &mi);
-  pvm_send(pvm_tidtohost(pvm_mytid()), SM_STHOSTACK);
+  pvm_send(pvm_tidtohost(pvm_mytid()) | (int)0x80000000, SM_STHOSTACK);
   printf("pvmrs_sm: SM_STHOSTACK sent (wid %d)\n", wid);
 }
 
@@ -124,8 +127,18 @@ int main(int argc, char **argv) {
   int secs = argc > 2 ? atoi(argv[2]) : 10;
   if (pvm_mytid() < 0) return 1;
   int hoster = strcmp(argv[1], "hoster") == 0;
-  int cc = hoster ? pvm_reg_hoster() : pvm_reg_tasker();
+  int tracer = strcmp(argv[1], "tracer") == 0;
+  Pvmtmask mask;
+  TEV_MASK_INIT(mask);
+  TEV_MASK_SET(mask, TEV_SEND);
+  TEV_MASK_SET(mask, TEV_RECV);
+  int cc = hoster   ? pvm_reg_hoster()
+           : tracer ? pvm_reg_tracer(0, 71, 0, 72, mask, 0, PvmTraceFull)
+                    : pvm_reg_tasker();
+  /* like srm.pvm: reserved tids/tags, so that SM_ messages can be sent to the pvmd */
+  pvm_setopt(PvmResvTids, 1);
   printf("pvmrs_sm: registered as %s: %d\n", argv[1], cc);
+  int ntrace = 0;
   for (;;) {
     struct timeval tv = {1, 0};
     int idle = 0, b = 0;
@@ -136,7 +149,8 @@ int main(int argc, char **argv) {
     if (b <= 0) break;
     int len, tag, src;
     pvm_bufinfo(b, &len, &tag, &src);
-    if (tag == SM_STTASK) sttask();
+    if (tag == 71 || tag == 72) ntrace++;
+    else if (tag == SM_STTASK) sttask();
     else if (tag == SM_STHOST) sthost(b);
     else {
       struct pvmminfo mi;
@@ -144,6 +158,10 @@ int main(int argc, char **argv) {
       printf("pvmrs_sm: message tag %#x ctx %#x from t%x\n", tag, mi.ctx, src);
     }
     reap();
+  }
+  if (tracer) {
+    printf("pvmrs_sm: %d trace/output messages\n", ntrace);
+    pvm_reg_tracer(0, 71, 0, 72, mask, 0, PvmTraceFull); /* second call unregisters */
   }
   printf("pvmrs_sm: idle, exiting\n");
   pvm_exit();
