@@ -140,7 +140,8 @@ fn spawn() -> impl Strategy<Value = Spawn> {
         )
 }
 fn exec() -> impl Strategy<Value = Exec> {
-    (spawn(), any_tid(), option::of((any::<i32>(), any::<i32>()))).prop_map(|(s, ptid, placement)| Exec {
+    let tail = option::of((any::<i32>(), any::<i32>(), prop::collection::vec(any::<u8>(), 0..12)));
+    (spawn(), any_tid(), tail).prop_map(|(s, ptid, tail)| Exec {
         ptid,
         file: s.file,
         flags: s.flags,
@@ -153,7 +154,8 @@ fn exec() -> impl Strategy<Value = Exec> {
         trcctx: s.trcctx,
         trctag: s.trctag,
         env: s.env,
-        placement,
+        placement: tail.as_ref().map(|t| (t.0, t.1)),
+        extra: tail.map(|t| t.2).unwrap_or_default(),
     })
 }
 fn task_entry() -> impl Strategy<Value = TaskEntry> {

@@ -928,6 +928,10 @@ pub struct Exec {
     /// Always sent by a legacy pvmd (tdpro.c: assign_tasks()), missing from its doc comment; a
     /// resource manager's SM_EXEC may omit them.
     pub placement: Option<(i32, i32)>,
+    /// Bytes after `outof`, which the legacy pvmd never reads. Empty from every pvmd; the
+    /// Debian `srm` sample resource manager's SM_EXEC carries its environment strings a second
+    /// time here (captured: pvm-proto/tests/captures/l12_srm.hex). Only present with `placement`.
+    pub extra: Vec<u8>,
 }
 
 impl Codec for Exec {
@@ -951,6 +955,7 @@ impl Codec for Exec {
         } else {
             Some((r.int("instance")?, r.int("outof")?))
         };
+        let extra = r.rest();
         Ok(Exec {
             ptid,
             file,
@@ -965,6 +970,7 @@ impl Codec for Exec {
             trctag,
             env,
             placement,
+            extra,
         })
     }
     fn enc(&self, w: &mut Wr) {
@@ -981,6 +987,7 @@ impl Codec for Exec {
         }
         if let Some((i, o)) = self.placement {
             w.int(i).int(o);
+            w.raw(&self.extra);
         }
     }
 }
@@ -1002,6 +1009,9 @@ impl fmt::Display for Exec {
         list(f, &self.env, 4)?;
         if let Some((i, o)) = self.placement {
             write!(f, " instance {i} of {o}")?;
+        }
+        if !self.extra.is_empty() {
+            write!(f, " +{} bytes never read", self.extra.len())?;
         }
         Ok(())
     }

@@ -90,6 +90,14 @@ impl<'a> Rd<'a> {
         self.x.int(field)
     }
 
+    /// Everything left, unpadded: for bytes a legacy reader never looks at.
+    pub fn rest(&mut self) -> Vec<u8> {
+        let v = self.x.rest().to_vec();
+        // Cannot fail: exactly the remaining bytes, and padding is clipped at the end.
+        let _ = self.x.opaque("rest", v.len());
+        v
+    }
+
     pub fn tid(&mut self, field: &'static str) -> Result<Tid> {
         self.x.int(field).map(Tid)
     }

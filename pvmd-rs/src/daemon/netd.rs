@@ -1189,6 +1189,7 @@ impl<A: AuthFiles> Daemon<A> {
             trctag: sp.trctag,
             env: env.iter().map(|a| a.as_str().into()).collect(),
             placement: Some((0, count as i32)),
+            extra: Vec::new(),
         };
         let retry = !flags.intersects(SpawnFlags::HOST | SpawnFlags::ARCH);
         let group = n.next_wid();
