@@ -1,0 +1,502 @@
+//! The CRIU driver: checkpoint, restore into a fresh pid namespace, and migration between two
+//! hosts (post-copy with lazy pages, or stop-and-copy). Plain blocking functions with explicit
+//! time limits; pvmd-rs runs them on a blocking thread (`tokio::task::spawn_blocking`).
+//!
+//! Tasks are identified to CRIU by host pid only for the duration of one call: the caller keeps
+//! the PVM tid and learns the new host pid from [`Restored::pid`].
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::error::{io, MigError, Result};
+use crate::netns::Host;
+use crate::probe::{self, Capabilities};
+use crate::proc::{children, log_tail, signal, wait_file, Step, POLL};
+use crate::transfer;
+
+/// How to move a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Lazy pages: freeze = metadata only, pages follow on demand and in the background.
+    PostCopy,
+    /// Dump everything, copy, restore: freeze grows with the task's size.
+    StopAndCopy,
+    /// PostCopy where the probe says it works, else StopAndCopy; also falls back when the
+    /// post-copy dump fails before anything left the source (the task is then still running).
+    Auto,
+}
+
+/// Result of a checkpoint.
+#[derive(Debug)]
+pub struct Dumped {
+    /// Wall time of `criu dump`.
+    pub wall: Duration,
+    /// How long CRIU kept the task frozen (its own statistic), when it reported one.
+    pub frozen: Option<Duration>,
+    /// Bytes of images written.
+    pub bytes: u64,
+}
+
+/// A task restored into a fresh pid namespace. CRIU stays as that namespace's init (and
+/// reaper) for the task's lifetime; dropping this kills the whole namespace.
+#[derive(Debug)]
+pub struct Restored {
+    step: Step,
+    /// Host pid of the restored task (inside its namespace it has its old pid).
+    pub pid: u32,
+    /// When CRIU's post-resume hook ran: the task was running again from here.
+    pub resumed: SystemTime,
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Step({}, pid {})", self.name, self.child.id())
+    }
+}
+
+impl Restored {
+    /// True while the task's namespace is alive.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.step.poll(), Ok(None))
+    }
+    /// Kills the task and its namespace and waits for them.
+    pub fn kill(mut self) {
+        self.step.kill();
+    }
+    /// Pid of the CRIU process that is the namespace's init (the daemon watches it: when it
+    /// exits, the task has exited).
+    pub fn reaper_pid(&self) -> u32 {
+        self.step.pid()
+    }
+}
+
+/// Result of a migration.
+#[derive(Debug)]
+pub struct Migrated {
+    pub mode: Mode,
+    pub restored: Restored,
+    /// From the start of the dump until the task ran again on the target.
+    pub freeze: Duration,
+    /// From the start of the dump until every page was on the target and the source was gone.
+    pub total: Duration,
+    /// Bytes carried by the image stream (post-copy: metadata only; pages go by page server).
+    pub streamed: u64,
+    /// Set when Auto fell back to stop-and-copy: why post-copy did not work.
+    pub fallback: Option<String>,
+}
+
+/// The driver: one CRIU binary and what it can do here.
+pub struct Criu {
+    pub bin: PathBuf,
+    pub caps: Capabilities,
+}
+
+static PIPE_GUARD: Mutex<(usize, Option<String>)> = Mutex::new((0, None));
+const PIPE_MAX: &str = "/proc/sys/fs/pipe-max-size";
+const PIPE_NEEDED: u64 = 4 << 20;
+
+/// Raises fs.pipe-max-size to 4 MiB while post-copy runs, where root lacks CAP_SYS_RESOURCE
+/// (CRIU's lazy page server then fails on an unchecked F_SETPIPE_SZ; CKPT-REPORT §6). The
+/// old value comes back when the last concurrent migration ends.
+struct PipeSize(bool);
+
+impl PipeSize {
+    fn raise(needed: bool) -> PipeSize {
+        if !needed {
+            return PipeSize(false);
+        }
+        let mut g = PIPE_GUARD.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 == 0 {
+            let cur = fs::read_to_string(PIPE_MAX).unwrap_or_default();
+            if cur.trim().parse::<u64>().map(|v| v < PIPE_NEEDED).unwrap_or(false)
+                && fs::write(PIPE_MAX, PIPE_NEEDED.to_string()).is_ok()
+            {
+                g.1 = Some(cur.trim().to_string());
+            }
+        }
+        g.0 += 1;
+        PipeSize(true)
+    }
+}
+
+impl Drop for PipeSize {
+    fn drop(&mut self) {
+        if !self.0 {
+            return;
+        }
+        let mut g = PIPE_GUARD.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 -= 1;
+        if g.0 == 0 {
+            if let Some(old) = g.1.take() {
+                let _ = fs::write(PIPE_MAX, old);
+            }
+        }
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+/// "Frozen time: 12345 us" from `--display-stats` output.
+fn frozen_from_stats(text: &str) -> Option<Duration> {
+    text.lines().find_map(|l| {
+        let v = l.split("Frozen time:").nth(1)?;
+        let us: u64 = v.split_whitespace().next()?.parse().ok()?;
+        Some(Duration::from_micros(us))
+    })
+}
+
+fn check(step: &'static str, st: std::process::ExitStatus, log: &Path) -> Result<()> {
+    if st.success() {
+        Ok(())
+    } else {
+        Err(MigError::Criu {
+            step,
+            status: st.to_string(),
+            log: log.to_path_buf(),
+            tail: log_tail(log),
+        })
+    }
+}
+
+impl Criu {
+    /// Probes this host; fails with the reason when dump/restore cannot work here.
+    pub fn new() -> Result<Criu> {
+        let caps = probe::probe();
+        Criu::with_caps(caps)
+    }
+
+    pub fn with_caps(caps: Capabilities) -> Result<Criu> {
+        let Some((bin, _)) = caps.criu.clone() else {
+            return Err(MigError::NoCriu(
+                probe::locate().err().unwrap_or_else(|| "unknown".into()),
+            ));
+        };
+        if let Err(reason) = caps.can_migrate() {
+            return Err(MigError::Unavailable {
+                what: "checkpoint/restore",
+                reason,
+            });
+        }
+        Ok(Criu { bin, caps })
+    }
+
+    fn criu(&self, host: &Host) -> Command {
+        host.command(&self.bin)
+    }
+
+    /// Same as [`Criu::criu`] but with fd 3 of CRIU redirected to `status`, where CRIU writes
+    /// a byte once its server listens (`--status-fd 3`).
+    fn criu_with_status(&self, host: &Host, status: &Path) -> Command {
+        let mut c = host.command(Path::new("sh"));
+        c.arg("-c").arg("exec \"$@\" 3>\"$0\"").arg(status).arg(&self.bin);
+        c
+    }
+
+    /// Checkpoints task `pid` (and its children) on `host` into `dir`. With `leave_running` the
+    /// task continues after a short freeze; without, CRIU kills it after the dump.
+    pub fn dump(&self, pid: u32, host: &Host, dir: &Path, leave_running: bool, limit: Duration) -> Result<Dumped> {
+        let t0 = Instant::now();
+        fs::create_dir_all(dir).map_err(io("create image dir"))?;
+        let out = dir.join("dump.out");
+        let mut c = self.criu(host);
+        c.args(["dump", "-t", &pid.to_string(), "-D"])
+            .arg(dir)
+            .args(["-o", "dump.log", "-v2", "--display-stats"]);
+        if leave_running {
+            c.arg("-R");
+        }
+        let f = fs::File::create(&out).map_err(io("create dump.out"))?;
+        c.stdout(f.try_clone().map_err(io("dup"))?).stderr(f);
+        let mut s = Step::spawn("criu dump", c)?;
+        let st = s.wait(t0 + limit, limit)?;
+        check("criu dump", st, &dir.join("dump.log"))?;
+        let stats = fs::read_to_string(&out).unwrap_or_default();
+        Ok(Dumped {
+            wall: t0.elapsed(),
+            frozen: frozen_from_stats(&stats),
+            bytes: dir_bytes(dir) - fs::metadata(&out).map(|m| m.len()).unwrap_or(0),
+        })
+    }
+
+    /// Writes the post-resume hook into `dir`: it stamps the time the task runs again. This is
+    /// also where the shim gets its wake-up signal later (docs/migration.md, park protocol).
+    fn hook(dir: &Path) -> Result<PathBuf> {
+        let h = dir.join("resume-hook.sh");
+        let d = dir.display();
+        fs::write(
+            &h,
+            format!(
+                "#!/bin/sh\nif [ \"$CRTOOLS_SCRIPT_ACTION\" = post-resume ]; then\n  \
+                 date +%s%N > '{d}/resumed.tmp' && mv '{d}/resumed.tmp' '{d}/resumed'\nfi\nexit 0\n"
+            ),
+        )
+        .map_err(io("write resume hook"))?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&h, fs::Permissions::from_mode(0o755)).map_err(io("chmod resume hook"))?;
+        let _ = fs::remove_file(dir.join("resumed"));
+        Ok(h)
+    }
+
+    fn spawn_restore(&self, host: &Host, dir: &Path, lazy: bool) -> Result<Step> {
+        let hook = Criu::hook(dir)?;
+        let mut c = host.command(Path::new("unshare"));
+        c.args(["-p", "-f", "--mount-proc"])
+            .arg(&self.bin)
+            .args(["restore", "-D"])
+            .arg(dir)
+            .args(["-o", "restore.log", "-v2", "--action-script"])
+            .arg(hook);
+        if lazy {
+            c.arg("--lazy-pages");
+        }
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        Step::spawn("criu restore", c)
+    }
+
+    /// Waits for the post-resume stamp, then finds the task's host pid.
+    fn await_restored(mut step: Step, dir: &Path, deadline: Instant, limit: Duration) -> Result<Restored> {
+        let stamp = dir.join("resumed");
+        if let Err(e) = wait_file(&mut step, &stamp, deadline, limit) {
+            let log = dir.join("restore.log");
+            return Err(match e {
+                MigError::Criu { step, status, .. } => MigError::Criu {
+                    step,
+                    status,
+                    tail: log_tail(&log),
+                    log,
+                },
+                e => e,
+            });
+        }
+        let ns: u64 = fs::read_to_string(&stamp)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let resumed = UNIX_EPOCH + Duration::from_nanos(ns);
+        // unshare -> criu (init of the new pid namespace) -> the restored task.
+        loop {
+            let pid = children(step.pid()).into_iter().flat_map(children).next();
+            if let Some(pid) = pid {
+                return Ok(Restored { step, pid, resumed });
+            }
+            if Instant::now() >= deadline || step.poll()?.is_some() {
+                return Err(MigError::Transfer(
+                    "restored task not found under its CRIU reaper".into(),
+                ));
+            }
+            sleep(POLL);
+        }
+    }
+
+    /// Restores the images in `dir` on `host`, in a fresh pid namespace.
+    pub fn restore(&self, host: &Host, dir: &Path, limit: Duration) -> Result<Restored> {
+        let deadline = Instant::now() + limit;
+        let s = self.spawn_restore(host, dir, false)?;
+        Criu::await_restored(s, dir, deadline, limit)
+    }
+
+    /// Moves task `pid` from `from` to `to`. `work` gets `src/` and `dst/` image dirs (on tmpfs
+    /// ideally); they are removed after a success and kept for inspection after a failure.
+    pub fn migrate(
+        &self,
+        pid: u32,
+        from: &Host,
+        to: &Host,
+        work: &Path,
+        mode: Mode,
+        limit: Duration,
+    ) -> Result<Migrated> {
+        let (src, dst) = (work.join("src"), work.join("dst"));
+        for d in [&src, &dst] {
+            let _ = fs::remove_dir_all(d);
+            fs::create_dir_all(d).map_err(io("create image dir"))?;
+        }
+        let res = match mode {
+            Mode::StopAndCopy => self.stop_and_copy(pid, from, to, &src, &dst, limit),
+            Mode::PostCopy => self.post_copy(pid, from, to, &src, &dst, limit).map_err(|(_, e)| e),
+            Mode::Auto if !self.caps.lazy_pages.ok() => {
+                let why = format!("{:?}", self.caps.lazy_pages);
+                self.stop_and_copy(pid, from, to, &src, &dst, limit).map(|mut m| {
+                    m.fallback = Some(why);
+                    m
+                })
+            }
+            Mode::Auto => match self.post_copy(pid, from, to, &src, &dst, limit) {
+                Ok(m) => Ok(m),
+                Err((true, e)) if signal(pid, 0) => {
+                    for d in [&src, &dst] {
+                        let _ = fs::remove_dir_all(d);
+                        let _ = fs::create_dir_all(d);
+                    }
+                    self.stop_and_copy(pid, from, to, &src, &dst, limit).map(|mut m| {
+                        m.fallback = Some(e.to_string());
+                        m
+                    })
+                }
+                Err((_, e)) => Err(e),
+            },
+        };
+        if res.is_ok() {
+            let _ = fs::remove_dir_all(&src);
+            let _ = fs::remove_dir_all(&dst);
+        }
+        res
+    }
+
+    fn stop_and_copy(
+        &self,
+        pid: u32,
+        from: &Host,
+        to: &Host,
+        src: &Path,
+        dst: &Path,
+        limit: Duration,
+    ) -> Result<Migrated> {
+        let t0 = Instant::now();
+        let t0s = SystemTime::now();
+        let deadline = t0 + limit;
+        self.dump(pid, from, src, false, limit)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let streamed = transfer::copy_dir(from, src, to, dst, left)?;
+        let s = self.spawn_restore(to, dst, false)?;
+        let restored = Criu::await_restored(s, dst, deadline, limit)?;
+        let freeze = restored.resumed.duration_since(t0s).unwrap_or_default();
+        Ok(Migrated {
+            mode: Mode::StopAndCopy,
+            freeze,
+            total: t0.elapsed().max(freeze),
+            restored,
+            streamed,
+            fallback: None,
+        })
+    }
+
+    /// Post-copy. The error's flag says whether the failure happened while the source dump was
+    /// still being set up (the task then still runs on the source and stop-and-copy can follow).
+    fn post_copy(
+        &self,
+        pid: u32,
+        from: &Host,
+        to: &Host,
+        src: &Path,
+        dst: &Path,
+        limit: Duration,
+    ) -> std::result::Result<Migrated, (bool, MigError)> {
+        let early = |e| (true, e);
+        let late = |e| (false, e);
+        let _pipes = PipeSize::raise(self.caps.needs_pipe_size_workaround);
+        // A free port on the source address (released just before CRIU binds it).
+        let port = transfer::listen(from)
+            .and_then(|l| l.local_addr().map_err(io("listen")))
+            .map_err(early)?
+            .port();
+        let port_s = port.to_string();
+        let addr = from.addr.to_string();
+        let t0 = Instant::now();
+        let t0s = SystemTime::now();
+        let deadline = t0 + limit;
+        // 1. Dump the metadata; CRIU then keeps the task frozen and serves its pages.
+        let status = src.join("status");
+        let mut c = self.criu_with_status(from, &status);
+        c.args(["dump", "-t", &pid.to_string(), "-D"])
+            .arg(src)
+            .args([
+                "-o",
+                "dump.log",
+                "-v2",
+                "--status-fd",
+                "3",
+                "--lazy-pages",
+                "--address",
+                &addr,
+                "--port",
+                &port_s,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut dump = Step::spawn("criu dump --lazy-pages", c).map_err(early)?;
+        if let Err(e) = wait_file(&mut dump, &status, deadline, limit) {
+            let log = src.join("dump.log");
+            return Err(early(match e {
+                MigError::Criu { step, status, .. } => MigError::Criu {
+                    step,
+                    status,
+                    tail: log_tail(&log),
+                    log,
+                },
+                e => e,
+            }));
+        }
+        // 2. Ship the metadata (a few hundred KB) to the target.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let streamed = transfer::copy_dir(from, src, to, dst, left).map_err(late)?;
+        // 3. The target's lazy-pages daemon fetches pages from the source's page server.
+        let lstatus = dst.join("lazy-status");
+        let mut c = self.criu_with_status(to, &lstatus);
+        c.args([
+            "lazy-pages",
+            "--page-server",
+            "--address",
+            &addr,
+            "--port",
+            &port_s,
+            "-D",
+        ])
+        .arg(dst)
+        .args(["-o", "lazy-pages.log", "-v2", "--status-fd", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut lazy = Step::spawn("criu lazy-pages", c).map_err(late)?;
+        wait_file(&mut lazy, &lstatus, deadline, limit).map_err(|e| late(with_log(e, &dst.join("lazy-pages.log"))))?;
+        // 4. Restore with missing pages served by userfaultfd; the task runs from here on.
+        let s = self.spawn_restore(to, dst, true).map_err(late)?;
+        let restored = Criu::await_restored(s, dst, deadline, limit).map_err(late)?;
+        let freeze = restored.resumed.duration_since(t0s).unwrap_or_default();
+        // 5. Total: all pages are on the target when the lazy-pages daemon exits.
+        let st = lazy.wait(deadline, limit).map_err(late)?;
+        check("criu lazy-pages", st, &dst.join("lazy-pages.log")).map_err(late)?;
+        let total = t0.elapsed();
+        let st = dump.wait(deadline, limit).map_err(late)?;
+        check("criu dump --lazy-pages", st, &src.join("dump.log")).map_err(late)?;
+        Ok(Migrated {
+            mode: Mode::PostCopy,
+            restored,
+            freeze,
+            total,
+            streamed,
+            fallback: None,
+        })
+    }
+}
+
+fn with_log(e: MigError, log: &Path) -> MigError {
+    match e {
+        MigError::Criu { step, status, .. } => MigError::Criu {
+            step,
+            status,
+            tail: log_tail(log),
+            log: log.to_path_buf(),
+        },
+        e => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frozen_time_is_parsed_from_stats() {
+        let s = "Displaying dump stats:\nFreezing time: 120 us\nFrozen time: 33517 us\nMemory dump time: 1 us\n";
+        assert_eq!(frozen_from_stats(s), Some(Duration::from_micros(33517)));
+        assert_eq!(frozen_from_stats("nothing"), None);
+    }
+}

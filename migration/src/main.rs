@@ -1,0 +1,141 @@
+//! pvm-migrate: the migration driver from the command line.
+//!
+//!   pvm-migrate probe                      what CRIU can do here, with reasons
+//!   pvm-migrate bench [MB..] [--runs N]    migrate mighog between two fresh namespace hosts
+//!                                          (post-copy and stop-and-copy) and compare with a
+//!                                          raw copy of the same bytes over the same veth link
+//!
+//! The benchmark needs root and CRIU >= 4.1 (ci/criu-setup).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use pvm_migration::{hog, probe, transfer, Criu, Mode, NetPair};
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn bench(sizes: &[u32], runs: usize, limit: Duration) -> Result<(), String> {
+    let criu = Criu::new().map_err(|e| e.to_string())?;
+    print!("{}", criu.caps);
+    let base = PathBuf::from(format!("/dev/shm/pvm-mig-bench-{}", std::process::id()));
+    let bin = hog::build(&base).map_err(|e| e.to_string())?;
+    let pair = NetPair::new("b").map_err(|e| e.to_string())?;
+    println!(
+        "{:>6} | {:>10} | {:>13} {:>13} {:>7} | {:>13} {:>7}",
+        "MB", "raw copy", "post freeze", "post total", "ratio", "s&c freeze", "ratio"
+    );
+    let mut out = Ok(());
+    'sizes: for &mb in sizes {
+        let bytes = u64::from(mb) << 20;
+        let (mut raw, mut pf, mut pt, mut sf) = (vec![], vec![], vec![], vec![]);
+        for r in 0..runs {
+            let res = (|| -> Result<(), String> {
+                raw.push(transfer::raw_copy(&pair.a, &pair.b, bytes, limit).map_err(|e| e.to_string())?);
+                for mode in [Mode::PostCopy, Mode::StopAndCopy] {
+                    let log = base.join(format!("hog-{mb}-{r}-{mode:?}.log"));
+                    let h = hog::start(&pair.a, &bin, mb, &log, limit).map_err(|e| e.to_string())?;
+                    let work = base.join(format!("w-{mb}-{r}"));
+                    let m = criu.migrate(h.pid, &pair.a, &pair.b, &work, mode, limit);
+                    let m = match m {
+                        Ok(m) => m,
+                        Err(e) => {
+                            pvm_migration::signal(h.pid, libc::SIGKILL);
+                            return Err(e.to_string());
+                        }
+                    };
+                    let v = hog::verify(m.restored.pid, &log, Duration::from_secs(60)).map_err(|e| e.to_string())?;
+                    if !v.contains("verify ok") {
+                        return Err(format!("{mb} MB {mode:?}: {v}"));
+                    }
+                    match mode {
+                        Mode::PostCopy => {
+                            pf.push(m.freeze);
+                            pt.push(m.total);
+                        }
+                        _ => sf.push(m.freeze),
+                    }
+                    m.restored.kill();
+                    let _ = std::fs::remove_file(&log);
+                }
+                Ok(())
+            })();
+            if let Err(e) = res {
+                out = Err(format!("{mb} MB run {r}: {e}"));
+                break 'sizes;
+            }
+        }
+        let (raw, pf, pt, sf) = (median(raw), median(pf), median(pt), median(sf));
+        println!(
+            "{:>6} | {:>10} | {:>13} {:>13} {:>6.2}x | {:>13} {:>6.2}x",
+            mb,
+            ms(raw),
+            ms(pf),
+            ms(pt),
+            pt.as_secs_f64() / raw.as_secs_f64(),
+            ms(sf),
+            sf.as_secs_f64() / raw.as_secs_f64()
+        );
+    }
+    println!("(medians of {runs}; ratio = time / raw copy of the same bytes over the same veth link; freeze = dump start until the task runs on the target)");
+    if out.is_ok() {
+        let _ = std::fs::remove_dir_all(&base);
+    } else {
+        eprintln!("pvm-migrate bench: kept {} for inspection", base.display());
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("probe") => {
+            let c = probe::probe();
+            print!("{c}");
+            if c.can_migrate().is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Some("bench") => {
+            let mut sizes = vec![];
+            let mut runs = 3;
+            let mut limit = Duration::from_secs(120);
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                if a == "--runs" {
+                    runs = it.next().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
+                } else if a == "--limit" {
+                    limit = Duration::from_secs(it.next().and_then(|r| r.parse().ok()).unwrap_or(120));
+                } else if let Ok(mb) = a.parse::<u32>() {
+                    sizes.push(mb);
+                } else {
+                    eprintln!("pvm-migrate bench: bad argument {a:?}");
+                    return ExitCode::from(2);
+                }
+            }
+            if sizes.is_empty() {
+                sizes = vec![8, 64, 512];
+            }
+            match bench(&sizes, runs, limit) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pvm-migrate bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => {
+            eprintln!("usage: pvm-migrate probe | bench [MB..] [--runs N] [--limit SECS]");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! What CRIU can do on this host, checked once at daemon start-up. Each capability is either
+//! available or missing with a reason a person can act on; the daemon advertises the result
+//! to its peers (docs/migration.md, DM_MIGCAPS) and refuses operations that cannot work here
+//! with that reason instead of failing half-way.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// One capability.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cap {
+    Available,
+    Missing(String),
+}
+
+impl Cap {
+    pub fn ok(&self) -> bool {
+        matches!(self, Cap::Available)
+    }
+}
+
+/// The typed probe result.
+#[derive(Clone, Debug)]
+pub struct Capabilities {
+    /// The CRIU binary used and its version, when one was found.
+    pub criu: Option<(PathBuf, String)>,
+    /// Checkpoint (`criu dump`), including leave-running.
+    pub dump: Cap,
+    /// `criu restore`.
+    pub restore: Cap,
+    /// Post-copy migration (userfaultfd lazy pages).
+    pub lazy_pages: Cap,
+    /// Soft-dirty tracking: pre-copy and incremental checkpoints.
+    pub dirty_tracking: Cap,
+    /// Restores into a fresh pid namespace, so pids never clash.
+    pub pid_namespaces: Cap,
+    /// Root lacks CAP_SYS_RESOURCE: the lazy page server then needs fs.pipe-max-size raised
+    /// (a CRIU bug ignores the failed F_SETPIPE_SZ; CKPT-REPORT §6).
+    pub needs_pipe_size_workaround: bool,
+}
+
+impl Capabilities {
+    /// Migration is possible at all (stop-and-copy at least).
+    pub fn can_migrate(&self) -> Result<(), String> {
+        for (name, c) in [
+            ("dump", &self.dump),
+            ("restore", &self.restore),
+            ("pid namespaces", &self.pid_namespaces),
+        ] {
+            if let Cap::Missing(r) = c {
+                return Err(format!("{name}: {r}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.criu {
+            Some((p, v)) => writeln!(f, "criu: {} (version {v})", p.display())?,
+            None => writeln!(f, "criu: not found")?,
+        }
+        for (name, c) in [
+            ("dump", &self.dump),
+            ("restore", &self.restore),
+            ("lazy pages (post-copy)", &self.lazy_pages),
+            ("dirty tracking (pre-copy)", &self.dirty_tracking),
+            ("pid namespaces", &self.pid_namespaces),
+        ] {
+            match c {
+                Cap::Available => writeln!(f, "{name}: available")?,
+                Cap::Missing(r) => writeln!(f, "{name}: UNAVAILABLE: {r}")?,
+            }
+        }
+        if self.needs_pipe_size_workaround {
+            writeln!(
+                f,
+                "note: CAP_SYS_RESOURCE missing; post-copy raises fs.pipe-max-size while it runs"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    match cmd.stdin(Stdio::null()).output() {
+        Ok(o) => {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            (o.status.success(), s)
+        }
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+fn last_line(s: &str) -> String {
+    s.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// Parses `criu --version` output ("Version: 4.1.1") into (major, minor).
+pub fn parse_version(out: &str) -> Option<(u32, u32, String)> {
+    let v = out.lines().find_map(|l| l.strip_prefix("Version:"))?.trim().to_string();
+    let mut it = v.split('.');
+    let maj = it.next()?.parse().ok()?;
+    let min = it.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    Some((maj, min, v))
+}
+
+/// The CRIU binary: `$PVM_CRIU`, then /usr/local/sbin/criu (what ci/criu-setup installs),
+/// then `criu` on PATH, the first that reports version >= 4.1.
+pub fn locate() -> Result<(PathBuf, String), String> {
+    let mut tried = Vec::new();
+    let mut cands: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("PVM_CRIU") {
+        cands.push(PathBuf::from(p));
+    }
+    cands.push(PathBuf::from("/usr/local/sbin/criu"));
+    cands.push(PathBuf::from("criu"));
+    for c in cands {
+        let (_, out) = run(Command::new("timeout").arg("10").arg(&c).arg("--version"));
+        match parse_version(&out) {
+            Some((maj, min, v)) if (maj, min) >= (4, 1) => return Ok((c, v)),
+            Some((_, _, v)) => tried.push(format!("{}: version {v} < 4.1", c.display())),
+            None => tried.push(format!("{}: not runnable", c.display())),
+        }
+    }
+    Err(tried.join("; "))
+}
+
+fn cap_eff_has(bit: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|v| v >> bit & 1 == 1)
+}
+
+/// Runs the probe (a few `criu check` calls, about a second in all).
+pub fn probe() -> Capabilities {
+    let missing = |r: &str| Cap::Missing(r.to_string());
+    let (criu, version) = match locate() {
+        Ok(x) => x,
+        Err(why) => {
+            let r = format!("no CRIU >= 4.1 ({why}); run ci/criu-setup");
+            return Capabilities {
+                criu: None,
+                dump: missing(&r),
+                restore: missing(&r),
+                lazy_pages: missing(&r),
+                dirty_tracking: missing(&r),
+                pid_namespaces: probe_pidns(),
+                needs_pipe_size_workaround: false,
+            };
+        }
+    };
+    let check = |extra: &[&str]| run(Command::new("timeout").arg("30").arg(&criu).arg("check").args(extra));
+    let (ok, out) = check(&[]);
+    let base = if ok {
+        Cap::Available
+    } else if out.contains("CAP_SYS_ADMIN") || out.contains("CAP_CHECKPOINT_RESTORE") {
+        missing(&format!("no privilege: {}", last_line(&out)))
+    } else {
+        missing(&format!("criu check failed: {}", last_line(&out)))
+    };
+    let feature = |name: &str, why: &str| {
+        if !base.ok() {
+            return base.clone();
+        }
+        match check(&["--feature", name]) {
+            (true, _) => Cap::Available,
+            (false, out) => missing(&format!("{why} ({})", last_line(&out))),
+        }
+    };
+    let lazy_pages = feature(
+        "uffd-noncoop",
+        "userfaultfd non-cooperative mode unsupported or not permitted; migration falls back to stop-and-copy",
+    );
+    let dirty_tracking = feature(
+        "mem_dirty_track",
+        "kernel without CONFIG_MEM_SOFT_DIRTY: no pre-copy rounds, no incremental checkpoints",
+    );
+    Capabilities {
+        criu: Some((criu, version)),
+        dump: base.clone(),
+        restore: base,
+        lazy_pages,
+        dirty_tracking,
+        pid_namespaces: probe_pidns(),
+        needs_pipe_size_workaround: !cap_eff_has(24),
+    }
+}
+
+fn probe_pidns() -> Cap {
+    let (ok, out) = run(Command::new("timeout").args(["10", "unshare", "-p", "-f", "--mount-proc", "true"]));
+    if ok {
+        Cap::Available
+    } else {
+        Cap::Missing(format!("cannot create a pid namespace: {}", last_line(&out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            parse_version("Version: 4.1.1\nGitID: x").map(|v| (v.0, v.1)),
+            Some((4, 1))
+        );
+        assert_eq!(parse_version("Version: 3.17.1\n").map(|v| (v.0, v.1)), Some((3, 17)));
+        assert_eq!(parse_version("Version: 5\n").map(|v| (v.0, v.1)), Some((5, 0)));
+        assert!(parse_version("criu: command not found").is_none());
+        assert!(parse_version("Version: x.1").is_none());
+    }
+
+    #[test]
+    fn can_migrate_names_the_missing_piece() {
+        let c = Capabilities {
+            criu: None,
+            dump: Cap::Available,
+            restore: Cap::Missing("criu check failed: vdso".into()),
+            lazy_pages: Cap::Available,
+            dirty_tracking: Cap::Available,
+            pid_namespaces: Cap::Available,
+            needs_pipe_size_workaround: false,
+        };
+        assert_eq!(c.can_migrate().unwrap_err(), "restore: criu check failed: vdso");
+        assert!(c.to_string().contains("restore: UNAVAILABLE: criu check failed: vdso"));
+    }
+}
