@@ -1,0 +1,241 @@
+//! CRIU-based checkpoint, restore and migration between two namespace hosts (pvm-migration).
+//! Needs root and CRIU >= 4.1 (ci/criu-setup); fails loudly without them, never skips.
+//!
+//! The task is `migration/tests/mighog.c`: N MB of patterned heap that it checks word by word
+//! on SIGUSR1, logging its tick count and network namespace.
+
+use std::fs;
+use std::path::PathBuf;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use pvm_migration::{hog, transfer, Criu, Mode, NetPair};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn criu() -> Criu {
+    assert_eq!(uid(), 0, "migration tests need root (CRIU, network namespaces)");
+    Criu::new().unwrap_or_else(|e| panic!("CRIU cannot be used here: {e} (run ci/criu-setup)"))
+}
+
+fn uid() -> u32 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(u32::MAX)
+}
+
+/// Per-test scratch space on tmpfs (images are memory-sized); removed on drop, and the task
+/// started there is killed if the test fails half-way.
+struct Scratch {
+    dir: PathBuf,
+    pids: Vec<u32>,
+}
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = PathBuf::from(format!("/dev/shm/pvm-mig-test-{}-{tag}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Scratch { dir, pids: vec![] }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for &p in &self.pids {
+            pvm_migration::signal(p, 9);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn gone(pid: u32, limit: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        // A killed task stays a zombie until init reaps it; both count as gone.
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(s) if s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) => return true,
+            _ => sleep(Duration::from_millis(10)),
+        }
+    }
+    false
+}
+
+#[test]
+fn mig_dump_then_restore_in_other_host_fresh_pidns() {
+    let criu = criu();
+    let mut s = Scratch::new("dump");
+    let bin = hog::build(&s.dir).unwrap();
+    let pair = NetPair::new("d").unwrap();
+    let (na, nb) = (
+        hog::netns_id(pair.a.netns.as_ref().unwrap()).unwrap(),
+        hog::netns_id(pair.b.netns.as_ref().unwrap()).unwrap(),
+    );
+    let log = s.dir.join("hog.log");
+    let h = hog::start(&pair.a, &bin, 48, &log, LIMIT).unwrap();
+    s.pids.push(h.pid);
+    let v = hog::verify(h.pid, &log, LIMIT).unwrap();
+    assert!(v.contains("verify ok") && v.contains(&na), "{v}");
+    let t_before = hog::ticks(&v).unwrap();
+
+    let (a_img, b_img) = (s.dir.join("imgA"), s.dir.join("imgB"));
+    let d = criu.dump(h.pid, &pair.a, &a_img, false, LIMIT).unwrap();
+    assert!(d.bytes > 48 << 20, "image of {} bytes for 48 MB of heap", d.bytes);
+    assert!(
+        gone(h.pid, Duration::from_secs(5)),
+        "dump without leave-running must end the task"
+    );
+    let n = transfer::copy_dir(&pair.a, &a_img, &pair.b, &b_img, LIMIT).unwrap();
+    assert!(n > 48 << 20);
+
+    let r = criu.restore(&pair.b, &b_img, LIMIT).unwrap();
+    s.pids.push(r.pid);
+    assert_ne!(r.pid, h.pid, "restored in a fresh pid namespace, its host pid is new");
+    let ns_pid = fs::read_to_string(format!("/proc/{}/status", r.pid)).unwrap();
+    let nspid = ns_pid.lines().find(|l| l.starts_with("NSpid:")).unwrap().to_string();
+    assert!(
+        nspid.ends_with(&format!("\t{}", h.pid)),
+        "inside its namespace the task keeps its pid: {nspid}"
+    );
+    let v1 = hog::verify(r.pid, &log, LIMIT).unwrap();
+    assert!(
+        v1.contains("verify ok") && v1.contains(&nb),
+        "restored on B with intact memory: {v1}"
+    );
+    let t1 = hog::ticks(&v1).unwrap();
+    assert!(t1 >= t_before, "{t1} < {t_before}");
+    sleep(Duration::from_millis(300));
+    let v2 = hog::verify(r.pid, &log, LIMIT).unwrap();
+    assert!(
+        v2.contains("verify ok") && hog::ticks(&v2).unwrap() > t1,
+        "it keeps running: {v1} / {v2}"
+    );
+    r.kill();
+}
+
+#[test]
+fn mig_post_copy_migration_keeps_memory_and_freeze_short() {
+    let criu = criu();
+    assert!(
+        criu.caps.lazy_pages.ok(),
+        "lazy pages unavailable here: {:?}",
+        criu.caps.lazy_pages
+    );
+    let mut s = Scratch::new("post");
+    let bin = hog::build(&s.dir).unwrap();
+    let pair = NetPair::new("p").unwrap();
+    let nb = hog::netns_id(pair.b.netns.as_ref().unwrap()).unwrap();
+    let log = s.dir.join("hog.log");
+    let h = hog::start(&pair.a, &bin, 128, &log, LIMIT).unwrap();
+    s.pids.push(h.pid);
+    let m = criu
+        .migrate(h.pid, &pair.a, &pair.b, &s.dir.join("work"), Mode::PostCopy, LIMIT)
+        .unwrap();
+    s.pids.push(m.restored.pid);
+    eprintln!(
+        "post-copy 128 MB: freeze {:?}, total {:?}, streamed {} B",
+        m.freeze, m.total, m.streamed
+    );
+    assert_eq!(m.mode, Mode::PostCopy);
+    assert!(
+        m.streamed < 16 << 20,
+        "post-copy streams metadata only, not {} B",
+        m.streamed
+    );
+    assert!(m.freeze <= m.total, "{m:?}");
+    // Generous bound for a shared 2-core CI machine; the benchmark reports the real figure.
+    assert!(m.freeze < Duration::from_secs(3), "freeze {:?}", m.freeze);
+    assert!(
+        gone(h.pid, Duration::from_secs(5)),
+        "the source task must be gone after migration"
+    );
+    let v = hog::verify(m.restored.pid, &log, LIMIT).unwrap();
+    assert!(v.contains("verify ok") && v.contains(&nb), "{v}");
+    sleep(Duration::from_millis(200));
+    let v2 = hog::verify(m.restored.pid, &log, LIMIT).unwrap();
+    assert!(hog::ticks(&v2) > hog::ticks(&v), "{v} / {v2}");
+    assert!(
+        !s.dir.join("work/src").exists(),
+        "image dirs are removed after a success"
+    );
+    m.restored.kill();
+}
+
+#[test]
+fn mig_stop_and_copy_migration() {
+    let criu = criu();
+    let mut s = Scratch::new("sac");
+    let bin = hog::build(&s.dir).unwrap();
+    let pair = NetPair::new("s").unwrap();
+    let nb = hog::netns_id(pair.b.netns.as_ref().unwrap()).unwrap();
+    let log = s.dir.join("hog.log");
+    let h = hog::start(&pair.a, &bin, 32, &log, LIMIT).unwrap();
+    s.pids.push(h.pid);
+    let m = criu
+        .migrate(h.pid, &pair.a, &pair.b, &s.dir.join("work"), Mode::StopAndCopy, LIMIT)
+        .unwrap();
+    s.pids.push(m.restored.pid);
+    assert_eq!(m.mode, Mode::StopAndCopy);
+    assert!(
+        m.streamed > 32 << 20,
+        "stop-and-copy carries every page: {}",
+        m.streamed
+    );
+    let v = hog::verify(m.restored.pid, &log, LIMIT).unwrap();
+    assert!(v.contains("verify ok") && v.contains(&nb), "{v}");
+    m.restored.kill();
+}
+
+#[test]
+fn mig_checkpoint_leave_running_then_restart_after_kill() {
+    let criu = criu();
+    let mut s = Scratch::new("ckpt");
+    let bin = hog::build(&s.dir).unwrap();
+    let pair = NetPair::new("c").unwrap();
+    let (na, nb) = (
+        hog::netns_id(pair.a.netns.as_ref().unwrap()).unwrap(),
+        hog::netns_id(pair.b.netns.as_ref().unwrap()).unwrap(),
+    );
+    let log = s.dir.join("hog.log");
+    let h = hog::start(&pair.a, &bin, 32, &log, LIMIT).unwrap();
+    s.pids.push(h.pid);
+    let v0 = hog::verify(h.pid, &log, LIMIT).unwrap();
+    let t0 = hog::ticks(&v0).unwrap();
+
+    let (a_img, b_img) = (s.dir.join("ckA"), s.dir.join("ckB"));
+    let d = criu.dump(h.pid, &pair.a, &a_img, true, LIMIT).unwrap();
+    eprintln!(
+        "checkpoint 32 MB leave-running: wall {:?}, frozen {:?}",
+        d.wall, d.frozen
+    );
+    assert!(d.frozen.is_some(), "CRIU reports the frozen time");
+    // The original runs on with intact memory.
+    sleep(Duration::from_millis(300));
+    let v1 = hog::verify(h.pid, &log, LIMIT).unwrap();
+    assert!(v1.contains("verify ok") && v1.contains(&na), "{v1}");
+    let t1 = hog::ticks(&v1).unwrap();
+    assert!(t1 > t0);
+    // Images go to another host (stable storage), then the first host "dies".
+    transfer::copy_dir(&pair.a, &a_img, &pair.b, &b_img, LIMIT).unwrap();
+    fs::remove_dir_all(&a_img).unwrap();
+    assert!(pvm_migration::signal(h.pid, 9));
+    assert!(gone(h.pid, Duration::from_secs(5)));
+
+    let r = criu.restore(&pair.b, &b_img, LIMIT).unwrap();
+    s.pids.push(r.pid);
+    let v2 = hog::verify(r.pid, &log, LIMIT).unwrap();
+    assert!(v2.contains("verify ok") && v2.contains(&nb), "{v2}");
+    let t2 = hog::ticks(&v2).unwrap();
+    // Rolled back to the checkpoint: it restarts from the ticks it had then, not from t1.
+    assert!(
+        t2 >= t0 && t2 < t1,
+        "restart from checkpoint: t0 {t0}, before kill {t1}, restored {t2}"
+    );
+    r.kill();
+}
