@@ -81,8 +81,11 @@ pub struct Migrated {
     pub restored: Restored,
     /// From the start of the dump until the task ran again on the target.
     pub freeze: Duration,
-    /// From the start of the dump until every page was on the target and the source was gone.
+    /// From the start of the dump until every page was on the target.
     pub total: Duration,
+    /// From the start of the dump until the source CRIU exited (the source host's resources
+    /// are free; for stop-and-copy the same as `total`).
+    pub released: Duration,
     /// Bytes carried by the image stream (post-copy: metadata only; pages go by page server).
     pub streamed: u64,
     /// Set when Auto fell back to stop-and-copy: why post-copy did not work.
@@ -93,6 +96,11 @@ pub struct Migrated {
 pub struct Criu {
     pub bin: PathBuf,
     pub caps: Capabilities,
+    /// Keep image dirs and CRIU logs after a successful migration (debugging; they are always
+    /// kept after a failure). Also set by `PVM_MIG_KEEP` in the environment.
+    pub keep_images: bool,
+    /// CRIU log level 0..=4 (`-v`); 4 adds timestamps per step. `PVM_MIG_VERBOSE` sets it.
+    pub log_level: u8,
 }
 
 static PIPE_GUARD: Mutex<(usize, Option<String>)> = Mutex::new((0, None));
@@ -185,7 +193,20 @@ impl Criu {
                 reason,
             });
         }
-        Ok(Criu { bin, caps })
+        Ok(Criu {
+            bin,
+            caps,
+            keep_images: std::env::var_os("PVM_MIG_KEEP").is_some(),
+            log_level: std::env::var("PVM_MIG_VERBOSE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2)
+                .min(4),
+        })
+    }
+
+    fn verbosity(&self) -> &'static str {
+        ["-v0", "-v1", "-v2", "-v3", "-v4"][usize::from(self.log_level.min(4))]
     }
 
     fn criu(&self, host: &Host) -> Command {
@@ -207,9 +228,12 @@ impl Criu {
         fs::create_dir_all(dir).map_err(io("create image dir"))?;
         let out = dir.join("dump.out");
         let mut c = self.criu(host);
-        c.args(["dump", "-t", &pid.to_string(), "-D"])
-            .arg(dir)
-            .args(["-o", "dump.log", "-v2", "--display-stats"]);
+        c.args(["dump", "-t", &pid.to_string(), "-D"]).arg(dir).args([
+            "-o",
+            "dump.log",
+            self.verbosity(),
+            "--display-stats",
+        ]);
         if leave_running {
             c.arg("-R");
         }
@@ -252,7 +276,7 @@ impl Criu {
             .arg(&self.bin)
             .args(["restore", "-D"])
             .arg(dir)
-            .args(["-o", "restore.log", "-v2", "--action-script"])
+            .args(["-o", "restore.log", self.verbosity(), "--action-script"])
             .arg(hook);
         if lazy {
             c.arg("--lazy-pages");
@@ -344,7 +368,7 @@ impl Criu {
                 Err((_, e)) => Err(e),
             },
         };
-        if res.is_ok() {
+        if res.is_ok() && !self.keep_images {
             let _ = fs::remove_dir_all(&src);
             let _ = fs::remove_dir_all(&dst);
         }
@@ -373,6 +397,7 @@ impl Criu {
             mode: Mode::StopAndCopy,
             freeze,
             total: t0.elapsed().max(freeze),
+            released: t0.elapsed().max(freeze),
             restored,
             streamed,
             fallback: None,
@@ -411,7 +436,7 @@ impl Criu {
             .args([
                 "-o",
                 "dump.log",
-                "-v2",
+                self.verbosity(),
                 "--status-fd",
                 "3",
                 "--lazy-pages",
@@ -451,9 +476,11 @@ impl Criu {
             "-D",
         ])
         .arg(dst)
-        .args(["-o", "lazy-pages.log", "-v2", "--status-fd", "3"])
+        // -v4: the log's per-line timestamps tell when the last page arrived (below).
+        .args(["-o", "lazy-pages.log", "-v4", "--status-fd", "3"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+        let lazy_t0 = Instant::now();
         let mut lazy = Step::spawn("criu lazy-pages", c).map_err(late)?;
         wait_file(&mut lazy, &lstatus, deadline, limit).map_err(|e| late(with_log(e, &dst.join("lazy-pages.log"))))?;
         // 4. Restore with missing pages served by userfaultfd; the task runs from here on.
@@ -463,18 +490,37 @@ impl Criu {
         // 5. Total: all pages are on the target when the lazy-pages daemon exits.
         let st = lazy.wait(deadline, limit).map_err(late)?;
         check("criu lazy-pages", st, &dst.join("lazy-pages.log")).map_err(late)?;
-        let total = t0.elapsed();
+        let lazy_exit = t0.elapsed();
         let st = dump.wait(deadline, limit).map_err(late)?;
         check("criu dump --lazy-pages", st, &src.join("dump.log")).map_err(late)?;
+        let released = t0.elapsed();
+        // CRIU's source page server corks its socket, so the final handshake after the last
+        // page costs a few hundred ms of cork timeouts: the pages are all on the target well
+        // before the daemons exit. Take the log's own timestamp of the last page.
+        let total = fs::read_to_string(dst.join("lazy-pages.log"))
+            .ok()
+            .and_then(|l| last_page_stamp(&l))
+            .map(|d| (lazy_t0 + d).saturating_duration_since(t0).max(freeze))
+            .unwrap_or(lazy_exit);
         Ok(Migrated {
             mode: Mode::PostCopy,
             restored,
             freeze,
             total,
+            released,
             streamed,
             fallback: None,
         })
     }
+}
+
+/// Time (since the lazy-pages daemon started) of its last "UFFD transferred pages" line.
+fn last_page_stamp(log: &str) -> Option<Duration> {
+    log.lines()
+        .filter(|l| l.contains("UFFD transferred pages"))
+        .filter_map(|l| l.strip_prefix('(')?.split(')').next()?.trim().parse::<f64>().ok())
+        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))))
+        .map(Duration::from_secs_f64)
 }
 
 fn with_log(e: MigError, log: &Path) -> MigError {
@@ -498,5 +544,13 @@ mod tests {
         let s = "Displaying dump stats:\nFreezing time: 120 us\nFrozen time: 33517 us\nMemory dump time: 1 us\n";
         assert_eq!(frozen_from_stats(s), Some(Duration::from_micros(33517)));
         assert_eq!(frozen_from_stats("nothing"), None);
+    }
+
+    #[test]
+    fn last_page_time_from_lazy_log() {
+        let l = "(00.013744) uffd: x\n(00.050929) uffd: 1-12: UFFD transferred pages: (2061/2061)\n\
+                 (00.040000) uffd: 2-12: UFFD transferred pages: (3/3)\n(00.512) page-xfer: Session over\n";
+        assert_eq!(last_page_stamp(l), Some(Duration::from_secs_f64(0.050929)));
+        assert_eq!(last_page_stamp("(00.1) nothing"), None);
     }
 }

@@ -1,7 +1,8 @@
 //! pvm-migrate: the migration driver from the command line.
 //!
 //!   pvm-migrate probe                      what CRIU can do here, with reasons
-//!   pvm-migrate bench [MB..] [--runs N]    migrate mighog between two fresh namespace hosts
+//!   pvm-migrate bench [MB..] [--runs N] [--rate R] [--limit S]
+//!                                          migrate mighog between two fresh namespace hosts
 //!                                          (post-copy and stop-and-copy) and compare with a
 //!                                          raw copy of the same bytes over the same veth link
 //!
@@ -22,27 +23,34 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn bench(sizes: &[u32], runs: usize, limit: Duration) -> Result<(), String> {
+fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Result<(), String> {
     let criu = Criu::new().map_err(|e| e.to_string())?;
     print!("{}", criu.caps);
     let base = PathBuf::from(format!("/dev/shm/pvm-mig-bench-{}", std::process::id()));
     let bin = hog::build(&base).map_err(|e| e.to_string())?;
     let pair = NetPair::new("b").map_err(|e| e.to_string())?;
+    if let Some(r) = rate {
+        pair.shape(r).map_err(|e| e.to_string())?;
+    }
     println!(
-        "{:>6} | {:>10} | {:>13} {:>13} {:>7} | {:>13} {:>7}",
-        "MB", "raw copy", "post freeze", "post total", "ratio", "s&c freeze", "ratio"
+        "link: veth between two network namespaces, {}",
+        rate.map_or("unshaped".to_string(), |r| format!("A->B shaped to {r} (tc tbf)"))
+    );
+    println!(
+        "{:>6} | {:>10} | {:>11} {:>11} {:>6} {:>13} | {:>17} {:>6}",
+        "MB", "raw copy", "post freeze", "post total", "ratio", "post released", "s&c freeze=total", "ratio"
     );
     let mut out = Ok(());
     'sizes: for &mb in sizes {
         let bytes = u64::from(mb) << 20;
-        let (mut raw, mut pf, mut pt, mut sf) = (vec![], vec![], vec![], vec![]);
+        let (mut raw, mut pf, mut pt, mut pr, mut sf) = (vec![], vec![], vec![], vec![], vec![]);
         for r in 0..runs {
             let res = (|| -> Result<(), String> {
                 raw.push(transfer::raw_copy(&pair.a, &pair.b, bytes, limit).map_err(|e| e.to_string())?);
                 for mode in [Mode::PostCopy, Mode::StopAndCopy] {
                     let log = base.join(format!("hog-{mb}-{r}-{mode:?}.log"));
                     let h = hog::start(&pair.a, &bin, mb, &log, limit).map_err(|e| e.to_string())?;
-                    let work = base.join(format!("w-{mb}-{r}"));
+                    let work = base.join(format!("w-{mb}-{r}-{mode:?}"));
                     let m = criu.migrate(h.pid, &pair.a, &pair.b, &work, mode, limit);
                     let m = match m {
                         Ok(m) => m,
@@ -59,6 +67,7 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration) -> Result<(), String> {
                         Mode::PostCopy => {
                             pf.push(m.freeze);
                             pt.push(m.total);
+                            pr.push(m.released);
                         }
                         _ => sf.push(m.freeze),
                     }
@@ -72,20 +81,22 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration) -> Result<(), String> {
                 break 'sizes;
             }
         }
-        let (raw, pf, pt, sf) = (median(raw), median(pf), median(pt), median(sf));
+        let (raw, pf, pt, pr, sf) = (median(raw), median(pf), median(pt), median(pr), median(sf));
+        let x = |d: Duration| d.as_secs_f64() / raw.as_secs_f64();
         println!(
-            "{:>6} | {:>10} | {:>13} {:>13} {:>6.2}x | {:>13} {:>6.2}x",
+            "{:>6} | {:>10} | {:>11} {:>11} {:>5.2}x {:>13} | {:>17} {:>5.2}x",
             mb,
             ms(raw),
             ms(pf),
             ms(pt),
-            pt.as_secs_f64() / raw.as_secs_f64(),
+            x(pt),
+            ms(pr),
             ms(sf),
-            sf.as_secs_f64() / raw.as_secs_f64()
+            x(sf)
         );
     }
-    println!("(medians of {runs}; ratio = time / raw copy of the same bytes over the same veth link; freeze = dump start until the task runs on the target)");
-    if out.is_ok() {
+    println!("(medians of {runs}; ratio = time / raw copy of the same bytes over the same link in this run; freeze = dump start until the task runs on the target; post total = until the last page is on the target; post released = until the source CRIU exits)");
+    if out.is_ok() && !criu.keep_images {
         let _ = std::fs::remove_dir_all(&base);
     } else {
         eprintln!("pvm-migrate bench: kept {} for inspection", base.display());
@@ -109,10 +120,13 @@ fn main() -> ExitCode {
             let mut sizes = vec![];
             let mut runs = 3;
             let mut limit = Duration::from_secs(120);
+            let mut rate = None;
             let mut it = args[1..].iter();
             while let Some(a) = it.next() {
                 if a == "--runs" {
                     runs = it.next().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
+                } else if a == "--rate" {
+                    rate = it.next().cloned();
                 } else if a == "--limit" {
                     limit = Duration::from_secs(it.next().and_then(|r| r.parse().ok()).unwrap_or(120));
                 } else if let Ok(mb) = a.parse::<u32>() {
@@ -125,7 +139,7 @@ fn main() -> ExitCode {
             if sizes.is_empty() {
                 sizes = vec![8, 64, 512];
             }
-            match bench(&sizes, runs, limit) {
+            match bench(&sizes, runs, limit, rate.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pvm-migrate bench: {e}");
@@ -134,7 +148,7 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: pvm-migrate probe | bench [MB..] [--runs N] [--limit SECS]");
+            eprintln!("usage: pvm-migrate probe | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit]");
             ExitCode::from(2)
         }
     }

@@ -119,6 +119,40 @@ impl NetPair {
     }
 }
 
+impl NetPair {
+    /// Limits A->B traffic to `rate` (tc syntax, e.g. "1gbit") with a token bucket, to
+    /// emulate a real link; both the migration and the raw copy then cross the same limit.
+    pub fn shape(&self, rate: &str) -> Result<()> {
+        let out = Command::new("timeout")
+            .args([
+                "10",
+                "tc",
+                "-n",
+                &self.names[0],
+                "qdisc",
+                "replace",
+                "dev",
+                "mv0",
+                "root",
+                "tbf",
+                "rate",
+                rate,
+            ])
+            .args(["burst", "512kb", "latency", "100ms"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io("tc"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(MigError::Transfer(format!(
+                "tc tbf {rate}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+}
+
 impl Drop for NetPair {
     fn drop(&mut self) {
         for n in &self.names {
