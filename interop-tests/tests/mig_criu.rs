@@ -239,3 +239,56 @@ fn mig_checkpoint_leave_running_then_restart_after_kill() {
     );
     r.kill();
 }
+
+#[test]
+fn mig_three_hops_post_copy_then_auto_fallback() {
+    let mut criu = criu();
+    let mut s = Scratch::new("back");
+    let bin = hog::build(&s.dir).unwrap();
+    let pair = NetPair::new("r").unwrap();
+    let (na, nb) = (
+        hog::netns_id(pair.a.netns.as_ref().unwrap()).unwrap(),
+        hog::netns_id(pair.b.netns.as_ref().unwrap()).unwrap(),
+    );
+    let log = s.dir.join("hog.log");
+    let h = hog::start(&pair.a, &bin, 16, &log, LIMIT).unwrap();
+    s.pids.push(h.pid);
+    let m1 = criu
+        .migrate(h.pid, &pair.a, &pair.b, &s.dir.join("w1"), Mode::Auto, LIMIT)
+        .unwrap();
+    s.pids.push(m1.restored.pid);
+    let v = hog::verify(m1.restored.pid, &log, LIMIT).unwrap();
+    assert!(v.contains("verify ok") && v.contains(&nb), "{v}");
+    assert_eq!(m1.mode, Mode::PostCopy);
+    // Second hop, post-copy, from inside the pid namespace of the first restore.
+    let m1b = criu
+        .migrate(
+            m1.restored.pid,
+            &pair.b,
+            &pair.a,
+            &s.dir.join("w1b"),
+            Mode::PostCopy,
+            LIMIT,
+        )
+        .unwrap();
+    s.pids.push(m1b.restored.pid);
+    let v = hog::verify(m1b.restored.pid, &log, LIMIT).unwrap();
+    assert!(v.contains("verify ok") && v.contains(&na), "{v}");
+    // Third hop with post-copy declared unavailable: Auto must take stop-and-copy and say why.
+    criu.caps.lazy_pages = pvm_migration::Cap::Missing("test: declared unavailable".into());
+    let m2 = criu
+        .migrate(m1b.restored.pid, &pair.a, &pair.b, &s.dir.join("w2"), Mode::Auto, LIMIT)
+        .unwrap();
+    s.pids.push(m2.restored.pid);
+    assert_eq!(m2.mode, Mode::StopAndCopy);
+    assert!(
+        m2.fallback.as_deref().unwrap_or("").contains("declared unavailable"),
+        "{:?}",
+        m2.fallback
+    );
+    let v = hog::verify(m2.restored.pid, &log, LIMIT).unwrap();
+    assert!(v.contains("verify ok") && v.contains(&nb), "{v}");
+    m1.restored.kill();
+    m1b.restored.kill();
+    m2.restored.kill();
+}

@@ -209,12 +209,41 @@ impl Criu {
         ["-v0", "-v1", "-v2", "-v3", "-v4"][usize::from(self.log_level.min(4))]
     }
 
-    fn criu(&self, host: &Host) -> Command {
-        host.command(&self.bin)
+    /// A command running CRIU on `host` to dump task `pid` (host pid). Returns it with the pid
+    /// to pass to `criu dump -t`.
+    ///
+    /// A task restored earlier lives in its own pid and mount namespace (made by
+    /// `unshare -p --mount-proc`). CRIU dumping it from outside would try to dump that mount
+    /// namespace and fail on the host's netns bind mounts; so CRIU joins the task's mount and
+    /// pid namespaces (`nsenter -t PID -m -p`) and dumps it by its inner pid, like any process
+    /// of its own namespace. The next restore again makes a fresh namespace.
+    ///
+    /// CRIU must then not kill the task itself: the namespace's init (the earlier restore's
+    /// CRIU) exits with its last task and the kernel kills the whole namespace, our dumping
+    /// CRIU included, before it has finished. So such a task is dumped `--leave-stopped` and
+    /// killed by the caller afterwards ([`Foreign::finish`]).
+    fn dump_command(&self, host: &Host, pid: u32, status: Option<&Path>) -> (Command, u32, Foreign) {
+        let inner = inner_pid(pid);
+        let mut c = match (&host.netns, inner) {
+            (_, Some(_)) => {
+                let mut c = Command::new("nsenter");
+                if let Some(ns) = &host.netns {
+                    c.arg(format!("--net={}", ns.display()));
+                }
+                c.args(["-t", &pid.to_string(), "-m", "-p", "--"]);
+                c.arg(if status.is_some() { Path::new("sh") } else { &self.bin });
+                c
+            }
+            (_, None) => host.command(if status.is_some() { Path::new("sh") } else { &self.bin }),
+        };
+        if let Some(st) = status {
+            c.arg("-c").arg("exec \"$@\" 3>\"$0\"").arg(st).arg(&self.bin);
+        }
+        (c, inner.unwrap_or(pid), Foreign(inner.map(|_| pid)))
     }
 
-    /// Same as [`Criu::criu`] but with fd 3 of CRIU redirected to `status`, where CRIU writes
-    /// a byte once its server listens (`--status-fd 3`).
+    /// Same as [`Host::command`] for CRIU with fd 3 redirected to `status`, where CRIU writes a
+    /// byte once its server listens (`--status-fd 3`).
     fn criu_with_status(&self, host: &Host, status: &Path) -> Command {
         let mut c = host.command(Path::new("sh"));
         c.arg("-c").arg("exec \"$@\" 3>\"$0\"").arg(status).arg(&self.bin);
@@ -227,8 +256,8 @@ impl Criu {
         let t0 = Instant::now();
         fs::create_dir_all(dir).map_err(io("create image dir"))?;
         let out = dir.join("dump.out");
-        let mut c = self.criu(host);
-        c.args(["dump", "-t", &pid.to_string(), "-D"]).arg(dir).args([
+        let (mut c, tpid, foreign) = self.dump_command(host, pid, None);
+        c.args(["dump", "-t", &tpid.to_string(), "-D"]).arg(dir).args([
             "-o",
             "dump.log",
             self.verbosity(),
@@ -236,12 +265,17 @@ impl Criu {
         ]);
         if leave_running {
             c.arg("-R");
+        } else {
+            foreign.args(&mut c);
         }
         let f = fs::File::create(&out).map_err(io("create dump.out"))?;
         c.stdout(f.try_clone().map_err(io("dup"))?).stderr(f);
         let mut s = Step::spawn("criu dump", c)?;
         let st = s.wait(t0 + limit, limit)?;
         check("criu dump", st, &dir.join("dump.log"))?;
+        if !leave_running {
+            foreign.finish();
+        }
         let stats = fs::read_to_string(&out).unwrap_or_default();
         Ok(Dumped {
             wall: t0.elapsed(),
@@ -430,8 +464,9 @@ impl Criu {
         let deadline = t0 + limit;
         // 1. Dump the metadata; CRIU then keeps the task frozen and serves its pages.
         let status = src.join("status");
-        let mut c = self.criu_with_status(from, &status);
-        c.args(["dump", "-t", &pid.to_string(), "-D"])
+        let (mut c, tpid, foreign) = self.dump_command(from, pid, Some(&status));
+        foreign.args(&mut c);
+        c.args(["dump", "-t", &tpid.to_string(), "-D"])
             .arg(src)
             .args([
                 "-o",
@@ -493,6 +528,7 @@ impl Criu {
         let lazy_exit = t0.elapsed();
         let st = dump.wait(deadline, limit).map_err(late)?;
         check("criu dump --lazy-pages", st, &src.join("dump.log")).map_err(late)?;
+        foreign.finish();
         let released = t0.elapsed();
         // CRIU's source page server corks its socket, so the final handshake after the last
         // page costs a few hundred ms of cork timeouts: the pages are all on the target well
@@ -512,6 +548,39 @@ impl Criu {
             fallback: None,
         })
     }
+}
+
+/// A task in a pid namespace of its own (its host pid), dumped `--leave-stopped`.
+struct Foreign(Option<u32>);
+
+impl Foreign {
+    fn args(&self, c: &mut Command) {
+        if self.0.is_some() {
+            c.arg("--leave-stopped");
+        }
+    }
+    /// Kills the stopped task after a successful dump (its namespace goes with it).
+    fn finish(&self) {
+        if let Some(pid) = self.0 {
+            signal(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// The pid of `pid` inside its own pid namespace, when that namespace is not ours.
+fn inner_pid(pid: u32) -> Option<u32> {
+    let ns = |p: &str| fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let theirs = ns(&pid.to_string())?;
+    if Some(&theirs) == ns("self").as_ref() {
+        return None;
+    }
+    let st = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    st.lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
 }
 
 /// Time (since the lazy-pages daemon started) of its last "UFFD transferred pages" line.
