@@ -292,3 +292,86 @@ fn mig_three_hops_post_copy_then_auto_fallback() {
     m1b.restored.kill();
     m2.restored.kill();
 }
+
+/// Reads lines from `r` on a thread; the receiver gets them (and None at end of file).
+fn lines(r: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<Option<String>> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(r).lines() {
+            match l {
+                Ok(l) => {
+                    if tx.send(Some(l)).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(None);
+    });
+    rx
+}
+
+fn out_ticks(l: &str) -> u64 {
+    l.strip_prefix("out ticks=")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("odd line {l:?}"))
+}
+
+#[test]
+fn mig_stdout_pipe_is_replaced_by_the_targets_pipe() {
+    let criu = criu();
+    let mut s = Scratch::new("pipe");
+    let bin = hog::build(&s.dir).unwrap();
+    let pair = NetPair::new("o").unwrap();
+    let log = s.dir.join("hog.log");
+    let (h, r1) = hog::start_with(&pair.a, &bin, 8, &log, std::process::Stdio::piped(), LIMIT).unwrap();
+    s.pids.push(h.pid);
+    let r1 = r1.unwrap();
+    let key = pvm_migration::pipe_key(&r1).unwrap();
+    let old = lines(r1);
+    let first = old.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    let t_first = out_ticks(&first);
+    // The target's new output pipe: the task writes into cat's stdin, we read cat's stdout.
+    let mut cat = std::process::Command::new("cat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let w2: std::os::fd::OwnedFd = cat.stdin.take().unwrap().into();
+    let new = lines(cat.stdout.take().unwrap());
+    let inherit = [pvm_migration::Inherit { fd: w2, key }];
+    let m = criu
+        .migrate_with(
+            h.pid,
+            &pair.a,
+            &pair.b,
+            &s.dir.join("w"),
+            Mode::PostCopy,
+            &inherit,
+            LIMIT,
+        )
+        .unwrap();
+    s.pids.push(m.restored.pid);
+    drop(inherit); // the task holds its own copy now; cat ends when the task does
+                   // Old pipe: its only writer is gone, so it ends; nothing after the last tick before the dump.
+    let mut last_old = t_first;
+    while let Some(l) = old
+        .recv_timeout(Duration::from_secs(10))
+        .expect("old pipe must reach end of file")
+    {
+        last_old = out_ticks(&l);
+    }
+    // New pipe: output continues, in order, right after what the old pipe carried.
+    let l = new.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    let t_new = out_ticks(&l);
+    assert_eq!(
+        t_new,
+        last_old + 10,
+        "no output lost or repeated across the move: old {last_old}, new {t_new}"
+    );
+    m.restored.kill();
+    let _ = cat.kill();
+    let _ = cat.wait();
+}

@@ -6,6 +6,7 @@
 //! the PVM tid and learns the new host pid from [`Restored::pid`].
 
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -28,6 +29,24 @@ pub enum Mode {
     /// PostCopy where the probe says it works, else StopAndCopy; also falls back when the
     /// post-copy dump fails before anything left the source (the task is then still running).
     Auto,
+}
+
+/// An fd handed to a restored task in place of one it had at dump time (CRIU
+/// `--inherit-fd`). Opened write-only in the task: meant for output pipes.
+#[derive(Debug)]
+pub struct Inherit {
+    /// Our end to give (e.g. the write end of the new stdout pipe).
+    pub fd: OwnedFd,
+    /// What it replaces, as CRIU names it in the images, e.g. `pipe:[12345]`: see [`pipe_key`].
+    pub key: String,
+}
+
+/// CRIU's name for the pipe behind `fd` (`pipe:[inode]`): the daemon takes it from its own end
+/// of the task's output pipe before the dump.
+pub fn pipe_key(fd: &impl AsRawFd) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    Ok(format!("pipe:[{}]", m.ino()))
 }
 
 /// Result of a checkpoint.
@@ -303,19 +322,56 @@ impl Criu {
         Ok(h)
     }
 
-    fn spawn_restore(&self, host: &Host, dir: &Path, lazy: bool) -> Result<Step> {
+    fn spawn_restore(&self, host: &Host, dir: &Path, lazy: bool, inherit: &[Inherit]) -> Result<Step> {
         let hook = Criu::hook(dir)?;
-        let mut c = host.command(Path::new("unshare"));
-        c.args(["-p", "-f", "--mount-proc"])
-            .arg(&self.bin)
-            .args(["restore", "-D"])
-            .arg(dir)
-            .args(["-o", "restore.log", self.verbosity(), "--action-script"])
-            .arg(hook);
-        if lazy {
-            c.arg("--lazy-pages");
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = &host.netns {
+            argv.push("nsenter".into());
+            argv.push(format!("--net={}", ns.display()).into());
+            argv.push("--".into());
         }
-        c.stdout(Stdio::null()).stderr(Stdio::null());
+        for a in ["unshare", "-p", "-f", "--mount-proc"] {
+            argv.push(a.into());
+        }
+        argv.push(self.bin.clone().into());
+        for a in ["restore", "-D"] {
+            argv.push(a.into());
+        }
+        argv.push(dir.into());
+        for a in ["-o", "restore.log", self.verbosity(), "--action-script"] {
+            argv.push(a.into());
+        }
+        argv.push(hook.into());
+        if lazy {
+            argv.push("--lazy-pages".into());
+        }
+        // Inherited fds reach CRIU at fixed numbers 5..=9 (dash knows single-digit fds only):
+        // a shell opens them through /proc/<us>/fd (a pipe reopened that way is the same pipe)
+        // before nsenter/unshare, so no fd juggling is needed in this process.
+        if inherit.len() > 5 {
+            return Err(MigError::Transfer(format!(
+                "{} fds to inherit, at most 5",
+                inherit.len()
+            )));
+        }
+        let mut redirs = String::new();
+        for (k, i) in inherit.iter().enumerate() {
+            let n = 5 + k;
+            redirs.push_str(&format!(" {n}>/proc/{}/fd/{}", std::process::id(), i.fd.as_raw_fd()));
+            argv.push("--inherit-fd".into());
+            argv.push(format!("fd[{n}]:{}", i.key).into());
+        }
+        let mut c = if inherit.is_empty() {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(format!("exec \"$@\"{redirs}")).arg("sh").args(&argv);
+            c
+        };
+        let err = fs::File::create(dir.join("restore.out")).map_err(io("create restore.out"))?;
+        c.stdout(Stdio::null()).stderr(err);
         Step::spawn("criu restore", c)
     }
 
@@ -323,7 +379,10 @@ impl Criu {
     fn await_restored(mut step: Step, dir: &Path, deadline: Instant, limit: Duration) -> Result<Restored> {
         let stamp = dir.join("resumed");
         if let Err(e) = wait_file(&mut step, &stamp, deadline, limit) {
-            let log = dir.join("restore.log");
+            let mut log = dir.join("restore.log");
+            if !log.exists() {
+                log = dir.join("restore.out");
+            }
             return Err(match e {
                 MigError::Criu { step, status, .. } => MigError::Criu {
                     step,
@@ -356,8 +415,14 @@ impl Criu {
 
     /// Restores the images in `dir` on `host`, in a fresh pid namespace.
     pub fn restore(&self, host: &Host, dir: &Path, limit: Duration) -> Result<Restored> {
+        self.restore_with(host, dir, &[], limit)
+    }
+
+    /// [`Criu::restore`] with fds handed to the task in place of dumped ones (the target pvmd's
+    /// new stdout/stderr pipes: output keeps flowing to the same place).
+    pub fn restore_with(&self, host: &Host, dir: &Path, inherit: &[Inherit], limit: Duration) -> Result<Restored> {
         let deadline = Instant::now() + limit;
-        let s = self.spawn_restore(host, dir, false)?;
+        let s = self.spawn_restore(host, dir, false, inherit)?;
         Criu::await_restored(s, dir, deadline, limit)
     }
 
@@ -372,32 +437,51 @@ impl Criu {
         mode: Mode,
         limit: Duration,
     ) -> Result<Migrated> {
+        self.migrate_with(pid, from, to, work, mode, &[], limit)
+    }
+
+    /// [`Criu::migrate`] with fds handed to the restored task (see [`Criu::restore_with`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn migrate_with(
+        &self,
+        pid: u32,
+        from: &Host,
+        to: &Host,
+        work: &Path,
+        mode: Mode,
+        inherit: &[Inherit],
+        limit: Duration,
+    ) -> Result<Migrated> {
         let (src, dst) = (work.join("src"), work.join("dst"));
         for d in [&src, &dst] {
             let _ = fs::remove_dir_all(d);
             fs::create_dir_all(d).map_err(io("create image dir"))?;
         }
         let res = match mode {
-            Mode::StopAndCopy => self.stop_and_copy(pid, from, to, &src, &dst, limit),
-            Mode::PostCopy => self.post_copy(pid, from, to, &src, &dst, limit).map_err(|(_, e)| e),
+            Mode::StopAndCopy => self.stop_and_copy(pid, from, to, &src, &dst, inherit, limit),
+            Mode::PostCopy => self
+                .post_copy(pid, from, to, &src, &dst, inherit, limit)
+                .map_err(|(_, e)| e),
             Mode::Auto if !self.caps.lazy_pages.ok() => {
                 let why = format!("{:?}", self.caps.lazy_pages);
-                self.stop_and_copy(pid, from, to, &src, &dst, limit).map(|mut m| {
-                    m.fallback = Some(why);
-                    m
-                })
+                self.stop_and_copy(pid, from, to, &src, &dst, inherit, limit)
+                    .map(|mut m| {
+                        m.fallback = Some(why);
+                        m
+                    })
             }
-            Mode::Auto => match self.post_copy(pid, from, to, &src, &dst, limit) {
+            Mode::Auto => match self.post_copy(pid, from, to, &src, &dst, inherit, limit) {
                 Ok(m) => Ok(m),
                 Err((true, e)) if signal(pid, 0) => {
                     for d in [&src, &dst] {
                         let _ = fs::remove_dir_all(d);
                         let _ = fs::create_dir_all(d);
                     }
-                    self.stop_and_copy(pid, from, to, &src, &dst, limit).map(|mut m| {
-                        m.fallback = Some(e.to_string());
-                        m
-                    })
+                    self.stop_and_copy(pid, from, to, &src, &dst, inherit, limit)
+                        .map(|mut m| {
+                            m.fallback = Some(e.to_string());
+                            m
+                        })
                 }
                 Err((_, e)) => Err(e),
             },
@@ -409,6 +493,7 @@ impl Criu {
         res
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn stop_and_copy(
         &self,
         pid: u32,
@@ -416,6 +501,7 @@ impl Criu {
         to: &Host,
         src: &Path,
         dst: &Path,
+        inherit: &[Inherit],
         limit: Duration,
     ) -> Result<Migrated> {
         let t0 = Instant::now();
@@ -424,7 +510,7 @@ impl Criu {
         self.dump(pid, from, src, false, limit)?;
         let left = deadline.saturating_duration_since(Instant::now());
         let streamed = transfer::copy_dir(from, src, to, dst, left)?;
-        let s = self.spawn_restore(to, dst, false)?;
+        let s = self.spawn_restore(to, dst, false, inherit)?;
         let restored = Criu::await_restored(s, dst, deadline, limit)?;
         let freeze = restored.resumed.duration_since(t0s).unwrap_or_default();
         Ok(Migrated {
@@ -440,6 +526,7 @@ impl Criu {
 
     /// Post-copy. The error's flag says whether the failure happened while the source dump was
     /// still being set up (the task then still runs on the source and stop-and-copy can follow).
+    #[allow(clippy::too_many_arguments)]
     fn post_copy(
         &self,
         pid: u32,
@@ -447,6 +534,7 @@ impl Criu {
         to: &Host,
         src: &Path,
         dst: &Path,
+        inherit: &[Inherit],
         limit: Duration,
     ) -> std::result::Result<Migrated, (bool, MigError)> {
         let early = |e| (true, e);
@@ -519,7 +607,7 @@ impl Criu {
         let mut lazy = Step::spawn("criu lazy-pages", c).map_err(late)?;
         wait_file(&mut lazy, &lstatus, deadline, limit).map_err(|e| late(with_log(e, &dst.join("lazy-pages.log"))))?;
         // 4. Restore with missing pages served by userfaultfd; the task runs from here on.
-        let s = self.spawn_restore(to, dst, true).map_err(late)?;
+        let s = self.spawn_restore(to, dst, true, inherit).map_err(late)?;
         let restored = Criu::await_restored(s, dst, deadline, limit).map_err(late)?;
         let freeze = restored.resumed.duration_since(t0s).unwrap_or_default();
         // 5. Total: all pages are on the target when the lazy-pages daemon exits.

@@ -40,6 +40,19 @@ pub struct Hog {
 /// Starts `bin` with `mb` MiB on `host`: a session leader with no ctty and stdio on /dev/null,
 /// as pvmd spawns tasks, re-parented to init (so CRIU sees a plain tree) via `setsid -f`.
 pub fn start(host: &Host, bin: &Path, mb: u32, log: &Path, limit: Duration) -> Result<Hog> {
+    start_with(host, bin, mb, log, Stdio::null(), limit).map(|(h, _)| h)
+}
+
+/// [`start`] with the task's stdout given (e.g. `Stdio::piped()`); returns the read end when
+/// piped.
+pub fn start_with(
+    host: &Host,
+    bin: &Path,
+    mb: u32,
+    log: &Path,
+    stdout: Stdio,
+    limit: Duration,
+) -> Result<(Hog, Option<std::process::ChildStdout>)> {
     let _ = fs::remove_file(log);
     let mut c = host.command(Path::new("setsid"));
     c.arg("-f")
@@ -47,9 +60,11 @@ pub fn start(host: &Host, bin: &Path, mb: u32, log: &Path, limit: Duration) -> R
         .arg(mb.to_string())
         .arg(log)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null());
-    let st = c.status().map_err(io("start mighog"))?;
+    let mut child = c.spawn().map_err(io("start mighog"))?;
+    let out = child.stdout.take();
+    let st = child.wait().map_err(io("start mighog"))?;
     if !st.success() {
         return Err(MigError::Transfer(format!("setsid mighog: {st}")));
     }
@@ -62,10 +77,13 @@ pub fn start(host: &Host, bin: &Path, mb: u32, log: &Path, limit: Duration) -> R
             .and_then(|r| r.split_whitespace().next())
             .and_then(|p| p.parse().ok())
         {
-            return Ok(Hog {
-                pid,
-                log: log.to_path_buf(),
-            });
+            return Ok((
+                Hog {
+                    pid,
+                    log: log.to_path_buf(),
+                },
+                out,
+            ));
         }
         if Instant::now() >= deadline {
             return Err(MigError::Timeout {

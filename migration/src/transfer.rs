@@ -27,7 +27,7 @@ pub fn send_dir(dir: &Path, to: &mut impl Write) -> Result<u64> {
     for e in names {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.len() > MAX_NAME || name.ends_with(".log") || name.ends_with(".socket") {
+        if name.len() > MAX_NAME || [".log", ".socket", ".out"].iter().any(|s| name.ends_with(s)) {
             continue;
         }
         let mut f = File::open(e.path()).map_err(io("open image file"))?;

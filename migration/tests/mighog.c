@@ -7,6 +7,7 @@
  * Log lines (appended; O_APPEND so a restored copy keeps writing at the end):
  *   ready pid=P mb=MB
  *   verify ok|bad ticks=T net=net:[INODE] [first_bad=I]
+ * and on stdout, every 10 ticks: "out ticks=T" (a test can check that output keeps flowing).
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -41,6 +42,7 @@ int main(int argc, char **argv) {
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_usr1;
   sigaction(SIGUSR1, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
   char line[256];
   snprintf(line, sizeof line, "ready pid=%d mb=%ld\n", (int)getpid(), mb);
   logline(log, line);
@@ -49,6 +51,11 @@ int main(int argc, char **argv) {
   for (;;) {
     nanosleep(&tick, NULL);
     ticks++;
+    if (ticks % 10 == 0) {
+      char out[64];
+      int n = snprintf(out, sizeof out, "out ticks=%lu\n", ticks);
+      if (write(1, out, (size_t)n) < 0) { /* stdout gone: keep running */ }
+    }
     if (want_verify) {
       want_verify = 0;
       size_t bad = words;
