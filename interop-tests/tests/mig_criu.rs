@@ -375,3 +375,25 @@ fn mig_stdout_pipe_is_replaced_by_the_targets_pipe() {
     let _ = cat.kill();
     let _ = cat.wait();
 }
+
+#[test]
+fn mig_failures_are_errors_with_the_criu_log_not_hangs() {
+    let criu = criu();
+    let s = Scratch::new("err");
+    let pair = NetPair::new("e").unwrap();
+    let t = Instant::now();
+    // No such task (above any pid_max).
+    let e = criu
+        .migrate(4_999_999, &pair.a, &pair.b, &s.dir.join("w"), Mode::Auto, LIMIT)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("criu dump"), "{e}");
+    // Nothing to restore.
+    fs::create_dir_all(s.dir.join("empty")).unwrap();
+    let e = criu
+        .restore(&pair.b, &s.dir.join("empty"), LIMIT)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("criu restore"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(20), "errors took {:?}", t.elapsed());
+}

@@ -116,13 +116,18 @@ pub fn parse_version(out: &str) -> Option<(u32, u32, String)> {
 /// The CRIU binary: `$PVM_CRIU`, then /usr/local/sbin/criu (what ci/criu-setup installs),
 /// then `criu` on PATH, the first that reports version >= 4.1.
 pub fn locate() -> Result<(PathBuf, String), String> {
-    let mut tried = Vec::new();
     let mut cands: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os("PVM_CRIU") {
         cands.push(PathBuf::from(p));
     }
     cands.push(PathBuf::from("/usr/local/sbin/criu"));
     cands.push(PathBuf::from("criu"));
+    locate_in(cands)
+}
+
+/// The first of `cands` that reports version >= 4.1; otherwise why each one was refused.
+pub fn locate_in(cands: Vec<PathBuf>) -> Result<(PathBuf, String), String> {
+    let mut tried = Vec::new();
     for c in cands {
         let (_, out) = run(Command::new("timeout").arg("10").arg(&c).arg("--version"));
         match parse_version(&out) {
@@ -223,6 +228,27 @@ mod tests {
         assert_eq!(parse_version("Version: 5\n").map(|v| (v.0, v.1)), Some((5, 0)));
         assert!(parse_version("criu: command not found").is_none());
         assert!(parse_version("Version: x.1").is_none());
+    }
+
+    #[test]
+    fn old_or_missing_criu_is_refused_with_the_reason() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("pvm-mig-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let fake = |name: &str, version: &str| {
+            let p = d.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\necho 'Version: {version}'\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let (old, new) = (fake("old", "3.17.1"), fake("new", "4.1.1"));
+        let err = locate_in(vec![old.clone(), d.join("absent")]).unwrap_err();
+        assert!(
+            err.contains("version 3.17.1 < 4.1") && err.contains("absent: not runnable"),
+            "{err}"
+        );
+        assert_eq!(locate_in(vec![old, new.clone()]).unwrap(), (new, "4.1.1".to_string()));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
