@@ -18,3 +18,19 @@ pub use error::{MigError, Result};
 pub use netns::{Host, NetPair};
 pub use probe::{Cap, Capabilities};
 pub use proc::signal;
+
+/// The daemon shares one `Criu` between blocking tasks and moves results across threads.
+#[cfg(test)]
+mod thread_bounds {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn driver_types_cross_threads() {
+        send_sync::<super::Criu>();
+        send_sync::<super::Capabilities>();
+        send::<super::Restored>();
+        send::<super::Migrated>();
+        send::<super::MigError>();
+    }
+}

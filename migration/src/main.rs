@@ -6,7 +6,11 @@
 //!                                          (post-copy and stop-and-copy) and compare with a
 //!                                          raw copy of the same bytes over the same veth link
 //!
-//! The benchmark needs root and CRIU >= 4.1 (ci/criu-setup).
+//!   pvm-migrate bench-ckpt [--tasks 4] [--mb 256] [--runs 3]
+//!                                          parallel leave-running checkpoint of N tasks vs
+//!                                          writing the same bytes to the same tmpfs
+//!
+//! The benchmarks need root and CRIU >= 4.1 (ci/criu-setup).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,6 +108,90 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Res
     out
 }
 
+/// Whole-application checkpoint cost: `tasks` tasks of `mb` MB each dumped in parallel with
+/// leave-running, against writing the same bytes to files on the same tmpfs in parallel.
+fn bench_ckpt(tasks: usize, mb: u32, runs: usize) -> Result<(), String> {
+    use std::io::Write;
+    let criu = Criu::new().map_err(|e| e.to_string())?;
+    let base = PathBuf::from(format!("/dev/shm/pvm-mig-ckpt-{}", std::process::id()));
+    let bin = hog::build(&base).map_err(|e| e.to_string())?;
+    let host = pvm_migration::Host {
+        netns: None,
+        addr: std::net::Ipv4Addr::LOCALHOST,
+    };
+    let limit = Duration::from_secs(300);
+    let mut hogs = Vec::new();
+    let res = (|| -> Result<(), String> {
+        for k in 0..tasks {
+            hogs.push(
+                hog::start(&host, &bin, mb, &base.join(format!("hog{k}.log")), limit).map_err(|e| e.to_string())?,
+            );
+        }
+        let (mut write, mut ckpt, mut frozen) = (vec![], vec![], vec![]);
+        for r in 0..runs {
+            let t = std::time::Instant::now();
+            std::thread::scope(|sc| {
+                for k in 0..tasks {
+                    let p = base.join(format!("raw-{r}-{k}"));
+                    sc.spawn(move || {
+                        let buf = vec![0x5au8; 1 << 20];
+                        let mut f = std::fs::File::create(&p).expect("create");
+                        for _ in 0..mb {
+                            f.write_all(&buf).expect("write");
+                        }
+                    });
+                }
+            });
+            write.push(t.elapsed());
+            for k in 0..tasks {
+                let _ = std::fs::remove_file(base.join(format!("raw-{r}-{k}")));
+            }
+            let t = std::time::Instant::now();
+            let dumps: Vec<_> = std::thread::scope(|sc| {
+                let hs: Vec<_> = hogs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, h)| {
+                        let (criu, host, dir) = (&criu, &host, base.join(format!("ck-{r}-{k}")));
+                        sc.spawn(move || criu.dump(h.pid, host, &dir, true, limit))
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().expect("dump thread")).collect()
+            });
+            ckpt.push(t.elapsed());
+            let mut worst = Duration::ZERO;
+            for d in dumps {
+                let d = d.map_err(|e| e.to_string())?;
+                worst = worst.max(d.frozen.unwrap_or_default());
+            }
+            frozen.push(worst);
+            for k in 0..tasks {
+                let _ = std::fs::remove_dir_all(base.join(format!("ck-{r}-{k}")));
+            }
+        }
+        for h in &hogs {
+            let v = hog::verify(h.pid, &h.log, Duration::from_secs(60)).map_err(|e| e.to_string())?;
+            if !v.contains("verify ok") {
+                return Err(format!("after checkpoints: {v}"));
+            }
+        }
+        let (w, c, f) = (median(write), median(ckpt), median(frozen));
+        println!(
+            "checkpoint of {tasks} tasks x {mb} MB (leave-running, parallel, tmpfs): {}  vs writing the same bytes: {}  ratio {:.2}x  (longest CRIU freeze {}; medians of {runs})",
+            ms(c),
+            ms(w),
+            c.as_secs_f64() / w.as_secs_f64(),
+            ms(f)
+        );
+        Ok(())
+    })();
+    for h in &hogs {
+        pvm_migration::signal(h.pid, libc::SIGKILL);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    res
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -147,8 +235,30 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("bench-ckpt") => {
+            let num = |flag: &str, d: usize| {
+                args.iter()
+                    .position(|a| a == flag)
+                    .and_then(|i| args.get(i + 1))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(d)
+            };
+            match bench_ckpt(
+                num("--tasks", 4).max(1),
+                num("--mb", 256).max(1) as u32,
+                num("--runs", 3).max(1),
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pvm-migrate bench-ckpt: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => {
-            eprintln!("usage: pvm-migrate probe | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit]");
+            eprintln!(
+                "usage: pvm-migrate probe | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3]"
+            );
             ExitCode::from(2)
         }
     }
