@@ -89,6 +89,37 @@ pub fn listen(to: &Host) -> Result<TcpListener> {
     to.run_in(move || TcpListener::bind(addr))?.map_err(io("listen"))
 }
 
+/// Accepts one connection, giving up at `timeout` (so a sender that never connects cannot
+/// leave a thread blocked in accept forever).
+pub fn accept(l: &TcpListener, timeout: Duration) -> Result<TcpStream> {
+    l.set_nonblocking(true).map_err(io("listen"))?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).map_err(io("accept"))?;
+                s.set_read_timeout(Some(timeout)).map_err(io("socket option"))?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(MigError::Timeout {
+                        step: "accept image stream",
+                        limit: timeout,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => {
+                return Err(MigError::Io {
+                    step: "accept",
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
 /// A connection from host `from` to `addr`.
 pub fn connect(from: &Host, addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
     let s = from
@@ -106,8 +137,7 @@ pub fn copy_dir(from: &Host, src: &Path, to: &Host, dst: &Path, timeout: Duratio
     let addr = l.local_addr().map_err(io("listen"))?;
     let dst = dst.to_path_buf();
     let rx = std::thread::spawn(move || -> Result<u64> {
-        let (s, _) = l.accept().map_err(io("accept"))?;
-        s.set_read_timeout(Some(timeout)).map_err(io("socket option"))?;
+        let s = accept(&l, timeout)?;
         recv_dir(&mut BufReader::with_capacity(1 << 20, s), &dst)
     });
     let mut s = connect(from, addr, timeout)?;
@@ -129,8 +159,7 @@ pub fn raw_copy(from: &Host, to: &Host, bytes: u64, timeout: Duration) -> Result
     let addr = l.local_addr().map_err(io("listen"))?;
     let t0 = std::time::Instant::now();
     let rx = std::thread::spawn(move || -> Result<u64> {
-        let (mut s, _) = l.accept().map_err(io("accept"))?;
-        s.set_read_timeout(Some(timeout)).map_err(io("socket option"))?;
+        let mut s = accept(&l, timeout)?;
         io::copy(&mut s, &mut io::sink()).map_err(io("receive"))
     });
     let mut s = connect(from, addr, timeout)?;
