@@ -1,0 +1,282 @@
+/* C half of the Rust libpvm3: what Rust cannot declare with the legacy ABI.
+ *
+ * - Data objects with the sizes and initial values of libpvm3.so.3 (3.4.6, amd64), so that
+ *   programs linked against the legacy library get the copy relocations they expect.
+ *   The Rust code reads and writes the ones that carry meaning (pvm_errno, pvmautoerr,
+ *   pvmmytid, ...); the trace tables are zero-filled placeholders of the right size.
+ * - Variadic functions: pvm_packf/pvm_unpackf (and the va_list forms) walk the format here and
+ *   call the exported pvm_pk and pvm_upk functions; pvmlogprintf formats here and hands the text
+ *   to Rust.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- data objects (nm -DS of the legacy library gives the sizes) ---- */
+char *pvm_errlist[37] = {
+    "Error 0", "Error 1", "Bad parameter", "Parameter mismatch", "Value too large",
+    "End of buffer", "No such host", "No such file", "Permission denied", "Error 9",
+    "Malloc failed", "Error 11", "Can't decode message", "Error 13",
+    "Can't contact local daemon", "No current buffer", "No such buffer", "Null group name",
+    "Already in group", "No such group", "Not in group", "No such instance", "Host failed",
+    "No parent task", "Not implemented", "Pvmd system error", "Version mismatch",
+    "Out of resources", "Duplicate host", "Can't start pvmd", "Already in progress",
+    "No such task", "Not Found", "Already Exists", "Hoster must run on master host",
+    "Spawning parent set PvmNoParent", "Master Host IP Address is Loopback! (See pvm3/Readme)",
+};
+int pvm_nerr = 37;
+int pvm_errno;
+void *pvm_inprecv;
+int pvm_useruid = -1;
+int pvmautoerr = 1;
+char pvmctrc[0x44];
+int pvmdebmask;
+int pvmfrgsiz = 4080;
+void *pvmmboxclasses;
+void *pvmmidh;
+int pvmmidhsiz;
+int pvmmyctx;
+int pvmmydsig;
+int pvmmyptid = -1;
+char *pvmmytaskname;
+int pvmmytid = -1;
+int pvmmyupid = -1;
+int pvmnoreset;
+int pvmnoresetindex = -1;
+int pvmnsibs = -1;
+void *pvmrbuf;
+int pvmrescode;
+int pvmrouteopt = 2;
+void *pvmrxlist;
+void *pvmsbuf;
+int pvmschedtid;
+int pvmshowtaskid = 1;
+int *pvmsibtids;
+char pvmtevdidlist[0x7b0] = {1};
+char pvmtevinfo[0x17d8] = {1};
+int pvmtoplvl = 1;
+char pvmtrc[0x44];
+void *pvmtrccodef;
+int pvmtrcdesc;
+void *pvmtrcmp;
+int pvmtrcsavekind;
+int pvmtrcsbf;
+int pvmtrcsbfsave;
+int pvmtrctmp;
+char pvmtrcztv[16];
+int pvmudpmtu = 4080;
+void *waitlist;
+
+/* ---- Rust side ---- */
+int pvm_initsend(int);
+int pvm_pkbyte(char *, int, int);
+int pvm_pkshort(short *, int, int);
+int pvm_pkint(int *, int, int);
+int pvm_pklong(long *, int, int);
+int pvm_pkfloat(float *, int, int);
+int pvm_pkdouble(double *, int, int);
+int pvm_pkcplx(float *, int, int);
+int pvm_pkdcplx(double *, int, int);
+int pvm_pkstr(char *);
+int pvm_pkushort(unsigned short *, int, int);
+int pvm_pkuint(unsigned int *, int, int);
+int pvm_pkulong(unsigned long *, int, int);
+int pvm_upkbyte(char *, int, int);
+int pvm_upkshort(short *, int, int);
+int pvm_upkint(int *, int, int);
+int pvm_upklong(long *, int, int);
+int pvm_upkfloat(float *, int, int);
+int pvm_upkdouble(double *, int, int);
+int pvm_upkcplx(float *, int, int);
+int pvm_upkdcplx(double *, int, int);
+int pvm_upkstr(char *);
+int pvm_upkushort(unsigned short *, int, int);
+int pvm_upkuint(unsigned int *, int, int);
+int pvm_upkulong(unsigned long *, int, int);
+void pvmshim_log_text(const char *text);
+int pvmshim_lpvmerr(const char *fname, int code);
+
+/* Conversions of the packf format: %[+][count|*][.stride|*][h|l|u...]{c,d,i,f,x,s}. */
+enum { K_BYTE, K_SHORT, K_INT, K_LONG, K_FLOAT, K_DOUBLE, K_CPLX, K_DCPLX, K_STR };
+
+struct conv {
+    int init;     /* '+' seen: first argument is an encoding for pvm_initsend */
+    int count;
+    int stride;
+    int isarray;  /* a count was given: the argument is a pointer */
+    int kind;
+    int isunsigned;
+};
+
+static const char *parse_conv(const char *f, struct conv *c, va_list *ap)
+{
+    int longs = 0, shorts = 0;
+    memset(c, 0, sizeof *c);
+    c->count = 1;
+    c->stride = 1;
+    if (*f == '+') {
+        c->init = 1;
+        f++;
+    }
+    if (*f == '*') {
+        c->count = va_arg(*ap, int);
+        c->isarray = 1;
+        f++;
+    } else if (*f >= '0' && *f <= '9') {
+        c->count = 0;
+        while (*f >= '0' && *f <= '9')
+            c->count = c->count * 10 + (*f++ - '0');
+        c->isarray = 1;
+    }
+    if (*f == '.') {
+        f++;
+        if (*f == '*') {
+            c->stride = va_arg(*ap, int);
+            f++;
+        } else {
+            c->stride = 0;
+            while (*f >= '0' && *f <= '9')
+                c->stride = c->stride * 10 + (*f++ - '0');
+        }
+    }
+    for (;; f++) {
+        if (*f == 'l')
+            longs++;
+        else if (*f == 'h')
+            shorts++;
+        else if (*f == 'u')
+            c->isunsigned = 1;
+        else
+            break;
+    }
+    switch (*f) {
+    case 'c': c->kind = K_BYTE; break;
+    case 'd': case 'i': c->kind = shorts ? K_SHORT : longs ? K_LONG : K_INT; break;
+    case 'f': c->kind = longs ? K_DOUBLE : K_FLOAT; break;
+    case 'x': c->kind = longs ? K_DCPLX : K_CPLX; break;
+    case 's': c->kind = K_STR; break;
+    default: return 0;
+    }
+    return f + 1;
+}
+
+int pvm_vpackf(const char *fmt, va_list ap0)
+{
+    va_list ap;
+    struct conv c;
+    int cc = 0;
+    if (!fmt)
+        return -2;
+    va_copy(ap, ap0);
+    while (*fmt) {
+        if (*fmt++ != '%')
+            continue;
+        if (*fmt == '%') { fmt++; continue; }
+        fmt = parse_conv(fmt, &c, &ap);
+        if (!fmt) { cc = -2; break; }
+        if (c.init) {
+            cc = pvm_initsend(va_arg(ap, int));
+            if (cc < 0) break;
+        }
+        if (c.isarray || c.kind == K_STR || c.kind == K_CPLX || c.kind == K_DCPLX) {
+            void *p = va_arg(ap, void *);
+            switch (c.kind) {
+            case K_BYTE: cc = pvm_pkbyte(p, c.count, c.stride); break;
+            case K_SHORT: cc = c.isunsigned ? pvm_pkushort(p, c.count, c.stride) : pvm_pkshort(p, c.count, c.stride); break;
+            case K_INT: cc = c.isunsigned ? pvm_pkuint(p, c.count, c.stride) : pvm_pkint(p, c.count, c.stride); break;
+            case K_LONG: cc = c.isunsigned ? pvm_pkulong(p, c.count, c.stride) : pvm_pklong(p, c.count, c.stride); break;
+            case K_FLOAT: cc = pvm_pkfloat(p, c.count, c.stride); break;
+            case K_DOUBLE: cc = pvm_pkdouble(p, c.count, c.stride); break;
+            case K_CPLX: cc = pvm_pkcplx(p, c.count, c.stride); break;
+            case K_DCPLX: cc = pvm_pkdcplx(p, c.count, c.stride); break;
+            case K_STR: cc = pvm_pkstr(p); break;
+            }
+        } else {
+            switch (c.kind) {
+            case K_BYTE: { char v = (char)va_arg(ap, int); cc = pvm_pkbyte(&v, 1, 1); break; }
+            case K_SHORT: { short v = (short)va_arg(ap, int); cc = pvm_pkshort(&v, 1, 1); break; }
+            case K_INT: { int v = va_arg(ap, int); cc = pvm_pkint(&v, 1, 1); break; }
+            case K_LONG: { long v = va_arg(ap, long); cc = pvm_pklong(&v, 1, 1); break; }
+            case K_FLOAT: { float v = (float)va_arg(ap, double); cc = pvm_pkfloat(&v, 1, 1); break; }
+            case K_DOUBLE: { double v = va_arg(ap, double); cc = pvm_pkdouble(&v, 1, 1); break; }
+            default: break;
+            }
+        }
+        if (cc < 0)
+            break;
+    }
+    va_end(ap);
+    return cc < 0 ? cc : 0;
+}
+
+int pvm_vunpackf(const char *fmt, va_list ap0)
+{
+    va_list ap;
+    struct conv c;
+    int cc = 0;
+    if (!fmt)
+        return -2;
+    va_copy(ap, ap0);
+    while (*fmt) {
+        void *p;
+        if (*fmt++ != '%')
+            continue;
+        if (*fmt == '%') { fmt++; continue; }
+        fmt = parse_conv(fmt, &c, &ap);
+        if (!fmt) { cc = -2; break; }
+        p = va_arg(ap, void *);
+        switch (c.kind) {
+        case K_BYTE: cc = pvm_upkbyte(p, c.count, c.stride); break;
+        case K_SHORT: cc = c.isunsigned ? pvm_upkushort(p, c.count, c.stride) : pvm_upkshort(p, c.count, c.stride); break;
+        case K_INT: cc = c.isunsigned ? pvm_upkuint(p, c.count, c.stride) : pvm_upkint(p, c.count, c.stride); break;
+        case K_LONG: cc = c.isunsigned ? pvm_upkulong(p, c.count, c.stride) : pvm_upklong(p, c.count, c.stride); break;
+        case K_FLOAT: cc = pvm_upkfloat(p, c.count, c.stride); break;
+        case K_DOUBLE: cc = pvm_upkdouble(p, c.count, c.stride); break;
+        case K_CPLX: cc = pvm_upkcplx(p, c.count, c.stride); break;
+        case K_DCPLX: cc = pvm_upkdcplx(p, c.count, c.stride); break;
+        case K_STR: cc = pvm_upkstr(p); break;
+        }
+        if (cc < 0)
+            break;
+    }
+    va_end(ap);
+    return cc < 0 ? cc : 0;
+}
+
+int pvm_packf(const char *fmt, ...)
+{
+    va_list ap;
+    int cc;
+    va_start(ap, fmt);
+    cc = pvm_vpackf(fmt, ap);
+    va_end(ap);
+    return cc < 0 ? pvmshim_lpvmerr("pvm_packf", cc) : cc;
+}
+
+int pvm_unpackf(const char *fmt, ...)
+{
+    va_list ap;
+    int cc;
+    va_start(ap, fmt);
+    cc = pvm_vunpackf(fmt, ap);
+    va_end(ap);
+    return cc < 0 ? pvmshim_lpvmerr("pvm_unpackf", cc) : cc;
+}
+
+int vpvmlogprintf(const char *fmt, va_list ap)
+{
+    char buf[4096];
+    int n = vsnprintf(buf, sizeof buf, fmt ? fmt : "", ap);
+    pvmshim_log_text(buf);
+    return n;
+}
+
+int pvmlogprintf(const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    va_start(ap, fmt);
+    n = vpvmlogprintf(fmt, ap);
+    va_end(ap);
+    return n;
+}
