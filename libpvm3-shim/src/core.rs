@@ -684,6 +684,7 @@ impl Lib {
         cset!(pvmschedtid, self.schedtid);
         cset!(pvmmyupid, pid);
         cset!(pvmmydsig, pvm_proto::dsig::DataSig::native_sig());
+        mark_enrolment(self.mytid);
         if let Ok(c) = std::env::var("PVMCTX") {
             cset!(pvmmyctx, strtoi(&c));
         }
@@ -1104,4 +1105,18 @@ fn open_auth(path: &str) -> std::io::Result<std::fs::File> {
     }
     // SAFETY: fd is a fresh descriptor we own.
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// With `PVM_SHIM_TRACE=<file>` in the environment, each enrolment appends `t<tid> <program>`
+/// to that file, so tests can tell which tasks of a mixed job ran on this library. Not a
+/// legacy feature; without the variable nothing happens.
+fn mark_enrolment(tid: i32) {
+    let Ok(path) = std::env::var("PVM_SHIM_TRACE") else {
+        return;
+    };
+    let prog = std::env::args().next().unwrap_or_default();
+    let prog = prog.rsplit('/').next().unwrap_or("").to_string();
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
+        let _ = writeln!(f, "t{tid:x} {prog}");
+    }
 }
