@@ -97,7 +97,7 @@ void pvmshim_log_text(const char *text);
 int pvmshim_lpvmerr(const char *fname, int code);
 
 /* Conversions of the packf format: %[+][count|*][.stride|*][h|l|u...]{c,d,i,f,x,s}. */
-enum { K_BYTE, K_SHORT, K_INT, K_LONG, K_FLOAT, K_DOUBLE, K_CPLX, K_DCPLX, K_STR };
+enum { K_BYTE, K_SHORT, K_INT, K_LONG, K_FLOAT, K_DOUBLE, K_CPLX, K_DCPLX, K_STR, K_NONE };
 
 struct conv {
     int init;     /* '+' seen: first argument is an encoding for pvm_initsend */
@@ -117,6 +117,11 @@ static const char *parse_conv(const char *f, struct conv *c, va_list *ap)
     if (*f == '+') {
         c->init = 1;
         f++;
+        /* "%+" alone: just pvm_initsend() with the next argument */
+        if (!*f || *f == ' ' || *f == '\t' || *f == '%') {
+            c->kind = K_NONE;
+            return f;
+        }
     }
     if (*f == '*') {
         c->count = va_arg(*ap, int);
@@ -178,6 +183,8 @@ int pvm_vpackf(const char *fmt, va_list ap0)
             cc = pvm_initsend(va_arg(ap, int));
             if (cc < 0) break;
         }
+        if (c.kind == K_NONE)
+            continue;
         if (c.isarray || c.kind == K_STR || c.kind == K_CPLX || c.kind == K_DCPLX) {
             void *p = va_arg(ap, void *);
             switch (c.kind) {
@@ -224,6 +231,10 @@ int pvm_vunpackf(const char *fmt, va_list ap0)
         if (*fmt == '%') { fmt++; continue; }
         fmt = parse_conv(fmt, &c, &ap);
         if (!fmt) { cc = -2; break; }
+        if (c.kind == K_NONE) {
+            (void)va_arg(ap, int);
+            continue;
+        }
         p = va_arg(ap, void *);
         switch (c.kind) {
         case K_BYTE: cc = pvm_upkbyte(p, c.count, c.stride); break;

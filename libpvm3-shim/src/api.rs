@@ -66,7 +66,7 @@ pub struct Timeval {
 type R = Result<c_int, c_int>;
 
 macro_rules! pvm_api {
-    ($name:ident ( $($a:ident : $t:ty),* ) silent [$($s:expr),*] $body:block) => {
+    ($name:ident ( $($a:ident : $t:ty),* ) silent [$($s:expr),*] noprint [$($np:expr),*] $body:block) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name($($a: $t),*) -> c_int {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> R { $body }));
@@ -77,14 +77,24 @@ macro_rules! pvm_api {
             };
             let silent: &[c_int] = &[$($s),*];
             if silent.contains(&code) {
+                return code;
+            }
+            let noprint: &[c_int] = &[$($np),*];
+            if noprint.contains(&code) {
                 cset!(pvm_errno, code);
                 return code;
             }
             lpvmerr(stringify!($name), code)
         }
     };
+    ($name:ident ( $($a:ident : $t:ty),* ) silent [$($s:expr),*] $body:block) => {
+        pvm_api!($name($($a: $t),*) silent [$($s),*] noprint [] $body);
+    };
+    ($name:ident ( $($a:ident : $t:ty),* ) noprint [$($s:expr),*] $body:block) => {
+        pvm_api!($name($($a: $t),*) silent [] noprint [$($s),*] $body);
+    };
     ($name:ident ( $($a:ident : $t:ty),* ) $body:block) => {
-        pvm_api!($name($($a: $t),*) silent [] $body);
+        pvm_api!($name($($a: $t),*) silent [] noprint [] $body);
     };
 }
 
@@ -260,7 +270,8 @@ pvm_api!(pvm_mkbuf(enc: c_int) {
 pvm_api!(pvm_initsend(enc: c_int) {
     with_r(|l| {
         soft_enrol(l);
-        let id = mkbuf(l, enc)?;
+        // Legacy reports the failure of the pvm_mkbuf() it calls, then its own.
+        let id = mkbuf(l, enc).map_err(|e| lpvmerr("pvm_mkbuf", e))?;
         if l.sbuf != 0 {
             let old = l.sbuf;
             l.bufs.remove(&old);
@@ -394,7 +405,7 @@ pvm_api!(pvm_setminfo(mid: c_int, info: *mut PvmMInfo) {
 /// # Safety
 /// `p` must point to at least `(cnt - 1) * stride + 1` elements when `cnt > 0`.
 unsafe fn strided<'a, T>(p: *const T, cnt: c_int, stride: c_int) -> Result<&'a [T], c_int> {
-    if cnt < 0 || stride < 1 {
+    if cnt < 0 || stride < 0 {
         return Err(E_BADPARAM);
     }
     if cnt == 0 {
@@ -409,7 +420,7 @@ unsafe fn strided<'a, T>(p: *const T, cnt: c_int, stride: c_int) -> Result<&'a [
 /// # Safety
 /// As [`strided`], for writing.
 unsafe fn strided_mut<'a, T>(p: *mut T, cnt: c_int, stride: c_int) -> Result<&'a mut [T], c_int> {
-    if cnt < 0 || stride < 1 {
+    if cnt < 0 || stride < 0 {
         return Err(E_BADPARAM);
     }
     if cnt == 0 {
@@ -422,6 +433,14 @@ unsafe fn strided_mut<'a, T>(p: *mut T, cnt: c_int, stride: c_int) -> Result<&'a
 }
 
 fn pack<T: Item>(data: &[T], cnt: c_int, stride: c_int) -> R {
+    // Stride 0 repeats the first element, as the legacy encoders' pointer arithmetic does.
+    let rep: Vec<T>;
+    let (data, stride) = if stride == 0 && cnt > 0 {
+        rep = vec![data[0]; cnt as usize];
+        (&rep[..], 1)
+    } else {
+        (data, stride)
+    };
     with_r(|l| {
         soft_enrol(l);
         let p = l.sbuf_packer()?;
@@ -436,8 +455,15 @@ fn unpack<T: Item>(out: &mut [T], cnt: c_int, stride: c_int) -> R {
         soft_enrol(l);
         let b = l.rbuf_mut()?;
         let mut u = b.unpacker();
-        u.unpack_strided(out, cnt as usize, stride as usize)
-            .map_err(|e| e.pvm_error() as i32)?;
+        if stride == 0 && cnt > 0 {
+            // Every element lands on the same spot; the last one stays.
+            let mut tmp = vec![T::default(); cnt as usize];
+            u.unpack(&mut tmp).map_err(|e| e.pvm_error() as i32)?;
+            out[0] = tmp[cnt as usize - 1];
+        } else {
+            u.unpack_strided(out, cnt as usize, stride as usize)
+                .map_err(|e| e.pvm_error() as i32)?;
+        }
         b.pos = u.position();
         Ok(0)
     })
@@ -646,8 +672,10 @@ pub fn run_handlers() -> Result<(), c_int> {
         let Some((id, f, saved)) = next else {
             return Ok(());
         };
-        // SAFETY: a handler the program registered with pvm_addmhf.
-        unsafe { f(id) };
+        if let Some(f) = f {
+            // SAFETY: a handler the program registered with pvm_addmhf.
+            unsafe { f(id) };
+        }
         with(|l| {
             l.sbuf = if l.bufs.contains_key(&saved.0) { saved.0 } else { 0 };
             l.rbuf = if l.bufs.contains_key(&saved.1) { saved.1 } else { 0 };
@@ -712,10 +740,8 @@ fn recv_common(tid: c_int, tag: c_int, deadline: Option<Instant>, take: bool) ->
     }
 }
 
-fn check_tag(tid: c_int, tag: c_int) -> Result<(), c_int> {
-    if tag < -1 || tid < -1 && !valid_dst(tid) {
-        return Err(E_BADPARAM);
-    }
+/// Legacy does not validate receive arguments: a tag below -1 simply never matches.
+fn check_tag(_tid: c_int, _tag: c_int) -> Result<(), c_int> {
     Ok(())
 }
 
@@ -816,7 +842,8 @@ pub unsafe extern "C" fn pvm_precv(
                     *rtag = b.tag;
                 }
                 if !rlen.is_null() {
-                    *rlen = (bytes.len() / sz) as c_int;
+                    // Legacy reports the length in bytes, not items.
+                    *rlen = bytes.len() as c_int;
                 }
             }
             b.pos = n;
@@ -833,7 +860,7 @@ pub unsafe extern "C" fn pvm_precv(
 // ---- message handlers and contexts -----------------------------------------------------------
 
 pvm_api!(pvm_addmhf(src: c_int, tag: c_int, ctx: c_int, f: Option<MhfFn>) {
-    let f = f.ok_or(E_BADPARAM)?;
+    // Legacy accepts a NULL function (and would crash calling it); we never call it.
     with(|l| {
         let id = l.next_mhf;
         l.next_mhf += 1;
@@ -842,19 +869,31 @@ pvm_api!(pvm_addmhf(src: c_int, tag: c_int, ctx: c_int, f: Option<MhfFn>) {
     })
 });
 
-pvm_api!(pvm_delmhf(id: c_int) {
-    with_r(|l| {
+#[no_mangle]
+pub unsafe extern "C" fn pvm_delmhf(id: c_int) -> c_int {
+    let r = with(|l| {
         if id < 0 {
-            return Err(E_BADPARAM);
+            return Err(("pvm_delmhf", E_BADPARAM));
         }
         let n = l.mhfs.len();
         l.mhfs.retain(|h| h.id != id);
-        if l.mhfs.len() == n {
-            return Err(PvmError::NotFound as i32);
+        if l.mhfs.len() < n {
+            return Ok(0);
         }
-        Ok(0)
-    })
-});
+        // Legacy's message names the check that failed.
+        let name = if id >= l.next_mhf {
+            "(mhid >= ndhandles) pvm_delmhf"
+        } else {
+            "pvm_delmhf"
+        };
+        Err((name, PvmError::NotFound as i32))
+    });
+    match r {
+        Ok(Ok(v)) => v,
+        Ok(Err((name, code))) => lpvmerr(name, code),
+        Err(e) => lpvmerr("pvm_delmhf", e),
+    }
+}
 
 pvm_api!(pvm_newcontext() {
     enrolled()?;
@@ -1103,6 +1142,8 @@ pvm_api!(pvm_tasks(whr: c_int, ntaskp: *mut c_int, taskp: *mut *mut PvmTaskInfo)
                 ti_pid: pid,
             });
         }
+        // Legacy reads entries until unpacking fails, which leaves PvmNoData in pvm_errno.
+        cset!(pvm_errno, PvmError::NoData as i32);
         // SAFETY: optional out pointers.
         unsafe {
             if !ntaskp.is_null() {
@@ -1617,7 +1658,7 @@ fn db(op: i32, name: &[u8], index: i32, flags: i32, msg: Option<&EmbeddedMesg>) 
     request(TM_DB, &p)
 }
 
-pvm_api!(pvm_putinfo(name: *mut c_char, mid: c_int, flags: c_int) silent [PvmError::Exists as i32, PvmError::Denied as i32] {
+pvm_api!(pvm_putinfo(name: *mut c_char, mid: c_int, flags: c_int) noprint [PvmError::Exists as i32, PvmError::Denied as i32] {
     // SAFETY: C string.
     let n = unsafe { cstr(name) }?.to_vec();
     if n.is_empty() {
@@ -1634,7 +1675,7 @@ pvm_api!(pvm_putinfo(name: *mut c_char, mid: c_int, flags: c_int) silent [PvmErr
     int(&mut b.unpacker())
 });
 
-pvm_api!(pvm_recvinfo(name: *mut c_char, index: c_int, flags: c_int) silent [PvmError::NotFound as i32] {
+pvm_api!(pvm_recvinfo(name: *mut c_char, index: c_int, flags: c_int) noprint [PvmError::NotFound as i32] {
     // SAFETY: C string.
     let n = unsafe { cstr(name) }?.to_vec();
     let b = db(TMDB_GET, &n, index, flags, None)?;
@@ -1651,7 +1692,7 @@ pvm_api!(pvm_recvinfo(name: *mut c_char, index: c_int, flags: c_int) silent [Pvm
     })
 });
 
-pvm_api!(pvm_delinfo(name: *mut c_char, index: c_int, flags: c_int) silent [PvmError::NotFound as i32, PvmError::Denied as i32] {
+pvm_api!(pvm_delinfo(name: *mut c_char, index: c_int, flags: c_int) noprint [PvmError::NotFound as i32, PvmError::Denied as i32] {
     // SAFETY: C string.
     let n = unsafe { cstr(name) }?.to_vec();
     let b = db(TMDB_REMOVE, &n, index, flags, None)?;
@@ -1908,7 +1949,7 @@ pvm_api!(pvm_insert(name: *mut c_char, req: c_int, data: c_int) {
     int(&mut b.unpacker())
 });
 
-pvm_api!(pvm_lookup(name: *mut c_char, req: c_int, datap: *mut c_int) silent [PvmError::NotFound as i32] {
+pvm_api!(pvm_lookup(name: *mut c_char, req: c_int, datap: *mut c_int) noprint [PvmError::NotFound as i32] {
     // SAFETY: C string.
     let n = unsafe { cstr(name) }?.to_vec();
     let b = db(TMDB_GET, &n, req.max(0), 0, None)?;
@@ -1927,7 +1968,7 @@ pvm_api!(pvm_lookup(name: *mut c_char, req: c_int, datap: *mut c_int) silent [Pv
     Ok(st)
 });
 
-pvm_api!(pvm_delete(name: *mut c_char, req: c_int) silent [PvmError::NotFound as i32] {
+pvm_api!(pvm_delete(name: *mut c_char, req: c_int) noprint [PvmError::NotFound as i32] {
     // SAFETY: C string.
     let n = unsafe { cstr(name) }?.to_vec();
     let b = db(TMDB_REMOVE, &n, req, 0, None)?;

@@ -158,7 +158,7 @@ pub struct Mhf {
     pub src: i32,
     pub tag: i32,
     pub ctx: i32,
-    pub f: MhfFn,
+    pub f: Option<MhfFn>,
 }
 
 /// Output and trace destinations (legacy `struct Pvmtracer`, minus the trace mask details).
@@ -233,7 +233,7 @@ pub struct Lib {
     pub rbuf: i32,
     pub rxq: VecDeque<i32>,
     pub replies: Vec<Message>,
-    pub pending_mhf: VecDeque<(i32, MhfFn, i32)>,
+    pub pending_mhf: VecDeque<(i32, Option<MhfFn>, i32)>,
     pub mhfs: Vec<Mhf>,
     pub next_mhf: i32,
     pub recvf: Option<RecvfFn>,
@@ -287,7 +287,8 @@ impl Default for Lib {
             replies: Vec::new(),
             pending_mhf: VecDeque::new(),
             mhfs: Vec::new(),
-            next_mhf: 1,
+            // Legacy's own nine TC_ handlers take ids 0..8, so the first user handler gets 9.
+            next_mhf: 9,
             recvf: None,
             wid: 1,
             frag_size: UDPMAXLEN,
@@ -711,7 +712,14 @@ impl Lib {
             let _ = p.pk_int(&[TMDB_GET, self.mytid]);
             let _ = p.pk_str(pvm_proto::codes::MBOX_CLASS_TRACER.as_bytes());
             let _ = p.pk_int(&[0, 0]);
-            let _ = self.msendrecv(TIDPVMD, TM_DB, SYSCTX_TM, p.body());
+            // Legacy does it with pvm_recvinfo(), whose PvmNotFound stays in pvm_errno.
+            if let Ok(r) = self.msendrecv(TIDPVMD, TM_DB, SYSCTX_TM, p.body()) {
+                let b = MsgBody::from_fragments(r.header.enc, [&r.body[..]]);
+                let mut st = [0i32];
+                if b.unpacker().up_int(&mut st).is_ok() && st[0] < 0 {
+                    cset!(pvm_errno, st[0]);
+                }
+            }
         }
         Ok(())
     }
