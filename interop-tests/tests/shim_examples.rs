@@ -111,10 +111,8 @@ fn console_spmd(children: Lib) -> (Vec<String>, Vec<String>) {
         name: "pvm console".into(),
     }
     .wait(TIMEOUT);
-    let lines = sorted_lines(&normalise(&out))
-        .into_iter()
-        .map(|l| l.trim_start_matches("pvm> ").to_string())
-        .collect();
+    // Prompts land in front of whichever line comes next: drop them before sorting.
+    let lines = sorted_lines(&normalise(&out).replace("pvm> ", ""));
     (lines, vm.shim_tasks())
 }
 
