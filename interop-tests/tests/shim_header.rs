@@ -41,7 +41,7 @@ fn macros(header: &Path, defs: &[&str]) -> BTreeMap<String, String> {
         .lines()
         .filter_map(|l| l.strip_prefix("#define "))
         .map(|l| {
-            let (name, val) = match l.find(|c: char| c == ' ' || c == '(') {
+            let (name, val) = match l.find([' ', '(']) {
                 Some(i) if l.as_bytes()[i] == b'(' => {
                     let close = l.find(')').map(|j| j + 1).unwrap_or(l.len());
                     (&l[..close], &l[close..])
