@@ -75,10 +75,14 @@ int main(int argc, char **argv) {
             }
         }
     }
+    /* Both count their sockets before either may leave (an exit closes the route). */
     show(who);
-    if (parent_side)
+    if (parent_side) {
+        pvm_initsend(PvmDataDefault);
+        pvm_send(peer, 98);
         pvm_recv(peer, 99);
-    else {
+    } else {
+        pvm_recv(peer, 98);
         pvm_initsend(PvmDataDefault);
         pvm_send(peer, 99);
     }

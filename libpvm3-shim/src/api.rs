@@ -188,6 +188,12 @@ pub fn exit_internal() -> c_int {
                 }
             }
         }
+    })
+    .unwrap_or(());
+    // Handlers for messages that came in meanwhile run before the state goes (legacy calls
+    // them from inside pvm_exit's wait; the console's own exit notify is one).
+    let _ = run_handlers();
+    with(|l| {
         let keep_autoerr = cget!(pvmautoerr);
         *l = Lib::default();
         cset!(pvmmytid, -1);
@@ -1917,7 +1923,7 @@ pvm_api!(pvm_unexport(name: *mut c_char) {
 
 // pvm_start_pvmd(argc, argv, block): runs `$PVM_ROOT/lib/pvmd`, falling back to the Debian
 // location `/usr/bin/pvmd`, reads the socket address it prints and connects.
-pvm_api!(pvm_start_pvmd(argc: c_int, argv: *mut *mut c_char, block: c_int) {
+pvm_api!(pvm_start_pvmd(argc: c_int, argv: *mut *mut c_char, block: c_int) noprint [PvmError::DupHost as i32] {
     if argc < 0 {
         return Err(E_BADPARAM);
     }
@@ -1927,7 +1933,8 @@ pvm_api!(pvm_start_pvmd(argc: c_int, argv: *mut *mut c_char, block: c_int) {
         // SAFETY: argc C strings.
         args.push(String::from_utf8_lossy(unsafe { cstr(*argv.add(i)) }?).into_owned());
     }
-    if with(|l| l.enrolled())? {
+    // A daemon we can reach means one is running already.
+    if with(|l| l.enrolled() || (!l.lost && std::env::var_os("PVMSOCK").is_none() && l.beatask().is_ok()))? {
         return Err(PvmError::DupHost as i32);
     }
     let _ = block;

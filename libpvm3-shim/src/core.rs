@@ -76,8 +76,8 @@ pub const E_NOTIMPL: i32 = PvmError::NotImpl as i32;
 pub const E_NOMEM: i32 = PvmError::NoMem as i32;
 pub const E_PARENTNOTSET: i32 = PvmError::ParentNotSet as i32;
 
-/// Trace mask "all off": TEV_MASK_LENGTH - 1 = 44 '@' characters.
-pub const TMASK_OFF: &str = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@";
+/// Trace mask "all off": TEV_MASK_LENGTH (36) - 1 = 35 '@' characters (captured PVMTMASK).
+pub const TMASK_OFF: &str = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@";
 
 /// The legacy library's globals that live in the C part (sizes must match libpvm3.so.3).
 #[allow(non_upper_case_globals)]

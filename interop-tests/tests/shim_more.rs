@@ -1,0 +1,188 @@
+//! More legacy programs on our library, each compared with the same run on the legacy
+//! library: groups (libgpvm3 and pvmgs on top of our library), the mailbox examples, the
+//! console itself, and pvm_catchout.
+
+use interop_tests::shim::{normalise, sorted_lines, Lib, Vm};
+use interop_tests::{Kind, Proc, TIMEOUT};
+use std::io::Write;
+
+fn both<F: Fn(Lib) -> (Vec<String>, Vec<String>)>(f: F, shim_programs: &[&str]) {
+    let (l, lt) = f(Lib::Legacy);
+    let (s, st) = f(Lib::Shim);
+    assert!(lt.is_empty(), "legacy run used our library: {lt:?}");
+    assert_eq!(s, l);
+    for p in shim_programs {
+        assert!(st.iter().any(|x| x == p), "{p} did not run on our library: {st:?}");
+    }
+}
+
+#[test]
+fn groups_gexample_same_as_legacy() {
+    both(
+        |lib| {
+            let vm = Vm::start(Kind::Legacy, "shim-gex");
+            let (code, out, err) = vm.run("gexample", &[], lib, lib, Some("100\n4\n"));
+            assert_eq!(code, Some(0), "{lib:?}: {out}\n{err}");
+            (sorted_lines(&normalise(&out)), vm.shim_tasks())
+        },
+        &["gexample", "pvmgs"],
+    );
+}
+
+#[test]
+fn mailbox_examples_same_as_legacy() {
+    both(
+        |lib| {
+            let vm = Vm::start(Kind::Legacy, "shim-mbox");
+            let mut all = String::new();
+            for (p, a) in [
+                ("lmbi", &["3", "p", "e"][..]),
+                ("gmbi", &["."][..]),
+                ("gmbi", &["lmbi"][..]),
+            ] {
+                let (code, out, err) = vm.run(p, a, lib, lib, None);
+                assert_eq!(code, Some(0), "{lib:?} {p}: {out}\n{err}");
+                all.push_str(&out);
+            }
+            (normalise(&all).lines().map(str::to_string).collect(), vm.shim_tasks())
+        },
+        &["gmbi", "lmbi"],
+    );
+}
+
+#[test]
+fn mailbox_service_scenario_same_as_legacy() {
+    both(
+        |lib| {
+            let vm = Vm::start(Kind::Legacy, "shim-task0");
+            let mut server = vm.command("task0", &["svcA", "d"], lib, lib);
+            let server = Proc {
+                child: server.spawn().expect("task0"),
+                name: "task0".into(),
+            };
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            let mut all = String::new();
+            for (p, a) in [
+                ("gmbi", &["svc"][..]),
+                ("task1", &["svcA", "0", "d"][..]),
+                ("task_end", &["svcA", "0"][..]),
+            ] {
+                let (_, out, _) = vm.run(p, a, lib, lib, None);
+                all.push_str(&out);
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            let (_, out, _) = server.wait(TIMEOUT);
+            all.push_str(&out);
+            (sorted_lines(&normalise(&all)), vm.shim_tasks())
+        },
+        &["task0", "task1", "task_end"],
+    );
+}
+
+#[test]
+fn console_runs_on_our_library() {
+    both(
+        |lib| {
+            let vm = Vm::start(Kind::Legacy, "shim-con");
+            let mut c = vm.command("/usr/bin/pvm", &[], lib, lib);
+            c.stdin(std::process::Stdio::piped());
+            let mut child = c.spawn().expect("console");
+            let mut i = child.stdin.take().unwrap();
+            i.write_all(b"conf\nversion\nps\nmstat vm\nquit\n").unwrap();
+            drop(i);
+            let (code, out, err) = Proc {
+                child,
+                name: "console".into(),
+            }
+            .wait(TIMEOUT);
+            assert_eq!(code, Some(0), "{lib:?}: {out}\n{err}");
+            let out = normalise(&out).replace("pvm> ", "");
+            // The host name and the pid column vary between runs.
+            let out: String = out
+                .lines()
+                .map(|l| {
+                    let w: Vec<&str> = l.split_whitespace().collect();
+                    if w.len() >= 4 && w.contains(&"pvm") {
+                        w.iter()
+                            .map(|x| {
+                                if x.chars().all(|c| c.is_ascii_digit()) && x.len() > 2 {
+                                    "N"
+                                } else {
+                                    x
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    } else {
+                        w.join(" ")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            (out.lines().map(str::to_string).collect(), vm.shim_tasks())
+        },
+        &["pvm"],
+    );
+}
+
+const CATCHOUT: &str = r#"
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <pvm3.h>
+int main(int argc, char **argv) {
+    int tids[3], i;
+    if (argc > 1 && !strcmp(argv[1], "child")) {
+        pvm_mytid();
+        printf("child line one\n");
+        fflush(stdout);
+        printf("child line two, no newline");
+        fflush(stdout);
+        usleep(100000);
+        printf(" ... finished\nlast line without newline");
+        pvm_exit();
+        return 0;
+    }
+    pvm_mytid();
+    pvm_catchout(stdout);
+    char *args[] = { "child", 0 };
+    printf("spawned %d\n", pvm_spawn(argv[0], args, PvmTaskDefault, "", 3, tids));
+    fflush(stdout);
+    for (i = 0; i < 3; i++)
+        printf("pstat %d\n", pvm_pstat(tids[i]) <= 0);
+    pvm_exit();
+    printf("parent done\n");
+    return 0;
+}
+"#;
+
+#[test]
+fn catchout_same_as_legacy() {
+    let dir = std::env::temp_dir().join(format!("shim-catch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("catch.c");
+    std::fs::write(&src, CATCHOUT).unwrap();
+    let exe = dir.join("catch");
+    let out = std::process::Command::new("gcc")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .arg("-lpvm3")
+        .output()
+        .expect("gcc is required");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for mixed in [false, true] {
+        both(
+            |lib| {
+                let vm = Vm::start(Kind::Legacy, "shim-catch");
+                let children = if mixed { Lib::Legacy } else { lib };
+                let (code, out, err) = vm.run(exe.to_str().unwrap(), &[], lib, children, None);
+                assert_eq!(code, Some(0), "{lib:?}: {out}\n{err}");
+                assert!(out.contains("parent done"));
+                // Per-task order is fixed; tasks interleave freely.
+                (sorted_lines(&normalise(&out)), vm.shim_tasks())
+            },
+            &["catch"],
+        );
+    }
+}
