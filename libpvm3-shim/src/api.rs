@@ -1923,7 +1923,7 @@ pvm_api!(pvm_unexport(name: *mut c_char) {
 
 // pvm_start_pvmd(argc, argv, block): runs `$PVM_ROOT/lib/pvmd`, falling back to the Debian
 // location `/usr/bin/pvmd`, reads the socket address it prints and connects.
-pvm_api!(pvm_start_pvmd(argc: c_int, argv: *mut *mut c_char, block: c_int) noprint [PvmError::DupHost as i32] {
+pvm_api!(pvm_start_pvmd(argc: c_int, argv: *mut *mut c_char, block: c_int) {
     if argc < 0 {
         return Err(E_BADPARAM);
     }

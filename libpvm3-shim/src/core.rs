@@ -389,7 +389,8 @@ pub fn lpvmerr(name: &str, code: i32) -> i32 {
     if auto == 2 {
         cset!(pvmautoerr, 1);
         crate::api::exit_internal();
-        std::process::exit(-1);
+        // Legacy exits with the error code itself (PvmNoSuchBuf -> status 240).
+        std::process::exit(code);
     }
     if auto == 3 {
         std::process::abort();

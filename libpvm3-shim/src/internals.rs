@@ -239,7 +239,17 @@ pub extern "C" fn pvmgetpvmd() -> *const c_char {
 pub fn start_pvmd(args: &[String]) -> Result<(), c_int> {
     crate::core::check_root();
     let path = pvmd_path();
-    let mut child = std::process::Command::new(&path)
+    let mut cmd = std::process::Command::new(&path);
+    // The legacy pvmd links the legacy library's private routines: it must not pick up this
+    // library from LD_LIBRARY_PATH (abi.md §6), so our own directory is left out of its path.
+    if let (Some(ours), Ok(lp)) = (own_dir(), std::env::var("LD_LIBRARY_PATH")) {
+        let kept: Vec<&str> = lp
+            .split(':')
+            .filter(|d| std::fs::canonicalize(d).map(|c| c != ours).unwrap_or(true))
+            .collect();
+        cmd.env("LD_LIBRARY_PATH", kept.join(":"));
+    }
+    let mut child = cmd
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -603,4 +613,17 @@ pub fn autoerr() -> c_int {
 
 pub fn set_autoerr(v: c_int) {
     cset!(pvmautoerr, v)
+}
+
+/// The directory this shared library was loaded from.
+fn own_dir() -> Option<std::path::PathBuf> {
+    // SAFETY: dladdr only reads loader tables; dli_fname points into them and stays valid.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(pvmgettmp as *const c_void, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        let f = std::path::PathBuf::from(CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned());
+        std::fs::canonicalize(f).ok()?.parent().map(|p| p.to_path_buf())
+    }
 }
