@@ -235,6 +235,27 @@ fn bad_use_with_daemon_same_as_legacy() {
     assert_eq!(ours.1, legacy.1, "stderr differs");
 }
 
+/// The same program on pvmd-rs: our library must behave like the legacy library does there.
+#[test]
+fn bad_use_on_our_daemon_same_as_legacy_library() {
+    let legacy = {
+        let vm = Vm::start(Kind::Ours, "shim-err-ol");
+        run(Some(&vm), Lib::Legacy)
+    };
+    let ours = {
+        let vm = Vm::start(Kind::Ours, "shim-err-os");
+        run(Some(&vm), Lib::Shim)
+    };
+    assert!(
+        legacy.0.contains("exit"),
+        "legacy library on pvmd-rs incomplete:\n{}\n{}",
+        legacy.0,
+        legacy.1
+    );
+    assert_eq!(ours.0, legacy.0, "stdout (ours stderr:\n{})", ours.1);
+    assert_eq!(ours.1, legacy.1, "stderr");
+}
+
 #[test]
 fn bad_use_without_daemon_same_as_legacy() {
     let legacy = run(None, Lib::Legacy);

@@ -114,8 +114,8 @@ fn compile() -> std::path::PathBuf {
 
 /// Runs the pair; returns the parent's stdout (with the child's lines, caught by the daemon
 /// into its log, appended), sorted, and the programs that ran on our library.
-fn pair(me: Lib, child: Lib, mode: &str) -> (Vec<String>, String, usize) {
-    let vm = Vm::start(Kind::Legacy, "shim-route");
+fn pair_on(kind: Kind, me: Lib, child: Lib, mode: &str) -> (Vec<String>, String, usize) {
+    let vm = Vm::start(kind, "shim-route");
     let exe = compile();
     let (code, out, err) = vm.run(exe.to_str().unwrap(), &[mode], me, child, None);
     assert_eq!(
@@ -133,6 +133,10 @@ fn pair(me: Lib, child: Lib, mode: &str) -> (Vec<String>, String, usize) {
     }
     lines.sort();
     (lines, err, vm.shim_tasks().len())
+}
+
+fn pair(me: Lib, child: Lib, mode: &str) -> (Vec<String>, String, usize) {
+    pair_on(Kind::Legacy, me, child, mode)
 }
 
 fn check(me: Lib, child: Lib, mode: &str) {
@@ -172,4 +176,19 @@ fn shim_accepts_route_from_legacy() {
 #[test]
 fn shim_to_shim_route() {
     check(Lib::Shim, Lib::Shim, "parent-asks");
+}
+
+/// The negotiation travels through pvmd-rs as ordinary task-to-task messages.
+#[test]
+fn routes_through_our_daemon() {
+    for (me, child, mode) in [
+        (Lib::Shim, Lib::Legacy, "parent-asks"),
+        (Lib::Legacy, Lib::Shim, "parent-asks"),
+        (Lib::Shim, Lib::Shim, "child-asks"),
+    ] {
+        let (want, _, _) = pair_on(Kind::Ours, Lib::Legacy, Lib::Legacy, mode);
+        assert!(want.contains(&"parent fds 2".to_string()), "{want:#?}");
+        let (got, err, _) = pair_on(Kind::Ours, me, child, mode);
+        assert_eq!(got, want, "{me:?}/{child:?} {mode} on pvmd-rs\n{err}");
+    }
 }
