@@ -79,6 +79,21 @@ pub const EXAMPLES: &[&str] = &[
     "task_end",
     "gmbi",
     "lmbi",
+    "fmaster1",
+    "fslave1",
+    "fgexample",
+    "hitc",
+    "hitc_slave",
+    "gexamp",
+    "ge",
+    "gs.pvm",
+    "tst",
+    "tjf",
+    "tjl",
+    "thb",
+    "tnb",
+    "joinleave",
+    "trsg",
 ];
 
 impl Vm {

@@ -45,6 +45,14 @@ fn master1_same_as_legacy() {
     same_as_legacy("master1", &[], &["master1", "slave1", "slave1", "slave1"]);
 }
 
+/// Fortran programs (libfpvm3.a is linked statically and calls the C library).
+#[test]
+fn fortran_examples_same_as_legacy() {
+    same_as_legacy("fmaster1", &[], &["fmaster1", "fslave1", "fslave1", "fslave1"]);
+    same_as_legacy("fgexample", &[], &["fgexample", "fgexample", "pvmgs"]);
+    same_as_legacy("hitc", &[], &["hitc", "hitc_slave"]);
+}
+
 #[test]
 fn inherit_contexts_same_as_legacy() {
     same_as_legacy("inherita", &["inherit1"], &["inherit1", "inherit2", "inherita"]);
