@@ -1129,3 +1129,64 @@ fn mark_enrolment(tid: i32) {
         let _ = writeln!(f, "t{tid:x} {prog}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strtoi_reads_c_integers() {
+        assert_eq!(strtoi("0x40002"), 0x40002);
+        assert_eq!(strtoi("017"), 15);
+        assert_eq!(strtoi("-12"), -12);
+        assert_eq!(strtoi(" 42xyz"), 42);
+        assert_eq!(strtoi("garbage"), 0);
+    }
+
+    #[test]
+    fn hex_addresses_parse_like_legacy() {
+        let a = hex_addr("7f000001:801e").unwrap();
+        assert_eq!(a.to_string(), "127.0.0.1:32798");
+        assert!(hex_addr("7f000001").is_none());
+        assert!(hex_addr("zz:1").is_none());
+    }
+
+    #[test]
+    fn error_texts_come_from_the_legacy_table() {
+        assert_eq!(errtext(-2), "Bad parameter");
+        assert_eq!(errtext(-14), "Can't contact local daemon");
+        assert_eq!(errtext(-36), "Master Host IP Address is Loopback! (See pvm3/Readme)");
+        assert_eq!(errtext(-99), "Unknown Error -99");
+        assert_eq!(errtext(5), "Unknown Error 5");
+    }
+
+    #[test]
+    fn trace_mask_has_the_captured_length() {
+        // PVMTMASK=<mask> travels as a 45-byte XDR string including its NUL.
+        assert_eq!("PVMTMASK=".len() + TMASK_OFF.len() + 1, 45);
+    }
+
+    #[test]
+    fn tmp_names_follow_pvmtmpnam() {
+        let n = tmpnam();
+        let file = n.rsplit('/').next().unwrap();
+        assert!(file.starts_with(&format!("pvmtmp{:06}.", std::process::id())), "{n}");
+    }
+
+    #[test]
+    fn buffers_pack_and_unpack_through_the_lib_state() {
+        let mut l = Lib::default();
+        let p = l.packer(Encoding::Xdr);
+        let id = l.new_buf(BufKind::Pack(p));
+        l.sbuf = id;
+        l.sbuf_packer().unwrap().pk_int(&[7, 8]).unwrap();
+        l.rbuf = id;
+        let b = l.rbuf_mut().unwrap();
+        let mut u = b.unpacker();
+        let mut v = [0i32; 2];
+        u.up_int(&mut v).unwrap();
+        assert_eq!(v, [7, 8]);
+        b.pos = u.position();
+        assert!(b.unpacker().up_int(&mut v[..1]).is_err(), "past the end must fail");
+    }
+}

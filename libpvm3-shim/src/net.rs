@@ -160,3 +160,45 @@ pub fn write_all(streams: &mut [&mut Stream], idx: usize, data: &[u8]) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Stream, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (Stream::new(Sock::Unix(a)).unwrap(), b)
+    }
+
+    #[test]
+    fn fragments_are_cut_only_when_complete() {
+        let (mut s, mut peer) = pair();
+        let mut frag = vec![0u8; 16];
+        frag[8..12].copy_from_slice(&4u32.to_be_bytes());
+        frag.extend_from_slice(b"abcd");
+        peer.write_all(&frag[..10]).unwrap();
+        s.drain();
+        assert!(s.next_fragment().is_none());
+        peer.write_all(&frag[10..]).unwrap();
+        peer.write_all(&frag).unwrap();
+        s.drain();
+        assert_eq!(s.next_fragment().unwrap(), frag);
+        assert_eq!(s.next_fragment().unwrap(), frag);
+        assert!(s.next_fragment().is_none());
+        drop(peer);
+        s.drain();
+        assert!(s.eof);
+    }
+
+    #[test]
+    fn an_oversized_length_kills_the_stream_instead_of_allocating() {
+        let (mut s, mut peer) = pair();
+        let mut h = vec![0u8; 16];
+        h[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+        peer.write_all(&h).unwrap();
+        s.drain();
+        assert!(s.next_fragment().is_none());
+        assert!(s.eof);
+        assert!(s.inbuf.is_empty());
+    }
+}
