@@ -942,14 +942,14 @@ impl Lib {
             .routes
             .iter()
             .filter_map(|(t, r)| match r {
-                RouteState::Open(s) if s.eof && s.inbuf.is_empty() => Some(*t),
+                RouteState::Open(s) if s.eof && s.pending() == 0 => Some(*t),
                 _ => None,
             })
             .collect();
         for t in dead {
             self.routes.remove(&t);
         }
-        self.route_readers.retain(|(_, s)| !(s.eof && s.inbuf.is_empty()));
+        self.route_readers.retain(|(_, s)| !(s.eof && s.pending() == 0));
         for m in msgs {
             any = true;
             self.deliver(m);

@@ -4,7 +4,7 @@
 
 use pvm_proto::codes::FRAGHDR_LEN;
 use pvm_proto::message::{Limits, Reassembler};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::TcpStream;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -31,10 +31,22 @@ impl Sock {
             Sock::Tcp(s) => s.read(b),
         }
     }
+    /// send(2) with MSG_NOSIGNAL: a peer that went away must give EPIPE, not a SIGPIPE that
+    /// would kill the user's program.
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        match self {
-            Sock::Unix(s) => s.write(b),
-            Sock::Tcp(s) => s.write(b),
+        // SAFETY: b is a valid buffer of b.len() bytes; the descriptor is owned by self.
+        let n = unsafe {
+            libc::send(
+                self.fd(),
+                b.as_ptr() as *const libc::c_void,
+                b.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
         }
     }
     pub fn set_nonblocking(&self) -> io::Result<()> {
@@ -50,6 +62,8 @@ pub struct Stream {
     pub sock: Sock,
     pub inbuf: Vec<u8>,
     pub eof: bool,
+    /// Bytes of `inbuf` already handed out as fragments (compacted lazily).
+    pub consumed: usize,
     /// Partial messages on this stream, per source.
     pub reasm: Reassembler,
 }
@@ -61,6 +75,7 @@ impl Stream {
             sock,
             inbuf: Vec::new(),
             eof: false,
+            consumed: 0,
             reasm: Reassembler::new(Limits::default()),
         })
     }
@@ -82,20 +97,38 @@ impl Stream {
     /// The next whole fragment (header included), or None. A fragment that announces more
     /// than [`MAX_FRAG`] bytes marks the stream dead: nothing after it can be framed.
     pub fn next_fragment(&mut self) -> Option<Vec<u8>> {
-        if self.inbuf.len() < FRAGHDR_LEN {
+        let avail = &self.inbuf[self.consumed..];
+        if avail.len() < FRAGHDR_LEN {
+            self.compact();
             return None;
         }
-        let len = u32::from_be_bytes([self.inbuf[8], self.inbuf[9], self.inbuf[10], self.inbuf[11]]) as usize;
+        let len = u32::from_be_bytes([avail[8], avail[9], avail[10], avail[11]]) as usize;
         if len > MAX_FRAG {
             self.eof = true;
             self.inbuf.clear();
+            self.consumed = 0;
             return None;
         }
-        if self.inbuf.len() < FRAGHDR_LEN + len {
+        if avail.len() < FRAGHDR_LEN + len {
+            self.compact();
             return None;
         }
-        let rest = self.inbuf.split_off(FRAGHDR_LEN + len);
-        Some(std::mem::replace(&mut self.inbuf, rest))
+        let f = avail[..FRAGHDR_LEN + len].to_vec();
+        self.consumed += FRAGHDR_LEN + len;
+        Some(f)
+    }
+
+    /// Bytes received and not yet handed out.
+    pub fn pending(&self) -> usize {
+        self.inbuf.len() - self.consumed
+    }
+
+    /// Drops the consumed prefix (once per batch, not per fragment).
+    fn compact(&mut self) {
+        if self.consumed > 0 {
+            self.inbuf.drain(..self.consumed);
+            self.consumed = 0;
+        }
     }
 }
 
@@ -164,6 +197,7 @@ pub fn write_all(streams: &mut [&mut Stream], idx: usize, data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn pair() -> (Stream, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
@@ -199,6 +233,6 @@ mod tests {
         s.drain();
         assert!(s.next_fragment().is_none());
         assert!(s.eof);
-        assert!(s.inbuf.is_empty());
+        assert_eq!(s.pending(), 0);
     }
 }
