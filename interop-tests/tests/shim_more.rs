@@ -223,3 +223,61 @@ fn catchout_same_as_legacy() {
         );
     }
 }
+
+/// The bandwidth tests (XDR, raw, in-place, psend/precv up to 800 KB between two tasks that
+/// find each other through a group), started in pairs from the console. Timings vary; the text
+/// with digits masked must not.
+#[test]
+fn bandwidth_tests_same_shape_as_legacy() {
+    let run = |lib: Lib| {
+        let vm = Vm::start(Kind::Legacy, "shim-bw");
+        let mut c = vm.command("/usr/bin/pvm", &[], Lib::Legacy, lib);
+        c.stdin(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("console");
+        let mut i = child.stdin.take().unwrap();
+        for p in ["dbwtest", "rbwtest", "ibwtest", "pbwtest"] {
+            i.write_all(format!("spawn -2 -> {p}\n").as_bytes()).unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(4));
+        }
+        i.write_all(b"quit\n").unwrap();
+        drop(i);
+        let (_, out, _) = Proc {
+            child,
+            name: "console".into(),
+        }
+        .wait(TIMEOUT);
+        // Every number (digits and decimal points) becomes one "N".
+        let mut masked = String::new();
+        let mut in_num = false;
+        for c in normalise(&out).replace("pvm> ", "").chars() {
+            if c.is_ascii_digit() || (in_num && c == '.') {
+                if !in_num {
+                    masked.push('N');
+                }
+                in_num = true;
+            } else {
+                in_num = false;
+                masked.push(c);
+            }
+        }
+        let mut lines: Vec<String> = masked
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|l| !l.is_empty())
+            .collect();
+        lines.sort();
+        (lines, vm.shim_tasks())
+    };
+    let t = std::thread::spawn(move || run(Lib::Legacy));
+    let (s, st) = run(Lib::Shim);
+    let (l, lt) = t.join().unwrap();
+    assert!(lt.is_empty());
+    for p in ["dbwtest", "rbwtest", "ibwtest", "pbwtest"] {
+        assert_eq!(st.iter().filter(|x| *x == p).count(), 2, "{p}: {st:?}");
+    }
+    assert!(
+        l.iter().filter(|x| x.contains("received correctly")).count() >= 8,
+        "{l:#?}"
+    );
+    assert_eq!(s, l);
+}
