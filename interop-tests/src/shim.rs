@@ -94,6 +94,7 @@ pub const EXAMPLES: &[&str] = &[
     "tnb",
     "joinleave",
     "trsg",
+    "srm.pvm",
 ];
 
 impl Vm {

@@ -281,3 +281,33 @@ fn bandwidth_tests_same_shape_as_legacy() {
     );
     assert_eq!(s, l);
 }
+
+/// With the sample resource manager registered, spawn/config/tasks requests go to it as SM_
+/// messages (the pvmd is then only asked by the RM itself).
+#[test]
+fn resource_manager_routing_same_as_legacy() {
+    for rm_lib in [Lib::Legacy, Lib::Shim] {
+        both(
+            |lib| {
+                let vm = Vm::start(Kind::Legacy, "shim-rm");
+                let mut rm = vm.command("srm.pvm", &[], rm_lib, Lib::Legacy);
+                let rm = Proc {
+                    child: rm.spawn().expect("srm.pvm"),
+                    name: "srm.pvm".into(),
+                };
+                std::thread::sleep(std::time::Duration::from_millis(700));
+                let mut lines = Vec::new();
+                for prog in ["hello.pvm", "master1"] {
+                    let (code, out, err) = vm.run(prog, &[], lib, lib, None);
+                    assert_eq!(code, Some(0), "{lib:?} {prog} with RM on {rm_lib:?}: {out}\n{err}");
+                    lines.extend(sorted_lines(&normalise(&out)));
+                }
+                drop(rm);
+                let mut tasks = vm.shim_tasks();
+                tasks.retain(|t| t != "srm.pvm");
+                (lines, tasks)
+            },
+            &["hello.pvm", "master1"],
+        );
+    }
+}

@@ -940,10 +940,7 @@ pvm_api!(pvm_getcontext() { Ok(ctx()) });
 
 fn request(tag: i32, p: &Packer) -> Result<MsgBody, c_int> {
     enrolled()?;
-    with_r(|l| {
-        let r = l.msendrecv(TIDPVMD, tag, SYSCTX_TM, p.body())?;
-        Ok(reply_unpacker(&r))
-    })
+    with_r(|l| l.request(tag, p.body()))
 }
 
 /// The environment legacy pvm_spawn passes: tracing settings, context, and PVM_EXPORT names.
@@ -1001,8 +998,7 @@ pvm_api!(pvm_spawn(file: *mut c_char, argv: *mut *mut c_char, flag: c_int, whr: 
         for s in &env {
             p.pk_str(s.as_bytes()).map_err(e)?;
         }
-        let r = l.msendrecv(TIDPVMD, TM_SPAWN, SYSCTX_TM, p.body())?;
-        let b = reply_unpacker(&r);
+        let b = l.request(TM_SPAWN, p.body())?;
         let mut u = b.unpacker();
         let cc = int(&mut u)?;
         if cc != count {
@@ -1079,7 +1075,13 @@ pvm_api!(pvm_notify(what: c_int, tag: c_int, cnt: c_int, tids: *mut c_int) {
         if kind != 3 {
             let _ = p.pk_int(&list);
         }
-        l.send_to_pvmd(TM_NOTIFY, ctx(), 0, p.body())?;
+        if l.schedtid != 0 {
+            // With a resource manager, notify requests go to it (SM_NOTIFY, base context).
+            let (me, rm) = (l.mytid, l.schedtid);
+            l.send_raw(me, rm, crate::core::SM_NOTIFY, 0, 0, p.body(), false)?;
+        } else {
+            l.send_to_pvmd(TM_NOTIFY, ctx(), 0, p.body())?;
+        }
         Ok(0)
     })
 });

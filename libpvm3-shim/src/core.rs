@@ -61,6 +61,14 @@ pub const TC_SETTRCOPT: i32 = 0x8003_0009u32 as i32;
 pub const TC_OUTPUTX: i32 = 0x8003_000bu32 as i32;
 pub const TC_SIBLINGS: i32 = 0x8003_000cu32 as i32;
 
+pub const SM_SPAWN: i32 = 0x8004_0001u32 as i32;
+pub const SM_TASK: i32 = 0x8004_0004u32 as i32;
+pub const SM_CONFIG: i32 = 0x8004_0005u32 as i32;
+pub const SM_ADDHOST: i32 = 0x8004_0006u32 as i32;
+pub const SM_DELHOST: i32 = 0x8004_0007u32 as i32;
+pub const SM_NOTIFY: i32 = 0x8004_000au32 as i32;
+pub const SM_SCHED: i32 = 0x8004_000eu32 as i32;
+
 pub const TMDB_PUT: i32 = 1;
 pub const TMDB_REMOVE: i32 = 2;
 pub const TMDB_GET: i32 = 3;
@@ -751,6 +759,43 @@ impl Lib {
             }
             if self.lost || self.pvmd.is_none() {
                 return Err(E_SYSERR);
+            }
+            self.pump(None)?;
+        }
+    }
+
+    /// A request the pvmd answers, or the resource manager when one is registered (legacy
+    /// sends SM_SPAWN, SM_TASK, SM_CONFIG, SM_ADDHOST, SM_DELHOST, SM_SCHED to it, base
+    /// context, and takes its reply like any message from it).
+    pub fn request(&mut self, tm_tag: i32, body: &MsgBody) -> Result<MsgBody, i32> {
+        let sm = match tm_tag {
+            TM_SPAWN => Some(SM_SPAWN),
+            TM_TASK => Some(SM_TASK),
+            TM_CONFIG => Some(SM_CONFIG),
+            TM_ADDHOST => Some(SM_ADDHOST),
+            TM_DELHOST => Some(SM_DELHOST),
+            TM_SCHED => Some(SM_SCHED),
+            _ => None,
+        };
+        let rm = self.schedtid;
+        let Some(sm) = sm.filter(|_| rm != 0 && rm != self.mytid) else {
+            let r = self.msendrecv(TIDPVMD, tm_tag, SYSCTX_TM, body)?;
+            return Ok(MsgBody::from_fragments(r.header.enc, [&r.body[..]]));
+        };
+        let wid = self.next_wid();
+        let me = self.mytid;
+        self.send_raw(me, rm, sm, 0, wid, body, false)?;
+        loop {
+            let found = self.rxq.iter().position(|id| {
+                self.bufs
+                    .get(id)
+                    .map(|b| b.src == rm && b.tag == sm && b.ctx == 0)
+                    .unwrap_or(false)
+            });
+            if let Some(pos) = found {
+                let id = self.rxq.remove(pos).unwrap_or(0);
+                let b = self.bufs.remove(&id).ok_or(E_SYSERR)?;
+                return Ok(b.body().clone());
             }
             self.pump(None)?;
         }
