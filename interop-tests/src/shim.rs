@@ -12,7 +12,9 @@ pub const LEGACY_LIB_DIR: &str = "/usr/lib/x86_64-linux-gnu";
 pub const LEGACY_LIB: &str = "/usr/lib/x86_64-linux-gnu/libpvm3.so.3";
 pub const LDSO: &str = "/lib64/ld-linux-x86-64.so.2";
 
-/// Directory holding our `libpvm3.so.3` (a copy of the cdylib under its soname), built once.
+/// Directory holding our `libpvm3.so.3` (the cdylib under its soname), built once per process.
+/// Never `target/debug` itself: cargo puts that on the library path of every test, and the
+/// legacy pvmd must not load this library.
 pub fn shim_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -25,13 +27,14 @@ pub fn shim_dir() -> PathBuf {
         assert!(status.success(), "cargo build -p libpvm3-shim failed");
         let built = crate::target_dir().join("debug").join("libpvm3.so");
         assert!(built.exists(), "{} not found after building", built.display());
-        let dir = crate::target_dir()
-            .join("tmp")
-            .join(format!("shim-lib-{}", std::process::id()));
+        // One directory for every test process: a symlink under the soname, replaced
+        // atomically, so nothing is copied and nothing piles up between runs.
+        let dir = crate::target_dir().join("tmp").join("shim-lib");
         std::fs::create_dir_all(&dir).expect("create shim lib dir");
         let so = dir.join("libpvm3.so.3");
-        let tmp = dir.join("libpvm3.so.3.tmp");
-        std::fs::copy(&built, &tmp).expect("copy libpvm3.so");
+        let tmp = dir.join(format!("libpvm3.so.3.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&built, &tmp).expect("link libpvm3.so");
         std::fs::rename(&tmp, &so).expect("install libpvm3.so.3");
         dir
     })

@@ -242,10 +242,14 @@ pub fn start_pvmd(args: &[String]) -> Result<(), c_int> {
     let mut cmd = std::process::Command::new(&path);
     // The legacy pvmd links the legacy library's private routines: it must not pick up this
     // library from LD_LIBRARY_PATH (abi.md §6), so our own directory is left out of its path.
-    if let (Some(ours), Ok(lp)) = (own_dir(), std::env::var("LD_LIBRARY_PATH")) {
+    if let (Some(ours), Ok(lp)) = (own_file(), std::env::var("LD_LIBRARY_PATH")) {
         let kept: Vec<&str> = lp
             .split(':')
-            .filter(|d| std::fs::canonicalize(d).map(|c| c != ours).unwrap_or(true))
+            .filter(|d| {
+                std::fs::canonicalize(std::path::Path::new(d).join("libpvm3.so.3"))
+                    .map(|c| c != ours)
+                    .unwrap_or(true)
+            })
             .collect();
         cmd.env("LD_LIBRARY_PATH", kept.join(":"));
     }
@@ -615,8 +619,8 @@ pub fn set_autoerr(v: c_int) {
     cset!(pvmautoerr, v)
 }
 
-/// The directory this shared library was loaded from.
-fn own_dir() -> Option<std::path::PathBuf> {
+/// The file this shared library was loaded from, symlinks resolved.
+fn own_file() -> Option<std::path::PathBuf> {
     // SAFETY: dladdr only reads loader tables; dli_fname points into them and stays valid.
     unsafe {
         let mut info: libc::Dl_info = std::mem::zeroed();
@@ -624,6 +628,6 @@ fn own_dir() -> Option<std::path::PathBuf> {
             return None;
         }
         let f = std::path::PathBuf::from(CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned());
-        std::fs::canonicalize(f).ok()?.parent().map(|p| p.to_path_buf())
+        std::fs::canonicalize(f).ok()
     }
 }
