@@ -780,7 +780,7 @@ pvm_api!(pvm_trecv(tid: c_int, tag: c_int, tmout: *mut Timeval) {
 
 #[no_mangle]
 pub unsafe extern "C" fn pvm_recvf(new: Option<RecvfFn>) -> Option<RecvfFn> {
-    with(|l| std::mem::replace(&mut l.recvf, new)).unwrap_or(None)
+    crate::core::guarded(None, || with(|l| std::mem::replace(&mut l.recvf, new)).unwrap_or(None))
 }
 
 fn type_size(t: c_int) -> Result<usize, c_int> {
@@ -877,6 +877,10 @@ pvm_api!(pvm_addmhf(src: c_int, tag: c_int, ctx: c_int, f: Option<MhfFn>) {
 
 #[no_mangle]
 pub unsafe extern "C" fn pvm_delmhf(id: c_int) -> c_int {
+    crate::core::guarded(E_SYSERR, || delmhf(id))
+}
+
+fn delmhf(id: c_int) -> c_int {
     let r = with(|l| {
         if id < 0 {
             return Err(("pvm_delmhf", E_BADPARAM));

@@ -368,6 +368,12 @@ pub fn with_r<R>(f: impl FnOnce(&mut Lib) -> Result<R, i32>) -> Result<R, i32> {
     with(f)?
 }
 
+/// The panic boundary for exports that do not go through `pvm_api!` (internal helpers, and
+/// the few public functions with unusual return types): a panic becomes `fallback`.
+pub fn guarded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
 // ---- errors and logging ----------------------------------------------------------------------
 
 pub fn who() -> String {

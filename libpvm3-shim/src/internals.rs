@@ -54,15 +54,15 @@ pub unsafe extern "C" fn pvmshim_log_text(text: *const c_char) {
 
 #[no_mangle]
 pub extern "C" fn pvmbeatask() -> c_int {
-    match with_r(|l| l.beatask()) {
+    crate::core::guarded(E_SYSERR, || match with_r(|l| l.beatask()) {
         Ok(()) => 0,
         Err(e) => e,
-    }
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn pvmendtask() -> c_int {
-    crate::api::exit_internal()
+    crate::core::guarded(0, crate::api::exit_internal)
 }
 
 #[no_mangle]
@@ -338,46 +338,50 @@ pub unsafe extern "C" fn pvmtmpnam(buf: *mut c_char) -> *mut c_char {
 
 #[no_mangle]
 pub unsafe extern "C" fn pvmsettaskname(name: *const c_char) -> c_int {
-    // SAFETY: C string.
-    let n = unsafe { s(name) };
-    with(|l| {
-        if l.enrolled() {
-            return pvm_proto::codes::PvmError::Exists as i32;
-        }
-        l.taskname = CString::new(n).ok();
-        0
+    crate::core::guarded(E_SYSERR, || {
+        // SAFETY: C string.
+        let n = unsafe { s(name) };
+        with(|l| {
+            if l.enrolled() {
+                return pvm_proto::codes::PvmError::Exists as i32;
+            }
+            l.taskname = CString::new(n).ok();
+            0
+        })
+        .unwrap_or(E_SYSERR)
     })
-    .unwrap_or(E_SYSERR)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn pvmupkstralloc(out: *mut *mut c_char) -> c_int {
-    if out.is_null() {
-        return crate::core::E_BADPARAM;
-    }
-    let r = with_r(|l| {
-        let b = l.rbuf_mut()?;
-        let mut u = b.unpacker();
-        let v = u.up_str_raw().map_err(|e| e.pvm_error() as i32)?;
-        b.pos = u.position();
-        Ok(v)
-    });
-    match r {
-        Ok(v) => {
-            // SAFETY: malloc'd copy handed to the caller, who frees it.
-            unsafe {
-                let p = libc::malloc(v.len() + 1) as *mut u8;
-                if p.is_null() {
-                    return crate::core::E_NOMEM;
-                }
-                std::ptr::copy_nonoverlapping(v.as_ptr(), p, v.len());
-                *p.add(v.len()) = 0;
-                *out = p as *mut c_char;
-            }
-            0
+    crate::core::guarded(E_SYSERR, || {
+        if out.is_null() {
+            return crate::core::E_BADPARAM;
         }
-        Err(e) => e,
-    }
+        let r = with_r(|l| {
+            let b = l.rbuf_mut()?;
+            let mut u = b.unpacker();
+            let v = u.up_str_raw().map_err(|e| e.pvm_error() as i32)?;
+            b.pos = u.position();
+            Ok(v)
+        });
+        match r {
+            Ok(v) => {
+                // SAFETY: malloc'd copy handed to the caller, who frees it.
+                unsafe {
+                    let p = libc::malloc(v.len() + 1) as *mut u8;
+                    if p.is_null() {
+                        return crate::core::E_NOMEM;
+                    }
+                    std::ptr::copy_nonoverlapping(v.as_ptr(), p, v.len());
+                    *p.add(v.len()) = 0;
+                    *out = p as *mut c_char;
+                }
+                0
+            }
+            Err(e) => e,
+        }
+    })
 }
 
 #[no_mangle]
@@ -390,40 +394,44 @@ pub unsafe extern "C" fn pvmmatchstring(str_: *const c_char, pat: *const c_char)
 /// mroute(): in legacy the message routing engine; here one round of input processing.
 #[no_mangle]
 pub extern "C" fn mroute(_mid: c_int, _dtid: c_int, _code: c_int, _tmout: *mut c_void) -> c_int {
-    let r = with_r(|l| l.pump(Some(std::time::Duration::from_millis(0))));
-    let _ = crate::api::run_handlers();
-    match r {
-        Ok(()) => 0,
-        Err(e) => e,
-    }
+    crate::core::guarded(E_SYSERR, || {
+        let r = with_r(|l| l.pump(Some(std::time::Duration::from_millis(0))));
+        let _ = crate::api::run_handlers();
+        match r {
+            Ok(()) => 0,
+            Err(e) => e,
+        }
+    })
 }
 
 /// msendrecv(): sends the current send buffer to `other` with `code` and `ctx` and makes the
 /// reply the receive buffer.
 #[no_mangle]
 pub extern "C" fn msendrecv(other: c_int, code: c_int, ctx: c_int) -> c_int {
-    let r = with_r(|l| {
-        l.beatask()?;
-        let b = l.bufs.get(&l.sbuf).ok_or(crate::core::E_NOBUF)?;
-        let body = b.body().clone();
-        let m = l.msendrecv(other, code, ctx, &body)?;
-        let id = l.new_buf(crate::core::BufKind::Recv(
-            pvm_proto::encoding::MsgBody::from_fragments(m.header.enc, [&m.body[..]]),
-        ));
-        if let Some(b) = l.bufs.get_mut(&id) {
-            b.tag = m.header.tag;
-            b.ctx = m.header.ctx;
-            b.src = m.src.0;
-            b.wid = m.header.wid;
-        }
-        if l.rbuf != 0 {
-            let old = l.rbuf;
-            l.bufs.remove(&old);
-        }
-        l.rbuf = id;
-        Ok(id)
-    });
-    r.unwrap_or_else(|e| e)
+    crate::core::guarded(E_SYSERR, || {
+        let r = with_r(|l| {
+            l.beatask()?;
+            let b = l.bufs.get(&l.sbuf).ok_or(crate::core::E_NOBUF)?;
+            let body = b.body().clone();
+            let m = l.msendrecv(other, code, ctx, &body)?;
+            let id = l.new_buf(crate::core::BufKind::Recv(
+                pvm_proto::encoding::MsgBody::from_fragments(m.header.enc, [&m.body[..]]),
+            ));
+            if let Some(b) = l.bufs.get_mut(&id) {
+                b.tag = m.header.tag;
+                b.ctx = m.header.ctx;
+                b.src = m.src.0;
+                b.wid = m.header.wid;
+            }
+            if l.rbuf != 0 {
+                let old = l.rbuf;
+                l.bufs.remove(&old);
+            }
+            l.rbuf = id;
+            Ok(id)
+        });
+        r.unwrap_or_else(|e| e)
+    })
 }
 
 #[no_mangle]
@@ -434,11 +442,13 @@ pub extern "C" fn umbuf_free(mid: c_int) -> c_int {
 
 #[no_mangle]
 pub unsafe extern "C" fn pvmmcast(mid: c_int, tids: *mut c_int, count: c_int, tag: c_int) -> c_int {
-    let old = with(|l| std::mem::replace(&mut l.sbuf, mid)).unwrap_or(0);
-    // SAFETY: our own export with the caller's arguments.
-    let r = unsafe { crate::api::pvm_mcast(tids, count, tag) };
-    let _ = with(|l| l.sbuf = old);
-    r
+    crate::core::guarded(E_SYSERR, || {
+        let old = with(|l| std::mem::replace(&mut l.sbuf, mid)).unwrap_or(0);
+        // SAFETY: our own export with the caller's arguments.
+        let r = unsafe { crate::api::pvm_mcast(tids, count, tag) };
+        let _ = with(|l| l.sbuf = old);
+        r
+    })
 }
 
 /// Trace events are never generated (no tracer support): report "not tracing".
