@@ -357,6 +357,8 @@ pub fn pid_from_sock(sock: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+pub mod shim;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,1243 @@
+//! The task's state: its connection to the pvmd, message buffers, received messages, options,
+//! and the enrolment handshake. Everything the exported functions do goes through [`with`].
+//!
+//! PVM's library is single-threaded by contract; the state lives behind one mutex all the same,
+//! so a program that does call it from two threads gets serialised calls rather than undefined
+//! behaviour. User callbacks (message handlers, `pvm_recvf` matchers) are always called with the
+//! lock released, because they call back into the library.
+
+use crate::net::{self, Sock, Stream};
+use pvm_proto::codes::{PvmError, SYSCTX_TC, SYSCTX_TM, TDPROTOCOL, UDPMAXLEN};
+use pvm_proto::encoding::{Encoding, MsgBody, PackOptions, Packer, Unpacker};
+use pvm_proto::frag::{FragFlags, StreamFragHeader};
+use pvm_proto::mesg::MsgHeader;
+use pvm_proto::message::{Limits, Message, Reassembler};
+use pvm_proto::Tid;
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::raw::{c_char, c_int};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const TIDPVMD: i32 = 0x8000_0000u32 as i32;
+pub const TIDGID: i32 = 0x4000_0000;
+
+pub const TM_CONNECT: i32 = 0x8001_0001u32 as i32;
+pub const TM_CONN2: i32 = 0x8001_0002u32 as i32;
+pub const TM_EXIT: i32 = 0x8001_0003u32 as i32;
+pub const TM_ADDHOST: i32 = 0x8001_0004u32 as i32;
+pub const TM_DELHOST: i32 = 0x8001_0005u32 as i32;
+pub const TM_CONFIG: i32 = 0x8001_0006u32 as i32;
+pub const TM_MSTAT: i32 = 0x8001_0007u32 as i32;
+pub const TM_HALT: i32 = 0x8001_0008u32 as i32;
+pub const TM_TICKLE: i32 = 0x8001_0009u32 as i32;
+pub const TM_SPAWN: i32 = 0x8001_000au32 as i32;
+pub const TM_PSTAT: i32 = 0x8001_000bu32 as i32;
+pub const TM_SENDSIG: i32 = 0x8001_000cu32 as i32;
+pub const TM_TASK: i32 = 0x8001_000du32 as i32;
+pub const TM_MCA: i32 = 0x8001_000eu32 as i32;
+pub const TM_NOTIFY: i32 = 0x8001_000fu32 as i32;
+pub const TM_DB: i32 = 0x8001_0010u32 as i32;
+pub const TM_SCHED: i32 = 0x8001_0011u32 as i32;
+pub const TM_TASKER: i32 = 0x8001_0012u32 as i32;
+pub const TM_HOSTER: i32 = 0x8001_0013u32 as i32;
+pub const TM_TRACER: i32 = 0x8001_0014u32 as i32;
+pub const TM_HOSTSYNC: i32 = 0x8001_0015u32 as i32;
+pub const TM_SETOPT: i32 = 0x8001_0016u32 as i32;
+pub const TM_GETOPT: i32 = 0x8001_0017u32 as i32;
+pub const TM_CONTEXT: i32 = 0x8001_0018u32 as i32;
+
+pub const TC_CONREQ: i32 = 0x8003_0001u32 as i32;
+pub const TC_CONACK: i32 = 0x8003_0002u32 as i32;
+pub const TC_TASKEXIT: i32 = 0x8003_0003u32 as i32;
+pub const TC_NOOP: i32 = 0x8003_0004u32 as i32;
+pub const TC_OUTPUT: i32 = 0x8003_0005u32 as i32;
+pub const TC_SETTRACE: i32 = 0x8003_0006u32 as i32;
+pub const TC_SETTMASK: i32 = 0x8003_0007u32 as i32;
+pub const TC_SETTRCBUF: i32 = 0x8003_0008u32 as i32;
+pub const TC_SETTRCOPT: i32 = 0x8003_0009u32 as i32;
+pub const TC_OUTPUTX: i32 = 0x8003_000bu32 as i32;
+pub const TC_SIBLINGS: i32 = 0x8003_000cu32 as i32;
+
+pub const SM_SPAWN: i32 = 0x8004_0001u32 as i32;
+pub const SM_TASK: i32 = 0x8004_0004u32 as i32;
+pub const SM_CONFIG: i32 = 0x8004_0005u32 as i32;
+pub const SM_ADDHOST: i32 = 0x8004_0006u32 as i32;
+pub const SM_DELHOST: i32 = 0x8004_0007u32 as i32;
+pub const SM_NOTIFY: i32 = 0x8004_000au32 as i32;
+pub const SM_SCHED: i32 = 0x8004_000eu32 as i32;
+
+pub const TMDB_PUT: i32 = 1;
+pub const TMDB_REMOVE: i32 = 2;
+pub const TMDB_GET: i32 = 3;
+pub const TMDB_NAMES: i32 = 4;
+
+pub const E_BADPARAM: i32 = PvmError::BadParam as i32;
+pub const E_SYSERR: i32 = PvmError::SysErr as i32;
+pub const E_NOBUF: i32 = PvmError::NoBuf as i32;
+pub const E_NOSUCHBUF: i32 = PvmError::NoSuchBuf as i32;
+pub const E_NODATA: i32 = PvmError::NoData as i32;
+pub const E_NOPARENT: i32 = PvmError::NoParent as i32;
+pub const E_NOTIMPL: i32 = PvmError::NotImpl as i32;
+pub const E_NOMEM: i32 = PvmError::NoMem as i32;
+pub const E_PARENTNOTSET: i32 = PvmError::ParentNotSet as i32;
+
+/// Trace mask "all off": TEV_MASK_LENGTH (36) - 1 = 35 '@' characters (captured PVMTMASK).
+pub const TMASK_OFF: &str = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@";
+
+/// The legacy library's globals that live in the C part (sizes must match libpvm3.so.3).
+#[allow(non_upper_case_globals)]
+pub mod cvars {
+    use std::os::raw::c_int;
+    extern "C" {
+        pub static mut pvm_errno: c_int;
+        pub static mut pvmautoerr: c_int;
+        pub static mut pvmmytid: c_int;
+        pub static mut pvmmyptid: c_int;
+        pub static mut pvmmyctx: c_int;
+        pub static mut pvmrouteopt: c_int;
+        pub static mut pvmshowtaskid: c_int;
+        pub static mut pvmfrgsiz: c_int;
+        pub static mut pvmnsibs: c_int;
+        pub static mut pvmsibtids: *mut c_int;
+        pub static mut pvmdebmask: c_int;
+        pub static mut pvmmydsig: c_int;
+        pub static mut pvmschedtid: c_int;
+        pub static mut pvmmyupid: c_int;
+        pub static mut pvmudpmtu: c_int;
+    }
+}
+
+macro_rules! cget {
+    ($v:ident) => {
+        // SAFETY: a plain C int/pointer global defined in csrc/shim.c; PVM is single-threaded.
+        unsafe { std::ptr::addr_of!(crate::core::cvars::$v).read() }
+    };
+}
+macro_rules! cset {
+    ($v:ident, $e:expr) => {
+        // SAFETY: as for cget.
+        unsafe { std::ptr::addr_of_mut!(crate::core::cvars::$v).write($e) }
+    };
+}
+pub(crate) use {cget, cset};
+
+pub type MhfFn = unsafe extern "C" fn(c_int) -> c_int;
+pub type RecvfFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+
+pub enum BufKind {
+    Pack(Packer),
+    Recv(MsgBody),
+}
+
+/// A message buffer (`bufid`).
+pub struct Buf {
+    pub kind: BufKind,
+    /// Unpacking cursor in the concatenated body.
+    pub pos: usize,
+    pub tag: i32,
+    pub ctx: i32,
+    pub src: i32,
+    pub dst: i32,
+    pub wid: i32,
+    pub crc: i32,
+    pub enc_override: Option<i32>,
+}
+
+impl Buf {
+    pub fn body(&self) -> &MsgBody {
+        match &self.kind {
+            BufKind::Pack(p) => p.body(),
+            BufKind::Recv(b) => b,
+        }
+    }
+    pub fn enc(&self) -> i32 {
+        self.enc_override.unwrap_or_else(|| self.body().enc())
+    }
+    pub fn unpacker(&self) -> Unpacker<'_> {
+        Unpacker::new(self.body()).at(self.pos)
+    }
+}
+
+pub struct Mhf {
+    pub id: i32,
+    pub src: i32,
+    pub tag: i32,
+    pub ctx: i32,
+    pub f: Option<MhfFn>,
+}
+
+/// Output and trace destinations (legacy `struct Pvmtracer`, minus the trace mask details).
+#[derive(Clone, Debug)]
+pub struct Tracer {
+    pub trctid: i32,
+    pub trcctx: i32,
+    pub trctag: i32,
+    pub outtid: i32,
+    pub outctx: i32,
+    pub outtag: i32,
+    pub tmask: String,
+    pub trcbuf: i32,
+    pub trcopt: i32,
+}
+
+impl Default for Tracer {
+    fn default() -> Self {
+        Tracer {
+            trctid: 0,
+            trcctx: 0,
+            trctag: 0,
+            outtid: 0,
+            outctx: 0,
+            outtag: 0,
+            tmask: TMASK_OFF.to_string(),
+            trcbuf: 0,
+            trcopt: 0,
+        }
+    }
+}
+
+/// A direct route to another task.
+pub enum RouteState {
+    /// We sent TC_CONREQ from a bound (not listening) socket and wait for TC_CONACK.
+    Requested {
+        sock: RawSock,
+        path: Option<String>,
+    },
+    /// We answered a TC_CONREQ and listen for the peer's connect.
+    Listening {
+        sock: RawSock,
+        path: Option<String>,
+    },
+    Open(Box<Stream>),
+    /// Denied or failed: use the pvmd.
+    Denied,
+}
+
+/// A socket that is bound but not yet connected or accepted (std has no type for that).
+pub struct RawSock {
+    pub fd: std::os::fd::OwnedFd,
+    pub unix: bool,
+}
+
+/// Output of one child collected by `pvm_catchout`.
+#[derive(Default)]
+pub struct TaskOut {
+    pub partial: Vec<u8>,
+    pub got_spawn: bool,
+    pub got_eof: bool,
+}
+
+pub struct Lib {
+    pub pvmd: Option<Stream>,
+    pub reasm: Reassembler,
+    pub mytid: i32,
+    pub ptid: i32,
+    pub bufs: BTreeMap<i32, Buf>,
+    pub next_mid: i32,
+    pub sbuf: i32,
+    pub rbuf: i32,
+    pub rxq: VecDeque<i32>,
+    pub replies: Vec<Message>,
+    pub pending_mhf: VecDeque<(i32, Option<MhfFn>, i32)>,
+    pub mhfs: Vec<Mhf>,
+    pub next_mhf: i32,
+    pub recvf: Option<RecvfFn>,
+    pub wid: i32,
+    pub frag_size: usize,
+    pub udpmax: i32,
+    pub dsig: i32,
+    pub host_addr: String,
+    pub schedtid: i32,
+    pub trc: Tracer,
+    pub ctrc: Tracer,
+    pub resvtids: bool,
+    pub noreset: i32,
+    pub polltype: i32,
+    pub polltime: i32,
+    pub siblings: Option<Vec<i32>>,
+    pub catchout: Option<usize>,
+    pub tobufs: BTreeMap<i32, TaskOut>,
+    pub routes: HashMap<i32, RouteState>,
+    pub route_readers: Vec<(i32, Box<Stream>)>,
+    pub lost: bool,
+    /// Set while pvm_exit/pvm_halt wait for the pvmd to close: EOF is expected then.
+    pub closing: bool,
+    pub taskname: Option<CString>,
+    /// Storage behind pointers handed to C (pvm_config, pvm_tasks, pvm_getmboxinfo, ...).
+    pub keep_hosts: Vec<crate::api::PvmHostInfo>,
+    pub keep_tasks: Vec<crate::api::PvmTaskInfo>,
+    pub keep_strings: Vec<CString>,
+    pub keep_task_strings: Vec<CString>,
+    pub keep_mbox: Vec<crate::api::PvmMboxInfo>,
+    pub keep_mbox_ints: Vec<Vec<c_int>>,
+    pub keep_mbox_strings: Vec<CString>,
+    pub keep_sibs: Vec<c_int>,
+    pub keep_fds: Vec<c_int>,
+    pub keep_noresets: Vec<c_int>,
+    pub self_sib: [c_int; 1],
+}
+
+impl Default for Lib {
+    fn default() -> Self {
+        Lib {
+            pvmd: None,
+            reasm: Reassembler::new(Limits::default()),
+            mytid: -1,
+            ptid: -1,
+            bufs: BTreeMap::new(),
+            next_mid: 1,
+            sbuf: 0,
+            rbuf: 0,
+            rxq: VecDeque::new(),
+            replies: Vec::new(),
+            pending_mhf: VecDeque::new(),
+            mhfs: Vec::new(),
+            // Legacy's own nine TC_ handlers take ids 0..8, so the first user handler gets 9.
+            next_mhf: 9,
+            recvf: None,
+            wid: 1,
+            frag_size: UDPMAXLEN,
+            udpmax: UDPMAXLEN as i32,
+            dsig: pvm_proto::dsig::DataSig::native_sig(),
+            host_addr: String::new(),
+            schedtid: 0,
+            trc: Tracer::default(),
+            ctrc: Tracer::default(),
+            resvtids: false,
+            noreset: 0,
+            polltype: 1,
+            polltime: 0,
+            siblings: None,
+            catchout: None,
+            tobufs: BTreeMap::new(),
+            routes: HashMap::new(),
+            route_readers: Vec::new(),
+            lost: false,
+            closing: false,
+            taskname: None,
+            keep_hosts: Vec::new(),
+            keep_tasks: Vec::new(),
+            keep_strings: Vec::new(),
+            keep_task_strings: Vec::new(),
+            keep_mbox: Vec::new(),
+            keep_mbox_ints: Vec::new(),
+            keep_mbox_strings: Vec::new(),
+            keep_sibs: Vec::new(),
+            keep_fds: Vec::new(),
+            keep_noresets: Vec::new(),
+            self_sib: [0],
+        }
+    }
+}
+
+/// The state is only ever touched under the mutex; the raw pointers it holds point into its own
+/// vectors (arrays handed to C), never to data shared with another thread.
+struct Shared(Option<Lib>);
+// SAFETY: see above; every access goes through LIB's lock.
+unsafe impl Send for Shared {}
+
+static LIB: Mutex<Shared> = Mutex::new(Shared(None));
+
+thread_local! {
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` on the library state. A call from inside another (which only a callback run under
+/// the lock could make, and none is) fails with PvmSysErr instead of deadlocking.
+pub fn with<R>(f: impl FnOnce(&mut Lib) -> R) -> Result<R, i32> {
+    if INSIDE.with(|i| i.replace(true)) {
+        return Err(E_SYSERR);
+    }
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            INSIDE.with(|i| i.set(false));
+        }
+    }
+    let _reset = Reset;
+    let mut g = LIB.lock().unwrap_or_else(|e| e.into_inner());
+    let lib = g.0.get_or_insert_with(Lib::default);
+    Ok(f(lib))
+}
+
+/// Like [`with`] for bodies that themselves return a PVM result.
+pub fn with_r<R>(f: impl FnOnce(&mut Lib) -> Result<R, i32>) -> Result<R, i32> {
+    with(f)?
+}
+
+/// The panic boundary for exports that do not go through `pvm_api!` (internal helpers, and
+/// the few public functions with unusual return types): a panic becomes `fallback`.
+pub fn guarded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
+// ---- errors and logging ----------------------------------------------------------------------
+
+pub fn who() -> String {
+    let t = cget!(pvmmytid);
+    if t > 0 {
+        format!("t{t:x}")
+    } else {
+        format!("pid{}", std::process::id())
+    }
+}
+
+pub fn errtext(code: i32) -> String {
+    let i = code.unsigned_abs() as usize;
+    match pvm_proto::codes::ERRLIST.get(i) {
+        Some(t) if code <= 0 => t.to_string(),
+        _ => format!("Unknown Error {code}"),
+    }
+}
+
+/// What legacy lpvmerr() does: set pvm_errno, and per PvmAutoErr print, exit or abort.
+pub fn lpvmerr(name: &str, code: i32) -> i32 {
+    cset!(pvm_errno, code);
+    let auto = cget!(pvmautoerr);
+    if auto >= 1 {
+        eprintln!("libpvm [{}]: {}(): {}", who(), name, errtext(code));
+    }
+    if auto == 2 {
+        cset!(pvmautoerr, 1);
+        crate::api::exit_internal();
+        // Legacy exits with the error code itself (PvmNoSuchBuf -> status 240).
+        std::process::exit(code);
+    }
+    if auto == 3 {
+        std::process::abort();
+    }
+    code
+}
+
+/// pvmlogperror(): `libpvm [t40001] <what>: <strerror>`.
+pub fn logperror(what: &str, e: &std::io::Error) {
+    let mut s = e.to_string();
+    if let Some(i) = s.find(" (os error") {
+        s.truncate(i);
+    }
+    eprintln!("libpvm [{}] {}: {}", who(), what, s);
+}
+
+pub fn logerror(text: &str) {
+    eprint!("libpvm [{}]: {}", who(), text);
+}
+
+// ---- environment ------------------------------------------------------------------------------
+
+pub fn pvm_tmp() -> String {
+    std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".to_string())
+}
+
+pub fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() }
+}
+
+pub fn tmpnam() -> String {
+    static K: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let k = K.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10000;
+    format!("{}/pvmtmp{:06}.{}", pvm_tmp(), std::process::id(), k)
+}
+
+const ROOT_WARNING: &str = "\n*** Error: PVM is being run as user \"root\" ***!\n\nThis is not a good idea, and often doesn't work!\n\nThe root user cannot typically rsh/ssh to remote\ncomputers over the network, to add them as hosts\nto the PVM virtual machine.\n\nYou can install PVM in a system-wide directory,\nwith the files *owned* by user \"root\",\nbut you need to *run* PVM as a *regular* user!\n\n\n*If* you know what you're doing, and you are\nwilling to accept the security risks, then you\ncan enable root execution of PVM by setting the\nPVM_ALLOW_ROOT environment variable in your shell.\n\nPlease send any inquiries regarding this feature\nto:  pvm@csm.msr.ornl.gov\n\n";
+
+/// Legacy refuses to run as root without PVM_ALLOW_ROOT: prints the notice on stdout, exits 1.
+pub fn check_root() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } == 0 && std::env::var_os("PVM_ALLOW_ROOT").is_none() {
+        print!("{ROOT_WARNING}");
+        let _ = std::io::stdout().flush();
+        std::process::exit(1);
+    }
+}
+
+/// Parses a C-style integer as pvmstrtoi/strtol(.., 0): decimal, 0x hex or 0 octal.
+pub fn strtoi(s: &str) -> i32 {
+    let s = s.trim();
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let v = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        i64::from_str_radix(h.trim_end_matches(|c: char| !c.is_ascii_hexdigit()), 16).unwrap_or(0)
+    } else if s.len() > 1 && s.starts_with('0') {
+        i64::from_str_radix(&s[1..], 8).unwrap_or(0)
+    } else {
+        let d: String = s.chars().take_while(|c| c.is_ascii_digit()).collect();
+        d.parse::<i64>().unwrap_or(0)
+    };
+    (if neg { -v } else { v }) as i32
+}
+
+// ---- the Lib ----------------------------------------------------------------------------------
+
+pub fn xdr() -> Packer {
+    Packer::new(Encoding::Xdr)
+}
+
+impl Lib {
+    pub fn enrolled(&self) -> bool {
+        self.mytid > 0 && self.pvmd.is_some() && !self.lost
+    }
+
+    pub fn new_buf(&mut self, kind: BufKind) -> i32 {
+        let id = self.next_mid;
+        self.next_mid += 1;
+        self.bufs.insert(
+            id,
+            Buf {
+                kind,
+                pos: 0,
+                tag: 0,
+                ctx: 0,
+                src: 0,
+                dst: 0,
+                wid: 0,
+                crc: 0,
+                enc_override: None,
+            },
+        );
+        id
+    }
+
+    pub fn packer(&self, enc: Encoding) -> Packer {
+        let opts = PackOptions {
+            frag_size: self.frag_size,
+            ..PackOptions::default()
+        };
+        Packer::with_options(enc, opts).unwrap_or_else(|_| Packer::new(enc))
+    }
+
+    /// The current send buffer's packer, or PvmNoBuf.
+    pub fn sbuf_packer(&mut self) -> Result<&mut Packer, i32> {
+        let id = self.sbuf;
+        match self.bufs.get_mut(&id) {
+            Some(Buf {
+                kind: BufKind::Pack(p), ..
+            }) => Ok(p),
+            Some(b) => {
+                // A received buffer made the send buffer: legacy can append to it; we re-pack
+                // its bytes into a fresh packer of the same kind.
+                let body = b.body().clone();
+                let enc = if body.enc() == pvm_proto::codes::ENC_XDR {
+                    Encoding::Xdr
+                } else {
+                    Encoding::Raw
+                };
+                let mut p = Packer::new(enc);
+                p.pk_byte(body.bytes()).map_err(|_| E_NOMEM)?;
+                b.kind = BufKind::Pack(p);
+                match &mut b.kind {
+                    BufKind::Pack(p) => Ok(p),
+                    BufKind::Recv(_) => Err(E_NOBUF),
+                }
+            }
+            None => Err(E_NOBUF),
+        }
+    }
+
+    pub fn rbuf_mut(&mut self) -> Result<&mut Buf, i32> {
+        let id = self.rbuf;
+        self.bufs.get_mut(&id).ok_or(E_NOBUF)
+    }
+
+    /// pvmbeatask(): connect to the pvmd if not yet done.
+    pub fn beatask(&mut self) -> Result<(), i32> {
+        if self.lost {
+            return Err(E_SYSERR);
+        }
+        if self.enrolled() {
+            return Ok(());
+        }
+        check_root();
+        let tmp = pvm_tmp();
+        let addr = match std::env::var("PVMSOCK") {
+            Ok(a) if !a.is_empty() => a,
+            _ => {
+                let path = format!("{tmp}/pvmd.{}", uid());
+                match std::fs::read_to_string(&path) {
+                    Ok(s) => s.trim_end_matches(['\n', '\0']).to_string(),
+                    Err(e) => {
+                        logperror(&path, &e);
+                        return Err(E_SYSERR);
+                    }
+                }
+            }
+        };
+        let sock = if addr.starts_with('/') {
+            match std::os::unix::net::UnixStream::connect(&addr) {
+                Ok(s) => Sock::Unix(s),
+                Err(e) => {
+                    logperror("mksocs() connect", &e);
+                    return Err(E_SYSERR);
+                }
+            }
+        } else {
+            let Some(sa) = hex_addr(&addr) else {
+                logerror(&format!("mksocs() bad pvmd address {addr}\n"));
+                return Err(E_SYSERR);
+            };
+            match std::net::TcpStream::connect(sa) {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    Sock::Tcp(s)
+                }
+                Err(e) => {
+                    logperror("mksocs() connect", &e);
+                    return Err(E_SYSERR);
+                }
+            }
+        };
+        let stream = Stream::new(sock).map_err(|_| E_SYSERR)?;
+        self.pvmd = Some(stream);
+        self.lost = false;
+        self.wid = 1;
+        match self.handshake() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.pvmd = None;
+                self.mytid = -1;
+                cset!(pvmmytid, -1);
+                Err(e)
+            }
+        }
+    }
+
+    fn handshake(&mut self) -> Result<(), i32> {
+        // TM_CONNECT with a fresh auth file the pvmd must write to.
+        let apath = tmpnam();
+        let mut afile = match open_auth(&apath) {
+            Ok(f) => f,
+            Err(e) => {
+                logperror(&apath, &e);
+                return Err(E_SYSERR);
+            }
+        };
+        let mut p = xdr();
+        p.pk_int(&[TDPROTOCOL]).map_err(|_| E_SYSERR)?;
+        p.pk_str(apath.as_bytes()).map_err(|_| E_SYSERR)?;
+        let r = self.msendrecv_from(-1, TIDPVMD, TM_CONNECT, SYSCTX_TM, p.body());
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&apath);
+                return Err(e);
+            }
+        };
+        let body = MsgBody::from_fragments(r.header.enc, [&r.body[..]]);
+        let mut u = body.unpacker();
+        let mut v = [0i32; 2];
+        let ok = u.up_int(&mut v).is_ok();
+        let dpath = u.up_str().unwrap_or_default();
+        let mut one = [0u8; 1];
+        let got = afile.read(&mut one).unwrap_or(0);
+        drop(afile);
+        let _ = std::fs::remove_file(&apath);
+        if !ok || v[0] != TDPROTOCOL {
+            logerror(&format!(
+                "pvmbeatask() t-d protocol mismatch ({}/{})\n",
+                TDPROTOCOL, v[0]
+            ));
+            return Err(PvmError::BadVersion as i32);
+        }
+        if v[1] != 1 || got != 1 {
+            logerror("pvmbeatask() pvmd refuses connection\n");
+            return Err(E_SYSERR);
+        }
+        let dpath = String::from_utf8_lossy(&dpath).into_owned();
+        match std::fs::OpenOptions::new().write(true).open(&dpath) {
+            Ok(mut f) => {
+                let _ = f.write_all(&dpath.as_bytes()[..1.min(dpath.len())]);
+            }
+            Err(e) => {
+                logperror(&dpath, &e);
+                return Err(E_SYSERR);
+            }
+        }
+        // TM_CONN2: pid, cookie, [task name].
+        let pid = std::process::id() as i32;
+        let cookie = std::env::var("PVMEPID").map(|s| strtoi(&s)).unwrap_or(0);
+        let mut p = xdr();
+        p.pk_int(&[pid, cookie]).map_err(|_| E_SYSERR)?;
+        if let Some(n) = &self.taskname {
+            p.pk_str(n.as_bytes()).map_err(|_| E_SYSERR)?;
+        }
+        let r = self.msendrecv_from(-1, TIDPVMD, TM_CONN2, SYSCTX_TM, p.body())?;
+        let body = MsgBody::from_fragments(r.header.enc, [&r.body[..]]);
+        let mut u = body.unpacker();
+        let mut a = [0i32; 11];
+        if u.up_int(&mut a[..1]).is_err() || a[0] != 1 {
+            logerror("pvmbeatask() pvmd refuses connection\n");
+            return Err(E_SYSERR);
+        }
+        u.up_int(&mut a[1..]).map_err(|_| E_SYSERR)?;
+        let ip = u.up_str().unwrap_or_default();
+        let mut sched = [0i32];
+        let _ = u.up_int(&mut sched);
+        self.mytid = a[1];
+        self.ptid = a[2];
+        self.trc.outtid = a[3];
+        self.trc.outctx = a[4];
+        self.trc.outtag = a[5];
+        self.trc.trctid = a[6];
+        self.trc.trcctx = a[7];
+        self.trc.trctag = a[8];
+        self.ctrc = self.trc.clone();
+        if a[9] > 0 {
+            self.udpmax = a[9];
+            self.frag_size = a[9] as usize;
+            cset!(pvmfrgsiz, a[9]);
+            cset!(pvmudpmtu, a[9]);
+        }
+        self.dsig = a[10];
+        self.host_addr = String::from_utf8_lossy(&ip).into_owned();
+        self.schedtid = sched[0];
+        cset!(pvmmytid, self.mytid);
+        cset!(pvmmyptid, self.ptid);
+        cset!(pvmschedtid, self.schedtid);
+        cset!(pvmmyupid, pid);
+        cset!(pvmmydsig, pvm_proto::dsig::DataSig::native_sig());
+        mark_enrolment(self.mytid);
+        if let Ok(c) = std::env::var("PVMCTX") {
+            cset!(pvmmyctx, strtoi(&c));
+        }
+        let mut need = false;
+        match std::env::var("PVMTMASK") {
+            Ok(m) if m.len() == TMASK_OFF.len() => self.trc.tmask = m,
+            Ok(_) => {}
+            Err(_) => need = true,
+        }
+        match std::env::var("PVMTRCBUF") {
+            Ok(v) => self.trc.trcbuf = strtoi(&v),
+            Err(_) => need = true,
+        }
+        match std::env::var("PVMTRCOPT") {
+            Ok(v) => self.trc.trcopt = strtoi(&v),
+            Err(_) => need = true,
+        }
+        self.ctrc.tmask = self.trc.tmask.clone();
+        self.ctrc.trcbuf = self.trc.trcbuf;
+        self.ctrc.trcopt = self.trc.trcopt;
+        if need {
+            // The tracer's defaults are looked up in the mailbox, as legacy does.
+            let mut p = xdr();
+            let _ = p.pk_int(&[TMDB_GET, self.mytid]);
+            let _ = p.pk_str(pvm_proto::codes::MBOX_CLASS_TRACER.as_bytes());
+            let _ = p.pk_int(&[0, 0]);
+            // Legacy does it with pvm_recvinfo(), whose PvmNotFound stays in pvm_errno.
+            if let Ok(r) = self.msendrecv(TIDPVMD, TM_DB, SYSCTX_TM, p.body()) {
+                let b = MsgBody::from_fragments(r.header.enc, [&r.body[..]]);
+                let mut st = [0i32];
+                if b.unpacker().up_int(&mut st).is_ok() && st[0] < 0 {
+                    cset!(pvm_errno, st[0]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next wait id.
+    pub fn next_wid(&mut self) -> i32 {
+        let w = self.wid;
+        self.wid = self.wid.wrapping_add(1).max(1);
+        w
+    }
+
+    /// Sends a request and waits for the reply with the same tag and wait id.
+    pub fn msendrecv(&mut self, dst: i32, tag: i32, ctx: i32, body: &MsgBody) -> Result<Message, i32> {
+        let src = self.mytid;
+        self.msendrecv_from(src, dst, tag, ctx, body)
+    }
+
+    fn msendrecv_from(&mut self, src: i32, dst: i32, tag: i32, ctx: i32, body: &MsgBody) -> Result<Message, i32> {
+        let wid = self.next_wid();
+        self.send_raw(src, dst, tag, ctx, wid, body, true)?;
+        loop {
+            if let Some(i) = self
+                .replies
+                .iter()
+                .position(|m| m.header.tag == tag && m.header.wid == wid)
+            {
+                return Ok(self.replies.remove(i));
+            }
+            if self.lost || self.pvmd.is_none() {
+                return Err(E_SYSERR);
+            }
+            self.pump(None)?;
+        }
+    }
+
+    /// A request the pvmd answers, or the resource manager when one is registered (legacy
+    /// sends SM_SPAWN, SM_TASK, SM_CONFIG, SM_ADDHOST, SM_DELHOST, SM_SCHED to it, base
+    /// context, and takes its reply like any message from it).
+    pub fn request(&mut self, tm_tag: i32, body: &MsgBody) -> Result<MsgBody, i32> {
+        let sm = match tm_tag {
+            TM_SPAWN => Some(SM_SPAWN),
+            TM_TASK => Some(SM_TASK),
+            TM_CONFIG => Some(SM_CONFIG),
+            TM_ADDHOST => Some(SM_ADDHOST),
+            TM_DELHOST => Some(SM_DELHOST),
+            TM_SCHED => Some(SM_SCHED),
+            _ => None,
+        };
+        let rm = self.schedtid;
+        let Some(sm) = sm.filter(|_| rm != 0 && rm != self.mytid) else {
+            let r = self.msendrecv(TIDPVMD, tm_tag, SYSCTX_TM, body)?;
+            return Ok(MsgBody::from_fragments(r.header.enc, [&r.body[..]]));
+        };
+        let wid = self.next_wid();
+        let me = self.mytid;
+        self.send_raw(me, rm, sm, 0, wid, body, false)?;
+        loop {
+            let found = self.rxq.iter().position(|id| {
+                self.bufs
+                    .get(id)
+                    .map(|b| b.src == rm && b.tag == sm && b.ctx == 0)
+                    .unwrap_or(false)
+            });
+            if let Some(pos) = found {
+                let id = self.rxq.remove(pos).unwrap_or(0);
+                let b = self.bufs.remove(&id).ok_or(E_SYSERR)?;
+                return Ok(b.body().clone());
+            }
+            self.pump(None)?;
+        }
+    }
+
+    /// Sends a message with no reply expected through the pvmd (TM_ requests, notify, mca).
+    pub fn send_to_pvmd(&mut self, tag: i32, ctx: i32, wid: i32, body: &MsgBody) -> Result<(), i32> {
+        let src = self.mytid;
+        self.send_raw(src, TIDPVMD, tag, ctx, wid, body, true)
+    }
+
+    /// Writes a message as stream fragments, keeping the body's own fragment boundaries (which
+    /// are those a legacy task would have sent). `via_pvmd` forces the pvmd stream.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_raw(
+        &mut self,
+        src: i32,
+        dst: i32,
+        tag: i32,
+        ctx: i32,
+        wid: i32,
+        body: &MsgBody,
+        via_pvmd: bool,
+    ) -> Result<(), i32> {
+        let header = MsgHeader {
+            enc: body.enc(),
+            tag,
+            ctx,
+            wid,
+            crc: 0,
+        };
+        let mut frags: Vec<&[u8]> = body.fragments().collect();
+        if frags.is_empty() {
+            frags.push(&[]);
+        }
+        let last = frags.len() - 1;
+        let mut out = Vec::with_capacity(body.len() + 48 * frags.len());
+        for (i, f) in frags.iter().enumerate() {
+            let mut flags = FragFlags::empty();
+            let mut len = f.len();
+            if i == 0 {
+                flags |= FragFlags::SOM;
+                len += 32;
+            }
+            if i == last {
+                flags |= FragFlags::EOM;
+            }
+            let h = StreamFragHeader {
+                dst: Tid(dst),
+                src: Tid(src),
+                len: len as u32,
+                flags,
+            };
+            out.extend_from_slice(&h.to_bytes());
+            if i == 0 {
+                out.extend_from_slice(&header.to_bytes());
+            }
+            out.extend_from_slice(f);
+        }
+        let route = if via_pvmd {
+            None
+        } else {
+            match self.routes.get(&dst) {
+                Some(RouteState::Open(_)) => Some(dst),
+                _ => None,
+            }
+        };
+        let ok = {
+            let mut all: Vec<&mut Stream> = Vec::new();
+            let mut idx = usize::MAX;
+            if let Some(p) = self.pvmd.as_mut() {
+                if route.is_none() {
+                    idx = 0;
+                }
+                all.push(p);
+            }
+            for (t, r) in self.routes.iter_mut() {
+                if let RouteState::Open(s) = r {
+                    if Some(*t) == route {
+                        idx = all.len();
+                    }
+                    all.push(s);
+                }
+            }
+            idx != usize::MAX && net::write_all(&mut all, idx, &out)
+        };
+        if !ok {
+            if let Some(t) = route {
+                self.routes.insert(t, RouteState::Denied);
+                return self.send_raw(src, dst, tag, ctx, wid, body, true);
+            }
+            self.lost = true;
+            return Err(E_SYSERR);
+        }
+        Ok(())
+    }
+
+    /// Reads what is available (waiting at most `timeout`, None = until something arrives) and
+    /// turns complete messages into buffers, replies or control actions.
+    pub fn pump(&mut self, timeout: Option<Duration>) -> Result<(), i32> {
+        if self.pvmd.is_none() {
+            return Err(E_SYSERR);
+        }
+        // Fragments already buffered are processed before waiting.
+        if !self.process_input() {
+            let mut fds = Vec::new();
+            if let Some(p) = &self.pvmd {
+                fds.push((p.sock.fd(), false));
+            }
+            let mut tids = Vec::new();
+            for (t, r) in &self.routes {
+                match r {
+                    RouteState::Open(s) => {
+                        fds.push((s.sock.fd(), false));
+                        tids.push(*t);
+                    }
+                    RouteState::Listening { sock, .. } => {
+                        use std::os::fd::AsRawFd;
+                        fds.push((sock.fd.as_raw_fd(), false));
+                        tids.push(*t);
+                    }
+                    _ => {}
+                }
+            }
+            for (_, s) in &self.route_readers {
+                fds.push((s.sock.fd(), false));
+            }
+            let r = net::poll_fds(&fds, timeout);
+            if r.first().map(|x| x.0).unwrap_or(false) {
+                if let Some(p) = self.pvmd.as_mut() {
+                    p.drain();
+                }
+            }
+            for (i, t) in tids.iter().enumerate() {
+                if r.get(i + 1).map(|x| x.0).unwrap_or(false) {
+                    crate::route::ready(self, *t);
+                }
+            }
+            let base = 1 + tids.len();
+            for i in 0..self.route_readers.len() {
+                if r.get(base + i).map(|x| x.0).unwrap_or(false) {
+                    self.route_readers[i].1.drain();
+                }
+            }
+            self.process_input();
+        }
+        if self.pvmd.as_ref().map(|p| p.eof).unwrap_or(true) && !self.lost {
+            self.lost = true;
+            if !self.closing {
+                logerror("mxinput() EOF on pvmd sock\n");
+            }
+        }
+        if self.lost {
+            return Err(E_SYSERR);
+        }
+        Ok(())
+    }
+
+    /// Cuts buffered bytes into fragments and delivers complete messages. True if any
+    /// message was delivered.
+    fn process_input(&mut self) -> bool {
+        let mut any = false;
+        let mut msgs = Vec::new();
+        if let Some(p) = self.pvmd.as_mut() {
+            while let Some(f) = p.next_fragment() {
+                if let Ok(Some(m)) = self.reasm.push(&f) {
+                    msgs.push(m);
+                }
+            }
+        }
+        for (_, r) in self.routes.iter_mut() {
+            if let RouteState::Open(s) = r {
+                while let Some(f) = s.next_fragment() {
+                    if let Ok(Some(m)) = s.reasm.push(&f) {
+                        msgs.push(m);
+                    }
+                }
+            }
+        }
+        for (_, s) in self.route_readers.iter_mut() {
+            while let Some(f) = s.next_fragment() {
+                if let Ok(Some(m)) = s.reasm.push(&f) {
+                    msgs.push(m);
+                }
+            }
+        }
+        // Closed routes fall back to the pvmd.
+        let dead: Vec<i32> = self
+            .routes
+            .iter()
+            .filter_map(|(t, r)| match r {
+                RouteState::Open(s) if s.eof && s.pending() == 0 => Some(*t),
+                _ => None,
+            })
+            .collect();
+        for t in dead {
+            self.routes.remove(&t);
+        }
+        self.route_readers.retain(|(_, s)| !(s.eof && s.pending() == 0));
+        for m in msgs {
+            any = true;
+            self.deliver(m);
+        }
+        any
+    }
+
+    fn deliver(&mut self, m: Message) {
+        let src = m.src.0;
+        let tag = m.header.tag;
+        let ctx = m.header.ctx;
+        if ctx == SYSCTX_TM && (src as u32) & 0x8000_0000 != 0 {
+            self.replies.push(m);
+            return;
+        }
+        if ctx == SYSCTX_TC && (TC_CONREQ..=TC_SIBLINGS).contains(&tag) && !self.user_mhf_for(src, tag, ctx) {
+            self.control(m);
+            return;
+        }
+        let id = self.new_buf(BufKind::Recv(MsgBody::from_fragments(m.header.enc, [&m.body[..]])));
+        if let Some(b) = self.bufs.get_mut(&id) {
+            b.tag = tag;
+            b.ctx = ctx;
+            b.src = src;
+            b.dst = m.dst.0;
+            b.wid = m.header.wid;
+            b.crc = m.header.crc;
+        }
+        if let Some(h) = self
+            .mhfs
+            .iter()
+            .find(|h| (h.src == -1 || h.src == src) && (h.tag == -1 || h.tag == tag) && (h.ctx == -1 || h.ctx == ctx))
+        {
+            self.pending_mhf.push_back((id, h.f, h.id));
+            return;
+        }
+        self.rxq.push_back(id);
+    }
+
+    fn user_mhf_for(&self, src: i32, tag: i32, ctx: i32) -> bool {
+        self.mhfs
+            .iter()
+            .any(|h| (h.src == -1 || h.src == src) && h.tag == tag && h.ctx == ctx)
+    }
+
+    /// Task-task control messages (legacy installs these as message handlers in pvmbeatask).
+    fn control(&mut self, m: Message) {
+        let body = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
+        let mut u = body.unpacker();
+        let src = m.src.0;
+        match m.header.tag {
+            TC_CONREQ => crate::route::on_conreq(self, src, &mut u),
+            TC_CONACK => crate::route::on_conack(self, src, &mut u),
+            TC_TASKEXIT => {
+                let mut t = [0i32];
+                if u.up_int(&mut t).is_ok() {
+                    crate::route::on_taskexit(self, t[0]);
+                }
+            }
+            TC_SIBLINGS => {
+                let mut n = [0i32];
+                if u.up_int(&mut n).is_ok() && n[0] >= 0 && (n[0] as usize) <= body.len() / 4 {
+                    let mut v = vec![0i32; n[0] as usize];
+                    if u.up_int(&mut v).is_ok() {
+                        self.keep_sibs = v.clone();
+                        cset!(pvmnsibs, n[0]);
+                        cset!(pvmsibtids, self.keep_sibs.as_mut_ptr());
+                        self.siblings = Some(v);
+                    }
+                }
+            }
+            TC_SETTMASK => {
+                if let Ok(s) = u.up_str() {
+                    if s.len() == TMASK_OFF.len() {
+                        self.trc.tmask = String::from_utf8_lossy(&s).into_owned();
+                    }
+                }
+            }
+            TC_SETTRCBUF => {
+                let mut v = [0i32];
+                if u.up_int(&mut v).is_ok() {
+                    self.trc.trcbuf = v[0];
+                }
+            }
+            TC_SETTRCOPT => {
+                let mut v = [0i32];
+                if u.up_int(&mut v).is_ok() {
+                    self.trc.trcopt = v[0];
+                }
+            }
+            TC_SETTRACE => {
+                let mut v = [0i32; 6];
+                if u.up_int(&mut v).is_ok() {
+                    self.trc.trctid = v[0];
+                    self.trc.trcctx = v[1];
+                    self.trc.trctag = v[2];
+                    self.trc.outtid = v[3];
+                    self.trc.outctx = v[4];
+                    self.trc.outtag = v[5];
+                }
+            }
+            TC_OUTPUT => crate::api::claim_output(self, &mut u),
+            TC_OUTPUTX => {}
+            _ => {}
+        }
+    }
+
+    /// Takes a received buffer out of the queue and makes it the receive buffer, freeing the
+    /// previous one (pvm_recv semantics).
+    pub fn take_rx(&mut self, pos: usize) -> i32 {
+        let id = self.rxq.remove(pos).unwrap_or(0);
+        if self.rbuf != 0 && self.rbuf != id {
+            self.bufs.remove(&self.rbuf);
+        }
+        self.rbuf = id;
+        id
+    }
+
+    pub fn default_match(&self, id: i32, tid: i32, tag: i32) -> bool {
+        let ctx = cget!(pvmmyctx);
+        match self.bufs.get(&id) {
+            Some(b) => (tid == -1 || tid == b.src) && (tag == -1 || tag == b.tag) && b.ctx == ctx,
+            None => false,
+        }
+    }
+}
+
+/// Parses `"%08x:%04x"` (hex IPv4 and port) into a socket address.
+pub fn hex_addr(s: &str) -> Option<std::net::SocketAddr> {
+    let (a, p) = s.split_once(':')?;
+    let a = u32::from_str_radix(a.trim(), 16).ok()?;
+    let p = u16::from_str_radix(p.trim(), 16).ok()?;
+    Some(std::net::SocketAddr::from((std::net::Ipv4Addr::from(a), p)))
+}
+
+/// `Some(now + t)` for a C timeval, None for a NULL pointer (block).
+pub fn deadline_of(sec: i64, usec: i64) -> Instant {
+    Instant::now() + Duration::from_secs(sec.max(0) as u64) + Duration::from_micros(usec.max(0) as u64)
+}
+
+/// Borrowed C string argument, or PvmBadParam for NULL.
+///
+/// # Safety
+/// `p` must be NULL or point to a NUL-terminated string.
+pub unsafe fn cstr<'a>(p: *const c_char) -> Result<&'a [u8], i32> {
+    if p.is_null() {
+        return Err(E_BADPARAM);
+    }
+    // SAFETY: the caller guarantees a NUL-terminated string.
+    Ok(unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes())
+}
+
+/// The t-auth file: created empty (mode 0600) and opened read-only, as legacy does; the pvmd
+/// proves it runs as us by writing a byte into it.
+fn open_auth(path: &str) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let c = CString::new(path).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: a valid NUL-terminated path; the returned descriptor is owned by the File.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_CREAT | libc::O_TRUNC | libc::O_RDONLY, 0o600) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// With `PVM_SHIM_TRACE=<file>` in the environment, each enrolment appends `t<tid> <program>`
+/// to that file, so tests can tell which tasks of a mixed job ran on this library. Not a
+/// legacy feature; without the variable nothing happens.
+fn mark_enrolment(tid: i32) {
+    let Ok(path) = std::env::var("PVM_SHIM_TRACE") else {
+        return;
+    };
+    let prog = std::env::args().next().unwrap_or_default();
+    let prog = prog.rsplit('/').next().unwrap_or("").to_string();
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
+        let _ = writeln!(f, "t{tid:x} {prog}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strtoi_reads_c_integers() {
+        assert_eq!(strtoi("0x40002"), 0x40002);
+        assert_eq!(strtoi("017"), 15);
+        assert_eq!(strtoi("-12"), -12);
+        assert_eq!(strtoi(" 42xyz"), 42);
+        assert_eq!(strtoi("garbage"), 0);
+    }
+
+    #[test]
+    fn hex_addresses_parse_like_legacy() {
+        let a = hex_addr("7f000001:801e").unwrap();
+        assert_eq!(a.to_string(), "127.0.0.1:32798");
+        assert!(hex_addr("7f000001").is_none());
+        assert!(hex_addr("zz:1").is_none());
+    }
+
+    #[test]
+    fn error_texts_come_from_the_legacy_table() {
+        assert_eq!(errtext(-2), "Bad parameter");
+        assert_eq!(errtext(-14), "Can't contact local daemon");
+        assert_eq!(errtext(-36), "Master Host IP Address is Loopback! (See pvm3/Readme)");
+        assert_eq!(errtext(-99), "Unknown Error -99");
+        assert_eq!(errtext(5), "Unknown Error 5");
+    }
+
+    #[test]
+    fn trace_mask_has_the_captured_length() {
+        // PVMTMASK=<mask> travels as a 45-byte XDR string including its NUL.
+        assert_eq!("PVMTMASK=".len() + TMASK_OFF.len() + 1, 45);
+    }
+
+    #[test]
+    fn tmp_names_follow_pvmtmpnam() {
+        let n = tmpnam();
+        let file = n.rsplit('/').next().unwrap();
+        assert!(file.starts_with(&format!("pvmtmp{:06}.", std::process::id())), "{n}");
+    }
+
+    #[test]
+    fn buffers_pack_and_unpack_through_the_lib_state() {
+        let mut l = Lib::default();
+        let p = l.packer(Encoding::Xdr);
+        let id = l.new_buf(BufKind::Pack(p));
+        l.sbuf = id;
+        l.sbuf_packer().unwrap().pk_int(&[7, 8]).unwrap();
+        l.rbuf = id;
+        let b = l.rbuf_mut().unwrap();
+        let mut u = b.unpacker();
+        let mut v = [0i32; 2];
+        u.up_int(&mut v).unwrap();
+        assert_eq!(v, [7, 8]);
+        b.pos = u.position();
+        assert!(b.unpacker().up_int(&mut v[..1]).is_err(), "past the end must fail");
+    }
+}

@@ -1,0 +1,17 @@
+//! A drop-in `libpvm3.so.3` (PVM 3.4.6 task library) in Rust.
+//!
+//! Programs built against the legacy library run unchanged with this one on their
+//! `LD_LIBRARY_PATH`: same exported names and signatures (`/work/shared/spec/libpvm3.symbols`),
+//! same data objects with the legacy sizes, same wire protocol to the pvmd and to other tasks.
+//! The protocol bodies and user-data encodings come from `pvm-proto`.
+//!
+//! Layout: [`core`] holds the task state and the pvmd connection, [`api`] the `pvm_*` exports,
+//! [`route`] direct task-task routes, [`internals`] the non-`pvm_` helpers legacy also exports,
+//! `csrc/shim.c` the variadic functions and the data objects.
+#![allow(clippy::missing_safety_doc)]
+
+pub mod api;
+pub mod core;
+pub mod internals;
+pub mod net;
+pub mod route;
