@@ -1177,7 +1177,8 @@ fn mark_enrolment(tid: i32) {
     let prog = std::env::args().next().unwrap_or_default();
     let prog = prog.rsplit('/').next().unwrap_or("").to_string();
     if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
-        let _ = writeln!(f, "t{tid:x} {prog}");
+        // One write(2) on an O_APPEND file: concurrent tasks' lines never interleave.
+        let _ = f.write_all(format!("t{tid:x} {prog}\n").as_bytes());
     }
 }
 
