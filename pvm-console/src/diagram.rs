@@ -62,8 +62,9 @@ pub fn render(events: &[Event], title: &str) -> (String, Summary) {
     let mut arrows = Vec::new();
     let mut marks = Vec::new();
     for e in events {
-        let exit_or_bare = e.phase != "entry";
-        if is_send(&e.name) && exit_or_bare {
+        // The legacy library records a send's destination and tag at its entry and a
+        // receive's source and tag at its exit; whichever record carries them is used.
+        if is_send(&e.name) && e.get("DST").is_some() {
             let tag = e.int("MC").unwrap_or(-1);
             let dsts: Vec<i32> = e
                 .get("DST")
@@ -80,12 +81,12 @@ pub fn render(events: &[Event], title: &str) -> (String, Summary) {
                     q.push_back(e.time_us());
                 }
             }
-        } else if is_recv(&e.name) && e.phase == "exit" {
+        } else if is_recv(&e.name) && e.get("SRC").is_some() {
             let (Some(src), tag) = (e.int("SRC"), e.int("MC").unwrap_or(-1)) else {
                 continue;
             };
             if let Some(ts) = pending.get_mut(&(src as i32, e.tid, tag)).and_then(|q| q.pop_front()) {
-                arrows.push((src as i32, ts, e.tid, e.time_us(), tag, e.int("MB").unwrap_or(-1)));
+                arrows.push((src as i32, ts, e.tid, e.time_us(), tag, e.int("MNB").unwrap_or(-1)));
             }
         } else if is_marker(&e.name) {
             marks.push((e.tid, e.time_us(), e.name.clone()));
@@ -180,7 +181,8 @@ mod tests {
     fn arrows_match_sends_to_receives() {
         let lines = [
             "10.000000 t40001 newtask - TN=/bin/master",
-            "10.100000 t40001 send exit DST=262146 MC=5 MB=4",
+            "10.100000 t40001 send entry DST=262146 MC=5 MNB=4",
+            "10.100001 t40001 send exit CC=0",
             "10.100100 t40001 send exit DST=262146 MC=5 MB=8",
             "10.200000 t40002 recv exit SRC=262145 MC=5 MB=4",
             "10.300000 t40002 recv exit SRC=262145 MC=5 MB=8",

@@ -236,7 +236,7 @@ fn main() {
     ffi::setopt(PVM_NO_RESET, 1);
     let mut tmask = ffi::gettmask(ffi::PVM_TASK_CHILD).into_bytes();
     if tmask.is_empty() {
-        tmask = vec![b'@'; 44];
+        tmask = vec![b'@'; 35];
     }
     let mut c = Console {
         me,

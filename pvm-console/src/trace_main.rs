@@ -13,6 +13,32 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 const TRC_TAG: i32 = 0x7e7e;
+const DEFAULT_EVENTS: &[&str] = &[
+    "addmhf",
+    "barrier",
+    "bcast",
+    "delmhf",
+    "exit",
+    "joingroup",
+    "kill",
+    "lvgroup",
+    "mcast",
+    "mhf_invoke",
+    "mytid",
+    "nrecv",
+    "parent",
+    "precv",
+    "probe",
+    "psend",
+    "recv",
+    "recvf",
+    "send",
+    "sendsig",
+    "siblings",
+    "spawn",
+    "trecv",
+    "user_defined",
+];
 const PVM_TRACE_TID: i32 = 6;
 const PVM_TRACE_CODE: i32 = 7;
 const PVM_TRACE_BUFFER: i32 = 8;
@@ -20,7 +46,7 @@ const PVM_TRACE_OPTIONS: i32 = 9;
 
 fn usage(code: i32) -> ! {
     println!(
-        "usage: pvmtrace collect [-o FILE] [-t SECONDS] [-m MASK|all] -- PROGRAM [ARGS...]\n\
+        "usage: pvmtrace collect [-o FILE] [-t SECONDS] [-m MASK|default|all] -- PROGRAM [ARGS...]\n\
          \x20      pvmtrace collect --tracer [-o FILE] [-t SECONDS]\n\
          \x20      pvmtrace html TRACE [-o OUT.html] [--title TITLE]\n\
          \x20      pvmtrace dump TRACE\n\
@@ -100,7 +126,7 @@ fn html(args: &[String]) {
 fn collect(args: &[String]) {
     let mut outp = "pvm.trace".to_string();
     let mut secs = 60u64;
-    let mut mask = "all".to_string();
+    let mut mask = "default".to_string();
     let mut tracer = false;
     let mut i = 0;
     while i < args.len() {
@@ -130,16 +156,28 @@ fn collect(args: &[String]) {
     if prog.is_empty() && !tracer {
         usage(2);
     }
-    let mask = if mask == "all" {
-        String::from_utf8(vec![b'O'; 36]).unwrap_or_default()
-    } else {
-        mask
+    let mask = match mask.as_str() {
+        "all" => String::from_utf8(vec![b'O'; 35]).unwrap_or_default(),
+        "default" => {
+            // The events a space-time diagram needs (the legacy console's default set).
+            let names = ffi::event_names();
+            let mut m = vec![b'@'; 35];
+            for (i, n) in names.iter().enumerate() {
+                if DEFAULT_EVENTS.contains(&n.as_str()) {
+                    pvm_console::format::tmask_set(&mut m, i, true);
+                }
+            }
+            String::from_utf8_lossy(&m).into_owned()
+        }
+        _ => mask,
     };
     let me = ffi::mytid();
     if me < 0 {
         eprintln!("pvmtrace: can't enroll: {}", ffi::errtext(me));
         std::process::exit(1);
     }
+    // The decoder reads until the end of each message; the library need not report that.
+    ffi::setopt(3, 0);
     let mut file = std::fs::File::create(&outp).unwrap_or_else(|e| {
         eprintln!("pvmtrace: {outp}: {e}");
         std::process::exit(1)
@@ -160,7 +198,8 @@ fn collect(args: &[String]) {
         ffi::setopt(PVM_TRACE_TID, me);
         ffi::setopt(PVM_TRACE_CODE, TRC_TAG);
         ffi::setopt(PVM_TRACE_BUFFER, 0);
-        ffi::setopt(PVM_TRACE_OPTIONS, 0);
+        // PvmTraceFull: every event with its data (the only option that yields records).
+        ffi::setopt(PVM_TRACE_OPTIONS, 1);
         ffi::settmask(ffi::PVM_TASK_CHILD, &mask);
         let (cc, tids) = ffi::spawn(&prog[0], &prog[1..], ffi::PVM_TASK_TRACE, None, 1);
         if cc < 1 {
