@@ -191,3 +191,56 @@ fn ux_console_extras_and_job_output() {
     assert_eq!(code, Some(0));
     assert!(help.contains("not available on this daemon"), "{help}");
 }
+
+/// On a terminal (a pty here): the up arrow recalls `~/.pvm_history`, backspace edits, and
+/// commands are appended to the history file.
+#[test]
+fn ux_console_line_editing_and_history() {
+    let tmp = TmpDir::new("ux-console-tty");
+    let _d = Pvmd::start(Kind::Legacy, &tmp, &[]);
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::write(home.join(".pvm_history"), "conf\n").expect("history");
+    let py = r#"
+import pty, os, sys, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], ['pvm'])
+out = b''
+def rd(t):
+    global out
+    end = time.time() + t
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                return
+rd(2)
+os.write(fd, b'\x1b[A\r'); rd(1.5)
+os.write(fd, b'idd\x7f\r'); rd(1.5)
+os.write(fd, b'quit\r'); rd(1.5)
+os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors='replace'))
+"#;
+    let mut c = pvm_command(Path::new("timeout"), tmp.path());
+    c.args(["-k", "5", "30", "python3", "-c", py])
+        .arg(ux_bins().join("pvm"))
+        .env("HOME", &home)
+        .env("TERM", "xterm");
+    let o = c.output().expect("python3 is required for the pty test");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("1 host, 1 data format"),
+        "history recall did not run conf:\n{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.trim_end().ends_with("t40001") || l.contains("t4000")),
+        "id did not run:\n{out}"
+    );
+    assert!(out.contains("Console: exit handler called"), "{out}");
+    let hist = std::fs::read_to_string(home.join(".pvm_history")).expect("history file");
+    assert_eq!(hist, "conf\nconf\nid\nquit\n");
+}

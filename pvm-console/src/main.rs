@@ -252,7 +252,8 @@ fn main() {
     std::thread::spawn(move || reader(tx, interactive));
     let mut prompted = false;
     loop {
-        if !prompted {
+        // On a terminal the line editor shows the prompt.
+        if !prompted && !interactive {
             print!("pvm> ");
             let _ = std::io::stdout().flush();
             prompted = true;
@@ -282,19 +283,52 @@ fn main() {
 
 /// Reads lines on a thread so job output can be shown while waiting for input.
 fn reader(tx: mpsc::Sender<Option<String>>, interactive: bool) {
-    let hist = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".pvm_history"));
+    if interactive {
+        if let Ok(ed) = rustyline::DefaultEditor::new() {
+            return edit_lines(tx, ed);
+        }
+    }
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
-        if interactive && !line.trim().is_empty() {
-            if let Some(h) = &hist {
-                if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(h) {
-                    let _ = writeln!(f, "{line}");
-                }
-            }
-        }
         if tx.send(Some(line)).is_err() {
             return;
+        }
+    }
+    let _ = tx.send(None);
+}
+
+/// Terminal input with line editing; history is loaded from and appended to `~/.pvm_history`
+/// (plain lines, so the legacy console's readline history file works too).
+fn edit_lines(tx: mpsc::Sender<Option<String>>, mut ed: rustyline::DefaultEditor) {
+    let hist = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".pvm_history"));
+    if let Some(text) = hist.as_ref().and_then(|h| std::fs::read_to_string(h).ok()) {
+        // Only the most recent entries: the file may have grown over years.
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        for l in &lines[lines.len().saturating_sub(1000)..] {
+            let _ = ed.add_history_entry(*l);
+        }
+    }
+    loop {
+        match ed.readline("pvm> ") {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = ed.add_history_entry(line.as_str());
+                    if let Some(h) = &hist {
+                        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(h) {
+                            let _ = writeln!(f, "{line}");
+                        }
+                    }
+                }
+                let last = matches!(line.split_whitespace().next(), Some("quit" | "halt"));
+                if tx.send(Some(line)).is_err() || last {
+                    // No new prompt after the command that ends the console.
+                    return;
+                }
+            }
+            // Ctrl-C abandons the line being typed, as a shell does.
+            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            Err(_) => break,
         }
     }
     let _ = tx.send(None);
