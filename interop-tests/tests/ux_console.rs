@@ -103,6 +103,10 @@ jobs
 bogus
 help spawn
 help ps
+trace
+trace - send recv
+trace
+trace + send recv nosuchevent
 quit
 ";
 
@@ -187,6 +191,39 @@ fn ux_console_extras_and_job_output() {
         .unwrap_or_else(|| panic!("no job output:\n{out}"));
     assert!(t.contains("[1:t4"), "{t}");
     assert!(out.contains("[1] finished"), "{out}");
+    // `spawn -@`: a legacy-library program's trace events are printed as they arrive.
+    let prog = tmp.path().join("tracee");
+    std::fs::write(
+        tmp.path().join("tracee.c"),
+        "#include <pvm3.h>\nint main(void){pvm_mytid();pvm_exit();return 0;}\n",
+    )
+    .expect("write");
+    let g = Command::new("gcc")
+        .arg("-o")
+        .arg(&prog)
+        .arg(tmp.path().join("tracee.c"))
+        .arg("-lpvm3")
+        .output()
+        .expect("gcc is required");
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let mut c = pvm_command(&bin, tmp.path());
+    c.stdin(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("start pvm");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, format!("spawn -@ {}\n", prog.display()).as_bytes()).expect("write");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    drop(stdin);
+    let (code, out, err) = Proc {
+        child,
+        name: "pvm".into(),
+    }
+    .wait(TIMEOUT);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains(" mytid exit MT="), "no trace events:\n{out}");
+    assert!(
+        !out.contains("End of buffer") && !err.contains("End of buffer"),
+        "{out}{err}"
+    );
     let (code, help, _) = run(&bin, &tmp, &["--help"], None);
     assert_eq!(code, Some(0));
     assert!(help.contains("not available on this daemon"), "{help}");

@@ -110,13 +110,11 @@ pub fn trace_table(entries: &[(String, bool)]) -> Vec<String> {
     let rows = entries.len().div_ceil(4);
     let mut out = Vec::new();
     for r in 0..rows {
-        let mut line = String::new();
-        for c in 0..4 {
-            if let Some((name, on)) = entries.get(c * rows + r) {
-                line.push_str(&format!(" {} {:<15}", if *on { '*' } else { ' ' }, name));
-            }
-        }
-        out.push(line);
+        let cells: Vec<String> = (0..4)
+            .filter_map(|c| entries.get(c * rows + r))
+            .map(|(name, on)| format!(" {} {:<15}", if *on { '*' } else { ' ' }, name))
+            .collect();
+        out.push(cells.join(" "));
     }
     out
 }
@@ -194,7 +192,7 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(
             t[1],
-            format!(" * {:<15}   {:<15}   {:<15}   {:<15}", "e1", "e3", "e5", "e7")
+            format!(" * {:<15}    {:<15}    {:<15}    {:<15}", "e1", "e3", "e5", "e7")
         );
     }
 }

@@ -20,6 +20,8 @@ const PVM_OUTPUT_TID: i32 = 4;
 const PVM_OUTPUT_CODE: i32 = 5;
 const PVM_TRACE_TID: i32 = 6;
 const PVM_TRACE_CODE: i32 = 7;
+const PVM_TRACE_BUFFER: i32 = 8;
+const PVM_TRACE_OPTIONS: i32 = 9;
 /// Tag of task-output messages for `spawn ->` jobs (the legacy console uses 5 too).
 const OUT_TAG: i32 = 5;
 /// Tag of trace events for `spawn -@` jobs.
@@ -234,10 +236,10 @@ fn main() {
     ffi::setopt(PVM_ROUTE, 1);
     ffi::setopt(PVM_RESV_TIDS, 1);
     ffi::setopt(PVM_NO_RESET, 1);
-    let mut tmask = ffi::gettmask(ffi::PVM_TASK_CHILD).into_bytes();
-    if tmask.is_empty() {
-        tmask = vec![b'@'; 35];
-    }
+    // The legacy console's initial child trace mask (what `spawn -@` traces).
+    let tmask = pvm_console::tev::mask_of(&ffi::event_names(), pvm_console::tev::DEFAULT_EVENTS);
+    ffi::settmask(ffi::PVM_TASK_CHILD, &tmask);
+    let tmask = tmask.into_bytes();
     let mut c = Console {
         me,
         aliases: BTreeMap::new(),
@@ -349,7 +351,11 @@ impl Console {
         }
         while ffi::nrecv(-1, TRC_TAG).is_some() {
             // Trace events of `spawn -@` jobs: printed by name, like the legacy terminal tracer.
-            for ev in self.tev.message(&mut ffi::RecvBuf) {
+            // The decoder reads until the end of the message; that is not an error to print.
+            let auto = ffi::setopt(PVM_AUTO_ERR, 0);
+            let evs = self.tev.message(&mut ffi::RecvBuf);
+            ffi::setopt(PVM_AUTO_ERR, auto);
+            for ev in evs {
                 out(format!("{ev}"));
             }
         }
@@ -989,6 +995,9 @@ impl Console {
         if trace {
             ffi::setopt(PVM_TRACE_TID, self.me);
             ffi::setopt(PVM_TRACE_CODE, TRC_TAG);
+            // One message per event, full records (the only option with data).
+            ffi::setopt(PVM_TRACE_BUFFER, 0);
+            ffi::setopt(PVM_TRACE_OPTIONS, 1);
             flag |= ffi::PVM_TASK_TRACE;
         }
         let (cc, tids) = ffi::spawn(file, &rest, flag, whr.as_deref(), count);

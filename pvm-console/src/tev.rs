@@ -27,6 +27,46 @@ const DATA_ARRAY: i32 = 0x80;
 /// below this; anything larger is a corrupt stream, not data).
 const MAX_ITEMS: usize = 1 << 20;
 
+/// The events traced by default (the legacy console's initial child trace mask): what a
+/// space-time diagram needs.
+pub const DEFAULT_EVENTS: &[&str] = &[
+    "addmhf",
+    "barrier",
+    "bcast",
+    "delmhf",
+    "exit",
+    "joingroup",
+    "kill",
+    "lvgroup",
+    "mcast",
+    "mhf_invoke",
+    "mytid",
+    "nrecv",
+    "parent",
+    "precv",
+    "probe",
+    "psend",
+    "recv",
+    "recvf",
+    "send",
+    "sendsig",
+    "siblings",
+    "spawn",
+    "trecv",
+    "user_defined",
+];
+
+/// A 35-character trace mask with the named events set (`names` indexed by event number).
+pub fn mask_of(names: &[String], events: &[&str]) -> String {
+    let mut m = vec![b'@'; 35];
+    for (i, n) in names.iter().enumerate() {
+        if events.contains(&n.as_str()) {
+            crate::format::tmask_set(&mut m, i, true);
+        }
+    }
+    String::from_utf8_lossy(&m).into_owned()
+}
+
 /// Typed reads from one received message.
 pub trait Unpack {
     fn int(&mut self) -> Result<i32, i32>;

@@ -13,32 +13,6 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 const TRC_TAG: i32 = 0x7e7e;
-const DEFAULT_EVENTS: &[&str] = &[
-    "addmhf",
-    "barrier",
-    "bcast",
-    "delmhf",
-    "exit",
-    "joingroup",
-    "kill",
-    "lvgroup",
-    "mcast",
-    "mhf_invoke",
-    "mytid",
-    "nrecv",
-    "parent",
-    "precv",
-    "probe",
-    "psend",
-    "recv",
-    "recvf",
-    "send",
-    "sendsig",
-    "siblings",
-    "spawn",
-    "trecv",
-    "user_defined",
-];
 const PVM_TRACE_TID: i32 = 6;
 const PVM_TRACE_CODE: i32 = 7;
 const PVM_TRACE_BUFFER: i32 = 8;
@@ -158,17 +132,7 @@ fn collect(args: &[String]) {
     }
     let mask = match mask.as_str() {
         "all" => String::from_utf8(vec![b'O'; 35]).unwrap_or_default(),
-        "default" => {
-            // The events a space-time diagram needs (the legacy console's default set).
-            let names = ffi::event_names();
-            let mut m = vec![b'@'; 35];
-            for (i, n) in names.iter().enumerate() {
-                if DEFAULT_EVENTS.contains(&n.as_str()) {
-                    pvm_console::format::tmask_set(&mut m, i, true);
-                }
-            }
-            String::from_utf8_lossy(&m).into_owned()
-        }
+        "default" => tev::mask_of(&ffi::event_names(), tev::DEFAULT_EVENTS),
         _ => mask,
     };
     let me = ffi::mytid();
