@@ -99,6 +99,9 @@ spawn
 spawn -x
 spawn -3 /bin/sleep 2
 spawn /no/such/program
+add nohost
+delete nohost
+mstat nohost other
 jobs
 bogus
 help spawn

@@ -493,6 +493,10 @@ impl Console {
                 }
                 let names: Vec<String> = av[1..].iter().map(|s| s.to_string()).collect();
                 let (cc, infos) = ffi::addhosts(&names);
+                if cc < 0 {
+                    // The library has reported the error (PvmAutoErr); the legacy console adds nothing.
+                    return true;
+                }
                 let ok = if cc < 0 {
                     0
                 } else {
@@ -515,6 +519,10 @@ impl Console {
                 }
                 let names: Vec<String> = av[1..].iter().map(|s| s.to_string()).collect();
                 let (cc, infos) = ffi::delhosts(&names);
+                if cc < 0 {
+                    // The library has reported the error (PvmAutoErr); the legacy console adds nothing.
+                    return true;
+                }
                 let ok = if cc < 0 {
                     0
                 } else {
