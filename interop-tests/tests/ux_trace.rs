@@ -250,3 +250,36 @@ print(w, h, dark, red)
         v[3]
     );
 }
+
+/// `collect --tracer`: registered as the virtual machine's tracer, pvmtrace records a program
+/// started from the shell (its legacy library finds the tracer through the pvmd and the
+/// `###_PVM_TRACER_###` mailbox entry).
+#[test]
+fn ux_trace_registered_tracer_records_a_shell_started_program() {
+    let tmp = TmpDir::new("ux-tracer");
+    let prog = ring(tmp.path());
+    let _d = Pvmd::start(Kind::Legacy, &tmp, &[]);
+    let trace = tmp.path().join("all.trace");
+    let t = trace.to_str().expect("utf-8 path").to_string();
+    let collector = spawn(
+        &bins().join("pvmtrace"),
+        &tmp,
+        &["collect", "--tracer", "-o", &t, "-t", "5"],
+    );
+    // Wait until the tracer is registered (its mailbox entry is visible to the console).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, out, _) = run(Path::new(LEGACY_CONSOLE), &tmp, &[], Some("names\nquit\n"));
+        if out.contains("###_PVM_TRACER_###") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "tracer never registered:\n{out}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (code, out, err) = run(&prog, &tmp, &[], None);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = collector.wait(std::time::Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{out}{err}");
+    let text = std::fs::read_to_string(&trace).expect("trace file");
+    check_events(&text);
+}

@@ -66,6 +66,7 @@ extern "C" {
     fn pvm_getmboxinfo(pattern: *mut c_char, n: *mut c_int, classes: *mut *const MboxInfoC) -> c_int;
     fn pvm_initsend(enc: c_int) -> c_int;
     fn pvm_pkint(ip: *mut c_int, cnt: c_int, std: c_int) -> c_int;
+    fn pvm_pkstr(s: *mut c_char) -> c_int;
     fn pvm_putinfo(name: *mut c_char, bufid: c_int, flags: c_int) -> c_int;
     fn pvm_getsbuf() -> c_int;
     fn pvm_delinfo(name: *mut c_char, index: c_int, flags: c_int) -> c_int;
@@ -369,7 +370,26 @@ pub fn freebuf(b: i32) -> i32 {
 }
 pub fn reg_tracer(tag: i32, otag: i32, mask: &str) -> i32 {
     let m = cs(mask);
-    unsafe { pvm_reg_tracer(0, tag, 0, otag, m.as_ptr() as *mut c_char, 0, 0) }
+    // Unbuffered (0), PvmTraceFull (1): every event as a record with its data.
+    unsafe { pvm_reg_tracer(0, tag, 0, otag, m.as_ptr() as *mut c_char, 0, 1) }
+}
+/// Publishes the tracer settings in the `###_PVM_TRACER_###` mailbox entry, where the legacy
+/// library of a task started from a shell looks for its trace options and mask (the legacy
+/// `pvm_reg_tracer` does this itself; our library does not yet).
+pub fn put_tracer_info(me: i32, tag: i32, otag: i32, mask: &str) -> i32 {
+    let m = cs(mask);
+    let class = cs("###_PVM_TRACER_###");
+    unsafe {
+        pvm_initsend(0);
+        for mut v in [me, 0, tag, 0, otag] {
+            pvm_pkint(&mut v, 1, 1);
+        }
+        pvm_pkstr(m.as_ptr() as *mut c_char);
+        for mut v in [0, 1] {
+            pvm_pkint(&mut v, 1, 1);
+        }
+        pvm_putinfo(class.as_ptr() as *mut c_char, pvm_getsbuf(), 0)
+    }
 }
 pub fn settmask(who: i32, mask: &str) -> i32 {
     let m = cs(mask);

@@ -158,6 +158,11 @@ fn collect(args: &[String]) {
             ffi::exit();
             std::process::exit(1);
         }
+        // Only if the library did not already publish its settings (the legacy one does).
+        let published = ffi::mboxinfo("###_PVM_TRACER_###").is_ok_and(|m| m.iter().any(|c| !c.entries.is_empty()));
+        if !published {
+            ffi::put_tracer_info(me, TRC_TAG, TRC_TAG + 1, &mask);
+        }
     } else {
         ffi::setopt(PVM_TRACE_TID, me);
         ffi::setopt(PVM_TRACE_CODE, TRC_TAG);
