@@ -44,7 +44,8 @@ pub fn render(events: &[Event], title: &str) -> (String, Summary) {
         l.first = l.first.min(t);
         l.last = l.last.max(t);
         if matches!(e.name.as_str(), "newtask" | "spntask") {
-            if let Some(n) = e.get("TN").or(e.get("AN")) {
+            // A task started from a shell has no program name in the pvmd's event ("-").
+            if let Some(n) = e.get("TN").or(e.get("AN")).filter(|n| !n.is_empty() && *n != "-") {
                 l.label = format!("t{:x} {}", e.tid, n.rsplit('/').next().unwrap_or(n));
             }
         }
@@ -148,14 +149,31 @@ pub fn render(events: &[Event], title: &str) -> (String, Summary) {
             html(name)
         );
     }
-    let _ = write!(
+    // Time axis: five intervals, labelled in milliseconds or seconds by the span.
+    let span = (t1 - t0) as f64 / 1e6;
+    let axis_y = height - 24.0;
+    let _ = writeln!(
         s,
-        "<text x=\"{left}\" y=\"{:.1}\">0 s</text><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.3} s</text>\n</svg>\n</body></html>\n",
-        height - 10.0,
-        left + width,
-        height - 10.0,
-        (t1 - t0) as f64 / 1e6
+        "<line x1=\"{left}\" y1=\"{axis_y:.1}\" x2=\"{:.1}\" y2=\"{axis_y:.1}\" stroke=\"#999\"/>",
+        left + width
     );
+    for k in 0..=5 {
+        let tx = left + width * k as f64 / 5.0;
+        let v = span * k as f64 / 5.0;
+        let label = if span < 1.0 {
+            format!("{:.1} ms", v * 1e3)
+        } else {
+            format!("{v:.2} s")
+        };
+        let _ = writeln!(
+            s,
+            "<line x1=\"{tx:.1}\" y1=\"{:.1}\" x2=\"{tx:.1}\" y2=\"{:.1}\" stroke=\"#999\"/><text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>",
+            axis_y - 4.0,
+            axis_y + 4.0,
+            axis_y + 16.0
+        );
+    }
+    s.push_str("</svg>\n</body></html>\n");
     (
         s,
         Summary {
