@@ -1,0 +1,286 @@
+//! The `pvm` console (pvm-console) against the legacy console: the same script through both,
+//! against the legacy daemon and against pvmd-rs, outputs equal after masking task ids.
+
+use interop_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Builds the console and tracer once per test process; returns the directory holding them.
+pub fn ux_bins() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+            .to_path_buf();
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let st = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "pvm-console"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build -p pvm-console");
+        assert!(st.success(), "cargo build -p pvm-console failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let d = target.join("debug");
+        assert!(
+            d.join("pvm").exists() && d.join("pvmtrace").exists(),
+            "pvm/pvmtrace not built in {}",
+            d.display()
+        );
+        d
+    })
+    .clone()
+}
+
+/// Masks what legitimately differs between runs: task ids (which depend on how many tasks the
+/// daemon has seen) and the console's own tid in option values.
+fn normalise(s: &str) -> String {
+    let mut out = String::new();
+    for line in s.lines() {
+        let w: Vec<String> = line
+            .split(' ')
+            .map(|tok| {
+                let t = tok.strip_prefix('t').unwrap_or(tok);
+                if t.len() == 5 && t.starts_with('4') && t.chars().all(|c| c.is_ascii_hexdigit()) {
+                    if tok.starts_with('t') {
+                        "tTID".into()
+                    } else {
+                        "TID".into()
+                    }
+                } else if tok.parse::<i64>().is_ok_and(|v| (0x40000..0x80000).contains(&v)) {
+                    "TIDDEC".into()
+                } else {
+                    tok.to_string()
+                }
+            })
+            .collect();
+        out.push_str(&w.join(" "));
+        out.push('\n');
+    }
+    out
+}
+
+const SCRIPT: &str = "conf
+ps
+id
+version
+mstat nohost
+pstat t3ffff
+echo hello   world
+alias foo echo from alias
+foo
+alias
+alias foo
+unalias foo
+alias
+foo
+getopt PvmRoute
+getopt PvmOutputCode
+getopt PvmResvTids
+getopt PvmNoReset
+setopt PvmRoute 3
+setopt Route 2
+getopt Nothing
+export
+export FOO BAR
+export
+unexport FOO
+export
+unexport BAR
+sig
+kill
+put
+mstat
+pstat
+spawn
+spawn -x
+spawn -3 /bin/sleep 2
+spawn /no/such/program
+add nohost
+delete nohost
+mstat nohost other
+jobs
+bogus
+help spawn
+help ps
+trace
+trace - send recv
+trace
+trace + send recv nosuchevent
+quit
+";
+
+fn run_console(bin: &Path, tmp: &TmpDir) -> String {
+    let (code, out, err) = run(bin, tmp, &[], Some(SCRIPT));
+    assert_eq!(code, Some(0), "{} failed: {out}\n{err}", bin.display());
+    normalise(&out)
+}
+
+fn diff(a: &str, b: &str) -> String {
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let mut d = String::new();
+    for i in 0..la.len().max(lb.len()) {
+        let (x, y) = (
+            la.get(i).copied().unwrap_or("<none>"),
+            lb.get(i).copied().unwrap_or("<none>"),
+        );
+        if x != y {
+            d.push_str(&format!("line {}:\n- {x}\n+ {y}\n", i + 1));
+        }
+    }
+    d
+}
+
+fn same_output(kind: Kind) {
+    // Each console gets its own daemon: the script leaves tasks running.
+    let tmp = TmpDir::new("ux-console-l");
+    let d = Pvmd::start(kind, &tmp, &[]);
+    let legacy = run_console(Path::new(LEGACY_CONSOLE), &tmp);
+    drop(d);
+    let tmp = TmpDir::new("ux-console-o");
+    let _d = Pvmd::start(kind, &tmp, &[]);
+    let ours = run_console(&ux_bins().join("pvm"), &tmp);
+    let d = diff(&legacy, &ours);
+    assert!(
+        d.is_empty(),
+        "console outputs differ on {kind:?} daemon (- legacy, + ours):\n{d}\nours:\n{ours}"
+    );
+    // The script did something: spawns succeeded and errors were reported.
+    assert!(ours.contains("3 successful"), "{ours}");
+    assert!(ours.contains("sig: wrong #args"), "{ours}");
+}
+
+#[test]
+fn ux_console_same_as_legacy_on_legacy_daemon() {
+    same_output(Kind::Legacy);
+}
+
+#[test]
+fn ux_console_same_as_legacy_on_pvmd_rs() {
+    same_output(Kind::Ours);
+}
+
+#[test]
+fn ux_console_extras_and_job_output() {
+    let tmp = TmpDir::new("ux-console-x");
+    let _d = Pvmd::start(Kind::Legacy, &tmp, &[]);
+    let bin = ux_bins().join("pvm");
+    let script = "hosts\nmigrate t40001 h2\ncheckpoint t40001\nrestart /tmp/x\nspawn -> /bin/echo hi there\n";
+    // Keep stdin open a moment so the job's output arrives before EOF ends the console.
+    let mut c = pvm_command(&bin, tmp.path());
+    c.stdin(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("start pvm");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, script.as_bytes()).expect("write");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    drop(stdin);
+    let (code, out, err) = Proc {
+        child,
+        name: "pvm".into(),
+    }
+    .wait(TIMEOUT);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains(" HOST     DTID     ARCH STATUS       OWNER"), "{out}");
+    for c in ["migrate", "checkpoint", "restart"] {
+        assert!(out.contains(&format!("{c}: not available on this daemon")), "{out}");
+    }
+    assert!(out.contains("[1]\n1 successful\n"), "{out}");
+    let t = out
+        .lines()
+        .find(|l| l.ends_with("] hi there"))
+        .unwrap_or_else(|| panic!("no job output:\n{out}"));
+    assert!(t.contains("[1:t4"), "{t}");
+    assert!(out.contains("[1] finished"), "{out}");
+    // `spawn -@`: a legacy-library program's trace events are printed as they arrive.
+    let prog = tmp.path().join("tracee");
+    std::fs::write(
+        tmp.path().join("tracee.c"),
+        "#include <pvm3.h>\nint main(void){pvm_mytid();pvm_exit();return 0;}\n",
+    )
+    .expect("write");
+    let g = Command::new("gcc")
+        .arg("-o")
+        .arg(&prog)
+        .arg(tmp.path().join("tracee.c"))
+        .arg("-lpvm3")
+        .output()
+        .expect("gcc is required");
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let mut c = pvm_command(&bin, tmp.path());
+    c.stdin(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("start pvm");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, format!("spawn -@ {}\n", prog.display()).as_bytes()).expect("write");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    drop(stdin);
+    let (code, out, err) = Proc {
+        child,
+        name: "pvm".into(),
+    }
+    .wait(TIMEOUT);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains(" mytid exit MT="), "no trace events:\n{out}");
+    assert!(
+        !out.contains("End of buffer") && !err.contains("End of buffer"),
+        "{out}{err}"
+    );
+    let (code, help, _) = run(&bin, &tmp, &["--help"], None);
+    assert_eq!(code, Some(0));
+    assert!(help.contains("not available on this daemon"), "{help}");
+}
+
+/// On a terminal (a pty here): the up arrow recalls `~/.pvm_history`, backspace edits, and
+/// commands are appended to the history file.
+#[test]
+fn ux_console_line_editing_and_history() {
+    let tmp = TmpDir::new("ux-console-tty");
+    let _d = Pvmd::start(Kind::Legacy, &tmp, &[]);
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::write(home.join(".pvm_history"), "conf\n").expect("history");
+    let py = r#"
+import pty, os, sys, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], ['pvm'])
+out = b''
+def rd(t):
+    global out
+    end = time.time() + t
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                return
+rd(2)
+os.write(fd, b'\x1b[A\r'); rd(1.5)
+os.write(fd, b'idd\x7f\r'); rd(1.5)
+os.write(fd, b'quit\r'); rd(1.5)
+os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors='replace'))
+"#;
+    let mut c = pvm_command(Path::new("timeout"), tmp.path());
+    c.args(["-k", "5", "30", "python3", "-c", py])
+        .arg(ux_bins().join("pvm"))
+        .env("HOME", &home)
+        .env("TERM", "xterm");
+    let o = c.output().expect("python3 is required for the pty test");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("1 host, 1 data format"),
+        "history recall did not run conf:\n{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.trim_end().ends_with("t40001") || l.contains("t4000")),
+        "id did not run:\n{out}"
+    );
+    assert!(out.contains("Console: exit handler called"), "{out}");
+    let hist = std::fs::read_to_string(home.join(".pvm_history")).expect("history file");
+    assert_eq!(hist, "conf\nconf\nid\nquit\n");
+}
