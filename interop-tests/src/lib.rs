@@ -15,6 +15,7 @@ use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod netns;
+pub mod rawtask; // hardening: raw task-socket client
 
 pub const LEGACY_PVMD: &str = "/usr/bin/pvmd";
 pub const LEGACY_CONSOLE: &str = "/usr/bin/pvm";

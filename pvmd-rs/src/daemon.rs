@@ -597,6 +597,15 @@ impl<A: AuthFiles> Daemon<A> {
                 req.src.bits(),
                 req.hdr.tag
             )));
+            // hardening: a client that has not connected has no business sending anything but
+            // the handshake; drop it (the legacy daemon keeps it and logs every message).
+            if self.conn_tid(req.conn).is_none() {
+                out.push(Out::Log(format!(
+                    "loclentry() connection {}: not connected; closing",
+                    req.conn
+                )));
+                self.close(req.conn, out);
+            }
             return;
         };
         let connected = self.conn_tid(req.conn).is_some();

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod conn;
 pub mod daemon;
 pub mod files;
+pub mod harness; // hardening: in-process driver for hostile-input tests and fuzzing
 pub mod hostfile;
 pub mod hosts; // multi-host
 pub mod launch;
