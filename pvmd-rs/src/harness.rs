@@ -177,6 +177,37 @@ impl Driver {
         }
     }
 
+    /// A lone master without a network (the mailbox and spawns are local).
+    pub fn lone() -> Driver {
+        let daemon = Daemon::new(
+            HostConfig::master("h1", "LINUX64", "7f000001:1000"),
+            FakeAuth::default(),
+            0,
+        );
+        Driver {
+            daemon,
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            logs: Vec::new(),
+            halted: false,
+            closed: Vec::new(),
+            max_queued: crate::server::MAX_QUEUED,
+        }
+    }
+
+    /// Sends a request from `conn` and returns the replies it got (message header, body).
+    pub fn request(&mut self, conn: ConnId, tag: Tm, wid: i32, body: &[u8]) -> Vec<(MsgHeader, Vec<u8>)> {
+        let keep = self.conns.get(&conn).map(|c| c.keep_bytes).unwrap_or(false);
+        self.record(conn);
+        let _ = self.take_received(conn);
+        self.stream(conn, &request_bytes(tag.code(), wid, body));
+        let got = self.take_received(conn);
+        if let Some(s) = self.conns.get_mut(&conn) {
+            s.keep_bytes = keep;
+        }
+        messages(&got).into_iter().map(|(_, h, b)| (h, b)).collect()
+    }
+
     /// A new connection on the task socket.
     pub fn accept(&mut self) -> ConnId {
         let id = self.next_conn;

@@ -12,6 +12,7 @@ pub mod harness; // hardening: in-process driver for hostile-input tests and fuz
 pub mod hostfile;
 pub mod hosts; // multi-host
 pub mod launch;
+pub mod limits; // hardening: per-client caps
 pub mod log;
 pub mod mbox;
 pub mod notify;
