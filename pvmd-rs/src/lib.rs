@@ -8,6 +8,7 @@ pub mod cli;
 pub mod conn;
 pub mod daemon;
 pub mod files;
+pub mod guard; // hardening: local access checks
 pub mod harness; // hardening: in-process driver for hostile-input tests and fuzzing
 pub mod hostfile;
 pub mod hosts; // multi-host

@@ -206,6 +206,12 @@ pub async fn serve_net<A: AuthFiles>(
             _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
             acc = listener.accept() => match acc {
                 Ok((stream, _)) => {
+                    // hardening: only tasks of our own user may enrol, whatever the socket's mode.
+                    if let Some(why) = crate::guard::foreign_peer(&stream) {
+                        log.line(&format!("loclconn() refused connection: {why}"));
+                        drop(stream);
+                        continue;
+                    }
                     let peer_pid = stream.peer_cred().ok().and_then(|c| c.pid());
                     let id = next_id;
                     next_id += 1;
