@@ -19,3 +19,58 @@ pub fn foreign_peer(stream: &tokio::net::UnixStream) -> Option<String> {
         Err(e) => Some(format!("can't read the peer's credentials: {e}")),
     }
 }
+
+/// Rate-limited log of dropped datagrams. Every drop names its source in the log (so an
+/// operator sees who sends junk), but a flood must not turn into a flood of log lines: per
+/// source the first [`DropLog::FIRST`] drops are logged, then every [`DropLog::EVERY`]th with
+/// the running count. Sources are tracked up to [`DropLog::MAX_SOURCES`]; beyond that they
+/// share one counter.
+#[derive(Debug, Default)]
+pub struct DropLog {
+    counts: std::collections::HashMap<std::net::SocketAddrV4, u64>,
+    others: u64,
+}
+
+impl DropLog {
+    pub const FIRST: u64 = 5;
+    pub const EVERY: u64 = 1000;
+    pub const MAX_SOURCES: usize = 1024;
+
+    /// Counts a drop from `from`; the log line to write, if this one is to be logged.
+    pub fn note(&mut self, from: std::net::SocketAddrV4, why: &dyn std::fmt::Display) -> Option<String> {
+        let n = if let Some(c) = self.counts.get_mut(&from) {
+            *c += 1;
+            *c
+        } else if self.counts.len() < Self::MAX_SOURCES {
+            self.counts.insert(from, 1);
+            1
+        } else {
+            self.others += 1;
+            return (self.others % Self::EVERY == 1).then(|| {
+                format!(
+                    "netinput() dropped from {from}: {why} ({} from untracked sources)",
+                    self.others
+                )
+            });
+        };
+        (n <= Self::FIRST || n % Self::EVERY == 0).then(|| format!("netinput() dropped from {from}: {why} (#{n})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_log_is_rate_limited_and_bounded() {
+        let mut d = DropLog::default();
+        let a: std::net::SocketAddrV4 = "10.0.0.9:1".parse().unwrap();
+        let lines = (0..10_000).filter_map(|_| d.note(a, &"junk")).count();
+        assert_eq!(lines as u64, DropLog::FIRST + 10);
+        for p in 0..5000u16 {
+            d.note(std::net::SocketAddrV4::new([10, 0, 1, 1].into(), p), &"x");
+        }
+        assert_eq!(d.counts.len(), DropLog::MAX_SOURCES);
+        assert!(d.others > 0);
+    }
+}

@@ -169,6 +169,8 @@ pub struct Net {
     /// A slave that has no committed table by then gives up (DDBAILTIME, startup.md §4.5).
     config_deadline: Option<Time>,
     pub(super) master: super::master::MasterState,
+    /// hardening: rate-limited log of dropped datagrams.
+    drop_log: crate::guard::DropLog,
 }
 
 impl NetConfig {
@@ -229,6 +231,7 @@ impl Net {
             db_waiters: Vec::new(),
             config_deadline: is_slave.then(|| Time::ZERO + pvm_proto::ddp::consts::DDBAILTIME),
             master: Default::default(),
+            drop_log: Default::default(),
         }
     }
 
@@ -369,6 +372,8 @@ impl<A: AuthFiles> Daemon<A> {
                 Event::Dropped(d) => {
                     if self.debug & 0x40 != 0 {
                         out.push(Out::Log(format!("netinput() dropped from {}: {}", d.from, d.reason)));
+                    } else if let Some(l) = self.net.as_mut().and_then(|n| n.drop_log.note(d.from, &d.reason)) {
+                        out.push(Out::Log(l)); // hardening: rate-limited (crate::guard::DropLog)
                     }
                 }
                 Event::Overflow { count } => {
