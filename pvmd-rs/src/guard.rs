@@ -74,3 +74,67 @@ mod tests {
         assert!(d.others > 0);
     }
 }
+
+/// Dead-peer detection from ICMP "port unreachable" (hardening).
+///
+/// The legacy daemon ignores ICMP errors and needs about three minutes of retransmissions to
+/// declare a killed pvmd dead; tasks asking about the machine meanwhile hang. When a peer's
+/// host is up but nothing listens on its port any more, the kernel answers every retransmission
+/// with port unreachable. A host is declared dead after [`Unreachable::COUNT`] of them spread
+/// over at least [`Unreachable::SPAN`] with no datagram from it in between, so that one stray
+/// (or forged) ICMP message is not enough.
+#[derive(Debug, Default)]
+pub struct Unreachable {
+    /// Per address: (first report, reports since).
+    seen: std::collections::HashMap<std::net::SocketAddrV4, (std::time::Instant, u32)>,
+}
+
+impl Unreachable {
+    pub const COUNT: u32 = 3;
+    pub const SPAN: std::time::Duration = std::time::Duration::from_secs(2);
+    const MAX_ADDRS: usize = 4096;
+
+    /// A port-unreachable report for `addr` at `now`; true when the peer should be declared dead.
+    pub fn report(&mut self, addr: std::net::SocketAddrV4, now: std::time::Instant) -> bool {
+        if self.seen.len() >= Self::MAX_ADDRS && !self.seen.contains_key(&addr) {
+            self.seen.clear();
+        }
+        let e = self.seen.entry(addr).or_insert((now, 0));
+        e.1 += 1;
+        if e.1 >= Self::COUNT && now.duration_since(e.0) >= Self::SPAN {
+            self.seen.remove(&addr);
+            return true;
+        }
+        false
+    }
+
+    /// Something arrived from `addr`: it is alive.
+    pub fn heard(&mut self, addr: std::net::SocketAddrV4) {
+        if !self.seen.is_empty() {
+            self.seen.remove(&addr);
+        }
+    }
+}
+
+#[cfg(test)]
+mod unreachable_tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn needs_several_reports_over_time_without_traffic() {
+        let a: std::net::SocketAddrV4 = "10.0.0.2:5000".parse().unwrap();
+        let t = Instant::now();
+        let mut u = Unreachable::default();
+        assert!(!u.report(a, t));
+        assert!(!u.report(a, t + Duration::from_millis(100)));
+        assert!(
+            !u.report(a, t + Duration::from_millis(200)),
+            "3 reports but within 0.2 s"
+        );
+        u.heard(a);
+        assert!(!u.report(a, t + Duration::from_secs(3)), "traffic reset the count");
+        assert!(!u.report(a, t + Duration::from_secs(4)));
+        assert!(u.report(a, t + Duration::from_secs(5)));
+    }
+}

@@ -95,9 +95,35 @@ async fn udp_flush<A: AuthFiles>(udp: &Option<tokio::net::UdpSocket>, daemon: &m
     let Some(u) = udp else { return };
     while let Some(t) = daemon.net_transmit() {
         if let Err(e) = u.send_to(&t.bytes, t.dst).await {
+            if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+                // hardening: an ICMP error reported on send; retry this datagram once.
+                let _ = u.send_to(&t.bytes, t.dst).await;
+                continue;
+            }
             log.line(&format!("netoutput() sendto {}: {e}", t.dst));
         }
     }
+}
+
+/// hardening: drains the ICMP errors queued on the socket (IP_RECVERR) into the daemon.
+fn udp_errors<A: AuthFiles>(
+    udp: &tokio::net::UdpSocket,
+    daemon: &mut Daemon<A>,
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    log: &mut Log,
+) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut halt = false;
+    for _ in 0..256 {
+        let Some((to, refused)) = crate::sys::read_errqueue(udp.as_raw_fd()) else {
+            break;
+        };
+        if refused {
+            let outs = daemon.net_unreachable(to);
+            halt |= apply(outs, daemon, conns, log);
+        }
+    }
+    halt
 }
 /// Runs one slave start command (the master plays pvmd'): the first `ddpro<…>` (or `Pvm…`
 /// error) line of its stdout, within 60 s (RSHTIMEOUT); stdin is closed after it so the slave
@@ -161,6 +187,10 @@ pub async fn serve_net<A: AuthFiles>(
     log: &mut Log,
     udp: Option<tokio::net::UdpSocket>,
 ) -> Stop {
+    if let Some(u) = &udp {
+        use std::os::fd::AsRawFd;
+        let _ = crate::sys::set_recverr(u.as_raw_fd()); // hardening: see guard::Unreachable
+    }
     let mut udp_buf = vec![0u8; 65536]; // multi-host
     let (start_tx, mut start_rx) = mpsc::unbounded_channel::<(u32, Result<String, String>)>(); // multi-host
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
@@ -185,6 +215,10 @@ pub async fn serve_net<A: AuthFiles>(
                 if let Ok((n, std::net::SocketAddr::V4(from))) = r {
                     let outs = daemon.net_datagram(from, &udp_buf[..n]);
                     if apply(outs, daemon, &mut conns, log) {
+                        break Stop::Halt;
+                    }
+                } else if let (Err(_), Some(u)) = (&r, &udp) {
+                    if udp_errors(u, daemon, &mut conns, log) {
                         break Stop::Halt;
                     }
                 }

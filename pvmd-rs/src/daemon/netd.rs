@@ -171,6 +171,8 @@ pub struct Net {
     pub(super) master: super::master::MasterState,
     /// hardening: rate-limited log of dropped datagrams.
     drop_log: crate::guard::DropLog,
+    /// hardening: ICMP port-unreachable reports per peer address.
+    unreach: crate::guard::Unreachable,
 }
 
 impl NetConfig {
@@ -232,6 +234,7 @@ impl Net {
             config_deadline: is_slave.then(|| Time::ZERO + pvm_proto::ddp::consts::DDBAILTIME),
             master: Default::default(),
             drop_log: Default::default(),
+            unreach: Default::default(),
         }
     }
 
@@ -295,8 +298,30 @@ impl<A: AuthFiles> Daemon<A> {
         let mut out = Vec::new();
         if let Some(n) = self.net.as_mut() {
             let now = n.now();
+            n.unreach.heard(from); // hardening
             n.ep.handle_datagram(now, from, bytes);
         }
+        self.net_events(&mut out);
+        out
+    }
+
+    /// hardening: the kernel reported ICMP port unreachable for a datagram we sent to `to`.
+    /// A member whose pvmd is gone (its host still up) is declared dead after a few reports
+    /// (`guard::Unreachable`) instead of after three minutes of retransmissions.
+    pub fn net_unreachable(&mut self, to: SocketAddrV4) -> Vec<Out> {
+        let mut out = Vec::new();
+        let Some(n) = self.net.as_mut() else { return out };
+        let Some(host) = n.table.hosts.values().find(|h| h.addr == to).map(|h| h.index) else {
+            return out;
+        };
+        if host == self.host.index || !n.unreach.report(to, Instant::now()) {
+            return out;
+        }
+        out.push(Out::Log(format!(
+            "netinput() host {host} ({to}) answers port unreachable; declaring it dead"
+        )));
+        n.ep.remove_peer(host);
+        self.host_failed(host, &mut out);
         self.net_events(&mut out);
         out
     }
