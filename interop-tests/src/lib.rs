@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub mod netns;
 pub mod rawtask; // hardening: raw task-socket client
+pub mod soak; // hardening: soak run
 
 pub const LEGACY_PVMD: &str = "/usr/bin/pvmd";
 pub const LEGACY_CONSOLE: &str = "/usr/bin/pvm";
