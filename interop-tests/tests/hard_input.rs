@@ -373,3 +373,50 @@ fn hard_abandoned_connections_are_reclaimed() {
     h.handshake(tmp.path(), 1318).unwrap();
     assert!(h.served());
 }
+
+/// Clients that connect and never finish the handshake (silent, or half a frame) are dropped
+/// after the handshake timeout (PVMD_HANDSHAKE_TIMEOUT, 2 s here); connected tasks that stay
+/// idle longer are not.
+#[test]
+fn hard_silent_clients_are_dropped_after_the_handshake_timeout() {
+    let tmp = TmpDir::new("hard-silent");
+    let mut c = pvm_command(&our_pvmd(), tmp.path());
+    c.env("PVMD_HANDSHAKE_TIMEOUT", "2").stderr(std::process::Stdio::null());
+    let mut p = Proc {
+        child: c.spawn().unwrap(),
+        name: "our pvmd".into(),
+    };
+    let sock = p.read_line(TIMEOUT).trim_end().to_string();
+    let mut idle = RawTask::connect(&sock).unwrap();
+    idle.handshake(tmp.path(), 1318).unwrap();
+    let mut silent = RawTask::connect(&sock).unwrap();
+    let mut half = RawTask::connect(&sock).unwrap();
+    half.send(&frag(
+        Tid::LOCAL_PVMD,
+        Tid::NONE,
+        &[b'x'; 20],
+        FragFlags::SOM | FragFlags::EOM,
+        Some(1000),
+    ))
+    .unwrap();
+    let t = std::time::Instant::now();
+    for (name, c) in [("silent", &mut silent), ("half frame", &mut half)] {
+        let r = c.react(Duration::from_secs(6));
+        assert!(
+            matches!(r, Reaction::Closed { .. } | Reaction::Error(_)),
+            "{name} client not dropped: {r:?}"
+        );
+    }
+    let took = t.elapsed();
+    eprintln!(
+        "| silent / half-frame client | Ours | dropped after {} ms (timeout 2 s) |",
+        took.as_millis()
+    );
+    assert!(took >= Duration::from_millis(1500), "dropped too early: {took:?}");
+    assert!(
+        tmp.log().contains("no connect handshake in time"),
+        "log:\n{}",
+        tmp.log()
+    );
+    assert!(idle.served(), "an idle connected task was dropped");
+}

@@ -138,3 +138,16 @@ mod unreachable_tests {
         assert!(u.report(a, t + Duration::from_secs(5)));
     }
 }
+
+/// How long a new connection may take to complete TM_CONNECT/TM_CONN2 before it is dropped, so
+/// that clients which connect and then say nothing (or half a frame) cannot pile up. libpvm
+/// finishes the handshake in milliseconds. `PVMD_HANDSHAKE_TIMEOUT` (seconds) overrides the
+/// default of 30 s (tests use a short one).
+pub fn handshake_timeout() -> std::time::Duration {
+    let secs = std::env::var("PVMD_HANDSHAKE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(30);
+    std::time::Duration::from_secs(secs)
+}

@@ -20,6 +20,8 @@ use crate::log::Log;
 enum Event {
     Frag(ConnId, StreamFragHeader, Vec<u8>),
     Ended(ConnId, Option<ConnError>),
+    /// hardening: the handshake time of this connection is over.
+    HandshakeExpired(ConnId),
 }
 
 use crate::launch::{ProcLauncher, TaskEvent};
@@ -271,6 +273,12 @@ pub async fn serve_net<A: AuthFiles>(
                     });
                     let tx = ev_tx.clone();
                     let lim = limit.clone();
+                    // hardening: a client must finish the connect handshake in time (guard.rs).
+                    let expire = ev_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(crate::guard::handshake_timeout()).await;
+                        let _ = expire.send(Event::HandshakeExpired(id));
+                    });
                     let reader = tokio::spawn(async move {
                         let mut r = FragReader::new(rd, lim);
                         loop {
@@ -314,6 +322,18 @@ pub async fn serve_net<A: AuthFiles>(
                     let outs = daemon.fragment(id, h, &p, SystemTime::now());
                     if apply(outs, daemon, &mut conns, log) {
                         break Stop::Halt;
+                    }
+                }
+                Event::HandshakeExpired(id) => {
+                    // Still at the pre-connect fragment limit: TM_CONN2 never completed.
+                    if conns.get(&id).is_some_and(|c| c.limit.load(Ordering::Relaxed) == MAX_FRAG_UNCONNECTED) {
+                        let outs = vec![
+                            Out::Log(format!("loclinput() connection {id}: no connect handshake in time; closing")),
+                            Out::Close(id),
+                        ];
+                        if apply(outs, daemon, &mut conns, log) {
+                            break Stop::Halt;
+                        }
                     }
                 }
                 Event::Ended(id, err) => {
