@@ -178,3 +178,79 @@ fn hard_dauth_file_is_private() {
 fn unsafe_free_uid() -> u32 {
     std::fs::metadata("/proc/self").unwrap().uid()
 }
+
+/// Names planted in PVM_TMP before the daemon starts: the log name as a symlink to a victim
+/// file, the address-file name as a FIFO (which would block an open for reading). Our daemon
+/// removes the planted names, creates its own files and starts; the victim is untouched.
+#[test]
+fn hard_planted_symlink_and_fifo_in_pvm_tmp() {
+    for (kind, with_fifo) in [
+        (Kind::Ours, true),
+        (Kind::Ours, false),
+        (Kind::Legacy, true),
+        (Kind::Legacy, false),
+    ] {
+        let tmp = TmpDir::new(&format!("hard-plant-{kind:?}-{with_fifo}"));
+        let uid = unsafe_free_uid();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"precious\n").unwrap();
+        std::os::unix::fs::symlink(&victim, tmp.path().join(format!("pvml.{uid}"))).unwrap();
+        let fifo = tmp.path().join(format!("pvmd.{uid}"));
+        if with_fifo {
+            let st = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+            assert!(st.success());
+        }
+        let mut c = pvm_command(
+            &match kind {
+                Kind::Ours => our_pvmd(),
+                Kind::Legacy => PathBuf::from(LEGACY_PVMD),
+            },
+            tmp.path(),
+        );
+        c.stderr(std::process::Stdio::null());
+        let mut p = Proc {
+            child: c.spawn().unwrap(),
+            name: format!("{kind:?} pvmd"),
+        };
+        // Bounded: a daemon blocked on the FIFO prints nothing.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = p.child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut l = String::new();
+            let _ = std::io::BufReader::new(out).read_line(&mut l);
+            let _ = tx.send(l);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+        let started = line.starts_with('/');
+        let victim_now = std::fs::read_to_string(&victim).unwrap_or_default();
+        eprintln!(
+            "| planted pvml symlink (+ pvmd FIFO: {with_fifo}) | {kind:?} | started {started}; victim {} |",
+            if victim_now == "precious\n" {
+                "untouched".to_string()
+            } else {
+                format!("changed to {:?}", victim_now)
+            }
+        );
+        if kind == Kind::Ours {
+            assert!(
+                started,
+                "our daemon did not start with planted names; log:\n{}",
+                tmp.log()
+            );
+            assert_eq!(victim_now, "precious\n", "the log symlink was followed");
+            let m = std::fs::symlink_metadata(tmp.path().join(format!("pvml.{uid}"))).unwrap();
+            assert!(m.file_type().is_file(), "log is a regular file now");
+            assert!(healthy(
+                &Pvmd {
+                    proc: p,
+                    sock: line.trim_end().to_string(),
+                    kind
+                },
+                &tmp
+            ));
+        } else {
+            drop(p);
+        }
+    }
+}
