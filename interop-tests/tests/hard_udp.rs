@@ -3,7 +3,7 @@
 //! with another port, claiming to be the slave's pvmd: garbage, truncated, huge, a forged
 //! DM_HALT, a FIN storm, out-of-window sequence numbers. Afterwards the machine must be intact:
 //! both daemons alive, the slave still in the master's table, a task on the master sees two
-//! hosts. Ours and the legacy daemon side by side.
+//! hosts. Ours and the legacy daemon side by side. The datagrams come from `c/udpprobe.c`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -11,28 +11,6 @@ use std::time::Duration;
 
 use interop_tests::netns::Cluster;
 use interop_tests::*;
-
-/// Sends the hostile datagrams: argv = target ip, port, spoofed src tid (hex), dst tid (hex), count.
-const PROBE: &str = r#"
-import socket, struct, random, sys
-ip, port, src, dst, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3], 16), int(sys.argv[4], 16), int(sys.argv[5])
-random.seed(99)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-def dd(seq, ack, flags, body=b""):
-    return struct.pack(">IIHHB3x", dst, src, seq, ack, flags) + body
-def mh(code):
-    return struct.pack(">IIIIIIII", 0x10000000, code, 0x7ffff, 0, 0, 0, 0, 0)
-sent = 0
-for i in range(n):
-    s.sendto(bytes(random.getrandbits(8) for _ in range(random.randint(1, 1500))), (ip, port)); sent += 1
-    s.sendto(b"\x80\x04\x00\x00\x00", (ip, port)); sent += 1
-    s.sendto(dd(1 + i, 0, 0x04 | 0x03, mh(0x8002000a)), (ip, port)); sent += 1   # DM_HALT
-    s.sendto(dd(0, i, 0x08 | 0x10), (ip, port)); sent += 1                        # FIN|ACK
-    s.sendto(dd(30000 + i, 0, 0x08 | 0x04), (ip, port)); sent += 1               # FIN|DAT far ahead
-    s.sendto(dd(random.getrandbits(16), random.getrandbits(16), 0x04 | 0x03, mh(0x8002ffff)), (ip, port)); sent += 1
-s.sendto(b"\xab" * 65000, (ip, port)); sent += 1
-print(sent)
-"#;
 
 fn udp_port(log: &str) -> u16 {
     // "... NAME (IP:PORT) LINUX64 3.4.6" in both daemons' logs.
@@ -92,10 +70,10 @@ fn run_kind(kind: Kind) {
     ];
     let mut total = 0;
     for (from, ip, port, src, dst) in &sends {
-        let mut p = c.command(*from, &PathBuf::from("python3"));
-        p.args(["-c", PROBE, ip, &port.to_string(), src, dst, &n.to_string()]);
+        let mut p = c.command(*from, &c_program("udpprobe"));
+        p.args([ip.as_str(), &port.to_string(), src, dst, &n.to_string()]);
         let (code, out, err) = Proc {
-            child: p.spawn().expect("python3 is needed for the datagram probes"),
+            child: p.spawn().unwrap(),
             name: "udp probe".into(),
         }
         .wait(TIMEOUT);
