@@ -39,6 +39,8 @@ pub struct SoakConfig {
     pub seed: u64,
     /// Bound on the whole run.
     pub deadline: Duration,
+    /// Give every daemon the same datagram key (`$HOME/.pvmd-rs-key`): authenticated links.
+    pub auth_key: bool,
 }
 
 impl SoakConfig {
@@ -54,6 +56,7 @@ impl SoakConfig {
             dup_bits: 6,
             seed: 1,
             deadline: Duration::from_secs(80),
+            auth_key: false,
         }
     }
 
@@ -88,6 +91,9 @@ impl SoakConfig {
         if let Some(v) = get("SOAK_SECS") {
             self.deadline = Duration::from_secs(v);
         }
+        if let Some(v) = get("SOAK_AUTH") {
+            self.auth_key = v != 0;
+        }
         self
     }
 }
@@ -104,6 +110,8 @@ pub struct SoakReport {
     /// Datagrams the switch dropped / duplicated (tc action counters).
     pub dropped: u64,
     pub duplicated: u64,
+    /// `datagrams authenticated` lines in the daemons' logs.
+    pub authenticated_links: usize,
     /// Violations (empty = pass).
     pub failures: Vec<String>,
     pub elapsed: Duration,
@@ -249,6 +257,12 @@ pub fn run(cfg: &SoakConfig) -> SoakReport {
     let mut rng = Rng(cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let c = Cluster::new("soak", cfg.hosts);
     let prog = c_program("soak");
+    if cfg.auth_key {
+        use std::os::unix::fs::PermissionsExt;
+        let k = c.home.join(".pvmd-rs-key");
+        std::fs::write(&k, format!("soak-key-{}-{}\n", cfg.seed, std::process::id())).unwrap();
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let hf = c.dir.path().join("hostfile");
     let mut text = format!("{}\n", c.host(1).ip);
     for k in 2..=cfg.hosts {
@@ -429,6 +443,11 @@ pub fn run(cfg: &SoakConfig) -> SoakReport {
     let logs = c.logs();
     if logs.contains("panicked") {
         rep.failures.push("a daemon panicked".into());
+    }
+    rep.authenticated_links = logs.matches("datagrams authenticated").count();
+    if cfg.auth_key && rep.authenticated_links == 0 {
+        rep.failures
+            .push("a key was given but no link became authenticated".into());
     }
     drop(master);
     rep.elapsed = start.elapsed();

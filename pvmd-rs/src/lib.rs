@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod conn;
 pub mod daemon;
+pub mod dgauth; // hardening: optional HMAC on datagrams between pvm-rs daemons
 pub mod files;
 pub mod guard; // hardening: local access checks
 pub mod harness; // hardening: in-process driver for hostile-input tests and fuzzing

@@ -192,6 +192,15 @@ pub async fn serve_net<A: AuthFiles>(
     if let Some(u) = &udp {
         use std::os::fd::AsRawFd;
         let _ = crate::sys::set_recverr(u.as_raw_fd()); // hardening: see guard::Unreachable
+                                                        // hardening: the optional datagram key (dgauth.rs).
+        match crate::dgauth::Key::load() {
+            Ok(Some(k)) => {
+                log.line(&format!("netinit() datagram key {:08x} loaded", k.id));
+                daemon.set_datagram_key(Some(k));
+            }
+            Ok(None) => {}
+            Err(e) => log.line(&format!("netinit() datagram key not used: {e}")),
+        }
     }
     let mut udp_buf = vec![0u8; 65536]; // multi-host
     let (start_tx, mut start_rx) = mpsc::unbounded_channel::<(u32, Result<String, String>)>(); // multi-host

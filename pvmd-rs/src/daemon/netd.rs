@@ -173,6 +173,8 @@ pub struct Net {
     drop_log: crate::guard::DropLog,
     /// hardening: ICMP port-unreachable reports per peer address.
     unreach: crate::guard::Unreachable,
+    /// hardening: optional datagram authentication between pvm-rs daemons (dgauth.rs).
+    pub(super) dgauth: crate::dgauth::DgAuth,
 }
 
 impl NetConfig {
@@ -235,6 +237,7 @@ impl Net {
             master: Default::default(),
             drop_log: Default::default(),
             unreach: Default::default(),
+            dgauth: Default::default(),
         }
     }
 
@@ -298,6 +301,20 @@ impl<A: AuthFiles> Daemon<A> {
         let mut out = Vec::new();
         if let Some(n) = self.net.as_mut() {
             let now = n.now();
+            // hardening: authenticated links (dgauth.rs) check and strip the tag first.
+            let bytes = match n.dgauth.incoming(from, bytes) {
+                crate::dgauth::Verdict::Pass(b) => b,
+                crate::dgauth::Verdict::NowStrict(b) => {
+                    out.push(Out::Log(format!("netinput() datagrams from {from} are authenticated")));
+                    b
+                }
+                crate::dgauth::Verdict::Drop => {
+                    if let Some(l) = n.drop_log.note(from, &"missing or bad authentication tag") {
+                        out.push(Out::Log(l));
+                    }
+                    return out;
+                }
+            };
             n.unreach.heard(from); // hardening
             n.ep.handle_datagram(now, from, bytes);
         }
@@ -356,12 +373,34 @@ impl<A: AuthFiles> Daemon<A> {
     }
 
     pub fn net_transmit(&mut self) -> Option<Transmit> {
-        self.net.as_mut()?.ep.poll_transmit()
+        let n = self.net.as_mut()?;
+        let t = n.ep.poll_transmit()?;
+        let bytes = n.dgauth.outgoing(t.dst, t.bytes); // hardening: dgauth.rs
+        Some(Transmit { dst: t.dst, bytes })
+    }
+
+    /// hardening: the machine's datagram key (dgauth.rs); links to pvm-rs peers with the same
+    /// key become authenticated through DM_XCAPS.
+    pub fn set_datagram_key(&mut self, key: Option<crate::dgauth::Key>) {
+        if let Some(n) = self.net.as_mut() {
+            n.dgauth.key = key;
+        }
     }
 
     /// The FIN|ACKs a stopping daemon sends to every other pvmd.
     pub fn net_bailout(&self) -> Vec<Transmit> {
-        self.net.as_ref().map(|n| n.ep.bailout_datagrams()).unwrap_or_default()
+        self.net
+            .as_ref()
+            .map(|n| {
+                n.ep.bailout_datagrams()
+                    .into_iter()
+                    .map(|t| Transmit {
+                        dst: t.dst,
+                        bytes: n.dgauth.outgoing(t.dst, t.bytes),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn net_events(&mut self, out: &mut Vec<Out>) {
