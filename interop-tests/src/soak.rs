@@ -260,7 +260,7 @@ pub fn run(cfg: &SoakConfig) -> SoakReport {
     if cfg.auth_key {
         use std::os::unix::fs::PermissionsExt;
         let k = c.home.join(".pvmd-rs-key");
-        std::fs::write(&k, format!("soak-key-{}-{}\n", cfg.seed, std::process::id())).unwrap();
+        std::fs::write(&k, format!("soak machine key {} {}\n", cfg.seed, std::process::id())).unwrap();
         std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let hf = c.dir.path().join("hostfile");
@@ -446,8 +446,14 @@ pub fn run(cfg: &SoakConfig) -> SoakReport {
     }
     rep.authenticated_links = logs.matches("datagrams authenticated").count();
     if cfg.auth_key && rep.authenticated_links == 0 {
-        rep.failures
-            .push("a key was given but no link became authenticated".into());
+        let lines: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("xcaps") || l.contains("key") || l.starts_with("----"))
+            .collect();
+        rep.failures.push(format!(
+            "a key was given but no link became authenticated:\n{}",
+            lines.join("\n")
+        ));
     }
     drop(master);
     rep.elapsed = start.elapsed();

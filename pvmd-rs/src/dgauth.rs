@@ -185,6 +185,13 @@ impl Key {
     }
 }
 
+static MACHINE_KEY: std::sync::OnceLock<Result<Option<Key>, String>> = std::sync::OnceLock::new();
+
+/// The key of this daemon, loaded once ([`Key::load`]), whenever the network side is set up.
+pub fn machine_key() -> &'static Result<Option<Key>, String> {
+    MACHINE_KEY.get_or_init(Key::load)
+}
+
 /// Per-peer state of the authenticated mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -212,6 +219,13 @@ pub enum Verdict<'a> {
 }
 
 impl DgAuth {
+    pub fn with_key(key: Option<Key>) -> DgAuth {
+        DgAuth {
+            key,
+            peers: HashMap::new(),
+        }
+    }
+
     pub fn mode(&self, peer: SocketAddrV4) -> Option<Mode> {
         self.peers.get(&peer).copied()
     }

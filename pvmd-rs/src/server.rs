@@ -193,10 +193,10 @@ pub async fn serve_net<A: AuthFiles>(
         use std::os::fd::AsRawFd;
         let _ = crate::sys::set_recverr(u.as_raw_fd()); // hardening: see guard::Unreachable
                                                         // hardening: the optional datagram key (dgauth.rs).
-        match crate::dgauth::Key::load() {
+        match crate::dgauth::machine_key() {
             Ok(Some(k)) => {
                 log.line(&format!("netinit() datagram key {:08x} loaded", k.id));
-                daemon.set_datagram_key(Some(k));
+                daemon.set_datagram_key(Some(k.clone()));
             }
             Ok(None) => {}
             Err(e) => log.line(&format!("netinit() datagram key not used: {e}")),

@@ -237,7 +237,7 @@ impl Net {
             master: Default::default(),
             drop_log: Default::default(),
             unreach: Default::default(),
-            dgauth: Default::default(),
+            dgauth: crate::dgauth::DgAuth::with_key(crate::dgauth::machine_key().clone().ok().flatten()),
         }
     }
 
