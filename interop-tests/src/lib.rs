@@ -17,6 +17,8 @@ use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod netns;
+pub mod rawtask; // hardening: raw task-socket client
+pub mod soak; // hardening: soak run
 
 pub const LEGACY_PVMD: &str = "/usr/bin/pvmd";
 pub const LEGACY_CONSOLE: &str = "/usr/bin/pvm";

@@ -597,6 +597,15 @@ impl<A: AuthFiles> Daemon<A> {
                 req.src.bits(),
                 req.hdr.tag
             )));
+            // hardening: a client that has not connected has no business sending anything but
+            // the handshake; drop it (the legacy daemon keeps it and logs every message).
+            if self.conn_tid(req.conn).is_none() {
+                out.push(Out::Log(format!(
+                    "loclentry() connection {}: not connected; closing",
+                    req.conn
+                )));
+                self.close(req.conn, out);
+            }
             return;
         };
         let connected = self.conn_tid(req.conn).is_some();
@@ -909,6 +918,20 @@ impl<A: AuthFiles> Daemon<A> {
         if sp.count > MAX_SPAWN {
             out.push(Out::Log(format!(
                 "tm_spawn() {} tasks asked, at most {MAX_SPAWN}",
+                sp.count
+            )));
+            return self.reply(req, req.src, &wire::int_body(PvmError::OutOfRes.code()), out);
+        }
+        // hardening: children of this task started here that have not connected yet (crate::limits).
+        let waiting = self
+            .tasks
+            .values()
+            .filter(|t| t.forked && t.conn.is_none() && t.ptid == req.src)
+            .count();
+        if waiting + sp.count as usize > crate::limits::PENDING_SPAWNS_PER_TASK {
+            out.push(Out::Log(format!(
+                "tm_spawn() t{:x} has {waiting} spawned tasks not connected yet; {} more refused",
+                req.src.bits(),
                 sp.count
             )));
             return self.reply(req, req.src, &wire::int_body(PvmError::OutOfRes.code()), out);
@@ -1257,6 +1280,14 @@ impl<A: AuthFiles> Daemon<A> {
                         if cc >= 0 {
                             self.wake_db_waiters(&db.class, out);
                         }
+                        if cc == PvmError::OutOfRes.code() {
+                            // hardening: per-task mailbox quota (crate::limits).
+                            out.push(Out::Log(format!(
+                                "tm_db() t{:x} is over its mailbox quota; PUT of \"{}\" refused",
+                                req.src.bits(),
+                                db.class
+                            )));
+                        }
                         wire::int_body(cc)
                     }
                     Err(e) => {
@@ -1271,7 +1302,14 @@ impl<A: AuthFiles> Daemon<A> {
                     if e == PvmError::NotFound.code()
                         && MboxFlags::from_bits_retain(db.flags).contains(MboxFlags::WAIT_FOR_INFO) =>
                 {
-                    if self.db_waiters.len() < MAX_DB_WAITERS {
+                    // hardening: a per-connection cap below the daemon-wide one (crate::limits).
+                    let mine = self.db_waiters.iter().filter(|w| w.conn == req.conn).count();
+                    if mine >= crate::limits::DB_WAITERS_PER_TASK {
+                        out.push(Out::Log(format!(
+                            "tm_db() t{:x} has {mine} lookups waiting already; refused",
+                            req.src.bits()
+                        )));
+                    } else if self.db_waiters.len() < MAX_DB_WAITERS {
                         self.db_waiters.push(DbWaiter {
                             conn: req.conn,
                             tid: req.src,

@@ -1,7 +1,7 @@
 //! The daemon's files in PVM_TMP: the address file `pvmd.<uid>`, the `pvmtmp<pid>.<k>` names
 //! used for the socket and the d-auth files, and the authentication file operations.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
@@ -91,7 +91,24 @@ pub fn claim_address_file(path: &Path, sock: &str) -> io::Result<Claim> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),
     }
-    let mut f = File::open(path)?;
+    // hardening: a planted FIFO or symlink must neither block nor redirect us: it is no
+    // daemon's address file, so it is removed (the link itself, never its target) and replaced.
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let regular = matches!(&opened, Ok(f) if f.metadata().map(|m| m.is_file()).unwrap_or(false));
+    let mut f = match opened {
+        Ok(f) if regular => f,
+        Err(e) if e.raw_os_error() != Some(libc::ELOOP) => return Err(e),
+        _ => {
+            fs::remove_file(path)?;
+            return match create_exclusive(path, sock) {
+                Ok(()) => Ok(Claim::ReplacedStale("(not a regular file)".into())),
+                Err(e) => Err(e),
+            };
+        }
+    };
     let ino = f.metadata()?.ino();
     let mut old = String::new();
     Read::by_ref(&mut f)
@@ -223,7 +240,7 @@ mod tests {
         names.next_name();
         let mut a = FsAuth::new(names);
         let t = d.join("tauth");
-        File::create(&t).unwrap();
+        fs::File::create(&t).unwrap();
         a.write_task_auth(t.to_str().unwrap()).unwrap();
         assert_eq!(fs::read(&t).unwrap(), b"/");
         // Not empty any more: refused (never overwrite a file with content).
@@ -231,7 +248,7 @@ mod tests {
         // Symlinks are refused.
         let link = d.join("link");
         std::os::unix::fs::symlink(d.join("other"), &link).unwrap();
-        File::create(d.join("other")).unwrap();
+        fs::File::create(d.join("other")).unwrap();
         assert!(a.write_task_auth(link.to_str().unwrap()).is_err());
         assert!(a.write_task_auth(d.join("missing").to_str().unwrap()).is_err());
         let p = a.create_pvmd_auth().unwrap();

@@ -7,10 +7,14 @@
 pub mod cli;
 pub mod conn;
 pub mod daemon;
+pub mod dgauth; // hardening: optional HMAC on datagrams between pvm-rs daemons
 pub mod files;
+pub mod guard; // hardening: local access checks
+pub mod harness; // hardening: in-process driver for hostile-input tests and fuzzing
 pub mod hostfile;
 pub mod hosts; // multi-host
 pub mod launch;
+pub mod limits; // hardening: per-client caps
 pub mod log;
 pub mod mbox;
 pub mod notify;

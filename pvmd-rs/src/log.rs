@@ -61,12 +61,34 @@ impl Log {
 
     /// Opens (truncating) the log file, mode 0600, as the legacy daemon does at each start.
     pub fn open_file(&mut self, path: &Path, max: u64) -> std::io::Result<()> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
+        // hardening: never through a symlink (O_NOFOLLOW), never a FIFO or device (O_NONBLOCK,
+        // regular-file check), never a file of another user or a hard link to one, so that a
+        // name planted in a shared PVM_TMP cannot make the daemon truncate someone's file.
+        // Anything else found under the name is removed (the name, not what it points to) and
+        // the file created afresh.
+        let open = |fresh: bool| {
+            OpenOptions::new()
+                .write(true)
+                .create(!fresh)
+                .create_new(fresh)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(path)
+        };
+        let ours = |f: &File| {
+            use std::os::unix::fs::MetadataExt;
+            f.metadata()
+                .map(|m| m.is_file() && m.uid() == crate::sys::getuid() && m.nlink() == 1)
+                .unwrap_or(false)
+        };
+        let f = match open(false) {
+            Ok(f) if ours(&f) => f,
+            _ => {
+                std::fs::remove_file(path)?;
+                open(true)?
+            }
+        };
+        f.set_len(0)?;
         self.file = Some(f);
         self.max = max;
         let early = std::mem::take(&mut self.early);

@@ -22,6 +22,13 @@ pub struct Mailbox {
     classes: BTreeMap<String, Vec<Entry>>,
     /// Bytes stored over all entries, to bound memory.
     bytes: usize,
+    /// hardening: (entries, bytes incl. class names) per owner, for the per-task quotas.
+    owners: std::collections::HashMap<i32, (usize, usize)>,
+}
+
+/// What an entry costs its owner: the message and the class name it keeps alive.
+fn cost(class: &str, msg: &[u8]) -> usize {
+    class.len() + msg.len()
 }
 
 /// Total bytes of stored messages the daemon accepts.
@@ -63,6 +70,13 @@ impl Mailbox {
         if self.bytes + msg.len() > MAX_BYTES {
             return PvmError::NoMem.code();
         }
+        // hardening: per-task quota (an overwrite may free one entry, so this is conservative).
+        let (n, b) = self.owners.get(&tid).copied().unwrap_or_default();
+        if tid != 0
+            && (n >= crate::limits::MBOX_ENTRIES_PER_TASK || b + cost(class, &msg) > crate::limits::MBOX_BYTES_PER_TASK)
+        {
+            return PvmError::OutOfRes.code();
+        }
         let f = MboxFlags::from_bits_retain(flags);
         let mut cind = if req == -1 { direct_index(flags) } else { req };
         let list = self.classes.entry(class.to_string()).or_default();
@@ -83,9 +97,13 @@ impl Mailbox {
                 }
                 let old = list.remove(pos);
                 self.bytes -= old.msg.len();
+                refund(&mut self.owners, old.owner, cost(class, &old.msg));
             }
         }
         self.bytes += msg.len();
+        let e = self.owners.entry(tid).or_default();
+        e.0 += 1;
+        e.1 += cost(class, &msg);
         list.insert(
             pos,
             Entry {
@@ -124,6 +142,7 @@ impl Mailbox {
         if let Some(list) = self.classes.get_mut(class) {
             let e = list.remove(pos);
             self.bytes -= e.msg.len();
+            refund(&mut self.owners, e.owner, cost(class, &e.msg));
             if list.is_empty() {
                 self.classes.remove(class);
             }
@@ -163,13 +182,17 @@ impl Mailbox {
             return;
         }
         let mut freed = 0;
-        for list in self.classes.values_mut() {
+        // hardening: the task's quota goes; persistent entries it leaves are charged to owner 0.
+        let mut kept = (0, 0);
+        for (class, list) in self.classes.iter_mut() {
             list.retain_mut(|e| {
                 if e.owner != tid {
                     return true;
                 }
                 if MboxFlags::from_bits_retain(e.flags).contains(MboxFlags::PERSISTENT) {
                     e.owner = 0;
+                    kept.0 += 1;
+                    kept.1 += cost(class, &e.msg);
                     true
                 } else {
                     freed += e.msg.len();
@@ -179,6 +202,27 @@ impl Mailbox {
         }
         self.bytes -= freed;
         self.classes.retain(|_, l| !l.is_empty());
+        self.owners.remove(&tid);
+        if kept.0 > 0 {
+            let z = self.owners.entry(0).or_default();
+            z.0 += kept.0;
+            z.1 += kept.1;
+        }
+    }
+
+    /// Entries and bytes `tid` owns (for tests and logs).
+    pub fn usage(&self, tid: i32) -> (usize, usize) {
+        self.owners.get(&tid).copied().unwrap_or_default()
+    }
+}
+
+fn refund(owners: &mut std::collections::HashMap<i32, (usize, usize)>, owner: i32, c: usize) {
+    if let Some(e) = owners.get_mut(&owner) {
+        e.0 = e.0.saturating_sub(1);
+        e.1 = e.1.saturating_sub(c);
+        if e.0 == 0 {
+            owners.remove(&owner);
+        }
     }
 }
 
@@ -195,6 +239,30 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// hardening: one task hits its own quota; another task can still store.
+    #[test]
+    fn per_task_quota_is_per_task() {
+        let mut m = Mailbox::default();
+        let msg = || vec![0u8; 40];
+        for i in 0..crate::limits::MBOX_ENTRIES_PER_TASK as i32 {
+            assert_eq!(m.insert(ME, "c", i, 0, msg()), i);
+        }
+        assert_eq!(m.insert(ME, "c", -1, 0, msg()), PvmError::OutOfRes.code());
+        assert_eq!(m.insert(OTHER, "d", 0, 0, msg()), 0, "another task is unaffected");
+        assert_eq!(m.delete(ME, "c", 0), 0);
+        assert_eq!(m.insert(ME, "c", 0, 0, msg()), 0, "freed entries can be reused");
+        let big = vec![0u8; crate::limits::MBOX_BYTES_PER_TASK];
+        assert_eq!(m.insert(OTHER, "e", 0, 0, big), PvmError::OutOfRes.code());
+        m.tidy(ME);
+        assert_eq!(m.usage(ME), (0, 0));
+        assert_eq!(m.usage(OTHER), (1, 41));
+        assert_eq!(
+            m.lookup(OTHER, "d", 0, MboxFlags::READ_AND_DELETE.bits()).map(|r| r.0),
+            Ok(0)
+        );
+        assert_eq!(m.usage(OTHER), (0, 0));
+    }
 
     const ME: i32 = 0x4000b;
     const OTHER: i32 = 0x4000c;

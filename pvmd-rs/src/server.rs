@@ -20,6 +20,8 @@ use crate::log::Log;
 enum Event {
     Frag(ConnId, StreamFragHeader, Vec<u8>),
     Ended(ConnId, Option<ConnError>),
+    /// hardening: the handshake time of this connection is over.
+    HandshakeExpired(ConnId),
 }
 
 use crate::launch::{ProcLauncher, TaskEvent};
@@ -95,9 +97,35 @@ async fn udp_flush<A: AuthFiles>(udp: &Option<tokio::net::UdpSocket>, daemon: &m
     let Some(u) = udp else { return };
     while let Some(t) = daemon.net_transmit() {
         if let Err(e) = u.send_to(&t.bytes, t.dst).await {
+            if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+                // hardening: an ICMP error reported on send; retry this datagram once.
+                let _ = u.send_to(&t.bytes, t.dst).await;
+                continue;
+            }
             log.line(&format!("netoutput() sendto {}: {e}", t.dst));
         }
     }
+}
+
+/// hardening: drains the ICMP errors queued on the socket (IP_RECVERR) into the daemon.
+fn udp_errors<A: AuthFiles>(
+    udp: &tokio::net::UdpSocket,
+    daemon: &mut Daemon<A>,
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    log: &mut Log,
+) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut halt = false;
+    for _ in 0..256 {
+        let Some((to, refused)) = crate::sys::read_errqueue(udp.as_raw_fd()) else {
+            break;
+        };
+        if refused {
+            let outs = daemon.net_unreachable(to);
+            halt |= apply(outs, daemon, conns, log);
+        }
+    }
+    halt
 }
 /// Runs one slave start command (the master plays pvmd'): the first `ddpro<…>` (or `Pvm…`
 /// error) line of its stdout, within 60 s (RSHTIMEOUT); stdin is closed after it so the slave
@@ -161,6 +189,19 @@ pub async fn serve_net<A: AuthFiles>(
     log: &mut Log,
     udp: Option<tokio::net::UdpSocket>,
 ) -> Stop {
+    if let Some(u) = &udp {
+        use std::os::fd::AsRawFd;
+        let _ = crate::sys::set_recverr(u.as_raw_fd()); // hardening: see guard::Unreachable
+                                                        // hardening: the optional datagram key (dgauth.rs).
+        match crate::dgauth::machine_key() {
+            Ok(Some(k)) => {
+                log.line(&format!("netinit() datagram key {:08x} loaded", k.id));
+                daemon.set_datagram_key(Some(k.clone()));
+            }
+            Ok(None) => {}
+            Err(e) => log.line(&format!("netinit() datagram key not used: {e}")),
+        }
+    }
     let mut udp_buf = vec![0u8; 65536]; // multi-host
     let (start_tx, mut start_rx) = mpsc::unbounded_channel::<(u32, Result<String, String>)>(); // multi-host
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
@@ -187,6 +228,10 @@ pub async fn serve_net<A: AuthFiles>(
                     if apply(outs, daemon, &mut conns, log) {
                         break Stop::Halt;
                     }
+                } else if let (Err(_), Some(u)) = (&r, &udp) {
+                    if udp_errors(u, daemon, &mut conns, log) {
+                        break Stop::Halt;
+                    }
                 }
             }
             _ = tokio::time::sleep(net_wait), if udp.is_some() => {
@@ -206,6 +251,12 @@ pub async fn serve_net<A: AuthFiles>(
             _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
             acc = listener.accept() => match acc {
                 Ok((stream, _)) => {
+                    // hardening: only tasks of our own user may enrol, whatever the socket's mode.
+                    if let Some(why) = crate::guard::foreign_peer(&stream) {
+                        log.line(&format!("loclconn() refused connection: {why}"));
+                        drop(stream);
+                        continue;
+                    }
                     let peer_pid = stream.peer_cred().ok().and_then(|c| c.pid());
                     let id = next_id;
                     next_id += 1;
@@ -231,6 +282,12 @@ pub async fn serve_net<A: AuthFiles>(
                     });
                     let tx = ev_tx.clone();
                     let lim = limit.clone();
+                    // hardening: a client must finish the connect handshake in time (guard.rs).
+                    let expire = ev_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(crate::guard::handshake_timeout()).await;
+                        let _ = expire.send(Event::HandshakeExpired(id));
+                    });
                     let reader = tokio::spawn(async move {
                         let mut r = FragReader::new(rd, lim);
                         loop {
@@ -274,6 +331,18 @@ pub async fn serve_net<A: AuthFiles>(
                     let outs = daemon.fragment(id, h, &p, SystemTime::now());
                     if apply(outs, daemon, &mut conns, log) {
                         break Stop::Halt;
+                    }
+                }
+                Event::HandshakeExpired(id) => {
+                    // Still at the pre-connect fragment limit: TM_CONN2 never completed.
+                    if conns.get(&id).is_some_and(|c| c.limit.load(Ordering::Relaxed) == MAX_FRAG_UNCONNECTED) {
+                        let outs = vec![
+                            Out::Log(format!("loclinput() connection {id}: no connect handshake in time; closing")),
+                            Out::Close(id),
+                        ];
+                        if apply(outs, daemon, &mut conns, log) {
+                            break Stop::Halt;
+                        }
                     }
                 }
                 Event::Ended(id, err) => {

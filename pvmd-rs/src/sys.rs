@@ -80,3 +80,69 @@ pub fn fork_detach() -> std::io::Result<bool> {
     }
     Ok(false)
 }
+
+// ---- hardening: ICMP errors on the pvmd <-> pvmd socket ----
+
+/// Asks the kernel to queue ICMP errors on a UDP socket (IP_RECVERR), so that a peer whose
+/// port is closed can be noticed (see `guard::Unreachable`).
+pub fn set_recverr(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: fd is a socket owned by the caller; the option value is a valid c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_RECVERR,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Takes one entry of the socket's error queue: the destination of the datagram that failed and
+/// whether the failure was "connection refused" (ICMP port unreachable). None when empty.
+pub fn read_errqueue(fd: std::os::fd::RawFd) -> Option<(std::net::SocketAddrV4, bool)> {
+    let mut data = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: all-zero sockaddr_in and msghdr are valid values to be filled in.
+    let mut name: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut ctl = [0u64; 64];
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = &mut name as *mut libc::sockaddr_in as *mut libc::c_void;
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&ctl);
+    // SAFETY: every pointer in msg refers to a live local buffer of the stated size.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return None;
+    }
+    let mut refused = false;
+    // SAFETY: CMSG_* walk the control buffer the kernel just filled, within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_RECVERR {
+                let ee = libc::CMSG_DATA(c) as *const libc::sock_extended_err;
+                refused = (*ee).ee_errno as i32 == libc::ECONNREFUSED;
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let addr = std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr)),
+        u16::from_be(name.sin_port),
+    );
+    Some((addr, refused))
+}

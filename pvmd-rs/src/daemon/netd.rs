@@ -169,6 +169,12 @@ pub struct Net {
     /// A slave that has no committed table by then gives up (DDBAILTIME, startup.md §4.5).
     config_deadline: Option<Time>,
     pub(super) master: super::master::MasterState,
+    /// hardening: rate-limited log of dropped datagrams.
+    drop_log: crate::guard::DropLog,
+    /// hardening: ICMP port-unreachable reports per peer address.
+    unreach: crate::guard::Unreachable,
+    /// hardening: optional datagram authentication between pvm-rs daemons (dgauth.rs).
+    pub(super) dgauth: crate::dgauth::DgAuth,
 }
 
 impl NetConfig {
@@ -229,6 +235,9 @@ impl Net {
             db_waiters: Vec::new(),
             config_deadline: is_slave.then(|| Time::ZERO + pvm_proto::ddp::consts::DDBAILTIME),
             master: Default::default(),
+            drop_log: Default::default(),
+            unreach: Default::default(),
+            dgauth: crate::dgauth::DgAuth::with_key(crate::dgauth::machine_key().clone().ok().flatten()),
         }
     }
 
@@ -292,8 +301,44 @@ impl<A: AuthFiles> Daemon<A> {
         let mut out = Vec::new();
         if let Some(n) = self.net.as_mut() {
             let now = n.now();
+            // hardening: authenticated links (dgauth.rs) check and strip the tag first.
+            let bytes = match n.dgauth.incoming(from, bytes) {
+                crate::dgauth::Verdict::Pass(b) => b,
+                crate::dgauth::Verdict::NowStrict(b) => {
+                    out.push(Out::Log(format!("netinput() datagrams from {from} are authenticated")));
+                    b
+                }
+                crate::dgauth::Verdict::Drop => {
+                    if let Some(l) = n.drop_log.note(from, &"missing or bad authentication tag") {
+                        out.push(Out::Log(l));
+                    }
+                    return out;
+                }
+            };
+            n.unreach.heard(from); // hardening
             n.ep.handle_datagram(now, from, bytes);
         }
+        self.net_events(&mut out);
+        out
+    }
+
+    /// hardening: the kernel reported ICMP port unreachable for a datagram we sent to `to`.
+    /// A member whose pvmd is gone (its host still up) is declared dead after a few reports
+    /// (`guard::Unreachable`) instead of after three minutes of retransmissions.
+    pub fn net_unreachable(&mut self, to: SocketAddrV4) -> Vec<Out> {
+        let mut out = Vec::new();
+        let Some(n) = self.net.as_mut() else { return out };
+        let Some(host) = n.table.hosts.values().find(|h| h.addr == to).map(|h| h.index) else {
+            return out;
+        };
+        if host == self.host.index || !n.unreach.report(to, Instant::now()) {
+            return out;
+        }
+        out.push(Out::Log(format!(
+            "netinput() host {host} ({to}) answers port unreachable; declaring it dead"
+        )));
+        n.ep.remove_peer(host);
+        self.host_failed(host, &mut out);
         self.net_events(&mut out);
         out
     }
@@ -328,12 +373,34 @@ impl<A: AuthFiles> Daemon<A> {
     }
 
     pub fn net_transmit(&mut self) -> Option<Transmit> {
-        self.net.as_mut()?.ep.poll_transmit()
+        let n = self.net.as_mut()?;
+        let t = n.ep.poll_transmit()?;
+        let bytes = n.dgauth.outgoing(t.dst, t.bytes); // hardening: dgauth.rs
+        Some(Transmit { dst: t.dst, bytes })
+    }
+
+    /// hardening: the machine's datagram key (dgauth.rs); links to pvm-rs peers with the same
+    /// key become authenticated through DM_XCAPS.
+    pub fn set_datagram_key(&mut self, key: Option<crate::dgauth::Key>) {
+        if let Some(n) = self.net.as_mut() {
+            n.dgauth.key = key;
+        }
     }
 
     /// The FIN|ACKs a stopping daemon sends to every other pvmd.
     pub fn net_bailout(&self) -> Vec<Transmit> {
-        self.net.as_ref().map(|n| n.ep.bailout_datagrams()).unwrap_or_default()
+        self.net
+            .as_ref()
+            .map(|n| {
+                n.ep.bailout_datagrams()
+                    .into_iter()
+                    .map(|t| Transmit {
+                        dst: t.dst,
+                        bytes: n.dgauth.outgoing(t.dst, t.bytes),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn net_events(&mut self, out: &mut Vec<Out>) {
@@ -369,6 +436,8 @@ impl<A: AuthFiles> Daemon<A> {
                 Event::Dropped(d) => {
                     if self.debug & 0x40 != 0 {
                         out.push(Out::Log(format!("netinput() dropped from {}: {}", d.from, d.reason)));
+                    } else if let Some(l) = self.net.as_mut().and_then(|n| n.drop_log.note(d.from, &d.reason)) {
+                        out.push(Out::Log(l)); // hardening: rate-limited (crate::guard::DropLog)
                     }
                 }
                 Event::Overflow { count } => {

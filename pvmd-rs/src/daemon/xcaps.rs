@@ -20,9 +20,11 @@ const PROBE: i32 = 1;
 const ANSWER: i32 = 2;
 const VERSION: i32 = 1;
 
-fn body(kind: i32, window: u16) -> Vec<u8> {
+/// hardening: a fourth int names the sender's datagram key (0: none, see dgauth.rs); version-1
+/// readers ignore it.
+fn body(kind: i32, window: u16, key_id: i32) -> Vec<u8> {
     let mut w = XdrWriter::new();
-    w.int(kind).int(VERSION).int(i32::from(window));
+    w.int(kind).int(VERSION).int(i32::from(window)).int(key_id);
     w.into_inner()
 }
 
@@ -33,7 +35,8 @@ impl<A: AuthFiles> Daemon<A> {
             return;
         }
         if let Some(wid) = self.wait_xcaps(host) {
-            self.dm_send(host, XCAPS_TAG, wid, &body(PROBE, XCAPS_WINDOW), out);
+            let key_id = self.xcaps_key_offer(host);
+            self.dm_send(host, XCAPS_TAG, wid, &body(PROBE, XCAPS_WINDOW, key_id), out);
         }
     }
 
@@ -55,13 +58,55 @@ impl<A: AuthFiles> Daemon<A> {
                 }
             }
         };
+        let their_key = r.int("key").unwrap_or(0);
         match kind {
             PROBE => {
                 set(self, out);
-                self.dm_send(host, XCAPS_TAG, wid, &body(ANSWER, XCAPS_WINDOW), out);
+                let key_id = self.xcaps_key_accept(host, their_key, out);
+                self.dm_send(host, XCAPS_TAG, wid, &body(ANSWER, XCAPS_WINDOW, key_id), out);
             }
             ANSWER if self.take_xcaps_wait(wid) => set(self, out),
             _ => {}
         }
+    }
+}
+
+// ---- hardening: datagram authentication (dgauth.rs) ----
+impl<A: AuthFiles> Daemon<A> {
+    fn peer_addr(&self, host: u32) -> Option<std::net::SocketAddrV4> {
+        self.net.as_ref()?.table.get(host).map(|h| h.addr)
+    }
+
+    /// Our key id for a probe; the link accepts sealed datagrams from now on.
+    fn xcaps_key_offer(&mut self, host: u32) -> i32 {
+        let addr = self.peer_addr(host);
+        let Some(n) = self.net.as_mut() else { return 0 };
+        let Some(id) = n.dgauth.key.as_ref().map(|k| k.id) else {
+            return 0;
+        };
+        if let Some(a) = addr {
+            n.dgauth.set(a, crate::dgauth::Mode::Offered);
+        }
+        id
+    }
+
+    /// A probe named key `theirs`: if it is ours too, seal from the answer on.
+    fn xcaps_key_accept(&mut self, host: u32, theirs: i32, out: &mut Vec<Out>) -> i32 {
+        let addr = self.peer_addr(host);
+        let Some(n) = self.net.as_mut() else { return 0 };
+        let Some(id) = n.dgauth.key.as_ref().map(|k| k.id) else {
+            return 0;
+        };
+        if theirs == id {
+            if let Some(a) = addr {
+                n.dgauth.set(a, crate::dgauth::Mode::Accepted);
+                out.push(Out::Log(format!("dm_xcaps() host {host}: datagrams authenticated")));
+            }
+        } else if theirs != 0 {
+            out.push(Out::Log(format!(
+                "dm_xcaps() host {host}: different datagram key; link not authenticated"
+            )));
+        }
+        id
     }
 }

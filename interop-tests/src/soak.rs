@@ -1,0 +1,495 @@
+//! Soak run: a machine of namespace hosts running our pvmd (master h1, slaves added from a
+//! hostfile), sender/receiver pairs of C tasks (`c/soak.c`) on different hosts exchanging
+//! numbered, checksummed messages, while the run kills tasks and slave daemons with SIGKILL,
+//! drops and duplicates datagrams on the switch, and adds killed hosts back.
+//!
+//! The verdict of every pair is checked: a pair whose two tasks and hosts were left alone must
+//! finish with every message received exactly once and in order (the receiver checks order and
+//! checksums, the sender checks the receiver's count); a pair that lost a task must have been
+//! told (the survivor got its PvmTaskExit notification instead of timing out).
+//!
+//! Link faults: this kernel has no netem and no gact/police actions, so the switch namespace
+//! gets u32 filters on the IP identification field (which changes on every datagram, so a
+//! retransmission is a fresh draw) with `mirred` actions: redirect into a sink veth (loss) or
+//! mirror to the other ports (one duplicate reaches the destination). No reordering (the
+//! sliding-window reordering cases are covered by `pvm_proto::ddp::sim`).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::netns::Cluster;
+use crate::{c_program, our_pvmd, send_signal, Proc, TIMEOUT};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct SoakConfig {
+    pub hosts: usize,
+    pub pairs: usize,
+    pub messages: usize,
+    /// Tasks killed with SIGKILL during the run.
+    pub task_kills: usize,
+    /// Slave daemons killed with SIGKILL (each host is added back afterwards).
+    pub daemon_kills: usize,
+    /// Drop one datagram in 2^loss_bits (0 = no loss).
+    pub loss_bits: u32,
+    /// Duplicate one datagram in 2^dup_bits (0 = none).
+    pub dup_bits: u32,
+    pub seed: u64,
+    /// Bound on the whole run.
+    pub deadline: Duration,
+    /// Give every daemon the same datagram key (`$HOME/.pvmd-rs-key`): authenticated links.
+    pub auth_key: bool,
+}
+
+impl SoakConfig {
+    /// What CI runs (< 90 s).
+    pub fn short() -> SoakConfig {
+        SoakConfig {
+            hosts: 4,
+            pairs: 8,
+            messages: 2000,
+            task_kills: 3,
+            daemon_kills: 1,
+            loss_bits: 5,
+            dup_bits: 6,
+            seed: 1,
+            deadline: Duration::from_secs(80),
+            auth_key: false,
+        }
+    }
+
+    /// Overrides from `SOAK_HOSTS`, `SOAK_PAIRS`, `SOAK_MESSAGES`, `SOAK_TASK_KILLS`,
+    /// `SOAK_DAEMON_KILLS`, `SOAK_LOSS_BITS`, `SOAK_DUP_BITS`, `SOAK_SEED`, `SOAK_SECS`.
+    pub fn from_env(mut self) -> SoakConfig {
+        let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        if let Some(v) = get("SOAK_HOSTS") {
+            self.hosts = v as usize;
+        }
+        if let Some(v) = get("SOAK_PAIRS") {
+            self.pairs = v as usize;
+        }
+        if let Some(v) = get("SOAK_MESSAGES") {
+            self.messages = v as usize;
+        }
+        if let Some(v) = get("SOAK_TASK_KILLS") {
+            self.task_kills = v as usize;
+        }
+        if let Some(v) = get("SOAK_DAEMON_KILLS") {
+            self.daemon_kills = v as usize;
+        }
+        if let Some(v) = get("SOAK_LOSS_BITS") {
+            self.loss_bits = v as u32;
+        }
+        if let Some(v) = get("SOAK_DUP_BITS") {
+            self.dup_bits = v as u32;
+        }
+        if let Some(v) = get("SOAK_SEED") {
+            self.seed = v;
+        }
+        if let Some(v) = get("SOAK_SECS") {
+            self.deadline = Duration::from_secs(v);
+        }
+        if let Some(v) = get("SOAK_AUTH") {
+            self.auth_key = v != 0;
+        }
+        self
+    }
+}
+
+/// What happened, for the report and the assertions.
+#[derive(Debug, Default)]
+pub struct SoakReport {
+    pub pairs_clean: usize,
+    pub pairs_hit: usize,
+    pub messages_checked: usize,
+    pub task_kills: usize,
+    pub daemon_kills: usize,
+    pub readds: usize,
+    /// Datagrams the switch dropped / duplicated (tc action counters).
+    pub dropped: u64,
+    pub duplicated: u64,
+    /// `datagrams authenticated` lines in the daemons' logs.
+    pub authenticated_links: usize,
+    /// Violations (empty = pass).
+    pub failures: Vec<String>,
+    pub elapsed: Duration,
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn tc(ns: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "tc"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("tc: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("tc {args:?}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// Loss and duplication on every bridge port (see the module docs).
+pub fn impair(c: &Cluster, loss_bits: u32, dup_bits: u32) -> Result<(), String> {
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .status()
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                if s.success() {
+                    Ok(())
+                } else {
+                    Err(format!("ip {args:?}"))
+                }
+            })
+    };
+    ip(&[
+        "-n", &c.sw, "link", "add", "sink0", "type", "veth", "peer", "name", "sink1",
+    ])?;
+    ip(&["-n", &c.sw, "link", "set", "sink0", "up"])?;
+    let n = c.hosts.len();
+    for k in 1..=n {
+        let port = format!("p{k}");
+        tc(&c.sw, &["qdisc", "add", "dev", &port, "ingress"])?;
+        if loss_bits > 0 {
+            let mask = format!("{:#x}", (1u32 << loss_bits) - 1);
+            tc(
+                &c.sw,
+                &[
+                    "filter", "add", "dev", &port, "parent", "ffff:", "protocol", "ip", "prio", "1", "u32", "match",
+                    "u16", "0x0000", &mask, "at", "4", "action", "mirred", "egress", "redirect", "dev", "sink0",
+                ],
+            )?;
+        }
+        if dup_bits > 0 && n > 1 {
+            let mask = format!("{:#x}", (1u32 << dup_bits) - 1);
+            let mut args: Vec<String> = [
+                "filter", "add", "dev", &port, "parent", "ffff:", "protocol", "ip", "prio", "2", "u32", "match", "u16",
+                "0x0001", &mask, "at", "4",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            for j in (1..=n).filter(|j| *j != k) {
+                args.extend(
+                    ["action", "mirred", "egress", "mirror", "dev"]
+                        .iter()
+                        .map(|s| s.to_string()),
+                );
+                args.push(format!("p{j}"));
+            }
+            let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+            tc(&c.sw, &a)?;
+        }
+    }
+    Ok(())
+}
+
+/// The pvmd process of host `k` (by its command name), if running.
+fn pvmd_pid(c: &Cluster, k: usize) -> Option<u32> {
+    c.pids(k).into_iter().find(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/comm"))
+            .map(|s| s.trim() == "pvmd")
+            .unwrap_or(false)
+    })
+}
+
+fn nhost(c: &Cluster) -> Option<usize> {
+    let mut cmd = c.command(1, &c_program("basic"));
+    cmd.stderr(Stdio::null());
+    let (code, out, _) = Proc {
+        child: cmd.spawn().ok()?,
+        name: "basic".into(),
+    }
+    .wait(TIMEOUT);
+    if code != Some(0) {
+        return None;
+    }
+    let l = out.lines().find(|l| l.starts_with("config"))?;
+    l.split_whitespace().nth(3)?.parse().ok()
+}
+
+fn console_add(c: &Cluster, k: usize) -> bool {
+    let mut cmd = c.command(1, Path::new(crate::LEGACY_CONSOLE));
+    cmd.stdin(Stdio::piped()).stderr(Stdio::null());
+    let Ok(mut child) = cmd.spawn() else { return false };
+    use std::io::Write;
+    let line = format!("add {} dx={}\nquit\n", c.host(k).ip, our_pvmd().display());
+    let _ = child.stdin.take().map(|mut i| i.write_all(line.as_bytes()));
+    let (_, out, _) = Proc {
+        child,
+        name: "console add".into(),
+    }
+    .wait(TIMEOUT);
+    out.contains("1 successful")
+}
+
+struct Pair {
+    rx: Proc,
+    /// Lines the receiver printed after its tid (read by a thread, so it never blocks).
+    rx_lines: std::sync::mpsc::Receiver<String>,
+    tx: Option<Proc>,
+    rx_host: usize,
+    tx_host: usize,
+    rx_killed: bool,
+    tx_killed: bool,
+}
+
+/// Runs the soak; never panics on a violation (they are in the report), only on set-up errors.
+pub fn run(cfg: &SoakConfig) -> SoakReport {
+    let start = Instant::now();
+    let mut rep = SoakReport::default();
+    let mut rng = Rng(cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let c = Cluster::new("soak", cfg.hosts);
+    let prog = c_program("soak");
+    if cfg.auth_key {
+        use std::os::unix::fs::PermissionsExt;
+        let k = c.home.join(".pvmd-rs-key");
+        std::fs::write(&k, format!("soak machine key {} {}\n", cfg.seed, std::process::id())).unwrap();
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let hf = c.dir.path().join("hostfile");
+    let mut text = format!("{}\n", c.host(1).ip);
+    for k in 2..=cfg.hosts {
+        text.push_str(&format!("{} dx={}\n", c.host(k).ip, our_pvmd().display()));
+    }
+    std::fs::write(&hf, text).unwrap();
+    let mut cmd = c.command(1, &our_pvmd());
+    cmd.arg(format!("-n{}", c.host(1).ip)).arg(&hf).stderr(Stdio::null());
+    let mut master = Proc {
+        child: cmd.spawn().expect("start master"),
+        name: "soak master".into(),
+    };
+    let line = master.read_line(TIMEOUT);
+    assert!(line.starts_with('/'), "master printed {line:?}\n{}", c.logs());
+    assert!(
+        c.wait_for(Duration::from_secs(30), || nhost(&c) == Some(cfg.hosts)),
+        "not every host joined\n{}",
+        c.logs()
+    );
+    impair(&c, cfg.loss_bits, cfg.dup_bits).expect("link impairment (tc mirred)");
+
+    let mut pairs: Vec<Pair> = Vec::new();
+    for i in 0..cfg.pairs {
+        let rx_host = i % cfg.hosts + 1;
+        let tx_host = (i + 1 + i / cfg.hosts) % cfg.hosts + 1;
+        let tx_host = if tx_host == rx_host {
+            tx_host % cfg.hosts + 1
+        } else {
+            tx_host
+        };
+        let mut rc = c.command(rx_host, &prog);
+        rc.args(["rx", &cfg.deadline.as_secs().to_string()])
+            .stderr(Stdio::null());
+        let mut rx = Proc {
+            child: rc.spawn().unwrap(),
+            name: format!("rx{i}"),
+        };
+        let (ltx, rx_lines) = std::sync::mpsc::channel();
+        let out = rx.child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if ltx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        let l = rx_lines.recv_timeout(TIMEOUT).unwrap_or_default();
+        let tid = l.trim().strip_prefix("tid ").unwrap_or("0").to_string();
+        let mut tcmd = c.command(tx_host, &prog);
+        tcmd.args([
+            "tx",
+            &tid,
+            &cfg.messages.to_string(),
+            &(i as u64 + cfg.seed).to_string(),
+        ])
+        .stderr(Stdio::null());
+        let tx = Proc {
+            child: tcmd.spawn().unwrap(),
+            name: format!("tx{i}"),
+        };
+        pairs.push(Pair {
+            rx,
+            rx_lines,
+            tx: Some(tx),
+            rx_host,
+            tx_host,
+            rx_killed: false,
+            tx_killed: false,
+        });
+    }
+
+    // Chaos: task kills spread over the first seconds, then daemon kills with re-adds.
+    let mut dead_hosts: BTreeSet<usize> = BTreeSet::new();
+    let mut ever_killed: BTreeSet<usize> = BTreeSet::new();
+    for _ in 0..cfg.task_kills {
+        std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
+        let i = rng.below(cfg.pairs as u64) as usize;
+        let p = &mut pairs[i];
+        if rng.below(2) == 0 {
+            if !p.rx_killed {
+                send_signal(p.rx.pid(), libc::SIGKILL);
+                p.rx_killed = true;
+                rep.task_kills += 1;
+            }
+        } else if let Some(t) = &p.tx {
+            if !p.tx_killed {
+                send_signal(t.pid(), libc::SIGKILL);
+                p.tx_killed = true;
+                rep.task_kills += 1;
+            }
+        }
+    }
+    for _ in 0..cfg.daemon_kills {
+        if cfg.hosts < 3 {
+            break;
+        }
+        let k = 2 + rng.below(cfg.hosts as u64 - 1) as usize;
+        if let Some(pid) = pvmd_pid(&c, k) {
+            send_signal(pid, libc::SIGKILL);
+            rep.daemon_kills += 1;
+            dead_hosts.insert(k);
+            ever_killed.insert(k);
+            let gone = c.wait_for(Duration::from_secs(20), || {
+                nhost(&c) == Some(cfg.hosts - dead_hosts.len())
+            });
+            if !gone {
+                rep.failures
+                    .push(format!("host {k} not deleted within 20 s after its pvmd was killed"));
+            }
+            if console_add(&c, k) {
+                rep.readds += 1;
+                dead_hosts.remove(&k);
+            } else {
+                rep.failures.push(format!("host {k} could not be added back"));
+            }
+        }
+    }
+    // Verdicts. Every task on a host whose daemon was killed died with it.
+    let killed_hosts = ever_killed;
+    for (i, p) in pairs.into_iter().enumerate() {
+        let left = cfg.deadline.saturating_sub(start.elapsed()).max(Duration::from_secs(5));
+        let (tx_code, tx_out) = match p.tx {
+            Some(t) => {
+                let (code, out, _) = wait_quiet(t, left);
+                (code, out)
+            }
+            None => (None, String::new()),
+        };
+        let (rx_code, _, _) = wait_quiet(
+            p.rx,
+            cfg.deadline.saturating_sub(start.elapsed()).max(Duration::from_secs(5)),
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        let rx_out: String = p.rx_lines.try_iter().collect::<Vec<_>>().join("\n");
+        let txv = tx_out.lines().last().unwrap_or("").to_string();
+        let rxv = rx_out.lines().last().unwrap_or("").to_string();
+        let host_hit = killed_hosts.contains(&p.rx_host) || killed_hosts.contains(&p.tx_host);
+        let _ = (rx_code, tx_code);
+        let mut bad = |why: String| {
+            rep.failures.push(format!(
+                "pair {i} (rx h{} tx h{}): {why}; rx: {rxv:?} tx: {txv:?}",
+                p.rx_host, p.tx_host
+            ))
+        };
+        if txv.contains("BAD") || rxv.contains("BAD") {
+            bad("order/checksum/count violation".into());
+            continue;
+        }
+        if !p.rx_killed && !p.tx_killed && !host_hit {
+            let want = format!("tx done {}", cfg.messages);
+            if txv != want || rxv != format!("rx ok {}", cfg.messages) {
+                bad("untouched pair did not complete".into());
+            } else {
+                rep.pairs_clean += 1;
+                rep.messages_checked += cfg.messages;
+            }
+            continue;
+        }
+        rep.pairs_hit += 1;
+        let rx_lost = p.rx_killed || killed_hosts.contains(&p.rx_host);
+        let tx_lost = p.tx_killed || killed_hosts.contains(&p.tx_host);
+        if rx_lost && !tx_lost && !(txv.contains("rx-gone") || txv.starts_with("tx done")) {
+            bad("receiver lost but the sender was not notified".into());
+        }
+        if tx_lost && !rx_lost && !(rxv.contains("sender-gone") || rxv.starts_with("rx ok")) {
+            bad("sender lost but the receiver was not notified".into());
+        }
+    }
+    for k in 1..=cfg.hosts {
+        rep.dropped += tc_packets(&c.sw, &format!("p{k}"), "1");
+        rep.duplicated += tc_packets(&c.sw, &format!("p{k}"), "2");
+    }
+    if cfg.loss_bits > 0 && rep.dropped == 0 {
+        rep.failures
+            .push("loss was configured but the switch dropped nothing".into());
+    }
+    let logs = c.logs();
+    if logs.contains("panicked") {
+        rep.failures.push("a daemon panicked".into());
+    }
+    rep.authenticated_links = logs.matches("datagrams authenticated").count();
+    if cfg.auth_key && rep.authenticated_links == 0 {
+        let lines: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("xcaps") || l.contains("key") || l.starts_with("----"))
+            .collect();
+        rep.failures.push(format!(
+            "a key was given but no link became authenticated:\n{}",
+            lines.join("\n")
+        ));
+    }
+    drop(master);
+    rep.elapsed = start.elapsed();
+    rep
+}
+
+/// Packets that went through the first action of filter `prio` on a switch port.
+fn tc_packets(sw: &str, port: &str, prio: &str) -> u64 {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", sw, "tc", "-s", "filter", "show", "dev", port, "parent", "ffff:", "prio", prio,
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    // "Sent 1234 bytes 56 pkt": the first such line is the first action's counter.
+    out.lines()
+        .find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.first() == Some(&"Sent") && w.get(4) == Some(&"pkt")).then(|| w[3].parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// Waits for a task; a task still running at the deadline is stopped and reported as such.
+fn wait_quiet(mut p: Proc, timeout: Duration) -> (Option<i32>, String, String) {
+    let t = Instant::now();
+    loop {
+        if let Ok(Some(_)) = p.child.try_wait() {
+            return p.wait(Duration::from_secs(5));
+        }
+        if t.elapsed() > timeout {
+            crate::stop_pid(p.pid());
+            let (_, o, e) = p.wait(Duration::from_secs(5));
+            return (None, format!("{o}\nstill running at the deadline"), e);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
