@@ -738,10 +738,6 @@ impl<A: AuthFiles> Daemon<A> {
             }
         }
         self.auth.remove(&dauth);
-        let Some(tid) = self.alloc_tid() else {
-            out.push(Out::Log("tm_conn2() out of tids?".into()));
-            return self.close(req.conn, out);
-        };
         let peer_pid = self.conns.get(&req.conn).and_then(|c| c.peer_pid);
         let cookie = if parsed.cookie == 0 { parsed.pid } else { parsed.cookie };
         let spawned = self
@@ -752,6 +748,12 @@ impl<A: AuthFiles> Daemon<A> {
         if let Some(local) = spawned {
             return self.attach_spawned(req, local, parsed.pid, cookie, out);
         }
+        // Only a task nobody spawned gets a new tid: allocating one for a spawned task too
+        // would skip a number and make the next tids differ from the legacy daemon's.
+        let Some(tid) = self.alloc_tid() else {
+            out.push(Out::Log("tm_conn2() out of tids?".into()));
+            return self.close(req.conn, out);
+        };
         let task = Task {
             conn: Some(req.conn),
             forked: false,
@@ -1263,7 +1265,18 @@ impl<A: AuthFiles> Daemon<A> {
             },
             Some(DbOp::Remove) => wire::int_body(self.mbox.delete(tid, &db.class, db.index)),
             Some(DbOp::Names) => wire::db_names_reply(&self.mbox.names(&db.class)),
-            Some(DbOp::Reset) | None => {
+            Some(DbOp::Reset) => match wire::parse_tid_list(&req.body[db.rest..], "TMDB_RESET no-reset tids") {
+                Ok(keep) => {
+                    self.mbox.reset(&db.class, db.index, db.flags != 0, &keep);
+                    wire::int_body(0)
+                }
+                Err(e) => {
+                    // The legacy logs and never answers; an error answer does not hang the task.
+                    out.push(Out::Log(format!("tm_db() bad msg format in RESET: {e}")));
+                    wire::int_body(PvmError::BadMsg.code())
+                }
+            },
+            None => {
                 out.push(Out::Log(format!(
                     "tm_db() op {} on \"{}\" not implemented",
                     db.op, db.class
