@@ -31,8 +31,10 @@ pub const MAX_REQUEST: usize = 16 << 20;
 
 /// Largest fragment accepted before TM_CONN2 completes (the legacy daemon's buffer size).
 pub const MAX_FRAG_UNCONNECTED: u32 = (UDPMAXLEN - pvm_proto::frag::HEADER_LEN) as u32;
-/// Largest fragment accepted from a connected task (PvmFragSize can raise the task's size).
-pub const MAX_FRAG_CONNECTED: u32 = 4 << 20;
+/// Largest fragment accepted from a connected task. PvmDataInPlace sends a whole user buffer
+/// as one fragment (a 16 MB message is one 16 MB fragment), so this is large; the reader only
+/// allocates as the bytes arrive.
+pub const MAX_FRAG_CONNECTED: u32 = 256 << 20;
 
 /// File-system side of the connect handshake (wire.md §4.5).
 pub trait AuthFiles {
@@ -471,6 +473,31 @@ impl<A: AuthFiles> Daemon<A> {
             }
         }
         out
+    }
+
+    /// The relay fast path: when a fragment from `conn` is user data for a connected local
+    /// task, the connection to write it to and the rewritten header (as [`Self::fragment`]
+    /// would produce). `None` for anything else, which then goes through `fragment`. Lets the
+    /// shell forward payloads without copying them or building `Out` lists.
+    pub fn relay_target(&self, conn: ConnId, fh: &StreamFragHeader) -> Option<(ConnId, [u8; 16])> {
+        if self.debug & 0x2 != 0 {
+            return None;
+        }
+        let Auth::Connected(src) = self.conns.get(&conn)?.auth else {
+            return None;
+        };
+        let dst = fh.dst;
+        if dst.is_pvmd() || dst.is_multicast() || !dst.is_task() || !dst.is_on_host(self.host.index) {
+            return None;
+        }
+        let to = self.tasks.get(&dst.local())?.conn?;
+        let hdr = StreamFragHeader {
+            dst: Tid::task(self.host.index, dst.local()),
+            src,
+            len: fh.len,
+            flags: fh.flags & (FragFlags::SOM | FragFlags::EOM),
+        };
+        Some((to, hdr.to_bytes()))
     }
 
     /// Cut-through relay of a fragment from a connected task to another task.
@@ -1736,10 +1763,22 @@ mod tests {
         let fh = StreamFragHeader::parse(bytes, u32::MAX).unwrap();
         assert_eq!((fh.dst, fh.src, fh.len, fh.flags), (b, a, 40, FragFlags::SOM));
         assert_eq!(&bytes[16..], &payload[..]);
-        // Unknown destination: dropped with a log line.
+        // The shell's fast path agrees byte for byte.
+        assert_eq!(d.relay_target(1, &h), Some((2, bytes[..16].try_into().unwrap())));
+        // Unknown destination: dropped with a log line, and no fast path.
         let h = StreamFragHeader { dst: Tid(0x40077), ..h };
+        assert_eq!(d.relay_target(1, &h), None);
         let out = d.fragment(1, h, &payload, UNIX_EPOCH);
         assert!(matches!(&out[..], [Out::Log(l)] if l.contains("no such task")));
+        // Requests to the daemon and fragments from unauthenticated connections never take it.
+        let h = StreamFragHeader {
+            dst: Tid::LOCAL_PVMD,
+            ..h
+        };
+        assert_eq!(d.relay_target(1, &h), None);
+        d.accept(9, None);
+        let h = StreamFragHeader { dst: b, ..h };
+        assert_eq!(d.relay_target(9, &h), None);
     }
 
     #[test]

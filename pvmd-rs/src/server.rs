@@ -6,19 +6,19 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use pvm_proto::frag::StreamFragHeader;
-use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::conn::{ConnError, FragReader};
+use crate::conn::{ConnError, Frag, FragReader, BIG};
 use crate::daemon::{AuthFiles, ConnId, Daemon, Out, MAX_FRAG_UNCONNECTED};
 use crate::log::Log;
 
 enum Event {
-    Frag(ConnId, StreamFragHeader, Vec<u8>),
+    /// Whole fragments read from a connection by one read call (or one big fragment).
+    Frags(ConnId, Vec<Frag>),
     Ended(ConnId, Option<ConnError>),
 }
 
@@ -26,11 +26,91 @@ use crate::launch::{ProcLauncher, TaskEvent};
 
 enum WriteCmd {
     Data(Vec<u8>),
+    /// A relayed fragment: header and payload kept apart so the payload is not copied.
+    Frag([u8; 16], Vec<u8>),
     Close,
+}
+
+impl WriteCmd {
+    fn len(&self) -> usize {
+        match self {
+            WriteCmd::Data(b) => b.len(),
+            WriteCmd::Frag(h, p) => h.len() + p.len(),
+            WriteCmd::Close => 0,
+        }
+    }
+}
+
+/// `write_all` on a write half shared with the main loop (which writes directly when nothing
+/// is queued).
+async fn write_shared(wr: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        wr.writable().await?;
+        match wr.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes everything queued for one connection, gathering what is queued at the moment into
+/// few system calls: small pieces are coalesced into one buffer, big payloads written from
+/// where they are. Returns when the queue closes, on Close or on a write error.
+async fn write_loop(wr: Arc<OwnedWriteHalf>, mut rx: mpsc::UnboundedReceiver<WriteCmd>, queued: Arc<AtomicUsize>) {
+    let mut out: Vec<u8> = Vec::new();
+    'outer: while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut done = 0usize;
+        let mut close = false;
+        while let Some(cmd) = next.take() {
+            done += cmd.len();
+            match cmd {
+                WriteCmd::Data(b) => out.extend_from_slice(&b),
+                WriteCmd::Frag(h, p) if p.len() <= BIG => {
+                    out.extend_from_slice(&h);
+                    out.extend_from_slice(&p);
+                }
+                WriteCmd::Frag(h, p) => {
+                    out.extend_from_slice(&h);
+                    if write_shared(&wr, &out).await.is_err() || write_shared(&wr, &p).await.is_err() {
+                        break 'outer;
+                    }
+                    out.clear();
+                }
+                WriteCmd::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            if out.len() >= 256 << 10 {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if !out.is_empty() {
+            if write_shared(&wr, &out).await.is_err() {
+                break;
+            }
+            out.clear();
+        }
+        if out.capacity() > 64 << 10 {
+            out = Vec::new();
+        }
+        queued.fetch_sub(done, Ordering::Relaxed);
+        if close {
+            break;
+        }
+    }
+    // Dropping the last handle shuts the write direction down.
 }
 
 struct ConnHandle {
     writer: mpsc::UnboundedSender<WriteCmd>,
+    /// Shared with the writer task: when nothing is queued the main loop writes directly,
+    /// saving a task switch per message.
+    wr: Arc<OwnedWriteHalf>,
     reader: JoinHandle<()>,
     writer_task: JoinHandle<()>,
     limit: Arc<AtomicU32>,
@@ -94,38 +174,25 @@ pub async fn serve<A: AuthFiles>(
                     let peer_pid = stream.peer_cred().ok().and_then(|c| c.pid());
                     let id = next_id;
                     next_id += 1;
-                    let (rd, mut wr) = stream.into_split();
+                    let (rd, wr) = stream.into_split();
                     let limit = Arc::new(AtomicU32::new(MAX_FRAG_UNCONNECTED));
-                    let (wtx, mut wrx) = mpsc::unbounded_channel::<WriteCmd>();
+                    let (wtx, wrx) = mpsc::unbounded_channel::<WriteCmd>();
                     let queued = Arc::new(AtomicUsize::new(0));
-                    let wq = queued.clone();
-                    let writer_task = tokio::spawn(async move {
-                        while let Some(cmd) = wrx.recv().await {
-                            match cmd {
-                                WriteCmd::Data(b) => {
-                                    let ok = wr.write_all(&b).await.is_ok();
-                                    wq.fetch_sub(b.len(), Ordering::Relaxed);
-                                    if !ok {
-                                        break;
-                                    }
-                                }
-                                WriteCmd::Close => break,
-                            }
-                        }
-                        let _ = wr.shutdown().await;
-                    });
+                    let wr = Arc::new(wr);
+                    let writer_task = tokio::spawn(write_loop(wr.clone(), wrx, queued.clone()));
                     let tx = ev_tx.clone();
                     let lim = limit.clone();
                     let reader = tokio::spawn(async move {
                         let mut r = FragReader::new(rd, lim);
                         loop {
-                            match r.next().await {
-                                Ok(Some((h, p))) => {
-                                    if tx.send(Event::Frag(id, h, p)).is_err() {
+                            let mut v = Vec::new();
+                            match r.next_batch(&mut v).await {
+                                Ok(true) => {
+                                    if tx.send(Event::Frags(id, v)).is_err() {
                                         return;
                                     }
                                 }
-                                Ok(None) => {
+                                Ok(false) => {
                                     let _ = tx.send(Event::Ended(id, None));
                                     return;
                                 }
@@ -136,7 +203,7 @@ pub async fn serve<A: AuthFiles>(
                             }
                         }
                     });
-                    conns.insert(id, ConnHandle { writer: wtx, reader, writer_task, limit, queued });
+                    conns.insert(id, ConnHandle { writer: wtx, wr, reader, writer_task, limit, queued });
                     daemon.accept(id, peer_pid);
                 }
                 Err(e) => {
@@ -155,9 +222,20 @@ pub async fn serve<A: AuthFiles>(
                 }
             }
             Some(ev) = ev_rx.recv() => match ev {
-                Event::Frag(id, h, p) => {
-                    let outs = daemon.fragment(id, h, &p, SystemTime::now());
-                    if apply(outs, daemon, &mut conns, log) {
+                Event::Frags(id, frags) => {
+                    let mut halt = false;
+                    for (h, p) in frags {
+                        if !conns.contains_key(&id) {
+                            break; // closed by an earlier fragment of the batch
+                        }
+                        if let Some((to, hdr)) = daemon.relay_target(id, &h) {
+                            halt |= queue(&mut conns, to, WriteCmd::Frag(hdr, p), daemon, log);
+                            continue;
+                        }
+                        let outs = daemon.fragment(id, h, &p, SystemTime::now());
+                        halt |= apply(outs, daemon, &mut conns, log);
+                    }
+                    if halt {
                         break Stop::Halt;
                     }
                 }
@@ -183,6 +261,80 @@ pub async fn serve<A: AuthFiles>(
     stop
 }
 
+/// Hands bytes to a connection's writer; a connection that lets more than [`MAX_QUEUED`] pile
+/// up is dropped (returned, for the daemon to be told).
+fn enqueue(conns: &mut HashMap<ConnId, ConnHandle>, id: ConnId, cmd: WriteCmd, log: &mut Log) -> Option<ConnId> {
+    let c = conns.get(&id)?;
+    // Nothing queued means the writer task is idle (the runtime is single-threaded): write
+    // now, and queue only what the socket did not take.
+    let cmd = if c.queued.load(Ordering::Relaxed) == 0 {
+        try_direct(&c.wr, cmd)? // all written: nothing queued, nothing to report
+    } else {
+        cmd
+    };
+    let n = cmd.len();
+    let q = c.queued.fetch_add(n, Ordering::Relaxed) + n;
+    let _ = c.writer.send(cmd);
+    if q > MAX_QUEUED {
+        log.line(&format!(
+            "locloutput() connection {id} is not reading ({q} bytes queued); closing"
+        ));
+        if let Some(c) = conns.remove(&id) {
+            // Nobody reads: drop the queue instead of flushing it.
+            c.writer_task.abort();
+            c.reader.abort();
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// Writes as much of `cmd` as the socket takes without blocking; the rest, if any, to queue.
+fn try_direct(wr: &OwnedWriteHalf, cmd: WriteCmd) -> Option<WriteCmd> {
+    let (h, p): (&[u8], &[u8]) = match &cmd {
+        WriteCmd::Data(b) => (&[], b),
+        WriteCmd::Frag(h, p) => (h, p),
+        WriteCmd::Close => return Some(cmd),
+    };
+    let total = h.len() + p.len();
+    // WouldBlock, or an error the writer task will meet and end on, count as nothing written.
+    let n = wr
+        .try_write_vectored(&[std::io::IoSlice::new(h), std::io::IoSlice::new(p)])
+        .unwrap_or_default();
+    if n == total {
+        return None;
+    }
+    if n == 0 {
+        return Some(cmd);
+    }
+    let mut rest = Vec::with_capacity(total - n);
+    if n < h.len() {
+        rest.extend_from_slice(&h[n..]);
+        rest.extend_from_slice(p);
+    } else {
+        rest.extend_from_slice(&p[n - h.len()..]);
+    }
+    Some(WriteCmd::Data(rest))
+}
+
+/// [`enqueue`] for the relay fast path, telling the daemon about a dropped connection; true if
+/// that made it decide to halt.
+fn queue<A: AuthFiles>(
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    id: ConnId,
+    cmd: WriteCmd,
+    daemon: &mut Daemon<A>,
+    log: &mut Log,
+) -> bool {
+    match enqueue(conns, id, cmd, log) {
+        Some(id) => {
+            let more = daemon.closed(id);
+            apply(more, daemon, conns, log)
+        }
+        None => false,
+    }
+}
+
 /// Carries out the daemon's decisions; true if it decided to halt.
 fn apply<A: AuthFiles>(
     outs: Vec<Out>,
@@ -195,19 +347,8 @@ fn apply<A: AuthFiles>(
     for o in outs {
         match o {
             Out::Send(id, bytes) => {
-                let Some(c) = conns.get(&id) else { continue };
-                let q = c.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
-                let _ = c.writer.send(WriteCmd::Data(bytes));
-                if q > MAX_QUEUED {
-                    log.line(&format!(
-                        "locloutput() connection {id} is not reading ({q} bytes queued); closing"
-                    ));
-                    if let Some(c) = conns.remove(&id) {
-                        // Nobody reads: drop the queue instead of flushing it.
-                        c.writer_task.abort();
-                        c.reader.abort();
-                        closed.push(id);
-                    }
+                if let Some(id) = enqueue(conns, id, WriteCmd::Data(bytes), log) {
+                    closed.push(id);
                 }
             }
             Out::Close(id) => {
