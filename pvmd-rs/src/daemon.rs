@@ -9,7 +9,7 @@ use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pvm_proto::codes::{
-    DbOp, MboxFlags, PvmError, SpawnFlags, Tag, Tm, DSIG_X86_64, MSGHDR_LEN, TDPROTOCOL, UDPMAXLEN,
+    DbOp, MboxFlags, PvmError, Sm, SpawnFlags, Tag, Tm, DSIG_X86_64, MSGHDR_LEN, TDPROTOCOL, UDPMAXLEN,
 };
 use pvm_proto::frag::{FragFlags, StreamFragHeader};
 use pvm_proto::mesg::MsgHeader;
@@ -17,6 +17,7 @@ use pvm_proto::Tid;
 
 use crate::mbox::{self, Mailbox};
 use crate::notify::{Notice, Notifies, World as NotifyWorld};
+use crate::registry::Registry;
 use crate::wire;
 
 /// Identifies one accepted stream connection.
@@ -211,6 +212,8 @@ pub struct Daemon<A: AuthFiles> {
     last_local: u32,
     last_ctx: u32,
     debug: u32,
+    /// Resource manager, tasker, hoster and tracer registrations.
+    reg: Registry,
     mbox: Mailbox,
     db_waiters: Vec<DbWaiter>,
     notifies: Notifies,
@@ -250,6 +253,7 @@ impl<A: AuthFiles> Daemon<A> {
             last_local: 0,
             last_ctx: 0,
             debug,
+            reg: Registry::default(),
             mbox: Mailbox::default(),
             db_waiters: Vec::new(),
             notifies: Notifies::default(),
@@ -367,6 +371,9 @@ impl<A: AuthFiles> Daemon<A> {
             }
         }
         self.mbox.tidy(tid.0);
+        for l in self.reg.task_exited(tid) {
+            out.push(Out::Log(l));
+        }
         for n in self.notifies.task_exited(tid) {
             self.send_notice(n, out);
         }
@@ -599,6 +606,9 @@ impl<A: AuthFiles> Daemon<A> {
                 tag.name()
             )));
         }
+        if let Tag::Sm(sm) = tag {
+            return self.sm_entry(sm, &req, out);
+        }
         let Tag::Tm(tm) = tag else {
             out.push(Out::Log(format!(
                 "loclentry() message from t{:x} with bogus tag {}",
@@ -634,7 +644,14 @@ impl<A: AuthFiles> Daemon<A> {
             Tm::SendSig => self.tm_sendsig(&req, out),
             Tm::Tickle => self.tm_tickle(&req, out),
             Tm::Spawn => self.tm_spawn(&req, out),
-            Tm::DelHost | Tm::Sched | Tm::Tasker | Tm::Hoster | Tm::Tracer => {
+            Tm::Sched => self.tm_sched(&req, out),
+            Tm::Tasker | Tm::Hoster => self.tm_tasker_hoster(tm, &req, out),
+            Tm::Tracer => match self.reg.register_tracer(req.src, req.body) {
+                Ok(code) => self.reply(&req, req.src, &wire::int_body(code), out),
+                // The legacy logs and does not answer.
+                Err(e) => out.push(Out::Log(format!("tm_tracer() bad msg format: {e}"))),
+            },
+            Tm::DelHost => {
                 // Not implemented yet. Every one of these has a reply whose first int may be an
                 // error, so answer PvmNotImpl instead of leaving the task waiting forever.
                 out.push(Out::Log(format!(
@@ -664,6 +681,81 @@ impl<A: AuthFiles> Daemon<A> {
                 ));
                 self.close(req.conn, out);
             }
+        }
+    }
+
+    /// TM_SCHED: the caller becomes the resource manager; the answer is the previous one and
+    /// the master host's entry.
+    fn tm_sched(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let old = self.reg.register_sched(req.src);
+        if self.debug & 0x8000 != 0 {
+            out.push(Out::Log(format!(
+                "tm_sched() old t{:x} new t{:x}",
+                old.bits(),
+                req.src.bits()
+            )));
+        }
+        let h = self.host_entry();
+        let mut w = pvm_proto::xdr::XdrWriter::new();
+        w.int(old.0)
+            .int(h.hostpart)
+            .string(&h.name)
+            .string(&h.arch)
+            .int(h.speed)
+            .int(h.dsig);
+        self.reply(req, req.src, &w.into_inner(), out);
+    }
+
+    fn tm_tasker_hoster(&mut self, tm: Tm, req: &Request, out: &mut Vec<Out>) {
+        let regme = match first_int(req.body) {
+            Some(r) => r,
+            None => {
+                return out.push(Out::Log(format!(
+                    "{}() bad msg format",
+                    if tm == Tm::Tasker { "tm_tasker" } else { "tm_hoster" }
+                )))
+            }
+        };
+        let slot = if tm == Tm::Tasker {
+            &mut self.reg.tasker
+        } else {
+            &mut self.reg.hoster
+        };
+        let code = Registry::register_slot(slot, req.src, regme != 0);
+        self.reply(req, req.src, &wire::int_body(code), out);
+    }
+
+    /// SM_ messages to the daemon: acted on only from the registered resource manager, tasker
+    /// or hoster (anything else is logged and dropped, as the legacy does with bogus tags).
+    fn sm_entry(&mut self, sm: Sm, req: &Request, out: &mut Vec<Out>) {
+        if self.conn_tid(req.conn).is_none() || !self.reg.may_send_sm(req.src) {
+            return out.push(Out::Log(format!(
+                "loclentry() message from t{:x} with bogus tag {} (not a registered RM/tasker/hoster)",
+                req.src.bits(),
+                sm.name()
+            )));
+        }
+        match (sm, first_int(req.body)) {
+            (Sm::Handoff, Some(to)) if req.src == self.reg.sched => {
+                self.reg.handoff(req.src, Tid(to));
+                out.push(Out::Log(format!(
+                    "sm_handoff() resource manager t{:x} hands off to t{:x}",
+                    req.src.bits(),
+                    to
+                )));
+            }
+            (Sm::TaskX, Some(tid)) if req.src == self.reg.tasker => {
+                // The tasker reports a task it started as exited.
+                let tid = Tid(tid);
+                if tid.is_task() && tid.is_on_host(self.host.index) && self.tasks.contains_key(&tid.local()) {
+                    self.task_gone(tid, out);
+                }
+            }
+            _ => out.push(Out::Log(format!(
+                "sm_entry() {} from t{:x} not supported; dropped",
+                sm.name(),
+                req.src.bits()
+            ))),
         }
     }
 
@@ -733,7 +825,7 @@ impl<A: AuthFiles> Daemon<A> {
             udpmax: UDPMAXLEN as i32,
             dsig: self.host.dsig,
             ip: self.host.ip_hex.clone(),
-            schedtid: 0,
+            schedtid: self.reg.sched.0,
         }
     }
 
@@ -810,6 +902,12 @@ impl<A: AuthFiles> Daemon<A> {
         }
         out.push(Out::FragLimit(req.conn, MAX_FRAG_CONNECTED));
         self.reply(req, tid, &body, out);
+        if self.reg.sched != Tid::NONE {
+            // A task that connected on its own is news to the resource manager.
+            let mut w = pvm_proto::xdr::XdrWriter::new();
+            w.int(1).int(tid.0);
+            self.send_to_task(self.reg.sched, Sm::ExecAck.code(), 0, 0, &w.into_inner(), out);
+        }
     }
 
     fn tm_notify(&mut self, req: &Request, out: &mut Vec<Out>) {
@@ -1403,6 +1501,11 @@ impl<A: AuthFiles> Daemon<A> {
 }
 
 /// `pvmxtoi`: hex with or without `0x`; junk stops the number.
+/// The leading int of a body, if there is one.
+fn first_int(body: &[u8]) -> Option<i32> {
+    pvm_proto::xdr::XdrReader::new(body).int("first int").ok()
+}
+
 fn parse_hex(s: &str) -> i32 {
     let s = s.trim();
     let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
@@ -1840,10 +1943,47 @@ mod tests {
     fn unimplemented_requests_get_an_error_not_silence() {
         let mut d = daemon();
         connect(&mut d, 1);
-        for tm in [Tm::DelHost, Tm::Sched, Tm::Tasker, Tm::Hoster, Tm::Tracer] {
-            let (_, mh, body) = sent(&send(&mut d, 1, tm, 3, &[]));
-            assert_eq!((mh.tag, body), (tm.code(), wire::int_body(-24)), "{tm:?}");
-        }
+        let tm = Tm::DelHost;
+        let (_, mh, body) = sent(&send(&mut d, 1, tm, 3, &[]));
+        assert_eq!((mh.tag, body), (tm.code(), wire::int_body(-24)), "{tm:?}");
+        // Registrations answer like the legacy daemon.
+        let (_, _, body) = sent(&send(&mut d, 1, Tm::Tasker, 4, &wire::int_body(1)));
+        assert_eq!(body, wire::int_body(0));
+        let (_, _, body) = sent(&send(&mut d, 1, Tm::Tasker, 5, &wire::int_body(1)));
+        assert_eq!(body, wire::int_body(PvmError::Already.code()));
+        let (_, _, body) = sent(&send(&mut d, 1, Tm::Hoster, 6, &wire::int_body(0)));
+        assert_eq!(body, wire::int_body(PvmError::NoTask.code()));
+        let (_, _, body) = sent(&send(&mut d, 1, Tm::Sched, 7, &[]));
+        assert_eq!(&body[..8], &[0, 0, 0, 0, 0, 4, 0, 0], "no previous RM; master hostpart");
+        // A second task is told about the RM, and the RM hears of it (SM_EXECACK 1, tid).
+        d.accept(2, Some(4242));
+        let out = send(&mut d, 2, Tm::Connect, 1, &{
+            let mut w = XdrWriter::new();
+            w.int(TDPROTOCOL).string("/tmp/t-auth");
+            w.into_inner()
+        });
+        assert_eq!(out.len(), 1);
+        let mut w = XdrWriter::new();
+        w.int(4242).int(0);
+        let out = send(&mut d, 2, Tm::Conn2, 2, &w.into_inner());
+        let sm: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Send(1, b) => Some(b.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sm.len(), 1, "{out:?}");
+        let mh = MsgHeader::parse(&sm[0][16..]).unwrap();
+        assert_eq!(mh.tag, Sm::ExecAck.code());
+        assert_eq!(&sm[0][48..], &[0, 0, 0, 1, 0, 4, 0, 2]);
+        // The RM exits: registrations end with a log line.
+        let out = d.closed(1);
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Out::Log(l) if l.contains("places tasks itself"))),
+            "{out:?}"
+        );
     }
 
     /// (tid, path, argv, env) of each launch.

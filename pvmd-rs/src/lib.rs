@@ -13,6 +13,7 @@ pub mod launch;
 pub mod log;
 pub mod mbox;
 pub mod notify;
+pub mod registry;
 pub mod server;
 pub mod sys;
 pub mod wire;
