@@ -328,6 +328,14 @@ impl<A: AuthFiles> Daemon<A> {
         }
     }
 
+    /// How log lines name a connection: its task id once it has one.
+    pub fn conn_name(&self, conn: ConnId) -> String {
+        match self.conn_tid(conn) {
+            Some(t) => format!("t{:x}", t.bits()),
+            None => format!("unconnected task (connection {conn})"),
+        }
+    }
+
     fn conn_tid(&self, conn: ConnId) -> Option<Tid> {
         match self.conns.get(&conn)?.auth {
             Auth::Connected(t) => Some(t),
@@ -1494,7 +1502,8 @@ impl<A: AuthFiles> Daemon<A> {
             let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
             wire::hostsync_reply(0, d.as_secs() as i32, d.subsec_micros() as i32)
         } else {
-            wire::hostsync_reply(PvmError::NoHost.code(), 0, 0)
+            // Only the status: the legacy daemon sends no clock for an unknown host.
+            wire::int_body(PvmError::NoHost.code())
         };
         self.reply(req, req.src, &body, out);
     }
@@ -1811,7 +1820,7 @@ mod tests {
         let out = d.fragment(1, h, &p, now);
         assert_eq!(sent(&out).2, wire::hostsync_reply(0, 1000, 5));
         let (h, p) = request(Tm::HostSync, 4, &wire::int_body(0x80000));
-        assert_eq!(sent(&d.fragment(1, h, &p, now)).2, wire::hostsync_reply(-6, 0, 0));
+        assert_eq!(sent(&d.fragment(1, h, &p, now)).2, wire::int_body(-6));
     }
 
     #[test]

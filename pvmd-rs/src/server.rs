@@ -241,7 +241,7 @@ pub async fn serve<A: AuthFiles>(
                 }
                 Event::Ended(id, err) => {
                     if let Some(e) = err {
-                        log.line(&format!("loclinput() connection {id}: {e}; closing"));
+                        log.line(&format!("loclinput() {}: {e}; closing", daemon.conn_name(id)));
                     }
                     if let Some(c) = conns.remove(&id) {
                         drop(c.writer);
