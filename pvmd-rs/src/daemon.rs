@@ -30,6 +30,9 @@ pub const TF_CONN: i32 = 4;
 /// few hundred bytes; mailbox PUTs carry whole user messages, so the cap is generous.
 pub const MAX_REQUEST: usize = 16 << 20;
 
+/// The legacy default debugger script, relative to PVM_ROOT.
+pub const DEFAULT_DEBUGGER: &str = "$PVM_ROOT/lib/debugger";
+
 /// Largest fragment accepted before TM_CONN2 completes (the legacy daemon's buffer size).
 pub const MAX_FRAG_UNCONNECTED: u32 = (UDPMAXLEN - pvm_proto::frag::HEADER_LEN) as u32;
 /// Largest fragment accepted from a connected task. PvmDataInPlace sends a whole user buffer
@@ -214,6 +217,8 @@ pub struct Daemon<A: AuthFiles> {
     debug: u32,
     /// Resource manager, tasker, hoster and tracer registrations.
     reg: Registry,
+    /// Program that starts PvmTaskDebug spawns (gets the task's path and arguments).
+    debugger: String,
     mbox: Mailbox,
     db_waiters: Vec<DbWaiter>,
     notifies: Notifies,
@@ -254,11 +259,17 @@ impl<A: AuthFiles> Daemon<A> {
             last_ctx: 0,
             debug,
             reg: Registry::default(),
+            debugger: DEFAULT_DEBUGGER.to_string(),
             mbox: Mailbox::default(),
             db_waiters: Vec::new(),
             notifies: Notifies::default(),
             launcher: Box::new(NoLauncher),
         }
+    }
+
+    /// The debugger for PvmTaskDebug spawns (`bx=`, else `PVM_DEBUGGER`, else the default).
+    pub fn set_debugger(&mut self, path: String) {
+        self.debugger = path;
     }
 
     pub fn set_launcher(&mut self, l: Box<dyn Launcher>) {
@@ -1052,17 +1063,18 @@ impl<A: AuthFiles> Daemon<A> {
         if !here {
             tids.resize(n, PvmError::NoHost.code());
         } else if let Some(path) = path {
-            if flags.contains(SpawnFlags::DEBUG) {
-                out.push(Out::Log(
-                    "tm_spawn() PvmTaskDebug: debugger start not supported; started normally".into(),
-                ));
-            }
+            // PvmTaskDebug: the debugger is started instead, with the program's path and
+            // arguments after it (as the legacy forkexec() does).
+            let (exe, first) = if flags.contains(SpawnFlags::DEBUG) {
+                (self.debugger.clone(), vec![self.debugger.clone(), path.clone()])
+            } else {
+                (path.clone(), vec![path.clone()])
+            };
             let mut env = sp.env.clone();
             if let Some(wd) = wd {
                 env.push(format!("PVMSPAWNWD={wd}"));
             }
-            let mut argv = Vec::with_capacity(sp.argv.len() + 1);
-            argv.push(path.clone());
+            let mut argv = first;
             argv.extend(sp.argv.iter().cloned());
             for _ in 0..n {
                 let Some(tid) = self.alloc_tid() else {
@@ -1070,7 +1082,7 @@ impl<A: AuthFiles> Daemon<A> {
                     tids.push(PvmError::OutOfRes.code());
                     continue;
                 };
-                match self.launcher.launch(tid, &path, &argv, &env) {
+                match self.launcher.launch(tid, &exe, &argv, &env) {
                     Ok(pid) => {
                         self.tasks.insert(
                             tid.local(),
