@@ -659,3 +659,44 @@ fn connected_tasks_sending_garbage_are_cut_off_by_name_and_others_go_on() {
     }
     assert!(log.contains(&format!("from t{e_tid:x} with bogus tag")), "{log}");
 }
+
+#[test]
+fn a_sender_dying_inside_a_big_relayed_fragment_leaves_the_receiver_in_step() {
+    let tmp = TmpDir::new("big-cut");
+    let d = Pvmd::start(Kind::Ours, &tmp, &[]);
+    let (mut rx, rx_tid, _r) = attach(&tmp, &d.sock, 1);
+    let (mut tx, tx_tid, _t) = attach(&tmp, &d.sock, 2);
+    // One 1 MB fragment (as PvmDataInPlace sends), of which only 300 kB ever arrive.
+    let len = 1 << 20;
+    let mut start = StreamFragHeader {
+        dst: Tid(rx_tid),
+        src: Tid(tx_tid),
+        len,
+        flags: FragFlags::SOM | FragFlags::EOM,
+    }
+    .to_bytes()
+    .to_vec();
+    start.extend_from_slice(
+        &MsgHeader {
+            enc: ENC_XDR,
+            tag: 9,
+            ctx: 0,
+            wid: 0,
+            crc: 0,
+        }
+        .to_bytes(),
+    );
+    start.extend(std::iter::repeat(0xab).take(300_000));
+    tx.write_all(&start).unwrap();
+    drop(tx);
+    // The receiver gets the whole declared length (the missing part zeroed), then its stream
+    // is still framed correctly: a request gets its answer.
+    let got = read_raw(&mut rx).expect("the relayed fragment");
+    assert_eq!(got.len(), 16 + len as usize);
+    assert_eq!(&got[..start.len()], &start[..]);
+    assert!(got[start.len()..].iter().all(|&b| b == 0));
+    rx.write_all(&tm(Tm::Config, 5, rx_tid, &[])).unwrap();
+    let r = read_raw(&mut rx).expect("config reply after the cut fragment");
+    assert_eq!(MsgHeader::parse(&r[16..]).unwrap().tag, Tm::Config.code());
+    assert!(tmp.log().contains(&format!("t{tx_tid:x}")), "{}", tmp.log());
+}

@@ -32,7 +32,24 @@ pub struct FragReader<R> {
     pos: usize,
     /// Largest fragment payload accepted; raised by the daemon once the task has authenticated.
     limit: Arc<AtomicU32>,
+    /// Payload bytes still to come of a big fragment being streamed.
+    big_left: usize,
 }
+
+/// What one read produced.
+#[derive(Debug)]
+pub enum ReadEvent {
+    /// Whole fragments.
+    Frags(Vec<Frag>),
+    /// The start of a fragment bigger than [`BIG`]: its header and the payload so far. The rest
+    /// follows as [`ReadEvent::BigChunk`]s, so it can be passed on while it arrives.
+    BigStart(StreamFragHeader, Vec<u8>),
+    /// More of the big fragment; `true` on its last piece.
+    BigChunk(Vec<u8>, bool),
+}
+
+/// Largest piece of a big fragment read at once.
+const STREAM_CHUNK: usize = 256 << 10;
 
 /// Read size: several 4 KB fragments per call, small enough that a thousand idle connections
 /// stay cheap.
@@ -50,6 +67,7 @@ impl<R: AsyncRead + Unpin> FragReader<R> {
             buf: Vec::new(),
             pos: 0,
             limit,
+            big_left: 0,
         }
     }
 
@@ -94,50 +112,40 @@ impl<R: AsyncRead + Unpin> FragReader<R> {
         Ok(n > 0)
     }
 
-    /// Reads the rest of a big fragment whose header is at `pos`, growing its buffer as bytes
-    /// arrive (doubling, so memory stays within twice what was received).
-    async fn read_big(&mut self, hdr: StreamFragHeader) -> Result<Frag, ConnError> {
-        let len = hdr.len as usize;
-        let start = self.pos + HEADER_LEN;
-        let mut payload = Vec::with_capacity(READ_CHUNK.min(len));
-        payload.extend_from_slice(&self.buf[start..]);
-        self.buf.clear();
-        self.pos = 0;
-        while payload.len() < len {
-            let have = payload.len();
-            let want = (len - have).min(have.max(READ_CHUNK));
-            payload.resize(have + want, 0);
-            let n = match self.rd.read(&mut payload[have..]).await {
-                Ok(n) => n,
-                Err(e) => return Err(e.into()),
-            };
-            payload.truncate(have + n);
+    /// The next piece of input: whole fragments, or the start or a piece of a big fragment;
+    /// `None` at a clean end of stream.
+    pub async fn next_event(&mut self) -> Result<Option<ReadEvent>, ConnError> {
+        if self.big_left > 0 {
+            let want = self.big_left.min(STREAM_CHUNK);
+            let mut v = vec![0u8; want];
+            let n = self.rd.read(&mut v).await?;
             if n == 0 {
                 return Err(ConnError::Truncated {
-                    have: HEADER_LEN + have,
-                    need: HEADER_LEN + len,
+                    have: 0,
+                    need: self.big_left,
                 });
             }
+            v.truncate(n);
+            self.big_left -= n;
+            return Ok(Some(ReadEvent::BigChunk(v, self.big_left == 0)));
         }
-        Ok((hdr, payload))
-    }
-
-    /// The next whole fragments (at least one), in order; `false` at a clean end of stream.
-    pub async fn next_batch(&mut self, out: &mut Vec<Frag>) -> Result<bool, ConnError> {
+        let mut out = Vec::new();
         loop {
-            if let Some(hdr) = self.take_whole(out)? {
-                let f = self.read_big(hdr).await?;
-                out.push(f);
-                return Ok(true);
+            if let Some(hdr) = self.take_whole(&mut out)? {
+                let first = self.buf[self.pos + HEADER_LEN..].to_vec();
+                self.buf = Vec::new();
+                self.pos = 0;
+                self.big_left = hdr.len as usize - first.len();
+                return Ok(Some(ReadEvent::BigStart(hdr, first)));
             }
             if !out.is_empty() {
                 self.compact();
-                return Ok(true);
+                return Ok(Some(ReadEvent::Frags(out)));
             }
             if !self.read_more().await? {
                 let have = self.pending().len();
                 if have == 0 {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let need = if have < HEADER_LEN {
                     HEADER_LEN
@@ -148,6 +156,33 @@ impl<R: AsyncRead + Unpin> FragReader<R> {
                 };
                 return Err(ConnError::Truncated { have, need });
             }
+        }
+    }
+
+    /// The next whole fragments (at least one), in order, big ones assembled; `false` at a
+    /// clean end of stream.
+    pub async fn next_batch(&mut self, out: &mut Vec<Frag>) -> Result<bool, ConnError> {
+        match self.next_event().await? {
+            None => Ok(false),
+            Some(ReadEvent::Frags(v)) => {
+                out.extend(v);
+                Ok(true)
+            }
+            Some(ReadEvent::BigStart(h, mut payload)) => {
+                while let Some(ReadEvent::BigChunk(c, last)) = self.next_event().await? {
+                    payload.extend_from_slice(&c);
+                    if last {
+                        out.push((h, payload));
+                        return Ok(true);
+                    }
+                }
+                // next_event yields only chunks until the fragment is complete.
+                Err(ConnError::Truncated {
+                    have: payload.len(),
+                    need: h.len as usize,
+                })
+            }
+            Some(ReadEvent::BigChunk(c, _)) => Err(ConnError::Truncated { have: c.len(), need: 0 }),
         }
     }
 

@@ -12,13 +12,17 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::conn::{ConnError, Frag, FragReader, BIG};
+use crate::conn::{ConnError, Frag, FragReader, ReadEvent, BIG};
 use crate::daemon::{AuthFiles, ConnId, Daemon, Out, MAX_FRAG_UNCONNECTED};
 use crate::log::Log;
+use pvm_proto::frag::StreamFragHeader;
 
 enum Event {
-    /// Whole fragments read from a connection by one read call (or one big fragment).
+    /// Whole fragments read from a connection by one read call.
     Frags(ConnId, Vec<Frag>),
+    /// A big fragment starts / continues (passed on while it arrives).
+    BigStart(ConnId, StreamFragHeader, Vec<u8>),
+    BigChunk(ConnId, Vec<u8>, bool),
     Ended(ConnId, Option<ConnError>),
 }
 
@@ -28,7 +32,18 @@ enum WriteCmd {
     Data(Vec<u8>),
     /// A relayed fragment: header and payload kept apart so the payload is not copied.
     Frag([u8; 16], Vec<u8>),
+    /// A big relayed fragment written while it arrives: header, payload so far, the rest as it
+    /// comes, and the payload length. Nothing else is written to the connection in between.
+    Stream([u8; 16], Vec<u8>, mpsc::UnboundedReceiver<Vec<u8>>, usize),
     Close,
+}
+
+/// A big fragment in progress on a connection (see [`ReadEvent::BigStart`]).
+enum Streaming {
+    /// Relayed: pieces go to the destination's writer.
+    Relay(mpsc::UnboundedSender<Vec<u8>>),
+    /// For the daemon (or not a fast-path relay): assembled, then handled as a whole.
+    Collect(StreamFragHeader, Vec<u8>),
 }
 
 impl WriteCmd {
@@ -36,6 +51,7 @@ impl WriteCmd {
         match self {
             WriteCmd::Data(b) => b.len(),
             WriteCmd::Frag(h, p) => h.len() + p.len(),
+            WriteCmd::Stream(h, _, _, total) => h.len() + total,
             WriteCmd::Close => 0,
         }
     }
@@ -78,6 +94,30 @@ async fn write_loop(wr: Arc<OwnedWriteHalf>, mut rx: mpsc::UnboundedReceiver<Wri
                         break 'outer;
                     }
                     out.clear();
+                }
+                WriteCmd::Stream(h, first, mut more, total) => {
+                    out.extend_from_slice(&h);
+                    if write_shared(&wr, &out).await.is_err() || write_shared(&wr, &first).await.is_err() {
+                        break 'outer;
+                    }
+                    out.clear();
+                    let mut written = first.len();
+                    while written < total {
+                        let Some(c) = more.recv().await else { break };
+                        if write_shared(&wr, &c).await.is_err() {
+                            break 'outer;
+                        }
+                        written += c.len();
+                    }
+                    // The sender went away inside the fragment: pad it so this stream stays
+                    // in step (the message stays incomplete, as it is).
+                    while written < total {
+                        let n = (total - written).min(64 << 10);
+                        if write_shared(&wr, &vec![0u8; n]).await.is_err() {
+                            break 'outer;
+                        }
+                        written += n;
+                    }
                 }
                 WriteCmd::Close => {
                     close = true;
@@ -160,6 +200,7 @@ pub async fn serve<A: AuthFiles>(
     let (task_tx, mut task_rx) = mpsc::unbounded_channel::<TaskEvent>();
     daemon.set_launcher(Box::new(ProcLauncher::new(epath, task_tx)));
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    let mut streams: HashMap<ConnId, Streaming> = HashMap::new();
     let mut next_id: ConnId = 1;
     let Signals {
         term: mut sigterm,
@@ -185,14 +226,11 @@ pub async fn serve<A: AuthFiles>(
                     let reader = tokio::spawn(async move {
                         let mut r = FragReader::new(rd, lim);
                         loop {
-                            let mut v = Vec::new();
-                            match r.next_batch(&mut v).await {
-                                Ok(true) => {
-                                    if tx.send(Event::Frags(id, v)).is_err() {
-                                        return;
-                                    }
-                                }
-                                Ok(false) => {
+                            let ev = match r.next_event().await {
+                                Ok(Some(ReadEvent::Frags(v))) => Event::Frags(id, v),
+                                Ok(Some(ReadEvent::BigStart(h, p))) => Event::BigStart(id, h, p),
+                                Ok(Some(ReadEvent::BigChunk(c, last))) => Event::BigChunk(id, c, last),
+                                Ok(None) => {
                                     let _ = tx.send(Event::Ended(id, None));
                                     return;
                                 }
@@ -200,6 +238,9 @@ pub async fn serve<A: AuthFiles>(
                                     let _ = tx.send(Event::Ended(id, Some(e)));
                                     return;
                                 }
+                            };
+                            if tx.send(ev).is_err() {
+                                return;
                             }
                         }
                     });
@@ -239,7 +280,43 @@ pub async fn serve<A: AuthFiles>(
                         break Stop::Halt;
                     }
                 }
+                Event::BigStart(id, h, first) => {
+                    if !conns.contains_key(&id) {
+                        continue;
+                    }
+                    match daemon.relay_target(id, &h) {
+                        Some((to, hdr)) => {
+                            let (stx, srx) = mpsc::unbounded_channel();
+                            let cmd = WriteCmd::Stream(hdr, first, srx, h.len as usize);
+                            streams.insert(id, Streaming::Relay(stx));
+                            if queue(&mut conns, to, cmd, daemon, log) {
+                                break Stop::Halt;
+                            }
+                        }
+                        None => {
+                            streams.insert(id, Streaming::Collect(h, first));
+                        }
+                    }
+                }
+                Event::BigChunk(id, c, last) => {
+                    match streams.get_mut(&id) {
+                        Some(Streaming::Relay(tx)) => {
+                            let _ = tx.send(c);
+                        }
+                        Some(Streaming::Collect(_, buf)) => buf.extend_from_slice(&c),
+                        None => continue,
+                    }
+                    if last {
+                        if let Some(Streaming::Collect(h, p)) = streams.remove(&id) {
+                            let outs = daemon.fragment(id, h, &p, SystemTime::now());
+                            if apply(outs, daemon, &mut conns, log) {
+                                break Stop::Halt;
+                            }
+                        }
+                    }
+                }
                 Event::Ended(id, err) => {
+                    streams.remove(&id);
                     if let Some(e) = err {
                         log.line(&format!("loclinput() {}: {e}; closing", daemon.conn_name(id)));
                     }
@@ -252,6 +329,11 @@ pub async fn serve<A: AuthFiles>(
                     }
                 }
             },
+        }
+        // A connection closed by a decision (not by its reader) may have left a big fragment
+        // half relayed: dropping its sender lets the destination's writer pad and go on.
+        if !streams.is_empty() {
+            streams.retain(|id, _| conns.contains_key(id));
         }
     };
     for (_, c) in conns.drain() {
@@ -275,7 +357,8 @@ fn enqueue(conns: &mut HashMap<ConnId, ConnHandle>, id: ConnId, cmd: WriteCmd, l
     let n = cmd.len();
     let q = c.queued.fetch_add(n, Ordering::Relaxed) + n;
     let _ = c.writer.send(cmd);
-    if q > MAX_QUEUED {
+    // What was already waiting counts, not the new item: one big message is not a backlog.
+    if q - n > MAX_QUEUED {
         log.line(&format!(
             "locloutput() connection {id} is not reading ({q} bytes queued); closing"
         ));
@@ -294,7 +377,7 @@ fn try_direct(wr: &OwnedWriteHalf, cmd: WriteCmd) -> Option<WriteCmd> {
     let (h, p): (&[u8], &[u8]) = match &cmd {
         WriteCmd::Data(b) => (&[], b),
         WriteCmd::Frag(h, p) => (h, p),
-        WriteCmd::Close => return Some(cmd),
+        WriteCmd::Stream(..) | WriteCmd::Close => return Some(cmd),
     };
     let total = h.len() + p.len();
     // WouldBlock, or an error the writer task will meet and end on, count as nothing written.
