@@ -286,6 +286,7 @@ fn main() -> ExitCode {
         ..HostConfig::master(&name, ARCH, &hex_addr(udp_addr))
     };
 
+    sys::tune_malloc();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
