@@ -30,6 +30,9 @@ pub const TF_CONN: i32 = 4;
 /// few hundred bytes; mailbox PUTs carry whole user messages, so the cap is generous.
 pub const MAX_REQUEST: usize = 16 << 20;
 
+/// First PVMEPID cookie: above the largest Linux pid (2^22), so never a pid.
+const COOKIE_BASE: i32 = 0x4000_0000;
+
 /// The legacy default debugger script, relative to PVM_ROOT.
 pub const DEFAULT_DEBUGGER: &str = "$PVM_ROOT/lib/debugger";
 
@@ -138,6 +141,9 @@ struct Task {
     out_buf: Vec<u8>,
     ptid: Tid,
     pid: i32,
+    /// The PVMEPID value a spawned task presents in TM_CONN2 (0 for tasks nobody spawned).
+    /// Drawn above any pid, so a task connecting on its own (cookie = its pid) never matches.
+    cookie: i32,
     /// The pid was confirmed by the kernel (SO_PEERCRED), so signalling it hits the task.
     pid_verified: bool,
     a_out: String,
@@ -213,6 +219,8 @@ pub struct Daemon<A: AuthFiles> {
     conns: HashMap<ConnId, Conn>,
     tasks: BTreeMap<u32, Task>,
     last_local: u32,
+    /// Last PVMEPID cookie handed out.
+    last_cookie: i32,
     last_ctx: u32,
     debug: u32,
     /// Resource manager, tasker, hoster and tracer registrations.
@@ -256,6 +264,7 @@ impl<A: AuthFiles> Daemon<A> {
             conns: HashMap::new(),
             tasks: BTreeMap::new(),
             last_local: 0,
+            last_cookie: 0,
             last_ctx: 0,
             debug,
             reg: Registry::default(),
@@ -881,10 +890,10 @@ impl<A: AuthFiles> Daemon<A> {
         let spawned = self
             .tasks
             .iter()
-            .find(|(_, t)| t.forked && t.conn.is_none() && t.pid == cookie)
+            .find(|(_, t)| t.forked && t.conn.is_none() && t.cookie == cookie)
             .map(|(l, _)| *l);
         if let Some(local) = spawned {
-            return self.attach_spawned(req, local, parsed.pid, cookie, out);
+            return self.attach_spawned(req, local, parsed.pid, out);
         }
         // Only a task nobody spawned gets a new tid: allocating one for a spawned task too
         // would skip a number and make the next tids differ from the legacy daemon's.
@@ -900,6 +909,7 @@ impl<A: AuthFiles> Daemon<A> {
             out_buf: Vec::new(),
             ptid: Tid::NONE,
             pid: parsed.pid,
+            cookie: 0,
             pid_verified: peer_pid == Some(parsed.pid),
             a_out: parsed.name.unwrap_or_default(),
             outtid: 0,
@@ -1082,6 +1092,16 @@ impl<A: AuthFiles> Daemon<A> {
                     tids.push(PvmError::OutOfRes.code());
                     continue;
                 };
+                // The cookie the task will present: the legacy uses the child's pid; any value
+                // no pid can take serves, and lets the program be exec'ed directly.
+                self.last_cookie = if self.last_cookie < COOKIE_BASE || self.last_cookie == i32::MAX {
+                    COOKIE_BASE
+                } else {
+                    self.last_cookie + 1
+                };
+                let cookie = self.last_cookie;
+                let mut env = env.clone();
+                env.push(format!("PVMEPID={cookie}"));
                 match self.launcher.launch(tid, &exe, &argv, &env) {
                     Ok(pid) => {
                         self.tasks.insert(
@@ -1094,6 +1114,7 @@ impl<A: AuthFiles> Daemon<A> {
                                 out_buf: Vec::new(),
                                 ptid,
                                 pid,
+                                cookie,
                                 pid_verified: true,
                                 a_out: sp.file.clone(),
                                 outtid: sp.outtid,
@@ -1201,11 +1222,11 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// A task this daemon spawned connects (PVMEPID cookie): it keeps its tid and parent, and
     /// what was sent to it meanwhile is delivered after the TM_CONN2 reply.
-    fn attach_spawned(&mut self, req: &Request, local: u32, pid: i32, cookie: i32, out: &mut Vec<Out>) {
+    fn attach_spawned(&mut self, req: &Request, local: u32, pid: i32, out: &mut Vec<Out>) {
         let tid = Tid::task(self.host.index, local);
         let Some(t) = self.tasks.get_mut(&local) else { return };
         t.conn = Some(req.conn);
-        if pid != cookie {
+        if pid != t.pid {
             // Not the process we started (e.g. its child): no longer ours to reap.
             t.pid = pid;
             t.forked = false;
@@ -2059,7 +2080,8 @@ mod tests {
             assert_eq!(l.len(), 2);
             assert_eq!(l[0].1, "/bin/prog");
             assert_eq!(l[0].2, vec!["/bin/prog", "arg1"]);
-            assert_eq!(l[0].3, vec!["PVMCTX=0x0", "PVMSPAWNWD=/work"]);
+            assert_eq!(l[0].3, vec!["PVMCTX=0x0", "PVMSPAWNWD=/work", "PVMEPID=1073741824"]);
+            assert_eq!(l[1].3[2], "PVMEPID=1073741825");
         }
         // Not connected yet: listed with TF_FORKD only; messages to it wait.
         let (_, _, body) = sent(&send(&mut d, 1, Tm::Task, 4, &wire::int_body(0x40002)));
@@ -2074,13 +2096,13 @@ mod tests {
             flags: FragFlags::SOM | FragFlags::EOM,
         };
         assert!(d.fragment(1, h, &[9, 9, 9, 9], UNIX_EPOCH).is_empty(), "queued");
-        // The child connects with PVMEPID = its pid (101): it gets tid 40002 and parent.
+        // The child (pid 101) connects with its PVMEPID cookie: it gets tid 40002 and parent.
         d.accept(7, Some(101));
         let mut w = XdrWriter::new();
         w.int(1318).string("/x");
         send(&mut d, 7, Tm::Connect, 1, &w.into_inner());
         let mut w = XdrWriter::new();
-        w.int(101).int(101);
+        w.int(101).int(0x4000_0000);
         let out = send(&mut d, 7, Tm::Conn2, 2, &w.into_inner());
         let (fh, _, body) = sent(&out);
         assert_eq!(fh.dst, Tid(0x40002));
