@@ -19,65 +19,206 @@ pub enum ConnError {
     Parse(#[from] ParseError),
 }
 
-/// Owns the read half of a connection and its buffer; yields one whole fragment at a time.
+/// Owns the read half of a connection and its buffer; yields whole fragments.
+///
+/// Reads are large (several small fragments per system call, the libpvm writes a 4 KB fragment
+/// per call); a fragment bigger than [`BIG`] is read straight into its own buffer, so relaying it
+/// costs no extra copy. Memory grows only as bytes arrive: a claimed length is never allocated
+/// up front.
 pub struct FragReader<R> {
     rd: R,
     buf: Vec<u8>,
+    /// Start of the unconsumed bytes in `buf`.
+    pos: usize,
     /// Largest fragment payload accepted; raised by the daemon once the task has authenticated.
     limit: Arc<AtomicU32>,
+    /// Payload bytes still to come of a big fragment being streamed.
+    big_left: usize,
 }
 
-const READ_CHUNK: usize = 8192;
+/// What one read produced.
+#[derive(Debug)]
+pub enum ReadEvent {
+    /// Whole fragments.
+    Frags(Vec<Frag>),
+    /// The start of a fragment bigger than [`BIG`]: its header and the payload so far. The rest
+    /// follows as [`ReadEvent::BigChunk`]s, so it can be passed on while it arrives.
+    BigStart(StreamFragHeader, Vec<u8>),
+    /// More of the big fragment; `true` on its last piece.
+    BigChunk(Vec<u8>, bool),
+}
+
+/// Largest piece of a big fragment read at once.
+const STREAM_CHUNK: usize = 256 << 10;
+
+/// Read size: several 4 KB fragments per call, small enough that a thousand idle connections
+/// stay cheap.
+const READ_CHUNK: usize = 16 << 10;
+/// Payloads above this get a buffer of their own instead of passing through `buf`.
+pub const BIG: usize = 64 << 10;
+
+/// One fragment: header and payload.
+pub type Frag = (StreamFragHeader, Vec<u8>);
 
 impl<R: AsyncRead + Unpin> FragReader<R> {
     pub fn new(rd: R, limit: Arc<AtomicU32>) -> Self {
         FragReader {
             rd,
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: Vec::new(),
+            pos: 0,
             limit,
+            big_left: 0,
         }
     }
 
-    /// Reads until `buf` holds `need` bytes. Returns false on a clean end of stream (nothing
-    /// buffered), an error on end of stream with a partial fragment.
-    async fn fill(&mut self, need: usize) -> Result<bool, ConnError> {
-        while self.buf.len() < need {
-            let have = self.buf.len();
-            // Read at most what the current fragment still needs plus a chunk, so a huge claimed
-            // length never allocates before the bytes actually arrive.
-            let want = (need - have).clamp(1, READ_CHUNK);
-            self.buf.resize(have + want, 0);
-            let n = match self.rd.read(&mut self.buf[have..]).await {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(have);
-                    return Err(e.into());
-                }
-            };
-            self.buf.truncate(have + n);
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Moves every whole fragment out of `buf` into `out`; a big fragment whose header is
+    /// buffered is returned as `Err(header)` to be read separately.
+    fn take_whole(&mut self, out: &mut Vec<Frag>) -> Result<Option<StreamFragHeader>, ConnError> {
+        loop {
+            let p = self.pending();
+            if p.len() < HEADER_LEN {
+                return Ok(None);
+            }
+            let hdr = StreamFragHeader::parse(p, self.limit.load(Ordering::Relaxed))?;
+            let total = HEADER_LEN + hdr.len as usize;
+            if p.len() < total {
+                return Ok((hdr.len as usize > BIG && out.is_empty()).then_some(hdr));
+            }
+            out.push((hdr, p[HEADER_LEN..total].to_vec()));
+            self.pos += total;
+        }
+    }
+
+    fn compact(&mut self) {
+        if self.pos == self.buf.len() {
+            // Idle connections hold no buffer (a thousand connected tasks stay cheap).
+            self.buf = Vec::new();
+            self.pos = 0;
+        } else if self.pos > 0 && (self.pos >= self.buf.len() / 2 || self.buf.len() > 4 * READ_CHUNK) {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+
+    /// Reads into `buf` (its spare capacity: no zero-filling); false at end of stream.
+    async fn read_more(&mut self) -> Result<bool, ConnError> {
+        self.compact();
+        self.buf.reserve(READ_CHUNK);
+        let n = self.rd.read_buf(&mut self.buf).await?;
+        Ok(n > 0)
+    }
+
+    /// The next piece of input: whole fragments, or the start or a piece of a big fragment;
+    /// `None` at a clean end of stream.
+    pub async fn next_event(&mut self) -> Result<Option<ReadEvent>, ConnError> {
+        if self.big_left > 0 {
+            let want = self.big_left.min(STREAM_CHUNK);
+            let mut v = vec![0u8; want];
+            let n = self.rd.read(&mut v).await?;
             if n == 0 {
+                return Err(ConnError::Truncated {
+                    have: 0,
+                    need: self.big_left,
+                });
+            }
+            v.truncate(n);
+            self.big_left -= n;
+            return Ok(Some(ReadEvent::BigChunk(v, self.big_left == 0)));
+        }
+        let mut out = Vec::new();
+        loop {
+            if let Some(hdr) = self.take_whole(&mut out)? {
+                let first = self.buf[self.pos + HEADER_LEN..].to_vec();
+                self.buf = Vec::new();
+                self.pos = 0;
+                self.big_left = hdr.len as usize - first.len();
+                return Ok(Some(ReadEvent::BigStart(hdr, first)));
+            }
+            if !out.is_empty() {
+                self.compact();
+                return Ok(Some(ReadEvent::Frags(out)));
+            }
+            if !self.read_more().await? {
+                let have = self.pending().len();
                 if have == 0 {
-                    return Ok(false);
+                    return Ok(None);
                 }
+                let need = if have < HEADER_LEN {
+                    HEADER_LEN
+                } else {
+                    StreamFragHeader::parse(self.pending(), u32::MAX)
+                        .map(|h| HEADER_LEN + h.len as usize)
+                        .unwrap_or(HEADER_LEN)
+                };
                 return Err(ConnError::Truncated { have, need });
             }
         }
-        Ok(true)
     }
 
-    /// The next fragment, or `None` at a clean end of stream.
-    pub async fn next(&mut self) -> Result<Option<(StreamFragHeader, Vec<u8>)>, ConnError> {
-        if !self.fill(HEADER_LEN).await? {
+    /// The next whole fragments (at least one), in order, big ones assembled; `false` at a
+    /// clean end of stream.
+    pub async fn next_batch(&mut self, out: &mut Vec<Frag>) -> Result<bool, ConnError> {
+        match self.next_event().await? {
+            None => Ok(false),
+            Some(ReadEvent::Frags(v)) => {
+                out.extend(v);
+                Ok(true)
+            }
+            Some(ReadEvent::BigStart(h, mut payload)) => {
+                while let Some(ReadEvent::BigChunk(c, last)) = self.next_event().await? {
+                    payload.extend_from_slice(&c);
+                    if last {
+                        out.push((h, payload));
+                        return Ok(true);
+                    }
+                }
+                // next_event yields only chunks until the fragment is complete.
+                Err(ConnError::Truncated {
+                    have: payload.len(),
+                    need: h.len as usize,
+                })
+            }
+            Some(ReadEvent::BigChunk(c, _)) => Err(ConnError::Truncated { have: c.len(), need: 0 }),
+        }
+    }
+
+    /// The next fragment, or `None` at a clean end of stream (one at a time; for tests).
+    pub async fn next(&mut self) -> Result<Option<Frag>, ConnError> {
+        let mut v = Vec::with_capacity(1);
+        // Only the first is wanted: keep the others buffered by reading one at a time.
+        if self.pending().len() >= HEADER_LEN {
+            let hdr = StreamFragHeader::parse(self.pending(), self.limit.load(Ordering::Relaxed))?;
+            let total = HEADER_LEN + hdr.len as usize;
+            if self.pending().len() >= total {
+                let f = (hdr, self.pending()[HEADER_LEN..total].to_vec());
+                self.pos += total;
+                return Ok(Some(f));
+            }
+        }
+        if !self.next_batch(&mut v).await? {
             return Ok(None);
         }
-        let hdr = StreamFragHeader::parse(&self.buf, self.limit.load(Ordering::Relaxed))?;
-        let total = HEADER_LEN + hdr.len as usize;
-        if !self.fill(total).await? {
-            return Err(ConnError::Truncated { have: 0, need: total });
+        let mut it = v.into_iter();
+        let first = it.next();
+        // Put any further fragments back in front of the buffer.
+        let rest: Vec<u8> = it
+            .flat_map(|(h, p)| {
+                let mut b = h.to_bytes().to_vec();
+                b.extend_from_slice(&p);
+                b
+            })
+            .collect();
+        if !rest.is_empty() {
+            let mut nb = rest;
+            nb.extend_from_slice(self.pending());
+            self.buf = nb;
+            self.pos = 0;
         }
-        let payload = self.buf[HEADER_LEN..total].to_vec();
-        self.buf.drain(..total);
-        Ok(Some((hdr, payload)))
+        Ok(first)
     }
 }
 
@@ -155,6 +296,65 @@ mod tests {
             assert_eq!(r.next().await.unwrap().unwrap().1, vec![9; 7]);
             writer.await.unwrap();
             assert!(r.next().await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn batches_small_and_big_fragments_in_order() {
+        rt().block_on(async {
+            let mut bytes = Vec::new();
+            for i in 0..5u8 {
+                bytes.extend(frag(4080, i));
+            }
+            bytes.extend(frag(300_000, 7));
+            bytes.extend(frag(10, 8));
+            bytes.extend(frag(BIG as u32 + 1, 9));
+            let (mut a, b) = tokio::io::duplex(10_000);
+            let writer = tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                a.write_all(&bytes).await.unwrap();
+            });
+            let mut r = FragReader::new(b, Arc::new(AtomicU32::new(1 << 20)));
+            let mut all = Vec::new();
+            let mut batches = 0;
+            loop {
+                let mut v = Vec::new();
+                if !r.next_batch(&mut v).await.unwrap() {
+                    break;
+                }
+                assert!(!v.is_empty());
+                batches += 1;
+                all.extend(v);
+            }
+            writer.await.unwrap();
+            let got: Vec<(u32, u8)> = all.iter().map(|(h, p)| (h.len, p[0])).collect();
+            assert_eq!(
+                got,
+                [
+                    (4080, 0),
+                    (4080, 1),
+                    (4080, 2),
+                    (4080, 3),
+                    (4080, 4),
+                    (300_000, 7),
+                    (10, 8),
+                    (BIG as u32 + 1, 9)
+                ]
+            );
+            assert!(all
+                .iter()
+                .all(|(h, p)| p.len() == h.len as usize && p.iter().all(|&x| x == p[0])));
+            assert!(batches < all.len() + 1);
+        });
+    }
+
+    #[test]
+    fn truncated_big_fragment_is_an_error() {
+        rt().block_on(async {
+            let bytes = frag(200_000, 1);
+            let mut r = FragReader::new(&bytes[..100_000], Arc::new(AtomicU32::new(1 << 20)));
+            let mut v = Vec::new();
+            assert!(matches!(r.next_batch(&mut v).await, Err(ConnError::Truncated { .. })));
         });
     }
 }

@@ -9,7 +9,7 @@ use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pvm_proto::codes::{
-    DbOp, MboxFlags, PvmError, SpawnFlags, Tag, Tm, DSIG_X86_64, MSGHDR_LEN, TDPROTOCOL, UDPMAXLEN,
+    DbOp, MboxFlags, PvmError, Sm, SpawnFlags, Tag, Tm, DSIG_X86_64, MSGHDR_LEN, TDPROTOCOL, UDPMAXLEN,
 };
 use pvm_proto::frag::{FragFlags, StreamFragHeader};
 use pvm_proto::mesg::MsgHeader;
@@ -17,6 +17,7 @@ use pvm_proto::Tid;
 
 use crate::mbox::{self, Mailbox};
 use crate::notify::{Notice, Notifies, World as NotifyWorld};
+use crate::registry::Registry;
 use crate::wire;
 
 // ---- multi-host (h-multi): pvmd <-> pvmd in child modules ----
@@ -35,10 +36,18 @@ pub const TF_CONN: i32 = 4;
 /// few hundred bytes; mailbox PUTs carry whole user messages, so the cap is generous.
 pub const MAX_REQUEST: usize = 16 << 20;
 
+/// First PVMEPID cookie: above the largest Linux pid (2^22), so never a pid.
+const COOKIE_BASE: i32 = 0x4000_0000;
+
+/// The legacy default debugger script, relative to PVM_ROOT.
+pub const DEFAULT_DEBUGGER: &str = "$PVM_ROOT/lib/debugger";
+
 /// Largest fragment accepted before TM_CONN2 completes (the legacy daemon's buffer size).
 pub const MAX_FRAG_UNCONNECTED: u32 = (UDPMAXLEN - pvm_proto::frag::HEADER_LEN) as u32;
-/// Largest fragment accepted from a connected task (PvmFragSize can raise the task's size).
-pub const MAX_FRAG_CONNECTED: u32 = 4 << 20;
+/// Largest fragment accepted from a connected task. PvmDataInPlace sends a whole user buffer
+/// as one fragment (a 16 MB message is one 16 MB fragment), so this is large; the reader only
+/// allocates as the bytes arrive.
+pub const MAX_FRAG_CONNECTED: u32 = 256 << 20;
 
 /// File-system side of the connect handshake (wire.md §4.5).
 pub trait AuthFiles {
@@ -138,6 +147,9 @@ struct Task {
     out_buf: Vec<u8>,
     ptid: Tid,
     pid: i32,
+    /// The PVMEPID value a spawned task presents in TM_CONN2 (0 for tasks nobody spawned).
+    /// Drawn above any pid, so a task connecting on its own (cookie = its pid) never matches.
+    cookie: i32,
     /// The pid was confirmed by the kernel (SO_PEERCRED), so signalling it hits the task.
     pid_verified: bool,
     a_out: String,
@@ -215,8 +227,14 @@ pub struct Daemon<A: AuthFiles> {
     conns: HashMap<ConnId, Conn>,
     tasks: BTreeMap<u32, Task>,
     last_local: u32,
+    /// Last PVMEPID cookie handed out.
+    last_cookie: i32,
     last_ctx: u32,
     debug: u32,
+    /// Resource manager, tasker, hoster and tracer registrations.
+    reg: Registry,
+    /// Program that starts PvmTaskDebug spawns (gets the task's path and arguments).
+    debugger: String,
     mbox: Mailbox,
     db_waiters: Vec<DbWaiter>,
     notifies: Notifies,
@@ -256,14 +274,22 @@ impl<A: AuthFiles> Daemon<A> {
             conns: HashMap::new(),
             tasks: BTreeMap::new(),
             last_local: 0,
+            last_cookie: 0,
             last_ctx: 0,
             debug,
+            reg: Registry::default(),
+            debugger: DEFAULT_DEBUGGER.to_string(),
             mbox: Mailbox::default(),
             db_waiters: Vec::new(),
             notifies: Notifies::default(),
             launcher: Box::new(NoLauncher),
             net: None,
         }
+    }
+
+    /// The debugger for PvmTaskDebug spawns (`bx=`, else `PVM_DEBUGGER`, else the default).
+    pub fn set_debugger(&mut self, path: String) {
+        self.debugger = path;
     }
 
     pub fn set_launcher(&mut self, l: Box<dyn Launcher>) {
@@ -333,6 +359,14 @@ impl<A: AuthFiles> Daemon<A> {
         }
     }
 
+    /// How log lines name a connection: its task id once it has one.
+    pub fn conn_name(&self, conn: ConnId) -> String {
+        match self.conn_tid(conn) {
+            Some(t) => format!("t{:x}", t.bits()),
+            None => format!("unconnected task (connection {conn})"),
+        }
+    }
+
     fn conn_tid(&self, conn: ConnId) -> Option<Tid> {
         match self.conns.get(&conn)?.auth {
             Auth::Connected(t) => Some(t),
@@ -376,6 +410,9 @@ impl<A: AuthFiles> Daemon<A> {
             }
         }
         self.mbox.tidy(tid.0);
+        for l in self.reg.task_exited(tid) {
+            out.push(Out::Log(l));
+        }
         for n in self.notifies.task_exited(tid) {
             self.send_notice(n, out);
         }
@@ -488,6 +525,31 @@ impl<A: AuthFiles> Daemon<A> {
         out
     }
 
+    /// The relay fast path: when a fragment from `conn` is user data for a connected local
+    /// task, the connection to write it to and the rewritten header (as [`Self::fragment`]
+    /// would produce). `None` for anything else, which then goes through `fragment`. Lets the
+    /// shell forward payloads without copying them or building `Out` lists.
+    pub fn relay_target(&self, conn: ConnId, fh: &StreamFragHeader) -> Option<(ConnId, [u8; 16])> {
+        if self.debug & 0x2 != 0 {
+            return None;
+        }
+        let Auth::Connected(src) = self.conns.get(&conn)?.auth else {
+            return None;
+        };
+        let dst = fh.dst;
+        if dst.is_pvmd() || dst.is_multicast() || !dst.is_task() || !dst.is_on_host(self.host.index) {
+            return None;
+        }
+        let to = self.tasks.get(&dst.local())?.conn?;
+        let hdr = StreamFragHeader {
+            dst: Tid::task(self.host.index, dst.local()),
+            src,
+            len: fh.len,
+            flags: fh.flags & (FragFlags::SOM | FragFlags::EOM),
+        };
+        Some((to, hdr.to_bytes()))
+    }
+
     /// Cut-through relay of a fragment from a connected task to another task.
     fn route(&mut self, src: Tid, fh: StreamFragHeader, payload: &[u8], out: &mut Vec<Out>) {
         let dst = fh.dst;
@@ -591,6 +653,9 @@ impl<A: AuthFiles> Daemon<A> {
                 tag.name()
             )));
         }
+        if let Tag::Sm(sm) = tag {
+            return self.sm_entry(sm, &req, out);
+        }
         let Tag::Tm(tm) = tag else {
             out.push(Out::Log(format!(
                 "loclentry() message from t{:x} with bogus tag {}",
@@ -638,7 +703,14 @@ impl<A: AuthFiles> Daemon<A> {
             Tm::SendSig => self.tm_sendsig(&req, out),
             Tm::Tickle => self.tm_tickle(&req, out),
             Tm::Spawn => self.tm_spawn(&req, out),
-            Tm::DelHost | Tm::Sched | Tm::Tasker | Tm::Hoster | Tm::Tracer => {
+            Tm::Sched => self.tm_sched(&req, out),
+            Tm::Tasker | Tm::Hoster => self.tm_tasker_hoster(tm, &req, out),
+            Tm::Tracer => match self.reg.register_tracer(req.src, req.body) {
+                Ok(code) => self.reply(&req, req.src, &wire::int_body(code), out),
+                // The legacy logs and does not answer.
+                Err(e) => out.push(Out::Log(format!("tm_tracer() bad msg format: {e}"))),
+            },
+            Tm::DelHost => {
                 // Not implemented yet. Every one of these has a reply whose first int may be an
                 // error, so answer PvmNotImpl instead of leaving the task waiting forever.
                 out.push(Out::Log(format!(
@@ -668,6 +740,81 @@ impl<A: AuthFiles> Daemon<A> {
                 ));
                 self.close(req.conn, out);
             }
+        }
+    }
+
+    /// TM_SCHED: the caller becomes the resource manager; the answer is the previous one and
+    /// the master host's entry.
+    fn tm_sched(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let old = self.reg.register_sched(req.src);
+        if self.debug & 0x8000 != 0 {
+            out.push(Out::Log(format!(
+                "tm_sched() old t{:x} new t{:x}",
+                old.bits(),
+                req.src.bits()
+            )));
+        }
+        let h = self.host_entry();
+        let mut w = pvm_proto::xdr::XdrWriter::new();
+        w.int(old.0)
+            .int(h.hostpart)
+            .string(&h.name)
+            .string(&h.arch)
+            .int(h.speed)
+            .int(h.dsig);
+        self.reply(req, req.src, &w.into_inner(), out);
+    }
+
+    fn tm_tasker_hoster(&mut self, tm: Tm, req: &Request, out: &mut Vec<Out>) {
+        let regme = match first_int(req.body) {
+            Some(r) => r,
+            None => {
+                return out.push(Out::Log(format!(
+                    "{}() bad msg format",
+                    if tm == Tm::Tasker { "tm_tasker" } else { "tm_hoster" }
+                )))
+            }
+        };
+        let slot = if tm == Tm::Tasker {
+            &mut self.reg.tasker
+        } else {
+            &mut self.reg.hoster
+        };
+        let code = Registry::register_slot(slot, req.src, regme != 0);
+        self.reply(req, req.src, &wire::int_body(code), out);
+    }
+
+    /// SM_ messages to the daemon: acted on only from the registered resource manager, tasker
+    /// or hoster (anything else is logged and dropped, as the legacy does with bogus tags).
+    fn sm_entry(&mut self, sm: Sm, req: &Request, out: &mut Vec<Out>) {
+        if self.conn_tid(req.conn).is_none() || !self.reg.may_send_sm(req.src) {
+            return out.push(Out::Log(format!(
+                "loclentry() message from t{:x} with bogus tag {} (not a registered RM/tasker/hoster)",
+                req.src.bits(),
+                sm.name()
+            )));
+        }
+        match (sm, first_int(req.body)) {
+            (Sm::Handoff, Some(to)) if req.src == self.reg.sched => {
+                self.reg.handoff(req.src, Tid(to));
+                out.push(Out::Log(format!(
+                    "sm_handoff() resource manager t{:x} hands off to t{:x}",
+                    req.src.bits(),
+                    to
+                )));
+            }
+            (Sm::TaskX, Some(tid)) if req.src == self.reg.tasker => {
+                // The tasker reports a task it started as exited.
+                let tid = Tid(tid);
+                if tid.is_task() && tid.is_on_host(self.host.index) && self.tasks.contains_key(&tid.local()) {
+                    self.task_gone(tid, out);
+                }
+            }
+            _ => out.push(Out::Log(format!(
+                "sm_entry() {} from t{:x} not supported; dropped",
+                sm.name(),
+                req.src.bits()
+            ))),
         }
     }
 
@@ -713,6 +860,17 @@ impl<A: AuthFiles> Daemon<A> {
         self.close(req.conn, out);
     }
 
+    /// The PVMEPID cookie a spawned task will present. The legacy uses the child's pid; any
+    /// value no pid can take serves, and lets the program be exec'ed directly.
+    pub(crate) fn next_cookie(&mut self) -> i32 {
+        self.last_cookie = if self.last_cookie < COOKIE_BASE || self.last_cookie == i32::MAX {
+            COOKIE_BASE
+        } else {
+            self.last_cookie + 1
+        };
+        self.last_cookie
+    }
+
     fn alloc_tid(&mut self) -> Option<Tid> {
         let max = Tid::LOCAL_MASK;
         for _ in 0..max {
@@ -737,7 +895,7 @@ impl<A: AuthFiles> Daemon<A> {
             udpmax: UDPMAXLEN as i32,
             dsig: self.host.dsig,
             ip: self.host.ip_hex.clone(),
-            schedtid: 0,
+            schedtid: self.reg.sched.0,
         }
     }
 
@@ -769,20 +927,22 @@ impl<A: AuthFiles> Daemon<A> {
             }
         }
         self.auth.remove(&dauth);
-        let Some(tid) = self.alloc_tid() else {
-            out.push(Out::Log("tm_conn2() out of tids?".into()));
-            return self.close(req.conn, out);
-        };
         let peer_pid = self.conns.get(&req.conn).and_then(|c| c.peer_pid);
         let cookie = if parsed.cookie == 0 { parsed.pid } else { parsed.cookie };
         let spawned = self
             .tasks
             .iter()
-            .find(|(_, t)| t.forked && t.conn.is_none() && t.pid == cookie)
+            .find(|(_, t)| t.forked && t.conn.is_none() && t.cookie == cookie)
             .map(|(l, _)| *l);
         if let Some(local) = spawned {
-            return self.attach_spawned(req, local, parsed.pid, cookie, out);
+            return self.attach_spawned(req, local, parsed.pid, out);
         }
+        // Only a task nobody spawned gets a new tid: allocating one for a spawned task too
+        // would skip a number and make the next tids differ from the legacy daemon's.
+        let Some(tid) = self.alloc_tid() else {
+            out.push(Out::Log("tm_conn2() out of tids?".into()));
+            return self.close(req.conn, out);
+        };
         let task = Task {
             conn: Some(req.conn),
             forked: false,
@@ -791,6 +951,7 @@ impl<A: AuthFiles> Daemon<A> {
             out_buf: Vec::new(),
             ptid: Tid::NONE,
             pid: parsed.pid,
+            cookie: 0,
             pid_verified: peer_pid == Some(parsed.pid),
             a_out: parsed.name.unwrap_or_default(),
             outtid: 0,
@@ -812,6 +973,12 @@ impl<A: AuthFiles> Daemon<A> {
         }
         out.push(Out::FragLimit(req.conn, MAX_FRAG_CONNECTED));
         self.reply(req, tid, &body, out);
+        if self.reg.sched != Tid::NONE {
+            // A task that connected on its own is news to the resource manager.
+            let mut w = pvm_proto::xdr::XdrWriter::new();
+            w.int(1).int(tid.0);
+            self.send_to_task(self.reg.sched, Sm::ExecAck.code(), 0, 0, &w.into_inner(), out);
+        }
     }
 
     fn tm_notify(&mut self, req: &Request, out: &mut Vec<Out>) {
@@ -962,17 +1129,18 @@ impl<A: AuthFiles> Daemon<A> {
         if !here {
             tids.resize(n, PvmError::NoHost.code());
         } else if let Some(path) = path {
-            if flags.contains(SpawnFlags::DEBUG) {
-                out.push(Out::Log(
-                    "tm_spawn() PvmTaskDebug: debugger start not supported; started normally".into(),
-                ));
-            }
+            // PvmTaskDebug: the debugger is started instead, with the program's path and
+            // arguments after it (as the legacy forkexec() does).
+            let (exe, first) = if flags.contains(SpawnFlags::DEBUG) {
+                (self.debugger.clone(), vec![self.debugger.clone(), path.clone()])
+            } else {
+                (path.clone(), vec![path.clone()])
+            };
             let mut env = sp.env.clone();
             if let Some(wd) = wd {
                 env.push(format!("PVMSPAWNWD={wd}"));
             }
-            let mut argv = Vec::with_capacity(sp.argv.len() + 1);
-            argv.push(path.clone());
+            let mut argv = first;
             argv.extend(sp.argv.iter().cloned());
             for _ in 0..n {
                 let Some(tid) = self.alloc_tid() else {
@@ -980,7 +1148,10 @@ impl<A: AuthFiles> Daemon<A> {
                     tids.push(PvmError::OutOfRes.code());
                     continue;
                 };
-                match self.launcher.launch(tid, &path, &argv, &env) {
+                let cookie = self.next_cookie();
+                let mut env = env.clone();
+                env.push(format!("PVMEPID={cookie}"));
+                match self.launcher.launch(tid, &exe, &argv, &env) {
                     Ok(pid) => {
                         self.tasks.insert(
                             tid.local(),
@@ -992,6 +1163,7 @@ impl<A: AuthFiles> Daemon<A> {
                                 out_buf: Vec::new(),
                                 ptid,
                                 pid,
+                                cookie,
                                 pid_verified: true,
                                 a_out: sp.file.clone(),
                                 outtid: sp.outtid,
@@ -1102,11 +1274,11 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// A task this daemon spawned connects (PVMEPID cookie): it keeps its tid and parent, and
     /// what was sent to it meanwhile is delivered after the TM_CONN2 reply.
-    fn attach_spawned(&mut self, req: &Request, local: u32, pid: i32, cookie: i32, out: &mut Vec<Out>) {
+    fn attach_spawned(&mut self, req: &Request, local: u32, pid: i32, out: &mut Vec<Out>) {
         let tid = Tid::task(self.host.index, local);
         let Some(t) = self.tasks.get_mut(&local) else { return };
         t.conn = Some(req.conn);
-        if pid != cookie {
+        if pid != t.pid {
             // Not the process we started (e.g. its child): no longer ours to reap.
             t.pid = pid;
             t.forked = false;
@@ -1326,7 +1498,18 @@ impl<A: AuthFiles> Daemon<A> {
             },
             Some(DbOp::Remove) => wire::int_body(self.mbox.delete(tid, &db.class, db.index)),
             Some(DbOp::Names) => wire::db_names_reply(&self.mbox.names(&db.class)),
-            Some(DbOp::Reset) | None => {
+            Some(DbOp::Reset) => match wire::parse_tid_list(&req.body[db.rest..], "TMDB_RESET no-reset tids") {
+                Ok(keep) => {
+                    self.mbox.reset(&db.class, db.index, db.flags != 0, &keep);
+                    wire::int_body(0)
+                }
+                Err(e) => {
+                    // The legacy logs and never answers; an error answer does not hang the task.
+                    out.push(Out::Log(format!("tm_db() bad msg format in RESET: {e}")));
+                    wire::int_body(PvmError::BadMsg.code())
+                }
+            },
+            None => {
                 out.push(Out::Log(format!(
                     "tm_db() op {} on \"{}\" not implemented",
                     db.op, db.class
@@ -1420,13 +1603,19 @@ impl<A: AuthFiles> Daemon<A> {
             let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
             wire::hostsync_reply(0, d.as_secs() as i32, d.subsec_micros() as i32)
         } else {
-            wire::hostsync_reply(PvmError::NoHost.code(), 0, 0)
+            // Only the status: the legacy daemon sends no clock for an unknown host.
+            wire::int_body(PvmError::NoHost.code())
         };
         self.reply(req, req.src, &body, out);
     }
 }
 
 /// `pvmxtoi`: hex with or without `0x`; junk stops the number.
+/// The leading int of a body, if there is one.
+fn first_int(body: &[u8]) -> Option<i32> {
+    pvm_proto::xdr::XdrReader::new(body).int("first int").ok()
+}
+
 fn parse_hex(s: &str) -> i32 {
     let s = s.trim();
     let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
@@ -1732,7 +1921,7 @@ mod tests {
         let out = d.fragment(1, h, &p, now);
         assert_eq!(sent(&out).2, wire::hostsync_reply(0, 1000, 5));
         let (h, p) = request(Tm::HostSync, 4, &wire::int_body(0x80000));
-        assert_eq!(sent(&d.fragment(1, h, &p, now)).2, wire::hostsync_reply(-6, 0, 0));
+        assert_eq!(sent(&d.fragment(1, h, &p, now)).2, wire::int_body(-6));
     }
 
     #[test]
@@ -1787,10 +1976,22 @@ mod tests {
         let fh = StreamFragHeader::parse(bytes, u32::MAX).unwrap();
         assert_eq!((fh.dst, fh.src, fh.len, fh.flags), (b, a, 40, FragFlags::SOM));
         assert_eq!(&bytes[16..], &payload[..]);
-        // Unknown destination: dropped with a log line.
+        // The shell's fast path agrees byte for byte.
+        assert_eq!(d.relay_target(1, &h), Some((2, bytes[..16].try_into().unwrap())));
+        // Unknown destination: dropped with a log line, and no fast path.
         let h = StreamFragHeader { dst: Tid(0x40077), ..h };
+        assert_eq!(d.relay_target(1, &h), None);
         let out = d.fragment(1, h, &payload, UNIX_EPOCH);
         assert!(matches!(&out[..], [Out::Log(l)] if l.contains("no such task")));
+        // Requests to the daemon and fragments from unauthenticated connections never take it.
+        let h = StreamFragHeader {
+            dst: Tid::LOCAL_PVMD,
+            ..h
+        };
+        assert_eq!(d.relay_target(1, &h), None);
+        d.accept(9, None);
+        let h = StreamFragHeader { dst: b, ..h };
+        assert_eq!(d.relay_target(9, &h), None);
     }
 
     #[test]
@@ -1852,10 +2053,47 @@ mod tests {
     fn unimplemented_requests_get_an_error_not_silence() {
         let mut d = daemon();
         connect(&mut d, 1);
-        for tm in [Tm::DelHost, Tm::Sched, Tm::Tasker, Tm::Hoster, Tm::Tracer] {
-            let (_, mh, body) = sent(&send(&mut d, 1, tm, 3, &[]));
-            assert_eq!((mh.tag, body), (tm.code(), wire::int_body(-24)), "{tm:?}");
-        }
+        let tm = Tm::DelHost;
+        let (_, mh, body) = sent(&send(&mut d, 1, tm, 3, &[]));
+        assert_eq!((mh.tag, body), (tm.code(), wire::int_body(-24)), "{tm:?}");
+        // Registrations answer like the legacy daemon.
+        let (_, _, body) = sent(&send(&mut d, 1, Tm::Tasker, 4, &wire::int_body(1)));
+        assert_eq!(body, wire::int_body(0));
+        let (_, _, body) = sent(&send(&mut d, 1, Tm::Tasker, 5, &wire::int_body(1)));
+        assert_eq!(body, wire::int_body(PvmError::Already.code()));
+        let (_, _, body) = sent(&send(&mut d, 1, Tm::Hoster, 6, &wire::int_body(0)));
+        assert_eq!(body, wire::int_body(PvmError::NoTask.code()));
+        let (_, _, body) = sent(&send(&mut d, 1, Tm::Sched, 7, &[]));
+        assert_eq!(&body[..8], &[0, 0, 0, 0, 0, 4, 0, 0], "no previous RM; master hostpart");
+        // A second task is told about the RM, and the RM hears of it (SM_EXECACK 1, tid).
+        d.accept(2, Some(4242));
+        let out = send(&mut d, 2, Tm::Connect, 1, &{
+            let mut w = XdrWriter::new();
+            w.int(TDPROTOCOL).string("/tmp/t-auth");
+            w.into_inner()
+        });
+        assert_eq!(out.len(), 1);
+        let mut w = XdrWriter::new();
+        w.int(4242).int(0);
+        let out = send(&mut d, 2, Tm::Conn2, 2, &w.into_inner());
+        let sm: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Send(1, b) => Some(b.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sm.len(), 1, "{out:?}");
+        let mh = MsgHeader::parse(&sm[0][16..]).unwrap();
+        assert_eq!(mh.tag, Sm::ExecAck.code());
+        assert_eq!(&sm[0][48..], &[0, 0, 0, 1, 0, 4, 0, 2]);
+        // The RM exits: registrations end with a log line.
+        let out = d.closed(1);
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Out::Log(l) if l.contains("places tasks itself"))),
+            "{out:?}"
+        );
     }
 
     /// (tid, path, argv, env) of each launch.
@@ -1910,7 +2148,8 @@ mod tests {
             assert_eq!(l.len(), 2);
             assert_eq!(l[0].1, "/bin/prog");
             assert_eq!(l[0].2, vec!["/bin/prog", "arg1"]);
-            assert_eq!(l[0].3, vec!["PVMCTX=0x0", "PVMSPAWNWD=/work"]);
+            assert_eq!(l[0].3, vec!["PVMCTX=0x0", "PVMSPAWNWD=/work", "PVMEPID=1073741824"]);
+            assert_eq!(l[1].3[2], "PVMEPID=1073741825");
         }
         // Not connected yet: listed with TF_FORKD only; messages to it wait.
         let (_, _, body) = sent(&send(&mut d, 1, Tm::Task, 4, &wire::int_body(0x40002)));
@@ -1925,13 +2164,13 @@ mod tests {
             flags: FragFlags::SOM | FragFlags::EOM,
         };
         assert!(d.fragment(1, h, &[9, 9, 9, 9], UNIX_EPOCH).is_empty(), "queued");
-        // The child connects with PVMEPID = its pid (101): it gets tid 40002 and parent.
+        // The child (pid 101) connects with its PVMEPID cookie: it gets tid 40002 and parent.
         d.accept(7, Some(101));
         let mut w = XdrWriter::new();
         w.int(1318).string("/x");
         send(&mut d, 7, Tm::Connect, 1, &w.into_inner());
         let mut w = XdrWriter::new();
-        w.int(101).int(101);
+        w.int(101).int(0x4000_0000);
         let out = send(&mut d, 7, Tm::Conn2, 2, &w.into_inner());
         let (fh, _, body) = sent(&out);
         assert_eq!(fh.dst, Tid(0x40002));

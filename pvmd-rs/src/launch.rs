@@ -107,13 +107,9 @@ impl Launcher for ProcLauncher {
     }
 
     fn launch(&mut self, tid: Tid, path: &str, argv: &[String], env: &[String]) -> io::Result<i32> {
-        // The shell exports its own pid as PVMEPID and execs the program in the same process,
-        // so the task's TM_CONN2 cookie is the pid we record here.
-        let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg("PVMEPID=$$; export PVMEPID; exec \"$0\" \"$@\"")
-            .arg(path)
-            .args(argv.iter().skip(1))
+        // The program is exec'ed directly; the daemon put the PVMEPID cookie into `env`.
+        let mut cmd = tokio::process::Command::new(path);
+        cmd.args(argv.iter().skip(1))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

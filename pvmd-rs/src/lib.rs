@@ -18,6 +18,7 @@ pub mod limits; // hardening: per-client caps
 pub mod log;
 pub mod mbox;
 pub mod notify;
+pub mod registry;
 pub mod server;
 pub mod slave; // multi-host
 pub mod sys;

@@ -278,6 +278,7 @@ fn main() -> ExitCode {
         ..HostConfig::master(&name, ARCH, &hex_addr(udp_addr))
     };
 
+    sys::tune_malloc();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -315,6 +316,15 @@ fn main() -> ExitCode {
     log.line(&format!("ready {}", log::ctime(SystemTime::now())));
 
     let mut daemon = Daemon::new(host, FsAuth::new(names), args.debug);
+    // bx= of our hostfile line, else PVM_DEBUGGER, else $PVM_ROOT/lib/debugger; $VARs expanded.
+    let debugger = me
+        .as_ref()
+        .and_then(|h| h.opts.bpath.clone())
+        .or_else(|| std::env::var("PVM_DEBUGGER").ok())
+        .unwrap_or_else(|| pvmd_rs::daemon::DEFAULT_DEBUGGER.to_string());
+    if let Some(d) = pvmd_rs::launch::expand_epath(&debugger, |k| std::env::var(k).ok()).first() {
+        daemon.set_debugger(d.to_string_lossy().into_owned());
+    }
     let epath_spec = me
         .as_ref()
         .and_then(|h| h.opts.epath.clone())

@@ -1,7 +1,7 @@
 //! The mailbox (message box) database of TM_DB: classes of indexed entries, each holding an
 //! embedded message (wire.md §6.6) that is kept as the bytes it arrived as and sent back verbatim.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use pvm_proto::codes::{MboxFlags, PvmError};
 use pvm_proto::xdr::XdrReader;
@@ -24,6 +24,9 @@ pub struct Mailbox {
     bytes: usize,
     /// hardening: (entries, bytes incl. class names) per owner, for the per-task quotas.
     owners: std::collections::HashMap<i32, (usize, usize)>,
+    /// Owners a RESET marked: when they exit their persistent entries go too (the legacy's
+    /// WT_RESET wait), since a reset machine should not keep them.
+    doomed: BTreeSet<i32>,
 }
 
 /// What an entry costs its owner: the message and the class name it keeps alive.
@@ -176,11 +179,44 @@ impl Mailbox {
             .collect()
     }
 
-    /// A task exited: drop its entries, keep its persistent ones without an owner.
+    /// TMDB_RESET (the console's `reset`): in `class` (all classes if empty) and at `index` (all
+    /// if negative), persistent entries whose owner is gone are removed; with `kill` set, the
+    /// live owners of persistent entries that are not in `keep` are remembered so those entries
+    /// are removed, not orphaned, when the owner exits. Other entries are left alone (they go
+    /// with their owners anyway).
+    pub fn reset(&mut self, class: &str, index: i32, kill: bool, keep: &[i32]) {
+        let mut freed = 0;
+        let doomed = &mut self.doomed;
+        for (name, list) in self.classes.iter_mut() {
+            if !class.is_empty() && name != class {
+                continue;
+            }
+            list.retain(|e| {
+                let hit = index < 0 || e.index == index;
+                if !hit || !MboxFlags::from_bits_retain(e.flags).contains(MboxFlags::PERSISTENT) {
+                    return true;
+                }
+                if e.owner == 0 {
+                    freed += e.msg.len();
+                    return false;
+                }
+                if kill && !keep.contains(&e.owner) && doomed.len() < 4096 {
+                    doomed.insert(e.owner);
+                }
+                true
+            });
+        }
+        self.bytes -= freed;
+        self.classes.retain(|_, l| !l.is_empty());
+    }
+
+    /// A task exited: drop its entries, keep its persistent ones without an owner (unless a
+    /// RESET doomed them).
     pub fn tidy(&mut self, tid: i32) {
         if tid == 0 {
             return;
         }
+        let doomed = self.doomed.remove(&tid);
         let mut freed = 0;
         // hardening: the task's quota goes; persistent entries it leaves are charged to owner 0.
         let mut kept = (0, 0);
@@ -189,7 +225,7 @@ impl Mailbox {
                 if e.owner != tid {
                     return true;
                 }
-                if MboxFlags::from_bits_retain(e.flags).contains(MboxFlags::PERSISTENT) {
+                if !doomed && MboxFlags::from_bits_retain(e.flags).contains(MboxFlags::PERSISTENT) {
                     e.owner = 0;
                     kept.0 += 1;
                     kept.1 += cost(class, &e.msg);
@@ -226,14 +262,52 @@ fn refund(owners: &mut std::collections::HashMap<i32, (usize, usize)>, owner: i3
     }
 }
 
+/// The legacy daemon's class-name match (its `pvmmatchstring`): an unanchored search, so `svc`
+/// finds `svcA` and `lmbi` finds `t40001lmbi0`; a `*` after at least one matched character
+/// restarts the search for the rest of the pattern in the rest of the name; leading `*`s are
+/// ignored, an empty pattern matches everything and `\*` is a literal star. `.` is not special
+/// (the legacy's regex variant is compiled out). A step budget keeps hostile patterns with many
+/// stars from taking exponential time or deep recursion.
 fn glob(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
-        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
-        _ => false,
+    let mut budget: u32 = 1 << 20;
+    find(s, p, &mut budget, 0)
+}
+
+fn find(s: &[u8], p: &[u8], budget: &mut u32, depth: u32) -> bool {
+    let start = p.iter().position(|&c| c != b'*').unwrap_or(p.len());
+    let p = &p[start..];
+    if p.is_empty() {
+        return true;
     }
+    if depth > 64 {
+        return false;
+    }
+    for i in 0..s.len() {
+        if s[i] != p[0] {
+            continue;
+        }
+        let (mut x, mut y) = (i, 0);
+        while x < s.len() && y < p.len() && s[x] == p[y] {
+            if *budget == 0 {
+                return false;
+            }
+            *budget -= 1;
+            x += 1;
+            y += 1;
+            if y < p.len() && p[y] == b'*' {
+                if find(&s[x..], &p[y + 1..], budget, depth + 1) {
+                    return true;
+                }
+                break;
+            } else if y + 1 < p.len() && p[y] == b'\\' && p[y + 1] == b'*' {
+                y += 1;
+            }
+        }
+        if y == p.len() {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -328,7 +402,51 @@ mod tests {
         let names = m.names("*");
         assert_eq!(names, vec![("kept".to_string(), vec![(0, 0, 1)])]);
         assert_eq!(m.bytes, msg(2).len());
-        assert_eq!(m.names("ke?t").len(), 1);
+        assert_eq!(m.names("ke?t").len(), 0, "? is literal in the legacy match");
         assert_eq!(m.names("x*").len(), 0);
+    }
+
+    #[test]
+    fn reset_drops_orphaned_persistent_entries_and_dooms_live_owners() {
+        let mut m = Mailbox::default();
+        m.insert(ME, "p", -1, 1, msg(1));
+        m.insert(OTHER, "q", -1, 1, msg(2));
+        m.insert(OTHER, "plain", -1, 0, msg(3));
+        m.tidy(ME); // "p" is now persistent without an owner
+        m.reset("", -1, true, &[]);
+        let names: Vec<String> = m.names("").into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["plain", "q"]);
+        m.tidy(OTHER);
+        assert!(m.names("").is_empty(), "doomed owner's persistent entry went with it");
+        assert_eq!(m.bytes, 0);
+        // Kept owners and a class filter.
+        m.insert(ME, "a", -1, 1, msg(4));
+        m.reset("", -1, true, &[ME]);
+        m.tidy(ME);
+        assert_eq!(m.names("").len(), 1);
+        m.reset("other", -1, false, &[]);
+        assert_eq!(m.names("").len(), 1);
+        m.reset("a", -1, false, &[]);
+        assert!(m.names("").is_empty());
+    }
+
+    #[test]
+    fn class_names_match_like_the_legacy_search() {
+        // Cases observed with the Debian 3.4.6 daemon (gmbi of the pvm-examples).
+        assert!(glob(b"svc", b"svcA"));
+        assert!(glob(b"lmbi", b"t40001lmbi0"));
+        assert!(!glob(b".", b"t40001lmbi0"));
+        assert!(glob(b"", b"anything"));
+        assert!(glob(b"***", b"x"));
+        assert!(glob(b"t4*lmbi", b"t40001lmbi0"));
+        assert!(!glob(b"t4*lmbx", b"t40001lmbi0"));
+        assert!(glob(b"a\\*b", b"xa*b"));
+        assert!(!glob(b"a\\*b", b"xab"));
+        assert!(!glob(b"abc", b"ab"));
+        // Many stars against a long name end within the step budget.
+        let p = "a*".repeat(200) + "b";
+        let t = std::time::Instant::now();
+        assert!(!glob(p.as_bytes(), "a".repeat(150).as_bytes()));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -6,19 +6,23 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use pvm_proto::frag::StreamFragHeader;
-use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::conn::{ConnError, FragReader};
+use crate::conn::{ConnError, Frag, FragReader, ReadEvent, BIG};
 use crate::daemon::{AuthFiles, ConnId, Daemon, Out, MAX_FRAG_UNCONNECTED};
 use crate::log::Log;
+use pvm_proto::frag::StreamFragHeader;
 
 enum Event {
-    Frag(ConnId, StreamFragHeader, Vec<u8>),
+    /// Whole fragments read from a connection by one read call.
+    Frags(ConnId, Vec<Frag>),
+    /// A big fragment starts / continues (passed on while it arrives).
+    BigStart(ConnId, StreamFragHeader, Vec<u8>),
+    BigChunk(ConnId, Vec<u8>, bool),
     Ended(ConnId, Option<ConnError>),
     /// hardening: the handshake time of this connection is over.
     HandshakeExpired(ConnId),
@@ -28,11 +32,127 @@ use crate::launch::{ProcLauncher, TaskEvent};
 
 enum WriteCmd {
     Data(Vec<u8>),
+    /// A relayed fragment: header and payload kept apart so the payload is not copied.
+    Frag([u8; 16], Vec<u8>),
+    /// A big relayed fragment written while it arrives: header, payload so far, the rest as it
+    /// comes, and the payload length. Nothing else is written to the connection in between.
+    Stream([u8; 16], Vec<u8>, mpsc::UnboundedReceiver<Vec<u8>>, usize),
     Close,
+}
+
+/// A big fragment in progress on a connection (see [`ReadEvent::BigStart`]).
+enum Streaming {
+    /// Relayed: pieces go to the destination's writer.
+    Relay(mpsc::UnboundedSender<Vec<u8>>),
+    /// For the daemon (or not a fast-path relay): assembled, then handled as a whole.
+    Collect(StreamFragHeader, Vec<u8>),
+}
+
+impl WriteCmd {
+    fn len(&self) -> usize {
+        match self {
+            WriteCmd::Data(b) => b.len(),
+            WriteCmd::Frag(h, p) => h.len() + p.len(),
+            WriteCmd::Stream(h, _, _, total) => h.len() + total,
+            WriteCmd::Close => 0,
+        }
+    }
+}
+
+/// `write_all` on a write half shared with the main loop (which writes directly when nothing
+/// is queued).
+async fn write_shared(wr: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        wr.writable().await?;
+        match wr.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes everything queued for one connection, gathering what is queued at the moment into
+/// few system calls: small pieces are coalesced into one buffer, big payloads written from
+/// where they are. Returns when the queue closes, on Close or on a write error.
+async fn write_loop(wr: Arc<OwnedWriteHalf>, mut rx: mpsc::UnboundedReceiver<WriteCmd>, queued: Arc<AtomicUsize>) {
+    let mut out: Vec<u8> = Vec::new();
+    'outer: while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut done = 0usize;
+        let mut close = false;
+        while let Some(cmd) = next.take() {
+            done += cmd.len();
+            match cmd {
+                WriteCmd::Data(b) => out.extend_from_slice(&b),
+                WriteCmd::Frag(h, p) if p.len() <= BIG => {
+                    out.extend_from_slice(&h);
+                    out.extend_from_slice(&p);
+                }
+                WriteCmd::Frag(h, p) => {
+                    out.extend_from_slice(&h);
+                    if write_shared(&wr, &out).await.is_err() || write_shared(&wr, &p).await.is_err() {
+                        break 'outer;
+                    }
+                    out.clear();
+                }
+                WriteCmd::Stream(h, first, mut more, total) => {
+                    out.extend_from_slice(&h);
+                    if write_shared(&wr, &out).await.is_err() || write_shared(&wr, &first).await.is_err() {
+                        break 'outer;
+                    }
+                    out.clear();
+                    let mut written = first.len();
+                    while written < total {
+                        let Some(c) = more.recv().await else { break };
+                        if write_shared(&wr, &c).await.is_err() {
+                            break 'outer;
+                        }
+                        written += c.len();
+                    }
+                    // The sender went away inside the fragment: pad it so this stream stays
+                    // in step (the message stays incomplete, as it is).
+                    while written < total {
+                        let n = (total - written).min(64 << 10);
+                        if write_shared(&wr, &vec![0u8; n]).await.is_err() {
+                            break 'outer;
+                        }
+                        written += n;
+                    }
+                }
+                WriteCmd::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            if out.len() >= 256 << 10 {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if !out.is_empty() {
+            if write_shared(&wr, &out).await.is_err() {
+                break;
+            }
+            out.clear();
+        }
+        if out.capacity() > 64 << 10 {
+            out = Vec::new();
+        }
+        queued.fetch_sub(done, Ordering::Relaxed);
+        if close {
+            break;
+        }
+    }
+    // Dropping the last handle shuts the write direction down.
 }
 
 struct ConnHandle {
     writer: mpsc::UnboundedSender<WriteCmd>,
+    /// Shared with the writer task: when nothing is queued the main loop writes directly,
+    /// saving a task switch per message.
+    wr: Arc<OwnedWriteHalf>,
     reader: JoinHandle<()>,
     writer_task: JoinHandle<()>,
     limit: Arc<AtomicU32>,
@@ -131,7 +251,7 @@ fn udp_errors<A: AuthFiles>(
 /// error) line of its stdout, within 60 s (RSHTIMEOUT); stdin is closed after it so the slave
 /// goes into the background.
 fn run_start(s: crate::daemon::master::SlaveStart, tx: mpsc::UnboundedSender<(u32, Result<String, String>)>) {
-    use tokio::io::AsyncBufReadExt;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     tokio::spawn(async move {
         let Some((prog, args)) = s.argv.split_first() else {
             return;
@@ -208,6 +328,7 @@ pub async fn serve_net<A: AuthFiles>(
     let (task_tx, mut task_rx) = mpsc::unbounded_channel::<TaskEvent>();
     daemon.set_launcher(Box::new(ProcLauncher::new(epath, task_tx)));
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    let mut streams: HashMap<ConnId, Streaming> = HashMap::new();
     let mut next_id: ConnId = 1;
     let Signals {
         term: mut sigterm,
@@ -260,26 +381,12 @@ pub async fn serve_net<A: AuthFiles>(
                     let peer_pid = stream.peer_cred().ok().and_then(|c| c.pid());
                     let id = next_id;
                     next_id += 1;
-                    let (rd, mut wr) = stream.into_split();
+                    let (rd, wr) = stream.into_split();
                     let limit = Arc::new(AtomicU32::new(MAX_FRAG_UNCONNECTED));
-                    let (wtx, mut wrx) = mpsc::unbounded_channel::<WriteCmd>();
+                    let (wtx, wrx) = mpsc::unbounded_channel::<WriteCmd>();
                     let queued = Arc::new(AtomicUsize::new(0));
-                    let wq = queued.clone();
-                    let writer_task = tokio::spawn(async move {
-                        while let Some(cmd) = wrx.recv().await {
-                            match cmd {
-                                WriteCmd::Data(b) => {
-                                    let ok = wr.write_all(&b).await.is_ok();
-                                    wq.fetch_sub(b.len(), Ordering::Relaxed);
-                                    if !ok {
-                                        break;
-                                    }
-                                }
-                                WriteCmd::Close => break,
-                            }
-                        }
-                        let _ = wr.shutdown().await;
-                    });
+                    let wr = Arc::new(wr);
+                    let writer_task = tokio::spawn(write_loop(wr.clone(), wrx, queued.clone()));
                     let tx = ev_tx.clone();
                     let lim = limit.clone();
                     // hardening: a client must finish the connect handshake in time (guard.rs).
@@ -291,12 +398,10 @@ pub async fn serve_net<A: AuthFiles>(
                     let reader = tokio::spawn(async move {
                         let mut r = FragReader::new(rd, lim);
                         loop {
-                            match r.next().await {
-                                Ok(Some((h, p))) => {
-                                    if tx.send(Event::Frag(id, h, p)).is_err() {
-                                        return;
-                                    }
-                                }
+                            let ev = match r.next_event().await {
+                                Ok(Some(ReadEvent::Frags(v))) => Event::Frags(id, v),
+                                Ok(Some(ReadEvent::BigStart(h, p))) => Event::BigStart(id, h, p),
+                                Ok(Some(ReadEvent::BigChunk(c, last))) => Event::BigChunk(id, c, last),
                                 Ok(None) => {
                                     let _ = tx.send(Event::Ended(id, None));
                                     return;
@@ -305,10 +410,13 @@ pub async fn serve_net<A: AuthFiles>(
                                     let _ = tx.send(Event::Ended(id, Some(e)));
                                     return;
                                 }
+                            };
+                            if tx.send(ev).is_err() {
+                                return;
                             }
                         }
                     });
-                    conns.insert(id, ConnHandle { writer: wtx, reader, writer_task, limit, queued });
+                    conns.insert(id, ConnHandle { writer: wtx, wr, reader, writer_task, limit, queued });
                     daemon.accept(id, peer_pid);
                 }
                 Err(e) => {
@@ -327,9 +435,20 @@ pub async fn serve_net<A: AuthFiles>(
                 }
             }
             Some(ev) = ev_rx.recv() => match ev {
-                Event::Frag(id, h, p) => {
-                    let outs = daemon.fragment(id, h, &p, SystemTime::now());
-                    if apply(outs, daemon, &mut conns, log) {
+                Event::Frags(id, frags) => {
+                    let mut halt = false;
+                    for (h, p) in frags {
+                        if !conns.contains_key(&id) {
+                            break; // closed by an earlier fragment of the batch
+                        }
+                        if let Some((to, hdr)) = daemon.relay_target(id, &h) {
+                            halt |= queue(&mut conns, to, WriteCmd::Frag(hdr, p), daemon, log);
+                            continue;
+                        }
+                        let outs = daemon.fragment(id, h, &p, SystemTime::now());
+                        halt |= apply(outs, daemon, &mut conns, log);
+                    }
+                    if halt {
                         break Stop::Halt;
                     }
                 }
@@ -345,9 +464,45 @@ pub async fn serve_net<A: AuthFiles>(
                         }
                     }
                 }
+                Event::BigStart(id, h, first) => {
+                    if !conns.contains_key(&id) {
+                        continue;
+                    }
+                    match daemon.relay_target(id, &h) {
+                        Some((to, hdr)) => {
+                            let (stx, srx) = mpsc::unbounded_channel();
+                            let cmd = WriteCmd::Stream(hdr, first, srx, h.len as usize);
+                            streams.insert(id, Streaming::Relay(stx));
+                            if queue(&mut conns, to, cmd, daemon, log) {
+                                break Stop::Halt;
+                            }
+                        }
+                        None => {
+                            streams.insert(id, Streaming::Collect(h, first));
+                        }
+                    }
+                }
+                Event::BigChunk(id, c, last) => {
+                    match streams.get_mut(&id) {
+                        Some(Streaming::Relay(tx)) => {
+                            let _ = tx.send(c);
+                        }
+                        Some(Streaming::Collect(_, buf)) => buf.extend_from_slice(&c),
+                        None => continue,
+                    }
+                    if last {
+                        if let Some(Streaming::Collect(h, p)) = streams.remove(&id) {
+                            let outs = daemon.fragment(id, h, &p, SystemTime::now());
+                            if apply(outs, daemon, &mut conns, log) {
+                                break Stop::Halt;
+                            }
+                        }
+                    }
+                }
                 Event::Ended(id, err) => {
+                    streams.remove(&id);
                     if let Some(e) = err {
-                        log.line(&format!("loclinput() connection {id}: {e}; closing"));
+                        log.line(&format!("loclinput() {}: {e}; closing", daemon.conn_name(id)));
                     }
                     if let Some(c) = conns.remove(&id) {
                         drop(c.writer);
@@ -358,6 +513,11 @@ pub async fn serve_net<A: AuthFiles>(
                     }
                 }
             },
+        }
+        // A connection closed by a decision (not by its reader) may have left a big fragment
+        // half relayed: dropping its sender lets the destination's writer pad and go on.
+        if !streams.is_empty() {
+            streams.retain(|id, _| conns.contains_key(id));
         }
     };
     for (_, c) in conns.drain() {
@@ -374,6 +534,81 @@ pub async fn serve_net<A: AuthFiles>(
     stop
 }
 
+/// Hands bytes to a connection's writer; a connection that lets more than [`MAX_QUEUED`] pile
+/// up is dropped (returned, for the daemon to be told).
+fn enqueue(conns: &mut HashMap<ConnId, ConnHandle>, id: ConnId, cmd: WriteCmd, log: &mut Log) -> Option<ConnId> {
+    let c = conns.get(&id)?;
+    // Nothing queued means the writer task is idle (the runtime is single-threaded): write
+    // now, and queue only what the socket did not take.
+    let cmd = if c.queued.load(Ordering::Relaxed) == 0 {
+        try_direct(&c.wr, cmd)? // all written: nothing queued, nothing to report
+    } else {
+        cmd
+    };
+    let n = cmd.len();
+    let q = c.queued.fetch_add(n, Ordering::Relaxed) + n;
+    let _ = c.writer.send(cmd);
+    // What was already waiting counts, not the new item: one big message is not a backlog.
+    if q - n > MAX_QUEUED {
+        log.line(&format!(
+            "locloutput() connection {id} is not reading ({q} bytes queued); closing"
+        ));
+        if let Some(c) = conns.remove(&id) {
+            // Nobody reads: drop the queue instead of flushing it.
+            c.writer_task.abort();
+            c.reader.abort();
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// Writes as much of `cmd` as the socket takes without blocking; the rest, if any, to queue.
+fn try_direct(wr: &OwnedWriteHalf, cmd: WriteCmd) -> Option<WriteCmd> {
+    let (h, p): (&[u8], &[u8]) = match &cmd {
+        WriteCmd::Data(b) => (&[], b),
+        WriteCmd::Frag(h, p) => (h, p),
+        WriteCmd::Stream(..) | WriteCmd::Close => return Some(cmd),
+    };
+    let total = h.len() + p.len();
+    // WouldBlock, or an error the writer task will meet and end on, count as nothing written.
+    let n = wr
+        .try_write_vectored(&[std::io::IoSlice::new(h), std::io::IoSlice::new(p)])
+        .unwrap_or_default();
+    if n == total {
+        return None;
+    }
+    if n == 0 {
+        return Some(cmd);
+    }
+    let mut rest = Vec::with_capacity(total - n);
+    if n < h.len() {
+        rest.extend_from_slice(&h[n..]);
+        rest.extend_from_slice(p);
+    } else {
+        rest.extend_from_slice(&p[n - h.len()..]);
+    }
+    Some(WriteCmd::Data(rest))
+}
+
+/// [`enqueue`] for the relay fast path, telling the daemon about a dropped connection; true if
+/// that made it decide to halt.
+fn queue<A: AuthFiles>(
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    id: ConnId,
+    cmd: WriteCmd,
+    daemon: &mut Daemon<A>,
+    log: &mut Log,
+) -> bool {
+    match enqueue(conns, id, cmd, log) {
+        Some(id) => {
+            let more = daemon.closed(id);
+            apply(more, daemon, conns, log)
+        }
+        None => false,
+    }
+}
+
 /// Carries out the daemon's decisions; true if it decided to halt.
 fn apply<A: AuthFiles>(
     outs: Vec<Out>,
@@ -386,19 +621,8 @@ fn apply<A: AuthFiles>(
     for o in outs {
         match o {
             Out::Send(id, bytes) => {
-                let Some(c) = conns.get(&id) else { continue };
-                let q = c.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
-                let _ = c.writer.send(WriteCmd::Data(bytes));
-                if q > MAX_QUEUED {
-                    log.line(&format!(
-                        "locloutput() connection {id} is not reading ({q} bytes queued); closing"
-                    ));
-                    if let Some(c) = conns.remove(&id) {
-                        // Nobody reads: drop the queue instead of flushing it.
-                        c.writer_task.abort();
-                        c.reader.abort();
-                        closed.push(id);
-                    }
+                if let Some(id) = enqueue(conns, id, WriteCmd::Data(bytes), log) {
+                    closed.push(id);
                 }
             }
             Out::Close(id) => {

@@ -347,9 +347,19 @@ impl DbReq {
 }
 
 /// TM_DB GET reply: the index, then the stored embedded message as it was put.
+/// TM_DB GET reply: the index, then the stored embedded message. The legacy daemon re-packs
+/// the message it stored and its copy starts with an empty fragment (`int 0` right after the
+/// eight header ints, seen in every capture); it is inserted here too so the bytes are equal
+/// (libpvm skips empty fragments either way).
 pub fn db_get_reply(index: i32, msg: &[u8]) -> Vec<u8> {
     let mut v = int_body(index);
-    v.extend_from_slice(msg);
+    if msg.len() >= 32 {
+        v.extend_from_slice(&msg[..32]);
+        v.extend_from_slice(&[0; 4]);
+        v.extend_from_slice(&msg[32..]);
+    } else {
+        v.extend_from_slice(msg);
+    }
     v
 }
 

@@ -1005,7 +1005,10 @@ impl<A: AuthFiles> Daemon<A> {
                 tids.push(PvmError::OutOfRes.code());
                 continue;
             };
-            match self.launcher.launch(tid, &path, &argv, env) {
+            let cookie = self.next_cookie();
+            let mut env = env.to_vec();
+            env.push(format!("PVMEPID={cookie}"));
+            match self.launcher.launch(tid, &path, &argv, &env) {
                 Ok(pid) => {
                     self.tasks.insert(
                         tid.local(),
@@ -1017,6 +1020,7 @@ impl<A: AuthFiles> Daemon<A> {
                             out_buf: Vec::new(),
                             ptid,
                             pid,
+                            cookie,
                             pid_verified: true,
                             a_out: file.to_string(),
                             outtid: out_set.0,
