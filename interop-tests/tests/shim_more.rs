@@ -91,6 +91,13 @@ fn group_examples_same_as_legacy() {
                 // Group ids and similar numbers depend on timing in legacy too.
                 let mut lines = sorted_lines(&mask_numbers(&normalise(&all)));
                 lines.dedup();
+                // ge races by design: each member leaves the group right after its own check,
+                // so a slower member's pvm_getinst/pvm_gettid of one already gone fails and it
+                // prints "gid N doesn't match up!" (seen with either library; group_examples.rs
+                // filters it the same way).
+                if prog == "ge" {
+                    lines.retain(|l| !l.contains("doesn't match up"));
+                }
                 (
                     std::iter::once(format!("{prog} exit {code:?}")).chain(lines).collect(),
                     vm.shim_tasks(),
