@@ -9,6 +9,7 @@ warning, as the machine is shared and noisy.
 usage: report.py RAW OUTDIR ROUNDS MACHINE SIZES XSIZES PACK.md MIGRATE.md MODE [netns]
 """
 import math
+import re
 import statistics
 import sys
 
@@ -172,6 +173,35 @@ def main():
              "2 × size / round trip (NetPIPE convention), MB = 10^6 B, PvmDataRaw. "
              f"× legacy = median / LL median; × limit = median / the physical limit of the same path. "
              f"⚠ marks rows whose max/min over rounds exceeds {SPREAD}: too noisy to trust alone.")
+    summary = [
+        ("daemon route RTT 8 B (µs)", "daemon_rtt_8", "unix", "raw_rtt_8"),
+        ("daemon route 1 MB (MB/s)", "daemon_bw_1048576", "unix", "raw_bw_1048576"),
+        ("daemon route 16 MB (MB/s)", "daemon_bw_16777216", "unix", "raw_bw_16777216"),
+        ("daemon route 1 MB InPlace (MB/s)", "daemon_inplace_bw_1048576", "unix", "raw_bw_1048576"),
+        ("direct RTT 8 B (µs)", "direct_rtt_8", "unix", "raw_rtt_8"),
+        ("direct 1 MB (MB/s)", "direct_bw_1048576", "unix", "raw_bw_1048576"),
+        ("direct 16 MB (MB/s)", "direct_bw_16777216", "unix", "raw_bw_16777216"),
+        ("direct 1 MB InPlace (MB/s)", "direct_inplace_bw_1048576", "unix", "raw_bw_1048576"),
+        ("2 hosts daemon route RTT 8 B (µs)", "xdaemon_rtt_8", "veth", "xraw_rtt_8"),
+        ("2 hosts daemon route 1 MB (MB/s)", "xdaemon_bw_1048576", "veth", "xraw_bw_1048576"),
+        ("2 hosts direct 1 MB (MB/s)", "xdirect_bw_1048576", "veth", "xraw_bw_1048576"),
+        ("mcast 8 B to 8 tasks (µs)", "mcast8_us", None, None),
+        ("spawn 100 tasks (ms)", "spawn100_ms", None, None),
+        ("addhosts 8 hosts (ms)", "addhosts8_ms", None, None),
+        ("daemon RSS idle (kB)", "rss_idle_kB", None, None),
+        ("daemon RSS, 1000 tasks (kB)", "rss_1000_kB", None, None),
+    ]
+    L.append("\n### Summary (medians; details with min–max and ratios below)\n")
+    L.append("| workload | LL | RL | RR | LR | physical limit |")
+    L.append("|---|---:|---:|---:|---:|---:|")
+    for label, metric, lc, lm in summary:
+        cells = []
+        for c in CONFIGS:
+            v = r.med(c, metric)
+            cells.append(g(v) if v else "n/a")
+        lim = r.med(lc, lm) if lc else None
+        if any(x != "n/a" for x in cells):
+            L.append(f"| {label} | " + " | ".join(cells) + f" | {g(lim) + ' (' + lc + ')' if lim else ''} |")
     rows = []
     for s in sizes:
         rows.append((f"daemon route RTT {size_name(s)}", f"daemon_rtt_{s}", "µs", "lower", "unix", f"raw_rtt_{s}"))
@@ -185,6 +215,11 @@ def main():
     rows = [(f"direct route {size_name(s)}", f"direct_bw_{s}", "MB/s", "higher", "unix", f"raw_bw_{s}")
             for s in sizes if int(s) >= 1024]
     r.section("One host, PvmRouteDirect: bandwidth", rows)
+    rows = []
+    for route, pre in (("daemon route", "daemon_inplace"), ("direct route", "direct_inplace")):
+        for s in ("1048576", "16777216"):
+            rows.append((f"{route} InPlace {size_name(s)}", f"{pre}_bw_{s}", "MB/s", "higher", "unix", f"raw_bw_{s}"))
+    r.section("One host, PvmDataInPlace bandwidth (user buffer sent as one fragment)", rows)
     if netns:
         rows = []
         for s in xsizes:
@@ -239,11 +274,26 @@ def main():
           "RR / LL daemon route, h1 → h2 over veth, 1 MB (RL: "
           + (f"{ratio(m('RL', 'xdaemon_bw_1048576'), m('LL', 'xdaemon_bw_1048576')):.2f}×"
              if ratio(m('RL', 'xdaemon_bw_1048576'), m('LL', 'xdaemon_bw_1048576')) else "n/a") + ")")
+    check("(InPlace) our lib, direct 1 MB vs legacy direct",
+          ratio(m("RR", "direct_inplace_bw_1048576"), m("LL", "direct_inplace_bw_1048576")), "≥", 5,
+          "same, both PvmDataInPlace")
+    check("(InPlace) our lib + pvmd-rs, daemon route 1 MB vs all-legacy",
+          ratio(m("RR", "daemon_inplace_bw_1048576"), m("LL", "daemon_inplace_bw_1048576")), "≥", 5,
+          "same, both PvmDataInPlace")
+    mig = open(migmd).read() if migmd else ""
+    for line in mig.splitlines():
+        mm = re.match(r"\s*(\d+) \|\s+([\d.]+) ms \|\s+([\d.]+) ms\s+([\d.]+) ms\s+([\d.]+)x", line)
+        if not mm:
+            continue
+        mb, raw_ms, freeze, total, rat = mm.groups()
+        ok = float(rat) <= 1.25 and float(freeze) <= 150
+        checks.append(f"| migration {mb} MB post-copy: total vs raw copy, freeze | {float(rat):.2f}×, "
+                      f"freeze {freeze} ms | ≤ 1.25×, ≤ 150 ms | {'**met**' if ok else '**missed**'} | "
+                      f"pvm-migrate bench, veth, raw copy {raw_ms} ms |")
     L.append("\n### Targets of issue 8\n")
     L.append("| target | measured | wanted | verdict | how |")
     L.append("|---|---:|---:|---|---|")
     L.extend(checks)
-    L.append("\nMigration targets (total ≤ 1.25× raw copy, freeze ≤ 150 ms): see the migration section.")
     if r.wide:
         L.append(f"\n**{r.wide} row(s) have a spread above {SPREAD}×**: rerun (or use more rounds) before quoting them.")
 
