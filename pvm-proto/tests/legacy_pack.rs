@@ -9,8 +9,8 @@
 //! 0x55), and the bytes that differ between the two runs must be exactly the pad bytes our packer
 //! reports.
 //!
-//! Needs gcc, /usr/include/pvm3.h and libpvm3. Without them the test says so and passes, unless
-//! `PVM_RS_REQUIRE_LEGACY=1`, in which case it fails.
+//! Needs gcc, /usr/include/pvm3.h and libpvm3 (`ci/setup` installs them); without them it fails
+//! with a message saying so, like every test against the legacy implementation.
 
 use pvm_proto::encoding::{EmbeddedMesg, Encoding, MsgBody, PackOptions, Packer};
 use std::collections::BTreeSet;
@@ -470,16 +470,13 @@ fn run_script(exe: &Path, dir: &Path, script: &str, perturb: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Compiles the dumper in a fresh directory, or returns None (and says why) when the legacy
-/// library is absent and not required.
+/// Compiles the dumper in a fresh directory. Fails loudly when the legacy library is absent:
+/// the comparison is the point of this file.
 fn setup(tag: &str) -> Option<(PathBuf, PathBuf)> {
-    if !legacy_present() {
-        if std::env::var("PVM_RS_REQUIRE_LEGACY").as_deref() == Ok("1") {
-            panic!("legacy libpvm3 (pvm-dev), its header or gcc is missing and PVM_RS_REQUIRE_LEGACY=1");
-        }
-        eprintln!("legacy libpvm3 or gcc not found: legacy comparison NOT run");
-        return None;
-    }
+    assert!(
+        legacy_present(),
+        "legacy libpvm3 (pvm-dev), its header or gcc is missing: run ci/setup"
+    );
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("legacy-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let exe = build_dumper(&dir);
