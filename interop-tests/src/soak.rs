@@ -1,7 +1,7 @@
 //! Soak run: a machine of namespace hosts running our pvmd (master h1, slaves added from a
 //! hostfile), sender/receiver pairs of C tasks (`c/soak.c`) on different hosts exchanging
 //! numbered, checksummed messages, while the run kills tasks and slave daemons with SIGKILL,
-//! drops and duplicates datagrams on the switch, and adds killed hosts back.
+//! drops, duplicates and reorders datagrams on the switch, and adds killed hosts back.
 //!
 //! The verdict of every pair is checked: a pair whose two tasks and hosts were left alone must
 //! finish with every message received exactly once and in order (the receiver checks order and
@@ -48,7 +48,7 @@ pub struct SoakConfig {
     pub loss_bits: u32,
     /// Duplicate one datagram in 2^dup_bits (0 = none).
     pub dup_bits: u32,
-    /// Send one datagram in 2^reorder_bits through the slow lane (0 = no reordering).
+    /// Send one datagram in 2^reorder_bits (at most 8) through the slow lane (0 = no reordering).
     pub reorder_bits: u32,
     pub seed: u64,
     /// Bound on the whole run.
@@ -263,6 +263,8 @@ impl Impairment {
     /// counted separately.
     fn reorder(&mut self, bits: u32) -> Result<(), String> {
         // Bits 8.. of the IP id: independent of the low bits that loss and duplication use.
+        // At most 8 of them (1/256): the id is 16 bits.
+        let bits = bits.min(8);
         let mask = format!("{:#06x}", ((1u32 << bits) - 1) << 8);
         let value = format!("{:#06x}", 1u32 << 8);
         for k in 1..=self.ports {
