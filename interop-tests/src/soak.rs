@@ -1,7 +1,7 @@
 //! Soak run: a machine of namespace hosts running our pvmd (master h1, slaves added from a
 //! hostfile), sender/receiver pairs of C tasks (`c/soak.c`) on different hosts exchanging
 //! numbered, checksummed messages, while the run kills tasks and slave daemons with SIGKILL,
-//! drops and duplicates datagrams on the switch, and adds killed hosts back.
+//! drops, duplicates and reorders datagrams on the switch, and adds killed hosts back.
 //!
 //! The verdict of every pair is checked: a pair whose two tasks and hosts were left alone must
 //! finish with every message received exactly once and in order (the receiver checks order and
@@ -11,8 +11,20 @@
 //! Link faults: this kernel has no netem and no gact/police actions, so the switch namespace
 //! gets u32 filters on the IP identification field (which changes on every datagram, so a
 //! retransmission is a fresh draw) with `mirred` actions: redirect into a sink veth (loss) or
-//! mirror to the other ports (one duplicate reaches the destination). No reordering (the
-//! sliding-window reordering cases are covered by `pvm_proto::ddp::sim`).
+//! mirror to the other ports (one duplicate reaches the destination).
+//!
+//! Reordering: every switch port gets an HTB root qdisc on its egress (towards its host) with a
+//! fast default class 1:10 and a slow, rate-limited class 1:20 behind a short pfifo; a u32 filter
+//! on other bits of the IP identification sends one datagram in 2^reorder_bits into the slow lane,
+//! where it waits while the datagrams behind it overtake it. The proof that reordering happened
+//! on the wire is counted at the receivers: a `tcpdump` on every host's eth0 records the
+//! datagrams addressed to it, and a datagram whose IP id is lower (modulo 2^16) than one already
+//! received from the same sender was overtaken (Linux draws the ids of one address pair from one
+//! increasing counter; retransmissions get fresh ids, so loss and retransmission never look like
+//! reordering here).
+//!
+//! Everything added (qdiscs, filters, the sink veth, the captures) is removed by [`Impairment`]'s
+//! `Drop`, also when the run panics; deleting the namespaces afterwards removes anything left.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -36,6 +48,8 @@ pub struct SoakConfig {
     pub loss_bits: u32,
     /// Duplicate one datagram in 2^dup_bits (0 = none).
     pub dup_bits: u32,
+    /// Send one datagram in 2^reorder_bits (at most 8) through the slow lane (0 = no reordering).
+    pub reorder_bits: u32,
     pub seed: u64,
     /// Bound on the whole run.
     pub deadline: Duration,
@@ -54,6 +68,7 @@ impl SoakConfig {
             daemon_kills: 1,
             loss_bits: 5,
             dup_bits: 6,
+            reorder_bits: 4,
             seed: 1,
             deadline: Duration::from_secs(80),
             auth_key: false,
@@ -61,7 +76,8 @@ impl SoakConfig {
     }
 
     /// Overrides from `SOAK_HOSTS`, `SOAK_PAIRS`, `SOAK_MESSAGES`, `SOAK_TASK_KILLS`,
-    /// `SOAK_DAEMON_KILLS`, `SOAK_LOSS_BITS`, `SOAK_DUP_BITS`, `SOAK_SEED`, `SOAK_SECS`.
+    /// `SOAK_DAEMON_KILLS`, `SOAK_LOSS_BITS`, `SOAK_DUP_BITS`, `SOAK_REORDER_BITS`, `SOAK_SEED`,
+    /// `SOAK_SECS`, `SOAK_AUTH`.
     pub fn from_env(mut self) -> SoakConfig {
         let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
         if let Some(v) = get("SOAK_HOSTS") {
@@ -84,6 +100,9 @@ impl SoakConfig {
         }
         if let Some(v) = get("SOAK_DUP_BITS") {
             self.dup_bits = v as u32;
+        }
+        if let Some(v) = get("SOAK_REORDER_BITS") {
+            self.reorder_bits = v as u32;
         }
         if let Some(v) = get("SOAK_SEED") {
             self.seed = v;
@@ -110,6 +129,17 @@ pub struct SoakReport {
     /// Datagrams the switch dropped / duplicated (tc action counters).
     pub dropped: u64,
     pub duplicated: u64,
+    /// Datagrams sent through the slow lane (HTB class 1:20 counters) and dropped there
+    /// because its queue was full.
+    pub slow_lane: u64,
+    pub slow_lane_dropped: u64,
+    /// Datagrams the receivers' captures saw, and how many of them arrived after a datagram
+    /// the same sender had sent later (IP id inversions: reordered on the wire).
+    pub captured: u64,
+    pub reordered: u64,
+    /// The furthest a datagram was overtaken, in IP ids of the same sender (Linux skips ids at
+    /// random after idle moments, so this bounds the datagrams that overtook it from above).
+    pub max_displacement: u64,
     /// `datagrams authenticated` lines in the daemons' logs.
     pub authenticated_links: usize,
     /// Violations (empty = pass).
@@ -200,6 +230,226 @@ pub fn impair(c: &Cluster, loss_bits: u32, dup_bits: u32) -> Result<(), String> 
     Ok(())
 }
 
+/// What [`run`] added to the cluster's links; removed again on drop.
+pub struct Impairment {
+    sw: String,
+    ports: usize,
+    /// `(host namespace, capture file, tcpdump)` per host.
+    captures: Vec<(String, std::path::PathBuf, Proc)>,
+}
+
+impl Impairment {
+    /// Loss and duplication (see [`impair`]), then the slow lanes and the captures.
+    pub fn new(c: &Cluster, loss_bits: u32, dup_bits: u32, reorder_bits: u32) -> Result<Impairment, String> {
+        let mut me = Impairment {
+            sw: c.sw.clone(),
+            ports: c.hosts.len(),
+            captures: Vec::new(),
+        };
+        impair(c, loss_bits, dup_bits)?;
+        if reorder_bits > 0 {
+            me.reorder(reorder_bits)?;
+            me.capture(c)?;
+        }
+        Ok(me)
+    }
+
+    /// The slow lane on the egress of every switch port. HTB cannot hold a lone datagram (a
+    /// token bucket lets it through), so the lane delays by queueing: at 20 Mbit/s with one
+    /// frame of burst, a datagram waits about 0.6 ms for every full-size frame ahead of it in
+    /// the lane while the fast lane keeps delivering; the pfifo of 256 bounds the wait at about
+    /// 150 ms (a datagram held longer than the ddp retry interval is also resent, and the
+    /// receiving daemon discards whichever copy comes second). A full lane drops: that is loss,
+    /// counted separately.
+    fn reorder(&mut self, bits: u32) -> Result<(), String> {
+        // Bits 8.. of the IP id: independent of the low bits that loss and duplication use.
+        // At most 8 of them (1/256): the id is 16 bits.
+        let bits = bits.min(8);
+        let mask = format!("{:#06x}", ((1u32 << bits) - 1) << 8);
+        let value = format!("{:#06x}", 1u32 << 8);
+        for k in 1..=self.ports {
+            let port = format!("p{k}");
+            let steps: [&[&str]; 5] = [
+                &[
+                    "qdisc", "add", "dev", &port, "root", "handle", "1:", "htb", "default", "10", "r2q", "1000",
+                ],
+                &[
+                    "class", "add", "dev", &port, "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit",
+                ],
+                &[
+                    "class", "add", "dev", &port, "parent", "1:", "classid", "1:20", "htb", "rate", "20mbit", "ceil",
+                    "20mbit", "burst", "1600", "cburst", "1600",
+                ],
+                &[
+                    "qdisc", "add", "dev", &port, "parent", "1:20", "handle", "20:", "pfifo", "limit", "256",
+                ],
+                &[
+                    "filter", "add", "dev", &port, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match",
+                    "u16", &value, &mask, "at", "4", "flowid", "1:20",
+                ],
+            ];
+            for a in steps {
+                tc(&self.sw, a)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A tcpdump on every host's eth0 of the datagrams addressed to that host (headers only).
+    fn capture(&mut self, c: &Cluster) -> Result<(), String> {
+        for (i, h) in c.hosts.iter().enumerate() {
+            let file = c.dir.path().join(format!("h{}.pcap", i + 1));
+            let filter = format!("udp and dst host {}", h.ip);
+            let child = Command::new("ip")
+                .args([
+                    "netns", "exec", &h.ns, "tcpdump", "-i", "eth0", "-n", "-p", "-U", "-s", "64", "-w",
+                ])
+                .arg(&file)
+                .arg(&filter)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("the soak needs tcpdump to prove reordering: {e}"))?;
+            self.captures.push((
+                h.ns.clone(),
+                file,
+                Proc {
+                    child,
+                    name: format!("tcpdump h{}", i + 1),
+                },
+            ));
+        }
+        // tcpdump needs a moment to open its socket; traffic before that is simply not counted.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3)
+            && self
+                .captures
+                .iter()
+                .any(|(_, f, _)| std::fs::metadata(f).map(|m| m.len() == 0).unwrap_or(true))
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Slow-lane packets sent and dropped, summed over the ports.
+    fn slow_lane(&self) -> (u64, u64) {
+        let mut sent = 0;
+        let mut dropped = 0;
+        for k in 1..=self.ports {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.sw, "tc", "-s", "class", "show", "dev"])
+                .arg(format!("p{k}"))
+                .args(["classid", "1:20"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                .unwrap_or_default();
+            // " Sent 1234 bytes 56 pkt (dropped 7, overlimits ...)"
+            if let Some(l) = out.lines().find(|l| l.trim_start().starts_with("Sent")) {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                sent += w.get(3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                dropped += w
+                    .get(6)
+                    .and_then(|v| v.trim_end_matches(',').parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        (sent, dropped)
+    }
+
+    /// Stops the captures and counts `(datagrams, IP id inversions, displacement)` in them.
+    fn reordering(&mut self) -> (u64, u64, u64) {
+        let mut total = (0, 0, 0);
+        for (_, file, p) in self.captures.drain(..) {
+            crate::send_signal(p.pid(), libc::SIGINT);
+            let _ = p.wait(Duration::from_secs(5));
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            let r = id_inversions(&bytes);
+            total.0 += r.0;
+            total.1 += r.1;
+            total.2 = total.2.max(r.2);
+        }
+        total
+    }
+}
+
+impl Drop for Impairment {
+    fn drop(&mut self) {
+        for (_, _, p) in self.captures.drain(..) {
+            crate::stop_pid(p.pid());
+            drop(p);
+        }
+        for k in 1..=self.ports {
+            let port = format!("p{k}");
+            let _ = tc(&self.sw, &["qdisc", "del", "dev", &port, "root"]);
+            let _ = tc(&self.sw, &["qdisc", "del", "dev", &port, "ingress"]);
+        }
+        let _ = Command::new("ip")
+            .args(["-n", &self.sw, "link", "del", "sink0"])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `(IPv4 datagrams, inversions, largest displacement)` in a pcap file of Ethernet frames: an
+/// inversion is a datagram whose IP id is behind (modulo 2^16) the highest id already seen from
+/// the same source, its displacement how far behind. Only first fragments count (the fragments
+/// of one datagram share its id). Truncated or foreign input just ends the count.
+pub fn id_inversions(pcap: &[u8]) -> (u64, u64, u64) {
+    let Some(magic) = pcap.get(..4) else { return (0, 0, 0) };
+    let le = match magic {
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+        _ => return (0, 0, 0),
+    };
+    let u32_at = |b: &[u8], o: usize| -> Option<u32> {
+        let a: [u8; 4] = b.get(o..o + 4)?.try_into().ok()?;
+        Some(if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        })
+    };
+    let mut highest: std::collections::HashMap<[u8; 4], u16> = std::collections::HashMap::new();
+    let (mut n, mut inv, mut far) = (0u64, 0u64, 0u64);
+    let mut off = 24;
+    while let Some(incl) = u32_at(pcap, off + 8) {
+        let start = off + 16;
+        let Some(frame) = pcap.get(start..start.saturating_add(incl as usize)) else {
+            break;
+        };
+        off = start + incl as usize;
+        // Ethernet II, IPv4, then id at 4 and the source address at 12 of the IP header.
+        if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
+            continue;
+        }
+        let ip = &frame[14..];
+        let frag_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+        if frag_offset != 0 {
+            continue;
+        }
+        let id = u16::from_be_bytes([ip[4], ip[5]]);
+        let src: [u8; 4] = [ip[12], ip[13], ip[14], ip[15]];
+        n += 1;
+        match highest.get(&src).copied() {
+            None => {
+                highest.insert(src, id);
+            }
+            Some(h) => {
+                let behind = h.wrapping_sub(id);
+                if behind != 0 && behind < 0x8000 {
+                    inv += 1;
+                    far = far.max(u64::from(behind));
+                } else {
+                    highest.insert(src, id);
+                }
+            }
+        }
+    }
+    (n, inv, far)
+}
+
 /// The pvmd process of host `k` (by its command name), if running.
 fn pvmd_pid(c: &Cluster, k: usize) -> Option<u32> {
     c.pids(k).into_iter().find(|p| {
@@ -282,7 +532,8 @@ pub fn run(cfg: &SoakConfig) -> SoakReport {
         "not every host joined\n{}",
         c.logs()
     );
-    impair(&c, cfg.loss_bits, cfg.dup_bits).expect("link impairment (tc mirred)");
+    let mut links =
+        Impairment::new(&c, cfg.loss_bits, cfg.dup_bits, cfg.reorder_bits).expect("link impairment (tc mirred, htb)");
 
     let mut pairs: Vec<Pair> = Vec::new();
     for i in 0..cfg.pairs {
@@ -435,6 +686,16 @@ pub fn run(cfg: &SoakConfig) -> SoakReport {
     for k in 1..=cfg.hosts {
         rep.dropped += tc_packets(&c.sw, &format!("p{k}"), "1");
         rep.duplicated += tc_packets(&c.sw, &format!("p{k}"), "2");
+    }
+    (rep.slow_lane, rep.slow_lane_dropped) = links.slow_lane();
+    (rep.captured, rep.reordered, rep.max_displacement) = links.reordering();
+    drop(links);
+    if cfg.reorder_bits > 0 && (rep.slow_lane == 0 || rep.reordered == 0) {
+        rep.failures.push(format!(
+            "reordering was configured but not seen: {} datagrams through the slow lane, {} of {} captured \
+             arrived out of order",
+            rep.slow_lane, rep.reordered, rep.captured
+        ));
     }
     if cfg.loss_bits > 0 && rep.dropped == 0 {
         rep.failures
