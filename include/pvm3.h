@@ -601,6 +601,13 @@ extern int pvm_insert(char *name, int req, int data);
 
 extern int pvm_lookup(char *name, int req, int *datap);
 
+/**
+ * pvm-rs only: moves task `tid` to the host named `host` (NULL: the machine chooses) and
+ * returns the pvmd tid of its new host. Fails at once with PvmNotImpl where migration is
+ * unavailable (legacy daemon or library, no CRIU); docs/migration.md.
+ */
+extern int pvm_migrate(int tid, const char *host);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

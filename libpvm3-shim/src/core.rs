@@ -251,6 +251,8 @@ pub struct Lib {
     pub dsig: i32,
     pub host_addr: String,
     pub schedtid: i32,
+    /// Features of a pvmd-rs daemon (TM_CONN2 trailer); None for a legacy daemon (park.rs).
+    pub xfeatures: Option<u32>,
     pub trc: Tracer,
     pub ctrc: Tracer,
     pub resvtids: bool,
@@ -304,6 +306,7 @@ impl Default for Lib {
             dsig: pvm_proto::dsig::DataSig::native_sig(),
             host_addr: String::new(),
             schedtid: 0,
+            xfeatures: None,
             trc: Tracer::default(),
             ctrc: Tracer::default(),
             resvtids: false,
@@ -677,6 +680,7 @@ impl Lib {
         let ip = u.up_str().unwrap_or_default();
         let mut sched = [0i32];
         let _ = u.up_int(&mut sched);
+        let xfeatures = crate::park::read_trailer(&mut u); // park.rs hook
         self.mytid = a[1];
         self.ptid = a[2];
         self.trc.outtid = a[3];
@@ -698,6 +702,7 @@ impl Lib {
         cset!(pvmmytid, self.mytid);
         cset!(pvmmyptid, self.ptid);
         cset!(pvmschedtid, self.schedtid);
+        crate::park::after_conn2(self, xfeatures); // park.rs hook
         cset!(pvmmyupid, pid);
         cset!(pvmmydsig, pvm_proto::dsig::DataSig::native_sig());
         mark_enrolment(self.mytid);

@@ -23,6 +23,8 @@ use crate::wire;
 pub mod master;
 pub mod netd;
 mod xcaps;
+// Migration extensions (docs/migration.md).
+pub mod migrate;
 // ---- end multi-host ----
 
 /// Identifies one accepted stream connection.
@@ -223,6 +225,8 @@ pub struct Daemon<A: AuthFiles> {
     launcher: Box<dyn Launcher>,
     /// Multi-host: the other pvmds (None for a lone master).
     net: Option<Box<netd::Net>>,
+    /// Migration extensions (daemon/migrate.rs).
+    mig: migrate::MigState,
 }
 
 /// What the notify table needs to know about this host.
@@ -263,6 +267,7 @@ impl<A: AuthFiles> Daemon<A> {
             notifies: Notifies::default(),
             launcher: Box::new(NoLauncher),
             net: None,
+            mig: migrate::MigState::default(),
         }
     }
 
@@ -370,6 +375,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Forgets a task and tells whoever asked to know (task_cleanup in the legacy daemon).
     fn task_gone(&mut self, tid: Tid, out: &mut Vec<Out>) {
+        self.mig.task_gone(tid.local()); // migrate.rs hook
         if let Some(t) = self.tasks.remove(&tid.local()) {
             if let Some(c) = t.conn {
                 self.db_waiters.retain(|w| w.conn != c);
@@ -583,6 +589,9 @@ impl<A: AuthFiles> Daemon<A> {
     }
 
     fn dispatch(&mut self, req: Request, now: SystemTime, out: &mut Vec<Out>) {
+        if self.mig_tm_entry(&req, out) {
+            return; // migrate.rs hook: extension TM_ codes
+        }
         let tag = Tag::classify(req.hdr.tag, req.hdr.ctx);
         if self.debug & 0x2 != 0 {
             out.push(Out::Log(format!(
@@ -793,7 +802,8 @@ impl<A: AuthFiles> Daemon<A> {
             contexts: Vec::new(),
             mca: None,
         };
-        let body = self.settings(tid, &task).conn2_reply();
+        let mut body = self.settings(tid, &task).conn2_reply();
+        body.extend(migrate::conn2_trailer()); // migrate.rs hook
         self.tasks.insert(tid.local(), task);
         if let Some(c) = self.conns.get_mut(&req.conn) {
             c.auth = Auth::Connected(tid);
@@ -1091,7 +1101,8 @@ impl<A: AuthFiles> Daemon<A> {
         }
         let pending = std::mem::take(&mut t.pending);
         t.pending_bytes = 0;
-        let body = self.settings(tid, &self.tasks[&local]).conn2_reply();
+        let mut body = self.settings(tid, &self.tasks[&local]).conn2_reply();
+        body.extend(migrate::conn2_trailer()); // migrate.rs hook
         if let Some(c) = self.conns.get_mut(&req.conn) {
             c.auth = Auth::Connected(tid);
         }
@@ -1518,6 +1529,9 @@ mod tests {
         assert_eq!(r.int("dsig").unwrap(), 0x408c41);
         assert_eq!(r.string("ip").unwrap(), "7f000001:801e");
         assert_eq!(r.int("sched").unwrap(), 0);
+        assert_eq!(r.int("trailer magic").unwrap(), migrate::XMAGIC, "migrate.rs trailer");
+        r.int("trailer version").unwrap();
+        r.int("trailer features").unwrap();
         r.finish("end").unwrap();
         tid
     }
@@ -1970,7 +1984,8 @@ mod tests {
         let mut d = daemon();
         connect(&mut d, 1);
         let (mut h, mut p) = request(Tm::Config, 3, &[]);
-        p[4..8].copy_from_slice(&0x8001_0100u32.to_be_bytes());
+        // Above TM_LAST and outside the migration range (0x80010100.., daemon/migrate.rs).
+        p[4..8].copy_from_slice(&0x8001_0300u32.to_be_bytes());
         let out = d.fragment(1, h, &p, UNIX_EPOCH);
         assert!(matches!(&out[..], [Out::Log(l)] if l.contains("bogus tag")));
         // Short SOM fragment.

@@ -315,6 +315,7 @@ fn main() -> ExitCode {
     log.line(&format!("ready {}", log::ctime(SystemTime::now())));
 
     let mut daemon = Daemon::new(host, FsAuth::new(names), args.debug);
+    pvmd_rs::daemon::migrate::start_probe(); // migrate.rs hook: CRIU probe off the event loop
     let epath_spec = me
         .as_ref()
         .and_then(|h| h.opts.epath.clone())

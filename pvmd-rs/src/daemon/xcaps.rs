@@ -18,11 +18,13 @@ pub const XCAPS_TAG: i32 = 0x8002_0100u32 as i32;
 pub const XCAPS_WINDOW: u16 = 32;
 const PROBE: i32 = 1;
 const ANSWER: i32 = 2;
-const VERSION: i32 = 1;
+/// Version 2 appends `int features; string criu version` (docs/migration.md §3.2).
+const VERSION: i32 = 2;
 
 fn body(kind: i32, window: u16) -> Vec<u8> {
     let mut w = XdrWriter::new();
     w.int(kind).int(VERSION).int(i32::from(window));
+    super::migrate::xcaps_v2_fields(&mut w);
     w.into_inner()
 }
 
@@ -46,6 +48,9 @@ impl<A: AuthFiles> Daemon<A> {
         };
         if version < 1 || window < 1 {
             return;
+        }
+        if let Some(f) = super::migrate::parse_xcaps_v2(&mut r, version) {
+            self.mig_peer_caps(host, f);
         }
         let w = u16::try_from(window).unwrap_or(u16::MAX).min(XCAPS_WINDOW);
         let set = |d: &mut Self, out: &mut Vec<Out>| {

@@ -1,0 +1,335 @@
+//! Migration and checkpoint extensions (docs/migration.md §3): capability discovery between a
+//! pvmd-rs daemon and its tasks (the TM_CONN2 trailer, TM_XCAPS) and between daemons (DM_XCAPS
+//! version 2), and the task requests TM_MIGRATE / TM_CKPT / TM_RESTART.
+//!
+//! Every request that cannot succeed here is answered at once with an error and a log line
+//! naming the reason (the task is on the legacy library, CRIU is missing, the target is a
+//! legacy daemon), so no caller ever waits for an answer that will not come.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+use pvm_proto::codes::PvmError;
+use pvm_proto::xdr::{XdrReader, XdrWriter};
+use pvm_proto::Tid;
+
+use super::{AuthFiles, Daemon, Out, Request};
+
+/// Task -> its pvmd: move a task (`int tid; int host dtid; int mode`), answered `int cc; int host`.
+pub const TM_MIGRATE: i32 = 0x8001_0100u32 as i32;
+/// Task -> its pvmd: checkpoint (`int op; int scope; int tid; int replicas`).
+pub const TM_CKPT: i32 = 0x8001_0101u32 as i32;
+/// Task -> its pvmd: restart from a checkpoint (`int epoch; int tid`).
+pub const TM_RESTART: i32 = 0x8001_0102u32 as i32;
+/// Task -> its pvmd before it closes its socket for a dump.
+pub const TM_PARK: i32 = 0x8001_0103u32 as i32;
+/// Task -> its (new) pvmd after a restore.
+pub const TM_RESUME: i32 = 0x8001_0104u32 as i32;
+/// Task -> its pvmd, once after TM_CONN2 when the reply carried the trailer: `int magic; int
+/// version; int features` of the task's library. No reply (the task does not wait).
+pub const TM_XCAPS: i32 = 0x8001_0105u32 as i32;
+/// First and last TM_ code of the extension range (all above the legacy TM_LAST).
+pub const TM_EXT_FIRST: i32 = 0x8001_0100u32 as i32;
+pub const TM_EXT_LAST: i32 = 0x8001_01ffu32 as i32;
+
+/// "pvmx": the trailer that follows `schedtid` in our TM_CONN2 reply.
+pub const XMAGIC: i32 = 0x7076_6d78;
+/// Trailer version.
+pub const XVERSION: i32 = 1;
+
+/// Feature bits, shared by the TM_CONN2 trailer, TM_XCAPS and DM_XCAPS version 2.
+pub mod feat {
+    pub const STOP_AND_COPY: u32 = 1 << 0;
+    pub const POST_COPY: u32 = 1 << 1;
+    pub const CHECKPOINT: u32 = 1 << 2;
+    pub const PRE_COPY: u32 = 1 << 3;
+    pub const APP_CHECKPOINT: u32 = 1 << 4;
+    pub const PARK: u32 = 1 << 5;
+}
+
+/// What CRIU can do on this host, probed once (about 0.1 s; `main` starts the probe on a
+/// thread at start-up so the first request does not wait for it).
+struct HostCaps {
+    features: u32,
+    /// Why migration is impossible here, when it is.
+    missing: Option<String>,
+    criu: String,
+}
+
+static HOST: OnceLock<HostCaps> = OnceLock::new();
+
+fn probe_now() -> HostCaps {
+    if std::env::var_os("PVMD_NO_CRIU").is_some() {
+        return HostCaps {
+            features: 0,
+            missing: Some("CRIU disabled by PVMD_NO_CRIU".into()),
+            criu: String::new(),
+        };
+    }
+    let c = pvm_migration::probe::probe();
+    let missing = c.can_migrate().err();
+    let mut f = 0;
+    if missing.is_none() {
+        f |= feat::STOP_AND_COPY;
+        if c.lazy_pages.ok() {
+            f |= feat::POST_COPY;
+        }
+    }
+    if c.dump.ok() {
+        f |= feat::CHECKPOINT;
+    }
+    if c.dirty_tracking.ok() {
+        f |= feat::PRE_COPY;
+    }
+    HostCaps {
+        features: f,
+        missing,
+        criu: c.criu.map(|(_, v)| v).unwrap_or_default(),
+    }
+}
+
+fn host_caps() -> &'static HostCaps {
+    HOST.get_or_init(probe_now)
+}
+
+/// Starts the CRIU probe in the background (daemon start-up), so that no request waits for it.
+pub fn start_probe() {
+    std::thread::spawn(host_caps);
+}
+
+/// The probe's summary for the log (waits for the probe).
+pub fn probe_summary() -> String {
+    let h = host_caps();
+    match &h.missing {
+        None => format!("migration: CRIU {} features {:#x}", h.criu, h.features),
+        Some(r) => format!("migration unavailable here: {r}"),
+    }
+}
+
+/// Features this daemon announces now: the park protocol always (it is protocol only), the
+/// CRIU-backed ones once the probe has found them. Operations bits are advisory: the daemon
+/// re-checks at request time and answers with the reason.
+pub fn host_features() -> u32 {
+    HOST.get().map_or(0, |h| h.features)
+}
+
+/// The trailer appended to the TM_CONN2 reply. A legacy libpvm unpacks up to `schedtid` and
+/// never reads further (tested: `mig_caps` runs legacy programs against this daemon).
+pub fn conn2_trailer() -> Vec<u8> {
+    let mut w = XdrWriter::new();
+    w.int(XMAGIC).int(XVERSION).int(host_features() as i32);
+    w.into_inner()
+}
+
+/// DM_XCAPS version 2 fields after `window`: `int features; string criu version`.
+/// Waits for the probe (normally long finished by the first host-table commit): a peer keeps
+/// what we announce here.
+pub fn xcaps_v2_fields(w: &mut XdrWriter) {
+    let h = host_caps();
+    w.int(h.features as i32).string(&h.criu);
+}
+
+/// Migration state of one daemon.
+#[derive(Debug, Default)]
+pub struct MigState {
+    /// Features announced by local tasks (TM_XCAPS), by local tid part.
+    tasks: HashMap<u32, u32>,
+    /// pvmd-rs peers that answered or sent DM_XCAPS, with their features (absent: legacy or
+    /// not yet known; never sent an extension request).
+    peers: BTreeMap<u32, u32>,
+}
+
+impl MigState {
+    pub fn peer_features(&self, host: u32) -> Option<u32> {
+        self.peers.get(&host).copied()
+    }
+
+    pub fn task_features(&self, local: u32) -> Option<u32> {
+        self.tasks.get(&local).copied()
+    }
+
+    pub fn task_gone(&mut self, local: u32) {
+        self.tasks.remove(&local);
+    }
+}
+
+/// Reads the DM_XCAPS version 2 fields (after kind/version/window) when present.
+pub fn parse_xcaps_v2(r: &mut XdrReader<'_>, version: i32) -> Option<u32> {
+    if version < 2 {
+        return Some(0);
+    }
+    r.int("features").ok().map(|f| f as u32)
+}
+
+fn reply_cc(cc: i32, host: i32) -> Vec<u8> {
+    let mut w = XdrWriter::new();
+    w.int(cc).int(host);
+    w.into_inner()
+}
+
+impl<A: AuthFiles> Daemon<A> {
+    /// Records a peer's DM_XCAPS features (hook in `xcaps_entry`).
+    pub(super) fn mig_peer_caps(&mut self, host: u32, features: u32) {
+        self.mig.peers.insert(host, features);
+    }
+
+    /// TM_ codes of the extension range (hook at the top of `dispatch`). Returns false for
+    /// other codes.
+    pub(super) fn mig_tm_entry(&mut self, req: &Request, out: &mut Vec<Out>) -> bool {
+        let tag = req.hdr.tag;
+        if !(TM_EXT_FIRST..=TM_EXT_LAST).contains(&tag) || req.hdr.ctx != pvm_proto::codes::SYSCTX_TM {
+            return false;
+        }
+        if self.conn_tid(req.conn).is_none() {
+            out.push(Out::Log(format!("mig: {tag:#x} from an unconnected task; dropped")));
+            return true;
+        }
+        match tag {
+            TM_XCAPS => {
+                let mut r = XdrReader::new(req.body);
+                match (r.int("magic"), r.int("version"), r.int("features")) {
+                    (Ok(XMAGIC), Ok(v), Ok(f)) if v >= 1 => {
+                        self.mig.tasks.insert(req.src.local(), f as u32);
+                        if self.debug & 0x2 != 0 {
+                            out.push(Out::Log(format!("mig: t{:x} library features {f:#x}", req.src.bits())));
+                        }
+                    }
+                    _ => out.push(Out::Log(format!("mig: bad TM_XCAPS from t{:x}", req.src.bits()))),
+                }
+            }
+            TM_MIGRATE => self.tm_migrate(req, out),
+            TM_CKPT | TM_RESTART => {
+                out.push(Out::Log(format!(
+                    "mig: {} from t{:x}: not implemented yet; answered PvmNotImpl",
+                    if tag == TM_CKPT { "TM_CKPT" } else { "TM_RESTART" },
+                    req.src.bits()
+                )));
+                self.reply(req, req.src, &reply_cc(PvmError::NotImpl.code(), 0), out);
+            }
+            _ => {
+                // TM_PARK/TM_RESUME outside an operation, or a code we do not know: no reply is
+                // expected for these.
+                out.push(Out::Log(format!(
+                    "mig: unexpected {tag:#x} from t{:x}; dropped",
+                    req.src.bits()
+                )));
+            }
+        }
+        true
+    }
+
+    /// Why `tid` cannot move to `host` from here, or Ok(target host index).
+    fn mig_check(&self, tid: Tid, host: i32) -> Result<u32, (PvmError, String)> {
+        let me = self.host.index;
+        if !tid.is_task() || !tid.is_on_host(me) || !self.tasks.contains_key(&tid.local()) {
+            return if tid.is_task() && tid.host() != 0 && tid.host() != me {
+                Err((
+                    PvmError::NotImpl,
+                    format!(
+                        "t{:x} runs on host {}: ask that host's pvmd (not forwarded yet)",
+                        tid.bits(),
+                        tid.host()
+                    ),
+                ))
+            } else {
+                Err((PvmError::NoTask, format!("t{:x}: no such task here", tid.bits())))
+            };
+        }
+        let tf = self.mig.task_features(tid.local()).unwrap_or(0);
+        if tf & feat::PARK == 0 {
+            return Err((
+                PvmError::NotImpl,
+                if self.mig.task_features(tid.local()).is_none() {
+                    format!(
+                        "t{:x} uses a library without the park protocol (legacy libpvm3)",
+                        tid.bits()
+                    )
+                } else {
+                    format!(
+                        "t{:x}: its library does not implement the park protocol yet",
+                        tid.bits()
+                    )
+                },
+            ));
+        }
+        if let Some(r) = &host_caps().missing {
+            return Err((PvmError::NotImpl, format!("CRIU on this host: {r}")));
+        }
+        let target = Tid::from_u32(host as u32);
+        let idx = target.host();
+        let known = self.net.as_ref().is_some_and(|n| n.table.get(idx).is_some()) || idx == me;
+        if host == 0 || !known {
+            return Err((PvmError::NoHost, format!("host {host:#x}: not in the machine")));
+        }
+        if idx == me {
+            return Err((
+                PvmError::BadParam,
+                format!("t{:x} already runs on host {idx}", tid.bits()),
+            ));
+        }
+        match self.mig.peer_features(idx) {
+            None => Err((
+                PvmError::NotImpl,
+                format!("host {idx} is not a pvmd-rs daemon with migration (legacy or no DM_XCAPS answer)"),
+            )),
+            Some(f) if f & (feat::STOP_AND_COPY | feat::POST_COPY) == 0 => Err((
+                PvmError::NotImpl,
+                format!("host {idx} cannot restore tasks (its CRIU probe failed)"),
+            )),
+            Some(_) => Ok(idx),
+        }
+    }
+
+    fn tm_migrate(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let mut r = XdrReader::new(req.body);
+        let (Ok(tid), Ok(host), Ok(mode)) = (r.int("tid"), r.int("host"), r.int("mode")) else {
+            out.push(Out::Log(format!("mig: bad TM_MIGRATE from t{:x}", req.src.bits())));
+            return self.reply(req, req.src, &reply_cc(PvmError::BadParam.code(), 0), out);
+        };
+        if !(0..=2).contains(&mode) {
+            return self.reply(req, req.src, &reply_cc(PvmError::BadParam.code(), 0), out);
+        }
+        let cc = match self.mig_check(Tid(tid), host) {
+            Err((e, why)) => {
+                out.push(Out::Log(format!("mig: migrate t{tid:x} to {host:#x} refused: {why}")));
+                e.code()
+            }
+            Ok(idx) => {
+                out.push(Out::Log(format!(
+                    "mig: migrate t{tid:x} to host {idx}: the move itself is not implemented yet"
+                )));
+                PvmError::NotImpl.code()
+            }
+        };
+        self.reply(req, req.src, &reply_cc(cc, 0), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn2_trailer_starts_with_the_magic_and_version() {
+        let t = conn2_trailer();
+        let mut r = XdrReader::new(&t);
+        assert_eq!(r.int("magic").unwrap(), XMAGIC);
+        assert_eq!(r.int("version").unwrap(), XVERSION);
+        assert!(r.int("features").is_ok());
+        assert!(r.int("more").is_err(), "exactly three ints");
+    }
+
+    #[test]
+    fn xcaps_v2_features_are_read_only_from_version_2() {
+        let mut w = XdrWriter::new();
+        w.int(0x23).string("4.1.1");
+        let b = w.into_inner();
+        assert_eq!(parse_xcaps_v2(&mut XdrReader::new(&b), 2), Some(0x23));
+        assert_eq!(
+            parse_xcaps_v2(&mut XdrReader::new(&b), 1),
+            Some(0),
+            "version 1: no migration"
+        );
+        assert_eq!(parse_xcaps_v2(&mut XdrReader::new(&[]), 2), None, "truncated");
+    }
+}
