@@ -166,3 +166,50 @@ fn pvm_migrate_on_a_legacy_daemon_fails_without_asking_it() {
         "a TM_ extension code reached the legacy daemon:\n{log}"
     );
 }
+
+/// The `pvm-migrate` binary (crate pvm-migration), built next to our pvmd.
+fn pvm_migrate_bin() -> PathBuf {
+    let pvmd = interop_tests::our_pvmd();
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let ok = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "pvm-migration", "--bin", "pvm-migrate"])
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .status()
+        .expect("run cargo build for pvm-migrate")
+        .success();
+    assert!(ok, "cargo build -p pvm-migration failed");
+    pvmd.with_file_name("pvm-migrate")
+}
+
+#[test]
+fn migrate_command_reports_the_refusal_or_the_legacy_library() {
+    let bin = pvm_migrate_bin();
+    let vm = Vm::start(Kind::Ours, "mig-caps-cli");
+    // On our library: enrols, asks, and reports the refusal: an unknown host name (found by
+    // the library), then a task that does not exist (found by the daemon).
+    let me = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    for (host, why) in [("nosuchhost", "No such host"), (me.trim(), "No such task")] {
+        let mut c = interop_tests::pvm_command(&bin, vm.tmp.path());
+        c.args(["migrate", "t43fff", host]).env("LD_LIBRARY_PATH", shim_dir());
+        let out = c.output().unwrap();
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(1), "{so}\n{se}");
+        assert!(so.contains(&format!("asks its pvmd to move t43fff to {host}")), "{so}");
+        assert!(
+            se.contains("failed after") && se.contains(why),
+            "{host}: {se}\nlog:\n{}",
+            vm.tmp.log()
+        );
+    }
+    // On the legacy library: refuses before enrolling.
+    let mut c = interop_tests::pvm_command(&bin, vm.tmp.path());
+    c.args(["migrate", "t40001", "anyhost"])
+        .env("PVM_LIBPVM3", interop_tests::shim::LEGACY_LIB);
+    let out = c.output().unwrap();
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{se}");
+    assert!(se.contains("legacy libpvm3 (no pvm_migrate)"), "{se}");
+}

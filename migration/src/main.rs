@@ -192,6 +192,8 @@ fn bench_ckpt(tasks: usize, mb: u32, runs: usize) -> Result<(), String> {
     res
 }
 
+mod pvmcmd;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -255,9 +257,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("migrate") => {
+            let (Some(tid), Some(host)) = (args.get(1).and_then(|t| pvmcmd::parse_tid(t)), args.get(2)) else {
+                eprintln!("usage: pvm-migrate migrate TID HOST");
+                return ExitCode::from(2);
+            };
+            match pvmcmd::migrate(tid, host) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pvm-migrate migrate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => {
             eprintln!(
-                "usage: pvm-migrate probe | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3]"
+                "usage: pvm-migrate probe | migrate TID HOST | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3]"
             );
             ExitCode::from(2)
         }
