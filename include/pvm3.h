@@ -608,6 +608,13 @@ extern int pvm_lookup(char *name, int req, int *datap);
  */
 extern int pvm_migrate(int tid, const char *host);
 
+/**
+ * pvm-rs only: checkpoints task `tid` (spawned on this host, on pvm-rs's library) with
+ * CRIU and lets it run on; `flags` must be 0. Returns the epoch; PvmNotImpl at once where
+ * impossible; docs/migration.md.
+ */
+extern int pvm_checkpoint(int tid, int flags);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -302,4 +302,8 @@ extern "C" {
     /// returns the pvmd tid of its new host. Fails at once with PvmNotImpl where migration is
     /// unavailable (legacy daemon or library, no CRIU); docs/migration.md.
     pub fn pvm_migrate(tid: c_int, host: *const c_char) -> c_int;
+    /// pvm-rs only: checkpoints task `tid` (spawned on this host, on pvm-rs's library) with
+    /// CRIU and lets it run on; `flags` must be 0. Returns the epoch; PvmNotImpl at once where
+    /// impossible; docs/migration.md.
+    pub fn pvm_checkpoint(tid: c_int, flags: c_int) -> c_int;
 }

@@ -253,6 +253,8 @@ pub struct Lib {
     pub schedtid: i32,
     /// Features of a pvmd-rs daemon (TM_CONN2 trailer); None for a legacy daemon (park.rs).
     pub xfeatures: Option<u32>,
+    /// The pvmd asked this task to park (epoch); done at the next safe point (park.rs).
+    pub park_request: Option<i32>,
     pub trc: Tracer,
     pub ctrc: Tracer,
     pub resvtids: bool,
@@ -307,6 +309,7 @@ impl Default for Lib {
             host_addr: String::new(),
             schedtid: 0,
             xfeatures: None,
+            park_request: None,
             trc: Tracer::default(),
             ctrc: Tracer::default(),
             resvtids: false,
@@ -953,6 +956,9 @@ impl Lib {
             }
             self.process_input();
         }
+        if self.park_request.is_some() {
+            crate::park::safe_point(self)?; // park.rs hook
+        }
         if self.pvmd.as_ref().map(|p| p.eof).unwrap_or(true) && !self.lost {
             self.lost = true;
             if !self.closing {
@@ -1020,6 +1026,9 @@ impl Lib {
         if ctx == SYSCTX_TM && (src as u32) & 0x8000_0000 != 0 {
             self.replies.push(m);
             return;
+        }
+        if crate::park::on_message(self, &m) {
+            return; // park.rs hook
         }
         if ctx == SYSCTX_TC && (TC_CONREQ..=TC_SIBLINGS).contains(&tag) && !self.user_mhf_for(src, tag, ctx) {
             self.control(m);

@@ -7,14 +7,23 @@
 //! without a reply, so asking it would leave the caller waiting for ever; without the trailer
 //! the calls here fail at once with PvmNotImpl.
 
-use crate::core::{lpvmerr, with_r, xdr, Lib, E_BADPARAM, E_NOTIMPL, E_SYSERR, TM_CONFIG};
-use pvm_proto::codes::{PvmError, SYSCTX_TM};
+use crate::core::{logerror, lpvmerr, pvm_tmp, with_r, xdr, Lib, E_BADPARAM, E_NOTIMPL, E_SYSERR, TM_CONFIG};
+use pvm_proto::codes::{PvmError, SYSCTX_TC, SYSCTX_TM};
 use pvm_proto::encoding::{MsgBody, Unpacker};
+use pvm_proto::message::Message;
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};
+use std::time::{Duration, Instant};
 
 /// Task -> pvmd: move a task (`int tid; int host dtid; int mode`), reply `int cc; int host`.
 pub const TM_MIGRATE: i32 = 0x8001_0100u32 as i32;
+/// Task -> pvmd: checkpoint (`int op; int scope; int tid; int replicas`), reply `int cc; int epoch`.
+pub const TM_CKPT: i32 = 0x8001_0101u32 as i32;
+/// Task -> pvmd at the safe point (`int op; int epoch; int nsent; int nrecv; int nroutes`);
+/// the reply is the last message on the connection before the task closes it.
+pub const TM_PARK: i32 = 0x8001_0103u32 as i32;
+/// pvmd -> task, ctx SYSCTX_TC: park at the next safe point (`int op; int epoch`).
+pub const TC_MARK: i32 = 0x8003_0100u32 as i32;
 /// Task -> pvmd, one-way: `int magic; int version; int features` of this library.
 pub const TM_XCAPS: i32 = 0x8001_0105u32 as i32;
 /// "pvmx", first int of the trailer after `schedtid`.
@@ -22,9 +31,11 @@ pub const XMAGIC: i32 = 0x7076_6d78;
 const XVERSION: i32 = 1;
 /// Park protocol bit (TM_PARK/TM_RESUME, reconnect with a resume ticket).
 pub const FEAT_PARK: u32 = 1 << 5;
-/// What this library implements of the feature bits. The park/reconnect protocol is not in
-/// yet, so a daemon refuses to migrate tasks on this library with a clear reason.
-pub const LIB_FEATURES: u32 = 0;
+/// What this library implements of the feature bits: parking at a safe point inside the
+/// library and reconnecting as the same tid.
+pub const LIB_FEATURES: u32 = FEAT_PARK;
+/// A parked task gives up waiting for its ticket after this long.
+const TICKET_LIMIT: Duration = Duration::from_secs(300);
 /// The tid of "the pvmd" in requests.
 const TIDPVMD: i32 = 0x8000_0000u32 as i32;
 
@@ -48,6 +59,80 @@ pub fn after_conn2(l: &mut Lib, daemon: Option<u32>) {
         let me = l.mytid;
         let _ = l.send_raw(me, TIDPVMD, TM_XCAPS, SYSCTX_TM, 0, p.body(), true);
     }
+}
+
+/// A message from the pvmd that this module handles (hook in `Lib::deliver`): TC_MARK asks
+/// for a park. True when consumed.
+pub fn on_message(l: &mut Lib, m: &Message) -> bool {
+    if m.header.ctx != SYSCTX_TC || m.header.tag != TC_MARK || (m.src.0 as u32) & 0x8000_0000 == 0 {
+        return false;
+    }
+    let b = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
+    let mut u = b.unpacker();
+    let _op = int(&mut u).unwrap_or(0);
+    l.park_request = Some(int(&mut u).unwrap_or(0));
+    true
+}
+
+/// The safe point (hook at the end of each round of input in `Lib::pump`, which every
+/// blocking call goes through; no write is half done there): when a park was asked for, tell
+/// the pvmd (everything it sent before our TM_PARK arrives before its answer and lands in our
+/// queues, so it is inside the process image), close the socket and the direct routes, wait
+/// for the ticket, and reconnect as the same task.
+pub fn safe_point(l: &mut Lib) -> Result<(), i32> {
+    let Some(epoch) = l.park_request.take() else {
+        return Ok(());
+    };
+    let mut p = xdr();
+    p.pk_int(&[0, epoch, 0, 0, 0]).map_err(|_| E_SYSERR)?;
+    let m = l.msendrecv(TIDPVMD, TM_PARK, SYSCTX_TM, p.body())?;
+    let b = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
+    if int(&mut b.unpacker()).unwrap_or(-1) < 0 {
+        return Ok(()); // the pvmd changed its mind: carry on connected
+    }
+    let me = l.mytid;
+    // Direct routes are closed without a drain (not done yet: docs/migration.md §7); peers
+    // on either library fall back to routing through the pvmds.
+    l.routes.clear();
+    l.route_readers.clear();
+    l.pvmd = None;
+    let ticket = std::path::PathBuf::from(pvm_tmp()).join(format!("pvmresume.t{me:x}"));
+    let t0 = Instant::now();
+    let text = loop {
+        if let Ok(t) = std::fs::read_to_string(&ticket) {
+            let _ = std::fs::remove_file(&ticket);
+            break t;
+        }
+        if t0.elapsed() > TICKET_LIMIT {
+            logerror(&format!(
+                "park: no resume ticket {} after {:?}\n",
+                ticket.display(),
+                TICKET_LIMIT
+            ));
+            l.lost = true;
+            return Err(E_SYSERR);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let w: Vec<&str> = text.split_whitespace().collect();
+    match w.as_slice() {
+        ["continue", cookie, _epoch] => std::env::set_var("PVMEPID", cookie),
+        ["restored", sock, cookie, _epoch] => {
+            std::env::set_var("PVMSOCK", sock);
+            std::env::set_var("PVMEPID", cookie);
+        }
+        _ => {
+            logerror(&format!("park: bad resume ticket {text:?}\n"));
+            l.lost = true;
+            return Err(E_SYSERR);
+        }
+    }
+    l.mytid = 0;
+    l.beatask()?;
+    if l.mytid != me {
+        logerror(&format!("park: reconnected as t{:x}, not t{me:x}\n", l.mytid));
+    }
+    Ok(())
 }
 
 fn int(u: &mut Unpacker<'_>) -> Result<i32, c_int> {
@@ -121,6 +206,42 @@ pub unsafe extern "C" fn pvm_migrate(tid: c_int, host: *const c_char) -> c_int {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => lpvmerr("pvm_migrate", e),
         Err(_) => lpvmerr("pvm_migrate", E_SYSERR),
+    }
+}
+
+fn checkpoint(tid: c_int, flags: c_int) -> Result<c_int, c_int> {
+    if tid <= 0 || flags != 0 {
+        return Err(E_BADPARAM);
+    }
+    with_r(|l| {
+        l.beatask()?;
+        if l.xfeatures.is_none() {
+            return Err(E_NOTIMPL);
+        }
+        let mut p = xdr();
+        p.pk_int(&[0, 0, tid, 0]).map_err(|_| E_SYSERR)?;
+        let m = l.msendrecv(TIDPVMD, TM_CKPT, SYSCTX_TM, p.body())?;
+        let b = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
+        let mut u = b.unpacker();
+        let cc = int(&mut u)?;
+        let epoch = int(&mut u).unwrap_or(0);
+        if cc < 0 {
+            Err(cc)
+        } else {
+            Ok(epoch)
+        }
+    })
+}
+
+/// Checkpoints task `tid` (on this host, spawned by its pvmd, on this library) and lets it run
+/// on; `flags` must be 0. Returns the checkpoint's epoch once the task runs again; PvmNotImpl
+/// at once where that is impossible (the pvmd's log says why). pvm-rs only.
+#[no_mangle]
+pub unsafe extern "C" fn pvm_checkpoint(tid: c_int, flags: c_int) -> c_int {
+    match std::panic::catch_unwind(|| checkpoint(tid, flags)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => lpvmerr("pvm_checkpoint", e),
+        Err(_) => lpvmerr("pvm_checkpoint", E_SYSERR),
     }
 }
 

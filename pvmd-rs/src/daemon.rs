@@ -371,6 +371,7 @@ impl<A: AuthFiles> Daemon<A> {
             Some(t) if t.forked => t.conn = None,
             _ => self.task_gone(tid, out),
         }
+        self.mig_disconnected(tid, out); // migrate.rs hook: a parked task
     }
 
     /// Forgets a task and tells whoever asked to know (task_cleanup in the legacy daemon).
@@ -1119,6 +1120,9 @@ impl<A: AuthFiles> Daemon<A> {
     /// Hands bytes (whole fragments) to a local task: now if connected, later if it is a spawned
     /// task still starting, else nowhere.
     fn deliver(&mut self, local: u32, bytes: Vec<u8>, out: &mut Vec<Out>) -> bool {
+        let Some(bytes) = self.mig_hold(local, bytes, out) else {
+            return true; // migrate.rs hook: held for a parking task
+        };
         let Some(t) = self.tasks.get_mut(&local) else {
             return false;
         };

@@ -111,7 +111,9 @@ impl Launcher for ProcLauncher {
         // so the task's TM_CONN2 cookie is the pid we record here.
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg("PVMEPID=$$; export PVMEPID; exec \"$0\" \"$@\"")
+            // Each task in its own session (setsid(1) does not fork here: sh is no group
+            // leader, so the pid stays), so that CRIU can checkpoint it (docs/migration.md §1).
+            .arg("PVMEPID=$$; export PVMEPID; exec /usr/bin/setsid \"$0\" \"$@\"")
             .arg(path)
             .args(argv.iter().skip(1))
             .stdin(Stdio::null())

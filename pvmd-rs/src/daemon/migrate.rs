@@ -13,7 +13,8 @@ use pvm_proto::codes::PvmError;
 use pvm_proto::xdr::{XdrReader, XdrWriter};
 use pvm_proto::Tid;
 
-use super::{AuthFiles, Daemon, Out, Request};
+use super::{AuthFiles, ConnId, Daemon, Out, Request, MAX_PENDING_BYTES};
+use crate::wire;
 
 /// Task -> its pvmd: move a task (`int tid; int host dtid; int mode`), answered `int cc; int host`.
 pub const TM_MIGRATE: i32 = 0x8001_0100u32 as i32;
@@ -31,6 +32,9 @@ pub const TM_XCAPS: i32 = 0x8001_0105u32 as i32;
 /// First and last TM_ code of the extension range (all above the legacy TM_LAST).
 pub const TM_EXT_FIRST: i32 = 0x8001_0100u32 as i32;
 pub const TM_EXT_LAST: i32 = 0x8001_01ffu32 as i32;
+
+/// pvmd -> task (ctx SYSCTX_TC): "park at your next safe point" (`int op; int epoch`).
+pub const TC_MARK: i32 = 0x8003_0100u32 as i32;
 
 /// "pvmx": the trailer that follows `schedtid` in our TM_CONN2 reply.
 pub const XMAGIC: i32 = 0x7076_6d78;
@@ -137,6 +141,23 @@ pub struct MigState {
     /// pvmd-rs peers that answered or sent DM_XCAPS, with their features (absent: legacy or
     /// not yet known; never sent an extension request).
     peers: BTreeMap<u32, u32>,
+    /// Tasks asked to park, by local tid part: messages for them are held.
+    parking: HashMap<u32, ParkOp>,
+    last_epoch: i32,
+}
+
+/// A park in progress (a one-task checkpoint that leaves the task running).
+#[derive(Debug)]
+struct ParkOp {
+    /// Who asked: the TM_CKPT reply goes there when the task runs again.
+    conn: ConnId,
+    src: Tid,
+    ctx: i32,
+    wid: i32,
+    epoch: i32,
+    /// The task's TM_PARK arrived (its EOF that follows means "parked", not "exited").
+    parked: bool,
+    t0: std::time::Instant,
 }
 
 impl MigState {
@@ -198,10 +219,12 @@ impl<A: AuthFiles> Daemon<A> {
                 }
             }
             TM_MIGRATE => self.tm_migrate(req, out),
-            TM_CKPT | TM_RESTART => {
+            TM_CKPT => self.tm_ckpt(req, out),
+            TM_PARK => self.tm_park(req, out),
+            TM_RESTART => {
                 out.push(Out::Log(format!(
                     "mig: {} from t{:x}: not implemented yet; answered PvmNotImpl",
-                    if tag == TM_CKPT { "TM_CKPT" } else { "TM_RESTART" },
+                    "TM_RESTART",
                     req.src.bits()
                 )));
                 self.reply(req, req.src, &reply_cc(PvmError::NotImpl.code(), 0), out);
@@ -278,6 +301,165 @@ impl<A: AuthFiles> Daemon<A> {
             )),
             Some(_) => Ok(idx),
         }
+    }
+
+    /// TM_CKPT scope 0 (one task, leave-running, image kept on this host): asks the task to
+    /// park (TC_MARK), holds its messages, dumps it with `criu dump -R` after its TM_PARK and
+    /// EOF, writes its `continue` ticket and answers when that is done.
+    fn tm_ckpt(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let mut r = XdrReader::new(req.body);
+        let (Ok(_op), Ok(scope), Ok(tid), Ok(replicas)) =
+            (r.int("op"), r.int("scope"), r.int("tid"), r.int("replicas"))
+        else {
+            return self.reply(req, req.src, &reply_cc(PvmError::BadParam.code(), 0), out);
+        };
+        let tid = Tid(tid);
+        let why = if scope != 0 || replicas != 0 {
+            Some((
+                PvmError::NotImpl,
+                "only one-task checkpoints kept on this host (scope 0, replicas 0)".to_string(),
+            ))
+        } else if !tid.is_task() || !tid.is_on_host(self.host.index) || !self.tasks.contains_key(&tid.local()) {
+            Some((PvmError::NoTask, format!("t{:x}: no such task here", tid.bits())))
+        } else if self.mig.task_features(tid.local()).unwrap_or(0) & feat::PARK == 0 {
+            Some((
+                PvmError::NotImpl,
+                format!("t{:x} cannot park (legacy libpvm3 or no park protocol)", tid.bits()),
+            ))
+        } else if !self.tasks[&tid.local()].forked || self.tasks[&tid.local()].conn.is_none() {
+            Some((
+                PvmError::NotImpl,
+                format!("t{:x} was not spawned by this pvmd or is not connected", tid.bits()),
+            ))
+        } else if self.mig.parking.contains_key(&tid.local()) {
+            Some((PvmError::NotImpl, format!("t{:x} is already parking", tid.bits())))
+        } else {
+            host_caps()
+                .missing
+                .as_ref()
+                .map(|m| (PvmError::NotImpl, format!("CRIU on this host: {m}")))
+        };
+        if let Some((e, why)) = why {
+            out.push(Out::Log(format!("mig: checkpoint of t{:x} refused: {why}", tid.bits())));
+            return self.reply(req, req.src, &reply_cc(e.code(), 0), out);
+        }
+        self.mig.last_epoch += 1;
+        let epoch = self.mig.last_epoch;
+        let Some(conn) = self.tasks[&tid.local()].conn else {
+            return;
+        };
+        let mut w = XdrWriter::new();
+        w.int(0).int(epoch);
+        let mark = wire::frame_message(
+            tid,
+            Tid::LOCAL_PVMD,
+            TC_MARK,
+            pvm_proto::codes::SYSCTX_TC,
+            0,
+            &w.into_inner(),
+        );
+        out.push(Out::Send(conn, mark));
+        self.mig.parking.insert(
+            tid.local(),
+            ParkOp {
+                conn: req.conn,
+                src: req.src,
+                ctx: req.hdr.ctx,
+                wid: req.hdr.wid,
+                epoch,
+                parked: false,
+                t0: std::time::Instant::now(),
+            },
+        );
+        out.push(Out::Log(format!(
+            "mig: t{:x} asked to park (epoch {epoch})",
+            tid.bits()
+        )));
+    }
+
+    /// The task reached its safe point: answer (the last thing on this connection; it closes
+    /// after reading it).
+    fn tm_park(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let cc = match self.mig.parking.get_mut(&req.src.local()) {
+            Some(p) => {
+                p.parked = true;
+                0
+            }
+            None => PvmError::BadParam.code(),
+        };
+        self.reply(req, req.src, &wire::int_body(cc), out);
+    }
+
+    /// Messages for a parking task are held in its pending queue (delivered in order when it
+    /// reconnects). Returns the bytes back when the task is not parking.
+    pub(super) fn mig_hold(&mut self, local: u32, bytes: Vec<u8>, out: &mut Vec<Out>) -> Option<Vec<u8>> {
+        if !self.mig.parking.contains_key(&local) {
+            return Some(bytes);
+        }
+        let t = self.tasks.get_mut(&local)?;
+        if t.pending_bytes + bytes.len() <= MAX_PENDING_BYTES {
+            t.pending_bytes += bytes.len();
+            t.pending.push(bytes);
+        } else {
+            out.push(Out::Log(format!(
+                "mig: t{local:x}: too much held for a parked task; message dropped"
+            )));
+        }
+        None
+    }
+
+    /// A task's connection ended (hook in `disconnected`): a parked task is dumped and let go.
+    pub(super) fn mig_disconnected(&mut self, tid: Tid, out: &mut Vec<Out>) {
+        let Some(p) = self.mig.parking.remove(&tid.local()) else {
+            return;
+        };
+        let Some(t) = self.tasks.get(&tid.local()) else { return };
+        let cookie = t.pid;
+        let cc = if !p.parked {
+            out.push(Out::Log(format!("mig: t{:x} left before parking", tid.bits())));
+            PvmError::SysErr.code()
+        } else {
+            let parked = p.t0.elapsed();
+            let tmp = std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into());
+            let dir = std::path::Path::new(&tmp).join(format!("pvmckpt/t{:x}/{}", tid.bits(), p.epoch));
+            // Blocking: the event loop waits for the dump (tens of ms for a small task).
+            let host = pvm_migration::Host {
+                netns: None,
+                addr: std::net::Ipv4Addr::LOCALHOST,
+            };
+            let res = pvm_migration::Criu::new()
+                .and_then(|c| c.dump(cookie as u32, &host, &dir, true, std::time::Duration::from_secs(60)));
+            let cc = match res {
+                Ok(d) => {
+                    out.push(Out::Log(format!(
+                        "mig: t{:x} checkpoint epoch {} in {}: parked after {} ms, dump {} ms (frozen {} ms), {} bytes",
+                        tid.bits(),
+                        p.epoch,
+                        dir.display(),
+                        parked.as_millis(),
+                        d.wall.as_millis(),
+                        d.frozen.map_or(0, |f| f.as_millis()),
+                        d.bytes
+                    )));
+                    0
+                }
+                Err(e) => {
+                    out.push(Out::Log(format!("mig: t{:x} checkpoint failed: {e}", tid.bits())));
+                    PvmError::SysErr.code()
+                }
+            };
+            // The ticket lets the task reconnect (as itself, by its PVMEPID cookie) either way.
+            let ticket = std::path::Path::new(&tmp).join(format!("pvmresume.t{:x}", tid.bits()));
+            let part = ticket.with_extension("part");
+            let text = format!("continue {cookie} {}\n", p.epoch);
+            if let Err(e) = std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, &ticket)) {
+                out.push(Out::Log(format!("mig: can't write {}: {e}", ticket.display())));
+            }
+            cc
+        };
+        let body = reply_cc(cc, if cc == 0 { p.epoch } else { 0 });
+        let bytes = wire::frame_message(p.src, Tid::LOCAL_PVMD, TM_CKPT, p.ctx, p.wid, &body);
+        out.push(Out::Send(p.conn, bytes));
     }
 
     fn tm_migrate(&mut self, req: &Request, out: &mut Vec<Out>) {
