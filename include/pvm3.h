@@ -615,6 +615,12 @@ extern int pvm_migrate(int tid, const char *host);
  */
 extern int pvm_checkpoint(int tid, int flags);
 
+/**
+ * pvm-rs only: restarts task `tid`, whose process is gone, from its last checkpoint on
+ * this host as the same tid (`epoch` -1 = the last); returns the epoch.
+ */
+extern int pvm_restart(int tid, int epoch);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -64,11 +64,11 @@ int main(int argc, char **argv) {
 }
 "#;
 
-fn build() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mig-ckpt-{}", std::process::id()));
+fn build_src(name: &str, src: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mig-ckpt-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let c = dir.join("job.c");
-    std::fs::write(&c, JOB).unwrap();
+    std::fs::write(&c, src).unwrap();
     let exe = dir.join("job");
     let inc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include");
     let out = Command::new("gcc")
@@ -88,7 +88,7 @@ fn build() -> PathBuf {
 
 #[test]
 fn checkpointed_worker_keeps_its_tid_messages_and_output() {
-    let exe = build();
+    let exe = build_src("job", JOB);
     let vm = Vm::start(Kind::Ours, "mig-ckpt");
     let (code, out, err) = vm.run(exe.to_str().unwrap(), &[], Lib::Shim, Lib::Shim, None);
     let log = vm.tmp.log();
@@ -110,4 +110,102 @@ fn checkpointed_worker_keeps_its_tid_messages_and_output() {
     for l in log.lines().filter(|l| l.contains("mig: ")) {
         eprintln!("{l}");
     }
+}
+
+/// Checkpoint the worker at a quiet point (no message in flight), go on, kill -9 it, restart
+/// it from the checkpoint as the same tid, roll the master back to the same point, finish.
+const RESTART_JOB: &str = r#"
+#include <stdio.h>
+#include <signal.h>
+#include <sys/time.h>
+#include "pvm3.h"
+static double now(void) { struct timeval t; gettimeofday(&t, 0); return t.tv_sec + t.tv_usec / 1e6; }
+int main(int argc, char **argv) {
+    int me = pvm_mytid(), parent = pvm_parent(), i, n = 2000, w, v, who, bad = 0, ck_i = 0, killed = 0;
+    long sum = 0, got, ck_sum = 0;
+    if (parent > 0) {
+        for (;;) {
+            pvm_recv(parent, 1);
+            pvm_upkint(&v, 1, 1);
+            if (v < 0) break;
+            sum += v;
+            pvm_initsend(PvmDataDefault);
+            pvm_pklong(&sum, 1, 1);
+            pvm_pkint(&me, 1, 1);
+            pvm_send(parent, 2);
+            if (v % 500 == 0) { printf("worker at %d\n", v); fflush(stdout); }
+        }
+        pvm_exit();
+        return 0;
+    }
+    pvm_catchout(stdout);
+    if (pvm_spawn(argv[0], 0, PvmTaskDefault, "", 1, &w) != 1) { printf("spawn failed %d\n", w); pvm_exit(); return 1; }
+    pvm_notify(PvmTaskExit, 9, 1, &w);
+    for (i = 1; i <= n; i++) {
+        pvm_initsend(PvmDataDefault);
+        pvm_pkint(&i, 1, 1);
+        pvm_send(w, 1);
+        pvm_recv(w, 2);
+        pvm_upklong(&got, 1, 1);
+        pvm_upkint(&who, 1, 1);
+        sum += i;
+        if (got != sum || who != w) bad++;
+        if (i == 700) {
+            int e = pvm_checkpoint(w, 0);
+            ck_i = i; ck_sum = sum;
+            printf("checkpoint epoch %d\n", e);
+            fflush(stdout);
+        }
+        if (i == 1300 && !killed) {
+            double t0;
+            killed = 1;
+            pvm_sendsig(w, SIGKILL);
+            pvm_recv(-1, 9);
+            t0 = now();
+            v = pvm_restart(w, -1);
+            printf("killed, restart epoch %d %.3f\n", v, now() - t0);
+            fflush(stdout);
+            i = ck_i; sum = ck_sum;
+        }
+    }
+    i = -1;
+    pvm_initsend(PvmDataDefault);
+    pvm_pkint(&i, 1, 1);
+    pvm_send(w, 1);
+    printf("done bad %d\n", bad);
+    fflush(stdout);
+    pvm_exit();
+    return 0;
+}
+"#;
+
+#[test]
+fn worker_restarts_from_its_checkpoint_after_kill_9() {
+    let pvmd = interop_tests::our_pvmd();
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let ok = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "pvm-migration", "--bin", "pvm-migrate"])
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .status()
+        .expect("run cargo build for pvm-migrate")
+        .success();
+    assert!(
+        ok && pvmd.with_file_name("pvm-migrate").exists(),
+        "pvm-migrate not built"
+    );
+    let exe = build_src("restart", RESTART_JOB);
+    let vm = Vm::start(Kind::Ours, "mig-restart");
+    let (code, out, err) = vm.run(exe.to_str().unwrap(), &[], Lib::Shim, Lib::Shim, None);
+    let log = vm.tmp.log();
+    for l in log.lines().filter(|l| l.contains("mig: ")) {
+        eprintln!("{l}");
+    }
+    assert_eq!(code, Some(0), "{out}\n{err}\nlog:\n{log}");
+    assert!(out.contains("checkpoint epoch 1\n"), "{out}\nlog:\n{log}");
+    assert!(out.contains("killed, restart epoch 1 "), "{out}\nlog:\n{log}");
+    assert!(out.contains("done bad 0"), "{out}\n{err}\nlog:\n{log}");
+    // Output from before the kill, and from the restored worker (it passes 1000 again).
+    assert!(out.contains("worker at 2000"), "output after the restart lost:\n{out}");
+    assert_eq!(out.matches("worker at 1000").count(), 2, "{out}");
+    eprintln!("{out}");
 }

@@ -306,4 +306,7 @@ extern "C" {
     /// CRIU and lets it run on; `flags` must be 0. Returns the epoch; PvmNotImpl at once where
     /// impossible; docs/migration.md.
     pub fn pvm_checkpoint(tid: c_int, flags: c_int) -> c_int;
+    /// pvm-rs only: restarts task `tid`, whose process is gone, from its last checkpoint on
+    /// this host as the same tid (`epoch` -1 = the last); returns the epoch.
+    pub fn pvm_restart(tid: c_int, epoch: c_int) -> c_int;
 }

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 pub const TM_MIGRATE: i32 = 0x8001_0100u32 as i32;
 /// Task -> pvmd: checkpoint (`int op; int scope; int tid; int replicas`), reply `int cc; int epoch`.
 pub const TM_CKPT: i32 = 0x8001_0101u32 as i32;
+/// Task -> pvmd: restart a task from its last checkpoint (`int epoch; int tid`), reply
+/// `int cc; int epoch`.
+pub const TM_RESTART: i32 = 0x8001_0102u32 as i32;
 /// Task -> pvmd at the safe point (`int op; int epoch; int nsent; int nrecv; int nroutes`);
 /// the reply is the last message on the connection before the task closes it.
 pub const TM_PARK: i32 = 0x8001_0103u32 as i32;
@@ -207,6 +210,40 @@ pub unsafe extern "C" fn pvm_migrate(tid: c_int, host: *const c_char) -> c_int {
         Ok(Err(e)) => lpvmerr("pvm_migrate", e),
         Err(_) => lpvmerr("pvm_migrate", E_SYSERR),
     }
+}
+
+/// A request of the extension range with a `cc; value` reply, only to a pvmd-rs daemon.
+fn ext_request(tag: i32, ints: &[i32]) -> Result<c_int, c_int> {
+    with_r(|l| {
+        l.beatask()?;
+        if l.xfeatures.is_none() {
+            return Err(E_NOTIMPL);
+        }
+        let mut p = xdr();
+        p.pk_int(ints).map_err(|_| E_SYSERR)?;
+        let m = l.msendrecv(TIDPVMD, tag, SYSCTX_TM, p.body())?;
+        let b = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
+        let mut u = b.unpacker();
+        let cc = int(&mut u)?;
+        let v = int(&mut u).unwrap_or(0);
+        if cc < 0 {
+            Err(cc)
+        } else {
+            Ok(v)
+        }
+    })
+}
+
+/// Restarts task `tid` (whose process is gone) from its last checkpoint on this host, as the
+/// same tid; `epoch` must be -1 (the last). Returns the epoch. pvm-rs only.
+#[no_mangle]
+pub unsafe extern "C" fn pvm_restart(tid: c_int, epoch: c_int) -> c_int {
+    let r = if tid <= 0 || epoch != -1 {
+        Err(E_BADPARAM)
+    } else {
+        std::panic::catch_unwind(|| ext_request(TM_RESTART, &[epoch, tid])).unwrap_or(Err(E_SYSERR))
+    };
+    r.unwrap_or_else(|e| lpvmerr("pvm_restart", e))
 }
 
 fn checkpoint(tid: c_int, flags: c_int) -> Result<c_int, c_int> {

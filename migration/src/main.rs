@@ -257,6 +257,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("restore-task") if args.len() >= 2 => match pvmcmd::restore_task(&args[1], &args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pvm-migrate restore-task: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("migrate") => {
             let (Some(tid), Some(host)) = (args.get(1).and_then(|t| pvmcmd::parse_tid(t)), args.get(2)) else {
                 eprintln!("usage: pvm-migrate migrate TID HOST");

@@ -110,6 +110,39 @@ pub fn migrate(tid: i32, host: &str) -> Result<(), String> {
     }
 }
 
+/// `pvm-migrate restore-task DIR KEY1 KEY2`: run by a pvmd (as the "program" of a restarted
+/// task, so the pvmd's output pipes are this process's stdout and stderr): restores the task
+/// in DIR into a fresh pid namespace with those pipes in place of the dumped ones (named
+/// KEY1/KEY2, `pipe:[inode]`), then lives as long as the task so the pvmd sees its exit.
+pub fn restore_task(dir: &str, keys: &[String]) -> Result<(), String> {
+    use std::os::fd::AsFd;
+    let criu = pvm_migration::Criu::new().map_err(|e| e.to_string())?;
+    let mut inherit = Vec::new();
+    for (k, fd) in keys.iter().zip([std::io::stdout().as_fd(), std::io::stderr().as_fd()]) {
+        if k.starts_with("pipe:[") {
+            let fd = fd.try_clone_to_owned().map_err(|e| e.to_string())?;
+            inherit.push(pvm_migration::Inherit { fd, key: k.clone() });
+        }
+    }
+    let host = pvm_migration::Host {
+        netns: None,
+        addr: std::net::Ipv4Addr::LOCALHOST,
+    };
+    let mut r = criu
+        .restore_with(
+            &host,
+            std::path::Path::new(dir),
+            &inherit,
+            std::time::Duration::from_secs(60),
+        )
+        .map_err(|e| e.to_string())?;
+    drop(inherit);
+    while r.alive() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_tid;

@@ -1092,9 +1092,10 @@ impl<A: AuthFiles> Daemon<A> {
     /// what was sent to it meanwhile is delivered after the TM_CONN2 reply.
     fn attach_spawned(&mut self, req: &Request, local: u32, pid: i32, cookie: i32, out: &mut Vec<Out>) {
         let tid = Tid::task(self.host.index, local);
+        let restored = self.mig.is_restored(local); // migrate.rs hook
         let Some(t) = self.tasks.get_mut(&local) else { return };
         t.conn = Some(req.conn);
-        if pid != cookie {
+        if pid != cookie && !restored {
             // Not the process we started (e.g. its child): no longer ours to reap.
             t.pid = pid;
             t.forked = false;

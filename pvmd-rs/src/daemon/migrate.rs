@@ -144,6 +144,24 @@ pub struct MigState {
     /// Tasks asked to park, by local tid part: messages for them are held.
     parking: HashMap<u32, ParkOp>,
     last_epoch: i32,
+    /// The last complete one-task checkpoint of each task, by local tid part.
+    ckpts: HashMap<u32, CkptRec>,
+    /// Restarted tasks: their pid inside the restore namespace differs from the cookie (the
+    /// restore helper's pid), and they stay "spawned" (the helper's exit is their exit).
+    restored: std::collections::HashSet<u32>,
+}
+
+/// What a restart needs besides the image: the task's place in the machine and the pipes its
+/// output went to (CRIU's names for them, replaced by new pipes at restore).
+#[derive(Debug, Clone)]
+struct CkptRec {
+    epoch: i32,
+    dir: std::path::PathBuf,
+    ptid: Tid,
+    a_out: String,
+    out: (i32, i32, i32),
+    trc: (i32, i32, i32),
+    keys: [String; 2],
 }
 
 /// A park in progress (a one-task checkpoint that leaves the task running).
@@ -171,6 +189,11 @@ impl MigState {
 
     pub fn task_gone(&mut self, local: u32) {
         self.tasks.remove(&local);
+        self.restored.remove(&local);
+    }
+
+    pub fn is_restored(&self, local: u32) -> bool {
+        self.restored.contains(&local)
     }
 }
 
@@ -221,14 +244,7 @@ impl<A: AuthFiles> Daemon<A> {
             TM_MIGRATE => self.tm_migrate(req, out),
             TM_CKPT => self.tm_ckpt(req, out),
             TM_PARK => self.tm_park(req, out),
-            TM_RESTART => {
-                out.push(Out::Log(format!(
-                    "mig: {} from t{:x}: not implemented yet; answered PvmNotImpl",
-                    "TM_RESTART",
-                    req.src.bits()
-                )));
-                self.reply(req, req.src, &reply_cc(PvmError::NotImpl.code(), 0), out);
-            }
+            TM_RESTART => self.tm_restart(req, out),
             _ => {
                 // TM_PARK/TM_RESUME outside an operation, or a code we do not know: no reply is
                 // expected for these.
@@ -427,6 +443,19 @@ impl<A: AuthFiles> Daemon<A> {
                 netns: None,
                 addr: std::net::Ipv4Addr::LOCALHOST,
             };
+            let key = |fd: i32| {
+                std::fs::read_link(format!("/proc/{cookie}/fd/{fd}"))
+                    .map_or(String::new(), |l| l.to_string_lossy().into_owned())
+            };
+            let rec = CkptRec {
+                epoch: p.epoch,
+                dir: dir.clone(),
+                ptid: t.ptid,
+                a_out: t.a_out.clone(),
+                out: (t.outtid, t.outctx, t.outtag),
+                trc: (t.trctid, t.trcctx, t.trctag),
+                keys: [key(1), key(2)],
+            };
             let res = pvm_migration::Criu::new()
                 .and_then(|c| c.dump(cookie as u32, &host, &dir, true, std::time::Duration::from_secs(60)));
             let cc = match res {
@@ -441,6 +470,7 @@ impl<A: AuthFiles> Daemon<A> {
                         d.frozen.map_or(0, |f| f.as_millis()),
                         d.bytes
                     )));
+                    self.mig.ckpts.insert(tid.local(), rec);
                     0
                 }
                 Err(e) => {
@@ -460,6 +490,109 @@ impl<A: AuthFiles> Daemon<A> {
         let body = reply_cc(cc, if cc == 0 { p.epoch } else { 0 });
         let bytes = wire::frame_message(p.src, Tid::LOCAL_PVMD, TM_CKPT, p.ctx, p.wid, &body);
         out.push(Out::Send(p.conn, bytes));
+    }
+
+    /// TM_RESTART: a task whose process is gone (killed) starts again from its last one-task
+    /// checkpoint, as the same tid, in a fresh pid namespace on this host, its output going
+    /// where it went. Answered once the restore is launched; messages sent to the tid from then
+    /// on are held until it reconnects. (Messages sent between the checkpoint and the restart
+    /// are not replayed: without a message log the application must roll back with it.)
+    fn tm_restart(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let mut r = XdrReader::new(req.body);
+        let (Ok(_epoch), Ok(tid)) = (r.int("epoch"), r.int("tid")) else {
+            return self.reply(req, req.src, &reply_cc(PvmError::BadParam.code(), 0), out);
+        };
+        let tid = Tid(tid);
+        let rec = self.mig.ckpts.get(&tid.local()).cloned();
+        let helper = std::env::var("PVMD_MIGRATE_BIN").ok().or_else(|| {
+            let p = std::env::current_exe().ok()?.with_file_name("pvm-migrate");
+            p.exists().then(|| p.to_string_lossy().into_owned())
+        });
+        let why = if !tid.is_task() || !tid.is_on_host(self.host.index) {
+            Some((
+                PvmError::NoTask,
+                format!("t{:x} is not a task of this host", tid.bits()),
+            ))
+        } else if rec.is_none() {
+            Some((PvmError::NotFound, format!("t{:x}: no checkpoint here", tid.bits())))
+        } else if self.tasks.contains_key(&tid.local()) {
+            Some((PvmError::BadParam, format!("t{:x} is still running", tid.bits())))
+        } else if helper.is_none() {
+            Some((
+                PvmError::NotImpl,
+                "pvm-migrate not found (set PVMD_MIGRATE_BIN)".to_string(),
+            ))
+        } else {
+            None
+        };
+        let (Some(rec), Some(helper), None) = (rec, helper, why.clone()) else {
+            let (e, why) = why.unwrap_or((PvmError::SysErr, String::new()));
+            out.push(Out::Log(format!("mig: restart of t{:x} refused: {why}", tid.bits())));
+            return self.reply(req, req.src, &reply_cc(e.code(), 0), out);
+        };
+        let argv = vec![
+            helper.clone(),
+            "restore-task".to_string(),
+            rec.dir.to_string_lossy().into_owned(),
+            rec.keys[0].clone(),
+            rec.keys[1].clone(),
+        ];
+        let pid = match self.launcher.launch(tid, &helper, &argv, &[]) {
+            Ok(pid) => pid,
+            Err(e) => {
+                out.push(Out::Log(format!("mig: restart of t{:x}: {e}", tid.bits())));
+                return self.reply(req, req.src, &reply_cc(PvmError::SysErr.code(), 0), out);
+            }
+        };
+        self.tasks.insert(
+            tid.local(),
+            super::Task {
+                conn: None,
+                forked: true,
+                pending: Vec::new(),
+                pending_bytes: 0,
+                out_buf: Vec::new(),
+                ptid: rec.ptid,
+                pid,
+                pid_verified: true,
+                a_out: rec.a_out.clone(),
+                outtid: rec.out.0,
+                outctx: rec.out.1,
+                outtag: rec.out.2,
+                trctid: rec.trc.0,
+                trcctx: rec.trc.1,
+                trctag: rec.trc.2,
+                contexts: Vec::new(),
+                mca: None,
+            },
+        );
+        self.mig.tasks.insert(tid.local(), feat::PARK);
+        self.mig.restored.insert(tid.local());
+        if rec.out.0 > 0 {
+            // The collector saw the old process's EOF: announce the task again, as at spawn.
+            let mut body = wire::output_record(tid, super::TO_NEW, &[]);
+            body.extend_from_slice(&wire::int_body(rec.ptid.0));
+            self.send_to_task(Tid(rec.out.0), rec.out.2, rec.out.1, 0, &body, out);
+            // And the "spawned" record its spawner's library would have sent (-1): the
+            // collector waits for both it and the EOF before it lets go of the task.
+            let spawned = wire::output_record(tid, -1, &[]);
+            self.send_to_task(Tid(rec.out.0), rec.out.2, rec.out.1, 0, &spawned, out);
+        }
+        let tmp = std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into());
+        let sock = std::env::var("PVMSOCK").unwrap_or_default();
+        let ticket = std::path::Path::new(&tmp).join(format!("pvmresume.t{:x}", tid.bits()));
+        let part = ticket.with_extension("part");
+        let text = format!("restored {sock} {pid} {}\n", rec.epoch);
+        if let Err(e) = std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, &ticket)) {
+            out.push(Out::Log(format!("mig: can't write {}: {e}", ticket.display())));
+        }
+        out.push(Out::Log(format!(
+            "mig: t{:x} restarting from epoch {} ({}), restore helper pid {pid}",
+            tid.bits(),
+            rec.epoch,
+            rec.dir.display()
+        )));
+        self.reply(req, req.src, &reply_cc(0, rec.epoch), out);
     }
 
     fn tm_migrate(&mut self, req: &Request, out: &mut Vec<Out>) {
