@@ -201,6 +201,19 @@ fn migrate_command_reports_the_refusal_or_the_legacy_library() {
             vm.tmp.log()
         );
     }
+    // checkpoint and restart of a task that does not exist: refused by the daemon.
+    for cmd in ["checkpoint", "restart"] {
+        let mut c = interop_tests::pvm_command(&bin, vm.tmp.path());
+        c.args([cmd, "t43fff"]).env("LD_LIBRARY_PATH", shim_dir());
+        let out = c.output().unwrap();
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(1), "{so}\n{se}");
+        assert!(so.contains(&format!("to {cmd} t43fff")), "{so}");
+        assert!(se.contains("failed after"), "{cmd}: {se}\nlog:\n{}", vm.tmp.log());
+    }
     // On the legacy library: refuses before enrolling.
     let mut c = interop_tests::pvm_command(&bin, vm.tmp.path());
     c.args(["migrate", "t40001", "anyhost"])

@@ -264,22 +264,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some("migrate") => {
-            let (Some(tid), Some(host)) = (args.get(1).and_then(|t| pvmcmd::parse_tid(t)), args.get(2)) else {
-                eprintln!("usage: pvm-migrate migrate TID HOST");
+        Some(cmd @ ("migrate" | "checkpoint" | "restart")) => {
+            let tid = args.get(1).and_then(|t| pvmcmd::parse_tid(t));
+            let op = match (cmd, args.get(2)) {
+                ("migrate", Some(h)) => Some(pvmcmd::Op::Migrate(h)),
+                ("checkpoint", _) => Some(pvmcmd::Op::Checkpoint),
+                ("restart", _) => Some(pvmcmd::Op::Restart),
+                _ => None,
+            };
+            let (Some(tid), Some(op)) = (tid, op) else {
+                eprintln!("usage: pvm-migrate migrate TID HOST | checkpoint TID | restart TID");
                 return ExitCode::from(2);
             };
-            match pvmcmd::migrate(tid, host) {
+            match pvmcmd::run(tid, op) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("pvm-migrate migrate: {e}");
+                    eprintln!("pvm-migrate {cmd}: {e}");
                     ExitCode::FAILURE
                 }
             }
         }
         _ => {
             eprintln!(
-                "usage: pvm-migrate probe | migrate TID HOST | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3]"
+                "usage: pvm-migrate probe | migrate TID HOST | checkpoint TID | restart TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3]"
             );
             ExitCode::from(2)
         }

@@ -49,8 +49,15 @@ pub fn parse_tid(s: &str) -> Option<i32> {
     .filter(|&t| t > 0)
 }
 
+/// What the command asks for.
+pub enum Op<'a> {
+    Migrate(&'a str),
+    Checkpoint,
+    Restart,
+}
+
 /// Runs the command; progress goes to stdout, the outcome is the return value.
-pub fn migrate(tid: i32, host: &str) -> Result<(), String> {
+pub fn run(tid: i32, op: Op<'_>) -> Result<(), String> {
     let path = std::env::var("PVM_LIBPVM3").unwrap_or_else(|_| "libpvm3.so.3".into());
     let lib = Lib::open(&path)?;
     let (Some(mytid), Some(exit), Some(strerror), Some(setopt)) = (
@@ -61,19 +68,23 @@ pub fn migrate(tid: i32, host: &str) -> Result<(), String> {
     ) else {
         return Err(format!("{path} is not a PVM task library"));
     };
-    let Some(mig) = lib.sym("pvm_migrate") else {
+    let name = match op {
+        Op::Migrate(_) => "pvm_migrate",
+        Op::Checkpoint => "pvm_checkpoint",
+        Op::Restart => "pvm_restart",
+    };
+    let Some(call) = lib.sym(name) else {
         return Err(format!(
-            "{path} is the legacy libpvm3 (no pvm_migrate): put pvm-rs's library on LD_LIBRARY_PATH"
+            "{path} is the legacy libpvm3 (no {name}): put pvm-rs's library on LD_LIBRARY_PATH"
         ));
     };
     // SAFETY: the symbols come from a PVM task library with these C signatures (pvm3.h).
-    let (mytid, exit, strerror, setopt, mig): (IntFn, IntFn, StrerrorFn, SetoptFn, MigrateFn) = unsafe {
+    let (mytid, exit, strerror, setopt): (IntFn, IntFn, StrerrorFn, SetoptFn) = unsafe {
         (
             std::mem::transmute::<*mut c_void, IntFn>(mytid),
             std::mem::transmute::<*mut c_void, IntFn>(exit),
             std::mem::transmute::<*mut c_void, StrerrorFn>(strerror),
             std::mem::transmute::<*mut c_void, SetoptFn>(setopt),
-            std::mem::transmute::<*mut c_void, MigrateFn>(mig),
         )
     };
     let text = |cc: c_int| -> String {
@@ -93,19 +104,38 @@ pub fn migrate(tid: i32, host: &str) -> Result<(), String> {
     unsafe {
         setopt(3 /* PvmAutoErr */, 0)
     };
-    println!("pvm-migrate: t{me:x} asks its pvmd to move t{tid:x} to {host}");
     let t0 = Instant::now();
-    let h = CString::new(host).map_err(|_| "host name with a NUL byte".to_string())?;
-    let cc = unsafe { mig(tid, h.as_ptr()) };
+    // SAFETY: the symbol has the C prototype of `name` in our pvm3.h.
+    let cc = match op {
+        Op::Migrate(host) => {
+            println!("pvm-migrate: t{me:x} asks its pvmd to move t{tid:x} to {host}");
+            let h = CString::new(host).map_err(|_| "host name with a NUL byte".to_string())?;
+            let f = unsafe { std::mem::transmute::<*mut c_void, MigrateFn>(call) };
+            unsafe { f(tid, h.as_ptr()) }
+        }
+        Op::Checkpoint => {
+            println!("pvm-migrate: t{me:x} asks its pvmd to checkpoint t{tid:x}");
+            let f = unsafe { std::mem::transmute::<*mut c_void, SetoptFn>(call) };
+            unsafe { f(tid, 0) }
+        }
+        Op::Restart => {
+            println!("pvm-migrate: t{me:x} asks its pvmd to restart t{tid:x} from its last checkpoint");
+            let f = unsafe { std::mem::transmute::<*mut c_void, SetoptFn>(call) };
+            unsafe { f(tid, -1) }
+        }
+    };
     let ms = t0.elapsed().as_millis();
     unsafe { exit() };
     if cc < 0 {
         Err(format!(
-            "moving t{tid:x} to {host} failed after {ms} ms: {} (the pvmd's log says why)",
+            "{name}(t{tid:x}) failed after {ms} ms: {} (the pvmd's log says why)",
             text(cc)
         ))
     } else {
-        println!("pvm-migrate: t{tid:x} now runs on the host of pvmd t{cc:x} ({ms} ms)");
+        match op {
+            Op::Migrate(_) => println!("pvm-migrate: t{tid:x} now runs on the host of pvmd t{cc:x} ({ms} ms)"),
+            _ => println!("pvm-migrate: t{tid:x} epoch {cc} ({ms} ms)"),
+        }
         Ok(())
     }
 }
