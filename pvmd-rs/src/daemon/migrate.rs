@@ -58,6 +58,8 @@ struct HostCaps {
     /// Why migration is impossible here, when it is.
     missing: Option<String>,
     criu: String,
+    /// The probe itself, so that each dump does not probe again (about 0.1 s).
+    caps: Option<pvm_migration::Capabilities>,
 }
 
 static HOST: OnceLock<HostCaps> = OnceLock::new();
@@ -68,6 +70,7 @@ fn probe_now() -> HostCaps {
             features: 0,
             missing: Some("CRIU disabled by PVMD_NO_CRIU".into()),
             criu: String::new(),
+            caps: None,
         };
     }
     let c = pvm_migration::probe::probe();
@@ -88,12 +91,21 @@ fn probe_now() -> HostCaps {
     HostCaps {
         features: f,
         missing,
-        criu: c.criu.map(|(_, v)| v).unwrap_or_default(),
+        criu: c.criu.clone().map(|(_, v)| v).unwrap_or_default(),
+        caps: Some(c),
     }
 }
 
 fn host_caps() -> &'static HostCaps {
     HOST.get_or_init(probe_now)
+}
+
+/// The CRIU driver with the probe made at start-up.
+fn criu() -> pvm_migration::Result<pvm_migration::Criu> {
+    match host_caps().caps.clone() {
+        Some(c) => pvm_migration::Criu::with_caps(c),
+        None => pvm_migration::Criu::new(),
+    }
 }
 
 /// Starts the CRIU probe in the background (daemon start-up), so that no request waits for it.
@@ -456,8 +468,7 @@ impl<A: AuthFiles> Daemon<A> {
                 trc: (t.trctid, t.trcctx, t.trctag),
                 keys: [key(1), key(2)],
             };
-            let res = pvm_migration::Criu::new()
-                .and_then(|c| c.dump(cookie as u32, &host, &dir, true, std::time::Duration::from_secs(60)));
+            let res = criu().and_then(|c| c.dump(cookie as u32, &host, &dir, true, std::time::Duration::from_secs(60)));
             let cc = match res {
                 Ok(d) => {
                     out.push(Out::Log(format!(
