@@ -18,13 +18,26 @@ const JOB: &str = r#"
 #include "pvm3.h"
 static double now(void) { struct timeval t; gettimeofday(&t, 0); return t.tv_sec + t.tv_usec / 1e6; }
 int main(int argc, char **argv) {
-    int me = pvm_mytid(), parent = pvm_parent(), i, n = 3000, w, v, who, bad = 0;
+    int me = pvm_mytid(), parent = pvm_parent(), i, n = 3000, w, v, who, bad = 0, peer, np = 0, pbad = 0, tag;
     long sum = 0, got;
+    char *pargs[] = { "--library-path", "/usr/lib/x86_64-linux-gnu", argc > 1 ? argv[1] : "", 0 };
     if (parent > 0) {
         for (;;) {
-            pvm_recv(parent, 1);
+            /* From the master (tag 1) and from the legacy-library peer (tag 3, numbered). */
+            pvm_bufinfo(pvm_recv(-1, -1), 0, &tag, &who);
             pvm_upkint(&v, 1, 1);
-            if (v < 0) break;
+            if (tag == 3) {
+                if (v != np + 1) pbad++;
+                np = v;
+                continue;
+            }
+            if (v < 0) {
+                pvm_initsend(PvmDataDefault);
+                pvm_pkint(&np, 1, 1);
+                pvm_pkint(&pbad, 1, 1);
+                pvm_send(parent, 4);
+                break;
+            }
             sum += v;
             pvm_initsend(PvmDataDefault);
             pvm_pklong(&sum, 1, 1);
@@ -37,6 +50,11 @@ int main(int argc, char **argv) {
     }
     pvm_catchout(stdout);
     if (pvm_spawn(argv[0], 0, PvmTaskDefault, "", 1, &w) != 1) { printf("spawn failed %d\n", w); pvm_exit(); return 1; }
+    /* The peer runs on the legacy library (ld.so picks it over our LD_LIBRARY_PATH). */
+    if (pvm_spawn("/lib64/ld-linux-x86-64.so.2", pargs, PvmTaskDefault, "", 1, &peer) != 1) { printf("peer spawn failed %d\n", peer); pvm_exit(); return 1; }
+    pvm_initsend(PvmDataDefault);
+    pvm_pkint(&w, 1, 1);
+    pvm_send(peer, 20);
     for (i = 1; i <= n; i++) {
         pvm_initsend(PvmDataDefault);
         pvm_pkint(&i, 1, 1);
@@ -53,16 +71,62 @@ int main(int argc, char **argv) {
         sum += i;
         if (got != sum || who != w) bad++;
     }
+    pvm_recv(peer, 21);
+    pvm_upkint(&v, 1, 1);
     i = -1;
     pvm_initsend(PvmDataDefault);
     pvm_pkint(&i, 1, 1);
     pvm_send(w, 1);
+    pvm_recv(w, 4);
+    pvm_upkint(&np, 1, 1);
+    pvm_upkint(&pbad, 1, 1);
     printf("done bad %d\n", bad);
+    printf("legacy peer sent %d, worker got %d, out of order %d\n", v, np, pbad);
     fflush(stdout);
     pvm_exit();
     return 0;
 }
 "#;
+
+/// On the legacy library: sends numbered messages to the worker while it is checkpointed.
+const LEGACY_PEER: &str = r#"
+#include <stdio.h>
+#include <unistd.h>
+#include <pvm3.h>
+int main(void) {
+    int parent = pvm_parent(), w, i, n = 2000;
+    pvm_recv(parent, 20);
+    pvm_upkint(&w, 1, 1);
+    for (i = 1; i <= n; i++) {
+        pvm_initsend(PvmDataDefault);
+        pvm_pkint(&i, 1, 1);
+        pvm_send(w, 3);
+        if (i % 4 == 0) usleep(1000);
+    }
+    pvm_initsend(PvmDataDefault);
+    pvm_pkint(&n, 1, 1);
+    pvm_send(parent, 21);
+    pvm_exit();
+    return 0;
+}
+"#;
+
+fn build_legacy_peer() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mig-ckpt-{}-peer", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join("peer.c");
+    std::fs::write(&c, LEGACY_PEER).unwrap();
+    let exe = dir.join("peer");
+    let out = Command::new("gcc")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&c)
+        .arg("-lpvm3")
+        .output()
+        .expect("gcc is required");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    exe
+}
 
 fn build_src(name: &str, src: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mig-ckpt-{}-{name}", std::process::id()));
@@ -89,11 +153,28 @@ fn build_src(name: &str, src: &str) -> PathBuf {
 #[test]
 fn checkpointed_worker_keeps_its_tid_messages_and_output() {
     let exe = build_src("job", JOB);
+    let peer = build_legacy_peer();
     let vm = Vm::start(Kind::Ours, "mig-ckpt");
-    let (code, out, err) = vm.run(exe.to_str().unwrap(), &[], Lib::Shim, Lib::Shim, None);
+    let (code, out, err) = vm.run(
+        exe.to_str().unwrap(),
+        &[peer.to_str().unwrap()],
+        Lib::Shim,
+        Lib::Shim,
+        None,
+    );
     let log = vm.tmp.log();
     assert_eq!(code, Some(0), "{out}\n{err}\nlog:\n{log}");
     assert!(out.contains("done bad 0"), "{out}\n{err}\nlog:\n{log}");
+    assert!(
+        out.contains("legacy peer sent 2000, worker got 2000, out of order 0"),
+        "{out}\n{err}\nlog:\n{log}"
+    );
+    let ours = vm.shim_tasks();
+    assert!(ours.iter().any(|t| t.contains("job")), "{ours:?}");
+    assert!(
+        !ours.iter().any(|t| t.contains("peer")),
+        "the peer must run on the legacy library: {ours:?}"
+    );
     let epochs: Vec<&str> = out.lines().filter(|l| l.starts_with("checkpoint epoch")).collect();
     assert_eq!(epochs.len(), 4, "{out}\nlog:\n{log}");
     for (k, l) in epochs.iter().enumerate() {
