@@ -601,6 +601,26 @@ extern int pvm_insert(char *name, int req, int data);
 
 extern int pvm_lookup(char *name, int req, int *datap);
 
+/**
+ * pvm-rs only: moves task `tid` to the host named `host` (NULL: the machine chooses) and
+ * returns the pvmd tid of its new host. Fails at once with PvmNotImpl where migration is
+ * unavailable (legacy daemon or library, no CRIU); docs/migration.md.
+ */
+extern int pvm_migrate(int tid, const char *host);
+
+/**
+ * pvm-rs only: checkpoints task `tid` (spawned on this host, on pvm-rs's library) with
+ * CRIU and lets it run on; `flags` must be 0. Returns the epoch; PvmNotImpl at once where
+ * impossible; docs/migration.md.
+ */
+extern int pvm_checkpoint(int tid, int flags);
+
+/**
+ * pvm-rs only: restarts task `tid`, whose process is gone, from its last checkpoint on
+ * this host as the same tid (`epoch` -1 = the last); returns the epoch.
+ */
+extern int pvm_restart(int tid, int epoch);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -99,6 +99,12 @@ fn handshake(tmp: &TmpDir, sock: &str) -> (UnixStream, Vec<String>, Proc) {
     let f: Vec<i32> = (0..11).map(|_| r.int("f").unwrap()).collect();
     let ip = r.string("ip").unwrap();
     let sched = r.int("sched").unwrap();
+    // pvmd-rs appends its migration trailer ("pvmx", version, features: docs/extensions.md).
+    if !r.is_empty() {
+        assert_eq!(r.int("trailer magic").unwrap(), 0x7076_6d78);
+        r.int("trailer version").unwrap();
+        r.int("trailer features").unwrap();
+    }
     assert!(r.is_empty());
     t.push(format!(
         "conn2-reply dst {} src {} wid {} fields {:x?} ip-form {} sched {sched}",
@@ -116,8 +122,9 @@ fn transcript(kind: Kind) -> Vec<String> {
     let tmp = TmpDir::new(&format!("stream-{kind:?}"));
     let d = Pvmd::start(kind, &tmp, &[]);
     let (mut s, mut t, _stand_in) = handshake(&tmp, &d.sock);
-    // An unknown TM code gets no reply; the next reply is for TM_CONFIG.
-    s.write_all(&frame(0x8001_0100u32 as i32, 3, 0x40001, &[])).unwrap();
+    // An unknown TM code gets no reply; the next reply is for TM_CONFIG. (Outside the range
+    // pvmd-rs uses for its extensions, 0x80010100..0x800101ff.)
+    s.write_all(&frame(0x8001_0300u32 as i32, 3, 0x40001, &[])).unwrap();
     s.write_all(&frame(Tm::Config.code(), 4, 0x40001, &[])).unwrap();
     let (_, mh, body) = read_msg(&mut s).expect("TM_CONFIG reply");
     t.push(format!(

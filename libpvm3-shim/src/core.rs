@@ -251,6 +251,10 @@ pub struct Lib {
     pub dsig: i32,
     pub host_addr: String,
     pub schedtid: i32,
+    /// Features of a pvmd-rs daemon (TM_CONN2 trailer); None for a legacy daemon (park.rs).
+    pub xfeatures: Option<u32>,
+    /// The pvmd asked this task to park (epoch); done at the next safe point (park.rs).
+    pub park_request: Option<i32>,
     pub trc: Tracer,
     pub ctrc: Tracer,
     pub resvtids: bool,
@@ -304,6 +308,8 @@ impl Default for Lib {
             dsig: pvm_proto::dsig::DataSig::native_sig(),
             host_addr: String::new(),
             schedtid: 0,
+            xfeatures: None,
+            park_request: None,
             trc: Tracer::default(),
             ctrc: Tracer::default(),
             resvtids: false,
@@ -677,6 +683,7 @@ impl Lib {
         let ip = u.up_str().unwrap_or_default();
         let mut sched = [0i32];
         let _ = u.up_int(&mut sched);
+        let xfeatures = crate::park::read_trailer(&mut u); // park.rs hook
         self.mytid = a[1];
         self.ptid = a[2];
         self.trc.outtid = a[3];
@@ -698,6 +705,7 @@ impl Lib {
         cset!(pvmmytid, self.mytid);
         cset!(pvmmyptid, self.ptid);
         cset!(pvmschedtid, self.schedtid);
+        crate::park::after_conn2(self, xfeatures); // park.rs hook
         cset!(pvmmyupid, pid);
         cset!(pvmmydsig, pvm_proto::dsig::DataSig::native_sig());
         mark_enrolment(self.mytid);
@@ -948,6 +956,9 @@ impl Lib {
             }
             self.process_input();
         }
+        if self.park_request.is_some() {
+            crate::park::safe_point(self)?; // park.rs hook
+        }
         if self.pvmd.as_ref().map(|p| p.eof).unwrap_or(true) && !self.lost {
             self.lost = true;
             if !self.closing {
@@ -1015,6 +1026,9 @@ impl Lib {
         if ctx == SYSCTX_TM && (src as u32) & 0x8000_0000 != 0 {
             self.replies.push(m);
             return;
+        }
+        if crate::park::on_message(self, &m) {
+            return; // park.rs hook
         }
         if ctx == SYSCTX_TC && (TC_CONREQ..=TC_SIBLINGS).contains(&tag) && !self.user_mhf_for(src, tag, ctx) {
             self.control(m);

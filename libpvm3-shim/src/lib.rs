@@ -14,4 +14,5 @@ pub mod api;
 pub mod core;
 pub mod internals;
 pub mod net;
+pub mod park;
 pub mod route;

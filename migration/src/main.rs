@@ -192,6 +192,8 @@ fn bench_ckpt(tasks: usize, mb: u32, runs: usize) -> Result<(), String> {
     res
 }
 
+mod pvmcmd;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -255,9 +257,36 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("restore-task") if args.len() >= 2 => match pvmcmd::restore_task(&args[1], &args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pvm-migrate restore-task: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(cmd @ ("migrate" | "checkpoint" | "restart")) => {
+            let tid = args.get(1).and_then(|t| pvmcmd::parse_tid(t));
+            let op = match (cmd, args.get(2)) {
+                ("migrate", Some(h)) => Some(pvmcmd::Op::Migrate(h)),
+                ("checkpoint", _) => Some(pvmcmd::Op::Checkpoint),
+                ("restart", _) => Some(pvmcmd::Op::Restart),
+                _ => None,
+            };
+            let (Some(tid), Some(op)) = (tid, op) else {
+                eprintln!("usage: pvm-migrate migrate TID HOST | checkpoint TID | restart TID");
+                return ExitCode::from(2);
+            };
+            match pvmcmd::run(tid, op) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pvm-migrate {cmd}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => {
             eprintln!(
-                "usage: pvm-migrate probe | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3]"
+                "usage: pvm-migrate probe | migrate TID HOST | checkpoint TID | restart TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3]"
             );
             ExitCode::from(2)
         }

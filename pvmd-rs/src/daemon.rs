@@ -24,6 +24,8 @@ use crate::wire;
 pub mod master;
 pub mod netd;
 mod xcaps;
+// Migration extensions (docs/migration.md).
+pub mod migrate;
 // ---- end multi-host ----
 
 /// Identifies one accepted stream connection.
@@ -241,6 +243,8 @@ pub struct Daemon<A: AuthFiles> {
     launcher: Box<dyn Launcher>,
     /// Multi-host: the other pvmds (None for a lone master).
     net: Option<Box<netd::Net>>,
+    /// Migration extensions (daemon/migrate.rs).
+    mig: migrate::MigState,
 }
 
 /// What the notify table needs to know about this host.
@@ -284,6 +288,7 @@ impl<A: AuthFiles> Daemon<A> {
             notifies: Notifies::default(),
             launcher: Box::new(NoLauncher),
             net: None,
+            mig: migrate::MigState::default(),
         }
     }
 
@@ -400,10 +405,12 @@ impl<A: AuthFiles> Daemon<A> {
             Some(t) if t.forked => t.conn = None,
             _ => self.task_gone(tid, out),
         }
+        self.mig_disconnected(tid, out); // migrate.rs hook: a parked task
     }
 
     /// Forgets a task and tells whoever asked to know (task_cleanup in the legacy daemon).
     fn task_gone(&mut self, tid: Tid, out: &mut Vec<Out>) {
+        self.mig.task_gone(tid.local()); // migrate.rs hook
         if let Some(t) = self.tasks.remove(&tid.local()) {
             if let Some(c) = t.conn {
                 self.db_waiters.retain(|w| w.conn != c);
@@ -645,6 +652,9 @@ impl<A: AuthFiles> Daemon<A> {
     }
 
     fn dispatch(&mut self, req: Request, now: SystemTime, out: &mut Vec<Out>) {
+        if self.mig_tm_entry(&req, out) {
+            return; // migrate.rs hook: extension TM_ codes
+        }
         let tag = Tag::classify(req.hdr.tag, req.hdr.ctx);
         if self.debug & 0x2 != 0 {
             out.push(Out::Log(format!(
@@ -963,7 +973,8 @@ impl<A: AuthFiles> Daemon<A> {
             contexts: Vec::new(),
             mca: None,
         };
-        let body = self.settings(tid, &task).conn2_reply();
+        let mut body = self.settings(tid, &task).conn2_reply();
+        body.extend(migrate::conn2_trailer()); // migrate.rs hook
         self.tasks.insert(tid.local(), task);
         if let Some(c) = self.conns.get_mut(&req.conn) {
             c.auth = Auth::Connected(tid);
@@ -1276,9 +1287,11 @@ impl<A: AuthFiles> Daemon<A> {
     /// what was sent to it meanwhile is delivered after the TM_CONN2 reply.
     fn attach_spawned(&mut self, req: &Request, local: u32, pid: i32, out: &mut Vec<Out>) {
         let tid = Tid::task(self.host.index, local);
+        let restored = self.mig.is_restored(local); // migrate.rs hook
         let Some(t) = self.tasks.get_mut(&local) else { return };
         t.conn = Some(req.conn);
-        if pid != t.pid {
+        // A restored task's pid is the restore helper's view; it stays ours (migrate.rs).
+        if pid != t.pid && !restored {
             // Not the process we started (e.g. its child): no longer ours to reap.
             t.pid = pid;
             t.forked = false;
@@ -1286,7 +1299,8 @@ impl<A: AuthFiles> Daemon<A> {
         }
         let pending = std::mem::take(&mut t.pending);
         t.pending_bytes = 0;
-        let body = self.settings(tid, &self.tasks[&local]).conn2_reply();
+        let mut body = self.settings(tid, &self.tasks[&local]).conn2_reply();
+        body.extend(migrate::conn2_trailer()); // migrate.rs hook
         if let Some(c) = self.conns.get_mut(&req.conn) {
             c.auth = Auth::Connected(tid);
         }
@@ -1303,6 +1317,9 @@ impl<A: AuthFiles> Daemon<A> {
     /// Hands bytes (whole fragments) to a local task: now if connected, later if it is a spawned
     /// task still starting, else nowhere.
     fn deliver(&mut self, local: u32, bytes: Vec<u8>, out: &mut Vec<Out>) -> bool {
+        let Some(bytes) = self.mig_hold(local, bytes, out) else {
+            return true; // migrate.rs hook: held for a parking task
+        };
         let Some(t) = self.tasks.get_mut(&local) else {
             return false;
         };
@@ -1745,6 +1762,9 @@ mod tests {
         assert_eq!(r.int("dsig").unwrap(), 0x408c41);
         assert_eq!(r.string("ip").unwrap(), "7f000001:801e");
         assert_eq!(r.int("sched").unwrap(), 0);
+        assert_eq!(r.int("trailer magic").unwrap(), migrate::XMAGIC, "migrate.rs trailer");
+        r.int("trailer version").unwrap();
+        r.int("trailer features").unwrap();
         r.finish("end").unwrap();
         tid
     }
@@ -2247,7 +2267,8 @@ mod tests {
         let mut d = daemon();
         connect(&mut d, 1);
         let (mut h, mut p) = request(Tm::Config, 3, &[]);
-        p[4..8].copy_from_slice(&0x8001_0100u32.to_be_bytes());
+        // Above TM_LAST and outside the migration range (0x80010100.., daemon/migrate.rs).
+        p[4..8].copy_from_slice(&0x8001_0300u32.to_be_bytes());
         let out = d.fragment(1, h, &p, UNIX_EPOCH);
         assert!(matches!(&out[..], [Out::Log(l)] if l.contains("bogus tag")));
         // Short SOM fragment.

@@ -107,9 +107,13 @@ impl Launcher for ProcLauncher {
     }
 
     fn launch(&mut self, tid: Tid, path: &str, argv: &[String], env: &[String]) -> io::Result<i32> {
-        // The program is exec'ed directly; the daemon put the PVMEPID cookie into `env`.
-        let mut cmd = tokio::process::Command::new(path);
-        cmd.args(argv.iter().skip(1))
+        // The program is exec'ed directly (the daemon put the PVMEPID cookie into `env`), in a
+        // session of its own so that CRIU can checkpoint it (docs/migration.md §1): setsid(1)
+        // does not fork here, the freshly forked child being no group leader, so the pid we
+        // record is the program's.
+        let mut cmd = tokio::process::Command::new("/usr/bin/setsid");
+        cmd.arg(path)
+            .args(argv.iter().skip(1))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -2,7 +2,8 @@
 //! that a legacy pvmd acknowledges the datagram and drops the message (messages.md §2). See
 //! `docs/extensions.md`.
 //!
-//! Body: `int kind (1 = probe, 2 = answer); int version (1); int window`. A probe is sent to
+//! Body: `int kind (1 = probe, 2 = answer); int version; int window; int key id (0: none);
+//! [version >= 2: int features; string criu version]`. A probe is sent to
 //! each new peer after a host-table commit; the peer sets the link's window to the smaller of
 //! both and answers; the prober does the same on the answer. No answer (a legacy peer) leaves
 //! the link at window 1, the legacy stop-and-wait.
@@ -18,13 +19,16 @@ pub const XCAPS_TAG: i32 = 0x8002_0100u32 as i32;
 pub const XCAPS_WINDOW: u16 = 32;
 const PROBE: i32 = 1;
 const ANSWER: i32 = 2;
-const VERSION: i32 = 1;
+/// Version 2 appends `int features; string criu version` (docs/migration.md §3.2).
+const VERSION: i32 = 2;
 
 /// hardening: a fourth int names the sender's datagram key (0: none, see dgauth.rs); version-1
 /// readers ignore it.
 fn body(kind: i32, window: u16, key_id: i32) -> Vec<u8> {
     let mut w = XdrWriter::new();
+    // Version 1 fields, the key id (hardening), then the version 2 fields (migration).
     w.int(kind).int(VERSION).int(i32::from(window)).int(key_id);
+    super::migrate::xcaps_v2_fields(&mut w);
     w.into_inner()
 }
 
@@ -50,6 +54,10 @@ impl<A: AuthFiles> Daemon<A> {
         if version < 1 || window < 1 {
             return;
         }
+        let their_key = r.int("key").unwrap_or(0);
+        if let Some(f) = super::migrate::parse_xcaps_v2(&mut r, version) {
+            self.mig_peer_caps(host, f);
+        }
         let w = u16::try_from(window).unwrap_or(u16::MAX).min(XCAPS_WINDOW);
         let set = |d: &mut Self, out: &mut Vec<Out>| {
             if let Some(n) = d.net.as_mut() {
@@ -58,7 +66,6 @@ impl<A: AuthFiles> Daemon<A> {
                 }
             }
         };
-        let their_key = r.int("key").unwrap_or(0);
         match kind {
             PROBE => {
                 set(self, out);

@@ -1,0 +1,313 @@
+//! Migration extensions on the task side (docs/migration.md §3-4): discovery of a pvmd-rs
+//! daemon through the trailer of its TM_CONN2 reply, the library's own announcement
+//! (TM_XCAPS), and `pvm_migrate`.
+//!
+//! The rule that keeps legacy daemons safe: a TM_ code of the extension range is sent only to
+//! a daemon whose TM_CONN2 reply carried the trailer. A legacy pvmd drops unknown TM_ codes
+//! without a reply, so asking it would leave the caller waiting for ever; without the trailer
+//! the calls here fail at once with PvmNotImpl.
+
+use crate::core::{logerror, lpvmerr, pvm_tmp, with_r, xdr, Lib, E_BADPARAM, E_NOTIMPL, E_SYSERR, TM_CONFIG};
+use pvm_proto::codes::{PvmError, SYSCTX_TC, SYSCTX_TM};
+use pvm_proto::encoding::{MsgBody, Unpacker};
+use pvm_proto::message::Message;
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int};
+use std::time::{Duration, Instant};
+
+/// Task -> pvmd: move a task (`int tid; int host dtid; int mode`), reply `int cc; int host`.
+pub const TM_MIGRATE: i32 = 0x8001_0100u32 as i32;
+/// Task -> pvmd: checkpoint (`int op; int scope; int tid; int replicas`), reply `int cc; int epoch`.
+pub const TM_CKPT: i32 = 0x8001_0101u32 as i32;
+/// Task -> pvmd: restart a task from its last checkpoint (`int epoch; int tid`), reply
+/// `int cc; int epoch`.
+pub const TM_RESTART: i32 = 0x8001_0102u32 as i32;
+/// Task -> pvmd at the safe point (`int op; int epoch; int nsent; int nrecv; int nroutes`);
+/// the reply is the last message on the connection before the task closes it.
+pub const TM_PARK: i32 = 0x8001_0103u32 as i32;
+/// pvmd -> task, ctx SYSCTX_TC: park at the next safe point (`int op; int epoch`).
+pub const TC_MARK: i32 = 0x8003_0100u32 as i32;
+/// Task -> pvmd, one-way: `int magic; int version; int features` of this library.
+pub const TM_XCAPS: i32 = 0x8001_0105u32 as i32;
+/// "pvmx", first int of the trailer after `schedtid`.
+pub const XMAGIC: i32 = 0x7076_6d78;
+const XVERSION: i32 = 1;
+/// Park protocol bit (TM_PARK/TM_RESUME, reconnect with a resume ticket).
+pub const FEAT_PARK: u32 = 1 << 5;
+/// What this library implements of the feature bits: parking at a safe point inside the
+/// library and reconnecting as the same tid.
+pub const LIB_FEATURES: u32 = FEAT_PARK;
+/// A parked task gives up waiting for its ticket after this long.
+const TICKET_LIMIT: Duration = Duration::from_secs(300);
+/// The tid of "the pvmd" in requests.
+const TIDPVMD: i32 = 0x8000_0000u32 as i32;
+
+/// Reads the trailer after `schedtid` in a TM_CONN2 reply: the daemon's features, or None for
+/// a daemon that sent none (legacy) or something else.
+pub fn read_trailer(u: &mut Unpacker<'_>) -> Option<u32> {
+    let mut t = [0i32; 3];
+    u.up_int(&mut t).ok()?;
+    (t[0] == XMAGIC && t[1] >= 1).then_some(t[2] as u32)
+}
+
+/// After enrolment (hook in `Lib::beatask`): remembers the daemon's features and, for a
+/// pvmd-rs daemon only, tells it what this library can do (one-way, nothing to wait for).
+pub fn after_conn2(l: &mut Lib, daemon: Option<u32>) {
+    l.xfeatures = daemon;
+    if daemon.is_none() {
+        return;
+    }
+    let mut p = xdr();
+    if p.pk_int(&[XMAGIC, XVERSION, LIB_FEATURES as i32]).is_ok() {
+        let me = l.mytid;
+        let _ = l.send_raw(me, TIDPVMD, TM_XCAPS, SYSCTX_TM, 0, p.body(), true);
+    }
+}
+
+/// A message from the pvmd that this module handles (hook in `Lib::deliver`): TC_MARK asks
+/// for a park. True when consumed.
+pub fn on_message(l: &mut Lib, m: &Message) -> bool {
+    if m.header.ctx != SYSCTX_TC || m.header.tag != TC_MARK || (m.src.0 as u32) & 0x8000_0000 == 0 {
+        return false;
+    }
+    let b = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
+    let mut u = b.unpacker();
+    let _op = int(&mut u).unwrap_or(0);
+    l.park_request = Some(int(&mut u).unwrap_or(0));
+    true
+}
+
+/// The safe point (hook at the end of each round of input in `Lib::pump`, which every
+/// blocking call goes through; no write is half done there): when a park was asked for, tell
+/// the pvmd (everything it sent before our TM_PARK arrives before its answer and lands in our
+/// queues, so it is inside the process image), close the socket and the direct routes, wait
+/// for the ticket, and reconnect as the same task.
+pub fn safe_point(l: &mut Lib) -> Result<(), i32> {
+    let Some(epoch) = l.park_request.take() else {
+        return Ok(());
+    };
+    let mut p = xdr();
+    p.pk_int(&[0, epoch, 0, 0, 0]).map_err(|_| E_SYSERR)?;
+    let m = l.msendrecv(TIDPVMD, TM_PARK, SYSCTX_TM, p.body())?;
+    let b = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
+    if int(&mut b.unpacker()).unwrap_or(-1) < 0 {
+        return Ok(()); // the pvmd changed its mind: carry on connected
+    }
+    let me = l.mytid;
+    // Direct routes are closed without a drain (not done yet: docs/migration.md §7); peers
+    // on either library fall back to routing through the pvmds.
+    l.routes.clear();
+    l.route_readers.clear();
+    l.pvmd = None;
+    let ticket = std::path::PathBuf::from(pvm_tmp()).join(format!("pvmresume.t{me:x}"));
+    let t0 = Instant::now();
+    let text = loop {
+        if let Ok(t) = std::fs::read_to_string(&ticket) {
+            let _ = std::fs::remove_file(&ticket);
+            break t;
+        }
+        if t0.elapsed() > TICKET_LIMIT {
+            logerror(&format!(
+                "park: no resume ticket {} after {:?}\n",
+                ticket.display(),
+                TICKET_LIMIT
+            ));
+            l.lost = true;
+            return Err(E_SYSERR);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let w: Vec<&str> = text.split_whitespace().collect();
+    match w.as_slice() {
+        ["continue", cookie, _epoch] => std::env::set_var("PVMEPID", cookie),
+        ["restored", sock, cookie, _epoch] => {
+            std::env::set_var("PVMSOCK", sock);
+            std::env::set_var("PVMEPID", cookie);
+        }
+        _ => {
+            logerror(&format!("park: bad resume ticket {text:?}\n"));
+            l.lost = true;
+            return Err(E_SYSERR);
+        }
+    }
+    l.mytid = 0;
+    l.beatask()?;
+    if l.mytid != me {
+        logerror(&format!("park: reconnected as t{:x}, not t{me:x}\n", l.mytid));
+    }
+    Ok(())
+}
+
+fn int(u: &mut Unpacker<'_>) -> Result<i32, c_int> {
+    let mut v = [0i32];
+    u.up_int(&mut v).map_err(|_| PvmError::BadMsg as i32)?;
+    Ok(v[0])
+}
+
+/// The pvmd tid of the host called `name` (TM_CONFIG), or PvmNoHost.
+fn host_dtid(l: &mut Lib, name: &[u8]) -> Result<i32, c_int> {
+    let b: MsgBody = l.request(TM_CONFIG, xdr().body())?;
+    let mut u = b.unpacker();
+    let nh = int(&mut u)?;
+    let _narch = int(&mut u)?;
+    if nh < 0 || nh as usize > b.len() {
+        return Err(PvmError::BadMsg as i32);
+    }
+    for _ in 0..nh {
+        let tid = int(&mut u)?;
+        let n = u.up_str().map_err(|_| PvmError::BadMsg as i32)?;
+        let _arch = u.up_str().map_err(|_| PvmError::BadMsg as i32)?;
+        let _speed = int(&mut u)?;
+        let _dsig = int(&mut u)?;
+        if n == name {
+            return Ok(tid | TIDPVMD);
+        }
+    }
+    Err(PvmError::NoHost as i32)
+}
+
+fn migrate(tid: c_int, host: *const c_char) -> Result<c_int, c_int> {
+    if tid <= 0 {
+        return Err(E_BADPARAM);
+    }
+    // SAFETY: a non-NULL host is a C string from the caller.
+    let name = (!host.is_null()).then(|| unsafe { CStr::from_ptr(host) }.to_bytes().to_vec());
+    with_r(|l| {
+        l.beatask()?;
+        if l.xfeatures.is_none() {
+            // A legacy daemon would never answer: refuse here, at once.
+            return Err(E_NOTIMPL);
+        }
+        let dtid = match &name {
+            Some(n) if !n.is_empty() => host_dtid(l, n)?,
+            _ => 0,
+        };
+        let mut p = xdr();
+        p.pk_int(&[tid, dtid, 0]).map_err(|_| E_SYSERR)?;
+        let m = l.msendrecv(TIDPVMD, TM_MIGRATE, SYSCTX_TM, p.body())?;
+        let b = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
+        let mut u = b.unpacker();
+        let cc = int(&mut u)?;
+        let newhost = int(&mut u).unwrap_or(0);
+        if cc < 0 {
+            Err(cc)
+        } else {
+            Ok(newhost)
+        }
+    })
+}
+
+/// Moves task `tid` to the host called `host` (a name from `pvm_config`; NULL or "" lets the
+/// machine choose). Returns the pvmd tid of the host the task now runs on, or an error:
+/// PvmNotImpl at once when the daemon (legacy) or the task's library cannot migrate or CRIU is
+/// unavailable (the pvmd's log names the reason), PvmNoHost, PvmNoTask, PvmBadParam.
+/// pvm-rs only: not in the legacy library.
+#[no_mangle]
+pub unsafe extern "C" fn pvm_migrate(tid: c_int, host: *const c_char) -> c_int {
+    let r = std::panic::catch_unwind(|| migrate(tid, host));
+    match r {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => lpvmerr("pvm_migrate", e),
+        Err(_) => lpvmerr("pvm_migrate", E_SYSERR),
+    }
+}
+
+/// A request of the extension range with a `cc; value` reply, only to a pvmd-rs daemon.
+fn ext_request(tag: i32, ints: &[i32]) -> Result<c_int, c_int> {
+    with_r(|l| {
+        l.beatask()?;
+        if l.xfeatures.is_none() {
+            return Err(E_NOTIMPL);
+        }
+        let mut p = xdr();
+        p.pk_int(ints).map_err(|_| E_SYSERR)?;
+        let m = l.msendrecv(TIDPVMD, tag, SYSCTX_TM, p.body())?;
+        let b = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
+        let mut u = b.unpacker();
+        let cc = int(&mut u)?;
+        let v = int(&mut u).unwrap_or(0);
+        if cc < 0 {
+            Err(cc)
+        } else {
+            Ok(v)
+        }
+    })
+}
+
+/// Restarts task `tid` (whose process is gone) from its last checkpoint on this host, as the
+/// same tid; `epoch` must be -1 (the last). Returns the epoch. pvm-rs only.
+#[no_mangle]
+pub unsafe extern "C" fn pvm_restart(tid: c_int, epoch: c_int) -> c_int {
+    let r = if tid <= 0 || epoch != -1 {
+        Err(E_BADPARAM)
+    } else {
+        std::panic::catch_unwind(|| ext_request(TM_RESTART, &[epoch, tid])).unwrap_or(Err(E_SYSERR))
+    };
+    r.unwrap_or_else(|e| lpvmerr("pvm_restart", e))
+}
+
+fn checkpoint(tid: c_int, flags: c_int) -> Result<c_int, c_int> {
+    if tid <= 0 || flags != 0 {
+        return Err(E_BADPARAM);
+    }
+    with_r(|l| {
+        l.beatask()?;
+        if l.xfeatures.is_none() {
+            return Err(E_NOTIMPL);
+        }
+        let mut p = xdr();
+        p.pk_int(&[0, 0, tid, 0]).map_err(|_| E_SYSERR)?;
+        let m = l.msendrecv(TIDPVMD, TM_CKPT, SYSCTX_TM, p.body())?;
+        let b = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
+        let mut u = b.unpacker();
+        let cc = int(&mut u)?;
+        let epoch = int(&mut u).unwrap_or(0);
+        if cc < 0 {
+            Err(cc)
+        } else {
+            Ok(epoch)
+        }
+    })
+}
+
+/// Checkpoints task `tid` (on this host, spawned by its pvmd, on this library) and lets it run
+/// on; `flags` must be 0. Returns the checkpoint's epoch once the task runs again; PvmNotImpl
+/// at once where that is impossible (the pvmd's log says why). pvm-rs only.
+#[no_mangle]
+pub unsafe extern "C" fn pvm_checkpoint(tid: c_int, flags: c_int) -> c_int {
+    match std::panic::catch_unwind(|| checkpoint(tid, flags)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => lpvmerr("pvm_checkpoint", e),
+        Err(_) => lpvmerr("pvm_checkpoint", E_SYSERR),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvm_proto::encoding::{Encoding, Packer};
+
+    fn body(ints: &[i32]) -> MsgBody {
+        let mut p = Packer::new(Encoding::Xdr);
+        p.pk_int(ints).unwrap();
+        p.body().clone()
+    }
+
+    #[test]
+    fn trailer_is_recognised_only_with_the_magic() {
+        let b = body(&[XMAGIC, 1, 0x23]);
+        assert_eq!(read_trailer(&mut b.unpacker()), Some(0x23));
+        let b = body(&[0x1234, 1, 0x23]);
+        assert_eq!(read_trailer(&mut b.unpacker()), None);
+        let b = body(&[XMAGIC, 0, 0x23]);
+        assert_eq!(read_trailer(&mut b.unpacker()), None, "version 0 is not a trailer");
+        let b = body(&[XMAGIC]);
+        assert_eq!(read_trailer(&mut b.unpacker()), None, "short trailer");
+        let b = body(&[]);
+        assert_eq!(
+            read_trailer(&mut b.unpacker()),
+            None,
+            "legacy daemon: nothing after schedtid"
+        );
+    }
+}

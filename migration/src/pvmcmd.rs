@@ -1,0 +1,188 @@
+//! `pvm-migrate migrate TID HOST`: asks the pvmd of this host to move a task, as a PVM task
+//! itself. The task library is loaded at run time (`libpvm3.so.3` from the usual search path,
+//! or `PVM_LIBPVM3`), so this binary does not link a second copy of the library's global
+//! state; the legacy library has no `pvm_migrate` and is reported as such.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::time::Instant;
+
+type IntFn = unsafe extern "C" fn() -> c_int;
+type MigrateFn = unsafe extern "C" fn(c_int, *const c_char) -> c_int;
+type StrerrorFn = unsafe extern "C" fn(c_int) -> *const c_char;
+type SetoptFn = unsafe extern "C" fn(c_int, c_int) -> c_int;
+
+struct Lib(*mut c_void);
+
+impl Lib {
+    fn open(path: &str) -> Result<Lib, String> {
+        let p = CString::new(path).map_err(|_| "library path with a NUL byte".to_string())?;
+        // SAFETY: dlopen with a valid C string; the handle is only used through `sym`.
+        let h = unsafe { libc::dlopen(p.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if h.is_null() {
+            // SAFETY: dlerror returns NULL or a C string valid until the next dl call.
+            let e = unsafe { libc::dlerror() };
+            let why = if e.is_null() {
+                "unknown error".to_string()
+            } else {
+                unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
+            };
+            return Err(format!("cannot load {path}: {why}"));
+        }
+        Ok(Lib(h))
+    }
+
+    fn sym(&self, name: &str) -> Option<*mut c_void> {
+        let n = CString::new(name).ok()?;
+        // SAFETY: a live handle and a valid C string.
+        let s = unsafe { libc::dlsym(self.0, n.as_ptr()) };
+        (!s.is_null()).then_some(s)
+    }
+}
+
+/// Parses a tid as PVM prints them: `t40002`, `0x40002` or decimal.
+pub fn parse_tid(s: &str) -> Option<i32> {
+    let h = s.strip_prefix('t').or_else(|| s.strip_prefix("0x"));
+    match h {
+        Some(h) => u32::from_str_radix(h, 16).ok().map(|v| v as i32),
+        None => s.parse().ok(),
+    }
+    .filter(|&t| t > 0)
+}
+
+/// What the command asks for.
+pub enum Op<'a> {
+    Migrate(&'a str),
+    Checkpoint,
+    Restart,
+}
+
+/// Runs the command; progress goes to stdout, the outcome is the return value.
+pub fn run(tid: i32, op: Op<'_>) -> Result<(), String> {
+    let path = std::env::var("PVM_LIBPVM3").unwrap_or_else(|_| "libpvm3.so.3".into());
+    let lib = Lib::open(&path)?;
+    let (Some(mytid), Some(exit), Some(strerror), Some(setopt)) = (
+        lib.sym("pvm_mytid"),
+        lib.sym("pvm_exit"),
+        lib.sym("pvm_strerror"),
+        lib.sym("pvm_setopt"),
+    ) else {
+        return Err(format!("{path} is not a PVM task library"));
+    };
+    let name = match op {
+        Op::Migrate(_) => "pvm_migrate",
+        Op::Checkpoint => "pvm_checkpoint",
+        Op::Restart => "pvm_restart",
+    };
+    let Some(call) = lib.sym(name) else {
+        return Err(format!(
+            "{path} is the legacy libpvm3 (no {name}): put pvm-rs's library on LD_LIBRARY_PATH"
+        ));
+    };
+    // SAFETY: the symbols come from a PVM task library with these C signatures (pvm3.h).
+    let (mytid, exit, strerror, setopt): (IntFn, IntFn, StrerrorFn, SetoptFn) = unsafe {
+        (
+            std::mem::transmute::<*mut c_void, IntFn>(mytid),
+            std::mem::transmute::<*mut c_void, IntFn>(exit),
+            std::mem::transmute::<*mut c_void, StrerrorFn>(strerror),
+            std::mem::transmute::<*mut c_void, SetoptFn>(setopt),
+        )
+    };
+    let text = |cc: c_int| -> String {
+        // SAFETY: pvm_strerror returns a static C string (or NULL).
+        let p = unsafe { strerror(cc) };
+        if p.is_null() {
+            format!("error {cc}")
+        } else {
+            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        }
+    };
+    // SAFETY: plain calls into the library; arguments are valid for the C prototypes.
+    let me = unsafe { mytid() };
+    if me < 0 {
+        return Err(format!("cannot enrol in PVM: {} (is a pvmd running?)", text(me)));
+    }
+    unsafe {
+        setopt(3 /* PvmAutoErr */, 0)
+    };
+    let t0 = Instant::now();
+    // SAFETY: the symbol has the C prototype of `name` in our pvm3.h.
+    let cc = match op {
+        Op::Migrate(host) => {
+            println!("pvm-migrate: t{me:x} asks its pvmd to move t{tid:x} to {host}");
+            let h = CString::new(host).map_err(|_| "host name with a NUL byte".to_string())?;
+            let f = unsafe { std::mem::transmute::<*mut c_void, MigrateFn>(call) };
+            unsafe { f(tid, h.as_ptr()) }
+        }
+        Op::Checkpoint => {
+            println!("pvm-migrate: t{me:x} asks its pvmd to checkpoint t{tid:x}");
+            let f = unsafe { std::mem::transmute::<*mut c_void, SetoptFn>(call) };
+            unsafe { f(tid, 0) }
+        }
+        Op::Restart => {
+            println!("pvm-migrate: t{me:x} asks its pvmd to restart t{tid:x} from its last checkpoint");
+            let f = unsafe { std::mem::transmute::<*mut c_void, SetoptFn>(call) };
+            unsafe { f(tid, -1) }
+        }
+    };
+    let ms = t0.elapsed().as_millis();
+    unsafe { exit() };
+    if cc < 0 {
+        Err(format!(
+            "{name}(t{tid:x}) failed after {ms} ms: {} (the pvmd's log says why)",
+            text(cc)
+        ))
+    } else {
+        match op {
+            Op::Migrate(_) => println!("pvm-migrate: t{tid:x} now runs on the host of pvmd t{cc:x} ({ms} ms)"),
+            _ => println!("pvm-migrate: t{tid:x} epoch {cc} ({ms} ms)"),
+        }
+        Ok(())
+    }
+}
+
+/// `pvm-migrate restore-task DIR KEY1 KEY2`: run by a pvmd (as the "program" of a restarted
+/// task, so the pvmd's output pipes are this process's stdout and stderr): restores the task
+/// in DIR into a fresh pid namespace with those pipes in place of the dumped ones (named
+/// KEY1/KEY2, `pipe:[inode]`), then lives as long as the task so the pvmd sees its exit.
+pub fn restore_task(dir: &str, keys: &[String]) -> Result<(), String> {
+    use std::os::fd::AsFd;
+    let criu = pvm_migration::Criu::new().map_err(|e| e.to_string())?;
+    let mut inherit = Vec::new();
+    for (k, fd) in keys.iter().zip([std::io::stdout().as_fd(), std::io::stderr().as_fd()]) {
+        if k.starts_with("pipe:[") {
+            let fd = fd.try_clone_to_owned().map_err(|e| e.to_string())?;
+            inherit.push(pvm_migration::Inherit { fd, key: k.clone() });
+        }
+    }
+    let host = pvm_migration::Host {
+        netns: None,
+        addr: std::net::Ipv4Addr::LOCALHOST,
+    };
+    let mut r = criu
+        .restore_with(
+            &host,
+            std::path::Path::new(dir),
+            &inherit,
+            std::time::Duration::from_secs(60),
+        )
+        .map_err(|e| e.to_string())?;
+    drop(inherit);
+    while r.alive() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_tid;
+
+    #[test]
+    fn tids_in_every_printed_form() {
+        assert_eq!(parse_tid("t40002"), Some(0x40002));
+        assert_eq!(parse_tid("0x40002"), Some(0x40002));
+        assert_eq!(parse_tid("262146"), Some(0x40002));
+        assert_eq!(parse_tid("-1"), None);
+        assert_eq!(parse_tid("tzz"), None);
+    }
+}

@@ -1,0 +1,665 @@
+//! Migration and checkpoint extensions (docs/migration.md §3): capability discovery between a
+//! pvmd-rs daemon and its tasks (the TM_CONN2 trailer, TM_XCAPS) and between daemons (DM_XCAPS
+//! version 2), and the task requests TM_MIGRATE / TM_CKPT / TM_RESTART.
+//!
+//! Every request that cannot succeed here is answered at once with an error and a log line
+//! naming the reason (the task is on the legacy library, CRIU is missing, the target is a
+//! legacy daemon), so no caller ever waits for an answer that will not come.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+use pvm_proto::codes::PvmError;
+use pvm_proto::xdr::{XdrReader, XdrWriter};
+use pvm_proto::Tid;
+
+use super::{AuthFiles, ConnId, Daemon, Out, Request, MAX_PENDING_BYTES};
+use crate::wire;
+
+/// Task -> its pvmd: move a task (`int tid; int host dtid; int mode`), answered `int cc; int host`.
+pub const TM_MIGRATE: i32 = 0x8001_0100u32 as i32;
+/// Task -> its pvmd: checkpoint (`int op; int scope; int tid; int replicas`).
+pub const TM_CKPT: i32 = 0x8001_0101u32 as i32;
+/// Task -> its pvmd: restart from a checkpoint (`int epoch; int tid`).
+pub const TM_RESTART: i32 = 0x8001_0102u32 as i32;
+/// Task -> its pvmd before it closes its socket for a dump.
+pub const TM_PARK: i32 = 0x8001_0103u32 as i32;
+/// Task -> its (new) pvmd after a restore.
+pub const TM_RESUME: i32 = 0x8001_0104u32 as i32;
+/// Task -> its pvmd, once after TM_CONN2 when the reply carried the trailer: `int magic; int
+/// version; int features` of the task's library. No reply (the task does not wait).
+pub const TM_XCAPS: i32 = 0x8001_0105u32 as i32;
+/// First and last TM_ code of the extension range (all above the legacy TM_LAST).
+pub const TM_EXT_FIRST: i32 = 0x8001_0100u32 as i32;
+pub const TM_EXT_LAST: i32 = 0x8001_01ffu32 as i32;
+
+/// pvmd -> task (ctx SYSCTX_TC): "park at your next safe point" (`int op; int epoch`).
+pub const TC_MARK: i32 = 0x8003_0100u32 as i32;
+
+/// "pvmx": the trailer that follows `schedtid` in our TM_CONN2 reply.
+pub const XMAGIC: i32 = 0x7076_6d78;
+/// Trailer version.
+pub const XVERSION: i32 = 1;
+
+/// Feature bits, shared by the TM_CONN2 trailer, TM_XCAPS and DM_XCAPS version 2.
+pub mod feat {
+    pub const STOP_AND_COPY: u32 = 1 << 0;
+    pub const POST_COPY: u32 = 1 << 1;
+    pub const CHECKPOINT: u32 = 1 << 2;
+    pub const PRE_COPY: u32 = 1 << 3;
+    pub const APP_CHECKPOINT: u32 = 1 << 4;
+    pub const PARK: u32 = 1 << 5;
+}
+
+/// What CRIU can do on this host, probed once (about 0.1 s; `main` starts the probe on a
+/// thread at start-up so the first request does not wait for it).
+struct HostCaps {
+    features: u32,
+    /// Why migration is impossible here, when it is.
+    missing: Option<String>,
+    criu: String,
+    /// The probe itself, so that each dump does not probe again (about 0.1 s).
+    caps: Option<pvm_migration::Capabilities>,
+}
+
+static HOST: OnceLock<HostCaps> = OnceLock::new();
+
+fn probe_now() -> HostCaps {
+    if std::env::var_os("PVMD_NO_CRIU").is_some() {
+        return HostCaps {
+            features: 0,
+            missing: Some("CRIU disabled by PVMD_NO_CRIU".into()),
+            criu: String::new(),
+            caps: None,
+        };
+    }
+    let c = pvm_migration::probe::probe();
+    let missing = c.can_migrate().err();
+    let mut f = 0;
+    if missing.is_none() {
+        f |= feat::STOP_AND_COPY;
+        if c.lazy_pages.ok() {
+            f |= feat::POST_COPY;
+        }
+    }
+    if c.dump.ok() {
+        f |= feat::CHECKPOINT;
+    }
+    if c.dirty_tracking.ok() {
+        f |= feat::PRE_COPY;
+    }
+    HostCaps {
+        features: f,
+        missing,
+        criu: c.criu.clone().map(|(_, v)| v).unwrap_or_default(),
+        caps: Some(c),
+    }
+}
+
+fn host_caps() -> &'static HostCaps {
+    HOST.get_or_init(probe_now)
+}
+
+/// The CRIU driver with the probe made at start-up.
+fn criu() -> pvm_migration::Result<pvm_migration::Criu> {
+    match host_caps().caps.clone() {
+        Some(c) => pvm_migration::Criu::with_caps(c),
+        None => pvm_migration::Criu::new(),
+    }
+}
+
+/// Starts the CRIU probe in the background (daemon start-up), so that no request waits for it.
+pub fn start_probe() {
+    std::thread::spawn(host_caps);
+}
+
+/// The probe's summary for the log (waits for the probe).
+pub fn probe_summary() -> String {
+    let h = host_caps();
+    match &h.missing {
+        None => format!("migration: CRIU {} features {:#x}", h.criu, h.features),
+        Some(r) => format!("migration unavailable here: {r}"),
+    }
+}
+
+/// Features this daemon announces now: the park protocol always (it is protocol only), the
+/// CRIU-backed ones once the probe has found them. Operations bits are advisory: the daemon
+/// re-checks at request time and answers with the reason.
+pub fn host_features() -> u32 {
+    HOST.get().map_or(0, |h| h.features)
+}
+
+/// The trailer appended to the TM_CONN2 reply. A legacy libpvm unpacks up to `schedtid` and
+/// never reads further (tested: `mig_caps` runs legacy programs against this daemon).
+pub fn conn2_trailer() -> Vec<u8> {
+    let mut w = XdrWriter::new();
+    w.int(XMAGIC).int(XVERSION).int(host_features() as i32);
+    w.into_inner()
+}
+
+/// DM_XCAPS version 2 fields after `window`: `int features; string criu version`.
+/// Waits for the probe (normally long finished by the first host-table commit): a peer keeps
+/// what we announce here.
+pub fn xcaps_v2_fields(w: &mut XdrWriter) {
+    let h = host_caps();
+    w.int(h.features as i32).string(&h.criu);
+}
+
+/// Migration state of one daemon.
+#[derive(Debug, Default)]
+pub struct MigState {
+    /// Features announced by local tasks (TM_XCAPS), by local tid part.
+    tasks: HashMap<u32, u32>,
+    /// pvmd-rs peers that answered or sent DM_XCAPS, with their features (absent: legacy or
+    /// not yet known; never sent an extension request).
+    peers: BTreeMap<u32, u32>,
+    /// Tasks asked to park, by local tid part: messages for them are held.
+    parking: HashMap<u32, ParkOp>,
+    last_epoch: i32,
+    /// The last complete one-task checkpoint of each task, by local tid part.
+    ckpts: HashMap<u32, CkptRec>,
+    /// Restarted tasks: their pid inside the restore namespace differs from the cookie (the
+    /// restore helper's pid), and they stay "spawned" (the helper's exit is their exit).
+    restored: std::collections::HashSet<u32>,
+}
+
+/// What a restart needs besides the image: the task's place in the machine and the pipes its
+/// output went to (CRIU's names for them, replaced by new pipes at restore).
+#[derive(Debug, Clone)]
+struct CkptRec {
+    epoch: i32,
+    dir: std::path::PathBuf,
+    ptid: Tid,
+    a_out: String,
+    out: (i32, i32, i32),
+    trc: (i32, i32, i32),
+    keys: [String; 2],
+}
+
+/// A park in progress (a one-task checkpoint that leaves the task running).
+#[derive(Debug)]
+struct ParkOp {
+    /// Who asked: the TM_CKPT reply goes there when the task runs again.
+    conn: ConnId,
+    src: Tid,
+    ctx: i32,
+    wid: i32,
+    epoch: i32,
+    /// The task's TM_PARK arrived (its EOF that follows means "parked", not "exited").
+    parked: bool,
+    t0: std::time::Instant,
+}
+
+impl MigState {
+    pub fn peer_features(&self, host: u32) -> Option<u32> {
+        self.peers.get(&host).copied()
+    }
+
+    pub fn task_features(&self, local: u32) -> Option<u32> {
+        self.tasks.get(&local).copied()
+    }
+
+    pub fn task_gone(&mut self, local: u32) {
+        self.tasks.remove(&local);
+        self.restored.remove(&local);
+    }
+
+    pub fn is_restored(&self, local: u32) -> bool {
+        self.restored.contains(&local)
+    }
+}
+
+/// Reads the DM_XCAPS version 2 fields (after kind/version/window) when present.
+pub fn parse_xcaps_v2(r: &mut XdrReader<'_>, version: i32) -> Option<u32> {
+    if version < 2 {
+        return Some(0);
+    }
+    r.int("features").ok().map(|f| f as u32)
+}
+
+fn reply_cc(cc: i32, host: i32) -> Vec<u8> {
+    let mut w = XdrWriter::new();
+    w.int(cc).int(host);
+    w.into_inner()
+}
+
+impl<A: AuthFiles> Daemon<A> {
+    /// Records a peer's DM_XCAPS features (hook in `xcaps_entry`).
+    pub(super) fn mig_peer_caps(&mut self, host: u32, features: u32) {
+        self.mig.peers.insert(host, features);
+    }
+
+    /// TM_ codes of the extension range (hook at the top of `dispatch`). Returns false for
+    /// other codes.
+    pub(super) fn mig_tm_entry(&mut self, req: &Request, out: &mut Vec<Out>) -> bool {
+        let tag = req.hdr.tag;
+        if !(TM_EXT_FIRST..=TM_EXT_LAST).contains(&tag) || req.hdr.ctx != pvm_proto::codes::SYSCTX_TM {
+            return false;
+        }
+        if self.conn_tid(req.conn).is_none() {
+            out.push(Out::Log(format!("mig: {tag:#x} from an unconnected task; dropped")));
+            return true;
+        }
+        match tag {
+            TM_XCAPS => {
+                let mut r = XdrReader::new(req.body);
+                match (r.int("magic"), r.int("version"), r.int("features")) {
+                    (Ok(XMAGIC), Ok(v), Ok(f)) if v >= 1 => {
+                        self.mig.tasks.insert(req.src.local(), f as u32);
+                        if self.debug & 0x2 != 0 {
+                            out.push(Out::Log(format!("mig: t{:x} library features {f:#x}", req.src.bits())));
+                        }
+                    }
+                    _ => out.push(Out::Log(format!("mig: bad TM_XCAPS from t{:x}", req.src.bits()))),
+                }
+            }
+            TM_MIGRATE => self.tm_migrate(req, out),
+            TM_CKPT => self.tm_ckpt(req, out),
+            TM_PARK => self.tm_park(req, out),
+            TM_RESTART => self.tm_restart(req, out),
+            _ => {
+                // TM_PARK/TM_RESUME outside an operation, or a code we do not know: no reply is
+                // expected for these.
+                out.push(Out::Log(format!(
+                    "mig: unexpected {tag:#x} from t{:x}; dropped",
+                    req.src.bits()
+                )));
+            }
+        }
+        true
+    }
+
+    /// Why `tid` cannot move to `host` from here, or Ok(target host index).
+    fn mig_check(&self, tid: Tid, host: i32) -> Result<u32, (PvmError, String)> {
+        let me = self.host.index;
+        if !tid.is_task() || !tid.is_on_host(me) || !self.tasks.contains_key(&tid.local()) {
+            return if tid.is_task() && tid.host() != 0 && tid.host() != me {
+                Err((
+                    PvmError::NotImpl,
+                    format!(
+                        "t{:x} runs on host {}: ask that host's pvmd (not forwarded yet)",
+                        tid.bits(),
+                        tid.host()
+                    ),
+                ))
+            } else {
+                Err((PvmError::NoTask, format!("t{:x}: no such task here", tid.bits())))
+            };
+        }
+        let tf = self.mig.task_features(tid.local()).unwrap_or(0);
+        if tf & feat::PARK == 0 {
+            return Err((
+                PvmError::NotImpl,
+                if self.mig.task_features(tid.local()).is_none() {
+                    format!(
+                        "t{:x} uses a library without the park protocol (legacy libpvm3)",
+                        tid.bits()
+                    )
+                } else {
+                    format!(
+                        "t{:x}: its library does not implement the park protocol yet",
+                        tid.bits()
+                    )
+                },
+            ));
+        }
+        if let Some(r) = &host_caps().missing {
+            return Err((PvmError::NotImpl, format!("CRIU on this host: {r}")));
+        }
+        let target = Tid::from_u32(host as u32);
+        let idx = target.host();
+        let known = self.net.as_ref().is_some_and(|n| n.table.get(idx).is_some()) || idx == me;
+        if host == 0 || !known {
+            return Err((PvmError::NoHost, format!("host {host:#x}: not in the machine")));
+        }
+        if idx == me {
+            return Err((
+                PvmError::BadParam,
+                format!("t{:x} already runs on host {idx}", tid.bits()),
+            ));
+        }
+        match self.mig.peer_features(idx) {
+            None => Err((
+                PvmError::NotImpl,
+                format!("host {idx} is not a pvmd-rs daemon with migration (legacy or no DM_XCAPS answer)"),
+            )),
+            Some(f) if f & (feat::STOP_AND_COPY | feat::POST_COPY) == 0 => Err((
+                PvmError::NotImpl,
+                format!("host {idx} cannot restore tasks (its CRIU probe failed)"),
+            )),
+            Some(_) => Ok(idx),
+        }
+    }
+
+    /// TM_CKPT scope 0 (one task, leave-running, image kept on this host): asks the task to
+    /// park (TC_MARK), holds its messages, dumps it with `criu dump -R` after its TM_PARK and
+    /// EOF, writes its `continue` ticket and answers when that is done.
+    fn tm_ckpt(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let mut r = XdrReader::new(req.body);
+        let (Ok(_op), Ok(scope), Ok(tid), Ok(replicas)) =
+            (r.int("op"), r.int("scope"), r.int("tid"), r.int("replicas"))
+        else {
+            return self.reply(req, req.src, &reply_cc(PvmError::BadParam.code(), 0), out);
+        };
+        let tid = Tid(tid);
+        let why = if scope != 0 || replicas != 0 {
+            Some((
+                PvmError::NotImpl,
+                "only one-task checkpoints kept on this host (scope 0, replicas 0)".to_string(),
+            ))
+        } else if !tid.is_task() || !tid.is_on_host(self.host.index) || !self.tasks.contains_key(&tid.local()) {
+            Some((PvmError::NoTask, format!("t{:x}: no such task here", tid.bits())))
+        } else if self.mig.task_features(tid.local()).unwrap_or(0) & feat::PARK == 0 {
+            Some((
+                PvmError::NotImpl,
+                format!("t{:x} cannot park (legacy libpvm3 or no park protocol)", tid.bits()),
+            ))
+        } else if !self.tasks[&tid.local()].forked || self.tasks[&tid.local()].conn.is_none() {
+            Some((
+                PvmError::NotImpl,
+                format!("t{:x} was not spawned by this pvmd or is not connected", tid.bits()),
+            ))
+        } else if self.mig.parking.contains_key(&tid.local()) {
+            Some((PvmError::NotImpl, format!("t{:x} is already parking", tid.bits())))
+        } else {
+            host_caps()
+                .missing
+                .as_ref()
+                .map(|m| (PvmError::NotImpl, format!("CRIU on this host: {m}")))
+        };
+        if let Some((e, why)) = why {
+            out.push(Out::Log(format!("mig: checkpoint of t{:x} refused: {why}", tid.bits())));
+            return self.reply(req, req.src, &reply_cc(e.code(), 0), out);
+        }
+        self.mig.last_epoch += 1;
+        let epoch = self.mig.last_epoch;
+        let Some(conn) = self.tasks[&tid.local()].conn else {
+            return;
+        };
+        let mut w = XdrWriter::new();
+        w.int(0).int(epoch);
+        let mark = wire::frame_message(
+            tid,
+            Tid::LOCAL_PVMD,
+            TC_MARK,
+            pvm_proto::codes::SYSCTX_TC,
+            0,
+            &w.into_inner(),
+        );
+        out.push(Out::Send(conn, mark));
+        self.mig.parking.insert(
+            tid.local(),
+            ParkOp {
+                conn: req.conn,
+                src: req.src,
+                ctx: req.hdr.ctx,
+                wid: req.hdr.wid,
+                epoch,
+                parked: false,
+                t0: std::time::Instant::now(),
+            },
+        );
+        out.push(Out::Log(format!(
+            "mig: t{:x} asked to park (epoch {epoch})",
+            tid.bits()
+        )));
+    }
+
+    /// The task reached its safe point: answer (the last thing on this connection; it closes
+    /// after reading it).
+    fn tm_park(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let cc = match self.mig.parking.get_mut(&req.src.local()) {
+            Some(p) => {
+                p.parked = true;
+                0
+            }
+            None => PvmError::BadParam.code(),
+        };
+        self.reply(req, req.src, &wire::int_body(cc), out);
+    }
+
+    /// Messages for a parking task are held in its pending queue (delivered in order when it
+    /// reconnects). Returns the bytes back when the task is not parking.
+    pub(super) fn mig_hold(&mut self, local: u32, bytes: Vec<u8>, out: &mut Vec<Out>) -> Option<Vec<u8>> {
+        if !self.mig.parking.contains_key(&local) {
+            return Some(bytes);
+        }
+        let t = self.tasks.get_mut(&local)?;
+        if t.pending_bytes + bytes.len() <= MAX_PENDING_BYTES {
+            t.pending_bytes += bytes.len();
+            t.pending.push(bytes);
+        } else {
+            out.push(Out::Log(format!(
+                "mig: t{local:x}: too much held for a parked task; message dropped"
+            )));
+        }
+        None
+    }
+
+    /// A task's connection ended (hook in `disconnected`): a parked task is dumped and let go.
+    pub(super) fn mig_disconnected(&mut self, tid: Tid, out: &mut Vec<Out>) {
+        let Some(p) = self.mig.parking.remove(&tid.local()) else {
+            return;
+        };
+        let Some(t) = self.tasks.get(&tid.local()) else { return };
+        // The process to dump, and the PVMEPID cookie it reconnects with (no longer its pid).
+        let (pid, cookie) = (t.pid, t.cookie);
+        let cc = if !p.parked {
+            out.push(Out::Log(format!("mig: t{:x} left before parking", tid.bits())));
+            PvmError::SysErr.code()
+        } else {
+            let parked = p.t0.elapsed();
+            let tmp = std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into());
+            let dir = std::path::Path::new(&tmp).join(format!("pvmckpt/t{:x}/{}", tid.bits(), p.epoch));
+            // Blocking: the event loop waits for the dump (tens of ms for a small task).
+            let host = pvm_migration::Host {
+                netns: None,
+                addr: std::net::Ipv4Addr::LOCALHOST,
+            };
+            let key = |fd: i32| {
+                std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                    .map_or(String::new(), |l| l.to_string_lossy().into_owned())
+            };
+            let rec = CkptRec {
+                epoch: p.epoch,
+                dir: dir.clone(),
+                ptid: t.ptid,
+                a_out: t.a_out.clone(),
+                out: (t.outtid, t.outctx, t.outtag),
+                trc: (t.trctid, t.trcctx, t.trctag),
+                keys: [key(1), key(2)],
+            };
+            let res = criu().and_then(|c| c.dump(pid as u32, &host, &dir, true, std::time::Duration::from_secs(60)));
+            let cc = match res {
+                Ok(d) => {
+                    out.push(Out::Log(format!(
+                        "mig: t{:x} checkpoint epoch {} in {}: parked after {} ms, dump {} ms (frozen {} ms), {} bytes",
+                        tid.bits(),
+                        p.epoch,
+                        dir.display(),
+                        parked.as_millis(),
+                        d.wall.as_millis(),
+                        d.frozen.map_or(0, |f| f.as_millis()),
+                        d.bytes
+                    )));
+                    self.mig.ckpts.insert(tid.local(), rec);
+                    0
+                }
+                Err(e) => {
+                    out.push(Out::Log(format!("mig: t{:x} checkpoint failed: {e}", tid.bits())));
+                    PvmError::SysErr.code()
+                }
+            };
+            // The ticket lets the task reconnect (as itself, by its PVMEPID cookie) either way.
+            let ticket = std::path::Path::new(&tmp).join(format!("pvmresume.t{:x}", tid.bits()));
+            let part = ticket.with_extension("part");
+            let text = format!("continue {cookie} {}\n", p.epoch);
+            if let Err(e) = std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, &ticket)) {
+                out.push(Out::Log(format!("mig: can't write {}: {e}", ticket.display())));
+            }
+            cc
+        };
+        let body = reply_cc(cc, if cc == 0 { p.epoch } else { 0 });
+        let bytes = wire::frame_message(p.src, Tid::LOCAL_PVMD, TM_CKPT, p.ctx, p.wid, &body);
+        out.push(Out::Send(p.conn, bytes));
+    }
+
+    /// TM_RESTART: a task whose process is gone (killed) starts again from its last one-task
+    /// checkpoint, as the same tid, in a fresh pid namespace on this host, its output going
+    /// where it went. Answered once the restore is launched; messages sent to the tid from then
+    /// on are held until it reconnects. (Messages sent between the checkpoint and the restart
+    /// are not replayed: without a message log the application must roll back with it.)
+    fn tm_restart(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let mut r = XdrReader::new(req.body);
+        let (Ok(_epoch), Ok(tid)) = (r.int("epoch"), r.int("tid")) else {
+            return self.reply(req, req.src, &reply_cc(PvmError::BadParam.code(), 0), out);
+        };
+        let tid = Tid(tid);
+        let rec = self.mig.ckpts.get(&tid.local()).cloned();
+        let helper = std::env::var("PVMD_MIGRATE_BIN").ok().or_else(|| {
+            let p = std::env::current_exe().ok()?.with_file_name("pvm-migrate");
+            p.exists().then(|| p.to_string_lossy().into_owned())
+        });
+        let why = if !tid.is_task() || !tid.is_on_host(self.host.index) {
+            Some((
+                PvmError::NoTask,
+                format!("t{:x} is not a task of this host", tid.bits()),
+            ))
+        } else if rec.is_none() {
+            Some((PvmError::NotFound, format!("t{:x}: no checkpoint here", tid.bits())))
+        } else if self.tasks.contains_key(&tid.local()) {
+            Some((PvmError::BadParam, format!("t{:x} is still running", tid.bits())))
+        } else if helper.is_none() {
+            Some((
+                PvmError::NotImpl,
+                "pvm-migrate not found (set PVMD_MIGRATE_BIN)".to_string(),
+            ))
+        } else {
+            None
+        };
+        let (Some(rec), Some(helper), None) = (rec, helper, why.clone()) else {
+            let (e, why) = why.unwrap_or((PvmError::SysErr, String::new()));
+            out.push(Out::Log(format!("mig: restart of t{:x} refused: {why}", tid.bits())));
+            return self.reply(req, req.src, &reply_cc(e.code(), 0), out);
+        };
+        let argv = vec![
+            helper.clone(),
+            "restore-task".to_string(),
+            rec.dir.to_string_lossy().into_owned(),
+            rec.keys[0].clone(),
+            rec.keys[1].clone(),
+        ];
+        // The restored task reconnects with the cookie of its ticket.
+        let cookie = self.next_cookie();
+        let pid = match self.launcher.launch(tid, &helper, &argv, &[]) {
+            Ok(pid) => pid,
+            Err(e) => {
+                out.push(Out::Log(format!("mig: restart of t{:x}: {e}", tid.bits())));
+                return self.reply(req, req.src, &reply_cc(PvmError::SysErr.code(), 0), out);
+            }
+        };
+        self.tasks.insert(
+            tid.local(),
+            super::Task {
+                conn: None,
+                forked: true,
+                pending: Vec::new(),
+                pending_bytes: 0,
+                out_buf: Vec::new(),
+                ptid: rec.ptid,
+                pid,
+                cookie,
+                pid_verified: true,
+                a_out: rec.a_out.clone(),
+                outtid: rec.out.0,
+                outctx: rec.out.1,
+                outtag: rec.out.2,
+                trctid: rec.trc.0,
+                trcctx: rec.trc.1,
+                trctag: rec.trc.2,
+                contexts: Vec::new(),
+                mca: None,
+            },
+        );
+        self.mig.tasks.insert(tid.local(), feat::PARK);
+        self.mig.restored.insert(tid.local());
+        if rec.out.0 > 0 {
+            // The collector saw the old process's EOF: announce the task again, as at spawn.
+            let mut body = wire::output_record(tid, super::TO_NEW, &[]);
+            body.extend_from_slice(&wire::int_body(rec.ptid.0));
+            self.send_to_task(Tid(rec.out.0), rec.out.2, rec.out.1, 0, &body, out);
+            // And the "spawned" record its spawner's library would have sent (-1): the
+            // collector waits for both it and the EOF before it lets go of the task.
+            let spawned = wire::output_record(tid, -1, &[]);
+            self.send_to_task(Tid(rec.out.0), rec.out.2, rec.out.1, 0, &spawned, out);
+        }
+        let tmp = std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into());
+        let sock = std::env::var("PVMSOCK").unwrap_or_default();
+        let ticket = std::path::Path::new(&tmp).join(format!("pvmresume.t{:x}", tid.bits()));
+        let part = ticket.with_extension("part");
+        let text = format!("restored {sock} {cookie} {}\n", rec.epoch);
+        if let Err(e) = std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, &ticket)) {
+            out.push(Out::Log(format!("mig: can't write {}: {e}", ticket.display())));
+        }
+        out.push(Out::Log(format!(
+            "mig: t{:x} restarting from epoch {} ({}), restore helper pid {pid}",
+            tid.bits(),
+            rec.epoch,
+            rec.dir.display()
+        )));
+        self.reply(req, req.src, &reply_cc(0, rec.epoch), out);
+    }
+
+    fn tm_migrate(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let mut r = XdrReader::new(req.body);
+        let (Ok(tid), Ok(host), Ok(mode)) = (r.int("tid"), r.int("host"), r.int("mode")) else {
+            out.push(Out::Log(format!("mig: bad TM_MIGRATE from t{:x}", req.src.bits())));
+            return self.reply(req, req.src, &reply_cc(PvmError::BadParam.code(), 0), out);
+        };
+        if !(0..=2).contains(&mode) {
+            return self.reply(req, req.src, &reply_cc(PvmError::BadParam.code(), 0), out);
+        }
+        let cc = match self.mig_check(Tid(tid), host) {
+            Err((e, why)) => {
+                out.push(Out::Log(format!("mig: migrate t{tid:x} to {host:#x} refused: {why}")));
+                e.code()
+            }
+            Ok(idx) => {
+                out.push(Out::Log(format!(
+                    "mig: migrate t{tid:x} to host {idx}: the move itself is not implemented yet"
+                )));
+                PvmError::NotImpl.code()
+            }
+        };
+        self.reply(req, req.src, &reply_cc(cc, 0), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn2_trailer_starts_with_the_magic_and_version() {
+        let t = conn2_trailer();
+        let mut r = XdrReader::new(&t);
+        assert_eq!(r.int("magic").unwrap(), XMAGIC);
+        assert_eq!(r.int("version").unwrap(), XVERSION);
+        assert!(r.int("features").is_ok());
+        assert!(r.int("more").is_err(), "exactly three ints");
+    }
+
+    #[test]
+    fn xcaps_v2_features_are_read_only_from_version_2() {
+        let mut w = XdrWriter::new();
+        w.int(0x23).string("4.1.1");
+        let b = w.into_inner();
+        assert_eq!(parse_xcaps_v2(&mut XdrReader::new(&b), 2), Some(0x23));
+        assert_eq!(
+            parse_xcaps_v2(&mut XdrReader::new(&b), 1),
+            Some(0),
+            "version 1: no migration"
+        );
+        assert_eq!(parse_xcaps_v2(&mut XdrReader::new(&[]), 2), None, "truncated");
+    }
+}
