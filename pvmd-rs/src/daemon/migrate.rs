@@ -229,11 +229,12 @@ impl<A: AuthFiles> Daemon<A> {
         self.mig.peers.insert(host, features);
     }
 
-    /// TM_ codes of the extension range (hook at the top of `dispatch`). Returns false for
-    /// other codes.
+    /// The TM_ codes defined so far in the extension range (hook at the top of `dispatch`).
+    /// Returns false for every other code, which then gets the legacy treatment of an unknown
+    /// code ("bogus tag" logged, dropped), like the rest of the reserved range.
     pub(super) fn mig_tm_entry(&mut self, req: &Request, out: &mut Vec<Out>) -> bool {
         let tag = req.hdr.tag;
-        if !(TM_EXT_FIRST..=TM_EXT_LAST).contains(&tag) || req.hdr.ctx != pvm_proto::codes::SYSCTX_TM {
+        if !(TM_MIGRATE..=TM_XCAPS).contains(&tag) || req.hdr.ctx != pvm_proto::codes::SYSCTX_TM {
             return false;
         }
         if self.conn_tid(req.conn).is_none() {
@@ -420,6 +421,11 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Messages for a parking task are held in its pending queue (delivered in order when it
     /// reconnects). Returns the bytes back when the task is not parking.
+    /// Whether messages for this task are being held (the relay fast path must not bypass it).
+    pub(super) fn mig_is_parking(&self, local: u32) -> bool {
+        self.mig.parking.contains_key(&local)
+    }
+
     pub(super) fn mig_hold(&mut self, local: u32, bytes: Vec<u8>, out: &mut Vec<Out>) -> Option<Vec<u8>> {
         if !self.mig.parking.contains_key(&local) {
             return Some(bytes);
