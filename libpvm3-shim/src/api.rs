@@ -462,10 +462,17 @@ fn unpack<T: Item>(out: &mut [T], cnt: c_int, stride: c_int) -> R {
         let b = l.rbuf_mut()?;
         let mut u = b.unpacker();
         if stride == 0 && cnt > 0 {
-            // Every element lands on the same spot; the last one stays.
-            let mut tmp = vec![T::default(); cnt as usize];
+            // Every element lands on the same spot; the last one stays. Each element takes at
+            // least one byte of the body, so a count beyond the bytes left must fail: unpacking
+            // one more element than there are bytes gives the same error without allocating the
+            // caller's count (a fuzzed pvm_upkbyte(p, INT_MAX, 0) asked for 2 GiB here).
+            let want = cnt as usize;
+            let mut tmp = vec![T::default(); want.min(u.remaining() + 1)];
             u.unpack(&mut tmp).map_err(|e| e.pvm_error() as i32)?;
-            out[0] = tmp[cnt as usize - 1];
+            if tmp.len() < want {
+                return Err(PvmError::NoData as i32);
+            }
+            out[0] = tmp[want - 1];
         } else {
             u.unpack_strided(out, cnt as usize, stride as usize)
                 .map_err(|e| e.pvm_error() as i32)?;

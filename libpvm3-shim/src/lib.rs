@@ -12,6 +12,8 @@
 
 pub mod api;
 pub mod core;
+#[doc(hidden)]
+pub mod fuzz_hooks;
 pub mod internals;
 pub mod net;
 pub mod park;
