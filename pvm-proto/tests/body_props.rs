@@ -389,8 +389,19 @@ fn tm_bodies() -> impl Strategy<Value = Routed> {
             .prop_map(|(version, ack, path)| tm_rep(Tm::Connect, B::TmConnectAck(ConnectAck { version, ack, path }))),
         (any::<i32>(), any::<i32>(), option::of(xs()))
             .prop_map(|(pid, cookie, name)| tm_req(Tm::Conn2, B::TmConn2(Conn2Req { pid, cookie, name }))),
-        (any::<i32>(), option::of(task_config()))
-            .prop_map(|(ack, config)| tm_rep(Tm::Conn2, B::TmConn2Ack(Conn2Ack { ack, config }))),
+        (
+            any::<i32>(),
+            option::of(task_config()),
+            option::of((any::<i32>(), any::<i32>()))
+        )
+            .prop_map(|(ack, config, ext)| {
+                // The trailer only follows a full task configuration.
+                let ext = config
+                    .as_ref()
+                    .and(ext)
+                    .map(|(version, features)| Conn2Ext { version, features });
+                tm_rep(Tm::Conn2, B::TmConn2Ack(Conn2Ack { ack, config, ext }))
+            }),
         Just(tm_req(Tm::Exit, B::Empty)),
         host_names().prop_map(|x| tm_req(Tm::AddHost, B::TmAddHost(x))),
         add_host_ack().prop_map(|x| tm_rep(Tm::AddHost, B::TmAddHostAck(x))),

@@ -1,7 +1,7 @@
 //! Every captured frame parses at every layer and re-emits to the same bytes (masked bytes
 //! aside), and decoded fields match what the spec and the capture notes say.
 
-use pvm_proto::body::{self, Body, DbReply, GsStaticAck, OutputKind, TidsOrError};
+use pvm_proto::body::{self, decode, mask_padding, Body, Conn2Ext, DbReply, GsStaticAck, OutputKind, TidsOrError};
 use pvm_proto::codes::{DbOp, Dm, Tm, ENC_XDR, SYSCTX_TC, SYSCTX_TM, TDPROTOCOL};
 use pvm_proto::frag::{DatagramHeader, FragFlags, StreamFragHeader};
 use pvm_proto::hexvec;
@@ -939,6 +939,24 @@ fn connect_handshake_fields() {
     assert_eq!(cfg.dsig, 0x408c41);
     assert_eq!(cfg.addr, "7f000001:801e");
     assert_eq!(cfg.schedtid, Tid(0));
+    assert!(a.ext.is_none(), "the legacy pvmd sends no pvm-rs trailer");
+    // The same reply with the pvm-rs trailer (what pvmd-rs sends) decodes, re-emits, and a
+    // trailer with another magic is an error naming it.
+    let mut with = c.msg.body.clone();
+    with.extend_from_slice(&[0x70, 0x76, 0x6d, 0x78, 0, 0, 0, 1, 0, 0, 0, 0x21]);
+    let b = decode(&c.msg.header, c.msg.src, c.msg.dst, &with).unwrap();
+    let Body::TmConn2Ack(x) = &b else { panic!() };
+    assert_eq!(
+        x.ext,
+        Some(Conn2Ext {
+            version: 1,
+            features: 0x21
+        })
+    );
+    assert_eq!(b.emit(), mask_padding(&c.msg.header, c.msg.src, c.msg.dst, &with));
+    with[c.msg.body.len()] = 0;
+    let e = decode(&c.msg.header, c.msg.src, c.msg.dst, &with).unwrap_err();
+    assert_eq!((e.field, e.offset), ("trailer magic", c.msg.body.len()));
     assert!(
         c.body.to_string().starts_with("TM_CONN2 reply ack 1 tid t40001"),
         "{}",

@@ -396,18 +396,52 @@ impl fmt::Display for TaskConfig {
 pub struct Conn2Ack {
     pub ack: i32,
     pub config: Option<TaskConfig>,
+    /// pvm-rs only: the capability trailer a pvmd-rs daemon appends after `schedtid`
+    /// (docs/extensions.md, "Migration extensions"); the legacy library never reads it.
+    pub ext: Option<Conn2Ext>,
 }
+
+/// The pvm-rs TM_CONN2 trailer: `int magic ("pvmx"); int version; int features`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conn2Ext {
+    pub version: i32,
+    pub features: i32,
+}
+
+/// `"pvmx"`, the first int of the trailer.
+pub const CONN2_EXT_MAGIC: i32 = 0x7076_6d78;
 
 impl Codec for Conn2Ack {
     fn dec(r: &mut Rd) -> Result<Self> {
         let ack = r.int("ack")?;
         let config = if r.is_empty() { None } else { Some(TaskConfig::dec(r)?) };
-        Ok(Conn2Ack { ack, config })
+        let ext = if config.is_some() && !r.is_empty() {
+            let at = r.offset();
+            let magic = r.int("trailer magic")?;
+            if magic != CONN2_EXT_MAGIC {
+                return Err(ParseError::invalid(
+                    "trailer magic",
+                    at,
+                    magic.into(),
+                    "not the pvm-rs trailer",
+                ));
+            }
+            Some(Conn2Ext {
+                version: r.int("trailer version")?,
+                features: r.int("trailer features")?,
+            })
+        } else {
+            None
+        };
+        Ok(Conn2Ack { ack, config, ext })
     }
     fn enc(&self, w: &mut Wr) {
         w.int(self.ack);
         if let Some(c) = &self.config {
             c.enc(w);
+            if let Some(x) = &self.ext {
+                w.int(CONN2_EXT_MAGIC).int(x.version).int(x.features);
+            }
         }
     }
 }
@@ -417,6 +451,9 @@ impl fmt::Display for Conn2Ack {
         write!(f, "ack {}", self.ack)?;
         if let Some(c) = &self.config {
             write!(f, " {c}")?;
+        }
+        if let Some(x) = &self.ext {
+            write!(f, " pvm-rs v{} features {:#x}", x.version, x.features)?;
         }
         Ok(())
     }
