@@ -138,50 +138,11 @@ pub fn datasize(datatype: c_int) -> Option<usize> {
     })
 }
 
-/// pvm_errlist texts for the codes the group library reports itself.
+/// pvm_errlist texts for the codes the group library reports itself (the table of pvm-proto).
 pub fn errtext(code: c_int) -> &'static str {
-    const LIST: [&str; 37] = [
-        "Error 0",
-        "Error 1",
-        "Bad parameter",
-        "Parameter mismatch",
-        "Value too large",
-        "End of buffer",
-        "No such host",
-        "No such file",
-        "Permission denied",
-        "Error 9",
-        "Malloc failed",
-        "Error 11",
-        "Can't decode message",
-        "Error 13",
-        "Can't contact local daemon",
-        "No current buffer",
-        "No such buffer",
-        "Null group name",
-        "Already in group",
-        "No such group",
-        "Not in group",
-        "No such instance",
-        "Host failed",
-        "No parent task",
-        "Not implemented",
-        "Pvmd system error",
-        "Version mismatch",
-        "Out of resources",
-        "Duplicate host",
-        "Can't start pvmd",
-        "Already in progress",
-        "No such task",
-        "Not Found",
-        "Already Exists",
-        "Hoster must run on master host",
-        "Spawning parent set PvmNoParent",
-        "Master Host IP Address is Loopback! (See pvm3/Readme)",
-    ];
     usize::try_from(code.unsigned_abs())
         .ok()
-        .and_then(|i| LIST.get(i))
+        .and_then(|i| pvm_proto::codes::ERRLIST.get(i))
         .copied()
         .unwrap_or("Unknown error")
 }
