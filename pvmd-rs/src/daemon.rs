@@ -9,7 +9,7 @@ use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pvm_proto::codes::{
-    DbOp, MboxFlags, PvmError, Sm, SpawnFlags, Tag, Tm, DSIG_X86_64, MSGHDR_LEN, TDPROTOCOL, UDPMAXLEN,
+    DbOp, MboxFlags, PvmError, SpawnFlags, Tag, Tm, DSIG_X86_64, MSGHDR_LEN, TDPROTOCOL, UDPMAXLEN,
 };
 use pvm_proto::frag::{FragFlags, StreamFragHeader};
 use pvm_proto::mesg::MsgHeader;
@@ -26,6 +26,7 @@ pub mod netd;
 mod xcaps;
 // Migration extensions (docs/migration.md).
 pub mod migrate;
+mod rm;
 // ---- end multi-host ----
 
 /// Identifies one accepted stream connection.
@@ -245,6 +246,8 @@ pub struct Daemon<A: AuthFiles> {
     net: Option<Box<netd::Net>>,
     /// Migration extensions (daemon/migrate.rs).
     mig: migrate::MigState,
+    /// Resource-manager protocol and RM failure handling (daemon/rm.rs).
+    rm: rm::RmState,
 }
 
 /// What the notify table needs to know about this host.
@@ -289,6 +292,7 @@ impl<A: AuthFiles> Daemon<A> {
             launcher: Box::new(NoLauncher),
             net: None,
             mig: migrate::MigState::default(),
+            rm: rm::RmState::default(),
         }
     }
 
@@ -410,6 +414,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Forgets a task and tells whoever asked to know (task_cleanup in the legacy daemon).
     fn task_gone(&mut self, tid: Tid, out: &mut Vec<Out>) {
+        self.rm_task_gone(tid, out); // rm.rs hook
         self.mig.task_gone(tid.local()); // migrate.rs hook
         if let Some(t) = self.tasks.remove(&tid.local()) {
             if let Some(c) = t.conn {
@@ -550,6 +555,9 @@ impl<A: AuthFiles> Daemon<A> {
         if self.mig_is_parking(dst.local()) {
             return None; // migrate.rs hook: the slow path holds messages for a parking task
         }
+        if self.rm_slow_path(src, dst) {
+            return None; // rm.rs hook: requests to and answers from a resource manager
+        }
         let to = self.tasks.get(&dst.local())?.conn?;
         let hdr = StreamFragHeader {
             dst: Tid::task(self.host.index, dst.local()),
@@ -574,6 +582,9 @@ impl<A: AuthFiles> Daemon<A> {
         }
         if dst.is_multicast() {
             return self.multicast(src, fh, payload, out);
+        }
+        if self.rm_outgoing(src, &fh, payload, out) {
+            return; // rm.rs hook: answered for a failed resource manager, or SM_EXEC to a pvmd
         }
         if !dst.is_task() {
             out.push(Out::Log(format!(
@@ -650,7 +661,7 @@ impl<A: AuthFiles> Daemon<A> {
     }
 
     fn reply(&self, req: &Request, dst: Tid, body: &[u8], out: &mut Vec<Out>) {
-        let bytes = wire::frame_message(dst, Tid::LOCAL_PVMD, req.hdr.tag, req.hdr.ctx, req.hdr.wid, body);
+        let bytes = self.rm_frame(dst, &req.hdr, body); // rm.rs hook
         out.push(Out::Send(req.conn, bytes));
     }
 
@@ -760,6 +771,7 @@ impl<A: AuthFiles> Daemon<A> {
     /// the master host's entry.
     fn tm_sched(&mut self, req: &Request, out: &mut Vec<Out>) {
         let old = self.reg.register_sched(req.src);
+        self.rm_registered(req.src); // rm.rs hook
         if self.debug & 0x8000 != 0 {
             out.push(Out::Log(format!(
                 "tm_sched() old t{:x} new t{:x}",
@@ -795,40 +807,6 @@ impl<A: AuthFiles> Daemon<A> {
         };
         let code = Registry::register_slot(slot, req.src, regme != 0);
         self.reply(req, req.src, &wire::int_body(code), out);
-    }
-
-    /// SM_ messages to the daemon: acted on only from the registered resource manager, tasker
-    /// or hoster (anything else is logged and dropped, as the legacy does with bogus tags).
-    fn sm_entry(&mut self, sm: Sm, req: &Request, out: &mut Vec<Out>) {
-        if self.conn_tid(req.conn).is_none() || !self.reg.may_send_sm(req.src) {
-            return out.push(Out::Log(format!(
-                "loclentry() message from t{:x} with bogus tag {} (not a registered RM/tasker/hoster)",
-                req.src.bits(),
-                sm.name()
-            )));
-        }
-        match (sm, first_int(req.body)) {
-            (Sm::Handoff, Some(to)) if req.src == self.reg.sched => {
-                self.reg.handoff(req.src, Tid(to));
-                out.push(Out::Log(format!(
-                    "sm_handoff() resource manager t{:x} hands off to t{:x}",
-                    req.src.bits(),
-                    to
-                )));
-            }
-            (Sm::TaskX, Some(tid)) if req.src == self.reg.tasker => {
-                // The tasker reports a task it started as exited.
-                let tid = Tid(tid);
-                if tid.is_task() && tid.is_on_host(self.host.index) && self.tasks.contains_key(&tid.local()) {
-                    self.task_gone(tid, out);
-                }
-            }
-            _ => out.push(Out::Log(format!(
-                "sm_entry() {} from t{:x} not supported; dropped",
-                sm.name(),
-                req.src.bits()
-            ))),
-        }
     }
 
     fn tm_connect(&mut self, req: &Request, out: &mut Vec<Out>) {
@@ -987,12 +965,7 @@ impl<A: AuthFiles> Daemon<A> {
         }
         out.push(Out::FragLimit(req.conn, MAX_FRAG_CONNECTED));
         self.reply(req, tid, &body, out);
-        if self.reg.sched != Tid::NONE {
-            // A task that connected on its own is news to the resource manager.
-            let mut w = pvm_proto::xdr::XdrWriter::new();
-            w.int(1).int(tid.0);
-            self.send_to_task(self.reg.sched, Sm::ExecAck.code(), 0, 0, &w.into_inner(), out);
-        }
+        self.rm_task_connected(tid, out); // rm.rs hook: news for the resource manager
     }
 
     fn tm_notify(&mut self, req: &Request, out: &mut Vec<Out>) {
@@ -1320,6 +1293,9 @@ impl<A: AuthFiles> Daemon<A> {
     /// Hands bytes (whole fragments) to a local task: now if connected, later if it is a spawned
     /// task still starting, else nowhere.
     fn deliver(&mut self, local: u32, bytes: Vec<u8>, out: &mut Vec<Out>) -> bool {
+        if !self.rm_incoming(local, &bytes) {
+            return true; // rm.rs hook: a late answer the pvmd already gave
+        }
         let Some(bytes) = self.mig_hold(local, bytes, out) else {
             return true; // migrate.rs hook: held for a parking task
         };
@@ -1448,7 +1424,9 @@ impl<A: AuthFiles> Daemon<A> {
                 tid: Tid::task(self.host.index, *local),
                 ptid: t.ptid,
                 hostpart,
-                flag: if t.conn.is_some() { TF_CONN } else { 0 } | if t.forked { TF_FORKD } else { 0 },
+                flag: if t.conn.is_some() { TF_CONN } else { 0 }
+                    | if t.forked { TF_FORKD } else { 0 }
+                    | self.rm_task_flag(*local), // rm.rs hook
                 a_out: t.a_out.clone(),
                 pid: t.pid,
             })
@@ -1652,7 +1630,7 @@ fn parse_hex(s: &str) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pvm_proto::codes::{ENC_XDR, SYSCTX_TM};
+    use pvm_proto::codes::{Sm, ENC_XDR, SYSCTX_TM};
     use pvm_proto::xdr::{XdrReader, XdrWriter};
 
     #[derive(Default)]

@@ -341,6 +341,8 @@ pub async fn serve_net<A: AuthFiles>(
         }
         udp_flush(&udp, daemon, log).await;
         let net_wait = daemon.net_deadline().unwrap_or(std::time::Duration::from_secs(3600));
+        let rm_wait = daemon.rm_deadline(); // resource-manager waits (daemon/rm.rs)
+        let net_wait = rm_wait.map_or(net_wait, |r| r.min(net_wait));
         tokio::select! {
             // ---- multi-host arms ----
             r = udp_recv(&udp, &mut udp_buf) => {
@@ -355,8 +357,9 @@ pub async fn serve_net<A: AuthFiles>(
                     }
                 }
             }
-            _ = tokio::time::sleep(net_wait), if udp.is_some() => {
-                let outs = daemon.net_timeout();
+            _ = tokio::time::sleep(net_wait), if udp.is_some() || rm_wait.is_some() => {
+                let mut outs = if udp.is_some() { daemon.net_timeout() } else { Vec::new() };
+                outs.extend(daemon.rm_timeout());
                 if apply(outs, daemon, &mut conns, log) {
                     break Stop::Halt;
                 }

@@ -463,7 +463,7 @@ impl<A: AuthFiles> Daemon<A> {
     }
 
     fn answer(&self, to: &Waiter, body: &[u8], out: &mut Vec<Out>) {
-        let bytes = wire::frame_message(to.src, Tid::LOCAL_PVMD, to.hdr.tag, to.hdr.ctx, to.hdr.wid, body);
+        let bytes = self.rm_frame(to.src, &to.hdr, body); // rm.rs hook
         out.push(Out::Send(to.conn, bytes));
     }
 
@@ -655,6 +655,9 @@ impl<A: AuthFiles> Daemon<A> {
 
     fn dm_entry(&mut self, m: pvm_proto::ddp::Message, out: &mut Vec<Out>) {
         if !m.src.is_pvmd() {
+            if self.rm_net_entry(m.src, &m.header, &m.body, out) {
+                return; // rm.rs hook: a resource manager's SM_EXEC from another host
+            }
             out.push(Out::Log(format!(
                 "netinpkt() message from task t{:x} to pvmd scrapped",
                 m.src.bits()
@@ -904,6 +907,8 @@ impl<A: AuthFiles> Daemon<A> {
             return;
         }
         out.push(Out::Log(format!("host {host} deleted")));
+        self.rm_host_gone(host, out); // rm.rs hook
+        let Some(n) = self.net.as_mut() else { return };
         let wids: Vec<i32> = n
             .waits
             .iter()
@@ -981,7 +986,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Starts `count` copies of `file` here; the tids or error codes (exectasks()).
     #[allow(clippy::too_many_arguments)]
-    fn exec_local(
+    pub(super) fn exec_local(
         &mut self,
         ptid: Tid,
         file: &str,
@@ -1299,7 +1304,9 @@ impl<A: AuthFiles> Daemon<A> {
                 tid: Tid::task(self.host.index, *local),
                 ptid: t.ptid,
                 host: hostpart,
-                flag: if t.conn.is_some() { super::TF_CONN } else { 0 } | if t.forked { super::TF_FORKD } else { 0 },
+                flag: if t.conn.is_some() { super::TF_CONN } else { 0 }
+                    | if t.forked { super::TF_FORKD } else { 0 }
+                    | self.rm_task_flag(*local), // rm.rs hook
                 a_out: t.a_out.as_str().into(),
                 pid: t.pid,
             })
