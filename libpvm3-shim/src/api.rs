@@ -611,9 +611,12 @@ fn send_sbuf(l: &mut Lib, tid: c_int, tag: c_int, ctx: i32) -> R {
     let b = l.bufs.get(&l.sbuf).ok_or(E_NOBUF)?;
     let mut body = b.body().clone();
     body.set_enc(b.enc());
+    // The buffer's wait id goes out as the legacy library sends it (pvm_setminfo sets it; a
+    // resource manager echoes a request's wid this way, and waits for its own on SM_EXEC).
+    let wid = b.wid;
     let me = l.mytid;
     crate::route::maybe_request(l, tid);
-    l.send_raw(me, tid, tag, ctx, 0, &body, false)?;
+    l.send_raw(me, tid, tag, ctx, wid, &body, false)?;
     Ok(0)
 }
 

@@ -1,0 +1,925 @@
+//! The running scheduler: a PVM task registered as resource manager. It answers the requests
+//! tasks send to a resource manager (SM_SPAWN, SM_TASK, SM_CONFIG, SM_ADDHOST, SM_DELHOST,
+//! SM_NOTIFY, SM_SCHED), starts tasks on the hosts it picks (SM_EXEC to that host's pvmd),
+//! measures the hosts, and moves guests off a host whose owner returns (TM_MIGRATE through
+//! `pvm-migrate`, one helper process per move so that moves run in parallel and the
+//! scheduler keeps answering), or checkpoints and stops them when there is nowhere to go.
+//!
+//! Commands from `pvm-sched owner|hosts` arrive as messages (TAG_CMD); the scheduler's tid is
+//! in the PVM mailbox under "pvm-sched".
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::SchedError;
+use crate::ffi;
+use crate::load::{self, Meter};
+use crate::policy::Policy;
+use crate::sched::{Evict, Guest, Owner, Sched};
+
+pub const MBOX: &str = "pvm-sched";
+/// Command to the scheduler (a string) and its answer (a string).
+pub const TAG_CMD: i32 = 0x5c5c_0001;
+pub const TAG_REPLY: i32 = 0x5c5c_0002;
+/// Our own notifications from the pvmd, forwarded to the tasks that asked the RM.
+const TAG_N_TASKX: i32 = 0x5c5c_0011;
+const TAG_N_HOSTDEL: i32 = 0x5c5c_0012;
+const TAG_N_HOSTADD: i32 = 0x5c5c_0013;
+
+const SM_SPAWN: i32 = 0x8004_0001u32 as i32;
+const SM_EXEC: i32 = 0x8004_0002u32 as i32;
+const SM_EXECACK: i32 = 0x8004_0003u32 as i32;
+const SM_TASK: i32 = 0x8004_0004u32 as i32;
+const SM_CONFIG: i32 = 0x8004_0005u32 as i32;
+const SM_ADDHOST: i32 = 0x8004_0006u32 as i32;
+const SM_DELHOST: i32 = 0x8004_0007u32 as i32;
+const SM_ADD: i32 = 0x8004_0008u32 as i32;
+const SM_ADDACK: i32 = 0x8004_0009u32 as i32;
+const SM_NOTIFY: i32 = 0x8004_000au32 as i32;
+const SM_TASKX: i32 = 0x8004_000bu32 as i32;
+const SM_HOSTX: i32 = 0x8004_000cu32 as i32;
+const SM_SCHED: i32 = 0x8004_000eu32 as i32;
+const TIDPVMD: i32 = 0x8000_0000u32 as i32;
+
+const PVM_NOT_IMPL: i32 = -24;
+const PVM_ALREADY: i32 = -30;
+const PVM_NO_HOST: i32 = -6;
+const PVM_BAD_PARAM: i32 = -2;
+const PVM_NOTIFY_CANCEL: i32 = 256;
+
+/// Wait for a pvmd's SM_EXECACK / SM_ADDACK.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Guests of a request, notify watchers, argv/env entries: bounds on what a request may ask.
+const MAX_COUNT: i32 = 4096;
+const MAX_WATCHES: usize = 65536;
+/// After a failed move, wait this long before trying that guest again.
+const RETRY: Duration = Duration::from_secs(2);
+
+pub struct Options {
+    pub policy: Policy,
+    pub state_dir: Option<PathBuf>,
+    pub log: Option<PathBuf>,
+}
+
+struct Watch {
+    kind: i32,
+    for_tid: i32,
+    ctx: i32,
+    tag: i32,
+    on: i32,
+}
+
+enum Job {
+    Move { to: usize },
+    Hold,
+}
+
+struct Helper {
+    child: Child,
+    tid: i32,
+    job: Job,
+    from: String,
+    started: Instant,
+}
+
+struct Rm {
+    me: i32,
+    master: i32,
+    can_migrate: bool,
+    s: Sched,
+    meter: Meter,
+    state_dir: Option<PathBuf>,
+    log: Option<std::fs::File>,
+    watches: Vec<Watch>,
+    helpers: Vec<Helper>,
+    failed: HashMap<i32, Instant>,
+    next_wid: i32,
+    t0: Instant,
+}
+
+fn stamp() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let s = d.as_secs();
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        d.subsec_millis()
+    )
+}
+
+impl Rm {
+    fn log(&mut self, line: &str) {
+        let l = format!("pvm-sched {} {line}", stamp());
+        println!("{l}");
+        if let Some(f) = self.log.as_mut() {
+            let _ = writeln!(f, "{l}");
+        }
+    }
+
+    fn host_name(&self, dtid: i32) -> String {
+        self.s
+            .host_index(dtid)
+            .map(|i| self.s.hosts[i].name.clone())
+            .unwrap_or_else(|| format!("t{dtid:x}"))
+    }
+
+    fn refresh_hosts(&mut self) {
+        if let Ok((hosts, _)) = ffi::config() {
+            let live: Vec<i32> = hosts.iter().map(|h| h.tid).collect();
+            let gone: Vec<i32> = self
+                .s
+                .hosts
+                .iter()
+                .map(|h| h.dtid)
+                .filter(|d| !live.contains(d))
+                .collect();
+            for d in gone {
+                self.s.remove_host(d);
+            }
+            for h in hosts {
+                self.s.add_host(&h.name, h.tid, &h.arch);
+            }
+        }
+    }
+
+    fn wid(&mut self) -> i32 {
+        self.next_wid = if self.next_wid >= 0x3fff_ffff {
+            1
+        } else {
+            self.next_wid + 1
+        };
+        self.next_wid
+    }
+
+    /// Sends the send buffer to a pvmd with a fresh wait id and waits for `ack` with that id;
+    /// anything else with that tag meanwhile (a task that connected on its own) is passed on.
+    fn pvmd_call(&mut self, dst: i32, tag: i32, ack: i32) -> Option<i32> {
+        let wid = self.wid();
+        let mut m = ffi::getminfo(ffi_sbuf());
+        m.wid = wid;
+        m.ctx = 0;
+        set_sbuf_info(&mut m);
+        if ffi::send(dst, tag) < 0 {
+            return None;
+        }
+        let end = Instant::now() + ACK_WAIT;
+        while Instant::now() < end {
+            let Some((b, _src, _t, _)) = ffi::trecv(-1, ack, 200_000) else {
+                continue;
+            };
+            if ffi::getminfo(b).wid == wid {
+                return Some(b);
+            }
+            ffi::freebuf(b);
+        }
+        None
+    }
+
+    fn sm_spawn(&mut self, who: i32, info: &ffi::MInfo) {
+        let parsed = (|| -> Result<_, i32> {
+            let file = ffi::upkstr()?;
+            let flags = ffi::upkint()?;
+            let where_ = ffi::upkstr()?;
+            let count = ffi::upkint()?;
+            let argv = upklist()?;
+            let mut six = [0; 6];
+            for v in &mut six {
+                *v = ffi::upkint()?;
+            }
+            let env = upklist()?;
+            Ok((file, flags, where_, count, argv, six, env))
+        })();
+        let Ok((file, flags, where_, count, argv, six, env)) = parsed else {
+            self.log(&format!("SM_SPAWN from t{who:x}: bad message; answered PvmBadParam"));
+            return self.reply_ints(who, SM_SPAWN, info, &[PVM_BAD_PARAM]);
+        };
+        if !(1..=MAX_COUNT).contains(&count) {
+            return self.reply_ints(who, SM_SPAWN, info, &[PVM_BAD_PARAM]);
+        }
+        self.refresh_hosts();
+        let plan = self.s.place(flags, &where_, count as usize);
+        let mut tids = vec![PVM_NO_HOST; count as usize];
+        // One SM_EXEC per chosen host.
+        let mut by_host: Vec<(usize, Vec<usize>, String)> = Vec::new();
+        for (k, (h, why)) in plan.into_iter().enumerate() {
+            match by_host.iter_mut().find(|(x, _, _)| *x == h) {
+                Some(e) => e.1.push(k),
+                None => by_host.push((h, vec![k], why)),
+            }
+        }
+        for (h, slots, why) in by_host {
+            let (dtid, name) = (self.s.hosts[h].dtid, self.s.hosts[h].name.clone());
+            ffi::initsend();
+            ffi::pkint(who);
+            ffi::pkstr(&file);
+            ffi::pkint(flags);
+            ffi::pkint(slots.len() as i32);
+            ffi::pkint(argv.len() as i32);
+            for a in &argv {
+                ffi::pkstr(a);
+            }
+            for v in six {
+                ffi::pkint(v);
+            }
+            ffi::pkint(env.len() as i32);
+            for e in &env {
+                ffi::pkstr(e);
+            }
+            let got = match self.pvmd_call(dtid | TIDPVMD, SM_EXEC, SM_EXECACK) {
+                Some(b) => {
+                    let n = ffi::upkint().unwrap_or(0).clamp(0, MAX_COUNT);
+                    let v: Vec<i32> = (0..n).map(|_| ffi::upkint().unwrap_or(PVM_NO_HOST)).collect();
+                    ffi::freebuf(b);
+                    v
+                }
+                None => {
+                    self.log(&format!("SM_EXEC to {name} got no answer"));
+                    Vec::new()
+                }
+            };
+            for (i, &slot) in slots.iter().enumerate() {
+                let t = got.get(i).copied().unwrap_or(PVM_NO_HOST);
+                tids[slot] = t;
+                if t > 0 {
+                    self.s.guests.insert(
+                        t,
+                        Guest {
+                            tid: t,
+                            host: dtid,
+                            pid: 0,
+                            held: false,
+                            moving: false,
+                        },
+                    );
+                    self.log(&format!("place t{t:x} ({file}, for t{who:x}) on {name}: {why}"));
+                } else {
+                    self.log(&format!(
+                        "place {file} for t{who:x} on {name} failed: {}",
+                        ffi::errtext(t)
+                    ));
+                }
+            }
+        }
+        if tids.iter().all(|&t| t == PVM_NO_HOST) && !tids.is_empty() {
+            self.log(&format!(
+                "spawn of {file} for t{who:x}: no host matches (flags {flags}, where {where_:?})"
+            ));
+        }
+        let mut v = vec![count];
+        v.extend(tids);
+        self.reply_ints(who, SM_SPAWN, info, &v);
+    }
+
+    fn reply_ints(&mut self, to: i32, tag: i32, info: &ffi::MInfo, v: &[i32]) {
+        ffi::initsend();
+        for &x in v {
+            ffi::pkint(x);
+        }
+        ffi::reply_info(info);
+        ffi::send(to, tag);
+    }
+
+    fn sm_task(&mut self, who: i32, info: &ffi::MInfo) {
+        let where_ = ffi::upkint().unwrap_or(0);
+        let r = ffi::tasks(where_);
+        ffi::initsend();
+        match r {
+            Ok(v) => {
+                ffi::pkint(0);
+                for t in v {
+                    ffi::pkint(t.tid);
+                    ffi::pkint(t.ptid);
+                    ffi::pkint(t.host);
+                    ffi::pkint(t.flag);
+                    ffi::pkstr(&t.a_out);
+                    ffi::pkint(t.pid);
+                }
+            }
+            Err(cc) => ffi::pkint(cc),
+        }
+        ffi::reply_info(info);
+        ffi::send(who, SM_TASK);
+    }
+
+    fn sm_config(&mut self, who: i32, info: &ffi::MInfo) {
+        let r = ffi::config();
+        ffi::initsend();
+        match r {
+            Ok((hosts, narch)) => {
+                ffi::pkint(hosts.len() as i32);
+                ffi::pkint(narch);
+                for h in hosts {
+                    ffi::pkint(h.tid);
+                    ffi::pkstr(&h.name);
+                    ffi::pkstr(&h.arch);
+                    ffi::pkint(h.speed);
+                    ffi::pkint(h.dsig);
+                }
+            }
+            Err(cc) => ffi::pkint(cc),
+        }
+        ffi::reply_info(info);
+        ffi::send(who, SM_CONFIG);
+    }
+
+    fn sm_addhost(&mut self, who: i32, info: &ffi::MInfo) {
+        let names = upklist().unwrap_or_default();
+        ffi::initsend();
+        ffi::pkint(names.len() as i32);
+        for n in &names {
+            ffi::pkstr(n);
+        }
+        self.log(&format!("add hosts {names:?} for t{who:x}"));
+        let b = self.pvmd_call(self.master | TIDPVMD, SM_ADD, SM_ADDACK);
+        let mut v: Vec<(i32, String, String, i32, i32)> = Vec::new();
+        let mut head = (PvmSysErrCode, 0);
+        if let Some(b) = b {
+            let count = ffi::upkint().unwrap_or(PvmSysErrCode);
+            let narch = ffi::upkint().unwrap_or(0);
+            head = (count, narch);
+            for _ in 0..count.clamp(0, MAX_COUNT) {
+                let tid = ffi::upkint().unwrap_or(PvmSysErrCode);
+                let name = ffi::upkstr().unwrap_or_default();
+                let arch = ffi::upkstr().unwrap_or_default();
+                let speed = ffi::upkint().unwrap_or(0);
+                let dsig = ffi::upkint().unwrap_or(0);
+                v.push((tid, name, arch, speed, dsig));
+            }
+            ffi::freebuf(b);
+        }
+        ffi::initsend();
+        ffi::pkint(head.0);
+        ffi::pkint(head.1);
+        for (tid, name, arch, speed, dsig) in &v {
+            ffi::pkint(*tid);
+            ffi::pkstr(name);
+            ffi::pkstr(arch);
+            ffi::pkint(*speed);
+            ffi::pkint(*dsig);
+        }
+        ffi::reply_info(info);
+        ffi::send(who, SM_ADDHOST);
+        self.refresh_hosts();
+    }
+
+    fn sm_delhost(&mut self, who: i32, info: &ffi::MInfo) {
+        let names = upklist().unwrap_or_default();
+        let (cc, st) = ffi::delhosts(&names);
+        self.log(&format!("delete hosts {names:?} for t{who:x}: {cc}"));
+        let mut v = vec![if cc < 0 { cc } else { names.len() as i32 }];
+        if cc >= 0 {
+            v.extend(st);
+        }
+        self.reply_ints(who, SM_DELHOST, info, &v);
+        self.refresh_hosts();
+    }
+
+    fn sm_notify(&mut self, who: i32) {
+        let Ok(what) = ffi::upkint() else { return };
+        let ctx = ffi::upkint().unwrap_or(0);
+        let tag = ffi::upkint().unwrap_or(0);
+        let cnt = ffi::upkint().unwrap_or(0);
+        if what & PVM_NOTIFY_CANCEL != 0 {
+            let kind = what & !PVM_NOTIFY_CANCEL;
+            self.watches
+                .retain(|w| !(w.for_tid == who && w.kind == kind && w.tag == tag));
+            return;
+        }
+        let kind = what;
+        let ons: Vec<i32> = if kind == 3 {
+            vec![cnt]
+        } else {
+            (0..cnt.clamp(0, MAX_COUNT))
+                .filter_map(|_| ffi::upkint().ok())
+                .collect()
+        };
+        for on in ons {
+            if self.watches.len() >= MAX_WATCHES {
+                break;
+            }
+            self.watches.push(Watch {
+                kind,
+                for_tid: who,
+                ctx,
+                tag,
+                on,
+            });
+            match kind {
+                1 => {
+                    ffi::notify(1, TAG_N_TASKX, &[on]);
+                }
+                2 => {
+                    ffi::notify(2, TAG_N_HOSTDEL, &[on]);
+                }
+                3 => {
+                    ffi::notify(3, TAG_N_HOSTADD, &[on]);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Passes a pvmd notification on to the tasks that asked the RM for it.
+    fn fire(&mut self, kind: i32, about: i32) {
+        let mut keep = Vec::new();
+        for w in std::mem::take(&mut self.watches) {
+            let hit = w.kind == kind && (kind == 3 || w.on == about);
+            if hit {
+                ffi::initsend();
+                ffi::pkint(about);
+                ffi::send_ctx(w.for_tid, w.tag, w.ctx);
+                if kind == 3 && w.on > 1 {
+                    keep.push(Watch { on: w.on - 1, ..w });
+                }
+            } else {
+                keep.push(w);
+            }
+        }
+        self.watches = keep;
+    }
+
+    fn command(&mut self, src: i32) {
+        let cmd = ffi::upkstr().unwrap_or_default();
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let answer = match words.as_slice() {
+            ["hosts"] => self.hosts_view(),
+            ["owner", host, state] => {
+                let to = match *state {
+                    "busy" => Ok(Some(Owner::Busy)),
+                    "idle" => Ok(Some(Owner::Idle)),
+                    "auto" => Ok(None),
+                    _ => Err(format!("owner state must be busy, idle or auto, not {state:?}")),
+                };
+                self.refresh_hosts();
+                match (to, self.s.host_by_name(host)) {
+                    (Err(e), _) => e,
+                    (_, None) => format!("no host {host:?} in the virtual machine"),
+                    (Ok(to), Some(i)) => {
+                        self.log(&format!(
+                            "owner of {host} set to {} by t{src:x}",
+                            to.map_or("auto", |o| o.name())
+                        ));
+                        if let Some(c) = self.s.force(i, to) {
+                            self.owner_changed(c.host, c.to, &c.why);
+                        }
+                        format!("{host}: owner {}", self.s.hosts[i].owner.name())
+                    }
+                }
+            }
+            _ => format!("unknown command {cmd:?} (hosts | owner HOST busy|idle|auto)"),
+        };
+        ffi::initsend();
+        ffi::pkstr(&answer);
+        ffi::send(src, TAG_REPLY);
+    }
+
+    fn hosts_view(&self) -> String {
+        let mut s = format!(
+            "{:<16} {:>8} {:<6} {:>6} {:>8} {:<24} {}\n",
+            "HOST", "DTID", "OWNER", "LOAD", "FREE_MB", "GUESTS", "WHY"
+        );
+        for h in &self.s.hosts {
+            let g: Vec<String> = self
+                .s
+                .guests
+                .values()
+                .filter(|g| g.host == h.dtid)
+                .map(|g| {
+                    let mark = if g.held {
+                        "(held)"
+                    } else if g.moving {
+                        "(moving)"
+                    } else {
+                        ""
+                    };
+                    format!("t{:x}{mark}", g.tid)
+                })
+                .collect();
+            let forced = if h.forced.is_some() { "*" } else { "" };
+            s.push_str(&format!(
+                "{:<16} {:>8x} {:<6} {:>6.2} {:>8} {:<24} {}\n",
+                h.name,
+                h.dtid,
+                format!("{}{forced}", h.owner.name()),
+                h.sample.owner_load,
+                h.sample.free_mb,
+                if g.is_empty() { "-".to_string() } else { g.join(",") },
+                h.why
+            ));
+        }
+        if !self.can_migrate {
+            s.push_str("(legacy daemon: guests are placed but never moved)\n");
+        }
+        s
+    }
+
+    fn owner_changed(&mut self, i: usize, to: Owner, why: &str) {
+        let name = self.s.hosts[i].name.clone();
+        let dtid = self.s.hosts[i].dtid;
+        match to {
+            Owner::Busy => {
+                let n = self.s.guests.values().filter(|g| g.host == dtid && !g.held).count();
+                self.log(&format!("owner of {name} returned ({why}): {n} guest(s) to move off"));
+                if !self.can_migrate {
+                    if n > 0 {
+                        self.log(&format!(
+                            "{name}: the daemon is legacy (no TM_MIGRATE): its {n} guest(s) stay; no new guests go there"
+                        ));
+                    }
+                    return;
+                }
+                self.evict(i);
+            }
+            Owner::Idle => {
+                self.log(&format!("owner of {name} idle ({why}): {name} takes guests again"));
+                self.resume_held(Some(i));
+            }
+        }
+    }
+
+    fn evict(&mut self, i: usize) {
+        let from = self.s.hosts[i].name.clone();
+        let now = Instant::now();
+        for e in self.s.evictions(i) {
+            let tid = match e {
+                Evict::Move { tid, .. } | Evict::Hold { tid } => tid,
+            };
+            if self.failed.get(&tid).is_some_and(|t| now.duration_since(*t) < RETRY) {
+                continue;
+            }
+            let (args, job) = match e {
+                Evict::Move { tid, to } => {
+                    let target = self.s.hosts[to].name.clone();
+                    self.log(&format!("migrate t{tid:x} {from} -> {target}: owner of {from} is busy"));
+                    (
+                        vec!["migrate".to_string(), format!("t{tid:x}"), target],
+                        Job::Move { to },
+                    )
+                }
+                Evict::Hold { tid } => {
+                    self.log(&format!(
+                        "checkpoint and hold t{tid:x} on {from}: owner busy and no idle host to move it to"
+                    ));
+                    (vec!["checkpoint".to_string(), format!("t{tid:x}")], Job::Hold)
+                }
+            };
+            match helper(&args) {
+                Ok(child) => {
+                    if let Some(g) = self.s.guests.get_mut(&tid) {
+                        g.moving = true;
+                    }
+                    self.helpers.push(Helper {
+                        child,
+                        tid,
+                        job,
+                        from: from.clone(),
+                        started: Instant::now(),
+                    });
+                }
+                Err(e) => self.log(&format!("cannot start pvm-migrate: {e}")),
+            }
+        }
+    }
+
+    /// Held guests go on: where they are if that host is idle again, else to an idle host.
+    fn resume_held(&mut self, idle: Option<usize>) {
+        let held: Vec<(i32, i32)> = self
+            .s
+            .guests
+            .values()
+            .filter(|g| g.held)
+            .map(|g| (g.tid, g.host))
+            .collect();
+        for (tid, host) in held {
+            let Some(hi) = self.s.host_index(host) else { continue };
+            if self.s.hosts[hi].owner == Owner::Idle {
+                ffi::sendsig(tid, libc::SIGCONT);
+                if let Some(g) = self.s.guests.get_mut(&tid) {
+                    g.held = false;
+                }
+                self.log(&format!(
+                    "resume t{tid:x} on {}: its owner is idle again",
+                    self.s.hosts[hi].name
+                ));
+            } else if idle.is_some() {
+                ffi::sendsig(tid, libc::SIGCONT);
+                if let Some(g) = self.s.guests.get_mut(&tid) {
+                    g.held = false;
+                }
+                self.log(&format!("resume t{tid:x} to move it off {}", self.s.hosts[hi].name));
+                self.evict(hi);
+            }
+        }
+    }
+
+    fn poll_helpers(&mut self) {
+        let mut done = Vec::new();
+        for (k, h) in self.helpers.iter_mut().enumerate() {
+            if let Ok(Some(st)) = h.child.try_wait() {
+                done.push((k, st.success()));
+            }
+        }
+        for (k, ok) in done.into_iter().rev() {
+            let mut h = self.helpers.remove(k);
+            let mut err = String::new();
+            if let Some(mut e) = h.child.stderr.take() {
+                use std::io::Read;
+                let _ = (&mut e).take(4096).read_to_string(&mut err);
+            }
+            let ms = h.started.elapsed().as_millis();
+            let tid = h.tid;
+            if let Some(g) = self.s.guests.get_mut(&tid) {
+                g.moving = false;
+            }
+            match (h.job, ok) {
+                (Job::Move { to }, true) => {
+                    let (dtid, name) =
+                        (self.s.hosts.get(to).map(|x| (x.dtid, x.name.clone()))).unwrap_or((0, String::new()));
+                    if let Some(g) = self.s.guests.get_mut(&tid) {
+                        g.host = dtid;
+                    }
+                    self.log(&format!("t{tid:x} moved {} -> {name} in {ms} ms", h.from));
+                }
+                (Job::Hold, true) => {
+                    ffi::sendsig(tid, libc::SIGSTOP);
+                    if let Some(g) = self.s.guests.get_mut(&tid) {
+                        g.held = true;
+                    }
+                    self.log(&format!("t{tid:x} checkpointed and stopped on {} ({ms} ms)", h.from));
+                }
+                (_, false) => {
+                    self.failed.insert(tid, Instant::now());
+                    self.log(&format!(
+                        "moving t{tid:x} off {} failed after {ms} ms: {}",
+                        h.from,
+                        err.trim().replace('\n', " / ")
+                    ));
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        self.poll_helpers();
+        // Pids of guests on this machine, for the guest share of the CPU.
+        if let Ok(ts) = ffi::tasks(0) {
+            let live: HashMap<i32, i32> = ts.iter().map(|t| (t.tid, t.pid)).collect();
+            let gone: Vec<i32> = self
+                .s
+                .guests
+                .keys()
+                .copied()
+                .filter(|t| !live.contains_key(t))
+                .collect();
+            for t in gone {
+                if self.s.guests.get(&t).is_some_and(|g| !g.moving) {
+                    self.s.guests.remove(&t);
+                }
+            }
+            for g in self.s.guests.values_mut() {
+                if let Some(&p) = live.get(&g.tid) {
+                    g.pid = p;
+                }
+            }
+        }
+        let pids: Vec<i32> = self.s.guests.values().map(|g| g.pid).filter(|&p| p > 0).collect();
+        let measured = self.meter.sample(&pids);
+        let now = Instant::now();
+        for i in 0..self.s.hosts.len() {
+            let s = match &self.state_dir {
+                Some(d) => load::inject(d, &self.s.hosts[i].name, measured),
+                None => measured,
+            };
+            if let Some(c) = self.s.observe(i, s, now) {
+                self.owner_changed(c.host, c.to, &c.why);
+            }
+        }
+        // A busy host keeps being cleared (guests that failed to move are retried).
+        if self.can_migrate {
+            for i in 0..self.s.hosts.len() {
+                let h = &self.s.hosts[i];
+                if h.owner == Owner::Busy && self.s.guests.values().any(|g| g.host == h.dtid && !g.moving && !g.held) {
+                    self.evict(i);
+                }
+            }
+            if self.s.guests.values().any(|g| g.held) && self.s.hosts.iter().any(|h| h.owner == Owner::Idle) {
+                self.resume_held(None);
+            }
+        }
+    }
+}
+
+#[allow(non_upper_case_globals)]
+const PvmSysErrCode: i32 = -14;
+
+fn ffi_sbuf() -> i32 {
+    extern "C" {
+        fn pvm_getsbuf() -> libc::c_int;
+    }
+    unsafe { pvm_getsbuf() }
+}
+
+fn set_sbuf_info(m: &mut ffi::MInfo) {
+    extern "C" {
+        fn pvm_setminfo(b: libc::c_int, m: *mut ffi::MInfo) -> libc::c_int;
+    }
+    unsafe { pvm_setminfo(ffi_sbuf(), m) };
+}
+
+fn upklist() -> Result<Vec<String>, i32> {
+    let n = ffi::upkint()?;
+    if !(0..=MAX_COUNT).contains(&n) {
+        return Err(PVM_BAD_PARAM);
+    }
+    (0..n).map(|_| ffi::upkstr()).collect()
+}
+
+/// Starts `pvm-migrate ARGS` (next to this program, or PVM_MIGRATE_BIN) on our library.
+fn helper(args: &[String]) -> std::io::Result<Child> {
+    let exe = std::env::current_exe().ok();
+    let dir = exe.as_ref().and_then(|e| e.parent().map(|p| p.to_path_buf()));
+    let bin = std::env::var_os("PVM_MIGRATE_BIN")
+        .map(PathBuf::from)
+        .or_else(|| dir.as_ref().map(|d| d.join("pvm-migrate")).filter(|p| p.exists()))
+        .unwrap_or_else(|| PathBuf::from("pvm-migrate"));
+    let mut c = Command::new(bin);
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if std::env::var_os("PVM_LIBPVM3").is_none() {
+        if let Some(lib) = dir.map(|d| d.join("libpvm3.so")).filter(|p| p.exists()) {
+            c.env("PVM_LIBPVM3", lib);
+        }
+    }
+    c.spawn()
+}
+
+/// Runs the scheduler until the pvmd goes away.
+pub fn run(opts: Options) -> Result<(), SchedError> {
+    ffi::setopt(ffi::PVM_RESV_TIDS, 1);
+    let me = ffi::mytid();
+    if me < 0 {
+        return Err(SchedError::Enrol(ffi::errtext(me)));
+    }
+    ffi::setopt(ffi::PVM_AUTO_ERR, 0);
+    let cc = ffi::reg_rm();
+    if cc < 0 {
+        ffi::exit();
+        return Err(SchedError::Register(ffi::errtext(cc)));
+    }
+    // The library refuses TM_MIGRATE at once (PvmNotImpl) on a legacy daemon; on pvm-rs an
+    // unknown host name is PvmNoHost, also without sending anything.
+    let can_migrate = ffi::migrate(me, "\u{1}") != PVM_NOT_IMPL;
+    let log = opts
+        .log
+        .as_ref()
+        .and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
+    let master = ffi::config()
+        .ok()
+        .and_then(|(h, _)| h.first().map(|h| h.tid))
+        .unwrap_or(0);
+    let mut rm = Rm {
+        me,
+        master,
+        can_migrate,
+        s: Sched::new(opts.policy),
+        meter: Meter::default(),
+        state_dir: opts.state_dir,
+        log,
+        watches: Vec::new(),
+        helpers: Vec::new(),
+        failed: HashMap::new(),
+        next_wid: 0,
+        t0: Instant::now(),
+    };
+    rm.refresh_hosts();
+    ffi::initsend();
+    ffi::pkint(me);
+    ffi::putinfo(MBOX);
+    let hosts: Vec<String> = rm.s.hosts.iter().map(|h| h.name.clone()).collect();
+    rm.log(&format!(
+        "t{me:x} registered as resource manager; hosts {hosts:?}; {}",
+        if can_migrate {
+            "pvm-rs daemon: guests are moved off hosts whose owner returns"
+        } else {
+            "legacy daemon: places and spawns, but cannot migrate (no TM_MIGRATE)"
+        }
+    ));
+    ffi::notify(3, TAG_N_HOSTADD, &[-1]);
+    let interval = rm.s.policy.interval;
+    let mut next_tick = Instant::now();
+    loop {
+        let wait = next_tick
+            .saturating_duration_since(Instant::now())
+            .as_micros()
+            .clamp(1000, 1_000_000) as i64;
+        if let Some((b, src, tag, _)) = ffi::trecv(-1, -1, wait) {
+            let info = ffi::getminfo(b);
+            match tag {
+                SM_SPAWN => rm.sm_spawn(src, &info),
+                SM_TASK => rm.sm_task(src, &info),
+                SM_CONFIG => rm.sm_config(src, &info),
+                SM_ADDHOST => rm.sm_addhost(src, &info),
+                SM_DELHOST => rm.sm_delhost(src, &info),
+                SM_NOTIFY => rm.sm_notify(src),
+                SM_SCHED => rm.reply_ints(src, SM_SCHED, &info, &[PVM_ALREADY]),
+                SM_TASKX => {
+                    if let Ok(t) = ffi::upkint() {
+                        if rm.s.guests.get(&t).is_some_and(|g| !g.moving) {
+                            rm.s.guests.remove(&t);
+                            rm.log(&format!("t{t:x} exited"));
+                        }
+                        rm.fire(1, t);
+                    }
+                }
+                SM_HOSTX => {
+                    if let Ok(d) = ffi::upkint() {
+                        let d = d & !TIDPVMD;
+                        rm.log(&format!("host {} is gone", rm.host_name(d)));
+                        rm.s.remove_host(d);
+                        rm.fire(2, d);
+                    }
+                }
+                SM_EXECACK => {} // a task connected on its own: not a guest
+                TAG_CMD => rm.command(src),
+                TAG_N_TASKX => {
+                    if let Ok(t) = ffi::upkint() {
+                        rm.fire(1, t);
+                    }
+                }
+                TAG_N_HOSTDEL => {
+                    if let Ok(d) = ffi::upkint() {
+                        rm.fire(2, d);
+                        rm.s.remove_host(d);
+                    }
+                }
+                TAG_N_HOSTADD => {
+                    rm.refresh_hosts();
+                    let n = ffi::upkint().unwrap_or(0).clamp(0, MAX_COUNT);
+                    for _ in 0..n {
+                        if let Ok(d) = ffi::upkint() {
+                            rm.fire(3, d);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if ffi::rbuf() == b {
+                ffi::set_rbuf(0);
+            }
+            ffi::freebuf(b);
+        }
+        if Instant::now() >= next_tick {
+            rm.tick();
+            next_tick = Instant::now() + interval;
+            if ffi::config().is_err() {
+                rm.log(&format!(
+                    "the pvmd is gone; exiting after {} s",
+                    rm.t0.elapsed().as_secs()
+                ));
+                break;
+            }
+        }
+    }
+    let _ = rm.me;
+    ffi::delinfo(MBOX);
+    ffi::exit();
+    Ok(())
+}
+
+/// `pvm-sched hosts|owner ...`: asks the running scheduler; its answer.
+pub fn ask(cmd: &str) -> Result<String, SchedError> {
+    let me = ffi::mytid();
+    if me < 0 {
+        return Err(SchedError::Enrol(ffi::errtext(me)));
+    }
+    ffi::setopt(ffi::PVM_AUTO_ERR, 0);
+    let r = (|| {
+        let b = ffi::recvinfo(MBOX);
+        if b < 0 {
+            return Err(SchedError::NotRunning);
+        }
+        let old = ffi::set_rbuf(b);
+        let tid = ffi::upkint().map_err(|_| SchedError::NotRunning)?;
+        ffi::set_rbuf(old);
+        ffi::initsend();
+        ffi::pkstr(cmd);
+        if ffi::send(tid, TAG_CMD) < 0 {
+            return Err(SchedError::NotRunning);
+        }
+        match ffi::trecv(tid, TAG_REPLY, 10_000_000) {
+            Some(_) => Ok(ffi::upkstr().unwrap_or_default()),
+            None => Err(SchedError::NoAnswer),
+        }
+    })();
+    ffi::exit();
+    r
+}
