@@ -28,14 +28,14 @@ pub const LEGACY_ROOT: &str = "/usr/lib/pvm3";
 /// Default bound for any single wait.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
         .to_path_buf()
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))

@@ -499,7 +499,9 @@ impl<A: AuthFiles> Daemon<A> {
                     hdr,
                     body: req.body,
                 };
-                self.tm_addhost(&r, out);
+                if !self.net_dispatch(&r, Tm::AddHost, out) {
+                    self.tm_addhost(&r, out);
+                }
             }
             Sm::Handoff if from_rm => match super::first_int(req.body) {
                 Some(to) => {

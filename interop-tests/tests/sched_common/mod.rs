@@ -1,0 +1,149 @@
+//! Shared by the scheduler tests (sched_*.rs): masters on namespace hosts, C programs, the
+//! scheduler binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use interop_tests::netns::Cluster;
+use interop_tests::shim::shim_dir;
+use interop_tests::{our_pvmd, Proc, LEGACY_CONSOLE, LEGACY_PVMD, TIMEOUT};
+
+pub fn require_legacy() {
+    for p in [LEGACY_PVMD, LEGACY_CONSOLE, "/usr/bin/srm.pvm", "/usr/bin/hello.pvm"] {
+        assert!(
+            Path::new(p).exists(),
+            "{p} is missing: the scheduler tests need legacy PVM (Debian pvm, pvm-examples)"
+        );
+    }
+}
+
+/// The master pvmd (`legacy` or ours) on h1 with `&IP dx=...` lines for the other hosts, so
+/// that adding them by address starts the same kind of daemon there.
+pub fn master(c: &Cluster, legacy: bool, slaves: &[usize]) -> Proc {
+    let dx = if legacy { PathBuf::from(LEGACY_PVMD) } else { our_pvmd() };
+    let hf = c.dir.path().join("hostfile");
+    let mut text = format!("{}\n", c.host(1).ip);
+    for &k in slaves {
+        text.push_str(&format!("&{} dx={}\n", c.host(k).ip, dx.display()));
+    }
+    std::fs::write(&hf, text).unwrap();
+    let mut cmd = c.command(1, &dx);
+    cmd.arg(format!("-n{}", c.host(1).ip)).arg(&hf).stderr(Stdio::null());
+    let mut p = Proc {
+        child: cmd.spawn().expect("start master pvmd"),
+        name: "master pvmd".into(),
+    };
+    let line = p.read_line(TIMEOUT);
+    assert!(line.starts_with('/'), "master printed {line:?}\n{}", c.logs());
+    p
+}
+
+fn build(name: &str, src: &str, ours: bool) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sched-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, src).unwrap();
+    let exe = dir.join(name);
+    let mut cmd = Command::new("gcc");
+    cmd.arg("-O1").arg("-o").arg(&exe).arg(&c);
+    if ours {
+        let inc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include");
+        cmd.arg("-I").arg(inc).arg("-L").arg(shim_dir()).arg("-l:libpvm3.so.3");
+    } else {
+        cmd.arg("-lpvm3");
+    }
+    let out = cmd.output().expect("gcc is required for the scheduler tests");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    exe
+}
+
+/// A C program on the legacy library.
+pub fn legacy_program(name: &str, src: &str) -> PathBuf {
+    build(name, src, false)
+}
+
+/// A C program on our library (header from include/).
+pub fn shim_program(name: &str, src: &str) -> PathBuf {
+    build(name, src, true)
+}
+
+/// target/debug/pvm-sched and pvm-migrate, built once.
+pub fn sched_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let st = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "pvm-sched",
+                "-p",
+                "pvm-migration",
+                "-p",
+                "libpvm3-shim",
+            ])
+            .current_dir(interop_tests::workspace_root())
+            .status()
+            .expect("cargo build");
+        assert!(st.success(), "cargo build -p pvm-sched failed");
+        let b = interop_tests::target_dir().join("debug").join("pvm-sched");
+        assert!(b.exists());
+        b
+    })
+    .clone()
+}
+
+/// A command for a program on our library in host `k` (children inherit the library).
+pub fn shim_command(c: &Cluster, k: usize, program: &Path) -> Command {
+    let mut cmd = c.command(k, program);
+    cmd.env("LD_LIBRARY_PATH", shim_dir())
+        .env("PVM_EXPORT", "LD_LIBRARY_PATH");
+    cmd
+}
+
+/// Reads lines from a process's stdout in the background.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    pub all: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Lines {
+    pub fn of(p: &mut Proc) -> Lines {
+        use std::io::BufRead;
+        let out = p.child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let all = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let a2 = all.clone();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                a2.lock().unwrap().push_str(&format!("{l}\n"));
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { rx, all }
+    }
+
+    /// Waits for a line containing `pat`; the line.
+    pub fn wait(&self, pat: &str, timeout: Duration) -> Option<String> {
+        let end = Instant::now() + timeout;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(l) if l.contains(pat) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    pub fn text(&self) -> String {
+        self.all.lock().unwrap().clone()
+    }
+}
