@@ -64,6 +64,17 @@ extern "C" {
     fn pvm_delinfo(name: *mut c_char, index: c_int, flags: c_int) -> c_int;
     fn pvm_sendsig(tid: c_int, sig: c_int) -> c_int;
     fn pvm_migrate(tid: c_int, host: *const c_char) -> c_int;
+    fn pvm_checkpoint(tid: c_int, flags: c_int) -> c_int;
+    fn pvm_kill(tid: c_int) -> c_int;
+    fn pvm_parent() -> c_int;
+    fn pvm_spawn(
+        file: *mut c_char,
+        argv: *mut *mut c_char,
+        flag: c_int,
+        whr: *mut c_char,
+        count: c_int,
+        tids: *mut c_int,
+    ) -> c_int;
     fn pvm_delhosts(names: *mut *mut c_char, count: c_int, infos: *mut c_int) -> c_int;
     fn pvm_setcontext(ctx: c_int) -> c_int;
     fn pvm_notify(what: c_int, tag: c_int, cnt: c_int, tids: *mut c_int) -> c_int;
@@ -268,6 +279,35 @@ pub fn sendsig(tid: i32, sig: i32) -> i32 {
 pub fn migrate(tid: i32, host: &str) -> i32 {
     let c = cs(host);
     unsafe { pvm_migrate(tid, c.as_ptr()) }
+}
+pub fn kill(tid: i32) -> i32 {
+    unsafe { pvm_kill(tid) }
+}
+pub fn parent() -> i32 {
+    unsafe { pvm_parent() }
+}
+/// One task of `file args` with these flags and `where`; (count started, tid or error).
+pub fn spawn(file: &str, args: &[String], flag: i32, whr: &str) -> (i32, i32) {
+    let f = cs(file);
+    let w = cs(whr);
+    let a: Vec<CString> = args.iter().map(|x| cs(x)).collect();
+    let mut ptrs: Vec<*mut c_char> = a.iter().map(|c| c.as_ptr() as *mut c_char).collect();
+    ptrs.push(std::ptr::null_mut());
+    let mut tid = 0;
+    let cc = unsafe {
+        pvm_spawn(
+            f.as_ptr() as *mut c_char,
+            ptrs.as_mut_ptr(),
+            flag,
+            w.as_ptr() as *mut c_char,
+            1,
+            &mut tid,
+        )
+    };
+    (cc, if cc == 1 || tid < 0 { tid } else { cc.min(-1) })
+}
+pub fn checkpoint(tid: i32) -> i32 {
+    unsafe { pvm_checkpoint(tid, 0) }
 }
 pub fn delhosts(names: &[String]) -> (i32, Vec<i32>) {
     let cs_: Vec<CString> = names.iter().map(|n| cs(n)).collect();

@@ -26,6 +26,11 @@ fn main() -> ExitCode {
         Some("hosts") if args.len() == 1 => rm::ask("hosts").map(|a| print!("{a}")),
         Some("owner") if args.len() == 3 => rm::ask(&args.join(" ")).map(|a| println!("{a}")),
         Some("hosts") | Some("owner") => Err(SchedError::Usage(USAGE.into())),
+        // Helpers the running scheduler starts for one move or checkpoint each.
+        Some(op @ ("move" | "hold")) if args.len() >= 2 => match parse_tid(&args[1]) {
+            Some(tid) => rm::one_op(op, tid, args.get(2).map(String::as_str)).map(|m| println!("{m}")),
+            None => Err(SchedError::Usage(format!("bad tid {:?}", args[1]))),
+        },
         _ => options(&args).and_then(rm::run),
     };
     match r {
@@ -35,6 +40,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A tid as PVM prints them: `t40002`, `0x40002` or decimal.
+fn parse_tid(s: &str) -> Option<i32> {
+    match s.strip_prefix('t').or_else(|| s.strip_prefix("0x")) {
+        Some(h) => u32::from_str_radix(h, 16).ok().map(|v| v as i32),
+        None => s.parse().ok(),
+    }
+    .filter(|&t| t > 0)
 }
 
 fn options(args: &[String]) -> Result<Options, SchedError> {

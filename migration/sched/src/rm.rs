@@ -1,8 +1,8 @@
 //! The running scheduler: a PVM task registered as resource manager. It answers the requests
 //! tasks send to a resource manager (SM_SPAWN, SM_TASK, SM_CONFIG, SM_ADDHOST, SM_DELHOST,
 //! SM_NOTIFY, SM_SCHED), starts tasks on the hosts it picks (SM_EXEC to that host's pvmd),
-//! measures the hosts, and moves guests off a host whose owner returns (TM_MIGRATE through
-//! `pvm-migrate`, one helper process per move so that moves run in parallel and the
+//! measures the hosts, and moves guests off a host whose owner returns (TM_MIGRATE from a
+//! helper process per move, `pvm-sched move`, so that moves run in parallel and the
 //! scheduler keeps answering), or checkpoints and stops them when there is nowhere to go.
 //!
 //! Commands from `pvm-sched owner|hosts` arrive as messages (TAG_CMD); the scheduler's tid is
@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::SchedError;
@@ -28,6 +27,10 @@ pub const TAG_REPLY: i32 = 0x5c5c_0002;
 const TAG_N_TASKX: i32 = 0x5c5c_0011;
 const TAG_N_HOSTDEL: i32 = 0x5c5c_0012;
 const TAG_N_HOSTADD: i32 = 0x5c5c_0013;
+/// A helper's result: `int ok (1/0); string text`.
+pub const TAG_HELPER: i32 = 0x5c5c_0021;
+/// A helper that has not reported after this long has failed.
+const HELPER_LIMIT: Duration = Duration::from_secs(120);
 
 const SM_SPAWN: i32 = 0x8004_0001u32 as i32;
 const SM_EXEC: i32 = 0x8004_0002u32 as i32;
@@ -57,6 +60,7 @@ const MAX_COUNT: i32 = 4096;
 const MAX_WATCHES: usize = 65536;
 /// After a failed move, wait this long before trying that guest again.
 const RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(30);
 
 pub struct Options {
     pub policy: Policy,
@@ -77,8 +81,11 @@ enum Job {
     Hold,
 }
 
+/// A helper task (`pvm-sched move|hold`) running on the guest's host for one operation.
 struct Helper {
-    child: Child,
+    /// The helper's tid.
+    helper: i32,
+    /// The guest it works on.
     tid: i32,
     job: Job,
     from: String,
@@ -95,7 +102,8 @@ struct Rm {
     log: Option<std::fs::File>,
     watches: Vec<Watch>,
     helpers: Vec<Helper>,
-    failed: HashMap<i32, Instant>,
+    /// Guests whose last move failed: when, and how long to wait before the next try.
+    failed: HashMap<i32, (Instant, Duration)>,
     next_wid: i32,
     t0: Instant,
 }
@@ -551,39 +559,45 @@ impl Rm {
             let tid = match e {
                 Evict::Move { tid, .. } | Evict::Hold { tid } => tid,
             };
-            if self.failed.get(&tid).is_some_and(|t| now.duration_since(*t) < RETRY) {
+            if self
+                .failed
+                .get(&tid)
+                .is_some_and(|(t, wait)| now.duration_since(*t) < *wait)
+            {
                 continue;
             }
             let (args, job) = match e {
                 Evict::Move { tid, to } => {
                     let target = self.s.hosts[to].name.clone();
                     self.log(&format!("migrate t{tid:x} {from} -> {target}: owner of {from} is busy"));
-                    (
-                        vec!["migrate".to_string(), format!("t{tid:x}"), target],
-                        Job::Move { to },
-                    )
+                    (vec!["move".to_string(), format!("t{tid:x}"), target], Job::Move { to })
                 }
                 Evict::Hold { tid } => {
                     self.log(&format!(
                         "checkpoint and hold t{tid:x} on {from}: owner busy and no idle host to move it to"
                     ));
-                    (vec!["checkpoint".to_string(), format!("t{tid:x}")], Job::Hold)
+                    (vec!["hold".to_string(), format!("t{tid:x}")], Job::Hold)
                 }
             };
-            match helper(&args) {
-                Ok(child) => {
+            let on = self.s.hosts[i].name.clone();
+            match helper(&args, &on) {
+                Ok(helper) => {
                     if let Some(g) = self.s.guests.get_mut(&tid) {
                         g.moving = true;
                     }
                     self.helpers.push(Helper {
-                        child,
+                        helper,
                         tid,
                         job,
                         from: from.clone(),
                         started: Instant::now(),
                     });
                 }
-                Err(e) => self.log(&format!("cannot start pvm-migrate: {e}")),
+                Err(e) => {
+                    let wait = self.failed.get(&tid).map_or(RETRY, |(_, w)| (*w * 2).min(MAX_RETRY));
+                    self.failed.insert(tid, (Instant::now(), wait));
+                    self.log(&format!("cannot start a helper on {on} for t{tid:x}: {e}"));
+                }
             }
         }
     }
@@ -619,50 +633,60 @@ impl Rm {
         }
     }
 
-    fn poll_helpers(&mut self) {
-        let mut done = Vec::new();
-        for (k, h) in self.helpers.iter_mut().enumerate() {
-            if let Ok(Some(st)) = h.child.try_wait() {
-                done.push((k, st.success()));
+    /// A helper's report (`ok`, text), or its end without one (`None`).
+    fn helper_done(&mut self, helper: i32, result: Option<(bool, String)>) {
+        let Some(k) = self.helpers.iter().position(|h| h.helper == helper) else {
+            return;
+        };
+        let h = self.helpers.remove(k);
+        let ms = h.started.elapsed().as_millis();
+        let tid = h.tid;
+        if let Some(g) = self.s.guests.get_mut(&tid) {
+            g.moving = false;
+        }
+        let (ok, text) = result.unwrap_or((false, format!("helper t{helper:x} ended without a report")));
+        match (h.job, ok) {
+            (Job::Move { to }, true) => {
+                let (dtid, name) = self
+                    .s
+                    .hosts
+                    .get(to)
+                    .map(|x| (x.dtid, x.name.clone()))
+                    .unwrap_or((0, String::new()));
+                if let Some(g) = self.s.guests.get_mut(&tid) {
+                    g.host = dtid;
+                }
+                self.failed.remove(&tid);
+                self.log(&format!("t{tid:x} moved {} -> {name} in {ms} ms", h.from));
+            }
+            (Job::Hold, true) => {
+                ffi::sendsig(tid, libc::SIGSTOP);
+                if let Some(g) = self.s.guests.get_mut(&tid) {
+                    g.held = true;
+                }
+                self.log(&format!("t{tid:x} checkpointed and stopped on {} ({ms} ms)", h.from));
+            }
+            (_, false) => {
+                let wait = self.failed.get(&tid).map_or(RETRY, |(_, w)| (*w * 2).min(MAX_RETRY));
+                self.failed.insert(tid, (Instant::now(), wait));
+                self.log(&format!("moving t{tid:x} off {} failed after {ms} ms: {text}", h.from));
             }
         }
-        for (k, ok) in done.into_iter().rev() {
-            let mut h = self.helpers.remove(k);
-            let mut err = String::new();
-            if let Some(mut e) = h.child.stderr.take() {
-                use std::io::Read;
-                let _ = (&mut e).take(4096).read_to_string(&mut err);
-            }
-            let ms = h.started.elapsed().as_millis();
-            let tid = h.tid;
-            if let Some(g) = self.s.guests.get_mut(&tid) {
-                g.moving = false;
-            }
-            match (h.job, ok) {
-                (Job::Move { to }, true) => {
-                    let (dtid, name) =
-                        (self.s.hosts.get(to).map(|x| (x.dtid, x.name.clone()))).unwrap_or((0, String::new()));
-                    if let Some(g) = self.s.guests.get_mut(&tid) {
-                        g.host = dtid;
-                    }
-                    self.log(&format!("t{tid:x} moved {} -> {name} in {ms} ms", h.from));
-                }
-                (Job::Hold, true) => {
-                    ffi::sendsig(tid, libc::SIGSTOP);
-                    if let Some(g) = self.s.guests.get_mut(&tid) {
-                        g.held = true;
-                    }
-                    self.log(&format!("t{tid:x} checkpointed and stopped on {} ({ms} ms)", h.from));
-                }
-                (_, false) => {
-                    self.failed.insert(tid, Instant::now());
-                    self.log(&format!(
-                        "moving t{tid:x} off {} failed after {ms} ms: {}",
-                        h.from,
-                        err.trim().replace('\n', " / ")
-                    ));
-                }
-            }
+    }
+
+    fn poll_helpers(&mut self) {
+        let late: Vec<i32> = self
+            .helpers
+            .iter()
+            .filter(|h| h.started.elapsed() > HELPER_LIMIT)
+            .map(|h| h.helper)
+            .collect();
+        for t in late {
+            ffi::kill(t);
+            self.helper_done(
+                t,
+                Some((false, format!("no report within {} s", HELPER_LIMIT.as_secs()))),
+            );
         }
     }
 
@@ -741,25 +765,61 @@ fn upklist() -> Result<Vec<String>, i32> {
     (0..n).map(|_| ffi::upkstr()).collect()
 }
 
-/// Starts `pvm-migrate ARGS` (next to this program, or PVM_MIGRATE_BIN) on our library.
-fn helper(args: &[String]) -> std::io::Result<Child> {
-    let exe = std::env::current_exe().ok();
-    let dir = exe.as_ref().and_then(|e| e.parent().map(|p| p.to_path_buf()));
-    let bin = std::env::var_os("PVM_MIGRATE_BIN")
-        .map(PathBuf::from)
-        .or_else(|| dir.as_ref().map(|d| d.join("pvm-migrate")).filter(|p| p.exists()))
-        .unwrap_or_else(|| PathBuf::from("pvm-migrate"));
-    let mut c = Command::new(bin);
-    c.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if std::env::var_os("PVM_LIBPVM3").is_none() {
-        if let Some(lib) = dir.map(|d| d.join("libpvm3.so")).filter(|p| p.exists()) {
-            c.env("PVM_LIBPVM3", lib);
-        }
+/// Spawns `pvm-sched move|hold ...` (this program again) as a PVM task on `host`, where the
+/// guest runs: its pvmd is the one that moves or checkpoints the guest. The operation blocks
+/// the helper for as long as it takes while the scheduler goes on answering; several run in
+/// parallel. The helper reports with TAG_HELPER; its tid.
+fn helper(args: &[String], host: &str) -> Result<i32, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let (cc, tid) = ffi::spawn(&exe.to_string_lossy(), args, 1, host);
+    if cc == 1 && tid > 0 {
+        ffi::notify(1, TAG_N_TASKX, &[tid]);
+        Ok(tid)
+    } else {
+        Err(ffi::errtext(tid))
     }
-    c.spawn()
+}
+
+/// `pvm-sched move TID HOST` / `pvm-sched hold TID`: one TM_MIGRATE (pvm_migrate) or one
+/// TM_CKPT (pvm_checkpoint) as a separate task. Exit status 0 on success; the error on stderr.
+pub fn one_op(op: &str, tid: i32, host: Option<&str>) -> Result<String, SchedError> {
+    let me = ffi::mytid();
+    if me < 0 {
+        return Err(SchedError::Enrol(ffi::errtext(me)));
+    }
+    ffi::setopt(ffi::PVM_AUTO_ERR, 0);
+    let t0 = Instant::now();
+    let r = match (op, host) {
+        ("move", Some(h)) => {
+            // pvm_migrate returns the new host's pvmd tid (negative as an int) or an error
+            // code (-1 .. -50).
+            let r = ffi::migrate(tid, h);
+            if (-100..0).contains(&r) {
+                Err(format!("pvm_migrate(t{tid:x}, {h}): {}", ffi::errtext(r)))
+            } else {
+                Ok(format!("t{tid:x} now on pvmd t{r:x}"))
+            }
+        }
+        ("hold", None) => {
+            let r = ffi::checkpoint(tid);
+            if r < 0 {
+                Err(format!("pvm_checkpoint(t{tid:x}): {}", ffi::errtext(r)))
+            } else {
+                Ok(format!("t{tid:x} checkpoint epoch {r}"))
+            }
+        }
+        _ => Err("bad helper command".into()),
+    };
+    let r = r.map(|s| format!("{s} ({} ms)", t0.elapsed().as_millis()));
+    let parent = ffi::parent();
+    if parent > 0 {
+        ffi::initsend();
+        ffi::pkint(i32::from(r.is_ok()));
+        ffi::pkstr(r.as_ref().unwrap_or_else(|e| e));
+        ffi::send(parent, TAG_HELPER);
+    }
+    ffi::exit();
+    r.map_err(SchedError::Usage)
 }
 
 /// Runs the scheduler until the pvmd goes away.
@@ -852,8 +912,14 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
                 TAG_CMD => rm.command(src),
                 TAG_N_TASKX => {
                     if let Ok(t) = ffi::upkint() {
+                        rm.helper_done(t, None);
                         rm.fire(1, t);
                     }
+                }
+                TAG_HELPER => {
+                    let ok = ffi::upkint().unwrap_or(0) == 1;
+                    let text = ffi::upkstr().unwrap_or_default();
+                    rm.helper_done(src, Some((ok, text)));
                 }
                 TAG_N_HOSTDEL => {
                     if let Ok(d) = ffi::upkint() {
