@@ -241,3 +241,97 @@ fn owner_busy_clears_the_host_and_idle_brings_work_back() {
     m.child.kill().ok();
     let _ = m.child.wait();
 }
+
+/// The state letter of a process (`R`, `S`, `T` for stopped...).
+fn proc_state(pid: u32) -> char {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()))
+        .unwrap_or('?')
+}
+
+#[test]
+fn nowhere_to_go_checkpoints_and_holds_then_resumes() {
+    assert!(
+        std::path::Path::new("/usr/local/sbin/criu").exists(),
+        "CRIU 4.1 is missing: run ci/criu-setup"
+    );
+    let job = shim_program("sched_job_hold", JOB);
+    let c = Cluster::with_prefix("sc", "hold", 2);
+    let mut m = our_machine(&c, &[]);
+    let state = c.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let policy = c.dir.path().join("policy");
+    std::fs::write(&policy, "signals off\nidle_after 0\n").unwrap();
+    let mut s = c.command(1, &sched_bin());
+    s.arg("--policy").arg(&policy).arg("--state").arg(&state);
+    let mut sched = Proc {
+        child: s.spawn().unwrap(),
+        name: "pvm-sched".into(),
+    };
+    let sl = Lines::of(&mut sched);
+    assert!(
+        sl.wait("registered as resource manager", TIMEOUT).is_some(),
+        "{}",
+        sl.text()
+    );
+    let (h1, h2) = (c.host(1).ip.clone(), c.host(2).ip.clone());
+    // h1's owner is at work from the start: the one worker goes to h2.
+    assert!(ask(&c, &["owner", &h1, "busy"]).contains("owner busy"));
+    let mut run = c.command(1, &job);
+    run.args(["1", "8"])
+        .env("LD_LIBRARY_PATH", interop_tests::shim::shim_dir())
+        .env("PVM_EXPORT", "LD_LIBRARY_PATH")
+        .stdin(Stdio::piped());
+    let mut child = run.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut job_p = Proc {
+        child,
+        name: "job".into(),
+    };
+    let jl = Lines::of(&mut job_p);
+    let ctx = |what: &str| format!("{what}\njob:\n{}\nsched:\n{}\n{}", jl.text(), sl.text(), c.logs());
+    let first = jl.wait("spawned", TIMEOUT).unwrap_or_default();
+    assert_eq!(hosts_of(&first), vec![2], "{}", ctx(&first));
+    assert!(jl.wait("round 20 bad 0", TIMEOUT).is_some(), "{}", ctx("no progress"));
+    // Now h2's owner returns too: nowhere to go, so checkpoint and stop.
+    assert!(ask(&c, &["owner", &h2, "busy"]).contains("owner busy"));
+    let held = || {
+        let p = procs_named(&c, 2, "guestworker");
+        p.len() == 1 && proc_state(p[0]) == 'T'
+    };
+    assert!(c.wait_for(Duration::from_secs(30), held), "{}", ctx("not held"));
+    assert!(sl.text().contains("checkpoint and hold"), "{}", sl.text());
+    assert!(sl.text().contains("checkpointed and stopped"), "{}", sl.text());
+    let hosts = ask(&c, &["hosts"]);
+    assert!(hosts.contains("(held)"), "{hosts}");
+    // Held: the job waits. Idle again: the worker goes on where it was, results correct.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = jl.text().matches("round ").count();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(jl.text().matches("round ").count(), before, "{}", ctx("ran while held"));
+    assert!(ask(&c, &["owner", &h2, "idle"]).contains("owner idle"));
+    assert!(
+        c.wait_for(TIMEOUT, || {
+            let p = procs_named(&c, 2, "guestworker");
+            p.len() == 1 && proc_state(p[0]) != 'T'
+        }),
+        "{}",
+        ctx("not resumed")
+    );
+    let n = jl.text().matches("round ").count();
+    assert!(
+        c.wait_for(TIMEOUT, || jl.text().matches("round ").count() > n + 1),
+        "{}",
+        ctx("no rounds after resume")
+    );
+    writeln!(stdin, "stop").unwrap();
+    let done = jl.wait("done rounds", TIMEOUT).unwrap_or_default();
+    assert!(done.ends_with("bad 0"), "{}", ctx(&done));
+    let (code, _, _) = job_p.wait(TIMEOUT);
+    assert_eq!(code, Some(0), "{}", ctx("job exit"));
+    stop_pid(sched.child.id());
+    let _ = sched.child.wait();
+    m.child.kill().ok();
+    let _ = m.child.wait();
+}
