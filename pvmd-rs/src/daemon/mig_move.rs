@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use pvm_proto::codes::{Dm, PvmError, MSGHDR_LEN};
 use pvm_proto::frag::{FragFlags, StreamFragHeader};
-use pvm_proto::mesg::MsgHeader;
 use pvm_proto::xdr::{XdrReader, XdrWriter};
 use pvm_proto::Tid;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -57,6 +56,9 @@ pub const DM_TIDMOVED: i32 = 0x8002_0103u32 as i32;
 /// A pvmd -> the pvmd where a task runs: TM_MIGRATE on behalf of a local requester, `int op;
 /// int tid; int host; int mode`; reply (same code and wid) `int op; int cc; int host`.
 pub const DM_MIGREQ: i32 = 0x8002_0108u32 as i32;
+/// A pvmd -> the pvmd where a moved task runs: one relayed fragment, the body being the frame
+/// as the task would read it (16-byte stream header, payload). No reply.
+pub const DM_MIGFWD: i32 = 0x8002_0109u32 as i32;
 
 const KIND_MOVED: i32 = 0;
 const KIND_FLUSH: i32 = 1;
@@ -216,6 +218,9 @@ pub struct MoveState {
     /// Exit reports still to come from processes a dump killed (tid bits -> count): the
     /// task lives on elsewhere.
     stale_exits: HashMap<u32, u32>,
+    /// Image directories of tasks restored here, by key: removed when the task leaves or
+    /// exits (not earlier: the restore helper may still be reading its stamp and logs).
+    images: HashMap<u32, PathBuf>,
     /// Tasks moved to each host (host 0 = "any" picks the host with the fewest).
     sent_to: HashMap<u32, u32>,
     last_op: i32,
@@ -234,6 +239,7 @@ impl Default for MoveState {
             gates: HashMap::new(),
             asked: HashMap::new(),
             stale_exits: HashMap::new(),
+            images: HashMap::new(),
             sent_to: HashMap::new(),
             last_op: 0,
             tx,
@@ -406,8 +412,12 @@ impl<A: AuthFiles> Daemon<A> {
 
     // ---- hooks ------------------------------------------------------------------------------
 
-    /// Hook of `route()`: a fragment for a tid that is not here but moved: relayed to where it
-    /// runs. True if sent.
+    /// Hook of `route()`: a fragment for a tid that is not here but moved is relayed to where
+    /// it runs; a fragment from a task adopted here to another host is relayed too, because
+    /// the datagram layer names the sending host by the source tid's host bits (a datagram
+    /// with the moved tid as source, sent from here, would be dropped as forged). It goes
+    /// straight to a pvmd-rs destination, else through the tid's origin host, which can send
+    /// it as an ordinary datagram. True if sent.
     pub(super) fn mig_forward_frag(
         &mut self,
         src: Tid,
@@ -415,10 +425,21 @@ impl<A: AuthFiles> Daemon<A> {
         payload: &[u8],
         out: &mut Vec<Out>,
     ) -> bool {
-        let Some(host) = self.mig.mv.route_of(fh.dst) else {
-            return false;
+        let me = self.host.index;
+        let via = match self.mig.mv.route_of(fh.dst) {
+            Some(h) => h,
+            None if src.is_task() && !src.is_on_host(me) && !fh.dst.is_on_host(me) => {
+                let h = fh.dst.host();
+                if self.mig.peer_features(h).is_some() {
+                    h
+                } else {
+                    src.host()
+                }
+            }
+            None => return false,
         };
-        self.send_frag_to(host, src, fh.dst, fh.flags, payload, out);
+        let frame = stream_frame(fh.dst, src, fh.flags, payload);
+        self.forward_frame(via, &frame, out);
         true
     }
 
@@ -427,34 +448,64 @@ impl<A: AuthFiles> Daemon<A> {
         let Some(host) = self.mig.mv.route_of(p.dst) else {
             return false;
         };
-        if host == p.host {
-            out.push(Out::Log(format!(
-                "mig: t{:x}: routes of host {host} and this one point at each other; dropped",
-                p.dst.bits()
-            )));
-            return true;
+        let mut payload = Vec::with_capacity(p.data.len() + MSGHDR_LEN);
+        if let Some(h) = p.header {
+            payload.extend_from_slice(&h.to_bytes());
         }
-        let Some(n) = self.net.as_mut() else { return true };
-        let now = n.now();
-        if let Err(e) = n.ep.send_frag(
-            now,
-            host,
-            p.src,
-            p.dst,
-            p.header,
-            p.flags.contains(FragFlags::EOM),
-            &p.data,
-        ) {
-            out.push(Out::Log(format!("mig: relay to t{:x}: {e}", p.dst.bits())));
-        }
+        payload.extend_from_slice(&p.data);
+        let frame = stream_frame(p.dst, p.src, p.flags, &payload);
+        self.forward_frame(host, &frame, out);
         true
     }
 
-    /// Sends one fragment (payload as on a task stream: the message header first on SOM) to
-    /// the pvmd of `host`.
-    fn send_frag_to(&mut self, host: u32, src: Tid, dst: Tid, flags: FragFlags, payload: &[u8], out: &mut Vec<Out>) {
+    /// Relays one fragment (a whole task-stream frame: 16-byte header, then the payload with
+    /// the message header first on SOM) to the pvmd of `host`, inside a DM_MIGFWD. A datagram
+    /// cannot be passed on as it is: the receiver takes the sending host from the source tid.
+    fn forward_frame(&mut self, host: u32, frame: &[u8], out: &mut Vec<Out>) {
+        if host == self.host.index {
+            return;
+        }
+        self.dm_send(host, DM_MIGFWD, 0, frame, out);
+    }
+
+    /// DM_MIGFWD: a relayed fragment for a task that runs here, that went on elsewhere, or
+    /// (on a moved task's origin host) for a task on a host without the extensions: that one
+    /// leaves as an ordinary datagram, its source tid's host bits being ours.
+    fn dm_migfwd(&mut self, from: u32, body: &[u8], out: &mut Vec<Out>) {
+        let Ok(fh) = StreamFragHeader::parse(body, MAX_PENDING_BYTES as u32) else {
+            return out.push(Out::Log(format!("mig: bad DM_MIGFWD from host {from}")));
+        };
+        if fh.len as usize != body.len() - 16 || !fh.dst.is_task() {
+            return out.push(Out::Log(format!("mig: bad DM_MIGFWD from host {from}")));
+        }
+        let me = self.host.index;
+        if self.has_task(fh.dst) {
+            let key = self.key(fh.dst);
+            if let Some(b) = self.mig_gate(key, from, body.to_vec()) {
+                self.deliver(key, b, out);
+            }
+            return;
+        }
+        let known = |d: &Self, h: u32| d.net.as_ref().is_some_and(|n| n.table.get(h).is_some());
+        match self.mig.mv.route_of(fh.dst) {
+            Some(h) if h != from => self.forward_frame(h, body, out),
+            None if !fh.dst.is_on_host(me) && fh.src.is_on_host(me) && known(self, fh.dst.host()) => {
+                let h = fh.dst.host();
+                self.send_packet(h, fh.src, fh.dst, fh.flags, &body[16..], out);
+            }
+            _ => out.push(Out::Log(format!(
+                "mig: relayed pkt src t{:x} dst t{:x} scrapped (no such task)",
+                fh.src.bits(),
+                fh.dst.bits()
+            ))),
+        }
+    }
+
+    /// Sends one fragment (payload as on a task stream: the message header first on SOM) as
+    /// ordinary datagrams to the pvmd of `host`.
+    fn send_packet(&mut self, host: u32, src: Tid, dst: Tid, flags: FragFlags, payload: &[u8], out: &mut Vec<Out>) {
         let (header, data) = if flags.contains(FragFlags::SOM) {
-            match MsgHeader::parse(payload) {
+            match pvm_proto::mesg::MsgHeader::parse(payload) {
                 Ok(h) => (Some(h), &payload[MSGHDR_LEN..]),
                 Err(_) => return,
             }
@@ -468,15 +519,6 @@ impl<A: AuthFiles> Daemon<A> {
         {
             out.push(Out::Log(format!("mig: relay to t{:x}: {e}", dst.bits())));
         }
-    }
-
-    /// Sends a whole held fragment (16-byte stream header + payload) to `host`.
-    fn forward_frame(&mut self, host: u32, frame: &[u8], out: &mut Vec<Out>) {
-        let Ok(fh) = StreamFragHeader::parse(frame, u32::MAX) else {
-            return;
-        };
-        let payload = &frame[16..];
-        self.send_frag_to(host, fh.src, fh.dst, fh.flags, payload, out);
     }
 
     /// Hook of the deliveries from `route()` and `net_packet()`: order after a move (see
@@ -609,6 +651,13 @@ impl<A: AuthFiles> Daemon<A> {
     fn forget_task(&mut self, key: u32) {
         self.tasks.remove(&key);
         self.mig.task_gone(key);
+        self.drop_image(key);
+    }
+
+    fn drop_image(&mut self, key: u32) {
+        if let Some(d) = self.mig.mv.images.remove(&key) {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 
     /// Hook of `task_gone()`: a task that arrived by a move announces its exit to every
@@ -618,6 +667,7 @@ impl<A: AuthFiles> Daemon<A> {
         let key = self.key(tid);
         self.mig.task_gone(key);
         self.mig.mv.gates.remove(&key);
+        self.drop_image(key);
         if let Some(o) = self.mig.mv.outs.remove(&key) {
             out.push(Out::Log(format!("mig: t{:x} exited while moving", tid.bits())));
             self.send_migdone(o.target, o.op, tid, PvmError::SysErr.code(), 0, out);
@@ -649,7 +699,9 @@ impl<A: AuthFiles> Daemon<A> {
             // Restored back on the source after a failed move (see `restore_here`).
             self.finish_local_restore(key, out);
         }
-        let _ = std::fs::remove_dir_all(&i.dir);
+        if let Some(old) = self.mig.mv.images.insert(key, i.dir) {
+            let _ = std::fs::remove_dir_all(old);
+        }
     }
 
     /// Hook of `host_gone()`: moves with that host fail cleanly; gates stop waiting for it.
@@ -973,6 +1025,7 @@ impl<A: AuthFiles> Daemon<A> {
             DM_MIGDONE => self.dm_migdone(from, body, out),
             DM_TIDMOVED => self.dm_tidmoved(from, body, out),
             DM_MIGREQ => self.dm_migreq(from, wid, body, out),
+            DM_MIGFWD => self.dm_migfwd(from, body, out),
             _ => return false,
         }
         true
@@ -1571,6 +1624,20 @@ fn pvm_tmp_of(pid: i32) -> PathBuf {
         return PathBuf::from("/tmp");
     }
     pvm_tmp()
+}
+
+/// A task-stream frame: header then payload.
+fn stream_frame(dst: Tid, src: Tid, flags: FragFlags, payload: &[u8]) -> Vec<u8> {
+    let fh = StreamFragHeader {
+        dst,
+        src,
+        len: payload.len() as u32,
+        flags: flags & (FragFlags::SOM | FragFlags::EOM),
+    };
+    let mut b = Vec::with_capacity(16 + payload.len());
+    b.extend_from_slice(&fh.to_bytes());
+    b.extend_from_slice(payload);
+    b
 }
 
 fn write_ticket(ticket: &Path, text: &str, out: &mut Vec<Out>) {
