@@ -96,7 +96,7 @@ fn killed_rm_pvmd_rs_answers_for_it_legacy_hangs() {
     require_legacy();
     let prog = legacy_program("rmfail_req", REQUESTER);
     for legacy in [false, true] {
-        let c = Cluster::with_prefix("sc", if legacy { "rmk-l" } else { "rmk-o" }, 2);
+        let c = Cluster::named("sc", if legacy { "rmk-l" } else { "rmk-o" }, 2);
         let mut m = master(&c, legacy, &[2]);
         // srm first, then the host (through srm: SM_ADDHOST, SM_ADD), so that a legacy slave
         // is told who the RM is (DM_SLCONF) and accepts its SM_EXEC.
@@ -164,7 +164,7 @@ fn killed_rm_pvmd_rs_answers_for_it_legacy_hangs() {
 fn silent_rm_is_replaced_after_the_timeout() {
     require_legacy();
     let prog = legacy_program("rmfail_req2", REQUESTER);
-    let c = Cluster::with_prefix("sc", "rms", 2);
+    let c = Cluster::named("sc", "rms", 2);
     // PVMD_RM_TIMEOUT=1 for the master (the daemon reads it from its environment).
     let hf = c.dir.path().join("hostfile");
     std::fs::write(&hf, format!("{}\n", c.host(1).ip)).unwrap();

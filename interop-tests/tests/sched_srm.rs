@@ -117,7 +117,7 @@ fn srm_messages(out: &str) -> Vec<String> {
 }
 
 fn run(legacy: bool, probe: &std::path::Path) -> (String, Vec<String>, String) {
-    let c = Cluster::with_prefix("sc", if legacy { "srm-l" } else { "srm-o" }, 4);
+    let c = Cluster::named("sc", if legacy { "srm-l" } else { "srm-o" }, 4);
     let _m = master(&c, legacy, &[2, 3, 4]);
     let mut srm_cmd = c.command(1, &PathBuf::from("stdbuf"));
     srm_cmd.args(["-oL", "/usr/bin/srm.pvm"]).stderr(Stdio::null());

@@ -114,9 +114,9 @@ pub struct RmState {
     /// Local task -> source of the rest of a reply being dropped.
     dropping: HashMap<u32, Tid>,
     next_wid: i32,
-    /// Local task -> the RM to tell when it exits (the legacy t_sched).
+    /// Task (by its key in the task table) -> the RM to tell when it exits (the legacy t_sched).
     sched_of: HashMap<u32, Tid>,
-    /// Local tasks that registered as RM (TF_ISSCHED in task lists).
+    /// Tasks (keys in the task table) that registered as RM (TF_ISSCHED in task lists).
     was_sched: Vec<u32>,
     /// Counters for tests and logs: answers given in place of an RM.
     pub fallbacks_answered: u64,
@@ -275,7 +275,7 @@ impl<A: AuthFiles> Daemon<A> {
         if hdr.ctx != 0 {
             return true;
         }
-        let to = Tid::task(self.host.index, local);
+        let to = super::key_tid(self.host.index, local);
         if let Some(i) = self
             .rm
             .swallow
@@ -361,7 +361,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Answers a request sent to a failed RM as the pvmd would have without an RM.
     fn rm_answer(&mut self, p: Pending, why: &str, out: &mut Vec<Out>) {
-        let Some(conn) = self.tasks.get(&p.src.local()).and_then(|t| t.conn) else {
+        let Some(conn) = self.tasks.get(&self.key(p.src)).and_then(|t| t.conn) else {
             return;
         };
         let Some(tm) = tm_for(p.tag) else { return };
@@ -413,8 +413,9 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Hook of `task_gone()`: the RM's own death, and SM_TASKX for a task it placed.
     pub(super) fn rm_task_gone(&mut self, tid: Tid, out: &mut Vec<Out>) {
-        self.rm.was_sched.retain(|&l| l != tid.local());
-        if let Some(rm) = self.rm.sched_of.remove(&tid.local()) {
+        let key = self.key(tid);
+        self.rm.was_sched.retain(|&l| l != key);
+        if let Some(rm) = self.rm.sched_of.remove(&key) {
             if rm != tid && !self.rm.is_dead(rm) {
                 let mut w = XdrWriter::new();
                 w.int(tid.0).int(0).int(0).int(0).int(0).int(0);
@@ -435,14 +436,15 @@ impl<A: AuthFiles> Daemon<A> {
     /// listed with TF_ISSCHED from now on (as the legacy daemon does, even after a handoff).
     pub(super) fn rm_registered(&mut self, tid: Tid) {
         self.rm.dead.retain(|&t| t != tid);
-        if !self.rm.was_sched.contains(&tid.local()) && self.rm.was_sched.len() < MAX_DEAD {
-            self.rm.was_sched.push(tid.local());
+        let key = self.key(tid);
+        if !self.rm.was_sched.contains(&key) && self.rm.was_sched.len() < MAX_DEAD {
+            self.rm.was_sched.push(key);
         }
     }
 
     /// TF_ISSCHED for the task list.
-    pub(super) fn rm_task_flag(&self, local: u32) -> i32 {
-        if self.rm.was_sched.contains(&local) {
+    pub(super) fn rm_task_flag(&self, key: u32) -> i32 {
+        if self.rm.was_sched.contains(&key) {
             TF_ISSCHED
         } else {
             0
@@ -456,7 +458,8 @@ impl<A: AuthFiles> Daemon<A> {
         if rm == Tid::NONE {
             return;
         }
-        self.rm.sched_of.insert(tid.local(), rm);
+        let key = self.key(tid);
+        self.rm.sched_of.insert(key, rm);
         let mut w = XdrWriter::new();
         w.int(1).int(tid.0);
         self.send_to_task(rm, Sm::ExecAck.code(), 0, 0, &w.into_inner(), out);
@@ -517,7 +520,7 @@ impl<A: AuthFiles> Daemon<A> {
             Sm::TaskX if req.src == self.reg.tasker => {
                 // The tasker reports a task it started as exited.
                 if let Some(tid) = super::first_int(req.body).map(Tid) {
-                    if tid.is_task() && tid.is_on_host(self.host.index) && self.tasks.contains_key(&tid.local()) {
+                    if self.has_task(tid) {
                         self.task_gone(tid, out);
                     }
                 }
@@ -579,7 +582,8 @@ impl<A: AuthFiles> Daemon<A> {
         );
         for &t in &tids {
             if t > 0 {
-                self.rm.sched_of.insert(Tid(t).local(), rm);
+                let key = self.key(Tid(t));
+                self.rm.sched_of.insert(key, rm);
             }
         }
         let mut w = XdrWriter::new();
