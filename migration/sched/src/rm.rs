@@ -240,6 +240,10 @@ impl Rm {
             for e in &env {
                 ffi::pkstr(e);
             }
+            // Where these tasks start in the whole spawn and its size (PVM_INSTANCE for
+            // groups): the legacy pvmd's exectasks() requires both.
+            ffi::pkint(slots[0] as i32);
+            ffi::pkint(count);
             let got = match self.pvmd_call(dtid | TIDPVMD, SM_EXEC, SM_EXECACK) {
                 Some(b) => {
                     let n = ffi::upkint().unwrap_or(0).clamp(0, MAX_COUNT);
