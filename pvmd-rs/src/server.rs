@@ -338,7 +338,11 @@ pub async fn serve_net<A: AuthFiles>(
     } = signals;
     let stop = loop {
         udp_flush(&udp, daemon, log).await; // multi-host
-        for st in daemon.take_slave_starts() {
+        let (starts, outs) = daemon.rm_slave_starts(); // rm.rs: a registered hoster starts them
+        if apply(outs, daemon, &mut conns, log) {
+            break Stop::Halt;
+        }
+        for st in starts {
             run_start(st, start_tx.clone());
         }
         udp_flush(&udp, daemon, log).await;

@@ -101,6 +101,20 @@ struct Fallback {
     at: Instant,
 }
 
+/// Slave starts a hoster was asked for.
+#[derive(Debug)]
+struct HosterWait {
+    hoster: Tid,
+    wid: i32,
+    /// Host indices of the starts.
+    hosts: Vec<u32>,
+    deadline: Instant,
+}
+
+/// How long a hoster may take to start the slaves it was asked for (then they fail; the
+/// legacy daemon waits forever and refuses every other host add meanwhile).
+const HOSTER_WAIT: Duration = Duration::from_secs(90);
+
 /// State of the SM_ side; lives in the daemon.
 #[derive(Debug, Default)]
 pub struct RmState {
@@ -118,6 +132,8 @@ pub struct RmState {
     sched_of: HashMap<u32, Tid>,
     /// Tasks (keys in the task table) that registered as RM (TF_ISSCHED in task lists).
     was_sched: Vec<u32>,
+    /// Host starts handed to the registered hoster (SM_STHOST), waiting for its SM_STHOSTACK.
+    hoster_wait: Option<HosterWait>,
     /// Counters for tests and logs: answers given in place of an RM.
     pub fallbacks_answered: u64,
 }
@@ -311,11 +327,109 @@ impl<A: AuthFiles> Daemon<A> {
     /// When the next RM wait runs out.
     pub fn rm_deadline(&self) -> Option<Duration> {
         let now = Instant::now();
+        let h = self.rm.hoster_wait.as_ref().map(|w| w.deadline);
         self.rm
             .pending
             .iter()
-            .map(|p| p.deadline.saturating_duration_since(now))
+            .map(|p| p.deadline)
+            .chain(h)
             .min()
+            .map(|d| d.saturating_duration_since(now))
+    }
+
+    /// The master's slave starts: to the registered hoster (SM_STHOST) if there is one, else
+    /// returned for the pvmd to run itself (rsh).
+    pub fn rm_slave_starts(&mut self) -> (Vec<super::master::SlaveStart>, Vec<Out>) {
+        let starts = self.take_slave_starts();
+        let mut out = Vec::new();
+        let hoster = self.reg.hoster;
+        if starts.is_empty() || hoster == Tid::NONE || self.rm.hoster_wait.is_some() {
+            return (starts, out);
+        }
+        // SM_STHOST: int count; { int tid; string sopts; string login@host; string command;
+        // string win32 command; string vmid } per host (ddpro.c addhosts()).
+        let mut w = XdrWriter::new();
+        w.int(starts.len() as i32);
+        for st in &starts {
+            let mut host = st.argv.get(1).cloned().unwrap_or_default();
+            if let Some(i) = st.argv.iter().position(|a| a == "-l") {
+                if let Some(login) = st.argv.get(i + 1) {
+                    host = format!("{login}@{host}");
+                }
+            }
+            let cmd = st.argv.last().cloned().unwrap_or_default();
+            let vmid = st
+                .stdin
+                .as_deref()
+                .and_then(|s| s.strip_prefix("PVM_VMID="))
+                .map(|v| v.trim_end().to_string())
+                .unwrap_or_default();
+            w.int((st.index << Tid::HOST_SHIFT) as i32)
+                .string("")
+                .string(&host)
+                .string(&cmd)
+                .string("")
+                .string(&vmid);
+        }
+        let wid = self.rm.alloc_wid();
+        out.push(Out::Log(format!(
+            "addhosts() hoster t{:x} starts {} slave(s)",
+            hoster.bits(),
+            starts.len()
+        )));
+        self.rm.hoster_wait = Some(HosterWait {
+            hoster,
+            wid,
+            hosts: starts.iter().map(|s| s.index).collect(),
+            deadline: Instant::now() + HOSTER_WAIT,
+        });
+        self.send_to_task(hoster, Sm::StHost.code(), 0, wid, &w.into_inner(), &mut out);
+        (Vec::new(), out)
+    }
+
+    /// SM_STHOSTACK from the hoster: `int count; { int tid; string result }` per host, the
+    /// result being the slave's ddpro line or an error name (ddpro.c startack()).
+    fn sm_sthostack(&mut self, req: &Request, out: &mut Vec<Out>) {
+        let ok = self
+            .rm
+            .hoster_wait
+            .as_ref()
+            .is_some_and(|w| w.hoster == req.src && w.wid == req.hdr.wid);
+        let Some(w) = self.rm.hoster_wait.take().filter(|_| ok) else {
+            return out.push(Out::Log(format!(
+                "sm_sthostack() from t{:x} bad wid {}",
+                req.src.bits(),
+                req.hdr.wid
+            )));
+        };
+        let mut r = pvm_proto::xdr::XdrReader::new(req.body);
+        let mut answered = Vec::new();
+        let n = r.int("sthostack count").unwrap_or(0).clamp(0, w.hosts.len() as i32);
+        for _ in 0..n {
+            let (Ok(tid), Ok(line)) = (r.int("sthostack tid"), r.string_bytes("sthostack result")) else {
+                out.push(Out::Log("sm_sthostack() bad message format".into()));
+                break;
+            };
+            let index = Tid(tid).host();
+            if w.hosts.contains(&index) && !answered.contains(&index) {
+                answered.push(index);
+                let line = String::from_utf8_lossy(&line).into_owned();
+                out.extend(self.slave_started(index, Ok(line)));
+            }
+        }
+        for index in w.hosts.into_iter().filter(|i| !answered.contains(i)) {
+            out.extend(self.slave_started(index, Err("the hoster gave no result".into())));
+        }
+    }
+
+    /// The hoster failed (gone or too slow): its starts fail, so the add completes.
+    fn hoster_failed(&mut self, why: &str, out: &mut Vec<Out>) {
+        if let Some(w) = self.rm.hoster_wait.take() {
+            out.push(Out::Log(format!("addhosts() hoster t{:x} {why}", w.hoster.bits())));
+            for index in w.hosts {
+                out.extend(self.slave_started(index, Err(format!("hoster {why}"))));
+            }
+        }
     }
 
     /// Timer: answers the requests an RM left unanswered too long, and forgets old state.
@@ -323,6 +437,9 @@ impl<A: AuthFiles> Daemon<A> {
         let mut out = Vec::new();
         let now = Instant::now();
         self.rm.fallbacks.retain(|_, f| now.duration_since(f.at) < FALLBACK_TTL);
+        if self.rm.hoster_wait.as_ref().is_some_and(|w| w.deadline <= now) {
+            self.hoster_failed("did not answer in time", &mut out);
+        }
         let Some(late) = self.rm.pending.iter().find(|p| p.deadline <= now).map(|p| p.rm) else {
             return out;
         };
@@ -422,6 +539,9 @@ impl<A: AuthFiles> Daemon<A> {
                 self.send_to_task(rm, Sm::TaskX.code(), 0, 0, &w.into_inner(), out);
             }
         }
+        if self.rm.hoster_wait.as_ref().is_some_and(|w| w.hoster == tid) {
+            self.hoster_failed("exited", out);
+        }
         if tid == self.reg.sched || self.rm.pending.iter().any(|p| p.rm == tid) {
             let n = self.rm.pending.iter().filter(|p| p.rm == tid).count();
             out.push(Out::Log(format!(
@@ -517,6 +637,7 @@ impl<A: AuthFiles> Daemon<A> {
                 }
                 None => out.push(Out::Log("sm_handoff() bad msg format".into())),
             },
+            Sm::StHostAck if req.src == self.reg.hoster => self.sm_sthostack(req, out),
             Sm::TaskX if req.src == self.reg.tasker => {
                 // The tasker reports a task it started as exited.
                 if let Some(tid) = super::first_int(req.body).map(Tid) {
