@@ -413,7 +413,7 @@ impl<A: AuthFiles> Daemon<A> {
             let index = Tid(tid).host();
             if w.hosts.contains(&index) && !answered.contains(&index) {
                 answered.push(index);
-                let line = String::from_utf8_lossy(&line).into_owned();
+                let line = String::from_utf8_lossy(line).into_owned();
                 out.extend(self.slave_started(index, Ok(line)));
             }
         }
