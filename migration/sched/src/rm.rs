@@ -551,7 +551,7 @@ impl Rm {
             }
             Owner::Idle => {
                 self.log(&format!("owner of {name} idle ({why}): {name} takes guests again"));
-                self.resume_held(Some(i));
+                self.resume_held(true);
             }
         }
     }
@@ -607,7 +607,7 @@ impl Rm {
     }
 
     /// Held guests go on: where they are if that host is idle again, else to an idle host.
-    fn resume_held(&mut self, idle: Option<usize>) {
+    fn resume_held(&mut self, move_elsewhere: bool) {
         let held: Vec<(i32, i32)> = self
             .s
             .guests
@@ -626,7 +626,7 @@ impl Rm {
                     "resume t{tid:x} on {}: its owner is idle again",
                     self.s.hosts[hi].name
                 ));
-            } else if idle.is_some() {
+            } else if move_elsewhere {
                 ffi::sendsig(tid, libc::SIGCONT);
                 if let Some(g) = self.s.guests.get_mut(&tid) {
                     g.held = false;
@@ -738,7 +738,7 @@ impl Rm {
                 }
             }
             if self.s.guests.values().any(|g| g.held) && self.s.hosts.iter().any(|h| h.owner == Owner::Idle) {
-                self.resume_held(None);
+                self.resume_held(true);
             }
         }
     }
