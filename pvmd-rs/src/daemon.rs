@@ -1197,7 +1197,12 @@ impl<A: AuthFiles> Daemon<A> {
                 let cookie = self.next_cookie();
                 let mut env = env.clone();
                 env.push(format!("PVMEPID={cookie}"));
-                match self.launcher.launch(tid, &exe, &argv, &env) {
+                let launched = if self.reg.tasker != Tid::NONE {
+                    self.rm_sttask(tid, &exe, &argv, &env, n as usize, out) // rm.rs hook: the tasker starts it
+                } else {
+                    self.launcher.launch(tid, &exe, &argv, &env)
+                };
+                match launched {
                     Ok(pid) => {
                         self.tasks.insert(
                             tid.local(),

@@ -1024,7 +1024,12 @@ impl<A: AuthFiles> Daemon<A> {
             let cookie = self.next_cookie();
             let mut env = env.to_vec();
             env.push(format!("PVMEPID={cookie}"));
-            match self.launcher.launch(tid, &path, &argv, &env) {
+            let launched = if self.reg.tasker != Tid::NONE {
+                self.rm_sttask(tid, &path, &argv, &env, count, out) // rm.rs hook: the tasker starts it
+            } else {
+                self.launcher.launch(tid, &path, &argv, &env)
+            };
+            match launched {
                 Ok(pid) => {
                     self.tasks.insert(
                         tid.local(),

@@ -715,6 +715,41 @@ impl<A: AuthFiles> Daemon<A> {
         w.into_inner()
     }
 
+    /// A registered tasker starts the process (SM_STTASK, task.c forkexec()): `int tid; int
+    /// flags; string path; int argc; string argv[argc]; int nenv; string env[nenv]; int inst;
+    /// int hosttotal; int outof`. The task connects with the PVMEPID cookie in `env`; the
+    /// tasker reports its exit with SM_TASKX. The pid is unknown here (0: never signalled).
+    pub(super) fn rm_sttask(
+        &mut self,
+        tid: Tid,
+        path: &str,
+        argv: &[String],
+        env: &[String],
+        count: usize,
+        out: &mut Vec<Out>,
+    ) -> std::io::Result<i32> {
+        let tasker = self.reg.tasker;
+        let mut w = XdrWriter::new();
+        w.int(tid.0).int(0).string(path).int(argv.len() as i32);
+        for a in argv {
+            w.string(a);
+        }
+        w.int(env.len() as i32);
+        for e in env {
+            w.string(e);
+        }
+        w.int(0).int(count as i32).int(count as i32);
+        if self.debug & 0x4 != 0 {
+            out.push(Out::Log(format!(
+                "forkexec() tasker t{:x} starts t{:x} {path}",
+                tasker.bits(),
+                tid.bits()
+            )));
+        }
+        self.send_to_task(tasker, Sm::StTask.code(), 0, 0, &w.into_inner(), out);
+        Ok(0)
+    }
+
     fn reply_as(&self, req: &Request, tag: i32, body: &[u8], out: &mut Vec<Out>) {
         let bytes = wire::frame_message(req.src, Tid::LOCAL_PVMD, tag, req.hdr.ctx, req.hdr.wid, body);
         out.push(Out::Send(req.conn, bytes));
