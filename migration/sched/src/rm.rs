@@ -53,8 +53,12 @@ const PVM_NO_HOST: i32 = -6;
 const PVM_BAD_PARAM: i32 = -2;
 const PVM_NOTIFY_CANCEL: i32 = 256;
 
-/// Wait for a pvmd's SM_EXECACK / SM_ADDACK.
-const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Wait for a pvmd's SM_EXECACK / SM_ADDACK. Shorter than the pvmds' default RM timeout
+/// (5 s): while it waits, the scheduler answers nobody else.
+const ACK_WAIT: Duration = Duration::from_secs(3);
+/// Wait for SM_ADDACK (slave start-up; the pvmds wait at least 90 s for an RM's answer to
+/// SM_ADDHOST).
+const ADD_WAIT: Duration = Duration::from_secs(80);
 /// Guests of a request, notify watchers, argv/env entries: bounds on what a request may ask.
 const MAX_COUNT: i32 = 4096;
 const MAX_WATCHES: usize = 65536;
@@ -168,7 +172,7 @@ impl Rm {
 
     /// Sends the send buffer to a pvmd with a fresh wait id and waits for `ack` with that id;
     /// anything else with that tag meanwhile (a task that connected on its own) is passed on.
-    fn pvmd_call(&mut self, dst: i32, tag: i32, ack: i32) -> Option<i32> {
+    fn pvmd_call(&mut self, dst: i32, tag: i32, ack: i32, limit: Duration) -> Option<i32> {
         let wid = self.wid();
         let mut m = ffi::getminfo(ffi_sbuf());
         m.wid = wid;
@@ -177,7 +181,7 @@ impl Rm {
         if ffi::send(dst, tag) < 0 {
             return None;
         }
-        let end = Instant::now() + ACK_WAIT;
+        let end = Instant::now() + limit;
         while Instant::now() < end {
             let Some((b, _src, _t, _)) = ffi::trecv(-1, ack, 200_000) else {
                 continue;
@@ -244,7 +248,7 @@ impl Rm {
             // groups): the legacy pvmd's exectasks() requires both.
             ffi::pkint(slots[0] as i32);
             ffi::pkint(count);
-            let got = match self.pvmd_call(dtid | TIDPVMD, SM_EXEC, SM_EXECACK) {
+            let got = match self.pvmd_call(dtid | TIDPVMD, SM_EXEC, SM_EXECACK, ACK_WAIT) {
                 Some(b) => {
                     let n = ffi::upkint().unwrap_or(0).clamp(0, MAX_COUNT);
                     let v: Vec<i32> = (0..n).map(|_| ffi::upkint().unwrap_or(PVM_NO_HOST)).collect();
@@ -349,7 +353,7 @@ impl Rm {
             ffi::pkstr(n);
         }
         self.log(&format!("add hosts {names:?} for t{who:x}"));
-        let b = self.pvmd_call(self.master | TIDPVMD, SM_ADD, SM_ADDACK);
+        let b = self.pvmd_call(self.master | TIDPVMD, SM_ADD, SM_ADDACK, ADD_WAIT);
         let mut v: Vec<(i32, String, String, i32, i32)> = Vec::new();
         let mut head = (PvmSysErrCode, 0);
         if let Some(b) = b {

@@ -34,9 +34,14 @@ use crate::wire;
 /// Default wait for an RM's answer before the pvmd answers for it.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests watched at once (beyond that, new ones are forwarded unwatched, as legacy does).
-const MAX_PENDING: usize = 4096;
-/// Longest request body kept for a fallback answer.
-const MAX_BODY: usize = 1 << 20;
+const MAX_PENDING: usize = 1024;
+/// Longest request body kept for a fallback answer (a longer request is forwarded unwatched):
+/// with MAX_PENDING, what a flood of requests can make the pvmd hold is bounded (64 MB).
+const MAX_BODY: usize = 64 * 1024;
+/// Least wait for an RM's answer to SM_ADDHOST/SM_DELHOST.
+const HOSTS_WAIT: Duration = Duration::from_secs(90);
+/// Requests being reassembled at once (one per sending task at most).
+const MAX_PARTIAL: usize = 256;
 /// RMs remembered as dead.
 const MAX_DEAD: usize = 64;
 /// Fallback answers remembered (for rewriting their replies) and how long.
@@ -215,7 +220,8 @@ impl<A: AuthFiles> Daemon<A> {
                 return false;
             };
             let Some(tag) = watched_tag(&hdr) else { return false };
-            if self.rm.pending.len() >= MAX_PENDING && !self.rm.is_dead(dst) {
+            let full = self.rm.pending.len() >= MAX_PENDING || self.rm.partial.len() >= MAX_PARTIAL;
+            if full && !self.rm.is_dead(dst) {
                 return false;
             }
             let body = payload.get(MSGHDR_LEN..).unwrap_or(&[]).to_vec();
@@ -245,7 +251,12 @@ impl<A: AuthFiles> Daemon<A> {
         let swallow = self.rm.partial.get(&key).is_some_and(|p| p.swallow);
         if fh.flags.contains(FragFlags::EOM) {
             if let Some(p) = self.rm.partial.remove(&key) {
-                let deadline = Instant::now() + self.rm.timeout();
+                // Adding or deleting hosts legitimately takes long (slave start-up).
+                let wait = match p.tag {
+                    Sm::AddHost | Sm::DelHost => self.rm.timeout().max(HOSTS_WAIT),
+                    _ => self.rm.timeout(),
+                };
+                let deadline = Instant::now() + wait;
                 let pend = Pending {
                     rm: p.rm,
                     src,
