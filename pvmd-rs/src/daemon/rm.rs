@@ -770,6 +770,207 @@ impl<A: AuthFiles> Daemon<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::{AuthFiles, ConnId, HostConfig};
+    use pvm_proto::codes::ENC_XDR;
+    use pvm_proto::xdr::XdrReader;
+    use std::time::UNIX_EPOCH;
+
+    struct Auth;
+    impl AuthFiles for Auth {
+        fn write_task_auth(&mut self, _: &str) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn create_pvmd_auth(&mut self) -> std::io::Result<String> {
+            Ok("/tmp/pvmtmp-rm-test".into())
+        }
+        fn pvmd_auth_written(&mut self, _: &str) -> std::io::Result<bool> {
+            Ok(true)
+        }
+        fn remove(&mut self, _: &str) {}
+    }
+
+    fn frame(dst: Tid, tag: i32, ctx: i32, wid: i32, body: &[u8]) -> (StreamFragHeader, Vec<u8>) {
+        let mut p = MsgHeader {
+            enc: ENC_XDR,
+            tag,
+            ctx,
+            wid,
+            crc: 0,
+        }
+        .to_bytes()
+        .to_vec();
+        p.extend_from_slice(body);
+        let h = StreamFragHeader {
+            dst,
+            src: Tid::UNCONNECTED,
+            len: p.len() as u32,
+            flags: FragFlags::SOM | FragFlags::EOM,
+        };
+        (h, p)
+    }
+
+    fn to_pvmd(d: &mut Daemon<Auth>, conn: ConnId, tm: Tm, body: &[u8]) -> Vec<Out> {
+        let (h, p) = frame(Tid::LOCAL_PVMD, tm.code(), SYSCTX_TM, 1, body);
+        d.fragment(conn, h, &p, UNIX_EPOCH)
+    }
+
+    /// Connects a task on `conn`; its tid and the RM tid its TM_CONN2 reply names.
+    fn connect(d: &mut Daemon<Auth>, conn: ConnId) -> (Tid, i32) {
+        d.accept(conn, Some(4242));
+        let mut w = XdrWriter::new();
+        w.int(1318).string("/tmp/pvmtmp000100.0");
+        to_pvmd(d, conn, Tm::Connect, &w.into_inner());
+        let mut w = XdrWriter::new();
+        w.int(4242).int(0);
+        let out = to_pvmd(d, conn, Tm::Conn2, &w.into_inner());
+        let (_, _, body) = sends(&out, conn).remove(0);
+        let mut r = XdrReader::new(&body);
+        r.int("ack").unwrap();
+        let tid = Tid(r.int("tid").unwrap());
+        for _ in 0..9 {
+            r.int("x").unwrap();
+        }
+        r.string("ip").unwrap();
+        (tid, r.int("sched").unwrap())
+    }
+
+    /// Every message sent to `conn`: (frag header, message header, body).
+    fn sends(out: &[Out], conn: ConnId) -> Vec<(StreamFragHeader, MsgHeader, Vec<u8>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Send(c, b) if *c == conn => Some(b),
+                _ => None,
+            })
+            .map(|b| {
+                let fh = StreamFragHeader::parse(b, u32::MAX).unwrap();
+                let mh = MsgHeader::parse(&b[16..]).unwrap();
+                (fh, mh, b[16 + MSGHDR_LEN..].to_vec())
+            })
+            .collect()
+    }
+
+    /// A resource manager on connection 1, a task on connection 2 that knows it.
+    fn setup() -> (Daemon<Auth>, Tid, Tid) {
+        let mut d = Daemon::new(HostConfig::master("vm", "LINUX64", "7f000001:801e"), Auth, 0);
+        let (rm, _) = connect(&mut d, 1);
+        to_pvmd(&mut d, 1, Tm::Sched, &[]);
+        let (task, sched) = connect(&mut d, 2);
+        assert_eq!(sched, rm.0, "the task is told of the RM");
+        (d, rm, task)
+    }
+
+    fn logs(out: &[Out]) -> String {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Log(l) => Some(format!("{l}\n")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dead_rm_is_answered_for_as_if_by_itself() {
+        let (mut d, rm, _task) = setup();
+        // SM_CONFIG to the RM goes through (the RM gets it), watched.
+        let (h, p) = frame(rm, Sm::Config.code(), 0, 77, &[]);
+        let out = d.fragment(2, h, &p, UNIX_EPOCH);
+        let fwd = sends(&out, 1);
+        assert_eq!(fwd.len(), 1);
+        assert_eq!(fwd[0].1.tag, Sm::Config.code());
+        assert!(sends(&out, 2).is_empty());
+        // The RM's connection closes: the pvmd answers, as from the RM, with the SM_ tag and
+        // the requester's wait id, and says so.
+        let out = d.closed(1);
+        let ans = sends(&out, 2);
+        assert_eq!(ans.len(), 1, "{out:?}");
+        let (fh, mh, body) = &ans[0];
+        assert_eq!(fh.src, rm);
+        assert_eq!((mh.tag, mh.ctx, mh.wid), (Sm::Config.code(), 0, 77));
+        let mut r = XdrReader::new(body);
+        assert_eq!(r.int("nhost").unwrap(), 1);
+        let l = logs(&out);
+        assert!(l.contains("rm_gone() resource manager"), "{l}");
+        assert!(l.contains("rm_fallback() SM_CONFIG"), "{l}");
+        // Later requests to the dead RM: answered at once, nothing forwarded anywhere.
+        let (h, p) = frame(
+            rm,
+            Sm::Task.code(),
+            0,
+            78,
+            &XdrWriter::new().int(0).clone().into_inner(),
+        );
+        let out = d.fragment(2, h, &p, UNIX_EPOCH);
+        let ans = sends(&out, 2);
+        assert_eq!(ans.len(), 1, "{out:?}");
+        assert_eq!((ans[0].0.src, ans[0].1.tag, ans[0].1.wid), (rm, Sm::Task.code(), 78));
+        // A task that connects now is not told of an RM.
+        let (_, sched) = connect(&mut d, 3);
+        assert_eq!(sched, 0);
+    }
+
+    #[test]
+    fn a_silent_rm_times_out_and_its_late_answer_is_dropped() {
+        let (mut d, rm, task) = setup();
+        d.rm.timeout = Some(Duration::ZERO);
+        let (h, p) = frame(rm, Sm::Config.code(), 0, 5, &[]);
+        d.fragment(2, h, &p, UNIX_EPOCH);
+        assert!(d.rm_deadline().is_some());
+        let out = d.rm_timeout();
+        let ans = sends(&out, 2);
+        assert_eq!(ans.len(), 1, "{out:?}");
+        assert_eq!((ans[0].0.src, ans[0].1.tag, ans[0].1.wid), (rm, Sm::Config.code(), 5));
+        assert!(logs(&out).contains("did not answer within"), "{}", logs(&out));
+        assert_eq!(d.reg.sched, Tid::NONE);
+        // The RM wakes up and answers: that answer never reaches the task.
+        let (mut h, p) = frame(
+            task,
+            Sm::Config.code(),
+            0,
+            5,
+            &XdrWriter::new().int(1).clone().into_inner(),
+        );
+        h.src = rm;
+        let out = d.fragment(1, h, &p, UNIX_EPOCH);
+        assert!(sends(&out, 2).is_empty(), "{out:?}");
+        // An answer in time ends the wait: no fallback.
+        d.rm.dead.clear();
+        to_pvmd(&mut d, 1, Tm::Sched, &[]);
+        d.rm.timeout = Some(Duration::from_secs(60));
+        let (h, p) = frame(rm, Sm::Config.code(), 0, 6, &[]);
+        d.fragment(2, h, &p, UNIX_EPOCH);
+        let (h, p) = frame(
+            task,
+            Sm::Config.code(),
+            0,
+            6,
+            &XdrWriter::new().int(1).clone().into_inner(),
+        );
+        let out = d.fragment(1, h, &p, UNIX_EPOCH);
+        assert_eq!(sends(&out, 2).len(), 1);
+        assert!(d.rm.pending.is_empty());
+        assert!(d.rm_deadline().is_none());
+    }
+
+    #[test]
+    fn only_the_rm_may_exec_and_its_exec_is_acknowledged() {
+        let (mut d, rm, _task) = setup();
+        let mut w = XdrWriter::new();
+        w.int(rm.0).string("nosuchprogram").int(0).int(2).int(0);
+        w.int(0).int(0).int(0).int(0).int(0).int(0).int(0).int(0).int(2);
+        let body = w.into_inner();
+        let (h, p) = frame(Tid::LOCAL_PVMD, Sm::Exec.code(), 0, 9, &body);
+        let out = d.fragment(1, h, &p, UNIX_EPOCH);
+        let ans = sends(&out, 1);
+        assert_eq!(ans.len(), 1, "{out:?}");
+        assert_eq!((ans[0].1.tag, ans[0].1.wid), (Sm::ExecAck.code(), 9));
+        let mut r = XdrReader::new(&ans[0].2);
+        assert_eq!(r.int("count").unwrap(), 2);
+        assert!(r.int("tid").unwrap() < 0, "no such program: an error code per task");
+        // The same from an ordinary task: dropped with a log line.
+        let out = d.fragment(2, h, &p, UNIX_EPOCH);
+        assert!(sends(&out, 2).is_empty());
+        assert!(logs(&out).contains("not a registered RM"), "{}", logs(&out));
+    }
 
     #[test]
     fn only_base_context_request_tags_are_watched() {
