@@ -65,14 +65,15 @@ int main(int argc, char **argv) {
         pvm_initsend(PvmDataDefault);
         pvm_pkint(&i, 1, 1);
         pvm_send(w, 1);
-        if (i == 1000 || i == 2000) {
-            char *to = i == 1000 ? argv[3] : argv[4];
+        /* 1 -> 2, 2 -> 3 (neither is the tid's origin), 3 -> 1 (back home), 1 -> any */
+        if (i == 800 || i == 1400 || i == 2000 || i == 2600) {
+            char *to = i == 800 ? argv[3] : i == 1400 ? argv[4] : i == 2000 ? argv[2] : "";
             t0 = now();
             r = pvm_migrate(w, to);
-            printf("migrate at %d to %s: %s %.3f\n", i, to, r <= -1000 ? "ok" : "failed", now() - t0);
+            printf("migrate at %d to %s: %s %x %.3f\n", i, *to ? to : "any", r <= -1000 ? "ok" : "failed", r, now() - t0);
             fflush(stdout);
         }
-        if (i == 2000) {
+        if (i == 1400) {
             t0 = now();
             r = pvm_migrate(w, argv[4]);
             printf("again %d %.3f\n", r, now() - t0);
@@ -346,14 +347,24 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
     eprintln!("{out}\n{}", mig_lines(&c));
     assert_eq!(code, Some(0), "{}", logs());
     let moves: Vec<&str> = out.lines().filter(|l| l.starts_with("migrate at")).collect();
-    assert_eq!(moves.len(), 2, "{}", logs());
+    assert_eq!(moves.len(), 4, "{}", logs());
+    for (k, (at, to, dtid)) in [
+        (800, ips[1].as_str(), "80080000"),
+        (1400, ips[2].as_str(), "800c0000"),
+        (2000, ips[0].as_str(), "80040000"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(
+            moves[k].starts_with(&format!("migrate at {at} to {to}: ok {dtid} ")),
+            "{}",
+            logs()
+        );
+    }
+    // "Any host": the least used target of host 1 (it sent one task to host 2, none to 3).
     assert!(
-        moves[0].starts_with(&format!("migrate at 1000 to {}: ok ", ips[1])),
-        "{}",
-        logs()
-    );
-    assert!(
-        moves[1].starts_with(&format!("migrate at 2000 to {}: ok ", ips[2])),
+        moves[3].starts_with("migrate at 2600 to any: ok 800c0000 "),
         "{}",
         logs()
     );
@@ -384,7 +395,7 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
         "the peer sent too little to test: {pl}"
     );
     // Output from every host the worker ran on reached the master's pvm_catchout.
-    for k in [500, 1000, 1500, 2000, 2500, 3000] {
+    for k in (1..=6).map(|k| k * 500) {
         assert_eq!(
             out.matches(&format!("worker at {k}\n")).count(),
             1,
@@ -395,8 +406,9 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
     assert!(out.contains("exit notified same tid"), "{}", logs());
     // The daemons' side: moved twice, the kill reached the task on host 3.
     let ml = mig_lines(&c);
-    assert_eq!(ml.matches("moved to host").count(), 2, "{}", logs());
-    assert!(c.log(3).contains("runs here now"), "{}", logs());
+    assert_eq!(ml.matches("moved to host").count(), 4, "{}", logs());
+    assert_eq!(c.log(3).matches("runs here now").count(), 2, "{}", logs());
+    assert!(c.log(1).contains("runs here now"), "back home: {}", logs());
     assert!(t_all.elapsed() < Duration::from_secs(90));
     m.child.kill().ok();
 }
