@@ -53,6 +53,8 @@ int main(int argc, char **argv) {
     char *pargs[] = { "--library-path", "/usr/lib/x86_64-linux-gnu", argv[1], 0 };
     if (pvm_parent() > 0) { worker(); pvm_exit(); return 0; }
     pvm_setopt(PvmAutoErr, 0);
+    /* Direct task-task route to the worker: drained at each park, rebuilt after the move. */
+    if (getenv("MM_DIRECT")) pvm_setopt(PvmRoute, PvmRouteDirect);
     pvm_catchout(stdout);
     /* argv: peer program, host 1, host 2, host 3 */
     if (pvm_spawn(argv[0], 0, PvmTaskHost, argv[2], 1, &w) != 1) { printf("spawn failed %d\n", w); pvm_exit(); return 1; }
@@ -275,6 +277,18 @@ fn mig_lines(c: &Cluster) -> String {
 
 #[test]
 fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
+    move_job(false);
+}
+
+/// The same with a direct route from the master to the worker: the worker drains and closes it
+/// at each park (TC_ROUTEGONE / TC_MARK), the master's library switches to the pvmd route and
+/// builds a new direct route to wherever the worker runs next.
+#[test]
+fn worker_with_a_direct_route_moves_between_hosts() {
+    move_job(true);
+}
+
+fn move_job(direct: bool) {
     assert!(
         std::path::Path::new(LEGACY_CONSOLE).exists(),
         "{LEGACY_CONSOLE} is missing: this test needs legacy PVM (Debian pvm)"
@@ -305,7 +319,12 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
     .unwrap();
     write_nsenter_rsh(&c);
     let mut cmd = nsenter_command(&c, 1, &pvmd);
-    cmd.arg(format!("-n{}", ips[0])).arg(&hf);
+    cmd.arg(format!("-n{}", ips[0]));
+    if direct {
+        // Packet log (the master's pvmd logs each fragment it routes), uncapped.
+        cmd.arg("-d0x2").env("PVMDLOGMAX", "200000000");
+    }
+    cmd.arg(&hf);
     let mut m = Proc {
         child: cmd.spawn().expect("start our pvmd"),
         name: "our master pvmd".into(),
@@ -325,6 +344,7 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
     let mut run = c.command(1, &job);
     run.args([peer.to_str().unwrap(), &ips[0], &ips[1], &ips[2]])
         .env("LD_LIBRARY_PATH", shim_dir())
+        .env(if direct { "MM_DIRECT" } else { "MM_NONE" }, "1")
         .env("PVM_EXPORT", "LD_LIBRARY_PATH");
     let _ = (LDSO, LEGACY_LIB_DIR);
     let (code, out, err) = wait_or_kill(run.spawn().expect("run the job"), Duration::from_secs(60));
@@ -342,7 +362,6 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
             }
         }
     }
-    let _ = std::fs::write("/tmp/mm-debug.log", c.logs());
     let logs = || format!("{out}\n{err}\n{}\n{}", mig_lines(&c), c.logs());
     eprintln!("{out}\n{}", mig_lines(&c));
     assert_eq!(code, Some(0), "{}", logs());
@@ -409,6 +428,15 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
     assert_eq!(ml.matches("moved to host").count(), 4, "{}", logs());
     assert_eq!(c.log(3).matches("runs here now").count(), 2, "{}", logs());
     assert!(c.log(1).contains("runs here now"), "back home: {}", logs());
+    if direct {
+        // Of the 3000 requests only the first few after each move went through the pvmd of
+        // host 1: the route was rebuilt to each new host.
+        let l1 = c.log(1);
+        assert!(!l1.contains("logging truncated"));
+        let via_pvmd = l1.matches("loclinpkt() src t40001 dst t40002 ").count();
+        eprintln!("direct route: {via_pvmd} of 3000 requests went through host 1's pvmd");
+        assert!(via_pvmd < 100, "{via_pvmd} requests through the pvmd");
+    }
     assert!(t_all.elapsed() < Duration::from_secs(90));
     m.child.kill().ok();
 }
