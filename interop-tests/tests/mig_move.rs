@@ -321,8 +321,11 @@ fn move_job(direct: bool) {
     let mut cmd = nsenter_command(&c, 1, &pvmd);
     cmd.arg(format!("-n{}", ips[0]));
     if direct {
-        // Packet log (the master's pvmd logs each fragment it routes), uncapped.
-        cmd.arg("-d0x2").env("PVMDLOGMAX", "200000000");
+        // Packet log (the master's pvmd logs each fragment it routes), uncapped; and
+        // stop-and-copy moves (the other test has post-copy ones).
+        cmd.arg("-d0x2")
+            .env("PVMDLOGMAX", "200000000")
+            .env("PVMD_MIGRATE_MODE", "stop-and-copy");
     }
     cmd.arg(&hf);
     let mut m = Proc {
@@ -426,6 +429,22 @@ fn move_job(direct: bool) {
     // The daemons' side: moved twice, the kill reached the task on host 3.
     let ml = mig_lines(&c);
     assert_eq!(ml.matches("moved to host").count(), 4, "{}", logs());
+    let mode = if direct {
+        "(stop-and-copy)"
+    } else {
+        "(post-copy, pages served from here)"
+    };
+    assert_eq!(ml.matches(mode).count(), 4, "{}", logs());
+    if !direct {
+        assert!(
+            c.wait_for(Duration::from_secs(10), || mig_lines(&c)
+                .matches("every page fetched by the target")
+                .count()
+                == 4),
+            "{}",
+            logs()
+        );
+    }
     assert_eq!(c.log(3).matches("runs here now").count(), 2, "{}", logs());
     assert!(c.log(1).contains("runs here now"), "back home: {}", logs());
     if direct {

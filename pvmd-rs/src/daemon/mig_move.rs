@@ -26,7 +26,7 @@
 //! shell hands to [`Daemon::mig_event`]. The event loop never waits for them.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,17 @@ pub enum MigEvent {
         op: i32,
         res: Result<u64, String>,
     },
+    /// Source, post-copy: the page server ended (every page fetched, or a failure); whether
+    /// the task still lives here (CRIU resumes it when the move failed).
+    PagesServed {
+        key: u32,
+        op: i32,
+        res: Result<(), String>,
+        alive: bool,
+        pid: i32,
+        after: Duration,
+        dir: PathBuf,
+    },
 }
 
 /// Figures of a dump and its stream, for the log and docs/migration.md.
@@ -98,6 +109,10 @@ pub struct DumpInfo {
     pub bytes: u64,
     pub stream: Duration,
     pub keys: [String; 2],
+    /// Post-copy: the task is frozen here and its pages are served until PagesServed.
+    pub lazy: bool,
+    /// Why post-copy was asked for but stop-and-copy done.
+    pub fallback: Option<String>,
 }
 
 /// A failed dump or stream: whether the task still runs (CRIU leaves it running when the dump
@@ -176,6 +191,8 @@ struct OutOp {
     cancelled: Option<String>,
     /// The exit of the process the dump killed was reported.
     old_exited: bool,
+    /// Post-copy: where the page server listens.
+    lazy: Option<SocketAddrV4>,
 }
 
 /// A move in progress, on the target.
@@ -300,9 +317,22 @@ fn process_alive(pid: i32) -> bool {
 }
 
 /// The source's blocking part of a move: wait for the output pipes to be read empty (CRIU
-/// would copy unread bytes into the image and they would appear twice), dump (the task dies),
-/// stream the image to the target.
-fn dump_and_send(pid: i32, dir: &Path, to: SocketAddr) -> Result<DumpInfo, DumpError> {
+/// would copy unread bytes into the image and they would appear twice), dump, stream the image
+/// to the target. With `lazy` (the page server's address) a post-copy dump: only the metadata
+/// is streamed, the task stays frozen here and CRIU serves its pages until the target has
+/// them all ([`MigEvent::PagesServed`] follows); when the lazy dump cannot be set up and the
+/// task still runs, stop-and-copy instead. The image dir says which one the target gets
+/// (`pvm-lazy` holds the page server's address). Returns an error with an empty `why` when
+/// it reported by itself (post-copy).
+fn dump_and_send(
+    pid: i32,
+    dir: &Path,
+    to: SocketAddr,
+    lazy: Option<SocketAddrV4>,
+    tx: &UnboundedSender<MigEvent>,
+    key: u32,
+    op: i32,
+) -> Result<DumpInfo, DumpError> {
     let t0 = Instant::now();
     while t0.elapsed() < DRAIN_LIMIT {
         let left = pipe_unread(pid, 1).unwrap_or(0) + pipe_unread(pid, 2).unwrap_or(0);
@@ -313,10 +343,6 @@ fn dump_and_send(pid: i32, dir: &Path, to: SocketAddr) -> Result<DumpInfo, DumpE
     }
     let drained = t0.elapsed();
     let keys = [pipe_key(pid, 1), pipe_key(pid, 2)];
-    let host = pvm_migration::Host {
-        netns: None,
-        addr: Ipv4Addr::LOCALHOST,
-    };
     let fail = |why: String, image: Option<[String; 2]>| DumpError {
         why,
         alive: process_alive(pid),
@@ -324,15 +350,48 @@ fn dump_and_send(pid: i32, dir: &Path, to: SocketAddr) -> Result<DumpInfo, DumpE
     };
     let _ = std::fs::remove_dir_all(dir);
     let crit = super::migrate::criu_driver().map_err(|e| fail(e.to_string(), None))?;
-    let d = crit
-        .dump(pid as u32, &host, dir, false, CRIU_LIMIT)
-        .map_err(|e| fail(format!("criu dump: {e}"), None))?;
-    let image = Some(keys.clone());
-    std::fs::write(dir.join("pvm-keys"), format!("{}\n{}\n", keys[0], keys[1]))
-        .map_err(|e| fail(format!("write keys: {e}"), image.clone()))?;
     let t1 = Instant::now();
+    let mut fallback = None;
+    let mut server = None;
+    if let Some(ps) = lazy {
+        let host = pvm_migration::Host {
+            netns: None,
+            addr: *ps.ip(),
+        };
+        match crit.dump_lazy(pid as u32, &host, dir, ps.port(), CRIU_LIMIT) {
+            Ok(d) => server = Some(d),
+            Err(e) if process_alive(pid) => fallback = Some(e.to_string()),
+            Err(e) => return Err(fail(format!("criu dump --lazy-pages: {e}"), None)),
+        }
+    }
+    let local = pvm_migration::Host {
+        netns: None,
+        addr: Ipv4Addr::LOCALHOST,
+    };
+    let (frozen, bytes) = if server.is_some() {
+        (None, dir_bytes(dir))
+    } else {
+        let d = crit
+            .dump(pid as u32, &local, dir, false, CRIU_LIMIT)
+            .map_err(|e| fail(format!("criu dump: {e}"), None))?;
+        (d.frozen, d.bytes)
+    };
+    let dump = t1.elapsed();
+    // A post-copy image is only metadata: without its page server it cannot be restored
+    // anywhere, so a failure from here on leaves no image to fall back on.
+    let image = server.is_none().then(|| keys.clone());
+    let mut meta = format!("{}\n{}\n", keys[0], keys[1]);
+    if let Some(f) = &fallback {
+        meta.push_str(&format!("# post-copy unavailable: {}\n", f.replace('\n', " ")));
+    }
+    std::fs::write(dir.join("pvm-keys"), meta).map_err(|e| fail(format!("write keys: {e}"), image.clone()))?;
+    if let (Some(ps), Some(_)) = (lazy, &server) {
+        std::fs::write(dir.join("pvm-lazy"), ps.to_string())
+            .map_err(|e| fail(format!("write pvm-lazy: {e}"), image.clone()))?;
+    }
+    let t2 = Instant::now();
     let send = || -> pvm_migration::Result<u64> {
-        let s = pvm_migration::transfer::connect(&host, to, CRIU_LIMIT)?;
+        let s = pvm_migration::transfer::connect(&local, to, CRIU_LIMIT)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, s);
         let n = pvm_migration::transfer::send_dir(dir, &mut w)?;
         use std::io::Write;
@@ -340,15 +399,47 @@ fn dump_and_send(pid: i32, dir: &Path, to: SocketAddr) -> Result<DumpInfo, DumpE
             .map_err(|e| pvm_migration::MigError::Transfer(format!("send image: {e}")))?;
         Ok(n)
     };
-    send().map_err(|e| fail(format!("image stream to {to}: {e}"), image.clone()))?;
-    Ok(DumpInfo {
+    if let Err(e) = send() {
+        drop(server); // kills the page server; CRIU lets the task go on when it can
+        std::thread::sleep(Duration::from_millis(50));
+        return Err(fail(format!("image stream to {to}: {e}"), image));
+    }
+    let info = DumpInfo {
         drained,
-        dump: d.wall,
-        frozen: d.frozen,
-        bytes: d.bytes,
-        stream: t1.elapsed(),
+        dump,
+        frozen,
+        bytes,
+        stream: t2.elapsed(),
         keys,
+        lazy: server.is_some(),
+        fallback,
+    };
+    let Some(srv) = server else {
+        return Ok(info);
+    };
+    // Report the dump now (the target restores meanwhile), then wait for the pages.
+    let _ = tx.send(MigEvent::Dumped { key, op, res: Ok(info) });
+    let res = srv.finish(CRIU_LIMIT).map_err(|e| e.to_string());
+    let _ = tx.send(MigEvent::PagesServed {
+        key,
+        op,
+        res,
+        alive: process_alive(pid),
+        pid,
+        after: t0.elapsed(),
+        dir: dir.to_path_buf(),
+    });
+    Err(DumpError {
+        why: String::new(),
+        alive: false,
+        image: None,
     })
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|r| r.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
 }
 
 impl<A: AuthFiles> Daemon<A> {
@@ -729,6 +820,12 @@ impl<A: AuthFiles> Daemon<A> {
                     }
                 }
                 Stage::Dumping => {} // the stream fails; handled with its event
+                Stage::Restoring if self.mig.mv.outs[&key].info.as_ref().is_some_and(|i| i.lazy) => {
+                    // Post-copy: the page server's end says whether the task lives on here.
+                    if let Some(o) = self.mig.mv.outs.get_mut(&key) {
+                        o.cancelled = Some(why);
+                    }
+                }
                 Stage::Restoring => {
                     let o = self.mig.mv.outs.remove(&key).expect("listed");
                     out.push(Out::Log(format!(
@@ -878,25 +975,22 @@ impl<A: AuthFiles> Daemon<A> {
         };
         let key = self.key(tid);
         let op = self.next_op();
+        let lazy = self.page_server_for(tid, target, mode, out);
         let Some(t) = self.tasks.get(&key) else { return };
         let ticket = pvm_tmp_of(t.pid).join(format!("pvmresume.t{:x}", tid.bits()));
         let mut w = XdrWriter::new();
-        w.int(op).int(tid.0).int(mode).string("");
+        let ps = lazy.map_or(String::new(), |a| a.to_string());
+        w.int(op).int(tid.0).int(mode).string(&ps);
         w.int(t.ptid.0).string(&t.a_out);
         w.int(t.outtid).int(t.outctx).int(t.outtag);
         w.int(t.trctid).int(t.trcctx).int(t.trctag);
         w.string(&ticket.to_string_lossy());
         w.int(self.mig.task_features(key).unwrap_or(0) as i32);
         self.dm_send(target, DM_MIGPREP, 0, &w.into_inner(), out);
-        if mode == 1 {
-            out.push(Out::Log(format!(
-                "mig: t{:x}: post-copy is not implemented by the daemon yet; stop-and-copy",
-                tid.bits()
-            )));
-        }
         out.push(Out::Log(format!(
-            "mig: moving t{:x} to host {target} (op {op:#x})",
-            tid.bits()
+            "mig: moving t{:x} to host {target} (op {op:#x}, {})",
+            tid.bits(),
+            if lazy.is_some() { "post-copy" } else { "stop-and-copy" }
         )));
         let dir = pvm_tmp().join(format!("pvmmig/t{:x}-{op:x}", tid.bits()));
         self.mig.mv.outs.insert(
@@ -916,8 +1010,46 @@ impl<A: AuthFiles> Daemon<A> {
                 info: None,
                 cancelled: None,
                 old_exited: false,
+                lazy,
             },
         );
+    }
+
+    /// Post-copy or not for a move of `tid` to `target` in `mode` (0 auto, 1 post-copy, 2
+    /// stop-and-copy): post-copy when both hosts' CRIU have lazy pages, unless the mode or
+    /// `PVMD_MIGRATE_MODE=stop-and-copy` says otherwise. Returns the address for the page
+    /// server (this host's address, a port free now).
+    fn page_server_for(&self, tid: Tid, target: u32, mode: i32, out: &mut Vec<Out>) -> Option<SocketAddrV4> {
+        let forced = std::env::var("PVMD_MIGRATE_MODE").unwrap_or_default();
+        if mode == 2 || (mode == 0 && forced == "stop-and-copy") {
+            return None;
+        }
+        let here = super::migrate::host_features() & feat::POST_COPY != 0;
+        let there = self.mig.peer_features(target).unwrap_or(0) & feat::POST_COPY != 0;
+        if !(here && there) {
+            if mode == 1 {
+                out.push(Out::Log(format!(
+                    "mig: t{:x}: post-copy unavailable (lazy pages here: {here}, on host {target}: {there}); stop-and-copy",
+                    tid.bits()
+                )));
+            }
+            return None;
+        }
+        let ip = self.net.as_ref().map_or(Ipv4Addr::LOCALHOST, |n| *n.own_addr().ip());
+        let host = pvm_migration::Host { netns: None, addr: ip };
+        let port = pvm_migration::transfer::listen(&host)
+            .and_then(|l| {
+                l.local_addr()
+                    .map_err(|e| pvm_migration::MigError::Transfer(e.to_string()))
+            })
+            .map(|a| a.port());
+        match port {
+            Ok(p) => Some(SocketAddrV4::new(ip, p)),
+            Err(e) => {
+                out.push(Out::Log(format!("mig: no port for a page server ({e}); stop-and-copy")));
+                None
+            }
+        }
     }
 
     /// Why the task `tid` of this host cannot move to `host` (0 = any), or the target index.
@@ -1237,7 +1369,15 @@ impl<A: AuthFiles> Daemon<A> {
             return self.release_held(key, o.held, out);
         }
         o.stage = Stage::Dumping;
-        let (op, dir, target, port) = (o.op, o.dir.clone(), o.target, o.port);
+        let (op, dir, target, port, lazy) = (o.op, o.dir.clone(), o.target, o.port, o.lazy);
+        // Restored here by post-copy: CRIU cannot dump it while its pages are still coming.
+        let pages = self
+            .mig
+            .mv
+            .images
+            .get(&key)
+            .filter(|d| d.join("pvm-lazy").exists())
+            .map(|d| d.join("pages-done"));
         let pid = self.tasks.get(&key).map_or(0, |t| t.pid);
         let addr = self
             .net
@@ -1247,7 +1387,16 @@ impl<A: AuthFiles> Daemon<A> {
         let Some(ip) = addr else { return };
         let tx = self.mig.mv.tx.clone();
         std::thread::spawn(move || {
-            let res = dump_and_send(pid, &dir, SocketAddr::from((ip, port)));
+            if let Some(p) = pages {
+                let t = Instant::now();
+                while !p.exists() && t.elapsed() < CRIU_LIMIT {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            let res = dump_and_send(pid, &dir, SocketAddr::from((ip, port)), lazy, &tx, key, op);
+            if res.as_ref().is_err_and(|e| e.why.is_empty()) {
+                return; // post-copy: reported as it went
+            }
             let _ = tx.send(MigEvent::Dumped { key, op, res });
         });
     }
@@ -1275,8 +1424,80 @@ impl<A: AuthFiles> Daemon<A> {
         match ev {
             MigEvent::Dumped { key, op, res } => self.ev_dumped(key, op, res, &mut out),
             MigEvent::ImageIn { tid, op, res } => self.ev_image_in(tid, op, res, &mut out),
+            MigEvent::PagesServed {
+                key,
+                op,
+                res,
+                alive,
+                pid,
+                after,
+                dir,
+            } => self.ev_pages_served(key, op, res, (alive, pid), after, &dir, &mut out),
         }
         out
+    }
+
+    /// Post-copy, source: the page server ended.
+    #[allow(clippy::too_many_arguments)]
+    fn ev_pages_served(
+        &mut self,
+        key: u32,
+        op: i32,
+        res: Result<(), String>,
+        (alive, pid): (bool, i32),
+        after: Duration,
+        dir: &Path,
+        out: &mut Vec<Out>,
+    ) {
+        let pending = self.mig.mv.outs.get(&key).is_some_and(|o| o.op == op);
+        if !pending && alive && pid > 0 {
+            // The task runs on its new host: a copy CRIU let go here must not run on.
+            out.push(Out::Signal(pid, libc::SIGKILL));
+        }
+        if !pending {
+            // The move completed (DM_MIGDONE came first): only the pages were still coming.
+            match res {
+                Ok(()) => out.push(Out::Log(format!(
+                    "mig: op {op:#x}: every page fetched by the target, {} ms after the park",
+                    after.as_millis()
+                ))),
+                Err(e) => out.push(Out::Log(format!(
+                    "mig: op {op:#x}: page server failed after the move ({e}); the task may fault on its new host"
+                ))),
+            }
+            let _ = std::fs::remove_dir_all(dir);
+            return;
+        }
+        let o = self.mig.mv.outs.remove(&key).expect("checked");
+        let tid = o.tid;
+        if o.cancelled.is_none() && res.is_ok() {
+            // Pages served but no DM_MIGDONE yet: keep waiting for it.
+            self.mig.mv.outs.insert(key, o);
+            return;
+        }
+        let why = o
+            .cancelled
+            .clone()
+            .unwrap_or_else(|| res.clone().err().unwrap_or_default());
+        self.send_migdone(o.target, op, tid, PvmError::SysErr.code(), 0, out);
+        self.answer_asker(&o.asker, PvmError::SysErr.code(), 0, out);
+        if alive {
+            out.push(Out::Log(format!(
+                "mig: post-copy move of t{:x} failed ({why}); it continues here",
+                tid.bits()
+            )));
+            self.continue_here(key, tid, out);
+            self.release_held(key, o.held, out);
+        } else {
+            out.push(Out::Log(format!(
+                "mig: post-copy move of t{:x} failed ({why}) and the task is gone",
+                tid.bits()
+            )));
+            if o.old_exited {
+                self.task_gone(tid, out);
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     fn ev_dumped(&mut self, key: u32, op: i32, res: Result<DumpInfo, DumpError>, out: &mut Vec<Out>) {
@@ -1287,8 +1508,13 @@ impl<A: AuthFiles> Daemon<A> {
         match res {
             Ok(info) => {
                 out.push(Out::Log(format!(
-                    "mig: t{:x} dumped: output drained {} ms, dump {} ms (CRIU frozen {} ms), {} bytes streamed in {} ms",
+                    "mig: t{:x} dumped ({}): output drained {} ms, dump {} ms (CRIU frozen {} ms), {} bytes streamed in {} ms",
                     tid.bits(),
+                    match (&info.fallback, info.lazy) {
+                        (Some(f), _) => format!("stop-and-copy, post-copy failed: {f}"),
+                        (None, true) => "post-copy, pages served from here".to_string(),
+                        (None, false) => "stop-and-copy".to_string(),
+                    },
                     info.drained.as_millis(),
                     info.dump.as_millis(),
                     info.frozen.map_or(0, |f| f.as_millis()),
@@ -1380,7 +1606,7 @@ impl<A: AuthFiles> Daemon<A> {
                 ..o
             },
         );
-        self.launch_restore(tid, &keys, out);
+        self.launch_restore(tid, &keys, None, out);
     }
 
     /// After `restore_here`: the task runs on this host again; answer the requester.
@@ -1407,7 +1633,8 @@ impl<A: AuthFiles> Daemon<A> {
                     "mig: t{:x}: image in ({n} bytes), restoring",
                     tid.bits()
                 )));
-                self.launch_restore(tid, &keys, out);
+                let lazy = std::fs::read_to_string(i.dir.join("pvm-lazy")).ok();
+                self.launch_restore(tid, &keys, lazy, out);
             }
             Err(e) => {
                 let i = self.mig.mv.ins.remove(&bits).expect("present");
@@ -1420,7 +1647,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Starts the restore helper for an incoming task (its `InOp` is in `ins`), registers the
     /// task and writes its ticket.
-    fn launch_restore(&mut self, tid: Tid, keys: &[String; 2], out: &mut Vec<Out>) {
+    fn launch_restore(&mut self, tid: Tid, keys: &[String; 2], lazy: Option<String>, out: &mut Vec<Out>) {
         let Some(i) = self.mig.mv.ins.get(&tid.bits()) else {
             return;
         };
@@ -1438,13 +1665,27 @@ impl<A: AuthFiles> Daemon<A> {
         let Some(helper) = super::migrate::restore_helper() else {
             return fail(self, "pvm-migrate not found".into(), out);
         };
-        let argv = vec![
+        let mut argv = vec![
             helper.clone(),
             "restore-task".to_string(),
             dir.to_string_lossy().into_owned(),
             keys[0].clone(),
             keys[1].clone(),
         ];
+        if let Some(ps) = &lazy {
+            // Post-copy: the helper runs the lazy-pages daemon fetching from the source.
+            argv.push("--lazy".to_string());
+            argv.push(ps.trim().to_string());
+        }
+        // The helper writes the ticket once the task runs (see restore-task).
+        let (ticket, cookie) = match self.mig.mv.ins.get(&tid.bits()) {
+            Some(i) => (i.ticket.clone(), i.rec.cookie),
+            None => return,
+        };
+        let sock = std::env::var("PVMSOCK").unwrap_or_default();
+        argv.push("--ticket".to_string());
+        argv.push(ticket.to_string_lossy().into_owned());
+        argv.push(format!("restored {sock} {cookie} 0"));
         let pid = match self.launcher.launch(tid, &helper, &argv, &[]) {
             Ok(p) => p,
             Err(e) => return fail(self, e.to_string(), out),
@@ -1455,8 +1696,6 @@ impl<A: AuthFiles> Daemon<A> {
         i.launched = true;
         let mut rec = i.rec.clone();
         rec.pid = pid;
-        let ticket = i.ticket.clone();
-        let cookie = rec.cookie;
         let key = self.adopt_task(tid, rec);
         if from != self.host.index {
             self.mig.mv.gates.insert(
@@ -1470,8 +1709,6 @@ impl<A: AuthFiles> Daemon<A> {
             let me = self.host.index;
             self.send_tidmoved(from, tid, me, KIND_FLUSH, out);
         }
-        let sock = std::env::var("PVMSOCK").unwrap_or_default();
-        write_ticket(&ticket, &format!("restored {sock} {cookie} 0\n"), out);
         out.push(Out::Log(format!(
             "mig: t{:x} restore helper pid {pid} ({})",
             tid.bits(),
@@ -1513,6 +1750,18 @@ impl<A: AuthFiles> Daemon<A> {
             return;
         }
         let o = self.mig.mv.outs.remove(&key).expect("present");
+        if cc < 0 && o.info.as_ref().is_some_and(|i| i.lazy) {
+            // Post-copy: the task is still frozen here; the page server's end tells whether
+            // CRIU let it run on (PagesServed).
+            out.push(Out::Log(format!(
+                "mig: host {from} could not restore t{:x} (cc {cc}); waiting for its page server",
+                tid.bits()
+            )));
+            let mut o = o;
+            o.cancelled = Some(format!("host {from} could not restore it"));
+            self.mig.mv.outs.insert(key, o);
+            return;
+        }
         if cc < 0 {
             out.push(Out::Log(format!(
                 "mig: host {from} could not restore t{:x} (cc {cc}); restoring it here",
@@ -1557,7 +1806,9 @@ impl<A: AuthFiles> Daemon<A> {
             total.as_millis()
         )));
         self.answer_asker(&o.asker, 0, Tid::pvmd(from).0, out);
-        let _ = std::fs::remove_dir_all(&o.dir);
+        if !o.info.as_ref().is_some_and(|i| i.lazy) {
+            let _ = std::fs::remove_dir_all(&o.dir); // post-copy: when the pages are served
+        }
     }
 
     fn dm_tidmoved(&mut self, from: u32, body: &[u8], out: &mut Vec<Out>) {
