@@ -81,6 +81,8 @@ pub enum MigEvent {
         op: i32,
         res: Result<DumpInfo, DumpError>,
     },
+    /// A one-task checkpoint's dump ended (migrate.rs).
+    Ckpt(Box<super::migrate::CkptDone>),
     /// Target: the image stream of a move arrived (or failed).
     ImageIn {
         tid: u32,
@@ -272,6 +274,11 @@ impl MoveState {
             return None;
         }
         self.routes.get(&tid.bits()).copied()
+    }
+
+    /// A sender for results of blocking jobs.
+    pub fn events(&self) -> UnboundedSender<MigEvent> {
+        self.tx.clone()
     }
 
     /// Whether messages for the task stored under `key` must take the slow path (held or
@@ -1424,6 +1431,7 @@ impl<A: AuthFiles> Daemon<A> {
         match ev {
             MigEvent::Dumped { key, op, res } => self.ev_dumped(key, op, res, &mut out),
             MigEvent::ImageIn { tid, op, res } => self.ev_image_in(tid, op, res, &mut out),
+            MigEvent::Ckpt(c) => self.ckpt_done(*c, &mut out),
             MigEvent::PagesServed {
                 key,
                 op,
