@@ -1927,6 +1927,145 @@ mod tests {
         assert_eq!(super::super::task_key(me, Tid::task(0, 5)), 5);
     }
 
+    struct NoAuth;
+
+    impl AuthFiles for NoAuth {
+        fn write_task_auth(&mut self, _: &str) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn create_pvmd_auth(&mut self) -> std::io::Result<String> {
+            Ok("/nonexistent".into())
+        }
+        fn pvmd_auth_written(&mut self, _: &str) -> std::io::Result<bool> {
+            Ok(false)
+        }
+        fn remove(&mut self, _: &str) {}
+    }
+
+    fn daemon() -> Daemon<NoAuth> {
+        Daemon::new(
+            super::super::HostConfig::master("vm", "LINUX64", "7f000001:801e"),
+            NoAuth,
+            0,
+        )
+    }
+
+    fn adopt(d: &mut Daemon<NoAuth>, tid: Tid) -> u32 {
+        d.adopt_task(
+            tid,
+            Adopt {
+                ptid: Tid::NONE,
+                a_out: "w".into(),
+                out: (0, 0, 0),
+                trc: (0, 0, 0),
+                pid: 0,
+                cookie: 77,
+                features: feat::PARK,
+            },
+        )
+    }
+
+    /// A relayed fragment as DM_MIGFWD carries it: a task-stream frame with one int.
+    fn frame(dst: Tid, src: Tid, v: i32) -> Vec<u8> {
+        let body = wire::int_body(v);
+        wire::frame_message(dst, src, 1, 0, 0, &body)
+    }
+
+    fn pending_values(d: &Daemon<NoAuth>, key: u32) -> Vec<i32> {
+        d.tasks[&key]
+            .pending
+            .iter()
+            .map(|b| i32::from_be_bytes(b[b.len() - 4..].try_into().unwrap()))
+            .collect()
+    }
+
+    fn flush(tid: Tid, from: u32) -> Vec<u8> {
+        let mut w = XdrWriter::new();
+        w.int(tid.0).int(1).int(KIND_FLUSH).int(from as i32);
+        w.into_inner()
+    }
+
+    #[test]
+    fn a_host_sending_directly_waits_for_its_flush_through_the_previous_host() {
+        let mut d = daemon();
+        let w = Tid::task(2, 5); // adopted from host 2 (the previous host)
+        let key = adopt(&mut d, w);
+        assert!(d.has_task(w));
+        assert!(key > Tid::LOCAL_MASK);
+        d.mig.mv.gates.insert(
+            key,
+            Gate {
+                prev: 2,
+                ..Gate::default()
+            },
+        );
+        let peer = Tid::task(3, 9);
+        let mut out = Vec::new();
+        // Host 3 already routes directly: its message 2 must wait for its message 1, which
+        // still travels through host 2.
+        assert!(d.mig_dm_entry(3, 0, DM_MIGFWD, &frame(w, peer, 2), &mut out));
+        assert_eq!(pending_values(&d, key), Vec::<i32>::new(), "held");
+        assert!(d.mig_dm_entry(2, 0, DM_MIGFWD, &frame(w, peer, 1), &mut out));
+        assert_eq!(pending_values(&d, key), vec![1], "the previous host's relay passes");
+        // Host 3's flush arrives through host 2, after everything it sent that way.
+        assert!(d.mig_dm_entry(2, 0, DM_TIDMOVED, &flush(w, 3), &mut out));
+        assert_eq!(pending_values(&d, key), vec![1, 2]);
+        // From now on host 3's messages pass at once.
+        assert!(d.mig_dm_entry(3, 0, DM_MIGFWD, &frame(w, peer, 3), &mut out));
+        assert_eq!(pending_values(&d, key), vec![1, 2, 3]);
+        // A relayed fragment for a task that is not here and has no route is dropped, logged.
+        let before = out.len();
+        assert!(d.mig_dm_entry(3, 0, DM_MIGFWD, &frame(Tid::task(3, 1), peer, 4), &mut out));
+        assert_eq!(out.len(), before + 1);
+        // A truncated frame is refused, not a panic.
+        assert!(d.mig_dm_entry(3, 0, DM_MIGFWD, &frame(w, peer, 5)[..20], &mut out));
+        assert_eq!(pending_values(&d, key), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn the_announced_exit_of_a_moved_task_drops_its_route() {
+        let mut d = daemon();
+        let w = Tid::task(1, 5); // one of ours, moved to host 2
+        d.set_tid_route(w, 2);
+        assert_eq!(d.mig.route_of(w), Some(2));
+        let mut out = Vec::new();
+        let mut b = XdrWriter::new();
+        b.int(w.0).int(0).int(KIND_EXITED).int(2);
+        assert!(d.mig_dm_entry(2, 0, DM_TIDMOVED, &b.into_inner(), &mut out));
+        assert_eq!(d.mig.route_of(w), None);
+    }
+
+    #[test]
+    fn bad_requests_are_answered_at_once() {
+        let mut d = daemon();
+        let mut out = Vec::new();
+        let mut w = XdrWriter::new();
+        w.int(0x40005).int(0).int(7); // mode 7
+        d.mv_tm_migrate(
+            1,
+            Tid::task(1, 1),
+            pvm_proto::codes::SYSCTX_TM,
+            3,
+            &w.into_inner(),
+            &mut out,
+        );
+        let sent: Vec<&Vec<u8>> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Send(1, b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent.len(), 1, "{out:?}");
+        let b = sent[0];
+        let cc = i32::from_be_bytes(b[16 + MSGHDR_LEN..16 + MSGHDR_LEN + 4].try_into().unwrap());
+        assert_eq!(cc, PvmError::BadParam.code());
+        // A short body too.
+        out.clear();
+        d.mv_tm_migrate(1, Tid::task(1, 1), pvm_proto::codes::SYSCTX_TM, 3, &[0, 0], &mut out);
+        assert!(out.iter().any(|o| matches!(o, Out::Send(1, _))));
+    }
+
     #[test]
     fn short_bodies_are_refused() {
         assert!(ints(&[0, 0, 0, 1], 2).is_none());
