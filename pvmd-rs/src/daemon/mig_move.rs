@@ -81,6 +81,9 @@ pub enum MigEvent {
         op: i32,
         res: Result<DumpInfo, DumpError>,
     },
+    /// Source: the pages of the previous post-copy restore of a task that is to move again
+    /// have all arrived; it can park now.
+    ReadyToPark { key: u32, op: i32 },
     /// A one-task checkpoint's dump ended (migrate.rs).
     Ckpt(Box<super::migrate::CkptDone>),
     /// Target: the image stream of a move arrived (or failed).
@@ -1317,13 +1320,51 @@ impl<A: AuthFiles> Daemon<A> {
             return self.answer_asker(&o.asker, cc, 0, out);
         }
         let conn = self.tasks.get(&key).and_then(|t| t.conn);
-        let Some(conn) = conn else {
+        if conn.is_none() {
             let o = self.mig.mv.outs.remove(&key).expect("found");
             self.send_migdone(from, op, o.tid, PvmError::SysErr.code(), 0, out);
             return self.answer_asker(&o.asker, PvmError::NoTask.code(), 0, out);
+        }
+        if let Some(o) = self.mig.mv.outs.get_mut(&key) {
+            o.port = port as u16;
+        }
+        // Restored here by post-copy and its pages still coming: CRIU could not dump it yet.
+        // Wait for them before asking it to park, so that the wait is not part of its freeze.
+        let pages = self
+            .mig
+            .mv
+            .images
+            .get(&key)
+            .filter(|d| d.join("pvm-lazy").exists())
+            .map(|d| d.join("pages-done"))
+            .filter(|p| !p.exists());
+        if let Some(p) = pages {
+            let tx = self.mig.mv.tx.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                while !p.exists() && t.elapsed() < CRIU_LIMIT {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let _ = tx.send(MigEvent::ReadyToPark { key, op });
+            });
+            return;
+        }
+        self.send_park_mark(key, out);
+    }
+
+    /// Asks a task that is to move to park (TC_MARK); messages for it are held from now on.
+    fn send_park_mark(&mut self, key: u32, out: &mut Vec<Out>) {
+        let Some(conn) = self.tasks.get(&key).and_then(|t| t.conn) else {
+            if let Some(o) = self.mig.mv.outs.remove(&key) {
+                self.send_migdone(o.target, o.op, o.tid, PvmError::SysErr.code(), 0, out);
+                self.answer_asker(&o.asker, PvmError::NoTask.code(), 0, out);
+            }
+            return;
         };
-        let o = self.mig.mv.outs.get_mut(&key).expect("found");
-        o.port = port as u16;
+        let Some(o) = self.mig.mv.outs.get_mut(&key) else {
+            return;
+        };
+        let op = o.op;
         o.stage = Stage::Parking;
         o.t_mark = Some(Instant::now());
         let tid = o.tid;
@@ -1377,14 +1418,7 @@ impl<A: AuthFiles> Daemon<A> {
         }
         o.stage = Stage::Dumping;
         let (op, dir, target, port, lazy) = (o.op, o.dir.clone(), o.target, o.port, o.lazy);
-        // Restored here by post-copy: CRIU cannot dump it while its pages are still coming.
-        let pages = self
-            .mig
-            .mv
-            .images
-            .get(&key)
-            .filter(|d| d.join("pvm-lazy").exists())
-            .map(|d| d.join("pages-done"));
+
         let pid = self.tasks.get(&key).map_or(0, |t| t.pid);
         let addr = self
             .net
@@ -1394,12 +1428,6 @@ impl<A: AuthFiles> Daemon<A> {
         let Some(ip) = addr else { return };
         let tx = self.mig.mv.tx.clone();
         std::thread::spawn(move || {
-            if let Some(p) = pages {
-                let t = Instant::now();
-                while !p.exists() && t.elapsed() < CRIU_LIMIT {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
             let res = dump_and_send(pid, &dir, SocketAddr::from((ip, port)), lazy, &tx, key, op);
             if res.as_ref().is_err_and(|e| e.why.is_empty()) {
                 return; // post-copy: reported as it went
@@ -1432,6 +1460,17 @@ impl<A: AuthFiles> Daemon<A> {
             MigEvent::Dumped { key, op, res } => self.ev_dumped(key, op, res, &mut out),
             MigEvent::ImageIn { tid, op, res } => self.ev_image_in(tid, op, res, &mut out),
             MigEvent::Ckpt(c) => self.ckpt_done(*c, &mut out),
+            MigEvent::ReadyToPark { key, op } => {
+                if self
+                    .mig
+                    .mv
+                    .outs
+                    .get(&key)
+                    .is_some_and(|o| o.op == op && o.stage == Stage::Prep)
+                {
+                    self.send_park_mark(key, &mut out);
+                }
+            }
             MigEvent::PagesServed {
                 key,
                 op,
