@@ -456,6 +456,9 @@ fn move_job(direct: bool) {
     // The daemons' side: moved twice, the kill reached the task on host 3.
     let ml = mig_lines(&c);
     assert_eq!(ml.matches("moved to host").count(), 4, "{}", logs());
+    // No message waited for a flush until the task left again (the order gate let every
+    // host through in time, the legacy one included on the origin).
+    assert!(!ml.contains("still waited for its flush"), "{}", logs());
     let mode = if direct {
         "(stop-and-copy)"
     } else {

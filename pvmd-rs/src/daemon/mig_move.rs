@@ -631,6 +631,15 @@ impl<A: AuthFiles> Daemon<A> {
         if from == g.prev || g.flushed.contains(&from) {
             return Some(bytes);
         }
+        let tid = key_tid(self.host.index, key);
+        if tid.host() != self.host.index && from != self.host.index && self.mig.peer_features(from).is_none() {
+            // A legacy daemon never sends here directly (it routes by the host bits, to the
+            // origin): nothing to order against. (On the origin it is flushed on its behalf.)
+            return Some(bytes);
+        }
+        let Some(g) = self.mig.mv.gates.get_mut(&key) else {
+            return Some(bytes);
+        };
         if g.held_bytes + bytes.len() > MAX_PENDING_BYTES {
             // Bounded: past the limit order is given up rather than memory.
             return Some(bytes);
@@ -891,6 +900,18 @@ impl<A: AuthFiles> Daemon<A> {
             .keys()
             .copied()
             .filter(|h| *h != me && self.mig.peer_features(*h).is_some())
+            .collect()
+    }
+
+    /// Hosts of the machine that never answered DM_XCAPS (legacy daemons).
+    fn legacy_hosts(&self) -> Vec<u32> {
+        let me = self.host.index;
+        let Some(n) = self.net.as_ref() else { return Vec::new() };
+        n.table
+            .hosts
+            .keys()
+            .copied()
+            .filter(|h| *h != me && self.mig.peer_features(*h).is_none())
             .collect()
     }
 
@@ -1755,6 +1776,13 @@ impl<A: AuthFiles> Daemon<A> {
             // Our own tasks' messages to it went to the source until now: flush that route.
             let me = self.host.index;
             self.send_tidmoved(from, tid, me, KIND_FLUSH, out);
+            if tid.host() == me {
+                // Back on its origin: legacy daemons sent to us all along, and we relayed to
+                // the source. They cannot flush; we flush on their behalf, after our relays.
+                for l in self.legacy_hosts() {
+                    self.send_tidmoved_from(from, tid, me, KIND_FLUSH, l, out);
+                }
+            }
         }
         out.push(Out::Log(format!(
             "mig: t{:x} restore helper pid {pid} ({})",
@@ -1833,6 +1861,13 @@ impl<A: AuthFiles> Daemon<A> {
         }
         if let Some(g) = gate {
             // Messages still waiting for a flush here: late, but not lost.
+            for (h, v) in &g.held {
+                out.push(Out::Log(format!(
+                    "mig: t{:x}: {} messages from host {h} still waited for its flush",
+                    tid.bits(),
+                    v.len()
+                )));
+            }
             for (_, v) in g.held {
                 for b in v {
                     self.forward_frame(from, &b, out);
@@ -2039,7 +2074,14 @@ mod tests {
             },
         );
         let peer = Tid::task(3, 9);
+        // Hosts 2 and 3 are pvmd-rs peers (they answered DM_XCAPS); host 4 is a legacy pvmd.
+        d.mig_peer_caps(2, feat::STOP_AND_COPY);
+        d.mig_peer_caps(3, feat::STOP_AND_COPY);
         let mut out = Vec::new();
+        // A legacy daemon never learns the new place; should it send here, nothing is held.
+        assert!(d.mig_dm_entry(4, 0, DM_MIGFWD, &frame(w, Tid::task(4, 1), 0), &mut out));
+        assert_eq!(pending_values(&d, key), vec![0]);
+        d.tasks.get_mut(&key).unwrap().pending.clear();
         // Host 3 already routes directly: its message 2 must wait for its message 1, which
         // still travels through host 2.
         assert!(d.mig_dm_entry(3, 0, DM_MIGFWD, &frame(w, peer, 2), &mut out));
@@ -2059,6 +2101,15 @@ mod tests {
         // A truncated frame is refused, not a panic.
         assert!(d.mig_dm_entry(3, 0, DM_MIGFWD, &frame(w, peer, 5)[..20], &mut out));
         assert_eq!(pending_values(&d, key), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_tid_that_moved_away_is_not_handed_out_again() {
+        let mut d = daemon();
+        let first = d.alloc_tid().unwrap();
+        d.set_tid_route(Tid::task(1, first.local() + 1), 2);
+        let second = d.alloc_tid().unwrap();
+        assert_eq!(second.local(), first.local() + 2, "t{:x}", second.bits());
     }
 
     #[test]
