@@ -1,11 +1,14 @@
 //! Moving a running task between pvmd-rs hosts (TM_MIGRATE, docs/migration.md §3.2, §4) on
-//! three namespace hosts: the master on host 1 streams checked messages to a worker (our
-//! library) while a peer on the legacy libpvm3, on host 3, sends the worker numbered
-//! messages; the worker is moved 1 -> 2 -> 3 in the middle of both streams. Every answer must
-//! be right and come from the same tid, the peer's messages must all arrive once and in
-//! order, the worker's output must keep reaching the master's `pvm_catchout`, refusals answer
-//! at once, and `pvm_kill` of the moved tid kills it on its new host and fires the master's
-//! PvmTaskExit notify.
+//! four namespace hosts, 1-3 running pvmd-rs and 4 the legacy pvmd. The master on host 1
+//! streams checked requests to a worker (our library) while a peer on the legacy libpvm3, on
+//! the legacy daemon's host, sends the worker numbered messages. The worker is moved
+//! 1 -> 2 -> 3 -> 1 -> "any" (3) in the middle of both streams: post-copy in one test,
+//! stop-and-copy with a direct master-worker route in the other. Every answer must be right
+//! and come from the same tid, the peer's messages must all arrive once and in order (the
+//! legacy daemon routes by the tid's host bits: the origin pvmd relays), the worker's answer
+//! to the peer must arrive, its output must keep reaching the master's `pvm_catchout`,
+//! refusals answer at once, and `pvm_kill` of the moved tid kills it on its new host and fires
+//! the master's PvmTaskExit notify.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
 use interop_tests::shim::{shim_dir, LDSO, LEGACY_LIB_DIR};
-use interop_tests::{our_pvmd, Proc, LEGACY_CONSOLE, TIMEOUT};
+use interop_tests::{our_pvmd, Proc, LEGACY_CONSOLE, LEGACY_PVMD, TIMEOUT};
 
 const JOB: &str = r#"
 #include <stdio.h>
@@ -28,7 +31,14 @@ static void worker(void) {
         pvm_bufinfo(pvm_recv(-1, -1), 0, &tag, &who);
         pvm_upkint(&v, 1, 1);
         if (tag == 3) { if (v != np + 1) pbad++; np = v; continue; }
-        if (tag == 5) { pend = v; if (mdone) break; continue; }
+        if (tag == 5) {
+            pend = v;
+            pvm_initsend(PvmDataDefault);
+            pvm_pkint(&np, 1, 1);
+            pvm_send(who, 6);
+            if (mdone) break;
+            continue;
+        }
         if (tag != 1) continue;
         if (v < 0) { mdone = 1; if (pend >= 0) break; continue; }
         sum += v;
@@ -46,17 +56,19 @@ static void worker(void) {
     pvm_recv(-1, 99); /* until killed */
 }
 int main(int argc, char **argv) {
-    int i, n = 3000, w, v, who, bad = 0, peer, r, np, pbad, pend;
+    int i, n = 3000, w, v, vw, who, bad = 0, peer, r, np, pbad, pend;
     long sum = 0, got;
     double t0;
     struct timeval tmout = { 20, 0 };
     char *pargs[] = { "--library-path", "/usr/lib/x86_64-linux-gnu", argv[1], 0 };
     if (pvm_parent() > 0) { worker(); pvm_exit(); return 0; }
     pvm_setopt(PvmAutoErr, 0);
+    /* Direct task-task route to the worker: drained at each park, rebuilt after the move. */
+    if (getenv("MM_DIRECT")) pvm_setopt(PvmRoute, PvmRouteDirect);
     pvm_catchout(stdout);
-    /* argv: peer program, host 1, host 2, host 3 */
+    /* argv: peer program, host 1, host 2, host 3 (pvmd-rs), host 4 (legacy pvmd) */
     if (pvm_spawn(argv[0], 0, PvmTaskHost, argv[2], 1, &w) != 1) { printf("spawn failed %d\n", w); pvm_exit(); return 1; }
-    if (pvm_spawn("/lib64/ld-linux-x86-64.so.2", pargs, PvmTaskHost, argv[4], 1, &peer) != 1) { printf("peer spawn failed %d\n", peer); pvm_exit(); return 1; }
+    if (pvm_spawn("/lib64/ld-linux-x86-64.so.2", pargs, PvmTaskHost, argv[5], 1, &peer) != 1) { printf("peer spawn failed %d\n", peer); pvm_exit(); return 1; }
     pvm_notify(PvmTaskExit, 9, 1, &w);
     pvm_initsend(PvmDataDefault);
     pvm_pkint(&w, 1, 1);
@@ -65,14 +77,15 @@ int main(int argc, char **argv) {
         pvm_initsend(PvmDataDefault);
         pvm_pkint(&i, 1, 1);
         pvm_send(w, 1);
-        if (i == 1000 || i == 2000) {
-            char *to = i == 1000 ? argv[3] : argv[4];
+        /* 1 -> 2, 2 -> 3 (neither is the tid's origin), 3 -> 1 (back home), 1 -> any */
+        if (i == 800 || i == 1400 || i == 2000 || i == 2600) {
+            char *to = i == 800 ? argv[3] : i == 1400 ? argv[4] : i == 2000 ? argv[2] : "";
             t0 = now();
             r = pvm_migrate(w, to);
-            printf("migrate at %d to %s: %s %.3f\n", i, to, r <= -1000 ? "ok" : "failed", now() - t0);
+            printf("migrate at %d to %s: %s %x %.3f\n", i, *to ? to : "any", r <= -1000 ? "ok" : "failed", r, now() - t0);
             fflush(stdout);
         }
-        if (i == 2000) {
+        if (i == 1400) {
             t0 = now();
             r = pvm_migrate(w, argv[4]);
             printf("again %d %.3f\n", r, now() - t0);
@@ -91,6 +104,8 @@ int main(int argc, char **argv) {
     pvm_send(peer, 22);
     pvm_recv(peer, 21);
     pvm_upkint(&v, 1, 1);
+    pvm_upkint(&vw, 1, 1);
+    printf("peer heard back %d\n", vw);
     i = -1;
     pvm_initsend(PvmDataDefault);
     pvm_pkint(&i, 1, 1);
@@ -113,13 +128,15 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// On the legacy library, on host 3: numbered messages to the worker until told to stop.
+/// On the legacy library, on the legacy daemon's host 4: numbered messages to the worker until
+/// told to stop, then an end marker the worker answers (a message from the moved worker to a
+/// host that knows nothing of moves: relayed by the tid's origin pvmd).
 const LEGACY_PEER: &str = r#"
 #include <stdio.h>
 #include <unistd.h>
 #include <pvm3.h>
 int main(void) {
-    int parent = pvm_parent(), w, i = 0, stop = 0;
+    int parent = pvm_parent(), w, i = 0, stop = 0, back = -1;
     pvm_recv(parent, 20);
     pvm_upkint(&w, 1, 1);
     while (!(stop = pvm_nrecv(parent, 22) > 0) && i < 40000) {
@@ -133,8 +150,11 @@ int main(void) {
     pvm_initsend(PvmDataDefault);
     pvm_pkint(&i, 1, 1);
     pvm_send(w, 5);
+    pvm_recv(w, 6);
+    pvm_upkint(&back, 1, 1);
     pvm_initsend(PvmDataDefault);
     pvm_pkint(&i, 1, 1);
+    pvm_pkint(&back, 1, 1);
     pvm_send(parent, 21);
     pvm_exit();
     return 0;
@@ -264,7 +284,7 @@ fn wait_or_kill(mut child: std::process::Child, limit: Duration) -> (Option<i32>
 
 fn mig_lines(c: &Cluster) -> String {
     let mut s = String::new();
-    for k in 1..=3 {
+    for k in 1..=4 {
         for l in c.log(k).lines().filter(|l| l.contains("mig: ")) {
             s.push_str(&format!("h{k} {l}\n"));
         }
@@ -274,6 +294,18 @@ fn mig_lines(c: &Cluster) -> String {
 
 #[test]
 fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
+    move_job(false);
+}
+
+/// The same with a direct route from the master to the worker: the worker drains and closes it
+/// at each park (TC_ROUTEGONE / TC_MARK), the master's library switches to the pvmd route and
+/// builds a new direct route to wherever the worker runs next.
+#[test]
+fn worker_with_a_direct_route_moves_between_hosts() {
+    move_job(true);
+}
+
+fn move_job(direct: bool) {
     assert!(
         std::path::Path::new(LEGACY_CONSOLE).exists(),
         "{LEGACY_CONSOLE} is missing: this test needs legacy PVM (Debian pvm)"
@@ -286,25 +318,34 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
     let job = gcc("job", JOB, true);
     let peer = gcc("peer", LEGACY_PEER, false);
     let t_all = Instant::now();
-    let c = Cluster::named("mm", "mig-move", 3);
-    let ips: Vec<String> = (1..=3).map(|k| c.host(k).ip.clone()).collect();
+    let c = Cluster::named("mm", "mig-move", 4);
+    let ips: Vec<String> = (1..=4).map(|k| c.host(k).ip.clone()).collect();
     let hf = c.dir.path().join("hostfile");
     let pvmd = our_pvmd();
     std::fs::write(
         &hf,
         format!(
-            "{}\n{} dx={}\n{} dx={}\n",
+            "{}\n{} dx={}\n{} dx={}\n{} dx={LEGACY_PVMD}\n",
             ips[0],
             ips[1],
             pvmd.display(),
             ips[2],
-            pvmd.display()
+            pvmd.display(),
+            ips[3]
         ),
     )
     .unwrap();
     write_nsenter_rsh(&c);
     let mut cmd = nsenter_command(&c, 1, &pvmd);
-    cmd.arg(format!("-n{}", ips[0])).arg(&hf);
+    cmd.arg(format!("-n{}", ips[0]));
+    if direct {
+        // Packet log (the master's pvmd logs each fragment it routes), uncapped; and
+        // stop-and-copy moves (the other test has post-copy ones).
+        cmd.arg("-d0x2")
+            .env("PVMDLOGMAX", "200000000")
+            .env("PVMD_MIGRATE_MODE", "stop-and-copy");
+    }
+    cmd.arg(&hf);
     let mut m = Proc {
         child: cmd.spawn().expect("start our pvmd"),
         name: "our master pvmd".into(),
@@ -312,9 +353,17 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
     assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
     // Every pair of daemons has exchanged DM_XCAPS (migration features) once each log shows
     // the negotiated windows: h1 with both slaves, h2 and h3 with two peers each.
+    let conf = || {
+        let mut k = c.command(1, std::path::Path::new(LEGACY_CONSOLE));
+        k.stdin(Stdio::piped());
+        let mut ch = k.spawn().expect("start the console");
+        use std::io::Write;
+        let _ = ch.stdin.take().expect("piped stdin").write_all(b"conf\n");
+        wait_or_kill(ch, TIMEOUT).1.contains("4 hosts")
+    };
     let ready = || {
         let n = |k| c.log(k).matches("window 32").count();
-        n(1) >= 2 && n(2) >= 2 && n(3) >= 2
+        n(1) >= 2 && n(2) >= 2 && n(3) >= 2 && conf()
     };
     assert!(
         c.wait_for(Duration::from_secs(20), ready),
@@ -322,13 +371,14 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
         c.logs()
     );
     let mut run = c.command(1, &job);
-    run.args([peer.to_str().unwrap(), &ips[0], &ips[1], &ips[2]])
+    run.args([peer.to_str().unwrap(), &ips[0], &ips[1], &ips[2], &ips[3]])
         .env("LD_LIBRARY_PATH", shim_dir())
+        .env(if direct { "MM_DIRECT" } else { "MM_NONE" }, "1")
         .env("PVM_EXPORT", "LD_LIBRARY_PATH");
     let _ = (LDSO, LEGACY_LIB_DIR);
     let (code, out, err) = wait_or_kill(run.spawn().expect("run the job"), Duration::from_secs(60));
     if code.is_none() {
-        for k in 1..=3 {
+        for k in 1..=4 {
             for pid in c.pids(k) {
                 let o = Command::new("ps")
                     .args(["-o", "pid,stat,wchan:32,args", "-p", &pid.to_string()])
@@ -341,19 +391,28 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
             }
         }
     }
-    let _ = std::fs::write("/tmp/mm-debug.log", c.logs());
     let logs = || format!("{out}\n{err}\n{}\n{}", mig_lines(&c), c.logs());
     eprintln!("{out}\n{}", mig_lines(&c));
     assert_eq!(code, Some(0), "{}", logs());
     let moves: Vec<&str> = out.lines().filter(|l| l.starts_with("migrate at")).collect();
-    assert_eq!(moves.len(), 2, "{}", logs());
+    assert_eq!(moves.len(), 4, "{}", logs());
+    for (k, (at, to, dtid)) in [
+        (800, ips[1].as_str(), "80080000"),
+        (1400, ips[2].as_str(), "800c0000"),
+        (2000, ips[0].as_str(), "80040000"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(
+            moves[k].starts_with(&format!("migrate at {at} to {to}: ok {dtid} ")),
+            "{}",
+            logs()
+        );
+    }
+    // "Any host": the least used target of host 1 (it sent one task to host 2, none to 3).
     assert!(
-        moves[0].starts_with(&format!("migrate at 1000 to {}: ok ", ips[1])),
-        "{}",
-        logs()
-    );
-    assert!(
-        moves[1].starts_with(&format!("migrate at 2000 to {}: ok ", ips[2])),
+        moves[3].starts_with("migrate at 2600 to any: ok 800c0000 "),
         "{}",
         logs()
     );
@@ -383,8 +442,9 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
         sent.parse::<i32>().unwrap() > 100,
         "the peer sent too little to test: {pl}"
     );
+    assert!(out.contains(&format!("peer heard back {sent}\n")), "{}", logs());
     // Output from every host the worker ran on reached the master's pvm_catchout.
-    for k in [500, 1000, 1500, 2000, 2500, 3000] {
+    for k in (1..=6).map(|k| k * 500) {
         assert_eq!(
             out.matches(&format!("worker at {k}\n")).count(),
             1,
@@ -395,8 +455,37 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
     assert!(out.contains("exit notified same tid"), "{}", logs());
     // The daemons' side: moved twice, the kill reached the task on host 3.
     let ml = mig_lines(&c);
-    assert_eq!(ml.matches("moved to host").count(), 2, "{}", logs());
-    assert!(c.log(3).contains("runs here now"), "{}", logs());
+    assert_eq!(ml.matches("moved to host").count(), 4, "{}", logs());
+    // No message waited for a flush until the task left again (the order gate let every
+    // host through in time, the legacy one included on the origin).
+    assert!(!ml.contains("still waited for its flush"), "{}", logs());
+    let mode = if direct {
+        "(stop-and-copy)"
+    } else {
+        "(post-copy, pages served from here)"
+    };
+    assert_eq!(ml.matches(mode).count(), 4, "{}", logs());
+    if !direct {
+        assert!(
+            c.wait_for(Duration::from_secs(10), || mig_lines(&c)
+                .matches("every page fetched by the target")
+                .count()
+                == 4),
+            "{}",
+            logs()
+        );
+    }
+    assert_eq!(c.log(3).matches("runs here now").count(), 2, "{}", logs());
+    assert!(c.log(1).contains("runs here now"), "back home: {}", logs());
+    if direct {
+        // Of the 3000 requests only the first few after each move went through the pvmd of
+        // host 1: the route was rebuilt to each new host.
+        let l1 = c.log(1);
+        assert!(!l1.contains("logging truncated"));
+        let via_pvmd = l1.matches("loclinpkt() src t40001 dst t40002 ").count();
+        eprintln!("direct route: {via_pvmd} of 3000 requests went through host 1's pvmd");
+        assert!(via_pvmd < 100, "{via_pvmd} requests through the pvmd");
+    }
     assert!(t_all.elapsed() < Duration::from_secs(90));
     m.child.kill().ok();
 }
