@@ -4,7 +4,8 @@
 //! SM_ADD/SM_ADDACK), asks for the configuration and task list (SM_CONFIG, SM_TASK), spawns
 //! eight children that srm places (SM_SPAWN -> SM_EXEC to each host's pvmd, SM_EXECACK),
 //! asks srm for exit notifies (SM_NOTIFY, fired from the pvmds' SM_TASKX), and spawns two
-//! more on a named host. Everything the probe prints (placements as host indices) and the
+//! more on a named host, deletes a host (SM_DELHOST; the pvmd tells srm with SM_HOSTX) and
+//! asks for the configuration again. Everything the probe prints (placements as host indices) and the
 //! sequence of messages srm reports receiving must be equal on both daemons.
 
 mod sched_common;
@@ -21,6 +22,7 @@ const PROBE: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <pvm3.h>
 static struct pvmhostinfo *hi; static int nh;
 static int hidx(int tid) {
@@ -64,6 +66,12 @@ int main(int argc, char **argv) {
     printf("spawned on host 3: %d: h%d h%d\n", n, t2[0] > 0 ? hidx(t2[0]) : t2[0], t2[1] > 0 ? hidx(t2[1]) : t2[1]);
     pvm_initsend(PvmDataDefault);
     pvm_mcast(t2, 2, 8);
+    usleep(300000);
+    cc = pvm_delhosts(argv + 3, 1, st);
+    printf("delhosts %d: %s\n", cc, st[0] >= 0 ? "ok" : "err");
+    usleep(500000);
+    cc = pvm_config(&nh, &na, &hi);
+    printf("config after delete %d: %d hosts\n", cc, nh);
     pvm_exit();
     return 0;
 }
@@ -159,6 +167,8 @@ fn srm_places_tasks_on_pvmd_rs_as_on_the_legacy_daemon() {
     assert!(lout.contains("config 0: 4 hosts"), "{lout}\n{lctx}");
     assert!(lout.contains("spawned 8:"), "{lout}\n{lctx}");
     assert!(lmsgs.iter().any(|m| m.contains("SM_SPAWN")), "{lmsgs:?}");
+    assert!(lout.contains("config after delete 0: 3 hosts"), "{lout}\n{lctx}");
+    assert!(lmsgs.iter().any(|m| m.contains("SM_HOSTX")), "{lmsgs:?}");
     assert_eq!(oout, lout, "probe output differs\nours: {octx}\nlegacy: {lctx}");
     assert_eq!(omsgs, lmsgs, "srm saw other messages\nours: {octx}\nlegacy: {lctx}");
 }
