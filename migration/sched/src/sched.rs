@@ -224,6 +224,8 @@ impl Sched {
     /// that host, even if its owner is busy — the user asked for it; PvmTaskArch: hosts of
     /// that architecture). Each entry: host index and the reason. Empty: nowhere at all.
     pub fn place(&self, flags: i32, where_: &str, count: usize) -> Vec<(usize, String)> {
+        // `where` may carry a working directory after a colon (`host:dir`); the pvmd uses it.
+        let where_ = where_.split(':').next().unwrap_or("");
         let host_only = flags & PVM_TASK_HOST != 0 && !where_.is_empty();
         let arch_only = flags & PVM_TASK_ARCH != 0 && !where_.is_empty();
         let cands: Vec<usize> = (0..self.hosts.len())
@@ -321,6 +323,8 @@ mod tests {
         assert_eq!(p, vec![1, 2, 0, 1]);
         let only: Vec<usize> = s.place(1, "h4", 2).into_iter().map(|(i, _)| i).collect();
         assert_eq!(only, vec![3, 3], "PvmTaskHost is honoured");
+        let wd: Vec<usize> = s.place(1, "h3:/tmp", 1).into_iter().map(|(i, _)| i).collect();
+        assert_eq!(wd, vec![2], "a working directory after the host name");
         assert!(s.place(2, "SUN4", 1).is_empty(), "no host of that arch");
     }
 
