@@ -70,6 +70,7 @@ int main(int argc, char **argv) {
     if (pvm_spawn(argv[0], 0, PvmTaskHost, argv[2], 1, &w) != 1) { printf("spawn failed %d\n", w); pvm_exit(); return 1; }
     if (pvm_spawn("/lib64/ld-linux-x86-64.so.2", pargs, PvmTaskHost, argv[5], 1, &peer) != 1) { printf("peer spawn failed %d\n", peer); pvm_exit(); return 1; }
     pvm_notify(PvmTaskExit, 9, 1, &w);
+    printf("tids %x %x\n", pvm_mytid(), w);
     pvm_initsend(PvmDataDefault);
     pvm_pkint(&w, 1, 1);
     pvm_send(peer, 20);
@@ -294,7 +295,7 @@ fn mig_lines(c: &Cluster) -> String {
 
 #[test]
 fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
-    move_job(false);
+    move_job(false, false);
 }
 
 /// The same with a direct route from the master to the worker: the worker drains and closes it
@@ -302,10 +303,42 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
 /// builds a new direct route to wherever the worker runs next.
 #[test]
 fn worker_with_a_direct_route_moves_between_hosts() {
-    move_job(true);
+    move_job(true, false);
 }
 
-fn move_job(direct: bool) {
+/// Host 2 cannot restore (its restore helper fails at once): both moves to it fail with
+/// PvmSysErr after the dump, and the worker runs on where it was (post-copy: CRIU lets the
+/// frozen task go on; stop-and-copy: the source restores it from its own image), with no
+/// message lost; the other moves work as before.
+#[test]
+fn failed_moves_leave_the_worker_running_post_copy() {
+    move_job(false, true);
+}
+
+#[test]
+fn failed_moves_leave_the_worker_running_stop_and_copy() {
+    move_job(true, true);
+}
+
+/// A restore helper that fails on host 2 (its PVM_TMP names it) and runs `pvm-migrate`
+/// elsewhere.
+fn broken_helper(c: &Cluster) -> PathBuf {
+    let p = c.dir.path().join("pvm-migrate-broken");
+    let real = our_pvmd().with_file_name("pvm-migrate");
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\ncase \"$PVM_TMP\" in *-h2-*) echo 'mm: host 2 cannot restore' >&2; exit 1;; esac\nexec {} \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn move_job(direct: bool, broken: bool) {
     assert!(
         std::path::Path::new(LEGACY_CONSOLE).exists(),
         "{LEGACY_CONSOLE} is missing: this test needs legacy PVM (Debian pvm)"
@@ -344,6 +377,9 @@ fn move_job(direct: bool) {
         cmd.arg("-d0x2")
             .env("PVMDLOGMAX", "200000000")
             .env("PVMD_MIGRATE_MODE", "stop-and-copy");
+    }
+    if broken {
+        cmd.env("PVMD_MIGRATE_BIN", broken_helper(&c));
     }
     cmd.arg(&hf);
     let mut m = Proc {
@@ -396,23 +432,27 @@ fn move_job(direct: bool) {
     assert_eq!(code, Some(0), "{}", logs());
     let moves: Vec<&str> = out.lines().filter(|l| l.starts_with("migrate at")).collect();
     assert_eq!(moves.len(), 4, "{}", logs());
-    for (k, (at, to, dtid)) in [
-        (800, ips[1].as_str(), "80080000"),
-        (1400, ips[2].as_str(), "800c0000"),
-        (2000, ips[0].as_str(), "80040000"),
+    // PvmSysErr (-14) when host 2 cannot restore.
+    let to_h2 = if broken { "failed fffffff2" } else { "ok 80080000" };
+    for (k, (at, to, result)) in [
+        (800, ips[1].as_str(), to_h2),
+        (1400, ips[2].as_str(), "ok 800c0000"),
+        (2000, ips[0].as_str(), "ok 80040000"),
     ]
     .into_iter()
     .enumerate()
     {
         assert!(
-            moves[k].starts_with(&format!("migrate at {at} to {to}: ok {dtid} ")),
+            moves[k].starts_with(&format!("migrate at {at} to {to}: {result} ")),
             "{}",
             logs()
         );
     }
-    // "Any host": the least used target of host 1 (it sent one task to host 2, none to 3).
+    // "Any host": the least used target of host 1 (it moved one task to host 2, none to 3;
+    // or, host 2 having failed, none there and one to 3).
+    let any = if broken { "failed fffffff2" } else { "ok 800c0000" };
     assert!(
-        moves[3].starts_with("migrate at 2600 to any: ok 800c0000 "),
+        moves[3].starts_with(&format!("migrate at 2600 to any: {any} ")),
         "{}",
         logs()
     );
@@ -455,7 +495,16 @@ fn move_job(direct: bool) {
     assert!(out.contains("exit notified same tid"), "{}", logs());
     // The daemons' side: moved twice, the kill reached the task on host 3.
     let ml = mig_lines(&c);
-    assert_eq!(ml.matches("moved to host").count(), 4, "{}", logs());
+    let moved = if broken { 2 } else { 4 };
+    assert_eq!(ml.matches("moved to host").count(), moved, "{}", logs());
+    if broken {
+        let kept = if direct {
+            "restoring it here"
+        } else {
+            "it continues here"
+        };
+        assert_eq!(ml.matches(kept).count(), 2, "{}", logs());
+    }
     // No message waited for a flush until the task left again (the order gate let every
     // host through in time, the legacy one included on the origin).
     assert!(!ml.contains("still waited for its flush"), "{}", logs());
@@ -470,19 +519,24 @@ fn move_job(direct: bool) {
             c.wait_for(Duration::from_secs(10), || mig_lines(&c)
                 .matches("every page fetched by the target")
                 .count()
-                == 4),
+                == moved),
             "{}",
             logs()
         );
     }
-    assert_eq!(c.log(3).matches("runs here now").count(), 2, "{}", logs());
+    assert_eq!(c.log(3).matches("runs here now").count(), moved / 2, "{}", logs());
     assert!(c.log(1).contains("runs here now"), "back home: {}", logs());
     if direct {
         // Of the 3000 requests only the first few after each move went through the pvmd of
         // host 1: the route was rebuilt to each new host.
         let l1 = c.log(1);
         assert!(!l1.contains("logging truncated"));
-        let via_pvmd = l1.matches("loclinpkt() src t40001 dst t40002 ").count();
+        let tids = out.lines().find(|l| l.starts_with("tids ")).unwrap_or_default();
+        let t: Vec<&str> = tids.split(' ').collect();
+        assert_eq!(t.len(), 3, "{out}");
+        let via_pvmd = l1.matches(&format!("loclinpkt() src t{} dst t{} ", t[1], t[2])).count();
+        // The first requests did go through it (the count is not vacuous).
+        assert!(via_pvmd > 0, "{}", logs());
         eprintln!("direct route: {via_pvmd} of 3000 requests went through host 1's pvmd");
         assert!(via_pvmd < 100, "{via_pvmd} requests through the pvmd");
     }

@@ -198,6 +198,8 @@ struct OutOp {
     old_exited: bool,
     /// Post-copy: where the page server listens.
     lazy: Option<SocketAddrV4>,
+    /// Post-copy: set when the target gave up, so the page server stops at once.
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A move in progress, on the target.
@@ -334,6 +336,7 @@ fn process_alive(pid: i32) -> bool {
 /// task still runs, stop-and-copy instead. The image dir says which one the target gets
 /// (`pvm-lazy` holds the page server's address). Returns an error with an empty `why` when
 /// it reported by itself (post-copy).
+#[allow(clippy::too_many_arguments)]
 fn dump_and_send(
     pid: i32,
     dir: &Path,
@@ -342,6 +345,7 @@ fn dump_and_send(
     tx: &UnboundedSender<MigEvent>,
     key: u32,
     op: i32,
+    cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<DumpInfo, DumpError> {
     let t0 = Instant::now();
     while t0.elapsed() < DRAIN_LIMIT {
@@ -429,7 +433,7 @@ fn dump_and_send(
     };
     // Report the dump now (the target restores meanwhile), then wait for the pages.
     let _ = tx.send(MigEvent::Dumped { key, op, res: Ok(info) });
-    let res = srv.finish(CRIU_LIMIT).map_err(|e| e.to_string());
+    let res = srv.finish_unless(CRIU_LIMIT, cancel).map_err(|e| e.to_string());
     let _ = tx.send(MigEvent::PagesServed {
         key,
         op,
@@ -843,6 +847,7 @@ impl<A: AuthFiles> Daemon<A> {
                     // Post-copy: the page server's end says whether the task lives on here.
                     if let Some(o) = self.mig.mv.outs.get_mut(&key) {
                         o.cancelled = Some(why);
+                        o.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
                 Stage::Restoring => {
@@ -1042,6 +1047,7 @@ impl<A: AuthFiles> Daemon<A> {
                 cancelled: None,
                 old_exited: false,
                 lazy,
+                cancel: Default::default(),
             },
         );
     }
@@ -1439,6 +1445,7 @@ impl<A: AuthFiles> Daemon<A> {
         }
         o.stage = Stage::Dumping;
         let (op, dir, target, port, lazy) = (o.op, o.dir.clone(), o.target, o.port, o.lazy);
+        let cancel = o.cancel.clone();
 
         let pid = self.tasks.get(&key).map_or(0, |t| t.pid);
         let addr = self
@@ -1449,7 +1456,7 @@ impl<A: AuthFiles> Daemon<A> {
         let Some(ip) = addr else { return };
         let tx = self.mig.mv.tx.clone();
         std::thread::spawn(move || {
-            let res = dump_and_send(pid, &dir, SocketAddr::from((ip, port)), lazy, &tx, key, op);
+            let res = dump_and_send(pid, &dir, SocketAddr::from((ip, port)), lazy, &tx, key, op, &cancel);
             if res.as_ref().is_err_and(|e| e.why.is_empty()) {
                 return; // post-copy: reported as it went
             }
@@ -1834,6 +1841,7 @@ impl<A: AuthFiles> Daemon<A> {
             )));
             let mut o = o;
             o.cancelled = Some(format!("host {from} could not restore it"));
+            o.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
             self.mig.mv.outs.insert(key, o);
             return;
         }
