@@ -27,6 +27,10 @@ static double now(void) { struct timeval t; gettimeofday(&t, 0); return t.tv_sec
 static void worker(void) {
     int me = pvm_mytid(), parent = pvm_parent(), v, tag, who, np = 0, pbad = 0, pend = -1, mdone = 0;
     long sum = 0;
+    /* MM_MB (measurements): resident memory the moves must carry, checked at the end. */
+    size_t mb = getenv("MM_MB") ? (size_t)atoi(getenv("MM_MB")) : 0, k;
+    unsigned char *heap = mb ? malloc(mb << 20) : 0;
+    for (k = 0; heap && k < mb << 20; k++) heap[k] = (unsigned char)(k * 7);
     for (;;) {
         pvm_bufinfo(pvm_recv(-1, -1), 0, &tag, &who);
         pvm_upkint(&v, 1, 1);
@@ -48,6 +52,7 @@ static void worker(void) {
         pvm_send(parent, 2);
         if (v % 500 == 0) { printf("worker at %d\n", v); fflush(stdout); }
     }
+    for (k = 0; heap && k < mb << 20; k++) if (heap[k] != (unsigned char)(k * 7)) { pbad += 1000000; break; }
     pvm_initsend(PvmDataDefault);
     pvm_pkint(&np, 1, 1);
     pvm_pkint(&pbad, 1, 1);
@@ -410,7 +415,8 @@ fn move_job(direct: bool, broken: bool) {
     run.args([peer.to_str().unwrap(), &ips[0], &ips[1], &ips[2], &ips[3]])
         .env("LD_LIBRARY_PATH", shim_dir())
         .env(if direct { "MM_DIRECT" } else { "MM_NONE" }, "1")
-        .env("PVM_EXPORT", "LD_LIBRARY_PATH");
+        .env("MM_MB", std::env::var("MM_MB").unwrap_or_default())
+        .env("PVM_EXPORT", "LD_LIBRARY_PATH:MM_MB");
     let _ = (LDSO, LEGACY_LIB_DIR);
     let (code, out, err) = wait_or_kill(run.spawn().expect("run the job"), Duration::from_secs(60));
     if code.is_none() {
