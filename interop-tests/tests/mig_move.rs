@@ -26,6 +26,7 @@ const JOB: &str = r#"
 static double now(void) { struct timeval t; gettimeofday(&t, 0); return t.tv_sec + t.tv_usec / 1e6; }
 static void worker(void) {
     int me = pvm_mytid(), parent = pvm_parent(), v, tag, who, np = 0, pbad = 0, pend = -1, mdone = 0;
+    int nm = 0, last7 = 0, mbad = 0;
     long sum = 0;
     /* MM_MB (measurements): resident memory the moves must carry, checked at the end. */
     size_t mb = getenv("MM_MB") ? (size_t)atoi(getenv("MM_MB")) : 0, k;
@@ -35,6 +36,7 @@ static void worker(void) {
         pvm_bufinfo(pvm_recv(-1, -1), 0, &tag, &who);
         pvm_upkint(&v, 1, 1);
         if (tag == 3) { if (v != np + 1) pbad++; np = v; continue; }
+        if (tag == 7) { if (v != last7 + 100) mbad++; last7 = v; nm++; continue; }
         if (tag == 5) {
             pend = v;
             pvm_initsend(PvmDataDefault);
@@ -57,11 +59,13 @@ static void worker(void) {
     pvm_pkint(&np, 1, 1);
     pvm_pkint(&pbad, 1, 1);
     pvm_pkint(&pend, 1, 1);
+    pvm_pkint(&nm, 1, 1);
+    pvm_pkint(&mbad, 1, 1);
     pvm_send(parent, 4);
     pvm_recv(-1, 99); /* until killed */
 }
 int main(int argc, char **argv) {
-    int i, n = 3000, w, v, vw, who, bad = 0, peer, r, np, pbad, pend;
+    int i, n = 3000, w, v, vw, who, bad = 0, peer, r, np, pbad, pend, nm, mbad, both[2];
     long sum = 0, got;
     double t0;
     struct timeval tmout = { 20, 0 };
@@ -83,6 +87,12 @@ int main(int argc, char **argv) {
         pvm_initsend(PvmDataDefault);
         pvm_pkint(&i, 1, 1);
         pvm_send(w, 1);
+        if (i % 100 == 0) {
+            /* A multicast to the worker (wherever it is) and the legacy peer. */
+            both[0] = w;
+            both[1] = peer;
+            pvm_mcast(both, 2, 7);
+        }
         /* 1 -> 2, 2 -> 3 (neither is the tid's origin), 3 -> 1 (back home), 1 -> any */
         if (i == 800 || i == 1400 || i == 2000 || i == 2600) {
             char *to = i == 800 ? argv[3] : i == 1400 ? argv[4] : i == 2000 ? argv[2] : "";
@@ -120,6 +130,9 @@ int main(int argc, char **argv) {
     pvm_upkint(&np, 1, 1);
     pvm_upkint(&pbad, 1, 1);
     pvm_upkint(&pend, 1, 1);
+    pvm_upkint(&nm, 1, 1);
+    pvm_upkint(&mbad, 1, 1);
+    printf("mcast got %d, out of order %d\n", nm, mbad);
     printf("done bad %d\n", bad);
     printf("legacy peer sent %d, worker got %d (end %d), out of order %d\n", v, np, pend, pbad);
     fflush(stdout);
@@ -463,6 +476,8 @@ fn move_job(direct: bool, broken: bool) {
         logs()
     );
     assert!(out.contains("done bad 0\n"), "{}", logs());
+    // Multicasts (to the worker and the legacy peer) reach the worker on every host.
+    assert!(out.contains("mcast got 30, out of order 0\n"), "{}", logs());
     // Refusals answer at once: already there (PvmBadParam -2), legacy library (PvmNotImpl -24).
     let again = out.lines().find(|l| l.starts_with("again ")).unwrap_or_default();
     assert!(again.starts_with("again -2 "), "{}", logs());

@@ -56,6 +56,9 @@ pub const DM_TIDMOVED: i32 = 0x8002_0103u32 as i32;
 /// A pvmd -> the pvmd where a task runs: TM_MIGRATE on behalf of a local requester, `int op;
 /// int tid; int host; int mode`; reply (same code and wid) `int op; int cc; int host`.
 pub const DM_MIGREQ: i32 = 0x8002_0108u32 as i32;
+/// A pvmd -> the pvmd where a moved task runs: one fragment of a multicast for it, `int tid`
+/// then the frame (its destination is the multicast tid, as the task must see it). No reply.
+pub const DM_MIGMCA: i32 = 0x8002_010au32 as i32;
 /// A pvmd -> the pvmd where a moved task runs: one relayed fragment, the body being the frame
 /// as the task would read it (16-byte stream header, payload). No reply.
 pub const DM_MIGFWD: i32 = 0x8002_0109u32 as i32;
@@ -602,6 +605,51 @@ impl<A: AuthFiles> Daemon<A> {
                 "mig: relayed pkt src t{:x} dst t{:x} scrapped (no such task)",
                 fh.src.bits(),
                 fh.dst.bits()
+            ))),
+        }
+    }
+
+    /// Hook of the multicast deliveries (`multicast()`, `net_packet()`): a member of the
+    /// multicast that moved away gets its copy relayed. Returns the bytes when it is not one.
+    pub(super) fn mig_mcast(&mut self, member: Tid, bytes: Vec<u8>, out: &mut Vec<Out>) -> Option<Vec<u8>> {
+        if self.has_task(member) {
+            return Some(bytes);
+        }
+        let Some(h) = self.mig.mv.route_of(member) else {
+            return Some(bytes);
+        };
+        let mut body = Vec::with_capacity(4 + bytes.len());
+        body.extend_from_slice(&member.0.to_be_bytes());
+        body.extend_from_slice(&bytes);
+        if h != self.host.index {
+            self.dm_send(h, DM_MIGMCA, 0, &body, out);
+        }
+        None
+    }
+
+    /// DM_MIGMCA: a multicast fragment for a member that runs here (or went on).
+    fn dm_migmca(&mut self, from: u32, body: &[u8], out: &mut Vec<Out>) {
+        let (Some(t), Some(frame)) = (body.get(..4), body.get(4..)) else {
+            return out.push(Out::Log(format!("mig: bad DM_MIGMCA from host {from}")));
+        };
+        let member = Tid(i32::from_be_bytes([t[0], t[1], t[2], t[3]]));
+        let ok = StreamFragHeader::parse(frame, MAX_PENDING_BYTES as u32)
+            .is_ok_and(|fh| fh.len as usize == frame.len() - 16);
+        if !ok || !member.is_task() {
+            return out.push(Out::Log(format!("mig: bad DM_MIGMCA from host {from}")));
+        }
+        if self.has_task(member) {
+            let key = self.key(member);
+            if let Some(b) = self.mig_gate(key, from, frame.to_vec()) {
+                self.deliver(key, b, out);
+            }
+            return;
+        }
+        match self.mig.mv.route_of(member) {
+            Some(h) if h != from => self.dm_send(h, DM_MIGMCA, 0, body, out),
+            _ => out.push(Out::Log(format!(
+                "mig: multicast for t{:x} scrapped (no such task)",
+                member.bits()
             ))),
         }
     }
@@ -1195,6 +1243,7 @@ impl<A: AuthFiles> Daemon<A> {
             DM_TIDMOVED => self.dm_tidmoved(from, body, out),
             DM_MIGREQ => self.dm_migreq(from, wid, body, out),
             DM_MIGFWD => self.dm_migfwd(from, body, out),
+            DM_MIGMCA => self.dm_migmca(from, body, out),
             _ => return false,
         }
         true

@@ -635,8 +635,10 @@ impl<A: AuthFiles> Daemon<A> {
                 n.mca_in.remove(&p.dst);
             }
             for d in dsts {
-                let key = super::task_key(self.host.index, d);
-                self.deliver(key, frame(p.dst), out);
+                if let Some(b) = self.mig_mcast(d, frame(p.dst), out) {
+                    let key = super::task_key(self.host.index, d); // mig_mcast: mig_move.rs hook
+                    self.deliver(key, b, out);
+                }
             }
             return;
         }
