@@ -25,7 +25,7 @@
 //! CRIU and the image stream run on threads; their results come back as [`MigEvent`]s that the
 //! shell hands to [`Daemon::mig_event`]. The event loop never waits for them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -71,6 +71,9 @@ const KIND_EXITED: i32 = 2;
 const CRIU_LIMIT: Duration = Duration::from_secs(60);
 /// Longest wait for the task's output pipes to be read empty before the dump.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// Most bytes of relays waiting for room in the datagram layer's queues (then they are dropped,
+/// with a log line).
+const BACKLOG_MAX: usize = 64 << 20;
 /// Op ids carry the initiator's host index above this many bits, so that a request and a
 /// reply of the same code are told apart (and ops of different hosts never clash).
 const OP_HOST_SHIFT: u32 = 18;
@@ -248,6 +251,11 @@ pub struct MoveState {
     /// Image directories of tasks restored here, by key: removed when the task leaves or
     /// exits (not earlier: the restore helper may still be reading its stamp and logs).
     images: HashMap<u32, PathBuf>,
+    /// Relays (DM_MIGFWD, DM_MIGMCA, flushes) the datagram layer could not take yet because
+    /// its send queue to the host was full, in order per host: a relay must not be lost, and
+    /// a flush must not overtake what it flushes.
+    backlog: HashMap<u32, VecDeque<(i32, Vec<u8>)>>,
+    backlog_bytes: usize,
     /// Tasks moved to each host (host 0 = "any" picks the host with the fewest).
     sent_to: HashMap<u32, u32>,
     last_op: i32,
@@ -267,6 +275,8 @@ impl Default for MoveState {
             asked: HashMap::new(),
             stale_exits: HashMap::new(),
             images: HashMap::new(),
+            backlog: HashMap::new(),
+            backlog_bytes: 0,
             sent_to: HashMap::new(),
             last_op: 0,
             tx,
@@ -573,7 +583,69 @@ impl<A: AuthFiles> Daemon<A> {
         if host == self.host.index {
             return;
         }
-        self.dm_send(host, DM_MIGFWD, 0, frame, out);
+        self.relay_dm(host, DM_MIGFWD, frame.to_vec(), out);
+    }
+
+    /// Sends a relay DM to `host` after whatever relays wait for that host.
+    fn relay_dm(&mut self, host: u32, tag: i32, body: Vec<u8>, out: &mut Vec<Out>) {
+        let waiting = self.mig.mv.backlog.get(&host).is_some_and(|q| !q.is_empty());
+        if !waiting {
+            match self.try_dm(host, tag, &body) {
+                Ok(()) => return,
+                Err(pvm_proto::ddp::SendError::QueueFull { .. }) => {}
+                Err(e) => return out.push(Out::Log(format!("mig: relay to host {host}: {e}"))),
+            }
+        }
+        let mv = &mut self.mig.mv;
+        if mv.backlog_bytes + body.len() > BACKLOG_MAX {
+            return out.push(Out::Log(format!(
+                "mig: relay to host {host} dropped: {} bytes wait for its queue",
+                mv.backlog_bytes
+            )));
+        }
+        mv.backlog_bytes += body.len();
+        mv.backlog.entry(host).or_default().push_back((tag, body));
+    }
+
+    fn try_dm(&mut self, host: u32, tag: i32, body: &[u8]) -> Result<(), pvm_proto::ddp::SendError> {
+        let me = Tid::pvmd(self.host.index);
+        let Some(n) = self.net.as_mut() else { return Ok(()) };
+        let now = n.now();
+        let h = pvm_proto::mesg::MsgHeader {
+            enc: pvm_proto::codes::ENC_XDR,
+            tag,
+            ctx: 0,
+            wid: 0,
+            crc: 0,
+        };
+        n.ep.send_message(now, host, me, Tid::pvmd(host), h, body)
+    }
+
+    /// Hook after the datagram layer ran (acks may have made room): sends waiting relays.
+    pub(super) fn mig_drain_backlog(&mut self, out: &mut Vec<Out>) {
+        if self.mig.mv.backlog_bytes == 0 {
+            return;
+        }
+        let hosts: Vec<u32> = self.mig.mv.backlog.keys().copied().collect();
+        for host in hosts {
+            while let Some((tag, body)) = self.mig.mv.backlog.get_mut(&host).and_then(|q| q.pop_front()) {
+                match self.try_dm(host, tag, &body) {
+                    Err(pvm_proto::ddp::SendError::QueueFull { .. }) => {
+                        if let Some(q) = self.mig.mv.backlog.get_mut(&host) {
+                            q.push_front((tag, body));
+                        }
+                        break;
+                    }
+                    r => {
+                        self.mig.mv.backlog_bytes -= body.len();
+                        if let Err(e) = r {
+                            out.push(Out::Log(format!("mig: relay to host {host}: {e}")));
+                        }
+                    }
+                }
+            }
+        }
+        self.mig.mv.backlog.retain(|_, q| !q.is_empty());
     }
 
     /// DM_MIGFWD: a relayed fragment for a task that runs here, that went on elsewhere, or
@@ -583,7 +655,13 @@ impl<A: AuthFiles> Daemon<A> {
         let Ok(fh) = StreamFragHeader::parse(body, MAX_PENDING_BYTES as u32) else {
             return out.push(Out::Log(format!("mig: bad DM_MIGFWD from host {from}")));
         };
-        if fh.len as usize != body.len() - 16 || !fh.dst.is_task() {
+        if fh.len as usize != body.len() - 16 {
+            return out.push(Out::Log(format!("mig: bad DM_MIGFWD from host {from}")));
+        }
+        if fh.dst.is_multicast() {
+            return self.migfwd_multicast(from, fh, body, out);
+        }
+        if !fh.dst.is_task() {
             return out.push(Out::Log(format!("mig: bad DM_MIGFWD from host {from}")));
         }
         let me = self.host.index;
@@ -622,9 +700,57 @@ impl<A: AuthFiles> Daemon<A> {
         body.extend_from_slice(&member.0.to_be_bytes());
         body.extend_from_slice(&bytes);
         if h != self.host.index {
-            self.dm_send(h, DM_MIGMCA, 0, &body, out);
+            self.relay_dm(h, DM_MIGMCA, body, out);
         }
         None
+    }
+
+    /// Hook of `net_multicast()`: a multicast from a task adopted here. Its datagrams would
+    /// look forged (the source tid's host bits are another host's), so each fragment goes to
+    /// the members' pvmd-rs hosts as DM_MIGFWD; hosts of legacy daemons are not reached (the
+    /// log says so).
+    pub(super) fn mig_multicast_from(&mut self, src: Tid, fh: StreamFragHeader, payload: &[u8], out: &mut Vec<Out>) {
+        let Some(n) = self.net.as_mut() else { return };
+        let Some(hosts) = n.mca_out.get(&fh.dst).cloned() else {
+            return;
+        };
+        if fh.flags.contains(FragFlags::EOM) {
+            n.mca_out.remove(&fh.dst);
+        }
+        let frame = stream_frame(fh.dst, src, fh.flags, payload);
+        for h in hosts {
+            if self.mig.peer_features(h).is_some() {
+                self.relay_dm(h, DM_MIGFWD, frame.clone(), out);
+            } else if fh.flags.contains(FragFlags::SOM) {
+                out.push(Out::Log(format!(
+                    "mig: multicast from moved t{:x} to legacy host {h} not sent",
+                    src.bits()
+                )));
+            }
+        }
+    }
+
+    /// DM_MIGFWD of a multicast fragment (from a moved sender): to this host's members, as
+    /// `net_packet()` does for a multicast datagram.
+    fn migfwd_multicast(&mut self, from: u32, fh: StreamFragHeader, frame: &[u8], out: &mut Vec<Out>) {
+        let Some(n) = self.net.as_mut() else { return };
+        let Some(members) = n.mca_in.get(&fh.dst).cloned() else {
+            return out.push(Out::Log(format!(
+                "mig: relayed pkt for t{:x} scrapped (no such multicast)",
+                fh.dst.bits()
+            )));
+        };
+        if fh.flags.contains(FragFlags::EOM) {
+            n.mca_in.remove(&fh.dst);
+        }
+        for d in members {
+            if let Some(b) = self.mig_mcast(d, frame.to_vec(), out) {
+                let key = self.key(d);
+                if let Some(b) = self.mig_gate(key, from, b) {
+                    self.deliver(key, b, out);
+                }
+            }
+        }
     }
 
     /// DM_MIGMCA: a multicast fragment for a member that runs here (or went on).
@@ -646,7 +772,7 @@ impl<A: AuthFiles> Daemon<A> {
             return;
         }
         match self.mig.mv.route_of(member) {
-            Some(h) if h != from => self.dm_send(h, DM_MIGMCA, 0, body, out),
+            Some(h) if h != from => self.relay_dm(h, DM_MIGMCA, body.to_vec(), out),
             _ => out.push(Out::Log(format!(
                 "mig: multicast for t{:x} scrapped (no such task)",
                 member.bits()
@@ -997,7 +1123,8 @@ impl<A: AuthFiles> Daemon<A> {
     fn send_tidmoved_from(&mut self, to: u32, tid: Tid, host: u32, kind: i32, from: u32, out: &mut Vec<Out>) {
         let mut w = XdrWriter::new();
         w.int(tid.0).int(host as i32).int(kind).int(from as i32);
-        self.dm_send(to, DM_TIDMOVED, 0, &w.into_inner(), out);
+        // In line with the relays: a flush must not overtake what it flushes.
+        self.relay_dm(to, DM_TIDMOVED, w.into_inner(), out);
     }
 
     /// TM_MIGRATE from a local task (hook in migrate.rs).
