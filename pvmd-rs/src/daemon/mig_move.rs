@@ -2341,6 +2341,42 @@ mod tests {
     }
 
     #[test]
+    fn relays_queue_behind_relays_that_wait_for_room() {
+        let mut d = daemon();
+        let mut out = Vec::new();
+        // Host 2's queue was full: one relay waits. Later relays (and flushes) must queue
+        // behind it, never overtake it.
+        d.mig
+            .mv
+            .backlog
+            .entry(2)
+            .or_default()
+            .push_back((DM_MIGFWD, vec![1; 8]));
+        d.mig.mv.backlog_bytes = 8;
+        d.relay_dm(2, DM_MIGFWD, vec![2; 8], &mut out);
+        d.send_tidmoved_from(2, Tid::task(1, 5), 2, KIND_FLUSH, 3, &mut out);
+        let q: Vec<i32> = d.mig.mv.backlog[&2].iter().map(|(t, _)| *t).collect();
+        assert_eq!(q, vec![DM_MIGFWD, DM_MIGFWD, DM_TIDMOVED]);
+        assert_eq!(d.mig.mv.backlog[&2][1].1, vec![2; 8]);
+        // Room again (here: no network at all, so every send "succeeds"): drained in order.
+        d.mig_drain_backlog(&mut out);
+        assert!(d.mig.mv.backlog.is_empty());
+        assert_eq!(d.mig.mv.backlog_bytes, 0);
+        // Bounded: past BACKLOG_MAX a relay is dropped with a log line, not queued.
+        d.mig
+            .mv
+            .backlog
+            .entry(2)
+            .or_default()
+            .push_back((DM_MIGFWD, vec![0; 4]));
+        d.mig.mv.backlog_bytes = BACKLOG_MAX;
+        let before = out.len();
+        d.relay_dm(2, DM_MIGFWD, vec![9; 4], &mut out);
+        assert_eq!(out.len(), before + 1);
+        assert_eq!(d.mig.mv.backlog[&2].len(), 1);
+    }
+
+    #[test]
     fn short_bodies_are_refused() {
         assert!(ints(&[0, 0, 0, 1], 2).is_none());
         assert_eq!(ints(&[0, 0, 0, 1, 0, 0, 0, 2], 2), Some(vec![1, 2]));
