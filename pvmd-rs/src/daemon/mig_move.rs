@@ -1054,7 +1054,27 @@ impl<A: AuthFiles> Daemon<A> {
                 self.gate_release(key, host, out);
             }
         }
+        // Tasks that had moved to that host died with it: their watchers here are told, as
+        // for the tasks of any host that fails.
+        let lost: Vec<Tid> = self
+            .mig
+            .mv
+            .routes
+            .iter()
+            .filter(|(_, h)| **h == host)
+            .map(|(t, _)| Tid::from_u32(*t))
+            .collect();
         self.mig.mv.routes.retain(|_, h| *h != host);
+        for tid in lost {
+            out.push(Out::Log(format!(
+                "mig: t{:x} was on host {host}: gone with it",
+                tid.bits()
+            )));
+            for n in self.notifies.task_exited(tid) {
+                self.send_notice(n, out);
+            }
+            self.net_task_gone(tid, out);
+        }
     }
 
     // ---- requests -----------------------------------------------------------------------------
