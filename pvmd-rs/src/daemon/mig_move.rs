@@ -2091,7 +2091,9 @@ impl<A: AuthFiles> Daemon<A> {
             freeze.as_millis(),
             total.as_millis()
         )));
-        self.answer_asker(&o.asker, 0, Tid::pvmd(from).0, out);
+        // The host's tid as pvm_config shows it (hi_tid), positive like any success.
+        let host_tid = (Tid::pvmd(from).bits() & !Tid::PVMD_BIT) as i32;
+        self.answer_asker(&o.asker, 0, host_tid, out);
         if !o.info.as_ref().is_some_and(|i| i.lazy) {
             let _ = std::fs::remove_dir_all(&o.dir); // post-copy: when the pages are served
         }
