@@ -346,12 +346,16 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// When the endpoint next needs [`Self::net_timeout`], as time from now.
     pub fn net_deadline(&self) -> Option<std::time::Duration> {
+        let mig = self.mig_deadline(); // mig_move.rs: time limits of moves
         let n = self.net.as_ref()?;
         let t = match (n.ep.poll_timeout(), n.config_deadline) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        Some(t.saturating_since(n.now()))
+        match (t.map(|t| t.saturating_since(n.now())), mig) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn net_timeout(&mut self) -> Vec<Out> {
@@ -371,6 +375,7 @@ impl<A: AuthFiles> Daemon<A> {
         self.master_timers(&mut out);
         self.net_events(&mut out);
         self.mig_drain_backlog(&mut out); // mig_move.rs: relays that waited for queue room
+        self.mig_timers(&mut out); // mig_move.rs: moves past their time limits
         out
     }
 
