@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
-use interop_tests::shim::{shim_dir, LDSO, LEGACY_LIB_DIR};
+use interop_tests::shim::shim_dir;
 use interop_tests::{our_pvmd, Proc, LEGACY_CONSOLE, LEGACY_PVMD, TIMEOUT};
 
 const JOB: &str = r#"
@@ -448,7 +448,6 @@ fn move_job(direct: bool, broken: bool) {
         .env(if direct { "MM_DIRECT" } else { "MM_NONE" }, "1")
         .env("MM_MB", std::env::var("MM_MB").unwrap_or_default())
         .env("PVM_EXPORT", "LD_LIBRARY_PATH:MM_MB");
-    let _ = (LDSO, LEGACY_LIB_DIR);
     let (code, out, err) = wait_or_kill(run.spawn().expect("run the job"), Duration::from_secs(60));
     if code.is_none() {
         for k in 1..=4 {
