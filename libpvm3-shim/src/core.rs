@@ -107,6 +107,7 @@ pub mod cvars {
         pub static mut pvmschedtid: c_int;
         pub static mut pvmmyupid: c_int;
         pub static mut pvmudpmtu: c_int;
+        pub static mut pvmtoplvl: c_int;
     }
 }
 
@@ -257,6 +258,8 @@ pub struct Lib {
     pub park_request: Option<i32>,
     pub trc: Tracer,
     pub ctrc: Tracer,
+    /// Trace event state (tev.rs).
+    pub tev: crate::tev::State,
     pub resvtids: bool,
     pub noreset: i32,
     pub polltype: i32,
@@ -312,6 +315,7 @@ impl Default for Lib {
             park_request: None,
             trc: Tracer::default(),
             ctrc: Tracer::default(),
+            tev: crate::tev::State::default(),
             resvtids: false,
             noreset: 0,
             polltype: 1,
@@ -686,13 +690,25 @@ impl Lib {
         let xfeatures = crate::park::read_trailer(&mut u); // park.rs hook
         self.mytid = a[1];
         self.ptid = a[2];
-        self.trc.outtid = a[3];
-        self.trc.outctx = a[4];
-        self.trc.outtag = a[5];
-        self.trc.trctid = a[6];
-        self.trc.trcctx = a[7];
-        self.trc.trctag = a[8];
-        self.ctrc = self.trc.clone();
+        // Destinations set before enrolment (the console sets its own to -1) are kept, as
+        // legacy pvmbeatask keeps any nonzero one.
+        if self.trc.outtid == 0 {
+            self.trc.outtid = a[3];
+            self.trc.outctx = a[4];
+            self.trc.outtag = a[5];
+            self.ctrc.outtid = a[3];
+            self.ctrc.outctx = a[4];
+            self.ctrc.outtag = a[5];
+        }
+        let new_tracer = self.trc.trctid == 0;
+        if new_tracer {
+            self.trc.trctid = a[6];
+            self.trc.trcctx = a[7];
+            self.trc.trctag = a[8];
+            self.ctrc.trctid = a[6];
+            self.ctrc.trcctx = a[7];
+            self.ctrc.trctag = a[8];
+        }
         if a[9] > 0 {
             self.udpmax = a[9];
             self.frag_size = a[9] as usize;
@@ -715,16 +731,25 @@ impl Lib {
         let mut need = false;
         match std::env::var("PVMTMASK") {
             Ok(m) if m.len() == TMASK_OFF.len() => self.trc.tmask = m,
-            Ok(_) => {}
-            Err(_) => need = true,
+            Ok(_) => self.trc.tmask = TMASK_OFF.to_string(),
+            Err(_) => {
+                self.trc.tmask = TMASK_OFF.to_string();
+                need |= new_tracer;
+            }
         }
         match std::env::var("PVMTRCBUF") {
             Ok(v) => self.trc.trcbuf = strtoi(&v),
-            Err(_) => need = true,
+            Err(_) => {
+                self.trc.trcbuf = 0;
+                need |= new_tracer;
+            }
         }
         match std::env::var("PVMTRCOPT") {
             Ok(v) => self.trc.trcopt = strtoi(&v),
-            Err(_) => need = true,
+            Err(_) => {
+                self.trc.trcopt = 0;
+                need |= new_tracer;
+            }
         }
         self.ctrc.tmask = self.trc.tmask.clone();
         self.ctrc.trcbuf = self.trc.trcbuf;
@@ -739,12 +764,42 @@ impl Lib {
             if let Ok(r) = self.msendrecv(TIDPVMD, TM_DB, SYSCTX_TM, p.body()) {
                 let b = MsgBody::from_fragments(r.header.enc, [&r.body[..]]);
                 let mut st = [0i32];
-                if b.unpacker().up_int(&mut st).is_ok() && st[0] < 0 {
+                let mut u = b.unpacker();
+                if u.up_int(&mut st).is_ok() && st[0] < 0 {
                     cset!(pvm_errno, st[0]);
+                } else if let Ok(m) = u.up_mesg() {
+                    self.apply_tracer_entry(&m.body);
                 }
             }
         }
+        self.tev.reset();
         Ok(())
+    }
+
+    /// Takes trace mask, buffering and options from the tracer's mailbox entry (written by
+    /// pvm_reg_tracer: tid, trace ctx, tag, output ctx, tag, mask, buffer, options) when it names
+    /// the tracer the pvmd gave us, as legacy pvmbeatask does for tasks started from a shell.
+    fn apply_tracer_entry(&mut self, body: &MsgBody) {
+        let mut u = body.unpacker();
+        let mut v = [0i32; 5];
+        if u.up_int(&mut v).is_err() {
+            return;
+        }
+        let Ok(mask) = u.up_str() else { return };
+        let mut o = [0i32; 2];
+        if u.up_int(&mut o).is_err() {
+            return;
+        }
+        if self.trc.trctid == v[0] && self.trc.trcctx == v[1] && self.trc.trctag == v[2] {
+            if mask.len() == TMASK_OFF.len() {
+                self.trc.tmask = String::from_utf8_lossy(&mask).into_owned();
+                self.ctrc.tmask = self.trc.tmask.clone();
+            }
+            self.trc.trcbuf = o[0];
+            self.ctrc.trcbuf = o[0];
+            self.trc.trcopt = o[1];
+            self.ctrc.trcopt = o[1];
+        }
     }
 
     /// The next wait id.
@@ -1065,6 +1120,7 @@ impl Lib {
         let body = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
         let mut u = body.unpacker();
         let src = m.src.0;
+        crate::tev::system_handler(self, m.header.tag, m.header.ctx, src, &body);
         match m.header.tag {
             TC_CONREQ => crate::route::on_conreq(self, src, &mut u),
             TC_CONACK => crate::route::on_conack(self, src, &mut u),
