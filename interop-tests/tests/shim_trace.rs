@@ -210,7 +210,7 @@ fn value(k: &str, v: &str, tids: &BTreeMap<i64, String>, ev: &str) -> String {
         "CXN" | "CXS" | "CXC" | "CXF" if v.parse::<i64>().unwrap_or(0) > 0 && v != "524287" => "ctx".into(),
         "CC" if ev == "setcontext" && v.parse::<i64>().unwrap_or(0) > 0 && v != "524287" => "ctx".into(),
         // Wall-clock totals of PvmTraceTime; the task count includes tasks still being reaped.
-        "TGS" | "TGU" | "TNT" => "n".into(),
+        "TGS" | "TGU" | "TNT" | "TUS" | "TUU" | "TSS" | "TSU" => "n".into(),
         _ => v.to_string(),
     }
 }
@@ -353,6 +353,24 @@ fn compare(daemon: Kind) {
     );
     // Task-less records (profiling) and the daemon's own (newtask, spntask, endtask).
     assert_eq!(ld, od, "{daemon:?}: daemon events differ between the two library runs");
+    let tasks: Vec<&String> = ld.iter().filter(|s| !s.contains(" profiling ")).collect();
+    let end = "TST=0 TUS=n TUU=n TSS=n TSU=n";
+    let want = [
+        "C0 endtask - ".to_string() + end,
+        "C0 newtask - PT=R TF=0 TN=TMP/tprog".into(),
+        "C0 spntask - PT=R".into(),
+        "C1 endtask - ".to_string() + end,
+        "C1 newtask - PT=R TF=0 TN=TMP/tprog".into(),
+        "C1 spntask - PT=R".into(),
+        "R endtask - ".to_string() + end,
+        "R newtask - PT=X TF=8 TN=TMP/tprog".into(),
+        "R spntask - PT=X".into(),
+    ];
+    assert_eq!(
+        tasks,
+        want.iter().collect::<Vec<_>>(),
+        "{daemon:?}: the daemon's task events"
+    );
 }
 
 #[test]

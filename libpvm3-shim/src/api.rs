@@ -469,7 +469,9 @@ unsafe fn strided_mut<'a, T>(p: *mut T, cnt: c_int, stride: c_int) -> Result<&'a
 }
 
 /// Elements of one stride-0 chunk: large enough that the per-call cost vanishes, small enough
-/// that `pvm_pkdouble(p, INT_MAX, 0)` costs a few kilobytes of memory, not 16 GiB.
+/// that `pvm_pkdouble(p, INT_MAX, 0)` costs a few kilobytes of memory, not 16 GiB. A multiple
+/// of 4, because XDR pads each packed byte run to 4 bytes (a 1023-byte chunk would insert
+/// padding mid-array: interop-tests/tests/shim_pack.rs catches that).
 const STRIDE0_CHUNK: usize = 1024;
 
 fn pack<T: Item>(data: &[T], cnt: c_int, stride: c_int) -> R {
