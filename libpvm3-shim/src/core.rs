@@ -85,6 +85,10 @@ pub const E_NOMEM: i32 = PvmError::NoMem as i32;
 pub const E_PARENTNOTSET: i32 = PvmError::ParentNotSet as i32;
 
 /// Trace mask "all off": TEV_MASK_LENGTH (36) - 1 = 35 '@' characters (captured PVMTMASK).
+/// Most task-control messages kept while connecting (a spawned task gets a few: siblings,
+/// route requests); more are dropped.
+pub const MAX_EARLY_TC: usize = 64;
+
 pub const TMASK_OFF: &str = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@";
 
 /// The legacy library's globals that live in the C part (sizes must match libpvm3.so.3).
@@ -260,6 +264,8 @@ pub struct Lib {
     pub ctrc: Tracer,
     /// Trace event state (tev.rs).
     pub tev: crate::tev::State,
+    /// Task-control messages that arrived while connecting (see `control`).
+    pub early_tc: Vec<Message>,
     pub resvtids: bool,
     pub noreset: i32,
     pub polltype: i32,
@@ -316,6 +322,7 @@ impl Default for Lib {
             trc: Tracer::default(),
             ctrc: Tracer::default(),
             tev: crate::tev::State::default(),
+            early_tc: Vec::new(),
             resvtids: false,
             noreset: 0,
             polltype: 1,
@@ -773,6 +780,9 @@ impl Lib {
             }
         }
         self.tev.reset();
+        for m in std::mem::take(&mut self.early_tc) {
+            self.control(m);
+        }
         Ok(())
     }
 
@@ -1117,6 +1127,15 @@ impl Lib {
 
     /// Task-task control messages (legacy installs these as message handlers in pvmbeatask).
     fn control(&mut self, m: Message) {
+        // Messages the pvmd queued for a spawned task arrive with the TM_CONN2 reply, before
+        // our tid and host address are known: a route request answered then would offer
+        // 0.0.0.0 (the peer's connect fails). Handled once enrolment is complete.
+        if self.mytid <= 0 {
+            if self.early_tc.len() < MAX_EARLY_TC {
+                self.early_tc.push(m);
+            }
+            return;
+        }
         let body = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
         let mut u = body.unpacker();
         let src = m.src.0;
