@@ -484,3 +484,76 @@ fn lb_net_route_legacy_parent_shim_children() {
 fn lb_net_route_shim_to_shim_on_pvmd_rs() {
     net_check(Kind::Ours, Lib::Shim, Lib::Shim);
 }
+
+/// Messages over 16 MiB (the pvm-proto default reassembly limit, which our library used to
+/// apply and then drop the message, hanging the receiver), through the pvmd and over a route.
+const BIG_PROGRAM: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <pvm3.h>
+#define BIG (20 << 20)
+int main(int argc, char **argv) {
+    int parent = pvm_parent(), peer, route, i, n;
+    unsigned char *b = malloc(BIG);
+    unsigned long sum;
+    for (route = 0; route < 2; route++) {
+        if (parent < 0) {
+            if (route == 0 && pvm_spawn(argv[0], 0, PvmTaskDefault, "", 1, &peer) != 1) {
+                printf("spawn failed\n");
+                pvm_exit();
+                return 1;
+            }
+            pvm_setopt(PvmRoute, route ? PvmRouteDirect : PvmDontRoute);
+            for (i = 0; i < BIG; i++)
+                b[i] = (unsigned char)(i * 7 + route);
+            pvm_initsend(PvmDataRaw);
+            n = BIG;
+            pvm_pkint(&n, 1, 1);
+            pvm_pkbyte((char *)b, n, 1);
+            pvm_send(peer, 1);
+            pvm_recv(peer, 2);
+            pvm_upkulong(&sum, 1, 1);
+            printf("route %d sum %lu\n", route, sum);
+        } else {
+            pvm_recv(parent, 1);
+            pvm_upkint(&n, 1, 1);
+            pvm_upkbyte((char *)b, n, 1);
+            for (sum = 0, i = 0; i < n; i++)
+                sum += b[i];
+            pvm_initsend(PvmDataDefault);
+            pvm_pkulong(&sum, 1, 1);
+            pvm_send(parent, 2);
+        }
+    }
+    pvm_exit();
+    return 0;
+}
+"#;
+
+#[test]
+fn lb_messages_over_16_mib_through_pvmd_and_route() {
+    let dir = std::env::temp_dir().join(format!("lb-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join("big.c");
+    std::fs::write(&c, BIG_PROGRAM).unwrap();
+    let exe = dir.join("big");
+    let out = Command::new("gcc")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&c)
+        .arg("-lpvm3")
+        .output()
+        .expect("gcc is required");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut outs = Vec::new();
+    for lib in [Lib::Legacy, Lib::Shim] {
+        let vm = Vm::start(Kind::Legacy, "lb-big");
+        let (code, out, err) = vm.run(exe.to_str().unwrap(), &[], lib, lib, None);
+        assert_eq!(code, Some(0), "{lib:?}: {out}\n{err}\n{}", vm.tmp.log());
+        assert_eq!(vm.shim_tasks().len(), if lib == Lib::Shim { 2 } else { 0 });
+        outs.push(out);
+    }
+    assert_eq!(outs[0].lines().count(), 2, "{}", outs[0]);
+    assert_eq!(outs[0], outs[1], "legacy vs ours");
+    let _ = std::fs::remove_dir_all(&dir);
+}

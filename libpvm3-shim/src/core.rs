@@ -85,6 +85,20 @@ pub const E_NOMEM: i32 = PvmError::NoMem as i32;
 pub const E_PARENTNOTSET: i32 = PvmError::ParentNotSet as i32;
 
 /// Trace mask "all off": TEV_MASK_LENGTH (36) - 1 = 35 '@' characters (captured PVMTMASK).
+/// Largest message this library takes in from one source. The legacy library has no limit; the
+/// reassembler allocates only what arrives, so this bounds a runaway sender, not normal use
+/// (the default 16 MiB of pvm-proto refused a 16 MiB message plus its length word and hung
+/// the receiver).
+pub const MAX_MESSAGE: usize = 1 << 30;
+
+/// Reassembly limits of the library's streams (pvmd and direct routes).
+pub fn lib_limits() -> Limits {
+    Limits {
+        max_bytes_per_source: MAX_MESSAGE,
+        ..Limits::default()
+    }
+}
+
 /// Most task-control messages kept while connecting (a spawned task gets a few: siblings,
 /// route requests); more are dropped.
 pub const MAX_EARLY_TC: usize = 64;
@@ -297,7 +311,7 @@ impl Default for Lib {
     fn default() -> Self {
         Lib {
             pvmd: None,
-            reasm: Reassembler::new(Limits::default()),
+            reasm: Reassembler::new(lib_limits()),
             mytid: -1,
             ptid: -1,
             bufs: BTreeMap::new(),

@@ -3,7 +3,7 @@
 //! that two peers writing large messages at each other cannot deadlock.
 
 use pvm_proto::codes::FRAGHDR_LEN;
-use pvm_proto::message::{Limits, Reassembler};
+use pvm_proto::message::Reassembler;
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -76,7 +76,7 @@ impl Stream {
             inbuf: Vec::new(),
             eof: false,
             consumed: 0,
-            reasm: Reassembler::new(Limits::default()),
+            reasm: Reassembler::new(crate::core::lib_limits()),
         })
     }
 
