@@ -657,12 +657,18 @@ fn valid_dst(tid: c_int) -> bool {
 }
 
 fn send_sbuf(l: &mut Lib, tid: c_int, tag: c_int, ctx: i32) -> R {
-    let b = l.bufs.get(&l.sbuf).ok_or(E_NOBUF)?;
-    let mut body = b.body().clone();
-    body.set_enc(b.enc());
+    if !l.bufs.contains_key(&l.sbuf) {
+        return Err(E_NOBUF);
+    }
     let me = l.mytid;
     crate::route::maybe_request(l, tid);
-    l.send_raw(me, tid, tag, ctx, 0, &body, false)?;
+    // The buffer is lent out for the write (which only reads sockets into their input
+    // buffers), not cloned: a 1 MB message is not copied again before it is sent.
+    let sb = l.sbuf;
+    let b = l.bufs.remove(&sb).ok_or(E_NOBUF)?;
+    let r = l.send_raw_enc(me, tid, tag, ctx, 0, b.enc(), b.body(), false);
+    l.bufs.insert(sb, b);
+    r?;
     Ok(0)
 }
 

@@ -7,7 +7,7 @@
 //! lock released, because they call back into the library.
 
 use crate::net::{self, Sock, Stream};
-use pvm_proto::codes::{PvmError, SYSCTX_TC, SYSCTX_TM, TDPROTOCOL, UDPMAXLEN};
+use pvm_proto::codes::{PvmError, FRAGHDR_LEN, MSGHDR_LEN, SYSCTX_TC, SYSCTX_TM, TDPROTOCOL, UDPMAXLEN};
 use pvm_proto::encoding::{Encoding, MsgBody, PackOptions, Packer, Unpacker};
 use pvm_proto::frag::{FragFlags, StreamFragHeader};
 use pvm_proto::mesg::MsgHeader;
@@ -98,6 +98,9 @@ pub fn lib_limits() -> Limits {
         ..Limits::default()
     }
 }
+
+/// Bodies below this size are copied into one buffer with their headers for the write.
+const SMALL_SEND: usize = 16 << 10;
 
 /// Most task-control messages kept while connecting (a spawned task gets a few: siblings,
 /// route requests); more are dropped.
@@ -913,8 +916,27 @@ impl Lib {
         body: &MsgBody,
         via_pvmd: bool,
     ) -> Result<(), i32> {
+        self.send_raw_enc(src, dst, tag, ctx, wid, body.enc(), body, via_pvmd)
+    }
+
+    /// [`Lib::send_raw`] with the header's `enc` given apart from the body (a send buffer's
+    /// encoding can be overridden; the body is then sent as it is, not cloned to relabel it).
+    /// Headers are built into one small buffer and the fragments written in place with a
+    /// gathering write.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_raw_enc(
+        &mut self,
+        src: i32,
+        dst: i32,
+        tag: i32,
+        ctx: i32,
+        wid: i32,
+        enc: i32,
+        body: &MsgBody,
+        via_pvmd: bool,
+    ) -> Result<(), i32> {
         let header = MsgHeader {
-            enc: body.enc(),
+            enc,
             tag,
             ctx,
             wid,
@@ -925,13 +947,14 @@ impl Lib {
             frags.push(&[]);
         }
         let last = frags.len() - 1;
-        let mut out = Vec::with_capacity(body.len() + 48 * frags.len());
+        let mut heads = Vec::with_capacity(FRAGHDR_LEN * frags.len() + MSGHDR_LEN);
+        let mut ends = Vec::with_capacity(frags.len());
         for (i, f) in frags.iter().enumerate() {
             let mut flags = FragFlags::empty();
             let mut len = f.len();
             if i == 0 {
                 flags |= FragFlags::SOM;
-                len += 32;
+                len += MSGHDR_LEN;
             }
             if i == last {
                 flags |= FragFlags::EOM;
@@ -942,11 +965,26 @@ impl Lib {
                 len: len as u32,
                 flags,
             };
-            out.extend_from_slice(&h.to_bytes());
+            heads.extend_from_slice(&h.to_bytes());
             if i == 0 {
-                out.extend_from_slice(&header.to_bytes());
+                heads.extend_from_slice(&header.to_bytes());
             }
-            out.extend_from_slice(f);
+            ends.push(heads.len());
+        }
+        let mut bufs: Vec<&[u8]> = Vec::with_capacity(2 * frags.len());
+        let mut start = 0;
+        for (f, end) in frags.iter().zip(&ends) {
+            bufs.push(&heads[start..*end]);
+            if !f.is_empty() {
+                bufs.push(f);
+            }
+            start = *end;
+        }
+        // Small messages: one contiguous buffer is cheaper than a gather list.
+        let small: Vec<u8>;
+        if body.len() < SMALL_SEND {
+            small = bufs.concat();
+            bufs = vec![&small[..]];
         }
         let route = if via_pvmd {
             None
@@ -973,12 +1011,12 @@ impl Lib {
                     all.push(s);
                 }
             }
-            idx != usize::MAX && net::write_all(&mut all, idx, &out)
+            idx != usize::MAX && net::write_all_vectored(&mut all, idx, &bufs)
         };
         if !ok {
             if let Some(t) = route {
                 self.routes.insert(t, RouteState::Denied);
-                return self.send_raw(src, dst, tag, ctx, wid, body, true);
+                return self.send_raw_enc(src, dst, tag, ctx, wid, enc, body, true);
             }
             self.lost = true;
             return Err(E_SYSERR);
@@ -1056,27 +1094,15 @@ impl Lib {
         let mut any = false;
         let mut msgs = Vec::new();
         if let Some(p) = self.pvmd.as_mut() {
-            while let Some(f) = p.next_fragment() {
-                if let Ok(Some(m)) = self.reasm.push(&f) {
-                    msgs.push(m);
-                }
-            }
+            p.feed(Some(&mut self.reasm), &mut msgs);
         }
         for (_, r) in self.routes.iter_mut() {
             if let RouteState::Open(s) = r {
-                while let Some(f) = s.next_fragment() {
-                    if let Ok(Some(m)) = s.reasm.push(&f) {
-                        msgs.push(m);
-                    }
-                }
+                s.feed(None, &mut msgs);
             }
         }
         for (_, s) in self.route_readers.iter_mut() {
-            while let Some(f) = s.next_fragment() {
-                if let Ok(Some(m)) = s.reasm.push(&f) {
-                    msgs.push(m);
-                }
-            }
+            s.feed(None, &mut msgs);
         }
         // Closed routes fall back to the pvmd.
         let dead: Vec<i32> = self
@@ -1113,14 +1139,15 @@ impl Lib {
             self.control(m);
             return;
         }
-        let id = self.new_buf(BufKind::Recv(MsgBody::from_fragments(m.header.enc, [&m.body[..]])));
+        let (dst, wid, crc) = (m.dst.0, m.header.wid, m.header.crc);
+        let id = self.new_buf(BufKind::Recv(MsgBody::from_vec(m.header.enc, m.body)));
         if let Some(b) = self.bufs.get_mut(&id) {
             b.tag = tag;
             b.ctx = ctx;
             b.src = src;
-            b.dst = m.dst.0;
-            b.wid = m.header.wid;
-            b.crc = m.header.crc;
+            b.dst = dst;
+            b.wid = wid;
+            b.crc = crc;
         }
         if let Some(h) = self
             .mhfs
