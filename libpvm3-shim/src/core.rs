@@ -314,7 +314,7 @@ impl Default for Lib {
     fn default() -> Self {
         Lib {
             pvmd: None,
-            reasm: Reassembler::new(lib_limits()),
+            reasm: Reassembler::contiguous(lib_limits()),
             mytid: -1,
             ptid: -1,
             bufs: BTreeMap::new(),

@@ -55,7 +55,7 @@ impl Stream {
             inbuf: Vec::new(),
             eof: false,
             consumed: 0,
-            reasm: Reassembler::new(crate::core::lib_limits()),
+            reasm: Reassembler::contiguous(crate::core::lib_limits()),
         })
     }
 
