@@ -1057,7 +1057,7 @@ impl Lib {
             let r = net::poll_fds(&fds, timeout);
             if r.first().map(|x| x.0).unwrap_or(false) {
                 if let Some(p) = self.pvmd.as_mut() {
-                    p.drain();
+                    p.drain_step();
                 }
             }
             for (i, t) in tids.iter().enumerate() {
@@ -1068,7 +1068,7 @@ impl Lib {
             let base = 1 + tids.len();
             for i in 0..self.route_readers.len() {
                 if r.get(base + i).map(|x| x.0).unwrap_or(false) {
-                    self.route_readers[i].1.drain();
+                    self.route_readers[i].1.drain_step();
                 }
             }
             self.process_input();

@@ -16,6 +16,13 @@ pub const MAX_FRAG: usize = (1 << 20) + 64;
 /// Bytes the input buffer grows by for a read.
 const READ_STEP: usize = 256 << 10;
 
+/// Unframed bytes after which a drain stops reading (the caller frames them, then reads on):
+/// the input buffer stays small and warm instead of growing to a whole large message. More
+/// than the largest fragment, or a stream could stop with a partial fragment it never
+/// completes.
+const DRAIN_MAX: usize = 2 * MAX_FRAG;
+const _: () = assert!(DRAIN_MAX > MAX_FRAG + FRAGHDR_LEN);
+
 pub enum Sock {
     Unix(UnixStream),
     Tcp(TcpStream),
@@ -62,7 +69,18 @@ impl Stream {
     /// Reads whatever is available without blocking, straight into the input buffer (large
     /// messages are read in big steps, without an intermediate copy).
     pub fn drain(&mut self) {
-        while !self.eof {
+        self.read_upto(usize::MAX);
+    }
+
+    /// [`Stream::drain`] that stops once [`DRAIN_MAX`] unframed bytes are buffered, for the
+    /// receive loop, which frames them before reading on. Never used while writing: there the
+    /// peer may be blocked until we read everything it sent.
+    pub fn drain_step(&mut self) {
+        self.read_upto(DRAIN_MAX);
+    }
+
+    fn read_upto(&mut self, max: usize) {
+        while !self.eof && self.pending() < max {
             self.compact();
             if self.inbuf.capacity() - self.inbuf.len() < READ_STEP / 2 {
                 self.inbuf.reserve(READ_STEP);
@@ -286,6 +304,31 @@ mod tests {
         drop(peer);
         s.drain();
         assert!(s.eof);
+    }
+
+    #[test]
+    fn step_drains_complete_the_largest_fragment() {
+        let (mut s, peer) = pair();
+        let mut frag = vec![0u8; 16];
+        frag[8..12].copy_from_slice(&(MAX_FRAG as u32).to_be_bytes());
+        frag.resize(16 + MAX_FRAG, 7);
+        let w = std::thread::spawn(move || {
+            let mut peer = peer;
+            peer.write_all(&frag).unwrap();
+            peer.write_all(&frag).unwrap();
+        });
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got < 2 && Instant::now() < deadline {
+            poll_fds(&[(s.sock.fd(), false)], Some(Duration::from_millis(100)));
+            s.drain_step();
+            while let Some(f) = s.next_fragment() {
+                assert_eq!(f.len(), 16 + MAX_FRAG);
+                got += 1;
+            }
+        }
+        w.join().unwrap();
+        assert_eq!(got, 2);
     }
 
     #[test]
