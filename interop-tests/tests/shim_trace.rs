@@ -23,6 +23,7 @@ const PROG_C: &str = r#"
 #include <stdio.h>
 #include <string.h>
 #include <pvm3.h>
+#include <pvmtev.h>
 static int hf(int mid) { return 0; }
 int main(int argc, char **argv)
 {
@@ -59,6 +60,10 @@ int main(int argc, char **argv)
 		pvm_freecontext(ctx); pvm_setcontext(0);
 		i = pvm_addmhf(-1, 55, -1, hf); pvm_delmhf(i); pvm_delmhf(i);
 		pvm_tickle(1, targ, &nres, res);
+		mid = pvm_setsbuf(pvm_mkbuf(PvmDataTrace));
+		pvm_pkint(&v, 1, 1); pvm_pkstr("ud");
+		pvm_send(PVM_TRACE_TID, PVM_TRACE_CODE);
+		pvm_freebuf(pvm_setsbuf(mid));
 		pvm_setrbuf(0); pvm_getrbuf(); pvm_sendsig(tids[0], 0);
 		for (i = 0; i < 2; i++) pvm_recv(-1, 77);
 	} else {
@@ -360,7 +365,14 @@ fn compare(daemon: Kind) {
     );
     // Task-less records (profiling) and the daemon's own (newtask, spntask, endtask).
     assert_eq!(ld, od, "{daemon:?}: daemon events differ between the two library runs");
-    let tasks: Vec<&String> = ld.iter().filter(|s| !s.contains(" profiling ")).collect();
+    assert!(
+        ld.iter().any(|s| s == "R user_defined - U0=7 U1=117,100"),
+        "no user-defined record: {ld:#?}"
+    );
+    let tasks: Vec<&String> = ld
+        .iter()
+        .filter(|s| !s.contains(" profiling ") && !s.contains(" user_defined "))
+        .collect();
     let end = "TST=0 TUS=n TUU=n TSS=n TSU=n";
     let want = [
         "C0 endtask - ".to_string() + end,
@@ -551,4 +563,74 @@ fn shim_registered_tracer_on_legacy_daemon() {
 #[test]
 fn shim_registered_tracer_on_pvmd_rs() {
     compare_registered(Kind::Ours);
+}
+
+/// A user-defined trace record: a PvmDataTrace buffer (header at creation, a type before each
+/// packed item, strings as bytes, a marker packed with count 0) sent with
+/// pvm_send(PVM_TRACE_TID, PVM_TRACE_CODE) reaches the tracer word for word as legacy's.
+const USER_C: &str = r####"
+#include <stdio.h>
+#include <pvm3.h>
+#include <pvmtev.h>
+int main(int argc, char **argv)
+{
+	int me = pvm_mytid(), child, v = 5, arr[3] = {1, 2, 3}, mark = -77, w, len, i, n;
+	double d = 2.5;
+	Pvmtmask m;
+	struct timeval tv = {10, 0};
+	if (pvm_parent() == PvmNoParent) {
+		TEV_MASK_INIT(m);
+		TEV_MASK_SET(m, TEV_USER_DEFINED);
+		pvm_settmask(PvmTaskChild, m);
+		pvm_setopt(PvmTraceTid, me);
+		pvm_setopt(PvmTraceCode, 77);
+		pvm_setopt(PvmTraceBuffer, 0);
+		pvm_setopt(PvmTraceOptions, PvmTraceFull);
+		if (pvm_spawn(argv[0], (char *[]){"child", 0}, PvmTaskTrace, "", 1, &child) != 1)
+			return 1;
+		for (;;) {
+			int bid = pvm_trecv(-1, 77, &tv);
+			if (bid <= 0) { printf("no user record\n"); break; }
+			pvm_bufinfo(bid, &len, 0, 0);
+			pvm_upkint(&w, 1, 1);
+			if (w != -9)
+				continue;
+			printf("len %d:", len);
+			for (i = 1, n = len / 4; i < n; i++) {
+				pvm_upkint(&w, 1, 1);
+				/* 7, 8: time; 6: the name's NUL and legacy's uninitialised padding */
+				if (i == 7 || i == 8) printf(" T");
+				else if (i == 6) printf(" %d", (w >> 24) & 0xff);
+				else printf(" %d", w);
+			}
+			printf("\n");
+			break;
+		}
+	} else {
+		pvm_setsbuf(pvm_mkbuf(PvmDataTrace));
+		pvm_pkint(&v, 1, 1);
+		pvm_pkint(arr, 3, 1);
+		pvm_pkstr("hello");
+		pvm_pkdouble(&d, 1, 1);
+		pvm_pkint(&mark, 0, 1);
+		pvm_pkbyte("x", 1, 1);
+		pvm_send(PVM_TRACE_TID, PVM_TRACE_CODE);
+	}
+	pvm_exit();
+	return 0;
+}
+"####;
+
+#[test]
+fn shim_user_defined_record_equals_legacy() {
+    let mut outs = Vec::new();
+    for lib in [Lib::Legacy, Lib::Shim] {
+        let vm = Vm::start(Kind::Legacy, "lb-user");
+        let prog = compile(vm.tmp.path(), "user", USER_C);
+        let (code, out, err) = vm.run(prog.to_str().unwrap(), &[], lib, lib, None);
+        assert_eq!(code, Some(0), "{lib:?}: {out}\n{err}\n{}", vm.tmp.log());
+        outs.push(out);
+    }
+    assert!(outs[0].starts_with("len "), "legacy: {}", outs[0]);
+    assert_eq!(outs[0], outs[1], "legacy vs ours");
 }

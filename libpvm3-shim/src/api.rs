@@ -266,7 +266,12 @@ fn encoding_of(arg: c_int) -> Result<(Encoding, Option<i32>), c_int> {
 
 fn mkbuf(l: &mut Lib, enc: c_int) -> R {
     let (e, ov) = encoding_of(enc)?;
-    let p = l.packer(e);
+    let mut p = l.packer(e);
+    if ov == Some(pvm_proto::codes::ENC_TRACE) {
+        // PvmDataTrace: a user-defined trace record, its header packed at creation (legacy
+        // enc_trc_hdr); pvm_send to PVM_TRACE_TID closes and sends it (tev::user_send).
+        tev::user_header(&mut p);
+    }
     let id = l.new_buf(BufKind::Pack(p));
     let me = l.mytid;
     if let Some(b) = l.bufs.get_mut(&id) {
@@ -477,6 +482,10 @@ const STRIDE0_CHUNK: usize = 1024;
 fn pack<T: Item>(data: &[T], cnt: c_int, stride: c_int) -> R {
     with_r(|l| {
         soft_enrol(l);
+        if tev::is_user_buf(l) {
+            // PvmDataTrace: every packed item carries its type (and count) for the tracer.
+            tev::user_annotate::<T>(l.sbuf_packer()?, cnt);
+        }
         let p = l.sbuf_packer()?;
         if stride == 0 && cnt > 0 {
             // Stride 0 repeats the first element, as the legacy encoders' pointer arithmetic
@@ -527,6 +536,11 @@ macro_rules! pk_upk {
     ($pk:ident, $upk:ident, $ct:ty, $rt:ty, $kpk:ident, $kupk:ident) => {
         pvm_api!($pk(p: *mut $ct, cnt: c_int, stride: c_int) {
             tev::traced_cc(tev::kind::$kpk, |e, _| tev::pack_entry(e, p as *const c_void, cnt, stride), || {
+                if cnt == 0 && !p.is_null() {
+                    // SAFETY: a non-NULL pointer to at least one element (legacy reads it too).
+                    let first = unsafe { *(p as *const $rt) };
+                    with_r(|l| tev::user_marker(l, &first))?;
+                }
                 // SAFETY: the C caller passes an array of at least cnt elements at this stride.
                 let d = unsafe { strided(p as *const $rt, cnt, stride) }?;
                 pack(d, cnt, stride)
@@ -560,6 +574,13 @@ pvm_api!(pvm_pkstr(s: *mut c_char) {
     let s = unsafe { cstr(s) }?;
     with_r(|l| {
         soft_enrol(l);
+        if tev::is_user_buf(l) {
+            // Legacy packs a string of a trace record as its bytes (no length, no NUL).
+            let p = l.sbuf_packer()?;
+            tev::user_annotate::<u8>(p, s.len() as c_int);
+            p.pk_byte(s).map_err(|e| e.pvm_error() as i32)?;
+            return Ok(0);
+        }
         l.sbuf_packer()?.pk_str(s).map_err(|e| e.pvm_error() as i32)?;
         Ok(0)
     })
@@ -676,6 +697,9 @@ pvm_api!(pvm_send(tid: c_int, tag: c_int) {
     tev::traced(tev::kind::SEND, true, |e, l| { let _ = (&e, &l); e.int(tev::did::MNB, if l.sbuf > 0 { tev::bufinfo(l, l.sbuf).0 } else { -1 }); e.int(tev::did::DST, tid); e.int(tev::did::MC, tag); e.int(tev::did::MCX, cget!(pvmmyctx)); }, || -> R {
     enrolled()?;
     with_r(|l| {
+        if tid == tev::PVM_TRACE_TID && tag == tev::PVM_TRACE_CODE {
+            return tev::user_send(l);
+        }
         if !valid_dst(tid) || (tag < 0 && !l.resvtids) {
             return Err(E_BADPARAM);
         }

@@ -822,6 +822,91 @@ pub extern "C" fn pvmshim_tev_end(kind: c_int, took: c_int, cc: c_int) {
     })
 }
 
+// ---- user-defined events (PvmDataTrace buffers) ----------------------------------------------
+
+/// `pvm_send` to this tid and tag hands a PvmDataTrace buffer to the tracer (pvmtev.h).
+pub const PVM_TRACE_TID: i32 = -1111;
+pub const PVM_TRACE_CODE: i32 = -2222;
+const MARK_USER_EVENT_RECORD: i32 = -9;
+const MARK_USER_EVENT_RECORD_END: i32 = -10;
+const USER_DEFINED: usize = 108;
+
+/// The header of a user-defined record: marker, event id, name (int length with the NUL, then
+/// the bytes), time (legacy enc_trc_hdr).
+pub fn user_header(p: &mut Packer) {
+    let t = now();
+    let name = name(USER_DEFINED);
+    let mut z = name.to_vec();
+    z.push(0);
+    let _ = p.pk_int(&[MARK_USER_EVENT_RECORD, USER_DEFINED as i32, z.len() as i32]);
+    let _ = p.pk_byte(&z);
+    let _ = p.pk_int(&[t.as_secs() as i32, t.subsec_micros() as i32]);
+}
+
+/// Whether the send buffer is a user-defined trace record.
+pub fn is_user_buf(l: &Lib) -> bool {
+    l.bufs
+        .get(&l.sbuf)
+        .is_some_and(|b| b.enc_override == Some(pvm_proto::codes::ENC_TRACE))
+}
+
+/// The type annotation legacy's trace encoder writes before `cnt` items of `T`: the type, with
+/// the count for arrays (unsigned int and short use the signed encoders, so their types).
+pub fn user_annotate<T: pvm_proto::encoding::Item>(p: &mut Packer, cnt: c_int) {
+    use pvm_proto::encoding::Kind;
+    if cnt <= 0 {
+        return;
+    }
+    let ty = match T::KIND {
+        Kind::Byte => 1,
+        Kind::Cplx => 2,
+        Kind::DCplx => 3,
+        Kind::Double => 4,
+        Kind::Float => 5,
+        Kind::Int | Kind::UInt => DATA_INT,
+        Kind::Long => DATA_LONG,
+        Kind::ULong => 9,
+        Kind::Short | Kind::UShort => 10,
+    };
+    if cnt == 1 {
+        let _ = p.pk_int(&[ty]);
+    } else {
+        let _ = p.pk_int(&[ty | DATA_ARRAY, cnt]);
+    }
+}
+
+/// `pvm_pkint(&m, 0, 1)` with a negative `m` into a trace buffer packs the marker itself
+/// (legacy's way to insert markers).
+pub fn user_marker<T: 'static>(l: &mut Lib, first: &T) -> Result<(), c_int> {
+    let Some(&m) = (first as &dyn std::any::Any).downcast_ref::<i32>() else {
+        return Ok(());
+    };
+    if m < 0 && is_user_buf(l) {
+        let _ = l.sbuf_packer()?.pk_int(&[m]);
+    }
+    Ok(())
+}
+
+/// `pvm_send(PVM_TRACE_TID, PVM_TRACE_CODE)`: when user-defined events are in our mask, end
+/// the record and send the buffer to the tracer; otherwise nothing (and no error).
+pub fn user_send(l: &mut Lib) -> Result<c_int, c_int> {
+    if !mask_has(&l.trc.tmask, USER_DEFINED) || l.trc.trctid <= 0 {
+        return Ok(0);
+    }
+    if !l.bufs.contains_key(&l.sbuf) {
+        return Err(crate::core::E_NOBUF);
+    }
+    let _ = l.sbuf_packer()?.pk_int(&[MARK_USER_EVENT_RECORD_END]);
+    let sb = l.sbuf;
+    let Some(b) = l.bufs.remove(&sb) else {
+        return Err(crate::core::E_NOBUF);
+    };
+    let (me, tid, tag, ctx) = (l.mytid, l.trc.trctid, l.trc.trctag, l.trc.trcctx);
+    let r = l.send_raw_enc(me, tid, tag, ctx, 0, b.enc(), b.body(), false);
+    l.bufs.insert(sb, b);
+    r.map(|_| 0)
+}
+
 /// Length, tag and source of a buffer, or -1s (pvm_bufinfo as the trace code uses it).
 pub fn bufinfo(l: &Lib, mid: i32) -> (i32, i32, i32) {
     match l.bufs.get(&mid) {
