@@ -37,6 +37,9 @@ const TRACE_FULL: i32 = 1;
 const TRACE_TIME: i32 = 2;
 const TRACE_COUNT: i32 = 3;
 
+/// Most handler records kept between two events.
+const MAX_DEFERRED: usize = 4096;
+
 /// Number of event kinds (TEV_FIRST..=TEV_MAX).
 pub const NKINDS: usize = 109;
 
@@ -415,6 +418,11 @@ fn replay(l: &mut Lib, after: bool) {
 pub fn system_handler(l: &mut Lib, tag: i32, ctx: i32, src: i32, body: &pvm_proto::encoding::MsgBody) {
     // While connecting, the trace settings are not known yet: decided when replayed.
     if !l.tev.in_beatask && !tracing(l, kind::MHF_INVOKE) {
+        return;
+    }
+    // Bounded: a call that waits long while control messages keep arriving keeps the first
+    // records only (each handler makes about twenty).
+    if l.tev.deferred.len() >= MAX_DEFERRED {
         return;
     }
     use crate::core::{TC_NOOP, TC_SETTMASK, TC_SETTRACE, TC_SETTRCBUF, TC_SETTRCOPT, TC_SIBLINGS};
