@@ -66,6 +66,8 @@ int main(int argc, char **argv)
 		pvm_freebuf(pvm_setsbuf(mid));
 		pvm_setrbuf(0); pvm_getrbuf(); pvm_sendsig(tids[0], 0);
 		for (i = 0; i < 2; i++) pvm_recv(-1, 77);
+		pvm_setopt(PvmSelfTraceOptions, PvmTraceTime);
+		pvm_initsend(PvmDataDefault); pvm_pkint(&v, 1, 1);
 	} else {
 		if (pvm_siblings(&sibs) == 2 && sibs[0] == me)
 			pvm_setopt(PvmSelfTraceBuffer, 300);
@@ -365,13 +367,19 @@ fn compare(daemon: Kind) {
     );
     // Task-less records (profiling) and the daemon's own (newtask, spntask, endtask).
     assert_eq!(ld, od, "{daemon:?}: daemon events differ between the two library runs");
+    // PvmTraceTime: one timing record at exit (times normalised).
+    assert!(
+        ld.iter()
+            .any(|s| s == "R timing - VCT=4 VID=exit,initsend,pkint,setopt TGS=n TGU=n PRF=1,2,2,1"),
+        "no timing record: {ld:#?}"
+    );
     assert!(
         ld.iter().any(|s| s == "R user_defined - U0=7 U1=117,100"),
         "no user-defined record: {ld:#?}"
     );
     let tasks: Vec<&String> = ld
         .iter()
-        .filter(|s| !s.contains(" profiling ") && !s.contains(" user_defined "))
+        .filter(|s| !s.contains(" profiling ") && !s.contains(" user_defined ") && !s.contains(" timing "))
         .collect();
     let end = "TST=0 TUS=n TUU=n TSS=n TSU=n";
     let want = [
