@@ -167,7 +167,8 @@ fn console_runs_on_our_library() {
             c.stdin(std::process::Stdio::piped());
             let mut child = c.spawn().expect("console");
             let mut i = child.stdin.take().unwrap();
-            i.write_all(b"conf\nversion\nps\nmstat vm\nquit\n").unwrap();
+            // getopt: the console sets its own trace and output tids to -1 before enrolling.
+            i.write_all(b"conf\nversion\nps\nmstat vm\ngetopt\nquit\n").unwrap();
             drop(i);
             let (code, out, err) = Proc {
                 child,
@@ -175,6 +176,13 @@ fn console_runs_on_our_library() {
             }
             .wait(TIMEOUT);
             assert_eq!(code, Some(0), "{lib:?}: {out}\n{err}");
+            for o in ["PvmSelfOutputTid", "PvmSelfTraceTid", "PvmOutputTid", "PvmTraceTid"] {
+                assert!(
+                    out.contains(&format!("{o} Currently Set to -1\n")),
+                    "{lib:?} {o}: {out}"
+                );
+            }
+            assert!(out.contains("PvmTraceOptions Currently Set to 1\n"), "{lib:?}: {out}");
             let out = normalise(&out).replace("pvm> ", "");
             // The host name and the pid column vary between runs.
             let out: String = out

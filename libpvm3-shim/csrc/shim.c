@@ -411,7 +411,7 @@ static const char *parse_conv(const char *f, struct conv *c, va_list *ap)
     return f + 1;
 }
 
-int pvm_vpackf(const char *fmt, va_list ap0)
+static int vpackf_body(const char *fmt, va_list ap0)
 {
     va_list ap;
     struct conv c;
@@ -462,7 +462,7 @@ int pvm_vpackf(const char *fmt, va_list ap0)
     return cc < 0 ? cc : 0;
 }
 
-int pvm_vunpackf(const char *fmt, va_list ap0)
+static int vunpackf_body(const char *fmt, va_list ap0)
 {
     va_list ap;
     struct conv c;
@@ -498,6 +498,26 @@ int pvm_vunpackf(const char *fmt, va_list ap0)
     }
     va_end(ap);
     return cc < 0 ? cc : 0;
+}
+
+/* Trace records of pvm_packf/pvm_unpackf (tev.rs): the pk/upk calls inside are not traced. */
+int pvmshim_tev_begin(int kind, const char *fmt);
+void pvmshim_tev_end(int kind, int took, int cc);
+
+int pvm_vpackf(const char *fmt, va_list ap0)
+{
+    int took = pvmshim_tev_begin(83, fmt);
+    int cc = vpackf_body(fmt, ap0);
+    pvmshim_tev_end(83, took, cc);
+    return cc;
+}
+
+int pvm_vunpackf(const char *fmt, va_list ap0)
+{
+    int took = pvmshim_tev_begin(89, fmt);
+    int cc = vunpackf_body(fmt, ap0);
+    pvmshim_tev_end(89, took, cc);
+    return cc;
 }
 
 int pvm_packf(const char *fmt, ...)

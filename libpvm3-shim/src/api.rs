@@ -11,6 +11,7 @@ use crate::core::{
     TM_HOSTSYNC, TM_MCA, TM_MSTAT, TM_NOTIFY, TM_PSTAT, TM_SCHED, TM_SENDSIG, TM_SETOPT, TM_SPAWN, TM_TASK, TM_TASKER,
     TM_TICKLE, TM_TRACER,
 };
+use crate::tev;
 use pvm_proto::codes::{PvmError, SYSCTX_TC, SYSCTX_TM};
 use pvm_proto::encoding::{EmbeddedMesg, Encoding, Item, MsgBody, Packer, Unpacker};
 use std::ffi::CString;
@@ -144,11 +145,14 @@ fn ctx() -> i32 {
 // ---- enrolment ------------------------------------------------------------------------------
 
 pvm_api!(pvm_mytid() {
+    tev::traced(tev::kind::MYTID, true, |e, l| { let _ = (&e, &l);  }, || -> R {
     enrolled()?;
     with(|l| l.mytid)
+}, |e, l, cc| { let _ = &l; e.int(tev::did::MT, cc); })
 });
 
 pvm_api!(pvm_parent() silent [E_NOPARENT, PvmError::ParentNotSet as i32] {
+    tev::traced(tev::kind::PARENT, true, |e, l| { let _ = (&e, &l);  }, || -> R {
     enrolled()?;
     let p = with(|l| l.ptid)?;
     match p {
@@ -156,6 +160,7 @@ pvm_api!(pvm_parent() silent [E_NOPARENT, PvmError::ParentNotSet as i32] {
         p if p < 0 => Err(p),
         p => Ok(p),
     }
+}, |e, l, cc| { let _ = &l; e.int(tev::did::PT, cc); })
 });
 
 /// pvm_exit() without the error reporting (also used by PvmAutoErr 2).
@@ -173,6 +178,7 @@ pub fn exit_internal() -> c_int {
     }
     with(|l| {
         if l.enrolled() {
+            tev::flush(l);
             let me = l.mytid;
             l.closing = true;
             let _ = l.send_raw(me, TIDPVMD, TM_EXIT, SYSCTX_TM, 0, xdr().body(), true);
@@ -207,10 +213,13 @@ pub fn exit_internal() -> c_int {
 }
 
 pvm_api!(pvm_exit() {
+    tev::traced(tev::kind::EXIT, true, |e, l| { let _ = (&e, &l);  }, || -> R {
     Ok(exit_internal())
+}, |_, _, _| {})
 });
 
 pvm_api!(pvm_siblings(tidsp: *mut *mut c_int) silent [] {
+    tev::traced(tev::kind::SIBLINGS, true, |e, l| { let _ = (&e, &l);  }, || -> R {
     nz(tidsp)?;
     enrolled()?;
     let parent = with(|l| l.ptid)?;
@@ -236,6 +245,7 @@ pvm_api!(pvm_siblings(tidsp: *mut *mut c_int) silent [] {
         with_r(|l| l.pump(None))?;
         run_handlers()?;
     }
+}, |e, l, cc| { let _ = &l; let v: Vec<i32> = match &l.siblings { Some(v) => v.clone(), None => vec![l.mytid] }; e.ints(tev::did::SIB, &v[..(cc.max(0) as usize).min(v.len())]); })
 });
 
 pvm_api!(pvm_tidtohost(tid: c_int) {
@@ -256,7 +266,12 @@ fn encoding_of(arg: c_int) -> Result<(Encoding, Option<i32>), c_int> {
 
 fn mkbuf(l: &mut Lib, enc: c_int) -> R {
     let (e, ov) = encoding_of(enc)?;
-    let p = l.packer(e);
+    let mut p = l.packer(e);
+    if ov == Some(pvm_proto::codes::ENC_TRACE) {
+        // PvmDataTrace: a user-defined trace record, its header packed at creation (legacy
+        // enc_trc_hdr); pvm_send to PVM_TRACE_TID closes and sends it (tev::user_send).
+        tev::user_header(&mut p);
+    }
     let id = l.new_buf(BufKind::Pack(p));
     let me = l.mytid;
     if let Some(b) = l.bufs.get_mut(&id) {
@@ -267,13 +282,16 @@ fn mkbuf(l: &mut Lib, enc: c_int) -> R {
 }
 
 pvm_api!(pvm_mkbuf(enc: c_int) {
+    tev::traced(tev::kind::MKBUF, true, |e, l| { let _ = (&e, &l); e.int(tev::did::ME, enc); }, || -> R {
     with_r(|l| {
         soft_enrol(l);
         mkbuf(l, enc)
     })
+}, |e, l, cc| { let _ = &l; e.int(tev::did::MB, cc); })
 });
 
 pvm_api!(pvm_initsend(enc: c_int) {
+    tev::traced(tev::kind::INITSEND, true, |e, l| { let _ = (&e, &l); e.int(tev::did::ME, enc); }, || -> R {
     with_r(|l| {
         soft_enrol(l);
         // Legacy reports the failure of the pvm_mkbuf() it calls, then its own.
@@ -288,9 +306,11 @@ pvm_api!(pvm_initsend(enc: c_int) {
         l.sbuf = id;
         Ok(id)
     })
+}, |e, l, cc| { let _ = &l; e.int(tev::did::MSB, cc); })
 });
 
 pvm_api!(pvm_freebuf(mid: c_int) {
+    tev::traced(tev::kind::FREEBUF, true, |e, l| { let _ = (&e, &l); e.int(tev::did::MB, mid); }, || -> R {
     with_r(|l| {
         soft_enrol(l);
         if mid < 0 {
@@ -310,12 +330,18 @@ pvm_api!(pvm_freebuf(mid: c_int) {
         }
         Ok(0)
     })
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
-pvm_api!(pvm_getsbuf() { with(|l| l.sbuf) });
-pvm_api!(pvm_getrbuf() { with(|l| l.rbuf) });
+pvm_api!(pvm_getsbuf() {
+    tev::traced(tev::kind::GETSBUF, true, |e, l| { let _ = (&e, &l);  }, || -> R { with(|l| l.sbuf) }, |e, l, cc| { let _ = &l; e.int(tev::did::MSB, cc); })
+});
+pvm_api!(pvm_getrbuf() {
+    tev::traced(tev::kind::GETRBUF, true, |e, l| { let _ = (&e, &l);  }, || -> R { with(|l| l.rbuf) }, |e, l, cc| { let _ = &l; e.int(tev::did::MRB, cc); })
+});
 
 pvm_api!(pvm_setsbuf(mid: c_int) {
+    tev::traced(tev::kind::SETSBUF, true, |e, l| { let _ = (&e, &l); e.int(tev::did::MB, mid); }, || -> R {
     with_r(|l| {
         if mid < 0 {
             return Err(E_BADPARAM);
@@ -325,9 +351,11 @@ pvm_api!(pvm_setsbuf(mid: c_int) {
         }
         Ok(std::mem::replace(&mut l.sbuf, mid))
     })
+}, |e, l, cc| { let _ = &l; e.int(tev::did::MSB, cc); })
 });
 
 pvm_api!(pvm_setrbuf(mid: c_int) {
+    tev::traced(tev::kind::SETRBUF, true, |e, l| { let _ = (&e, &l); e.int(tev::did::MB, mid); }, || -> R {
     with_r(|l| {
         if mid < 0 {
             return Err(E_BADPARAM);
@@ -337,9 +365,11 @@ pvm_api!(pvm_setrbuf(mid: c_int) {
         }
         Ok(std::mem::replace(&mut l.rbuf, mid))
     })
+}, |e, l, cc| { let _ = &l; e.int(tev::did::MRB, cc); })
 });
 
 pvm_api!(pvm_bufinfo(mid: c_int, len: *mut c_int, tag: *mut c_int, tid: *mut c_int) {
+    tev::traced(tev::kind::BUFINFO, true, |e, l| { let _ = (&e, &l); e.int(tev::did::MB, mid); }, || -> R {
     with_r(|l| {
         if mid <= 0 {
             return Err(E_BADPARAM);
@@ -359,9 +389,11 @@ pvm_api!(pvm_bufinfo(mid: c_int, len: *mut c_int, tag: *mut c_int, tid: *mut c_i
         }
         Ok(0)
     })
+}, |e, l, cc| { let _ = &l; let (a, b, c) = if cc == 0 { tev::bufinfo(l, mid) } else { (cc, cc, cc) }; e.int(tev::did::CC, cc); e.int(tev::did::INB, a); e.int(tev::did::IMC, b); e.int(tev::did::IST, c); })
 });
 
 pvm_api!(pvm_getminfo(mid: c_int, info: *mut PvmMInfo) {
+    tev::traced(tev::kind::GETMINFO, true, |e, l| { let _ = (&e, &l); e.int(tev::did::MB, mid); }, || -> R {
     nz(info)?;
     with_r(|l| {
         if mid <= 0 {
@@ -383,9 +415,11 @@ pvm_api!(pvm_getminfo(mid: c_int, info: *mut PvmMInfo) {
         }
         Ok(0)
     })
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_setminfo(mid: c_int, info: *mut PvmMInfo) {
+    tev::traced(tev::kind::SETMINFO, true, |e, l| { let _ = (&e, &l); e.int(tev::did::MB, mid); }, || -> R {
     nz(info)?;
     with_r(|l| {
         if mid <= 0 {
@@ -402,6 +436,7 @@ pvm_api!(pvm_setminfo(mid: c_int, info: *mut PvmMInfo) {
         b.dst = i.dst;
         Ok(0)
     })
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 // ---- packing ---------------------------------------------------------------------------------
@@ -438,18 +473,33 @@ unsafe fn strided_mut<'a, T>(p: *mut T, cnt: c_int, stride: c_int) -> Result<&'a
     Ok(unsafe { std::slice::from_raw_parts_mut(p, n) })
 }
 
+/// Elements of one stride-0 chunk: large enough that the per-call cost vanishes, small enough
+/// that `pvm_pkdouble(p, INT_MAX, 0)` costs a few kilobytes of memory, not 16 GiB. A multiple
+/// of 4, because XDR pads each packed byte run to 4 bytes (a 1023-byte chunk would insert
+/// padding mid-array: interop-tests/tests/shim_pack.rs catches that).
+const STRIDE0_CHUNK: usize = 1024;
+
 fn pack<T: Item>(data: &[T], cnt: c_int, stride: c_int) -> R {
-    // Stride 0 repeats the first element, as the legacy encoders' pointer arithmetic does.
-    let rep: Vec<T>;
-    let (data, stride) = if stride == 0 && cnt > 0 {
-        rep = vec![data[0]; cnt as usize];
-        (&rep[..], 1)
-    } else {
-        (data, stride)
-    };
     with_r(|l| {
         soft_enrol(l);
+        if tev::is_user_buf(l) {
+            // PvmDataTrace: every packed item carries its type (and count) for the tracer.
+            tev::user_annotate::<T>(l.sbuf_packer()?, cnt);
+        }
         let p = l.sbuf_packer()?;
+        if stride == 0 && cnt > 0 {
+            // Stride 0 repeats the first element, as the legacy encoders' pointer arithmetic
+            // does. The copies are streamed in bounded chunks: consecutive packs append item by
+            // item, so the bytes (and fragment boundaries) equal one pack of `cnt` copies.
+            let chunk = [data[0]; STRIDE0_CHUNK];
+            let mut left = cnt as usize;
+            while left > 0 {
+                let n = left.min(STRIDE0_CHUNK);
+                p.pack_strided(&chunk[..n], n, 1).map_err(|e| e.pvm_error() as i32)?;
+                left -= n;
+            }
+            return Ok(0);
+        }
         p.pack_strided(data, cnt as usize, stride as usize)
             .map_err(|e| e.pvm_error() as i32)?;
         Ok(0)
@@ -483,43 +533,62 @@ fn unpack<T: Item>(out: &mut [T], cnt: c_int, stride: c_int) -> R {
 }
 
 macro_rules! pk_upk {
-    ($pk:ident, $upk:ident, $ct:ty, $rt:ty) => {
+    ($pk:ident, $upk:ident, $ct:ty, $rt:ty, $kpk:ident, $kupk:ident) => {
         pvm_api!($pk(p: *mut $ct, cnt: c_int, stride: c_int) {
-            // SAFETY: the C caller passes an array of at least cnt elements at this stride.
-            let d = unsafe { strided(p as *const $rt, cnt, stride) }?;
-            pack(d, cnt, stride)
+            tev::traced_cc(tev::kind::$kpk, |e, _| tev::pack_entry(e, p as *const c_void, cnt, stride), || {
+                if cnt == 0 && !p.is_null() {
+                    // SAFETY: a non-NULL pointer to at least one element (legacy reads it too).
+                    let first = unsafe { *(p as *const $rt) };
+                    with_r(|l| tev::user_marker(l, &first))?;
+                }
+                // SAFETY: the C caller passes an array of at least cnt elements at this stride.
+                let d = unsafe { strided(p as *const $rt, cnt, stride) }?;
+                pack(d, cnt, stride)
+            })
         });
         pvm_api!($upk(p: *mut $ct, cnt: c_int, stride: c_int) {
-            // SAFETY: as for packing.
-            let d = unsafe { strided_mut(p as *mut $rt, cnt, stride) }?;
-            unpack(d, cnt, stride)
+            tev::traced_cc(tev::kind::$kupk, |e, _| tev::pack_entry(e, p as *const c_void, cnt, stride), || {
+                // SAFETY: as for packing.
+                let d = unsafe { strided_mut(p as *mut $rt, cnt, stride) }?;
+                unpack(d, cnt, stride)
+            })
         });
     };
 }
 
-pk_upk!(pvm_pkbyte, pvm_upkbyte, c_char, u8);
-pk_upk!(pvm_pkshort, pvm_upkshort, c_short, i16);
-pk_upk!(pvm_pkushort, pvm_upkushort, c_ushort, u16);
-pk_upk!(pvm_pkint, pvm_upkint, c_int, i32);
-pk_upk!(pvm_pkuint, pvm_upkuint, c_uint, u32);
-pk_upk!(pvm_pklong, pvm_upklong, c_long, i64);
-pk_upk!(pvm_pkulong, pvm_upkulong, c_ulong, u64);
-pk_upk!(pvm_pkfloat, pvm_upkfloat, f32, f32);
-pk_upk!(pvm_pkdouble, pvm_upkdouble, f64, f64);
-pk_upk!(pvm_pkcplx, pvm_upkcplx, f32, [f32; 2]);
-pk_upk!(pvm_pkdcplx, pvm_upkdcplx, f64, [f64; 2]);
+pk_upk!(pvm_pkbyte, pvm_upkbyte, c_char, u8, PKBYTE, UPKBYTE);
+pk_upk!(pvm_pkshort, pvm_upkshort, c_short, i16, PKSHORT, UPKSHORT);
+pk_upk!(pvm_pkushort, pvm_upkushort, c_ushort, u16, PKUSHORT, UPKUSHORT);
+pk_upk!(pvm_pkint, pvm_upkint, c_int, i32, PKINT, UPKINT);
+pk_upk!(pvm_pkuint, pvm_upkuint, c_uint, u32, PKUINT, UPKUINT);
+pk_upk!(pvm_pklong, pvm_upklong, c_long, i64, PKLONG, UPKLONG);
+pk_upk!(pvm_pkulong, pvm_upkulong, c_ulong, u64, PKULONG, UPKULONG);
+pk_upk!(pvm_pkfloat, pvm_upkfloat, f32, f32, PKFLOAT, UPKFLOAT);
+pk_upk!(pvm_pkdouble, pvm_upkdouble, f64, f64, PKDOUBLE, UPKDOUBLE);
+pk_upk!(pvm_pkcplx, pvm_upkcplx, f32, [f32; 2], PKCPLX, UPKCPLX);
+pk_upk!(pvm_pkdcplx, pvm_upkdcplx, f64, [f64; 2], PKDCPLX, UPKDCPLX);
 
 pvm_api!(pvm_pkstr(s: *mut c_char) {
+    tev::traced(tev::kind::PKSTR, true, |e, l| { let _ = (&e, &l); e.long(tev::did::PDA, s as i64); }, || -> R {
     // SAFETY: NULL is refused; otherwise a C string.
     let s = unsafe { cstr(s) }?;
     with_r(|l| {
         soft_enrol(l);
+        if tev::is_user_buf(l) {
+            // Legacy packs a string of a trace record as its bytes (no length, no NUL).
+            let p = l.sbuf_packer()?;
+            tev::user_annotate::<u8>(p, s.len() as c_int);
+            p.pk_byte(s).map_err(|e| e.pvm_error() as i32)?;
+            return Ok(0);
+        }
         l.sbuf_packer()?.pk_str(s).map_err(|e| e.pvm_error() as i32)?;
         Ok(0)
     })
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_upkstr(s: *mut c_char) {
+    tev::traced(tev::kind::UPKSTR, true, |e, l| { let _ = (&e, &l); e.long(tev::did::PDA, s as i64); }, || -> R {
     nz(s)?;
     with_r(|l| {
         soft_enrol(l);
@@ -536,6 +605,7 @@ pvm_api!(pvm_upkstr(s: *mut c_char) {
         }
         Ok(0)
     })
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 fn embedded(b: &Buf) -> EmbeddedMesg {
@@ -608,21 +678,31 @@ fn valid_dst(tid: c_int) -> bool {
 }
 
 fn send_sbuf(l: &mut Lib, tid: c_int, tag: c_int, ctx: i32) -> R {
-    let b = l.bufs.get(&l.sbuf).ok_or(E_NOBUF)?;
-    let mut body = b.body().clone();
-    body.set_enc(b.enc());
+    if !l.bufs.contains_key(&l.sbuf) {
+        return Err(E_NOBUF);
+    }
+    let me = l.mytid;
+    crate::route::maybe_request(l, tid);
+    // The buffer is lent out for the write (which only reads sockets into their input
+    // buffers), not cloned: a 1 MB message is not copied again before it is sent.
+    let sb = l.sbuf;
+    let b = l.bufs.remove(&sb).ok_or(E_NOBUF)?;
     // The buffer's wait id goes out as the legacy library sends it (pvm_setminfo sets it; a
     // resource manager echoes a request's wid this way, and waits for its own on SM_EXEC).
     let wid = b.wid;
-    let me = l.mytid;
-    crate::route::maybe_request(l, tid);
-    l.send_raw(me, tid, tag, ctx, wid, &body, false)?;
+    let r = l.send_raw_enc(me, tid, tag, ctx, wid, b.enc(), b.body(), false);
+    l.bufs.insert(sb, b);
+    r?;
     Ok(0)
 }
 
 pvm_api!(pvm_send(tid: c_int, tag: c_int) {
+    tev::traced(tev::kind::SEND, true, |e, l| { let _ = (&e, &l); e.int(tev::did::MNB, if l.sbuf > 0 { tev::bufinfo(l, l.sbuf).0 } else { -1 }); e.int(tev::did::DST, tid); e.int(tev::did::MC, tag); e.int(tev::did::MCX, cget!(pvmmyctx)); }, || -> R {
     enrolled()?;
     with_r(|l| {
+        if tid == tev::PVM_TRACE_TID && tag == tev::PVM_TRACE_CODE {
+            return tev::user_send(l);
+        }
         if !valid_dst(tid) || (tag < 0 && !l.resvtids) {
             return Err(E_BADPARAM);
         }
@@ -631,6 +711,7 @@ pvm_api!(pvm_send(tid: c_int, tag: c_int) {
         }
         send_sbuf(l, tid, tag, ctx())
     })
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 /// Multicast of the current send buffer: TM_MCA with the other tids, then the message to the
@@ -651,6 +732,7 @@ fn mcast(l: &mut Lib, tids: &[i32], tag: i32, ctx: i32, body: &MsgBody) -> Resul
 }
 
 pvm_api!(pvm_mcast(tids: *mut c_int, count: c_int, tag: c_int) {
+    tev::traced(tev::kind::MCAST, true, |e, l| { let _ = (&e, &l); e.int(tev::did::MNB, if l.sbuf > 0 { tev::bufinfo(l, l.sbuf).0 } else { -1 }); e.int(tev::did::MC, tag); e.int(tev::did::MCX, cget!(pvmmyctx)); let v = if tids.is_null() || count <= 0 { Vec::new() } else { unsafe { std::slice::from_raw_parts(tids, count as usize) }.to_vec() }; e.ints(tev::did::MDL, &v); }, || -> R {
     enrolled()?;
     if count < 0 {
         return Err(E_BADPARAM);
@@ -673,25 +755,54 @@ pvm_api!(pvm_mcast(tids: *mut c_int, count: c_int, tag: c_int) {
         mcast(l, &t, tag, ctx(), &body)?;
         Ok(0)
     })
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 /// Calls the message handlers of messages that arrived, with the lock released.
+/// Packs the mhf_invoke record for message `id` handled by handler `h`; true if it was traced.
+fn tev_mhf_invoke(l: &mut Lib, id: i32, h: i32) -> bool {
+    let Some(m) = l.mhfs.iter().find(|m| m.id == h).map(|m| (m.src, m.tag, m.ctx)) else {
+        return false;
+    };
+    let (nb, mc, src) = tev::bufinfo(l, id);
+    let ctx = l.bufs.get(&id).map_or(-1, |b| b.ctx);
+    let mut traced = false;
+    tev::event(l, tev::kind::MHF_INVOKE, tev::ENTRY, |e, _| {
+        traced = true;
+        e.int(tev::did::RST, m.0);
+        e.int(tev::did::RMC, m.1);
+        e.int(tev::did::RCX, m.2);
+        e.int(tev::did::MB, id);
+        e.int(tev::did::MNB, nb);
+        e.int(tev::did::MC, mc);
+        e.int(tev::did::MCX, ctx);
+        e.int(tev::did::SRC, src);
+    });
+    traced
+}
+
 pub fn run_handlers() -> Result<(), c_int> {
     loop {
         let next = with(|l| {
-            l.pending_mhf.pop_front().map(|(id, f, _)| {
+            l.pending_mhf.pop_front().map(|(id, f, h)| {
                 let saved = (l.sbuf, l.rbuf);
                 l.rbuf = id;
-                (id, f, saved)
+                // The mhf_invoke record: the handler's match fields, then the message's. Legacy
+                // checks it outside any exclusive section, and then traces the handler's own
+                // calls as top-level ones (TEV_PUSHTOP).
+                let traced = tev_mhf_invoke(l, id, h);
+                (id, f, saved, traced)
             })
         })?;
-        let Some((id, f, saved)) = next else {
+        let Some((id, f, saved, traced)) = next else {
             return Ok(());
         };
+        let top = traced.then(tev::PushTop::push);
         if let Some(f) = f {
             // SAFETY: a handler the program registered with pvm_addmhf.
             unsafe { f(id) };
         }
+        drop(top);
         with(|l| {
             l.sbuf = if l.bufs.contains_key(&saved.0) { saved.0 } else { 0 };
             l.rbuf = if l.bufs.contains_key(&saved.1) { saved.1 } else { 0 };
@@ -762,21 +873,28 @@ fn check_tag(_tid: c_int, _tag: c_int) -> Result<(), c_int> {
 }
 
 pvm_api!(pvm_recv(tid: c_int, tag: c_int) {
+    tev::traced(tev::kind::RECV, true, |e, l| { let _ = (&e, &l); tev::recv_entry(e, tid, tag); }, || -> R {
     check_tag(tid, tag)?;
     recv_common(tid, tag, None, true)
+}, tev::recv_exit)
 });
 
 pvm_api!(pvm_nrecv(tid: c_int, tag: c_int) {
+    tev::traced(tev::kind::NRECV, true, |e, l| { let _ = (&e, &l); tev::recv_entry(e, tid, tag); }, || -> R {
     check_tag(tid, tag)?;
     recv_common(tid, tag, Some(Instant::now()), true)
+}, tev::recv_exit)
 });
 
 pvm_api!(pvm_probe(tid: c_int, tag: c_int) {
+    tev::traced(tev::kind::PROBE, true, |e, l| { let _ = (&e, &l); tev::recv_entry(e, tid, tag); }, || -> R {
     check_tag(tid, tag)?;
     recv_common(tid, tag, Some(Instant::now()), false)
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_trecv(tid: c_int, tag: c_int, tmout: *mut Timeval) {
+    tev::traced(tev::kind::TRECV, true, |e, l| { let _ = (&e, &l); tev::recv_entry(e, tid, tag); let (ts, tu) = if tmout.is_null() { (-1, -1) } else { unsafe { ((*tmout).tv_sec as i32, (*tmout).tv_usec as i32) } }; e.int(tev::did::MTS, ts); e.int(tev::did::MTU, tu); }, || -> R {
     check_tag(tid, tag)?;
     let deadline = if tmout.is_null() {
         None
@@ -786,11 +904,22 @@ pvm_api!(pvm_trecv(tid: c_int, tag: c_int, tmout: *mut Timeval) {
         Some(deadline_of(t.tv_sec, t.tv_usec))
     };
     recv_common(tid, tag, deadline, true)
+}, tev::recv_exit)
 });
 
 #[no_mangle]
 pub unsafe extern "C" fn pvm_recvf(new: Option<RecvfFn>) -> Option<RecvfFn> {
-    crate::core::guarded(None, || with(|l| std::mem::replace(&mut l.recvf, new)).unwrap_or(None))
+    crate::core::guarded(None, || {
+        let x = tev::Excl::take();
+        if x.is_some() {
+            tev::emit(tev::kind::RECVF, tev::ENTRY, true, |_, _| {});
+        }
+        let old = with(|l| std::mem::replace(&mut l.recvf, new)).unwrap_or(None);
+        if x.is_some() {
+            tev::emit(tev::kind::RECVF, tev::EXIT, true, |_, _| {});
+        }
+        old
+    })
 }
 
 fn type_size(t: c_int) -> Result<usize, c_int> {
@@ -805,6 +934,7 @@ fn type_size(t: c_int) -> Result<usize, c_int> {
 }
 
 pvm_api!(pvm_psend(tid: c_int, tag: c_int, buf: *mut c_void, len: c_int, dtype: c_int) {
+    tev::traced(tev::kind::PSEND, true, |e, l| { let _ = (&e, &l); e.int(tev::did::DST, tid); e.int(tev::did::MC, tag); e.int(tev::did::MCX, cget!(pvmmyctx)); e.long(tev::did::PDA, buf as i64); e.int(tev::did::PC, len); e.int(tev::did::PDT, dtype); }, || -> R {
     enrolled()?;
     let sz = type_size(dtype)?;
     if len < 0 {
@@ -823,6 +953,7 @@ pvm_api!(pvm_psend(tid: c_int, tag: c_int, buf: *mut c_void, len: c_int, dtype: 
         l.send_raw(me, tid, tag, ctx(), 0, p.body(), false)?;
         Ok(0)
     })
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 #[no_mangle]
@@ -836,12 +967,55 @@ pub unsafe extern "C" fn pvm_precv(
     rtag: *mut c_int,
     rlen: *mut c_int,
 ) -> c_int {
+    // What the exit record reports of the received message: length, tag, source.
+    let got = std::cell::Cell::new((-1, -1, -1));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> R {
+        tev::traced(
+            tev::kind::PRECV,
+            true,
+            |e, _| {
+                tev::recv_entry(e, tid, tag);
+                e.long(tev::did::PDA, buf as i64);
+                e.int(tev::did::PC, len);
+                e.int(tev::did::PDT, dtype);
+            },
+            || precv_body(tid, tag, buf, len, dtype, rtid, rtag, rlen, &got),
+            |e, _, cc| {
+                let (nb, mc, src) = if cc < 0 { (-1, -1, -1) } else { got.get() };
+                e.int(tev::did::CC, cc);
+                e.int(tev::did::MNB, nb);
+                e.int(tev::did::MC, mc);
+                e.int(tev::did::MCX, cget!(pvmmyctx));
+                e.int(tev::did::SRC, src);
+            },
+        )
+    }));
+    match r {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => lpvmerr("pvm_precv", e),
+        Err(_) => lpvmerr("pvm_precv", E_SYSERR),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn precv_body(
+    tid: c_int,
+    tag: c_int,
+    buf: *mut c_void,
+    len: c_int,
+    dtype: c_int,
+    rtid: *mut c_int,
+    rtag: *mut c_int,
+    rlen: *mut c_int,
+    got: &std::cell::Cell<(i32, i32, i32)>,
+) -> R {
+    {
         let sz = type_size(dtype)?;
         check_tag(tid, tag)?;
         let id = recv_common(tid, tag, None, true)?;
         with_r(|l| {
             let b = l.bufs.get_mut(&id).ok_or(E_NOSUCHBUF)?;
+            got.set((b.body().len() as i32, b.tag, b.src));
             let bytes = b.body().bytes();
             let n = bytes.len().min(len.max(0) as usize * sz);
             if n > 0 {
@@ -865,17 +1039,13 @@ pub unsafe extern "C" fn pvm_precv(
             b.pos = n;
             Ok(0)
         })
-    }));
-    match r {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => lpvmerr("pvm_precv", e),
-        Err(_) => lpvmerr("pvm_precv", E_SYSERR),
     }
 }
 
 // ---- message handlers and contexts -----------------------------------------------------------
 
 pvm_api!(pvm_addmhf(src: c_int, tag: c_int, ctx: c_int, f: Option<MhfFn>) {
+    tev::traced(tev::kind::ADDMHF, true, |e, l| { let _ = (&e, &l); e.int(tev::did::RST, src); e.int(tev::did::RMC, tag); e.int(tev::did::RCX, ctx); }, || -> R {
     // Legacy accepts a NULL function (and would crash calling it); we never call it.
     with(|l| {
         let id = l.next_mhf;
@@ -883,14 +1053,26 @@ pvm_api!(pvm_addmhf(src: c_int, tag: c_int, ctx: c_int, f: Option<MhfFn>) {
         l.mhfs.insert(0, crate::core::Mhf { id, src, tag, ctx, f });
         id
     })
+}, |e, l, cc| { let _ = &l; e.int(tev::did::MHI, cc); })
 });
 
 #[no_mangle]
 pub unsafe extern "C" fn pvm_delmhf(id: c_int) -> c_int {
-    crate::core::guarded(E_SYSERR, || delmhf(id))
+    crate::core::guarded(E_SYSERR, || {
+        let Some(x) = tev::Excl::take() else {
+            return delmhf(id);
+        };
+        tev::emit(tev::kind::DELMHF, tev::ENTRY, true, |e, _| e.int(tev::did::MHI, id));
+        // The exit record carries the code before lpvmerr reports it, as in legacy.
+        let cc = delmhf_traced(id);
+        tev::emit(tev::kind::DELMHF, tev::EXIT, true, |e, _| e.int(tev::did::CC, cc.0));
+        drop(x);
+        cc.1()
+    })
 }
 
-fn delmhf(id: c_int) -> c_int {
+/// Runs delmhf's checks, returning its code and the reporting step to run after the exit record.
+fn delmhf_traced(id: c_int) -> (c_int, Box<dyn FnOnce() -> c_int>) {
     let r = with(|l| {
         if id < 0 {
             return Err(("pvm_delmhf", E_BADPARAM));
@@ -909,13 +1091,18 @@ fn delmhf(id: c_int) -> c_int {
         Err((name, PvmError::NotFound as i32))
     });
     match r {
-        Ok(Ok(v)) => v,
-        Ok(Err((name, code))) => lpvmerr(name, code),
-        Err(e) => lpvmerr("pvm_delmhf", e),
+        Ok(Ok(v)) => (v, Box::new(move || v)),
+        Ok(Err((name, e))) => (e, Box::new(move || lpvmerr(name, e))),
+        Err(e) => (e, Box::new(move || lpvmerr("pvm_delmhf", e))),
     }
 }
 
+fn delmhf(id: c_int) -> c_int {
+    delmhf_traced(id).1()
+}
+
 pvm_api!(pvm_newcontext() {
+    tev::traced(tev::kind::NEWCONTEXT, true, |e, l| { let _ = (&e, &l);  }, || -> R {
     enrolled()?;
     with_r(|l| {
         let mut p = xdr();
@@ -924,9 +1111,11 @@ pvm_api!(pvm_newcontext() {
         let b = reply_unpacker(&r);
         int(&mut b.unpacker())
     })
+}, |e, l, cc| { let _ = &l; e.int(tev::did::CXN, cc); })
 });
 
 pvm_api!(pvm_freecontext(c: c_int) {
+    tev::traced(tev::kind::FREECONTEXT, true, |e, l| { let _ = (&e, &l); e.int(tev::did::CXF, c); }, || -> R {
     enrolled()?;
     with_r(|l| {
         let mut p = xdr();
@@ -940,15 +1129,20 @@ pvm_api!(pvm_freecontext(c: c_int) {
             Ok(0)
         }
     })
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_setcontext(c: c_int) {
+    tev::traced(tev::kind::SETCONTEXT, true, |e, l| { let _ = (&e, &l); e.int(tev::did::CXS, c); }, || -> R {
     let old = ctx();
     cset!(pvmmyctx, c);
     Ok(old)
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
-pvm_api!(pvm_getcontext() { Ok(ctx()) });
+pvm_api!(pvm_getcontext() {
+    tev::traced(tev::kind::GETCONTEXT, true, |e, l| { let _ = (&e, &l);  }, || -> R { Ok(ctx()) }, |e, l, cc| { let _ = &l; e.int(tev::did::CXC, cc); })
+});
 
 // ---- daemon requests -----------------------------------------------------------------------
 
@@ -977,6 +1171,7 @@ fn spawn_env(l: &Lib) -> Vec<String> {
 }
 
 pvm_api!(pvm_spawn(file: *mut c_char, argv: *mut *mut c_char, flag: c_int, whr: *mut c_char, count: c_int, tids: *mut c_int) {
+    tev::traced(tev::kind::SPAWN, true, |e, l| { let _ = (&e, &l); e.str(tev::did::SE, &unsafe { tev::cstr_or_empty(file) }); e.str(tev::did::SW, &unsafe { tev::cstr_or_empty(whr) }); e.int(tev::did::SF, flag | std::env::var("PVMTASK").map(|v| crate::core::strtoi(&v)).unwrap_or(0)); e.int(tev::did::SC, count); }, || -> R {
     // SAFETY: C strings from the caller (NULL refused for file, allowed for where).
     let file = unsafe { cstr(file) }?.to_vec();
     let whr = if whr.is_null() { Vec::new() } else { unsafe { cstr(whr) }?.to_vec() };
@@ -1043,9 +1238,11 @@ pvm_api!(pvm_spawn(file: *mut c_char, argv: *mut *mut c_char, flag: c_int, whr: 
         }
     }
     Ok(cc)
+}, |e, l, cc| { let _ = &l; e.int(tev::did::CC, cc); let v = if tids.is_null() || cc <= 0 { Vec::new() } else { unsafe { std::slice::from_raw_parts(tids, cc as usize) }.to_vec() }; e.ints(tev::did::STL, &v); })
 });
 
 pvm_api!(pvm_sendsig(tid: c_int, sig: c_int) {
+    tev::traced(tev::kind::SENDSIG, true, |e, l| { let _ = (&e, &l); e.int(tev::did::TT, tid); e.int(tev::did::SN, sig); }, || -> R {
     if tid <= 0 && !valid_dst(tid) {
         return Err(E_BADPARAM);
     }
@@ -1053,9 +1250,11 @@ pvm_api!(pvm_sendsig(tid: c_int, sig: c_int) {
     let _ = p.pk_int(&[tid, sig]);
     request(TM_SENDSIG, &p)?;
     Ok(0)
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_kill(tid: c_int) {
+    tev::traced(tev::kind::KILL, true, |e, l| { let _ = (&e, &l); e.int(tev::did::TT, tid); }, || -> R {
     if tid <= 0 && !valid_dst(tid) {
         return Err(E_BADPARAM);
     }
@@ -1063,9 +1262,11 @@ pvm_api!(pvm_kill(tid: c_int) {
     let _ = p.pk_int(&[tid, libc::SIGTERM]);
     request(TM_SENDSIG, &p)?;
     Ok(0)
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_notify(what: c_int, tag: c_int, cnt: c_int, tids: *mut c_int) {
+    tev::traced(tev::kind::NOTIFY, true, |e, l| { let _ = (&e, &l); e.int(tev::did::NE, what); e.int(tev::did::NMC, tag); let n = if what != 3 && cnt > 0 && !tids.is_null() { cnt as usize } else { 0 }; let v = if n == 0 { Vec::new() } else { unsafe { std::slice::from_raw_parts(tids, n) }.to_vec() }; e.ints(tev::did::NTL, &v); }, || -> R {
     enrolled()?;
     let kind = what & 0xff;
     if !(1..=5).contains(&kind) {
@@ -1098,9 +1299,11 @@ pvm_api!(pvm_notify(what: c_int, tag: c_int, cnt: c_int, tids: *mut c_int) {
         }
         Ok(0)
     })
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_config(nhostp: *mut c_int, narchp: *mut c_int, hostp: *mut *mut PvmHostInfo) {
+    tev::traced(tev::kind::CONFIG, true, |e, l| { let _ = (&e, &l);  }, || -> R {
     let b = request(TM_CONFIG, &xdr())?;
     let mut u = b.unpacker();
     let nh = int(&mut u)?;
@@ -1109,6 +1312,7 @@ pvm_api!(pvm_config(nhostp: *mut c_int, narchp: *mut c_int, hostp: *mut *mut Pvm
         return Err(PvmError::BadMsg as i32);
     }
     with_r(|l| {
+        l.tev.narch = na;
         l.keep_hosts.clear();
         l.keep_strings.clear();
         for _ in 0..nh {
@@ -1129,15 +1333,18 @@ pvm_api!(pvm_config(nhostp: *mut c_int, narchp: *mut c_int, hostp: *mut *mut Pvm
             if !narchp.is_null() {
                 *narchp = na;
             }
+            l.tev.narch = na;
             if !hostp.is_null() {
                 *hostp = l.keep_hosts.as_mut_ptr();
             }
         }
         Ok(0)
     })
+}, |e, l, cc| { let _ = &l; e.int(tev::did::NH, l.keep_hosts.len() as i32); e.int(tev::did::NA, l.tev.narch); e.int(tev::did::CC, cc); })
 });
 
 pvm_api!(pvm_tasks(whr: c_int, ntaskp: *mut c_int, taskp: *mut *mut PvmTaskInfo) {
+    tev::traced(tev::kind::TASKS, true, |e, l| { let _ = (&e, &l); e.int(tev::did::TW, whr); }, || -> R {
     let mut p = xdr();
     let _ = p.pk_int(&[whr]);
     let b = request(TM_TASK, &p)?;
@@ -1177,22 +1384,27 @@ pvm_api!(pvm_tasks(whr: c_int, ntaskp: *mut c_int, taskp: *mut *mut PvmTaskInfo)
         }
         Ok(0)
     })
+}, |e, l, cc| { let _ = &l; e.int(tev::did::CC, cc); e.int(tev::did::TNT, l.keep_tasks.len() as i32); })
 });
 
 pvm_api!(pvm_mstat(host: *mut c_char) silent [PvmError::NoHost as i32, PvmError::HostFail as i32] {
+    tev::traced(tev::kind::MSTAT, true, |e, l| { let _ = (&e, &l); e.str(tev::did::HN, &unsafe { tev::cstr_or_empty(host) }); }, || -> R {
     // SAFETY: C string.
     let h = unsafe { cstr(host) }?;
     let mut p = xdr();
     let _ = p.pk_str(h);
     let b = request(TM_MSTAT, &p)?;
     int(&mut b.unpacker())
+}, |e, l, cc| { let _ = &l; e.int(tev::did::HS, cc); })
 });
 
 pvm_api!(pvm_pstat(tid: c_int) silent [PvmError::NoTask as i32, PvmError::HostFail as i32] {
+    tev::traced(tev::kind::PSTAT, true, |e, l| { let _ = (&e, &l); e.int(tev::did::TT, tid); }, || -> R {
     let mut p = xdr();
     let _ = p.pk_int(&[tid]);
     let b = request(TM_PSTAT, &p)?;
     int(&mut b.unpacker())
+}, |e, l, cc| { let _ = &l; e.int(tev::did::TST, cc); })
 });
 
 /// Copies host names from a C array.
@@ -1213,6 +1425,7 @@ unsafe fn names(names: *mut *mut c_char, count: c_int) -> Result<Vec<Vec<u8>>, c
 }
 
 pvm_api!(pvm_addhosts(hosts: *mut *mut c_char, count: c_int, infos: *mut c_int) {
+    tev::traced(tev::kind::ADDHOSTS, true, |e, l| { let _ = (&e, &l); e.strs(tev::did::HNL, &unsafe { tev::cstrs(hosts as *const *const c_char, count) }); }, || -> R {
     // SAFETY: count C strings.
     let n = unsafe { names(hosts, count) }?;
     let mut p = xdr();
@@ -1243,9 +1456,11 @@ pvm_api!(pvm_addhosts(hosts: *mut *mut c_char, count: c_int, infos: *mut c_int) 
         }
     }
     Ok(good)
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_delhosts(hosts: *mut *mut c_char, count: c_int, infos: *mut c_int) {
+    tev::traced(tev::kind::DELHOSTS, true, |e, l| { let _ = (&e, &l); e.strs(tev::did::HNL, &unsafe { tev::cstrs(hosts as *const *const c_char, count) }); }, || -> R {
     // SAFETY: count C strings.
     let n = unsafe { names(hosts, count) }?;
     let mut p = xdr();
@@ -1271,9 +1486,11 @@ pvm_api!(pvm_delhosts(hosts: *mut *mut c_char, count: c_int, infos: *mut c_int) 
         }
     }
     Ok(good)
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_halt() {
+    tev::traced(tev::kind::HALT, true, |e, l| { let _ = (&e, &l);  }, || -> R {
     enrolled()?;
     with_r(|l| {
         l.closing = true;
@@ -1290,9 +1507,11 @@ pvm_api!(pvm_halt() {
         cset!(pvmautoerr, keep);
         Ok(0)
     })
+}, |_, _, _| {})
 });
 
 pvm_api!(pvm_tickle(narg: c_int, argp: *mut c_int, nresp: *mut c_int, resp: *mut c_int) {
+    tev::traced(tev::kind::TICKLE, true, |e, l| { let _ = (&e, &l); let v = if argp.is_null() || narg <= 0 { Vec::new() } else { unsafe { std::slice::from_raw_parts(argp, narg.min(64) as usize) }.to_vec() }; e.ints(tev::did::TA, &v); }, || -> R {
     // SAFETY: narg ints.
     let a = unsafe { strided(argp as *const i32, narg, 1) }?.to_vec();
     let mut p = xdr();
@@ -1313,6 +1532,7 @@ pvm_api!(pvm_tickle(narg: c_int, argp: *mut c_int, nresp: *mut c_int, resp: *mut
         unsafe { *nresp = n };
     }
     Ok(0)
+}, |e, l, cc| { let _ = &l; e.int(tev::did::CC, cc); let n = if resp.is_null() || nresp.is_null() || cc < 0 { 0 } else { unsafe { *nresp }.clamp(0, 64) as usize }; let v = if n == 0 { Vec::new() } else { unsafe { std::slice::from_raw_parts(resp, n) }.to_vec() }; e.ints(tev::did::TR, &v); })
 });
 
 pvm_api!(pvm_hostsync(host: c_int, clk: *mut Timeval, delta: *mut Timeval) {
@@ -1352,6 +1572,7 @@ fn now_us() -> i64 {
 }
 
 pvm_api!(pvm_archcode(arch: *mut c_char) {
+    tev::traced(tev::kind::ARCHCODE, true, |e, l| { let _ = (&e, &l); e.str(tev::did::AN, &unsafe { tev::cstr_or_empty(arch) }); }, || -> R {
     // SAFETY: C string.
     let a = unsafe { cstr(arch) }?.to_vec();
     let b = request(TM_CONFIG, &xdr())?;
@@ -1369,9 +1590,11 @@ pvm_api!(pvm_archcode(arch: *mut c_char) {
         }
     }
     Err(PvmError::NotFound as i32)
+}, |e, l, cc| { let _ = &l; e.int(tev::did::AC, cc); })
 });
 
 pvm_api!(pvm_getfds(fds: *mut *mut c_int) {
+    tev::traced(tev::kind::GETFDS, true, |e, l| { let _ = (&e, &l);  }, || -> R {
     nz(fds)?;
     enrolled()?;
     with(|l| {
@@ -1388,11 +1611,13 @@ pvm_api!(pvm_getfds(fds: *mut *mut c_int) {
         unsafe { *fds = l.keep_fds.as_mut_ptr() };
         l.keep_fds.len() as c_int
     })
+}, |e, l, cc| { let _ = &l; let v = if cc > 0 { l.keep_fds.clone() } else { Vec::new() }; e.ints(tev::did::FDS, &v); })
 });
 
 // ---- options --------------------------------------------------------------------------------
 
 pvm_api!(pvm_getopt(what: c_int) {
+    tev::traced(tev::kind::GETOPT, false, |e, l| { let _ = (&e, &l); e.int(tev::did::OPT, what); }, || -> R {
     with_r(|l| {
         Ok(match what {
             1 => cget!(pvmrouteopt),
@@ -1423,6 +1648,7 @@ pvm_api!(pvm_getopt(what: c_int) {
             _ => return Err(E_BADPARAM),
         })
     })
+}, |e, l, cc| { let _ = &l; e.int(tev::did::OPV, if cc == E_BADPARAM { 0 } else { cc }); })
 });
 
 /// Tells the pvmd about our own output/trace destination (TM_SETOPT).
@@ -1443,6 +1669,7 @@ fn setopt_pvmd(l: &mut Lib, what: i32, val: i32) -> Result<(), c_int> {
 }
 
 pvm_api!(pvm_setopt(what: c_int, val: c_int) {
+    tev::traced(tev::kind::SETOPT, false, |e, l| { let _ = (&e, &l); e.int(tev::did::OPT, what); e.int(tev::did::OPV, val); }, || -> R {
     with_r(|l| {
         let old;
         match what {
@@ -1466,7 +1693,12 @@ pvm_api!(pvm_setopt(what: c_int, val: c_int) {
             6 => old = std::mem::replace(&mut l.ctrc.trctid, val),
             7 => old = std::mem::replace(&mut l.ctrc.trctag, val),
             8 => old = std::mem::replace(&mut l.ctrc.trcbuf, val),
-            9 => old = std::mem::replace(&mut l.ctrc.trcopt, val),
+            9 => {
+                if !(1..=3).contains(&val) {
+                    return Err(E_BADPARAM);
+                }
+                old = std::mem::replace(&mut l.ctrc.trcopt, val);
+            }
             10 => {
                 if !(pvm_proto::encoding::MIN_FRAG_SIZE as c_int..=pvm_proto::encoding::MAX_FRAG_SIZE as c_int)
                     .contains(&val)
@@ -1479,23 +1711,46 @@ pvm_api!(pvm_setopt(what: c_int, val: c_int) {
             }
             11 => old = std::mem::replace(&mut l.resvtids, val != 0) as c_int,
             12 => {
+                // Legacy tells the pvmd only when a destination is involved (old or new > 0),
+                // and children inherit the new setting.
+                if l.trc.outtid > 0 || val > 0 {
+                    l.beatask()?;
+                    setopt_pvmd(l, 1, val)?;
+                }
                 old = std::mem::replace(&mut l.trc.outtid, val);
-                setopt_pvmd(l, 1, val)?;
+                l.ctrc.outtid = l.trc.outtid;
+                l.ctrc.outctx = l.trc.outctx;
+                l.ctrc.outtag = l.trc.outtag;
             }
             13 => {
                 old = std::mem::replace(&mut l.trc.outtag, val);
                 setopt_pvmd(l, 3, val)?;
             }
             14 => {
+                if l.trc.trctid > 0 || val > 0 {
+                    l.beatask()?;
+                    setopt_pvmd(l, 4, val)?;
+                }
                 old = std::mem::replace(&mut l.trc.trctid, val);
-                setopt_pvmd(l, 4, val)?;
+                l.ctrc.trctid = l.trc.trctid;
+                l.ctrc.trcctx = l.trc.trcctx;
+                l.ctrc.trctag = l.trc.trctag;
             }
             15 => {
                 old = std::mem::replace(&mut l.trc.trctag, val);
                 setopt_pvmd(l, 6, val)?;
             }
-            16 => old = std::mem::replace(&mut l.trc.trcbuf, val),
-            17 => old = std::mem::replace(&mut l.trc.trcopt, val),
+            16 => {
+                tev::flush(l);
+                old = std::mem::replace(&mut l.trc.trcbuf, val);
+            }
+            17 => {
+                tev::flush(l);
+                if !(1..=3).contains(&val) {
+                    return Err(E_BADPARAM);
+                }
+                old = std::mem::replace(&mut l.trc.trcopt, val);
+            }
             18 => {
                 old = cget!(pvmshowtaskid);
                 cset!(pvmshowtaskid, val);
@@ -1517,6 +1772,7 @@ pvm_api!(pvm_setopt(what: c_int, val: c_int) {
         }
         Ok(old)
     })
+}, |e, l, cc| { let _ = &l; e.int(tev::did::OPV, cc); })
 });
 
 pvm_api!(pvm_settmask(who: c_int, mask: *mut c_char) {
@@ -1681,6 +1937,7 @@ fn db(op: i32, name: &[u8], index: i32, flags: i32, msg: Option<&EmbeddedMesg>) 
 }
 
 pvm_api!(pvm_putinfo(name: *mut c_char, mid: c_int, flags: c_int) noprint [PvmError::Exists as i32, PvmError::Denied as i32] {
+    tev::traced(tev::kind::PUTINFO, true, |e, l| { let _ = (&e, &l); e.str(tev::did::CN, &unsafe { tev::cstr_or_empty(name) }); e.int(tev::did::CI, -1); e.int(tev::did::CF, flags); e.int(tev::did::CD, mid); }, || -> R {
     // SAFETY: C string.
     let n = unsafe { cstr(name) }?.to_vec();
     if n.is_empty() {
@@ -1695,9 +1952,11 @@ pvm_api!(pvm_putinfo(name: *mut c_char, mid: c_int, flags: c_int) noprint [PvmEr
     let index = (flags >> 10) - 1;
     let b = db(TMDB_PUT, &n, index, flags & 0x3ff, Some(&m))?;
     int(&mut b.unpacker())
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_recvinfo(name: *mut c_char, index: c_int, flags: c_int) noprint [PvmError::NotFound as i32] {
+    tev::traced(tev::kind::GETINFO, true, |e, l| { let _ = (&e, &l); e.str(tev::did::CN, &unsafe { tev::cstr_or_empty(name) }); e.int(tev::did::CI, index); e.int(tev::did::CF, flags); }, || -> R {
     // SAFETY: C string.
     let n = unsafe { cstr(name) }?.to_vec();
     let b = db(TMDB_GET, &n, index, flags, None)?;
@@ -1708,13 +1967,16 @@ pvm_api!(pvm_recvinfo(name: *mut c_char, index: c_int, flags: c_int) noprint [Pv
     }
     let m = u.up_mesg().map_err(|e| e.pvm_error() as i32)?;
     with(|l| {
+        l.tev.last_cc = st;
         let id = new_from_embedded(l, m);
         l.rbuf = id;
         id
     })
+}, |e, l, cc| { let _ = &l; if cc < 0 { e.int(tev::did::CC, cc); e.int(tev::did::CR, -1); } else { e.int(tev::did::CC, l.tev.last_cc); e.int(tev::did::CR, cc); } })
 });
 
 pvm_api!(pvm_delinfo(name: *mut c_char, index: c_int, flags: c_int) noprint [PvmError::NotFound as i32, PvmError::Denied as i32] {
+    tev::traced(tev::kind::DELINFO, true, |e, l| { let _ = (&e, &l); e.str(tev::did::CN, &unsafe { tev::cstr_or_empty(name) }); e.int(tev::did::CI, index); e.int(tev::did::CF, flags); }, || -> R {
     // SAFETY: C string.
     let n = unsafe { cstr(name) }?.to_vec();
     let b = db(TMDB_REMOVE, &n, index, flags, None)?;
@@ -1724,9 +1986,11 @@ pvm_api!(pvm_delinfo(name: *mut c_char, index: c_int, flags: c_int) noprint [Pvm
     } else {
         Ok(v)
     }
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_getmboxinfo(pattern: *mut c_char, nclassesp: *mut c_int, classesp: *mut *mut PvmMboxInfo) {
+    tev::traced(tev::kind::GETMBOXINFO, true, |e, l| { let _ = (&e, &l); e.str(tev::did::CN, &unsafe { tev::cstr_or_empty(pattern) }); }, || -> R {
     let pat = if pattern.is_null() { Vec::new() } else { unsafe { cstr(pattern) }?.to_vec() };
     let b = db(TMDB_NAMES, &pat, 0, 0, None)?;
     let mut u = b.unpacker();
@@ -1777,6 +2041,7 @@ pvm_api!(pvm_getmboxinfo(pattern: *mut c_char, nclassesp: *mut c_int, classesp: 
         }
         Ok(0)
     })
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_getnoresets(tidsp: *mut *mut c_int, ntidsp: *mut c_int) {
@@ -1815,6 +2080,7 @@ pvm_api!(pvm_getnoresets(tidsp: *mut *mut c_int, ntidsp: *mut c_int) {
 // ---- registration (resource manager, hoster, tasker, tracer) --------------------------------
 
 pvm_api!(pvm_reg_rm(hip: *mut *mut PvmHostInfo) {
+    tev::traced(tev::kind::REG_RM, true, |e, l| { let _ = (&e, &l);  }, || -> R {
     let b = request(TM_SCHED, &xdr())?;
     let mut u = b.unpacker();
     let old = int(&mut u)?;
@@ -1837,6 +2103,7 @@ pvm_api!(pvm_reg_rm(hip: *mut *mut PvmHostInfo) {
         }
         Ok(0)
     })
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 fn reg(tag: i32) -> R {
@@ -1851,22 +2118,58 @@ fn reg(tag: i32) -> R {
     }
 }
 
-pvm_api!(pvm_reg_hoster() { reg(TM_HOSTER) });
-pvm_api!(pvm_reg_tasker() { reg(TM_TASKER) });
+pvm_api!(pvm_reg_hoster() {
+    tev::traced(tev::kind::REG_HOSTER, true, |e, l| { let _ = (&e, &l);  }, || -> R { reg(TM_HOSTER) }, |e, _, cc| e.int(tev::did::CC, cc))
+});
+pvm_api!(pvm_reg_tasker() {
+    tev::traced(tev::kind::REG_TASKER, true, |e, l| { let _ = (&e, &l);  }, || -> R { reg(TM_TASKER) }, |e, _, cc| e.int(tev::did::CC, cc))
+});
+
+/// This task is the registered tracer (legacy `imit` in pvm_reg_tracer).
+static TRACER_ME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Index of our tracer mailbox entry, -1 for none.
+static TRACER_MBOX: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 pvm_api!(pvm_reg_tracer(tctx: c_int, ttag: c_int, octx: c_int, otag: c_int, tmask: *mut c_char, tbuf: c_int, topt: c_int) {
+    tev::traced(tev::kind::REG_TRACER, true, |e, l| { let _ = (&e, &l); e.int(tev::did::TRC, tctx); e.int(tev::did::TRT, ttag); e.int(tev::did::TRX, octx); e.int(tev::did::TRO, otag); e.str(tev::did::TRM, &unsafe { tev::cstr_or_empty(tmask) }); e.int(tev::did::TRB, tbuf); e.int(tev::did::TRL, topt); }, || -> R {
     let m = if tmask.is_null() { TMASK_OFF.as_bytes().to_vec() } else { unsafe { cstr(tmask) }?.to_vec() };
+    // Like legacy, a second call (after a successful first) unregisters.
+    let registering = !TRACER_ME.load(std::sync::atomic::Ordering::Relaxed);
     let mut p = xdr();
-    let _ = p.pk_int(&[1, tctx, ttag, octx, otag]);
-    let _ = p.pk_str(&m);
-    let _ = p.pk_int(&[tbuf, topt]);
+    let _ = p.pk_int(&[registering as i32]);
+    if registering {
+        let _ = p.pk_int(&[tctx, ttag, octx, otag]);
+        let _ = p.pk_str(&m);
+        let _ = p.pk_int(&[tbuf, topt]);
+    }
     let b = request(TM_TRACER, &p)?;
     let v = int(&mut b.unpacker())?;
     if v < 0 {
-        Err(v)
-    } else {
-        Ok(v)
+        return Err(v);
     }
+    if v == 0 {
+        TRACER_ME.store(registering, std::sync::atomic::Ordering::Relaxed);
+        let class = pvm_proto::codes::MBOX_CLASS_TRACER.as_bytes();
+        let old = TRACER_MBOX.swap(-1, std::sync::atomic::Ordering::Relaxed);
+        if registering {
+            // The entry where tasks started from a shell find the trace settings (read back
+            // by Lib::apply_tracer_entry, and by the legacy pvmbeatask).
+            let e = with(|l| {
+                let mut body = xdr();
+                let _ = body.pk_int(&[l.mytid, tctx, ttag, octx, otag]);
+                let _ = body.pk_str(&m);
+                let _ = body.pk_int(&[tbuf, topt]);
+                EmbeddedMesg { ctx: 0, tag: 0, wid: 0, crc: 0, src: l.mytid, dst: 0, body: body.into_body() }
+            })?;
+            let r = db(TMDB_PUT, class, -1, 0, Some(&e))?;
+            let index = int(&mut r.unpacker())?;
+            TRACER_MBOX.store(index, std::sync::atomic::Ordering::Relaxed);
+        } else if old >= 0 {
+            let _ = db(TMDB_REMOVE, class, old, 0, None);
+        }
+    }
+    Ok(v)
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 // ---- misc ------------------------------------------------------------------------------------
@@ -1940,6 +2243,7 @@ pvm_api!(pvm_unexport(name: *mut c_char) {
 // pvm_start_pvmd(argc, argv, block): runs `$PVM_ROOT/lib/pvmd`, falling back to the Debian
 // location `/usr/bin/pvmd`, reads the socket address it prints and connects.
 pvm_api!(pvm_start_pvmd(argc: c_int, argv: *mut *mut c_char, block: c_int) {
+    tev::traced2(tev::kind::START_PVMD, false, true, |e, l| { let _ = (&e, &l); e.int(tev::did::BF, block); e.strs(tev::did::AS, &unsafe { tev::cstrs(argv as *const *const c_char, argc) }); }, || -> R {
     if argc < 0 {
         return Err(E_BADPARAM);
     }
@@ -1957,11 +2261,13 @@ pvm_api!(pvm_start_pvmd(argc: c_int, argv: *mut *mut c_char, block: c_int) {
     crate::internals::start_pvmd(&args)?;
     enrolled()?;
     Ok(0)
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 // ---- legacy 3.3 compatibility (pvm_insert/lookup/delete over the mailbox) ---------------------
 
 pvm_api!(pvm_insert(name: *mut c_char, req: c_int, data: c_int) {
+    tev::traced(tev::kind::INSERT, true, |e, l| { let _ = (&e, &l); e.str(tev::did::CN, &unsafe { tev::cstr_or_empty(name) }); e.int(tev::did::CI, req); e.int(tev::did::CD, data); }, || -> R {
     // SAFETY: C string.
     let n = unsafe { cstr(name) }?.to_vec();
     let mut p = xdr();
@@ -1970,9 +2276,11 @@ pvm_api!(pvm_insert(name: *mut c_char, req: c_int, data: c_int) {
     let m = EmbeddedMesg { src: me, body: p.into_body(), ..Default::default() };
     let b = db(TMDB_PUT, &n, req, 0, Some(&m))?;
     int(&mut b.unpacker())
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_lookup(name: *mut c_char, req: c_int, datap: *mut c_int) noprint [PvmError::NotFound as i32] {
+    tev::traced(tev::kind::LOOKUP, true, |e, l| { let _ = (&e, &l); e.str(tev::did::CN, &unsafe { tev::cstr_or_empty(name) }); e.int(tev::did::CI, req); }, || -> R {
     // SAFETY: C string.
     let n = unsafe { cstr(name) }?.to_vec();
     let b = db(TMDB_GET, &n, req.max(0), 0, None)?;
@@ -1989,9 +2297,11 @@ pvm_api!(pvm_lookup(name: *mut c_char, req: c_int, datap: *mut c_int) noprint [P
         }
     }
     Ok(st)
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 pvm_api!(pvm_delete(name: *mut c_char, req: c_int) noprint [PvmError::NotFound as i32] {
+    tev::traced(tev::kind::DELETE, true, |e, l| { let _ = (&e, &l); e.str(tev::did::CN, &unsafe { tev::cstr_or_empty(name) }); e.int(tev::did::CI, req); }, || -> R {
     // SAFETY: C string.
     let n = unsafe { cstr(name) }?.to_vec();
     let b = db(TMDB_REMOVE, &n, req, 0, None)?;
@@ -2001,6 +2311,7 @@ pvm_api!(pvm_delete(name: *mut c_char, req: c_int) noprint [PvmError::NotFound a
     } else {
         Ok(v)
     }
+}, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
 /// Unused in 3.4 but exported: kept callable.

@@ -7,7 +7,7 @@
 //! lock released, because they call back into the library.
 
 use crate::net::{self, Sock, Stream};
-use pvm_proto::codes::{PvmError, SYSCTX_TC, SYSCTX_TM, TDPROTOCOL, UDPMAXLEN};
+use pvm_proto::codes::{PvmError, FRAGHDR_LEN, MSGHDR_LEN, SYSCTX_TC, SYSCTX_TM, TDPROTOCOL, UDPMAXLEN};
 use pvm_proto::encoding::{Encoding, MsgBody, PackOptions, Packer, Unpacker};
 use pvm_proto::frag::{FragFlags, StreamFragHeader};
 use pvm_proto::mesg::MsgHeader;
@@ -85,6 +85,27 @@ pub const E_NOMEM: i32 = PvmError::NoMem as i32;
 pub const E_PARENTNOTSET: i32 = PvmError::ParentNotSet as i32;
 
 /// Trace mask "all off": TEV_MASK_LENGTH (36) - 1 = 35 '@' characters (captured PVMTMASK).
+/// Largest message this library takes in from one source. The legacy library has no limit; the
+/// reassembler allocates only what arrives, so this bounds a runaway sender, not normal use
+/// (the default 16 MiB of pvm-proto refused a 16 MiB message plus its length word and hung
+/// the receiver).
+pub const MAX_MESSAGE: usize = 1 << 30;
+
+/// Reassembly limits of the library's streams (pvmd and direct routes).
+pub fn lib_limits() -> Limits {
+    Limits {
+        max_bytes_per_source: MAX_MESSAGE,
+        ..Limits::default()
+    }
+}
+
+/// Bodies below this size are copied into one buffer with their headers for the write.
+const SMALL_SEND: usize = 16 << 10;
+
+/// Most task-control messages kept while connecting (a spawned task gets a few: siblings,
+/// route requests); more are dropped.
+pub const MAX_EARLY_TC: usize = 64;
+
 pub const TMASK_OFF: &str = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@";
 
 /// The legacy library's globals that live in the C part (sizes must match libpvm3.so.3).
@@ -107,6 +128,7 @@ pub mod cvars {
         pub static mut pvmschedtid: c_int;
         pub static mut pvmmyupid: c_int;
         pub static mut pvmudpmtu: c_int;
+        pub static mut pvmtoplvl: c_int;
     }
 }
 
@@ -257,6 +279,10 @@ pub struct Lib {
     pub park_request: Option<i32>,
     pub trc: Tracer,
     pub ctrc: Tracer,
+    /// Trace event state (tev.rs).
+    pub tev: crate::tev::State,
+    /// Task-control messages that arrived while connecting (see `control`).
+    pub early_tc: Vec<Message>,
     pub resvtids: bool,
     pub noreset: i32,
     pub polltype: i32,
@@ -288,7 +314,7 @@ impl Default for Lib {
     fn default() -> Self {
         Lib {
             pvmd: None,
-            reasm: Reassembler::new(Limits::default()),
+            reasm: Reassembler::contiguous(lib_limits()),
             mytid: -1,
             ptid: -1,
             bufs: BTreeMap::new(),
@@ -312,6 +338,8 @@ impl Default for Lib {
             park_request: None,
             trc: Tracer::default(),
             ctrc: Tracer::default(),
+            tev: crate::tev::State::default(),
+            early_tc: Vec::new(),
             resvtids: false,
             noreset: 0,
             polltype: 1,
@@ -686,13 +714,25 @@ impl Lib {
         let xfeatures = crate::park::read_trailer(&mut u); // park.rs hook
         self.mytid = a[1];
         self.ptid = a[2];
-        self.trc.outtid = a[3];
-        self.trc.outctx = a[4];
-        self.trc.outtag = a[5];
-        self.trc.trctid = a[6];
-        self.trc.trcctx = a[7];
-        self.trc.trctag = a[8];
-        self.ctrc = self.trc.clone();
+        // Destinations set before enrolment (the console sets its own to -1) are kept, as
+        // legacy pvmbeatask keeps any nonzero one.
+        if self.trc.outtid == 0 {
+            self.trc.outtid = a[3];
+            self.trc.outctx = a[4];
+            self.trc.outtag = a[5];
+            self.ctrc.outtid = a[3];
+            self.ctrc.outctx = a[4];
+            self.ctrc.outtag = a[5];
+        }
+        let new_tracer = self.trc.trctid == 0;
+        if new_tracer {
+            self.trc.trctid = a[6];
+            self.trc.trcctx = a[7];
+            self.trc.trctag = a[8];
+            self.ctrc.trctid = a[6];
+            self.ctrc.trcctx = a[7];
+            self.ctrc.trctag = a[8];
+        }
         if a[9] > 0 {
             self.udpmax = a[9];
             self.frag_size = a[9] as usize;
@@ -715,16 +755,25 @@ impl Lib {
         let mut need = false;
         match std::env::var("PVMTMASK") {
             Ok(m) if m.len() == TMASK_OFF.len() => self.trc.tmask = m,
-            Ok(_) => {}
-            Err(_) => need = true,
+            Ok(_) => self.trc.tmask = TMASK_OFF.to_string(),
+            Err(_) => {
+                self.trc.tmask = TMASK_OFF.to_string();
+                need |= new_tracer;
+            }
         }
         match std::env::var("PVMTRCBUF") {
             Ok(v) => self.trc.trcbuf = strtoi(&v),
-            Err(_) => need = true,
+            Err(_) => {
+                self.trc.trcbuf = 0;
+                need |= new_tracer;
+            }
         }
         match std::env::var("PVMTRCOPT") {
             Ok(v) => self.trc.trcopt = strtoi(&v),
-            Err(_) => need = true,
+            Err(_) => {
+                self.trc.trcopt = 0;
+                need |= new_tracer;
+            }
         }
         self.ctrc.tmask = self.trc.tmask.clone();
         self.ctrc.trcbuf = self.trc.trcbuf;
@@ -739,12 +788,45 @@ impl Lib {
             if let Ok(r) = self.msendrecv(TIDPVMD, TM_DB, SYSCTX_TM, p.body()) {
                 let b = MsgBody::from_fragments(r.header.enc, [&r.body[..]]);
                 let mut st = [0i32];
-                if b.unpacker().up_int(&mut st).is_ok() && st[0] < 0 {
+                let mut u = b.unpacker();
+                if u.up_int(&mut st).is_ok() && st[0] < 0 {
                     cset!(pvm_errno, st[0]);
+                } else if let Ok(m) = u.up_mesg() {
+                    self.apply_tracer_entry(&m.body);
                 }
             }
         }
+        self.tev.reset();
+        for m in std::mem::take(&mut self.early_tc) {
+            self.control(m);
+        }
         Ok(())
+    }
+
+    /// Takes trace mask, buffering and options from the tracer's mailbox entry (written by
+    /// pvm_reg_tracer: tid, trace ctx, tag, output ctx, tag, mask, buffer, options) when it names
+    /// the tracer the pvmd gave us, as legacy pvmbeatask does for tasks started from a shell.
+    fn apply_tracer_entry(&mut self, body: &MsgBody) {
+        let mut u = body.unpacker();
+        let mut v = [0i32; 5];
+        if u.up_int(&mut v).is_err() {
+            return;
+        }
+        let Ok(mask) = u.up_str() else { return };
+        let mut o = [0i32; 2];
+        if u.up_int(&mut o).is_err() {
+            return;
+        }
+        if self.trc.trctid == v[0] && self.trc.trcctx == v[1] && self.trc.trctag == v[2] {
+            if mask.len() == TMASK_OFF.len() {
+                self.trc.tmask = String::from_utf8_lossy(&mask).into_owned();
+                self.ctrc.tmask = self.trc.tmask.clone();
+            }
+            self.trc.trcbuf = o[0];
+            self.ctrc.trcbuf = o[0];
+            self.trc.trcopt = o[1];
+            self.ctrc.trcopt = o[1];
+        }
     }
 
     /// The next wait id.
@@ -834,8 +916,27 @@ impl Lib {
         body: &MsgBody,
         via_pvmd: bool,
     ) -> Result<(), i32> {
+        self.send_raw_enc(src, dst, tag, ctx, wid, body.enc(), body, via_pvmd)
+    }
+
+    /// [`Lib::send_raw`] with the header's `enc` given apart from the body (a send buffer's
+    /// encoding can be overridden; the body is then sent as it is, not cloned to relabel it).
+    /// Headers are built into one small buffer and the fragments written in place with a
+    /// gathering write.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_raw_enc(
+        &mut self,
+        src: i32,
+        dst: i32,
+        tag: i32,
+        ctx: i32,
+        wid: i32,
+        enc: i32,
+        body: &MsgBody,
+        via_pvmd: bool,
+    ) -> Result<(), i32> {
         let header = MsgHeader {
-            enc: body.enc(),
+            enc,
             tag,
             ctx,
             wid,
@@ -846,13 +947,14 @@ impl Lib {
             frags.push(&[]);
         }
         let last = frags.len() - 1;
-        let mut out = Vec::with_capacity(body.len() + 48 * frags.len());
+        let mut heads = Vec::with_capacity(FRAGHDR_LEN * frags.len() + MSGHDR_LEN);
+        let mut ends = Vec::with_capacity(frags.len());
         for (i, f) in frags.iter().enumerate() {
             let mut flags = FragFlags::empty();
             let mut len = f.len();
             if i == 0 {
                 flags |= FragFlags::SOM;
-                len += 32;
+                len += MSGHDR_LEN;
             }
             if i == last {
                 flags |= FragFlags::EOM;
@@ -863,11 +965,26 @@ impl Lib {
                 len: len as u32,
                 flags,
             };
-            out.extend_from_slice(&h.to_bytes());
+            heads.extend_from_slice(&h.to_bytes());
             if i == 0 {
-                out.extend_from_slice(&header.to_bytes());
+                heads.extend_from_slice(&header.to_bytes());
             }
-            out.extend_from_slice(f);
+            ends.push(heads.len());
+        }
+        let mut bufs: Vec<&[u8]> = Vec::with_capacity(2 * frags.len());
+        let mut start = 0;
+        for (f, end) in frags.iter().zip(&ends) {
+            bufs.push(&heads[start..*end]);
+            if !f.is_empty() {
+                bufs.push(f);
+            }
+            start = *end;
+        }
+        // Small messages: one contiguous buffer is cheaper than a gather list.
+        let small: Vec<u8>;
+        if body.len() < SMALL_SEND {
+            small = bufs.concat();
+            bufs = vec![&small[..]];
         }
         let route = if via_pvmd {
             None
@@ -894,12 +1011,12 @@ impl Lib {
                     all.push(s);
                 }
             }
-            idx != usize::MAX && net::write_all(&mut all, idx, &out)
+            idx != usize::MAX && net::write_all_vectored(&mut all, idx, &bufs)
         };
         if !ok {
             if let Some(t) = route {
                 self.routes.insert(t, RouteState::Denied);
-                return self.send_raw(src, dst, tag, ctx, wid, body, true);
+                return self.send_raw_enc(src, dst, tag, ctx, wid, enc, body, true);
             }
             self.lost = true;
             return Err(E_SYSERR);
@@ -940,7 +1057,7 @@ impl Lib {
             let r = net::poll_fds(&fds, timeout);
             if r.first().map(|x| x.0).unwrap_or(false) {
                 if let Some(p) = self.pvmd.as_mut() {
-                    p.drain();
+                    p.drain_step();
                 }
             }
             for (i, t) in tids.iter().enumerate() {
@@ -951,7 +1068,7 @@ impl Lib {
             let base = 1 + tids.len();
             for i in 0..self.route_readers.len() {
                 if r.get(base + i).map(|x| x.0).unwrap_or(false) {
-                    self.route_readers[i].1.drain();
+                    self.route_readers[i].1.drain_step();
                 }
             }
             self.process_input();
@@ -977,27 +1094,15 @@ impl Lib {
         let mut any = false;
         let mut msgs = Vec::new();
         if let Some(p) = self.pvmd.as_mut() {
-            while let Some(f) = p.next_fragment() {
-                if let Ok(Some(m)) = self.reasm.push(&f) {
-                    msgs.push(m);
-                }
-            }
+            p.feed(Some(&mut self.reasm), &mut msgs);
         }
         for (_, r) in self.routes.iter_mut() {
             if let RouteState::Open(s) = r {
-                while let Some(f) = s.next_fragment() {
-                    if let Ok(Some(m)) = s.reasm.push(&f) {
-                        msgs.push(m);
-                    }
-                }
+                s.feed(None, &mut msgs);
             }
         }
         for (_, s) in self.route_readers.iter_mut() {
-            while let Some(f) = s.next_fragment() {
-                if let Ok(Some(m)) = s.reasm.push(&f) {
-                    msgs.push(m);
-                }
-            }
+            s.feed(None, &mut msgs);
         }
         // Closed routes fall back to the pvmd.
         let dead: Vec<i32> = self
@@ -1034,14 +1139,15 @@ impl Lib {
             self.control(m);
             return;
         }
-        let id = self.new_buf(BufKind::Recv(MsgBody::from_fragments(m.header.enc, [&m.body[..]])));
+        let (dst, wid, crc) = (m.dst.0, m.header.wid, m.header.crc);
+        let id = self.new_buf(BufKind::Recv(MsgBody::from_vec(m.header.enc, m.body)));
         if let Some(b) = self.bufs.get_mut(&id) {
             b.tag = tag;
             b.ctx = ctx;
             b.src = src;
-            b.dst = m.dst.0;
-            b.wid = m.header.wid;
-            b.crc = m.header.crc;
+            b.dst = dst;
+            b.wid = wid;
+            b.crc = crc;
         }
         if let Some(h) = self
             .mhfs
@@ -1062,9 +1168,19 @@ impl Lib {
 
     /// Task-task control messages (legacy installs these as message handlers in pvmbeatask).
     fn control(&mut self, m: Message) {
+        // Messages the pvmd queued for a spawned task arrive with the TM_CONN2 reply, before
+        // our tid and host address are known: a route request answered then would offer
+        // 0.0.0.0 (the peer's connect fails). Handled once enrolment is complete.
+        if self.mytid <= 0 {
+            if self.early_tc.len() < MAX_EARLY_TC {
+                self.early_tc.push(m);
+            }
+            return;
+        }
         let body = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
         let mut u = body.unpacker();
         let src = m.src.0;
+        crate::tev::system_handler(self, m.header.tag, m.header.ctx, src, &body);
         match m.header.tag {
             TC_CONREQ => crate::route::on_conreq(self, src, &mut u),
             TC_CONACK => crate::route::on_conack(self, src, &mut u),

@@ -18,3 +18,4 @@ pub mod internals;
 pub mod net;
 pub mod park;
 pub mod route;
+pub mod tev;

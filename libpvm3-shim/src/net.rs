@@ -3,8 +3,8 @@
 //! that two peers writing large messages at each other cannot deadlock.
 
 use pvm_proto::codes::FRAGHDR_LEN;
-use pvm_proto::message::{Limits, Reassembler};
-use std::io::{self, Read};
+use pvm_proto::message::{Message, Reassembler};
+use std::io;
 use std::net::TcpStream;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -12,6 +12,16 @@ use std::time::{Duration, Instant};
 
 /// Largest fragment accepted from a peer (legacy caps `PvmFragSize` at 1 MiB; headers on top).
 pub const MAX_FRAG: usize = (1 << 20) + 64;
+
+/// Bytes the input buffer grows by for a read.
+const READ_STEP: usize = 256 << 10;
+
+/// Unframed bytes after which a drain stops reading (the caller frames them, then reads on):
+/// the input buffer stays small and warm instead of growing to a whole large message. More
+/// than the largest fragment, or a stream could stop with a partial fragment it never
+/// completes.
+const DRAIN_MAX: usize = 2 * MAX_FRAG;
+const _: () = assert!(DRAIN_MAX > MAX_FRAG + FRAGHDR_LEN);
 
 pub enum Sock {
     Unix(UnixStream),
@@ -23,30 +33,6 @@ impl Sock {
         match self {
             Sock::Unix(s) => s.as_raw_fd(),
             Sock::Tcp(s) => s.as_raw_fd(),
-        }
-    }
-    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Sock::Unix(s) => s.read(b),
-            Sock::Tcp(s) => s.read(b),
-        }
-    }
-    /// send(2) with MSG_NOSIGNAL: a peer that went away must give EPIPE, not a SIGPIPE that
-    /// would kill the user's program.
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        // SAFETY: b is a valid buffer of b.len() bytes; the descriptor is owned by self.
-        let n = unsafe {
-            libc::send(
-                self.fd(),
-                b.as_ptr() as *const libc::c_void,
-                b.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
         }
     }
     pub fn set_nonblocking(&self) -> io::Result<()> {
@@ -76,22 +62,78 @@ impl Stream {
             inbuf: Vec::new(),
             eof: false,
             consumed: 0,
-            reasm: Reassembler::new(Limits::default()),
+            reasm: Reassembler::contiguous(crate::core::lib_limits()),
         })
     }
 
-    /// Reads whatever is available without blocking.
+    /// Reads whatever is available without blocking, straight into the input buffer (large
+    /// messages are read in big steps, without an intermediate copy).
     pub fn drain(&mut self) {
-        let mut tmp = [0u8; 65536];
-        while !self.eof {
-            match self.sock.read(&mut tmp) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.inbuf.extend_from_slice(&tmp[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => self.eof = true,
+        self.read_upto(usize::MAX);
+    }
+
+    /// [`Stream::drain`] that stops once [`DRAIN_MAX`] unframed bytes are buffered, for the
+    /// receive loop, which frames them before reading on. Never used while writing: there the
+    /// peer may be blocked until we read everything it sent.
+    pub fn drain_step(&mut self) {
+        self.read_upto(DRAIN_MAX);
+    }
+
+    fn read_upto(&mut self, max: usize) {
+        while !self.eof && self.pending() < max {
+            self.compact();
+            if self.inbuf.capacity() - self.inbuf.len() < READ_STEP / 2 {
+                self.inbuf.reserve(READ_STEP);
+            }
+            let spare = self.inbuf.spare_capacity_mut();
+            // SAFETY: recv(2) writes at most spare.len() bytes into the vector's spare capacity;
+            // only the bytes it reports written are then counted as initialised.
+            let n = unsafe { libc::recv(self.sock.fd(), spare.as_mut_ptr() as *mut libc::c_void, spare.len(), 0) };
+            if n > 0 {
+                // SAFETY: recv initialised n bytes after the current length.
+                unsafe { self.inbuf.set_len(self.inbuf.len() + n as usize) };
+                continue;
+            }
+            if n == 0 {
+                self.eof = true;
+                break;
+            }
+            match io::Error::last_os_error().kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => break,
+                _ => self.eof = true,
             }
         }
+    }
+
+    /// Feeds every whole fragment buffered here to `reasm` (this stream's own, or the one of the
+    /// pvmd connection) without copying it out first; complete messages go to `out`.
+    pub fn feed(&mut self, reasm: Option<&mut Reassembler>, out: &mut Vec<Message>) {
+        let reasm = match reasm {
+            Some(r) => r,
+            None => &mut self.reasm,
+        };
+        loop {
+            let avail = &self.inbuf[self.consumed..];
+            if avail.len() < FRAGHDR_LEN {
+                break;
+            }
+            let len = u32::from_be_bytes([avail[8], avail[9], avail[10], avail[11]]) as usize;
+            if len > MAX_FRAG {
+                self.eof = true;
+                self.inbuf.clear();
+                self.consumed = 0;
+                return;
+            }
+            if avail.len() < FRAGHDR_LEN + len {
+                break;
+            }
+            if let Ok(Some(m)) = reasm.push(&avail[..FRAGHDR_LEN + len]) {
+                out.push(m);
+            }
+            self.consumed += FRAGHDR_LEN + len;
+        }
+        self.compact();
     }
 
     /// The next whole fragment (header included), or None. A fragment that announces more
@@ -169,13 +211,54 @@ pub fn left(deadline: Option<Instant>) -> Option<Duration> {
 /// Writes all of `data` to `streams[idx]`, draining every stream's input while the socket is
 /// full. Returns false if the stream broke.
 pub fn write_all(streams: &mut [&mut Stream], idx: usize, data: &[u8]) -> bool {
-    let mut off = 0;
-    while off < data.len() {
-        match streams[idx].sock.write(&data[off..]) {
-            Ok(0) => return false,
-            Ok(n) => off += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+    write_all_vectored(streams, idx, &[data])
+}
+
+/// Most buffers handed to one sendmsg(2) (the kernel's IOV_MAX).
+const IOV_MAX: usize = 1024;
+
+/// Writes all of `bufs`, in order, to `streams[idx]` with gathering writes (fragment headers
+/// and message bytes go out in place, without being copied into one buffer first), draining
+/// every stream's input while the socket is full. Returns false if the stream broke.
+/// MSG_NOSIGNAL: a peer that went away must give EPIPE, not a SIGPIPE that would kill the
+/// user's program.
+pub fn write_all_vectored(streams: &mut [&mut Stream], idx: usize, bufs: &[&[u8]]) -> bool {
+    let (mut i, mut off) = (0usize, 0usize);
+    let mut iov: Vec<libc::iovec> = Vec::with_capacity(bufs.len().min(IOV_MAX));
+    loop {
+        while i < bufs.len() && off >= bufs[i].len() {
+            off -= bufs[i].len();
+            i += 1;
+        }
+        if i >= bufs.len() {
+            return true;
+        }
+        iov.clear();
+        for (k, b) in bufs[i..].iter().take(IOV_MAX).enumerate() {
+            let start = if k == 0 { off } else { 0 };
+            iov.push(libc::iovec {
+                iov_base: b[start..].as_ptr() as *mut libc::c_void,
+                iov_len: b.len() - start,
+            });
+        }
+        // SAFETY: msghdr is plain data; all-zero is a valid value, then only the iovec fields
+        // are set. Every iovec points into a live slice of `bufs` for the duration of the call.
+        let n = unsafe {
+            let mut m: libc::msghdr = std::mem::zeroed();
+            m.msg_iov = iov.as_mut_ptr();
+            m.msg_iovlen = iov.len() as _;
+            libc::sendmsg(streams[idx].sock.fd(), &m, libc::MSG_NOSIGNAL)
+        };
+        if n > 0 {
+            off += n as usize;
+            continue;
+        }
+        if n == 0 {
+            return false;
+        }
+        match io::Error::last_os_error().kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
                 let fds: Vec<(RawFd, bool)> = streams
                     .iter()
                     .enumerate()
@@ -188,10 +271,9 @@ pub fn write_all(streams: &mut [&mut Stream], idx: usize, data: &[u8]) -> bool {
                     }
                 }
             }
-            Err(_) => return false,
+            _ => return false,
         }
     }
-    true
 }
 
 #[cfg(test)]
@@ -222,6 +304,31 @@ mod tests {
         drop(peer);
         s.drain();
         assert!(s.eof);
+    }
+
+    #[test]
+    fn step_drains_complete_the_largest_fragment() {
+        let (mut s, peer) = pair();
+        let mut frag = vec![0u8; 16];
+        frag[8..12].copy_from_slice(&(MAX_FRAG as u32).to_be_bytes());
+        frag.resize(16 + MAX_FRAG, 7);
+        let w = std::thread::spawn(move || {
+            let mut peer = peer;
+            peer.write_all(&frag).unwrap();
+            peer.write_all(&frag).unwrap();
+        });
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got < 2 && Instant::now() < deadline {
+            poll_fds(&[(s.sock.fd(), false)], Some(Duration::from_millis(100)));
+            s.drain_step();
+            while let Some(f) = s.next_fragment() {
+                assert_eq!(f.len(), 16 + MAX_FRAG);
+                got += 1;
+            }
+        }
+        w.join().unwrap();
+        assert_eq!(got, 2);
     }
 
     #[test]

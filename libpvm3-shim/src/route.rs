@@ -302,7 +302,7 @@ pub fn on_taskexit(lib: &mut Lib, tid: i32) {
 pub fn ready(lib: &mut Lib, tid: i32) {
     match lib.routes.remove(&tid) {
         Some(RouteState::Open(mut s)) => {
-            s.drain();
+            s.drain_step();
             lib.routes.insert(tid, RouteState::Open(s));
         }
         Some(RouteState::Listening { sock, path }) => {

@@ -182,6 +182,8 @@ pub struct Decoder {
     desc: HashMap<i32, Vec<(i32, i32)>>,
     names: Vec<String>,
     dids: Vec<String>,
+    /// Sender of the message being decoded: user-defined records carry no task id.
+    source: i32,
 }
 
 #[derive(Debug, PartialEq)]
@@ -203,7 +205,13 @@ impl Decoder {
             desc: HashMap::new(),
             names,
             dids,
+            source: 0,
         }
+    }
+
+    /// The task that sent the next message (for user-defined records, which carry no tid).
+    pub fn set_source(&mut self, tid: i32) {
+        self.source = tid;
     }
 
     fn event_name(&self, id: i32) -> String {
@@ -237,11 +245,51 @@ impl Decoder {
                     Ok(e) => evs.push(e),
                     Err(_) => break,
                 },
+                MARK_USER_EVENT_RECORD => match self.user_record(u) {
+                    Ok(e) => evs.push(e),
+                    Err(_) => break,
+                },
                 MARK_EVENT_BUFFER | MARK_EVENT_BUFFER_END | MARK_EVENT_DESC_END | MARK_EVENT_RECORD_END => {}
                 _ => break,
             }
         }
         evs
+    }
+
+    /// A user-defined record (a PvmDataTrace buffer): event id, name, time, then typed items
+    /// (type, count for arrays, values) and negative user markers, up to its end marker. The
+    /// items are named U0, U1, ... and markers M.
+    fn user_record(&mut self, u: &mut impl Unpack) -> Result<Event, TevError> {
+        let id = u.int()?;
+        let n = u.int()?;
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= MAX_ITEMS)
+            .ok_or(TevError::Corrupt("name length"))?;
+        let _name = u.bytes(n)?;
+        let (sec, usec) = (u.int()?, u.int()?);
+        let mut data = Vec::new();
+        // Bounded: every item consumes at least one int.
+        loop {
+            let t = u.int()?;
+            if t == MARK_USER_EVENT_RECORD_END {
+                break;
+            }
+            if t < 0 {
+                data.push(("M".to_string(), t.to_string()));
+                continue;
+            }
+            let v = read_value(u, t)?;
+            data.push((format!("U{}", data.len()), v));
+        }
+        Ok(Event {
+            sec: sec.into(),
+            usec: usec.into(),
+            tid: self.source,
+            name: self.event_name(id),
+            phase: "-",
+            data,
+        })
     }
 
     fn record(&mut self, u: &mut impl Unpack, desc: bool) -> Result<Event, TevError> {
@@ -416,6 +464,43 @@ pub(crate) mod tests {
         d[50] = "DST".into();
         d[45] = "MC".into();
         (n, d)
+    }
+
+    #[test]
+    fn user_defined_record_takes_the_message_source() {
+        use Item::*;
+        let (mut n, d) = names();
+        n[108] = "user_defined".into();
+        let mut dec = Decoder::new(n, d);
+        dec.set_source(0x40005);
+        let m = vec![
+            I(MARK_USER_EVENT_RECORD),
+            I(108),
+            I(13),
+            B(b"user_defined\0".to_vec()),
+            I(200),
+            I(7),
+            I(6),
+            I(5),
+            I(6 | DATA_ARRAY),
+            I(2),
+            I(1),
+            I(2),
+            I(-77),
+            I(1 | DATA_ARRAY),
+            I(2),
+            B(b"hi".to_vec()),
+            I(MARK_USER_EVENT_RECORD_END),
+        ];
+        let ev = dec.message(&mut Fake(m.into()));
+        assert_eq!(ev.len(), 1);
+        assert_eq!(
+            ev[0].to_string(),
+            "200.000007 t40005 user_defined - U0=5 U1=1,2 M=-77 U3=104,105"
+        );
+        // A record cut short decodes to nothing rather than something wrong.
+        let cut = vec![I(MARK_USER_EVENT_RECORD), I(108), I(13)];
+        assert!(dec.message(&mut Fake(cut.into())).is_empty());
     }
 
     #[test]

@@ -187,13 +187,14 @@ fn collect(args: &[String]) {
     let mut n = 0usize;
     let mut seen_end = false;
     while Instant::now() < deadline {
-        if ffi::trecv(-1, TRC_TAG, 200_000).is_none() {
+        let Some((src, _, _)) = ffi::trecv(-1, TRC_TAG, 200_000) else {
             // Idle: once every task we know of has ended, we are done.
             if !tracer && seen_end && live.is_empty() {
                 break;
             }
             continue;
-        }
+        };
+        dec.set_source(src);
         for e in dec.message(&mut ffi::RecvBuf) {
             match e.name.as_str() {
                 "newtask" | "spntask" if !live.contains(&e.tid) => live.push(e.tid),

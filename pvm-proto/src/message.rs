@@ -125,6 +125,8 @@ struct Partial {
 pub struct Reassembler {
     limits: Limits,
     partial: BTreeMap<Tid, Partial>,
+    /// Keep each message in progress in one growing buffer (see [`Reassembler::contiguous`]).
+    contiguous: bool,
 }
 
 impl fmt::Display for Message {
@@ -148,6 +150,18 @@ impl Reassembler {
         Reassembler {
             limits,
             partial: BTreeMap::new(),
+            contiguous: false,
+        }
+    }
+
+    /// Like [`Reassembler::new`], but each message in progress grows in one buffer: one copy
+    /// per byte and no concatenation at the end, for a receiver of large messages (a task
+    /// library) where that matters more than exact allocation (growth may reserve up to twice
+    /// what arrived; the limits still bound what is accepted).
+    pub fn contiguous(limits: Limits) -> Self {
+        Reassembler {
+            contiguous: true,
+            ..Reassembler::new(limits)
         }
     }
 
@@ -302,7 +316,10 @@ impl Reassembler {
                 },
             ));
         }
-        p.chunks.push(payload.to_vec());
+        match p.chunks.first_mut() {
+            Some(c) if self.contiguous => c.extend_from_slice(payload),
+            _ => p.chunks.push(payload.to_vec()),
+        }
         p.len += payload.len();
         if !eom {
             return Ok(None);
@@ -312,7 +329,11 @@ impl Reassembler {
             src,
             dst: p.dst,
             header: p.header,
-            body: p.chunks.concat(),
+            body: if p.chunks.len() == 1 {
+                p.chunks.into_iter().next().unwrap_or_default()
+            } else {
+                p.chunks.concat()
+            },
         }))
     }
 }
@@ -431,12 +452,13 @@ mod tests {
 
         proptest! {
             /// Fragments of several messages, interleaved in any order that keeps each source's
-            /// own order, come back as the original messages.
+            /// own order, come back as the original messages (in both buffering modes).
             #[test]
             fn interleaved_split_reassembles(
                 bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..5),
                 frag_size in 49usize..200,
                 picks in proptest::collection::vec(0usize..5, 0..400),
+                contiguous in any::<bool>(),
             ) {
                 let msgs: Vec<Message> = bodies
                     .into_iter()
@@ -445,7 +467,11 @@ mod tests {
                     .collect();
                 let mut queues: Vec<std::collections::VecDeque<Vec<u8>>> =
                     msgs.iter().map(|m| m.to_fragments(frag_size).into()).collect();
-                let mut r = Reassembler::default();
+                let mut r = if contiguous {
+                    Reassembler::contiguous(Limits::default())
+                } else {
+                    Reassembler::default()
+                };
                 let mut got = Vec::new();
                 let mut feed = |q: &mut std::collections::VecDeque<Vec<u8>>, got: &mut Vec<Message>| {
                     if let Some(f) = q.pop_front() {

@@ -28,6 +28,7 @@ mod xcaps;
 pub mod mig_move;
 pub mod migrate;
 mod rm;
+mod tev;
 // ---- end multi-host ----
 
 /// Identifies one accepted stream connection.
@@ -249,6 +250,8 @@ pub struct Daemon<A: AuthFiles> {
     mig: migrate::MigState,
     /// Resource-manager protocol and RM failure handling (daemon/rm.rs).
     rm: rm::RmState,
+    /// Trace events of the daemon itself (daemon/tev.rs).
+    tev: tev::TevState,
 }
 
 /// What the notify table needs to know about this host.
@@ -317,6 +320,7 @@ impl<A: AuthFiles> Daemon<A> {
             net: None,
             mig: migrate::MigState::default(),
             rm: rm::RmState::default(),
+            tev: tev::TevState::default(),
         }
     }
 
@@ -456,6 +460,13 @@ impl<A: AuthFiles> Daemon<A> {
             if let Some(c) = t.conn {
                 self.db_waiters.retain(|w| w.conn != c);
             }
+            let dest = tev::Dest {
+                tid: t.trctid,
+                ctx: t.trcctx,
+                tag: t.trctag,
+            };
+            self.tev_send(dest, tev::Event::EndTask { tid: tid.0, status: 0 }, out);
+            // tev.rs hook
         }
         self.mbox.tidy(tid.0);
         for l in self.reg.task_exited(tid) {
@@ -992,6 +1003,7 @@ impl<A: AuthFiles> Daemon<A> {
             out.push(Out::Log("tm_conn2() out of tids?".into()));
             return self.close(req.conn, out);
         };
+        let trc = self.tev_registered(); // tev.rs hook: the registered tracer traces it
         let task = Task {
             conn: Some(req.conn),
             forked: false,
@@ -1006,12 +1018,29 @@ impl<A: AuthFiles> Daemon<A> {
             outtid: 0,
             outctx: 0,
             outtag: 0,
-            trctid: 0,
-            trcctx: 0,
-            trctag: 0,
+            trctid: trc.map_or(0, |d| d.tid),
+            trcctx: trc.map_or(0, |d| d.ctx),
+            trctag: trc.map_or(0, |d| d.tag),
             contexts: Vec::new(),
             mca: None,
         };
+        if let Some(d) = trc {
+            let name = if task.a_out.is_empty() {
+                "-".to_string()
+            } else {
+                task.a_out.clone()
+            };
+            self.tev_send(
+                d,
+                tev::Event::NewTask {
+                    tid: tid.0,
+                    ptid: -1,
+                    flags: -1,
+                    name,
+                },
+                out,
+            );
+        }
         let mut body = self.settings(tid, &task).conn2_reply();
         body.extend(migrate::conn2_trailer()); // migrate.rs hook
         self.tasks.insert(tid.local(), task);
@@ -1251,6 +1280,27 @@ impl<A: AuthFiles> Daemon<A> {
         } else {
             out.push(Out::Log(format!("forkexec() didn't find <{}>", sp.file)));
             tids.resize(n, PvmError::NoFile.code());
+        }
+        // tev.rs hook: newtask for each task started, then spntask as the request is answered.
+        let dest = tev::Dest {
+            tid: sp.trctid,
+            ctx: sp.trcctx,
+            tag: sp.trctag,
+        };
+        for ev in [0, 1] {
+            for &t in tids.iter().filter(|t| Tid(**t).is_task()) {
+                let e = if ev == 0 {
+                    tev::Event::NewTask {
+                        tid: t,
+                        ptid: ptid.0,
+                        flags: sp.flags,
+                        name: sp.file.clone(),
+                    }
+                } else {
+                    tev::Event::SpnTask { tid: t, ptid: ptid.0 }
+                };
+                self.tev_send(dest, e, out);
+            }
         }
         if sp.outtid > 0 {
             for &t in tids.iter().filter(|t| Tid(**t).is_task()) {
@@ -1633,6 +1683,16 @@ impl<A: AuthFiles> Daemon<A> {
 
     fn tm_setopt(&mut self, req: &Request, out: &mut Vec<Out>) {
         let pairs = wire::parse_setopt(req.body);
+        let before = self
+            .tasks
+            .get(&self.key(req.src))
+            .map(|t| (t.trctid, t.trcctx, t.trctag));
+        self.tm_setopt_apply(req, pairs, out);
+        self.tev_change_trace(req.src, before, out); // tev.rs hook
+        self.reply(req, req.src, &[], out);
+    }
+
+    fn tm_setopt_apply(&mut self, req: &Request, pairs: Vec<(i32, String)>, out: &mut Vec<Out>) {
         let key = self.key(req.src);
         if let Some(t) = self.tasks.get_mut(&key) {
             for (what, val) in pairs {
@@ -1648,7 +1708,6 @@ impl<A: AuthFiles> Daemon<A> {
                 }
             }
         }
-        self.reply(req, req.src, &[], out);
     }
 
     fn tm_context(&mut self, req: &Request, out: &mut Vec<Out>) {

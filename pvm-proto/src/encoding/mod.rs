@@ -281,6 +281,15 @@ impl MsgBody {
         b
     }
 
+    /// A body of one fragment that takes `data` as it is (a reassembled message: no copy).
+    pub fn from_vec(enc: i32, data: Vec<u8>) -> MsgBody {
+        MsgBody {
+            enc,
+            data,
+            starts: vec![0],
+        }
+    }
+
     /// Appends a received fragment.
     pub fn push_fragment(&mut self, frag: &[u8]) {
         self.starts.push(self.data.len());

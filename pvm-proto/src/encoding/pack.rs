@@ -201,6 +201,15 @@ impl Packer {
     /// Appends the raw image of the selected elements, ignoring fragment boundaries.
     fn write_raw<T: Item>(&mut self, data: &[T], cnt: usize, stride: usize) {
         let data_buf = &mut self.body.data;
+        if stride == 1 && std::mem::size_of::<T>() == T::RAW_SIZE {
+            // The raw form of every item type is its memory image (native byte order, no
+            // padding), so a contiguous run is one copy (no zero fill, no per-item loop).
+            // SAFETY: `data[..cnt]` is initialised; items are plain numbers or arrays of them
+            // (sealed trait), whose bytes are all initialised.
+            let bytes = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, cnt * T::RAW_SIZE) };
+            data_buf.extend_from_slice(bytes);
+            return;
+        }
         let start = data_buf.len();
         data_buf.resize(start + cnt * T::RAW_SIZE, 0);
         let out = &mut data_buf[start..];

@@ -134,6 +134,13 @@ impl<'a> Unpacker<'a> {
                     out[i * stride] = T::get_xdr(b, self.sign_extend_long);
                 }
             }
+            (false, 1) if std::mem::size_of::<T>() == esz => {
+                // The raw form is the memory image (see Packer::write_raw): one copy.
+                // SAFETY: `out[..cnt]` is `cnt * esz` writable bytes, and any bytes are a valid
+                // value of every item type (plain numbers).
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, cnt * esz) };
+                dst.copy_from_slice(src);
+            }
             (false, 1) => {
                 for (o, b) in out[..cnt].iter_mut().zip(src.chunks_exact(esz)) {
                     *o = T::get_raw(b);
