@@ -25,6 +25,7 @@ pub mod master;
 pub mod netd;
 mod xcaps;
 // Migration extensions (docs/migration.md).
+pub mod appckpt;
 pub mod migrate;
 // ---- end multi-host ----
 
@@ -245,6 +246,8 @@ pub struct Daemon<A: AuthFiles> {
     net: Option<Box<netd::Net>>,
     /// Migration extensions (daemon/migrate.rs).
     mig: migrate::MigState,
+    /// Whole-application checkpoint and restart (daemon/appckpt.rs).
+    app: appckpt::AppState,
 }
 
 /// What the notify table needs to know about this host.
@@ -289,6 +292,7 @@ impl<A: AuthFiles> Daemon<A> {
             launcher: Box::new(NoLauncher),
             net: None,
             mig: migrate::MigState::default(),
+            app: appckpt::AppState::default(),
         }
     }
 
@@ -1259,6 +1263,9 @@ impl<A: AuthFiles> Daemon<A> {
     /// The process of a spawned task exited (and its output was drained).
     pub fn task_exited(&mut self, tid: Tid) -> Vec<Out> {
         let mut out = Vec::new();
+        if self.app_exited(tid, &mut out) {
+            return out; // appckpt.rs hook: killed by a rollback
+        }
         let Some(t) = self.tasks.get_mut(&tid.local()) else {
             return out;
         };

@@ -84,6 +84,9 @@ fn probe_now() -> HostCaps {
     }
     if c.dump.ok() {
         f |= feat::CHECKPOINT;
+        if c.restore.ok() {
+            f |= feat::APP_CHECKPOINT; // appckpt.rs
+        }
     }
     if c.dirty_tracking.ok() {
         f |= feat::PRE_COPY;
@@ -106,6 +109,19 @@ fn criu() -> pvm_migration::Result<pvm_migration::Criu> {
         Some(c) => pvm_migration::Criu::with_caps(c),
         None => pvm_migration::Criu::new(),
     }
+}
+
+/// The CRIU driver for appckpt.rs.
+pub(super) fn criu_handle() -> pvm_migration::Result<pvm_migration::Criu> {
+    criu()
+}
+
+/// `pvm-migrate`, which restores a task as a pvmd child (`restore-task`).
+pub(super) fn restore_helper() -> Option<String> {
+    std::env::var("PVMD_MIGRATE_BIN").ok().or_else(|| {
+        let p = std::env::current_exe().ok()?.with_file_name("pvm-migrate");
+        p.exists().then(|| p.to_string_lossy().into_owned())
+    })
 }
 
 /// Starts the CRIU probe in the background (daemon start-up), so that no request waits for it.
@@ -255,6 +271,8 @@ impl<A: AuthFiles> Daemon<A> {
                 }
             }
             TM_MIGRATE => self.tm_migrate(req, out),
+            TM_CKPT if super::appckpt::is_app_ckpt(req.body) => self.app_tm_ckpt(req, out),
+            TM_RESTART if self.app_is_restart(req.body) => self.app_tm_restart(req, out),
             TM_CKPT => self.tm_ckpt(req, out),
             TM_PARK => self.tm_park(req, out),
             TM_RESTART => self.tm_restart(req, out),
@@ -409,6 +427,9 @@ impl<A: AuthFiles> Daemon<A> {
     /// The task reached its safe point: answer (the last thing on this connection; it closes
     /// after reading it).
     fn tm_park(&mut self, req: &Request, out: &mut Vec<Out>) {
+        if self.app_tm_park(req, out) {
+            return; // appckpt.rs: parking for an application checkpoint
+        }
         let cc = match self.mig.parking.get_mut(&req.src.local()) {
             Some(p) => {
                 p.parked = true;
@@ -423,11 +444,22 @@ impl<A: AuthFiles> Daemon<A> {
     /// reconnects). Returns the bytes back when the task is not parking.
     /// Whether messages for this task are being held (the relay fast path must not bypass it).
     pub(super) fn mig_is_parking(&self, local: u32) -> bool {
-        self.mig.parking.contains_key(&local)
+        self.mig.parking.contains_key(&local) || self.app.is_parking(local)
+    }
+
+    /// Why CRIU cannot work here, if it cannot (appckpt.rs).
+    pub(super) fn mig_criu_missing(&self) -> Option<String> {
+        host_caps().missing.clone()
+    }
+
+    /// A task restored by appckpt.rs: its pid is the restore helper's.
+    pub(super) fn mig_mark_restored(&mut self, local: u32) {
+        self.mig.tasks.insert(local, feat::PARK);
+        self.mig.restored.insert(local);
     }
 
     pub(super) fn mig_hold(&mut self, local: u32, bytes: Vec<u8>, out: &mut Vec<Out>) -> Option<Vec<u8>> {
-        if !self.mig.parking.contains_key(&local) {
+        if !self.mig_is_parking(local) {
             return Some(bytes);
         }
         let t = self.tasks.get_mut(&local)?;
@@ -444,6 +476,9 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// A task's connection ended (hook in `disconnected`): a parked task is dumped and let go.
     pub(super) fn mig_disconnected(&mut self, tid: Tid, out: &mut Vec<Out>) {
+        if self.app_disconnected(tid, out) {
+            return; // appckpt.rs: parked for an application checkpoint
+        }
         let Some(p) = self.mig.parking.remove(&tid.local()) else {
             return;
         };

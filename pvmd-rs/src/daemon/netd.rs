@@ -672,6 +672,9 @@ impl<A: AuthFiles> Daemon<A> {
         if m.header.tag == XCAPS_TAG {
             return self.xcaps_entry(host, wid, &m.body, out);
         }
+        if (super::appckpt::DM_APP_FIRST..=super::appckpt::DM_APP_LAST).contains(&m.header.tag) {
+            return self.app_dm(host, m.header.tag, wid, &m.body, out); // appckpt.rs hook
+        }
         let Some(dm) = Dm::from_code(m.header.tag) else {
             out.push(Out::Log(format!(
                 "netentry() message from t{:x} with bogus code {:#x}",
@@ -951,6 +954,7 @@ impl<A: AuthFiles> Daemon<A> {
         for p in due {
             self.send_to_task(p.watcher, p.tag, p.ctx, 0, &wire::int_body(p.on), out);
         }
+        self.app_host_gone(host, out); // appckpt.rs hook
     }
 
     fn host_added_notify(&mut self, added: &[u32], out: &mut Vec<Out>) {
