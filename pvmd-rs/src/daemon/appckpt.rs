@@ -1864,11 +1864,12 @@ mod tests {
         let mut r = XdrReader::new(&b);
         assert_eq!(r.int("kind").unwrap(), REP);
         assert_eq!(CkptRep::parse(&mut r), Some(p));
-        // Truncated bodies are refused, never a panic.
-        for n in 0..b.len() {
+        // Truncated bodies are refused, never a panic (the reader forgives a missing final
+        // string padding: the last 3 bytes).
+        for n in 0..b.len() - 3 {
             let mut r = XdrReader::new(&b[..n]);
             let _ = r.int("kind");
-            assert!(CkptRep::parse(&mut r).is_none() || n == b.len());
+            assert!(CkptRep::parse(&mut r).is_none(), "{n}");
         }
     }
 
