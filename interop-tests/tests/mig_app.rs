@@ -241,7 +241,10 @@ fn machine(tag: &str, n: usize) -> (Cluster, interop_tests::Proc) {
     }
     std::fs::write(&hf, text).unwrap();
     let mut cmd = c.command(1, &our_pvmd());
-    cmd.arg(format!("-n{}", c.host(1).ip)).arg(&hf).stderr(Stdio::null());
+    cmd.arg(format!("-n{}", c.host(1).ip))
+        .arg("-d0x46")
+        .arg(&hf)
+        .stderr(Stdio::null());
     let mut m = interop_tests::Proc {
         child: cmd.spawn().expect("start our pvmd"),
         name: "our master".into(),
@@ -268,6 +271,38 @@ fn start_job(c: &Cluster, exe: &Path, mode: i32, marker: &Path) -> Lines {
         cmd.arg(&h.ip);
     }
     Lines::new(cmd.spawn().expect("start the job"))
+}
+
+/// The end of every CRIU restore log under the hosts' image stores (for failure messages).
+fn restore_logs(c: &Cluster) -> String {
+    fn walk(d: &Path, found: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, found);
+            } else if p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("restore"))
+            {
+                found.push(p);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for h in &c.hosts {
+        walk(&h.tmp.path().join("pvmapp"), &mut found);
+    }
+    let mut s = String::new();
+    for p in found {
+        let t = std::fs::read_to_string(&p).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        s.push_str(&format!(
+            "---- {}\n{}\n",
+            p.display(),
+            lines[lines.len().saturating_sub(12)..].join("\n")
+        ));
+    }
+    s
 }
 
 fn app_log_lines(c: &Cluster) -> String {
@@ -306,7 +341,7 @@ fn app_restarts_by_itself_after_a_worker_host_is_killed() {
     let text = job.text();
     let logs = app_log_lines(&c);
     eprintln!("{text}\n{logs}");
-    let res = res.unwrap_or_else(|| panic!("no result\n{text}\n{}", c.logs()));
+    let res = res.unwrap_or_else(|| panic!("no result\n{text}\n{}\n{}", c.logs(), restore_logs(&c)));
     assert_eq!(
         res,
         format!("result bad 0 total {}", expected_total(3)),

@@ -57,6 +57,14 @@ pub const DM_APP_LAST: i32 = DM_RESTORE;
 /// First int of every body here.
 const REQ: i32 = 1;
 const REP: i32 = 2;
+/// DM_MARK kind of the coordinator's beat (no answer, ignored by the receiver).
+const BEAT: i32 = 3;
+/// How often the coordinator sends a beat to the hosts of an application that restarts by
+/// itself: a pvmd killed while its host stays up answers each datagram with ICMP port
+/// unreachable, and three of those within 2 s declare it dead (guard::Unreachable), so a
+/// host failure is seen within about a second even when the application is not talking
+/// to that host. (A host that vanished entirely is declared dead by the ddp retry limit.)
+const BEAT_PERIOD: Duration = Duration::from_millis(400);
 
 /// DM_CKPT phases.
 pub mod phase {
@@ -221,6 +229,8 @@ pub struct AppState {
     restored: Vec<Restored>,
     /// Restarts to start when the current operation ends (roots).
     queued: Vec<i32>,
+    /// Next beat to the hosts of applications that restart by themselves.
+    next_beat: Option<Instant>,
 }
 
 impl AppState {
@@ -541,12 +551,48 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// The local key of a tid that lives on this host.
     fn app_local(&self, tid: Tid) -> Option<u32> {
-        (tid.is_task() && tid.is_on_host(self.host.index) && self.tasks.contains_key(&tid.local()))
-            .then_some(tid.local())
+        self.has_task(tid).then(|| self.key(tid))
     }
 
-    fn app_tid_of(&self, local: u32) -> Tid {
-        Tid::task(self.host.index, local)
+    fn app_tid_of(&self, key: u32) -> Tid {
+        super::key_tid(self.host.index, key)
+    }
+
+    /// Hosts this coordinator watches: those of applications that restart by themselves.
+    fn app_watched(&self) -> BTreeSet<u32> {
+        let me = self.host.index;
+        self.app
+            .apps
+            .values()
+            .filter(|a| a.auto)
+            .filter_map(|a| a.committed.as_ref())
+            .flat_map(|c| c.members.iter().map(|m| m.1).chain(c.copies.iter().map(|k| k.host)))
+            .filter(|h| *h != me && self.net.as_ref().is_some_and(|n| n.table.get(*h).is_some()))
+            .collect()
+    }
+
+    /// When the next beat is due (hook in `net_deadline`).
+    pub(super) fn app_deadline(&self) -> Option<Duration> {
+        let due = self.app.next_beat?;
+        Some(due.saturating_duration_since(Instant::now()))
+    }
+
+    /// Sends the beats that are due (hook in `net_timeout`).
+    pub(super) fn app_tick(&mut self, out: &mut Vec<Out>) {
+        let now = Instant::now();
+        if self.app.next_beat.is_some_and(|t| t > now) {
+            return;
+        }
+        let hosts = self.app_watched();
+        if hosts.is_empty() {
+            self.app.next_beat = None;
+            return;
+        }
+        let me = self.host.index as i32;
+        for h in hosts {
+            self.dm_send(h, DM_MARK, 0, &ints(&[BEAT, 0, 0, me]), out);
+        }
+        self.app.next_beat = Some(now + BEAT_PERIOD);
     }
 
     // ---- requests of tasks -------------------------------------------------------------------
@@ -577,8 +623,7 @@ impl<A: AuthFiles> Daemon<A> {
         } else if !(1..=8).contains(&replicas) {
             Some((PvmError::BadParam, format!("replicas {replicas}: 1 to 8 other hosts")))
         } else {
-            self.mig_criu_missing()
-                .map(|m| (PvmError::NotImpl, format!("CRIU on this host: {m}")))
+            super::migrate::criu_missing().map(|m| (PvmError::NotImpl, format!("CRIU on this host: {m}")))
         };
         if let Some((e, why)) = why {
             Self::app_log(format!("checkpoint of application t{root:x} refused: {why}"), out);
@@ -810,6 +855,10 @@ impl<A: AuthFiles> Daemon<A> {
                 let (root, epoch, members, copies) = (c.root, c.epoch, c.members.clone(), c.copies.clone());
                 if let Some(a) = self.app.apps.get_mut(&root.0) {
                     a.committed = Some(Committed { epoch, members, copies });
+                    if a.auto {
+                        // Watch its hosts from now on (app_tick).
+                        self.app.next_beat.get_or_insert_with(Instant::now);
+                    }
                 }
                 self.app_finish(out);
             }
@@ -1015,6 +1064,7 @@ impl<A: AuthFiles> Daemon<A> {
                 Some(p) => self.app_coord_reply(from, p, out),
                 None => Self::app_log(format!("bad DM_CKPT answer from host {from}"), out),
             },
+            (DM_MARK, BEAT) => {}
             (DM_MARK, REQ) => {
                 if let (Ok(op), Ok(_epoch), Ok(coord)) = (r.int("op"), r.int("epoch"), r.int("coord")) {
                     self.app_mark(coord as u32, op, from, out);
@@ -1122,7 +1172,7 @@ impl<A: AuthFiles> Daemon<A> {
                         }
                     }
                     if why.is_none() {
-                        why = self.mig_criu_missing().map(|m| format!("CRIU on this host: {m}"));
+                        why = super::migrate::criu_missing().map(|m| format!("CRIU on this host: {m}"));
                     }
                 }
                 if let Some(why) = why {
@@ -1263,15 +1313,13 @@ impl<A: AuthFiles> Daemon<A> {
     /// another host).
     fn app_route_to(&mut self, tid: Tid, host: u32, out: &mut Vec<Out>) {
         if tid.host() == host {
+            self.clear_tid_route(tid);
             return;
         }
-        Self::app_log(
-            format!(
-                "t{:x} now runs on host {host}: routing override not available yet",
-                tid.bits()
-            ),
-            out,
-        );
+        self.set_tid_route(tid, host); // mig_move.rs
+        if self.debug & 0x2 != 0 {
+            Self::app_log(format!("t{:x} now runs on host {host}", tid.bits()), out);
+        }
     }
 
     /// Kills a local task of the application for a rollback; it leaves quietly (no exit
@@ -1310,7 +1358,7 @@ impl<A: AuthFiles> Daemon<A> {
     /// A spawned task's process exited (hook at the top of `task_exited`): true when it was
     /// killed by a rollback (then it leaves without a trace).
     pub(super) fn app_exited(&mut self, tid: Tid, out: &mut Vec<Out>) -> bool {
-        let local = tid.local();
+        let local = self.key(tid);
         if !self.app.dying.contains(&local) {
             return false;
         }
@@ -1344,7 +1392,8 @@ impl<A: AuthFiles> Daemon<A> {
     /// TM_PARK of a task parking for an application checkpoint (hook in `tm_park`).
     pub(super) fn app_tm_park(&mut self, req: &Request, out: &mut Vec<Out>) -> bool {
         let peer = self.conns.get(&req.conn).and_then(|c| c.peer_pid);
-        let Some(p) = self.app.parking.get_mut(&req.src.local()) else {
+        let key = self.key(req.src);
+        let Some(p) = self.app.parking.get_mut(&key) else {
             return false;
         };
         *p = (true, peer);
@@ -1354,7 +1403,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// EOF of a task parking for an application checkpoint (hook in `mig_disconnected`).
     pub(super) fn app_disconnected(&mut self, tid: Tid, out: &mut Vec<Out>) -> bool {
-        let local = tid.local();
+        let local = self.key(tid);
         let Some((parked, _)) = self.app.parking.get(&local).copied() else {
             return false;
         };
@@ -1722,17 +1771,7 @@ impl<A: AuthFiles> Daemon<A> {
                 format!("{} holds t{:x}", dir.display(), meta.tid.bits()),
             ));
         }
-        if !tid.is_on_host(self.host.index) {
-            return Err((
-                PvmError::NotImpl,
-                format!(
-                    "t{:x} belongs to host {}: adopting another host's tid is not available here",
-                    tid.bits(),
-                    tid.host()
-                ),
-            ));
-        }
-        if self.tasks.contains_key(&tid.local()) {
+        if self.has_task(tid) {
             return Err((PvmError::Exists, format!("t{:x} is still here", tid.bits())));
         }
         let helper = super::migrate::restore_helper().ok_or((
@@ -1751,32 +1790,26 @@ impl<A: AuthFiles> Daemon<A> {
             .launcher
             .launch(tid, &helper, &argv, &[])
             .map_err(|e| (PvmError::SysErr, format!("restore helper: {e}")))?;
-        let held = read_held(&dir.join("pvmheld"));
-        let pending_bytes = held.iter().map(Vec::len).sum();
-        self.tasks.insert(
-            tid.local(),
-            super::Task {
-                conn: None,
-                forked: true,
-                pending: held,
-                pending_bytes,
-                out_buf: Vec::new(),
+        // Registered under its own tid, whose host part may name another (dead) host
+        // (mig_move.rs), with the messages held for it at the cut.
+        let features = super::migrate::feat::PARK;
+        let key = self.adopt_task(
+            tid,
+            super::mig_move::Adopt {
                 ptid: meta.ptid,
+                a_out: meta.a_out.clone(),
+                out: meta.out,
+                trc: meta.trc,
                 pid,
                 cookie,
-                pid_verified: true,
-                a_out: meta.a_out.clone(),
-                outtid: meta.out.0,
-                outctx: meta.out.1,
-                outtag: meta.out.2,
-                trctid: meta.trc.0,
-                trcctx: meta.trc.1,
-                trctag: meta.trc.2,
-                contexts: Vec::new(),
-                mca: None,
+                features,
             },
         );
-        self.mig_mark_restored(tid.local());
+        let held = read_held(&dir.join("pvmheld"));
+        if let Some(t) = self.tasks.get_mut(&key) {
+            t.pending_bytes = held.iter().map(Vec::len).sum();
+            t.pending = held;
+        }
         self.app.restored.push(Restored {
             tid,
             cookie,
