@@ -638,6 +638,140 @@ impl Criu {
     }
 }
 
+/// The source half of a post-copy move run by two processes (two pvmds): the metadata is
+/// dumped into the image dir (stream it to the target), and CRIU stays as the page server
+/// of the frozen task until the target has fetched every page.
+pub struct LazyDump {
+    step: Step,
+    foreign: Foreign,
+    dir: PathBuf,
+    _pipes: PipeSize,
+}
+
+impl std::fmt::Debug for LazyDump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LazyDump({:?})", self.step)
+    }
+}
+
+impl LazyDump {
+    /// Waits for the page server to finish (every page fetched, the task killed by CRIU), at
+    /// most `limit`. On an error CRIU resumes the task on the source when it still can.
+    pub fn finish(mut self, limit: Duration) -> Result<()> {
+        let st = self.step.wait(Instant::now() + limit, limit)?;
+        check("criu dump --lazy-pages", st, &self.dir.join("dump.log"))?;
+        self.foreign.finish();
+        Ok(())
+    }
+}
+
+/// The target's lazy-pages daemon of a post-copy restore: it fetches the pages the restored
+/// task has not touched yet; the move is complete when it exits.
+pub struct LazyPages {
+    step: Step,
+    dir: PathBuf,
+    _pipes: PipeSize,
+}
+
+impl LazyPages {
+    /// Waits until every page is on this host, at most `limit`.
+    pub fn finish(mut self, limit: Duration) -> Result<()> {
+        let st = self.step.wait(Instant::now() + limit, limit)?;
+        check("criu lazy-pages", st, &self.dir.join("lazy-pages.log"))
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.step.poll(), Ok(None))
+    }
+}
+
+impl Criu {
+    /// Source side of a post-copy move between two processes: `criu dump --lazy-pages` of
+    /// `pid` into `dir`, its page server on `host.addr:port`. Returns once the metadata is
+    /// in `dir` (send it to the target, then [`LazyDump::finish`]). Fails early, the task
+    /// still running here, when CRIU cannot set the dump up.
+    pub fn dump_lazy(&self, pid: u32, host: &Host, dir: &Path, port: u16, limit: Duration) -> Result<LazyDump> {
+        let _ = fs::remove_dir_all(dir);
+        fs::create_dir_all(dir).map_err(io("create image dir"))?;
+        let pipes = PipeSize::raise(self.caps.needs_pipe_size_workaround);
+        let deadline = Instant::now() + limit;
+        let status = dir.join("status");
+        let (mut c, tpid, foreign) = self.dump_command(host, pid, Some(&status));
+        foreign.args(&mut c);
+        c.args(["dump", "-t", &tpid.to_string(), "-D"])
+            .arg(dir)
+            .args([
+                "-o",
+                "dump.log",
+                self.verbosity(),
+                "--status-fd",
+                "3",
+                "--lazy-pages",
+                "--address",
+                &host.addr.to_string(),
+                "--port",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut step = Step::spawn("criu dump --lazy-pages", c)?;
+        if let Err(e) = wait_file(&mut step, &status, deadline, limit) {
+            return Err(with_log(e, &dir.join("dump.log")));
+        }
+        Ok(LazyDump {
+            step,
+            foreign,
+            dir: dir.to_path_buf(),
+            _pipes: pipes,
+        })
+    }
+
+    /// Target side of a post-copy move between two processes: starts the lazy-pages daemon
+    /// fetching from the source's page server, then restores the metadata in `dir` in a fresh
+    /// pid namespace with `inherit` fds. Returns when the task runs; pages keep arriving
+    /// until [`LazyPages::finish`].
+    pub fn restore_lazy_with(
+        &self,
+        host: &Host,
+        dir: &Path,
+        page_server: std::net::SocketAddrV4,
+        inherit: &[Inherit],
+        limit: Duration,
+    ) -> Result<(Restored, LazyPages)> {
+        let pipes = PipeSize::raise(self.caps.needs_pipe_size_workaround);
+        let deadline = Instant::now() + limit;
+        let lstatus = dir.join("lazy-status");
+        let _ = fs::remove_file(&lstatus);
+        let mut c = self.criu_with_status(host, &lstatus);
+        c.args([
+            "lazy-pages",
+            "--page-server",
+            "--address",
+            &page_server.ip().to_string(),
+            "--port",
+            &page_server.port().to_string(),
+            "-D",
+        ])
+        .arg(dir)
+        .args(["-o", "lazy-pages.log", self.verbosity(), "--status-fd", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut lazy = Step::spawn("criu lazy-pages", c)?;
+        wait_file(&mut lazy, &lstatus, deadline, limit).map_err(|e| with_log(e, &dir.join("lazy-pages.log")))?;
+        let s = self.spawn_restore(host, dir, true, inherit)?;
+        let restored = Criu::await_restored(s, dir, deadline, limit)?;
+        Ok((
+            restored,
+            LazyPages {
+                step: lazy,
+                dir: dir.to_path_buf(),
+                _pipes: pipes,
+            },
+        ))
+    }
+}
+
 /// A task in a pid namespace of its own (its host pid), dumped `--leave-stopped`.
 struct Foreign(Option<u32>);
 

@@ -13,7 +13,7 @@ pub mod probe;
 mod proc;
 pub mod transfer;
 
-pub use criu::{pipe_key, Criu, Dumped, Inherit, Migrated, Mode, Restored};
+pub use criu::{pipe_key, Criu, Dumped, Inherit, LazyDump, LazyPages, Migrated, Mode, Restored};
 pub use error::{MigError, Result};
 pub use netns::{Host, NetPair};
 pub use probe::{Cap, Capabilities};

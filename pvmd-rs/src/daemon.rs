@@ -946,8 +946,10 @@ impl<A: AuthFiles> Daemon<A> {
         let max = Tid::LOCAL_MASK;
         for _ in 0..max {
             self.last_local = if self.last_local >= max { 1 } else { self.last_local + 1 };
-            if !self.tasks.contains_key(&self.last_local) {
-                return Some(Tid::task(self.host.index, self.last_local));
+            let tid = Tid::task(self.host.index, self.last_local);
+            // mig_move.rs: a tid of ours that runs on another host is still taken.
+            if !self.tasks.contains_key(&self.last_local) && self.mig.route_of(tid).is_none() {
+                return Some(tid);
             }
         }
         None

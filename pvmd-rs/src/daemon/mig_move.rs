@@ -26,13 +26,12 @@
 //! shell hands to [`Daemon::mig_event`]. The event loop never waits for them.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pvm_proto::codes::{Dm, PvmError, MSGHDR_LEN};
 use pvm_proto::frag::{FragFlags, StreamFragHeader};
-use pvm_proto::mesg::MsgHeader;
 use pvm_proto::xdr::{XdrReader, XdrWriter};
 use pvm_proto::Tid;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -57,6 +56,9 @@ pub const DM_TIDMOVED: i32 = 0x8002_0103u32 as i32;
 /// A pvmd -> the pvmd where a task runs: TM_MIGRATE on behalf of a local requester, `int op;
 /// int tid; int host; int mode`; reply (same code and wid) `int op; int cc; int host`.
 pub const DM_MIGREQ: i32 = 0x8002_0108u32 as i32;
+/// A pvmd -> the pvmd where a moved task runs: one relayed fragment, the body being the frame
+/// as the task would read it (16-byte stream header, payload). No reply.
+pub const DM_MIGFWD: i32 = 0x8002_0109u32 as i32;
 
 const KIND_MOVED: i32 = 0;
 const KIND_FLUSH: i32 = 1;
@@ -79,11 +81,27 @@ pub enum MigEvent {
         op: i32,
         res: Result<DumpInfo, DumpError>,
     },
+    /// Source: the pages of the previous post-copy restore of a task that is to move again
+    /// have all arrived; it can park now.
+    ReadyToPark { key: u32, op: i32 },
+    /// A one-task checkpoint's dump ended (migrate.rs).
+    Ckpt(Box<super::migrate::CkptDone>),
     /// Target: the image stream of a move arrived (or failed).
     ImageIn {
         tid: u32,
         op: i32,
         res: Result<u64, String>,
+    },
+    /// Source, post-copy: the page server ended (every page fetched, or a failure); whether
+    /// the task still lives here (CRIU resumes it when the move failed).
+    PagesServed {
+        key: u32,
+        op: i32,
+        res: Result<(), String>,
+        alive: bool,
+        pid: i32,
+        after: Duration,
+        dir: PathBuf,
     },
 }
 
@@ -96,6 +114,10 @@ pub struct DumpInfo {
     pub bytes: u64,
     pub stream: Duration,
     pub keys: [String; 2],
+    /// Post-copy: the task is frozen here and its pages are served until PagesServed.
+    pub lazy: bool,
+    /// Why post-copy was asked for but stop-and-copy done.
+    pub fallback: Option<String>,
 }
 
 /// A failed dump or stream: whether the task still runs (CRIU leaves it running when the dump
@@ -174,6 +196,8 @@ struct OutOp {
     cancelled: Option<String>,
     /// The exit of the process the dump killed was reported.
     old_exited: bool,
+    /// Post-copy: where the page server listens.
+    lazy: Option<SocketAddrV4>,
 }
 
 /// A move in progress, on the target.
@@ -216,6 +240,9 @@ pub struct MoveState {
     /// Exit reports still to come from processes a dump killed (tid bits -> count): the
     /// task lives on elsewhere.
     stale_exits: HashMap<u32, u32>,
+    /// Image directories of tasks restored here, by key: removed when the task leaves or
+    /// exits (not earlier: the restore helper may still be reading its stamp and logs).
+    images: HashMap<u32, PathBuf>,
     /// Tasks moved to each host (host 0 = "any" picks the host with the fewest).
     sent_to: HashMap<u32, u32>,
     last_op: i32,
@@ -234,6 +261,7 @@ impl Default for MoveState {
             gates: HashMap::new(),
             asked: HashMap::new(),
             stale_exits: HashMap::new(),
+            images: HashMap::new(),
             sent_to: HashMap::new(),
             last_op: 0,
             tx,
@@ -249,6 +277,11 @@ impl MoveState {
             return None;
         }
         self.routes.get(&tid.bits()).copied()
+    }
+
+    /// A sender for results of blocking jobs.
+    pub fn events(&self) -> UnboundedSender<MigEvent> {
+        self.tx.clone()
     }
 
     /// Whether messages for the task stored under `key` must take the slow path (held or
@@ -294,9 +327,22 @@ fn process_alive(pid: i32) -> bool {
 }
 
 /// The source's blocking part of a move: wait for the output pipes to be read empty (CRIU
-/// would copy unread bytes into the image and they would appear twice), dump (the task dies),
-/// stream the image to the target.
-fn dump_and_send(pid: i32, dir: &Path, to: SocketAddr) -> Result<DumpInfo, DumpError> {
+/// would copy unread bytes into the image and they would appear twice), dump, stream the image
+/// to the target. With `lazy` (the page server's address) a post-copy dump: only the metadata
+/// is streamed, the task stays frozen here and CRIU serves its pages until the target has
+/// them all ([`MigEvent::PagesServed`] follows); when the lazy dump cannot be set up and the
+/// task still runs, stop-and-copy instead. The image dir says which one the target gets
+/// (`pvm-lazy` holds the page server's address). Returns an error with an empty `why` when
+/// it reported by itself (post-copy).
+fn dump_and_send(
+    pid: i32,
+    dir: &Path,
+    to: SocketAddr,
+    lazy: Option<SocketAddrV4>,
+    tx: &UnboundedSender<MigEvent>,
+    key: u32,
+    op: i32,
+) -> Result<DumpInfo, DumpError> {
     let t0 = Instant::now();
     while t0.elapsed() < DRAIN_LIMIT {
         let left = pipe_unread(pid, 1).unwrap_or(0) + pipe_unread(pid, 2).unwrap_or(0);
@@ -307,10 +353,6 @@ fn dump_and_send(pid: i32, dir: &Path, to: SocketAddr) -> Result<DumpInfo, DumpE
     }
     let drained = t0.elapsed();
     let keys = [pipe_key(pid, 1), pipe_key(pid, 2)];
-    let host = pvm_migration::Host {
-        netns: None,
-        addr: Ipv4Addr::LOCALHOST,
-    };
     let fail = |why: String, image: Option<[String; 2]>| DumpError {
         why,
         alive: process_alive(pid),
@@ -318,15 +360,48 @@ fn dump_and_send(pid: i32, dir: &Path, to: SocketAddr) -> Result<DumpInfo, DumpE
     };
     let _ = std::fs::remove_dir_all(dir);
     let crit = super::migrate::criu_driver().map_err(|e| fail(e.to_string(), None))?;
-    let d = crit
-        .dump(pid as u32, &host, dir, false, CRIU_LIMIT)
-        .map_err(|e| fail(format!("criu dump: {e}"), None))?;
-    let image = Some(keys.clone());
-    std::fs::write(dir.join("pvm-keys"), format!("{}\n{}\n", keys[0], keys[1]))
-        .map_err(|e| fail(format!("write keys: {e}"), image.clone()))?;
     let t1 = Instant::now();
+    let mut fallback = None;
+    let mut server = None;
+    if let Some(ps) = lazy {
+        let host = pvm_migration::Host {
+            netns: None,
+            addr: *ps.ip(),
+        };
+        match crit.dump_lazy(pid as u32, &host, dir, ps.port(), CRIU_LIMIT) {
+            Ok(d) => server = Some(d),
+            Err(e) if process_alive(pid) => fallback = Some(e.to_string()),
+            Err(e) => return Err(fail(format!("criu dump --lazy-pages: {e}"), None)),
+        }
+    }
+    let local = pvm_migration::Host {
+        netns: None,
+        addr: Ipv4Addr::LOCALHOST,
+    };
+    let (frozen, bytes) = if server.is_some() {
+        (None, dir_bytes(dir))
+    } else {
+        let d = crit
+            .dump(pid as u32, &local, dir, false, CRIU_LIMIT)
+            .map_err(|e| fail(format!("criu dump: {e}"), None))?;
+        (d.frozen, d.bytes)
+    };
+    let dump = t1.elapsed();
+    // A post-copy image is only metadata: without its page server it cannot be restored
+    // anywhere, so a failure from here on leaves no image to fall back on.
+    let image = server.is_none().then(|| keys.clone());
+    let mut meta = format!("{}\n{}\n", keys[0], keys[1]);
+    if let Some(f) = &fallback {
+        meta.push_str(&format!("# post-copy unavailable: {}\n", f.replace('\n', " ")));
+    }
+    std::fs::write(dir.join("pvm-keys"), meta).map_err(|e| fail(format!("write keys: {e}"), image.clone()))?;
+    if let (Some(ps), Some(_)) = (lazy, &server) {
+        std::fs::write(dir.join("pvm-lazy"), ps.to_string())
+            .map_err(|e| fail(format!("write pvm-lazy: {e}"), image.clone()))?;
+    }
+    let t2 = Instant::now();
     let send = || -> pvm_migration::Result<u64> {
-        let s = pvm_migration::transfer::connect(&host, to, CRIU_LIMIT)?;
+        let s = pvm_migration::transfer::connect(&local, to, CRIU_LIMIT)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, s);
         let n = pvm_migration::transfer::send_dir(dir, &mut w)?;
         use std::io::Write;
@@ -334,15 +409,47 @@ fn dump_and_send(pid: i32, dir: &Path, to: SocketAddr) -> Result<DumpInfo, DumpE
             .map_err(|e| pvm_migration::MigError::Transfer(format!("send image: {e}")))?;
         Ok(n)
     };
-    send().map_err(|e| fail(format!("image stream to {to}: {e}"), image.clone()))?;
-    Ok(DumpInfo {
+    if let Err(e) = send() {
+        drop(server); // kills the page server; CRIU lets the task go on when it can
+        std::thread::sleep(Duration::from_millis(50));
+        return Err(fail(format!("image stream to {to}: {e}"), image));
+    }
+    let info = DumpInfo {
         drained,
-        dump: d.wall,
-        frozen: d.frozen,
-        bytes: d.bytes,
-        stream: t1.elapsed(),
+        dump,
+        frozen,
+        bytes,
+        stream: t2.elapsed(),
         keys,
+        lazy: server.is_some(),
+        fallback,
+    };
+    let Some(srv) = server else {
+        return Ok(info);
+    };
+    // Report the dump now (the target restores meanwhile), then wait for the pages.
+    let _ = tx.send(MigEvent::Dumped { key, op, res: Ok(info) });
+    let res = srv.finish(CRIU_LIMIT).map_err(|e| e.to_string());
+    let _ = tx.send(MigEvent::PagesServed {
+        key,
+        op,
+        res,
+        alive: process_alive(pid),
+        pid,
+        after: t0.elapsed(),
+        dir: dir.to_path_buf(),
+    });
+    Err(DumpError {
+        why: String::new(),
+        alive: false,
+        image: None,
     })
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|r| r.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
 }
 
 impl<A: AuthFiles> Daemon<A> {
@@ -406,8 +513,12 @@ impl<A: AuthFiles> Daemon<A> {
 
     // ---- hooks ------------------------------------------------------------------------------
 
-    /// Hook of `route()`: a fragment for a tid that is not here but moved: relayed to where it
-    /// runs. True if sent.
+    /// Hook of `route()`: a fragment for a tid that is not here but moved is relayed to where
+    /// it runs; a fragment from a task adopted here to another host is relayed too, because
+    /// the datagram layer names the sending host by the source tid's host bits (a datagram
+    /// with the moved tid as source, sent from here, would be dropped as forged). It goes
+    /// straight to a pvmd-rs destination, else through the tid's origin host, which can send
+    /// it as an ordinary datagram. True if sent.
     pub(super) fn mig_forward_frag(
         &mut self,
         src: Tid,
@@ -415,10 +526,21 @@ impl<A: AuthFiles> Daemon<A> {
         payload: &[u8],
         out: &mut Vec<Out>,
     ) -> bool {
-        let Some(host) = self.mig.mv.route_of(fh.dst) else {
-            return false;
+        let me = self.host.index;
+        let via = match self.mig.mv.route_of(fh.dst) {
+            Some(h) => h,
+            None if src.is_task() && !src.is_on_host(me) && !fh.dst.is_on_host(me) => {
+                let h = fh.dst.host();
+                if self.mig.peer_features(h).is_some() {
+                    h
+                } else {
+                    src.host()
+                }
+            }
+            None => return false,
         };
-        self.send_frag_to(host, src, fh.dst, fh.flags, payload, out);
+        let frame = stream_frame(fh.dst, src, fh.flags, payload);
+        self.forward_frame(via, &frame, out);
         true
     }
 
@@ -427,34 +549,64 @@ impl<A: AuthFiles> Daemon<A> {
         let Some(host) = self.mig.mv.route_of(p.dst) else {
             return false;
         };
-        if host == p.host {
-            out.push(Out::Log(format!(
-                "mig: t{:x}: routes of host {host} and this one point at each other; dropped",
-                p.dst.bits()
-            )));
-            return true;
+        let mut payload = Vec::with_capacity(p.data.len() + MSGHDR_LEN);
+        if let Some(h) = p.header {
+            payload.extend_from_slice(&h.to_bytes());
         }
-        let Some(n) = self.net.as_mut() else { return true };
-        let now = n.now();
-        if let Err(e) = n.ep.send_frag(
-            now,
-            host,
-            p.src,
-            p.dst,
-            p.header,
-            p.flags.contains(FragFlags::EOM),
-            &p.data,
-        ) {
-            out.push(Out::Log(format!("mig: relay to t{:x}: {e}", p.dst.bits())));
-        }
+        payload.extend_from_slice(&p.data);
+        let frame = stream_frame(p.dst, p.src, p.flags, &payload);
+        self.forward_frame(host, &frame, out);
         true
     }
 
-    /// Sends one fragment (payload as on a task stream: the message header first on SOM) to
-    /// the pvmd of `host`.
-    fn send_frag_to(&mut self, host: u32, src: Tid, dst: Tid, flags: FragFlags, payload: &[u8], out: &mut Vec<Out>) {
+    /// Relays one fragment (a whole task-stream frame: 16-byte header, then the payload with
+    /// the message header first on SOM) to the pvmd of `host`, inside a DM_MIGFWD. A datagram
+    /// cannot be passed on as it is: the receiver takes the sending host from the source tid.
+    fn forward_frame(&mut self, host: u32, frame: &[u8], out: &mut Vec<Out>) {
+        if host == self.host.index {
+            return;
+        }
+        self.dm_send(host, DM_MIGFWD, 0, frame, out);
+    }
+
+    /// DM_MIGFWD: a relayed fragment for a task that runs here, that went on elsewhere, or
+    /// (on a moved task's origin host) for a task on a host without the extensions: that one
+    /// leaves as an ordinary datagram, its source tid's host bits being ours.
+    fn dm_migfwd(&mut self, from: u32, body: &[u8], out: &mut Vec<Out>) {
+        let Ok(fh) = StreamFragHeader::parse(body, MAX_PENDING_BYTES as u32) else {
+            return out.push(Out::Log(format!("mig: bad DM_MIGFWD from host {from}")));
+        };
+        if fh.len as usize != body.len() - 16 || !fh.dst.is_task() {
+            return out.push(Out::Log(format!("mig: bad DM_MIGFWD from host {from}")));
+        }
+        let me = self.host.index;
+        if self.has_task(fh.dst) {
+            let key = self.key(fh.dst);
+            if let Some(b) = self.mig_gate(key, from, body.to_vec()) {
+                self.deliver(key, b, out);
+            }
+            return;
+        }
+        let known = |d: &Self, h: u32| d.net.as_ref().is_some_and(|n| n.table.get(h).is_some());
+        match self.mig.mv.route_of(fh.dst) {
+            Some(h) if h != from => self.forward_frame(h, body, out),
+            None if !fh.dst.is_on_host(me) && fh.src.is_on_host(me) && known(self, fh.dst.host()) => {
+                let h = fh.dst.host();
+                self.send_packet(h, fh.src, fh.dst, fh.flags, &body[16..], out);
+            }
+            _ => out.push(Out::Log(format!(
+                "mig: relayed pkt src t{:x} dst t{:x} scrapped (no such task)",
+                fh.src.bits(),
+                fh.dst.bits()
+            ))),
+        }
+    }
+
+    /// Sends one fragment (payload as on a task stream: the message header first on SOM) as
+    /// ordinary datagrams to the pvmd of `host`.
+    fn send_packet(&mut self, host: u32, src: Tid, dst: Tid, flags: FragFlags, payload: &[u8], out: &mut Vec<Out>) {
         let (header, data) = if flags.contains(FragFlags::SOM) {
-            match MsgHeader::parse(payload) {
+            match pvm_proto::mesg::MsgHeader::parse(payload) {
                 Ok(h) => (Some(h), &payload[MSGHDR_LEN..]),
                 Err(_) => return,
             }
@@ -470,15 +622,6 @@ impl<A: AuthFiles> Daemon<A> {
         }
     }
 
-    /// Sends a whole held fragment (16-byte stream header + payload) to `host`.
-    fn forward_frame(&mut self, host: u32, frame: &[u8], out: &mut Vec<Out>) {
-        let Ok(fh) = StreamFragHeader::parse(frame, u32::MAX) else {
-            return;
-        };
-        let payload = &frame[16..];
-        self.send_frag_to(host, fh.src, fh.dst, fh.flags, payload, out);
-    }
-
     /// Hook of the deliveries from `route()` and `net_packet()`: order after a move (see
     /// [`Gate`]). Returns the bytes to deliver now, or None when they wait.
     pub(super) fn mig_gate(&mut self, key: u32, from: u32, bytes: Vec<u8>) -> Option<Vec<u8>> {
@@ -488,6 +631,15 @@ impl<A: AuthFiles> Daemon<A> {
         if from == g.prev || g.flushed.contains(&from) {
             return Some(bytes);
         }
+        let tid = key_tid(self.host.index, key);
+        if tid.host() != self.host.index && from != self.host.index && self.mig.peer_features(from).is_none() {
+            // A legacy daemon never sends here directly (it routes by the host bits, to the
+            // origin): nothing to order against. (On the origin it is flushed on its behalf.)
+            return Some(bytes);
+        }
+        let Some(g) = self.mig.mv.gates.get_mut(&key) else {
+            return Some(bytes);
+        };
         if g.held_bytes + bytes.len() > MAX_PENDING_BYTES {
             // Bounded: past the limit order is given up rather than memory.
             return Some(bytes);
@@ -609,6 +761,13 @@ impl<A: AuthFiles> Daemon<A> {
     fn forget_task(&mut self, key: u32) {
         self.tasks.remove(&key);
         self.mig.task_gone(key);
+        self.drop_image(key);
+    }
+
+    fn drop_image(&mut self, key: u32) {
+        if let Some(d) = self.mig.mv.images.remove(&key) {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 
     /// Hook of `task_gone()`: a task that arrived by a move announces its exit to every
@@ -618,6 +777,7 @@ impl<A: AuthFiles> Daemon<A> {
         let key = self.key(tid);
         self.mig.task_gone(key);
         self.mig.mv.gates.remove(&key);
+        self.drop_image(key);
         if let Some(o) = self.mig.mv.outs.remove(&key) {
             out.push(Out::Log(format!("mig: t{:x} exited while moving", tid.bits())));
             self.send_migdone(o.target, o.op, tid, PvmError::SysErr.code(), 0, out);
@@ -649,7 +809,9 @@ impl<A: AuthFiles> Daemon<A> {
             // Restored back on the source after a failed move (see `restore_here`).
             self.finish_local_restore(key, out);
         }
-        let _ = std::fs::remove_dir_all(&i.dir);
+        if let Some(old) = self.mig.mv.images.insert(key, i.dir) {
+            let _ = std::fs::remove_dir_all(old);
+        }
     }
 
     /// Hook of `host_gone()`: moves with that host fail cleanly; gates stop waiting for it.
@@ -677,6 +839,12 @@ impl<A: AuthFiles> Daemon<A> {
                     }
                 }
                 Stage::Dumping => {} // the stream fails; handled with its event
+                Stage::Restoring if self.mig.mv.outs[&key].info.as_ref().is_some_and(|i| i.lazy) => {
+                    // Post-copy: the page server's end says whether the task lives on here.
+                    if let Some(o) = self.mig.mv.outs.get_mut(&key) {
+                        o.cancelled = Some(why);
+                    }
+                }
                 Stage::Restoring => {
                     let o = self.mig.mv.outs.remove(&key).expect("listed");
                     out.push(Out::Log(format!(
@@ -732,6 +900,18 @@ impl<A: AuthFiles> Daemon<A> {
             .keys()
             .copied()
             .filter(|h| *h != me && self.mig.peer_features(*h).is_some())
+            .collect()
+    }
+
+    /// Hosts of the machine that never answered DM_XCAPS (legacy daemons).
+    fn legacy_hosts(&self) -> Vec<u32> {
+        let me = self.host.index;
+        let Some(n) = self.net.as_ref() else { return Vec::new() };
+        n.table
+            .hosts
+            .keys()
+            .copied()
+            .filter(|h| *h != me && self.mig.peer_features(*h).is_none())
             .collect()
     }
 
@@ -826,25 +1006,22 @@ impl<A: AuthFiles> Daemon<A> {
         };
         let key = self.key(tid);
         let op = self.next_op();
+        let lazy = self.page_server_for(tid, target, mode, out);
         let Some(t) = self.tasks.get(&key) else { return };
         let ticket = pvm_tmp_of(t.pid).join(format!("pvmresume.t{:x}", tid.bits()));
         let mut w = XdrWriter::new();
-        w.int(op).int(tid.0).int(mode).string("");
+        let ps = lazy.map_or(String::new(), |a| a.to_string());
+        w.int(op).int(tid.0).int(mode).string(&ps);
         w.int(t.ptid.0).string(&t.a_out);
         w.int(t.outtid).int(t.outctx).int(t.outtag);
         w.int(t.trctid).int(t.trcctx).int(t.trctag);
         w.string(&ticket.to_string_lossy());
         w.int(self.mig.task_features(key).unwrap_or(0) as i32);
         self.dm_send(target, DM_MIGPREP, 0, &w.into_inner(), out);
-        if mode == 1 {
-            out.push(Out::Log(format!(
-                "mig: t{:x}: post-copy is not implemented by the daemon yet; stop-and-copy",
-                tid.bits()
-            )));
-        }
         out.push(Out::Log(format!(
-            "mig: moving t{:x} to host {target} (op {op:#x})",
-            tid.bits()
+            "mig: moving t{:x} to host {target} (op {op:#x}, {})",
+            tid.bits(),
+            if lazy.is_some() { "post-copy" } else { "stop-and-copy" }
         )));
         let dir = pvm_tmp().join(format!("pvmmig/t{:x}-{op:x}", tid.bits()));
         self.mig.mv.outs.insert(
@@ -864,8 +1041,46 @@ impl<A: AuthFiles> Daemon<A> {
                 info: None,
                 cancelled: None,
                 old_exited: false,
+                lazy,
             },
         );
+    }
+
+    /// Post-copy or not for a move of `tid` to `target` in `mode` (0 auto, 1 post-copy, 2
+    /// stop-and-copy): post-copy when both hosts' CRIU have lazy pages, unless the mode or
+    /// `PVMD_MIGRATE_MODE=stop-and-copy` says otherwise. Returns the address for the page
+    /// server (this host's address, a port free now).
+    fn page_server_for(&self, tid: Tid, target: u32, mode: i32, out: &mut Vec<Out>) -> Option<SocketAddrV4> {
+        let forced = std::env::var("PVMD_MIGRATE_MODE").unwrap_or_default();
+        if mode == 2 || (mode == 0 && forced == "stop-and-copy") {
+            return None;
+        }
+        let here = super::migrate::host_features() & feat::POST_COPY != 0;
+        let there = self.mig.peer_features(target).unwrap_or(0) & feat::POST_COPY != 0;
+        if !(here && there) {
+            if mode == 1 {
+                out.push(Out::Log(format!(
+                    "mig: t{:x}: post-copy unavailable (lazy pages here: {here}, on host {target}: {there}); stop-and-copy",
+                    tid.bits()
+                )));
+            }
+            return None;
+        }
+        let ip = self.net.as_ref().map_or(Ipv4Addr::LOCALHOST, |n| *n.own_addr().ip());
+        let host = pvm_migration::Host { netns: None, addr: ip };
+        let port = pvm_migration::transfer::listen(&host)
+            .and_then(|l| {
+                l.local_addr()
+                    .map_err(|e| pvm_migration::MigError::Transfer(e.to_string()))
+            })
+            .map(|a| a.port());
+        match port {
+            Ok(p) => Some(SocketAddrV4::new(ip, p)),
+            Err(e) => {
+                out.push(Out::Log(format!("mig: no port for a page server ({e}); stop-and-copy")));
+                None
+            }
+        }
     }
 
     /// Why the task `tid` of this host cannot move to `host` (0 = any), or the target index.
@@ -973,6 +1188,7 @@ impl<A: AuthFiles> Daemon<A> {
             DM_MIGDONE => self.dm_migdone(from, body, out),
             DM_TIDMOVED => self.dm_tidmoved(from, body, out),
             DM_MIGREQ => self.dm_migreq(from, wid, body, out),
+            DM_MIGFWD => self.dm_migfwd(from, body, out),
             _ => return false,
         }
         true
@@ -1125,13 +1341,51 @@ impl<A: AuthFiles> Daemon<A> {
             return self.answer_asker(&o.asker, cc, 0, out);
         }
         let conn = self.tasks.get(&key).and_then(|t| t.conn);
-        let Some(conn) = conn else {
+        if conn.is_none() {
             let o = self.mig.mv.outs.remove(&key).expect("found");
             self.send_migdone(from, op, o.tid, PvmError::SysErr.code(), 0, out);
             return self.answer_asker(&o.asker, PvmError::NoTask.code(), 0, out);
+        }
+        if let Some(o) = self.mig.mv.outs.get_mut(&key) {
+            o.port = port as u16;
+        }
+        // Restored here by post-copy and its pages still coming: CRIU could not dump it yet.
+        // Wait for them before asking it to park, so that the wait is not part of its freeze.
+        let pages = self
+            .mig
+            .mv
+            .images
+            .get(&key)
+            .filter(|d| d.join("pvm-lazy").exists())
+            .map(|d| d.join("pages-done"))
+            .filter(|p| !p.exists());
+        if let Some(p) = pages {
+            let tx = self.mig.mv.tx.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                while !p.exists() && t.elapsed() < CRIU_LIMIT {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let _ = tx.send(MigEvent::ReadyToPark { key, op });
+            });
+            return;
+        }
+        self.send_park_mark(key, out);
+    }
+
+    /// Asks a task that is to move to park (TC_MARK); messages for it are held from now on.
+    fn send_park_mark(&mut self, key: u32, out: &mut Vec<Out>) {
+        let Some(conn) = self.tasks.get(&key).and_then(|t| t.conn) else {
+            if let Some(o) = self.mig.mv.outs.remove(&key) {
+                self.send_migdone(o.target, o.op, o.tid, PvmError::SysErr.code(), 0, out);
+                self.answer_asker(&o.asker, PvmError::NoTask.code(), 0, out);
+            }
+            return;
         };
-        let o = self.mig.mv.outs.get_mut(&key).expect("found");
-        o.port = port as u16;
+        let Some(o) = self.mig.mv.outs.get_mut(&key) else {
+            return;
+        };
+        let op = o.op;
         o.stage = Stage::Parking;
         o.t_mark = Some(Instant::now());
         let tid = o.tid;
@@ -1184,7 +1438,8 @@ impl<A: AuthFiles> Daemon<A> {
             return self.release_held(key, o.held, out);
         }
         o.stage = Stage::Dumping;
-        let (op, dir, target, port) = (o.op, o.dir.clone(), o.target, o.port);
+        let (op, dir, target, port, lazy) = (o.op, o.dir.clone(), o.target, o.port, o.lazy);
+
         let pid = self.tasks.get(&key).map_or(0, |t| t.pid);
         let addr = self
             .net
@@ -1194,7 +1449,10 @@ impl<A: AuthFiles> Daemon<A> {
         let Some(ip) = addr else { return };
         let tx = self.mig.mv.tx.clone();
         std::thread::spawn(move || {
-            let res = dump_and_send(pid, &dir, SocketAddr::from((ip, port)));
+            let res = dump_and_send(pid, &dir, SocketAddr::from((ip, port)), lazy, &tx, key, op);
+            if res.as_ref().is_err_and(|e| e.why.is_empty()) {
+                return; // post-copy: reported as it went
+            }
             let _ = tx.send(MigEvent::Dumped { key, op, res });
         });
     }
@@ -1222,8 +1480,92 @@ impl<A: AuthFiles> Daemon<A> {
         match ev {
             MigEvent::Dumped { key, op, res } => self.ev_dumped(key, op, res, &mut out),
             MigEvent::ImageIn { tid, op, res } => self.ev_image_in(tid, op, res, &mut out),
+            MigEvent::Ckpt(c) => self.ckpt_done(*c, &mut out),
+            MigEvent::ReadyToPark { key, op } => {
+                if self
+                    .mig
+                    .mv
+                    .outs
+                    .get(&key)
+                    .is_some_and(|o| o.op == op && o.stage == Stage::Prep)
+                {
+                    self.send_park_mark(key, &mut out);
+                }
+            }
+            MigEvent::PagesServed {
+                key,
+                op,
+                res,
+                alive,
+                pid,
+                after,
+                dir,
+            } => self.ev_pages_served(key, op, res, (alive, pid), after, &dir, &mut out),
         }
         out
+    }
+
+    /// Post-copy, source: the page server ended.
+    #[allow(clippy::too_many_arguments)]
+    fn ev_pages_served(
+        &mut self,
+        key: u32,
+        op: i32,
+        res: Result<(), String>,
+        (alive, pid): (bool, i32),
+        after: Duration,
+        dir: &Path,
+        out: &mut Vec<Out>,
+    ) {
+        let pending = self.mig.mv.outs.get(&key).is_some_and(|o| o.op == op);
+        if !pending && alive && pid > 0 {
+            // The task runs on its new host: a copy CRIU let go here must not run on.
+            out.push(Out::Signal(pid, libc::SIGKILL));
+        }
+        if !pending {
+            // The move completed (DM_MIGDONE came first): only the pages were still coming.
+            match res {
+                Ok(()) => out.push(Out::Log(format!(
+                    "mig: op {op:#x}: every page fetched by the target, {} ms after the park",
+                    after.as_millis()
+                ))),
+                Err(e) => out.push(Out::Log(format!(
+                    "mig: op {op:#x}: page server failed after the move ({e}); the task may fault on its new host"
+                ))),
+            }
+            let _ = std::fs::remove_dir_all(dir);
+            return;
+        }
+        let o = self.mig.mv.outs.remove(&key).expect("checked");
+        let tid = o.tid;
+        if o.cancelled.is_none() && res.is_ok() {
+            // Pages served but no DM_MIGDONE yet: keep waiting for it.
+            self.mig.mv.outs.insert(key, o);
+            return;
+        }
+        let why = o
+            .cancelled
+            .clone()
+            .unwrap_or_else(|| res.clone().err().unwrap_or_default());
+        self.send_migdone(o.target, op, tid, PvmError::SysErr.code(), 0, out);
+        self.answer_asker(&o.asker, PvmError::SysErr.code(), 0, out);
+        if alive {
+            out.push(Out::Log(format!(
+                "mig: post-copy move of t{:x} failed ({why}); it continues here",
+                tid.bits()
+            )));
+            self.continue_here(key, tid, out);
+            self.release_held(key, o.held, out);
+        } else {
+            out.push(Out::Log(format!(
+                "mig: post-copy move of t{:x} failed ({why}) and the task is gone",
+                tid.bits()
+            )));
+            if o.old_exited {
+                self.task_gone(tid, out);
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     fn ev_dumped(&mut self, key: u32, op: i32, res: Result<DumpInfo, DumpError>, out: &mut Vec<Out>) {
@@ -1234,8 +1576,13 @@ impl<A: AuthFiles> Daemon<A> {
         match res {
             Ok(info) => {
                 out.push(Out::Log(format!(
-                    "mig: t{:x} dumped: output drained {} ms, dump {} ms (CRIU frozen {} ms), {} bytes streamed in {} ms",
+                    "mig: t{:x} dumped ({}): output drained {} ms, dump {} ms (CRIU frozen {} ms), {} bytes streamed in {} ms",
                     tid.bits(),
+                    match (&info.fallback, info.lazy) {
+                        (Some(f), _) => format!("stop-and-copy, post-copy failed: {f}"),
+                        (None, true) => "post-copy, pages served from here".to_string(),
+                        (None, false) => "stop-and-copy".to_string(),
+                    },
                     info.drained.as_millis(),
                     info.dump.as_millis(),
                     info.frozen.map_or(0, |f| f.as_millis()),
@@ -1327,7 +1674,7 @@ impl<A: AuthFiles> Daemon<A> {
                 ..o
             },
         );
-        self.launch_restore(tid, &keys, out);
+        self.launch_restore(tid, &keys, None, out);
     }
 
     /// After `restore_here`: the task runs on this host again; answer the requester.
@@ -1354,7 +1701,8 @@ impl<A: AuthFiles> Daemon<A> {
                     "mig: t{:x}: image in ({n} bytes), restoring",
                     tid.bits()
                 )));
-                self.launch_restore(tid, &keys, out);
+                let lazy = std::fs::read_to_string(i.dir.join("pvm-lazy")).ok();
+                self.launch_restore(tid, &keys, lazy, out);
             }
             Err(e) => {
                 let i = self.mig.mv.ins.remove(&bits).expect("present");
@@ -1367,7 +1715,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Starts the restore helper for an incoming task (its `InOp` is in `ins`), registers the
     /// task and writes its ticket.
-    fn launch_restore(&mut self, tid: Tid, keys: &[String; 2], out: &mut Vec<Out>) {
+    fn launch_restore(&mut self, tid: Tid, keys: &[String; 2], lazy: Option<String>, out: &mut Vec<Out>) {
         let Some(i) = self.mig.mv.ins.get(&tid.bits()) else {
             return;
         };
@@ -1385,13 +1733,27 @@ impl<A: AuthFiles> Daemon<A> {
         let Some(helper) = super::migrate::restore_helper() else {
             return fail(self, "pvm-migrate not found".into(), out);
         };
-        let argv = vec![
+        let mut argv = vec![
             helper.clone(),
             "restore-task".to_string(),
             dir.to_string_lossy().into_owned(),
             keys[0].clone(),
             keys[1].clone(),
         ];
+        if let Some(ps) = &lazy {
+            // Post-copy: the helper runs the lazy-pages daemon fetching from the source.
+            argv.push("--lazy".to_string());
+            argv.push(ps.trim().to_string());
+        }
+        // The helper writes the ticket once the task runs (see restore-task).
+        let (ticket, cookie) = match self.mig.mv.ins.get(&tid.bits()) {
+            Some(i) => (i.ticket.clone(), i.rec.cookie),
+            None => return,
+        };
+        let sock = std::env::var("PVMSOCK").unwrap_or_default();
+        argv.push("--ticket".to_string());
+        argv.push(ticket.to_string_lossy().into_owned());
+        argv.push(format!("restored {sock} {cookie} 0"));
         let pid = match self.launcher.launch(tid, &helper, &argv, &[]) {
             Ok(p) => p,
             Err(e) => return fail(self, e.to_string(), out),
@@ -1402,8 +1764,6 @@ impl<A: AuthFiles> Daemon<A> {
         i.launched = true;
         let mut rec = i.rec.clone();
         rec.pid = pid;
-        let ticket = i.ticket.clone();
-        let cookie = rec.cookie;
         let key = self.adopt_task(tid, rec);
         if from != self.host.index {
             self.mig.mv.gates.insert(
@@ -1416,9 +1776,14 @@ impl<A: AuthFiles> Daemon<A> {
             // Our own tasks' messages to it went to the source until now: flush that route.
             let me = self.host.index;
             self.send_tidmoved(from, tid, me, KIND_FLUSH, out);
+            if tid.host() == me {
+                // Back on its origin: legacy daemons sent to us all along, and we relayed to
+                // the source. They cannot flush; we flush on their behalf, after our relays.
+                for l in self.legacy_hosts() {
+                    self.send_tidmoved_from(from, tid, me, KIND_FLUSH, l, out);
+                }
+            }
         }
-        let sock = std::env::var("PVMSOCK").unwrap_or_default();
-        write_ticket(&ticket, &format!("restored {sock} {cookie} 0\n"), out);
         out.push(Out::Log(format!(
             "mig: t{:x} restore helper pid {pid} ({})",
             tid.bits(),
@@ -1460,6 +1825,18 @@ impl<A: AuthFiles> Daemon<A> {
             return;
         }
         let o = self.mig.mv.outs.remove(&key).expect("present");
+        if cc < 0 && o.info.as_ref().is_some_and(|i| i.lazy) {
+            // Post-copy: the task is still frozen here; the page server's end tells whether
+            // CRIU let it run on (PagesServed).
+            out.push(Out::Log(format!(
+                "mig: host {from} could not restore t{:x} (cc {cc}); waiting for its page server",
+                tid.bits()
+            )));
+            let mut o = o;
+            o.cancelled = Some(format!("host {from} could not restore it"));
+            self.mig.mv.outs.insert(key, o);
+            return;
+        }
         if cc < 0 {
             out.push(Out::Log(format!(
                 "mig: host {from} could not restore t{:x} (cc {cc}); restoring it here",
@@ -1484,6 +1861,13 @@ impl<A: AuthFiles> Daemon<A> {
         }
         if let Some(g) = gate {
             // Messages still waiting for a flush here: late, but not lost.
+            for (h, v) in &g.held {
+                out.push(Out::Log(format!(
+                    "mig: t{:x}: {} messages from host {h} still waited for its flush",
+                    tid.bits(),
+                    v.len()
+                )));
+            }
             for (_, v) in g.held {
                 for b in v {
                     self.forward_frame(from, &b, out);
@@ -1504,7 +1888,9 @@ impl<A: AuthFiles> Daemon<A> {
             total.as_millis()
         )));
         self.answer_asker(&o.asker, 0, Tid::pvmd(from).0, out);
-        let _ = std::fs::remove_dir_all(&o.dir);
+        if !o.info.as_ref().is_some_and(|i| i.lazy) {
+            let _ = std::fs::remove_dir_all(&o.dir); // post-copy: when the pages are served
+        }
     }
 
     fn dm_tidmoved(&mut self, from: u32, body: &[u8], out: &mut Vec<Out>) {
@@ -1573,6 +1959,20 @@ fn pvm_tmp_of(pid: i32) -> PathBuf {
     pvm_tmp()
 }
 
+/// A task-stream frame: header then payload.
+fn stream_frame(dst: Tid, src: Tid, flags: FragFlags, payload: &[u8]) -> Vec<u8> {
+    let fh = StreamFragHeader {
+        dst,
+        src,
+        len: payload.len() as u32,
+        flags: flags & (FragFlags::SOM | FragFlags::EOM),
+    };
+    let mut b = Vec::with_capacity(16 + payload.len());
+    b.extend_from_slice(&fh.to_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
 fn write_ticket(ticket: &Path, text: &str, out: &mut Vec<Out>) {
     if let Some(d) = ticket.parent() {
         let _ = std::fs::create_dir_all(d);
@@ -1599,6 +1999,161 @@ mod tests {
         assert_eq!(key_tid(me, super::super::task_key(me, foreign)), foreign);
         // Host 0 means "this host" on the task stream.
         assert_eq!(super::super::task_key(me, Tid::task(0, 5)), 5);
+    }
+
+    struct NoAuth;
+
+    impl AuthFiles for NoAuth {
+        fn write_task_auth(&mut self, _: &str) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn create_pvmd_auth(&mut self) -> std::io::Result<String> {
+            Ok("/nonexistent".into())
+        }
+        fn pvmd_auth_written(&mut self, _: &str) -> std::io::Result<bool> {
+            Ok(false)
+        }
+        fn remove(&mut self, _: &str) {}
+    }
+
+    fn daemon() -> Daemon<NoAuth> {
+        Daemon::new(
+            super::super::HostConfig::master("vm", "LINUX64", "7f000001:801e"),
+            NoAuth,
+            0,
+        )
+    }
+
+    fn adopt(d: &mut Daemon<NoAuth>, tid: Tid) -> u32 {
+        d.adopt_task(
+            tid,
+            Adopt {
+                ptid: Tid::NONE,
+                a_out: "w".into(),
+                out: (0, 0, 0),
+                trc: (0, 0, 0),
+                pid: 0,
+                cookie: 77,
+                features: feat::PARK,
+            },
+        )
+    }
+
+    /// A relayed fragment as DM_MIGFWD carries it: a task-stream frame with one int.
+    fn frame(dst: Tid, src: Tid, v: i32) -> Vec<u8> {
+        let body = wire::int_body(v);
+        wire::frame_message(dst, src, 1, 0, 0, &body)
+    }
+
+    fn pending_values(d: &Daemon<NoAuth>, key: u32) -> Vec<i32> {
+        d.tasks[&key]
+            .pending
+            .iter()
+            .map(|b| i32::from_be_bytes(b[b.len() - 4..].try_into().unwrap()))
+            .collect()
+    }
+
+    fn flush(tid: Tid, from: u32) -> Vec<u8> {
+        let mut w = XdrWriter::new();
+        w.int(tid.0).int(1).int(KIND_FLUSH).int(from as i32);
+        w.into_inner()
+    }
+
+    #[test]
+    fn a_host_sending_directly_waits_for_its_flush_through_the_previous_host() {
+        let mut d = daemon();
+        let w = Tid::task(2, 5); // adopted from host 2 (the previous host)
+        let key = adopt(&mut d, w);
+        assert!(d.has_task(w));
+        assert!(key > Tid::LOCAL_MASK);
+        d.mig.mv.gates.insert(
+            key,
+            Gate {
+                prev: 2,
+                ..Gate::default()
+            },
+        );
+        let peer = Tid::task(3, 9);
+        // Hosts 2 and 3 are pvmd-rs peers (they answered DM_XCAPS); host 4 is a legacy pvmd.
+        d.mig_peer_caps(2, feat::STOP_AND_COPY);
+        d.mig_peer_caps(3, feat::STOP_AND_COPY);
+        let mut out = Vec::new();
+        // A legacy daemon never learns the new place; should it send here, nothing is held.
+        assert!(d.mig_dm_entry(4, 0, DM_MIGFWD, &frame(w, Tid::task(4, 1), 0), &mut out));
+        assert_eq!(pending_values(&d, key), vec![0]);
+        d.tasks.get_mut(&key).unwrap().pending.clear();
+        // Host 3 already routes directly: its message 2 must wait for its message 1, which
+        // still travels through host 2.
+        assert!(d.mig_dm_entry(3, 0, DM_MIGFWD, &frame(w, peer, 2), &mut out));
+        assert_eq!(pending_values(&d, key), Vec::<i32>::new(), "held");
+        assert!(d.mig_dm_entry(2, 0, DM_MIGFWD, &frame(w, peer, 1), &mut out));
+        assert_eq!(pending_values(&d, key), vec![1], "the previous host's relay passes");
+        // Host 3's flush arrives through host 2, after everything it sent that way.
+        assert!(d.mig_dm_entry(2, 0, DM_TIDMOVED, &flush(w, 3), &mut out));
+        assert_eq!(pending_values(&d, key), vec![1, 2]);
+        // From now on host 3's messages pass at once.
+        assert!(d.mig_dm_entry(3, 0, DM_MIGFWD, &frame(w, peer, 3), &mut out));
+        assert_eq!(pending_values(&d, key), vec![1, 2, 3]);
+        // A relayed fragment for a task that is not here and has no route is dropped, logged.
+        let before = out.len();
+        assert!(d.mig_dm_entry(3, 0, DM_MIGFWD, &frame(Tid::task(3, 1), peer, 4), &mut out));
+        assert_eq!(out.len(), before + 1);
+        // A truncated frame is refused, not a panic.
+        assert!(d.mig_dm_entry(3, 0, DM_MIGFWD, &frame(w, peer, 5)[..20], &mut out));
+        assert_eq!(pending_values(&d, key), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_tid_that_moved_away_is_not_handed_out_again() {
+        let mut d = daemon();
+        let first = d.alloc_tid().unwrap();
+        d.set_tid_route(Tid::task(1, first.local() + 1), 2);
+        let second = d.alloc_tid().unwrap();
+        assert_eq!(second.local(), first.local() + 2, "t{:x}", second.bits());
+    }
+
+    #[test]
+    fn the_announced_exit_of_a_moved_task_drops_its_route() {
+        let mut d = daemon();
+        let w = Tid::task(1, 5); // one of ours, moved to host 2
+        d.set_tid_route(w, 2);
+        assert_eq!(d.mig.route_of(w), Some(2));
+        let mut out = Vec::new();
+        let mut b = XdrWriter::new();
+        b.int(w.0).int(0).int(KIND_EXITED).int(2);
+        assert!(d.mig_dm_entry(2, 0, DM_TIDMOVED, &b.into_inner(), &mut out));
+        assert_eq!(d.mig.route_of(w), None);
+    }
+
+    #[test]
+    fn bad_requests_are_answered_at_once() {
+        let mut d = daemon();
+        let mut out = Vec::new();
+        let mut w = XdrWriter::new();
+        w.int(0x40005).int(0).int(7); // mode 7
+        d.mv_tm_migrate(
+            1,
+            Tid::task(1, 1),
+            pvm_proto::codes::SYSCTX_TM,
+            3,
+            &w.into_inner(),
+            &mut out,
+        );
+        let sent: Vec<&Vec<u8>> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Send(1, b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent.len(), 1, "{out:?}");
+        let b = sent[0];
+        let cc = i32::from_be_bytes(b[16 + MSGHDR_LEN..16 + MSGHDR_LEN + 4].try_into().unwrap());
+        assert_eq!(cc, PvmError::BadParam.code());
+        // A short body too.
+        out.clear();
+        d.mv_tm_migrate(1, Tid::task(1, 1), pvm_proto::codes::SYSCTX_TM, 3, &[0, 0], &mut out);
+        assert!(out.iter().any(|o| matches!(o, Out::Send(1, _))));
     }
 
     #[test]

@@ -205,6 +205,18 @@ struct CkptRec {
     keys: [String; 2],
 }
 
+/// A one-task checkpoint dump that ran on a thread, back on the event loop.
+#[derive(Debug)]
+pub struct CkptDone {
+    tid: Tid,
+    p: ParkOp,
+    rec: CkptRec,
+    cookie: i32,
+    parked: std::time::Duration,
+    /// Wall time, CRIU's frozen time, image bytes; or the error.
+    res: Result<(std::time::Duration, Option<std::time::Duration>, u64), String>,
+}
+
 /// A park in progress (a one-task checkpoint that leaves the task running).
 #[derive(Debug)]
 struct ParkOp {
@@ -452,7 +464,6 @@ impl<A: AuthFiles> Daemon<A> {
             let parked = p.t0.elapsed();
             let tmp = std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into());
             let dir = std::path::Path::new(&tmp).join(format!("pvmckpt/t{:x}/{}", tid.bits(), p.epoch));
-            // Blocking: the event loop waits for the dump (tens of ms for a small task).
             let host = pvm_migration::Host {
                 netns: None,
                 addr: std::net::Ipv4Addr::LOCALHOST,
@@ -470,36 +481,68 @@ impl<A: AuthFiles> Daemon<A> {
                 trc: (t.trctid, t.trcctx, t.trctag),
                 keys: [key(1), key(2)],
             };
-            let res = criu().and_then(|c| c.dump(pid as u32, &host, &dir, true, std::time::Duration::from_secs(60)));
-            let cc = match res {
-                Ok(d) => {
-                    out.push(Out::Log(format!(
-                        "mig: t{:x} checkpoint epoch {} in {}: parked after {} ms, dump {} ms (frozen {} ms), {} bytes",
-                        tid.bits(),
-                        p.epoch,
-                        dir.display(),
-                        parked.as_millis(),
-                        d.wall.as_millis(),
-                        d.frozen.map_or(0, |f| f.as_millis()),
-                        d.bytes
-                    )));
-                    self.mig.ckpts.insert(tid.local(), rec);
-                    0
-                }
-                Err(e) => {
-                    out.push(Out::Log(format!("mig: t{:x} checkpoint failed: {e}", tid.bits())));
-                    PvmError::SysErr.code()
-                }
-            };
-            // The ticket lets the task reconnect (as itself, by its PVMEPID cookie) either way.
-            let ticket = std::path::Path::new(&tmp).join(format!("pvmresume.t{:x}", tid.bits()));
-            let part = ticket.with_extension("part");
-            let text = format!("continue {cookie} {}\n", p.epoch);
-            if let Err(e) = std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, &ticket)) {
-                out.push(Out::Log(format!("mig: can't write {}: {e}", ticket.display())));
-            }
-            cc
+            // On a thread: the event loop goes on meanwhile (MigEvent::Ckpt comes back).
+            let tx = self.mig.mv.events();
+            std::thread::spawn(move || {
+                let res = criu()
+                    .and_then(|c| c.dump(pid as u32, &host, &dir, true, std::time::Duration::from_secs(60)))
+                    .map(|d| (d.wall, d.frozen, d.bytes))
+                    .map_err(|e| e.to_string());
+                let done = CkptDone {
+                    tid,
+                    p,
+                    rec,
+                    cookie,
+                    parked,
+                    res,
+                };
+                let _ = tx.send(super::mig_move::MigEvent::Ckpt(Box::new(done)));
+            });
+            return;
         };
+        let body = reply_cc(cc, 0);
+        let bytes = wire::frame_message(p.src, Tid::LOCAL_PVMD, TM_CKPT, p.ctx, p.wid, &body);
+        out.push(Out::Send(p.conn, bytes));
+    }
+
+    /// The checkpoint dump ended (MigEvent::Ckpt): record it, let the task reconnect, answer.
+    pub(super) fn ckpt_done(&mut self, c: CkptDone, out: &mut Vec<Out>) {
+        let CkptDone {
+            tid,
+            p,
+            rec,
+            cookie,
+            parked,
+            res,
+        } = c;
+        let cc = match res {
+            Ok((wall, frozen, bytes)) => {
+                out.push(Out::Log(format!(
+                    "mig: t{:x} checkpoint epoch {} in {}: parked after {} ms, dump {} ms (frozen {} ms), {} bytes",
+                    tid.bits(),
+                    p.epoch,
+                    rec.dir.display(),
+                    parked.as_millis(),
+                    wall.as_millis(),
+                    frozen.map_or(0, |f| f.as_millis()),
+                    bytes
+                )));
+                self.mig.ckpts.insert(tid.local(), rec);
+                0
+            }
+            Err(e) => {
+                out.push(Out::Log(format!("mig: t{:x} checkpoint failed: {e}", tid.bits())));
+                PvmError::SysErr.code()
+            }
+        };
+        // The ticket lets the task reconnect (as itself, by its PVMEPID cookie) either way.
+        let tmp = std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into());
+        let ticket = std::path::Path::new(&tmp).join(format!("pvmresume.t{:x}", tid.bits()));
+        let part = ticket.with_extension("part");
+        let text = format!("continue {cookie} {}\n", p.epoch);
+        if let Err(e) = std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, &ticket)) {
+            out.push(Out::Log(format!("mig: can't write {}: {e}", ticket.display())));
+        }
         let body = reply_cc(cc, if cc == 0 { p.epoch } else { 0 });
         let bytes = wire::frame_message(p.src, Tid::LOCAL_PVMD, TM_CKPT, p.ctx, p.wid, &body);
         out.push(Out::Send(p.conn, bytes));
