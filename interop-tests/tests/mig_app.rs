@@ -242,7 +242,7 @@ fn machine(tag: &str, n: usize) -> (Cluster, interop_tests::Proc) {
     std::fs::write(&hf, text).unwrap();
     let mut cmd = c.command(1, &our_pvmd());
     cmd.arg(format!("-n{}", c.host(1).ip))
-        .arg("-d0x46")
+        .arg("-d0x4")
         .arg(&hf)
         .stderr(Stdio::null());
     let mut m = interop_tests::Proc {
@@ -289,10 +289,17 @@ fn restore_logs(c: &Cluster) -> String {
         }
     }
     let mut found = Vec::new();
+    let mut s = String::new();
     for h in &c.hosts {
         walk(&h.tmp.path().join("pvmapp"), &mut found);
+        for e in std::fs::read_dir(h.tmp.path()).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("pvmresume") {
+                let t = std::fs::read_to_string(e.path()).unwrap_or_default();
+                s.push_str(&format!("left behind: {} = {t:?}\n", e.path().display()));
+            }
+        }
     }
-    let mut s = String::new();
     for p in found {
         let t = std::fs::read_to_string(&p).unwrap_or_default();
         let lines: Vec<&str> = t.lines().collect();

@@ -231,6 +231,19 @@ pub struct AppState {
     queued: Vec<i32>,
     /// Next beat to the hosts of applications that restart by themselves.
     next_beat: Option<Instant>,
+    /// The PVM_TMP of tasks restored here whose PVM_TMP is another host's (their resume
+    /// tickets go there: the restored process still looks in the directory it started with).
+    task_tmp: HashMap<u32, String>,
+}
+
+impl AppState {
+    /// The PVM_TMP directory task `key` looks in for its resume ticket.
+    fn tmp_of(&self, key: u32) -> String {
+        self.task_tmp
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into()))
+    }
 }
 
 impl AppState {
@@ -593,6 +606,34 @@ impl<A: AuthFiles> Daemon<A> {
             self.dm_send(h, DM_MARK, 0, &ints(&[BEAT, 0, 0, me]), out);
         }
         self.app.next_beat = Some(now + BEAT_PERIOD);
+    }
+
+    /// Test switch `PVMD_TEST_SEND_EXT_DM` (interop-tests/tests/mig_legacy_opcodes.rs): to
+    /// each new peer, also send every DM_ code of the extension range whatever the peer
+    /// announced, as a legacy daemon must survive them. Never set in normal operation: a
+    /// pvmd-rs daemon sends these only to peers that announced the features (DM_XCAPS).
+    pub(super) fn app_test_ext_dm(&mut self, host: u32, out: &mut Vec<Out>) {
+        if std::env::var_os("PVMD_TEST_SEND_EXT_DM").is_none() {
+            return;
+        }
+        let list = CkptReq {
+            op: 1,
+            epoch: 1,
+            phase: phase::LIST,
+            root: Tid(0),
+            replicas: 0,
+            tids: Vec::new(),
+            hosts: Vec::new(),
+        }
+        .emit();
+        let mut codes: Vec<u32> = (0x8002_0100..=0x8002_010f).collect();
+        codes.push(0x8002_01ff);
+        for code in codes {
+            for body in [&[][..], &ints(&[REQ, 1, 2, 3])[..], &list[..]] {
+                self.dm_send(host, code as i32, 0, body, out);
+            }
+        }
+        Self::app_log(format!("test: sent every extension DM code to host {host}"), out);
     }
 
     // ---- requests of tasks -------------------------------------------------------------------
@@ -1250,13 +1291,12 @@ impl<A: AuthFiles> Daemon<A> {
                 }
                 let mut resumed = 0;
                 if let Some(p) = self.app.part.take_if(|p| p.coord == coord && p.op == q.op) {
-                    let tmp = std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into());
                     for l in &p.local {
                         self.app.parking.remove(l);
                         let Some(t) = self.tasks.get(l) else { continue };
                         let tid = self.app_tid_of(*l);
                         let text = format!("continue {} {}\n", t.cookie, q.epoch);
-                        if let Err(e) = write_ticket(&resume_ticket(&tmp, tid), &text) {
+                        if let Err(e) = write_ticket(&resume_ticket(&self.app.tmp_of(*l), tid), &text) {
                             Self::app_log(format!("can't write the ticket of t{:x}: {e}", tid.bits()), out);
                         }
                         resumed += 1;
@@ -1510,7 +1550,6 @@ impl<A: AuthFiles> Daemon<A> {
         let (op, epoch, root, replicas) = (p.op, p.epoch, p.root, p.replicas);
         let locals: Vec<u32> = p.local.iter().copied().collect();
         let failed = p.failed.is_some();
-        let tmp = std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into());
         // The requester of this checkpoint, if it is one of our tasks: its image is waiting
         // for the TM_CKPT answer, which must be among its held messages after a restart.
         let req = self
@@ -1556,7 +1595,7 @@ impl<A: AuthFiles> Daemon<A> {
                 out: (t.outtid, t.outctx, t.outtag),
                 trc: (t.trctid, t.trcctx, t.trctag),
                 keys: [key(1), key(2)],
-                tmp: tmp.clone(),
+                tmp: self.app.tmp_of(*l),
                 a_out: t.a_out.clone(),
             };
             let mut held = t.pending.clone();
@@ -1805,6 +1844,9 @@ impl<A: AuthFiles> Daemon<A> {
                 features,
             },
         );
+        if self.app.task_tmp.len() < MAX_MEMBERS {
+            self.app.task_tmp.insert(key, meta.tmp.clone());
+        }
         let held = read_held(&dir.join("pvmheld"));
         if let Some(t) = self.tasks.get_mut(&key) {
             t.pending_bytes = held.iter().map(Vec::len).sum();
