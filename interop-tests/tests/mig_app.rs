@@ -322,6 +322,44 @@ fn app_log_lines(c: &Cluster) -> String {
     s
 }
 
+/// A summary of the measured times for docs/migration.md: each committed checkpoint as the
+/// coordinator saw it (the tasks are parked for all of it), each `pvm_checkpoint` as the
+/// master saw it, the longest CRIU freeze of one dump, and the restarts.
+fn measurements(c: &Cluster, job: &str) -> String {
+    let log = c.log(1);
+    let ms = |l: &str| ms_in(l).unwrap_or(0);
+    let ckpt: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("checkpoint of application") && l.contains("complete"))
+        .map(ms)
+        .collect();
+    let restart: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("restart of application") && l.contains("complete"))
+        .map(ms)
+        .collect();
+    let mut freeze = 0u64;
+    let mut bytes = 0u64;
+    for k in 1..=c.hosts.len() {
+        for l in c.log(k).lines().filter(|l| l.contains("longest CRIU freeze")) {
+            if let Some(f) = l.split("longest CRIU freeze ").nth(1).and_then(|r| r.split(' ').next()) {
+                freeze = freeze.max(f.parse().unwrap_or(0));
+            }
+            if let Some(b) = l.split("ms, ").nth(1).and_then(|r| r.split(' ').next()) {
+                bytes = bytes.max(b.parse().unwrap_or(0));
+            }
+        }
+    }
+    let calls: Vec<String> = job
+        .lines()
+        .filter(|l| l.contains("] epoch "))
+        .filter_map(|l| l.split(" in ").nth(1)?.split(' ').next().map(String::from))
+        .collect();
+    format!(
+        "app checkpoints (coordinator, ms): {ckpt:?}; pvm_checkpoint in the master (s): {calls:?}; longest CRIU freeze of one dump {freeze} ms; largest per-host image set {bytes} bytes; restarts (ms): {restart:?}"
+    )
+}
+
 /// Milliseconds in a log line "... in N ms".
 fn ms_in(line: &str) -> Option<u64> {
     let i = line.find(" in ")?;
@@ -360,11 +398,17 @@ fn app_restarts_by_itself_after_a_worker_host_is_killed() {
         .lines()
         .find(|l| l.contains("restart of application") && l.contains("complete"))
         .unwrap_or_else(|| panic!("no complete restart\n{logs}"));
+    let detected = logs
+        .lines()
+        .find(|l| l.contains("restarting application"))
+        .and_then(|l| l.split_whitespace().nth(3).map(String::from))
+        .unwrap_or_default();
     eprintln!(
-        "whole job {:.1} s; from the kill to the result {:.1} s; restart {} ms",
+        "MEASURED auto: whole job {:.1} s; from the kill to the result {:.1} s; host loss seen at {detected}; restart {} ms; {}",
         t0.elapsed().as_secs_f64(),
         t_kill.elapsed().as_secs_f64(),
-        ms_in(restart).unwrap_or(0)
+        ms_in(restart).unwrap_or(0),
+        measurements(&c, &text)
     );
 }
 
@@ -408,5 +452,9 @@ fn app_restarts_by_command_after_a_worker_is_killed() {
         .filter(|l| l.contains("checkpoint of application") && l.contains("complete"))
         .collect();
     assert!(ckpts.len() >= 4, "{logs}");
-    eprintln!("pvm-migrate restart --app answered after {} ms", took.as_millis());
+    eprintln!(
+        "MEASURED by command: pvm-migrate restart --app answered after {} ms; {}",
+        took.as_millis(),
+        measurements(&c, &text)
+    );
 }
