@@ -549,7 +549,12 @@ impl<A: AuthFiles> Daemon<A> {
         let mut v = vec![me];
         if let Some(n) = self.net.as_ref() {
             for h in n.table.hosts.keys() {
-                if *h != me && self.mig.peer_features(*h).is_some_and(|f| f & feat::CHECKPOINT != 0) {
+                if *h != me
+                    && self
+                        .mig
+                        .peer_features(*h)
+                        .is_some_and(|f| f & feat::APP_CHECKPOINT != 0)
+                {
                     v.push(*h);
                 }
             }
