@@ -84,6 +84,15 @@ pub mod flags {
     pub const AUTO_RESTART: i32 = 2;
 }
 
+/// How long the coordinator waits for every answer of a stage: a begin includes parking
+/// (a task parks at its next library call), the dumps and the copies.
+fn stage_limit(stage: Stage) -> Duration {
+    match stage {
+        Stage::Begin => Duration::from_secs(120),
+        _ => Duration::from_secs(30),
+    }
+}
+
 /// Most tasks in one application / entries in one body.
 const MAX_MEMBERS: usize = 4096;
 /// How long an image stream may take before it is given up.
@@ -591,13 +600,38 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// When the next beat is due (hook in `net_deadline`).
     pub(super) fn app_deadline(&self) -> Option<Duration> {
-        let due = self.app.next_beat?;
-        Some(due.saturating_duration_since(Instant::now()))
+        let now = Instant::now();
+        let beat = self.app.next_beat.map(|t| t.saturating_duration_since(now));
+        let stage = self
+            .app
+            .coord
+            .as_ref()
+            .map(|c| (c.t_stage + stage_limit(c.stage)).saturating_duration_since(now));
+        match (beat, stage) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Sends the beats that are due (hook in `net_timeout`).
     pub(super) fn app_tick(&mut self, out: &mut Vec<Out>) {
         let now = Instant::now();
+        // A stage whose answers did not all come in time fails (a begin is aborted).
+        if let Some(c) = self.app.coord.as_mut() {
+            let limit = stage_limit(c.stage);
+            if c.t_stage.elapsed() >= limit {
+                let why = format!(
+                    "no answer from hosts {:?} in {} s ({:?})",
+                    c.waiting,
+                    limit.as_secs(),
+                    c.stage
+                );
+                c.failed.get_or_insert((PvmError::SysErr.code(), why));
+                c.waiting.clear();
+                c.restores.clear();
+                self.app_next_stage(out);
+            }
+        }
         if self.app.next_beat.is_some_and(|t| t > now) {
             return;
         }
@@ -853,6 +887,9 @@ impl<A: AuthFiles> Daemon<A> {
         let Some(c) = self.app.coord.as_mut() else { return };
         let stage_ms = c.t_stage.elapsed().as_millis();
         let failed = c.failed.clone();
+        if c.stage == Stage::List && failed.is_some() {
+            return self.app_finish(out);
+        }
         match (c.stage, c.restart) {
             (Stage::List, false) => {
                 let members = app_members(c.root, &c.seen);
@@ -1050,7 +1087,21 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// A host was deleted (hook in netd's `host_gone`).
     pub(super) fn app_host_gone(&mut self, host: u32, out: &mut Vec<Out>) {
-        // Our part: a dead peer sends no mark.
+        // Our part: a dead coordinator never commits (its epoch is dropped and the tasks run
+        // on); a dead peer sends no mark.
+        if let Some(p) = self.app.part.take_if(|p| p.coord == host) {
+            let n = self.app_let_go(&p, out);
+            if p.kind == PartKind::Begin {
+                let _ = std::fs::remove_dir_all(storage_root().join(format!("t{:x}/e{}", p.root.bits(), p.epoch)));
+            }
+            Self::app_log(
+                format!(
+                    "op {} epoch {}: coordinator host {host} died; dropped, {n} tasks resumed",
+                    p.op, p.epoch
+                ),
+                out,
+            );
+        }
         if let Some(p) = self.app.part.as_mut() {
             p.peers.remove(&host);
         }
@@ -1296,16 +1347,7 @@ impl<A: AuthFiles> Daemon<A> {
                 }
                 let mut resumed = 0;
                 if let Some(p) = self.app.part.take_if(|p| p.coord == coord && p.op == q.op) {
-                    for l in &p.local {
-                        self.app.parking.remove(l);
-                        let Some(t) = self.tasks.get(l) else { continue };
-                        let tid = self.app_tid_of(*l);
-                        let text = format!("continue {} {}\n", t.cookie, q.epoch);
-                        if let Err(e) = write_ticket(&resume_ticket(&self.app.tmp_of(*l), tid), &text) {
-                            Self::app_log(format!("can't write the ticket of t{:x}: {e}", tid.bits()), out);
-                        }
-                        resumed += 1;
-                    }
+                    resumed = self.app_let_go(&p, out);
                 }
                 Self::app_log(
                     format!(
@@ -1365,6 +1407,27 @@ impl<A: AuthFiles> Daemon<A> {
         if self.debug & 0x2 != 0 {
             Self::app_log(format!("t{:x} now runs on host {host}", tid.bits()), out);
         }
+    }
+
+    /// The end of this pvmd's part of a checkpoint (commit, abort, or its coordinator died):
+    /// the tasks that parked get their `continue` ticket and run on; those still to park find
+    /// no parking when their TM_PARK comes and carry on connected. Returns how many resume.
+    fn app_let_go(&mut self, p: &Part, out: &mut Vec<Out>) -> usize {
+        let mut resumed = 0;
+        for l in &p.local {
+            self.app.parking.remove(l);
+            if p.kind != PartKind::Begin || !p.done.contains(l) {
+                continue;
+            }
+            let Some(t) = self.tasks.get(l) else { continue };
+            let tid = self.app_tid_of(*l);
+            let text = format!("continue {} {}\n", t.cookie, p.epoch);
+            if let Err(e) = write_ticket(&resume_ticket(&self.app.tmp_of(*l), tid), &text) {
+                Self::app_log(format!("can't write the ticket of t{:x}: {e}", tid.bits()), out);
+            }
+            resumed += 1;
+        }
+        resumed
     }
 
     /// Kills a local task of the application for a rollback; it leaves quietly (no exit
