@@ -1633,7 +1633,7 @@ impl<A: AuthFiles> Daemon<A> {
         let t0 = Instant::now();
         let mut copies = Vec::new();
         let mut err = None;
-        let (mut frozen, mut bytes) = (Duration::ZERO, 0u64);
+        let (mut frozen, mut bytes, mut nheld) = (Duration::ZERO, 0u64, 0usize);
         for l in &locals {
             if failed || err.is_some() {
                 break;
@@ -1667,6 +1667,7 @@ impl<A: AuthFiles> Daemon<A> {
                 a_out: t.a_out.clone(),
             };
             let mut held = t.pending.clone();
+            nheld += held.len();
             if let Some(rq) = req.as_ref().filter(|rq| rq.tid == tid) {
                 held.push(wire::frame_message(
                     rq.tid,
@@ -1706,7 +1707,7 @@ impl<A: AuthFiles> Daemon<A> {
         }
         Self::app_log(
             format!(
-                "op {op} epoch {epoch}: dumped {} tasks in {} ms (longest CRIU freeze {} ms, {bytes} bytes); copies to {targets:?}",
+                "op {op} epoch {epoch}: dumped {} tasks in {} ms (longest CRIU freeze {} ms, {bytes} bytes, {nheld} held fragments); copies to {targets:?}",
                 copies.len(),
                 took.as_millis(),
                 frozen.as_millis()
