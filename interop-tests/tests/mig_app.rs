@@ -405,7 +405,8 @@ fn app_restarts_by_itself_after_a_worker_host_is_killed() {
     eprintln!("{adopted}");
     // Messages in flight at a cut were kept by the pvmds and given back after the restart.
     assert!(
-        logs.lines().any(|l| l.contains("dumped") && !l.contains(" 0 held fragments")),
+        logs.lines()
+            .any(|l| l.contains("dumped") && !l.contains(" 0 held fragments")),
         "no checkpoint held any message: the test does not exercise the cut\n{logs}"
     );
     let restart = logs

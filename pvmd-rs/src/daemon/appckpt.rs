@@ -861,6 +861,9 @@ impl<A: AuthFiles> Daemon<A> {
         match c.stage {
             Stage::List => {
                 for (t, p, _) in rep.items.into_iter().take(MAX_MEMBERS) {
+                    if c.seen.len() >= 4 * MAX_MEMBERS {
+                        break;
+                    }
                     c.seen.push((t, Tid(p), from));
                 }
             }
@@ -1057,6 +1060,11 @@ impl<A: AuthFiles> Daemon<A> {
         let ms = c.t0.elapsed().as_millis();
         let (cc, why) = c.failed.clone().unwrap_or((0, String::new()));
         let what = if c.restart { "restart" } else { "checkpoint" };
+        // A root that never had a committed epoch leaves no record (no growth from requests
+        // that fail).
+        if cc != 0 && self.app.apps.get(&c.root.0).is_some_and(|a| a.committed.is_none()) {
+            self.app.apps.remove(&c.root.0);
+        }
         if cc == 0 {
             Self::app_log(
                 format!(
@@ -1133,7 +1141,9 @@ impl<A: AuthFiles> Daemon<A> {
         for root in due {
             if self.app.coord.is_some() {
                 Self::app_log(format!("host {host} died: restart of t{root:x} queued"), out);
-                self.app.queued.push(root);
+                if !self.app.queued.contains(&root) {
+                    self.app.queued.push(root);
+                }
             } else {
                 Self::app_log(
                     format!("host {host} died: restarting application t{root:x} automatically"),
@@ -1180,7 +1190,7 @@ impl<A: AuthFiles> Daemon<A> {
                 if cc < 0 && c.failed.is_none() {
                     c.failed = Some((cc, format!("host {from} could not restore t{:x}", tid.bits())));
                 }
-                if !c.restores.values().any(|_| true) {
+                if c.restores.is_empty() {
                     c.waiting.clear();
                     self.app_next_stage(out);
                 }
@@ -1532,7 +1542,6 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Moves this pvmd's part on as far as it can.
     fn app_part_progress(&mut self, out: &mut Vec<Out>) {
-        let me = self.host.index;
         let Some(p) = self.app.part.as_mut() else { return };
         if !p.marked && p.done.len() >= p.local.len() {
             p.marked = true;
@@ -1553,8 +1562,7 @@ impl<A: AuthFiles> Daemon<A> {
         }
         match p.kind {
             PartKind::Rollback => {
-                let p = self.app.part.take().unwrap_or_else(|| unreachable!());
-                let _ = me;
+                let Some(p) = self.app.part.take() else { return };
                 Self::app_log(
                     format!("op {}: rollback done ({} tasks killed)", p.op, p.local.len()),
                     out,
@@ -1815,10 +1823,7 @@ impl<A: AuthFiles> Daemon<A> {
         };
         let Some(p) = self.app.part.as_mut() else { return };
         match res {
-            Ok(n) => {
-                p.copies.push(k);
-                let _ = n;
-            }
+            Ok(_) => p.copies.push(k),
             Err(e) => {
                 p.failed.get_or_insert((
                     PvmError::SysErr.code(),
@@ -1840,7 +1845,7 @@ impl<A: AuthFiles> Daemon<A> {
             r.int("host").unwrap_or(0),
             r.string("name").unwrap_or_default(),
         );
-        let cc = match self.app_restore_one(tid, epoch, &name, out) {
+        let cc = match self.app_restore_one(tid, epoch, &name) {
             Ok(pid) => {
                 Self::app_log(
                     format!("op {op}: t{:x} restored from {name} (helper pid {pid})", tid.bits()),
@@ -1857,14 +1862,7 @@ impl<A: AuthFiles> Daemon<A> {
         self.app_send(from, DM_RESTORE, wid, &body, out);
     }
 
-    fn app_restore_one(
-        &mut self,
-        tid: Tid,
-        epoch: i32,
-        name: &str,
-        out: &mut Vec<Out>,
-    ) -> Result<i32, (PvmError, String)> {
-        let _ = out;
+    fn app_restore_one(&mut self, tid: Tid, epoch: i32, name: &str) -> Result<i32, (PvmError, String)> {
         if !safe_name(name) {
             return Err((PvmError::BadParam, format!("bad image name {name:?}")));
         }
