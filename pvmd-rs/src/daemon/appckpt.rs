@@ -2066,4 +2066,123 @@ mod tests {
         assert_eq!(read_held(&p).len(), 2, "a cut record is dropped");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    // ---- a daemon driven without sockets ----------------------------------------------------
+
+    use super::super::{AuthFiles, Daemon, HostConfig};
+    use pvm_proto::codes::{Tm, ENC_XDR, SYSCTX_TM};
+    use pvm_proto::frag::{FragFlags, StreamFragHeader};
+    use pvm_proto::mesg::MsgHeader;
+
+    struct Auth;
+
+    impl AuthFiles for Auth {
+        fn write_task_auth(&mut self, _: &str) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn create_pvmd_auth(&mut self) -> std::io::Result<String> {
+            Ok("/tmp/pvmtmp000042.1".into())
+        }
+        fn pvmd_auth_written(&mut self, _: &str) -> std::io::Result<bool> {
+            Ok(true)
+        }
+        fn remove(&mut self, _: &str) {}
+    }
+
+    fn send(d: &mut Daemon<Auth>, conn: super::super::ConnId, tag: i32, wid: i32, body: &[u8]) -> Vec<Out> {
+        let mut p = MsgHeader {
+            enc: ENC_XDR,
+            tag,
+            ctx: SYSCTX_TM,
+            wid,
+            crc: 0,
+        }
+        .to_bytes()
+        .to_vec();
+        p.extend_from_slice(body);
+        let fh = StreamFragHeader {
+            dst: Tid::LOCAL_PVMD,
+            src: Tid::UNCONNECTED,
+            len: p.len() as u32,
+            flags: FragFlags::SOM | FragFlags::EOM,
+        };
+        d.fragment(conn, fh, &p, std::time::UNIX_EPOCH)
+    }
+
+    /// The `int cc; int value` of the reply with `tag` among `out`.
+    fn answer(out: &[Out], tag: i32) -> Option<(i32, i32)> {
+        out.iter().find_map(|o| match o {
+            Out::Send(_, b) if b.len() >= 48 => {
+                let mh = MsgHeader::parse(&b[16..]).ok()?;
+                let mut r = XdrReader::new(&b[48..]);
+                (mh.tag == tag).then(|| (r.int("cc").unwrap_or(0), r.int("v").unwrap_or(0)))
+            }
+            _ => None,
+        })
+    }
+
+    fn connected() -> (Daemon<Auth>, Tid) {
+        let mut d = Daemon::new(HostConfig::master("vm", "LINUX64", "7f000001:801e"), Auth, 0);
+        d.accept(1, Some(4242));
+        send(&mut d, 1, Tm::Connect.code(), 1, &ints_str(1318, "/tmp/pvmtmp000100.0"));
+        let out = send(&mut d, 1, Tm::Conn2.code(), 2, &ints(&[4242, 0]));
+        let tid = out
+            .iter()
+            .find_map(|o| match o {
+                Out::Send(_, b) => StreamFragHeader::parse(b, u32::MAX).ok().map(|h| h.dst),
+                _ => None,
+            })
+            .expect("TM_CONN2 answered");
+        (d, tid)
+    }
+
+    fn ints_str(i: i32, s: &str) -> Vec<u8> {
+        let mut w = XdrWriter::new();
+        w.int(i).string(s);
+        w.into_inner()
+    }
+
+    #[test]
+    fn requests_that_cannot_work_are_answered_at_once() {
+        let (mut d, me) = connected();
+        let ckpt = super::super::migrate::TM_CKPT;
+        let restart = super::super::migrate::TM_RESTART;
+        // No copies wanted: an application checkpoint needs at least one other host.
+        let out = send(&mut d, 1, ckpt, 5, &ints(&[0, 1, me.0, 0, flags::APP]));
+        assert_eq!(answer(&out, ckpt), Some((PvmError::BadParam.code(), 0)));
+        // A lone daemon has no other host for the copy, and the task was not spawned by a pvmd
+        // (or CRIU is missing here): refused, not left waiting.
+        let out = send(&mut d, 1, ckpt, 6, &ints(&[0, 1, me.0, 1, flags::APP]));
+        let (cc, _) = answer(&out, ckpt).expect("answered at once");
+        assert!(cc < 0, "{cc}");
+        assert!(d.app.coord.is_none() && d.app.part.is_none() && d.app.parking.is_empty());
+        assert!(d.app.apps.is_empty(), "no record left for a root that never committed");
+        // Restart of an application nobody checkpointed here.
+        let out = send(&mut d, 1, restart, 7, &ints(&[-1, me.0, 1]));
+        assert_eq!(answer(&out, restart), Some((PvmError::NotFound.code(), 0)));
+    }
+
+    #[test]
+    fn arbitrary_dm_bodies_never_panic() {
+        let (mut d, _) = connected();
+        let mut x = 0x1234_5678u64;
+        for n in 0..2000 {
+            let len = n % 97;
+            let mut b = Vec::with_capacity(len);
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.push(x as u8);
+            }
+            // Half of them start like a real body.
+            if n % 2 == 0 && b.len() >= 8 {
+                b[..4].copy_from_slice(&(1 + (n as i32 % 2)).to_be_bytes());
+            }
+            let tag = DM_APP_FIRST + (n as i32 % 4);
+            let mut out = Vec::new();
+            d.app_dm(2, tag, n as i32, &b, &mut out);
+        }
+        assert!(d.app.coord.is_none());
+    }
 }
