@@ -197,6 +197,8 @@ struct Part {
     marks: BTreeSet<u32>,
     marked: bool,
     dumped: bool,
+    /// The dumps (on a thread) ended.
+    dump_done: bool,
     /// The begin answer went to the coordinator.
     answered: bool,
     /// Images being sent (wid -> copy).
@@ -1307,6 +1309,7 @@ impl<A: AuthFiles> Daemon<A> {
                     marks,
                     marked: false,
                     dumped: false,
+                    dump_done: false,
                     answered: false,
                     puts: HashMap::new(),
                     copies: Vec::new(),
@@ -1582,7 +1585,7 @@ impl<A: AuthFiles> Daemon<A> {
                     self.app_dump_all(out);
                 }
                 let Some(p) = self.app.part.as_ref() else { return };
-                if !p.puts.is_empty() || p.answered {
+                if !p.dump_done || !p.puts.is_empty() || p.answered {
                     return;
                 }
                 let (cc, items) = match &p.failed {
@@ -1623,9 +1626,11 @@ impl<A: AuthFiles> Daemon<A> {
     fn app_dump_all(&mut self, out: &mut Vec<Out>) {
         let me = self.host.index;
         let Some(p) = self.app.part.as_ref() else { return };
-        let (op, epoch, root, replicas) = (p.op, p.epoch, p.root, p.replicas);
+        let (op, epoch, root) = (p.op, p.epoch, p.root);
         let locals: Vec<u32> = p.local.iter().copied().collect();
-        let failed = p.failed.is_some();
+        if p.failed.is_some() {
+            return self.app_dumps_done(AppDone::Dumped(Box::new(DumpsDone::default_for(op, epoch))), out);
+        }
         // The requester of this checkpoint, if it is one of our tasks: its image is waiting
         // for the TM_CKPT answer, which must be among its held messages after a restart.
         let req = self
@@ -1634,26 +1639,16 @@ impl<A: AuthFiles> Daemon<A> {
             .as_ref()
             .filter(|c| c.op == op)
             .and_then(|c| c.requester.clone());
-        let host = pvm_migration::Host {
-            netns: None,
-            addr: std::net::Ipv4Addr::LOCALHOST,
-        };
-        let t0 = Instant::now();
-        let mut copies = Vec::new();
-        let mut err = None;
-        let (mut frozen, mut bytes, mut nheld) = (Duration::ZERO, 0u64, 0usize);
+        // What each dump needs, taken on the event loop; the dumps run on a thread.
+        let mut jobs = Vec::new();
+        let mut missing = None;
         for l in &locals {
-            if failed || err.is_some() {
-                break;
-            }
             let Some(t) = self.tasks.get(l) else {
-                err = Some(format!("t{l:x} is gone"));
+                missing = Some(format!("t{l:x} is gone"));
                 break;
             };
             let tid = self.app_tid_of(*l);
             let name = image_name(root, epoch, tid);
-            let dir = storage_root().join(&name);
-            let _ = std::fs::remove_dir_all(&dir);
             let pid = self
                 .app
                 .parking
@@ -1675,7 +1670,7 @@ impl<A: AuthFiles> Daemon<A> {
                 a_out: t.a_out.clone(),
             };
             let mut held = t.pending.clone();
-            nheld += held.len();
+            let pending = held.len();
             if let Some(rq) = req.as_ref().filter(|rq| rq.tid == tid) {
                 held.push(wire::frame_message(
                     rq.tid,
@@ -1686,22 +1681,59 @@ impl<A: AuthFiles> Daemon<A> {
                     &ints(&[0, epoch]),
                 ));
             }
-            let res = super::migrate::criu_handle().and_then(|c| c.dump(pid as u32, &host, &dir, true, STREAM_LIMIT));
-            match res {
-                Ok(d) => {
-                    frozen = frozen.max(d.frozen.unwrap_or_default());
-                    bytes += d.bytes;
-                    if let Err(e) = std::fs::write(dir.join("pvmmeta"), meta.emit())
-                        .and_then(|()| write_held(&dir.join("pvmheld"), &held))
-                    {
-                        err = Some(format!("{}: {e}", dir.display()));
+            jobs.push(DumpJob {
+                tid,
+                name,
+                pid,
+                meta,
+                held,
+                pending,
+            });
+        }
+        if let Some(e) = missing {
+            let mut d = DumpsDone::default_for(op, epoch);
+            d.err = Some(e);
+            return self.app_dumps_done(AppDone::Dumped(Box::new(d)), out);
+        }
+        let tx = self.mig.mv.events();
+        std::thread::spawn(move || {
+            let d = run_dumps(op, epoch, me, jobs);
+            let _ = tx.send(super::mig_move::MigEvent::App(Box::new(AppDone::Dumped(Box::new(d)))));
+        });
+    }
+
+    /// The result of work done on a thread (hook in `mig_event`).
+    pub(super) fn app_done(&mut self, done: AppDone, out: &mut Vec<Out>) {
+        match done {
+            AppDone::Dumped(_) => self.app_dumps_done(done, out),
+            AppDone::Put { op, wid, res } => {
+                let Some(p) = self.app.part.as_mut().filter(|p| p.op == op) else {
+                    return;
+                };
+                let Some((k, _)) = p.puts.remove(&wid) else { return };
+                match res {
+                    Ok(_) => p.copies.push(k),
+                    Err(e) => {
+                        p.failed.get_or_insert((
+                            PvmError::SysErr.code(),
+                            format!("copy of t{:x} to host {}: {e}", k.tid.bits(), k.host),
+                        ));
                     }
-                    copies.push(Copy { tid, host: me, name });
                 }
-                Err(e) => err = Some(format!("dump of t{:x}: {e}", tid.bits())),
+                self.app_part_progress(out);
             }
         }
-        let took = t0.elapsed();
+    }
+
+    /// Every local dump ended: start the copies to other hosts.
+    fn app_dumps_done(&mut self, done: AppDone, out: &mut Vec<Out>) {
+        let AppDone::Dumped(d) = done else { return };
+        let me = self.host.index;
+        let Some(p) = self.app.part.as_ref().filter(|p| p.op == d.op && p.epoch == d.epoch) else {
+            return; // aborted meanwhile
+        };
+        let (op, epoch, replicas) = (p.op, p.epoch, p.replicas);
+        let (copies, mut err) = (d.copies, d.err);
         // Copies to other hosts: the next `replicas` capable hosts after this one.
         let capable: Vec<u32> = self.app_capable_hosts().into_iter().filter(|h| *h != me).collect();
         let mut targets: Vec<u32> = capable.iter().copied().filter(|h| *h > me).collect();
@@ -1715,10 +1747,12 @@ impl<A: AuthFiles> Daemon<A> {
         }
         Self::app_log(
             format!(
-                "op {op} epoch {epoch}: dumped {} tasks in {} ms (longest CRIU freeze {} ms, {bytes} bytes, {nheld} held fragments); copies to {targets:?}",
+                "op {op} epoch {epoch}: dumped {} tasks in {} ms (longest CRIU freeze {} ms, {} bytes, {} held fragments); copies to {targets:?}",
                 copies.len(),
-                took.as_millis(),
-                frozen.as_millis()
+                d.took.as_millis(),
+                d.frozen.as_millis(),
+                d.bytes,
+                d.nheld
             ),
             out,
         );
@@ -1751,16 +1785,18 @@ impl<A: AuthFiles> Daemon<A> {
             }
         }
         let Some(p) = self.app.part.as_mut() else { return };
-        p.t_dump = took;
-        p.frozen = frozen;
-        p.bytes = bytes;
+        p.t_dump = d.took;
+        p.frozen = d.frozen;
+        p.bytes = d.bytes;
         p.copies = copies;
+        p.dump_done = true;
         if let Some(e) = err {
             p.failed.get_or_insert((PvmError::SysErr.code(), e));
         }
         for (wid, k, dir) in puts {
             p.puts.insert(wid, (k, dir));
         }
+        self.app_part_progress(out);
     }
 
     /// A storage peer: listen for one image stream (answer `int op; int cc; int port`).
@@ -1814,24 +1850,31 @@ impl<A: AuthFiles> Daemon<A> {
             r.int("cc").unwrap_or(-1),
             r.int("port").unwrap_or(0),
         );
-        let Some(p) = self.app.part.as_mut() else { return };
-        let Some((k, dir)) = p.puts.remove(&wid) else { return };
         let addr = self.net.as_ref().and_then(|n| n.table.get(from)).map(|h| *h.addr.ip());
-        let res = match (cc, addr) {
-            (0, Some(ip)) if port > 0 => send_image(&dir, std::net::SocketAddr::from((ip, port as u16))),
-            _ => Err(format!("host {from} refused the copy ({cc})")),
-        };
+        let tx = self.mig.mv.events();
         let Some(p) = self.app.part.as_mut() else { return };
-        match res {
-            Ok(_) => p.copies.push(k),
-            Err(e) => {
+        let op = p.op;
+        let Some((k, dir)) = p.puts.get(&wid).cloned() else {
+            return;
+        };
+        match (cc, addr) {
+            (0, Some(ip)) if port > 0 => {
+                // The stream runs on a thread; the answer comes back as AppDone::Put.
+                let to = std::net::SocketAddr::from((ip, port as u16));
+                std::thread::spawn(move || {
+                    let res = send_image(&dir, to);
+                    let _ = tx.send(super::mig_move::MigEvent::App(Box::new(AppDone::Put { op, wid, res })));
+                });
+            }
+            _ => {
+                p.puts.remove(&wid);
                 p.failed.get_or_insert((
                     PvmError::SysErr.code(),
-                    format!("copy of t{:x} to host {from}: {e}", k.tid.bits()),
+                    format!("host {from} refused the copy of t{:x} ({cc})", k.tid.bits()),
                 ));
+                self.app_part_progress(out);
             }
         }
-        self.app_part_progress(out);
     }
 
     /// DM_RESTORE `int op; int epoch; int tid; int image host; string name; int cookie`:
@@ -1929,6 +1972,99 @@ impl<A: AuthFiles> Daemon<A> {
         });
         Ok(pid)
     }
+}
+
+/// Work done on a thread for an application checkpoint, back on the event loop through
+/// mig_move.rs's `MigEvent::App`.
+#[derive(Debug)]
+pub enum AppDone {
+    /// Every local dump of the cut ended.
+    Dumped(Box<DumpsDone>),
+    /// One image stream to a storage peer ended (`wid` of its DM_IMGPUT).
+    Put {
+        op: i32,
+        wid: i32,
+        res: Result<u64, String>,
+    },
+}
+
+/// What the dumps of one pvmd's tasks gave.
+#[derive(Debug)]
+pub struct DumpsDone {
+    op: i32,
+    epoch: i32,
+    copies: Vec<Copy>,
+    err: Option<String>,
+    took: Duration,
+    frozen: Duration,
+    bytes: u64,
+    nheld: usize,
+}
+
+impl DumpsDone {
+    fn default_for(op: i32, epoch: i32) -> DumpsDone {
+        DumpsDone {
+            op,
+            epoch,
+            copies: Vec::new(),
+            err: None,
+            took: Duration::ZERO,
+            frozen: Duration::ZERO,
+            bytes: 0,
+            nheld: 0,
+        }
+    }
+}
+
+/// One task to dump, with what goes next to its image.
+struct DumpJob {
+    tid: Tid,
+    name: String,
+    pid: i32,
+    meta: Meta,
+    held: Vec<Vec<u8>>,
+    /// Of `held`, the fragments the pvmd held (the rest is the requester's answer).
+    pending: usize,
+}
+
+/// Dumps the tasks one after the other (`criu dump -R`) and writes `pvmmeta` and `pvmheld`
+/// next to each image (on a thread: CRIU takes tens of ms per task).
+fn run_dumps(op: i32, epoch: i32, me: u32, jobs: Vec<DumpJob>) -> DumpsDone {
+    let mut d = DumpsDone::default_for(op, epoch);
+    let host = pvm_migration::Host {
+        netns: None,
+        addr: std::net::Ipv4Addr::LOCALHOST,
+    };
+    let t0 = Instant::now();
+    for j in jobs {
+        let dir = storage_root().join(&j.name);
+        let _ = std::fs::remove_dir_all(&dir);
+        d.nheld += j.pending;
+        let res = super::migrate::criu_handle().and_then(|c| c.dump(j.pid as u32, &host, &dir, true, STREAM_LIMIT));
+        match res {
+            Ok(x) => {
+                d.frozen = d.frozen.max(x.frozen.unwrap_or_default());
+                d.bytes += x.bytes;
+                if let Err(e) = std::fs::write(dir.join("pvmmeta"), j.meta.emit())
+                    .and_then(|()| write_held(&dir.join("pvmheld"), &j.held))
+                {
+                    d.err = Some(format!("{}: {e}", dir.display()));
+                    break;
+                }
+                d.copies.push(Copy {
+                    tid: j.tid,
+                    host: me,
+                    name: j.name,
+                });
+            }
+            Err(e) => {
+                d.err = Some(format!("dump of t{:x}: {e}", j.tid.bits()));
+                break;
+            }
+        }
+    }
+    d.took = t0.elapsed();
+    d
 }
 
 /// The application of `root`: it and every task whose parents lead to it.
