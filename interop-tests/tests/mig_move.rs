@@ -26,11 +26,17 @@ const JOB: &str = r#"
 static double now(void) { struct timeval t; gettimeofday(&t, 0); return t.tv_sec + t.tv_usec / 1e6; }
 static void worker(void) {
     int me = pvm_mytid(), parent = pvm_parent(), v, tag, who, np = 0, pbad = 0, pend = -1, mdone = 0;
+    int nm = 0, last7 = 0, mbad = 0;
     long sum = 0;
+    /* MM_MB (measurements): resident memory the moves must carry, checked at the end. */
+    size_t mb = getenv("MM_MB") ? (size_t)atoi(getenv("MM_MB")) : 0, k;
+    unsigned char *heap = mb ? malloc(mb << 20) : 0;
+    for (k = 0; heap && k < mb << 20; k++) heap[k] = (unsigned char)(k * 7);
     for (;;) {
         pvm_bufinfo(pvm_recv(-1, -1), 0, &tag, &who);
         pvm_upkint(&v, 1, 1);
         if (tag == 3) { if (v != np + 1) pbad++; np = v; continue; }
+        if (tag == 7) { if (v != last7 + 100) mbad++; last7 = v; nm++; continue; }
         if (tag == 5) {
             pend = v;
             pvm_initsend(PvmDataDefault);
@@ -46,17 +52,27 @@ static void worker(void) {
         pvm_pklong(&sum, 1, 1);
         pvm_pkint(&me, 1, 1);
         pvm_send(parent, 2);
-        if (v % 500 == 0) { printf("worker at %d\n", v); fflush(stdout); }
+        if (v % 500 == 0) {
+            printf("worker at %d\n", v);
+            fflush(stdout);
+            /* A multicast from the worker, wherever it runs. */
+            pvm_initsend(PvmDataDefault);
+            pvm_pkint(&v, 1, 1);
+            pvm_mcast(&parent, 1, 8);
+        }
     }
+    for (k = 0; heap && k < mb << 20; k++) if (heap[k] != (unsigned char)(k * 7)) { pbad += 1000000; break; }
     pvm_initsend(PvmDataDefault);
     pvm_pkint(&np, 1, 1);
     pvm_pkint(&pbad, 1, 1);
     pvm_pkint(&pend, 1, 1);
+    pvm_pkint(&nm, 1, 1);
+    pvm_pkint(&mbad, 1, 1);
     pvm_send(parent, 4);
     pvm_recv(-1, 99); /* until killed */
 }
 int main(int argc, char **argv) {
-    int i, n = 3000, w, v, vw, who, bad = 0, peer, r, np, pbad, pend;
+    int i, n = 3000, w, v, vw, who, bad = 0, peer, r, np, pbad, pend, nm, mbad, both[2];
     long sum = 0, got;
     double t0;
     struct timeval tmout = { 20, 0 };
@@ -70,6 +86,7 @@ int main(int argc, char **argv) {
     if (pvm_spawn(argv[0], 0, PvmTaskHost, argv[2], 1, &w) != 1) { printf("spawn failed %d\n", w); pvm_exit(); return 1; }
     if (pvm_spawn("/lib64/ld-linux-x86-64.so.2", pargs, PvmTaskHost, argv[5], 1, &peer) != 1) { printf("peer spawn failed %d\n", peer); pvm_exit(); return 1; }
     pvm_notify(PvmTaskExit, 9, 1, &w);
+    printf("tids %x %x\n", pvm_mytid(), w);
     pvm_initsend(PvmDataDefault);
     pvm_pkint(&w, 1, 1);
     pvm_send(peer, 20);
@@ -77,6 +94,12 @@ int main(int argc, char **argv) {
         pvm_initsend(PvmDataDefault);
         pvm_pkint(&i, 1, 1);
         pvm_send(w, 1);
+        if (i % 100 == 0) {
+            /* A multicast to the worker (wherever it is) and the legacy peer. */
+            both[0] = w;
+            both[1] = peer;
+            pvm_mcast(both, 2, 7);
+        }
         /* 1 -> 2, 2 -> 3 (neither is the tid's origin), 3 -> 1 (back home), 1 -> any */
         if (i == 800 || i == 1400 || i == 2000 || i == 2600) {
             char *to = i == 800 ? argv[3] : i == 1400 ? argv[4] : i == 2000 ? argv[2] : "";
@@ -114,6 +137,16 @@ int main(int argc, char **argv) {
     pvm_upkint(&np, 1, 1);
     pvm_upkint(&pbad, 1, 1);
     pvm_upkint(&pend, 1, 1);
+    pvm_upkint(&nm, 1, 1);
+    pvm_upkint(&mbad, 1, 1);
+    printf("mcast got %d, out of order %d\n", nm, mbad);
+    nm = mbad = 0;
+    for (r = 500; pvm_nrecv(w, 8) > 0; r += 500) {
+        pvm_upkint(&vw, 1, 1);
+        if (vw != r) mbad++;
+        nm++;
+    }
+    printf("worker mcast got %d, out of order %d\n", nm, mbad);
     printf("done bad %d\n", bad);
     printf("legacy peer sent %d, worker got %d (end %d), out of order %d\n", v, np, pend, pbad);
     fflush(stdout);
@@ -294,7 +327,7 @@ fn mig_lines(c: &Cluster) -> String {
 
 #[test]
 fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
-    move_job(false);
+    move_job(false, false);
 }
 
 /// The same with a direct route from the master to the worker: the worker drains and closes it
@@ -302,10 +335,42 @@ fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
 /// builds a new direct route to wherever the worker runs next.
 #[test]
 fn worker_with_a_direct_route_moves_between_hosts() {
-    move_job(true);
+    move_job(true, false);
 }
 
-fn move_job(direct: bool) {
+/// Host 2 cannot restore (its restore helper fails at once): both moves to it fail with
+/// PvmSysErr after the dump, and the worker runs on where it was (post-copy: CRIU lets the
+/// frozen task go on; stop-and-copy: the source restores it from its own image), with no
+/// message lost; the other moves work as before.
+#[test]
+fn failed_moves_leave_the_worker_running_post_copy() {
+    move_job(false, true);
+}
+
+#[test]
+fn failed_moves_leave_the_worker_running_stop_and_copy() {
+    move_job(true, true);
+}
+
+/// A restore helper that fails on host 2 (its PVM_TMP names it) and runs `pvm-migrate`
+/// elsewhere.
+fn broken_helper(c: &Cluster) -> PathBuf {
+    let p = c.dir.path().join("pvm-migrate-broken");
+    let real = our_pvmd().with_file_name("pvm-migrate");
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\ncase \"$PVM_TMP\" in *-h2-*) echo 'mm: host 2 cannot restore' >&2; exit 1;; esac\nexec {} \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn move_job(direct: bool, broken: bool) {
     assert!(
         std::path::Path::new(LEGACY_CONSOLE).exists(),
         "{LEGACY_CONSOLE} is missing: this test needs legacy PVM (Debian pvm)"
@@ -315,8 +380,12 @@ fn move_job(direct: bool) {
         "CRIU 4.1 is missing: run ci/criu-setup"
     );
     build_helper();
-    let job = gcc("job", JOB, true);
-    let peer = gcc("peer", LEGACY_PEER, false);
+    // Built once per test process: the tests run in parallel, and rewriting the program of a
+    // running worker makes CRIU refuse to restore it ("has bad size").
+    static BUILT: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    let (job, peer) = BUILT
+        .get_or_init(|| (gcc("job", JOB, true), gcc("peer", LEGACY_PEER, false)))
+        .clone();
     let t_all = Instant::now();
     let c = Cluster::named("mm", "mig-move", 4);
     let ips: Vec<String> = (1..=4).map(|k| c.host(k).ip.clone()).collect();
@@ -344,6 +413,9 @@ fn move_job(direct: bool) {
         cmd.arg("-d0x2")
             .env("PVMDLOGMAX", "200000000")
             .env("PVMD_MIGRATE_MODE", "stop-and-copy");
+    }
+    if broken {
+        cmd.env("PVMD_MIGRATE_BIN", broken_helper(&c));
     }
     cmd.arg(&hf);
     let mut m = Proc {
@@ -374,7 +446,8 @@ fn move_job(direct: bool) {
     run.args([peer.to_str().unwrap(), &ips[0], &ips[1], &ips[2], &ips[3]])
         .env("LD_LIBRARY_PATH", shim_dir())
         .env(if direct { "MM_DIRECT" } else { "MM_NONE" }, "1")
-        .env("PVM_EXPORT", "LD_LIBRARY_PATH");
+        .env("MM_MB", std::env::var("MM_MB").unwrap_or_default())
+        .env("PVM_EXPORT", "LD_LIBRARY_PATH:MM_MB");
     let _ = (LDSO, LEGACY_LIB_DIR);
     let (code, out, err) = wait_or_kill(run.spawn().expect("run the job"), Duration::from_secs(60));
     if code.is_none() {
@@ -396,27 +469,35 @@ fn move_job(direct: bool) {
     assert_eq!(code, Some(0), "{}", logs());
     let moves: Vec<&str> = out.lines().filter(|l| l.starts_with("migrate at")).collect();
     assert_eq!(moves.len(), 4, "{}", logs());
-    for (k, (at, to, dtid)) in [
-        (800, ips[1].as_str(), "80080000"),
-        (1400, ips[2].as_str(), "800c0000"),
-        (2000, ips[0].as_str(), "80040000"),
+    // PvmSysErr (-14) when host 2 cannot restore.
+    let to_h2 = if broken { "failed fffffff2" } else { "ok 80080000" };
+    for (k, (at, to, result)) in [
+        (800, ips[1].as_str(), to_h2),
+        (1400, ips[2].as_str(), "ok 800c0000"),
+        (2000, ips[0].as_str(), "ok 80040000"),
     ]
     .into_iter()
     .enumerate()
     {
         assert!(
-            moves[k].starts_with(&format!("migrate at {at} to {to}: ok {dtid} ")),
+            moves[k].starts_with(&format!("migrate at {at} to {to}: {result} ")),
             "{}",
             logs()
         );
     }
-    // "Any host": the least used target of host 1 (it sent one task to host 2, none to 3).
+    // "Any host": the least used target of host 1 (it moved one task to host 2, none to 3;
+    // or, host 2 having failed, none there and one to 3).
+    let any = if broken { "failed fffffff2" } else { "ok 800c0000" };
     assert!(
-        moves[3].starts_with("migrate at 2600 to any: ok 800c0000 "),
+        moves[3].starts_with(&format!("migrate at 2600 to any: {any} ")),
         "{}",
         logs()
     );
     assert!(out.contains("done bad 0\n"), "{}", logs());
+    // Multicasts (to the worker and the legacy peer) reach the worker on every host.
+    assert!(out.contains("\nmcast got 30, out of order 0\n"), "{}", logs());
+    // And the worker's multicasts (to the master) from every host it ran on.
+    assert!(out.contains("worker mcast got 6, out of order 0\n"), "{}", logs());
     // Refusals answer at once: already there (PvmBadParam -2), legacy library (PvmNotImpl -24).
     let again = out.lines().find(|l| l.starts_with("again ")).unwrap_or_default();
     assert!(again.starts_with("again -2 "), "{}", logs());
@@ -424,7 +505,9 @@ fn move_job(direct: bool) {
     assert!(legacy.starts_with("legacy -24 "), "{}", logs());
     for l in [again, legacy] {
         let t: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
-        assert!(t < 0.5, "refusal took {t} s: {l}");
+        // One DM round trip (the worker runs on host 3): milliseconds when the VM is quiet;
+        // seen at 1.6 s with the four tests and their CRIU runs sharing two CPUs.
+        assert!(t < 3.0, "refusal took {t} s: {l}");
     }
     // The legacy peer's messages: all, once, in order.
     let pl = out
@@ -455,7 +538,16 @@ fn move_job(direct: bool) {
     assert!(out.contains("exit notified same tid"), "{}", logs());
     // The daemons' side: moved twice, the kill reached the task on host 3.
     let ml = mig_lines(&c);
-    assert_eq!(ml.matches("moved to host").count(), 4, "{}", logs());
+    let moved = if broken { 2 } else { 4 };
+    assert_eq!(ml.matches("moved to host").count(), moved, "{}", logs());
+    if broken {
+        let kept = if direct {
+            "restoring it here"
+        } else {
+            "it continues here"
+        };
+        assert_eq!(ml.matches(kept).count(), 2, "{}", logs());
+    }
     // No message waited for a flush until the task left again (the order gate let every
     // host through in time, the legacy one included on the origin).
     assert!(!ml.contains("still waited for its flush"), "{}", logs());
@@ -470,19 +562,24 @@ fn move_job(direct: bool) {
             c.wait_for(Duration::from_secs(10), || mig_lines(&c)
                 .matches("every page fetched by the target")
                 .count()
-                == 4),
+                == moved),
             "{}",
             logs()
         );
     }
-    assert_eq!(c.log(3).matches("runs here now").count(), 2, "{}", logs());
+    assert_eq!(c.log(3).matches("runs here now").count(), moved / 2, "{}", logs());
     assert!(c.log(1).contains("runs here now"), "back home: {}", logs());
     if direct {
         // Of the 3000 requests only the first few after each move went through the pvmd of
         // host 1: the route was rebuilt to each new host.
         let l1 = c.log(1);
         assert!(!l1.contains("logging truncated"));
-        let via_pvmd = l1.matches("loclinpkt() src t40001 dst t40002 ").count();
+        let tids = out.lines().find(|l| l.starts_with("tids ")).unwrap_or_default();
+        let t: Vec<&str> = tids.split(' ').collect();
+        assert_eq!(t.len(), 3, "{out}");
+        let via_pvmd = l1.matches(&format!("loclinpkt() src t{} dst t{} ", t[1], t[2])).count();
+        // The first requests did go through it (the count is not vacuous).
+        assert!(via_pvmd > 0, "{}", logs());
         eprintln!("direct route: {via_pvmd} of 3000 requests went through host 1's pvmd");
         assert!(via_pvmd < 100, "{via_pvmd} requests through the pvmd");
     }

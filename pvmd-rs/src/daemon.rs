@@ -702,8 +702,10 @@ impl<A: AuthFiles> Daemon<A> {
             let mut bytes = Vec::with_capacity(16 + payload.len());
             bytes.extend_from_slice(&hdr.to_bytes());
             bytes.extend_from_slice(payload);
-            let key = self.key(d);
-            self.deliver(key, bytes, out);
+            if let Some(bytes) = self.mig_mcast(d, bytes, out) {
+                let key = self.key(d); // mig_mcast: mig_move.rs hook (a member that moved)
+                self.deliver(key, bytes, out);
+            }
         }
     }
 

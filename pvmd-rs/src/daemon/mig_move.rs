@@ -25,7 +25,7 @@
 //! CRIU and the image stream run on threads; their results come back as [`MigEvent`]s that the
 //! shell hands to [`Daemon::mig_event`]. The event loop never waits for them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -56,6 +56,9 @@ pub const DM_TIDMOVED: i32 = 0x8002_0103u32 as i32;
 /// A pvmd -> the pvmd where a task runs: TM_MIGRATE on behalf of a local requester, `int op;
 /// int tid; int host; int mode`; reply (same code and wid) `int op; int cc; int host`.
 pub const DM_MIGREQ: i32 = 0x8002_0108u32 as i32;
+/// A pvmd -> the pvmd where a moved task runs: one fragment of a multicast for it, `int tid`
+/// then the frame (its destination is the multicast tid, as the task must see it). No reply.
+pub const DM_MIGMCA: i32 = 0x8002_010au32 as i32;
 /// A pvmd -> the pvmd where a moved task runs: one relayed fragment, the body being the frame
 /// as the task would read it (16-byte stream header, payload). No reply.
 pub const DM_MIGFWD: i32 = 0x8002_0109u32 as i32;
@@ -68,6 +71,9 @@ const KIND_EXITED: i32 = 2;
 const CRIU_LIMIT: Duration = Duration::from_secs(60);
 /// Longest wait for the task's output pipes to be read empty before the dump.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// Most bytes of relays waiting for room in the datagram layer's queues (then they are dropped,
+/// with a log line).
+const BACKLOG_MAX: usize = 64 << 20;
 /// Op ids carry the initiator's host index above this many bits, so that a request and a
 /// reply of the same code are told apart (and ops of different hosts never clash).
 const OP_HOST_SHIFT: u32 = 18;
@@ -200,6 +206,8 @@ struct OutOp {
     old_exited: bool,
     /// Post-copy: where the page server listens.
     lazy: Option<SocketAddrV4>,
+    /// Post-copy: set when the target gave up, so the page server stops at once.
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A move in progress, on the target.
@@ -245,6 +253,11 @@ pub struct MoveState {
     /// Image directories of tasks restored here, by key: removed when the task leaves or
     /// exits (not earlier: the restore helper may still be reading its stamp and logs).
     images: HashMap<u32, PathBuf>,
+    /// Relays (DM_MIGFWD, DM_MIGMCA, flushes) the datagram layer could not take yet because
+    /// its send queue to the host was full, in order per host: a relay must not be lost, and
+    /// a flush must not overtake what it flushes.
+    backlog: HashMap<u32, VecDeque<(i32, Vec<u8>)>>,
+    backlog_bytes: usize,
     /// Tasks moved to each host (host 0 = "any" picks the host with the fewest).
     sent_to: HashMap<u32, u32>,
     last_op: i32,
@@ -264,6 +277,8 @@ impl Default for MoveState {
             asked: HashMap::new(),
             stale_exits: HashMap::new(),
             images: HashMap::new(),
+            backlog: HashMap::new(),
+            backlog_bytes: 0,
             sent_to: HashMap::new(),
             last_op: 0,
             tx,
@@ -336,6 +351,7 @@ fn process_alive(pid: i32) -> bool {
 /// task still runs, stop-and-copy instead. The image dir says which one the target gets
 /// (`pvm-lazy` holds the page server's address). Returns an error with an empty `why` when
 /// it reported by itself (post-copy).
+#[allow(clippy::too_many_arguments)]
 fn dump_and_send(
     pid: i32,
     dir: &Path,
@@ -344,6 +360,7 @@ fn dump_and_send(
     tx: &UnboundedSender<MigEvent>,
     key: u32,
     op: i32,
+    cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<DumpInfo, DumpError> {
     let t0 = Instant::now();
     while t0.elapsed() < DRAIN_LIMIT {
@@ -431,7 +448,7 @@ fn dump_and_send(
     };
     // Report the dump now (the target restores meanwhile), then wait for the pages.
     let _ = tx.send(MigEvent::Dumped { key, op, res: Ok(info) });
-    let res = srv.finish(CRIU_LIMIT).map_err(|e| e.to_string());
+    let res = srv.finish_unless(CRIU_LIMIT, cancel).map_err(|e| e.to_string());
     let _ = tx.send(MigEvent::PagesServed {
         key,
         op,
@@ -568,7 +585,69 @@ impl<A: AuthFiles> Daemon<A> {
         if host == self.host.index {
             return;
         }
-        self.dm_send(host, DM_MIGFWD, 0, frame, out);
+        self.relay_dm(host, DM_MIGFWD, frame.to_vec(), out);
+    }
+
+    /// Sends a relay DM to `host` after whatever relays wait for that host.
+    fn relay_dm(&mut self, host: u32, tag: i32, body: Vec<u8>, out: &mut Vec<Out>) {
+        let waiting = self.mig.mv.backlog.get(&host).is_some_and(|q| !q.is_empty());
+        if !waiting {
+            match self.try_dm(host, tag, &body) {
+                Ok(()) => return,
+                Err(pvm_proto::ddp::SendError::QueueFull { .. }) => {}
+                Err(e) => return out.push(Out::Log(format!("mig: relay to host {host}: {e}"))),
+            }
+        }
+        let mv = &mut self.mig.mv;
+        if mv.backlog_bytes + body.len() > BACKLOG_MAX {
+            return out.push(Out::Log(format!(
+                "mig: relay to host {host} dropped: {} bytes wait for its queue",
+                mv.backlog_bytes
+            )));
+        }
+        mv.backlog_bytes += body.len();
+        mv.backlog.entry(host).or_default().push_back((tag, body));
+    }
+
+    fn try_dm(&mut self, host: u32, tag: i32, body: &[u8]) -> Result<(), pvm_proto::ddp::SendError> {
+        let me = Tid::pvmd(self.host.index);
+        let Some(n) = self.net.as_mut() else { return Ok(()) };
+        let now = n.now();
+        let h = pvm_proto::mesg::MsgHeader {
+            enc: pvm_proto::codes::ENC_XDR,
+            tag,
+            ctx: 0,
+            wid: 0,
+            crc: 0,
+        };
+        n.ep.send_message(now, host, me, Tid::pvmd(host), h, body)
+    }
+
+    /// Hook after the datagram layer ran (acks may have made room): sends waiting relays.
+    pub(super) fn mig_drain_backlog(&mut self, out: &mut Vec<Out>) {
+        if self.mig.mv.backlog_bytes == 0 {
+            return;
+        }
+        let hosts: Vec<u32> = self.mig.mv.backlog.keys().copied().collect();
+        for host in hosts {
+            while let Some((tag, body)) = self.mig.mv.backlog.get_mut(&host).and_then(|q| q.pop_front()) {
+                match self.try_dm(host, tag, &body) {
+                    Err(pvm_proto::ddp::SendError::QueueFull { .. }) => {
+                        if let Some(q) = self.mig.mv.backlog.get_mut(&host) {
+                            q.push_front((tag, body));
+                        }
+                        break;
+                    }
+                    r => {
+                        self.mig.mv.backlog_bytes -= body.len();
+                        if let Err(e) = r {
+                            out.push(Out::Log(format!("mig: relay to host {host}: {e}")));
+                        }
+                    }
+                }
+            }
+        }
+        self.mig.mv.backlog.retain(|_, q| !q.is_empty());
     }
 
     /// DM_MIGFWD: a relayed fragment for a task that runs here, that went on elsewhere, or
@@ -578,7 +657,13 @@ impl<A: AuthFiles> Daemon<A> {
         let Ok(fh) = StreamFragHeader::parse(body, MAX_PENDING_BYTES as u32) else {
             return out.push(Out::Log(format!("mig: bad DM_MIGFWD from host {from}")));
         };
-        if fh.len as usize != body.len() - 16 || !fh.dst.is_task() {
+        if fh.len as usize != body.len() - 16 {
+            return out.push(Out::Log(format!("mig: bad DM_MIGFWD from host {from}")));
+        }
+        if fh.dst.is_multicast() {
+            return self.migfwd_multicast(from, fh, body, out);
+        }
+        if !fh.dst.is_task() {
             return out.push(Out::Log(format!("mig: bad DM_MIGFWD from host {from}")));
         }
         let me = self.host.index;
@@ -600,6 +685,99 @@ impl<A: AuthFiles> Daemon<A> {
                 "mig: relayed pkt src t{:x} dst t{:x} scrapped (no such task)",
                 fh.src.bits(),
                 fh.dst.bits()
+            ))),
+        }
+    }
+
+    /// Hook of the multicast deliveries (`multicast()`, `net_packet()`): a member of the
+    /// multicast that moved away gets its copy relayed. Returns the bytes when it is not one.
+    pub(super) fn mig_mcast(&mut self, member: Tid, bytes: Vec<u8>, out: &mut Vec<Out>) -> Option<Vec<u8>> {
+        if self.has_task(member) {
+            return Some(bytes);
+        }
+        let Some(h) = self.mig.mv.route_of(member) else {
+            return Some(bytes);
+        };
+        let mut body = Vec::with_capacity(4 + bytes.len());
+        body.extend_from_slice(&member.0.to_be_bytes());
+        body.extend_from_slice(&bytes);
+        if h != self.host.index {
+            self.relay_dm(h, DM_MIGMCA, body, out);
+        }
+        None
+    }
+
+    /// Hook of `net_multicast()`: a multicast from a task adopted here. Its datagrams would
+    /// look forged (the source tid's host bits are another host's), so each fragment goes to
+    /// the members' pvmd-rs hosts as DM_MIGFWD; hosts of legacy daemons are not reached (the
+    /// log says so).
+    pub(super) fn mig_multicast_from(&mut self, src: Tid, fh: StreamFragHeader, payload: &[u8], out: &mut Vec<Out>) {
+        let Some(n) = self.net.as_mut() else { return };
+        let Some(hosts) = n.mca_out.get(&fh.dst).cloned() else {
+            return;
+        };
+        if fh.flags.contains(FragFlags::EOM) {
+            n.mca_out.remove(&fh.dst);
+        }
+        let frame = stream_frame(fh.dst, src, fh.flags, payload);
+        for h in hosts {
+            if self.mig.peer_features(h).is_some() {
+                self.relay_dm(h, DM_MIGFWD, frame.clone(), out);
+            } else if fh.flags.contains(FragFlags::SOM) {
+                out.push(Out::Log(format!(
+                    "mig: multicast from moved t{:x} to legacy host {h} not sent",
+                    src.bits()
+                )));
+            }
+        }
+    }
+
+    /// DM_MIGFWD of a multicast fragment (from a moved sender): to this host's members, as
+    /// `net_packet()` does for a multicast datagram.
+    fn migfwd_multicast(&mut self, from: u32, fh: StreamFragHeader, frame: &[u8], out: &mut Vec<Out>) {
+        let Some(n) = self.net.as_mut() else { return };
+        let Some(members) = n.mca_in.get(&fh.dst).cloned() else {
+            return out.push(Out::Log(format!(
+                "mig: relayed pkt for t{:x} scrapped (no such multicast)",
+                fh.dst.bits()
+            )));
+        };
+        if fh.flags.contains(FragFlags::EOM) {
+            n.mca_in.remove(&fh.dst);
+        }
+        for d in members {
+            if let Some(b) = self.mig_mcast(d, frame.to_vec(), out) {
+                let key = self.key(d);
+                if let Some(b) = self.mig_gate(key, from, b) {
+                    self.deliver(key, b, out);
+                }
+            }
+        }
+    }
+
+    /// DM_MIGMCA: a multicast fragment for a member that runs here (or went on).
+    fn dm_migmca(&mut self, from: u32, body: &[u8], out: &mut Vec<Out>) {
+        let (Some(t), Some(frame)) = (body.get(..4), body.get(4..)) else {
+            return out.push(Out::Log(format!("mig: bad DM_MIGMCA from host {from}")));
+        };
+        let member = Tid(i32::from_be_bytes([t[0], t[1], t[2], t[3]]));
+        let ok = StreamFragHeader::parse(frame, MAX_PENDING_BYTES as u32)
+            .is_ok_and(|fh| fh.len as usize == frame.len() - 16);
+        if !ok || !member.is_task() {
+            return out.push(Out::Log(format!("mig: bad DM_MIGMCA from host {from}")));
+        }
+        if self.has_task(member) {
+            let key = self.key(member);
+            if let Some(b) = self.mig_gate(key, from, frame.to_vec()) {
+                self.deliver(key, b, out);
+            }
+            return;
+        }
+        match self.mig.mv.route_of(member) {
+            Some(h) if h != from => self.relay_dm(h, DM_MIGMCA, body.to_vec(), out),
+            _ => out.push(Out::Log(format!(
+                "mig: multicast for t{:x} scrapped (no such task)",
+                member.bits()
             ))),
         }
     }
@@ -845,6 +1023,7 @@ impl<A: AuthFiles> Daemon<A> {
                     // Post-copy: the page server's end says whether the task lives on here.
                     if let Some(o) = self.mig.mv.outs.get_mut(&key) {
                         o.cancelled = Some(why);
+                        o.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
                 Stage::Restoring => {
@@ -877,7 +1056,27 @@ impl<A: AuthFiles> Daemon<A> {
                 self.gate_release(key, host, out);
             }
         }
+        // Tasks that had moved to that host died with it: their watchers here are told, as
+        // for the tasks of any host that fails.
+        let lost: Vec<Tid> = self
+            .mig
+            .mv
+            .routes
+            .iter()
+            .filter(|(_, h)| **h == host)
+            .map(|(t, _)| Tid::from_u32(*t))
+            .collect();
         self.mig.mv.routes.retain(|_, h| *h != host);
+        for tid in lost {
+            out.push(Out::Log(format!(
+                "mig: t{:x} was on host {host}: gone with it",
+                tid.bits()
+            )));
+            for n in self.notifies.task_exited(tid) {
+                self.send_notice(n, out);
+            }
+            self.net_task_gone(tid, out);
+        }
     }
 
     // ---- requests -----------------------------------------------------------------------------
@@ -946,7 +1145,8 @@ impl<A: AuthFiles> Daemon<A> {
     fn send_tidmoved_from(&mut self, to: u32, tid: Tid, host: u32, kind: i32, from: u32, out: &mut Vec<Out>) {
         let mut w = XdrWriter::new();
         w.int(tid.0).int(host as i32).int(kind).int(from as i32);
-        self.dm_send(to, DM_TIDMOVED, 0, &w.into_inner(), out);
+        // In line with the relays: a flush must not overtake what it flushes.
+        self.relay_dm(to, DM_TIDMOVED, w.into_inner(), out);
     }
 
     /// TM_MIGRATE from a local task (hook in migrate.rs).
@@ -1044,6 +1244,7 @@ impl<A: AuthFiles> Daemon<A> {
                 cancelled: None,
                 old_exited: false,
                 lazy,
+                cancel: Default::default(),
             },
         );
     }
@@ -1191,6 +1392,7 @@ impl<A: AuthFiles> Daemon<A> {
             DM_TIDMOVED => self.dm_tidmoved(from, body, out),
             DM_MIGREQ => self.dm_migreq(from, wid, body, out),
             DM_MIGFWD => self.dm_migfwd(from, body, out),
+            DM_MIGMCA => self.dm_migmca(from, body, out),
             _ => return false,
         }
         true
@@ -1441,6 +1643,7 @@ impl<A: AuthFiles> Daemon<A> {
         }
         o.stage = Stage::Dumping;
         let (op, dir, target, port, lazy) = (o.op, o.dir.clone(), o.target, o.port, o.lazy);
+        let cancel = o.cancel.clone();
 
         let pid = self.tasks.get(&key).map_or(0, |t| t.pid);
         let addr = self
@@ -1451,7 +1654,7 @@ impl<A: AuthFiles> Daemon<A> {
         let Some(ip) = addr else { return };
         let tx = self.mig.mv.tx.clone();
         std::thread::spawn(move || {
-            let res = dump_and_send(pid, &dir, SocketAddr::from((ip, port)), lazy, &tx, key, op);
+            let res = dump_and_send(pid, &dir, SocketAddr::from((ip, port)), lazy, &tx, key, op, &cancel);
             if res.as_ref().is_err_and(|e| e.why.is_empty()) {
                 return; // post-copy: reported as it went
             }
@@ -1837,6 +2040,7 @@ impl<A: AuthFiles> Daemon<A> {
             )));
             let mut o = o;
             o.cancelled = Some(format!("host {from} could not restore it"));
+            o.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
             self.mig.mv.outs.insert(key, o);
             return;
         }
@@ -2157,6 +2361,42 @@ mod tests {
         out.clear();
         d.mv_tm_migrate(1, Tid::task(1, 1), pvm_proto::codes::SYSCTX_TM, 3, &[0, 0], &mut out);
         assert!(out.iter().any(|o| matches!(o, Out::Send(1, _))));
+    }
+
+    #[test]
+    fn relays_queue_behind_relays_that_wait_for_room() {
+        let mut d = daemon();
+        let mut out = Vec::new();
+        // Host 2's queue was full: one relay waits. Later relays (and flushes) must queue
+        // behind it, never overtake it.
+        d.mig
+            .mv
+            .backlog
+            .entry(2)
+            .or_default()
+            .push_back((DM_MIGFWD, vec![1; 8]));
+        d.mig.mv.backlog_bytes = 8;
+        d.relay_dm(2, DM_MIGFWD, vec![2; 8], &mut out);
+        d.send_tidmoved_from(2, Tid::task(1, 5), 2, KIND_FLUSH, 3, &mut out);
+        let q: Vec<i32> = d.mig.mv.backlog[&2].iter().map(|(t, _)| *t).collect();
+        assert_eq!(q, vec![DM_MIGFWD, DM_MIGFWD, DM_TIDMOVED]);
+        assert_eq!(d.mig.mv.backlog[&2][1].1, vec![2; 8]);
+        // Room again (here: no network at all, so every send "succeeds"): drained in order.
+        d.mig_drain_backlog(&mut out);
+        assert!(d.mig.mv.backlog.is_empty());
+        assert_eq!(d.mig.mv.backlog_bytes, 0);
+        // Bounded: past BACKLOG_MAX a relay is dropped with a log line, not queued.
+        d.mig
+            .mv
+            .backlog
+            .entry(2)
+            .or_default()
+            .push_back((DM_MIGFWD, vec![0; 4]));
+        d.mig.mv.backlog_bytes = BACKLOG_MAX;
+        let before = out.len();
+        d.relay_dm(2, DM_MIGFWD, vec![9; 4], &mut out);
+        assert_eq!(out.len(), before + 1);
+        assert_eq!(d.mig.mv.backlog[&2].len(), 1);
     }
 
     #[test]

@@ -160,9 +160,9 @@ pub struct Net {
     watched: Vec<(Tid, u32, i32)>,
     host_notifies: Vec<HostNotify>,
     /// DM_MCA from other hosts: multicast tid -> local destinations.
-    mca_in: HashMap<Tid, Vec<Tid>>,
+    pub(super) mca_in: HashMap<Tid, Vec<Tid>>,
     /// Multicasts of local tasks with destinations on other hosts.
-    mca_out: HashMap<Tid, Vec<u32>>,
+    pub(super) mca_out: HashMap<Tid, Vec<u32>>,
     spawn_cursor: usize,
     /// `PvmMboxWaitForInfo` lookups of tasks on other hosts: (host, wid, owner, class, index, flags).
     db_waiters: Vec<(u32, i32, i32, String, i32, i32)>,
@@ -319,6 +319,7 @@ impl<A: AuthFiles> Daemon<A> {
             n.ep.handle_datagram(now, from, bytes);
         }
         self.net_events(&mut out);
+        self.mig_drain_backlog(&mut out); // mig_move.rs: relays that waited for queue room
         out
     }
 
@@ -374,6 +375,7 @@ impl<A: AuthFiles> Daemon<A> {
         self.master_timers(&mut out);
         self.app_tick(&mut out); // appckpt.rs hook: host watch
         self.net_events(&mut out);
+        self.mig_drain_backlog(&mut out); // mig_move.rs: relays that waited for queue room
         out
     }
 
@@ -521,6 +523,9 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Hook of `multicast()`: copies the fragment to the hosts that hold destinations.
     pub(super) fn net_multicast(&mut self, src: Tid, fh: StreamFragHeader, payload: &[u8], out: &mut Vec<Out>) {
+        if !src.is_on_host(self.host.index) {
+            return self.mig_multicast_from(src, fh, payload, out); // mig_move.rs: a moved sender
+        }
         let Some(n) = self.net.as_mut() else { return };
         let Some(hosts) = n.mca_out.get(&fh.dst).cloned() else {
             return;
@@ -640,8 +645,10 @@ impl<A: AuthFiles> Daemon<A> {
                 n.mca_in.remove(&p.dst);
             }
             for d in dsts {
-                let key = super::task_key(self.host.index, d);
-                self.deliver(key, frame(p.dst), out);
+                if let Some(b) = self.mig_mcast(d, frame(p.dst), out) {
+                    let key = super::task_key(self.host.index, d); // mig_mcast: mig_move.rs hook
+                    self.deliver(key, b, out);
+                }
             }
             return;
         }
