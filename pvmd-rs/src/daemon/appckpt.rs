@@ -2027,8 +2027,9 @@ struct DumpJob {
     pending: usize,
 }
 
-/// Dumps the tasks one after the other (`criu dump -R`) and writes `pvmmeta` and `pvmheld`
-/// next to each image (on a thread: CRIU takes tens of ms per task).
+/// Dumps the tasks (`criu dump -R`, all at once: the freeze of a host with several tasks is
+/// its slowest dump, not their sum) and writes `pvmmeta` and `pvmheld` next to each image (on
+/// a thread: CRIU takes tens of ms per task).
 fn run_dumps(op: i32, epoch: i32, me: u32, jobs: Vec<DumpJob>) -> DumpsDone {
     let mut d = DumpsDone::default_for(op, epoch);
     let host = pvm_migration::Host {
@@ -2036,11 +2037,30 @@ fn run_dumps(op: i32, epoch: i32, me: u32, jobs: Vec<DumpJob>) -> DumpsDone {
         addr: std::net::Ipv4Addr::LOCALHOST,
     };
     let t0 = Instant::now();
-    for j in jobs {
-        let dir = storage_root().join(&j.name);
-        let _ = std::fs::remove_dir_all(&dir);
+    let n = jobs.len();
+    let results: Vec<(DumpJob, Result<pvm_migration::Dumped, String>)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = jobs
+            .into_iter()
+            .map(|j| {
+                let host = &host;
+                sc.spawn(move || {
+                    let dir = storage_root().join(&j.name);
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let res = super::migrate::criu_handle()
+                        .and_then(|c| c.dump(j.pid as u32, host, &dir, true, STREAM_LIMIT))
+                        .map_err(|e| e.to_string());
+                    (j, res)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    if results.len() != n {
+        d.err = Some("a dump thread panicked".into());
+    }
+    for (j, res) in results {
         d.nheld += j.pending;
-        let res = super::migrate::criu_handle().and_then(|c| c.dump(j.pid as u32, &host, &dir, true, STREAM_LIMIT));
+        let dir = storage_root().join(&j.name);
         match res {
             Ok(x) => {
                 d.frozen = d.frozen.max(x.frozen.unwrap_or_default());
@@ -2048,8 +2068,8 @@ fn run_dumps(op: i32, epoch: i32, me: u32, jobs: Vec<DumpJob>) -> DumpsDone {
                 if let Err(e) = std::fs::write(dir.join("pvmmeta"), j.meta.emit())
                     .and_then(|()| write_held(&dir.join("pvmheld"), &j.held))
                 {
-                    d.err = Some(format!("{}: {e}", dir.display()));
-                    break;
+                    d.err.get_or_insert(format!("{}: {e}", dir.display()));
+                    continue;
                 }
                 d.copies.push(Copy {
                     tid: j.tid,
@@ -2058,8 +2078,7 @@ fn run_dumps(op: i32, epoch: i32, me: u32, jobs: Vec<DumpJob>) -> DumpsDone {
                 });
             }
             Err(e) => {
-                d.err = Some(format!("dump of t{:x}: {e}", j.tid.bits()));
-                break;
+                d.err.get_or_insert(format!("dump of t{:x}: {e}", j.tid.bits()));
             }
         }
     }
