@@ -473,3 +473,56 @@ fn app_restarts_by_command_after_a_worker_is_killed() {
         measurements(&c, &text)
     );
 }
+
+/// Without automatic restart: a worker host is killed (-9), the master waits for its worker
+/// for ever, and `pvm-migrate restart --app` rolls the application back. The coordinator does
+/// not know yet that the host is dead; its first attempt finds out (the host does not answer
+/// the rollback) and it plans again without it, for the same caller.
+#[test]
+fn app_restarts_by_command_after_a_worker_host_is_killed() {
+    let exe = build_job();
+    let migrate = build_migrate();
+    let (c, _m) = machine("mc", 3);
+    let marker = c.dir.path().join("marker");
+    let mut job = start_job(&c, &exe, 3, &marker);
+    let e2 = job.wait_for("epoch 2 at round", Duration::from_secs(60));
+    assert!(e2.is_some(), "no second checkpoint\n{}\n{}", job.text(), c.logs());
+    let master = job.wait_for("master t", Duration::from_secs(1)).unwrap();
+    let tid = master
+        .split_whitespace()
+        .find(|w| w.starts_with('t') && w.len() > 1)
+        .unwrap()
+        .to_string();
+    for pid in c.pids(3) {
+        send_signal(pid, libc::SIGKILL);
+    }
+    let _ = std::fs::remove_dir_all(c.host(3).tmp.path().join("pvmapp"));
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let mut cmd = c.command(1, &migrate);
+    cmd.args(["restart", "--app", &tid]).env("LD_LIBRARY_PATH", shim_dir());
+    let out = cmd.output().expect("pvm-migrate");
+    let took = t.elapsed();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}\n{}\n{}", job.text(), c.logs());
+    let res = job.wait_for("result bad", Duration::from_secs(60));
+    let text = job.text();
+    let logs = app_log_lines(&c);
+    eprintln!("{said}\n{text}\n{logs}");
+    assert_eq!(
+        res.unwrap_or_else(|| panic!("no result\n{text}\n{}\n{}", c.logs(), restore_logs(&c))),
+        format!("result bad 0 total {}", expected_total(2)),
+        "{text}\n{}",
+        c.logs()
+    );
+    assert!(
+        logs.lines()
+            .any(|l| !l.starts_with("h3") && l.contains(": tc") && l.contains(" restored from ")),
+        "the worker of host 3 was not restored elsewhere\n{logs}"
+    );
+    eprintln!(
+        "MEASURED by command after a host kill: pvm-migrate restart --app answered after {} ms; {}",
+        took.as_millis(),
+        measurements(&c, &text)
+    );
+}

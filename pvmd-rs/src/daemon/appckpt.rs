@@ -170,7 +170,9 @@ struct Coord {
     t0: Instant,
     t_stage: Instant,
     /// restore wids -> tid
-    restores: HashMap<i32, Tid>,
+    restores: HashMap<i32, (Tid, u32)>,
+    /// Restarts already tried for this request (a host died during them).
+    tries: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -794,6 +796,7 @@ impl<A: AuthFiles> Daemon<A> {
             t0: Instant::now(),
             t_stage: Instant::now(),
             restores: HashMap::new(),
+            tries: 0,
         });
         Self::app_log(
             format!(
@@ -972,7 +975,7 @@ impl<A: AuthFiles> Daemon<A> {
                 let sends: Vec<(Tid, u32, i32)> = placement.into_iter().map(|(t, h)| (t, h, self.app_wid())).collect();
                 if let Some(c) = self.app.coord.as_mut() {
                     for (tid, host, wid) in &sends {
-                        c.restores.insert(*wid, *tid);
+                        c.restores.insert(*wid, (*tid, *host));
                         c.waiting.insert(*host);
                     }
                 }
@@ -1086,6 +1089,19 @@ impl<A: AuthFiles> Daemon<A> {
                 out,
             );
         }
+        // A host died while the application was restarting: plan again from the surviving
+        // hosts (the placement changes), a few times, for the same caller.
+        if c.restart && cc == PvmError::HostFail.code() && c.tries < 3 {
+            Self::app_log(
+                format!("restart of t{:x}: trying again without the dead host", c.root.bits()),
+                out,
+            );
+            self.app_restart(c.root.0, c.requester.clone(), out);
+            if let Some(n) = self.app.coord.as_mut() {
+                n.tries = c.tries + 1;
+            }
+            return;
+        }
         if let Some(rq) = &c.requester {
             self.app_answer(rq, cc, if cc == 0 { c.epoch } else { 0 }, out);
         }
@@ -1118,10 +1134,15 @@ impl<A: AuthFiles> Daemon<A> {
         self.app_part_progress(out);
         // Coordinator: an operation waiting for it fails.
         if let Some(c) = self.app.coord.as_mut() {
-            if c.waiting.remove(&host) || c.hosts.contains(&host) {
+            let restores = c.restores.len();
+            c.restores.retain(|_, r| r.1 != host);
+            if c.waiting.remove(&host) || c.hosts.contains(&host) || c.restores.len() != restores {
                 c.hosts.remove(&host);
                 if c.failed.is_none() {
                     c.failed = Some((PvmError::HostFail.code(), format!("host {host} died")));
+                }
+                if c.stage == Stage::Restore && c.restores.is_empty() {
+                    c.waiting.clear();
                 }
                 if c.waiting.is_empty() {
                     self.app_next_stage(out);
@@ -1188,7 +1209,9 @@ impl<A: AuthFiles> Daemon<A> {
                 if op != c.op || c.stage != Stage::Restore {
                     return;
                 }
-                let Some(tid) = c.restores.remove(&wid) else { return };
+                let Some((tid, _)) = c.restores.remove(&wid) else {
+                    return;
+                };
                 if cc < 0 && c.failed.is_none() {
                     c.failed = Some((cc, format!("host {from} could not restore t{:x}", tid.bits())));
                 }
@@ -1227,6 +1250,17 @@ impl<A: AuthFiles> Daemon<A> {
                 self.app_part_reply(coord, wid, rep(0, items), out);
             }
             phase::BEGIN | phase::ROLLBACK => {
+                if q.phase == phase::ROLLBACK
+                    && self
+                        .app
+                        .part
+                        .as_ref()
+                        .is_some_and(|p| p.coord == coord && p.kind == PartKind::Rollback)
+                {
+                    // The coordinator planned the restart again: this rollback replaces ours
+                    // (tasks still dying stay quiet when they go).
+                    self.app.part = None;
+                }
                 if self.app.part.is_some() {
                     Self::app_log(
                         format!("op {} from host {coord}: another operation is running", q.op),
@@ -1457,6 +1491,9 @@ impl<A: AuthFiles> Daemon<A> {
             out.push(Out::Close(c));
         }
         self.app.parking.remove(&local);
+        // A task restored by an attempt that did not reach its resume gets no ticket.
+        let index = self.host.index;
+        self.app.restored.retain(|r| super::task_key(index, r.tid) != local);
         if forked && pid > 0 {
             kill_tree(pid);
             self.app.dying.insert(local);
