@@ -147,7 +147,7 @@ pub fn run(tid: i32, op: Op<'_>) -> Result<(), String> {
         ))
     } else {
         match op {
-            Op::Migrate(_) => println!("pvm-migrate: t{tid:x} now runs on the host of pvmd t{cc:x} ({ms} ms)"),
+            Op::Migrate(_) => println!("pvm-migrate: t{tid:x} now runs on host t{cc:x} ({ms} ms)"),
             _ => println!("pvm-migrate: t{tid:x} epoch {cc} ({ms} ms)"),
         }
         Ok(())

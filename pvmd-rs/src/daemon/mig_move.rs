@@ -71,6 +71,13 @@ const KIND_EXITED: i32 = 2;
 const CRIU_LIMIT: Duration = Duration::from_secs(60);
 /// Longest wait for the task's output pipes to be read empty before the dump.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// How long the target may take to answer DM_MIGPREP.
+const PREP_LIMIT: Duration = Duration::from_secs(30);
+/// How long a task may take to reach its safe point after TC_MARK (a task computing outside
+/// the library does not park before its next library call).
+const PARK_LIMIT: Duration = Duration::from_secs(10);
+/// How long a move may wait for DM_MIGDONE after its dump.
+const DONE_LIMIT: Duration = Duration::from_secs(180);
 /// Most bytes of relays waiting for room in the datagram layer's queues (then they are dropped,
 /// with a log line).
 const BACKLOG_MAX: usize = 64 << 20;
@@ -208,6 +215,10 @@ struct OutOp {
     lazy: Option<SocketAddrV4>,
     /// Post-copy: set when the target gave up, so the page server stops at once.
     cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// When the current stage began (its time limit runs from here).
+    t_stage: Instant,
+    /// The time limit of the current stage has been dealt with.
+    timed_out: bool,
 }
 
 /// A move in progress, on the target.
@@ -621,6 +632,96 @@ impl<A: AuthFiles> Daemon<A> {
             crc: 0,
         };
         n.ep.send_message(now, host, me, Tid::pvmd(host), h, body)
+    }
+
+    /// The time limit of a move's current stage, if it has one that is still to be dealt with.
+    fn stage_deadline(o: &OutOp) -> Option<Instant> {
+        if o.timed_out {
+            return None;
+        }
+        match o.stage {
+            Stage::Prep => Some(o.t_stage + PREP_LIMIT),
+            Stage::Parking => Some(o.t_stage + PARK_LIMIT),
+            Stage::Restoring => Some(o.t_stage + DONE_LIMIT),
+            Stage::Parked | Stage::Dumping => None, // the EOF follows; CRIU steps are bounded
+        }
+    }
+
+    /// Hook of `net_deadline()`: the next time limit of a move, from now.
+    pub(super) fn mig_deadline(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.mig
+            .mv
+            .outs
+            .values()
+            .filter_map(Self::stage_deadline)
+            .min()
+            .map(|t| t.saturating_duration_since(now))
+    }
+
+    /// Hook of `net_timeout()`: moves past the time limit of their stage give up, the task
+    /// running on where it was whenever it can.
+    pub(super) fn mig_timers(&mut self, out: &mut Vec<Out>) {
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .mig
+            .mv
+            .outs
+            .iter()
+            .filter(|(_, o)| Self::stage_deadline(o).is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            let Some(o) = self.mig.mv.outs.get_mut(&key) else {
+                continue;
+            };
+            o.timed_out = true;
+            let (tid, target, op, stage) = (o.tid, o.target, o.op, o.stage);
+            let lazy = o.info.as_ref().is_some_and(|i| i.lazy);
+            match stage {
+                Stage::Prep | Stage::Parking => {
+                    // Not parked: held messages go to it now; a TM_PARK that comes later is
+                    // refused and the library carries on connected.
+                    let o = self.mig.mv.outs.remove(&key).expect("listed");
+                    let (e, why) = if stage == Stage::Prep {
+                        (
+                            PvmError::HostFail,
+                            format!("host {target} did not answer DM_MIGPREP in {PREP_LIMIT:?}"),
+                        )
+                    } else {
+                        (
+                            PvmError::SysErr,
+                            format!("t{:x} did not park within {PARK_LIMIT:?}", tid.bits()),
+                        )
+                    };
+                    out.push(Out::Log(format!("mig: move of t{:x} given up: {why}", tid.bits())));
+                    self.send_migdone(target, op, tid, PvmError::SysErr.code(), 0, out);
+                    self.answer_asker(&o.asker, e.code(), 0, out);
+                    self.release_held(key, o.held, out);
+                }
+                Stage::Restoring if lazy => {
+                    out.push(Out::Log(format!(
+                        "mig: no DM_MIGDONE for t{:x} in {DONE_LIMIT:?}; stopping its page server",
+                        tid.bits()
+                    )));
+                    if let Some(o) = self.mig.mv.outs.get_mut(&key) {
+                        o.cancelled = Some(format!("no DM_MIGDONE from host {target}"));
+                        o.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                Stage::Restoring => {
+                    let o = self.mig.mv.outs.remove(&key).expect("listed");
+                    out.push(Out::Log(format!(
+                        "mig: no DM_MIGDONE for t{:x} in {DONE_LIMIT:?}; restoring it here",
+                        tid.bits()
+                    )));
+                    self.send_migdone(target, op, tid, PvmError::SysErr.code(), 0, out);
+                    let keys = o.info.as_ref().map(|i| i.keys.clone()).unwrap_or_default();
+                    self.restore_here(key, o, keys, out);
+                }
+                Stage::Parked | Stage::Dumping => {}
+            }
+        }
     }
 
     /// Hook after the datagram layer ran (acks may have made room): sends waiting relays.
@@ -1245,6 +1346,8 @@ impl<A: AuthFiles> Daemon<A> {
                 old_exited: false,
                 lazy,
                 cancel: Default::default(),
+                t_stage: Instant::now(),
+                timed_out: false,
             },
         );
     }
@@ -1591,6 +1694,7 @@ impl<A: AuthFiles> Daemon<A> {
         };
         let op = o.op;
         o.stage = Stage::Parking;
+        o.t_stage = Instant::now();
         o.t_mark = Some(Instant::now());
         let tid = o.tid;
         let mut w = XdrWriter::new();
@@ -1796,6 +1900,7 @@ impl<A: AuthFiles> Daemon<A> {
                     info.stream.as_millis()
                 )));
                 o.stage = Stage::Restoring;
+                o.t_stage = Instant::now();
                 o.info = Some(info);
             }
             Err(e) if e.alive => {
@@ -1877,6 +1982,8 @@ impl<A: AuthFiles> Daemon<A> {
             OutOp {
                 target: me,
                 stage: Stage::Restoring,
+                // The local restore is bounded by CRIU's limit and ends with the helper.
+                timed_out: true,
                 ..o
             },
         );
@@ -2094,7 +2201,9 @@ impl<A: AuthFiles> Daemon<A> {
             freeze.as_millis(),
             total.as_millis()
         )));
-        self.answer_asker(&o.asker, 0, Tid::pvmd(from).0, out);
+        // The host's tid as pvm_config shows it (hi_tid), positive like any success.
+        let host_tid = (Tid::pvmd(from).bits() & !Tid::PVMD_BIT) as i32;
+        self.answer_asker(&o.asker, 0, host_tid, out);
         if !o.info.as_ref().is_some_and(|i| i.lazy) {
             let _ = std::fs::remove_dir_all(&o.dir); // post-copy: when the pages are served
         }
@@ -2397,6 +2506,59 @@ mod tests {
         d.relay_dm(2, DM_MIGFWD, vec![9; 4], &mut out);
         assert_eq!(out.len(), before + 1);
         assert_eq!(d.mig.mv.backlog[&2].len(), 1);
+    }
+
+    #[test]
+    fn a_task_that_does_not_park_in_time_is_left_where_it_is() {
+        let mut d = daemon();
+        let w = Tid::task(1, 5);
+        let key = adopt(&mut d, w);
+        let late = Instant::now()
+            .checked_sub(PARK_LIMIT + Duration::from_secs(1))
+            .unwrap_or_else(Instant::now);
+        d.mig.mv.outs.insert(
+            key,
+            OutOp {
+                op: (1 << OP_HOST_SHIFT) | 1,
+                tid: w,
+                target: 2,
+                asker: Asker::Task {
+                    conn: 7,
+                    src: Tid::task(1, 1),
+                    ctx: 0,
+                    wid: 9,
+                },
+                stage: Stage::Parking,
+                held: vec![Held::Frag(frame(w, Tid::task(1, 1), 42))],
+                held_bytes: 0,
+                t0: late,
+                t_mark: Some(late),
+                port: 0,
+                dir: PathBuf::new(),
+                info: None,
+                cancelled: None,
+                old_exited: false,
+                lazy: None,
+                cancel: Default::default(),
+                t_stage: late,
+                timed_out: false,
+            },
+        );
+        assert_eq!(d.mig_deadline(), Some(Duration::ZERO));
+        let mut out = Vec::new();
+        d.mig_timers(&mut out);
+        assert!(d.mig.mv.outs.is_empty(), "given up");
+        assert_eq!(d.mig_deadline(), None);
+        let reply = out
+            .iter()
+            .find_map(|o| match o {
+                Out::Send(7, b) => Some(b),
+                _ => None,
+            })
+            .expect("the requester is answered");
+        let cc = i32::from_be_bytes(reply[16 + MSGHDR_LEN..16 + MSGHDR_LEN + 4].try_into().unwrap());
+        assert_eq!(cc, PvmError::SysErr.code());
+        assert_eq!(pending_values(&d, key), vec![42], "what was held goes to the task");
     }
 
     #[test]

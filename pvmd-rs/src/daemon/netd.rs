@@ -346,14 +346,19 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// When the endpoint next needs [`Self::net_timeout`], as time from now.
     pub fn net_deadline(&self) -> Option<std::time::Duration> {
+        let mig = self.mig_deadline(); // mig_move.rs: time limits of moves
         let n = self.net.as_ref()?;
         let t = match (n.ep.poll_timeout(), n.config_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let t = t.map(|t| t.saturating_since(n.now()));
-        match (t, self.app_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)), // appckpt.rs hook: host watch
+        // mig_move.rs: time limits of moves; appckpt.rs hook: host watch and stage limits.
+        let extra = match (mig, self.app_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (t.map(|t| t.saturating_since(n.now())), extra) {
+            (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
@@ -376,6 +381,7 @@ impl<A: AuthFiles> Daemon<A> {
         self.app_tick(&mut out); // appckpt.rs hook: host watch
         self.net_events(&mut out);
         self.mig_drain_backlog(&mut out); // mig_move.rs: relays that waited for queue room
+        self.mig_timers(&mut out); // mig_move.rs: moves past their time limits
         out
     }
 
