@@ -132,10 +132,20 @@ pub fn safe_point(l: &mut Lib) -> Result<(), i32> {
     l.pvmd = None;
     let ticket = std::path::PathBuf::from(pvm_tmp()).join(format!("pvmresume.t{me:x}"));
     let t0 = Instant::now();
+    let mut told = false;
     let text = loop {
         if let Ok(t) = std::fs::read_to_string(&ticket) {
             let _ = std::fs::remove_file(&ticket);
             break t;
+        }
+        if !told && t0.elapsed() > Duration::from_secs(10) {
+            // Once, so that a checkpoint or move that never lets the task go can be told
+            // from a task that is gone (its output reaches whoever collects it).
+            logerror(&format!(
+                "park: still waiting for the resume ticket {}\n",
+                ticket.display()
+            ));
+            told = true;
         }
         if t0.elapsed() > TICKET_LIMIT {
             logerror(&format!(

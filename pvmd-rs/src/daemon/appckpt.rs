@@ -1469,8 +1469,14 @@ impl<A: AuthFiles> Daemon<A> {
             let Some(t) = self.tasks.get(l) else { continue };
             let tid = self.app_tid_of(*l);
             let text = format!("continue {} {}\n", t.cookie, p.epoch);
-            if let Err(e) = write_ticket(&resume_ticket(&self.app.tmp_of(*l), tid), &text) {
+            let path = resume_ticket(&self.app.tmp_of(*l), tid);
+            if let Err(e) = write_ticket(&path, &text) {
                 Self::app_log(format!("can't write the ticket of t{:x}: {e}", tid.bits()), out);
+            } else if self.debug & 0x4 != 0 {
+                Self::app_log(
+                    format!("t{:x}: ticket {} ({})", tid.bits(), path.display(), text.trim_end()),
+                    out,
+                );
             }
             resumed += 1;
         }
