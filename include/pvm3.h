@@ -250,6 +250,18 @@
 
 #define PvmDupEntry PvmDenied
 
+/**
+ * pvm-rs only, `pvm_checkpoint` flag: checkpoint the whole application rooted at the tid
+ * (it and every task spawned from it, on every host), each image copied to another host.
+ */
+#define PvmCkptApp 1
+
+/**
+ * pvm-rs only, `pvm_checkpoint` flag with PvmCkptApp: when a host of the application dies,
+ * restart it from its last complete checkpoint on the surviving hosts.
+ */
+#define PvmCkptAutoRestart 2
+
 #define PVM_STR 0
 
 #define PVM_BYTE 1
@@ -611,14 +623,18 @@ extern int pvm_migrate(int tid, const char *host);
 
 /**
  * pvm-rs only: checkpoints task `tid` (spawned on this host, on pvm-rs's library) with
- * CRIU and lets it run on; `flags` must be 0. Returns the epoch; PvmNotImpl at once where
- * impossible; docs/migration.md.
+ * CRIU and lets it run on; `flags` 0. With PvmCkptApp (| PvmCkptAutoRestart): a
+ * consistent checkpoint of the application rooted at `tid` (normally the master's own
+ * tid), images copied to another host. Returns the epoch once it is complete (also after
+ * a restart from it); PvmNotImpl at once where impossible; docs/migration.md.
  */
 extern int pvm_checkpoint(int tid, int flags);
 
 /**
  * pvm-rs only: restarts task `tid`, whose process is gone, from its last checkpoint on
- * this host as the same tid (`epoch` -1 = the last); returns the epoch.
+ * this host as the same tid (`epoch` -1 = the last); returns the epoch. For the root of
+ * an application checkpointed with PvmCkptApp through this host's pvmd: the whole
+ * application rolls back to its last complete checkpoint.
  */
 extern int pvm_restart(int tid, int epoch);
 

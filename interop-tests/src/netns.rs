@@ -30,6 +30,8 @@ pub struct Cluster {
     /// Directory with the rsh script, hostfiles and the examples' $HOME.
     pub dir: TmpDir,
     pub home: PathBuf,
+    /// Enter hosts with `nsenter --net` instead of `ip netns exec` (see [`Cluster::use_nsenter`]).
+    nsenter: bool,
 }
 
 fn ip(args: &[&str]) {
@@ -65,6 +67,7 @@ impl Cluster {
             hosts: Vec::new(),
             dir,
             home,
+            nsenter: false,
         };
         // Created before anything can fail, so Drop cleans up whatever exists.
         ip(&["netns", "add", &c.sw]);
@@ -94,6 +97,14 @@ impl Cluster {
         c
     }
 
+    /// From now on, commands and the rsh stand-in enter a host with `nsenter --net` only:
+    /// `ip netns exec` also makes a new mount namespace per call, and CRIU refuses to dump a
+    /// task living in a mount namespace other than its own (lab CKPT-REPORT).
+    pub fn use_nsenter(&mut self) {
+        self.nsenter = true;
+        self.write_rsh();
+    }
+
     pub fn host(&self, k: usize) -> &NsHost {
         &self.hosts[k - 1]
     }
@@ -119,8 +130,9 @@ impl Cluster {
             "#!/bin/sh\nhost=$1; shift\nwhile [ $# -gt 1 ]; do case $1 in -l) shift 2;; -n) shift;; *) break;; esac; done\n\
              case $host in\n{cases}  *) echo \"rsh: unknown host $host\" >&2; exit 1;;\nesac\n\
              echo \"$host: $1\" >> {log}\n\
-             exec ip netns exec $ns env PVM_TMP=$tmp PVM_ALLOW_ROOT=1 PVM_ROOT={root} HOME={home} PVM_RSH=$0 /bin/sh -c \"$1\"\n",
+             exec {enter} env PVM_TMP=$tmp PVM_ALLOW_ROOT=1 PVM_ROOT={root} HOME={home} PVM_RSH=$0 /bin/sh -c \"$1\"\n",
             log = log.display(),
+            enter = if self.nsenter { "nsenter --net=/run/netns/$ns" } else { "ip netns exec $ns" },
             root = LEGACY_ROOT,
             home = self.home.display()
         );
@@ -159,9 +171,16 @@ impl Cluster {
     /// A command run inside host `k` with the PVM environment of that host.
     pub fn command(&self, k: usize, program: &Path) -> Command {
         let h = self.host(k);
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &h.ns])
-            .arg(program)
+        let mut c = if self.nsenter {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{}", h.ns));
+            c
+        } else {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &h.ns]);
+            c
+        };
+        c.arg(program)
             .env("PVM_TMP", h.tmp.path())
             .env("PVM_ALLOW_ROOT", "1")
             .env("PVM_ROOT", LEGACY_ROOT)

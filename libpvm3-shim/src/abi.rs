@@ -112,6 +112,12 @@ pub const PvmParentNotSet: c_int = -35;
 pub const PvmIPLoopback: c_int = -36;
 pub const PvmNoEntry: c_int = PvmNotFound;
 pub const PvmDupEntry: c_int = PvmDenied;
+/// pvm-rs only, `pvm_checkpoint` flag: checkpoint the whole application rooted at the tid
+/// (it and every task spawned from it, on every host), each image copied to another host.
+pub const PvmCkptApp: c_int = 1;
+/// pvm-rs only, `pvm_checkpoint` flag with PvmCkptApp: when a host of the application dies,
+/// restart it from its last complete checkpoint on the surviving hosts.
+pub const PvmCkptAutoRestart: c_int = 2;
 pub const PVM_STR: c_int = 0;
 pub const PVM_BYTE: c_int = 1;
 pub const PVM_SHORT: c_int = 2;
@@ -304,10 +310,14 @@ extern "C" {
     /// docs/migration.md.
     pub fn pvm_migrate(tid: c_int, host: *const c_char) -> c_int;
     /// pvm-rs only: checkpoints task `tid` (spawned on this host, on pvm-rs's library) with
-    /// CRIU and lets it run on; `flags` must be 0. Returns the epoch; PvmNotImpl at once where
-    /// impossible; docs/migration.md.
+    /// CRIU and lets it run on; `flags` 0. With PvmCkptApp (| PvmCkptAutoRestart): a
+    /// consistent checkpoint of the application rooted at `tid` (normally the master's own
+    /// tid), images copied to another host. Returns the epoch once it is complete (also after
+    /// a restart from it); PvmNotImpl at once where impossible; docs/migration.md.
     pub fn pvm_checkpoint(tid: c_int, flags: c_int) -> c_int;
     /// pvm-rs only: restarts task `tid`, whose process is gone, from its last checkpoint on
-    /// this host as the same tid (`epoch` -1 = the last); returns the epoch.
+    /// this host as the same tid (`epoch` -1 = the last); returns the epoch. For the root of
+    /// an application checkpointed with PvmCkptApp through this host's pvmd: the whole
+    /// application rolls back to its last complete checkpoint.
     pub fn pvm_restart(tid: c_int, epoch: c_int) -> c_int;
 }

@@ -132,10 +132,20 @@ pub fn safe_point(l: &mut Lib) -> Result<(), i32> {
     l.pvmd = None;
     let ticket = std::path::PathBuf::from(pvm_tmp()).join(format!("pvmresume.t{me:x}"));
     let t0 = Instant::now();
+    let mut told = false;
     let text = loop {
         if let Ok(t) = std::fs::read_to_string(&ticket) {
             let _ = std::fs::remove_file(&ticket);
             break t;
+        }
+        if !told && t0.elapsed() > Duration::from_secs(10) {
+            // Once, so that a checkpoint or move that never lets the task go can be told
+            // from a task that is gone (its output reaches whoever collects it).
+            logerror(&format!(
+                "park: still waiting for the resume ticket {}\n",
+                ticket.display()
+            ));
+            told = true;
         }
         if t0.elapsed() > TICKET_LIMIT {
             logerror(&format!(
@@ -335,8 +345,12 @@ pub unsafe extern "C" fn pvm_restart(tid: c_int, epoch: c_int) -> c_int {
     r.unwrap_or_else(|e| lpvmerr("pvm_restart", e))
 }
 
+/// `pvm_checkpoint` flags (abi.rs PvmCkptApp, PvmCkptAutoRestart).
+const CKPT_APP: c_int = 1;
+const CKPT_AUTO: c_int = 2;
+
 fn checkpoint(tid: c_int, flags: c_int) -> Result<c_int, c_int> {
-    if tid <= 0 || flags != 0 {
+    if tid <= 0 || (flags != 0 && flags != CKPT_APP && flags != CKPT_APP | CKPT_AUTO) {
         return Err(E_BADPARAM);
     }
     with_r(|l| {
@@ -345,7 +359,13 @@ fn checkpoint(tid: c_int, flags: c_int) -> Result<c_int, c_int> {
             return Err(E_NOTIMPL);
         }
         let mut p = xdr();
-        p.pk_int(&[0, 0, tid, 0]).map_err(|_| E_SYSERR)?;
+        // Scope 1 (application), one copy on another host, the flags (auto restart).
+        let body: &[i32] = if flags & CKPT_APP != 0 {
+            &[0, 1, tid, 1, flags]
+        } else {
+            &[0, 0, tid, 0]
+        };
+        p.pk_int(body).map_err(|_| E_SYSERR)?;
         let m = l.msendrecv(TIDPVMD, TM_CKPT, SYSCTX_TM, p.body())?;
         let b = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
         let mut u = b.unpacker();
@@ -360,7 +380,8 @@ fn checkpoint(tid: c_int, flags: c_int) -> Result<c_int, c_int> {
 }
 
 /// Checkpoints task `tid` (on this host, spawned by its pvmd, on this library) and lets it run
-/// on; `flags` must be 0. Returns the checkpoint's epoch once the task runs again; PvmNotImpl
+/// on; `flags` 0, or PvmCkptApp (| PvmCkptAutoRestart) for the whole application rooted at
+/// `tid` (docs/extensions.md, "Application checkpoint"). Returns the checkpoint's epoch once the task runs again; PvmNotImpl
 /// at once where that is impossible (the pvmd's log says why). pvm-rs only.
 #[no_mangle]
 pub unsafe extern "C" fn pvm_checkpoint(tid: c_int, flags: c_int) -> c_int {

@@ -1,6 +1,12 @@
 //! pvm-migrate: the migration driver from the command line.
 //!
 //!   pvm-migrate probe                      what CRIU can do here, with reasons
+//!   pvm-migrate checkpoint [--app [--auto]] TID
+//!                                          checkpoint a task, or the application rooted at
+//!                                          TID (images copied to another host; --auto:
+//!                                          restart it by itself when one of its hosts dies)
+//!   pvm-migrate restart [--app] TID        restart a task / roll the application back to its
+//!                                          last complete checkpoint
 //!   pvm-migrate bench [MB..] [--runs N] [--rate R] [--limit S]
 //!                                          migrate mighog between two fresh namespace hosts
 //!                                          (post-copy and stop-and-copy) and compare with a
@@ -265,15 +271,26 @@ fn main() -> ExitCode {
             }
         },
         Some(cmd @ ("migrate" | "checkpoint" | "restart")) => {
-            let tid = args.get(1).and_then(|t| pvmcmd::parse_tid(t));
-            let op = match (cmd, args.get(2)) {
+            // `--app` (whole application rooted at TID) and `--auto` (restart it automatically
+            // after a host failure) may stand anywhere after the command.
+            let app = args.iter().any(|a| a == "--app");
+            let auto = args.iter().any(|a| a == "--auto");
+            let rest: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with("--")).collect();
+            let tid = rest.first().and_then(|t| pvmcmd::parse_tid(t));
+            let op = match (cmd, rest.get(1)) {
                 ("migrate", Some(h)) => Some(pvmcmd::Op::Migrate(h)),
-                ("checkpoint", _) => Some(pvmcmd::Op::Checkpoint),
-                ("restart", _) => Some(pvmcmd::Op::Restart),
+                ("checkpoint", _) => Some(pvmcmd::Op::Checkpoint(match (app, auto) {
+                    (false, _) => 0,
+                    (true, false) => 1,
+                    (true, true) => 3,
+                })),
+                ("restart", _) => Some(pvmcmd::Op::Restart { app }),
                 _ => None,
             };
             let (Some(tid), Some(op)) = (tid, op) else {
-                eprintln!("usage: pvm-migrate migrate TID HOST | checkpoint TID | restart TID");
+                eprintln!(
+                    "usage: pvm-migrate migrate TID HOST | checkpoint [--app [--auto]] TID | restart [--app] TID"
+                );
                 return ExitCode::from(2);
             };
             match pvmcmd::run(tid, op) {
@@ -286,7 +303,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: pvm-migrate probe | migrate TID HOST | checkpoint TID | restart TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3]"
+                "usage: pvm-migrate probe | migrate TID HOST | checkpoint [--app [--auto]] TID | restart [--app] TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3]"
             );
             ExitCode::from(2)
         }

@@ -52,8 +52,14 @@ pub fn parse_tid(s: &str) -> Option<i32> {
 /// What the command asks for.
 pub enum Op<'a> {
     Migrate(&'a str),
-    Checkpoint,
-    Restart,
+    /// `pvm_checkpoint` flags: 0 one task, 1 the application rooted at the tid, 3 with
+    /// automatic restart after a host failure.
+    Checkpoint(i32),
+    /// `app`: the application rooted at the tid rolls back (the pvmd decides from its
+    /// records; the call is the same).
+    Restart {
+        app: bool,
+    },
 }
 
 /// Runs the command; progress goes to stdout, the outcome is the return value.
@@ -70,8 +76,8 @@ pub fn run(tid: i32, op: Op<'_>) -> Result<(), String> {
     };
     let name = match op {
         Op::Migrate(_) => "pvm_migrate",
-        Op::Checkpoint => "pvm_checkpoint",
-        Op::Restart => "pvm_restart",
+        Op::Checkpoint(_) => "pvm_checkpoint",
+        Op::Restart { .. } => "pvm_restart",
     };
     let Some(call) = lib.sym(name) else {
         return Err(format!(
@@ -113,13 +119,21 @@ pub fn run(tid: i32, op: Op<'_>) -> Result<(), String> {
             let f = unsafe { std::mem::transmute::<*mut c_void, MigrateFn>(call) };
             unsafe { f(tid, h.as_ptr()) }
         }
-        Op::Checkpoint => {
-            println!("pvm-migrate: t{me:x} asks its pvmd to checkpoint t{tid:x}");
+        Op::Checkpoint(flags) => {
+            if flags & 1 != 0 {
+                println!("pvm-migrate: t{me:x} asks its pvmd to checkpoint the application rooted at t{tid:x} (flags {flags})");
+            } else {
+                println!("pvm-migrate: t{me:x} asks its pvmd to checkpoint t{tid:x}");
+            }
             let f = unsafe { std::mem::transmute::<*mut c_void, SetoptFn>(call) };
-            unsafe { f(tid, 0) }
+            unsafe { f(tid, flags) }
         }
-        Op::Restart => {
-            println!("pvm-migrate: t{me:x} asks its pvmd to restart t{tid:x} from its last checkpoint");
+        Op::Restart { app } => {
+            if app {
+                println!("pvm-migrate: t{me:x} asks its pvmd to restart the application rooted at t{tid:x} from its last complete checkpoint");
+            } else {
+                println!("pvm-migrate: t{me:x} asks its pvmd to restart t{tid:x} from its last checkpoint");
+            }
             let f = unsafe { std::mem::transmute::<*mut c_void, SetoptFn>(call) };
             unsafe { f(tid, -1) }
         }

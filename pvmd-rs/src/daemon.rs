@@ -25,6 +25,7 @@ pub mod master;
 pub mod netd;
 mod xcaps;
 // Migration extensions (docs/migration.md).
+pub mod appckpt;
 pub mod mig_move;
 pub mod migrate;
 mod rm;
@@ -252,6 +253,8 @@ pub struct Daemon<A: AuthFiles> {
     rm: rm::RmState,
     /// Trace events of the daemon itself (daemon/tev.rs).
     tev: tev::TevState,
+    /// Whole-application checkpoint and restart (daemon/appckpt.rs).
+    app: appckpt::AppState,
 }
 
 /// What the notify table needs to know about this host.
@@ -321,6 +324,7 @@ impl<A: AuthFiles> Daemon<A> {
             mig: migrate::MigState::default(),
             rm: rm::RmState::default(),
             tev: tev::TevState::default(),
+            app: appckpt::AppState::default(),
         }
     }
 
@@ -1351,6 +1355,9 @@ impl<A: AuthFiles> Daemon<A> {
     /// The process of a spawned task exited (and its output was drained).
     pub fn task_exited(&mut self, tid: Tid) -> Vec<Out> {
         let mut out = Vec::new();
+        if self.app_exited(tid, &mut out) {
+            return out; // appckpt.rs hook: killed by a rollback
+        }
         if self.mig_exit_hook(tid, &mut out) {
             return out; // mig_move.rs hook: the old process of a task that is moving
         }

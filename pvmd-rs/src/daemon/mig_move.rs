@@ -99,6 +99,8 @@ pub enum MigEvent {
     ReadyToPark { key: u32, op: i32 },
     /// A one-task checkpoint's dump ended (migrate.rs).
     Ckpt(Box<super::migrate::CkptDone>),
+    /// An application checkpoint's dumps or image stream ended (appckpt.rs).
+    App(Box<super::appckpt::AppDone>),
     /// Target: the image stream of a move arrived (or failed).
     ImageIn {
         tid: u32,
@@ -1788,6 +1790,7 @@ impl<A: AuthFiles> Daemon<A> {
             MigEvent::Dumped { key, op, res } => self.ev_dumped(key, op, res, &mut out),
             MigEvent::ImageIn { tid, op, res } => self.ev_image_in(tid, op, res, &mut out),
             MigEvent::Ckpt(c) => self.ckpt_done(*c, &mut out),
+            MigEvent::App(a) => self.app_done(*a, &mut out), // appckpt.rs
             MigEvent::ReadyToPark { key, op } => {
                 if self
                     .mig

@@ -84,6 +84,9 @@ fn probe_now() -> HostCaps {
     }
     if c.dump.ok() {
         f |= feat::CHECKPOINT;
+        if c.restore.ok() {
+            f |= feat::APP_CHECKPOINT; // appckpt.rs
+        }
     }
     if c.dirty_tracking.ok() {
         f |= feat::PRE_COPY;
@@ -125,6 +128,11 @@ fn criu() -> pvm_migration::Result<pvm_migration::Criu> {
         Some(c) => pvm_migration::Criu::with_caps(c),
         None => pvm_migration::Criu::new(),
     }
+}
+
+/// The CRIU driver for appckpt.rs.
+pub(super) fn criu_handle() -> pvm_migration::Result<pvm_migration::Criu> {
+    criu()
 }
 
 /// Starts the CRIU probe in the background (daemon start-up), so that no request waits for it.
@@ -306,6 +314,8 @@ impl<A: AuthFiles> Daemon<A> {
                 }
             }
             TM_MIGRATE => self.tm_migrate(req, out),
+            TM_CKPT if super::appckpt::is_app_ckpt(req.body) => self.app_tm_ckpt(req, out),
+            TM_RESTART if self.app_is_restart(req.body) => self.app_tm_restart(req, out),
             TM_CKPT => self.tm_ckpt(req, out),
             TM_PARK => self.tm_park(req, out),
             TM_RESTART => self.tm_restart(req, out),
@@ -398,6 +408,9 @@ impl<A: AuthFiles> Daemon<A> {
     /// The task reached its safe point: answer (the last thing on this connection; it closes
     /// after reading it).
     fn tm_park(&mut self, req: &Request, out: &mut Vec<Out>) {
+        if self.app_tm_park(req, out) {
+            return; // appckpt.rs: parking for an application checkpoint
+        }
         let key = self.key(req.src);
         let cc = if let Some(p) = self.mig.parking.get_mut(&key) {
             p.parked = true;
@@ -414,11 +427,11 @@ impl<A: AuthFiles> Daemon<A> {
     /// reconnects). Returns the bytes back when the task is not parking.
     /// Whether messages for this task are being held (the relay fast path must not bypass it).
     pub(super) fn mig_is_parking(&self, local: u32) -> bool {
-        self.mig.parking.contains_key(&local) || self.mig.mv.holds(local)
+        self.mig.parking.contains_key(&local) || self.mig.mv.holds(local) || self.app.is_parking(local)
     }
 
     pub(super) fn mig_hold(&mut self, local: u32, bytes: Vec<u8>, out: &mut Vec<Out>) -> Option<Vec<u8>> {
-        if !self.mig.parking.contains_key(&local) {
+        if !self.mig.parking.contains_key(&local) && !self.app.is_parking(local) {
             return self.mv_hold(local, bytes, out); // mig_move.rs: a task that is moving
         }
         let t = self.tasks.get_mut(&local)?;
@@ -435,6 +448,9 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// A task's connection ended (hook in `disconnected`): a parked task is dumped and let go.
     pub(super) fn mig_disconnected(&mut self, tid: Tid, out: &mut Vec<Out>) {
+        if self.app_disconnected(tid, out) {
+            return; // appckpt.rs: parked for an application checkpoint
+        }
         let Some(p) = self.mig.parking.remove(&self.key(tid)) else {
             return self.mv_disconnected(tid, out); // mig_move.rs: a task that is moving
         };

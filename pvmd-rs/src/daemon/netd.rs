@@ -352,7 +352,12 @@ impl<A: AuthFiles> Daemon<A> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        match (t.map(|t| t.saturating_since(n.now())), mig) {
+        // mig_move.rs: time limits of moves; appckpt.rs hook: host watch and stage limits.
+        let extra = match (mig, self.app_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (t.map(|t| t.saturating_since(n.now())), extra) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -373,6 +378,7 @@ impl<A: AuthFiles> Daemon<A> {
             }
         }
         self.master_timers(&mut out);
+        self.app_tick(&mut out); // appckpt.rs hook: host watch
         self.net_events(&mut out);
         self.mig_drain_backlog(&mut out); // mig_move.rs: relays that waited for queue room
         self.mig_timers(&mut out); // mig_move.rs: moves past their time limits
@@ -694,6 +700,9 @@ impl<A: AuthFiles> Daemon<A> {
         if m.header.tag == XCAPS_TAG {
             return self.xcaps_entry(host, wid, &m.body, out);
         }
+        if (super::appckpt::DM_APP_FIRST..=super::appckpt::DM_APP_LAST).contains(&m.header.tag) {
+            return self.app_dm(host, m.header.tag, wid, &m.body, out); // appckpt.rs hook
+        }
         if self.mig_dm_entry(host, wid, m.header.tag, &m.body, out) {
             return; // mig_move.rs hook: DM_MIGPREP, DM_MIGDONE, DM_TIDMOVED, DM_MIGREQ
         }
@@ -978,6 +987,7 @@ impl<A: AuthFiles> Daemon<A> {
         for p in due {
             self.send_to_task(p.watcher, p.tag, p.ctx, 0, &wire::int_body(p.on), out);
         }
+        self.app_host_gone(host, out); // appckpt.rs hook
         self.mig_host_gone(host, out); // mig_move.rs hook: moves with that host fail
     }
 

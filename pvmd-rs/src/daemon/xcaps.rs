@@ -35,6 +35,7 @@ fn body(kind: i32, window: u16, key_id: i32) -> Vec<u8> {
 impl<A: AuthFiles> Daemon<A> {
     /// Offers our window to a new peer (legacy peers ignore it).
     pub(super) fn xcaps_probe(&mut self, host: u32, out: &mut Vec<Out>) {
+        self.app_test_ext_dm(host, out); // appckpt.rs: test switch, off unless set
         if std::env::var_os("PVMD_NO_XCAPS").is_some() {
             return;
         }
