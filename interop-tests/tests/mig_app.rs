@@ -142,7 +142,15 @@ fn expected_total(nw: i64) -> i64 {
     (1..=ROUNDS).map(|r| (0..nw).map(|i| r * 7 + i).sum::<i64>()).sum()
 }
 
+/// Built once per test process: the tests run in parallel, and rebuilding the executable
+/// while another test's tasks run from it changes the file under CRIU (a restore then fails
+/// with "bad size" for the mapped binary).
 fn build_job() -> PathBuf {
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(compile_job).clone()
+}
+
+fn compile_job() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mig-app-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let c = dir.join("job.c");
