@@ -249,13 +249,20 @@ pub struct AppState {
     task_tmp: HashMap<u32, String>,
 }
 
-impl AppState {
-    /// The PVM_TMP directory task `key` looks in for its resume ticket.
-    fn tmp_of(&self, key: u32) -> String {
-        self.task_tmp
-            .get(&key)
-            .cloned()
-            .unwrap_or_else(|| std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into()))
+impl<A: AuthFiles> Daemon<A> {
+    /// The PVM_TMP directory task `key` looks in for its resume ticket: the one it started
+    /// with. A task restored by a restart has it in its metadata; any other task, including
+    /// one that arrived by a move from another host (whose PVM_TMP is the origin's), in its
+    /// environment. Using this host's PVM_TMP for a moved task left it waiting for its
+    /// ticket for ever after the first commit.
+    fn app_tmp_of(&self, key: u32) -> String {
+        if let Some(t) = self.app.task_tmp.get(&key) {
+            return t.clone();
+        }
+        match self.tasks.get(&key) {
+            Some(t) if t.pid > 0 => super::mig_move::pvm_tmp_of(t.pid).to_string_lossy().into_owned(),
+            _ => std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into()),
+        }
     }
 }
 
@@ -1310,7 +1317,11 @@ impl<A: AuthFiles> Daemon<A> {
                                 "t{:x} was not spawned by a pvmd or is not connected",
                                 tid.bits()
                             ));
-                        } else if self.mig_is_parking(*l) {
+                        } else if self.mig.is_parking(*l) || self.mig.mv.busy(*l) || self.app.is_parking(*l)
+                        {
+                            // Not `mig_is_parking`: that also counts the order gate a task keeps
+                            // for its whole stay after a move (the relay fast path must respect
+                            // it), which refused every task that had ever moved.
                             why = Some(format!("t{:x} is already parking", tid.bits()));
                         }
                     }
@@ -1469,7 +1480,7 @@ impl<A: AuthFiles> Daemon<A> {
             let Some(t) = self.tasks.get(l) else { continue };
             let tid = self.app_tid_of(*l);
             let text = format!("continue {} {}\n", t.cookie, p.epoch);
-            let path = resume_ticket(&self.app.tmp_of(*l), tid);
+            let path = resume_ticket(&self.app_tmp_of(*l), tid);
             if let Err(e) = write_ticket(&path, &text) {
                 Self::app_log(format!("can't write the ticket of t{:x}: {e}", tid.bits()), out);
             } else if self.debug & 0x4 != 0 {
@@ -1709,7 +1720,7 @@ impl<A: AuthFiles> Daemon<A> {
                 out: (t.outtid, t.outctx, t.outtag),
                 trc: (t.trctid, t.trcctx, t.trctag),
                 keys: [key(1), key(2)],
-                tmp: self.app.tmp_of(*l),
+                tmp: self.app_tmp_of(*l),
                 a_out: t.a_out.clone(),
             };
             let mut held = t.pending.clone();

@@ -317,6 +317,16 @@ impl MoveState {
     pub fn holds(&self, key: u32) -> bool {
         self.outs.get(&key).is_some_and(|o| o.stage != Stage::Prep) || self.gates.contains_key(&key)
     }
+
+    /// Whether the task under `key` is in the middle of a move, so that another operation
+    /// (a checkpoint) must not park it now: it is leaving, or it arrived and messages wait in
+    /// its order gate for a host's flush. The gate itself stays for the task's whole stay
+    /// (it is dropped when the task leaves again), so its mere presence does not count: that
+    /// refused every application checkpoint of a task that had ever moved.
+    pub fn busy(&self, key: u32) -> bool {
+        self.outs.get(&key).is_some_and(|o| o.stage != Stage::Prep)
+            || self.gates.get(&key).is_some_and(|g| !g.held.is_empty())
+    }
 }
 
 fn ints(body: &[u8], n: usize) -> Option<Vec<i32>> {
@@ -2263,7 +2273,7 @@ impl<A: AuthFiles> Daemon<A> {
 
 /// PVM_TMP of a process (where its library looks for its resume ticket), from its
 /// environment; this daemon's when unreadable.
-fn pvm_tmp_of(pid: i32) -> PathBuf {
+pub(super) fn pvm_tmp_of(pid: i32) -> PathBuf {
     if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
         for kv in env.split(|b| *b == 0) {
             if let Some(v) = kv.strip_prefix(b"PVM_TMP=") {
