@@ -455,6 +455,20 @@ fn acceptance_job_moves_checkpoints_and_survives_a_host_kill() {
     );
     // The application restarted by itself from a checkpoint after the host loss.
     assert!(dl.contains("restarting application"), "{}", dump(&job));
+    // The worker living on host 3 (its tid names another host: it had moved there) runs
+    // again on a surviving host under its tid, from the copy of its image held there; every
+    // task of the application was restored (rolled back) from the same epoch.
+    let gone = dl
+        .lines()
+        .find(|l| l.contains(" was on host 3: gone with it"))
+        .and_then(|l| l.split("mig: ").nth(1)?.split(' ').next().map(String::from))
+        .unwrap_or_else(|| panic!("no task had moved to host 3\n{dl}"));
+    assert!(
+        dl.lines()
+            .any(|l| !l.starts_with("h3") && l.contains(&format!(": {gone} restored from "))),
+        "{gone} was not restored elsewhere\n{dl}"
+    );
+    assert_eq!(dl.lines().filter(|l| l.contains(" restored from t")).count(), 4, "{dl}");
     let restart = dl
         .lines()
         .find(|l| l.contains("restart of application") && l.contains("complete"))

@@ -1317,8 +1317,7 @@ impl<A: AuthFiles> Daemon<A> {
                                 "t{:x} was not spawned by a pvmd or is not connected",
                                 tid.bits()
                             ));
-                        } else if self.mig.is_parking(*l) || self.mig.mv.busy(*l) || self.app.is_parking(*l)
-                        {
+                        } else if self.mig.is_parking(*l) || self.mig.mv.busy(*l) || self.app.is_parking(*l) {
                             // Not `mig_is_parking`: that also counts the order gate a task keeps
                             // for its whole stay after a move (the relay fast path must respect
                             // it), which refused every task that had ever moved.
@@ -1535,6 +1534,9 @@ impl<A: AuthFiles> Daemon<A> {
     pub(super) fn app_exited(&mut self, tid: Tid, out: &mut Vec<Out>) -> bool {
         let local = self.key(tid);
         if !self.app.dying.contains(&local) {
+            // A real exit: its PVM_TMP record goes (the map stays bounded by the live tasks;
+            // a later task under the same key must not inherit it).
+            self.app.task_tmp.remove(&local);
             return false;
         }
         // The output collector sees the end of this instance (the restored one announces
