@@ -430,6 +430,14 @@ fn acceptance_job_moves_checkpoints_and_survives_a_host_kill() {
         send_signal(pid, libc::SIGKILL);
     }
     let _ = std::fs::remove_dir_all(c.host(3).tmp.path().join("pvmapp"));
+    // The worker that lived on host 3 (worker 1: spawned on host 2, so its PVM_TMP is host 2's)
+    // may have been killed between a commit's `continue` ticket and its poll for it (this
+    // happened in about one run in 25 of mig_app.rs). Make that certain: its restored copy,
+    // which waits for a ticket from the same image, must not take the old one.
+    let workers = job.wait_for("] workers t", Duration::from_secs(1)).unwrap_or_default();
+    let w1 = workers.split_whitespace().nth(3).unwrap_or_else(|| panic!("{workers}"));
+    let stale = c.host(2).tmp.path().join(format!("pvmresume.{w1}"));
+    std::fs::write(&stale, "continue 12345 2\n").unwrap();
     let res = job.wait_for("result bad", Duration::from_secs(60));
     let text = job.text();
     eprintln!("{text}\n{}", daemon_lines(&c));
@@ -469,6 +477,7 @@ fn acceptance_job_moves_checkpoints_and_survives_a_host_kill() {
         "{gone} was not restored elsewhere\n{dl}"
     );
     assert_eq!(dl.lines().filter(|l| l.contains(" restored from t")).count(), 4, "{dl}");
+    assert!(dl.contains(&format!("{w1}: stale ticket ")), "{dl}");
     let restart = dl
         .lines()
         .find(|l| l.contains("restart of application") && l.contains("complete"))

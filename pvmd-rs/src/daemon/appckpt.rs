@@ -295,7 +295,9 @@ fn resume_ticket(tmp: &str, tid: Tid) -> PathBuf {
 }
 
 fn write_ticket(path: &Path, text: &str) -> std::io::Result<()> {
-    let part = path.with_extension("part");
+    // Per ticket (`with_extension` made every ticket of a directory share
+    // "pvmresume.part": two pvmds writing tickets there swapped or lost them).
+    let part = std::path::PathBuf::from(format!("{}.part", path.display()));
     std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, path))
 }
 
@@ -1944,7 +1946,7 @@ impl<A: AuthFiles> Daemon<A> {
             r.int("host").unwrap_or(0),
             r.string("name").unwrap_or_default(),
         );
-        let cc = match self.app_restore_one(tid, epoch, &name) {
+        let cc = match self.app_restore_one(tid, epoch, &name, out) {
             Ok(pid) => {
                 Self::app_log(
                     format!("op {op}: t{:x} restored from {name} (helper pid {pid})", tid.bits()),
@@ -1961,7 +1963,13 @@ impl<A: AuthFiles> Daemon<A> {
         self.app_send(from, DM_RESTORE, wid, &body, out);
     }
 
-    fn app_restore_one(&mut self, tid: Tid, epoch: i32, name: &str) -> Result<i32, (PvmError, String)> {
+    fn app_restore_one(
+        &mut self,
+        tid: Tid,
+        epoch: i32,
+        name: &str,
+        out: &mut Vec<Out>,
+    ) -> Result<i32, (PvmError, String)> {
         if !safe_name(name) {
             return Err((PvmError::BadParam, format!("bad image name {name:?}")));
         }
@@ -1990,6 +1998,18 @@ impl<A: AuthFiles> Daemon<A> {
             meta.keys[0].clone(),
             meta.keys[1].clone(),
         ];
+        // A ticket its killed instance never read (killed between a commit's `continue`
+        // ticket and its poll: kill -9 of its host right after a commit, or a rollback) would
+        // be read at once by the restored copy, which waits for a ticket from the same
+        // image: it would take the old cookie and socket and never reconnect, and the
+        // `restored` ticket written later would be left behind.
+        let stale = resume_ticket(&meta.tmp, tid);
+        if std::fs::remove_file(&stale).is_ok() {
+            Self::app_log(
+                format!("t{:x}: stale ticket {} removed", tid.bits(), stale.display()),
+                out,
+            );
+        }
         let cookie = self.next_cookie();
         let pid = self
             .launcher

@@ -2303,7 +2303,9 @@ fn write_ticket(ticket: &Path, text: &str, out: &mut Vec<Out>) {
     if let Some(d) = ticket.parent() {
         let _ = std::fs::create_dir_all(d);
     }
-    let part = ticket.with_extension("part");
+    // Per ticket (`with_extension` made every ticket of a directory share
+    // "pvmresume.part": two pvmds writing tickets there swapped or lost them).
+    let part = std::path::PathBuf::from(format!("{}.part", ticket.display()));
     if let Err(e) = std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, ticket)) {
         out.push(Out::Log(format!("mig: can't write {}: {e}", ticket.display())));
     }
