@@ -210,6 +210,14 @@ impl Drop for PipeSize {
     }
 }
 
+/// Runs `f` with fs.pipe-max-size raised to 4 MiB (where root lacks CAP_SYS_RESOURCE; shared
+/// with the post-copy steps, see [`PipeSize`]): CRIU's page pipes can then grow past 1 MiB.
+/// For measurements (`pvm-migrate bench-ckpt --big-pipes`).
+pub fn with_big_pipes<T>(raise: bool, f: impl FnOnce() -> T) -> T {
+    let _pipes = PipeSize::raise(raise);
+    f()
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     fs::read_dir(dir)
         .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())

@@ -12,9 +12,11 @@
 //!                                          (post-copy and stop-and-copy) and compare with a
 //!                                          raw copy of the same bytes over the same veth link
 //!
-//!   pvm-migrate bench-ckpt [--tasks 4] [--mb 256] [--runs 3]
+//!   pvm-migrate bench-ckpt [--tasks 4] [--mb 256] [--runs 3] [--parallel N] [--big-pipes]
 //!                                          parallel leave-running checkpoint of N tasks vs
-//!                                          writing the same bytes to the same tmpfs
+//!                                          writing the same bytes to the same tmpfs;
+//!                                          --parallel: at most N dumps at a time;
+//!                                          --big-pipes: fs.pipe-max-size 4 MiB meanwhile
 //!
 //! The benchmarks need root and CRIU >= 4.1 (ci/criu-setup).
 
@@ -116,7 +118,10 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Res
 
 /// Whole-application checkpoint cost: `tasks` tasks of `mb` MB each dumped in parallel with
 /// leave-running, against writing the same bytes to files on the same tmpfs in parallel.
-fn bench_ckpt(tasks: usize, mb: u32, runs: usize) -> Result<(), String> {
+///
+/// `parallel` caps how many dumps run at once (the others wait for a slot), to see what the
+/// number of concurrent CRIU processes costs on a machine with few cores.
+fn bench_ckpt(tasks: usize, mb: u32, runs: usize, parallel: usize, big_pipes: bool) -> Result<(), String> {
     use std::io::Write;
     let criu = Criu::new().map_err(|e| e.to_string())?;
     let base = PathBuf::from(format!("/dev/shm/pvm-mig-ckpt-{}", std::process::id()));
@@ -153,17 +158,27 @@ fn bench_ckpt(tasks: usize, mb: u32, runs: usize) -> Result<(), String> {
                 let _ = std::fs::remove_file(base.join(format!("raw-{r}-{k}")));
             }
             let t = std::time::Instant::now();
-            let dumps: Vec<_> = std::thread::scope(|sc| {
-                let hs: Vec<_> = hogs
-                    .iter()
-                    .enumerate()
-                    .map(|(k, h)| {
-                        let (criu, host, dir) = (&criu, &host, base.join(format!("ck-{r}-{k}")));
-                        sc.spawn(move || criu.dump(h.pid, host, &dir, true, limit))
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let dumps: Vec<_> =
+                pvm_migration::criu::with_big_pipes(big_pipes && criu.caps.needs_pipe_size_workaround, || {
+                    std::thread::scope(|sc| {
+                        let hs: Vec<_> = (0..parallel.min(tasks))
+                            .map(|_| {
+                                let (criu, host, base, hogs, next) = (&criu, &host, &base, &hogs, &next);
+                                sc.spawn(move || {
+                                    let mut done = Vec::new();
+                                    loop {
+                                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                        let Some(h) = hogs.get(k) else { break done };
+                                        let dir = base.join(format!("ck-{r}-{k}"));
+                                        done.push(criu.dump(h.pid, host, &dir, true, limit));
+                                    }
+                                })
+                            })
+                            .collect();
+                        hs.into_iter().flat_map(|h| h.join().expect("dump thread")).collect()
                     })
-                    .collect();
-                hs.into_iter().map(|h| h.join().expect("dump thread")).collect()
-            });
+                });
             ckpt.push(t.elapsed());
             let mut worst = Duration::ZERO;
             for d in dumps {
@@ -183,7 +198,9 @@ fn bench_ckpt(tasks: usize, mb: u32, runs: usize) -> Result<(), String> {
         }
         let (w, c, f) = (median(write), median(ckpt), median(frozen));
         println!(
-            "checkpoint of {tasks} tasks x {mb} MB (leave-running, parallel, tmpfs): {}  vs writing the same bytes: {}  ratio {:.2}x  (longest CRIU freeze {}; medians of {runs})",
+            "checkpoint of {tasks} tasks x {mb} MB (leave-running, {} at a time, tmpfs{}): {}  vs writing the same bytes: {}  ratio {:.2}x  (longest CRIU freeze {}; medians of {runs})",
+            parallel.min(tasks),
+            if big_pipes { ", 4 MiB pipes" } else { "" },
             ms(c),
             ms(w),
             c.as_secs_f64() / w.as_secs_f64(),
@@ -255,6 +272,8 @@ fn main() -> ExitCode {
                 num("--tasks", 4).max(1),
                 num("--mb", 256).max(1) as u32,
                 num("--runs", 3).max(1),
+                num("--parallel", usize::MAX).max(1),
+                args.iter().any(|a| a == "--big-pipes"),
             ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -303,7 +322,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: pvm-migrate probe | migrate TID HOST | checkpoint [--app [--auto]] TID | restart [--app] TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3]"
+                "usage: pvm-migrate probe | migrate TID HOST | checkpoint [--app [--auto]] TID | restart [--app] TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3] [--parallel N] [--big-pipes]"
             );
             ExitCode::from(2)
         }

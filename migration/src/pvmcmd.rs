@@ -209,7 +209,9 @@ pub fn restore_task(dir: &str, args: &[String]) -> Result<(), String> {
         if let Some(d) = path.parent() {
             let _ = std::fs::create_dir_all(d);
         }
-        let part = path.with_extension("part");
+        // Per ticket (`with_extension` made every ticket of a directory share
+        // "pvmresume.part": two pvmds writing tickets there swapped or lost them).
+        let part = std::path::PathBuf::from(format!("{}.part", path.display()));
         std::fs::write(&part, text + "\n")
             .and_then(|()| std::fs::rename(&part, &path))
             .map_err(|e| format!("write ticket {}: {e}", path.display()))?;

@@ -249,13 +249,20 @@ pub struct AppState {
     task_tmp: HashMap<u32, String>,
 }
 
-impl AppState {
-    /// The PVM_TMP directory task `key` looks in for its resume ticket.
-    fn tmp_of(&self, key: u32) -> String {
-        self.task_tmp
-            .get(&key)
-            .cloned()
-            .unwrap_or_else(|| std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into()))
+impl<A: AuthFiles> Daemon<A> {
+    /// The PVM_TMP directory task `key` looks in for its resume ticket: the one it started
+    /// with. A task restored by a restart has it in its metadata; any other task, including
+    /// one that arrived by a move from another host (whose PVM_TMP is the origin's), in its
+    /// environment. Using this host's PVM_TMP for a moved task left it waiting for its
+    /// ticket for ever after the first commit.
+    fn app_tmp_of(&self, key: u32) -> String {
+        if let Some(t) = self.app.task_tmp.get(&key) {
+            return t.clone();
+        }
+        match self.tasks.get(&key) {
+            Some(t) if t.pid > 0 => super::mig_move::pvm_tmp_of(t.pid).to_string_lossy().into_owned(),
+            _ => std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into()),
+        }
     }
 }
 
@@ -288,7 +295,9 @@ fn resume_ticket(tmp: &str, tid: Tid) -> PathBuf {
 }
 
 fn write_ticket(path: &Path, text: &str) -> std::io::Result<()> {
-    let part = path.with_extension("part");
+    // Per ticket (`with_extension` made every ticket of a directory share
+    // "pvmresume.part": two pvmds writing tickets there swapped or lost them).
+    let part = std::path::PathBuf::from(format!("{}.part", path.display()));
     std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, path))
 }
 
@@ -1310,7 +1319,10 @@ impl<A: AuthFiles> Daemon<A> {
                                 "t{:x} was not spawned by a pvmd or is not connected",
                                 tid.bits()
                             ));
-                        } else if self.mig_is_parking(*l) {
+                        } else if self.mig.is_parking(*l) || self.mig.mv.busy(*l) || self.app.is_parking(*l) {
+                            // Not `mig_is_parking`: that also counts the order gate a task keeps
+                            // for its whole stay after a move (the relay fast path must respect
+                            // it), which refused every task that had ever moved.
                             why = Some(format!("t{:x} is already parking", tid.bits()));
                         }
                     }
@@ -1469,7 +1481,7 @@ impl<A: AuthFiles> Daemon<A> {
             let Some(t) = self.tasks.get(l) else { continue };
             let tid = self.app_tid_of(*l);
             let text = format!("continue {} {}\n", t.cookie, p.epoch);
-            let path = resume_ticket(&self.app.tmp_of(*l), tid);
+            let path = resume_ticket(&self.app_tmp_of(*l), tid);
             if let Err(e) = write_ticket(&path, &text) {
                 Self::app_log(format!("can't write the ticket of t{:x}: {e}", tid.bits()), out);
             } else if self.debug & 0x4 != 0 {
@@ -1524,6 +1536,9 @@ impl<A: AuthFiles> Daemon<A> {
     pub(super) fn app_exited(&mut self, tid: Tid, out: &mut Vec<Out>) -> bool {
         let local = self.key(tid);
         if !self.app.dying.contains(&local) {
+            // A real exit: its PVM_TMP record goes (the map stays bounded by the live tasks;
+            // a later task under the same key must not inherit it).
+            self.app.task_tmp.remove(&local);
             return false;
         }
         // The output collector sees the end of this instance (the restored one announces
@@ -1709,7 +1724,7 @@ impl<A: AuthFiles> Daemon<A> {
                 out: (t.outtid, t.outctx, t.outtag),
                 trc: (t.trctid, t.trcctx, t.trctag),
                 keys: [key(1), key(2)],
-                tmp: self.app.tmp_of(*l),
+                tmp: self.app_tmp_of(*l),
                 a_out: t.a_out.clone(),
             };
             let mut held = t.pending.clone();
@@ -1931,7 +1946,7 @@ impl<A: AuthFiles> Daemon<A> {
             r.int("host").unwrap_or(0),
             r.string("name").unwrap_or_default(),
         );
-        let cc = match self.app_restore_one(tid, epoch, &name) {
+        let cc = match self.app_restore_one(tid, epoch, &name, out) {
             Ok(pid) => {
                 Self::app_log(
                     format!("op {op}: t{:x} restored from {name} (helper pid {pid})", tid.bits()),
@@ -1948,7 +1963,13 @@ impl<A: AuthFiles> Daemon<A> {
         self.app_send(from, DM_RESTORE, wid, &body, out);
     }
 
-    fn app_restore_one(&mut self, tid: Tid, epoch: i32, name: &str) -> Result<i32, (PvmError, String)> {
+    fn app_restore_one(
+        &mut self,
+        tid: Tid,
+        epoch: i32,
+        name: &str,
+        out: &mut Vec<Out>,
+    ) -> Result<i32, (PvmError, String)> {
         if !safe_name(name) {
             return Err((PvmError::BadParam, format!("bad image name {name:?}")));
         }
@@ -1977,6 +1998,18 @@ impl<A: AuthFiles> Daemon<A> {
             meta.keys[0].clone(),
             meta.keys[1].clone(),
         ];
+        // A ticket its killed instance never read (killed between a commit's `continue`
+        // ticket and its poll: kill -9 of its host right after a commit, or a rollback) would
+        // be read at once by the restored copy, which waits for a ticket from the same
+        // image: it would take the old cookie and socket and never reconnect, and the
+        // `restored` ticket written later would be left behind.
+        let stale = resume_ticket(&meta.tmp, tid);
+        if std::fs::remove_file(&stale).is_ok() {
+            Self::app_log(
+                format!("t{:x}: stale ticket {} removed", tid.bits(), stale.display()),
+                out,
+            );
+        }
         let cookie = self.next_cookie();
         let pid = self
             .launcher

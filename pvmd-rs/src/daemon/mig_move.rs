@@ -317,6 +317,16 @@ impl MoveState {
     pub fn holds(&self, key: u32) -> bool {
         self.outs.get(&key).is_some_and(|o| o.stage != Stage::Prep) || self.gates.contains_key(&key)
     }
+
+    /// Whether the task under `key` is in the middle of a move, so that another operation
+    /// (a checkpoint) must not park it now: it is leaving, or it arrived and messages wait in
+    /// its order gate for a host's flush. The gate itself stays for the task's whole stay
+    /// (it is dropped when the task leaves again), so its mere presence does not count: that
+    /// refused every application checkpoint of a task that had ever moved.
+    pub fn busy(&self, key: u32) -> bool {
+        self.outs.get(&key).is_some_and(|o| o.stage != Stage::Prep)
+            || self.gates.get(&key).is_some_and(|g| !g.held.is_empty())
+    }
 }
 
 fn ints(body: &[u8], n: usize) -> Option<Vec<i32>> {
@@ -2263,7 +2273,7 @@ impl<A: AuthFiles> Daemon<A> {
 
 /// PVM_TMP of a process (where its library looks for its resume ticket), from its
 /// environment; this daemon's when unreadable.
-fn pvm_tmp_of(pid: i32) -> PathBuf {
+pub(super) fn pvm_tmp_of(pid: i32) -> PathBuf {
     if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
         for kv in env.split(|b| *b == 0) {
             if let Some(v) = kv.strip_prefix(b"PVM_TMP=") {
@@ -2293,7 +2303,9 @@ fn write_ticket(ticket: &Path, text: &str, out: &mut Vec<Out>) {
     if let Some(d) = ticket.parent() {
         let _ = std::fs::create_dir_all(d);
     }
-    let part = ticket.with_extension("part");
+    // Per ticket (`with_extension` made every ticket of a directory share
+    // "pvmresume.part": two pvmds writing tickets there swapped or lost them).
+    let part = std::path::PathBuf::from(format!("{}.part", ticket.display()));
     if let Err(e) = std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, ticket)) {
         out.push(Out::Log(format!("mig: can't write {}: {e}", ticket.display())));
     }

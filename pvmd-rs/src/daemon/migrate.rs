@@ -538,7 +538,9 @@ impl<A: AuthFiles> Daemon<A> {
         // The ticket lets the task reconnect (as itself, by its PVMEPID cookie) either way.
         let tmp = std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into());
         let ticket = std::path::Path::new(&tmp).join(format!("pvmresume.t{:x}", tid.bits()));
-        let part = ticket.with_extension("part");
+        // Per ticket (`with_extension` made every ticket of a directory share
+        // "pvmresume.part": two pvmds writing tickets there swapped or lost them).
+        let part = std::path::PathBuf::from(format!("{}.part", ticket.display()));
         let text = format!("continue {cookie} {}\n", p.epoch);
         if let Err(e) = std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, &ticket)) {
             out.push(Out::Log(format!("mig: can't write {}: {e}", ticket.display())));
@@ -640,7 +642,9 @@ impl<A: AuthFiles> Daemon<A> {
         let tmp = std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into());
         let sock = std::env::var("PVMSOCK").unwrap_or_default();
         let ticket = std::path::Path::new(&tmp).join(format!("pvmresume.t{:x}", tid.bits()));
-        let part = ticket.with_extension("part");
+        // Per ticket (`with_extension` made every ticket of a directory share
+        // "pvmresume.part": two pvmds writing tickets there swapped or lost them).
+        let part = std::path::PathBuf::from(format!("{}.part", ticket.display()));
         let text = format!("restored {sock} {cookie} {}\n", rec.epoch);
         if let Err(e) = std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, &ticket)) {
             out.push(Out::Log(format!("mig: can't write {}: {e}", ticket.display())));
