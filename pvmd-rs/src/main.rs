@@ -137,6 +137,13 @@ fn main() -> ExitCode {
     let pid = std::process::id();
     let uid = sys::getuid();
     let mut log = Log::stderr(pid);
+    // Structured logging (docs/tracing.md): PVMD_LOG may add legacy debug bits.
+    let setup = log::init(args.debug, |k| std::env::var(k).ok());
+    let mut args = args;
+    args.debug = setup.debug_mask;
+    for w in &setup.warnings {
+        log.line(&format!("main() {w}"));
+    }
     let root = env_nonempty("PVM_ROOT").unwrap_or_else(|| "/usr/lib/pvm3".to_string());
     std::env::set_var("PVM_ROOT", &root);
     std::env::set_var("PVM_ARCH", ARCH);

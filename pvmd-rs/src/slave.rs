@@ -33,6 +33,12 @@ pub fn main(args: Args) -> ExitCode {
     let pid = std::process::id();
     let uid = sys::getuid();
     let mut log = Log::stderr(pid);
+    let setup = log::init(args.debug, |k| std::env::var(k).ok()); // docs/tracing.md
+    let mut args = args;
+    args.debug = setup.debug_mask;
+    for w in &setup.warnings {
+        log.line(&format!("main() {w}"));
+    }
     let words: Vec<&str> = args
         .positional
         .iter()
