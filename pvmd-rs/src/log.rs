@@ -58,7 +58,8 @@ pub const DEBUG_TARGETS: [(u32, &str, &str); 20] = [
 
 /// Legacy function name (the text before `()` or the first word) -> target. The first
 /// matching prefix wins; anything else goes to `pvmd`.
-const FUNCTION_TARGETS: [(&str, &str); 44] = [
+const FUNCTION_TARGETS: [(&str, &str); 45] = [
+    ("mig:", "pvmd::migrate"),
     ("netinput", "pvmd::net"),
     ("netoutput", "pvmd::net"),
     ("netinit", "pvmd::net"),

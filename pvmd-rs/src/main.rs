@@ -306,6 +306,7 @@ fn main() -> ExitCode {
             return bailout(&mut log, 1);
         }
     };
+    start_metrics(&mut log);
     drop(guard);
 
     // The address line for pvm_start_pvmd(), then let go of the caller's stdio.
@@ -385,6 +386,17 @@ fn main() -> ExitCode {
     }
     let _ = std::fs::remove_file(&sock_path);
     ExitCode::from(code)
+}
+
+/// `PVMD_METRICS=127.0.0.1:PORT`: the Prometheus endpoint (metrics.rs); a refused or unusable
+/// address is logged (on stderr too, stdio is not detached yet) and the daemon goes on.
+fn start_metrics(log: &mut Log) {
+    if let Some(spec) = env_nonempty("PVMD_METRICS") {
+        match pvmd_rs::metrics::start(&spec) {
+            Ok(a) => log.line(&format!("main() metrics on http://{a}/metrics")),
+            Err(e) => log.line(&format!("main() {e}")),
+        }
+    }
 }
 
 fn remove_address_file(addr_file: &Path, sock_str: &str) {

@@ -210,6 +210,13 @@ pub fn main(args: Args) -> ExitCode {
             return bailout(&mut log, 1);
         }
     };
+    if let Some(spec) = env_nonempty("PVMD_METRICS") {
+        // metrics.rs: loopback of this host (of its network namespace).
+        match crate::metrics::start(&spec) {
+            Ok(a) => log.line(&format!("main() metrics on http://{a}/metrics")),
+            Err(e) => log.line(&format!("main() {e}")),
+        }
+    }
     drop(guard);
     let stop = rt.block_on(server::serve_net(
         listener,

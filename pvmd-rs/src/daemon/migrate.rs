@@ -488,6 +488,7 @@ impl<A: AuthFiles> Daemon<A> {
                         d.frozen.map_or(0, |f| f.as_millis()),
                         d.bytes
                     )));
+                    crate::metrics::checkpointed(d.frozen.map_or(0, |f| f.as_millis() as u64)); // metrics.rs
                     self.mig.ckpts.insert(tid.local(), rec);
                     0
                 }
@@ -613,6 +614,7 @@ impl<A: AuthFiles> Daemon<A> {
             rec.epoch,
             rec.dir.display()
         )));
+        crate::metrics::RESTARTS.inc(); // metrics.rs
         self.reply(req, req.src, &reply_cc(0, rec.epoch), out);
     }
 
