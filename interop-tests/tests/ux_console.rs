@@ -456,3 +456,50 @@ fn ux_console_checkpoint_restart_migrate_on_pvmd_rs() {
         "{out}"
     );
 }
+
+/// `hosts` shows what a scheduler publishes in `pvm-sched.hosts` (docs/console.md): here a C
+/// program on the legacy library writes a persistent entry for the only host.
+#[test]
+fn ux_console_hosts_shows_the_scheduler_entry() {
+    let tmp = TmpDir::new("people-console-hosts");
+    let _d = Pvmd::start(Kind::Ours, &tmp, &[]);
+    let src = tmp.path().join("pub.c");
+    std::fs::write(
+        &src,
+        r#"#include <stdio.h>
+#include <pvm3.h>
+int main(void) {
+    char text[256];
+    int me = pvm_mytid(), cc;
+    sprintf(text, "pvm-sched.hosts 1\n# DTID OWNER LOAD GUESTS\n%x busy* 0.75 t40009,t4000a(held) extra\nbad\n", pvm_tidtohost(me));
+    pvm_initsend(PvmDataDefault);
+    pvm_pkstr(text);
+    cc = pvm_putinfo("pvm-sched.hosts", pvm_getsbuf(), PvmMboxPersistent | PvmMboxOverWritable);
+    printf("putinfo %d\n", cc);
+    pvm_exit();
+    return cc < 0;
+}
+"#,
+    )
+    .expect("write");
+    let exe = tmp.path().join("pub");
+    let g = Command::new("gcc")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .arg("-lpvm3")
+        .output()
+        .expect("gcc is required");
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let out = console_script(&tmp, "hosts\n");
+    assert!(out.contains("(no scheduler publishes pvm-sched.hosts"), "{out}");
+    let (code, pout, perr) = run(&exe, &tmp, &[], None);
+    assert_eq!(code, Some(0), "{pout}\n{perr}");
+    let out = console_script(&tmp, "hosts\n");
+    let row = out
+        .lines()
+        .find(|l| l.contains(" 40000 "))
+        .unwrap_or_else(|| panic!("no host row:\n{out}"));
+    assert!(row.ends_with(" busy*    0.75 t40009,t4000a(held)"), "{row:?}");
+    assert!(!out.contains("no scheduler publishes"), "{out}");
+}
