@@ -183,3 +183,77 @@ fn ux_metrics_non_loopback_is_refused() {
     assert_eq!(code, Some(0));
     assert!(out.contains("1 host"), "{out}");
 }
+
+/// Scrapes `127.0.0.1:port` from inside a network namespace (its own loopback).
+fn scrape_in(ns: &str, port: u16) -> String {
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
+    );
+    let out = std::process::Command::new("timeout")
+        .args(["10", "ip", "netns", "exec", ns, "bash", "-c", &script])
+        .output()
+        .expect("ip netns exec bash");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.starts_with("HTTP/1.0 200 OK"),
+        "scrape in {ns}: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Two namespace hosts, master and slave both with `PVMD_METRICS=127.0.0.1:PORT` (the same
+/// port: loopback is per namespace). After a master/worker job across them, each pvmd counts
+/// datagrams both ways and round-trip samples, and both see 2 hosts.
+#[test]
+fn ux_metrics_two_hosts_count_datagrams_and_round_trips() {
+    use interop_tests::netns::Cluster;
+    let c = Cluster::new("people-metrics", 2);
+    let bin = our_pvmd();
+    let hf = c.dir.path().join("hostfile");
+    std::fs::write(
+        &hf,
+        format!("{}\n{} dx={}\n", c.host(1).ip, c.host(2).ip, bin.display()),
+    )
+    .expect("hostfile");
+    let port = 9464;
+    let mut cmd = c.command(1, &bin);
+    cmd.arg(format!("-n{}", c.host(1).ip))
+        .arg(&hf)
+        .env("PVMD_METRICS", format!("127.0.0.1:{port}"))
+        .stderr(Stdio::null());
+    let mut master = Proc {
+        child: cmd.spawn().expect("start master"),
+        name: "master pvmd".into(),
+    };
+    let line = master.read_line(TIMEOUT);
+    assert!(line.starts_with('/'), "master printed {line:?}\n{}", c.logs());
+    assert!(
+        c.wait_for(Duration::from_secs(20), || c.log(2).contains("ready")
+            && value(&scrape_in(&c.host(1).ns, port), "pvmd_hosts") == 2.0),
+        "slave never joined\n{}",
+        c.logs()
+    );
+    let (code, out, err) = Proc {
+        child: c.command(1, Path::new("/usr/bin/master1")).spawn().expect("master1"),
+        name: "master1".into(),
+    }
+    .wait(TIMEOUT);
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", c.logs());
+    assert!(out.contains("SUCCESSFUL"), "{out}");
+    for k in 1..=2 {
+        let m = scrape_in(&c.host(k).ns, port);
+        assert!(
+            c.log(k)
+                .contains(&format!("main() metrics on http://127.0.0.1:{port}/metrics")),
+            "{}",
+            c.logs()
+        );
+        assert!(value(&m, "pvmd_datagrams_in_total") > 0.0, "h{k}:\n{m}");
+        assert!(value(&m, "pvmd_datagrams_out_total") > 0.0, "h{k}:\n{m}");
+        assert!(value(&m, "pvmd_rtt_seconds_count") > 0.0, "h{k}:\n{m}");
+        assert!(value(&m, "pvmd_rtt_seconds_sum") > 0.0, "h{k}:\n{m}");
+        assert_eq!(value(&m, "pvmd_hosts"), 2.0, "h{k}:\n{m}");
+    }
+    drop(master);
+}
