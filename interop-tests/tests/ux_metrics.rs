@@ -147,6 +147,7 @@ fn ux_metrics_scrape_counts_traffic_and_json_log() {
         .unwrap_or_else(|| panic!("no task/spawn event in the JSON log:\n{json}\nlegacy:\n{log}"));
     assert!(spawned.starts_with("{\"ts\":\"20"), "{spawned}");
     assert!(spawned.contains("\"tid\":\"t4"), "no tid field: {spawned}");
+    assert!(spawned.contains("\"pvmd\":\"t80040000\""), "no pvmd field: {spawned}");
     // Filtered out: warn is the default, nothing from pvmd::mesg at info.
     assert!(!json.contains("\"target\":\"pvmd::mesg\",\"msg\":\"loclconn"), "{json}");
     // 404 and a garbage request do not stop the endpoint.

@@ -109,7 +109,13 @@ pub fn run(tid: i32, op: Op<'_>) -> Result<(), String> {
         Op::Checkpoint => format!("checkpoint t{tid:x}"),
         Op::Restart => format!("restart t{tid:x}"),
     };
-    println!("pvm-migrate: t{me:x} asks its pvmd: {label}");
+    match op {
+        Op::Migrate(host) => println!("pvm-migrate: t{me:x} asks its pvmd to move t{tid:x} to {host}"),
+        Op::Checkpoint => println!("pvm-migrate: t{me:x} asks its pvmd to checkpoint t{tid:x}"),
+        Op::Restart => {
+            println!("pvm-migrate: t{me:x} asks its pvmd to restart t{tid:x} from its last checkpoint")
+        }
+    }
     let p = pvm_migration::progress::Progress::start(label);
     // SAFETY: the symbol has the C prototype of `name` in our pvm3.h.
     let cc = match op {
@@ -133,7 +139,7 @@ pub fn run(tid: i32, op: Op<'_>) -> Result<(), String> {
         let why = if cc == -24 {
             "not supported by this daemon or for this task (PvmNotImpl: a legacy pvmd never supports it; a pvmd-rs daemon logs why)".to_string()
         } else {
-            format!("{} (the pvmd's log says why)", text(cc))
+            text(cc)
         };
         p.finish(&format!("failed: {why}"));
         Err(format!("{name}(t{tid:x}) failed after {ms} ms: {}", text(cc)))

@@ -525,6 +525,12 @@ impl<S: Subscriber> Layer<S> for SinkLayer {
         }
         let mut f = Fields::default();
         event.record(&mut f);
+        // Which daemon: its tid once it has one (lines of several hosts can be merged).
+        let cur = lock(&CURRENT).clone();
+        if let Some(inner) = cur {
+            let p = lock(&inner).prefix.clone();
+            f.rest.insert(0, ("pvmd", p));
+        }
         let line = render(
             self.format,
             SystemTime::now(),
