@@ -178,7 +178,7 @@ pub fn parse_sched_hosts(text: &str) -> std::collections::BTreeMap<i32, SchedHos
 }
 
 /// The reason the pvmd logged for its last refusal concerning `tid` (`mig: ... t40002 ...
-/// refused: WHY` or `... failed: WHY`), looking only at what the log got after byte `from`
+/// refused: WHY`, `... failed: WHY`, else the text after the last `: ` of such a line), looking only at what the log got after byte `from`
 /// (its size before the request: an older refusal is not this one's reason).
 pub fn refusal_from_log(log: &std::path::Path, tid: i32, from: u64) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
@@ -196,6 +196,7 @@ pub fn refusal_from_log(log: &std::path::Path, tid: i32, from: u64) -> Option<St
         }
         rest.split_once("refused: ")
             .or_else(|| rest.split_once("failed: "))
+            .or_else(|| rest.rsplit_once(": "))
             .map(|(_, why)| why.trim().to_string())
     })
 }
@@ -283,7 +284,8 @@ mod tests {
             &p,
             "[t80040000] 11/26 05:00:00 mig: migrate t40002 to 0x40000 refused: old reason\n\
              [t80040000] 11/26 05:00:01 mig: checkpoint of t40003 refused: other task\n\
-             [t80040000] 11/26 05:00:02 mig: migrate t40002 to 0x40000 refused: t40002 already runs on host 1\n",
+             [t80040000] 11/26 05:00:02 mig: migrate t40002 to 0x40000 refused: t40002 already runs on host 1\n\
+             [t80040000] 11/26 05:00:03 mig: migrate t40005 to host 3: the move itself is not implemented yet\n",
         )
         .unwrap();
         assert_eq!(
@@ -292,6 +294,10 @@ mod tests {
         );
         assert_eq!(refusal_from_log(&p, 0x40003, 0).as_deref(), Some("other task"));
         assert_eq!(refusal_from_log(&p, 0x40004, 0), None);
+        assert_eq!(
+            refusal_from_log(&p, 0x40005, 0).as_deref(),
+            Some("the move itself is not implemented yet")
+        );
         let len = std::fs::metadata(&p).unwrap().len();
         assert_eq!(refusal_from_log(&p, 0x40002, len), None, "only lines after the request");
         std::fs::remove_dir_all(&dir).unwrap();
