@@ -503,3 +503,54 @@ int main(void) {
     assert!(row.ends_with(" busy*    0.75 t40009,t4000a(held)"), "{row:?}");
     assert!(!out.contains("no scheduler publishes"), "{out}");
 }
+
+/// On a terminal the long commands draw a ticking status line (redrawn in place with
+/// `\r` + erase-line) instead of the plain start line, then print the result line.
+#[test]
+fn ux_console_progress_ticks_on_a_terminal() {
+    let tmp = TmpDir::new("people-console-pty");
+    let _d = Pvmd::start(Kind::Legacy, &tmp, &[]);
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let py = r#"
+import pty, os, sys, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], ['pvm'])
+out = b''
+def rd(t):
+    global out
+    end = time.time() + t
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                return
+rd(2)
+os.write(fd, b'checkpoint t40001\r'); rd(1.5)
+os.write(fd, b'quit\r'); rd(1.5)
+os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors='replace'))
+"#;
+    let mut c = pvm_command(Path::new("timeout"), tmp.path());
+    c.args(["-k", "5", "30", "python3", "-c", py])
+        .arg(ux_bins().join("pvm"))
+        .env("HOME", &home)
+        .env("TERM", "xterm");
+    let o = c.output().expect("python3 is required for the pty test");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("\r\x1b[Kcheckpoint t40001 ... 0.0"),
+        "no ticking line on the terminal:\n{out:?}"
+    );
+    assert!(
+        !out.contains("checkpoint t40001 ...\r\n"),
+        "plain start line on a terminal:\n{out:?}"
+    );
+    assert!(
+        out.contains("checkpoint t40001: not supported by this daemon"),
+        "{out:?}"
+    );
+}

@@ -53,15 +53,21 @@ impl Progress {
         let shown = Arc::new(Mutex::new(label.clone()));
         let ticker = if tty {
             let (l, s) = (shown.clone(), stop.clone());
-            Some(std::thread::spawn(move || {
-                while !s.load(Ordering::Relaxed) {
-                    let text = l.lock().map(|t| t.clone()).unwrap_or_default();
-                    let mut o = std::io::stdout().lock();
-                    let _ = write!(o, "\r\x1b[K{text} ... {}", elapsed(start.elapsed()));
-                    let _ = o.flush();
-                    drop(o);
-                    std::thread::sleep(TICK);
+            let draw = move |l: &Mutex<String>| {
+                let text = l.lock().map(|t| t.clone()).unwrap_or_default();
+                let mut o = std::io::stdout().lock();
+                let _ = write!(o, "\r\x1b[K{text} ... {}", elapsed(start.elapsed()));
+                let _ = o.flush();
+            };
+            // The first frame now, so that even a quick operation shows what it was doing.
+            draw(&shown);
+            Some(std::thread::spawn(move || loop {
+                // Woken early by `halt` (unpark), so finishing never waits for a tick.
+                std::thread::park_timeout(TICK);
+                if s.load(Ordering::Relaxed) {
+                    return;
                 }
+                draw(&l);
             }))
         } else {
             line(&format!("{label} ..."));
@@ -92,6 +98,7 @@ impl Progress {
     fn halt(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.ticker.take() {
+            t.thread().unpark();
             let _ = t.join();
             let mut o = std::io::stdout().lock();
             let _ = write!(o, "\r\x1b[K");
