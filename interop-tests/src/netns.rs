@@ -47,10 +47,15 @@ fn ip(args: &[&str]) {
 impl Cluster {
     /// `n` hosts, `h1` .. `hn`, all reachable from each other.
     pub fn new(tag: &str, n: usize) -> Cluster {
+        Cluster::named("pvmt", tag, n)
+    }
+
+    /// [`Cluster::new`] with namespace names starting with `prefix` (a helper's own names).
+    pub fn named(prefix: &str, tag: &str, n: usize) -> Cluster {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let k = SEQ.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let prefix = format!("pvmt{pid}{k}");
+        let prefix = format!("{prefix}{pid}{k}");
         let subnet = (pid.wrapping_mul(7).wrapping_add(k * 13)) % 250 + 1;
         let dir = TmpDir::new(&format!("net-{tag}"));
         let home = dir.path().join("home");

@@ -7,7 +7,9 @@
 //! without a reply, so asking it would leave the caller waiting for ever; without the trailer
 //! the calls here fail at once with PvmNotImpl.
 
-use crate::core::{logerror, lpvmerr, pvm_tmp, with_r, xdr, Lib, E_BADPARAM, E_NOTIMPL, E_SYSERR, TM_CONFIG};
+use crate::core::{
+    logerror, lpvmerr, pvm_tmp, with_r, xdr, Lib, RouteState, E_BADPARAM, E_NOTIMPL, E_SYSERR, TM_CONFIG,
+};
 use pvm_proto::codes::{PvmError, SYSCTX_TC, SYSCTX_TM};
 use pvm_proto::encoding::{MsgBody, Unpacker};
 use pvm_proto::message::Message;
@@ -27,6 +29,18 @@ pub const TM_RESTART: i32 = 0x8001_0102u32 as i32;
 pub const TM_PARK: i32 = 0x8001_0103u32 as i32;
 /// pvmd -> task, ctx SYSCTX_TC: park at the next safe point (`int op; int epoch`).
 pub const TC_MARK: i32 = 0x8003_0100u32 as i32;
+/// Task -> task on a direct route, ctx SYSCTX_TC: "I am closing our direct route; use the
+/// pvmd route" (`int tid`). The peer answers with TC_MARK on the route, its last message there.
+pub const TC_ROUTEGONE: i32 = 0x8003_0101u32 as i32;
+/// How long a parking task waits for its peers' TC_MARK on direct routes. A peer on the legacy
+/// library never answers (it queues the TC_ codes in a context no user receive matches), so
+/// the wait also bounds the drain of such a route: what it sends later is lost with the route
+/// unless its library resends through the pvmd.
+const ROUTE_DRAIN_LIMIT: Duration = Duration::from_millis(500);
+
+/// Peers whose TC_MARK arrived on a direct route during the current park.
+static ROUTE_MARKS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
 /// Task -> pvmd, one-way: `int magic; int version; int features` of this library.
 pub const TM_XCAPS: i32 = 0x8001_0105u32 as i32;
 /// "pvmx", first int of the trailer after `schedtid`.
@@ -67,7 +81,23 @@ pub fn after_conn2(l: &mut Lib, daemon: Option<u32>) {
 /// A message from the pvmd that this module handles (hook in `Lib::deliver`): TC_MARK asks
 /// for a park. True when consumed.
 pub fn on_message(l: &mut Lib, m: &Message) -> bool {
-    if m.header.ctx != SYSCTX_TC || m.header.tag != TC_MARK || (m.src.0 as u32) & 0x8000_0000 == 0 {
+    if m.header.ctx != SYSCTX_TC {
+        return false;
+    }
+    let from_task = (m.src.0 as u32) & 0x8000_0000 == 0;
+    if m.header.tag == TC_ROUTEGONE && from_task {
+        route_gone(l, m.src.0);
+        return true;
+    }
+    if m.header.tag == TC_MARK && from_task {
+        if let Ok(mut v) = ROUTE_MARKS.lock() {
+            if v.len() < 4096 {
+                v.push(m.src.0);
+            }
+        }
+        return true;
+    }
+    if m.header.tag != TC_MARK {
         return false;
     }
     let b = MsgBody::from_fragments(m.header.enc, [&m.body[..]]);
@@ -86,6 +116,7 @@ pub fn safe_point(l: &mut Lib) -> Result<(), i32> {
     let Some(epoch) = l.park_request.take() else {
         return Ok(());
     };
+    drain_routes(l, epoch);
     let mut p = xdr();
     p.pk_int(&[0, epoch, 0, 0, 0]).map_err(|_| E_SYSERR)?;
     let m = l.msendrecv(TIDPVMD, TM_PARK, SYSCTX_TM, p.body())?;
@@ -94,8 +125,8 @@ pub fn safe_point(l: &mut Lib) -> Result<(), i32> {
         return Ok(()); // the pvmd changed its mind: carry on connected
     }
     let me = l.mytid;
-    // Direct routes are closed without a drain (not done yet: docs/migration.md §7); peers
-    // on either library fall back to routing through the pvmds.
+    // Direct routes were drained (`drain_routes`); peers route through the pvmds from now on
+    // and may build a new direct route to wherever the task runs next.
     l.routes.clear();
     l.route_readers.clear();
     l.pvmd = None;
@@ -136,6 +167,62 @@ pub fn safe_point(l: &mut Lib) -> Result<(), i32> {
         logerror(&format!("park: reconnected as t{:x}, not t{me:x}\n", l.mytid));
     }
     Ok(())
+}
+
+/// The drain of direct routes before a park (docs/migration.md §4, step 2.2): on each open
+/// route, TC_ROUTEGONE then TC_MARK; then receive (into our own queues, so inside the image)
+/// until every peer's TC_MARK, the route's end of file, or ROUTE_DRAIN_LIMIT. The pvmd
+/// already holds what is sent to us through it, so a peer that switched to the pvmd route
+/// after its TC_MARK cannot overtake what it sent directly.
+fn drain_routes(l: &mut Lib, epoch: i32) {
+    let me = l.mytid;
+    let open: Vec<i32> = l
+        .routes
+        .iter()
+        .filter(|(_, r)| matches!(r, RouteState::Open(_)))
+        .map(|(t, _)| *t)
+        .collect();
+    if open.is_empty() {
+        return;
+    }
+    if let Ok(mut v) = ROUTE_MARKS.lock() {
+        v.clear();
+    }
+    for t in &open {
+        let mut p = xdr();
+        if p.pk_int(&[me]).is_ok() {
+            let _ = l.send_raw(me, *t, TC_ROUTEGONE, SYSCTX_TC, 0, p.body(), false);
+        }
+        let mut p = xdr();
+        if p.pk_int(&[epoch, 0]).is_ok() {
+            let _ = l.send_raw(me, *t, TC_MARK, SYSCTX_TC, 0, p.body(), false);
+        }
+    }
+    let t0 = Instant::now();
+    while t0.elapsed() < ROUTE_DRAIN_LIMIT {
+        let marks = ROUTE_MARKS.lock().map(|v| v.clone()).unwrap_or_default();
+        let waiting = open
+            .iter()
+            .any(|t| !marks.contains(t) && matches!(l.routes.get(t), Some(RouteState::Open(_))));
+        if !waiting || l.pump(Some(Duration::from_millis(10))).is_err() {
+            break;
+        }
+    }
+}
+
+/// TC_ROUTEGONE from a peer that parks: answer TC_MARK on the route (our last message there),
+/// then only read it until its end; later messages to the peer go through the pvmd.
+fn route_gone(l: &mut Lib, peer: i32) {
+    let me = l.mytid;
+    if matches!(l.routes.get(&peer), Some(RouteState::Open(_))) {
+        let mut p = xdr();
+        if p.pk_int(&[0, 0]).is_ok() {
+            let _ = l.send_raw(me, peer, TC_MARK, SYSCTX_TC, 0, p.body(), false);
+        }
+    }
+    if let Some(RouteState::Open(s)) = l.routes.remove(&peer) {
+        l.route_readers.push((peer, s));
+    }
 }
 
 fn int(u: &mut Unpacker<'_>) -> Result<i32, c_int> {

@@ -9,7 +9,6 @@ use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -122,30 +121,61 @@ pub struct Criu {
     pub log_level: u8,
 }
 
-static PIPE_GUARD: Mutex<(usize, Option<String>)> = Mutex::new((0, None));
 const PIPE_MAX: &str = "/proc/sys/fs/pipe-max-size";
 const PIPE_NEEDED: u64 = 4 << 20;
+/// The count of post-copy steps running on this machine and the value to put back, shared by
+/// every process that raises the limit (two pvmds and their restore helpers take part in one
+/// move): `count old`, updated under an exclusive `flock` of the same file.
+const PIPE_STATE: &str = "/tmp/.pvm-migration-pipe-max-size";
 
 /// Raises fs.pipe-max-size to 4 MiB while post-copy runs, where root lacks CAP_SYS_RESOURCE
 /// (CRIU's lazy page server then fails on an unchecked F_SETPIPE_SZ; CKPT-REPORT §6). The
-/// old value comes back when the last concurrent migration ends.
+/// old value comes back when the last post-copy step on the machine ends, whichever process
+/// ran it (a per-process count let one process lower the limit under another's CRIU). A
+/// process killed while it holds a count leaves the limit raised, which is harmless.
 struct PipeSize(bool);
+
+/// Runs `f` on the shared `(count, old value)` under the state file's lock.
+fn with_pipe_state(f: impl FnOnce(&mut u64, &mut String)) {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let Ok(mut file) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(PIPE_STATE)
+    else {
+        return;
+    };
+    // SAFETY: flock on a descriptor we own; released when the file is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return;
+    }
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let mut w = text.split_whitespace();
+    let mut count: u64 = w.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut old = w.next().unwrap_or("").to_string();
+    f(&mut count, &mut old);
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{count} {old}");
+}
 
 impl PipeSize {
     fn raise(needed: bool) -> PipeSize {
         if !needed {
             return PipeSize(false);
         }
-        let mut g = PIPE_GUARD.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0 == 0 {
+        with_pipe_state(|count, old| {
             let cur = fs::read_to_string(PIPE_MAX).unwrap_or_default();
-            if cur.trim().parse::<u64>().map(|v| v < PIPE_NEEDED).unwrap_or(false)
-                && fs::write(PIPE_MAX, PIPE_NEEDED.to_string()).is_ok()
-            {
-                g.1 = Some(cur.trim().to_string());
+            let low = cur.trim().parse::<u64>().map(|v| v < PIPE_NEEDED).unwrap_or(false);
+            if low && fs::write(PIPE_MAX, PIPE_NEEDED.to_string()).is_ok() && *count == 0 {
+                *old = cur.trim().to_string();
             }
-        }
-        g.0 += 1;
+            *count += 1;
+        });
         PipeSize(true)
     }
 }
@@ -155,13 +185,13 @@ impl Drop for PipeSize {
         if !self.0 {
             return;
         }
-        let mut g = PIPE_GUARD.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 -= 1;
-        if g.0 == 0 {
-            if let Some(old) = g.1.take() {
-                let _ = fs::write(PIPE_MAX, old);
+        with_pipe_state(|count, old| {
+            *count = count.saturating_sub(1);
+            if *count == 0 && !old.is_empty() {
+                let _ = fs::write(PIPE_MAX, old.as_str());
+                old.clear();
             }
-        }
+        });
     }
 }
 
@@ -635,6 +665,159 @@ impl Criu {
             streamed,
             fallback: None,
         })
+    }
+}
+
+/// The source half of a post-copy move run by two processes (two pvmds): the metadata is
+/// dumped into the image dir (stream it to the target), and CRIU stays as the page server
+/// of the frozen task until the target has fetched every page.
+pub struct LazyDump {
+    step: Step,
+    foreign: Foreign,
+    dir: PathBuf,
+    _pipes: PipeSize,
+}
+
+impl std::fmt::Debug for LazyDump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LazyDump({:?})", self.step)
+    }
+}
+
+impl LazyDump {
+    /// Waits for the page server to finish (every page fetched, the task killed by CRIU), at
+    /// most `limit`. On an error CRIU resumes the task on the source when it still can.
+    pub fn finish(self, limit: Duration) -> Result<()> {
+        self.finish_unless(limit, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// [`LazyDump::finish`] that gives up as soon as `cancel` is set (the target failed and
+    /// will never fetch the pages): CRIU is killed, which lets the task go on here.
+    pub fn finish_unless(mut self, limit: Duration, cancel: &std::sync::atomic::AtomicBool) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.step.poll()? {
+                check("criu dump --lazy-pages", st, &self.dir.join("dump.log"))?;
+                self.foreign.finish();
+                return Ok(());
+            }
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                self.step.kill();
+                return Err(MigError::Transfer("post-copy cancelled: the target gave up".into()));
+            }
+            if Instant::now() >= deadline {
+                self.step.kill();
+                return Err(MigError::Transfer(format!("page server still running after {limit:?}")));
+            }
+            sleep(POLL);
+        }
+    }
+}
+
+/// The target's lazy-pages daemon of a post-copy restore: it fetches the pages the restored
+/// task has not touched yet; the move is complete when it exits.
+pub struct LazyPages {
+    step: Step,
+    dir: PathBuf,
+    _pipes: PipeSize,
+}
+
+impl LazyPages {
+    /// Waits until every page is on this host, at most `limit`.
+    pub fn finish(mut self, limit: Duration) -> Result<()> {
+        let st = self.step.wait(Instant::now() + limit, limit)?;
+        check("criu lazy-pages", st, &self.dir.join("lazy-pages.log"))
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.step.poll(), Ok(None))
+    }
+}
+
+impl Criu {
+    /// Source side of a post-copy move between two processes: `criu dump --lazy-pages` of
+    /// `pid` into `dir`, its page server on `host.addr:port`. Returns once the metadata is
+    /// in `dir` (send it to the target, then [`LazyDump::finish`]). Fails early, the task
+    /// still running here, when CRIU cannot set the dump up.
+    pub fn dump_lazy(&self, pid: u32, host: &Host, dir: &Path, port: u16, limit: Duration) -> Result<LazyDump> {
+        let _ = fs::remove_dir_all(dir);
+        fs::create_dir_all(dir).map_err(io("create image dir"))?;
+        let pipes = PipeSize::raise(self.caps.needs_pipe_size_workaround);
+        let deadline = Instant::now() + limit;
+        let status = dir.join("status");
+        let (mut c, tpid, foreign) = self.dump_command(host, pid, Some(&status));
+        foreign.args(&mut c);
+        c.args(["dump", "-t", &tpid.to_string(), "-D"])
+            .arg(dir)
+            .args([
+                "-o",
+                "dump.log",
+                self.verbosity(),
+                "--status-fd",
+                "3",
+                "--lazy-pages",
+                "--address",
+                &host.addr.to_string(),
+                "--port",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut step = Step::spawn("criu dump --lazy-pages", c)?;
+        if let Err(e) = wait_file(&mut step, &status, deadline, limit) {
+            return Err(with_log(e, &dir.join("dump.log")));
+        }
+        Ok(LazyDump {
+            step,
+            foreign,
+            dir: dir.to_path_buf(),
+            _pipes: pipes,
+        })
+    }
+
+    /// Target side of a post-copy move between two processes: starts the lazy-pages daemon
+    /// fetching from the source's page server, then restores the metadata in `dir` in a fresh
+    /// pid namespace with `inherit` fds. Returns when the task runs; pages keep arriving
+    /// until [`LazyPages::finish`].
+    pub fn restore_lazy_with(
+        &self,
+        host: &Host,
+        dir: &Path,
+        page_server: std::net::SocketAddrV4,
+        inherit: &[Inherit],
+        limit: Duration,
+    ) -> Result<(Restored, LazyPages)> {
+        let pipes = PipeSize::raise(self.caps.needs_pipe_size_workaround);
+        let deadline = Instant::now() + limit;
+        let lstatus = dir.join("lazy-status");
+        let _ = fs::remove_file(&lstatus);
+        let mut c = self.criu_with_status(host, &lstatus);
+        c.args([
+            "lazy-pages",
+            "--page-server",
+            "--address",
+            &page_server.ip().to_string(),
+            "--port",
+            &page_server.port().to_string(),
+            "-D",
+        ])
+        .arg(dir)
+        .args(["-o", "lazy-pages.log", self.verbosity(), "--status-fd", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut lazy = Step::spawn("criu lazy-pages", c)?;
+        wait_file(&mut lazy, &lstatus, deadline, limit).map_err(|e| with_log(e, &dir.join("lazy-pages.log")))?;
+        let s = self.spawn_restore(host, dir, true, inherit)?;
+        let restored = Criu::await_restored(s, dir, deadline, limit)?;
+        Ok((
+            restored,
+            LazyPages {
+                step: lazy,
+                dir: dir.to_path_buf(),
+                _pipes: pipes,
+            },
+        ))
     }
 }
 

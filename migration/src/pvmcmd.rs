@@ -135,7 +135,9 @@ pub fn run(tid: i32, op: Op<'_>) -> Result<(), String> {
     };
     let ms = p.elapsed().as_millis();
     unsafe { exit() };
-    if cc < 0 {
+    // pvm_migrate returns the new host's pvmd tid, negative as an int (bit 31 set).
+    let pvmd_tid = (cc as u32) & 0xc003_ffff == 0x8000_0000;
+    if cc < 0 && !(matches!(op, Op::Migrate(_)) && pvmd_tid) {
         let why = if cc == -24 {
             "not supported by this daemon or for this task (PvmNotImpl: a legacy pvmd never supports it; a pvmd-rs daemon logs why)".to_string()
         } else {
@@ -157,8 +159,25 @@ pub fn run(tid: i32, op: Op<'_>) -> Result<(), String> {
 /// task, so the pvmd's output pipes are this process's stdout and stderr): restores the task
 /// in DIR into a fresh pid namespace with those pipes in place of the dumped ones (named
 /// KEY1/KEY2, `pipe:[inode]`), then lives as long as the task so the pvmd sees its exit.
-pub fn restore_task(dir: &str, keys: &[String]) -> Result<(), String> {
+pub fn restore_task(dir: &str, args: &[String]) -> Result<(), String> {
     use std::os::fd::AsFd;
+    // `KEY1 KEY2 [--lazy ADDR:PORT] [--ticket PATH TEXT]`: post-copy from the source's page
+    // server; the resume ticket to write once the task runs (not before: with post-copy the
+    // source's copy is only frozen, and must not read a ticket meant for this one).
+    let end = args.iter().position(|a| a.starts_with("--")).unwrap_or(args.len());
+    let keys = &args[..end];
+    let opt = |name: &str, n: usize| -> Option<&[String]> {
+        let i = args.iter().position(|a| a == name)?;
+        args.get(i + 1..i + 1 + n)
+    };
+    let lazy = match opt("--lazy", 1) {
+        Some(a) => Some(
+            a[0].parse::<std::net::SocketAddrV4>()
+                .map_err(|e| format!("--lazy {}: {e}", a[0]))?,
+        ),
+        None => None,
+    };
+    let ticket = opt("--ticket", 2).map(|a| (std::path::PathBuf::from(&a[0]), a[1].clone()));
     let criu = pvm_migration::Criu::new().map_err(|e| e.to_string())?;
     let mut inherit = Vec::new();
     for (k, fd) in keys.iter().zip([std::io::stdout().as_fd(), std::io::stderr().as_fd()]) {
@@ -171,16 +190,42 @@ pub fn restore_task(dir: &str, keys: &[String]) -> Result<(), String> {
         netns: None,
         addr: std::net::Ipv4Addr::LOCALHOST,
     };
-    let mut r = criu
-        .restore_with(
-            &host,
-            std::path::Path::new(dir),
-            &inherit,
-            std::time::Duration::from_secs(60),
-        )
-        .map_err(|e| e.to_string())?;
+    let limit = std::time::Duration::from_secs(60);
+    let dir = std::path::Path::new(dir);
+    let (mut r, mut pages) = match lazy {
+        Some(ps) => {
+            let (r, p) = criu
+                .restore_lazy_with(&host, dir, ps, &inherit, limit)
+                .map_err(|e| e.to_string())?;
+            (r, Some(p))
+        }
+        None => (
+            criu.restore_with(&host, dir, &inherit, limit)
+                .map_err(|e| e.to_string())?,
+            None,
+        ),
+    };
     drop(inherit);
+    if let Some((path, text)) = ticket {
+        if let Some(d) = path.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        let part = path.with_extension("part");
+        std::fs::write(&part, text + "\n")
+            .and_then(|()| std::fs::rename(&part, &path))
+            .map_err(|e| format!("write ticket {}: {e}", path.display()))?;
+    }
     while r.alive() {
+        if pages.as_mut().is_some_and(|p| !p.running()) {
+            // Every page is here (or the page server failed: the task then faults and dies).
+            if let Some(p) = pages.take() {
+                if let Err(e) = p.finish(limit) {
+                    eprintln!("pvm-migrate restore-task: {e}");
+                }
+                // The task can be dumped again from now on (no userfaultfd regions left).
+                let _ = std::fs::write(dir.join("pages-done"), b"1");
+            }
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     Ok(())

@@ -891,15 +891,18 @@ impl Console {
         let p = Progress::start(format!("migrate t{tid:x} -> {host}"));
         let r = self.ext_call(|| ffi::migrate(tid, host));
         let cc = r.0;
-        if cc < 0 {
+        // Success is the new host's pvmd tid, negative as an int (bit 31 set).
+        if cc < 0 && (cc as u32) & 0xc003_ffff != 0x8000_0000 {
             p.finish(&self.refusal(r, tid));
         } else {
+            // pvm_config names hosts by the host part of their pvmd tid (as `conf` shows).
+            let dtid = cc & 0x3ffc_0000;
             let name = self
                 .host_names()
-                .get(&cc)
+                .get(&dtid)
                 .cloned()
-                .unwrap_or_else(|| format!("t{cc:x}"));
-            p.finish(&format!("now on {name} (pvmd t{cc:x}), same tid"));
+                .unwrap_or_else(|| format!("t{dtid:x}"));
+            p.finish(&format!("now on {name} (pvmd {dtid:x}), same tid"));
         }
     }
 

@@ -25,6 +25,7 @@ pub mod master;
 pub mod netd;
 mod xcaps;
 // Migration extensions (docs/migration.md).
+pub mod mig_move;
 pub mod migrate;
 // ---- end multi-host ----
 
@@ -251,14 +252,37 @@ pub struct Daemon<A: AuthFiles> {
 struct Known<'a> {
     tasks: &'a BTreeMap<u32, Task>,
     index: u32,
+    /// mig_move.rs: a tid that moved away still exists (its exit is announced later).
+    mig: &'a migrate::MigState,
 }
 
 impl NotifyWorld for Known<'_> {
     fn task_exists(&self, tid: Tid) -> bool {
-        tid.is_task() && tid.is_on_host(self.index) && self.tasks.contains_key(&tid.local())
+        tid.is_task() && (self.tasks.contains_key(&task_key(self.index, tid)) || self.mig.route_of(tid).is_some())
     }
     fn host_exists(&self, tid: Tid) -> bool {
         tid.host() == self.index
+    }
+}
+
+/// The key of a task in [`Daemon::tasks`]: the local part of a tid with this host's bits (or
+/// host 0), the whole tid of a task adopted from another host by migration (mig_move.rs). A
+/// whole task tid has host bits, so it is above [`Tid::LOCAL_MASK`] and never equals a local
+/// part: both kinds share one map without clashing.
+pub(crate) fn task_key(index: u32, tid: Tid) -> u32 {
+    if tid.is_on_host(index) {
+        tid.local()
+    } else {
+        tid.bits()
+    }
+}
+
+/// The tid of the task stored under `key` (inverse of [`task_key`]).
+pub(crate) fn key_tid(index: u32, key: u32) -> Tid {
+    if key <= Tid::LOCAL_MASK {
+        Tid::task(index, key)
+    } else {
+        Tid::from_u32(key)
     }
 }
 
@@ -372,6 +396,16 @@ impl<A: AuthFiles> Daemon<A> {
         }
     }
 
+    /// The key of `tid` in `tasks` (see [`task_key`]).
+    fn key(&self, tid: Tid) -> u32 {
+        task_key(self.host.index, tid)
+    }
+
+    /// Whether `tid` is a task of this host (its own or adopted by migration).
+    pub(crate) fn has_task(&self, tid: Tid) -> bool {
+        tid.is_task() && self.tasks.contains_key(&self.key(tid))
+    }
+
     fn conn_tid(&self, conn: ConnId) -> Option<Tid> {
         match self.conns.get(&conn)?.auth {
             Auth::Connected(t) => Some(t),
@@ -401,7 +435,8 @@ impl<A: AuthFiles> Daemon<A> {
     /// other task is gone.
     fn disconnected(&mut self, conn: ConnId, tid: Tid, out: &mut Vec<Out>) {
         self.db_waiters.retain(|w| w.conn != conn);
-        match self.tasks.get_mut(&tid.local()) {
+        let key = self.key(tid);
+        match self.tasks.get_mut(&key) {
             Some(t) if t.forked => t.conn = None,
             _ => self.task_gone(tid, out),
         }
@@ -410,8 +445,9 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Forgets a task and tells whoever asked to know (task_cleanup in the legacy daemon).
     fn task_gone(&mut self, tid: Tid, out: &mut Vec<Out>) {
-        self.mig.task_gone(tid.local()); // migrate.rs hook
-        if let Some(t) = self.tasks.remove(&tid.local()) {
+        self.mig_task_gone(tid, out); // migrate.rs / mig_move.rs hook
+        let key = self.key(tid);
+        if let Some(t) = self.tasks.remove(&key) {
             if let Some(c) = t.conn {
                 self.db_waiters.retain(|w| w.conn != c);
             }
@@ -433,7 +469,15 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// A message from this daemon to a local task (notifications, output records).
     fn send_to_task(&mut self, to: Tid, tag: i32, ctx: i32, wid: i32, body: &[u8], out: &mut Vec<Out>) {
-        if to.is_task() && to.host() != 0 && !to.is_on_host(self.host.index) {
+        if self.has_task(to) && !to.is_on_host(self.host.index) {
+            // mig_move.rs: a task adopted from another host.
+            let bytes = wire::frame_message(to, Tid::LOCAL_PVMD, tag, ctx, wid, body);
+            let key = self.key(to);
+            self.deliver(key, bytes, out);
+            return;
+        }
+        let moved = !self.has_task(to) && self.mig.route_of(to).is_some(); // mig_move.rs
+        if to.is_task() && (moved || to.host() != 0 && !to.is_on_host(self.host.index)) {
             return self.net_send_to_task(to, tag, ctx, wid, body, out); // multi-host hook
         }
         if !to.is_task() || !to.is_on_host(self.host.index) {
@@ -583,10 +627,14 @@ impl<A: AuthFiles> Daemon<A> {
             )));
             return;
         }
-        if !dst.is_on_host(self.host.index) && self.net_route(src, fh, payload, out) {
+        let here = self.has_task(dst);
+        if !here && self.mig_forward_frag(src, fh, payload, out) {
+            return; // mig_move.rs hook: the task moved to another host
+        }
+        if !here && !dst.is_on_host(self.host.index) && self.net_route(src, fh, payload, out) {
             return; // multi-host hook
         }
-        if !dst.is_on_host(self.host.index) {
+        if !here && !dst.is_on_host(self.host.index) {
             out.push(Out::Log(format!(
                 "loclinpkt() pkt src t{:x} dst t{:x} scrapped (no such host)",
                 src.bits(),
@@ -594,7 +642,7 @@ impl<A: AuthFiles> Daemon<A> {
             )));
             return;
         }
-        if !self.tasks.contains_key(&dst.local()) {
+        if !here {
             out.push(Out::Log(format!(
                 "loclinpkt() pkt src t{:x} dst t{:x} scrapped (no such task)",
                 src.bits(),
@@ -602,8 +650,9 @@ impl<A: AuthFiles> Daemon<A> {
             )));
             return;
         }
+        let key = self.key(dst);
         let hdr = StreamFragHeader {
-            dst: Tid::task(self.host.index, dst.local()),
+            dst: key_tid(self.host.index, key),
             src,
             len: payload.len() as u32,
             flags: fh.flags & (FragFlags::SOM | FragFlags::EOM),
@@ -611,14 +660,18 @@ impl<A: AuthFiles> Daemon<A> {
         let mut bytes = Vec::with_capacity(16 + payload.len());
         bytes.extend_from_slice(&hdr.to_bytes());
         bytes.extend_from_slice(payload);
-        self.deliver(dst.local(), bytes, out);
+        let from = self.host.index;
+        if let Some(bytes) = self.mig_gate(key, from, bytes) {
+            self.deliver(key, bytes, out); // mig_gate: mig_move.rs hook (order after a move)
+        }
     }
 
     /// A fragment to the sender's one-shot multicast tid: copied to each destination (which
     /// sees the multicast tid as dst, as from the legacy daemon); the set is freed after EOM.
     fn multicast(&mut self, src: Tid, fh: StreamFragHeader, payload: &[u8], out: &mut Vec<Out>) {
         self.net_multicast(src, fh, payload, out); // multi-host hook
-        let Some(sender) = self.tasks.get_mut(&src.local()) else {
+        let skey = self.key(src);
+        let Some(sender) = self.tasks.get_mut(&skey) else {
             return;
         };
         let dsts = match &sender.mca {
@@ -645,7 +698,10 @@ impl<A: AuthFiles> Daemon<A> {
             let mut bytes = Vec::with_capacity(16 + payload.len());
             bytes.extend_from_slice(&hdr.to_bytes());
             bytes.extend_from_slice(payload);
-            self.deliver(d.local(), bytes, out);
+            if let Some(bytes) = self.mig_mcast(d, bytes, out) {
+                let key = self.key(d); // mig_mcast: mig_move.rs hook (a member that moved)
+                self.deliver(key, bytes, out);
+            }
         }
     }
 
@@ -819,7 +875,7 @@ impl<A: AuthFiles> Daemon<A> {
             (Sm::TaskX, Some(tid)) if req.src == self.reg.tasker => {
                 // The tasker reports a task it started as exited.
                 let tid = Tid(tid);
-                if tid.is_task() && tid.is_on_host(self.host.index) && self.tasks.contains_key(&tid.local()) {
+                if self.has_task(tid) {
                     self.task_gone(tid, out);
                 }
             }
@@ -888,8 +944,10 @@ impl<A: AuthFiles> Daemon<A> {
         let max = Tid::LOCAL_MASK;
         for _ in 0..max {
             self.last_local = if self.last_local >= max { 1 } else { self.last_local + 1 };
-            if !self.tasks.contains_key(&self.last_local) {
-                return Some(Tid::task(self.host.index, self.last_local));
+            let tid = Tid::task(self.host.index, self.last_local);
+            // mig_move.rs: a tid of ours that runs on another host is still taken.
+            if !self.tasks.contains_key(&self.last_local) && self.mig.route_of(tid).is_none() {
+                return Some(tid);
             }
         }
         None
@@ -946,9 +1004,9 @@ impl<A: AuthFiles> Daemon<A> {
             .tasks
             .iter()
             .find(|(_, t)| t.forked && t.conn.is_none() && t.cookie == cookie)
-            .map(|(l, _)| *l);
-        if let Some(local) = spawned {
-            return self.attach_spawned(req, local, parsed.pid, out);
+            .map(|(k, _)| *k);
+        if let Some(key) = spawned {
+            return self.attach_spawned(req, key, parsed.pid, out);
         }
         // Only a task nobody spawned gets a new tid: allocating one for a spawned task too
         // would skip a number and make the next tids differ from the legacy daemon's.
@@ -1004,6 +1062,7 @@ impl<A: AuthFiles> Daemon<A> {
         let known = Known {
             tasks: &self.tasks,
             index: self.host.index,
+            mig: &self.mig,
         };
         let (now, logs) = self
             .notifies
@@ -1022,7 +1081,8 @@ impl<A: AuthFiles> Daemon<A> {
         let index = self.host.index;
         let dsts: Vec<Tid> = tids.into_iter().map(Tid).filter(|t| t.is_on_host(index)).collect();
         let gtid = Tid::multicast_of(req.src);
-        if let Some(t) = self.tasks.get_mut(&req.src.local()) {
+        let key = self.key(req.src);
+        if let Some(t) = self.tasks.get_mut(&key) {
             t.mca = Some((gtid, dsts));
         }
         if self.debug & 0x2 != 0 {
@@ -1043,7 +1103,10 @@ impl<A: AuthFiles> Daemon<A> {
             return out.push(Out::Log(format!("tm_sendsig() bad tid {:x}", tid.bits())));
         }
         self.reply(req, req.src, &[], out);
-        match self.tasks.get(&tid.local()).filter(|_| tid.is_on_host(self.host.index)) {
+        if self.mig_signal(tid, sig, out) {
+            return; // mig_move.rs hook: a task that moved away
+        }
+        match self.tasks.get(&self.key(tid)) {
             Some(t) if t.pid_verified && t.pid > 0 => out.push(Out::Signal(t.pid, sig)),
             Some(_) => out.push(Out::Log(format!(
                 "tm_sendsig() pid of t{:x} not confirmed by the kernel; signal {sig} not sent",
@@ -1227,7 +1290,8 @@ impl<A: AuthFiles> Daemon<A> {
         if self.net_taskout(tid, data, &mut out) {
             return out; // multi-host hook
         }
-        let Some(t) = self.tasks.get_mut(&tid.local()) else {
+        let key = self.key(tid);
+        let Some(t) = self.tasks.get_mut(&key) else {
             return out;
         };
         if t.outtid > 0 {
@@ -1259,7 +1323,11 @@ impl<A: AuthFiles> Daemon<A> {
     /// The process of a spawned task exited (and its output was drained).
     pub fn task_exited(&mut self, tid: Tid) -> Vec<Out> {
         let mut out = Vec::new();
-        let Some(t) = self.tasks.get_mut(&tid.local()) else {
+        if self.mig_exit_hook(tid, &mut out) {
+            return out; // mig_move.rs hook: the old process of a task that is moving
+        }
+        let key = self.key(tid);
+        let Some(t) = self.tasks.get_mut(&key) else {
             return out;
         };
         if !t.forked {
@@ -1278,7 +1346,7 @@ impl<A: AuthFiles> Daemon<A> {
             let body = wire::output_record(tid, TO_EOF, &[]);
             self.send_to_task(to, tag, ctx, 0, &body, &mut out);
         }
-        if let Some(c) = self.tasks.get(&tid.local()).and_then(|t| t.conn) {
+        if let Some(c) = self.tasks.get(&key).and_then(|t| t.conn) {
             // The process is gone; so is its connection, whatever the socket still says.
             self.close(c, &mut out);
         }
@@ -1289,11 +1357,17 @@ impl<A: AuthFiles> Daemon<A> {
     /// A task this daemon spawned connects (PVMEPID cookie): it keeps its tid and parent, and
     /// what was sent to it meanwhile is delivered after the TM_CONN2 reply.
     fn attach_spawned(&mut self, req: &Request, local: u32, pid: i32, out: &mut Vec<Out>) {
-        let tid = Tid::task(self.host.index, local);
+        let tid = key_tid(self.host.index, local);
         let restored = self.mig.is_restored(local); // migrate.rs hook
+        let peer_pid = self.conns.get(&req.conn).and_then(|c| c.peer_pid);
         let Some(t) = self.tasks.get_mut(&local) else { return };
         t.conn = Some(req.conn);
-        // A restored task's pid is the restore helper's view; it stays ours (migrate.rs).
+        // A restored task's pid is the restore helper's view; it stays ours (migrate.rs), and
+        // signals go to its real pid as the kernel names it (mig_move.rs).
+        if let (true, Some(pp)) = (restored, peer_pid) {
+            t.pid = pp;
+            t.pid_verified = true;
+        }
         if pid != t.pid && !restored {
             // Not the process we started (e.g. its child): no longer ours to reap.
             t.pid = pid;
@@ -1315,6 +1389,7 @@ impl<A: AuthFiles> Daemon<A> {
         for b in pending {
             out.push(Out::Send(req.conn, b));
         }
+        self.mig_attached(tid, out); // mig_move.rs hook: a migrated task runs here now
     }
 
     /// Hands bytes (whole fragments) to a local task: now if connected, later if it is a spawned
@@ -1335,7 +1410,7 @@ impl<A: AuthFiles> Daemon<A> {
             None => {
                 out.push(Out::Log(format!(
                     "pkt_to_task() t{:x} is not connected; message dropped",
-                    Tid::task(self.host.index, local).bits()
+                    key_tid(self.host.index, local).bits()
                 )));
                 return false;
             }
@@ -1426,7 +1501,7 @@ impl<A: AuthFiles> Daemon<A> {
             // The legacy daemon does not answer this either.
             return out.push(Out::Log(format!("tm_pstat() bad tid {:x}", tid.bits())));
         }
-        let alive = tid.host() == self.host.index && self.tasks.contains_key(&tid.local());
+        let alive = self.has_task(tid) || self.mig.route_of(tid).is_some();
         let status = if alive { 0 } else { PvmError::NoTask.code() };
         self.reply(req, req.src, &wire::int_body(status), out);
     }
@@ -1443,9 +1518,9 @@ impl<A: AuthFiles> Daemon<A> {
         let entries: Vec<wire::TaskEntry> = self
             .tasks
             .iter()
-            .filter(|(local, _)| where_.local() == 0 || where_.local() == **local)
-            .map(|(local, t)| wire::TaskEntry {
-                tid: Tid::task(self.host.index, *local),
+            .filter(|(key, _)| where_.local() == 0 || task_key(self.host.index, where_) == **key)
+            .map(|(key, t)| wire::TaskEntry {
+                tid: key_tid(self.host.index, *key),
                 ptid: t.ptid,
                 hostpart,
                 flag: if t.conn.is_some() { TF_CONN } else { 0 } | if t.forked { TF_FORKD } else { 0 },
@@ -1566,7 +1641,7 @@ impl<A: AuthFiles> Daemon<A> {
     }
 
     fn tm_getopt(&mut self, req: &Request, out: &mut Vec<Out>) {
-        let Some(t) = self.tasks.get(&req.src.local()) else {
+        let Some(t) = self.tasks.get(&self.key(req.src)) else {
             return;
         };
         let body = self.settings(req.src, t).getopt_reply();
@@ -1575,7 +1650,8 @@ impl<A: AuthFiles> Daemon<A> {
 
     fn tm_setopt(&mut self, req: &Request, out: &mut Vec<Out>) {
         let pairs = wire::parse_setopt(req.body);
-        if let Some(t) = self.tasks.get_mut(&req.src.local()) {
+        let key = self.key(req.src);
+        if let Some(t) = self.tasks.get_mut(&key) {
             for (what, val) in pairs {
                 let x = parse_hex(&val);
                 match what {
@@ -1598,12 +1674,13 @@ impl<A: AuthFiles> Daemon<A> {
             Ok(0) => {
                 self.last_ctx = (self.last_ctx % Tid::LOCAL_MASK) + 1;
                 let cid = (self.host.hostpart() | self.last_ctx) as i32;
-                if let Some(t) = self.tasks.get_mut(&req.src.local()) {
+                let key = self.key(req.src);
+                if let Some(t) = self.tasks.get_mut(&key) {
                     t.contexts.push(cid);
                 }
                 cid
             }
-            Ok(cid) => match self.tasks.get_mut(&req.src.local()) {
+            Ok(cid) => match self.tasks.get_mut(&task_key(self.host.index, req.src)) {
                 Some(t) if t.contexts.contains(&cid) => {
                     t.contexts.retain(|c| *c != cid);
                     0

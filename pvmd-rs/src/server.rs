@@ -329,6 +329,8 @@ pub async fn serve_net<A: AuthFiles>(
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
     let (task_tx, mut task_rx) = mpsc::unbounded_channel::<TaskEvent>();
     daemon.set_launcher(Box::new(ProcLauncher::new(epath, task_tx)));
+    // mig_move.rs: results of CRIU dumps, restores and image streams run on threads.
+    let mut mig_rx = daemon.take_mig_events().unwrap_or_else(|| mpsc::unbounded_channel().1);
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut streams: HashMap<ConnId, Streaming> = HashMap::new();
     let mut next_id: ConnId = 1;
@@ -434,6 +436,12 @@ pub async fn serve_net<A: AuthFiles>(
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
+            Some(ev) = mig_rx.recv() => {
+                let outs = daemon.mig_event(ev);
+                if apply(outs, daemon, &mut conns, log) {
+                    break Stop::Halt;
+                }
+            }
             Some(tev) = task_rx.recv() => {
                 let outs = match tev {
                     TaskEvent::Output(tid, data) => daemon.task_output(tid, &data),

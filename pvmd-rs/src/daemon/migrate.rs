@@ -100,6 +100,25 @@ fn host_caps() -> &'static HostCaps {
     HOST.get_or_init(probe_now)
 }
 
+/// The CRIU driver with the probe made at start-up (also for mig_move.rs threads).
+pub(super) fn criu_driver() -> pvm_migration::Result<pvm_migration::Criu> {
+    criu()
+}
+
+/// Why CRIU cannot migrate tasks here, when it cannot.
+pub(super) fn criu_missing() -> Option<String> {
+    host_caps().missing.clone()
+}
+
+/// The `pvm-migrate` helper that restores a task (`restore-task`): `PVMD_MIGRATE_BIN`, else
+/// next to this daemon's binary.
+pub(super) fn restore_helper() -> Option<String> {
+    std::env::var("PVMD_MIGRATE_BIN").ok().or_else(|| {
+        let p = std::env::current_exe().ok()?.with_file_name("pvm-migrate");
+        p.exists().then(|| p.to_string_lossy().into_owned())
+    })
+}
+
 /// The CRIU driver with the probe made at start-up.
 fn criu() -> pvm_migration::Result<pvm_migration::Criu> {
     match host_caps().caps.clone() {
@@ -161,6 +180,8 @@ pub struct MigState {
     /// Restarted tasks: their pid inside the restore namespace differs from the cookie (the
     /// restore helper's pid), and they stay "spawned" (the helper's exit is their exit).
     restored: std::collections::HashSet<u32>,
+    /// Moves between hosts (mig_move.rs).
+    pub(super) mv: super::mig_move::MoveState,
 }
 
 /// What a restart needs besides the image: the task's place in the machine and the pipes its
@@ -174,6 +195,18 @@ struct CkptRec {
     out: (i32, i32, i32),
     trc: (i32, i32, i32),
     keys: [String; 2],
+}
+
+/// A one-task checkpoint dump that ran on a thread, back on the event loop.
+#[derive(Debug)]
+pub struct CkptDone {
+    tid: Tid,
+    p: ParkOp,
+    rec: CkptRec,
+    cookie: i32,
+    parked: std::time::Duration,
+    /// Wall time, CRIU's frozen time, image bytes; or the error.
+    res: Result<(std::time::Duration, Option<std::time::Duration>, u64), String>,
 }
 
 /// A park in progress (a one-task checkpoint that leaves the task running).
@@ -206,6 +239,23 @@ impl MigState {
 
     pub fn is_restored(&self, local: u32) -> bool {
         self.restored.contains(&local)
+    }
+
+    /// Where a tid that is not here runs now, when a move told us (mig_move.rs).
+    pub fn route_of(&self, tid: Tid) -> Option<u32> {
+        self.mv.route_of(tid)
+    }
+
+    pub(super) fn set_task_features(&mut self, key: u32, f: u32) {
+        self.tasks.insert(key, f);
+    }
+
+    pub(super) fn set_restored(&mut self, key: u32) {
+        self.restored.insert(key);
+    }
+
+    pub(super) fn is_parking(&self, key: u32) -> bool {
+        self.parking.contains_key(&key)
     }
 }
 
@@ -246,7 +296,8 @@ impl<A: AuthFiles> Daemon<A> {
                 let mut r = XdrReader::new(req.body);
                 match (r.int("magic"), r.int("version"), r.int("features")) {
                     (Ok(XMAGIC), Ok(v), Ok(f)) if v >= 1 => {
-                        self.mig.tasks.insert(req.src.local(), f as u32);
+                        let key = self.key(req.src);
+                        self.mig.tasks.insert(key, f as u32);
                         if self.debug & 0x2 != 0 {
                             out.push(Out::Log(format!("mig: t{:x} library features {f:#x}", req.src.bits())));
                         }
@@ -268,68 +319,6 @@ impl<A: AuthFiles> Daemon<A> {
             }
         }
         true
-    }
-
-    /// Why `tid` cannot move to `host` from here, or Ok(target host index).
-    fn mig_check(&self, tid: Tid, host: i32) -> Result<u32, (PvmError, String)> {
-        let me = self.host.index;
-        if !tid.is_task() || !tid.is_on_host(me) || !self.tasks.contains_key(&tid.local()) {
-            return if tid.is_task() && tid.host() != 0 && tid.host() != me {
-                Err((
-                    PvmError::NotImpl,
-                    format!(
-                        "t{:x} runs on host {}: ask that host's pvmd (not forwarded yet)",
-                        tid.bits(),
-                        tid.host()
-                    ),
-                ))
-            } else {
-                Err((PvmError::NoTask, format!("t{:x}: no such task here", tid.bits())))
-            };
-        }
-        let tf = self.mig.task_features(tid.local()).unwrap_or(0);
-        if tf & feat::PARK == 0 {
-            return Err((
-                PvmError::NotImpl,
-                if self.mig.task_features(tid.local()).is_none() {
-                    format!(
-                        "t{:x} uses a library without the park protocol (legacy libpvm3)",
-                        tid.bits()
-                    )
-                } else {
-                    format!(
-                        "t{:x}: its library does not implement the park protocol yet",
-                        tid.bits()
-                    )
-                },
-            ));
-        }
-        if let Some(r) = &host_caps().missing {
-            return Err((PvmError::NotImpl, format!("CRIU on this host: {r}")));
-        }
-        let target = Tid::from_u32(host as u32);
-        let idx = target.host();
-        let known = self.net.as_ref().is_some_and(|n| n.table.get(idx).is_some()) || idx == me;
-        if host == 0 || !known {
-            return Err((PvmError::NoHost, format!("host {host:#x}: not in the machine")));
-        }
-        if idx == me {
-            return Err((
-                PvmError::BadParam,
-                format!("t{:x} already runs on host {idx}", tid.bits()),
-            ));
-        }
-        match self.mig.peer_features(idx) {
-            None => Err((
-                PvmError::NotImpl,
-                format!("host {idx} is not a pvmd-rs daemon with migration (legacy or no DM_XCAPS answer)"),
-            )),
-            Some(f) if f & (feat::STOP_AND_COPY | feat::POST_COPY) == 0 => Err((
-                PvmError::NotImpl,
-                format!("host {idx} cannot restore tasks (its CRIU probe failed)"),
-            )),
-            Some(_) => Ok(idx),
-        }
     }
 
     /// TM_CKPT scope 0 (one task, leave-running, image kept on this host): asks the task to
@@ -409,12 +398,14 @@ impl<A: AuthFiles> Daemon<A> {
     /// The task reached its safe point: answer (the last thing on this connection; it closes
     /// after reading it).
     fn tm_park(&mut self, req: &Request, out: &mut Vec<Out>) {
-        let cc = match self.mig.parking.get_mut(&req.src.local()) {
-            Some(p) => {
-                p.parked = true;
-                0
-            }
-            None => PvmError::BadParam.code(),
+        let key = self.key(req.src);
+        let cc = if let Some(p) = self.mig.parking.get_mut(&key) {
+            p.parked = true;
+            0
+        } else if self.mv_parked(key) {
+            0 // mig_move.rs: a task that is moving
+        } else {
+            PvmError::BadParam.code()
         };
         self.reply(req, req.src, &wire::int_body(cc), out);
     }
@@ -423,12 +414,12 @@ impl<A: AuthFiles> Daemon<A> {
     /// reconnects). Returns the bytes back when the task is not parking.
     /// Whether messages for this task are being held (the relay fast path must not bypass it).
     pub(super) fn mig_is_parking(&self, local: u32) -> bool {
-        self.mig.parking.contains_key(&local)
+        self.mig.parking.contains_key(&local) || self.mig.mv.holds(local)
     }
 
     pub(super) fn mig_hold(&mut self, local: u32, bytes: Vec<u8>, out: &mut Vec<Out>) -> Option<Vec<u8>> {
         if !self.mig.parking.contains_key(&local) {
-            return Some(bytes);
+            return self.mv_hold(local, bytes, out); // mig_move.rs: a task that is moving
         }
         let t = self.tasks.get_mut(&local)?;
         if t.pending_bytes + bytes.len() <= MAX_PENDING_BYTES {
@@ -444,8 +435,8 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// A task's connection ended (hook in `disconnected`): a parked task is dumped and let go.
     pub(super) fn mig_disconnected(&mut self, tid: Tid, out: &mut Vec<Out>) {
-        let Some(p) = self.mig.parking.remove(&tid.local()) else {
-            return;
+        let Some(p) = self.mig.parking.remove(&self.key(tid)) else {
+            return self.mv_disconnected(tid, out); // mig_move.rs: a task that is moving
         };
         let Some(t) = self.tasks.get(&tid.local()) else { return };
         // The process to dump, and the PVMEPID cookie it reconnects with (no longer its pid).
@@ -457,7 +448,6 @@ impl<A: AuthFiles> Daemon<A> {
             let parked = p.t0.elapsed();
             let tmp = std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into());
             let dir = std::path::Path::new(&tmp).join(format!("pvmckpt/t{:x}/{}", tid.bits(), p.epoch));
-            // Blocking: the event loop waits for the dump (tens of ms for a small task).
             let host = pvm_migration::Host {
                 netns: None,
                 addr: std::net::Ipv4Addr::LOCALHOST,
@@ -475,37 +465,69 @@ impl<A: AuthFiles> Daemon<A> {
                 trc: (t.trctid, t.trcctx, t.trctag),
                 keys: [key(1), key(2)],
             };
-            let res = criu().and_then(|c| c.dump(pid as u32, &host, &dir, true, std::time::Duration::from_secs(60)));
-            let cc = match res {
-                Ok(d) => {
-                    out.push(Out::Log(format!(
-                        "mig: t{:x} checkpoint epoch {} in {}: parked after {} ms, dump {} ms (frozen {} ms), {} bytes",
-                        tid.bits(),
-                        p.epoch,
-                        dir.display(),
-                        parked.as_millis(),
-                        d.wall.as_millis(),
-                        d.frozen.map_or(0, |f| f.as_millis()),
-                        d.bytes
-                    )));
-                    crate::metrics::checkpointed(d.frozen.map_or(0, |f| f.as_millis() as u64)); // metrics.rs
-                    self.mig.ckpts.insert(tid.local(), rec);
-                    0
-                }
-                Err(e) => {
-                    out.push(Out::Log(format!("mig: t{:x} checkpoint failed: {e}", tid.bits())));
-                    PvmError::SysErr.code()
-                }
-            };
-            // The ticket lets the task reconnect (as itself, by its PVMEPID cookie) either way.
-            let ticket = std::path::Path::new(&tmp).join(format!("pvmresume.t{:x}", tid.bits()));
-            let part = ticket.with_extension("part");
-            let text = format!("continue {cookie} {}\n", p.epoch);
-            if let Err(e) = std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, &ticket)) {
-                out.push(Out::Log(format!("mig: can't write {}: {e}", ticket.display())));
-            }
-            cc
+            // On a thread: the event loop goes on meanwhile (MigEvent::Ckpt comes back).
+            let tx = self.mig.mv.events();
+            std::thread::spawn(move || {
+                let res = criu()
+                    .and_then(|c| c.dump(pid as u32, &host, &dir, true, std::time::Duration::from_secs(60)))
+                    .map(|d| (d.wall, d.frozen, d.bytes))
+                    .map_err(|e| e.to_string());
+                let done = CkptDone {
+                    tid,
+                    p,
+                    rec,
+                    cookie,
+                    parked,
+                    res,
+                };
+                let _ = tx.send(super::mig_move::MigEvent::Ckpt(Box::new(done)));
+            });
+            return;
         };
+        let body = reply_cc(cc, 0);
+        let bytes = wire::frame_message(p.src, Tid::LOCAL_PVMD, TM_CKPT, p.ctx, p.wid, &body);
+        out.push(Out::Send(p.conn, bytes));
+    }
+
+    /// The checkpoint dump ended (MigEvent::Ckpt): record it, let the task reconnect, answer.
+    pub(super) fn ckpt_done(&mut self, c: CkptDone, out: &mut Vec<Out>) {
+        let CkptDone {
+            tid,
+            p,
+            rec,
+            cookie,
+            parked,
+            res,
+        } = c;
+        let cc = match res {
+            Ok((wall, frozen, bytes)) => {
+                out.push(Out::Log(format!(
+                    "mig: t{:x} checkpoint epoch {} in {}: parked after {} ms, dump {} ms (frozen {} ms), {} bytes",
+                    tid.bits(),
+                    p.epoch,
+                    rec.dir.display(),
+                    parked.as_millis(),
+                    wall.as_millis(),
+                    frozen.map_or(0, |f| f.as_millis()),
+                    bytes
+                )));
+                crate::metrics::checkpointed(frozen.map_or(0, |f| f.as_millis() as u64)); // metrics.rs
+                self.mig.ckpts.insert(tid.local(), rec);
+                0
+            }
+            Err(e) => {
+                out.push(Out::Log(format!("mig: t{:x} checkpoint failed: {e}", tid.bits())));
+                PvmError::SysErr.code()
+            }
+        };
+        // The ticket lets the task reconnect (as itself, by its PVMEPID cookie) either way.
+        let tmp = std::env::var("PVM_TMP").unwrap_or_else(|_| "/tmp".into());
+        let ticket = std::path::Path::new(&tmp).join(format!("pvmresume.t{:x}", tid.bits()));
+        let part = ticket.with_extension("part");
+        let text = format!("continue {cookie} {}\n", p.epoch);
+        if let Err(e) = std::fs::write(&part, text).and_then(|()| std::fs::rename(&part, &ticket)) {
+            out.push(Out::Log(format!("mig: can't write {}: {e}", ticket.display())));
+        }
         let body = reply_cc(cc, if cc == 0 { p.epoch } else { 0 });
         let bytes = wire::frame_message(p.src, Tid::LOCAL_PVMD, TM_CKPT, p.ctx, p.wid, &body);
         out.push(Out::Send(p.conn, bytes));
@@ -618,28 +640,9 @@ impl<A: AuthFiles> Daemon<A> {
         self.reply(req, req.src, &reply_cc(0, rec.epoch), out);
     }
 
+    /// TM_MIGRATE: the move itself is in mig_move.rs.
     fn tm_migrate(&mut self, req: &Request, out: &mut Vec<Out>) {
-        let mut r = XdrReader::new(req.body);
-        let (Ok(tid), Ok(host), Ok(mode)) = (r.int("tid"), r.int("host"), r.int("mode")) else {
-            out.push(Out::Log(format!("mig: bad TM_MIGRATE from t{:x}", req.src.bits())));
-            return self.reply(req, req.src, &reply_cc(PvmError::BadParam.code(), 0), out);
-        };
-        if !(0..=2).contains(&mode) {
-            return self.reply(req, req.src, &reply_cc(PvmError::BadParam.code(), 0), out);
-        }
-        let cc = match self.mig_check(Tid(tid), host) {
-            Err((e, why)) => {
-                out.push(Out::Log(format!("mig: migrate t{tid:x} to {host:#x} refused: {why}")));
-                e.code()
-            }
-            Ok(idx) => {
-                out.push(Out::Log(format!(
-                    "mig: migrate t{tid:x} to host {idx}: the move itself is not implemented yet"
-                )));
-                PvmError::NotImpl.code()
-            }
-        };
-        self.reply(req, req.src, &reply_cc(cc, 0), out);
+        self.mv_tm_migrate(req.conn, req.src, req.hdr.ctx, req.hdr.wid, req.body, out);
     }
 }
 

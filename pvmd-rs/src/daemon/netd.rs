@@ -549,8 +549,8 @@ impl<A: AuthFiles> Daemon<A> {
     /// Hook of `send_to_task()`: a message from this pvmd to a task on another host.
     pub(super) fn net_send_to_task(&mut self, to: Tid, tag: i32, ctx: i32, wid: i32, body: &[u8], out: &mut Vec<Out>) {
         let me = Tid::pvmd(self.host.index);
+        let host = self.mig.route_of(to).unwrap_or(to.host()); // mig_move.rs: a moved tid
         let Some(n) = self.net.as_mut() else { return };
-        let host = to.host();
         if n.table.get(host).is_none() {
             return;
         }
@@ -573,7 +573,7 @@ impl<A: AuthFiles> Daemon<A> {
         if self.is_master() {
             return false;
         }
-        match self.tasks.get(&tid.local()) {
+        match self.tasks.get(&super::task_key(self.host.index, tid)) {
             Some(t) if t.outtid <= 0 => {}
             _ => return false,
         }
@@ -640,11 +640,17 @@ impl<A: AuthFiles> Daemon<A> {
                 n.mca_in.remove(&p.dst);
             }
             for d in dsts {
-                self.deliver(d.local(), frame(p.dst), out);
+                if let Some(b) = self.mig_mcast(d, frame(p.dst), out) {
+                    let key = super::task_key(self.host.index, d); // mig_mcast: mig_move.rs hook
+                    self.deliver(key, b, out);
+                }
             }
             return;
         }
-        if !p.dst.is_task() || !p.dst.is_on_host(self.host.index) || !self.tasks.contains_key(&p.dst.local()) {
+        if !self.has_task(p.dst) && self.mig_forward_packet(&p, out) {
+            return; // mig_move.rs hook: the task moved to another host
+        }
+        if !self.has_task(p.dst) {
             out.push(Out::Log(format!(
                 "netinpkt() pkt src t{:x} dst t{:x} scrapped (no such task)",
                 p.src.bits(),
@@ -652,8 +658,11 @@ impl<A: AuthFiles> Daemon<A> {
             )));
             return;
         }
-        let b = frame(Tid::task(self.host.index, p.dst.local()));
-        self.deliver(p.dst.local(), b, out);
+        let key = super::task_key(self.host.index, p.dst);
+        let b = frame(super::key_tid(self.host.index, key));
+        if let Some(b) = self.mig_gate(key, p.host, b) {
+            self.deliver(key, b, out); // mig_gate: mig_move.rs hook (order after a move)
+        }
     }
 
     // ---- DM_ messages ------------------------------------------------------------------------
@@ -676,6 +685,9 @@ impl<A: AuthFiles> Daemon<A> {
         }
         if m.header.tag == XCAPS_TAG {
             return self.xcaps_entry(host, wid, &m.body, out);
+        }
+        if self.mig_dm_entry(host, wid, m.header.tag, &m.body, out) {
+            return; // mig_move.rs hook: DM_MIGPREP, DM_MIGDONE, DM_TIDMOVED, DM_MIGREQ
         }
         let Some(dm) = Dm::from_code(m.header.tag) else {
             out.push(Out::Log(format!(
@@ -720,7 +732,7 @@ impl<A: AuthFiles> Daemon<A> {
             (Dm::Task, Body::DmTask(t)) => self.dm_task(host, wid, t.tid, out),
             (Dm::TaskAck, Body::DmTaskAck(t)) => self.dm_taskack(wid, t, out),
             (Dm::Pstat, Body::DmPstat(t)) => {
-                let alive = t.tid.is_on_host(self.host.index) && self.tasks.contains_key(&t.tid.local());
+                let alive = self.has_task(t.tid) || self.mig.route_of(t.tid).is_some();
                 let st = if alive { 0 } else { PvmError::NoTask.code() };
                 self.dm_send(host, Dm::PstatAck.code(), wid, &wire::int_body(st), out);
             }
@@ -956,6 +968,7 @@ impl<A: AuthFiles> Daemon<A> {
         for p in due {
             self.send_to_task(p.watcher, p.tag, p.ctx, 0, &wire::int_body(p.on), out);
         }
+        self.mig_host_gone(host, out); // mig_move.rs hook: moves with that host fail
     }
 
     fn host_added_notify(&mut self, added: &[u32], out: &mut Vec<Out>) {
@@ -1299,9 +1312,9 @@ impl<A: AuthFiles> Daemon<A> {
         let hostpart = Tid((self.host.index << Tid::HOST_SHIFT) as i32);
         self.tasks
             .iter()
-            .filter(|(local, _)| where_.local() == 0 || where_.local() == **local)
-            .map(|(local, t)| TaskEntry {
-                tid: Tid::task(self.host.index, *local),
+            .filter(|(key, _)| where_.local() == 0 || super::task_key(self.host.index, where_) == **key)
+            .map(|(key, t)| TaskEntry {
+                tid: super::key_tid(self.host.index, *key),
                 ptid: t.ptid,
                 host: hostpart,
                 flag: if t.conn.is_some() { super::TF_CONN } else { 0 } | if t.forked { super::TF_FORKD } else { 0 },
@@ -1382,7 +1395,14 @@ impl<A: AuthFiles> Daemon<A> {
     }
 
     fn local_signal(&mut self, tid: Tid, sig: i32, out: &mut Vec<Out>) {
-        match self.tasks.get(&tid.local()).filter(|_| tid.is_on_host(self.host.index)) {
+        if self.mig_signal(tid, sig, out) {
+            return; // mig_move.rs hook: a task that moved away
+        }
+        match self
+            .tasks
+            .get(&super::task_key(self.host.index, tid))
+            .filter(|_| tid.is_task())
+        {
             Some(t) if t.pid_verified && t.pid > 0 => out.push(Out::Signal(t.pid, sig)),
             _ => out.push(Out::Log(format!(
                 "dm_sendsig() signal for t{:x} scrapped (no such task)",
@@ -1392,7 +1412,8 @@ impl<A: AuthFiles> Daemon<A> {
     }
 
     fn dm_notify(&mut self, from: u32, wid: i32, nt: body::DmNotify, out: &mut Vec<Out>) {
-        let exists = nt.tid.is_on_host(self.host.index) && self.tasks.contains_key(&nt.tid.local());
+        // mig_move.rs: a tid that moved away exists until its exit is announced.
+        let exists = self.has_task(nt.tid) || self.mig.route_of(nt.tid).is_some();
         if nt.what & 0xff != TASK_EXIT || !exists {
             self.dm_send_body(
                 from,
