@@ -555,53 +555,6 @@ sys.stdout.write(out.decode(errors='replace'))
     );
 }
 
-/// CRIU cannot dump a task that lives in the mount namespace `ip netns exec` makes, so the
-/// daemons of a migration test enter their hosts with `nsenter --net` only (as mig_move.rs
-/// does): the master directly, the slaves through an rsh stand-in that does the same.
-fn nsenter_command(c: &interop_tests::netns::Cluster, k: usize, program: &Path) -> Command {
-    let h = c.host(k);
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/var/run/netns/{}", h.ns))
-        .arg("--")
-        .arg(program)
-        .env("PVM_TMP", h.tmp.path())
-        .env("PVM_ALLOW_ROOT", "1")
-        .env("PVM_ROOT", LEGACY_ROOT)
-        .env("PVM_RSH", c.rsh())
-        .env("HOME", &c.home)
-        .current_dir(&c.home)
-        .env_remove("PVMSOCK")
-        .env_remove("PVMEPID")
-        .env_remove("PVMDDEBUG")
-        .env_remove("PVMHOSTFILE")
-        .env_remove("PVM_DPATH")
-        .env_remove("LD_LIBRARY_PATH")
-        .env_remove("PVM_EXPORT")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    cmd
-}
-
-fn write_nsenter_rsh(c: &interop_tests::netns::Cluster) {
-    let mut cases = String::new();
-    for h in &c.hosts {
-        cases.push_str(&format!("  {}) ns={}; tmp={};;\n", h.ip, h.ns, h.tmp.path().display()));
-    }
-    let script = format!(
-        "#!/bin/sh\nhost=$1; shift\nwhile [ $# -gt 1 ]; do case $1 in -l) shift 2;; -n) shift;; *) break;; esac; done\n\
-         case $host in\n{cases}  *) echo \"rsh: unknown host $host\" >&2; exit 1;;\nesac\n\
-         exec nsenter --net=/var/run/netns/$ns -- env PVM_TMP=$tmp PVM_ALLOW_ROOT=1 PVM_ROOT={LEGACY_ROOT} HOME={home} PVM_RSH=$0 /bin/sh -c \"$1\"\n",
-        home = c.home.display()
-    );
-    let p = c.rsh();
-    let tmp = p.with_extension("new");
-    std::fs::write(&tmp, script).expect("write rsh");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod rsh");
-    std::fs::rename(&tmp, &p).expect("install rsh");
-}
-
 /// Three namespace hosts of pvmd-rs: a task spawned on h2 is moved to h3 by `migrate` in a
 /// console on h2; the console names the new host, `ps -a` lists the same tid there, and the
 /// task runs on (its output, ticks, keeps reaching the master pvmd's log).
@@ -610,7 +563,8 @@ fn ux_console_migrate_across_hosts() {
     use interop_tests::netns::Cluster;
     // Descriptors this test process inherited without close-on-exec (e.g. a /dev/null from
     // whatever started cargo) would reach the daemons and their tasks, and CRIU cannot dump a
-    // file opened in another mount namespace (the pvmds run in their own): not ours to pass on.
+    // task holding a file opened in another mount namespace (`ip netns exec` makes one per
+    // host): not ours to pass on.
     for fd in 3..1024 {
         // SAFETY: F_SETFD on a descriptor number; a closed one just returns EBADF.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -672,7 +626,7 @@ fn ux_console_migrate_across_hosts() {
     let line = master.read_line(TIMEOUT);
     assert!(line.starts_with('/'), "master printed {line:?}\n{}", c.logs());
     let console = |k: usize, script: &str| -> String {
-        let mut cmd = nsenter_command(&c, k, &ux_bins().join("pvm"));
+        let mut cmd = c.command(k, &ux_bins().join("pvm"));
         cmd.stdin(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().expect("console");
