@@ -603,8 +603,9 @@ extern int pvm_lookup(char *name, int req, int *datap);
 
 /**
  * pvm-rs only: moves task `tid` to the host named `host` (NULL: the machine chooses) and
- * returns the pvmd tid of its new host. Fails at once with PvmNotImpl where migration is
- * unavailable (legacy daemon or library, no CRIU); docs/migration.md.
+ * returns, once it runs there, the tid of its new host (as `hi_tid`). Fails at once with
+ * PvmNotImpl where migration is unavailable (legacy daemon or library, no CRIU);
+ * docs/migration.md.
  */
 extern int pvm_migrate(int tid, const char *host);
 

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
-use interop_tests::shim::{shim_dir, LDSO, LEGACY_LIB_DIR};
+use interop_tests::shim::shim_dir;
 use interop_tests::{our_pvmd, Proc, LEGACY_CONSOLE, LEGACY_PVMD, TIMEOUT};
 
 const JOB: &str = r#"
@@ -52,7 +52,14 @@ static void worker(void) {
         pvm_pklong(&sum, 1, 1);
         pvm_pkint(&me, 1, 1);
         pvm_send(parent, 2);
-        if (v % 500 == 0) { printf("worker at %d\n", v); fflush(stdout); }
+        if (v % 500 == 0) {
+            printf("worker at %d\n", v);
+            fflush(stdout);
+            /* A multicast from the worker, wherever it runs. */
+            pvm_initsend(PvmDataDefault);
+            pvm_pkint(&v, 1, 1);
+            pvm_mcast(&parent, 1, 8);
+        }
     }
     for (k = 0; heap && k < mb << 20; k++) if (heap[k] != (unsigned char)(k * 7)) { pbad += 1000000; break; }
     pvm_initsend(PvmDataDefault);
@@ -98,7 +105,7 @@ int main(int argc, char **argv) {
             char *to = i == 800 ? argv[3] : i == 1400 ? argv[4] : i == 2000 ? argv[2] : "";
             t0 = now();
             r = pvm_migrate(w, to);
-            printf("migrate at %d to %s: %s %x %.3f\n", i, *to ? to : "any", r <= -1000 ? "ok" : "failed", r, now() - t0);
+            printf("migrate at %d to %s: %s %x %.3f\n", i, *to ? to : "any", r > 0 ? "ok" : "failed", r, now() - t0);
             fflush(stdout);
         }
         if (i == 1400) {
@@ -133,6 +140,13 @@ int main(int argc, char **argv) {
     pvm_upkint(&nm, 1, 1);
     pvm_upkint(&mbad, 1, 1);
     printf("mcast got %d, out of order %d\n", nm, mbad);
+    nm = mbad = 0;
+    for (r = 500; pvm_nrecv(w, 8) > 0; r += 500) {
+        pvm_upkint(&vw, 1, 1);
+        if (vw != r) mbad++;
+        nm++;
+    }
+    printf("worker mcast got %d, out of order %d\n", nm, mbad);
     printf("done bad %d\n", bad);
     printf("legacy peer sent %d, worker got %d (end %d), out of order %d\n", v, np, pend, pbad);
     fflush(stdout);
@@ -366,8 +380,12 @@ fn move_job(direct: bool, broken: bool) {
         "CRIU 4.1 is missing: run ci/criu-setup"
     );
     build_helper();
-    let job = gcc("job", JOB, true);
-    let peer = gcc("peer", LEGACY_PEER, false);
+    // Built once per test process: the tests run in parallel, and rewriting the program of a
+    // running worker makes CRIU refuse to restore it ("has bad size").
+    static BUILT: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    let (job, peer) = BUILT
+        .get_or_init(|| (gcc("job", JOB, true), gcc("peer", LEGACY_PEER, false)))
+        .clone();
     let t_all = Instant::now();
     let c = Cluster::named("mm", "mig-move", 4);
     let ips: Vec<String> = (1..=4).map(|k| c.host(k).ip.clone()).collect();
@@ -430,7 +448,6 @@ fn move_job(direct: bool, broken: bool) {
         .env(if direct { "MM_DIRECT" } else { "MM_NONE" }, "1")
         .env("MM_MB", std::env::var("MM_MB").unwrap_or_default())
         .env("PVM_EXPORT", "LD_LIBRARY_PATH:MM_MB");
-    let _ = (LDSO, LEGACY_LIB_DIR);
     let (code, out, err) = wait_or_kill(run.spawn().expect("run the job"), Duration::from_secs(60));
     if code.is_none() {
         for k in 1..=4 {
@@ -452,11 +469,11 @@ fn move_job(direct: bool, broken: bool) {
     let moves: Vec<&str> = out.lines().filter(|l| l.starts_with("migrate at")).collect();
     assert_eq!(moves.len(), 4, "{}", logs());
     // PvmSysErr (-14) when host 2 cannot restore.
-    let to_h2 = if broken { "failed fffffff2" } else { "ok 80080000" };
+    let to_h2 = if broken { "failed fffffff2" } else { "ok 80000" };
     for (k, (at, to, result)) in [
         (800, ips[1].as_str(), to_h2),
-        (1400, ips[2].as_str(), "ok 800c0000"),
-        (2000, ips[0].as_str(), "ok 80040000"),
+        (1400, ips[2].as_str(), "ok c0000"),
+        (2000, ips[0].as_str(), "ok 40000"),
     ]
     .into_iter()
     .enumerate()
@@ -469,7 +486,7 @@ fn move_job(direct: bool, broken: bool) {
     }
     // "Any host": the least used target of host 1 (it moved one task to host 2, none to 3;
     // or, host 2 having failed, none there and one to 3).
-    let any = if broken { "failed fffffff2" } else { "ok 800c0000" };
+    let any = if broken { "failed fffffff2" } else { "ok c0000" };
     assert!(
         moves[3].starts_with(&format!("migrate at 2600 to any: {any} ")),
         "{}",
@@ -477,7 +494,9 @@ fn move_job(direct: bool, broken: bool) {
     );
     assert!(out.contains("done bad 0\n"), "{}", logs());
     // Multicasts (to the worker and the legacy peer) reach the worker on every host.
-    assert!(out.contains("mcast got 30, out of order 0\n"), "{}", logs());
+    assert!(out.contains("\nmcast got 30, out of order 0\n"), "{}", logs());
+    // And the worker's multicasts (to the master) from every host it ran on.
+    assert!(out.contains("worker mcast got 6, out of order 0\n"), "{}", logs());
     // Refusals answer at once: already there (PvmBadParam -2), legacy library (PvmNotImpl -24).
     let again = out.lines().find(|l| l.starts_with("again ")).unwrap_or_default();
     assert!(again.starts_with("again -2 "), "{}", logs());
@@ -485,7 +504,9 @@ fn move_job(direct: bool, broken: bool) {
     assert!(legacy.starts_with("legacy -24 "), "{}", logs());
     for l in [again, legacy] {
         let t: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
-        assert!(t < 0.5, "refusal took {t} s: {l}");
+        // One DM round trip (the worker runs on host 3): milliseconds when the VM is quiet;
+        // seen at 1.6 s with the four tests and their CRIU runs sharing two CPUs.
+        assert!(t < 3.0, "refusal took {t} s: {l}");
     }
     // The legacy peer's messages: all, once, in order.
     let pl = out

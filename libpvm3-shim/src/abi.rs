@@ -299,8 +299,9 @@ extern "C" {
     pub fn pvm_insert(name: *mut c_char, req: c_int, data: c_int) -> c_int;
     pub fn pvm_lookup(name: *mut c_char, req: c_int, datap: *mut c_int) -> c_int;
     /// pvm-rs only: moves task `tid` to the host named `host` (NULL: the machine chooses) and
-    /// returns the pvmd tid of its new host. Fails at once with PvmNotImpl where migration is
-    /// unavailable (legacy daemon or library, no CRIU); docs/migration.md.
+    /// returns, once it runs there, the tid of its new host (as `hi_tid`). Fails at once with
+    /// PvmNotImpl where migration is unavailable (legacy daemon or library, no CRIU);
+    /// docs/migration.md.
     pub fn pvm_migrate(tid: c_int, host: *const c_char) -> c_int;
     /// pvm-rs only: checkpoints task `tid` (spawned on this host, on pvm-rs's library) with
     /// CRIU and lets it run on; `flags` must be 0. Returns the epoch; PvmNotImpl at once where

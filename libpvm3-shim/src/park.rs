@@ -285,9 +285,11 @@ fn migrate(tid: c_int, host: *const c_char) -> Result<c_int, c_int> {
 }
 
 /// Moves task `tid` to the host called `host` (a name from `pvm_config`; NULL or "" lets the
-/// machine choose). Returns the pvmd tid of the host the task now runs on, or an error:
+/// machine choose). Returns, once the task runs there, the tid of the host it now runs on (as
+/// `pvm_config` gives it in `hi_tid`), or an error:
 /// PvmNotImpl at once when the daemon (legacy) or the task's library cannot migrate or CRIU is
-/// unavailable (the pvmd's log names the reason), PvmNoHost, PvmNoTask, PvmBadParam.
+/// unavailable (the pvmd's log names the reason), PvmNoHost, PvmNoTask, PvmBadParam; after a
+/// failed attempt PvmSysErr or PvmHostFail (the task then runs on where it was, when it can).
 /// pvm-rs only: not in the legacy library.
 #[no_mangle]
 pub unsafe extern "C" fn pvm_migrate(tid: c_int, host: *const c_char) -> c_int {

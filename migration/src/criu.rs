@@ -123,20 +123,20 @@ pub struct Criu {
 
 const PIPE_MAX: &str = "/proc/sys/fs/pipe-max-size";
 const PIPE_NEEDED: u64 = 4 << 20;
-/// The count of post-copy steps running on this machine and the value to put back, shared by
-/// every process that raises the limit (two pvmds and their restore helpers take part in one
-/// move): `count old`, updated under an exclusive `flock` of the same file.
-const PIPE_STATE: &str = "/tmp/.pvm-migration-pipe-max-size";
+/// The post-copy steps running on this machine and the value to put back, shared by every
+/// process that raises the limit (two pvmds and their restore helpers take part in one move):
+/// `old pid pid …` (one pid per step), updated under an exclusive `flock` of the same file.
+/// Steps of processes that died (killed while they held one) are dropped at each update.
+const PIPE_STATE: &str = "/tmp/.pvm-migration-pipe-max-size.v2";
 
 /// Raises fs.pipe-max-size to 4 MiB while post-copy runs, where root lacks CAP_SYS_RESOURCE
 /// (CRIU's lazy page server then fails on an unchecked F_SETPIPE_SZ; CKPT-REPORT §6). The
 /// old value comes back when the last post-copy step on the machine ends, whichever process
-/// ran it (a per-process count let one process lower the limit under another's CRIU). A
-/// process killed while it holds a count leaves the limit raised, which is harmless.
+/// ran it (a per-process count let one process lower the limit under another's CRIU).
 struct PipeSize(bool);
 
-/// Runs `f` on the shared `(count, old value)` under the state file's lock.
-fn with_pipe_state(f: impl FnOnce(&mut u64, &mut String)) {
+/// Runs `f` on the shared old value and holder pids under the state file's lock.
+fn with_pipe_state(f: impl FnOnce(&mut String, &mut Vec<u32>)) {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsRawFd;
     let Ok(mut file) = fs::OpenOptions::new()
@@ -155,12 +155,28 @@ fn with_pipe_state(f: impl FnOnce(&mut u64, &mut String)) {
     let mut text = String::new();
     let _ = file.read_to_string(&mut text);
     let mut w = text.split_whitespace();
-    let mut count: u64 = w.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-    let mut old = w.next().unwrap_or("").to_string();
-    f(&mut count, &mut old);
+    // Only a plausible limit is ever written back.
+    let mut old = w
+        .next()
+        .filter(|o| o.parse::<u64>().is_ok_and(|v| v >= 4096))
+        .unwrap_or("")
+        .to_string();
+    let mut pids: Vec<u32> = w
+        .filter_map(|p| p.parse().ok())
+        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    f(&mut old, &mut pids);
+    if pids.is_empty() && !old.is_empty() {
+        let _ = fs::write(PIPE_MAX, old.as_str());
+        old.clear();
+    }
     let _ = file.set_len(0);
     let _ = file.rewind();
-    let _ = write!(file, "{count} {old}");
+    let mut line = if old.is_empty() { "-".to_string() } else { old };
+    for p in pids {
+        line.push_str(&format!(" {p}"));
+    }
+    let _ = file.write_all(line.as_bytes());
 }
 
 impl PipeSize {
@@ -168,13 +184,13 @@ impl PipeSize {
         if !needed {
             return PipeSize(false);
         }
-        with_pipe_state(|count, old| {
+        with_pipe_state(|old, pids| {
             let cur = fs::read_to_string(PIPE_MAX).unwrap_or_default();
             let low = cur.trim().parse::<u64>().map(|v| v < PIPE_NEEDED).unwrap_or(false);
-            if low && fs::write(PIPE_MAX, PIPE_NEEDED.to_string()).is_ok() && *count == 0 {
+            if low && fs::write(PIPE_MAX, PIPE_NEEDED.to_string()).is_ok() && old.is_empty() {
                 *old = cur.trim().to_string();
             }
-            *count += 1;
+            pids.push(std::process::id());
         });
         PipeSize(true)
     }
@@ -185,11 +201,10 @@ impl Drop for PipeSize {
         if !self.0 {
             return;
         }
-        with_pipe_state(|count, old| {
-            *count = count.saturating_sub(1);
-            if *count == 0 && !old.is_empty() {
-                let _ = fs::write(PIPE_MAX, old.as_str());
-                old.clear();
+        with_pipe_state(|_, pids| {
+            let me = std::process::id();
+            if let Some(i) = pids.iter().position(|p| *p == me) {
+                pids.remove(i);
             }
         });
     }

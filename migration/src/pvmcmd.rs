@@ -135,7 +135,8 @@ pub fn run(tid: i32, op: Op<'_>) -> Result<(), String> {
     };
     let ms = p.elapsed().as_millis();
     unsafe { exit() };
-    // pvm_migrate returns the new host's pvmd tid, negative as an int (bit 31 set).
+    // pvm_migrate returns the new host's tid: as pvm_config gives it (positive), or from an
+    // older pvmd-rs the pvmd tid, negative as an int (bit 31 set).
     let pvmd_tid = (cc as u32) & 0xc003_ffff == 0x8000_0000;
     if cc < 0 && !(matches!(op, Op::Migrate(_)) && pvmd_tid) {
         let why = if cc == -24 {
@@ -147,7 +148,10 @@ pub fn run(tid: i32, op: Op<'_>) -> Result<(), String> {
         Err(format!("{name}(t{tid:x}) failed after {ms} ms: {}", text(cc)))
     } else {
         match op {
-            Op::Migrate(_) => p.finish(&format!("now on the host of pvmd t{cc:x}, same tid")),
+            Op::Migrate(_) => p.finish(&format!(
+                "now on the host of DTID {:x} (see conf), same tid",
+                cc & 0x3ffc_0000
+            )),
             Op::Checkpoint => p.finish(&format!("epoch {cc}, task running again")),
             Op::Restart => p.finish(&format!("epoch {cc}, running again as t{tid:x}")),
         };

@@ -891,7 +891,8 @@ impl Console {
         let p = Progress::start(format!("migrate t{tid:x} -> {host}"));
         let r = self.ext_call(|| ffi::migrate(tid, host));
         let cc = r.0;
-        // Success is the new host's pvmd tid, negative as an int (bit 31 set).
+        // Success is the new host's tid: as pvm_config gives it (positive), or from an older
+        // pvmd-rs the pvmd tid, negative as an int (bit 31 set).
         if cc < 0 && (cc as u32) & 0xc003_ffff != 0x8000_0000 {
             p.finish(&self.refusal(r, tid));
         } else {

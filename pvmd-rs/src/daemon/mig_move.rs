@@ -25,7 +25,7 @@
 //! CRIU and the image stream run on threads; their results come back as [`MigEvent`]s that the
 //! shell hands to [`Daemon::mig_event`]. The event loop never waits for them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -71,6 +71,16 @@ const KIND_EXITED: i32 = 2;
 const CRIU_LIMIT: Duration = Duration::from_secs(60);
 /// Longest wait for the task's output pipes to be read empty before the dump.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// How long the target may take to answer DM_MIGPREP.
+const PREP_LIMIT: Duration = Duration::from_secs(30);
+/// How long a task may take to reach its safe point after TC_MARK (a task computing outside
+/// the library does not park before its next library call).
+const PARK_LIMIT: Duration = Duration::from_secs(10);
+/// How long a move may wait for DM_MIGDONE after its dump.
+const DONE_LIMIT: Duration = Duration::from_secs(180);
+/// Most bytes of relays waiting for room in the datagram layer's queues (then they are dropped,
+/// with a log line).
+const BACKLOG_MAX: usize = 64 << 20;
 /// Op ids carry the initiator's host index above this many bits, so that a request and a
 /// reply of the same code are told apart (and ops of different hosts never clash).
 const OP_HOST_SHIFT: u32 = 18;
@@ -203,6 +213,10 @@ struct OutOp {
     lazy: Option<SocketAddrV4>,
     /// Post-copy: set when the target gave up, so the page server stops at once.
     cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// When the current stage began (its time limit runs from here).
+    t_stage: Instant,
+    /// The time limit of the current stage has been dealt with.
+    timed_out: bool,
 }
 
 /// A move in progress, on the target.
@@ -248,6 +262,11 @@ pub struct MoveState {
     /// Image directories of tasks restored here, by key: removed when the task leaves or
     /// exits (not earlier: the restore helper may still be reading its stamp and logs).
     images: HashMap<u32, PathBuf>,
+    /// Relays (DM_MIGFWD, DM_MIGMCA, flushes) the datagram layer could not take yet because
+    /// its send queue to the host was full, in order per host: a relay must not be lost, and
+    /// a flush must not overtake what it flushes.
+    backlog: HashMap<u32, VecDeque<(i32, Vec<u8>)>>,
+    backlog_bytes: usize,
     /// Tasks moved to each host (host 0 = "any" picks the host with the fewest).
     sent_to: HashMap<u32, u32>,
     last_op: i32,
@@ -267,6 +286,8 @@ impl Default for MoveState {
             asked: HashMap::new(),
             stale_exits: HashMap::new(),
             images: HashMap::new(),
+            backlog: HashMap::new(),
+            backlog_bytes: 0,
             sent_to: HashMap::new(),
             last_op: 0,
             tx,
@@ -573,7 +594,159 @@ impl<A: AuthFiles> Daemon<A> {
         if host == self.host.index {
             return;
         }
-        self.dm_send(host, DM_MIGFWD, 0, frame, out);
+        self.relay_dm(host, DM_MIGFWD, frame.to_vec(), out);
+    }
+
+    /// Sends a relay DM to `host` after whatever relays wait for that host.
+    fn relay_dm(&mut self, host: u32, tag: i32, body: Vec<u8>, out: &mut Vec<Out>) {
+        let waiting = self.mig.mv.backlog.get(&host).is_some_and(|q| !q.is_empty());
+        if !waiting {
+            match self.try_dm(host, tag, &body) {
+                Ok(()) => return,
+                Err(pvm_proto::ddp::SendError::QueueFull { .. }) => {}
+                Err(e) => return out.push(Out::Log(format!("mig: relay to host {host}: {e}"))),
+            }
+        }
+        let mv = &mut self.mig.mv;
+        if mv.backlog_bytes + body.len() > BACKLOG_MAX {
+            return out.push(Out::Log(format!(
+                "mig: relay to host {host} dropped: {} bytes wait for its queue",
+                mv.backlog_bytes
+            )));
+        }
+        mv.backlog_bytes += body.len();
+        mv.backlog.entry(host).or_default().push_back((tag, body));
+    }
+
+    fn try_dm(&mut self, host: u32, tag: i32, body: &[u8]) -> Result<(), pvm_proto::ddp::SendError> {
+        let me = Tid::pvmd(self.host.index);
+        let Some(n) = self.net.as_mut() else { return Ok(()) };
+        let now = n.now();
+        let h = pvm_proto::mesg::MsgHeader {
+            enc: pvm_proto::codes::ENC_XDR,
+            tag,
+            ctx: 0,
+            wid: 0,
+            crc: 0,
+        };
+        n.ep.send_message(now, host, me, Tid::pvmd(host), h, body)
+    }
+
+    /// The time limit of a move's current stage, if it has one that is still to be dealt with.
+    fn stage_deadline(o: &OutOp) -> Option<Instant> {
+        if o.timed_out {
+            return None;
+        }
+        match o.stage {
+            Stage::Prep => Some(o.t_stage + PREP_LIMIT),
+            Stage::Parking => Some(o.t_stage + PARK_LIMIT),
+            Stage::Restoring => Some(o.t_stage + DONE_LIMIT),
+            Stage::Parked | Stage::Dumping => None, // the EOF follows; CRIU steps are bounded
+        }
+    }
+
+    /// Hook of `net_deadline()`: the next time limit of a move, from now.
+    pub(super) fn mig_deadline(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.mig
+            .mv
+            .outs
+            .values()
+            .filter_map(Self::stage_deadline)
+            .min()
+            .map(|t| t.saturating_duration_since(now))
+    }
+
+    /// Hook of `net_timeout()`: moves past the time limit of their stage give up, the task
+    /// running on where it was whenever it can.
+    pub(super) fn mig_timers(&mut self, out: &mut Vec<Out>) {
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .mig
+            .mv
+            .outs
+            .iter()
+            .filter(|(_, o)| Self::stage_deadline(o).is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            let Some(o) = self.mig.mv.outs.get_mut(&key) else {
+                continue;
+            };
+            o.timed_out = true;
+            let (tid, target, op, stage) = (o.tid, o.target, o.op, o.stage);
+            let lazy = o.info.as_ref().is_some_and(|i| i.lazy);
+            match stage {
+                Stage::Prep | Stage::Parking => {
+                    // Not parked: held messages go to it now; a TM_PARK that comes later is
+                    // refused and the library carries on connected.
+                    let o = self.mig.mv.outs.remove(&key).expect("listed");
+                    let (e, why) = if stage == Stage::Prep {
+                        (
+                            PvmError::HostFail,
+                            format!("host {target} did not answer DM_MIGPREP in {PREP_LIMIT:?}"),
+                        )
+                    } else {
+                        (
+                            PvmError::SysErr,
+                            format!("t{:x} did not park within {PARK_LIMIT:?}", tid.bits()),
+                        )
+                    };
+                    out.push(Out::Log(format!("mig: move of t{:x} given up: {why}", tid.bits())));
+                    self.send_migdone(target, op, tid, PvmError::SysErr.code(), 0, out);
+                    self.answer_asker(&o.asker, e.code(), 0, out);
+                    self.release_held(key, o.held, out);
+                }
+                Stage::Restoring if lazy => {
+                    out.push(Out::Log(format!(
+                        "mig: no DM_MIGDONE for t{:x} in {DONE_LIMIT:?}; stopping its page server",
+                        tid.bits()
+                    )));
+                    if let Some(o) = self.mig.mv.outs.get_mut(&key) {
+                        o.cancelled = Some(format!("no DM_MIGDONE from host {target}"));
+                        o.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                Stage::Restoring => {
+                    let o = self.mig.mv.outs.remove(&key).expect("listed");
+                    out.push(Out::Log(format!(
+                        "mig: no DM_MIGDONE for t{:x} in {DONE_LIMIT:?}; restoring it here",
+                        tid.bits()
+                    )));
+                    self.send_migdone(target, op, tid, PvmError::SysErr.code(), 0, out);
+                    let keys = o.info.as_ref().map(|i| i.keys.clone()).unwrap_or_default();
+                    self.restore_here(key, o, keys, out);
+                }
+                Stage::Parked | Stage::Dumping => {}
+            }
+        }
+    }
+
+    /// Hook after the datagram layer ran (acks may have made room): sends waiting relays.
+    pub(super) fn mig_drain_backlog(&mut self, out: &mut Vec<Out>) {
+        if self.mig.mv.backlog_bytes == 0 {
+            return;
+        }
+        let hosts: Vec<u32> = self.mig.mv.backlog.keys().copied().collect();
+        for host in hosts {
+            while let Some((tag, body)) = self.mig.mv.backlog.get_mut(&host).and_then(|q| q.pop_front()) {
+                match self.try_dm(host, tag, &body) {
+                    Err(pvm_proto::ddp::SendError::QueueFull { .. }) => {
+                        if let Some(q) = self.mig.mv.backlog.get_mut(&host) {
+                            q.push_front((tag, body));
+                        }
+                        break;
+                    }
+                    r => {
+                        self.mig.mv.backlog_bytes -= body.len();
+                        if let Err(e) = r {
+                            out.push(Out::Log(format!("mig: relay to host {host}: {e}")));
+                        }
+                    }
+                }
+            }
+        }
+        self.mig.mv.backlog.retain(|_, q| !q.is_empty());
     }
 
     /// DM_MIGFWD: a relayed fragment for a task that runs here, that went on elsewhere, or
@@ -583,7 +756,13 @@ impl<A: AuthFiles> Daemon<A> {
         let Ok(fh) = StreamFragHeader::parse(body, MAX_PENDING_BYTES as u32) else {
             return out.push(Out::Log(format!("mig: bad DM_MIGFWD from host {from}")));
         };
-        if fh.len as usize != body.len() - 16 || !fh.dst.is_task() {
+        if fh.len as usize != body.len() - 16 {
+            return out.push(Out::Log(format!("mig: bad DM_MIGFWD from host {from}")));
+        }
+        if fh.dst.is_multicast() {
+            return self.migfwd_multicast(from, fh, body, out);
+        }
+        if !fh.dst.is_task() {
             return out.push(Out::Log(format!("mig: bad DM_MIGFWD from host {from}")));
         }
         let me = self.host.index;
@@ -622,9 +801,57 @@ impl<A: AuthFiles> Daemon<A> {
         body.extend_from_slice(&member.0.to_be_bytes());
         body.extend_from_slice(&bytes);
         if h != self.host.index {
-            self.dm_send(h, DM_MIGMCA, 0, &body, out);
+            self.relay_dm(h, DM_MIGMCA, body, out);
         }
         None
+    }
+
+    /// Hook of `net_multicast()`: a multicast from a task adopted here. Its datagrams would
+    /// look forged (the source tid's host bits are another host's), so each fragment goes to
+    /// the members' pvmd-rs hosts as DM_MIGFWD; hosts of legacy daemons are not reached (the
+    /// log says so).
+    pub(super) fn mig_multicast_from(&mut self, src: Tid, fh: StreamFragHeader, payload: &[u8], out: &mut Vec<Out>) {
+        let Some(n) = self.net.as_mut() else { return };
+        let Some(hosts) = n.mca_out.get(&fh.dst).cloned() else {
+            return;
+        };
+        if fh.flags.contains(FragFlags::EOM) {
+            n.mca_out.remove(&fh.dst);
+        }
+        let frame = stream_frame(fh.dst, src, fh.flags, payload);
+        for h in hosts {
+            if self.mig.peer_features(h).is_some() {
+                self.relay_dm(h, DM_MIGFWD, frame.clone(), out);
+            } else if fh.flags.contains(FragFlags::SOM) {
+                out.push(Out::Log(format!(
+                    "mig: multicast from moved t{:x} to legacy host {h} not sent",
+                    src.bits()
+                )));
+            }
+        }
+    }
+
+    /// DM_MIGFWD of a multicast fragment (from a moved sender): to this host's members, as
+    /// `net_packet()` does for a multicast datagram.
+    fn migfwd_multicast(&mut self, from: u32, fh: StreamFragHeader, frame: &[u8], out: &mut Vec<Out>) {
+        let Some(n) = self.net.as_mut() else { return };
+        let Some(members) = n.mca_in.get(&fh.dst).cloned() else {
+            return out.push(Out::Log(format!(
+                "mig: relayed pkt for t{:x} scrapped (no such multicast)",
+                fh.dst.bits()
+            )));
+        };
+        if fh.flags.contains(FragFlags::EOM) {
+            n.mca_in.remove(&fh.dst);
+        }
+        for d in members {
+            if let Some(b) = self.mig_mcast(d, frame.to_vec(), out) {
+                let key = self.key(d);
+                if let Some(b) = self.mig_gate(key, from, b) {
+                    self.deliver(key, b, out);
+                }
+            }
+        }
     }
 
     /// DM_MIGMCA: a multicast fragment for a member that runs here (or went on).
@@ -646,7 +873,7 @@ impl<A: AuthFiles> Daemon<A> {
             return;
         }
         match self.mig.mv.route_of(member) {
-            Some(h) if h != from => self.dm_send(h, DM_MIGMCA, 0, body, out),
+            Some(h) if h != from => self.relay_dm(h, DM_MIGMCA, body.to_vec(), out),
             _ => out.push(Out::Log(format!(
                 "mig: multicast for t{:x} scrapped (no such task)",
                 member.bits()
@@ -928,7 +1155,27 @@ impl<A: AuthFiles> Daemon<A> {
                 self.gate_release(key, host, out);
             }
         }
+        // Tasks that had moved to that host died with it: their watchers here are told, as
+        // for the tasks of any host that fails.
+        let lost: Vec<Tid> = self
+            .mig
+            .mv
+            .routes
+            .iter()
+            .filter(|(_, h)| **h == host)
+            .map(|(t, _)| Tid::from_u32(*t))
+            .collect();
         self.mig.mv.routes.retain(|_, h| *h != host);
+        for tid in lost {
+            out.push(Out::Log(format!(
+                "mig: t{:x} was on host {host}: gone with it",
+                tid.bits()
+            )));
+            for n in self.notifies.task_exited(tid) {
+                self.send_notice(n, out);
+            }
+            self.net_task_gone(tid, out);
+        }
     }
 
     // ---- requests -----------------------------------------------------------------------------
@@ -997,7 +1244,8 @@ impl<A: AuthFiles> Daemon<A> {
     fn send_tidmoved_from(&mut self, to: u32, tid: Tid, host: u32, kind: i32, from: u32, out: &mut Vec<Out>) {
         let mut w = XdrWriter::new();
         w.int(tid.0).int(host as i32).int(kind).int(from as i32);
-        self.dm_send(to, DM_TIDMOVED, 0, &w.into_inner(), out);
+        // In line with the relays: a flush must not overtake what it flushes.
+        self.relay_dm(to, DM_TIDMOVED, w.into_inner(), out);
     }
 
     /// TM_MIGRATE from a local task (hook in migrate.rs).
@@ -1096,6 +1344,8 @@ impl<A: AuthFiles> Daemon<A> {
                 old_exited: false,
                 lazy,
                 cancel: Default::default(),
+                t_stage: Instant::now(),
+                timed_out: false,
             },
         );
     }
@@ -1442,6 +1692,7 @@ impl<A: AuthFiles> Daemon<A> {
         };
         let op = o.op;
         o.stage = Stage::Parking;
+        o.t_stage = Instant::now();
         o.t_mark = Some(Instant::now());
         let tid = o.tid;
         let mut w = XdrWriter::new();
@@ -1646,6 +1897,7 @@ impl<A: AuthFiles> Daemon<A> {
                     info.stream.as_millis()
                 )));
                 o.stage = Stage::Restoring;
+                o.t_stage = Instant::now();
                 o.info = Some(info);
             }
             Err(e) if e.alive => {
@@ -1727,6 +1979,8 @@ impl<A: AuthFiles> Daemon<A> {
             OutOp {
                 target: me,
                 stage: Stage::Restoring,
+                // The local restore is bounded by CRIU's limit and ends with the helper.
+                timed_out: true,
                 ..o
             },
         );
@@ -1945,7 +2199,9 @@ impl<A: AuthFiles> Daemon<A> {
             total.as_millis()
         )));
         crate::metrics::migrated(Ok(freeze.as_millis() as u64)); // metrics.rs
-        self.answer_asker(&o.asker, 0, Tid::pvmd(from).0, out);
+                                                                 // The host's tid as pvm_config shows it (hi_tid), positive like any success.
+        let host_tid = (Tid::pvmd(from).bits() & !Tid::PVMD_BIT) as i32;
+        self.answer_asker(&o.asker, 0, host_tid, out);
         if !o.info.as_ref().is_some_and(|i| i.lazy) {
             let _ = std::fs::remove_dir_all(&o.dir); // post-copy: when the pages are served
         }
@@ -2212,6 +2468,95 @@ mod tests {
         out.clear();
         d.mv_tm_migrate(1, Tid::task(1, 1), pvm_proto::codes::SYSCTX_TM, 3, &[0, 0], &mut out);
         assert!(out.iter().any(|o| matches!(o, Out::Send(1, _))));
+    }
+
+    #[test]
+    fn relays_queue_behind_relays_that_wait_for_room() {
+        let mut d = daemon();
+        let mut out = Vec::new();
+        // Host 2's queue was full: one relay waits. Later relays (and flushes) must queue
+        // behind it, never overtake it.
+        d.mig
+            .mv
+            .backlog
+            .entry(2)
+            .or_default()
+            .push_back((DM_MIGFWD, vec![1; 8]));
+        d.mig.mv.backlog_bytes = 8;
+        d.relay_dm(2, DM_MIGFWD, vec![2; 8], &mut out);
+        d.send_tidmoved_from(2, Tid::task(1, 5), 2, KIND_FLUSH, 3, &mut out);
+        let q: Vec<i32> = d.mig.mv.backlog[&2].iter().map(|(t, _)| *t).collect();
+        assert_eq!(q, vec![DM_MIGFWD, DM_MIGFWD, DM_TIDMOVED]);
+        assert_eq!(d.mig.mv.backlog[&2][1].1, vec![2; 8]);
+        // Room again (here: no network at all, so every send "succeeds"): drained in order.
+        d.mig_drain_backlog(&mut out);
+        assert!(d.mig.mv.backlog.is_empty());
+        assert_eq!(d.mig.mv.backlog_bytes, 0);
+        // Bounded: past BACKLOG_MAX a relay is dropped with a log line, not queued.
+        d.mig
+            .mv
+            .backlog
+            .entry(2)
+            .or_default()
+            .push_back((DM_MIGFWD, vec![0; 4]));
+        d.mig.mv.backlog_bytes = BACKLOG_MAX;
+        let before = out.len();
+        d.relay_dm(2, DM_MIGFWD, vec![9; 4], &mut out);
+        assert_eq!(out.len(), before + 1);
+        assert_eq!(d.mig.mv.backlog[&2].len(), 1);
+    }
+
+    #[test]
+    fn a_task_that_does_not_park_in_time_is_left_where_it_is() {
+        let mut d = daemon();
+        let w = Tid::task(1, 5);
+        let key = adopt(&mut d, w);
+        let late = Instant::now()
+            .checked_sub(PARK_LIMIT + Duration::from_secs(1))
+            .unwrap_or_else(Instant::now);
+        d.mig.mv.outs.insert(
+            key,
+            OutOp {
+                op: (1 << OP_HOST_SHIFT) | 1,
+                tid: w,
+                target: 2,
+                asker: Asker::Task {
+                    conn: 7,
+                    src: Tid::task(1, 1),
+                    ctx: 0,
+                    wid: 9,
+                },
+                stage: Stage::Parking,
+                held: vec![Held::Frag(frame(w, Tid::task(1, 1), 42))],
+                held_bytes: 0,
+                t0: late,
+                t_mark: Some(late),
+                port: 0,
+                dir: PathBuf::new(),
+                info: None,
+                cancelled: None,
+                old_exited: false,
+                lazy: None,
+                cancel: Default::default(),
+                t_stage: late,
+                timed_out: false,
+            },
+        );
+        assert_eq!(d.mig_deadline(), Some(Duration::ZERO));
+        let mut out = Vec::new();
+        d.mig_timers(&mut out);
+        assert!(d.mig.mv.outs.is_empty(), "given up");
+        assert_eq!(d.mig_deadline(), None);
+        let reply = out
+            .iter()
+            .find_map(|o| match o {
+                Out::Send(7, b) => Some(b),
+                _ => None,
+            })
+            .expect("the requester is answered");
+        let cc = i32::from_be_bytes(reply[16 + MSGHDR_LEN..16 + MSGHDR_LEN + 4].try_into().unwrap());
+        assert_eq!(cc, PvmError::SysErr.code());
+        assert_eq!(pending_values(&d, key), vec![42], "what was held goes to the task");
     }
 
     #[test]

@@ -160,9 +160,9 @@ pub struct Net {
     watched: Vec<(Tid, u32, i32)>,
     host_notifies: Vec<HostNotify>,
     /// DM_MCA from other hosts: multicast tid -> local destinations.
-    mca_in: HashMap<Tid, Vec<Tid>>,
+    pub(super) mca_in: HashMap<Tid, Vec<Tid>>,
     /// Multicasts of local tasks with destinations on other hosts.
-    mca_out: HashMap<Tid, Vec<u32>>,
+    pub(super) mca_out: HashMap<Tid, Vec<u32>>,
     spawn_cursor: usize,
     /// `PvmMboxWaitForInfo` lookups of tasks on other hosts: (host, wid, owner, class, index, flags).
     db_waiters: Vec<(u32, i32, i32, String, i32, i32)>,
@@ -319,6 +319,7 @@ impl<A: AuthFiles> Daemon<A> {
             n.ep.handle_datagram(now, from, bytes);
         }
         self.net_events(&mut out);
+        self.mig_drain_backlog(&mut out); // mig_move.rs: relays that waited for queue room
         out
     }
 
@@ -345,12 +346,16 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// When the endpoint next needs [`Self::net_timeout`], as time from now.
     pub fn net_deadline(&self) -> Option<std::time::Duration> {
+        let mig = self.mig_deadline(); // mig_move.rs: time limits of moves
         let n = self.net.as_ref()?;
         let t = match (n.ep.poll_timeout(), n.config_deadline) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        Some(t.saturating_since(n.now()))
+        match (t.map(|t| t.saturating_since(n.now())), mig) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn net_timeout(&mut self) -> Vec<Out> {
@@ -369,6 +374,8 @@ impl<A: AuthFiles> Daemon<A> {
         }
         self.master_timers(&mut out);
         self.net_events(&mut out);
+        self.mig_drain_backlog(&mut out); // mig_move.rs: relays that waited for queue room
+        self.mig_timers(&mut out); // mig_move.rs: moves past their time limits
         out
     }
 
@@ -521,6 +528,9 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Hook of `multicast()`: copies the fragment to the hosts that hold destinations.
     pub(super) fn net_multicast(&mut self, src: Tid, fh: StreamFragHeader, payload: &[u8], out: &mut Vec<Out>) {
+        if !src.is_on_host(self.host.index) {
+            return self.mig_multicast_from(src, fh, payload, out); // mig_move.rs: a moved sender
+        }
         let Some(n) = self.net.as_mut() else { return };
         let Some(hosts) = n.mca_out.get(&fh.dst).cloned() else {
             return;
