@@ -311,6 +311,13 @@ pub unsafe extern "C" fn pvm_migrate(tid: c_int, host: *const c_char) -> c_int {
     }
 }
 
+/// The features the local pvmd announced in its TM_CONN2 reply, or None for a legacy daemon
+/// (or before enrolment). A Rust-only helper for programs that link this crate (the `pvm`
+/// console tells "not supported by this daemon" from other refusals); not a C export.
+pub fn daemon_features() -> Option<u32> {
+    with_r(|l| Ok(l.xfeatures)).ok().flatten()
+}
+
 /// A request of the extension range with a `cc; value` reply, only to a pvmd-rs daemon.
 fn ext_request(tag: i32, ints: &[i32]) -> Result<c_int, c_int> {
     with_r(|l| {

@@ -11,6 +11,7 @@ pub mod hog;
 pub mod netns;
 pub mod probe;
 mod proc;
+pub mod progress; // progress lines for the console and pvm-migrate
 pub mod transfer;
 
 pub use criu::{pipe_key, Criu, Dumped, Inherit, LazyDump, LazyPages, Migrated, Mode, Restored};

@@ -4,7 +4,6 @@
 //! state; the legacy library has no `pvm_migrate` and is reported as such.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::time::Instant;
 
 type IntFn = unsafe extern "C" fn() -> c_int;
 type MigrateFn = unsafe extern "C" fn(c_int, *const c_char) -> c_int;
@@ -110,46 +109,66 @@ pub fn run(tid: i32, op: Op<'_>) -> Result<(), String> {
     unsafe {
         setopt(3 /* PvmAutoErr */, 0)
     };
-    let t0 = Instant::now();
+    // Progress (progress.rs): elapsed time ticking on a terminal, plain lines otherwise.
+    let label = match op {
+        Op::Migrate(host) => format!("migrate t{tid:x} -> {host}"),
+        Op::Checkpoint(flags) if flags & 1 != 0 => format!("checkpoint application t{tid:x}"),
+        Op::Checkpoint(_) => format!("checkpoint t{tid:x}"),
+        Op::Restart { app: true } => format!("restart application t{tid:x}"),
+        Op::Restart { app: false } => format!("restart t{tid:x}"),
+    };
+    match op {
+        Op::Migrate(host) => println!("pvm-migrate: t{me:x} asks its pvmd to move t{tid:x} to {host}"),
+        Op::Checkpoint(flags) if flags & 1 != 0 => println!(
+            "pvm-migrate: t{me:x} asks its pvmd to checkpoint the application rooted at t{tid:x} (flags {flags})"
+        ),
+        Op::Checkpoint(_) => println!("pvm-migrate: t{me:x} asks its pvmd to checkpoint t{tid:x}"),
+        Op::Restart { app: true } => println!(
+            "pvm-migrate: t{me:x} asks its pvmd to restart the application rooted at t{tid:x} from its last complete checkpoint"
+        ),
+        Op::Restart { app: false } => {
+            println!("pvm-migrate: t{me:x} asks its pvmd to restart t{tid:x} from its last checkpoint")
+        }
+    }
+    let p = pvm_migration::progress::Progress::start(label);
     // SAFETY: the symbol has the C prototype of `name` in our pvm3.h.
     let cc = match op {
         Op::Migrate(host) => {
-            println!("pvm-migrate: t{me:x} asks its pvmd to move t{tid:x} to {host}");
             let h = CString::new(host).map_err(|_| "host name with a NUL byte".to_string())?;
             let f = unsafe { std::mem::transmute::<*mut c_void, MigrateFn>(call) };
             unsafe { f(tid, h.as_ptr()) }
         }
         Op::Checkpoint(flags) => {
-            if flags & 1 != 0 {
-                println!("pvm-migrate: t{me:x} asks its pvmd to checkpoint the application rooted at t{tid:x} (flags {flags})");
-            } else {
-                println!("pvm-migrate: t{me:x} asks its pvmd to checkpoint t{tid:x}");
-            }
             let f = unsafe { std::mem::transmute::<*mut c_void, SetoptFn>(call) };
             unsafe { f(tid, flags) }
         }
-        Op::Restart { app } => {
-            if app {
-                println!("pvm-migrate: t{me:x} asks its pvmd to restart the application rooted at t{tid:x} from its last complete checkpoint");
-            } else {
-                println!("pvm-migrate: t{me:x} asks its pvmd to restart t{tid:x} from its last checkpoint");
-            }
+        Op::Restart { .. } => {
             let f = unsafe { std::mem::transmute::<*mut c_void, SetoptFn>(call) };
             unsafe { f(tid, -1) }
         }
     };
-    let ms = t0.elapsed().as_millis();
+    let ms = p.elapsed().as_millis();
     unsafe { exit() };
-    if cc < 0 {
-        Err(format!(
-            "{name}(t{tid:x}) failed after {ms} ms: {} (the pvmd's log says why)",
+    // pvm_migrate returns the new host's tid: as pvm_config gives it (positive), or from an
+    // older pvmd-rs the pvmd tid, negative as an int (bit 31 set).
+    let pvmd_tid = (cc as u32) & 0xc003_ffff == 0x8000_0000;
+    if cc < 0 && !(matches!(op, Op::Migrate(_)) && pvmd_tid) {
+        let why = if cc == -24 {
+            "not supported by this daemon or for this task (PvmNotImpl: a legacy pvmd never supports it; a pvmd-rs daemon logs why)".to_string()
+        } else {
             text(cc)
-        ))
+        };
+        p.finish(&format!("failed: {why}"));
+        Err(format!("{name}(t{tid:x}) failed after {ms} ms: {}", text(cc)))
     } else {
         match op {
-            Op::Migrate(_) => println!("pvm-migrate: t{tid:x} now runs on host t{cc:x} ({ms} ms)"),
-            _ => println!("pvm-migrate: t{tid:x} epoch {cc} ({ms} ms)"),
-        }
+            Op::Migrate(_) => p.finish(&format!(
+                "now on the host of DTID {:x} (see conf), same tid",
+                cc & 0x3ffc_0000
+            )),
+            Op::Checkpoint(_) => p.finish(&format!("epoch {cc}, task running again")),
+            Op::Restart { .. } => p.finish(&format!("epoch {cc}, running again as t{tid:x}")),
+        };
         Ok(())
     }
 }

@@ -89,6 +89,12 @@ extern "C" {
     fn pvm_settmask(who: c_int, mask: *mut c_char) -> c_int;
     fn pvm_gettmask(who: c_int, mask: *mut c_char) -> c_int;
     fn pvm_freebuf(bufid: c_int) -> c_int;
+    fn pvm_migrate(tid: c_int, host: *const c_char) -> c_int;
+    fn pvm_checkpoint(tid: c_int, flags: c_int) -> c_int;
+    fn pvm_restart(tid: c_int, epoch: c_int) -> c_int;
+    fn pvm_recvinfo(name: *mut c_char, index: c_int, flags: c_int) -> c_int;
+    fn pvm_setrbuf(bufid: c_int) -> c_int;
+    fn pvm_upkstr(cp: *mut c_char) -> c_int;
     static pvm_errlist: [*const c_char; 37];
 }
 
@@ -473,4 +479,45 @@ impl crate::tev::Unpack for RecvBuf {
     fn shorts(&mut self, n: usize) -> Result<Vec<i16>, i32> {
         upk(n, pvm_upkshort)
     }
+}
+
+/// `pvm_migrate` (pvm-rs): the pvmd tid of the task's new host, or a PVM error code.
+pub fn migrate(tid: i32, host: &str) -> i32 {
+    let h = cs(host);
+    unsafe { pvm_migrate(tid, h.as_ptr()) }
+}
+/// `pvm_checkpoint` (pvm-rs): the epoch, or a PVM error code.
+pub fn checkpoint(tid: i32) -> i32 {
+    unsafe { pvm_checkpoint(tid, 0) }
+}
+/// `pvm_restart` (pvm-rs) from the last checkpoint: the epoch, or a PVM error code.
+pub fn restart(tid: i32) -> i32 {
+    unsafe { pvm_restart(tid, -1) }
+}
+/// Whether the local pvmd is a pvm-rs daemon (it announced its features at enrolment).
+pub fn daemon_is_pvm_rs() -> bool {
+    pvm3::park::daemon_features().is_some()
+}
+/// The string packed first in mailbox entry `name` (index 0), if there is one.
+pub fn lookup_str(name: &str) -> Option<String> {
+    let n = cs(name);
+    let b = unsafe { pvm_recvinfo(n.as_ptr() as *mut c_char, 0, 0) };
+    if b <= 0 {
+        return None;
+    }
+    let (mut bytes, mut tag, mut tid) = (0, 0, 0);
+    if unsafe { pvm_bufinfo(b, &mut bytes, &mut tag, &mut tid) } < 0 {
+        return None;
+    }
+    // A packed string cannot be longer than the message holding it.
+    let mut buf = vec![0u8; bytes.max(0) as usize + 1];
+    let old = unsafe { pvm_setrbuf(b) };
+    let cc = unsafe { pvm_upkstr(buf.as_mut_ptr() as *mut c_char) };
+    unsafe { pvm_setrbuf(old) };
+    unsafe { pvm_freebuf(b) };
+    if cc < 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
 }

@@ -135,6 +135,72 @@ pub fn tmask_set(mask: &mut Vec<u8>, k: usize, on: bool) {
     mask[k / 4] = b'@' + v;
 }
 
+/// One host as a scheduler publishes it in `pvm-sched.hosts` (docs/console.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedHost {
+    pub owner: String,
+    pub load: String,
+    pub guests: String,
+}
+
+/// Reads the text of the `pvm-sched.hosts` entry: a first line `pvm-sched.hosts 1`, then one
+/// line per host `DTID OWNER LOAD GUESTS` (DTID in hex, OWNER a word, LOAD a number, GUESTS
+/// `-` or comma-separated tids); `#` lines, blank lines, extra fields and lines that do not
+/// parse are skipped, so the format can grow. Keyed by pvmd tid. A text of another version
+/// gives an empty map (the console then shows `-`).
+pub fn parse_sched_hosts(text: &str) -> std::collections::BTreeMap<i32, SchedHost> {
+    let mut m = std::collections::BTreeMap::new();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    if head.len() < 2 || head[0] != "pvm-sched.hosts" || head[1] != "1" {
+        return m;
+    }
+    for l in lines.take(65_536) {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.len() < 4 || w[0].starts_with('#') {
+            continue;
+        }
+        let Some(dtid) = parse_tid(w[0]) else { continue };
+        if w[2].parse::<f64>().is_err() || w[1].len() > 16 {
+            continue;
+        }
+        let clip = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+        m.insert(
+            dtid,
+            SchedHost {
+                owner: clip(w[1], 16),
+                load: clip(w[2], 8),
+                guests: clip(w[3], 200),
+            },
+        );
+    }
+    m
+}
+
+/// The reason the pvmd logged for its last refusal concerning `tid` (`mig: ... t40002 ...
+/// refused: WHY`, `... failed: WHY`, else the text after the last `: ` of such a line), looking only at what the log got after byte `from`
+/// (its size before the request: an older refusal is not this one's reason).
+pub fn refusal_from_log(log: &std::path::Path, tid: i32, from: u64) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(log).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(65_536).max(from))).ok()?;
+    let mut buf = Vec::new();
+    f.take(65_536).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let me = format!("t{tid:x}");
+    text.lines().rev().find_map(|l| {
+        let (_, rest) = l.split_once(" mig: ")?;
+        if !rest.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| w == me) {
+            return None;
+        }
+        rest.split_once("refused: ")
+            .or_else(|| rest.split_once("failed: "))
+            .or_else(|| rest.rsplit_once(": "))
+            .map(|(_, why)| why.trim().to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +260,46 @@ mod tests {
             t[1],
             format!(" * {:<15}    {:<15}    {:<15}    {:<15}", "e1", "e3", "e5", "e7")
         );
+    }
+
+    #[test]
+    fn sched_hosts_entry() {
+        let t = "pvm-sched.hosts 1\n# comment\n40000 idle 0.12 t40002,t40003\n80000 busy* 1.5 -\nbad line\nc0000 idle notanumber -\n";
+        let m = parse_sched_hosts(t);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[&0x40000].owner, "idle");
+        assert_eq!(m[&0x40000].guests, "t40002,t40003");
+        assert_eq!(m[&0x80000].owner, "busy*");
+        assert_eq!(m[&0x80000].load, "1.5");
+        assert!(parse_sched_hosts("pvm-sched.hosts 2\n40000 idle 0 -\n").is_empty());
+        assert!(parse_sched_hosts("").is_empty());
+    }
+
+    #[test]
+    fn refusal_reason_from_the_log() {
+        let dir = std::env::temp_dir().join(format!("pvm-console-refusal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("pvml.0");
+        std::fs::write(
+            &p,
+            "[t80040000] 11/26 05:00:00 mig: migrate t40002 to 0x40000 refused: old reason\n\
+             [t80040000] 11/26 05:00:01 mig: checkpoint of t40003 refused: other task\n\
+             [t80040000] 11/26 05:00:02 mig: migrate t40002 to 0x40000 refused: t40002 already runs on host 1\n\
+             [t80040000] 11/26 05:00:03 mig: migrate t40005 to host 3: the move itself is not implemented yet\n",
+        )
+        .unwrap();
+        assert_eq!(
+            refusal_from_log(&p, 0x40002, 0).as_deref(),
+            Some("t40002 already runs on host 1")
+        );
+        assert_eq!(refusal_from_log(&p, 0x40003, 0).as_deref(), Some("other task"));
+        assert_eq!(refusal_from_log(&p, 0x40004, 0), None);
+        assert_eq!(
+            refusal_from_log(&p, 0x40005, 0).as_deref(),
+            Some("the move itself is not implemented yet")
+        );
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert_eq!(refusal_from_log(&p, 0x40002, len), None, "only lines after the request");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

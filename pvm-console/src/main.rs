@@ -1,12 +1,15 @@
 //! `pvm`: the PVM console.
 //!
 //! Accepts the legacy console's commands and prints their output formats, so scripts written
-//! for the legacy `pvm` keep working; adds `hosts` and (stubbed until the daemon offers them)
-//! `migrate`, `checkpoint`, `restart`. Reads commands from the terminal (with history) or from
-//! stdin when it is not a terminal; task output of `spawn ->` jobs is shown as it arrives.
+//! for the legacy `pvm` keep working; adds `hosts` (owner state, load and guests from the
+//! scheduler's `pvm-sched.hosts` mailbox entry) and `migrate`, `checkpoint`, `restart` (the
+//! pvm-rs calls, with progress: docs/console.md). Reads commands from the terminal (with
+//! history) or from stdin when it is not a terminal; task output of `spawn ->` jobs is shown as
+//! it arrives.
 
 use pvm_console::ffi;
 use pvm_console::format::*;
+use pvm_migration::progress::Progress;
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::mpsc;
@@ -26,6 +29,20 @@ const PVM_TRACE_OPTIONS: i32 = 9;
 const OUT_TAG: i32 = 5;
 /// Tag of trace events for `spawn -@` jobs.
 const TRC_TAG: i32 = 6;
+/// PvmNotImpl.
+const PVM_NOT_IMPL: i32 = -24;
+/// The mailbox entry a scheduler publishes host states in (docs/console.md).
+const SCHED_HOSTS: &str = "pvm-sched.hosts";
+
+/// The local pvmd's log, `$PVM_TMP/pvml.<uid>` (the console runs on the pvmd's host).
+fn daemon_log() -> std::path::PathBuf {
+    let tmp = std::env::var("PVM_TMP")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "/tmp".into());
+    // SAFETY: getuid cannot fail.
+    std::path::Path::new(&tmp).join(format!("pvml.{}", unsafe { libc::getuid() }))
+}
 
 const OPTS: &[(&str, i32)] = &[
     ("PvmRoute", 1),
@@ -62,8 +79,8 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
     (
         "checkpoint",
-        "Checkpoint tasks (not available on this daemon yet)",
-        "checkpoint tid ... [ dir ]",
+        "Checkpoint tasks and let them run on (pvm-rs daemon)",
+        "checkpoint tid ... | -a",
     ),
     ("conf", "List virtual machine configuration", "conf"),
     ("delete", "Delete hosts from virtual machine", "delete hostname ..."),
@@ -76,13 +93,17 @@ const HELP: &[(&str, &str, &str)] = &[
     ("getopt", "Display PVM options for the console task", "getopt [ what ]"),
     ("halt", "Stop pvmds", "halt"),
     ("help", "Print helpful information about a command", "help [ command ]"),
-    ("hosts", "List hosts with their owner state", "hosts"),
+    (
+        "hosts",
+        "List hosts with owner state, load and guests (from a scheduler)",
+        "hosts",
+    ),
     ("id", "Print console task id", "id"),
     ("jobs", "Display list of running jobs", "jobs [ -l ]"),
     ("kill", "Terminate tasks", "kill [ -c ] tid ..."),
     (
         "migrate",
-        "Migrate a task to another host (not available on this daemon yet)",
+        "Migrate a task to another host (pvm-rs daemon)",
         "migrate tid host",
     ),
     ("mstat", "Show status of hosts", "mstat host ..."),
@@ -94,8 +115,8 @@ const HELP: &[(&str, &str, &str)] = &[
     ("reset", "Kill all tasks, delete leftover mboxes", "reset"),
     (
         "restart",
-        "Restart tasks from a checkpoint (not available on this daemon yet)",
-        "restart dir",
+        "Restart a killed task from its checkpoint (pvm-rs daemon)",
+        "restart tid [ epoch ]",
     ),
     (
         "setenv",
@@ -203,9 +224,11 @@ fn usage() -> ! {
          The PVM console. Starts a pvmd (PVM_ROOT/lib/pvmd or the one the library finds) if none\n\
          is running, then reads commands from the terminal (line history in ~/.pvm_history) or,\n\
          when stdin is not a terminal, one command per line from stdin.\n\
-         Commands: the legacy console's (type `help`), plus `hosts`; `migrate`, `checkpoint` and\n\
-         `restart` print \"not available on this daemon\" until the daemon supports migration\n\
-         (see docs/migration.md for the pvm-migrate tool meanwhile).\n\
+         Commands: the legacy console's (type `help`), plus `hosts` (owner state, load and\n\
+         guests when a scheduler publishes them), `migrate tid host`, `checkpoint tid...|-a` and\n\
+         `restart tid [epoch]` on a pvm-rs daemon; a legacy daemon answers those three with\n\
+         \"not supported by this daemon\". Long operations show their elapsed time on a\n\
+         terminal and end with a line `what: result (time)`. See docs/console.md.\n\
          Options: -n<name> sets the host name passed to the pvmd, -d<mask> its debug mask;\n\
          a hostfile is passed to the pvmd as the legacy console does."
     );
@@ -492,7 +515,18 @@ impl Console {
                     return true;
                 }
                 let names: Vec<String> = av[1..].iter().map(|s| s.to_string()).collect();
+                // Progress only on a terminal: scripts get the legacy output byte for byte.
+                let p = std::io::stdout().is_terminal().then(|| {
+                    Progress::with_tty(
+                        format!("add {} host{}", names.len(), if names.len() == 1 { "" } else { "s" }),
+                        true,
+                    )
+                });
                 let (cc, infos) = ffi::addhosts(&names);
+                if let Some(p) = p {
+                    let ok = infos.iter().filter(|&&i| i >= 0).count();
+                    p.finish(&format!("{ok} of {} added", names.len()));
+                }
                 if cc < 0 {
                     // The library has reported the error (PvmAutoErr); the legacy console adds nothing.
                     return true;
@@ -703,11 +737,40 @@ impl Console {
             }
             "trace" => self.trace(&av[1..]),
             "spawn" => self.spawn(&av[1..]),
-            "migrate" | "checkpoint" | "restart" => {
-                out(format!(
-                    "{cmd}: not available on this daemon (task migration and checkpoint are not yet wired \
-                     into the pvmd; see docs/migration.md and the pvm-migrate tool)"
-                ));
+            "migrate" => {
+                if n != 3 {
+                    self.wrong(cmd);
+                    return true;
+                }
+                match parse_tid(av[1]) {
+                    Some(tid) => self.migrate(tid, av[2]),
+                    None => out(format!("{}: bad tid", av[1])),
+                }
+            }
+            "checkpoint" => {
+                if n < 2 {
+                    self.wrong(cmd);
+                    return true;
+                }
+                self.checkpoint(&av[1..]);
+            }
+            "restart" => {
+                if !(2..=3).contains(&n) {
+                    self.wrong(cmd);
+                    return true;
+                }
+                let epoch = match av.get(2).map(|e| parse_int(e)) {
+                    None => -1,
+                    Some(Some(e)) => e,
+                    Some(None) => {
+                        out(format!("{}: bad epoch", av[2]));
+                        return true;
+                    }
+                };
+                match parse_tid(av[1]) {
+                    Some(tid) => self.restart(tid, epoch),
+                    None => out(format!("{}: bad tid", av[1])),
+                }
             }
             _ => out(format!("{cmd}: not found")),
         }
@@ -766,21 +829,135 @@ impl Console {
     }
 
     /// `hosts`: the configuration plus each host's state as `pvm_mstat` reports it, and the
-    /// owner (desktop user) state column that pvmd-rs will fill in once it reports it.
+    /// owner state, load and guests that a scheduler publishes in the `pvm-sched.hosts`
+    /// mailbox entry (docs/console.md); `-` where nobody publishes them.
     fn hosts(&self) {
+        let auto = ffi::setopt(PVM_AUTO_ERR, 0);
+        let sched = ffi::lookup_str(SCHED_HOSTS).map(|t| pvm_console::format::parse_sched_hosts(&t));
+        ffi::setopt(PVM_AUTO_ERR, auto);
         match ffi::config() {
             Ok((hosts, _)) => {
                 out(format!(
-                    "{:>24} {:>8} {:>8} {:<12} {}",
-                    "HOST", "DTID", "ARCH", "STATUS", "OWNER"
+                    "{:>24} {:>8} {:>8} {:<12} {:<6} {:>6} {}",
+                    "HOST", "DTID", "ARCH", "STATUS", "OWNER", "LOAD", "GUESTS"
                 ));
                 for h in hosts {
                     let cc = ffi::mstat(&h.name);
                     let st = if cc >= 0 { "ok".to_string() } else { ffi::errtext(cc) };
-                    out(format!("{:>24} {:>8x} {:>8} {:<12} {}", h.name, h.tid, h.arch, st, "-"));
+                    let row = sched.as_ref().and_then(|s| s.get(&h.tid));
+                    let (owner, load, guests) = row.map_or(("-", "-", "-"), |r| {
+                        (r.owner.as_str(), r.load.as_str(), r.guests.as_str())
+                    });
+                    out(format!(
+                        "{:>24} {:>8x} {:>8} {:<12} {owner:<6} {load:>6} {guests}",
+                        h.name, h.tid, h.arch, st
+                    ));
+                }
+                if sched.is_none() {
+                    out(format!(
+                        "(no scheduler publishes {SCHED_HOSTS}: owner, load and guests unknown)"
+                    ));
                 }
             }
             Err(cc) => out(format!("hosts: {}", ffi::errtext(cc))),
+        }
+    }
+
+    /// Runs one pvm-rs call (library error reporting off: the console says it in its words);
+    /// returns its result and the size the pvmd log had before it.
+    fn ext_call(&self, f: impl FnOnce() -> i32) -> (i32, u64) {
+        let before = std::fs::metadata(daemon_log()).map_or(0, |m| m.len());
+        let auto = ffi::setopt(PVM_AUTO_ERR, 0);
+        let cc = f();
+        ffi::setopt(PVM_AUTO_ERR, auto);
+        (cc, before)
+    }
+
+    /// The words for a refused or failed pvm-rs call on `tid`.
+    fn refusal(&self, (cc, before): (i32, u64), tid: i32) -> String {
+        if cc == PVM_NOT_IMPL && !ffi::daemon_is_pvm_rs() {
+            return "not supported by this daemon (a legacy pvmd: run pvmd-rs for migration and checkpoints)"
+                .to_string();
+        }
+        let why = match pvm_console::format::refusal_from_log(&daemon_log(), tid, before) {
+            Some(w) => format!(": {w}"),
+            None if cc == PVM_NOT_IMPL => " (the pvmd log says why)".to_string(),
+            None => String::new(),
+        };
+        format!("refused, {}{why}", ffi::errtext(cc))
+    }
+
+    fn migrate(&mut self, tid: i32, host: &str) {
+        let p = Progress::start(format!("migrate t{tid:x} -> {host}"));
+        let r = self.ext_call(|| ffi::migrate(tid, host));
+        let cc = r.0;
+        // Success is the new host's tid: as pvm_config gives it (positive), or from an older
+        // pvmd-rs the pvmd tid, negative as an int (bit 31 set).
+        if cc < 0 && (cc as u32) & 0xc003_ffff != 0x8000_0000 {
+            p.finish(&self.refusal(r, tid));
+        } else {
+            // pvm_config names hosts by the host part of their pvmd tid (as `conf` shows).
+            let dtid = cc & 0x3ffc_0000;
+            let name = self
+                .host_names()
+                .get(&dtid)
+                .cloned()
+                .unwrap_or_else(|| format!("t{dtid:x}"));
+            p.finish(&format!("now on {name} (pvmd {dtid:x}), same tid"));
+        }
+    }
+
+    /// `checkpoint tid ...` or `checkpoint -a` (every task of this host but the console).
+    fn checkpoint(&mut self, args: &[&str]) {
+        let tids: Vec<i32> = if args == ["-a"] {
+            match ffi::tasks(ffi::tidtohost(self.me)) {
+                Ok(ts) => ts.iter().map(|t| t.tid).filter(|&t| t != self.me).collect(),
+                Err(cc) => return out(format!("checkpoint: {}", ffi::errtext(cc))),
+            }
+        } else {
+            let mut v = Vec::new();
+            for a in args {
+                match parse_tid(a) {
+                    Some(t) => v.push(t),
+                    None => out(format!("{a}: bad tid")),
+                }
+            }
+            v
+        };
+        let t0 = std::time::Instant::now();
+        let mut ok = 0;
+        for &tid in &tids {
+            let p = Progress::start(format!("checkpoint t{tid:x}"));
+            let r = self.ext_call(|| ffi::checkpoint(tid));
+            let cc = r.0;
+            if cc < 0 {
+                p.finish(&self.refusal(r, tid));
+            } else {
+                ok += 1;
+                p.finish(&format!("epoch {cc}, task running again"));
+            }
+        }
+        if tids.len() > 1 || args == ["-a"] {
+            out(format!(
+                "checkpoint: {ok} of {} tasks checkpointed ({})",
+                tids.len(),
+                pvm_migration::progress::elapsed(t0.elapsed())
+            ));
+        }
+    }
+
+    fn restart(&mut self, tid: i32, epoch: i32) {
+        let p = Progress::start(format!("restart t{tid:x}"));
+        if epoch != -1 {
+            p.finish("refused: only the last checkpoint can be restarted for now (omit the epoch)");
+            return;
+        }
+        let r = self.ext_call(|| ffi::restart(tid));
+        let cc = r.0;
+        if cc < 0 {
+            p.finish(&self.refusal(r, tid));
+        } else {
+            p.finish(&format!("epoch {cc}, running again as t{tid:x}"));
         }
     }
 

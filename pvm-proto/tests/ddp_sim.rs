@@ -1426,3 +1426,47 @@ fn relayed_task_fragments_keep_their_som_and_eom() {
         ]
     );
 }
+
+/// `LinkStats` (read by pvmd-rs's metrics): on a perfect network every data packet gives one
+/// round-trip sample of twice the latency and nothing is resent; on a lossy one the resends
+/// are counted and match the data datagrams on the wire beyond the first of each sequence
+/// number.
+#[test]
+fn link_stats_count_round_trips_and_retransmissions() {
+    let mut c = Cluster::new(2, 1, NetConfig::perfect(Duration::from_millis(10)), 1);
+    for i in 0..5u32 {
+        c.send_message(1, 2, Tid::pvmd(1), Tid::pvmd(2), hdr(7), &i.to_be_bytes())
+            .unwrap();
+    }
+    c.run_for(Duration::from_secs(2));
+    let s = c.node(1).endpoint.stats();
+    assert_eq!(s.retransmits, 0);
+    assert!(s.rtt_samples >= 5, "{s:?}");
+    // 20 ms round trips: in the 25 ms bucket and above, none at or below 10 ms.
+    let at = |us: u64| s.rtt_le[pvm_proto::ddp::RTT_BUCKETS_US.iter().position(|&b| b == us).unwrap()];
+    assert_eq!(at(10_000), 0, "{s:?}");
+    assert_eq!(at(50_000), s.rtt_samples, "{s:?}");
+    assert!(s.rtt_sum_us >= s.rtt_samples * 20_000, "{s:?}");
+
+    let mut c = Cluster::new(2, 1, NetConfig::hostile(300, 0), 5);
+    for i in 0..20u32 {
+        c.send_message(1, 2, Tid::pvmd(1), Tid::pvmd(2), hdr(7), &i.to_be_bytes())
+            .unwrap();
+    }
+    c.run_for(Duration::from_secs(120));
+    assert_eq!(c.node(2).messages().count(), 20);
+    let s = c.node(1).endpoint.stats();
+    // Data datagrams on the wire (lost ones included) beyond one per sequence number (the
+    // messages and the keepalive pings) are the resends.
+    let data: Vec<u16> = c
+        .wire
+        .iter()
+        .filter(|w| w.from == 1 && w.bytes[12] & 0x04 != 0)
+        .map(|w| u16::from_be_bytes([w.bytes[8], w.bytes[9]]))
+        .collect();
+    let mut seqs = data.clone();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert!(s.retransmits > 0, "30% loss and no retransmission? {s:?}");
+    assert_eq!(data.len() - seqs.len(), s.retransmits as usize, "{s:?}");
+}

@@ -24,6 +24,9 @@ usage: pvmd [-d<mask>] [-n<hostname>] [-s|-S] [-f] [-t] [hostfile]
 
 Environment: PVM_ROOT (default /usr/lib/pvm3), PVM_TMP (default /tmp), PVMHOSTFILE,
 PVMDDEBUG, PVMDLOGMAX, PVM_ALLOW_ROOT.
+pvm-rs: PVMD_LOG=<filter> (e.g. info,pvmd::net=debug), PVMD_LOG_FORMAT=text|json,
+PVMD_LOG_FILE=<path> (structured events; targets named after the -d bits),
+PVMD_METRICS=127.0.0.1:<port> (Prometheus metrics, loopback only). See docs/tracing.md.
 The master prints its socket address on stdout, then serves tasks.";
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -17,6 +17,7 @@ pub mod launch;
 pub mod limits; // hardening: per-client caps
 pub mod log;
 pub mod mbox;
+pub mod metrics; // optional Prometheus endpoint on loopback (PVMD_METRICS)
 pub mod notify;
 pub mod registry;
 pub mod server;

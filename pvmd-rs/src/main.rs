@@ -137,6 +137,13 @@ fn main() -> ExitCode {
     let pid = std::process::id();
     let uid = sys::getuid();
     let mut log = Log::stderr(pid);
+    // Structured logging (docs/tracing.md): PVMD_LOG may add legacy debug bits.
+    let setup = log::init(args.debug, |k| std::env::var(k).ok());
+    let mut args = args;
+    args.debug = setup.debug_mask;
+    for w in &setup.warnings {
+        log.line(&format!("main() {w}"));
+    }
     let root = env_nonempty("PVM_ROOT").unwrap_or_else(|| "/usr/lib/pvm3".to_string());
     std::env::set_var("PVM_ROOT", &root);
     std::env::set_var("PVM_ARCH", ARCH);
@@ -299,6 +306,7 @@ fn main() -> ExitCode {
             return bailout(&mut log, 1);
         }
     };
+    start_metrics(&mut log);
     drop(guard);
 
     // The address line for pvm_start_pvmd(), then let go of the caller's stdio.
@@ -378,6 +386,17 @@ fn main() -> ExitCode {
     }
     let _ = std::fs::remove_file(&sock_path);
     ExitCode::from(code)
+}
+
+/// `PVMD_METRICS=127.0.0.1:PORT`: the Prometheus endpoint (metrics.rs); a refused or unusable
+/// address is logged (on stderr too, stdio is not detached yet) and the daemon goes on.
+fn start_metrics(log: &mut Log) {
+    if let Some(spec) = env_nonempty("PVMD_METRICS") {
+        match pvmd_rs::metrics::start(&spec) {
+            Ok(a) => log.line(&format!("main() metrics on http://{a}/metrics")),
+            Err(e) => log.line(&format!("main() {e}")),
+        }
+    }
 }
 
 fn remove_address_file(addr_file: &Path, sock_str: &str) {

@@ -216,6 +216,7 @@ async fn udp_recv(
 async fn udp_flush<A: AuthFiles>(udp: &Option<tokio::net::UdpSocket>, daemon: &mut Daemon<A>, log: &mut Log) {
     let Some(u) = udp else { return };
     while let Some(t) = daemon.net_transmit() {
+        crate::metrics::DATAGRAMS_OUT.inc(); // metrics.rs
         if let Err(e) = u.send_to(&t.bytes, t.dst).await {
             if e.raw_os_error() == Some(libc::ECONNREFUSED) {
                 // hardening: an ICMP error reported on send; retry this datagram once.
@@ -225,6 +226,7 @@ async fn udp_flush<A: AuthFiles>(udp: &Option<tokio::net::UdpSocket>, daemon: &m
             log.line(&format!("netoutput() sendto {}: {e}", t.dst));
         }
     }
+    crate::metrics::sync_link(daemon.net_stats()); // metrics.rs
 }
 
 /// hardening: drains the ICMP errors queued on the socket (IP_RECVERR) into the daemon.
@@ -346,6 +348,12 @@ pub async fn serve_net<A: AuthFiles>(
             run_start(st, start_tx.clone());
         }
         udp_flush(&udp, daemon, log).await;
+        crate::metrics::sync(|| {
+            (
+                daemon.task_pids().len(),
+                daemon.host_table().map_or(1, |t| t.hosts.len()),
+            )
+        }); // metrics.rs
         let net_wait = daemon.net_deadline().unwrap_or(std::time::Duration::from_secs(3600));
         let rm_wait = daemon.rm_deadline(); // resource-manager waits (daemon/rm.rs)
         let net_wait = rm_wait.map_or(net_wait, |r| r.min(net_wait));
@@ -353,6 +361,7 @@ pub async fn serve_net<A: AuthFiles>(
             // ---- multi-host arms ----
             r = udp_recv(&udp, &mut udp_buf) => {
                 if let Ok((n, std::net::SocketAddr::V4(from))) = r {
+                    crate::metrics::DATAGRAMS_IN.inc(); // metrics.rs
                     let outs = daemon.net_datagram(from, &udp_buf[..n]);
                     if apply(outs, daemon, &mut conns, log) {
                         break Stop::Halt;
@@ -453,6 +462,7 @@ pub async fn serve_net<A: AuthFiles>(
                 Event::Frags(id, frags) => {
                     let mut halt = false;
                     for (h, p) in frags {
+                        crate::metrics::frag_in(h.flags.contains(pvm_proto::frag::FragFlags::EOM)); // metrics.rs
                         if !conns.contains_key(&id) {
                             break; // closed by an earlier fragment of the batch
                         }
@@ -615,6 +625,7 @@ fn queue<A: AuthFiles>(
     daemon: &mut Daemon<A>,
     log: &mut Log,
 ) -> bool {
+    crate::metrics::FRAGS_OUT.inc(); // metrics.rs
     match enqueue(conns, id, cmd, log) {
         Some(id) => {
             let more = daemon.closed(id);
@@ -636,6 +647,7 @@ fn apply<A: AuthFiles>(
     for o in outs {
         match o {
             Out::Send(id, bytes) => {
+                crate::metrics::FRAGS_OUT.inc(); // metrics.rs
                 if let Some(id) = enqueue(conns, id, WriteCmd::Data(bytes), log) {
                     closed.push(id);
                 }

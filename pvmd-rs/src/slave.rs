@@ -33,6 +33,12 @@ pub fn main(args: Args) -> ExitCode {
     let pid = std::process::id();
     let uid = sys::getuid();
     let mut log = Log::stderr(pid);
+    let setup = log::init(args.debug, |k| std::env::var(k).ok()); // docs/tracing.md
+    let mut args = args;
+    args.debug = setup.debug_mask;
+    for w in &setup.warnings {
+        log.line(&format!("main() {w}"));
+    }
     let words: Vec<&str> = args
         .positional
         .iter()
@@ -204,6 +210,13 @@ pub fn main(args: Args) -> ExitCode {
             return bailout(&mut log, 1);
         }
     };
+    if let Some(spec) = env_nonempty("PVMD_METRICS") {
+        // metrics.rs: loopback of this host (of its network namespace).
+        match crate::metrics::start(&spec) {
+            Ok(a) => log.line(&format!("main() metrics on http://{a}/metrics")),
+            Err(e) => log.line(&format!("main() {e}")),
+        }
+    }
     drop(guard);
     let stop = rt.block_on(server::serve_net(
         listener,

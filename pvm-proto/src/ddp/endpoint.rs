@@ -245,6 +245,34 @@ pub struct PeerInfo {
     pub reordering: usize,
 }
 
+/// Upper bounds (microseconds) of the round-trip histogram in [`LinkStats`].
+pub const RTT_BUCKETS_US: [u64; 10] = [100, 250, 500, 1000, 2500, 5000, 10_000, 50_000, 250_000, 1_000_000];
+
+/// Cumulative counters of an endpoint, for a daemon's metrics; they only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Data packets sent again after their retry timer ran out.
+    pub retransmits: u64,
+    /// Round-trip samples (only packets acknowledged after a single send give one).
+    pub rtt_samples: u64,
+    pub rtt_sum_us: u64,
+    /// Samples at or below each bound of [`RTT_BUCKETS_US`] (cumulative, as Prometheus wants).
+    pub rtt_le: [u64; RTT_BUCKETS_US.len()],
+}
+
+impl LinkStats {
+    fn record_rtt(&mut self, sample: Duration) {
+        let us = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX);
+        self.rtt_samples += 1;
+        self.rtt_sum_us = self.rtt_sum_us.saturating_add(us);
+        for (n, bound) in self.rtt_le.iter_mut().zip(RTT_BUCKETS_US) {
+            if us <= bound {
+                *n += 1;
+            }
+        }
+    }
+}
+
 /// A fragment waiting for the window; it gets its sequence number when it enters it.
 #[derive(Debug)]
 struct Unsent {
@@ -363,6 +391,7 @@ pub struct Endpoint {
     overflow: u64,
     next_ping: Time,
     last_pinged: u32,
+    stats: LinkStats,
 }
 
 impl Endpoint {
@@ -382,7 +411,13 @@ impl Endpoint {
             overflow: 0,
             next_ping: now + DDPINGTIME,
             last_pinged: 0,
+            stats: LinkStats::default(),
         }
+    }
+
+    /// Retransmission and round-trip counters since the endpoint was made.
+    pub fn stats(&self) -> LinkStats {
+        self.stats
     }
 
     pub fn config(&self) -> &EndpointConfig {
@@ -795,6 +830,7 @@ impl Endpoint {
                     d if d < Duration::from_micros(1) => ZERO_RTT_SAMPLE,
                     d => d.min(DDMAXRTT),
                 };
+                self.stats.record_rtt(sample);
                 let us = (sample.as_micros() + 3 * peer.rtt.as_micros()) / 4;
                 peer.rtt = Duration::from_micros(u64::try_from(us).unwrap_or(u64::MAX));
             }
@@ -1095,6 +1131,9 @@ impl Endpoint {
                         rta: f.rta,
                         rto: f.rto,
                     });
+                    if f.sends > 0 {
+                        self.stats.retransmits += 1;
+                    }
                     f.first_sent.get_or_insert(now);
                     f.retry_at = Some(now + f.rta);
                     f.rto += f.rta;

@@ -105,7 +105,7 @@ pub mod sim;
 mod time;
 
 pub use endpoint::{
-    DropReason, Dropped, Endpoint, EndpointConfig, Event, LinkLoss, Message, Packet, PeerConfig, PeerError, PeerInfo,
-    SendError, Transmit,
+    DropReason, Dropped, Endpoint, EndpointConfig, Event, LinkLoss, LinkStats, Message, Packet, PeerConfig, PeerError,
+    PeerInfo, SendError, Transmit, RTT_BUCKETS_US,
 };
 pub use time::Time;

@@ -2211,7 +2211,8 @@ impl<A: AuthFiles> Daemon<A> {
             freeze.as_millis(),
             total.as_millis()
         )));
-        // The host's tid as pvm_config shows it (hi_tid), positive like any success.
+        crate::metrics::migrated(Ok(freeze.as_millis() as u64)); // metrics.rs
+                                                                 // The host's tid as pvm_config shows it (hi_tid), positive like any success.
         let host_tid = (Tid::pvmd(from).bits() & !Tid::PVMD_BIT) as i32;
         self.answer_asker(&o.asker, 0, host_tid, out);
         if !o.info.as_ref().is_some_and(|i| i.lazy) {

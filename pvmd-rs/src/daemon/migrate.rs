@@ -527,6 +527,7 @@ impl<A: AuthFiles> Daemon<A> {
                     frozen.map_or(0, |f| f.as_millis()),
                     bytes
                 )));
+                crate::metrics::checkpointed(frozen.map_or(0, |f| f.as_millis() as u64)); // metrics.rs
                 self.mig.ckpts.insert(tid.local(), rec);
                 0
             }
@@ -655,6 +656,7 @@ impl<A: AuthFiles> Daemon<A> {
             rec.epoch,
             rec.dir.display()
         )));
+        crate::metrics::RESTARTS.inc(); // metrics.rs
         self.reply(req, req.src, &reply_cc(0, rec.epoch), out);
     }
 

@@ -400,6 +400,11 @@ impl<A: AuthFiles> Daemon<A> {
         }
     }
 
+    /// The datagram endpoint's counters, for metrics.rs.
+    pub fn net_stats(&self) -> Option<pvm_proto::ddp::LinkStats> {
+        self.net.as_ref().map(|n| n.ep.stats())
+    }
+
     /// The FIN|ACKs a stopping daemon sends to every other pvmd.
     pub fn net_bailout(&self) -> Vec<Transmit> {
         self.net
