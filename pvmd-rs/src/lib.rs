@@ -21,6 +21,7 @@ pub mod notify;
 pub mod registry;
 pub mod server;
 pub mod slave; // multi-host
+pub mod spawn_sys;
 pub mod sys;
 pub mod wire;
 
