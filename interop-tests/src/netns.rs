@@ -47,10 +47,15 @@ fn ip(args: &[&str]) {
 impl Cluster {
     /// `n` hosts, `h1` .. `hn`, all reachable from each other.
     pub fn new(tag: &str, n: usize) -> Cluster {
+        Self::with_prefix(tag, n, "pvmt")
+    }
+
+    /// [`Cluster::new`] with namespace names starting with `ns_prefix` (a helper's own tag).
+    pub fn with_prefix(tag: &str, n: usize, ns_prefix: &str) -> Cluster {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let k = SEQ.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let prefix = format!("pvmt{pid}{k}");
+        let prefix = format!("{ns_prefix}{pid}{k}");
         let subnet = (pid.wrapping_mul(7).wrapping_add(k * 13)) % 250 + 1;
         let dir = TmpDir::new(&format!("net-{tag}"));
         let home = dir.path().join("home");

@@ -16,6 +16,7 @@ pub mod hosts; // multi-host
 pub mod launch;
 pub mod limits; // hardening: per-client caps
 pub mod log;
+pub mod manual; // multi-host: so=ms
 pub mod mbox;
 pub mod notify;
 pub mod registry;

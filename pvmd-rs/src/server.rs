@@ -337,7 +337,11 @@ pub async fn serve_net<A: AuthFiles>(
     let stop = loop {
         udp_flush(&udp, daemon, log).await; // multi-host
         for st in daemon.take_slave_starts() {
-            run_start(st, start_tx.clone());
+            if st.manual.is_some() {
+                crate::manual::start(st, start_tx.clone());
+            } else {
+                run_start(st, start_tx.clone());
+            }
         }
         udp_flush(&udp, daemon, log).await;
         let net_wait = daemon.net_deadline().unwrap_or(std::time::Duration::from_secs(3600));
