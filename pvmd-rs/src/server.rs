@@ -220,6 +220,8 @@ async fn udp_recv(
     }
 }
 
+/// Send (and receive) buffer asked for on task connections.
+const TASK_SOCKET_BUFFER: i32 = 2 << 20;
 /// Receive (and send) buffer asked for on the pvmd <-> pvmd socket.
 const UDP_SOCKET_BUFFER: i32 = 4 << 20;
 /// Most datagrams taken from the socket per wake-up before the loop flushes and polls again.
@@ -431,6 +433,13 @@ pub async fn serve_net<A: AuthFiles>(
                         continue;
                     }
                     let peer_pid = stream.peer_cred().ok().and_then(|c| c.pid());
+                    {
+                        // Room for a large message on its way to the task, so the relay
+                        // writes it in few calls (a limit, not an allocation: idle
+                        // connections cost nothing more).
+                        use std::os::fd::AsRawFd;
+                        let _ = crate::sys::set_socket_buffers(stream.as_raw_fd(), TASK_SOCKET_BUFFER);
+                    }
                     let id = next_id;
                     next_id += 1;
                     let (rd, wr) = stream.into_split();
