@@ -111,7 +111,7 @@ impl Launcher for ProcLauncher {
     fn launch(&mut self, tid: Tid, path: &str, argv: &[String], env: &[String]) -> io::Result<i32> {
         // The program is exec'ed directly (the daemon put the PVMEPID cookie into `env`), in a
         // session of its own so that CRIU can checkpoint it (docs/migration.md §1). See
-        // spawn_sys for why this is posix_spawn and not tokio::process.
+        // spawn_sys::spawn_forked for why this is a plain fork and not tokio::process.
         let mut vars = Vec::with_capacity(env.len());
         let mut wd = None;
         for e in env {
@@ -124,7 +124,7 @@ impl Launcher for ProcLauncher {
                 }
             }
         }
-        let child = spawn_sys::spawn(path, argv, &vars, wd.as_deref())?;
+        let child = spawn_sys::spawn_forked(path, argv, &vars, wd.as_deref())?;
         let pid = child.pid;
         tokio::spawn(watch(tid, child, self.events.clone()));
         Ok(pid)

@@ -169,6 +169,88 @@ pub fn spawn(path: &str, argv: &[String], env: &[(OsString, OsString)], wd: Opti
     })
 }
 
+/// [`spawn`] the legacy way: `fork()` and go on, without waiting for the child's `execve`.
+///
+/// Measured under load (docs/bench-daemon.md), waiting for each task's exec (what
+/// `posix_spawn` does) made a spawn of 100 tasks slower than the old `/usr/bin/setsid`
+/// trampoline, whose exec is the only one waited for; not waiting at all is cheaper than both.
+/// As with the legacy daemon (and the trampoline before), a program that then fails to exec
+/// exits with status 127 and is reported as an exited task; what can be checked beforehand
+/// is: the working directory must be a directory, and a bare program name is looked up on
+/// the daemon's PATH here (the child may not allocate). The child runs only
+/// async-signal-safe calls (setsid, dup2, chdir, sigaction, sigprocmask, execve, _exit), so
+/// other threads of the daemon cannot leave it holding a lock.
+pub fn spawn_forked(
+    path: &str,
+    argv: &[String],
+    env: &[(OsString, OsString)],
+    wd: Option<&OsStr>,
+) -> io::Result<Spawned> {
+    let program = if path.contains('/') {
+        path.to_string()
+    } else {
+        std::env::var_os("PATH")
+            .unwrap_or_default()
+            .to_string_lossy()
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{d}/{path}"))
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{path} not on PATH")))?
+    };
+    if let Some(d) = wd {
+        if !std::fs::metadata(d)?.is_dir() {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+    }
+    let c_path = cstring(program.as_bytes())?;
+    let c_argv: Vec<CString> = argv.iter().map(|a| cstring(a.as_bytes())).collect::<io::Result<_>>()?;
+    let c_env = environment(env)?;
+    let c_wd = wd.map(|d| cstring(d.as_bytes())).transpose()?;
+    let mut argv_p: Vec<*const libc::c_char> = c_argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut env_p: Vec<*const libc::c_char> = c_env.iter().map(|a| a.as_ptr()).collect();
+    env_p.push(std::ptr::null());
+    let null = std::fs::File::open("/dev/null")?; // O_CLOEXEC, as std opens files
+    let (out_r, out_w) = pipe_cloexec()?;
+    let (err_r, err_w) = pipe_cloexec()?;
+    use std::os::fd::AsRawFd;
+    let (null_fd, out_fd, err_fd) = (null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd());
+    let wd_p = c_wd.as_ref().map_or(std::ptr::null(), |d| d.as_ptr());
+    // SAFETY: everything the child touches was built before the fork and stays alive in the
+    // parent's copy; the child calls only async-signal-safe functions and ends in execve or
+    // _exit, never returning into Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: see above; the child's own copies of the descriptors and strings.
+        unsafe {
+            libc::setsid();
+            if libc::dup2(null_fd, 0) < 0 || libc::dup2(out_fd, 1) < 0 || libc::dup2(err_fd, 2) < 0 {
+                libc::_exit(127);
+            }
+            if !wd_p.is_null() && libc::chdir(wd_p) != 0 {
+                libc::_exit(127);
+            }
+            // The Rust runtime ignores SIGPIPE; an ignored disposition would survive the exec.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            libc::execve(c_path.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    drop((out_w, err_w, null));
+    Ok(Spawned {
+        pid,
+        stdout: out_r,
+        stderr: err_r,
+    })
+}
+
 /// A pidfd for `pid` (readable once it exits), or None where the kernel has no pidfd_open.
 pub fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
@@ -255,6 +337,45 @@ mod tests {
         let e = spawn("/etc/passwd", &["x".into()], &[], None).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EACCES));
         assert!(spawn("/bin/sh", &["a\0b".into()], &[], None).is_err());
+    }
+
+    #[test]
+    fn forked_runs_like_spawn_and_exec_failure_is_an_exit() {
+        let s = spawn_forked(
+            "sh",
+            &[
+                "sh".into(),
+                "-c".into(),
+                "echo $PVMX; pwd; echo $$; grep SigIgn /proc/$$/status; ps -o sid= -p $$".into(),
+            ],
+            &[("PVMX".into(), "hi".into())],
+            Some(OsStr::new("/tmp")),
+        )
+        .unwrap();
+        let pid = s.pid;
+        let out = read_all(s.stdout);
+        wait(pid);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(&lines[..3], &["hi", "/tmp", &pid.to_string()]);
+        let ign = u64::from_str_radix(lines[3].split_whitespace().nth(1).unwrap(), 16).unwrap();
+        assert_eq!(ign & (1 << (libc::SIGPIPE - 1)), 0);
+        assert_eq!(lines[4].trim(), pid.to_string(), "session leader");
+        // What can be checked before the fork is an error; a failed exec is an exit (127).
+        assert!(spawn_forked("/bin/sh", &["sh".into()], &[], Some(OsStr::new("/nonexistent-dir"))).is_err());
+        assert!(spawn_forked("no-such-program-anywhere", &["x".into()], &[], None).is_err());
+        let s = spawn_forked("/etc/passwd", &["x".into()], &[], None).unwrap();
+        let mut status = 0;
+        for _ in 0..500 {
+            // SAFETY: waitpid on our own child with a local status.
+            if unsafe { libc::waitpid(s.pid, &mut status, libc::WNOHANG) } == s.pid {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 127,
+            "{status:x}"
+        );
     }
 
     #[test]
