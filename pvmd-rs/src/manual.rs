@@ -130,6 +130,12 @@ pub fn ask(c: &mut Console, host: &str, cmd: &str, timeout: Duration) -> Result<
         );
         let _ = p.flush();
     }
+    if c.input.is_terminal() && !foreground(&c.input) {
+        // Reading would stop the whole daemon (SIGTTIN) until someone brings it forward.
+        return Err(format!(
+            "manual start (so=ms) of {host}: the master is not in the foreground of its terminal"
+        ));
+    }
     let line = read_line(&mut c.input, timeout).map_err(|e| format!("manual start (so=ms) of {host}: {e}"))?;
     if let Some(p) = c.prompt.as_mut() {
         let _ = writeln!(p, "Thanks");
@@ -164,6 +170,12 @@ fn read_line(input: &mut File, timeout: Duration) -> Result<String, String> {
             Err(e) => return Err(format!("read error: {e}")),
         }
     }
+}
+
+/// Whether this process is in the foreground process group of the terminal `tty`.
+fn foreground(tty: &File) -> bool {
+    // SAFETY: tcgetpgrp and getpgrp only read process state; the descriptor is open.
+    unsafe { libc::tcgetpgrp(tty.as_raw_fd()) == libc::getpgrp() }
 }
 
 /// Waits until `fd` is readable (or at end of file), at most `timeout`.
