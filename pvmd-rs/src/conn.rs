@@ -34,6 +34,10 @@ pub struct FragReader<R> {
     limit: Arc<AtomicU32>,
     /// Payload bytes still to come of a big fragment being streamed.
     big_left: usize,
+    /// Size of the next read: grows while reads fill it (a task sending a long message),
+    /// shrinks back when they do not, so a busy connection hands over many fragments per
+    /// read (and the relay writes them with one `writev`) while an idle one stays small.
+    chunk: usize,
 }
 
 /// What one read produced.
@@ -49,11 +53,13 @@ pub enum ReadEvent {
 }
 
 /// Largest piece of a big fragment read at once.
-const STREAM_CHUNK: usize = 256 << 10;
+const STREAM_CHUNK: usize = 1 << 20;
 
-/// Read size: several 4 KB fragments per call, small enough that a thousand idle connections
-/// stay cheap.
+/// Smallest read size: several 4 KB fragments per call, small enough that a thousand idle
+/// connections stay cheap.
 const READ_CHUNK: usize = 16 << 10;
+/// Largest read size of a busy connection.
+const MAX_READ_CHUNK: usize = 256 << 10;
 /// Payloads above this get a buffer of their own instead of passing through `buf`.
 pub const BIG: usize = 64 << 10;
 
@@ -68,6 +74,7 @@ impl<R: AsyncRead + Unpin> FragReader<R> {
             pos: 0,
             limit,
             big_left: 0,
+            chunk: READ_CHUNK,
         }
     }
 
@@ -98,7 +105,7 @@ impl<R: AsyncRead + Unpin> FragReader<R> {
             // Idle connections hold no buffer (a thousand connected tasks stay cheap).
             self.buf = Vec::new();
             self.pos = 0;
-        } else if self.pos > 0 && (self.pos >= self.buf.len() / 2 || self.buf.len() > 4 * READ_CHUNK) {
+        } else if self.pos > 0 && (self.pos >= self.buf.len() / 2 || self.buf.len() > 4 * self.chunk) {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
@@ -107,8 +114,14 @@ impl<R: AsyncRead + Unpin> FragReader<R> {
     /// Reads into `buf` (its spare capacity: no zero-filling); false at end of stream.
     async fn read_more(&mut self) -> Result<bool, ConnError> {
         self.compact();
-        self.buf.reserve(READ_CHUNK);
+        self.buf.reserve(self.chunk);
+        let room = self.buf.capacity() - self.buf.len();
         let n = self.rd.read_buf(&mut self.buf).await?;
+        if n == room {
+            self.chunk = (self.chunk * 2).min(MAX_READ_CHUNK);
+        } else if n < self.chunk / 4 {
+            self.chunk = (self.chunk / 2).max(READ_CHUNK);
+        }
         Ok(n > 0)
     }
 
@@ -117,8 +130,9 @@ impl<R: AsyncRead + Unpin> FragReader<R> {
     pub async fn next_event(&mut self) -> Result<Option<ReadEvent>, ConnError> {
         if self.big_left > 0 {
             let want = self.big_left.min(STREAM_CHUNK);
-            let mut v = vec![0u8; want];
-            let n = self.rd.read(&mut v).await?;
+            // Read into spare capacity (no zero-filling), never past this fragment.
+            let mut v = Vec::with_capacity(want);
+            let n = (&mut self.rd).take(want as u64).read_buf(&mut v).await?;
             if n == 0 {
                 return Err(ConnError::Truncated {
                     have: 0,

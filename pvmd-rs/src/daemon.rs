@@ -23,6 +23,7 @@ use crate::wire;
 // ---- multi-host (h-multi): pvmd <-> pvmd in child modules ----
 pub mod master;
 pub mod netd;
+mod reset; // mailbox side of `reset` across hosts (DM_RESET)
 mod xcaps;
 // Migration extensions (docs/migration.md).
 pub mod appckpt;
@@ -1635,7 +1636,7 @@ impl<A: AuthFiles> Daemon<A> {
             Some(DbOp::Names) => wire::db_names_reply(&self.mbox.names(&db.class)),
             Some(DbOp::Reset) => match wire::parse_tid_list(&req.body[db.rest..], "TMDB_RESET no-reset tids") {
                 Ok(keep) => {
-                    self.mbox.reset(&db.class, db.index, db.flags != 0, &keep);
+                    self.mbox_reset(&db.class, db.index, db.flags != 0, &keep, out); // reset.rs
                     wire::int_body(0)
                 }
                 Err(e) => {

@@ -1,16 +1,18 @@
 //! Starting spawned tasks: the exec path, and the process launcher the shell gives the daemon.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use pvm_proto::Tid;
 use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::daemon::Launcher;
+use crate::spawn_sys;
 
 /// The legacy default exec path.
 pub const DEFAULT_EPATH: &str = "$HOME/pvm3/bin/$PVM_ARCH:$PVM_ROOT/bin/$PVM_ARCH";
@@ -108,58 +110,78 @@ impl Launcher for ProcLauncher {
 
     fn launch(&mut self, tid: Tid, path: &str, argv: &[String], env: &[String]) -> io::Result<i32> {
         // The program is exec'ed directly (the daemon put the PVMEPID cookie into `env`), in a
-        // session of its own so that CRIU can checkpoint it (docs/migration.md §1): setsid(1)
-        // does not fork here, the freshly forked child being no group leader, so the pid we
-        // record is the program's.
-        let mut cmd = tokio::process::Command::new("/usr/bin/setsid");
-        cmd.arg(path)
-            .args(argv.iter().skip(1))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false);
+        // session of its own so that CRIU can checkpoint it (docs/migration.md §1). See
+        // spawn_sys::spawn_forked for why this is a plain fork and not tokio::process.
+        let mut vars = Vec::with_capacity(env.len());
+        let mut wd = None;
         for e in env {
             if let Some((k, v)) = e.split_once('=') {
                 if k == "PVMSPAWNWD" {
-                    cmd.current_dir(v);
+                    wd = Some(OsString::from(v));
                 }
                 if !k.is_empty() {
-                    cmd.env(k, v);
+                    vars.push((OsString::from(k), OsString::from(v)));
                 }
             }
         }
-        let mut child = cmd.spawn()?;
-        let pid = child.id().map(|p| p as i32).unwrap_or(0);
-        let tx = self.events.clone();
-        tokio::spawn(async move {
-            let mut so = child.stdout.take();
-            let mut se = child.stderr.take();
-            let (mut b1, mut b2) = (vec![0u8; 4000], vec![0u8; 4000]);
-            let mut exited = false;
-            let drain = tokio::time::sleep(Duration::from_secs(u32::MAX as u64));
-            tokio::pin!(drain);
-            loop {
-                if exited && so.is_none() && se.is_none() {
-                    break;
-                }
-                tokio::select! {
-                    n = read_some(&mut so, &mut b1) => {
-                        if n == 0 { so = None } else { let _ = tx.send(TaskEvent::Output(tid, b1[..n].to_vec())); }
-                    }
-                    n = read_some(&mut se, &mut b2) => {
-                        if n == 0 { se = None } else { let _ = tx.send(TaskEvent::Output(tid, b2[..n].to_vec())); }
-                    }
-                    _ = child.wait(), if !exited => {
-                        exited = true;
-                        drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
-                    }
-                    _ = &mut drain, if exited => break,
-                }
-            }
-            let _ = tx.send(TaskEvent::Exited(tid));
-        });
+        let child = spawn_sys::spawn_forked(path, argv, &vars, wd.as_deref())?;
+        let pid = child.pid;
+        tokio::spawn(watch(tid, child, self.events.clone()));
         Ok(pid)
     }
+}
+
+/// Resolves when `pid` has exited and is reaped: on its pidfd, or by polling where there is none.
+async fn reaped(pid: i32) {
+    if let Some(fd) = spawn_sys::pidfd_open(pid) {
+        if let Ok(afd) = spawn_sys::watch_fd(fd) {
+            while let Ok(mut g) = afd.readable().await {
+                if spawn_sys::try_reap(pid) {
+                    return;
+                }
+                g.clear_ready();
+            }
+        }
+    }
+    while !spawn_sys::try_reap(pid) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn receiver(fd: std::os::fd::OwnedFd) -> Option<pipe::Receiver> {
+    pipe::Receiver::from_owned_fd(fd).ok()
+}
+
+/// Forwards a task's output and reports its exit once its pipes are drained.
+async fn watch(tid: Tid, child: spawn_sys::Spawned, tx: UnboundedSender<TaskEvent>) {
+    let pid = child.pid;
+    let mut so = receiver(child.stdout);
+    let mut se = receiver(child.stderr);
+    let (mut b1, mut b2) = (vec![0u8; 4000], vec![0u8; 4000]);
+    let mut exited = false;
+    let drain = tokio::time::sleep(Duration::from_secs(u32::MAX as u64));
+    tokio::pin!(drain);
+    let exit = reaped(pid);
+    tokio::pin!(exit);
+    loop {
+        if exited && so.is_none() && se.is_none() {
+            break;
+        }
+        tokio::select! {
+            n = read_some(&mut so, &mut b1) => {
+                if n == 0 { so = None } else { let _ = tx.send(TaskEvent::Output(tid, b1[..n].to_vec())); }
+            }
+            n = read_some(&mut se, &mut b2) => {
+                if n == 0 { se = None } else { let _ = tx.send(TaskEvent::Output(tid, b2[..n].to_vec())); }
+            }
+            _ = &mut exit, if !exited => {
+                exited = true;
+                drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            _ = &mut drain, if exited => break,
+        }
+    }
+    let _ = tx.send(TaskEvent::Exited(tid));
 }
 
 #[cfg(test)]

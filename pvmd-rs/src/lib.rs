@@ -16,12 +16,14 @@ pub mod hosts; // multi-host
 pub mod launch;
 pub mod limits; // hardening: per-client caps
 pub mod log;
+pub mod manual; // multi-host: so=ms
 pub mod mbox;
 pub mod metrics; // optional Prometheus endpoint on loopback (PVMD_METRICS)
 pub mod notify;
 pub mod registry;
 pub mod server;
 pub mod slave; // multi-host
+pub mod spawn_sys;
 pub mod sys;
 pub mod wire;
 

@@ -315,6 +315,7 @@ fn main() -> ExitCode {
         let _ = writeln!(out, "{sock_str}");
         let _ = out.flush();
     }
+    pvmd_rs::manual::capture(); // so=ms: the terminal or stdin, before they are let go
     if sys::detach_stdio().is_ok() {
         log.quiet_stderr();
     }

@@ -183,9 +183,10 @@ impl Mailbox {
     /// if negative), persistent entries whose owner is gone are removed; with `kill` set, the
     /// live owners of persistent entries that are not in `keep` are remembered so those entries
     /// are removed, not orphaned, when the owner exits. Other entries are left alone (they go
-    /// with their owners anyway).
-    pub fn reset(&mut self, class: &str, index: i32, kill: bool, keep: &[i32]) {
+    /// with their owners anyway). Returns the owners doomed by this call.
+    pub fn reset(&mut self, class: &str, index: i32, kill: bool, keep: &[i32]) -> Vec<i32> {
         let mut freed = 0;
+        let mut newly = Vec::new();
         let doomed = &mut self.doomed;
         for (name, list) in self.classes.iter_mut() {
             if !class.is_empty() && name != class {
@@ -200,14 +201,15 @@ impl Mailbox {
                     freed += e.msg.len();
                     return false;
                 }
-                if kill && !keep.contains(&e.owner) && doomed.len() < 4096 {
-                    doomed.insert(e.owner);
+                if kill && !keep.contains(&e.owner) && doomed.len() < 4096 && doomed.insert(e.owner) {
+                    newly.push(e.owner);
                 }
                 true
             });
         }
         self.bytes -= freed;
         self.classes.retain(|_, l| !l.is_empty());
+        newly
     }
 
     /// A task exited: drop its entries, keep its persistent ones without an owner (unless a

@@ -30,10 +30,15 @@ enum Event {
 
 use crate::launch::{ProcLauncher, TaskEvent};
 
+/// A relayed fragment: its rewritten header and its payload.
+type RelayFrag = ([u8; 16], Vec<u8>);
+
 enum WriteCmd {
     Data(Vec<u8>),
-    /// A relayed fragment: header and payload kept apart so the payload is not copied.
-    Frag([u8; 16], Vec<u8>),
+    /// Relayed fragments read by one read call, for one destination: headers and payloads
+    /// kept apart so payloads are not copied, written with one `writev` where the socket takes
+    /// them (one system call per read instead of one per 4 KB fragment of the legacy library).
+    Frags(Vec<RelayFrag>),
     /// A big relayed fragment written while it arrives: header, payload so far, the rest as it
     /// comes, and the payload length. Nothing else is written to the connection in between.
     Stream([u8; 16], Vec<u8>, mpsc::UnboundedReceiver<Vec<u8>>, usize),
@@ -52,7 +57,7 @@ impl WriteCmd {
     fn len(&self) -> usize {
         match self {
             WriteCmd::Data(b) => b.len(),
-            WriteCmd::Frag(h, p) => h.len() + p.len(),
+            WriteCmd::Frags(v) => v.iter().map(|(h, p)| h.len() + p.len()).sum(),
             WriteCmd::Stream(h, _, _, total) => h.len() + total,
             WriteCmd::Close => 0,
         }
@@ -86,16 +91,19 @@ async fn write_loop(wr: Arc<OwnedWriteHalf>, mut rx: mpsc::UnboundedReceiver<Wri
             done += cmd.len();
             match cmd {
                 WriteCmd::Data(b) => out.extend_from_slice(&b),
-                WriteCmd::Frag(h, p) if p.len() <= BIG => {
-                    out.extend_from_slice(&h);
-                    out.extend_from_slice(&p);
-                }
-                WriteCmd::Frag(h, p) => {
-                    out.extend_from_slice(&h);
-                    if write_shared(&wr, &out).await.is_err() || write_shared(&wr, &p).await.is_err() {
-                        break 'outer;
+                WriteCmd::Frags(v) => {
+                    for (h, p) in v {
+                        out.extend_from_slice(&h);
+                        if p.len() <= BIG {
+                            out.extend_from_slice(&p);
+                            continue;
+                        }
+                        // A big payload is written from where it is.
+                        if write_shared(&wr, &out).await.is_err() || write_shared(&wr, &p).await.is_err() {
+                            break 'outer;
+                        }
+                        out.clear();
                     }
-                    out.clear();
                 }
                 WriteCmd::Stream(h, first, mut more, total) => {
                     out.extend_from_slice(&h);
@@ -212,6 +220,40 @@ async fn udp_recv(
     }
 }
 
+/// Send (and receive) buffer asked for on task connections.
+const TASK_SOCKET_BUFFER: i32 = 2 << 20;
+/// Receive (and send) buffer asked for on the pvmd <-> pvmd socket.
+const UDP_SOCKET_BUFFER: i32 = 4 << 20;
+/// Most datagrams taken from the socket per wake-up before the loop flushes and polls again.
+const UDP_DRAIN: usize = 64;
+
+/// Takes up to [`UDP_DRAIN`] more datagrams that are already queued; true if the daemon
+/// decided to halt.
+fn udp_drain<A: AuthFiles>(
+    udp: &Option<tokio::net::UdpSocket>,
+    buf: &mut [u8],
+    daemon: &mut Daemon<A>,
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    log: &mut Log,
+) -> bool {
+    let Some(u) = udp else { return false };
+    for _ in 0..UDP_DRAIN {
+        match u.try_recv_from(buf) {
+            Ok((n, std::net::SocketAddr::V4(from))) => {
+                let outs = daemon.net_datagram(from, &buf[..n]);
+                if apply(outs, daemon, conns, log) {
+                    return true;
+                }
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            // An ICMP error reported on receive: its queue, as the select arm does.
+            Err(_) => return udp_errors(u, daemon, conns, log),
+        }
+    }
+    false
+}
+
 /// Puts what the datagram endpoint has to send on the socket.
 async fn udp_flush<A: AuthFiles>(udp: &Option<tokio::net::UdpSocket>, daemon: &mut Daemon<A>, log: &mut Log) {
     let Some(u) = udp else { return };
@@ -314,7 +356,10 @@ pub async fn serve_net<A: AuthFiles>(
     if let Some(u) = &udp {
         use std::os::fd::AsRawFd;
         let _ = crate::sys::set_recverr(u.as_raw_fd()); // hardening: see guard::Unreachable
-                                                        // hardening: the optional datagram key (dgauth.rs).
+                                                        // A window of datagrams in flight (DM_XCAPS) overruns the default 208 KB receive
+                                                        // buffer: every drop then costs a retransmission timeout.
+        let _ = crate::sys::set_socket_buffers(u.as_raw_fd(), UDP_SOCKET_BUFFER);
+        // hardening: the optional datagram key (dgauth.rs).
         match crate::dgauth::machine_key() {
             Ok(Some(k)) => {
                 log.line(&format!("netinit() datagram key {:08x} loaded", k.id));
@@ -345,7 +390,11 @@ pub async fn serve_net<A: AuthFiles>(
             break Stop::Halt;
         }
         for st in starts {
-            run_start(st, start_tx.clone());
+            if st.manual.is_some() {
+                crate::manual::start(st, start_tx.clone());
+            } else {
+                run_start(st, start_tx.clone());
+            }
         }
         udp_flush(&udp, daemon, log).await;
         crate::metrics::sync(|| {
@@ -364,6 +413,11 @@ pub async fn serve_net<A: AuthFiles>(
                     crate::metrics::DATAGRAMS_IN.inc(); // metrics.rs
                     let outs = daemon.net_datagram(from, &udp_buf[..n]);
                     if apply(outs, daemon, &mut conns, log) {
+                        break Stop::Halt;
+                    }
+                    // What else has arrived is taken now, before the acknowledgements and
+                    // replies it causes are flushed at the top of the loop.
+                    if udp_drain(&udp, &mut udp_buf, daemon, &mut conns, log) {
                         break Stop::Halt;
                     }
                 } else if let (Err(_), Some(u)) = (&r, &udp) {
@@ -397,6 +451,13 @@ pub async fn serve_net<A: AuthFiles>(
                         continue;
                     }
                     let peer_pid = stream.peer_cred().ok().and_then(|c| c.pid());
+                    {
+                        // Room for a large message on its way to the task, so the relay
+                        // writes it in few calls (a limit, not an allocation: idle
+                        // connections cost nothing more).
+                        use std::os::fd::AsRawFd;
+                        let _ = crate::sys::set_socket_buffers(stream.as_raw_fd(), TASK_SOCKET_BUFFER);
+                    }
                     let id = next_id;
                     next_id += 1;
                     let (rd, wr) = stream.into_split();
@@ -461,17 +522,34 @@ pub async fn serve_net<A: AuthFiles>(
             Some(ev) = ev_rx.recv() => match ev {
                 Event::Frags(id, frags) => {
                     let mut halt = false;
+                    // Consecutive relayed fragments for one destination go out together; any
+                    // other fragment flushes them first, so the order on every connection stays
+                    // the order of arrival.
+                    let mut group: Option<(ConnId, Vec<RelayFrag>)> = None;
                     for (h, p) in frags {
                         crate::metrics::frag_in(h.flags.contains(pvm_proto::frag::FragFlags::EOM)); // metrics.rs
                         if !conns.contains_key(&id) {
                             break; // closed by an earlier fragment of the batch
                         }
                         if let Some((to, hdr)) = daemon.relay_target(id, &h) {
-                            halt |= queue(&mut conns, to, WriteCmd::Frag(hdr, p), daemon, log);
+                            match group.as_mut() {
+                                Some((t, v)) if *t == to => v.push((hdr, p)),
+                                _ => {
+                                    if let Some((t, v)) = group.replace((to, vec![(hdr, p)])) {
+                                        halt |= queue(&mut conns, t, WriteCmd::Frags(v), daemon, log);
+                                    }
+                                }
+                            }
                             continue;
+                        }
+                        if let Some((t, v)) = group.take() {
+                            halt |= queue(&mut conns, t, WriteCmd::Frags(v), daemon, log);
                         }
                         let outs = daemon.fragment(id, h, &p, SystemTime::now());
                         halt |= apply(outs, daemon, &mut conns, log);
+                    }
+                    if let Some((t, v)) = group.take() {
+                        halt |= queue(&mut conns, t, WriteCmd::Frags(v), daemon, log);
                     }
                     if halt {
                         break Stop::Halt;
@@ -588,12 +666,73 @@ fn enqueue(conns: &mut HashMap<ConnId, ConnHandle>, id: ConnId, cmd: WriteCmd, l
     None
 }
 
+/// Most slices one `writev` is given (the kernel's IOV_MAX is 1024).
+const MAX_IOV: usize = 512;
+
+/// [`try_direct`] for a batch of relayed fragments: `writev` over their headers and payloads;
+/// what the socket did not take, as one buffer to queue.
+fn try_direct_frags(wr: &OwnedWriteHalf, v: Vec<RelayFrag>) -> Option<WriteCmd> {
+    let mut done = 0usize; // fragments fully written
+    let mut partial = 0usize; // bytes of fragment `done` already written
+    while done < v.len() {
+        let mut iov = Vec::with_capacity(MAX_IOV);
+        let (h, p) = &v[done];
+        let first: Vec<u8>;
+        if partial < h.len() {
+            iov.push(std::io::IoSlice::new(&h[partial..]));
+            iov.push(std::io::IoSlice::new(p));
+        } else {
+            first = p[partial - h.len()..].to_vec();
+            iov.push(std::io::IoSlice::new(&first));
+        }
+        for (h, p) in v[done + 1..].iter().take(MAX_IOV / 2 - 1) {
+            iov.push(std::io::IoSlice::new(h));
+            iov.push(std::io::IoSlice::new(p));
+        }
+        let want: usize = iov.iter().map(|s| s.len()).sum();
+        // WouldBlock, or an error the writer task will meet and end on, count as nothing written.
+        let mut n = wr.try_write_vectored(&iov).unwrap_or_default();
+        let short = n < want;
+        while n > 0 && done < v.len() {
+            let left = v[done].0.len() + v[done].1.len() - partial;
+            if n >= left {
+                n -= left;
+                done += 1;
+                partial = 0;
+            } else {
+                partial += n;
+                n = 0;
+            }
+        }
+        if short {
+            break;
+        }
+    }
+    if done == v.len() {
+        return None;
+    }
+    let mut rest = Vec::new();
+    for (i, (h, p)) in v[done..].iter().enumerate() {
+        let skip = if i == 0 { partial } else { 0 };
+        if skip < h.len() {
+            rest.extend_from_slice(&h[skip..]);
+            rest.extend_from_slice(p);
+        } else {
+            rest.extend_from_slice(&p[skip - h.len()..]);
+        }
+    }
+    Some(WriteCmd::Data(rest))
+}
+
 /// Writes as much of `cmd` as the socket takes without blocking; the rest, if any, to queue.
 fn try_direct(wr: &OwnedWriteHalf, cmd: WriteCmd) -> Option<WriteCmd> {
+    let cmd = match cmd {
+        WriteCmd::Frags(v) => return try_direct_frags(wr, v),
+        c => c,
+    };
     let (h, p): (&[u8], &[u8]) = match &cmd {
         WriteCmd::Data(b) => (&[], b),
-        WriteCmd::Frag(h, p) => (h, p),
-        WriteCmd::Stream(..) | WriteCmd::Close => return Some(cmd),
+        WriteCmd::Frags(_) | WriteCmd::Stream(..) | WriteCmd::Close => return Some(cmd),
     };
     let total = h.len() + p.len();
     // WouldBlock, or an error the writer task will meet and end on, count as nothing written.

@@ -163,3 +163,46 @@ pub fn tune_malloc() {
         }
     }
 }
+
+/// Asks for `bytes` of send and receive buffer on a socket: SO_SNDBUF/SO_RCVBUF (the kernel caps
+/// them at wmem_max/rmem_max), then the FORCE variants, which lift that cap where the process
+/// may (CAP_NET_ADMIN) and fail harmlessly elsewhere. Returns the receive buffer obtained.
+pub fn set_socket_buffers(fd: std::os::fd::RawFd, bytes: i32) -> i32 {
+    let set = |opt: libc::c_int| {
+        // SAFETY: fd is a socket owned by the caller; the option value is a valid c_int.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &bytes as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    for opt in [
+        libc::SO_SNDBUF,
+        libc::SO_RCVBUF,
+        libc::SO_SNDBUFFORCE,
+        libc::SO_RCVBUFFORCE,
+    ] {
+        set(opt);
+    }
+    let mut got: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: got and len are valid locals of the stated size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &mut got as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r == 0 {
+        got
+    } else {
+        0
+    }
+}

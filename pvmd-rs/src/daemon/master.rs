@@ -46,6 +46,9 @@ pub struct SlaveStart {
     pub argv: Vec<String>,
     /// Written to the slave's stdin first (`PVM_VMID=<id>\n`), if any.
     pub stdin: Option<String>,
+    /// Manual start (`so=ms`): nothing is run; the host's name, for the prompt that asks a
+    /// person to run `argv[0]` (the slave command line) there and type its reply line.
+    pub manual: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,22 +242,31 @@ impl<A: AuthFiles> Daemon<A> {
             let (Some(i), Some(own)) = (c.index, own.as_ref()) else {
                 continue;
             };
-            if c.line.opts.start_opts.as_deref() == Some("ms") {
-                out.push(Out::Log(format!(
-                    "addhosts() {}: manual start (so=ms) needs a terminal; not supported",
-                    c.line.name
-                )));
-                c.result = Some(Err(PvmError::CantStart.code()));
-                continue;
-            }
+            let manual = c.line.opts.start_opts.as_deref() == Some("ms");
             let dpath = c.line.opts.dpath.clone().unwrap_or_else(|| dpath_default.clone());
+            // -S: the slave prints its line and goes on without waiting for a byte on stdin
+            // (nobody holds its stdin open), as the legacy manual start asks.
             let cmd = format!(
-                "{dpath} -s -d0x{debug:x} -n{} {me} {} {} {i} {}",
+                "{dpath} -{} -d0x{debug:x} -n{} {me} {} {} {i} {}",
+                if manual { 'S' } else { 's' },
                 c.line.name,
                 hex_addr(own.addr),
                 own.mtu,
                 hex_addr(SocketAddrV4::new(c.ip, 0))
             );
+            if manual {
+                out.push(Out::Log(format!(
+                    "addhosts() {}: manual start (so=ms): waiting for the reply to <{cmd}>",
+                    c.line.name
+                )));
+                n.master.starts.push(SlaveStart {
+                    index: i,
+                    argv: vec![cmd],
+                    stdin: None,
+                    manual: Some(c.line.name.clone()),
+                });
+                continue;
+            }
             let mut argv = vec![
                 rsh.clone(),
                 c.line.opts.aname.clone().unwrap_or_else(|| c.line.name.clone()),
@@ -268,6 +280,7 @@ impl<A: AuthFiles> Daemon<A> {
                 index: i,
                 argv,
                 stdin: c.line.opts.vmid.as_ref().map(|v| format!("PVM_VMID={v}\n")),
+                manual: None,
             });
         }
         n.master.adding = Some(Adding {

@@ -41,14 +41,14 @@ pub struct NetConfig {
 
 /// The request of a local task that a remote reply will answer.
 #[derive(Debug, Clone, Copy)]
-struct Waiter {
+pub(super) struct Waiter {
     conn: ConnId,
     src: Tid,
     hdr: MsgHeader,
 }
 
 #[derive(Debug)]
-enum Wait {
+pub(super) enum Wait {
     /// The DM_ reply body is the TM_ reply body (DM_DB, DM_ADD, DM_DELHOST forwarded to the master).
     Forward {
         to: Waiter,
@@ -89,6 +89,16 @@ enum Wait {
     Xcaps {
         host: u32,
     },
+    /// DM_RESETACK expected: `tid` of `host` owns persistent entries a reset doomed (reset.rs).
+    Reset {
+        tid: Tid,
+        host: u32,
+    },
+    /// DM_NOTIFYACK expected: `tid` of `host` owns mailbox entries here (reset.rs).
+    MboxOwner {
+        tid: Tid,
+        host: u32,
+    },
 }
 
 impl Wait {
@@ -101,7 +111,9 @@ impl Wait {
             | Wait::Exec { host, .. }
             | Wait::Notify { host, .. }
             | Wait::HtUpd { host }
-            | Wait::Xcaps { host } => *host,
+            | Wait::Xcaps { host }
+            | Wait::Reset { host, .. }
+            | Wait::MboxOwner { host, .. } => *host,
         }
     }
 }
@@ -154,10 +166,12 @@ pub struct Net {
     own_addr: SocketAddrV4,
     t0: Instant,
     last_wid: i32,
-    waits: BTreeMap<i32, Wait>,
+    pub(super) waits: BTreeMap<i32, Wait>,
     gathers: BTreeMap<i32, Gather>,
     /// Remote pvmds waiting for a local task to exit: (task, host, wid).
     watched: Vec<(Tid, u32, i32)>,
+    /// Masters waiting (DM_RESET) for a local task to exit: (task, host, wid) (reset.rs).
+    pub(super) reset_watched: Vec<(Tid, u32, i32)>,
     host_notifies: Vec<HostNotify>,
     /// DM_MCA from other hosts: multicast tid -> local destinations.
     pub(super) mca_in: HashMap<Tid, Vec<Tid>>,
@@ -228,6 +242,7 @@ impl Net {
             waits: BTreeMap::new(),
             gathers: BTreeMap::new(),
             watched: Vec::new(),
+            reset_watched: Vec::new(),
             host_notifies: Vec::new(),
             mca_in: HashMap::new(),
             mca_out: HashMap::new(),
@@ -476,7 +491,7 @@ impl<A: AuthFiles> Daemon<A> {
         }
     }
 
-    fn dm_send_body(&mut self, host: u32, tag: Dm, wid: i32, b: Body, out: &mut Vec<Out>) {
+    pub(super) fn dm_send_body(&mut self, host: u32, tag: Dm, wid: i32, b: Body, out: &mut Vec<Out>) {
         self.dm_send(host, tag.code(), wid, &b.emit(), out);
     }
 
@@ -493,7 +508,7 @@ impl<A: AuthFiles> Daemon<A> {
         }
     }
 
-    fn add_wait(&mut self, w: Wait) -> Option<i32> {
+    pub(super) fn add_wait(&mut self, w: Wait) -> Option<i32> {
         let n = self.net.as_mut()?;
         if n.waits.len() >= MAX_WAITS {
             return None;
@@ -620,6 +635,7 @@ impl<A: AuthFiles> Daemon<A> {
         for (h, w) in due {
             self.dm_send_body(h, Dm::NotifyAck, w, Body::DmNotifyAck(body::TidArg { tid }), out);
         }
+        self.reset_task_gone(tid, out); // reset.rs hook
     }
 
     // ---- datagrams for tasks -----------------------------------------------------------------
@@ -765,18 +781,17 @@ impl<A: AuthFiles> Daemon<A> {
             }
             (Dm::SendSig, Body::DmSendSig(s)) => self.local_signal(s.tid, s.signum, out),
             (Dm::Notify, Body::DmNotify(n)) => self.dm_notify(host, wid, n, out),
-            (Dm::NotifyAck, _) => {
-                if let Some(Wait::Notify {
+            (Dm::NotifyAck, _) => match self.take_wait(wid) {
+                Some(Wait::Notify {
                     watcher,
                     ctx,
                     tag,
                     about,
                     ..
-                }) = self.take_wait(wid)
-                {
-                    self.send_to_task(watcher, tag, ctx, 0, &wire::int_body(about.0), out);
-                }
-            }
+                }) => self.send_to_task(watcher, tag, ctx, 0, &wire::int_body(about.0), out),
+                Some(Wait::MboxOwner { tid, .. }) => self.mbox.tidy(tid.0), // reset.rs
+                _ => {}
+            },
             (Dm::Mca, Body::DmMca(m)) => {
                 let index = self.host.index;
                 let local: Vec<Tid> = m.tids.into_iter().filter(|t| t.is_on_host(index)).collect();
@@ -816,12 +831,14 @@ impl<A: AuthFiles> Daemon<A> {
             (Dm::Db, Body::DmDb(_)) => self.dm_db(host, wid, &m.body, out),
             (Dm::Add, Body::DmAdd(names)) => self.dm_add(host, wid, names, out),
             (Dm::DelHost, Body::DmDelHost(names)) => self.dm_delhost(host, wid, names, out),
-            (Dm::StartAck, _) | (Dm::Reset, _) | (Dm::ResetAck, _) => {}
+            (Dm::Reset, Body::DmReset(t)) => self.dm_reset(host, wid, t.tid, out), // reset.rs
+            (Dm::ResetAck, _) => self.dm_resetack(wid),                            // reset.rs
+            (Dm::StartAck, _) => {}
             (dm, b) => out.push(Out::Log(format!("netentry() {dm} from host {host} not handled: {b}"))),
         }
     }
 
-    fn take_wait(&mut self, wid: i32) -> Option<Wait> {
+    pub(super) fn take_wait(&mut self, wid: i32) -> Option<Wait> {
         self.net.as_mut()?.waits.remove(&wid)
     }
 
@@ -952,6 +969,7 @@ impl<A: AuthFiles> Daemon<A> {
             .map(|(k, _)| *k)
             .collect();
         n.watched.retain(|(_, h, _)| *h != host);
+        n.reset_watched.retain(|(_, h, _)| *h != host);
         n.db_waiters.retain(|w| w.0 != host);
         for wid in wids {
             let Some(w) = self.take_wait(wid) else { continue };
@@ -976,6 +994,8 @@ impl<A: AuthFiles> Daemon<A> {
                 } => self.send_to_task(watcher, tag, ctx, 0, &wire::int_body(about.0), out),
                 Wait::HtUpd { .. } => self.htupd_acked(host, out),
                 Wait::Xcaps { .. } => {}
+                // The owner went with its host (reset.rs).
+                Wait::Reset { tid, .. } | Wait::MboxOwner { tid, .. } => self.mbox.tidy(tid.0),
             }
         }
         // PvmHostDelete notifies.
@@ -1756,6 +1776,7 @@ impl<A: AuthFiles> Daemon<A> {
                         let cc = self.mbox.insert(tid, &db.class, db.index, db.flags, rest[..n].to_vec());
                         if cc >= 0 {
                             self.wake_db_waiters(&db.class, out);
+                            self.watch_mbox_owner(Tid(tid), out); // reset.rs
                         }
                         wire::int_body(cc)
                     }
@@ -1768,6 +1789,7 @@ impl<A: AuthFiles> Daemon<A> {
             },
             Some(pvm_proto::codes::DbOp::Remove) => wire::int_body(self.mbox.delete(tid, &db.class, db.index)),
             Some(pvm_proto::codes::DbOp::Names) => wire::db_names_reply(&self.mbox.names(&db.class)),
+            Some(pvm_proto::codes::DbOp::Reset) => self.mbox_reset_body(raw, &db, out), // reset.rs
             _ => wire::int_body(PvmError::NotImpl.code()),
         }
     }
@@ -2169,6 +2191,90 @@ mod tests {
         request(&mut m, 1, Tm::Db, 9, &body);
         let (_, os) = pump(&mut m, &mut s);
         assert_eq!(replies(&os, 9, Tm::Db), vec![wire::db_get_reply(0, &embedded)]);
+    }
+
+    /// reset.rs: a slave task's mailbox entries on the master, a `reset` from the master's
+    /// console, DM_RESET to the slave, the task's exit answered by DM_RESETACK/DM_NOTIFYACK.
+    #[test]
+    fn reset_dooms_a_slave_tasks_persistent_entries_until_it_exits() {
+        let (mut m, mut s, t) = machine();
+        let doomed = connect(&mut s, 9);
+        let kept = connect(&mut s, 10);
+        let embedded: Vec<u8> = [4u32, 0, 0, 0, 0x1000_0000, 0, 0, 0, 4, 7]
+            .iter()
+            .flat_map(|x| x.to_be_bytes())
+            .collect();
+        let put = |s: &mut D, conn, class: &str, flags: i32| {
+            let mut w = XdrWriter::new();
+            w.int(pvm_proto::codes::DbOp::Put.code())
+                .int(0)
+                .string(class)
+                .int(0)
+                .int(flags);
+            let mut body = w.into_inner();
+            body.extend_from_slice(&embedded);
+            request(s, conn, Tm::Db, 5, &body);
+        };
+        put(&mut s, 9, "pers", 1);
+        put(&mut s, 9, "plain", 0);
+        put(&mut s, 10, "kept", 1);
+        pump(&mut m, &mut s);
+        let owners = |m: &D| -> Vec<(String, i32)> {
+            m.mbox
+                .names("*")
+                .into_iter()
+                .flat_map(|(c, es)| es.into_iter().map(move |e| (c.clone(), e.1)))
+                .collect()
+        };
+        let mut before = owners(&m);
+        before.sort();
+        assert_eq!(
+            before,
+            vec![
+                ("kept".to_string(), kept.0),
+                ("pers".to_string(), doomed.0),
+                ("plain".to_string(), doomed.0)
+            ]
+        );
+        // The console (t) resets, killing everything but itself and `kept`.
+        let mut w = XdrWriter::new();
+        w.int(pvm_proto::codes::DbOp::Reset.code())
+            .int(t.0)
+            .string("")
+            .int(-1)
+            .int(1);
+        w.int(2).int(t.0).int(kept.0);
+        let out = request(&mut m, 1, Tm::Db, 6, &w.into_inner());
+        assert_eq!(replies(&out, 1, Tm::Db), vec![wire::int_body(0)]);
+        pump(&mut m, &mut s);
+        assert_eq!(owners(&m).len(), 3, "nothing goes before the owner exits");
+        assert_eq!(
+            s.net.as_ref().unwrap().reset_watched.len(),
+            1,
+            "the slave waits for the task"
+        );
+        // Both tasks exit: the doomed one's entries all go, the kept one's persistent entry stays.
+        let mut out = s.closed(9);
+        out.extend(s.closed(10));
+        pump(&mut m, &mut s);
+        assert_eq!(owners(&m), vec![("kept".to_string(), 0)], "{out:?}");
+        assert!(s.net.as_ref().unwrap().reset_watched.is_empty());
+        assert!(
+            m.net.as_ref().unwrap().waits.is_empty(),
+            "{:?}",
+            m.net.as_ref().unwrap().waits
+        );
+        // A second reset removes the persistent entry its owner left behind.
+        let mut w = XdrWriter::new();
+        w.int(pvm_proto::codes::DbOp::Reset.code())
+            .int(t.0)
+            .string("")
+            .int(-1)
+            .int(1);
+        w.int(1).int(t.0);
+        request(&mut m, 1, Tm::Db, 7, &w.into_inner());
+        pump(&mut m, &mut s);
+        assert!(owners(&m).is_empty(), "orphaned persistent entry removed by the reset");
     }
 
     struct Found;
