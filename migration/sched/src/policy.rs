@@ -11,6 +11,7 @@
 //! min_free_mb 64        # hosts with less free memory get no new guests
 //! interval_ms 250       # how often hosts are measured
 //! priority NAME 10      # higher first among equally loaded hosts (default 0)
+//! ckpt_interval 30      # seconds between whole-application checkpoints of placed jobs (0 = off)
 //! ```
 
 use std::collections::HashMap;
@@ -29,6 +30,9 @@ pub struct Policy {
     pub min_free_mb: u64,
     pub interval: Duration,
     pub priority: HashMap<String, i32>,
+    /// Whole-application checkpoints of the jobs the scheduler placed, so that they can be
+    /// restarted after a host failure; zero turns them off.
+    pub ckpt_interval: Duration,
 }
 
 impl Default for Policy {
@@ -43,6 +47,7 @@ impl Default for Policy {
             min_free_mb: 64,
             interval: Duration::from_millis(250),
             priority: HashMap::new(),
+            ckpt_interval: Duration::from_secs(30),
         }
     }
 }
@@ -108,6 +113,10 @@ impl Policy {
                     let ms: u64 = w[1].parse().map_err(|_| bad("milliseconds"))?;
                     p.interval = Duration::from_millis(ms.clamp(20, 60_000));
                 }
+                ("ckpt_interval", 2) => {
+                    p.ckpt_interval =
+                        Duration::from_secs_f64(num(w[1]).filter(|v| *v <= 86400.0).ok_or_else(|| bad("seconds"))?)
+                }
                 ("priority", 3) => {
                     let v: i32 = w[2].parse().map_err(|_| bad("an integer priority"))?;
                     p.priority.insert(w[1].to_string(), v);
@@ -132,7 +141,7 @@ mod tests {
     fn every_key_and_a_comment() {
         let p = Policy::parse(
             "owner_load 1.5 # more\nsessions off\nidle_after 2\nbusy_after 0.5\nsignals off\n\
-             max_guests 3\nmin_free_mb 10\ninterval_ms 100\npriority h1 7\n",
+             max_guests 3\nmin_free_mb 10\ninterval_ms 100\npriority h1 7\nckpt_interval 2.5\n",
         )
         .unwrap();
         assert_eq!(p.owner_load, 1.5);
@@ -142,6 +151,7 @@ mod tests {
         assert_eq!((p.max_guests, p.min_free_mb), (3, 10));
         assert_eq!(p.interval, Duration::from_millis(100));
         assert_eq!(p.priority["h1"], 7);
+        assert_eq!(p.ckpt_interval, Duration::from_millis(2500));
     }
 
     #[test]

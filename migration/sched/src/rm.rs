@@ -8,11 +8,12 @@
 //! Commands from `pvm-sched owner|hosts` arrive as messages (TAG_CMD); the scheduler's tid is
 //! in the PVM mailbox under "pvm-sched".
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::apps::{self, App, Restart, RESTART_WAIT};
 use crate::error::SchedError;
 use crate::ffi;
 use crate::load::{self, Meter};
@@ -110,12 +111,27 @@ struct Rm {
     failed: HashMap<i32, (Instant, Duration)>,
     next_wid: i32,
     t0: Instant,
+    /// Jobs it placed, checkpointed every `ckpt_interval` (by application root).
+    apps: BTreeMap<i32, App>,
+    /// Restarts expected after host failures.
+    restarts: Vec<Restart>,
+}
+
+fn tids(v: &[i32]) -> String {
+    let s: Vec<String> = v.iter().map(|t| format!("t{t:x}")).collect();
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.join(",")
+    }
 }
 
 fn stamp() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    stamp_of(std::time::SystemTime::now())
+}
+
+fn stamp_of(at: std::time::SystemTime) -> String {
+    let d = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let s = d.as_secs();
     format!(
         "{:02}:{:02}:{:02}.{:03}",
@@ -496,6 +512,260 @@ impl Rm {
         ffi::send(src, TAG_REPLY);
     }
 
+    /// Keeps the list of applications (roots of the guests' jobs) and takes a whole-application
+    /// checkpoint of the one that is due (one per tick: the scheduler answers nobody while it
+    /// waits, and a checkpoint parks every task of the application until it is committed).
+    fn ckpt_tick(&mut self, ts: &[ffi::Task]) {
+        let every = self.s.policy.ckpt_interval;
+        if every.is_zero() || !self.can_migrate {
+            return;
+        }
+        let map: HashMap<i32, (i32, i32)> = ts.iter().map(|t| (t.tid, (t.ptid, t.flag))).collect();
+        let guests: Vec<i32> = self.s.guests.keys().copied().collect();
+        let now = Instant::now();
+        for (root, members) in apps::group(&guests, &map) {
+            let mut seen: Vec<(i32, i32)> = members
+                .iter()
+                .filter_map(|t| self.s.guests.get(t).map(|g| (g.tid, g.host)))
+                .collect();
+            if !members.contains(&root) {
+                if let Some(t) = ts.iter().find(|t| t.tid == root) {
+                    seen.push((root, t.host));
+                }
+            }
+            match self.apps.get_mut(&root) {
+                Some(a) => a.tasks.extend(seen),
+                None => {
+                    self.log(&format!(
+                        "application t{root:x} ({} task(s)): whole-application checkpoint every {:.1} s, copies on other hosts, automatic restart after a host failure (policy ckpt_interval)",
+                        seen.len(),
+                        every.as_secs_f64()
+                    ));
+                    self.apps.insert(
+                        root,
+                        App {
+                            root,
+                            epoch: None,
+                            taken: None,
+                            tasks: seen.into_iter().collect(),
+                            next: now + every,
+                            last_error: None,
+                        },
+                    );
+                }
+            }
+        }
+        // Applications whose root is gone (and that wait for no restart) have ended.
+        let ended: Vec<i32> = self
+            .apps
+            .keys()
+            .copied()
+            .filter(|r| !map.contains_key(r) && !self.restarts.iter().any(|x| x.root == *r))
+            .collect();
+        for r in ended {
+            self.apps.remove(&r);
+            self.log(&format!("application t{r:x} ended: no more checkpoints of it"));
+        }
+        let due = self.apps.values().find(|a| {
+            a.next <= now
+                && !self.restarts.iter().any(|x| x.root == a.root)
+                && !a
+                    .tasks
+                    .keys()
+                    .any(|t| self.s.guests.get(t).is_some_and(|g| g.moving || g.held))
+        });
+        let Some(root) = due.map(|a| a.root) else { return };
+        let t0 = Instant::now();
+        let e = ffi::checkpoint_app(root, ffi::PVM_CKPT_APP | ffi::PVM_CKPT_AUTO_RESTART);
+        let took = t0.elapsed();
+        let n = self.apps.get(&root).map_or(0, |a| a.tasks.len());
+        if e >= 0 {
+            self.log(&format!(
+                "checkpoint of application t{root:x} ({n} task(s)) epoch {e} in {} ms: every {:.1} s so that a host failure loses at most that much work",
+                took.as_millis(),
+                every.as_secs_f64()
+            ));
+        } else {
+            self.log(&format!(
+                "checkpoint of application t{root:x} failed after {} ms: {}; next try in {:.1} s",
+                took.as_millis(),
+                ffi::errtext(e),
+                every.as_secs_f64()
+            ));
+        }
+        if let Some(a) = self.apps.get_mut(&root) {
+            if e >= 0 {
+                a.epoch = Some(e);
+                a.taken = Some((std::time::SystemTime::now(), took));
+                a.last_error = None;
+            } else {
+                a.last_error = Some(ffi::errtext(e));
+            }
+            a.next = Instant::now() + every;
+        }
+    }
+
+    /// A host failed: which applications lost tasks, and from which checkpoint they restart.
+    /// They were checkpointed with PvmCkptAutoRestart, so the coordinator (this host's pvmd)
+    /// restarts them by itself; the scheduler checks that it happens (`restart_tick`) and asks
+    /// for it itself (TM_RESTART) when it does not.
+    fn host_failed(&mut self, dtid: i32, how: &str) {
+        let Some(hi) = self.s.host_index(dtid) else { return };
+        let name = self.s.hosts[hi].name.clone();
+        // Guests still known there, and tasks of applications last seen there (the task list
+        // may have dropped them before the host was declared lost).
+        let mut lost: Vec<i32> = self
+            .s
+            .guests
+            .values()
+            .filter(|g| g.host == dtid)
+            .map(|g| g.tid)
+            .collect();
+        for a in self.apps.values() {
+            lost.extend(a.tasks.iter().filter(|(_, &h)| h == dtid).map(|(&t, _)| t));
+        }
+        lost.sort_unstable();
+        lost.dedup();
+        if lost.is_empty() {
+            self.log(&format!("host {name} failed ({how}): it had no guests"));
+            return;
+        }
+        let mut covered: Vec<i32> = Vec::new();
+        let affected: Vec<App> = self
+            .apps
+            .values()
+            .filter(|a| a.tasks.keys().any(|t| lost.contains(t)))
+            .cloned()
+            .collect();
+        for a in affected {
+            let mine: Vec<i32> = a.tasks.keys().copied().filter(|t| lost.contains(t)).collect();
+            covered.extend(&mine);
+            let list = tids(&mine);
+            match (a.epoch, a.taken) {
+                (Some(epoch), Some((at, _))) => {
+                    self.log(&format!(
+                        "host {name} failed ({how}): application t{:x} lost {list}; it restarts from its checkpoint epoch {epoch} (taken {}) on the surviving hosts: its coordinator restarts it by itself (PvmCkptAutoRestart); the scheduler checks within {} s",
+                        a.root,
+                        stamp_of(at),
+                        RESTART_WAIT.as_secs()
+                    ));
+                    self.restarts.push(Restart {
+                        root: a.root,
+                        epoch,
+                        lost: mine,
+                        host: name.clone(),
+                        dead_dtid: dtid,
+                        since: Instant::now(),
+                        asked: false,
+                    });
+                }
+                _ => self.log(&format!(
+                    "host {name} failed ({how}): application t{:x} lost {list}, and has no checkpoint yet{}: it cannot be restarted",
+                    a.root,
+                    a.last_error.as_ref().map(|e| format!(" (last try: {e})")).unwrap_or_default()
+                )),
+            }
+        }
+        let rest: Vec<i32> = lost.into_iter().filter(|t| !covered.contains(t)).collect();
+        if !rest.is_empty() {
+            self.log(&format!(
+                "host {name} failed ({how}): guest(s) {} lost, in no checkpointed application",
+                tids(&rest)
+            ));
+        }
+    }
+
+    /// Checks the restarts expected after host failures: done when every lost task is listed
+    /// again on a surviving host; asked for by the scheduler when the automatic one did not
+    /// happen within RESTART_WAIT; given up after as long again.
+    fn restart_tick(&mut self, ts: &[ffi::Task]) {
+        let live: HashMap<i32, i32> = ts.iter().map(|t| (t.tid, t.host)).collect();
+        for mut r in std::mem::take(&mut self.restarts) {
+            let back = r
+                .lost
+                .iter()
+                .all(|t| live.get(t).is_some_and(|&h| h != r.dead_dtid && h != 0));
+            if back {
+                let tasks: Vec<i32> = self
+                    .apps
+                    .get(&r.root)
+                    .map(|a| a.tasks.keys().copied().collect())
+                    .unwrap_or_default();
+                let mut where_: Vec<String> = Vec::new();
+                for t in tasks {
+                    let Some(&h) = live.get(&t) else { continue };
+                    let owner = self
+                        .s
+                        .host_index(h)
+                        .map(|i| self.s.hosts[i].owner.name())
+                        .unwrap_or("?");
+                    if r.lost.contains(&t) {
+                        where_.push(format!("t{t:x} on {} (owner {owner})", self.host_name(h)));
+                    }
+                    let g = self.s.guests.entry(t).or_insert(Guest {
+                        tid: t,
+                        host: h,
+                        pid: 0,
+                        held: false,
+                        moving: false,
+                    });
+                    g.host = h;
+                    if let Some(a) = self.apps.get_mut(&r.root) {
+                        a.tasks.insert(t, h);
+                    }
+                }
+                self.log(&format!(
+                    "application t{:x} restarted from epoch {} after the failure of {} ({} ms{}): {}{}",
+                    r.root,
+                    r.epoch,
+                    r.host,
+                    r.since.elapsed().as_millis(),
+                    if r.asked {
+                        ", asked by the scheduler"
+                    } else {
+                        ", automatic"
+                    },
+                    where_.join(", "),
+                    "; a restored task on a busy host is moved off like any guest"
+                ));
+                if let Some(a) = self.apps.get_mut(&r.root) {
+                    a.next = Instant::now() + self.s.policy.ckpt_interval;
+                }
+                continue;
+            }
+            if r.since.elapsed() < RESTART_WAIT {
+                self.restarts.push(r);
+                continue;
+            }
+            if r.asked {
+                self.log(&format!(
+                    "application t{:x}: no restart {} s after asking for it; giving up (lost {})",
+                    r.root,
+                    RESTART_WAIT.as_secs(),
+                    tids(&r.lost)
+                ));
+                continue;
+            }
+            self.log(&format!(
+                "application t{:x} not restarted {} s after the failure of {}: asking its coordinator (TM_RESTART, last epoch)",
+                r.root,
+                RESTART_WAIT.as_secs(),
+                r.host
+            ));
+            let t0 = Instant::now();
+            let e = ffi::restart(r.root, -1);
+            self.log(&format!(
+                "restart of application t{:x}: {} ({} ms)",
+                r.root,
+                if e >= 0 { format!("epoch {e}") } else { ffi::errtext(e) },
+                t0.elapsed().as_millis()
+            ));
+            r.asked = true;
+            r.since = Instant::now();
+            self.restarts.push(r);
+        }
+    }
+
     fn hosts_view(&self) -> String {
         let mut s = format!(
             "{:<16} {:>8} {:<6} {:>6} {:>8} {:<24} {}\n",
@@ -532,6 +802,24 @@ impl Rm {
         }
         if !self.can_migrate {
             s.push_str("(legacy daemon: guests are placed but never moved)\n");
+        }
+        if !self.apps.is_empty() {
+            s.push_str(&format!(
+                "{:<12} {:>6} {:<13} {:>6} {}\n",
+                "APPLICATION", "EPOCH", "TAKEN", "MS", "TASKS"
+            ));
+        }
+        for a in self.apps.values() {
+            let restarting = self.restarts.iter().any(|r| r.root == a.root);
+            s.push_str(&format!(
+                "{:<12} {:>6} {:<13} {:>6} {}{}\n",
+                format!("t{:x}", a.root),
+                a.epoch.map_or("-".to_string(), |e| e.to_string()),
+                a.taken.map_or("-".to_string(), |(t, _)| stamp_of(t)),
+                a.taken.map_or("-".to_string(), |(_, d)| d.as_millis().to_string()),
+                tids(&a.tasks.keys().copied().collect::<Vec<_>>()),
+                if restarting { " (restarting)" } else { "" }
+            ));
         }
         s
     }
@@ -720,6 +1008,8 @@ impl Rm {
                     g.pid = p;
                 }
             }
+            self.restart_tick(&ts);
+            self.ckpt_tick(&ts);
         }
         let pids: Vec<i32> = self.s.guests.values().map(|g| g.pid).filter(|&p| p > 0).collect();
         let measured = self.meter.sample(&pids);
@@ -867,6 +1157,8 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
         failed: HashMap::new(),
         next_wid: 0,
         t0: Instant::now(),
+        apps: BTreeMap::new(),
+        restarts: Vec::new(),
     };
     rm.refresh_hosts();
     ffi::initsend();
@@ -905,6 +1197,9 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
                             rm.s.guests.remove(&t);
                             rm.log(&format!("t{t:x} exited"));
                         }
+                        for a in rm.apps.values_mut() {
+                            a.tasks.remove(&t);
+                        }
                         rm.fire(1, t);
                     }
                 }
@@ -912,6 +1207,7 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
                     if let Ok(d) = ffi::upkint() {
                         let d = d & !TIDPVMD;
                         rm.log(&format!("host {} is gone", rm.host_name(d)));
+                        rm.host_failed(d, "the master pvmd reported it lost (SM_HOSTX)");
                         rm.s.remove_host(d);
                         rm.fire(2, d);
                     }
@@ -932,6 +1228,7 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
                 TAG_N_HOSTDEL => {
                     if let Ok(d) = ffi::upkint() {
                         rm.fire(2, d);
+                        rm.host_failed(d, "host delete notification");
                         rm.s.remove_host(d);
                     }
                 }
