@@ -1225,6 +1225,7 @@ impl<A: AuthFiles> Daemon<A> {
             }
             let mut argv = first;
             argv.extend(sp.argv.iter().cloned());
+            self.rm_start_ctx(sp.flags, 0, n as i32); // rm.rs: for SM_STTASK
             for _ in 0..n {
                 let Some(tid) = self.alloc_tid() else {
                     out.push(Out::Log("forkexec() out of tids?".into()));

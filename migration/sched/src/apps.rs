@@ -74,6 +74,27 @@ pub fn group(guests: &[i32], tasks: &HashMap<i32, (i32, i32)>) -> BTreeMap<i32, 
     m
 }
 
+/// Roots started by one front end (a task no pvmd started) that started more than one of
+/// them: such a job's coordination lives in the front end, which cannot be restored, so
+/// restarting one of its parts alone would break it (the front end would miss or repeat
+/// messages). Those roots are left out of checkpoints; a front end that started one root only
+/// (and waits for its result) is fine. Returns the front ends and their roots.
+pub fn shared_front_ends(
+    roots: impl Iterator<Item = i32>,
+    tasks: &HashMap<i32, (i32, i32)>,
+) -> BTreeMap<i32, Vec<i32>> {
+    let mut by_parent: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for r in roots {
+        if let Some(&(p, _)) = tasks.get(&r) {
+            if p > 0 && tasks.contains_key(&p) {
+                by_parent.entry(p).or_default().push(r);
+            }
+        }
+    }
+    by_parent.retain(|_, v| v.len() > 1);
+    by_parent
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +117,26 @@ mod tests {
         assert_eq!(g[&0x80001].len(), 3);
         // Unknown task: its own root.
         assert_eq!(root_of(0x7, &t), 0x7);
+    }
+
+    #[test]
+    fn a_front_end_with_several_roots_is_not_restartable() {
+        // Front end 1 (not started by a pvmd) started workers 2 and 3 itself; front end 4
+        // started master 5 only.
+        let t: HashMap<i32, (i32, i32)> = [
+            (1, (0, 4)),
+            (2, (1, TF_FORKD)),
+            (3, (1, TF_FORKD)),
+            (4, (0, 4)),
+            (5, (4, TF_FORKD)),
+            (6, (5, TF_FORKD)),
+        ]
+        .into_iter()
+        .collect();
+        let g = group(&[2, 3, 5, 6], &t);
+        let shared = shared_front_ends(g.keys().copied(), &t);
+        assert_eq!(shared.len(), 1);
+        assert_eq!(shared[&1], vec![2, 3]);
     }
 
     #[test]

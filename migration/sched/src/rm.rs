@@ -115,6 +115,8 @@ struct Rm {
     apps: BTreeMap<i32, App>,
     /// Restarts expected after host failures.
     restarts: Vec<Restart>,
+    /// Front ends whose jobs cannot be checkpointed (said once each).
+    unrestorable: std::collections::HashSet<i32>,
 }
 
 fn tids(v: &[i32]) -> String {
@@ -523,7 +525,24 @@ impl Rm {
         let map: HashMap<i32, (i32, i32)> = ts.iter().map(|t| (t.tid, (t.ptid, t.flag))).collect();
         let guests: Vec<i32> = self.s.guests.keys().copied().collect();
         let now = Instant::now();
-        for (root, members) in apps::group(&guests, &map) {
+        let groups = apps::group(&guests, &map);
+        let shared = apps::shared_front_ends(groups.keys().copied(), &map);
+        for (fe, roots) in &shared {
+            if self.unrestorable.len() >= MAX_WATCHES {
+                self.unrestorable.clear();
+            }
+            if self.unrestorable.insert(*fe) {
+                self.log(&format!(
+                    "job of t{fe:x} not checkpointed: t{fe:x} was not started by a pvmd (it cannot be restored) and started {} itself; restarting a part alone would break the job",
+                    tids(roots)
+                ));
+            }
+        }
+        let skip: Vec<i32> = shared.into_values().flatten().collect();
+        for (root, members) in groups {
+            if skip.contains(&root) {
+                continue;
+            }
             let mut seen: Vec<(i32, i32)> = members
                 .iter()
                 .filter_map(|t| self.s.guests.get(t).map(|g| (g.tid, g.host)))
@@ -1159,6 +1178,7 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
         t0: Instant::now(),
         apps: BTreeMap::new(),
         restarts: Vec::new(),
+        unrestorable: std::collections::HashSet::new(),
     };
     rm.refresh_hosts();
     ffi::initsend();

@@ -139,6 +139,9 @@ pub struct RmState {
     was_sched: Vec<u32>,
     /// Host starts handed to the registered hoster (SM_STHOST), waiting for its SM_STHOSTACK.
     hoster_wait: Option<HosterWait>,
+    /// What the next tasker starts belong to: the spawn flags, the instance of the next task
+    /// in the whole spawn, and the spawn's size (set by each start path before its loop).
+    start_ctx: (i32, i32, i32),
     /// Counters for tests and logs: answers given in place of an RM.
     pub fallbacks_answered: u64,
 }
@@ -702,6 +705,8 @@ impl<A: AuthFiles> Daemon<A> {
                 rm.bits()
             )));
         }
+        let (first, outof) = x.placement.unwrap_or((0, x.count));
+        self.rm_start_ctx(x.flags, first, outof); // for SM_STTASK
         let tids = self.exec_local(
             x.ptid,
             &file,
@@ -726,9 +731,17 @@ impl<A: AuthFiles> Daemon<A> {
         w.into_inner()
     }
 
+    /// Hook of the start paths (single-host spawn, DM_EXEC, SM_EXEC, a spawn's local block):
+    /// the spawn flags, the instance of the first task started here within the whole spawn,
+    /// and the spawn's size, for SM_STTASK (the legacy pvmd passes all three to its tasker).
+    pub(super) fn rm_start_ctx(&mut self, flags: i32, first: i32, outof: i32) {
+        self.rm.start_ctx = (flags, first.max(0), outof.max(0));
+    }
+
     /// A registered tasker starts the process (SM_STTASK, task.c forkexec()): `int tid; int
     /// flags; string path; int argc; string argv[argc]; int nenv; string env[nenv]; int inst;
-    /// int hosttotal; int outof`. The task connects with the PVMEPID cookie in `env`; the
+    /// int hosttotal; int outof` (flags, instance and size from [`Self::rm_start_ctx`]; the
+    /// instance counts up per task; hosttotal is the number started here). The task connects with the PVMEPID cookie in `env`; the
     /// tasker reports its exit with SM_TASKX. The pid is unknown here (0: never signalled).
     pub(super) fn rm_sttask(
         &mut self,
@@ -740,8 +753,11 @@ impl<A: AuthFiles> Daemon<A> {
         out: &mut Vec<Out>,
     ) -> std::io::Result<i32> {
         let tasker = self.reg.tasker;
+        let (flags, inst, outof) = self.rm.start_ctx;
+        self.rm.start_ctx.1 = inst.saturating_add(1);
+        let outof = if outof > 0 { outof } else { count as i32 };
         let mut w = XdrWriter::new();
-        w.int(tid.0).int(0).string(path).int(argv.len() as i32);
+        w.int(tid.0).int(flags).string(path).int(argv.len() as i32);
         for a in argv {
             w.string(a);
         }
@@ -749,10 +765,10 @@ impl<A: AuthFiles> Daemon<A> {
         for e in env {
             w.string(e);
         }
-        w.int(0).int(count as i32).int(count as i32);
+        w.int(inst).int(count as i32).int(outof);
         if self.debug & 0x4 != 0 {
             out.push(Out::Log(format!(
-                "forkexec() tasker t{:x} starts t{:x} {path}",
+                "forkexec() tasker t{:x} starts t{:x} {path} (flags {flags:#x}, instance {inst} of {outof})",
                 tasker.bits(),
                 tid.bits()
             )));
