@@ -842,7 +842,7 @@ impl<A: AuthFiles> Daemon<A> {
     /// the master host's entry.
     fn tm_sched(&mut self, req: &Request, out: &mut Vec<Out>) {
         let old = self.reg.register_sched(req.src);
-        self.rm_registered(req.src); // rm.rs hook
+        self.rm_registered(req.src, out); // rm.rs hook
         if self.debug & 0x8000 != 0 {
             out.push(Out::Log(format!(
                 "tm_sched() old t{:x} new t{:x}",

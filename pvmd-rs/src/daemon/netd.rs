@@ -839,6 +839,7 @@ impl<A: AuthFiles> Daemon<A> {
                         out.push(Out::Log(format!("dm_slconf() can't chdir to {v}: {e}")));
                     }
                 }
+                4 => self.rm_announced(&v, out), // rm.rs: the resource manager
                 f => {
                     if self.debug & 0x8 != 0 {
                         out.push(Out::Log(format!("dm_slconf() field {f} <{v}> ignored")));

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use pvm_proto::body::{self, Body, TidsOrError};
-use pvm_proto::codes::{Sm, Tm, MSGHDR_LEN, SYSCTX_TM};
+use pvm_proto::codes::{SlConfField, Sm, Tm, MSGHDR_LEN, SYSCTX_TM};
 use pvm_proto::frag::{FragFlags, StreamFragHeader};
 use pvm_proto::mesg::MsgHeader;
 use pvm_proto::xdr::XdrWriter;
@@ -556,6 +556,9 @@ impl<A: AuthFiles> Daemon<A> {
         if self.rm.hoster_wait.as_ref().is_some_and(|w| w.hoster == tid) {
             self.hoster_failed("exited", out);
         }
+        if tid == self.reg.sched && tid.is_on_host(self.host.index) {
+            self.rm_announce(Tid(0), out);
+        }
         if tid == self.reg.sched || self.rm.pending.iter().any(|p| p.rm == tid) {
             let n = self.rm.pending.iter().filter(|p| p.rm == tid).count();
             out.push(Out::Log(format!(
@@ -568,12 +571,65 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Hook of TM_SCHED: a task that registers is alive, whatever it was before, and is
     /// listed with TF_ISSCHED from now on (as the legacy daemon does, even after a handoff).
-    pub(super) fn rm_registered(&mut self, tid: Tid) {
+    pub(super) fn rm_registered(&mut self, tid: Tid, out: &mut Vec<Out>) {
         self.rm.dead.retain(|&t| t != tid);
         let key = self.key(tid);
         if !self.rm.was_sched.contains(&key) && self.rm.was_sched.len() < MAX_DEAD {
             self.rm.was_sched.push(key);
         }
+        self.rm_announce(tid, out);
+    }
+
+    /// Tells every other pvmd of the RM (DM_SLCONF field SCHED, the tid in hex as the legacy
+    /// master sends it to hosts added after the RM registered; "0" when it is gone), so that
+    /// tasks enrolling anywhere use it, and their pvmds watch their requests to it and fall
+    /// back to their own placement when it fails (the legacy daemon tells only hosts added
+    /// later, and never that the RM is gone).
+    fn rm_announce(&mut self, tid: Tid, out: &mut Vec<Out>) {
+        let me = self.host.index;
+        let Some(hosts) = self
+            .net
+            .as_ref()
+            .map(|n| n.table.hosts.keys().copied().filter(|&h| h != me).collect::<Vec<u32>>())
+        else {
+            return;
+        };
+        let body = body::Body::DmSlConf(body::SlConf {
+            entries: vec![(SlConfField::Sched.code(), format!("{:x}", tid.bits()).as_str().into())],
+        })
+        .emit();
+        for h in hosts {
+            self.dm_send(h, pvm_proto::codes::Dm::SlConf.code(), 0, &body, out);
+        }
+    }
+
+    /// DM_SLCONF field SCHED from another pvmd: the RM registered there (or "0": it is gone,
+    /// and the requests waiting on it here are answered at once).
+    pub(super) fn rm_announced(&mut self, value: &str, out: &mut Vec<Out>) {
+        let tid = u32::from_str_radix(value.trim(), 16)
+            .map(|t| Tid(t as i32))
+            .unwrap_or(Tid::NONE);
+        let old = self.reg.sched;
+        if tid == Tid::NONE || tid.0 == 0 {
+            if old != Tid::NONE && !old.is_on_host(self.host.index) {
+                out.push(Out::Log(format!(
+                    "rm_gone() resource manager t{:x} exited (its pvmd says so); the pvmd answers its requests and places tasks itself",
+                    old.bits()
+                )));
+                self.rm_give_up(old, false, out);
+            }
+            return;
+        }
+        if self.debug & 0x8000 != 0 {
+            out.push(Out::Log(format!("dm_slconf() sched<t{:x}>", tid.bits())));
+        }
+        self.rm.dead.retain(|&t| t != tid);
+        self.reg.sched = tid;
+    }
+
+    /// The SCHED field for DM_SLCONF to hosts being added (as the legacy master sends it).
+    pub(super) fn rm_slconf_field(&self) -> Option<(i32, String)> {
+        (self.reg.sched != Tid::NONE).then(|| (SlConfField::Sched.code(), format!("{:x}", self.reg.sched.bits())))
     }
 
     /// TF_ISSCHED for the task list.
@@ -602,7 +658,9 @@ impl<A: AuthFiles> Daemon<A> {
     /// Hook of `host_gone()` on the master: the RM hears of a lost host (SM_HOSTX).
     pub(super) fn rm_host_gone(&mut self, host: u32, out: &mut Vec<Out>) {
         let rm = self.reg.sched;
-        if rm == Tid::NONE || host == self.host.index {
+        // Only the master tells (slaves know the RM too, from DM_SLCONF, and say nothing, as
+        // with the legacy daemon).
+        if rm == Tid::NONE || host == self.host.index || !self.is_master() {
             return;
         }
         let mut w = XdrWriter::new();
