@@ -67,6 +67,7 @@ extern "C" {
     fn pvm_checkpoint(tid: c_int, flags: c_int) -> c_int;
     fn pvm_restart(tid: c_int, epoch: c_int) -> c_int;
     fn pvm_kill(tid: c_int) -> c_int;
+    fn pvm_pstat(tid: c_int) -> c_int;
     fn pvm_parent() -> c_int;
     fn pvm_spawn(
         file: *mut c_char,
@@ -280,6 +281,10 @@ pub fn sendsig(tid: i32, sig: i32) -> i32 {
 pub fn migrate(tid: i32, host: &str) -> i32 {
     let c = cs(host);
     unsafe { pvm_migrate(tid, c.as_ptr()) }
+}
+/// Whether a task lives (TM_PSTAT, asked of the pvmd even while an RM is registered).
+pub fn pstat(tid: i32) -> i32 {
+    unsafe { pvm_pstat(tid) }
 }
 pub fn kill(tid: i32) -> i32 {
     unsafe { pvm_kill(tid) }

@@ -5,6 +5,7 @@
 //! [`sched`] holds the decisions (pure, unit-tested), [`load`] the measurements, [`policy`]
 //! the policy file, [`rm`] the PVM task that carries them out.
 
+pub mod agent;
 pub mod apps;
 pub mod error;
 mod ffi;

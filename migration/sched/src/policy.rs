@@ -11,6 +11,7 @@
 //! min_free_mb 64        # hosts with less free memory get no new guests
 //! interval_ms 250       # how often hosts are measured
 //! priority NAME 10      # higher first among equally loaded hosts (default 0)
+//! agents off           # on: a measurement agent per host (`pvm-sched agent`), preferred
 //! ckpt_interval 30      # seconds between whole-application checkpoints of placed jobs (0 = off)
 //! ```
 
@@ -33,6 +34,9 @@ pub struct Policy {
     /// Whole-application checkpoints of the jobs the scheduler placed, so that they can be
     /// restarted after a host failure; zero turns them off.
     pub ckpt_interval: Duration,
+    /// A measurement agent on every host (`pvm-sched agent`), whose reports replace the
+    /// scheduler's own measurement of that host.
+    pub agents: bool,
 }
 
 impl Default for Policy {
@@ -48,6 +52,7 @@ impl Default for Policy {
             interval: Duration::from_millis(250),
             priority: HashMap::new(),
             ckpt_interval: Duration::from_secs(30),
+            agents: false,
         }
     }
 }
@@ -98,6 +103,7 @@ impl Policy {
             match (w[0], w.len()) {
                 ("owner_load", 2) => p.owner_load = num(w[1]).ok_or_else(|| bad("not a load"))?,
                 ("sessions", 2) => p.sessions = onoff(w[1]).ok_or_else(|| bad("on or off"))?,
+                ("agents", 2) => p.agents = onoff(w[1]).ok_or_else(|| bad("on or off"))?,
                 ("signals", 2) => p.signals = onoff(w[1]).ok_or_else(|| bad("on or off"))?,
                 ("idle_after", 2) => {
                     p.idle_after =

@@ -115,6 +115,9 @@ struct Rm {
     apps: BTreeMap<i32, App>,
     /// Restarts expected after host failures.
     restarts: Vec<Restart>,
+    /// Measurement agents by host (pvmd tid) and their latest reports by host name.
+    agents: HashMap<i32, i32>,
+    reports: HashMap<String, (load::Sample, Instant, i32)>,
     /// Front ends whose jobs cannot be checkpointed (said once each).
     unrestorable: std::collections::HashSet<i32>,
 }
@@ -176,6 +179,68 @@ impl Rm {
             for h in hosts {
                 self.s.add_host(&h.name, h.tid, &h.arch);
             }
+            self.agents.retain(|d, _| live.contains(d));
+            self.start_agents();
+        }
+    }
+
+    /// One measurement agent per host without one (policy `agents on`).
+    fn start_agents(&mut self) {
+        if !self.s.policy.agents {
+            return;
+        }
+        let ms = self.s.policy.interval.as_millis().max(250).to_string();
+        let missing: Vec<(i32, String)> = self
+            .s
+            .hosts
+            .iter()
+            .filter(|h| !self.agents.contains_key(&h.dtid))
+            .map(|h| (h.dtid, h.name.clone()))
+            .collect();
+        for (dtid, name) in missing {
+            match helper(&["agent".to_string(), ms.clone()], &name) {
+                Ok(tid) => {
+                    self.agents.insert(dtid, tid);
+                    self.log(&format!(
+                        "agent t{tid:x} started on {name}: it measures that host every {ms} ms"
+                    ));
+                }
+                Err(e) => {
+                    // Marked so that it is not retried at every refresh.
+                    self.agents.insert(dtid, 0);
+                    self.log(&format!(
+                        "cannot start an agent on {name}: {e}; the scheduler's own measurement stands in"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// An agent's report: kept for its host when the agent is the one started there.
+    fn agent_report(&mut self, src: i32) {
+        let host = ffi::upkstr().unwrap_or_default();
+        let text = ffi::upkstr().unwrap_or_default();
+        let Some(sample) = crate::agent::parse_report(&text) else {
+            return self.log(&format!("agent t{src:x}: bad report {text:?}"));
+        };
+        let expected = self
+            .agents
+            .iter()
+            .find(|(_, &t)| t == src)
+            .map(|(&d, _)| self.host_name(d));
+        if expected.as_deref() != Some(host.as_str()) {
+            return self.log(&format!(
+                "report from t{src:x} for {host:?} ignored: not the agent of that host ({expected:?})"
+            ));
+        }
+        if !self.reports.contains_key(&host) {
+            self.log(&format!(
+                "agent t{src:x} on {host}: first report (owner load {:.2}, {} MB free, {} session(s)); its reports replace the local measurement of {host}",
+                sample.owner_load, sample.free_mb, sample.sessions
+            ));
+        }
+        if self.reports.len() < MAX_WATCHES || self.reports.contains_key(&host) {
+            self.reports.insert(host, (sample, Instant::now(), src));
         }
     }
 
@@ -808,6 +873,10 @@ impl Rm {
                 })
                 .collect();
             let forced = if h.forced.is_some() { "*" } else { "" };
+            let src = match self.reports.get(&h.name) {
+                Some((_, at, t)) => format!(" [agent t{t:x}, {} ms ago]", at.elapsed().as_millis()),
+                None => String::new(),
+            };
             s.push_str(&format!(
                 "{:<16} {:>8x} {:<6} {:>6.2} {:>8} {:<24} {}\n",
                 h.name,
@@ -816,7 +885,7 @@ impl Rm {
                 h.sample.owner_load,
                 h.sample.free_mb,
                 if g.is_empty() { "-".to_string() } else { g.join(",") },
-                h.why
+                format!("{}{src}", h.why)
             ));
         }
         if !self.can_migrate {
@@ -1033,10 +1102,15 @@ impl Rm {
         let pids: Vec<i32> = self.s.guests.values().map(|g| g.pid).filter(|&p| p > 0).collect();
         let measured = self.meter.sample(&pids);
         let now = Instant::now();
+        let fresh = (self.s.policy.interval * 4).max(Duration::from_secs(3));
         for i in 0..self.s.hosts.len() {
+            let base = match self.reports.get(&self.s.hosts[i].name) {
+                Some((r, at, _)) if at.elapsed() < fresh => *r,
+                _ => measured,
+            };
             let s = match &self.state_dir {
-                Some(d) => load::inject(d, &self.s.hosts[i].name, measured),
-                None => measured,
+                Some(d) => load::inject(d, &self.s.hosts[i].name, base),
+                None => base,
             };
             if let Some(c) = self.s.observe(i, s, now) {
                 self.owner_changed(c.host, c.to, &c.why);
@@ -1179,6 +1253,8 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
         apps: BTreeMap::new(),
         restarts: Vec::new(),
         unrestorable: std::collections::HashSet::new(),
+        agents: HashMap::new(),
+        reports: HashMap::new(),
     };
     rm.refresh_hosts();
     ffi::initsend();
@@ -1234,8 +1310,15 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
                 }
                 SM_EXECACK => {} // a task connected on its own: not a guest
                 TAG_CMD => rm.command(src),
+                crate::agent::TAG_AGENT => rm.agent_report(src),
                 TAG_N_TASKX => {
                     if let Ok(t) = ffi::upkint() {
+                        if let Some(d) = rm.agents.iter().find(|(_, &a)| a == t).map(|(&d, _)| d) {
+                            rm.agents.remove(&d);
+                            let name = rm.host_name(d);
+                            rm.reports.remove(&name);
+                            rm.log(&format!("agent t{t:x} on {name} ended"));
+                        }
                         rm.helper_done(t, None);
                         rm.fire(1, t);
                     }
