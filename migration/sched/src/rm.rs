@@ -878,14 +878,14 @@ impl Rm {
                 None => String::new(),
             };
             s.push_str(&format!(
-                "{:<16} {:>8x} {:<6} {:>6.2} {:>8} {:<24} {}\n",
+                "{:<16} {:>8x} {:<6} {:>6.2} {:>8} {:<24} {}{src}\n",
                 h.name,
                 h.dtid,
                 format!("{}{forced}", h.owner.name()),
                 h.sample.owner_load,
                 h.sample.free_mb,
                 if g.is_empty() { "-".to_string() } else { g.join(",") },
-                format!("{}{src}", h.why)
+                h.why
             ));
         }
         if !self.can_migrate {
