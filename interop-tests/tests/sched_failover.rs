@@ -24,11 +24,11 @@ const JOB: &str = r#"
 #include <string.h>
 #include <unistd.h>
 #include "pvm3.h"
-#define ROUNDS 600
-#define NW 3
+static int ROUNDS = 600;
+static int NW = 3;
 int main(int argc, char **argv) {
-    int i, r, v, w[NW], bad = 0;
-    long expect[NW] = {0}, got, total = 0;
+    int i, r, v, w[8], bad = 0;
+    long expect[8] = {0}, got, total = 0;
     setvbuf(stdout, 0, _IOLBF, 0);
     if (argc > 1 && !strcmp(argv[1], "worker")) {
         int idx, parent = pvm_parent();
@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
     }
     if (argc > 1 && !strcmp(argv[1], "start")) {
         int m, bufid;
-        char *margs[] = { "master", 0 };
+        char *margs[] = { "master", argc > 2 ? argv[2] : "600", argc > 3 ? argv[3] : "3", 0 };
         pvm_catchout(stdout);
         if (pvm_spawn(argv[0], margs, PvmTaskDefault, "", 1, &m) != 1) { printf("master spawn failed %d\n", m); pvm_exit(); return 1; }
         printf("started master t%x\n", m);
@@ -66,6 +66,9 @@ int main(int argc, char **argv) {
     }
     {
         char *wargs[] = { "worker", 0 };
+        if (argc > 2) ROUNDS = atoi(argv[2]);
+        if (argc > 3) NW = atoi(argv[3]);
+        if (NW < 1 || NW > 8) NW = 3;
         if (pvm_spawn(argv[0], wargs, PvmTaskDefault, "", NW, w) != NW) { printf("worker spawn failed\n"); pvm_exit(); return 1; }
         for (i = 0; i < NW; i++) {
             printf("worker %d t%x\n", i, w[i]);
@@ -108,12 +111,9 @@ int main(int argc, char **argv) {
 }
 "#;
 
-const ROUNDS: i64 = 600;
-const NW: i64 = 3;
-
 /// The answer of an undisturbed run: worker `i` sums `7 r + i` over the rounds.
-fn expected_total() -> i64 {
-    (0..NW).map(|i| 7 * ROUNDS * (ROUNDS + 1) / 2 + ROUNDS * i).sum()
+fn expected_total(rounds: i64, nw: i64) -> i64 {
+    (0..nw).map(|i| 7 * rounds * (rounds + 1) / 2 + rounds * i).sum()
 }
 
 fn ask(c: &Cluster, args: &[&str]) -> String {
@@ -130,12 +130,24 @@ fn ask(c: &Cluster, args: &[&str]) -> String {
 
 #[test]
 fn a_placed_job_restarts_from_its_checkpoint_after_a_worker_host_dies() {
+    run("failover", false);
+}
+
+/// The host that holds the copy of the lost worker's image (the next host after it) has a busy
+/// owner: the restart puts the worker there (the only copy), and the scheduler moves it off
+/// like any guest.
+#[test]
+fn a_task_restored_on_a_busy_host_is_moved_off() {
+    run("fbusy", true);
+}
+
+fn run(tag: &str, busy_copy_host: bool) {
     assert!(
         std::path::Path::new("/usr/local/sbin/criu").exists(),
         "CRIU 4.1 is missing: run ci/criu-setup"
     );
     let job = shim_program("sched_failover_job", JOB);
-    let c = Cluster::named("sf", "failover", 4);
+    let c = Cluster::named("sf", tag, 4);
     let mut m = our_machine(&c, &[]);
     let state = c.dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
@@ -159,7 +171,15 @@ fn a_placed_job_restarts_from_its_checkpoint_after_a_worker_host_dies() {
 
     let t0 = Instant::now();
     let mut run = shim_command(&c, 1, &job);
-    run.arg("start").stdin(Stdio::null());
+    // Long enough, with a busy host, for a move and two checkpoints after it (the scheduler
+    // waits 5 s after a move before it checkpoints the application again).
+    // With a busy host: two workers (h2, h3), so that the host after the victim (h4), which
+    // holds the copy of its image, has no guest of its own to move off.
+    let (rounds, nw): (i64, i64) = if busy_copy_host { (1000, 2) } else { (600, 3) };
+    run.arg("start")
+        .arg(rounds.to_string())
+        .arg(nw.to_string())
+        .stdin(Stdio::null());
     let mut job_p = Proc {
         child: run.spawn().unwrap(),
         name: "job".into(),
@@ -180,7 +200,7 @@ fn a_placed_job_restarts_from_its_checkpoint_after_a_worker_host_dies() {
     assert!(e2, "{}", ctx("no second checkpoint by the scheduler"));
     // Where the workers are: the scheduler's placement log.
     let text = sl.text();
-    let worker_hosts: Vec<usize> = (0..3)
+    let worker_hosts: Vec<usize> = (0..nw)
         .filter_map(|i| {
             // The master's output comes through the front end's pvm_catchout ("[tX] worker i tY").
             let pat = format!("worker {i} t");
@@ -192,9 +212,22 @@ fn a_placed_job_restarts_from_its_checkpoint_after_a_worker_host_dies() {
             c.hosts.iter().position(|h| h.ip == ip).map(|k| k + 1)
         })
         .collect();
-    assert_eq!(worker_hosts.len(), 3, "{}", ctx("worker placements"));
+    assert_eq!(worker_hosts.len(), nw as usize, "{}", ctx("worker placements"));
     // A worker host other than h1 (the scheduler's host, the checkpoint coordinator).
-    let victim = *worker_hosts.iter().find(|&&k| k != 1).expect("a worker off h1");
+    let victim = *worker_hosts.iter().rev().find(|&&k| k != 1).expect("a worker off h1");
+    // Copies of a host's images go to the next host(s) in host order.
+    let copy_host = if victim == 4 { 1 } else { victim + 1 };
+    if busy_copy_host {
+        assert_ne!(copy_host, 1, "the test expects the copy off the scheduler's host");
+        let ip = c.host(copy_host).ip.clone();
+        assert!(
+            !worker_hosts.contains(&copy_host),
+            "{}",
+            ctx("the copy host runs a worker")
+        );
+        let a = ask(&c, &["owner", &ip, "busy"]);
+        assert!(a.contains("owner busy"), "{a}");
+    }
     let hosts = ask(&c, &["hosts"]);
     assert!(hosts.contains("APPLICATION"), "{hosts}");
     eprintln!("{hosts}");
@@ -206,7 +239,12 @@ fn a_placed_job_restarts_from_its_checkpoint_after_a_worker_host_dies() {
     let _ = std::fs::remove_dir_all(c.host(victim).tmp.path().join("pvmapp"));
     let res = jl.wait("result bad", Duration::from_secs(60));
     let res = res.unwrap_or_else(|| panic!("{}", ctx("no result")));
-    assert_eq!(res, format!("result bad 0 total {}", expected_total()), "{}", ctx(&res));
+    assert_eq!(
+        res,
+        format!("result bad 0 total {}", expected_total(rounds, nw)),
+        "{}",
+        ctx(&res)
+    );
     let took = t_kill.elapsed();
     let vip = c.host(victim).ip.clone();
     let restarted = c.wait_for(Duration::from_secs(15), || {
@@ -223,6 +261,22 @@ fn a_placed_job_restarts_from_its_checkpoint_after_a_worker_host_dies() {
     );
     let r = log.lines().find(|l| l.contains("restarted from epoch")).unwrap();
     assert!(r.contains(&format!("after the failure of {vip}")), "{r}");
+    if busy_copy_host {
+        let cip = c.host(copy_host).ip.clone();
+        assert!(r.contains(&format!("on {cip} (owner busy)")), "{r}");
+        let lost = r
+            .split(": t")
+            .nth(1)
+            .and_then(|x| x.split_whitespace().next())
+            .unwrap_or("");
+        let off = c.wait_for(Duration::from_secs(20), || {
+            sl.text().contains(&format!("t{lost} moved {cip} -> "))
+        });
+        assert!(off, "{}", ctx("the restored worker was not moved off the busy host"));
+        // A moved task cannot be in a whole-application checkpoint yet (daemon limit): the
+        // scheduler says it stops checkpointing the application instead of hanging it.
+        assert!(sl.text().contains("no more checkpoints"), "{}", sl.text());
+    }
     eprintln!(
         "MEASURED sched failover: whole job {:.1} s; kill -9 of h{victim} to the result {:.1} s",
         t0.elapsed().as_secs_f64(),

@@ -115,6 +115,13 @@ struct Rm {
     apps: BTreeMap<i32, App>,
     /// Restarts expected after host failures.
     restarts: Vec<Restart>,
+    /// Guests that were moved (TM_MIGRATE): the daemon refuses a whole-application checkpoint
+    /// of a task that moved in ("already parking", long after the move) and then leaves the
+    /// other tasks of the application parked, so their applications are not checkpointed any
+    /// more (docs/scheduler.md §2.3, §6).
+    moved: std::collections::HashSet<i32>,
+    /// Applications already said to be no longer checkpointed.
+    ckpt_stopped: std::collections::HashSet<i32>,
     /// Measurement agents by host (pvmd tid) and their latest reports by host name.
     agents: HashMap<i32, i32>,
     reports: HashMap<String, (load::Sample, Instant, i32)>,
@@ -650,6 +657,18 @@ impl Rm {
             self.apps.remove(&r);
             self.log(&format!("application t{r:x} ended: no more checkpoints of it"));
         }
+        let stopped: Vec<(i32, i32)> = self
+            .apps
+            .values()
+            .filter(|a| !self.ckpt_stopped.contains(&a.root))
+            .filter_map(|a| a.tasks.keys().find(|t| self.moved.contains(t)).map(|t| (a.root, *t)))
+            .collect();
+        for (root, t) in stopped {
+            self.ckpt_stopped.insert(root);
+            self.log(&format!(
+                "application t{root:x}: no more checkpoints: its task t{t:x} was moved, and the daemon refuses a whole-application checkpoint of a task that moved in (and leaves the other tasks parked)"
+            ));
+        }
         let due = self.apps.values().find(|a| {
             a.next <= now
                 && !self.restarts.iter().any(|x| x.root == a.root)
@@ -657,6 +676,7 @@ impl Rm {
                     .tasks
                     .keys()
                     .any(|t| self.s.guests.get(t).is_some_and(|g| g.moving || g.held))
+                && !a.tasks.keys().any(|t| self.moved.contains(t))
         });
         let Some(root) = due.map(|a| a.root) else { return };
         let t0 = Instant::now();
@@ -1041,6 +1061,9 @@ impl Rm {
                     g.host = dtid;
                 }
                 self.failed.remove(&tid);
+                if self.moved.len() < MAX_WATCHES {
+                    self.moved.insert(tid);
+                }
                 self.log(&format!("t{tid:x} moved {} -> {name} in {ms} ms", h.from));
             }
             (Job::Hold, true) => {
@@ -1255,6 +1278,8 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
         unrestorable: std::collections::HashSet::new(),
         agents: HashMap::new(),
         reports: HashMap::new(),
+        moved: std::collections::HashSet::new(),
+        ckpt_stopped: std::collections::HashSet::new(),
     };
     rm.refresh_hosts();
     ffi::initsend();
