@@ -33,6 +33,8 @@ pub struct App {
     pub next: Instant,
     /// The last failed checkpoint's reason (shown; the next try is at the next interval).
     pub last_error: Option<String>,
+    /// A checkpoint helper is at work for it.
+    pub running: bool,
 }
 
 /// A restart the scheduler waits for after a host failure.

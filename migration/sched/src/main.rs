@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             Err(_) => Err(SchedError::Usage(format!("bad period {:?}", args[1]))),
         },
         // Helpers the running scheduler starts for one move or checkpoint each.
-        Some(op @ ("move" | "hold")) if args.len() >= 2 => match parse_tid(&args[1]) {
+        Some(op @ ("move" | "hold" | "ckpt")) if args.len() >= 2 => match parse_tid(&args[1]) {
             Some(tid) => rm::one_op(op, tid, args.get(2).map(String::as_str)).map(|m| println!("{m}")),
             None => Err(SchedError::Usage(format!("bad tid {:?}", args[1]))),
         },

@@ -47,6 +47,8 @@ const SM_TASKX: i32 = 0x8004_000bu32 as i32;
 const SM_HOSTX: i32 = 0x8004_000cu32 as i32;
 const SM_SCHED: i32 = 0x8004_000eu32 as i32;
 const TIDPVMD: i32 = 0x8000_0000u32 as i32;
+/// Host part of a tid.
+const TIDHOST: i32 = 0x3ffc_0000;
 
 const PVM_NOT_IMPL: i32 = -24;
 const PVM_ALREADY: i32 = -30;
@@ -82,8 +84,12 @@ struct Watch {
 }
 
 enum Job {
-    Move { to: usize },
+    Move {
+        to: usize,
+    },
     Hold,
+    /// A whole-application checkpoint of the application rooted at `tid`.
+    Ckpt,
 }
 
 /// A helper task (`pvm-sched move|hold`) running on the guest's host for one operation.
@@ -641,6 +647,7 @@ impl Rm {
                             tasks: seen.into_iter().collect(),
                             next: now + every,
                             last_error: None,
+                            running: false,
                         },
                     );
                 }
@@ -671,6 +678,7 @@ impl Rm {
         }
         let due = self.apps.values().find(|a| {
             a.next <= now
+                && !a.running
                 && !self.restarts.iter().any(|x| x.root == a.root)
                 && !a
                     .tasks
@@ -679,31 +687,67 @@ impl Rm {
                 && !a.tasks.keys().any(|t| self.moved.contains(t))
         });
         let Some(root) = due.map(|a| a.root) else { return };
-        let t0 = Instant::now();
-        let e = ffi::checkpoint_app(root, ffi::PVM_CKPT_APP | ffi::PVM_CKPT_AUTO_RESTART);
-        let took = t0.elapsed();
+        // From a helper task on this host (its pvmd coordinates, as if the scheduler asked):
+        // the scheduler goes on answering while the application is parked and dumped, and a
+        // checkpoint that never ends (a daemon fault) cannot freeze placement.
+        let here = self.host_name(self.me & TIDHOST);
+        let args = vec!["ckpt".to_string(), format!("t{root:x}")];
+        match helper(&args, &here) {
+            Ok(h) => {
+                if let Some(a) = self.apps.get_mut(&root) {
+                    a.running = true;
+                }
+                self.helpers.push(Helper {
+                    helper: h,
+                    tid: root,
+                    job: Job::Ckpt,
+                    from: here,
+                    started: Instant::now(),
+                });
+            }
+            Err(e) => {
+                self.log(&format!(
+                    "cannot start a checkpoint helper for application t{root:x}: {e}; next try in {:.1} s",
+                    every.as_secs_f64()
+                ));
+                if let Some(a) = self.apps.get_mut(&root) {
+                    a.last_error = Some(e);
+                    a.next = Instant::now() + every;
+                }
+            }
+        }
+    }
+
+    /// The end of a checkpoint helper: `text` is "epoch N ..." on success.
+    fn ckpt_done(&mut self, root: i32, ok: bool, text: &str, took: Duration) {
+        let every = self.s.policy.ckpt_interval;
         let n = self.apps.get(&root).map_or(0, |a| a.tasks.len());
-        if e >= 0 {
-            self.log(&format!(
+        let epoch = text
+            .strip_prefix("epoch ")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|e| e.parse::<i32>().ok())
+            .filter(|_| ok);
+        match epoch {
+            Some(e) => self.log(&format!(
                 "checkpoint of application t{root:x} ({n} task(s)) epoch {e} in {} ms: every {:.1} s so that a host failure loses at most that much work",
                 took.as_millis(),
                 every.as_secs_f64()
-            ));
-        } else {
-            self.log(&format!(
-                "checkpoint of application t{root:x} failed after {} ms: {}; next try in {:.1} s",
+            )),
+            None => self.log(&format!(
+                "checkpoint of application t{root:x} failed after {} ms: {text}; next try in {:.1} s",
                 took.as_millis(),
-                ffi::errtext(e),
                 every.as_secs_f64()
-            ));
+            )),
         }
         if let Some(a) = self.apps.get_mut(&root) {
-            if e >= 0 {
-                a.epoch = Some(e);
-                a.taken = Some((std::time::SystemTime::now(), took));
-                a.last_error = None;
-            } else {
-                a.last_error = Some(ffi::errtext(e));
+            a.running = false;
+            match epoch {
+                Some(e) => {
+                    a.epoch = Some(e);
+                    a.taken = Some((std::time::SystemTime::now(), took));
+                    a.last_error = None;
+                }
+                None => a.last_error = Some(text.to_string()),
             }
             a.next = Instant::now() + every;
         }
@@ -1045,6 +1089,10 @@ impl Rm {
         let h = self.helpers.remove(k);
         let ms = h.started.elapsed().as_millis();
         let tid = h.tid;
+        if matches!(h.job, Job::Ckpt) {
+            let (ok, text) = result.unwrap_or((false, format!("helper t{helper:x} ended without a report")));
+            return self.ckpt_done(tid, ok, &text, h.started.elapsed());
+        }
         if let Some(g) = self.s.guests.get_mut(&tid) {
             g.moving = false;
         }
@@ -1073,6 +1121,7 @@ impl Rm {
                 }
                 self.log(&format!("t{tid:x} checkpointed and stopped on {} ({ms} ms)", h.from));
             }
+            (Job::Ckpt, true) => {} // handled above
             (_, false) => {
                 let wait = self.failed.get(&tid).map_or(RETRY, |(_, w)| (*w * 2).min(MAX_RETRY));
                 self.failed.insert(tid, (Instant::now(), wait));
@@ -1212,6 +1261,17 @@ pub fn one_op(op: &str, tid: i32, host: Option<&str>) -> Result<String, SchedErr
                 Err(format!("pvm_migrate(t{tid:x}, {h}): {}", ffi::errtext(r)))
             } else {
                 Ok(format!("t{tid:x} now on pvmd t{r:x}"))
+            }
+        }
+        ("ckpt", None) => {
+            let r = ffi::checkpoint_app(tid, ffi::PVM_CKPT_APP | ffi::PVM_CKPT_AUTO_RESTART);
+            if r < 0 {
+                Err(format!(
+                    "pvm_checkpoint(t{tid:x}, PvmCkptApp|PvmCkptAutoRestart): {}",
+                    ffi::errtext(r)
+                ))
+            } else {
+                Ok(format!("epoch {r}"))
             }
         }
         ("hold", None) => {
