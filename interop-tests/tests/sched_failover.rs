@@ -275,7 +275,8 @@ fn run(tag: &str, busy_copy_host: bool) {
         assert!(off, "{}", ctx("the restored worker was not moved off the busy host"));
         // A moved task cannot be in a whole-application checkpoint yet (daemon limit): the
         // scheduler says it stops checkpointing the application instead of hanging it.
-        assert!(sl.text().contains("no more checkpoints"), "{}", sl.text());
+        let said = c.wait_for(Duration::from_secs(10), || sl.text().contains("no more checkpoints"));
+        assert!(said, "{}", sl.text());
     }
     eprintln!(
         "MEASURED sched failover: whole job {:.1} s; kill -9 of h{victim} to the result {:.1} s",

@@ -201,7 +201,9 @@ fn silent_rm_is_replaced_after_the_timeout() {
     let mut r = Requester::start(&c, &prog);
     let (a, _) = r.ask("spawn 2", "spawned", TIMEOUT);
     assert_eq!(a.as_deref(), Some("spawned 2: ok ok"), "{}\n{}", sl.text(), c.logs());
-    assert!(sl.text().contains("place t"), "pvm-sched did not place:\n{}", sl.text());
+    // The scheduler logs before it answers, but its output is read by another thread.
+    let placed = c.wait_for(Duration::from_secs(5), || sl.text().contains("place t"));
+    assert!(placed, "pvm-sched did not place:\n{}", sl.text());
     send_signal(sched.child.id(), libc::SIGSTOP);
     let (a, took) = r.ask("spawn 1", "spawned", TIMEOUT);
     assert_eq!(a.as_deref(), Some("spawned 1: ok"), "{}", c.logs());
@@ -277,7 +279,7 @@ fn remote_setup(tag: &str) -> (Cluster, Proc, Proc, Lines, Requester) {
     let (a, _) = r.ask("spawn 2", "spawned", TIMEOUT);
     assert_eq!(a.as_deref(), Some("spawned 2: ok ok"), "{}\n{}", sl.text(), c.logs());
     assert!(
-        sl.text().contains(&format!("for {me})")),
+        c.wait_for(Duration::from_secs(5), || sl.text().contains(&format!("for {me})"))),
         "pvm-sched did not place the spawn of {me} on h2:\n{}\n{}",
         sl.text(),
         c.logs()
