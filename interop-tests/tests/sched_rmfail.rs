@@ -2,7 +2,9 @@
 //! to the RM. When the RM is killed, pvmd-rs answers those requests itself (own placement)
 //! and logs it; when the RM stops answering (SIGSTOP), pvmd-rs answers after PVMD_RM_TIMEOUT.
 //! The legacy daemon keeps forwarding to the dead RM: the same request never returns there
-//! (checked with a bounded wait, to document the difference).
+//! (checked with a bounded wait, to document the difference). Tasks on other hosts use the
+//! RM too (their pvmds are told of it with DM_SLCONF) and their pvmds answer for it the same
+//! way when it stops answering or dies.
 
 mod sched_common;
 
@@ -53,7 +55,11 @@ struct Requester {
 
 impl Requester {
     fn start(c: &Cluster, prog: &Path) -> Requester {
-        let mut cmd = c.command(1, prog);
+        Requester::start_on(c, 1, prog)
+    }
+
+    fn start_on(c: &Cluster, k: usize, prog: &Path) -> Requester {
+        let mut cmd = c.command(k, prog);
         cmd.stdin(Stdio::piped());
         let mut child: Child = cmd.spawn().unwrap();
         let stdin = child.stdin.take().unwrap();
@@ -219,6 +225,114 @@ fn silent_rm_is_replaced_after_the_timeout() {
     drop(r.stdin);
     let _ = r.proc_.wait(TIMEOUT);
     stop_pid(sched.child.id());
+    stop_pid(m.child.id());
+    let _ = m.child.wait();
+}
+
+/// Two pvmd-rs hosts, pvm-sched registered on h1 after both were up (h2 learns of it from
+/// h1's DM_SLCONF), a requester on h2.
+fn remote_setup(tag: &str) -> (Cluster, Proc, Proc, Lines, Requester) {
+    require_legacy();
+    let prog = legacy_program(&format!("rmfail_{tag}"), REQUESTER);
+    let c = Cluster::named("sc", tag, 2);
+    let hf = c.dir.path().join("hostfile");
+    std::fs::write(
+        &hf,
+        format!(
+            "{}\n{} dx={}\n",
+            c.host(1).ip,
+            c.host(2).ip,
+            interop_tests::our_pvmd().display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = c.command(1, &interop_tests::our_pvmd());
+    cmd.arg(format!("-n{}", c.host(1).ip))
+        .arg("-d0x8000")
+        .arg(&hf)
+        .env("PVMD_RM_TIMEOUT", "2")
+        .stderr(Stdio::null());
+    let mut m = Proc {
+        child: cmd.spawn().unwrap(),
+        name: "master".into(),
+    };
+    assert!(m.read_line(TIMEOUT).starts_with('/'));
+    assert!(
+        c.wait_for(TIMEOUT, || c.log(2).contains("ready")),
+        "h2 not up\n{}",
+        c.logs()
+    );
+    let policy = c.dir.path().join("policy");
+    std::fs::write(&policy, "signals off\n").unwrap();
+    let mut s = c.command(1, &sched_bin());
+    s.arg("--policy").arg(&policy);
+    let mut sched = Proc {
+        child: s.spawn().unwrap(),
+        name: "pvm-sched".into(),
+    };
+    let sl = Lines::of(&mut sched);
+    assert!(
+        sl.wait("registered as resource manager", TIMEOUT).is_some(),
+        "{}",
+        sl.text()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut r = Requester::start_on(&c, 2, &prog);
+    let me = r.lines.text();
+    let me = me.split_whitespace().nth(1).unwrap_or_default().to_string();
+    let (a, _) = r.ask("spawn 2", "spawned", TIMEOUT);
+    assert_eq!(a.as_deref(), Some("spawned 2: ok ok"), "{}\n{}", sl.text(), c.logs());
+    assert!(
+        c.wait_for(Duration::from_secs(5), || sl.text().contains(&format!("for {me})"))),
+        "pvm-sched did not place the spawn of {me} on h2:\n{}\n{}",
+        sl.text(),
+        c.logs()
+    );
+    (c, m, sched, sl, r)
+}
+
+#[test]
+fn silent_rm_is_replaced_for_tasks_on_other_hosts() {
+    let (c, mut m, sched, sl, mut r) = remote_setup("rmr");
+    send_signal(sched.child.id(), libc::SIGSTOP);
+    let (a, took) = r.ask("spawn 1", "spawned", TIMEOUT);
+    assert_eq!(a.as_deref(), Some("spawned 1: ok"), "{}", c.logs());
+    // h2's pvmd waits PVMD_RM_TIMEOUT (inherited from the master: 2 s; 5 s by default).
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(9),
+        "answer after {took:?}"
+    );
+    let (a, took) = r.ask("spawn 1", "spawned", TIMEOUT);
+    assert_eq!(a.as_deref(), Some("spawned 1: ok"), "{}", c.logs());
+    assert!(took < Duration::from_millis(1900), "{took:?}");
+    let log = c.log(2);
+    assert!(log.contains("did not answer within"), "{log}");
+    assert!(log.contains("rm_fallback()"), "{log}");
+    send_signal(sched.child.id(), libc::SIGCONT);
+    eprintln!("{}", sl.text());
+    drop(r.stdin);
+    let _ = r.proc_.wait(TIMEOUT);
+    stop_pid(sched.child.id());
+    stop_pid(m.child.id());
+    let _ = m.child.wait();
+}
+
+#[test]
+fn dead_rm_is_replaced_at_once_for_tasks_on_other_hosts() {
+    let (c, mut m, mut sched, _sl, mut r) = remote_setup("rmk");
+    send_signal(sched.child.id(), libc::SIGKILL);
+    let _ = sched.child.wait();
+    // h1's pvmd sees the RM's end and tells h2 (DM_SLCONF sched "0").
+    assert!(
+        c.wait_for(TIMEOUT, || c.log(2).contains("its pvmd says so")),
+        "{}",
+        c.logs()
+    );
+    let (a, took) = r.ask("spawn 1", "spawned", TIMEOUT);
+    assert_eq!(a.as_deref(), Some("spawned 1: ok"), "{}", c.logs());
+    assert!(took < Duration::from_millis(1900), "{took:?}\n{}", c.logs());
+    drop(r.stdin);
+    let _ = r.proc_.wait(TIMEOUT);
     stop_pid(m.child.id());
     let _ = m.child.wait();
 }

@@ -58,6 +58,13 @@ int main(void) {
             pvm_upkint(&ne, 1, 1);
             for (k = 0; k < ne && k < 255; k++) { ev[k] = malloc(4096); pvm_upkstr(ev[k]); }
             ev[k] = 0;
+            {
+                int inst = -1, total = -1, outof = -1;
+                pvm_upkint(&inst, 1, 1);
+                pvm_upkint(&total, 1, 1);
+                pvm_upkint(&outof, 1, 1);
+                printf("info flags %d inst %d hosttotal %d outof %d\n", flags, inst, total, outof);
+            }
             printf("start t%x %s\n", tid, strrchr(path, '/') ? strrchr(path, '/') + 1 : path);
             if ((pid = fork()) == 0) {
                 for (k = 0; ev[k]; k++) putenv(ev[k]);
@@ -74,6 +81,7 @@ int main(void) {
 fn a_tasker_starts_tasks_on_both_daemons() {
     require_legacy();
     let prog = legacy_program("sched_tasker", TASKER);
+    let mut infos_by_daemon: Vec<Vec<String>> = Vec::new();
     for legacy in [true, false] {
         let which = if legacy { "legacy" } else { "pvmd-rs" };
         let c = Cluster::named("sc", if legacy { "tsk-l" } else { "tsk-o" }, 1);
@@ -109,9 +117,42 @@ fn a_tasker_starts_tasks_on_both_daemons() {
             .1
         };
         assert!(!ps.contains("hello_other"), "{which}: {ps}\n{ctx}");
+        // Three at once from the console (which spawns with PvmNoSpawnParent, 64): the flags,
+        // the instance of each task and the spawn's size reach the tasker as the legacy pvmd
+        // passes them.
+        {
+            let mut cmd = c.command(1, &PathBuf::from(LEGACY_CONSOLE));
+            cmd.stdin(Stdio::piped());
+            let mut ch = cmd.spawn().unwrap();
+            ch.stdin.take().unwrap().write_all(b"spawn -3 hello_other\n").unwrap();
+            Proc {
+                child: ch,
+                name: "console".into(),
+            }
+            .wait(TIMEOUT);
+        }
+        let got3 = c.wait_for(TIMEOUT, || tl.text().matches("info flags").count() >= 4);
+        assert!(got3, "{which}: {}", tl.text());
+        let mut infos: Vec<String> = tl
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("info "))
+            .map(String::from)
+            .collect();
+        infos.sort();
+        infos_by_daemon.push(infos);
         stop_pid(t.child.id());
         let _ = t.child.wait();
         stop_pid(m.child.id());
         let _ = m.child.wait();
     }
+    eprintln!("SM_STTASK (legacy, pvmd-rs): {infos_by_daemon:?}");
+    assert_eq!(
+        infos_by_daemon[0], infos_by_daemon[1],
+        "SM_STTASK flags/instance differ"
+    );
+    // hello.pvm's child (flags 0, 1 of 1) and the console's three (PvmTaskHost, 0..2 of 3).
+    assert!(infos_by_daemon[1]
+        .iter()
+        .any(|l| l.contains("inst 2 hosttotal 3 outof 3")));
 }

@@ -843,7 +843,7 @@ impl<A: AuthFiles> Daemon<A> {
     /// the master host's entry.
     fn tm_sched(&mut self, req: &Request, out: &mut Vec<Out>) {
         let old = self.reg.register_sched(req.src);
-        self.rm_registered(req.src); // rm.rs hook
+        self.rm_registered(req.src, out); // rm.rs hook
         if self.debug & 0x8000 != 0 {
             out.push(Out::Log(format!(
                 "tm_sched() old t{:x} new t{:x}",
@@ -1226,6 +1226,7 @@ impl<A: AuthFiles> Daemon<A> {
             }
             let mut argv = first;
             argv.extend(sp.argv.iter().cloned());
+            self.rm_start_ctx(sp.flags, 0, n as i32); // rm.rs: for SM_STTASK
             for _ in 0..n {
                 let Some(tid) = self.alloc_tid() else {
                     out.push(Out::Log("forkexec() out of tids?".into()));

@@ -65,7 +65,9 @@ extern "C" {
     fn pvm_sendsig(tid: c_int, sig: c_int) -> c_int;
     fn pvm_migrate(tid: c_int, host: *const c_char) -> c_int;
     fn pvm_checkpoint(tid: c_int, flags: c_int) -> c_int;
+    fn pvm_restart(tid: c_int, epoch: c_int) -> c_int;
     fn pvm_kill(tid: c_int) -> c_int;
+    fn pvm_pstat(tid: c_int) -> c_int;
     fn pvm_parent() -> c_int;
     fn pvm_spawn(
         file: *mut c_char,
@@ -280,6 +282,10 @@ pub fn migrate(tid: i32, host: &str) -> i32 {
     let c = cs(host);
     unsafe { pvm_migrate(tid, c.as_ptr()) }
 }
+/// Whether a task lives (TM_PSTAT, asked of the pvmd even while an RM is registered).
+pub fn pstat(tid: i32) -> i32 {
+    unsafe { pvm_pstat(tid) }
+}
 pub fn kill(tid: i32) -> i32 {
     unsafe { pvm_kill(tid) }
 }
@@ -308,6 +314,17 @@ pub fn spawn(file: &str, args: &[String], flag: i32, whr: &str) -> (i32, i32) {
 }
 pub fn checkpoint(tid: i32) -> i32 {
     unsafe { pvm_checkpoint(tid, 0) }
+}
+/// `PvmCkptApp`, `PvmCkptAutoRestart` (include/pvm3.h).
+pub const PVM_CKPT_APP: i32 = 1;
+pub const PVM_CKPT_AUTO_RESTART: i32 = 2;
+/// A whole-application checkpoint of the application rooted at `root`; the epoch or an error.
+pub fn checkpoint_app(root: i32, flags: i32) -> i32 {
+    unsafe { pvm_checkpoint(root, flags) }
+}
+/// Restart of the application rooted at `root` from `epoch` (-1: the last committed one).
+pub fn restart(root: i32, epoch: i32) -> i32 {
+    unsafe { pvm_restart(root, epoch) }
 }
 pub fn delhosts(names: &[String]) -> (i32, Vec<i32>) {
     let cs_: Vec<CString> = names.iter().map(|n| cs(n)).collect();

@@ -3,8 +3,11 @@
 //! whose owner returns.
 //!
 //! [`sched`] holds the decisions (pure, unit-tested), [`load`] the measurements, [`policy`]
-//! the policy file, [`rm`] the PVM task that carries them out.
+//! the policy file, [`rm`] the PVM task that carries them out, [`apps`] the applications it
+//! checkpoints and restarts after a host failure, [`agent`] the per-host measurement agent.
 
+pub mod agent;
+pub mod apps;
 pub mod error;
 mod ffi;
 pub mod load;

@@ -4,8 +4,8 @@
 //! utmp). In the tests every host is a network namespace of that one machine, so each host
 //! would read the same numbers; a per-host state can therefore be injected from files
 //! (`<state dir>/<host name>`, lines `load 1.5`, `free_mb 900`, `sessions 1`, `owner busy`),
-//! which then replace the measured values for that host. A real multi-machine deployment needs
-//! an agent per host (not written yet; see docs/scheduler.md).
+//! which then replace the measured values for that host. On a real multi-machine cluster the
+//! per-host agents (`agent.rs`, policy `agents on`) run this measurement on each host.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -26,8 +26,13 @@ fn main() -> ExitCode {
         Some("hosts") if args.len() == 1 => rm::ask("hosts").map(|a| print!("{a}")),
         Some("owner") if args.len() == 3 => rm::ask(&args.join(" ")).map(|a| println!("{a}")),
         Some("hosts") | Some("owner") => Err(SchedError::Usage(USAGE.into())),
+        // The measurement agent the scheduler starts on each host (policy `agents on`).
+        Some("agent") if args.len() == 2 => match args[1].parse::<u64>() {
+            Ok(ms) => pvm_sched::agent::run(std::time::Duration::from_millis(ms)),
+            Err(_) => Err(SchedError::Usage(format!("bad period {:?}", args[1]))),
+        },
         // Helpers the running scheduler starts for one move or checkpoint each.
-        Some(op @ ("move" | "hold")) if args.len() >= 2 => match parse_tid(&args[1]) {
+        Some(op @ ("move" | "hold" | "ckpt")) if args.len() >= 2 => match parse_tid(&args[1]) {
             Some(tid) => rm::one_op(op, tid, args.get(2).map(String::as_str)).map(|m| println!("{m}")),
             None => Err(SchedError::Usage(format!("bad tid {:?}", args[1]))),
         },

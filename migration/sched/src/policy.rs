@@ -11,6 +11,8 @@
 //! min_free_mb 64        # hosts with less free memory get no new guests
 //! interval_ms 250       # how often hosts are measured
 //! priority NAME 10      # higher first among equally loaded hosts (default 0)
+//! agents off           # on: a measurement agent per host (`pvm-sched agent`), preferred
+//! ckpt_interval 30      # seconds between whole-application checkpoints of placed jobs (0 = off)
 //! ```
 
 use std::collections::HashMap;
@@ -29,6 +31,12 @@ pub struct Policy {
     pub min_free_mb: u64,
     pub interval: Duration,
     pub priority: HashMap<String, i32>,
+    /// Whole-application checkpoints of the jobs the scheduler placed, so that they can be
+    /// restarted after a host failure; zero turns them off.
+    pub ckpt_interval: Duration,
+    /// A measurement agent on every host (`pvm-sched agent`), whose reports replace the
+    /// scheduler's own measurement of that host.
+    pub agents: bool,
 }
 
 impl Default for Policy {
@@ -43,6 +51,8 @@ impl Default for Policy {
             min_free_mb: 64,
             interval: Duration::from_millis(250),
             priority: HashMap::new(),
+            ckpt_interval: Duration::from_secs(30),
+            agents: false,
         }
     }
 }
@@ -93,6 +103,7 @@ impl Policy {
             match (w[0], w.len()) {
                 ("owner_load", 2) => p.owner_load = num(w[1]).ok_or_else(|| bad("not a load"))?,
                 ("sessions", 2) => p.sessions = onoff(w[1]).ok_or_else(|| bad("on or off"))?,
+                ("agents", 2) => p.agents = onoff(w[1]).ok_or_else(|| bad("on or off"))?,
                 ("signals", 2) => p.signals = onoff(w[1]).ok_or_else(|| bad("on or off"))?,
                 ("idle_after", 2) => {
                     p.idle_after =
@@ -107,6 +118,10 @@ impl Policy {
                 ("interval_ms", 2) => {
                     let ms: u64 = w[1].parse().map_err(|_| bad("milliseconds"))?;
                     p.interval = Duration::from_millis(ms.clamp(20, 60_000));
+                }
+                ("ckpt_interval", 2) => {
+                    p.ckpt_interval =
+                        Duration::from_secs_f64(num(w[1]).filter(|v| *v <= 86400.0).ok_or_else(|| bad("seconds"))?)
                 }
                 ("priority", 3) => {
                     let v: i32 = w[2].parse().map_err(|_| bad("an integer priority"))?;
@@ -132,7 +147,7 @@ mod tests {
     fn every_key_and_a_comment() {
         let p = Policy::parse(
             "owner_load 1.5 # more\nsessions off\nidle_after 2\nbusy_after 0.5\nsignals off\n\
-             max_guests 3\nmin_free_mb 10\ninterval_ms 100\npriority h1 7\n",
+             max_guests 3\nmin_free_mb 10\ninterval_ms 100\npriority h1 7\nckpt_interval 2.5\n",
         )
         .unwrap();
         assert_eq!(p.owner_load, 1.5);
@@ -142,6 +157,7 @@ mod tests {
         assert_eq!((p.max_guests, p.min_free_mb), (3, 10));
         assert_eq!(p.interval, Duration::from_millis(100));
         assert_eq!(p.priority["h1"], 7);
+        assert_eq!(p.ckpt_interval, Duration::from_millis(2500));
     }
 
     #[test]

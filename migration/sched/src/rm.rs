@@ -8,11 +8,12 @@
 //! Commands from `pvm-sched owner|hosts` arrive as messages (TAG_CMD); the scheduler's tid is
 //! in the PVM mailbox under "pvm-sched".
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::apps::{self, App, Restart, RESTART_WAIT};
 use crate::error::SchedError;
 use crate::ffi;
 use crate::load::{self, Meter};
@@ -46,6 +47,8 @@ const SM_TASKX: i32 = 0x8004_000bu32 as i32;
 const SM_HOSTX: i32 = 0x8004_000cu32 as i32;
 const SM_SCHED: i32 = 0x8004_000eu32 as i32;
 const TIDPVMD: i32 = 0x8000_0000u32 as i32;
+/// Host part of a tid.
+const TIDHOST: i32 = 0x3ffc_0000;
 
 const PVM_NOT_IMPL: i32 = -24;
 const PVM_ALREADY: i32 = -30;
@@ -81,8 +84,12 @@ struct Watch {
 }
 
 enum Job {
-    Move { to: usize },
+    Move {
+        to: usize,
+    },
     Hold,
+    /// A whole-application checkpoint of the application rooted at `tid`.
+    Ckpt,
 }
 
 /// A helper task (`pvm-sched move|hold`) running on the guest's host for one operation.
@@ -110,12 +117,39 @@ struct Rm {
     failed: HashMap<i32, (Instant, Duration)>,
     next_wid: i32,
     t0: Instant,
+    /// Jobs it placed, checkpointed every `ckpt_interval` (by application root).
+    apps: BTreeMap<i32, App>,
+    /// Restarts expected after host failures.
+    restarts: Vec<Restart>,
+    /// Guests that were moved (TM_MIGRATE): the daemon refuses a whole-application checkpoint
+    /// of a task that moved in ("already parking", long after the move) and then leaves the
+    /// other tasks of the application parked, so their applications are not checkpointed any
+    /// more (docs/scheduler.md §2.3, §6).
+    moved: std::collections::HashSet<i32>,
+    /// Applications already said to be no longer checkpointed.
+    ckpt_stopped: std::collections::HashSet<i32>,
+    /// Measurement agents by host (pvmd tid) and their latest reports by host name.
+    agents: HashMap<i32, i32>,
+    reports: HashMap<String, (load::Sample, Instant, i32)>,
+    /// Front ends whose jobs cannot be checkpointed (said once each).
+    unrestorable: std::collections::HashSet<i32>,
+}
+
+fn tids(v: &[i32]) -> String {
+    let s: Vec<String> = v.iter().map(|t| format!("t{t:x}")).collect();
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.join(",")
+    }
 }
 
 fn stamp() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    stamp_of(std::time::SystemTime::now())
+}
+
+fn stamp_of(at: std::time::SystemTime) -> String {
+    let d = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let s = d.as_secs();
     format!(
         "{:02}:{:02}:{:02}.{:03}",
@@ -158,6 +192,68 @@ impl Rm {
             for h in hosts {
                 self.s.add_host(&h.name, h.tid, &h.arch);
             }
+            self.agents.retain(|d, _| live.contains(d));
+            self.start_agents();
+        }
+    }
+
+    /// One measurement agent per host without one (policy `agents on`).
+    fn start_agents(&mut self) {
+        if !self.s.policy.agents {
+            return;
+        }
+        let ms = self.s.policy.interval.as_millis().max(250).to_string();
+        let missing: Vec<(i32, String)> = self
+            .s
+            .hosts
+            .iter()
+            .filter(|h| !self.agents.contains_key(&h.dtid))
+            .map(|h| (h.dtid, h.name.clone()))
+            .collect();
+        for (dtid, name) in missing {
+            match helper(&["agent".to_string(), ms.clone()], &name) {
+                Ok(tid) => {
+                    self.agents.insert(dtid, tid);
+                    self.log(&format!(
+                        "agent t{tid:x} started on {name}: it measures that host every {ms} ms"
+                    ));
+                }
+                Err(e) => {
+                    // Marked so that it is not retried at every refresh.
+                    self.agents.insert(dtid, 0);
+                    self.log(&format!(
+                        "cannot start an agent on {name}: {e}; the scheduler's own measurement stands in"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// An agent's report: kept for its host when the agent is the one started there.
+    fn agent_report(&mut self, src: i32) {
+        let host = ffi::upkstr().unwrap_or_default();
+        let text = ffi::upkstr().unwrap_or_default();
+        let Some(sample) = crate::agent::parse_report(&text) else {
+            return self.log(&format!("agent t{src:x}: bad report {text:?}"));
+        };
+        let expected = self
+            .agents
+            .iter()
+            .find(|(_, &t)| t == src)
+            .map(|(&d, _)| self.host_name(d));
+        if expected.as_deref() != Some(host.as_str()) {
+            return self.log(&format!(
+                "report from t{src:x} for {host:?} ignored: not the agent of that host ({expected:?})"
+            ));
+        }
+        if !self.reports.contains_key(&host) {
+            self.log(&format!(
+                "agent t{src:x} on {host}: first report (owner load {:.2}, {} MB free, {} session(s)); its reports replace the local measurement of {host}",
+                sample.owner_load, sample.free_mb, sample.sessions
+            ));
+        }
+        if self.reports.len() < MAX_WATCHES || self.reports.contains_key(&host) {
+            self.reports.insert(host, (sample, Instant::now(), src));
         }
     }
 
@@ -496,6 +592,328 @@ impl Rm {
         ffi::send(src, TAG_REPLY);
     }
 
+    /// Keeps the list of applications (roots of the guests' jobs) and takes a whole-application
+    /// checkpoint of the one that is due (one per tick: the scheduler answers nobody while it
+    /// waits, and a checkpoint parks every task of the application until it is committed).
+    fn ckpt_tick(&mut self, ts: &[ffi::Task]) {
+        let every = self.s.policy.ckpt_interval;
+        if every.is_zero() || !self.can_migrate {
+            return;
+        }
+        let map: HashMap<i32, (i32, i32)> = ts.iter().map(|t| (t.tid, (t.ptid, t.flag))).collect();
+        let guests: Vec<i32> = self.s.guests.keys().copied().collect();
+        let now = Instant::now();
+        let groups = apps::group(&guests, &map);
+        let shared = apps::shared_front_ends(groups.keys().copied(), &map);
+        for (fe, roots) in &shared {
+            if self.unrestorable.len() >= MAX_WATCHES {
+                self.unrestorable.clear();
+            }
+            if self.unrestorable.insert(*fe) {
+                self.log(&format!(
+                    "job of t{fe:x} not checkpointed: t{fe:x} was not started by a pvmd (it cannot be restored) and started {} itself; restarting a part alone would break the job",
+                    tids(roots)
+                ));
+            }
+        }
+        let skip: Vec<i32> = shared.into_values().flatten().collect();
+        for (root, members) in groups {
+            if skip.contains(&root) {
+                continue;
+            }
+            let mut seen: Vec<(i32, i32)> = members
+                .iter()
+                .filter_map(|t| self.s.guests.get(t).map(|g| (g.tid, g.host)))
+                .collect();
+            if !members.contains(&root) {
+                if let Some(t) = ts.iter().find(|t| t.tid == root) {
+                    seen.push((root, t.host));
+                }
+            }
+            match self.apps.get_mut(&root) {
+                Some(a) => a.tasks.extend(seen),
+                None => {
+                    self.log(&format!(
+                        "application t{root:x} ({} task(s)): whole-application checkpoint every {:.1} s, copies on other hosts, automatic restart after a host failure (policy ckpt_interval)",
+                        seen.len(),
+                        every.as_secs_f64()
+                    ));
+                    self.apps.insert(
+                        root,
+                        App {
+                            root,
+                            epoch: None,
+                            taken: None,
+                            tasks: seen.into_iter().collect(),
+                            next: now + every,
+                            last_error: None,
+                            running: false,
+                        },
+                    );
+                }
+            }
+        }
+        // Applications whose root is gone (and that wait for no restart) have ended.
+        let ended: Vec<i32> = self
+            .apps
+            .keys()
+            .copied()
+            .filter(|r| !map.contains_key(r) && !self.restarts.iter().any(|x| x.root == *r))
+            .collect();
+        for r in ended {
+            self.apps.remove(&r);
+            self.log(&format!("application t{r:x} ended: no more checkpoints of it"));
+        }
+        let stopped: Vec<(i32, i32)> = self
+            .apps
+            .values()
+            .filter(|a| !self.ckpt_stopped.contains(&a.root))
+            .filter_map(|a| a.tasks.keys().find(|t| self.moved.contains(t)).map(|t| (a.root, *t)))
+            .collect();
+        for (root, t) in stopped {
+            self.ckpt_stopped.insert(root);
+            self.log(&format!(
+                "application t{root:x}: no more checkpoints: its task t{t:x} was moved, and the daemon refuses a whole-application checkpoint of a task that moved in (and leaves the other tasks parked)"
+            ));
+        }
+        let due = self.apps.values().find(|a| {
+            a.next <= now
+                && !a.running
+                && !self.restarts.iter().any(|x| x.root == a.root)
+                && !a
+                    .tasks
+                    .keys()
+                    .any(|t| self.s.guests.get(t).is_some_and(|g| g.moving || g.held))
+                && !a.tasks.keys().any(|t| self.moved.contains(t))
+        });
+        let Some(root) = due.map(|a| a.root) else { return };
+        // From a helper task on this host (its pvmd coordinates, as if the scheduler asked):
+        // the scheduler goes on answering while the application is parked and dumped, and a
+        // checkpoint that never ends (a daemon fault) cannot freeze placement.
+        let here = self.host_name(self.me & TIDHOST);
+        let args = vec!["ckpt".to_string(), format!("t{root:x}")];
+        match helper(&args, &here) {
+            Ok(h) => {
+                if let Some(a) = self.apps.get_mut(&root) {
+                    a.running = true;
+                }
+                self.helpers.push(Helper {
+                    helper: h,
+                    tid: root,
+                    job: Job::Ckpt,
+                    from: here,
+                    started: Instant::now(),
+                });
+            }
+            Err(e) => {
+                self.log(&format!(
+                    "cannot start a checkpoint helper for application t{root:x}: {e}; next try in {:.1} s",
+                    every.as_secs_f64()
+                ));
+                if let Some(a) = self.apps.get_mut(&root) {
+                    a.last_error = Some(e);
+                    a.next = Instant::now() + every;
+                }
+            }
+        }
+    }
+
+    /// The end of a checkpoint helper: `text` is "epoch N ..." on success.
+    fn ckpt_done(&mut self, root: i32, ok: bool, text: &str, took: Duration) {
+        let every = self.s.policy.ckpt_interval;
+        let n = self.apps.get(&root).map_or(0, |a| a.tasks.len());
+        let epoch = text
+            .strip_prefix("epoch ")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|e| e.parse::<i32>().ok())
+            .filter(|_| ok);
+        match epoch {
+            Some(e) => self.log(&format!(
+                "checkpoint of application t{root:x} ({n} task(s)) epoch {e} in {} ms: every {:.1} s so that a host failure loses at most that much work",
+                took.as_millis(),
+                every.as_secs_f64()
+            )),
+            None => self.log(&format!(
+                "checkpoint of application t{root:x} failed after {} ms: {text}; next try in {:.1} s",
+                took.as_millis(),
+                every.as_secs_f64()
+            )),
+        }
+        if let Some(a) = self.apps.get_mut(&root) {
+            a.running = false;
+            match epoch {
+                Some(e) => {
+                    a.epoch = Some(e);
+                    a.taken = Some((std::time::SystemTime::now(), took));
+                    a.last_error = None;
+                }
+                None => a.last_error = Some(text.to_string()),
+            }
+            a.next = Instant::now() + every;
+        }
+    }
+
+    /// A host failed: which applications lost tasks, and from which checkpoint they restart.
+    /// They were checkpointed with PvmCkptAutoRestart, so the coordinator (this host's pvmd)
+    /// restarts them by itself; the scheduler checks that it happens (`restart_tick`) and asks
+    /// for it itself (TM_RESTART) when it does not.
+    fn host_failed(&mut self, dtid: i32, how: &str) {
+        let Some(hi) = self.s.host_index(dtid) else { return };
+        let name = self.s.hosts[hi].name.clone();
+        // Guests still known there, and tasks of applications last seen there (the task list
+        // may have dropped them before the host was declared lost).
+        let mut lost: Vec<i32> = self
+            .s
+            .guests
+            .values()
+            .filter(|g| g.host == dtid)
+            .map(|g| g.tid)
+            .collect();
+        for a in self.apps.values() {
+            lost.extend(a.tasks.iter().filter(|(_, &h)| h == dtid).map(|(&t, _)| t));
+        }
+        lost.sort_unstable();
+        lost.dedup();
+        if lost.is_empty() {
+            self.log(&format!("host {name} failed ({how}): it had no guests"));
+            return;
+        }
+        let mut covered: Vec<i32> = Vec::new();
+        let affected: Vec<App> = self
+            .apps
+            .values()
+            .filter(|a| a.tasks.keys().any(|t| lost.contains(t)))
+            .cloned()
+            .collect();
+        for a in affected {
+            let mine: Vec<i32> = a.tasks.keys().copied().filter(|t| lost.contains(t)).collect();
+            covered.extend(&mine);
+            let list = tids(&mine);
+            match (a.epoch, a.taken) {
+                (Some(epoch), Some((at, _))) => {
+                    self.log(&format!(
+                        "host {name} failed ({how}): application t{:x} lost {list}; it restarts from its checkpoint epoch {epoch} (taken {}) on the surviving hosts: its coordinator restarts it by itself (PvmCkptAutoRestart); the scheduler checks within {} s",
+                        a.root,
+                        stamp_of(at),
+                        RESTART_WAIT.as_secs()
+                    ));
+                    self.restarts.push(Restart {
+                        root: a.root,
+                        epoch,
+                        lost: mine,
+                        host: name.clone(),
+                        dead_dtid: dtid,
+                        since: Instant::now(),
+                        asked: false,
+                    });
+                }
+                _ => self.log(&format!(
+                    "host {name} failed ({how}): application t{:x} lost {list}, and has no checkpoint yet{}: it cannot be restarted",
+                    a.root,
+                    a.last_error.as_ref().map(|e| format!(" (last try: {e})")).unwrap_or_default()
+                )),
+            }
+        }
+        let rest: Vec<i32> = lost.into_iter().filter(|t| !covered.contains(t)).collect();
+        if !rest.is_empty() {
+            self.log(&format!(
+                "host {name} failed ({how}): guest(s) {} lost, in no checkpointed application",
+                tids(&rest)
+            ));
+        }
+    }
+
+    /// Checks the restarts expected after host failures: done when every lost task is listed
+    /// again on a surviving host; asked for by the scheduler when the automatic one did not
+    /// happen within RESTART_WAIT; given up after as long again.
+    fn restart_tick(&mut self, ts: &[ffi::Task]) {
+        let live: HashMap<i32, i32> = ts.iter().map(|t| (t.tid, t.host)).collect();
+        for mut r in std::mem::take(&mut self.restarts) {
+            let back = r
+                .lost
+                .iter()
+                .all(|t| live.get(t).is_some_and(|&h| h != r.dead_dtid && h != 0));
+            if back {
+                let tasks: Vec<i32> = self
+                    .apps
+                    .get(&r.root)
+                    .map(|a| a.tasks.keys().copied().collect())
+                    .unwrap_or_default();
+                let mut where_: Vec<String> = Vec::new();
+                for t in tasks {
+                    let Some(&h) = live.get(&t) else { continue };
+                    let owner = self
+                        .s
+                        .host_index(h)
+                        .map(|i| self.s.hosts[i].owner.name())
+                        .unwrap_or("?");
+                    if r.lost.contains(&t) {
+                        where_.push(format!("t{t:x} on {} (owner {owner})", self.host_name(h)));
+                    }
+                    let g = self.s.guests.entry(t).or_insert(Guest {
+                        tid: t,
+                        host: h,
+                        pid: 0,
+                        held: false,
+                        moving: false,
+                    });
+                    g.host = h;
+                    if let Some(a) = self.apps.get_mut(&r.root) {
+                        a.tasks.insert(t, h);
+                    }
+                }
+                self.log(&format!(
+                    "application t{:x} restarted from epoch {} after the failure of {} ({} ms{}): {}{}",
+                    r.root,
+                    r.epoch,
+                    r.host,
+                    r.since.elapsed().as_millis(),
+                    if r.asked {
+                        ", asked by the scheduler"
+                    } else {
+                        ", automatic"
+                    },
+                    where_.join(", "),
+                    "; a restored task on a busy host is moved off like any guest"
+                ));
+                if let Some(a) = self.apps.get_mut(&r.root) {
+                    a.next = Instant::now() + self.s.policy.ckpt_interval;
+                }
+                continue;
+            }
+            if r.since.elapsed() < RESTART_WAIT {
+                self.restarts.push(r);
+                continue;
+            }
+            if r.asked {
+                self.log(&format!(
+                    "application t{:x}: no restart {} s after asking for it; giving up (lost {})",
+                    r.root,
+                    RESTART_WAIT.as_secs(),
+                    tids(&r.lost)
+                ));
+                continue;
+            }
+            self.log(&format!(
+                "application t{:x} not restarted {} s after the failure of {}: asking its coordinator (TM_RESTART, last epoch)",
+                r.root,
+                RESTART_WAIT.as_secs(),
+                r.host
+            ));
+            let t0 = Instant::now();
+            let e = ffi::restart(r.root, -1);
+            self.log(&format!(
+                "restart of application t{:x}: {} ({} ms)",
+                r.root,
+                if e >= 0 { format!("epoch {e}") } else { ffi::errtext(e) },
+                t0.elapsed().as_millis()
+            ));
+            r.asked = true;
+            r.since = Instant::now();
+            self.restarts.push(r);
+        }
+    }
+
     fn hosts_view(&self) -> String {
         let mut s = format!(
             "{:<16} {:>8} {:<6} {:>6} {:>8} {:<24} {}\n",
@@ -519,8 +937,12 @@ impl Rm {
                 })
                 .collect();
             let forced = if h.forced.is_some() { "*" } else { "" };
+            let src = match self.reports.get(&h.name) {
+                Some((_, at, t)) => format!(" [agent t{t:x}, {} ms ago]", at.elapsed().as_millis()),
+                None => String::new(),
+            };
             s.push_str(&format!(
-                "{:<16} {:>8x} {:<6} {:>6.2} {:>8} {:<24} {}\n",
+                "{:<16} {:>8x} {:<6} {:>6.2} {:>8} {:<24} {}{src}\n",
                 h.name,
                 h.dtid,
                 format!("{}{forced}", h.owner.name()),
@@ -532,6 +954,24 @@ impl Rm {
         }
         if !self.can_migrate {
             s.push_str("(legacy daemon: guests are placed but never moved)\n");
+        }
+        if !self.apps.is_empty() {
+            s.push_str(&format!(
+                "{:<12} {:>6} {:<13} {:>6} {}\n",
+                "APPLICATION", "EPOCH", "TAKEN", "MS", "TASKS"
+            ));
+        }
+        for a in self.apps.values() {
+            let restarting = self.restarts.iter().any(|r| r.root == a.root);
+            s.push_str(&format!(
+                "{:<12} {:>6} {:<13} {:>6} {}{}\n",
+                format!("t{:x}", a.root),
+                a.epoch.map_or("-".to_string(), |e| e.to_string()),
+                a.taken.map_or("-".to_string(), |(t, _)| stamp_of(t)),
+                a.taken.map_or("-".to_string(), |(_, d)| d.as_millis().to_string()),
+                tids(&a.tasks.keys().copied().collect::<Vec<_>>()),
+                if restarting { " (restarting)" } else { "" }
+            ));
         }
         s
     }
@@ -649,6 +1089,10 @@ impl Rm {
         let h = self.helpers.remove(k);
         let ms = h.started.elapsed().as_millis();
         let tid = h.tid;
+        if matches!(h.job, Job::Ckpt) {
+            let (ok, text) = result.unwrap_or((false, format!("helper t{helper:x} ended without a report")));
+            return self.ckpt_done(tid, ok, &text, h.started.elapsed());
+        }
         if let Some(g) = self.s.guests.get_mut(&tid) {
             g.moving = false;
         }
@@ -665,6 +1109,9 @@ impl Rm {
                     g.host = dtid;
                 }
                 self.failed.remove(&tid);
+                if self.moved.len() < MAX_WATCHES {
+                    self.moved.insert(tid);
+                }
                 self.log(&format!("t{tid:x} moved {} -> {name} in {ms} ms", h.from));
             }
             (Job::Hold, true) => {
@@ -674,6 +1121,7 @@ impl Rm {
                 }
                 self.log(&format!("t{tid:x} checkpointed and stopped on {} ({ms} ms)", h.from));
             }
+            (Job::Ckpt, true) => {} // handled above
             (_, false) => {
                 let wait = self.failed.get(&tid).map_or(RETRY, |(_, w)| (*w * 2).min(MAX_RETRY));
                 self.failed.insert(tid, (Instant::now(), wait));
@@ -720,14 +1168,21 @@ impl Rm {
                     g.pid = p;
                 }
             }
+            self.restart_tick(&ts);
+            self.ckpt_tick(&ts);
         }
         let pids: Vec<i32> = self.s.guests.values().map(|g| g.pid).filter(|&p| p > 0).collect();
         let measured = self.meter.sample(&pids);
         let now = Instant::now();
+        let fresh = (self.s.policy.interval * 4).max(Duration::from_secs(3));
         for i in 0..self.s.hosts.len() {
+            let base = match self.reports.get(&self.s.hosts[i].name) {
+                Some((r, at, _)) if at.elapsed() < fresh => *r,
+                _ => measured,
+            };
             let s = match &self.state_dir {
-                Some(d) => load::inject(d, &self.s.hosts[i].name, measured),
-                None => measured,
+                Some(d) => load::inject(d, &self.s.hosts[i].name, base),
+                None => base,
             };
             if let Some(c) = self.s.observe(i, s, now) {
                 self.owner_changed(c.host, c.to, &c.why);
@@ -808,6 +1263,17 @@ pub fn one_op(op: &str, tid: i32, host: Option<&str>) -> Result<String, SchedErr
                 Ok(format!("t{tid:x} now on pvmd t{r:x}"))
             }
         }
+        ("ckpt", None) => {
+            let r = ffi::checkpoint_app(tid, ffi::PVM_CKPT_APP | ffi::PVM_CKPT_AUTO_RESTART);
+            if r < 0 {
+                Err(format!(
+                    "pvm_checkpoint(t{tid:x}, PvmCkptApp|PvmCkptAutoRestart): {}",
+                    ffi::errtext(r)
+                ))
+            } else {
+                Ok(format!("epoch {r}"))
+            }
+        }
         ("hold", None) => {
             let r = ffi::checkpoint(tid);
             if r < 0 {
@@ -867,6 +1333,13 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
         failed: HashMap::new(),
         next_wid: 0,
         t0: Instant::now(),
+        apps: BTreeMap::new(),
+        restarts: Vec::new(),
+        unrestorable: std::collections::HashSet::new(),
+        agents: HashMap::new(),
+        reports: HashMap::new(),
+        moved: std::collections::HashSet::new(),
+        ckpt_stopped: std::collections::HashSet::new(),
     };
     rm.refresh_hosts();
     ffi::initsend();
@@ -905,6 +1378,9 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
                             rm.s.guests.remove(&t);
                             rm.log(&format!("t{t:x} exited"));
                         }
+                        for a in rm.apps.values_mut() {
+                            a.tasks.remove(&t);
+                        }
                         rm.fire(1, t);
                     }
                 }
@@ -912,14 +1388,22 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
                     if let Ok(d) = ffi::upkint() {
                         let d = d & !TIDPVMD;
                         rm.log(&format!("host {} is gone", rm.host_name(d)));
+                        rm.host_failed(d, "the master pvmd reported it lost (SM_HOSTX)");
                         rm.s.remove_host(d);
                         rm.fire(2, d);
                     }
                 }
                 SM_EXECACK => {} // a task connected on its own: not a guest
                 TAG_CMD => rm.command(src),
+                crate::agent::TAG_AGENT => rm.agent_report(src),
                 TAG_N_TASKX => {
                     if let Ok(t) = ffi::upkint() {
+                        if let Some(d) = rm.agents.iter().find(|(_, &a)| a == t).map(|(&d, _)| d) {
+                            rm.agents.remove(&d);
+                            let name = rm.host_name(d);
+                            rm.reports.remove(&name);
+                            rm.log(&format!("agent t{t:x} on {name} ended"));
+                        }
                         rm.helper_done(t, None);
                         rm.fire(1, t);
                     }
@@ -932,6 +1416,7 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
                 TAG_N_HOSTDEL => {
                     if let Ok(d) = ffi::upkint() {
                         rm.fire(2, d);
+                        rm.host_failed(d, "host delete notification");
                         rm.s.remove_host(d);
                     }
                 }

@@ -329,6 +329,7 @@ impl<A: AuthFiles> Daemon<A> {
     /// Moves the running add on: all started -> table update; all acknowledged -> commit.
     fn add_progress(&mut self, out: &mut Vec<Out>) {
         let me = self.host.index;
+        let sched_field = self.rm_slconf_field(); // rm.rs: the RM, for DM_SLCONF
         let Some(n) = self.net.as_mut() else { return };
         let Some(a) = n.master.adding.as_mut() else { return };
         if a.hosts.iter().any(|c| c.result.is_none()) {
@@ -375,6 +376,9 @@ impl<A: AuthFiles> Daemon<A> {
                         if let Some(v) = v {
                             e.push((f, v.as_str().into()));
                         }
+                    }
+                    if let Some((f, v)) = &sched_field {
+                        e.push((*f, v.as_str().into())); // as the legacy master does
                     }
                     (c.index.unwrap_or(0), Body::DmSlConf(SlConf { entries: e }).emit())
                 })

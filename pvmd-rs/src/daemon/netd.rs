@@ -861,6 +861,7 @@ impl<A: AuthFiles> Daemon<A> {
                         out.push(Out::Log(format!("dm_slconf() can't chdir to {v}: {e}")));
                     }
                 }
+                4 => self.rm_announced(&v, out), // rm.rs: the resource manager
                 f => {
                     if self.debug & 0x8 != 0 {
                         out.push(Out::Log(format!("dm_slconf() field {f} <{v}> ignored")));
@@ -1124,6 +1125,8 @@ impl<A: AuthFiles> Daemon<A> {
         let count = usize::try_from(x.count).unwrap_or(0).min(MAX_SPAWN as usize);
         let args: Vec<String> = x.argv.iter().map(|a| a.to_string_lossy()).collect();
         let env: Vec<String> = x.env.iter().map(|a| a.to_string_lossy()).collect();
+        let (first, outof) = x.placement.unwrap_or((0, x.count));
+        self.rm_start_ctx(x.flags, first, outof); // rm.rs: for SM_STTASK
         let tids = self.exec_local(
             x.ptid,
             &x.file.to_string_lossy(),
@@ -1164,6 +1167,7 @@ impl<A: AuthFiles> Daemon<A> {
         if host == me {
             let args: Vec<String> = x.argv.iter().map(|a| a.to_string_lossy()).collect();
             let env: Vec<String> = x.env.iter().map(|a| a.to_string_lossy()).collect();
+            self.rm_start_ctx(x.flags, slots.first().copied().unwrap_or(0) as i32, outof); // rm.rs: for SM_STTASK
             let tids = self.exec_local(
                 x.ptid,
                 &x.file.to_string_lossy(),

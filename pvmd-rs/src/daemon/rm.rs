@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use pvm_proto::body::{self, Body, TidsOrError};
-use pvm_proto::codes::{Sm, Tm, MSGHDR_LEN, SYSCTX_TM};
+use pvm_proto::codes::{SlConfField, Sm, Tm, MSGHDR_LEN, SYSCTX_TM};
 use pvm_proto::frag::{FragFlags, StreamFragHeader};
 use pvm_proto::mesg::MsgHeader;
 use pvm_proto::xdr::XdrWriter;
@@ -139,6 +139,9 @@ pub struct RmState {
     was_sched: Vec<u32>,
     /// Host starts handed to the registered hoster (SM_STHOST), waiting for its SM_STHOSTACK.
     hoster_wait: Option<HosterWait>,
+    /// What the next tasker starts belong to: the spawn flags, the instance of the next task
+    /// in the whole spawn, and the spawn's size (set by each start path before its loop).
+    start_ctx: (i32, i32, i32),
     /// Counters for tests and logs: answers given in place of an RM.
     pub fallbacks_answered: u64,
 }
@@ -553,6 +556,9 @@ impl<A: AuthFiles> Daemon<A> {
         if self.rm.hoster_wait.as_ref().is_some_and(|w| w.hoster == tid) {
             self.hoster_failed("exited", out);
         }
+        if tid == self.reg.sched && tid.is_on_host(self.host.index) {
+            self.rm_announce(Tid(0), out);
+        }
         if tid == self.reg.sched || self.rm.pending.iter().any(|p| p.rm == tid) {
             let n = self.rm.pending.iter().filter(|p| p.rm == tid).count();
             out.push(Out::Log(format!(
@@ -565,12 +571,65 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Hook of TM_SCHED: a task that registers is alive, whatever it was before, and is
     /// listed with TF_ISSCHED from now on (as the legacy daemon does, even after a handoff).
-    pub(super) fn rm_registered(&mut self, tid: Tid) {
+    pub(super) fn rm_registered(&mut self, tid: Tid, out: &mut Vec<Out>) {
         self.rm.dead.retain(|&t| t != tid);
         let key = self.key(tid);
         if !self.rm.was_sched.contains(&key) && self.rm.was_sched.len() < MAX_DEAD {
             self.rm.was_sched.push(key);
         }
+        self.rm_announce(tid, out);
+    }
+
+    /// Tells every other pvmd of the RM (DM_SLCONF field SCHED, the tid in hex as the legacy
+    /// master sends it to hosts added after the RM registered; "0" when it is gone), so that
+    /// tasks enrolling anywhere use it, and their pvmds watch their requests to it and fall
+    /// back to their own placement when it fails (the legacy daemon tells only hosts added
+    /// later, and never that the RM is gone).
+    fn rm_announce(&mut self, tid: Tid, out: &mut Vec<Out>) {
+        let me = self.host.index;
+        let Some(hosts) = self
+            .net
+            .as_ref()
+            .map(|n| n.table.hosts.keys().copied().filter(|&h| h != me).collect::<Vec<u32>>())
+        else {
+            return;
+        };
+        let body = body::Body::DmSlConf(body::SlConf {
+            entries: vec![(SlConfField::Sched.code(), format!("{:x}", tid.bits()).as_str().into())],
+        })
+        .emit();
+        for h in hosts {
+            self.dm_send(h, pvm_proto::codes::Dm::SlConf.code(), 0, &body, out);
+        }
+    }
+
+    /// DM_SLCONF field SCHED from another pvmd: the RM registered there (or "0": it is gone,
+    /// and the requests waiting on it here are answered at once).
+    pub(super) fn rm_announced(&mut self, value: &str, out: &mut Vec<Out>) {
+        let tid = u32::from_str_radix(value.trim(), 16)
+            .map(|t| Tid(t as i32))
+            .unwrap_or(Tid::NONE);
+        let old = self.reg.sched;
+        if tid == Tid::NONE || tid.0 == 0 {
+            if old != Tid::NONE && !old.is_on_host(self.host.index) {
+                out.push(Out::Log(format!(
+                    "rm_gone() resource manager t{:x} exited (its pvmd says so); the pvmd answers its requests and places tasks itself",
+                    old.bits()
+                )));
+                self.rm_give_up(old, false, out);
+            }
+            return;
+        }
+        if self.debug & 0x8000 != 0 {
+            out.push(Out::Log(format!("dm_slconf() sched<t{:x}>", tid.bits())));
+        }
+        self.rm.dead.retain(|&t| t != tid);
+        self.reg.sched = tid;
+    }
+
+    /// The SCHED field for DM_SLCONF to hosts being added (as the legacy master sends it).
+    pub(super) fn rm_slconf_field(&self) -> Option<(i32, String)> {
+        (self.reg.sched != Tid::NONE).then(|| (SlConfField::Sched.code(), format!("{:x}", self.reg.sched.bits())))
     }
 
     /// TF_ISSCHED for the task list.
@@ -599,7 +658,9 @@ impl<A: AuthFiles> Daemon<A> {
     /// Hook of `host_gone()` on the master: the RM hears of a lost host (SM_HOSTX).
     pub(super) fn rm_host_gone(&mut self, host: u32, out: &mut Vec<Out>) {
         let rm = self.reg.sched;
-        if rm == Tid::NONE || host == self.host.index {
+        // Only the master tells (slaves know the RM too, from DM_SLCONF, and say nothing, as
+        // with the legacy daemon).
+        if rm == Tid::NONE || host == self.host.index || !self.is_master() {
             return;
         }
         let mut w = XdrWriter::new();
@@ -702,6 +763,8 @@ impl<A: AuthFiles> Daemon<A> {
                 rm.bits()
             )));
         }
+        let (first, outof) = x.placement.unwrap_or((0, x.count));
+        self.rm_start_ctx(x.flags, first, outof); // for SM_STTASK
         let tids = self.exec_local(
             x.ptid,
             &file,
@@ -726,9 +789,17 @@ impl<A: AuthFiles> Daemon<A> {
         w.into_inner()
     }
 
+    /// Hook of the start paths (single-host spawn, DM_EXEC, SM_EXEC, a spawn's local block):
+    /// the spawn flags, the instance of the first task started here within the whole spawn,
+    /// and the spawn's size, for SM_STTASK (the legacy pvmd passes all three to its tasker).
+    pub(super) fn rm_start_ctx(&mut self, flags: i32, first: i32, outof: i32) {
+        self.rm.start_ctx = (flags, first.max(0), outof.max(0));
+    }
+
     /// A registered tasker starts the process (SM_STTASK, task.c forkexec()): `int tid; int
     /// flags; string path; int argc; string argv[argc]; int nenv; string env[nenv]; int inst;
-    /// int hosttotal; int outof`. The task connects with the PVMEPID cookie in `env`; the
+    /// int hosttotal; int outof` (flags, instance and size from [`Self::rm_start_ctx`]; the
+    /// instance counts up per task; hosttotal is the number started here). The task connects with the PVMEPID cookie in `env`; the
     /// tasker reports its exit with SM_TASKX. The pid is unknown here (0: never signalled).
     pub(super) fn rm_sttask(
         &mut self,
@@ -740,8 +811,11 @@ impl<A: AuthFiles> Daemon<A> {
         out: &mut Vec<Out>,
     ) -> std::io::Result<i32> {
         let tasker = self.reg.tasker;
+        let (flags, inst, outof) = self.rm.start_ctx;
+        self.rm.start_ctx.1 = inst.saturating_add(1);
+        let outof = if outof > 0 { outof } else { count as i32 };
         let mut w = XdrWriter::new();
-        w.int(tid.0).int(0).string(path).int(argv.len() as i32);
+        w.int(tid.0).int(flags).string(path).int(argv.len() as i32);
         for a in argv {
             w.string(a);
         }
@@ -749,10 +823,10 @@ impl<A: AuthFiles> Daemon<A> {
         for e in env {
             w.string(e);
         }
-        w.int(0).int(count as i32).int(count as i32);
+        w.int(inst).int(count as i32).int(outof);
         if self.debug & 0x4 != 0 {
             out.push(Out::Log(format!(
-                "forkexec() tasker t{:x} starts t{:x} {path}",
+                "forkexec() tasker t{:x} starts t{:x} {path} (flags {flags:#x}, instance {inst} of {outof})",
                 tasker.bits(),
                 tid.bits()
             )));
