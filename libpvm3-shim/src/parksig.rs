@@ -29,7 +29,7 @@
 
 use crate::core::with_r;
 use std::os::raw::c_int;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,9 @@ static SIG: AtomicI32 = AtomicI32::new(0);
 /// The write end of the wake-up pipe (non-blocking; -1 before installation).
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 static INSTALL: Once = Once::new();
+/// `park::parks()` when the last signal came: a park begun since (by a call that was in
+/// progress, which parks at its own safe point) answered it, and the thread does not wait.
+static AT_SIGNAL: AtomicU64 = AtomicU64::new(0);
 /// How long the park thread waits for the pvmd's TC_MARK after the signal (the pvmd sends the
 /// mark first, but the signal can overtake it on the way).
 const MARK_WAIT: Duration = Duration::from_millis(500);
@@ -59,12 +62,14 @@ fn wanted() -> Option<c_int> {
 }
 
 extern "C" fn on_signal(_sig: c_int) {
-    // Only async-signal-safe work: one write(2) on a pipe, errno preserved. A full pipe
+    // Only async-signal-safe work: a lock-free atomic store, one write(2) on a pipe, errno
+    // preserved. A full pipe
     // (EAGAIN) already holds a wake-up.
     // SAFETY: __errno_location is the calling thread's errno; write on a raw fd and a static
     // buffer.
     unsafe {
         let e = *libc::__errno_location();
+        AT_SIGNAL.store(crate::park::parks(), Ordering::SeqCst);
         let fd = WAKE.load(Ordering::Relaxed);
         if fd >= 0 {
             let b = [1u8];
@@ -138,7 +143,7 @@ fn park_thread(rd: c_int) {
 /// Under the library lock (so never inside a call): read what the pvmd sent until its
 /// TC_MARK, which makes `pump` run the park (park.rs `safe_point`), or until MARK_WAIT.
 fn park_now() {
-    let before = crate::park::parks();
+    let before = AT_SIGNAL.load(Ordering::SeqCst);
     let t0 = Instant::now();
     let _ = with_r(|l| {
         if l.pvmd.is_none() || l.mytid <= 0 {
