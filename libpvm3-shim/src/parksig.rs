@@ -47,13 +47,17 @@ const MARK_WAIT: Duration = Duration::from_millis(500);
 
 /// The signal `PVM_PARK_SIGNAL` names (SIGUSR2 when unset), None for `off` or nonsense.
 fn wanted() -> Option<c_int> {
-    let v = std::env::var("PVM_PARK_SIGNAL").unwrap_or_default();
+    parse(&std::env::var("PVM_PARK_SIGNAL").unwrap_or_default())
+}
+
+/// The signal a `PVM_PARK_SIGNAL` value names; only SIGUSR1, SIGUSR2 and real-time signals.
+fn parse(v: &str) -> Option<c_int> {
     let v = v.trim();
     let s = match v.to_ascii_uppercase().trim_start_matches("SIG") {
         "" | "USR2" => libc::SIGUSR2,
         "USR1" => libc::SIGUSR1,
         "OFF" | "NONE" | "0" => return None,
-        x if x.starts_with("RTMIN+") => libc::SIGRTMIN() + x[6..].parse::<c_int>().ok()?,
+        x if x.starts_with("RTMIN+") => libc::SIGRTMIN().checked_add(x[6..].parse::<c_int>().ok()?)?,
         "RTMIN" => libc::SIGRTMIN(),
         x => x.parse().ok()?,
     };
@@ -154,4 +158,24 @@ fn park_now() {
         }
         Ok(())
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn only_user_and_realtime_signals_are_accepted() {
+        assert_eq!(parse(""), Some(libc::SIGUSR2));
+        assert_eq!(parse("usr1"), Some(libc::SIGUSR1));
+        assert_eq!(parse("SIGUSR2"), Some(libc::SIGUSR2));
+        assert_eq!(parse("RTMIN+3"), Some(libc::SIGRTMIN() + 3));
+        assert_eq!(parse(&libc::SIGRTMAX().to_string()), Some(libc::SIGRTMAX()));
+        for off in ["off", "none", "0"] {
+            assert_eq!(parse(off), None, "{off}");
+        }
+        for bad in ["9", "15", "KILL", "RTMIN+1000", "RTMIN+-99", "RTMIN+2147483647", "x"] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
 }

@@ -711,6 +711,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_task_cannot_ask_for_a_fatal_signal() {
+        assert!(park_signal_ok(libc::SIGUSR2) && park_signal_ok(libc::SIGUSR1));
+        assert!(park_signal_ok(libc::SIGRTMIN()) && park_signal_ok(libc::SIGRTMAX()));
+        for s in [
+            0,
+            -1,
+            libc::SIGKILL,
+            libc::SIGTERM,
+            libc::SIGSTOP,
+            libc::SIGSEGV,
+            65,
+            i32::MAX,
+        ] {
+            assert!(!park_signal_ok(s), "{s}");
+        }
+    }
+
+    #[test]
     fn conn2_trailer_starts_with_the_magic_and_version() {
         let t = conn2_trailer();
         let mut r = XdrReader::new(&t);
