@@ -1,10 +1,11 @@
-//! The park signal (docs/migration.md §4.1) on two pvmd-rs namespace hosts. A worker on our
+//! The park signal (docs/migration.md §4.2) on two pvmd-rs namespace hosts. A worker on our
 //! library computes for about 10 s without any PVM call (a loop checked against a closed form);
-//! while it computes, the master checkpoints it (`pvm_checkpoint`, one task) and moves it to
-//! host 2 (`pvm_migrate`). The pvmd sends SIGUSR2 with TC_MARK, the library's park thread parks
-//! the task at once: both answers must come in well under the pvmd's 10 s park limit (< 3 s),
-//! the computation must be right, and the numbered messages the master sent meanwhile must all
-//! arrive, in order, once the worker returns to PVM calls on host 2. Also: a worker that set
+//! while it computes, the master checkpoints it (`pvm_checkpoint`, one task), moves it to host 2
+//! and back (`pvm_migrate`; the restored task announced its signal to host 2 again). The pvmd
+//! sends SIGUSR2 with TC_MARK and the library's park thread parks the task at once: every
+//! answer must come in well under the pvmd's 10 s park limit (< 3 s) and before the computation
+//! ends, the computation must be right, and the numbered messages the master sent meanwhile
+//! must all arrive, in order, once the worker returns to PVM calls. Also: a worker that set
 //! SIGUSR2 to SIG_IGN after enrolling still parks at its next PVM call (the old path: the
 //! checkpoint answers after its computation, no hang), and a task on the legacy library is
 //! refused at once and never sent the signal.
@@ -148,8 +149,14 @@ int main(int argc, char **argv) {
     usleep(300000);
     t0 = now();
     r = pvm_migrate(w, argv[3]);
+    printf("migrate %x %.3f\n", r, now() - t0);
+    fflush(stdout);
+    numbered(w, 30);
+    /* And back, still computing: the restored task announced its signal to host 2. */
+    t0 = now();
+    r = pvm_migrate(w, argv[2]);
     t_moved = now();
-    printf("migrate %x %.3f\n", r, t_moved - t0);
+    printf("back %x %.3f\n", r, t_moved - t0);
     fflush(stdout);
     numbered(w, 30);
     result(w, "worker");
@@ -390,14 +397,18 @@ fn computing_worker_parks_on_the_signal() {
     let (l, t) = secs(&out, "migrate ").unwrap_or_else(|| panic!("no migrate\n{}", logs()));
     assert!(l.starts_with("migrate 80000 "), "{l}\n{}", logs());
     assert!(t < 3.0, "move took {t} s: {l}\n{}", logs());
+    let (l, t) = secs(&out, "back ").unwrap_or_else(|| panic!("no move back\n{}", logs()));
+    assert!(l.starts_with("back 40000 "), "{l}\n{}", logs());
+    assert!(t < 3.0, "move back took {t} s: {l}\n{}", logs());
     // Its computation is right and every message sent meanwhile arrived once, in order.
     let w = out.lines().find(|l| l.starts_with("worker: ")).unwrap_or_default();
     assert!(
-        w.contains(" right 1 checks bad 0 got 120 out of order 0"),
+        w.contains(" right 1 checks bad 0 got 150 out of order 0"),
         "{w}\n{}",
         logs()
     );
-    // ... and they were answered while it still computed (so not at a PVM call of its own).
+    // ... and they were answered while it still computed (the end time is relative to the
+    // answer of the move back) (so not at a PVM call of its own).
     let e = out
         .lines()
         .find_map(|l| l.strip_prefix("worker: computation ended "))
