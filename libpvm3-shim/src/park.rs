@@ -51,6 +51,16 @@ pub const FEAT_PARK: u32 = 1 << 5;
 /// What this library implements of the feature bits: parking at a safe point inside the
 /// library and reconnecting as the same tid.
 pub const LIB_FEATURES: u32 = FEAT_PARK;
+/// The library woke by a signal parks outside calls (parksig.rs); TM_XCAPS version 2 then
+/// carries `int signal` after the features.
+pub const FEAT_PARK_SIGNAL: u32 = 1 << 6;
+/// Parks begun in this process (the park thread's "has it happened" test).
+static PARKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many parks this process has begun.
+pub fn parks() -> u64 {
+    PARKS.load(std::sync::atomic::Ordering::SeqCst)
+}
 /// A parked task gives up waiting for its ticket after this long.
 const TICKET_LIMIT: Duration = Duration::from_secs(300);
 /// The tid of "the pvmd" in requests.
@@ -72,7 +82,12 @@ pub fn after_conn2(l: &mut Lib, daemon: Option<u32>) {
         return;
     }
     let mut p = xdr();
-    if p.pk_int(&[XMAGIC, XVERSION, LIB_FEATURES as i32]).is_ok() {
+    // Version 2 adds the park signal, when one is installed (parksig.rs, §4.1).
+    let ints = match crate::parksig::install() {
+        Some(sig) => vec![XMAGIC, 2, (LIB_FEATURES | FEAT_PARK_SIGNAL) as i32, sig],
+        None => vec![XMAGIC, XVERSION, LIB_FEATURES as i32],
+    };
+    if p.pk_int(&ints).is_ok() {
         let me = l.mytid;
         let _ = l.send_raw(me, TIDPVMD, TM_XCAPS, SYSCTX_TM, 0, p.body(), true);
     }
@@ -116,6 +131,7 @@ pub fn safe_point(l: &mut Lib) -> Result<(), i32> {
     let Some(epoch) = l.park_request.take() else {
         return Ok(());
     };
+    PARKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     drain_routes(l, epoch);
     let mut p = xdr();
     p.pk_int(&[0, epoch, 0, 0, 0]).map_err(|_| E_SYSERR)?;

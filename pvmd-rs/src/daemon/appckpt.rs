@@ -1375,6 +1375,7 @@ impl<A: AuthFiles> Daemon<A> {
                         let mark =
                             wire::frame_message(tid, Tid::LOCAL_PVMD, TC_MARK, SYSCTX_TC, 0, &ints(&[q.op, q.epoch]));
                         out.push(Out::Send(conn, mark));
+                        self.park_nudge(*l, out); // migrate.rs: the park signal (§4.1)
                         self.app.parking.insert(*l, (false, None));
                     }
                     Self::app_log(

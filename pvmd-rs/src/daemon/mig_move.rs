@@ -1718,6 +1718,7 @@ impl<A: AuthFiles> Daemon<A> {
             &w.into_inner(),
         );
         out.push(Out::Send(conn, mark));
+        self.park_nudge(key, out); // migrate.rs: the park signal (§4.1)
     }
 
     /// TM_PARK of a task that is moving (hook in migrate.rs). True if it was one.

@@ -49,6 +49,9 @@ pub mod feat {
     pub const PRE_COPY: u32 = 1 << 3;
     pub const APP_CHECKPOINT: u32 = 1 << 4;
     pub const PARK: u32 = 1 << 5;
+    /// Library only (TM_XCAPS version 2, whose fourth int is the signal number): the library
+    /// has a park signal installed; the pvmd sends it with TC_MARK (docs/migration.md §4.1).
+    pub const PARK_SIGNAL: u32 = 1 << 6;
 }
 
 /// What CRIU can do on this host, probed once (about 0.1 s; `main` starts the probe on a
@@ -177,6 +180,9 @@ pub fn xcaps_v2_fields(w: &mut XdrWriter) {
 pub struct MigState {
     /// Features announced by local tasks (TM_XCAPS), by local tid part.
     tasks: HashMap<u32, u32>,
+    /// The park signal a local task's library announced (TM_XCAPS version 2), by local tid
+    /// part; only signals [`park_signal_ok`] accepts.
+    parksig: HashMap<u32, i32>,
     /// pvmd-rs peers that answered or sent DM_XCAPS, with their features (absent: legacy or
     /// not yet known; never sent an extension request).
     peers: BTreeMap<u32, u32>,
@@ -231,6 +237,30 @@ struct ParkOp {
     t0: std::time::Instant,
 }
 
+/// The signals a library may ask to be sent with TC_MARK: SIGUSR1, SIGUSR2 and the real-time
+/// signals. Never one whose default action or meaning is something else (SIGKILL, SIGSTOP,
+/// SIGTERM...), whatever a task announces.
+pub fn park_signal_ok(sig: i32) -> bool {
+    sig == libc::SIGUSR1 || sig == libc::SIGUSR2 || (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&sig)
+}
+
+impl<A: AuthFiles> Daemon<A> {
+    /// docs/migration.md §4.1: with TC_MARK, wakes a task computing outside the library by
+    /// the signal its library announced. Only a task whose library announced one (never a
+    /// legacy-library task), and only to a pid the kernel confirmed as the task's own
+    /// (SO_PEERCRED at TM_CONNECT, or a process this pvmd spawned or restored), never to a pid
+    /// merely claimed. A task that does not react parks at its next call as before.
+    pub(super) fn park_nudge(&self, local: u32, out: &mut Vec<Out>) {
+        let Some(&sig) = self.mig.parksig.get(&local) else {
+            return;
+        };
+        match self.tasks.get(&local) {
+            Some(t) if t.pid_verified && t.pid > 0 => out.push(Out::Signal(t.pid, sig)),
+            _ => {}
+        }
+    }
+}
+
 impl MigState {
     pub fn peer_features(&self, host: u32) -> Option<u32> {
         self.peers.get(&host).copied()
@@ -242,6 +272,7 @@ impl MigState {
 
     pub fn task_gone(&mut self, local: u32) {
         self.tasks.remove(&local);
+        self.parksig.remove(&local);
         self.restored.remove(&local);
     }
 
@@ -306,6 +337,16 @@ impl<A: AuthFiles> Daemon<A> {
                     (Ok(XMAGIC), Ok(v), Ok(f)) if v >= 1 => {
                         let key = self.key(req.src);
                         self.mig.tasks.insert(key, f as u32);
+                        // Version 2 with PARK_SIGNAL: `int signal` follows (§4.1).
+                        let sig = if v >= 2 && f as u32 & feat::PARK_SIGNAL != 0 {
+                            r.int("signal").ok().filter(|s| park_signal_ok(*s))
+                        } else {
+                            None
+                        };
+                        match sig {
+                            Some(s) => self.mig.parksig.insert(key, s),
+                            None => self.mig.parksig.remove(&key),
+                        };
                         if self.debug & 0x2 != 0 {
                             out.push(Out::Log(format!("mig: t{:x} library features {f:#x}", req.src.bits())));
                         }
@@ -387,6 +428,7 @@ impl<A: AuthFiles> Daemon<A> {
             &w.into_inner(),
         );
         out.push(Out::Send(conn, mark));
+        self.park_nudge(tid.local(), out);
         self.mig.parking.insert(
             tid.local(),
             ParkOp {
@@ -669,6 +711,24 @@ impl<A: AuthFiles> Daemon<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_cannot_ask_for_a_fatal_signal() {
+        assert!(park_signal_ok(libc::SIGUSR2) && park_signal_ok(libc::SIGUSR1));
+        assert!(park_signal_ok(libc::SIGRTMIN()) && park_signal_ok(libc::SIGRTMAX()));
+        for s in [
+            0,
+            -1,
+            libc::SIGKILL,
+            libc::SIGTERM,
+            libc::SIGSTOP,
+            libc::SIGSEGV,
+            65,
+            i32::MAX,
+        ] {
+            assert!(!park_signal_ok(s), "{s}");
+        }
+    }
 
     #[test]
     fn conn2_trailer_starts_with_the_magic_and_version() {
