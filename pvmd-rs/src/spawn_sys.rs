@@ -217,6 +217,12 @@ pub fn spawn_forked(
     use std::os::fd::AsRawFd;
     let (null_fd, out_fd, err_fd) = (null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd());
     let wd_p = c_wd.as_ref().map_or(std::ptr::null(), |d| d.as_ptr());
+    // Where close_range is missing (kernels before 5.9) the child closes up to this limit.
+    // SAFETY: sysconf only reads a limit.
+    let limit_fds = match unsafe { libc::sysconf(libc::_SC_OPEN_MAX) } {
+        n if n > 3 => n.min(65536) as libc::c_int,
+        _ => 1024,
+    };
     // SAFETY: everything the child touches was built before the fork and stays alive in the
     // parent's copy; the child calls only async-signal-safe functions and ends in execve or
     // _exit, never returning into Rust code.
@@ -233,6 +239,21 @@ pub fn spawn_forked(
             }
             if !wd_p.is_null() && libc::chdir(wd_p) != 0 {
                 libc::_exit(127);
+            }
+            // Nothing else the daemon holds reaches the task (as the legacy daemon closes every
+            // descriptor above 2 before its exec): a descriptor the pvmd inherited without
+            // close-on-exec would otherwise stay open in every task, and CRIU refuses to dump
+            // a task holding a file of another mount namespace.
+            if libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                0 as libc::c_uint,
+            ) != 0
+            {
+                for fd in 3..limit_fds {
+                    libc::close(fd);
+                }
             }
             // The Rust runtime ignores SIGPIPE; an ignored disposition would survive the exec.
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -376,6 +397,30 @@ mod tests {
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 127,
             "{status:x}"
         );
+    }
+
+    #[test]
+    fn forked_task_gets_no_descriptor_of_the_daemon() {
+        // A descriptor without close-on-exec, as a pvmd may inherit from whoever started it.
+        // SAFETY: plain open/close of a file; the descriptor is ours.
+        let fd = unsafe {
+            let f = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            let high = libc::dup2(f, 200); // dup2: no close-on-exec on the copy
+            libc::close(f);
+            high
+        };
+        assert_eq!(fd, 200);
+        let s = spawn_forked("sh", &["sh".into(), "-c".into(), "ls /proc/$$/fd".into()], &[], None).unwrap();
+        let pid = s.pid;
+        let out = read_all(s.stdout);
+        wait(pid);
+        // SAFETY: our own descriptor, closed once.
+        unsafe { libc::close(fd) };
+        let mut fds: Vec<i32> = out.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        fds.sort();
+        assert!(!fds.contains(&fd), "fd {fd} leaked to the task: {fds:?}");
+        // 0-2, plus the one ls opens to read the directory.
+        assert!(fds.iter().all(|&f| f <= 3), "{fds:?}");
     }
 
     #[test]
