@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
 use interop_tests::{stop_pid, Proc, TIMEOUT};
-use sched_common::{our_machine, procs_named, sched_bin, shim_program, Lines};
+use sched_common::{console, console_owner, our_machine, procs_named, sched_bin, shim_program, Lines};
 
 /// Master: spawns `argv[1]` workers (default placement, so the scheduler picks), then runs
 /// rounds: one item to every worker, checks every answer (a checksum of the item the worker
@@ -215,6 +215,19 @@ fn owner_busy_clears_the_host_and_idle_brings_work_back() {
             .any(|l| l.starts_with(&h2) && l.contains("busy*") && l.contains(" - ")),
         "{hosts}"
     );
+    // The console's `hosts` shows it too, from the scheduler's `pvm-sched.hosts` mailbox
+    // entry (refreshed within a second of a change).
+    let mut seen = String::new();
+    let shown = c.wait_for(Duration::from_secs(5), || {
+        seen = console(&c, 1, "hosts\n");
+        console_owner(&seen, &h2).as_deref() == Some("busy*")
+    });
+    assert!(
+        shown,
+        "console hosts:\n{seen}\n{}",
+        ctx("the console does not show h2 busy")
+    );
+    assert!(!seen.contains("no scheduler publishes"), "{seen}");
     assert!(sl.text().contains(&format!("owner of {h2} returned")), "{}", sl.text());
     assert!(sl.text().contains("moved"), "{}", sl.text());
 
@@ -226,6 +239,15 @@ fn owner_busy_clears_the_host_and_idle_brings_work_back() {
     // Idle again: the next spawn goes to h2 (no guests there, the least loaded host).
     let a = ask(&c, &["owner", &h2, "idle"]);
     assert!(a.contains("owner idle"), "{a}");
+    let shown = c.wait_for(Duration::from_secs(5), || {
+        seen = console(&c, 1, "hosts\n");
+        console_owner(&seen, &h2).as_deref() == Some("idle*")
+    });
+    assert!(
+        shown,
+        "console hosts:\n{seen}\n{}",
+        ctx("the console does not show h2 idle")
+    );
     writeln!(stdin, "more 1").unwrap();
     let more = jl.wait("spawned", TIMEOUT).unwrap_or_default();
     assert_eq!(hosts_of(&more), vec![2], "{}", ctx(&more));

@@ -243,3 +243,46 @@ pub fn procs_named(c: &Cluster, k: usize, name: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+/// The `pvm` console binary (pvm-console), built once per test process.
+pub fn console_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let st = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "pvm-console"])
+            .current_dir(interop_tests::workspace_root())
+            .status()
+            .expect("cargo build");
+        assert!(st.success(), "cargo build -p pvm-console failed");
+        let b = interop_tests::target_dir().join("debug").join("pvm");
+        assert!(b.exists());
+        b
+    })
+    .clone()
+}
+
+/// Runs `script` through the `pvm` console on host `k`; its standard output.
+pub fn console(c: &Cluster, k: usize, script: &str) -> String {
+    let mut cmd = c.command(k, &console_bin());
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("console");
+    let mut i = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut i, script.as_bytes()).expect("script");
+    drop(i);
+    let (code, out, err) = Proc {
+        child,
+        name: format!("console on h{k}"),
+    }
+    .wait(TIMEOUT);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    out
+}
+
+/// The OWNER column of host `name` in the console's `hosts` output (`-` when unpublished).
+pub fn console_owner(out: &str, name: &str) -> Option<String> {
+    out.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.first() == Some(&name) && w.len() >= 6)
+        .map(|w| w[4].to_string())
+}

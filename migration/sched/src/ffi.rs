@@ -266,6 +266,13 @@ pub fn putinfo(name: &str) -> i32 {
         pvm_putinfo(c.as_ptr() as *mut c_char, pvm_getsbuf(), PVM_MBOX_DEFAULT)
     }
 }
+pub const PVM_MBOX_OVERWRITABLE: i32 = 4;
+/// Publishes the send buffer as entry 0 of `name` with `flags`, replacing the entry in place
+/// (our own, or an overwritable one): readers never see the class missing between updates.
+pub fn putinfo_flags(name: &str, flags: i32) -> i32 {
+    let c = cs(name);
+    unsafe { pvm_putinfo(c.as_ptr() as *mut c_char, pvm_getsbuf(), flags) }
+}
 pub fn delinfo(name: &str) {
     let c = cs(name);
     unsafe { pvm_delinfo(c.as_ptr() as *mut c_char, 0, 0) };

@@ -21,6 +21,11 @@ use crate::policy::Policy;
 use crate::sched::{Evict, Guest, Owner, Sched};
 
 pub const MBOX: &str = "pvm-sched";
+/// Mailbox class read by the console's `hosts` command (format in docs/console.md,
+/// "`pvm-sched.hosts`"): refreshed on every change, at most once per [`HOSTS_EVERY`].
+pub const MBOX_HOSTS: &str = "pvm-sched.hosts";
+/// Loads change at every tick: one update a second keeps the mailbox traffic bounded.
+const HOSTS_EVERY: Duration = Duration::from_secs(1);
 /// Command to the scheduler (a string) and its answer (a string).
 pub const TAG_CMD: i32 = 0x5c5c_0001;
 pub const TAG_REPLY: i32 = 0x5c5c_0002;
@@ -121,16 +126,11 @@ struct Rm {
     apps: BTreeMap<i32, App>,
     /// Restarts expected after host failures.
     restarts: Vec<Restart>,
-    /// Guests that were moved (TM_MIGRATE): the daemon refuses a whole-application checkpoint
-    /// of a task that moved in ("already parking", long after the move) and then leaves the
-    /// other tasks of the application parked, so their applications are not checkpointed any
-    /// more (docs/scheduler.md §2.3, §6).
-    moved: std::collections::HashSet<i32>,
-    /// Applications already said to be no longer checkpointed.
-    ckpt_stopped: std::collections::HashSet<i32>,
     /// Measurement agents by host (pvmd tid) and their latest reports by host name.
     agents: HashMap<i32, i32>,
     reports: HashMap<String, (load::Sample, Instant, i32)>,
+    /// The `pvm-sched.hosts` text last published and when (None: not yet).
+    published: Option<(String, Instant)>,
     /// Front ends whose jobs cannot be checkpointed (said once each).
     unrestorable: std::collections::HashSet<i32>,
 }
@@ -664,18 +664,6 @@ impl Rm {
             self.apps.remove(&r);
             self.log(&format!("application t{r:x} ended: no more checkpoints of it"));
         }
-        let stopped: Vec<(i32, i32)> = self
-            .apps
-            .values()
-            .filter(|a| !self.ckpt_stopped.contains(&a.root))
-            .filter_map(|a| a.tasks.keys().find(|t| self.moved.contains(t)).map(|t| (a.root, *t)))
-            .collect();
-        for (root, t) in stopped {
-            self.ckpt_stopped.insert(root);
-            self.log(&format!(
-                "application t{root:x}: no more checkpoints: its task t{t:x} was moved, and the daemon refuses a whole-application checkpoint of a task that moved in (and leaves the other tasks parked)"
-            ));
-        }
         let due = self.apps.values().find(|a| {
             a.next <= now
                 && !a.running
@@ -684,7 +672,6 @@ impl Rm {
                     .tasks
                     .keys()
                     .any(|t| self.s.guests.get(t).is_some_and(|g| g.moving || g.held))
-                && !a.tasks.keys().any(|t| self.moved.contains(t))
         });
         let Some(root) = due.map(|a| a.root) else { return };
         // From a helper task on this host (its pvmd coordinates, as if the scheduler asked):
@@ -976,6 +963,61 @@ impl Rm {
         s
     }
 
+    /// The `pvm-sched.hosts` entry (docs/console.md): one line per host, DTID OWNER LOAD
+    /// GUESTS; the console parses it with `pvm_console::format::parse_sched_hosts`.
+    fn hosts_entry(&self) -> String {
+        let mut s = String::from("pvm-sched.hosts 1\n# DTID  OWNER  LOAD  GUESTS\n");
+        for h in &self.s.hosts {
+            let g: Vec<String> = self
+                .s
+                .guests
+                .values()
+                .filter(|g| g.host == h.dtid)
+                .map(|g| {
+                    let mark = if g.held {
+                        "(held)"
+                    } else if g.moving {
+                        "(moving)"
+                    } else {
+                        ""
+                    };
+                    format!("t{:x}{mark}", g.tid)
+                })
+                .collect();
+            let forced = if h.forced.is_some() { "*" } else { "" };
+            s.push_str(&format!(
+                "{:x} {}{forced} {:.2} {}\n",
+                h.dtid,
+                h.owner.name(),
+                h.sample.owner_load,
+                if g.is_empty() { "-".to_string() } else { g.join(",") }
+            ));
+        }
+        s
+    }
+
+    /// Publishes [`Rm::hosts_entry`] when it changed, at most once per [`HOSTS_EVERY`] (a
+    /// change inside that second goes out on a later call: the main loop calls this at every
+    /// message and tick). A refused put is logged once and retried at the next change.
+    fn publish_hosts(&mut self) {
+        let text = self.hosts_entry();
+        if let Some((last, at)) = &self.published {
+            if *last == text || at.elapsed() < HOSTS_EVERY {
+                return;
+            }
+        }
+        ffi::initsend();
+        ffi::pkstr(&text);
+        let cc = ffi::putinfo_flags(MBOX_HOSTS, ffi::PVM_MBOX_OVERWRITABLE);
+        if cc < 0 && self.published.is_none() {
+            self.log(&format!(
+                "cannot publish {MBOX_HOSTS} in the mailbox: {}",
+                ffi::errtext(cc)
+            ));
+        }
+        self.published = Some((text, Instant::now()));
+    }
+
     fn owner_changed(&mut self, i: usize, to: Owner, why: &str) {
         let name = self.s.hosts[i].name.clone();
         let dtid = self.s.hosts[i].dtid;
@@ -1109,9 +1151,6 @@ impl Rm {
                     g.host = dtid;
                 }
                 self.failed.remove(&tid);
-                if self.moved.len() < MAX_WATCHES {
-                    self.moved.insert(tid);
-                }
                 self.log(&format!("t{tid:x} moved {} -> {name} in {ms} ms", h.from));
             }
             (Job::Hold, true) => {
@@ -1335,11 +1374,10 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
         t0: Instant::now(),
         apps: BTreeMap::new(),
         restarts: Vec::new(),
+        published: None,
         unrestorable: std::collections::HashSet::new(),
         agents: HashMap::new(),
         reports: HashMap::new(),
-        moved: std::collections::HashSet::new(),
-        ckpt_stopped: std::collections::HashSet::new(),
     };
     rm.refresh_hosts();
     ffi::initsend();
@@ -1436,6 +1474,7 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
             }
             ffi::freebuf(b);
         }
+        rm.publish_hosts();
         if Instant::now() >= next_tick {
             rm.tick();
             next_tick = Instant::now() + interval;
@@ -1450,6 +1489,7 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
     }
     let _ = rm.me;
     ffi::delinfo(MBOX);
+    ffi::delinfo(MBOX_HOSTS);
     ffi::exit();
     Ok(())
 }

@@ -1139,6 +1139,24 @@ impl<A: AuthFiles> Daemon<A> {
         }
         if let Some(p) = self.app.part.as_mut() {
             p.peers.remove(&host);
+            // Copies to the dead host never get their DM_IMGPUT answer (or the stream ends
+            // late): without this the begin answer waited for them for ever and the
+            // coordinator, waiting for us, refused the application's restart as "another
+            // application checkpoint or restart is running here" (found by sched_failover).
+            let lost: Vec<i32> = p
+                .puts
+                .iter()
+                .filter(|(_, (k, _))| k.host == host)
+                .map(|(w, _)| *w)
+                .collect();
+            for w in lost {
+                if let Some((k, _)) = p.puts.remove(&w) {
+                    p.failed.get_or_insert((
+                        PvmError::HostFail.code(),
+                        format!("copy of t{:x} to host {host}: the host died", k.tid.bits()),
+                    ));
+                }
+            }
         }
         self.app_part_progress(out);
         // Coordinator: an operation waiting for it fails.
