@@ -17,5 +17,6 @@ pub mod fuzz_hooks;
 pub mod internals;
 pub mod net;
 pub mod park;
+pub mod pool;
 pub mod route;
 pub mod tev;

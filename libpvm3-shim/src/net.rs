@@ -62,7 +62,7 @@ impl Stream {
             inbuf: Vec::new(),
             eof: false,
             consumed: 0,
-            reasm: Reassembler::contiguous(crate::core::lib_limits()),
+            reasm: Reassembler::contiguous(crate::core::lib_limits()).with_buffers(crate::pool::for_message),
         })
     }
 

@@ -127,7 +127,15 @@ pub struct Reassembler {
     partial: BTreeMap<Tid, Partial>,
     /// Keep each message in progress in one growing buffer (see [`Reassembler::contiguous`]).
     contiguous: bool,
+    /// Where a contiguous reassembler gets a new message's buffer (see
+    /// [`Reassembler::with_buffers`]).
+    buffers: Option<BufferSource>,
 }
+
+/// Gives a contiguous [`Reassembler`] the buffer of a new message: called with the body bytes of
+/// its first fragment and whether that fragment is the whole message; returns an empty vector of
+/// any capacity (the caller's reuse pool, so that large messages land in pages already mapped).
+pub type BufferSource = fn(first: usize, complete: bool) -> Vec<u8>;
 
 impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -151,6 +159,7 @@ impl Reassembler {
             limits,
             partial: BTreeMap::new(),
             contiguous: false,
+            buffers: None,
         }
     }
 
@@ -162,6 +171,25 @@ impl Reassembler {
         Reassembler {
             contiguous: true,
             ..Reassembler::new(limits)
+        }
+    }
+
+    /// A contiguous reassembler that takes new messages' buffers from `source` instead of
+    /// allocating them (the receiver recycles its large buffers there).
+    pub fn with_buffers(mut self, source: BufferSource) -> Self {
+        self.buffers = Some(source);
+        self
+    }
+
+    /// An empty buffer for a new message, from the buffer source if there is one.
+    fn new_buffer(&self, first: usize, complete: bool) -> Vec<u8> {
+        match self.buffers {
+            Some(source) if self.contiguous => {
+                let mut v = source(first, complete);
+                v.clear();
+                v
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -266,11 +294,13 @@ impl Reassembler {
                 ));
             }
             if eom {
+                let mut v = self.new_buffer(body.len(), true);
+                v.extend_from_slice(body);
                 return Ok(Some(Message {
                     src,
                     dst,
                     header,
-                    body: body.to_vec(),
+                    body: v,
                 }));
             }
             if self.partial.len() >= self.limits.max_partial {
@@ -288,7 +318,11 @@ impl Reassembler {
                 Partial {
                     dst,
                     header,
-                    chunks: vec![body.to_vec()],
+                    chunks: vec![{
+                        let mut v = self.new_buffer(body.len(), false);
+                        v.extend_from_slice(body);
+                        v
+                    }],
                     len: body.len(),
                 },
             );
@@ -375,6 +409,36 @@ mod tests {
         assert_eq!(empty.len(), 1);
         assert_eq!(empty[0].len(), 48);
         assert_eq!(empty[0][12], 3);
+    }
+
+    fn big_buffer(_first: usize, _complete: bool) -> Vec<u8> {
+        Vec::with_capacity(1 << 16)
+    }
+
+    #[test]
+    fn a_buffer_source_gives_the_message_its_buffer_and_changes_no_byte() {
+        for n in [0, 100, 4032, 4032 * 3 + 7] {
+            let m = msg(0x40001, n);
+            let frags = m.to_fragments(UDPMAXLEN);
+            let mut with = Reassembler::contiguous(Limits::default()).with_buffers(big_buffer);
+            let mut without = Reassembler::contiguous(Limits::default());
+            let (mut a, mut b) = (None, None);
+            for f in &frags {
+                a = with.push(f).unwrap().or(a);
+                b = without.push(f).unwrap().or(b);
+            }
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_eq!(a, m);
+            assert_eq!(b, m);
+            assert!(
+                a.body.capacity() >= 1 << 16,
+                "{n} bytes: the source's buffer was not used"
+            );
+        }
+        // Only contiguous reassemblers use it (the daemon's keeps exact allocations).
+        let mut plain = Reassembler::new(Limits::default()).with_buffers(big_buffer);
+        let m = plain.push(&msg(1, 10).to_fragments(UDPMAXLEN)[0]).unwrap().unwrap();
+        assert!(m.body.capacity() < 1 << 16);
     }
 
     #[test]
