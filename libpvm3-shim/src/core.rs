@@ -1070,7 +1070,7 @@ impl Lib {
             let r = net::poll_fds(&fds, timeout);
             if r.first().map(|x| x.0).unwrap_or(false) {
                 if let Some(p) = self.pvmd.as_mut() {
-                    p.drain_step();
+                    p.drain_step_with(&mut self.reasm);
                 }
             }
             for (i, t) in tids.iter().enumerate() {

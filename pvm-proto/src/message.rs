@@ -130,6 +130,18 @@ pub struct Reassembler {
     /// Where a contiguous reassembler gets a new message's buffer (see
     /// [`Reassembler::with_buffers`]).
     buffers: Option<BufferSource>,
+    /// A large fragment whose payload the caller reads straight into its message's buffer (see
+    /// [`Reassembler::open_fragment`]).
+    open: Option<OpenFragment>,
+}
+
+/// The fragment being received in place: whose message it extends, the payload bytes still to
+/// come, and whether it ends the message.
+#[derive(Debug, Clone, Copy)]
+struct OpenFragment {
+    src: Tid,
+    left: usize,
+    eom: bool,
 }
 
 /// Gives a contiguous [`Reassembler`] the buffer of a new message: called with the body bytes of
@@ -160,6 +172,7 @@ impl Reassembler {
             partial: BTreeMap::new(),
             contiguous: false,
             buffers: None,
+            open: None,
         }
     }
 
@@ -206,6 +219,117 @@ impl Reassembler {
     /// Forgets a source's partial message (its connection or route went away).
     pub fn discard(&mut self, src: Tid) {
         self.partial.remove(&src);
+        if self.open.is_some_and(|o| o.src == src) {
+            self.open = None;
+        }
+    }
+
+    /// Starts receiving a large fragment in place, from its header and the first part of its
+    /// payload (`head`, shorter than the whole fragment; a first fragment must include its
+    /// message header): the checks of [`Reassembler::push`] run as if the whole fragment were
+    /// here, the bytes of `head` are taken, and the message's buffer gets room for the rest,
+    /// which the caller then reads straight into it ([`Reassembler::open_buffer`],
+    /// [`Reassembler::advance`]) instead of into a stream buffer it would copy out of.
+    /// Returns the payload bytes still to come. Only for contiguous reassemblers.
+    pub fn open_fragment(&mut self, head: &[u8]) -> Result<usize, ReassemblyError> {
+        let max = self.limits.max_bytes_per_source.saturating_add(MSGHDR_LEN);
+        let max = u32::try_from(max).unwrap_or(u32::MAX);
+        let hdr = StreamFragHeader::parse(head, max).map_err(|error| ReassemblyError { src: Tid::NONE, error })?;
+        let fail = |field, offset, kind| ReassemblyError {
+            src: hdr.src,
+            error: ParseError::new(field, offset, kind),
+        };
+        let have = head.len() - frag::HEADER_LEN;
+        let len = hdr.len as usize;
+        let som = hdr.flags.contains(FragFlags::SOM);
+        if !self.contiguous || self.open.is_some() || have >= len || (som && have < MSGHDR_LEN) {
+            return Err(fail(
+                "fragment length",
+                frag::off::LEN,
+                ErrorKind::Invalid {
+                    value: len as i64,
+                    why: "not a fragment that can be received in place",
+                },
+            ));
+        }
+        let eom = hdr.flags.contains(FragFlags::EOM);
+        let left = len - have;
+        // The whole fragment must fit the source's cap, as push would check once it is here.
+        let before = if som { 0 } else { self.buffered(hdr.src) };
+        let body = if som { len - MSGHDR_LEN } else { len };
+        let cap = self.limits.max_bytes_per_source;
+        if before as u64 + body as u64 > cap as u64 {
+            self.partial.remove(&hdr.src);
+            return Err(fail(
+                "fragment length",
+                frag::off::LEN,
+                ErrorKind::TooLong {
+                    len: before as u64 + body as u64,
+                    max: cap as u64,
+                },
+            ));
+        }
+        self.push_parts(hdr.src, hdr.dst, hdr.flags - FragFlags::EOM, &head[frag::HEADER_LEN..])?;
+        let Some(p) = self.partial.get_mut(&hdr.src) else {
+            return Err(fail(
+                "flags",
+                frag::off::FLAGS,
+                ErrorKind::Invalid {
+                    value: hdr.flags.bits().into(),
+                    why: "no message in progress for the fragment",
+                },
+            ));
+        };
+        if let Some(c) = p.chunks.first_mut() {
+            c.reserve(left);
+        }
+        self.open = Some(OpenFragment {
+            src: hdr.src,
+            left,
+            eom,
+        });
+        Ok(left)
+    }
+
+    /// The buffer the open fragment's payload goes to (append at most the bytes still to come),
+    /// and how many those are. None when no fragment is open.
+    pub fn open_buffer(&mut self) -> Option<(&mut Vec<u8>, usize)> {
+        let o = self.open?;
+        let p = self.partial.get_mut(&o.src)?;
+        Some((p.chunks.first_mut()?, o.left))
+    }
+
+    /// Counts `n` payload bytes the caller appended to [`Reassembler::open_buffer`]; the
+    /// message, once its last fragment is complete. More bytes than were left are an error of
+    /// the caller; the open fragment and its message are then dropped.
+    pub fn advance(&mut self, n: usize) -> Option<Message> {
+        let mut o = self.open?;
+        let Some(p) = self.partial.get_mut(&o.src) else {
+            self.open = None;
+            return None;
+        };
+        if n > o.left || p.chunks.first().map(Vec::len) != Some(p.len + n) {
+            self.open = None;
+            self.partial.remove(&o.src);
+            return None;
+        }
+        p.len += n;
+        o.left -= n;
+        if o.left > 0 {
+            self.open = Some(o);
+            return None;
+        }
+        self.open = None;
+        if !o.eom {
+            return None;
+        }
+        let p = self.partial.remove(&o.src)?;
+        Some(Message {
+            src: o.src,
+            dst: p.dst,
+            header: p.header,
+            body: p.chunks.into_iter().next().unwrap_or_default(),
+        })
     }
 
     /// Accepts one complete stream fragment (16-byte header and exactly `len` payload bytes).
@@ -254,6 +378,11 @@ impl Reassembler {
             src,
             error: ParseError::new(field, offset, kind),
         };
+        if let Some(o) = self.open.take() {
+            // The caller pushed another fragment before finishing the open one: its message
+            // cannot be completed any more.
+            self.partial.remove(&o.src);
+        }
         let som = flags.contains(FragFlags::SOM);
         let eom = flags.contains(FragFlags::EOM);
         let cap = self.limits.max_bytes_per_source;
@@ -439,6 +568,41 @@ mod tests {
         let mut plain = Reassembler::new(Limits::default()).with_buffers(big_buffer);
         let m = plain.push(&msg(1, 10).to_fragments(UDPMAXLEN)[0]).unwrap().unwrap();
         assert!(m.body.capacity() < 1 << 16);
+    }
+
+    #[test]
+    fn a_fragment_received_in_place_gives_the_same_message() {
+        let m = msg(0x40001, 10_000);
+        let frags = m.to_fragments(4096 + 48);
+        let mut r = Reassembler::contiguous(Limits::default());
+        let mut got = None;
+        for f in &frags {
+            let left = r.open_fragment(&f[..100]).unwrap();
+            assert_eq!(left, f.len() - 100);
+            assert!(r.open_fragment(&f[..100]).is_err(), "one open fragment at a time");
+            let (buf, n) = r.open_buffer().unwrap();
+            assert_eq!(n, left);
+            buf.extend_from_slice(&f[100..150]);
+            assert!(r.advance(50).is_none());
+            r.open_buffer().unwrap().0.extend_from_slice(&f[150..]);
+            got = r.advance(f.len() - 150);
+        }
+        assert_eq!(got, Some(m));
+        assert_eq!(r.pending(), 0);
+        // A fragment that would pass the source's cap is refused before any byte is taken.
+        let mut small = Reassembler::contiguous(Limits {
+            max_bytes_per_source: 1000,
+            ..Limits::default()
+        });
+        let f = &msg(0x40001, 5000).to_fragments(8192)[0];
+        assert!(small.open_fragment(&f[..100]).is_err());
+        assert!(small.open_buffer().is_none());
+        // Counting more bytes than were appended drops the message instead of exposing garbage.
+        let f = &msg(0x40001, 5000).to_fragments(8192)[0];
+        let mut r = Reassembler::contiguous(Limits::default());
+        r.open_fragment(&f[..100]).unwrap();
+        assert!(r.advance(f.len() - 100).is_none());
+        assert_eq!(r.pending(), 0);
     }
 
     #[test]
