@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 /// Largest fragment accepted from a peer (legacy caps `PvmFragSize` at 1 MiB; headers on top).
 pub const MAX_FRAG: usize = (1 << 20) + 64;
 
+/// Largest fragment accepted at all: a `PvmDataInPlace` item is sent as one fragment of its
+/// size, which legacy does not cap; fragments larger than [`MAX_FRAG`] are only taken when
+/// they can be received in place (straight into the message, within the per-source limit).
+pub const MAX_IN_PLACE_FRAG: usize = (1 << 30) + 64;
+
 /// Bytes the input buffer grows by for a read.
 const READ_STEP: usize = 256 << 10;
 
@@ -211,7 +216,7 @@ impl Stream {
                 break;
             }
             let len = u32::from_be_bytes([avail[8], avail[9], avail[10], avail[11]]) as usize;
-            if len > MAX_FRAG {
+            if len > MAX_IN_PLACE_FRAG {
                 self.eof = true;
                 self.inbuf.clear();
                 self.consumed = 0;
@@ -230,11 +235,22 @@ impl Stream {
         let avail = &self.inbuf[self.consumed..];
         if avail.len() >= FRAGHDR_LEN + pvm_proto::codes::MSGHDR_LEN {
             let len = u32::from_be_bytes([avail[8], avail[9], avail[10], avail[11]]) as usize;
-            if (IN_PLACE_MIN..=MAX_FRAG).contains(&len) && avail.len() < FRAGHDR_LEN + len {
-                if let Ok(left) = reasm.open_fragment(avail) {
-                    self.consumed = self.inbuf.len();
-                    self.open_left = left;
-                    self.open_own = own;
+            if len >= IN_PLACE_MIN && avail.len() < FRAGHDR_LEN + len {
+                match reasm.open_fragment(avail) {
+                    Ok(left) => {
+                        self.consumed = self.inbuf.len();
+                        self.open_left = left;
+                        self.open_own = own;
+                    }
+                    // Only fragments up to MAX_FRAG are ever buffered whole: a larger one
+                    // that cannot be received in place ends the stream.
+                    Err(_) if len > MAX_FRAG => {
+                        self.eof = true;
+                        self.inbuf.clear();
+                        self.consumed = 0;
+                        return;
+                    }
+                    Err(_) => {}
                 }
             }
         }

@@ -281,7 +281,20 @@ impl Reassembler {
             ));
         };
         if let Some(c) = p.chunks.first_mut() {
-            c.reserve(left);
+            // Room for the whole fragment, preferably in a buffer from the source (pages
+            // already mapped) rather than by growing this one.
+            let need = c.len().saturating_add(left);
+            if c.capacity() < need {
+                if let Some(source) = self.buffers {
+                    let mut v = source(need, true);
+                    if v.capacity() >= need {
+                        v.clear();
+                        v.extend_from_slice(c);
+                        *c = v;
+                    }
+                }
+                c.reserve(left);
+            }
         }
         self.open = Some(OpenFragment {
             src: hdr.src,
