@@ -500,6 +500,13 @@ fn pack<T: Item>(data: &[T], cnt: c_int, stride: c_int) -> R {
             }
             return Ok(0);
         }
+        // A large pack goes into a pooled buffer (pages already mapped, no regrowth copies).
+        let bytes = (cnt.max(0) as usize).saturating_mul(T::RAW_SIZE.max(T::XDR_SIZE));
+        if bytes >= crate::pool::MIN_POOLED / 2 {
+            if let Some(old) = p.reserve_from(bytes, crate::pool::take) {
+                crate::pool::put(old);
+            }
+        }
         p.pack_strided(data, cnt as usize, stride as usize)
             .map_err(|e| e.pvm_error() as i32)?;
         Ok(0)

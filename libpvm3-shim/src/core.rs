@@ -183,6 +183,19 @@ impl Buf {
     }
 }
 
+/// A freed buffer's bytes go back to the pool of large buffers (`pool.rs`), so that the next
+/// large message reuses pages already mapped.
+impl Drop for Buf {
+    fn drop(&mut self) {
+        let kind = std::mem::replace(&mut self.kind, BufKind::Recv(MsgBody::new(0)));
+        let body = match kind {
+            BufKind::Pack(p) => p.into_body(),
+            BufKind::Recv(b) => b,
+        };
+        crate::pool::put(body.into_bytes());
+    }
+}
+
 pub struct Mhf {
     pub id: i32,
     pub src: i32,
@@ -314,7 +327,7 @@ impl Default for Lib {
     fn default() -> Self {
         Lib {
             pvmd: None,
-            reasm: Reassembler::contiguous(lib_limits()),
+            reasm: Reassembler::contiguous(lib_limits()).with_buffers(crate::pool::for_message),
             mytid: -1,
             ptid: -1,
             bufs: BTreeMap::new(),
@@ -1057,7 +1070,7 @@ impl Lib {
             let r = net::poll_fds(&fds, timeout);
             if r.first().map(|x| x.0).unwrap_or(false) {
                 if let Some(p) = self.pvmd.as_mut() {
-                    p.drain_step();
+                    p.drain_step_with(&mut self.reasm);
                 }
             }
             for (i, t) in tids.iter().enumerate() {
@@ -1140,7 +1153,7 @@ impl Lib {
             return;
         }
         let (dst, wid, crc) = (m.dst.0, m.header.wid, m.header.crc);
-        let id = self.new_buf(BufKind::Recv(MsgBody::from_vec(m.header.enc, m.body)));
+        let id = self.new_buf(BufKind::Recv(MsgBody::from_vec(m.header.enc, crate::pool::fit(m.body))));
         if let Some(b) = self.bufs.get_mut(&id) {
             b.tag = tag;
             b.ctx = ctx;

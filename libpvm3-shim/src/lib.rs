@@ -18,5 +18,6 @@ pub mod internals;
 pub mod net;
 pub mod park;
 pub mod parksig;
+pub mod pool;
 pub mod route;
 pub mod tev;

@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 /// Largest fragment accepted from a peer (legacy caps `PvmFragSize` at 1 MiB; headers on top).
 pub const MAX_FRAG: usize = (1 << 20) + 64;
 
+/// Largest fragment accepted at all: a `PvmDataInPlace` item is sent as one fragment of its
+/// size, which legacy does not cap; fragments larger than [`MAX_FRAG`] are only taken when
+/// they can be received in place (straight into the message, within the per-source limit).
+pub const MAX_IN_PLACE_FRAG: usize = (1 << 30) + 64;
+
 /// Bytes the input buffer grows by for a read.
 const READ_STEP: usize = 256 << 10;
 
@@ -52,7 +57,20 @@ pub struct Stream {
     pub consumed: usize,
     /// Partial messages on this stream, per source.
     pub reasm: Reassembler,
+    /// Bytes of the stream still owed to a large fragment that is received in place (read
+    /// straight into its message's buffer, see [`IN_PLACE_MIN`]).
+    open_left: usize,
+    /// The open fragment is in this stream's own reassembler (not the caller's).
+    open_own: bool,
+    /// Messages completed by in-place reads, handed out by the next [`Stream::feed`].
+    ready: Vec<Message>,
 }
+
+/// Fragments at least this large are received in place: once their header is here, the rest
+/// of the payload is read straight into the message's buffer instead of into the stream buffer
+/// and copied from there (no copy in user space, no stream buffer growing to the fragment's
+/// size). `PvmDataInPlace` messages and large `PvmFragSize` settings have such fragments.
+pub const IN_PLACE_MIN: usize = 64 << 10;
 
 impl Stream {
     pub fn new(sock: Sock) -> io::Result<Stream> {
@@ -62,25 +80,83 @@ impl Stream {
             inbuf: Vec::new(),
             eof: false,
             consumed: 0,
-            reasm: Reassembler::contiguous(crate::core::lib_limits()),
+            reasm: Reassembler::contiguous(crate::core::lib_limits()).with_buffers(crate::pool::for_message),
+            open_left: 0,
+            open_own: false,
+            ready: Vec::new(),
         })
     }
 
     /// Reads whatever is available without blocking, straight into the input buffer (large
     /// messages are read in big steps, without an intermediate copy).
     pub fn drain(&mut self) {
-        self.read_upto(usize::MAX);
+        self.read_upto(usize::MAX, None);
     }
 
     /// [`Stream::drain`] that stops once [`DRAIN_MAX`] unframed bytes are buffered, for the
     /// receive loop, which frames them before reading on. Never used while writing: there the
     /// peer may be blocked until we read everything it sent.
     pub fn drain_step(&mut self) {
-        self.read_upto(DRAIN_MAX);
+        self.read_upto(DRAIN_MAX, None);
     }
 
-    fn read_upto(&mut self, max: usize) {
+    /// [`Stream::drain_step`] for a stream whose fragments go to `reasm` (the pvmd's).
+    pub fn drain_step_with(&mut self, reasm: &mut Reassembler) {
+        self.read_upto(DRAIN_MAX, Some(reasm));
+    }
+
+    /// Reads the rest of an open large fragment straight into its message's buffer, if one is
+    /// open in the reassembler at hand and nothing is buffered before it. Some(true) to read
+    /// on, Some(false) to stop (nothing more now, or the stream ended), None when the fragment's
+    /// reassembler is not at hand or dropped it (the caller reads into the stream buffer).
+    fn read_in_place(&mut self, ext: &mut Option<&mut Reassembler>) -> Option<bool> {
+        let reasm = match ext {
+            Some(r) if !self.open_own => &mut **r,
+            None if self.open_own => &mut self.reasm,
+            _ => return None,
+        };
+        let (buf, left) = reasm.open_buffer()?;
+        let want = left.min(self.open_left);
+        buf.reserve(want);
+        let spare = &mut buf.spare_capacity_mut()[..want];
+        // SAFETY: recv(2) writes at most spare.len() bytes into the vector's spare capacity;
+        // only the bytes it reports written are then counted as initialised.
+        let n = unsafe { libc::recv(self.sock.fd(), spare.as_mut_ptr() as *mut libc::c_void, spare.len(), 0) };
+        if n > 0 {
+            let n = n as usize;
+            // SAFETY: recv initialised n bytes after the current length.
+            unsafe { buf.set_len(buf.len() + n) };
+            #[cfg(test)]
+            tests::IN_PLACE_READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.open_left -= n;
+            if let Some(m) = reasm.advance(n) {
+                self.ready.push(m);
+            }
+            return Some(true);
+        }
+        if n == 0 {
+            self.eof = true;
+            return Some(false);
+        }
+        Some(match io::Error::last_os_error().kind() {
+            io::ErrorKind::Interrupted => true,
+            io::ErrorKind::WouldBlock => false,
+            _ => {
+                self.eof = true;
+                false
+            }
+        })
+    }
+
+    fn read_upto(&mut self, max: usize, mut ext: Option<&mut Reassembler>) {
         while !self.eof && self.pending() < max {
+            if self.open_left > 0 && self.pending() == 0 {
+                match self.read_in_place(&mut ext) {
+                    Some(true) => continue,
+                    Some(false) => break,
+                    None => {}
+                }
+            }
             self.compact();
             if self.inbuf.capacity() - self.inbuf.len() < READ_STEP / 2 {
                 self.inbuf.reserve(READ_STEP);
@@ -109,17 +185,38 @@ impl Stream {
     /// Feeds every whole fragment buffered here to `reasm` (this stream's own, or the one of the
     /// pvmd connection) without copying it out first; complete messages go to `out`.
     pub fn feed(&mut self, reasm: Option<&mut Reassembler>, out: &mut Vec<Message>) {
+        let own = reasm.is_none();
         let reasm = match reasm {
             Some(r) => r,
             None => &mut self.reasm,
         };
+        out.append(&mut self.ready);
+        if self.open_left > 0 {
+            // Bytes of the open fragment that were read into the stream buffer (a drain that
+            // had not the reassembler at hand): copied over.
+            let n = self.open_left.min(self.inbuf.len() - self.consumed);
+            if n > 0 {
+                if let Some((buf, _)) = reasm.open_buffer() {
+                    buf.extend_from_slice(&self.inbuf[self.consumed..self.consumed + n]);
+                }
+                self.consumed += n;
+                self.open_left -= n;
+                if let Some(m) = reasm.advance(n) {
+                    out.push(m);
+                }
+            }
+            if self.open_left > 0 {
+                self.compact();
+                return;
+            }
+        }
         loop {
             let avail = &self.inbuf[self.consumed..];
             if avail.len() < FRAGHDR_LEN {
                 break;
             }
             let len = u32::from_be_bytes([avail[8], avail[9], avail[10], avail[11]]) as usize;
-            if len > MAX_FRAG {
+            if len > MAX_IN_PLACE_FRAG {
                 self.eof = true;
                 self.inbuf.clear();
                 self.consumed = 0;
@@ -132,6 +229,30 @@ impl Stream {
                 out.push(m);
             }
             self.consumed += FRAGHDR_LEN + len;
+        }
+        // A large fragment whose header (and message header) is here: the rest of it is read
+        // in place. Refused ones stay buffered and take the ordinary path.
+        let avail = &self.inbuf[self.consumed..];
+        if avail.len() >= FRAGHDR_LEN + pvm_proto::codes::MSGHDR_LEN {
+            let len = u32::from_be_bytes([avail[8], avail[9], avail[10], avail[11]]) as usize;
+            if len >= IN_PLACE_MIN && avail.len() < FRAGHDR_LEN + len {
+                match reasm.open_fragment(avail) {
+                    Ok(left) => {
+                        self.consumed = self.inbuf.len();
+                        self.open_left = left;
+                        self.open_own = own;
+                    }
+                    // Only fragments up to MAX_FRAG are ever buffered whole: a larger one
+                    // that cannot be received in place ends the stream.
+                    Err(_) if len > MAX_FRAG => {
+                        self.eof = true;
+                        self.inbuf.clear();
+                        self.consumed = 0;
+                        return;
+                    }
+                    Err(_) => {}
+                }
+            }
         }
         self.compact();
     }
@@ -281,6 +402,9 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// In-place reads done (the test below checks that its large fragments took that path).
+    pub static IN_PLACE_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     fn pair() -> (Stream, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
         (Stream::new(Sock::Unix(a)).unwrap(), b)
@@ -329,6 +453,75 @@ mod tests {
         }
         w.join().unwrap();
         assert_eq!(got, 2);
+    }
+
+    /// Messages with large fragments (received in place) and small ones, written in uneven
+    /// pieces, come out byte for byte, whether the stream's own reassembler is used or the
+    /// caller's (the pvmd stream), and whether drains without the reassembler interleave.
+    #[test]
+    fn large_fragments_received_in_place_reassemble_exactly() {
+        use pvm_proto::mesg::MsgHeader;
+        use pvm_proto::tid::Tid;
+        let mk = |n: usize, tag: i32| Message {
+            src: Tid(0x40001),
+            dst: Tid(0x40002),
+            header: MsgHeader {
+                enc: 0x10,
+                tag,
+                ctx: 0,
+                wid: 0,
+                crc: 0,
+            },
+            body: (0..n).map(|i| (i * 7 + tag as usize) as u8).collect(),
+        };
+        let msgs = vec![mk(700_000, 1), mk(10, 2), mk(300_000, 3), mk(0, 4), mk(1 << 20, 5)];
+        let mut wire = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            let fs = if i == 2 { 4080 } else { 300_000 };
+            for f in m.to_fragments(fs) {
+                wire.extend_from_slice(&f);
+            }
+        }
+        for external in [false, true] {
+            let (mut s, peer) = pair();
+            let w = wire.clone();
+            let t = std::thread::spawn(move || {
+                let mut peer = peer;
+                let mut at = 0;
+                let mut k = 1usize;
+                while at < w.len() {
+                    k = (k * 7919 + 13) % 150_000 + 1;
+                    let end = (at + k).min(w.len());
+                    peer.write_all(&w[at..end]).unwrap();
+                    at = end;
+                    // Let the reader catch up, so that it sees fragments begin before they end.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            });
+            let mut ext = Reassembler::contiguous(crate::core::lib_limits());
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut turn = 0;
+            while got.len() < msgs.len() && Instant::now() < deadline {
+                poll_fds(&[(s.sock.fd(), false)], Some(Duration::from_millis(50)));
+                turn += 1;
+                match (external, turn % 3) {
+                    (_, 0) => s.drain(), // as while writing: no reassembler at hand
+                    (true, _) => s.drain_step_with(&mut ext),
+                    (false, _) => s.drain_step(),
+                }
+                s.feed(if external { Some(&mut ext) } else { None }, &mut got);
+            }
+            t.join().unwrap();
+            assert_eq!(got.len(), msgs.len(), "external reassembler: {external}");
+            assert!(
+                IN_PLACE_READS.swap(0, std::sync::atomic::Ordering::Relaxed) > 0,
+                "no in-place read"
+            );
+            for (g, m) in got.iter().zip(&msgs) {
+                assert!(g == m, "message tag {} differs (external {external})", m.header.tag);
+            }
+        }
     }
 
     #[test]

@@ -127,7 +127,27 @@ pub struct Reassembler {
     partial: BTreeMap<Tid, Partial>,
     /// Keep each message in progress in one growing buffer (see [`Reassembler::contiguous`]).
     contiguous: bool,
+    /// Where a contiguous reassembler gets a new message's buffer (see
+    /// [`Reassembler::with_buffers`]).
+    buffers: Option<BufferSource>,
+    /// A large fragment whose payload the caller reads straight into its message's buffer (see
+    /// [`Reassembler::open_fragment`]).
+    open: Option<OpenFragment>,
 }
+
+/// The fragment being received in place: whose message it extends, the payload bytes still to
+/// come, and whether it ends the message.
+#[derive(Debug, Clone, Copy)]
+struct OpenFragment {
+    src: Tid,
+    left: usize,
+    eom: bool,
+}
+
+/// Gives a contiguous [`Reassembler`] the buffer of a new message: called with the body bytes of
+/// its first fragment and whether that fragment is the whole message; returns an empty vector of
+/// any capacity (the caller's reuse pool, so that large messages land in pages already mapped).
+pub type BufferSource = fn(first: usize, complete: bool) -> Vec<u8>;
 
 impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -151,6 +171,8 @@ impl Reassembler {
             limits,
             partial: BTreeMap::new(),
             contiguous: false,
+            buffers: None,
+            open: None,
         }
     }
 
@@ -162,6 +184,25 @@ impl Reassembler {
         Reassembler {
             contiguous: true,
             ..Reassembler::new(limits)
+        }
+    }
+
+    /// A contiguous reassembler that takes new messages' buffers from `source` instead of
+    /// allocating them (the receiver recycles its large buffers there).
+    pub fn with_buffers(mut self, source: BufferSource) -> Self {
+        self.buffers = Some(source);
+        self
+    }
+
+    /// An empty buffer for a new message, from the buffer source if there is one.
+    fn new_buffer(&self, first: usize, complete: bool) -> Vec<u8> {
+        match self.buffers {
+            Some(source) if self.contiguous => {
+                let mut v = source(first, complete);
+                v.clear();
+                v
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -178,6 +219,130 @@ impl Reassembler {
     /// Forgets a source's partial message (its connection or route went away).
     pub fn discard(&mut self, src: Tid) {
         self.partial.remove(&src);
+        if self.open.is_some_and(|o| o.src == src) {
+            self.open = None;
+        }
+    }
+
+    /// Starts receiving a large fragment in place, from its header and the first part of its
+    /// payload (`head`, shorter than the whole fragment; a first fragment must include its
+    /// message header): the checks of [`Reassembler::push`] run as if the whole fragment were
+    /// here, the bytes of `head` are taken, and the message's buffer gets room for the rest,
+    /// which the caller then reads straight into it ([`Reassembler::open_buffer`],
+    /// [`Reassembler::advance`]) instead of into a stream buffer it would copy out of.
+    /// Returns the payload bytes still to come. Only for contiguous reassemblers.
+    pub fn open_fragment(&mut self, head: &[u8]) -> Result<usize, ReassemblyError> {
+        let max = self.limits.max_bytes_per_source.saturating_add(MSGHDR_LEN);
+        let max = u32::try_from(max).unwrap_or(u32::MAX);
+        let hdr = StreamFragHeader::parse(head, max).map_err(|error| ReassemblyError { src: Tid::NONE, error })?;
+        let fail = |field, offset, kind| ReassemblyError {
+            src: hdr.src,
+            error: ParseError::new(field, offset, kind),
+        };
+        let have = head.len() - frag::HEADER_LEN;
+        let len = hdr.len as usize;
+        let som = hdr.flags.contains(FragFlags::SOM);
+        if !self.contiguous || self.open.is_some() || have >= len || (som && have < MSGHDR_LEN) {
+            return Err(fail(
+                "fragment length",
+                frag::off::LEN,
+                ErrorKind::Invalid {
+                    value: len as i64,
+                    why: "not a fragment that can be received in place",
+                },
+            ));
+        }
+        let eom = hdr.flags.contains(FragFlags::EOM);
+        let left = len - have;
+        // The whole fragment must fit the source's cap, as push would check once it is here.
+        let before = if som { 0 } else { self.buffered(hdr.src) };
+        let body = if som { len - MSGHDR_LEN } else { len };
+        let cap = self.limits.max_bytes_per_source;
+        if before as u64 + body as u64 > cap as u64 {
+            self.partial.remove(&hdr.src);
+            return Err(fail(
+                "fragment length",
+                frag::off::LEN,
+                ErrorKind::TooLong {
+                    len: before as u64 + body as u64,
+                    max: cap as u64,
+                },
+            ));
+        }
+        self.push_parts(hdr.src, hdr.dst, hdr.flags - FragFlags::EOM, &head[frag::HEADER_LEN..])?;
+        let Some(p) = self.partial.get_mut(&hdr.src) else {
+            return Err(fail(
+                "flags",
+                frag::off::FLAGS,
+                ErrorKind::Invalid {
+                    value: hdr.flags.bits().into(),
+                    why: "no message in progress for the fragment",
+                },
+            ));
+        };
+        if let Some(c) = p.chunks.first_mut() {
+            // Room for the whole fragment, preferably in a buffer from the source (pages
+            // already mapped) rather than by growing this one.
+            let need = c.len().saturating_add(left);
+            if c.capacity() < need {
+                if let Some(source) = self.buffers {
+                    let mut v = source(need, true);
+                    if v.capacity() >= need {
+                        v.clear();
+                        v.extend_from_slice(c);
+                        *c = v;
+                    }
+                }
+                c.reserve(left);
+            }
+        }
+        self.open = Some(OpenFragment {
+            src: hdr.src,
+            left,
+            eom,
+        });
+        Ok(left)
+    }
+
+    /// The buffer the open fragment's payload goes to (append at most the bytes still to come),
+    /// and how many those are. None when no fragment is open.
+    pub fn open_buffer(&mut self) -> Option<(&mut Vec<u8>, usize)> {
+        let o = self.open?;
+        let p = self.partial.get_mut(&o.src)?;
+        Some((p.chunks.first_mut()?, o.left))
+    }
+
+    /// Counts `n` payload bytes the caller appended to [`Reassembler::open_buffer`]; the
+    /// message, once its last fragment is complete. More bytes than were left are an error of
+    /// the caller; the open fragment and its message are then dropped.
+    pub fn advance(&mut self, n: usize) -> Option<Message> {
+        let mut o = self.open?;
+        let Some(p) = self.partial.get_mut(&o.src) else {
+            self.open = None;
+            return None;
+        };
+        if n > o.left || p.chunks.first().map(Vec::len) != Some(p.len + n) {
+            self.open = None;
+            self.partial.remove(&o.src);
+            return None;
+        }
+        p.len += n;
+        o.left -= n;
+        if o.left > 0 {
+            self.open = Some(o);
+            return None;
+        }
+        self.open = None;
+        if !o.eom {
+            return None;
+        }
+        let p = self.partial.remove(&o.src)?;
+        Some(Message {
+            src: o.src,
+            dst: p.dst,
+            header: p.header,
+            body: p.chunks.into_iter().next().unwrap_or_default(),
+        })
     }
 
     /// Accepts one complete stream fragment (16-byte header and exactly `len` payload bytes).
@@ -226,6 +391,11 @@ impl Reassembler {
             src,
             error: ParseError::new(field, offset, kind),
         };
+        if let Some(o) = self.open.take() {
+            // The caller pushed another fragment before finishing the open one: its message
+            // cannot be completed any more.
+            self.partial.remove(&o.src);
+        }
         let som = flags.contains(FragFlags::SOM);
         let eom = flags.contains(FragFlags::EOM);
         let cap = self.limits.max_bytes_per_source;
@@ -266,11 +436,13 @@ impl Reassembler {
                 ));
             }
             if eom {
+                let mut v = self.new_buffer(body.len(), true);
+                v.extend_from_slice(body);
                 return Ok(Some(Message {
                     src,
                     dst,
                     header,
-                    body: body.to_vec(),
+                    body: v,
                 }));
             }
             if self.partial.len() >= self.limits.max_partial {
@@ -288,7 +460,11 @@ impl Reassembler {
                 Partial {
                     dst,
                     header,
-                    chunks: vec![body.to_vec()],
+                    chunks: vec![{
+                        let mut v = self.new_buffer(body.len(), false);
+                        v.extend_from_slice(body);
+                        v
+                    }],
                     len: body.len(),
                 },
             );
@@ -375,6 +551,71 @@ mod tests {
         assert_eq!(empty.len(), 1);
         assert_eq!(empty[0].len(), 48);
         assert_eq!(empty[0][12], 3);
+    }
+
+    fn big_buffer(_first: usize, _complete: bool) -> Vec<u8> {
+        Vec::with_capacity(1 << 16)
+    }
+
+    #[test]
+    fn a_buffer_source_gives_the_message_its_buffer_and_changes_no_byte() {
+        for n in [0, 100, 4032, 4032 * 3 + 7] {
+            let m = msg(0x40001, n);
+            let frags = m.to_fragments(UDPMAXLEN);
+            let mut with = Reassembler::contiguous(Limits::default()).with_buffers(big_buffer);
+            let mut without = Reassembler::contiguous(Limits::default());
+            let (mut a, mut b) = (None, None);
+            for f in &frags {
+                a = with.push(f).unwrap().or(a);
+                b = without.push(f).unwrap().or(b);
+            }
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_eq!(a, m);
+            assert_eq!(b, m);
+            assert!(
+                a.body.capacity() >= 1 << 16,
+                "{n} bytes: the source's buffer was not used"
+            );
+        }
+        // Only contiguous reassemblers use it (the daemon's keeps exact allocations).
+        let mut plain = Reassembler::new(Limits::default()).with_buffers(big_buffer);
+        let m = plain.push(&msg(1, 10).to_fragments(UDPMAXLEN)[0]).unwrap().unwrap();
+        assert!(m.body.capacity() < 1 << 16);
+    }
+
+    #[test]
+    fn a_fragment_received_in_place_gives_the_same_message() {
+        let m = msg(0x40001, 10_000);
+        let frags = m.to_fragments(4096 + 48);
+        let mut r = Reassembler::contiguous(Limits::default());
+        let mut got = None;
+        for f in &frags {
+            let left = r.open_fragment(&f[..100]).unwrap();
+            assert_eq!(left, f.len() - 100);
+            assert!(r.open_fragment(&f[..100]).is_err(), "one open fragment at a time");
+            let (buf, n) = r.open_buffer().unwrap();
+            assert_eq!(n, left);
+            buf.extend_from_slice(&f[100..150]);
+            assert!(r.advance(50).is_none());
+            r.open_buffer().unwrap().0.extend_from_slice(&f[150..]);
+            got = r.advance(f.len() - 150);
+        }
+        assert_eq!(got, Some(m));
+        assert_eq!(r.pending(), 0);
+        // A fragment that would pass the source's cap is refused before any byte is taken.
+        let mut small = Reassembler::contiguous(Limits {
+            max_bytes_per_source: 1000,
+            ..Limits::default()
+        });
+        let f = &msg(0x40001, 5000).to_fragments(8192)[0];
+        assert!(small.open_fragment(&f[..100]).is_err());
+        assert!(small.open_buffer().is_none());
+        // Counting more bytes than were appended drops the message instead of exposing garbage.
+        let f = &msg(0x40001, 5000).to_fragments(8192)[0];
+        let mut r = Reassembler::contiguous(Limits::default());
+        r.open_fragment(&f[..100]).unwrap();
+        assert!(r.advance(f.len() - 100).is_none());
+        assert_eq!(r.pending(), 0);
     }
 
     #[test]

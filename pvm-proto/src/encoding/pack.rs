@@ -70,6 +70,26 @@ impl Packer {
         self.body
     }
 
+    /// Makes room for `extra` more body bytes before a large pack: when the body's buffer is
+    /// too small, `take` may hand over an empty buffer with room for them all (the caller's
+    /// pool of buffers whose pages are already mapped), which replaces it, the bytes packed so
+    /// far copied over. Returns the replaced buffer, for the caller to keep or free. Packing
+    /// is unchanged: only where the bytes live.
+    pub fn reserve_from(&mut self, extra: usize, take: impl FnOnce(usize) -> Option<Vec<u8>>) -> Option<Vec<u8>> {
+        let data = &mut self.body.data;
+        let need = data.len().saturating_add(extra);
+        if data.capacity() >= need {
+            return None;
+        }
+        let mut v = take(need)?;
+        if v.capacity() < need {
+            return Some(v);
+        }
+        v.clear();
+        v.extend_from_slice(data);
+        Some(std::mem::replace(data, v))
+    }
+
     /// Where the XDR pad bytes are in the concatenated body (only with `record_pads`).
     pub fn pad_ranges(&self) -> &[Range<usize>] {
         self.pads.as_deref().unwrap_or_default()

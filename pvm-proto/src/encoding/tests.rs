@@ -455,3 +455,31 @@ fn legacy_long_overflow_only_at_a_fragment_boundary() {
     p.pk_ulong(&[1 << 40]).unwrap();
     assert_eq!(p.body().fragment_lens(), vec![4032, 4]);
 }
+
+#[test]
+fn a_reserved_buffer_changes_no_byte_or_fragment() {
+    for enc in [Encoding::Xdr, Encoding::Raw, Encoding::InPlace] {
+        let data: Vec<f64> = (0..20_000).map(|i| i as f64 * 0.5).collect();
+        let mut plain = Packer::new(enc);
+        let mut pooled = Packer::new(enc);
+        for p in [&mut plain, &mut pooled] {
+            p.pk_int(&[7, 8, 9]).unwrap();
+        }
+        let given = Vec::with_capacity(1 << 20);
+        let old = pooled.reserve_from(data.len() * 8, |need| {
+            assert!(need >= data.len() * 8);
+            Some(given)
+        });
+        assert!(old.is_some(), "the small buffer is handed back");
+        assert!(pooled
+            .reserve_from(8, |_| panic!("room is left: no new buffer"))
+            .is_none());
+        plain.pk_double(&data).unwrap();
+        pooled.pk_double(&data).unwrap();
+        assert_eq!(plain.body(), pooled.body(), "{enc:?}");
+        // A buffer too small is handed back unused.
+        let mut p = Packer::new(enc);
+        let back = p.reserve_from(1 << 20, |_| Some(Vec::with_capacity(10))).unwrap();
+        assert_eq!(back.capacity(), 10);
+    }
+}
