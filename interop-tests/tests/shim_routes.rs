@@ -3,6 +3,7 @@
 
 use interop_tests::shim::{Lib, Vm};
 use interop_tests::Kind;
+use std::io::Write;
 use std::process::Command;
 
 /// The parent spawns itself as a child; whichever side asks (argv "parent-asks" or
@@ -376,8 +377,25 @@ fn two_hosts(kind: Kind) -> (Cluster, Proc) {
         "no slave in h2\n{}",
         c.logs()
     );
-    // The slave is up once its log says so; give the master's table a moment.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The slave process exists before the master has added it: wait until the master's
+    // console lists both hosts (a fixed pause lost that race on a loaded machine).
+    let two = || {
+        let mut cmd = c.command(1, std::path::Path::new("/usr/bin/pvm"));
+        cmd.stdin(Stdio::piped());
+        let mut child = cmd.spawn().expect("start the legacy console");
+        let _ = child.stdin.take().unwrap().write_all(b"conf\n");
+        let (_, out, _) = Proc {
+            child,
+            name: "console".into(),
+        }
+        .wait(TIMEOUT);
+        out.contains("2 hosts")
+    };
+    assert!(
+        c.wait_for(std::time::Duration::from_secs(20), two),
+        "h2 never joined\n{}",
+        c.logs()
+    );
     (c, p)
 }
 
