@@ -2725,6 +2725,57 @@ mod tests {
         assert_eq!(d.mig.mv.backlog[&2].len(), 1);
     }
 
+    /// The cc of the first reply sent on connection `conn`.
+    fn cc_on(out: &[Out], conn: ConnId) -> Option<i32> {
+        out.iter().find_map(|o| match o {
+            Out::Send(c, b) if *c == conn => Some(i32::from_be_bytes(
+                b[16 + MSGHDR_LEN..16 + MSGHDR_LEN + 4].try_into().unwrap(),
+            )),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_move_asked_during_a_checkpoint_waits_then_runs_or_is_refused() {
+        let mut d = daemon();
+        let w = Tid::task(1, 5);
+        let key = adopt(&mut d, w);
+        let ask = |d: &mut Daemon<NoAuth>, out: &mut Vec<Out>| {
+            let mut b = XdrWriter::new();
+            b.int(w.0).int(0).int(0);
+            d.mv_tm_migrate(3, Tid::task(1, 1), pvm_proto::codes::SYSCTX_TM, 4, &b.into_inner(), out);
+        };
+        // In a one-task checkpoint: the move is not answered, it waits (with a deadline).
+        d.mig.mv.ckpt_started(key);
+        let mut out = Vec::new();
+        ask(&mut d, &mut out);
+        assert_eq!(cc_on(&out, 3), None, "answered at once: {out:?}");
+        assert!(d
+            .mig_deadline()
+            .is_some_and(|t| t > RESUME_WAIT - Duration::from_secs(2)));
+        // Not back in time: it runs, and is refused for what it is (not connected here).
+        d.mig.mv.waiting[0].1 = Instant::now();
+        let failures = crate::metrics::MIGRATION_FAILURES.get();
+        out.clear();
+        d.mig_timers(&mut out);
+        assert!(cc_on(&out, 3).is_some_and(|cc| cc < 0), "{out:?}");
+        assert!(crate::metrics::MIGRATION_FAILURES.get() > failures, "a refusal counts");
+        assert!(d.mig.mv.waiting.is_empty() && d.mig.mv.ckpt_busy.is_empty());
+        assert_eq!(d.mig_deadline(), None);
+        // The task exits while a move waits for it: PvmNoTask.
+        d.mig.mv.ckpt_started(key);
+        out.clear();
+        ask(&mut d, &mut out);
+        assert_eq!(cc_on(&out, 3), None);
+        d.mig_task_gone(w, &mut out);
+        assert_eq!(cc_on(&out, 3), Some(PvmError::NoTask.code()), "{out:?}");
+        assert!(d.mig.mv.waiting.is_empty() && d.mig.mv.ckpt_busy.is_empty());
+        // Not in a checkpoint: answered at once, as before.
+        out.clear();
+        ask(&mut d, &mut out);
+        assert!(cc_on(&out, 3).is_some(), "{out:?}");
+    }
+
     #[test]
     fn a_task_that_does_not_park_in_time_is_left_where_it_is() {
         let mut d = daemon();
