@@ -258,3 +258,38 @@ fn ux_metrics_two_hosts_count_datagrams_and_round_trips() {
     }
     drop(master);
 }
+
+/// A move that fails (here refused: no such task) counts in `pvmd_migration_failures_total`,
+/// once, and not as a migration.
+#[test]
+fn ux_metrics_failed_move_is_counted() {
+    let tmp = TmpDir::new("fixmig-metrics");
+    let port = free_port();
+    let _d = start(&tmp, &[("PVMD_METRICS", format!("127.0.0.1:{port}"))]);
+    let before = scrape(port);
+    assert_eq!(value(&before, "pvmd_migration_failures_total"), 0.0, "{before}");
+    let bin = console();
+    // pvm_migrate names the target by host name: this host's, as `conf` shows it.
+    let (code, out, err) = run(&bin, &tmp, &[], Some("conf\n"));
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let name = out
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("40000"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no host line in:\n{out}"))
+        .to_string();
+    let (code, out, err) = run(&bin, &tmp, &[], Some(&format!("migrate 4003f {name}\n")));
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        !out.contains("now on"),
+        "the move of a task that does not exist succeeded:\n{out}"
+    );
+    let after = scrape(port);
+    assert_eq!(
+        value(&after, "pvmd_migration_failures_total"),
+        1.0,
+        "console said:\n{out}\n{after}\n{}",
+        tmp.log()
+    );
+    assert_eq!(value(&after, "pvmd_migrations_total"), 0.0, "{after}");
+}

@@ -101,7 +101,8 @@ pub static FRAGS_IN: Counter = Counter::new();
 pub static FRAGS_OUT: Counter = Counter::new();
 /// Messages from local tasks (counted at their last fragment) that the daemon routed.
 pub static MESSAGES_ROUTED: Counter = Counter::new();
-/// Task migrations finished, and those that failed.
+/// Task migrations finished, and those refused or failed (every move answered with an error,
+/// counted by the pvmd where the task ran).
 pub static MIGRATIONS: Counter = Counter::new();
 pub static MIGRATION_FAILURES: Counter = Counter::new();
 /// Checkpoints written and restarts done.
@@ -319,7 +320,7 @@ pub fn render() -> String {
     counter(
         &mut o,
         "pvmd_migration_failures_total",
-        "Task migrations that failed.",
+        "Task migrations refused or failed.",
         MIGRATION_FAILURES.get(),
     );
     counter(

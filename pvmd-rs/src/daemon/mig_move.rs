@@ -81,6 +81,16 @@ const DONE_LIMIT: Duration = Duration::from_secs(180);
 /// Most bytes of relays waiting for room in the datagram layer's queues (then they are dropped,
 /// with a log line).
 const BACKLOG_MAX: usize = 64 << 20;
+/// How long a move or one-task checkpoint asked for while the same task is in a one-task
+/// checkpoint waits for it to be back: the checkpoint is answered once its image is written,
+/// before the task has read its ticket and reconnected, so an asker that goes on at once
+/// would find it "not connected" (docs/migration.md §4.2). Twice the park limit: the park,
+/// the dump and the reconnection of the checkpoint before it.
+const RESUME_WAIT: Duration = Duration::from_secs(20);
+/// Most requests waiting for such tasks; more are refused at once, as before.
+const MAX_WAITERS: usize = 64;
+/// Largest TM_ body kept for a waiting request (a TM_CKPT body is 4 ints).
+const MAX_WAITER_BODY: usize = 64;
 /// Op ids carry the initiator's host index above this many bits, so that a request and a
 /// reply of the same code are told apart (and ops of different hosts never clash).
 const OP_HOST_SHIFT: u32 = 18;
@@ -163,7 +173,7 @@ pub struct Adopt {
 
 /// Who asked for a move, answered when it ends.
 #[derive(Debug, Clone)]
-enum Asker {
+pub(super) enum Asker {
     Task { conn: ConnId, src: Tid, ctx: i32, wid: i32 },
     Pvmd { host: u32, wid: i32, op: i32 },
 }
@@ -272,8 +282,33 @@ pub struct MoveState {
     /// Tasks moved to each host (host 0 = "any" picks the host with the fewest).
     sent_to: HashMap<u32, u32>,
     last_op: i32,
+    /// Tasks in a one-task checkpoint, from its TM_CKPT until they reconnect (by key): moves
+    /// and checkpoints asked for them meanwhile wait in `waiting`.
+    ckpt_busy: HashSet<u32>,
+    /// Requests waiting for a task of `ckpt_busy` (key, deadline, request), in arrival order.
+    waiting: Vec<(u32, Instant, Waiter)>,
     tx: UnboundedSender<MigEvent>,
     rx: Option<UnboundedReceiver<MigEvent>>,
+}
+
+/// A move or one-task checkpoint asked for while its task was in a one-task checkpoint.
+#[derive(Debug)]
+pub(super) enum Waiter {
+    /// TM_CKPT from a local task, dispatched again as it came.
+    Ckpt {
+        conn: ConnId,
+        src: Tid,
+        hdr: pvm_proto::mesg::MsgHeader,
+        body: Vec<u8>,
+    },
+    /// A move (`mv_request`'s arguments).
+    Move {
+        asker: Asker,
+        tid: Tid,
+        host: i32,
+        mode: i32,
+        may_pass: bool,
+    },
 }
 
 impl Default for MoveState {
@@ -292,6 +327,8 @@ impl Default for MoveState {
             backlog_bytes: 0,
             sent_to: HashMap::new(),
             last_op: 0,
+            ckpt_busy: HashSet::new(),
+            waiting: Vec::new(),
             tx,
             rx: Some(rx),
         }
@@ -299,6 +336,12 @@ impl Default for MoveState {
 }
 
 impl MoveState {
+    /// A one-task checkpoint of the task `key` began (TM_CKPT accepted): until it reconnects,
+    /// moves and checkpoints asked for it wait.
+    pub(super) fn ckpt_started(&mut self, key: u32) {
+        self.ckpt_busy.insert(key);
+    }
+
     /// The host a task that is not here runs on, when a move taught us.
     pub fn route_of(&self, tid: Tid) -> Option<u32> {
         if !tid.is_task() {
@@ -665,6 +708,7 @@ impl<A: AuthFiles> Daemon<A> {
             .outs
             .values()
             .filter_map(Self::stage_deadline)
+            .chain(self.waiters_deadline())
             .min()
             .map(|t| t.saturating_duration_since(now))
     }
@@ -672,6 +716,7 @@ impl<A: AuthFiles> Daemon<A> {
     /// Hook of `net_timeout()`: moves past the time limit of their stage give up, the task
     /// running on where it was whenever it can.
     pub(super) fn mig_timers(&mut self, out: &mut Vec<Out>) {
+        self.waiters_timers(out);
         let now = Instant::now();
         let due: Vec<u32> = self
             .mig
@@ -1066,6 +1111,7 @@ impl<A: AuthFiles> Daemon<A> {
     /// for it fails.
     pub(super) fn mig_task_gone(&mut self, tid: Tid, out: &mut Vec<Out>) {
         let key = self.key(tid);
+        self.refuse_waiters(key, out);
         self.mig.task_gone(key);
         self.mig.mv.gates.remove(&key);
         self.drop_image(key);
@@ -1227,7 +1273,18 @@ impl<A: AuthFiles> Daemon<A> {
             .collect()
     }
 
+    /// Answers a move's asker; a refusal or failure counts in
+    /// `pvmd_migration_failures_total` (success counts where the move ends, `move_done`).
     fn answer_asker(&mut self, a: &Asker, cc: i32, host: i32, out: &mut Vec<Out>) {
+        if cc < 0 {
+            crate::metrics::migrated(Err(())); // metrics.rs
+        }
+        self.send_answer(a, cc, host, out);
+    }
+
+    /// Sends a move's answer as it is (also one relayed from the pvmd that ran the move,
+    /// which counted it).
+    fn send_answer(&mut self, a: &Asker, cc: i32, host: i32, out: &mut Vec<Out>) {
         match a {
             Asker::Task { conn, src, ctx, wid } => {
                 let mut w = XdrWriter::new();
@@ -1311,6 +1368,18 @@ impl<A: AuthFiles> Daemon<A> {
                 w.int(op).int(tid.0).int(host).int(mode);
                 self.dm_send(at, DM_MIGREQ, 0, &w.into_inner(), out);
                 return;
+            }
+        }
+        if self.has_task(tid) {
+            let w = Waiter::Move {
+                asker: asker.clone(),
+                tid,
+                host,
+                mode,
+                may_pass,
+            };
+            if self.wait_for_resume(self.key(tid), w, out).is_ok() {
+                return; // the task is in a one-task checkpoint: runs when it is back
             }
         }
         let target = match self.mig_check_move(tid, host) {
@@ -1521,7 +1590,7 @@ impl<A: AuthFiles> Daemon<A> {
             let cc = v[1];
             let host = v[2];
             if let Some(a) = self.mig.mv.asked.remove(&op) {
-                self.answer_asker(&a, cc, host, out);
+                self.send_answer(&a, cc, host, out); // counted where the move ran
             }
             return;
         }
@@ -2313,6 +2382,140 @@ fn write_ticket(ticket: &Path, text: &str, out: &mut Vec<Out>) {
     }
 }
 
+/// Requests for a task in a one-task checkpoint wait until it is back (docs/migration.md
+/// §4.2): the checkpoint answers when its image is written, the task reconnects a moment later.
+impl<A: AuthFiles> Daemon<A> {
+    /// Queues `w` for the task `key` when that task is in a one-task checkpoint and there is
+    /// room; gives it back otherwise (the caller goes on as before).
+    fn wait_for_resume(&mut self, key: u32, w: Waiter, out: &mut Vec<Out>) -> Result<(), Waiter> {
+        let mv = &mut self.mig.mv;
+        if !mv.ckpt_busy.contains(&key) || mv.waiting.len() >= MAX_WAITERS {
+            return Err(w);
+        }
+        let what = match &w {
+            Waiter::Ckpt { .. } => "checkpoint",
+            Waiter::Move { .. } => "move",
+        };
+        out.push(Out::Log(format!(
+            "mig: {what} of t{:x} waits for its checkpoint to end",
+            key_tid(self.host.index, key).bits()
+        )));
+        mv.waiting.push((key, Instant::now() + RESUME_WAIT, w));
+        Ok(())
+    }
+
+    /// Hook of `tm_ckpt` (migrate.rs): true if this TM_CKPT waits for its task.
+    pub(super) fn mig_ckpt_wait(&mut self, req: &super::Request, tid: Tid, out: &mut Vec<Out>) -> bool {
+        if !tid.is_task() || !tid.is_on_host(self.host.index) || req.body.len() > MAX_WAITER_BODY {
+            return false;
+        }
+        let w = Waiter::Ckpt {
+            conn: req.conn,
+            src: req.src,
+            hdr: req.hdr,
+            body: req.body.to_vec(),
+        };
+        self.wait_for_resume(self.key(tid), w, out).is_ok()
+    }
+
+    /// The task `key` is back (reconnected after its checkpoint and sent its TM_XCAPS, hook
+    /// in migrate.rs), or will not be: the requests
+    /// that waited for it run now, in order (each finds the task as it is; a checkpoint among
+    /// them makes the ones after it wait again).
+    pub(super) fn mig_resumed(&mut self, key: u32, out: &mut Vec<Out>) {
+        if !self.mig.mv.ckpt_busy.remove(&key) {
+            return;
+        }
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.mig.mv.waiting)
+            .into_iter()
+            .partition(|(k, _, _)| *k == key);
+        self.mig.mv.waiting = rest;
+        for (_, _, w) in mine {
+            self.run_waiter(w, out);
+        }
+    }
+
+    fn run_waiter(&mut self, w: Waiter, out: &mut Vec<Out>) {
+        match w {
+            Waiter::Ckpt { conn, src, hdr, body } => {
+                let req = super::Request {
+                    conn,
+                    src,
+                    hdr,
+                    body: &body,
+                };
+                self.mig_tm_entry(&req, out);
+            }
+            Waiter::Move {
+                asker,
+                tid,
+                host,
+                mode,
+                may_pass,
+            } => self.mv_request(asker, tid, host, mode, may_pass, out),
+        }
+    }
+
+    /// Hook of `mig_task_gone`: the task exited; what waited for it is refused.
+    fn refuse_waiters(&mut self, key: u32, out: &mut Vec<Out>) {
+        self.mig.mv.ckpt_busy.remove(&key);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.mig.mv.waiting)
+            .into_iter()
+            .partition(|(k, _, _)| *k == key);
+        self.mig.mv.waiting = rest;
+        let code = PvmError::NoTask.code();
+        for (_, _, w) in mine {
+            match w {
+                Waiter::Ckpt { conn, src, hdr, .. } => {
+                    let mut b = XdrWriter::new();
+                    b.int(code).int(0);
+                    let bytes = self.rm_frame(src, &hdr, &b.into_inner()); // rm.rs hook
+                    out.push(Out::Send(conn, bytes));
+                }
+                Waiter::Move { asker, tid, .. } => {
+                    out.push(Out::Log(format!(
+                        "mig: move of t{:x} refused: it exited during its checkpoint",
+                        tid.bits()
+                    )));
+                    self.answer_asker(&asker, code, 0, out);
+                }
+            }
+        }
+    }
+
+    /// The earliest deadline of a waiting request.
+    fn waiters_deadline(&self) -> Option<Instant> {
+        self.mig.mv.waiting.iter().map(|(_, t, _)| *t).min()
+    }
+
+    /// Hook of `mig_timers`: a task not back within [`RESUME_WAIT`] no longer counts as in a
+    /// checkpoint; what waited for it runs now (and is refused for the reason it has).
+    fn waiters_timers(&mut self, out: &mut Vec<Out>) {
+        let now = Instant::now();
+        let late: Vec<u32> = self
+            .mig
+            .mv
+            .waiting
+            .iter()
+            .filter(|(_, t, _)| *t <= now)
+            .map(|(k, _, _)| *k)
+            .collect();
+        let mut late = late;
+        late.sort_unstable();
+        late.dedup();
+        for key in late {
+            if self.mig.mv.ckpt_busy.contains(&key) {
+                out.push(Out::Log(format!(
+                    "mig: t{:x} not back from its checkpoint in {RESUME_WAIT:?}",
+                    key_tid(self.host.index, key).bits()
+                )));
+            }
+            self.mig.mv.ckpt_busy.insert(key); // so that mig_resumed takes its waiters
+            self.mig_resumed(key, out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2520,6 +2723,57 @@ mod tests {
         d.relay_dm(2, DM_MIGFWD, vec![9; 4], &mut out);
         assert_eq!(out.len(), before + 1);
         assert_eq!(d.mig.mv.backlog[&2].len(), 1);
+    }
+
+    /// The cc of the first reply sent on connection `conn`.
+    fn cc_on(out: &[Out], conn: ConnId) -> Option<i32> {
+        out.iter().find_map(|o| match o {
+            Out::Send(c, b) if *c == conn => Some(i32::from_be_bytes(
+                b[16 + MSGHDR_LEN..16 + MSGHDR_LEN + 4].try_into().unwrap(),
+            )),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_move_asked_during_a_checkpoint_waits_then_runs_or_is_refused() {
+        let mut d = daemon();
+        let w = Tid::task(1, 5);
+        let key = adopt(&mut d, w);
+        let ask = |d: &mut Daemon<NoAuth>, out: &mut Vec<Out>| {
+            let mut b = XdrWriter::new();
+            b.int(w.0).int(0).int(0);
+            d.mv_tm_migrate(3, Tid::task(1, 1), pvm_proto::codes::SYSCTX_TM, 4, &b.into_inner(), out);
+        };
+        // In a one-task checkpoint: the move is not answered, it waits (with a deadline).
+        d.mig.mv.ckpt_started(key);
+        let mut out = Vec::new();
+        ask(&mut d, &mut out);
+        assert_eq!(cc_on(&out, 3), None, "answered at once: {out:?}");
+        assert!(d
+            .mig_deadline()
+            .is_some_and(|t| t > RESUME_WAIT - Duration::from_secs(2)));
+        // Not back in time: it runs, and is refused for what it is (not connected here).
+        d.mig.mv.waiting[0].1 = Instant::now();
+        let failures = crate::metrics::MIGRATION_FAILURES.get();
+        out.clear();
+        d.mig_timers(&mut out);
+        assert!(cc_on(&out, 3).is_some_and(|cc| cc < 0), "{out:?}");
+        assert!(crate::metrics::MIGRATION_FAILURES.get() > failures, "a refusal counts");
+        assert!(d.mig.mv.waiting.is_empty() && d.mig.mv.ckpt_busy.is_empty());
+        assert_eq!(d.mig_deadline(), None);
+        // The task exits while a move waits for it: PvmNoTask.
+        d.mig.mv.ckpt_started(key);
+        out.clear();
+        ask(&mut d, &mut out);
+        assert_eq!(cc_on(&out, 3), None);
+        d.mig_task_gone(w, &mut out);
+        assert_eq!(cc_on(&out, 3), Some(PvmError::NoTask.code()), "{out:?}");
+        assert!(d.mig.mv.waiting.is_empty() && d.mig.mv.ckpt_busy.is_empty());
+        // Not in a checkpoint: answered at once, as before.
+        out.clear();
+        ask(&mut d, &mut out);
+        assert!(cc_on(&out, 3).is_some(), "{out:?}");
     }
 
     #[test]

@@ -353,6 +353,10 @@ impl<A: AuthFiles> Daemon<A> {
                     }
                     _ => out.push(Out::Log(format!("mig: bad TM_XCAPS from t{:x}", req.src.bits()))),
                 }
+                // The library sends it last when it (re)connects: a task back from a one-task
+                // checkpoint is ready for the next park now (a TC_MARK sent before, right
+                // after its TM_CONN2 reply, would reach it while it is still reconnecting).
+                self.mig_resumed(self.key(req.src), out); // mig_move.rs
             }
             TM_MIGRATE => self.tm_migrate(req, out),
             TM_CKPT if super::appckpt::is_app_ckpt(req.body) => self.app_tm_ckpt(req, out),
@@ -383,6 +387,9 @@ impl<A: AuthFiles> Daemon<A> {
             return self.reply(req, req.src, &reply_cc(PvmError::BadParam.code(), 0), out);
         };
         let tid = Tid(tid);
+        if scope == 0 && replicas == 0 && self.mig_ckpt_wait(req, tid, out) {
+            return; // mig_move.rs: its previous checkpoint has not ended; runs when it has
+        }
         let why = if scope != 0 || replicas != 0 {
             Some((
                 PvmError::NotImpl,
@@ -429,6 +436,7 @@ impl<A: AuthFiles> Daemon<A> {
         );
         out.push(Out::Send(conn, mark));
         self.park_nudge(tid.local(), out);
+        self.mig.mv.ckpt_started(tid.local()); // mig_move.rs: until it reconnects
         self.mig.parking.insert(
             tid.local(),
             ParkOp {
@@ -501,6 +509,7 @@ impl<A: AuthFiles> Daemon<A> {
         let (pid, cookie) = (t.pid, t.cookie);
         let cc = if !p.parked {
             out.push(Out::Log(format!("mig: t{:x} left before parking", tid.bits())));
+            self.mig_resumed(tid.local(), out); // mig_move.rs: it will not reconnect
             PvmError::SysErr.code()
         } else {
             let parked = p.t0.elapsed();
