@@ -378,6 +378,11 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Pids of the local tasks to SIGTERM when the daemon stops, as the legacy daemon does. Only
     /// pids the kernel confirmed: a task's own claim is not enough to have another process killed.
+    /// How many tasks this pvmd serves (metrics gauge; O(1)).
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
     pub fn task_pids(&self) -> Vec<i32> {
         self.tasks
             .values()

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pvm_proto::ddp::{LinkStats, RTT_BUCKETS_US};
 
@@ -160,17 +160,13 @@ pub fn sync_link(stats: Option<LinkStats>) {
     }
 }
 
-/// Refreshes the gauges at most ten times a second; `counts` is only called then.
+/// Refreshes the gauges; called once per turn of the event loop, so `counts` must be cheap.
+/// (An earlier version skipped refreshes closer than 100 ms apart, and a host-table change
+/// that came right after another event stayed invisible until the next event.)
 pub fn sync(counts: impl FnOnce() -> (usize, usize)) {
-    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
     if !enabled() {
         return;
     }
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    if last.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
-        return;
-    }
-    *last = Some(Instant::now());
     let (tasks, hosts) = counts();
     TASKS.set(tasks as i64);
     HOSTS.set(hosts as i64);

@@ -397,12 +397,7 @@ pub async fn serve_net<A: AuthFiles>(
             }
         }
         udp_flush(&udp, daemon, log).await;
-        crate::metrics::sync(|| {
-            (
-                daemon.task_pids().len(),
-                daemon.host_table().map_or(1, |t| t.hosts.len()),
-            )
-        }); // metrics.rs
+        crate::metrics::sync(|| (daemon.task_count(), daemon.host_table().map_or(1, |t| t.hosts.len()))); // metrics.rs
         let net_wait = daemon.net_deadline().unwrap_or(std::time::Duration::from_secs(3600));
         let rm_wait = daemon.rm_deadline(); // resource-manager waits (daemon/rm.rs)
         let net_wait = rm_wait.map_or(net_wait, |r| r.min(net_wait));
