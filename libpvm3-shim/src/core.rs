@@ -1117,19 +1117,23 @@ impl Lib {
         for (_, s) in self.route_readers.iter_mut() {
             s.feed(None, &mut msgs);
         }
-        // Closed routes fall back to the pvmd.
+        // Closed routes fall back to the pvmd. Once a stream has ended, the feed above has
+        // delivered every whole fragment it held: what is left is the start of a fragment its
+        // dead peer never finished, which no read can complete. Such a route must go too: its
+        // socket stays readable (EOF) for ever, and kept in the poll set it turns every
+        // blocking receive into a busy loop.
         let dead: Vec<i32> = self
             .routes
             .iter()
             .filter_map(|(t, r)| match r {
-                RouteState::Open(s) if s.eof && s.pending() == 0 => Some(*t),
+                RouteState::Open(s) if s.eof => Some(*t),
                 _ => None,
             })
             .collect();
         for t in dead {
             self.routes.remove(&t);
         }
-        self.route_readers.retain(|(_, s)| !(s.eof && s.pending() == 0));
+        self.route_readers.retain(|(_, s)| !s.eof);
         for m in msgs {
             any = true;
             self.deliver(m);
