@@ -59,6 +59,9 @@ static int rx(int timeout)
 			if (!sender) {
 				sender = src;
 				pvm_notify(PvmTaskExit, TAG_EXIT, 1, &sender);
+				/* Tells the harness whom this receiver watches from now on. */
+				printf("from %x\n", src);
+				fflush(stdout);
 			}
 			if (src != sender) {
 				printf("rx BAD source %x (sender %x)\n", src, sender);

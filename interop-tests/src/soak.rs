@@ -126,6 +126,9 @@ pub struct SoakReport {
     pub task_kills: usize,
     pub daemon_kills: usize,
     pub readds: usize,
+    /// Pairs whose sender was lost before any of its messages reached the receiver (which
+    /// therefore had nobody to watch); counted in `pairs_hit`, not checked.
+    pub lost_before_first: usize,
     /// Datagrams the switch dropped / duplicated (tc action counters).
     pub dropped: u64,
     pub duplicated: u64,
@@ -643,12 +646,34 @@ pub fn run(cfg: &SoakConfig) -> SoakReport {
             }
             None => (None, String::new()),
         };
+        // A receiver learns whom to watch from its sender's first message ("from" line). A
+        // sender lost before any of its messages arrived (killed early, or its host killed while
+        // the machine is loaded) leaves the receiver with nobody to be notified about: that pair
+        // is hit, not failed, and its receiver is stopped instead of waiting for the deadline.
+        let tx_lost_early = p.tx_killed || killed_hosts.contains(&p.tx_host);
+        let mut rx_seen: Vec<String> = Vec::new();
+        if tx_lost_early && !p.rx_killed && !killed_hosts.contains(&p.rx_host) {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(5) && !rx_seen.iter().any(|l| l.starts_with("from ")) {
+                if let Ok(l) = p.rx_lines.recv_timeout(Duration::from_millis(100)) {
+                    rx_seen.push(l);
+                }
+            }
+            if !rx_seen.iter().any(|l| l.starts_with("from ")) {
+                crate::stop_pid(p.rx.pid());
+                let _ = p.rx.wait(Duration::from_secs(5));
+                rep.pairs_hit += 1;
+                rep.lost_before_first += 1;
+                continue;
+            }
+        }
         let (rx_code, _, _) = wait_quiet(
             p.rx,
             cfg.deadline.saturating_sub(start.elapsed()).max(Duration::from_secs(5)),
         );
         std::thread::sleep(Duration::from_millis(20));
-        let rx_out: String = p.rx_lines.try_iter().collect::<Vec<_>>().join("\n");
+        rx_seen.extend(p.rx_lines.try_iter());
+        let rx_out: String = rx_seen.join("\n");
         let txv = tx_out.lines().last().unwrap_or("").to_string();
         let rxv = rx_out.lines().last().unwrap_or("").to_string();
         let host_hit = killed_hosts.contains(&p.rx_host) || killed_hosts.contains(&p.tx_host);
