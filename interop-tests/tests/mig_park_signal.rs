@@ -11,7 +11,7 @@
 //! refused at once and never sent the signal.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
@@ -197,135 +197,11 @@ int main(void) {
 }
 "#;
 
+mod mig_common;
+use mig_common::{build_helper, mig_lines, nsenter_command, wait_or_kill, write_nsenter_rsh};
+
 fn gcc(name: &str, src: &str, ours: bool) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mig-ps-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, src).unwrap();
-    let exe = dir.join(name);
-    let mut cmd = Command::new("gcc");
-    cmd.arg("-o").arg(&exe).arg(&c);
-    if ours {
-        let inc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include");
-        cmd.arg("-I").arg(inc).arg("-L").arg(shim_dir()).arg("-l:libpvm3.so.3");
-    } else {
-        cmd.arg("-lpvm3");
-    }
-    let out = cmd.output().expect("gcc is required");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
-}
-
-/// `pvm-migrate` (the restore helper) next to our pvmd.
-fn build_helper() {
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let ok = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "pvm-migration", "--bin", "pvm-migrate"])
-        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .status()
-        .expect("run cargo build for pvm-migrate")
-        .success();
-    assert!(
-        ok && our_pvmd().with_file_name("pvm-migrate").exists(),
-        "pvm-migrate not built"
-    );
-}
-
-/// CRIU cannot dump a task living in the mount namespace `ip netns exec` makes (it fails on
-/// the remounted /sys and the files of that namespace), so the daemons of this test enter
-/// their hosts' network namespaces with `nsenter --net` only (docs/migration.md §1): the
-/// master directly, the slaves through an rsh stand-in that does the same.
-fn nsenter_command(c: &Cluster, k: usize, program: &std::path::Path) -> Command {
-    let h = c.host(k);
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/var/run/netns/{}", h.ns))
-        .arg("--")
-        .arg(program)
-        .env("PVM_TMP", h.tmp.path())
-        .env("PVM_ALLOW_ROOT", "1")
-        .env("PVM_ROOT", interop_tests::LEGACY_ROOT)
-        .env("PVM_RSH", c.rsh())
-        .env("HOME", &c.home)
-        .current_dir(&c.home)
-        .env_remove("PVMSOCK")
-        .env_remove("PVMEPID")
-        .env_remove("PVMDDEBUG")
-        .env_remove("PVMHOSTFILE")
-        .env_remove("PVM_DPATH")
-        .env_remove("LD_LIBRARY_PATH")
-        .env_remove("PVM_EXPORT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    cmd
-}
-
-fn write_nsenter_rsh(c: &Cluster) {
-    let mut cases = String::new();
-    for h in &c.hosts {
-        cases.push_str(&format!(
-            "  {ip}) ns={ns}; tmp={tmp};;\n",
-            ip = h.ip,
-            ns = h.ns,
-            tmp = h.tmp.path().display()
-        ));
-    }
-    let script = format!(
-        "#!/bin/sh\nhost=$1; shift\nwhile [ $# -gt 1 ]; do case $1 in -l) shift 2;; -n) shift;; *) break;; esac; done\n\
-         case $host in\n{cases}  *) echo \"rsh: unknown host $host\" >&2; exit 1;;\nesac\n\
-         exec nsenter --net=/var/run/netns/$ns -- env PVM_TMP=$tmp PVM_ALLOW_ROOT=1 PVM_ROOT={root} HOME={home} PVM_RSH=$0 /bin/sh -c \"$1\"\n",
-        root = interop_tests::LEGACY_ROOT,
-        home = c.home.display()
-    );
-    let p = c.rsh();
-    let tmp = p.with_extension("new");
-    std::fs::write(&tmp, script).expect("write rsh");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod rsh");
-    std::fs::rename(&tmp, &p).expect("install rsh");
-}
-
-/// Waits for `child` at most `limit` (then kills it, by its pid); its exit code (None when
-/// killed) and what it printed, so that a hang still shows the logs.
-fn wait_or_kill(mut child: std::process::Child, limit: Duration) -> (Option<i32>, String, String) {
-    use std::io::Read;
-    let mut so = child.stdout.take().expect("piped stdout");
-    let mut se = child.stderr.take().expect("piped stderr");
-    let ro = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let re = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let t0 = Instant::now();
-    let code = loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            break st.code();
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = ro.join().unwrap_or_default();
-    let err = re.join().unwrap_or_default();
-    (code, out, err)
-}
-
-fn mig_lines(c: &Cluster) -> String {
-    let mut s = String::new();
-    for k in 1..=c.hosts.len() {
-        for l in c.log(k).lines().filter(|l| l.contains("mig: ")) {
-            s.push_str(&format!("h{k} {l}\n"));
-        }
-    }
-    s
+    mig_common::gcc("mig-ps", name, src, ours)
 }
 
 /// The seconds at the end of the first output line starting with `prefix`.
