@@ -191,11 +191,19 @@ impl Vm {
             use std::io::Write;
             child.stdin.take().unwrap().write_all(i.as_bytes()).unwrap();
         }
-        Proc {
+        let p = Proc {
             child,
             name: program.to_string(),
+        };
+        // A program that hangs panics in `wait` with its own output only: print the pvmd's log
+        // too, since that is where a hang usually shows its cause.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.wait(TIMEOUT))) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("pvmd log of the hung run:\n{}", self.tmp.log());
+                std::panic::resume_unwind(e)
+            }
         }
-        .wait(TIMEOUT)
     }
 
     /// Programs that enrolled on our library (from PVM_SHIM_TRACE), sorted.
