@@ -195,7 +195,7 @@ int main(void) {
 "#;
 
 mod mig_common;
-use mig_common::{build_helper, mig_lines, nsenter_command, wait_or_kill, write_nsenter_rsh};
+use mig_common::{build_helper, mig_lines, pvmd_command, wait_or_kill};
 
 fn gcc(name: &str, src: &str, ours: bool) -> PathBuf {
     mig_common::gcc("mig-move", name, src, ours)
@@ -263,7 +263,8 @@ fn move_job(direct: bool, broken: bool) {
         .get_or_init(|| (gcc("job", JOB, true), gcc("peer", LEGACY_PEER, false)))
         .clone();
     let t_all = Instant::now();
-    let c = Cluster::named("mm", "mig-move", 4);
+    let mut c = Cluster::named("mm", "mig-move", 4);
+    c.use_nsenter();
     let ips: Vec<String> = (1..=4).map(|k| c.host(k).ip.clone()).collect();
     let hf = c.dir.path().join("hostfile");
     let pvmd = our_pvmd();
@@ -280,8 +281,7 @@ fn move_job(direct: bool, broken: bool) {
         ),
     )
     .unwrap();
-    write_nsenter_rsh(&c);
-    let mut cmd = nsenter_command(&c, 1, &pvmd);
+    let mut cmd = pvmd_command(&c, 1);
     cmd.arg(format!("-n{}", ips[0]));
     if direct {
         // Packet log (the master's pvmd logs each fragment it routes), uncapped; and

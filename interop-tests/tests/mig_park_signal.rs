@@ -198,7 +198,7 @@ int main(void) {
 "#;
 
 mod mig_common;
-use mig_common::{build_helper, mig_lines, nsenter_command, wait_or_kill, write_nsenter_rsh};
+use mig_common::{build_helper, mig_lines, pvmd_command, wait_or_kill};
 
 fn gcc(name: &str, src: &str, ours: bool) -> PathBuf {
     mig_common::gcc("mig-ps", name, src, ours)
@@ -224,13 +224,13 @@ fn computing_worker_parks_on_the_signal() {
     build_helper();
     let job = gcc("job", JOB, true);
     let legacy = gcc("legacy", LEGACY, false);
-    let c = Cluster::named("ps", "mig-ps", 2);
+    let mut c = Cluster::named("ps", "mig-ps", 2);
+    c.use_nsenter();
     let ips: Vec<String> = (1..=2).map(|k| c.host(k).ip.clone()).collect();
     let hf = c.dir.path().join("hostfile");
     let pvmd = our_pvmd();
     std::fs::write(&hf, format!("{}\n{} dx={}\n", ips[0], ips[1], pvmd.display())).unwrap();
-    write_nsenter_rsh(&c);
-    let mut cmd = nsenter_command(&c, 1, &pvmd);
+    let mut cmd = pvmd_command(&c, 1);
     // -d0x2: the library features of each task are logged (mig: ... library features).
     cmd.arg(format!("-n{}", ips[0]))
         .arg("-d0x2")

@@ -13,8 +13,8 @@ use sched_common::{our_machine, procs_named, sched_bin, Lines};
 
 #[test]
 fn every_host_gets_an_agent_that_reports_for_it() {
-    let c = Cluster::named("sc", "agent", 3);
-    let mut m = our_machine(&c, &[]);
+    let mut c = Cluster::named("sc", "agent", 3);
+    let mut m = our_machine(&mut c, &[]);
     let policy = c.dir.path().join("policy");
     std::fs::write(&policy, "signals off\nagents on\ninterval_ms 200\nckpt_interval 0\n").unwrap();
     let mut s = c.command(1, &sched_bin());

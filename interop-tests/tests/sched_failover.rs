@@ -147,8 +147,8 @@ fn run(tag: &str, busy_copy_host: bool) {
         "CRIU 4.1 is missing: run ci/criu-setup"
     );
     let job = shim_program("sched_failover_job", JOB);
-    let c = Cluster::named("sf", tag, 4);
-    let mut m = our_machine(&c, &[]);
+    let mut c = Cluster::named("sf", tag, 4);
+    let mut m = our_machine(&mut c, &[]);
     let state = c.dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     for h in &c.hosts {

@@ -139,8 +139,8 @@ fn owner_busy_clears_the_host_and_idle_brings_work_back() {
         "CRIU 4.1 is missing: run ci/criu-setup"
     );
     let job = shim_program("sched_job", JOB);
-    let c = Cluster::named("sc", "owner", 4);
-    let mut m = our_machine(&c, &[]);
+    let mut c = Cluster::named("sc", "owner", 4);
+    let mut m = our_machine(&mut c, &[]);
     // Measured load is the same for every namespace host (one machine): the tests inject a
     // quiet state per host and turn the automatic owner signals off; the switch decides.
     let state = c.dir.path().join("state");
@@ -282,8 +282,8 @@ fn nowhere_to_go_checkpoints_and_holds_then_resumes() {
         "CRIU 4.1 is missing: run ci/criu-setup"
     );
     let job = shim_program("sched_job_hold", JOB);
-    let c = Cluster::named("sc", "hold", 2);
-    let mut m = our_machine(&c, &[]);
+    let mut c = Cluster::named("sc", "hold", 2);
+    let mut m = our_machine(&mut c, &[]);
     let state = c.dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     let policy = c.dir.path().join("policy");
@@ -377,8 +377,8 @@ fn bench_owner_returns_to_host_free() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
     let job = shim_program("sched_job_bench", JOB);
-    let c = Cluster::named("sc", "bench", 3);
-    let mut m = our_machine(&c, &[]);
+    let mut c = Cluster::named("sc", "bench", 3);
+    let mut m = our_machine(&mut c, &[]);
     let state = c.dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     for h in &c.hosts {

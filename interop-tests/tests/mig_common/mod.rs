@@ -46,58 +46,15 @@ pub fn build_helper() {
     );
 }
 
-/// CRIU cannot dump a task living in the mount namespace `ip netns exec` makes (it fails on
-/// the remounted /sys and the files of that namespace), so the daemons of this test enter
-/// their hosts' network namespaces with `nsenter --net` only (docs/migration.md §1): the
-/// master directly, the slaves through an rsh stand-in that does the same.
-pub fn nsenter_command(c: &Cluster, k: usize, program: &std::path::Path) -> Command {
-    let h = c.host(k);
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/var/run/netns/{}", h.ns))
-        .arg("--")
-        .arg(program)
-        .env("PVM_TMP", h.tmp.path())
-        .env("PVM_ALLOW_ROOT", "1")
-        .env("PVM_ROOT", interop_tests::LEGACY_ROOT)
-        .env("PVM_RSH", c.rsh())
-        .env("HOME", &c.home)
-        .current_dir(&c.home)
-        .env_remove("PVMSOCK")
-        .env_remove("PVMEPID")
-        .env_remove("PVMDDEBUG")
-        .env_remove("PVMHOSTFILE")
-        .env_remove("PVM_DPATH")
-        .env_remove("LD_LIBRARY_PATH")
+/// Our pvmd in host `k`, for a cluster switched to `nsenter --net` ([`Cluster::use_nsenter`]:
+/// CRIU cannot dump a task living in the mount namespace `ip netns exec` makes). The test's own
+/// LD_LIBRARY_PATH/PVM_EXPORT stay out of the daemon and its tasks; its stderr is not read.
+pub fn pvmd_command(c: &Cluster, k: usize) -> Command {
+    let mut cmd = c.command(k, &our_pvmd());
+    cmd.env_remove("LD_LIBRARY_PATH")
         .env_remove("PVM_EXPORT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
         .stderr(Stdio::null());
     cmd
-}
-
-pub fn write_nsenter_rsh(c: &Cluster) {
-    let mut cases = String::new();
-    for h in &c.hosts {
-        cases.push_str(&format!(
-            "  {ip}) ns={ns}; tmp={tmp};;\n",
-            ip = h.ip,
-            ns = h.ns,
-            tmp = h.tmp.path().display()
-        ));
-    }
-    let script = format!(
-        "#!/bin/sh\nhost=$1; shift\nwhile [ $# -gt 1 ]; do case $1 in -l) shift 2;; -n) shift;; *) break;; esac; done\n\
-         case $host in\n{cases}  *) echo \"rsh: unknown host $host\" >&2; exit 1;;\nesac\n\
-         exec nsenter --net=/var/run/netns/$ns -- env PVM_TMP=$tmp PVM_ALLOW_ROOT=1 PVM_ROOT={root} HOME={home} PVM_RSH=$0 /bin/sh -c \"$1\"\n",
-        root = interop_tests::LEGACY_ROOT,
-        home = c.home.display()
-    );
-    let p = c.rsh();
-    let tmp = p.with_extension("new");
-    std::fs::write(&tmp, script).expect("write rsh");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod rsh");
-    std::fs::rename(&tmp, &p).expect("install rsh");
 }
 
 /// Waits for `child` at most `limit` (then kills it, by its pid); its exit code (None when

@@ -148,62 +148,9 @@ impl Lines {
     }
 }
 
-/// A command in host `k`'s network namespace only (nsenter --net): CRIU cannot dump a task in
-/// the private mount namespace `ip netns exec` makes, so daemons that must migrate start so.
-pub fn nsenter_command(c: &Cluster, k: usize, program: &Path) -> Command {
-    let h = c.host(k);
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/var/run/netns/{}", h.ns))
-        .arg("--")
-        .arg(program)
-        .env("PVM_TMP", h.tmp.path())
-        .env("PVM_ALLOW_ROOT", "1")
-        .env("PVM_ROOT", interop_tests::LEGACY_ROOT)
-        .env("PVM_RSH", c.rsh())
-        .env("HOME", &c.home)
-        .current_dir(&c.home)
-        .env_remove("PVMSOCK")
-        .env_remove("PVMEPID")
-        .env_remove("PVMDDEBUG")
-        .env_remove("PVMHOSTFILE")
-        .env_remove("PVM_DPATH")
-        .env_remove("LD_LIBRARY_PATH")
-        .env_remove("PVM_EXPORT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Replaces the cluster's rsh stand-in by one that enters only the network namespace.
-pub fn write_nsenter_rsh(c: &Cluster) {
-    let mut cases = String::new();
-    for h in &c.hosts {
-        cases.push_str(&format!(
-            "  {ip}) ns={ns}; tmp={tmp};;\n",
-            ip = h.ip,
-            ns = h.ns,
-            tmp = h.tmp.path().display()
-        ));
-    }
-    let script = format!(
-        "#!/bin/sh\nhost=$1; shift\nwhile [ $# -gt 1 ]; do case $1 in -l) shift 2;; -n) shift;; *) break;; esac; done\n\
-         case $host in\n{cases}  *) echo \"rsh: unknown host $host\" >&2; exit 1;;\nesac\n\
-         exec nsenter --net=/var/run/netns/$ns -- env PVM_TMP=$tmp PVM_ALLOW_ROOT=1 PVM_ROOT={root} HOME={home} PVM_RSH=$0 /bin/sh -c \"$1\"\n",
-        root = interop_tests::LEGACY_ROOT,
-        home = c.home.display()
-    );
-    let p = c.rsh();
-    let tmp = p.with_extension("new");
-    std::fs::write(&tmp, script).expect("write rsh");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod rsh");
-    std::fs::rename(&tmp, &p).expect("install rsh");
-}
-
 /// Our master on h1 and our slaves on h2..hn, started with nsenter (migration-capable), all
 /// hosts in the hostfile; waits until every pair of daemons exchanged DM_XCAPS.
-pub fn our_machine(c: &Cluster, extra_env: &[(&str, &str)]) -> Proc {
+pub fn our_machine(c: &mut Cluster, extra_env: &[(&str, &str)]) -> Proc {
     let pvmd = our_pvmd();
     let mut text = format!("{}\n", c.host(1).ip);
     for h in &c.hosts[1..] {
@@ -211,9 +158,13 @@ pub fn our_machine(c: &Cluster, extra_env: &[(&str, &str)]) -> Proc {
     }
     let hf = c.dir.path().join("hostfile");
     std::fs::write(&hf, text).unwrap();
-    write_nsenter_rsh(c);
-    let mut cmd = nsenter_command(c, 1, &pvmd);
-    cmd.arg(format!("-n{}", c.host(1).ip)).arg(&hf).stderr(Stdio::null());
+    c.use_nsenter();
+    let mut cmd = c.command(1, &pvmd);
+    cmd.env_remove("LD_LIBRARY_PATH")
+        .env_remove("PVM_EXPORT")
+        .arg(format!("-n{}", c.host(1).ip))
+        .arg(&hf)
+        .stderr(Stdio::null());
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
