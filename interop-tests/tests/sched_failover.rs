@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
 use interop_tests::{send_signal, stop_pid, Proc, TIMEOUT};
-use sched_common::{our_machine, sched_bin, shim_command, shim_program, Lines};
+use sched_common::{our_machine, sched_bin, shim_command, shim_program, start_sched, Lines};
 
 /// `start` (the front end, outside the application): spawns the master through the
 /// scheduler (default placement), prints the master's result. `master`: spawns three workers
@@ -149,25 +149,7 @@ fn run(tag: &str, busy_copy_host: bool) {
     let job = shim_program("sched_failover_job", JOB);
     let mut c = Cluster::named("sf", tag, 4);
     let mut m = our_machine(&mut c, &[]);
-    let state = c.dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    for h in &c.hosts {
-        std::fs::write(state.join(&h.ip), "load 0\nfree_mb 4000\n").unwrap();
-    }
-    let policy = c.dir.path().join("policy");
-    std::fs::write(&policy, "signals off\nckpt_interval 1\n").unwrap();
-    let mut s = c.command(1, &sched_bin());
-    s.arg("--policy").arg(&policy).arg("--state").arg(&state);
-    let mut sched = Proc {
-        child: s.spawn().unwrap(),
-        name: "pvm-sched".into(),
-    };
-    let sl = Lines::of(&mut sched);
-    assert!(
-        sl.wait("registered as resource manager", TIMEOUT).is_some(),
-        "{}",
-        sl.text()
-    );
+    let (mut sched, sl, _) = start_sched(&c, Some("load 0\nfree_mb 4000\n"), "signals off\nckpt_interval 1\n");
 
     let t0 = Instant::now();
     let mut run = shim_command(&c, 1, &job);

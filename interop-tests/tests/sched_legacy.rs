@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use interop_tests::netns::Cluster;
 use interop_tests::{stop_pid, Proc, LEGACY_CONSOLE, TIMEOUT};
-use sched_common::{legacy_program, master, require_legacy, sched_bin, Lines};
+use sched_common::{legacy_program, master, require_legacy, sched_bin, start_sched};
 
 /// Spawns `argv[1]` children (default placement) and prints their hosts; children wait for
 /// a message, so that they count as load while the next spawns are placed.
@@ -67,25 +67,7 @@ fn pvm_sched_on_the_legacy_daemon_places_but_does_not_migrate() {
     let prog = legacy_program("sched_legacy_spawner", SPAWNER);
     let c = Cluster::named("sc", "leg", 3);
     let mut m = master(&c, true, &[2, 3]);
-    let state = c.dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    for h in &c.hosts {
-        std::fs::write(state.join(&h.ip), "load 0\nfree_mb 4000\n").unwrap();
-    }
-    let policy = c.dir.path().join("policy");
-    std::fs::write(&policy, "signals off\nidle_after 0\n").unwrap();
-    let mut s = c.command(1, &sched_bin());
-    s.arg("--policy").arg(&policy).arg("--state").arg(&state);
-    let mut sched = Proc {
-        child: s.spawn().unwrap(),
-        name: "pvm-sched".into(),
-    };
-    let sl = Lines::of(&mut sched);
-    assert!(
-        sl.wait("registered as resource manager", TIMEOUT).is_some(),
-        "{}",
-        sl.text()
-    );
+    let (mut sched, sl, state) = start_sched(&c, Some("load 0\nfree_mb 4000\n"), "signals off\nidle_after 0\n");
     assert!(
         sl.text()
             .contains("legacy daemon: places and spawns, but cannot migrate"),

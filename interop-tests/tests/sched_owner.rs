@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
 use interop_tests::{stop_pid, Proc, TIMEOUT};
-use sched_common::{console, console_owner, our_machine, procs_named, sched_bin, shim_program, Lines};
+use sched_common::{console, console_owner, our_machine, procs_named, sched_bin, shim_program, start_sched, Lines};
 
 /// Master: spawns `argv[1]` workers (default placement, so the scheduler picks), then runs
 /// rounds: one item to every worker, checks every answer (a checksum of the item the worker
@@ -143,25 +143,7 @@ fn owner_busy_clears_the_host_and_idle_brings_work_back() {
     let mut m = our_machine(&mut c, &[]);
     // Measured load is the same for every namespace host (one machine): the tests inject a
     // quiet state per host and turn the automatic owner signals off; the switch decides.
-    let state = c.dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    for h in &c.hosts {
-        std::fs::write(state.join(&h.ip), "load 0\nfree_mb 4000\n").unwrap();
-    }
-    let policy = c.dir.path().join("policy");
-    std::fs::write(&policy, "signals off\nidle_after 0\n").unwrap();
-    let mut s = c.command(1, &sched_bin());
-    s.arg("--policy").arg(&policy).arg("--state").arg(&state);
-    let mut sched = Proc {
-        child: s.spawn().unwrap(),
-        name: "pvm-sched".into(),
-    };
-    let sl = Lines::of(&mut sched);
-    assert!(
-        sl.wait("registered as resource manager", TIMEOUT).is_some(),
-        "{}",
-        sl.text()
-    );
+    let (mut sched, sl, _) = start_sched(&c, Some("load 0\nfree_mb 4000\n"), "signals off\nidle_after 0\n");
     assert!(sl.text().contains("pvm-rs daemon"), "{}", sl.text());
 
     let mut run = c.command(1, &job);
@@ -284,22 +266,7 @@ fn nowhere_to_go_checkpoints_and_holds_then_resumes() {
     let job = shim_program("sched_job_hold", JOB);
     let mut c = Cluster::named("sc", "hold", 2);
     let mut m = our_machine(&mut c, &[]);
-    let state = c.dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let policy = c.dir.path().join("policy");
-    std::fs::write(&policy, "signals off\nidle_after 0\n").unwrap();
-    let mut s = c.command(1, &sched_bin());
-    s.arg("--policy").arg(&policy).arg("--state").arg(&state);
-    let mut sched = Proc {
-        child: s.spawn().unwrap(),
-        name: "pvm-sched".into(),
-    };
-    let sl = Lines::of(&mut sched);
-    assert!(
-        sl.wait("registered as resource manager", TIMEOUT).is_some(),
-        "{}",
-        sl.text()
-    );
+    let (mut sched, sl, _) = start_sched(&c, None, "signals off\nidle_after 0\n");
     let (h1, h2) = (c.host(1).ip.clone(), c.host(2).ip.clone());
     // h1's owner is at work from the start: the one worker goes to h2.
     assert!(ask(&c, &["owner", &h1, "busy"]).contains("owner busy"));
@@ -379,24 +346,10 @@ fn bench_owner_returns_to_host_free() {
     let job = shim_program("sched_job_bench", JOB);
     let mut c = Cluster::named("sc", "bench", 3);
     let mut m = our_machine(&mut c, &[]);
-    let state = c.dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    for h in &c.hosts {
-        std::fs::write(state.join(&h.ip), "load 0\nfree_mb 100000\n").unwrap();
-    }
-    let policy = c.dir.path().join("policy");
-    std::fs::write(&policy, "signals off\nidle_after 0\nmin_free_mb 0\n").unwrap();
-    let mut s = c.command(1, &sched_bin());
-    s.arg("--policy").arg(&policy).arg("--state").arg(&state);
-    let mut sched = Proc {
-        child: s.spawn().unwrap(),
-        name: "pvm-sched".into(),
-    };
-    let sl = Lines::of(&mut sched);
-    assert!(
-        sl.wait("registered as resource manager", TIMEOUT).is_some(),
-        "{}",
-        sl.text()
+    let (mut sched, sl, _) = start_sched(
+        &c,
+        Some("load 0\nfree_mb 100000\n"),
+        "signals off\nidle_after 0\nmin_free_mb 0\n",
     );
     let ip = |k: usize| c.host(k).ip.clone();
     // Only h2 takes guests at first: the 4 workers all land there.

@@ -183,6 +183,35 @@ pub fn our_machine(c: &mut Cluster, extra_env: &[(&str, &str)]) -> Proc {
     m
 }
 
+/// `pvm-sched` started on h1 with the policy text `policy` and a per-host state directory
+/// (each host's file holds `host_state`, when given: measured load is the same for every
+/// namespace host of one machine, so tests inject it); returns once it registered as the
+/// resource manager, with its output lines and the state directory.
+pub fn start_sched(c: &Cluster, host_state: Option<&str>, policy: &str) -> (Proc, Lines, PathBuf) {
+    let state = c.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    if let Some(text) = host_state {
+        for h in &c.hosts {
+            std::fs::write(state.join(&h.ip), text).unwrap();
+        }
+    }
+    let policy_file = c.dir.path().join("policy");
+    std::fs::write(&policy_file, policy).unwrap();
+    let mut s = c.command(1, &sched_bin());
+    s.arg("--policy").arg(&policy_file).arg("--state").arg(&state);
+    let mut sched = Proc {
+        child: s.spawn().unwrap(),
+        name: "pvm-sched".into(),
+    };
+    let sl = Lines::of(&mut sched);
+    assert!(
+        sl.wait("registered as resource manager", TIMEOUT).is_some(),
+        "{}",
+        sl.text()
+    );
+    (sched, sl, state)
+}
+
 /// Processes in host `k`'s namespace whose command line contains `name`.
 pub fn procs_named(c: &Cluster, k: usize, name: &str) -> Vec<u32> {
     c.pids(k)
