@@ -11,6 +11,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 pub mod api;
+pub mod client;
 pub mod core;
 #[doc(hidden)]
 pub mod fuzz_hooks;

@@ -709,7 +709,7 @@ impl Console {
                     self.wrong(cmd);
                     return true;
                 }
-                let cc = ffi::putinfo(av[1], parse_int(av[2]).unwrap_or(0));
+                let cc = ffi::put_zero(av[1], parse_int(av[2]).unwrap_or(0));
                 if cc < 0 {
                     out(ffi::errtext(cc));
                 }
@@ -928,7 +928,7 @@ impl Console {
         let mut ok = 0;
         for &tid in &tids {
             let p = Progress::start(format!("checkpoint t{tid:x}"));
-            let r = self.ext_call(|| ffi::checkpoint(tid));
+            let r = self.ext_call(|| ffi::checkpoint(tid, 0));
             let cc = r.0;
             if cc < 0 {
                 p.finish(&self.refusal(r, tid));
@@ -952,7 +952,7 @@ impl Console {
             p.finish("refused: only the last checkpoint can be restarted for now (omit the epoch)");
             return;
         }
-        let r = self.ext_call(|| ffi::restart(tid));
+        let r = self.ext_call(|| ffi::restart(tid, -1));
         let cc = r.0;
         if cc < 0 {
             p.finish(&self.refusal(r, tid));

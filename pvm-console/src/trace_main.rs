@@ -187,7 +187,7 @@ fn collect(args: &[String]) {
     let mut n = 0usize;
     let mut seen_end = false;
     while Instant::now() < deadline {
-        let Some((src, _, _)) = ffi::trecv(-1, TRC_TAG, 200_000) else {
+        let Some(ffi::Msg { src, .. }) = ffi::trecv(-1, TRC_TAG, 200_000) else {
             // Idle: once every task we know of has ended, we are done.
             if !tracer && seen_end && live.is_empty() {
                 break;

@@ -67,7 +67,7 @@ pub fn run(every: Duration) -> Result<(), SchedError> {
         if ffi::send(parent, TAG_AGENT) < 0 || ffi::pstat(parent) < 0 {
             break;
         }
-        if let Some((b, _, _, _)) = ffi::trecv(-1, -1, usec) {
+        if let Some(ffi::Msg { buf: b, .. }) = ffi::trecv(-1, -1, usec) {
             ffi::freebuf(b);
         }
     }

@@ -279,7 +279,7 @@ impl Rm {
         }
         let end = Instant::now() + limit;
         while Instant::now() < end {
-            let Some((b, _src, _t, _)) = ffi::trecv(-1, ack, 200_000) else {
+            let Some(ffi::Msg { buf: b, .. }) = ffi::trecv(-1, ack, 200_000) else {
                 continue;
             };
             if ffi::getminfo(b).wid == wid {
@@ -414,7 +414,9 @@ impl Rm {
                     ffi::pkint(t.pid);
                 }
             }
-            Err(cc) => ffi::pkint(cc),
+            Err(cc) => {
+                ffi::pkint(cc);
+            }
         }
         ffi::reply_info(info);
         ffi::send(who, SM_TASK);
@@ -435,7 +437,9 @@ impl Rm {
                     ffi::pkint(h.dsig);
                 }
             }
-            Err(cc) => ffi::pkint(cc),
+            Err(cc) => {
+                ffi::pkint(cc);
+            }
         }
         ffi::reply_info(info);
         ffi::send(who, SM_CONFIG);
@@ -1008,7 +1012,7 @@ impl Rm {
         }
         ffi::initsend();
         ffi::pkstr(&text);
-        let cc = ffi::putinfo_flags(MBOX_HOSTS, ffi::PVM_MBOX_OVERWRITABLE);
+        let cc = ffi::putinfo(MBOX_HOSTS, ffi::PVM_MBOX_OVERWRITABLE);
         if cc < 0 && self.published.is_none() {
             self.log(&format!(
                 "cannot publish {MBOX_HOSTS} in the mailbox: {}",
@@ -1273,7 +1277,7 @@ fn upklist() -> Result<Vec<String>, i32> {
 /// parallel. The helper reports with TAG_HELPER; its tid.
 fn helper(args: &[String], host: &str) -> Result<i32, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let (cc, tid) = ffi::spawn(&exe.to_string_lossy(), args, 1, host);
+    let (cc, tid) = ffi::spawn_one(&exe.to_string_lossy(), args, 1, host);
     if cc == 1 && tid > 0 {
         ffi::notify(1, TAG_N_TASKX, &[tid]);
         Ok(tid)
@@ -1303,7 +1307,7 @@ pub fn one_op(op: &str, tid: i32, host: Option<&str>) -> Result<String, SchedErr
             }
         }
         ("ckpt", None) => {
-            let r = ffi::checkpoint_app(tid, ffi::PVM_CKPT_APP | ffi::PVM_CKPT_AUTO_RESTART);
+            let r = ffi::checkpoint(tid, ffi::PVM_CKPT_APP | ffi::PVM_CKPT_AUTO_RESTART);
             if r < 0 {
                 Err(format!(
                     "pvm_checkpoint(t{tid:x}, PvmCkptApp|PvmCkptAutoRestart): {}",
@@ -1314,7 +1318,7 @@ pub fn one_op(op: &str, tid: i32, host: Option<&str>) -> Result<String, SchedErr
             }
         }
         ("hold", None) => {
-            let r = ffi::checkpoint(tid);
+            let r = ffi::checkpoint(tid, 0);
             if r < 0 {
                 Err(format!("pvm_checkpoint(t{tid:x}): {}", ffi::errtext(r)))
             } else {
@@ -1382,7 +1386,7 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
     rm.refresh_hosts();
     ffi::initsend();
     ffi::pkint(me);
-    ffi::putinfo(MBOX);
+    ffi::replace_info(MBOX);
     let hosts: Vec<String> = rm.s.hosts.iter().map(|h| h.name.clone()).collect();
     rm.log(&format!(
         "t{me:x} registered as resource manager; hosts {hosts:?}; {}",
@@ -1400,7 +1404,7 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
             .saturating_duration_since(Instant::now())
             .as_micros()
             .clamp(1000, 1_000_000) as i64;
-        if let Some((b, src, tag, _)) = ffi::trecv(-1, -1, wait) {
+        if let Some(ffi::Msg { buf: b, src, tag, .. }) = ffi::trecv(-1, -1, wait) {
             let info = ffi::getminfo(b);
             match tag {
                 SM_SPAWN => rm.sm_spawn(src, &info),
@@ -1488,8 +1492,8 @@ pub fn run(opts: Options) -> Result<(), SchedError> {
         }
     }
     let _ = rm.me;
-    ffi::delinfo(MBOX);
-    ffi::delinfo(MBOX_HOSTS);
+    ffi::delinfo(MBOX, 0, 0);
+    ffi::delinfo(MBOX_HOSTS, 0, 0);
     ffi::exit();
     Ok(())
 }
@@ -1502,7 +1506,7 @@ pub fn ask(cmd: &str) -> Result<String, SchedError> {
     }
     ffi::setopt(ffi::PVM_AUTO_ERR, 0);
     let r = (|| {
-        let b = ffi::recvinfo(MBOX);
+        let b = ffi::recvinfo(MBOX, 0, ffi::PVM_MBOX_DEFAULT);
         if b < 0 {
             return Err(SchedError::NotRunning);
         }
