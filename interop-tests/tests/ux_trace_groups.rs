@@ -184,7 +184,11 @@ fn collect(run: Run) -> (String, Vec<String>) {
         .lines()
         .map(String::from)
         .collect();
-    assert_eq!(loaded.len(), 3, "{run:?}: three tasks must report their libgpvm3: {loaded:?}\n{text}");
+    assert_eq!(
+        loaded.len(),
+        3,
+        "{run:?}: three tasks must report their libgpvm3: {loaded:?}\n{text}"
+    );
     let ours = gdir.to_str().unwrap().to_string();
     for l in &loaded {
         assert_eq!(l.starts_with(&ours), run != Run::Legacy, "{run:?}: task loaded {l}");
@@ -211,14 +215,21 @@ fn per_task(text: &str, only: Option<&[&str]>) -> BTreeMap<String, Vec<String>> 
         }
     }
     let role = |t: i64| -> Option<String> {
-        order.iter().position(|&x| x == t).map(|i| if i == 0 { "P".into() } else { format!("C{}", i - 1) })
+        order
+            .iter()
+            .position(|&x| x == t)
+            .map(|i| if i == 0 { "P".into() } else { format!("C{}", i - 1) })
     };
     let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for f in &lines {
         if only.is_some_and(|o| !o.contains(&f[2])) {
             continue;
         }
-        let Some(who) = f[1].strip_prefix('t').and_then(|h| i64::from_str_radix(h, 16).ok()).and_then(role) else {
+        let Some(who) = f[1]
+            .strip_prefix('t')
+            .and_then(|h| i64::from_str_radix(h, 16).ok())
+            .and_then(role)
+        else {
             continue;
         };
         let data: Vec<String> = f[4..]
@@ -232,7 +243,9 @@ fn per_task(text: &str, only: Option<&[&str]>) -> BTreeMap<String, Vec<String>> 
                 format!("{k}={}", v.join(","))
             })
             .collect();
-        m.entry(who).or_default().push(format!("{} {} {}", f[2], f[3], data.join(" ")));
+        m.entry(who)
+            .or_default()
+            .push(format!("{} {} {}", f[2], f[3], data.join(" ")));
     }
     m
 }
@@ -265,7 +278,11 @@ fn group_trace_events_of_our_libgpvm3_equal_legacy() {
         "getinst entry GN=nosuchgroup GT=P",
         "lvgroup exit CC=0",
     ] {
-        assert!(p.iter().any(|l| l == must), "legacy reference lacks {must:?}:\n{}", show(&reference));
+        assert!(
+            p.iter().any(|l| l == must),
+            "legacy reference lacks {must:?}:\n{}",
+            show(&reference)
+        );
     }
     assert!(
         p.iter().any(|l| l.starts_with("getinst exit GI=-")),
@@ -275,12 +292,25 @@ fn group_trace_events_of_our_libgpvm3_equal_legacy() {
 
     let (groups, _) = collect(Run::OurGroups);
     let got = per_task(&groups, Some(GROUP_EVENTS));
-    assert_eq!(got, reference, "our libgpvm3 on the legacy libpvm3:\n{}\nlegacy:\n{}", show(&got), show(&reference));
+    assert_eq!(
+        got,
+        reference,
+        "our libgpvm3 on the legacy libpvm3:\n{}\nlegacy:\n{}",
+        show(&got),
+        show(&reference)
+    );
     // The whole sequence of library calls (names and phases) per task: our group calls must
     // not leak the sends, receives and buffer calls they make.
     let names = |m: BTreeMap<String, Vec<String>>| -> BTreeMap<String, Vec<String>> {
         m.into_iter()
-            .map(|(k, v)| (k, v.into_iter().map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" ")).collect()))
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.into_iter()
+                        .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+                        .collect(),
+                )
+            })
             .collect()
     };
     let (a, b) = (names(per_task(&legacy, None)), names(per_task(&groups, None)));
@@ -288,5 +318,11 @@ fn group_trace_events_of_our_libgpvm3_equal_legacy() {
 
     let (ours, _) = collect(Run::Ours);
     let got = per_task(&ours, Some(GROUP_EVENTS));
-    assert_eq!(got, reference, "our libgpvm3 on our libpvm3:\n{}\nlegacy:\n{}", show(&got), show(&reference));
+    assert_eq!(
+        got,
+        reference,
+        "our libgpvm3 on our libpvm3:\n{}\nlegacy:\n{}",
+        show(&got),
+        show(&reference)
+    );
 }

@@ -1,0 +1,240 @@
+//! Trace events of pvm_checkpoint, pvm_migrate and pvm_restart (pvm-rs event ids 120..=122,
+//! docs/tracing.md): a job traced by `pvmtrace collect` on two pvmd-rs namespace hosts
+//! checkpoints its worker (CRIU), asks for a restart that is refused (the worker is alive),
+//! and moves the worker to the other host;
+//! the collector must receive each call's entry and exit records with the target task, the
+//! result, the epoch and the new host, and `pvmtrace html` must draw them as marks on the
+//! worker's line. The worker keeps answering after each operation, traced on its new host.
+
+mod mig_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use interop_tests::netns::Cluster;
+use interop_tests::shim::{shim_dir, LDSO, LEGACY_LIB_DIR};
+use interop_tests::{Proc, LEGACY_CONSOLE, TIMEOUT};
+use mig_common::{build_helper, mig_lines, pvmd_command, wait_or_kill};
+
+/// argv: host 1, host 2, result file. The worker answers each number with number + 1 until -1.
+const JOB: &str = r#"
+#include <stdio.h>
+#include "pvm3.h"
+static int ask(int w, int v) {
+    pvm_initsend(PvmDataDefault); pvm_pkint(&v, 1, 1); pvm_send(w, 1);
+    pvm_recv(w, 2); pvm_upkint(&v, 1, 1);
+    return v;
+}
+int main(int argc, char **argv) {
+    int w, v, e, h, r, bad = 0, home;
+    FILE *f;
+    char *here, *there;
+    /* The collector is the master's parent too: the worker is told by its argument. */
+    if (argc == 2) {
+        for (;;) {
+            pvm_recv(pvm_parent(), 1); pvm_upkint(&v, 1, 1);
+            if (v < 0) break;
+            v++;
+            pvm_initsend(PvmDataDefault); pvm_pkint(&v, 1, 1); pvm_send(pvm_parent(), 2);
+        }
+        pvm_exit();
+        return 0;
+    }
+    pvm_setopt(PvmAutoErr, 0);
+    /* The worker starts on the master's host (one-task checkpoints are asked of the pvmd that
+       spawned the task), then moves to the other one. Host 1's tids are 0x4xxxx. */
+    home = (pvm_mytid() & 0x3c0000) == 0x40000;
+    here = home ? argv[1] : argv[2];
+    there = home ? argv[2] : argv[1];
+    if (pvm_spawn(argv[0], (char *[]){"worker", 0}, PvmTaskHost, here, 1, &w) != 1) { printf("spawn failed %d\n", w); pvm_exit(); return 1; }
+    if (ask(w, 1) != 2) bad++;
+    e = pvm_checkpoint(w, 0);
+    if (ask(w, 10) != 11) bad++;
+    /* The worker is alive here: a restart is refused. */
+    r = pvm_restart(w, -1);
+    if (ask(w, 20) != 21) bad++;
+    h = pvm_migrate(w, there);
+    if (ask(w, 30) != 31) bad++;
+    f = fopen(argv[3], "w");
+    if (f) { fprintf(f, "worker %x epoch %d host %x restart %d bad %d\n", w, e, h, r, bad); fclose(f); }
+    v = -1;
+    pvm_initsend(PvmDataDefault); pvm_pkint(&v, 1, 1); pvm_send(w, 1);
+    pvm_exit();
+    return 0;
+}
+"#;
+
+fn pvmtrace() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let st = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "pvm-console"])
+        .current_dir(&root)
+        .status()
+        .expect("run cargo build -p pvm-console");
+    assert!(st.success(), "cargo build -p pvm-console failed");
+    interop_tests::target_dir().join("debug").join("pvmtrace")
+}
+
+#[test]
+fn migrate_checkpoint_restart_are_traced_and_drawn() {
+    assert!(
+        Path::new(LEGACY_CONSOLE).exists(),
+        "{LEGACY_CONSOLE} is missing: this test needs legacy PVM (Debian pvm)"
+    );
+    assert!(
+        Path::new("/usr/local/sbin/criu").exists(),
+        "CRIU 4.1 is missing: run ci/criu-setup"
+    );
+    build_helper();
+    let trace_bin = pvmtrace();
+    let job = mig_common::gcc("ux-trace-mig", "job", JOB, true);
+    let mut c = Cluster::named("hpeople", "ux-trace-mig", 2);
+    c.use_nsenter();
+    let ips: Vec<String> = (1..=2).map(|k| c.host(k).ip.clone()).collect();
+    let hf = c.dir.path().join("hostfile");
+    let pvmd = interop_tests::our_pvmd();
+    std::fs::write(&hf, format!("{}\n{} dx={}\n", ips[0], ips[1], pvmd.display())).unwrap();
+    let mut cmd = pvmd_command(&c, 1);
+    cmd.arg(format!("-n{}", ips[0])).arg(&hf);
+    let mut m = Proc {
+        child: cmd.spawn().expect("start our pvmd"),
+        name: "our master pvmd".into(),
+    };
+    assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
+    // Both daemons have exchanged their migration features once both logs show the window.
+    let conf = || {
+        let mut k = c.command(1, Path::new(LEGACY_CONSOLE));
+        k.stdin(Stdio::piped());
+        let mut ch = k.spawn().expect("start the console");
+        use std::io::Write;
+        let _ = ch.stdin.take().expect("piped stdin").write_all(b"conf\n");
+        wait_or_kill(ch, TIMEOUT).1.contains("2 hosts")
+    };
+    assert!(
+        c.wait_for(Duration::from_secs(20), || {
+            c.log(1).contains("window 32") && c.log(2).contains("window 32") && conf()
+        }),
+        "hosts or DM_XCAPS missing\n{}",
+        c.logs()
+    );
+
+    let trace = c.dir.path().join("mig.trace");
+    let result = c.dir.path().join("result.txt");
+    // The collector on the legacy library (ld.so --library-path), the job on ours.
+    let mut run = c.command(1, Path::new(LDSO));
+    run.args(["--library-path", LEGACY_LIB_DIR])
+        .arg(&trace_bin)
+        .args(["collect", "-o", trace.to_str().unwrap(), "-t", "60", "--"])
+        .arg(&job)
+        .args([&ips[0], &ips[1]])
+        .arg(&result)
+        .env("LD_LIBRARY_PATH", shim_dir())
+        .env("PVM_EXPORT", "LD_LIBRARY_PATH");
+    let (code, out, err) = wait_or_kill(run.spawn().expect("run pvmtrace"), Duration::from_secs(90));
+    let text = std::fs::read_to_string(&trace).unwrap_or_default();
+    let logs = || format!("{out}\n{err}\n{text}\n{}\n{}", mig_lines(&c), c.logs());
+    assert_eq!(code, Some(0), "pvmtrace collect: {}", logs());
+    // The job's own view: every answer right after each operation.
+    let res = std::fs::read_to_string(&result).unwrap_or_default();
+    assert!(
+        res.contains(" epoch 1 host ") && res.ends_with(" bad 0\n"),
+        "job: {res}\n{}",
+        logs()
+    );
+    let line = |name: &str, phase: &str| -> Vec<&str> {
+        text.lines()
+            .filter(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                f.len() > 3 && f[2] == name && f[3] == phase
+            })
+            .collect()
+    };
+    let field = |l: &str, k: &str| -> Option<i64> {
+        l.split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+    };
+    let ck_in = line("checkpoint", "entry");
+    let ck_out = line("checkpoint", "exit");
+    let mg_in = line("migrate", "entry");
+    let mg_out = line("migrate", "exit");
+    let rs_in = line("restart", "entry");
+    let rs_out = line("restart", "exit");
+    for (what, v) in [
+        ("checkpoint entry", &ck_in),
+        ("checkpoint exit", &ck_out),
+        ("migrate entry", &mg_in),
+        ("migrate exit", &mg_out),
+        ("restart entry", &rs_in),
+        ("restart exit", &rs_out),
+    ] {
+        assert_eq!(v.len(), 1, "one {what} record expected: {}", logs());
+    }
+    let worker = field(ck_in[0], "TT").expect("TT in the checkpoint entry");
+    // The master's host decides where the worker goes: the other host (hi_tid 0x40000 or
+    // 0x80000, as pvm_config gives it).
+    let master = ck_in[0]
+        .split(' ')
+        .nth(1)
+        .and_then(|t| i64::from_str_radix(&t[1..], 16).ok())
+        .unwrap_or(0);
+    let (there_ip, there_tid) = if master & 0x3c0000 == 0x40000 {
+        (ips[1].as_str(), 0x80000i64)
+    } else {
+        (ips[0].as_str(), 0x40000i64)
+    };
+    assert!(worker > 0, "{}", logs());
+    assert_eq!(field(ck_in[0], "TF"), Some(0), "{}", logs());
+    assert_eq!(field(ck_out[0], "TT"), Some(worker), "{}", logs());
+    assert_eq!(
+        field(ck_out[0], "CC"),
+        Some(1),
+        "the first checkpoint is epoch 1: {}",
+        logs()
+    );
+    assert_eq!(field(ck_out[0], "WID"), Some(1), "{}", logs());
+    assert_eq!(field(mg_in[0], "TT"), Some(worker), "{}", logs());
+    assert!(mg_in[0].ends_with(&format!(" HN={there_ip}")), "{}", logs());
+    assert_eq!(field(mg_out[0], "CC"), Some(there_tid), "{}", logs());
+    assert_eq!(field(mg_out[0], "HPT"), Some(there_tid), "{}", logs());
+    assert_eq!(field(rs_in[0], "WID"), Some(-1), "{}", logs());
+    let rc = field(rs_out[0], "CC").unwrap_or(0);
+    assert!((-100..0).contains(&rc), "restart of a live task must fail: {}", logs());
+    assert_eq!(field(rs_out[0], "WID"), Some(-1), "{}", logs());
+    // Entry before exit, and the worker's own records continue after its move (its recv of
+    // the number 20 and 30, traced on host 2).
+    let worker_tag = format!(" t{:x} ", worker);
+    let after_move: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.contains(" migrate exit "))
+        .filter(|l| l.contains(&worker_tag) && l.contains(" send "))
+        .collect();
+    assert!(after_move.len() >= 2, "the moved worker's sends are traced: {}", logs());
+
+    // The diagram.
+    let html = c.dir.path().join("mig.html");
+    let o = Command::new(&trace_bin)
+        .args(["html", trace.to_str().unwrap(), "-o", html.to_str().unwrap()])
+        .output()
+        .expect("pvmtrace html");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page = std::fs::read_to_string(&html).expect("html page");
+    let w = format!("t{worker:x}");
+    for must in [
+        format!("checkpoint {w} epoch 1"),
+        format!("migrate {w} to host t{there_tid:x}"),
+        format!("restart {w} failed ({rc})"),
+    ] {
+        assert!(page.contains(&must), "{must:?} not drawn:\n{page}");
+    }
+    assert_eq!(page.matches("class=\"mark op\"").count(), 3, "{page}");
+    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    for l in text
+        .lines()
+        .filter(|l| l.contains("checkpoint ") || l.contains("migrate ") || l.contains("restart "))
+    {
+        eprintln!("{l}");
+    }
+}
