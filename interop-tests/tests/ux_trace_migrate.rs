@@ -238,3 +238,141 @@ fn migrate_checkpoint_restart_are_traced_and_drawn() {
         eprintln!("{l}");
     }
 }
+
+/// Started from a shell under the legacy tracer: checkpoints its worker, asks for a move with
+/// no other host (refused), and a restart of the live worker (refused).
+const SHELL_JOB: &str = r#"
+#include <stdio.h>
+#include "pvm3.h"
+int main(int argc, char **argv) {
+    int w, v = 1, e, h, r;
+    if (argc == 2) {
+        /* Enrolled (and announced to the pvmd as parkable) before the checkpoint is asked. */
+        pvm_initsend(PvmDataDefault); pvm_pkint(&v, 1, 1); pvm_send(pvm_parent(), 2);
+        pvm_recv(pvm_parent(), 1);
+        pvm_exit();
+        return 0;
+    }
+    pvm_setopt(PvmAutoErr, 0);
+    if (pvm_spawn(argv[0], (char *[]){"worker", 0}, PvmTaskDefault, "", 1, &w) != 1) { printf("spawn failed\n"); pvm_exit(); return 1; }
+    pvm_recv(w, 2);
+    e = pvm_checkpoint(w, 0);
+    h = pvm_migrate(w, 0);
+    r = pvm_restart(w, -1);
+    pvm_initsend(PvmDataDefault); pvm_pkint(&v, 1, 1); pvm_send(w, 1);
+    printf("epoch %d migrate %d restart %d\n", e, h, r);
+    pvm_exit();
+    return 0;
+}
+"#;
+
+/// The legacy tracer (`/usr/bin/tracer`, built on the legacy tracer library libpvmtrc)
+/// registered with pvm_reg_tracer on pvmd-rs, and a job on our library started from a shell
+/// with `PVMTMASK` selecting the pvm-rs events: the tracer must take the records of event ids
+/// 120..=122 (their descriptors name them, their data ids are legacy ones) without an error,
+/// and write them to its SDDF trace file.
+#[test]
+fn the_legacy_tracer_accepts_the_extension_events() {
+    use interop_tests::shim::{Lib, Vm};
+    let tracer = Path::new("/usr/bin/tracer");
+    assert!(
+        tracer.exists(),
+        "/usr/bin/tracer is missing: install the Debian pvm package"
+    );
+    assert!(
+        Path::new("/usr/local/sbin/criu").exists(),
+        "CRIU 4.1 is missing: run ci/criu-setup"
+    );
+    build_helper();
+    let vm = Vm::start(interop_tests::Kind::Ours, "ux-trace-ltrc");
+    let job = mig_common::gcc("ux-trace-ltrc", "shjob", SHELL_JOB, true);
+    let sddf = vm.tmp.path().join("legacy.trf");
+    let mut c = vm.command(
+        tracer.to_str().unwrap(),
+        &["-T", sddf.to_str().unwrap()],
+        Lib::Legacy,
+        Lib::Legacy,
+    );
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = c.spawn().expect("start the legacy tracer");
+    let stdin = child.stdin.take().expect("piped stdin");
+    // Its output, read as it comes: registered (pvm_reg_tracer) once it printed its mask table.
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let said = said.clone();
+        let mut out = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                said.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let t = Proc {
+        child,
+        name: "legacy tracer".into(),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !said.lock().unwrap().contains("tracer> ") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the legacy tracer did not start:\n{}",
+            said.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The mask: send, recv, spawn, exit and the three pvm-rs events.
+    let mut mask = vec![b'@'; 35];
+    for k in [7usize, 45, 47, 52, 120, 121, 122] {
+        mask[k / 4] |= 1 << (k & 3);
+    }
+    let mask = String::from_utf8(mask).unwrap();
+    let mut run = vm.command(job.to_str().unwrap(), &[], Lib::Shim, Lib::Shim);
+    // With all three set, the library does not take the tracer's own settings from its
+    // mailbox entry (the legacy tracer's mask, "xpvm", names legacy events only).
+    run.env("PVMTMASK", &mask)
+        .env("PVMTRCBUF", "0")
+        .env("PVMTRCOPT", "1")
+        .env("PVM_EXPORT", "LD_LIBRARY_PATH:PVMTMASK:PVMTRCBUF:PVMTRCOPT");
+    let p = Proc {
+        child: run.spawn().expect("run the job"),
+        name: "shell job".into(),
+    };
+    let (code, out, err) = p.wait(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", vm.tmp.log());
+    assert!(out.starts_with("epoch 1 migrate -"), "{out}\n{}", vm.tmp.log());
+    // Let the tracer read what is queued, then end it (EOF on its input quits it).
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(stdin);
+    let _ = t.wait(Duration::from_secs(20));
+    let _ = reader.join();
+    let tout = said.lock().unwrap().clone();
+    let trf = std::fs::read_to_string(&sddf).unwrap_or_default();
+    eprintln!("the legacy tracer said:\n{tout}");
+    for bad in ["Error", "Not Found", "Warning"] {
+        assert!(!tout.contains(bad), "legacy tracer: {bad}:\n{tout}\n{trf}");
+    }
+    for l in trf
+        .lines()
+        .filter(|l| l.starts_with("\"checkpoint") || l.starts_with("\"migrate") || l.starts_with("\"restart"))
+    {
+        eprintln!("{l}");
+    }
+    // The records themselves, not only their descriptors: a checkpoint exit with epoch 1.
+    assert!(
+        trf.lines()
+            .any(|l| l.starts_with("\"checkpoint(1.") && l.contains(", 1, 1 };;")),
+        "no checkpoint exit record with epoch 1:\n{trf}"
+    );
+    for name in ["checkpoint", "migrate", "restart"] {
+        let names: Vec<&str> = trf.lines().filter(|l| l.starts_with('#')).collect();
+        assert!(
+            trf.contains(&format!("\"{name}")),
+            "{name} not in the legacy tracer's file: {names:?}"
+        );
+    }
+}
