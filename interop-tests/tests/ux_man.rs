@@ -1,5 +1,5 @@
 //! The man pages of `man/`: every page renders without a single groff warning (`groff -man -ww`
-//! and `man --warnings -l`, both installed by the Debian `groff` and `man-db` packages this
+//! and `man --warnings -l`, both installed by the Debian `groff-base` and `man-db` packages this
 //! test needs), a broken page is caught by the same check, every pvm-rs extension call that
 //! `include/pvm3.h` declares (a function the legacy `/usr/include/pvm3.h` lacks) has its
 //! section 3PVM page naming it, and `ci/install-man` installs the pages where `man` finds them.
@@ -17,7 +17,7 @@ fn need(tool: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(ok, "{tool} is required for this test (apt-get install groff man-db)");
+    assert!(ok, "{tool} is required for this test (apt-get install groff-base man-db)");
 }
 
 /// Warnings (stderr) of rendering `page` with groff and with man; empty when clean.
