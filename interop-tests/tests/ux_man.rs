@@ -17,7 +17,10 @@ fn need(tool: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(ok, "{tool} is required for this test (apt-get install groff-base man-db)");
+    assert!(
+        ok,
+        "{tool} is required for this test (apt-get install groff-base man-db)"
+    );
 }
 
 /// Warnings (stderr) of rendering `page` with groff and with man; empty when clean.

@@ -1266,6 +1266,29 @@ mod tests {
     }
 
     #[test]
+    fn legacy_encoders_read_what_the_caller_points_at_within_bounds() {
+        let v = [1i32, 2, 3, 4, 5, 6];
+        // SAFETY: `v` holds 6 ints; stride 2 reads 3 of them.
+        let got = unsafe { gather::<i32>(v.as_ptr().cast(), 3, 2) };
+        assert_eq!(got, vec![1, 3, 5]);
+        // SAFETY: NULL and negative counts read nothing.
+        assert!(unsafe { gather::<i32>(std::ptr::null(), 3, 1) }.is_empty());
+        // SAFETY: as above.
+        assert!(unsafe { gather::<i32>(v.as_ptr().cast(), -4, 1) }.is_empty());
+        // No record open: an encoder refuses instead of packing somewhere.
+        *open() = None;
+        // SAFETY: a valid int.
+        assert_eq!(
+            unsafe { enc_int(did::CC, 0, v.as_ptr().cast(), 1, 1) },
+            crate::core::E_BADPARAM
+        );
+        assert_eq!(tev_fin(), 0, "nothing open, nothing sent");
+        assert_eq!(name(kind::CHECKPOINT), b"checkpoint");
+        assert_eq!(name(kind::MIGRATE), b"migrate");
+        assert_eq!(name(119), b"", "unassigned ids have no name");
+    }
+
+    #[test]
     fn descriptor_and_raw_records_differ_only_by_ids_and_types() {
         let mut a = Packer::new(Encoding::Xdr);
         let mut b = Packer::new(Encoding::Xdr);
