@@ -230,6 +230,10 @@ fn migrate_checkpoint_restart_are_traced_and_drawn() {
         assert!(page.contains(&must), "{must:?} not drawn:\n{page}");
     }
     assert_eq!(page.matches("class=\"mark op\"").count(), 3, "{page}");
+    // And Chromium draws them: orange bands and diamonds next to the red message arrows.
+    let px = interop_tests::shot::screenshot(&html, c.dir.path());
+    assert!(px.red > 100 && px.orange > 200, "marks not drawn: {px:?}");
+    eprintln!("screenshot: {px:?}");
     eprintln!("{}", String::from_utf8_lossy(&o.stdout));
     for l in text
         .lines()
