@@ -250,6 +250,47 @@ fn per_task(text: &str, only: Option<&[&str]>) -> BTreeMap<String, Vec<String>> 
     m
 }
 
+/// Per task: the event names without the handler blocks (`mhf_invoke entry` up to the second
+/// `setcontext exit`, then the send/receive buffer restores and frees: eight records), and how
+/// many blocks there were.
+fn without_handlers(m: BTreeMap<String, Vec<String>>) -> BTreeMap<String, (Vec<String>, usize)> {
+    m.into_iter()
+        .map(|(task, v)| {
+            let (mut keep, mut blocks) = (Vec::new(), 0);
+            let mut it = v.into_iter();
+            while let Some(l) = it.next() {
+                if l != "mhf_invoke entry" {
+                    keep.push(l);
+                    continue;
+                }
+                blocks += 1;
+                let mut ctx = 0;
+                for l in it.by_ref() {
+                    if l == "setcontext exit" {
+                        ctx += 1;
+                        if ctx == 2 {
+                            break;
+                        }
+                    }
+                }
+                let tail: Vec<String> = it.by_ref().take(8).collect();
+                let want = [
+                    "setsbuf entry",
+                    "setsbuf exit",
+                    "freebuf entry",
+                    "freebuf exit",
+                    "setrbuf entry",
+                    "setrbuf exit",
+                    "freebuf entry",
+                    "freebuf exit",
+                ];
+                assert_eq!(tail, want, "{task}: a handler block of an unexpected shape");
+            }
+            (task, (keep, blocks))
+        })
+        .collect()
+}
+
 fn show(m: &BTreeMap<String, Vec<String>>) -> String {
     m.iter().map(|(k, v)| format!("{k}:\n  {}\n", v.join("\n  "))).collect()
 }
@@ -300,7 +341,10 @@ fn group_trace_events_of_our_libgpvm3_equal_legacy() {
         show(&reference)
     );
     // The whole sequence of library calls (names and phases) per task: our group calls must
-    // not leak the sends, receives and buffer calls they make.
+    // not leak the sends, receives and buffer calls they make. The blocks of the library's own
+    // task-control handlers (TC_SIBLINGS: `mhf_invoke` and the buffer and context switches
+    // around it) sit wherever the legacy library happened to read that message, so they are
+    // taken out of the sequence and counted.
     let names = |m: BTreeMap<String, Vec<String>>| -> BTreeMap<String, Vec<String>> {
         m.into_iter()
             .map(|(k, v)| {
@@ -314,7 +358,8 @@ fn group_trace_events_of_our_libgpvm3_equal_legacy() {
             .collect()
     };
     let (a, b) = (names(per_task(&legacy, None)), names(per_task(&groups, None)));
-    assert_eq!(b, a, "all events, our libgpvm3:\n{}\nlegacy:\n{}", show(&b), show(&a));
+    let (a, b) = (without_handlers(a), without_handlers(b));
+    assert_eq!(b, a, "all events, our libgpvm3:\n{b:#?}\nlegacy:\n{a:#?}");
 
     let (ours, _) = collect(Run::Ours);
     let got = per_task(&ours, Some(GROUP_EVENTS));
