@@ -243,8 +243,9 @@ fn migrate_checkpoint_restart_are_traced_and_drawn() {
     }
 }
 
-/// Started from a shell under the legacy tracer: checkpoints its worker, asks for a move with
-/// no other host (refused), and a restart of the live worker (refused).
+/// Started from a shell under the legacy tracer: joins a group (our libgpvm3), checkpoints its
+/// worker, asks for a move with no other host (refused), and a restart of the live worker
+/// (refused), leaves the group.
 const SHELL_JOB: &str = r#"
 #include <stdio.h>
 #include "pvm3.h"
@@ -260,10 +261,13 @@ int main(int argc, char **argv) {
     pvm_setopt(PvmAutoErr, 0);
     if (pvm_spawn(argv[0], (char *[]){"worker", 0}, PvmTaskDefault, "", 1, &w) != 1) { printf("spawn failed\n"); pvm_exit(); return 1; }
     pvm_recv(w, 2);
+    pvm_joingroup("ltrc");
     e = pvm_checkpoint(w, 0);
     h = pvm_migrate(w, 0);
     r = pvm_restart(w, -1);
     pvm_initsend(PvmDataDefault); pvm_pkint(&v, 1, 1); pvm_send(w, 1);
+    pvm_gsize("ltrc");
+    pvm_lvgroup("ltrc");
     printf("epoch %d migrate %d restart %d\n", e, h, r);
     pvm_exit();
     return 0;
@@ -289,7 +293,31 @@ fn the_legacy_tracer_accepts_the_extension_events() {
     );
     build_helper();
     let vm = Vm::start(interop_tests::Kind::Ours, "ux-trace-ltrc");
-    let job = mig_common::gcc("ux-trace-ltrc", "shjob", SHELL_JOB, true);
+    // On our libpvm3 and our libgpvm3.
+    let (_, gdir) = interop_tests::flib::our_libs();
+    let job = {
+        let dir = std::env::temp_dir().join(format!("ux-trace-ltrc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("shjob.c");
+        std::fs::write(&src, SHELL_JOB).unwrap();
+        let exe = dir.join("shjob");
+        let inc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../include");
+        let o = Command::new("gcc")
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src)
+            .arg("-I")
+            .arg(inc)
+            .arg("-L")
+            .arg(&gdir)
+            .arg("-L")
+            .arg(shim_dir())
+            .args(["-l:libgpvm3.so.3", "-l:libpvm3.so.3"])
+            .output()
+            .expect("gcc is required");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        exe
+    };
     let sddf = vm.tmp.path().join("legacy.trf");
     let mut c = vm.command(
         tracer.to_str().unwrap(),
@@ -329,13 +357,17 @@ fn the_legacy_tracer_accepts_the_extension_events() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The mask: send, recv, spawn, exit and the three pvm-rs events.
+    // The mask: send, recv, spawn, exit, joingroup, gsize, lvgroup and the three pvm-rs events.
     let mut mask = vec![b'@'; 35];
-    for k in [7usize, 45, 47, 52, 120, 121, 122] {
+    for k in [7usize, 15, 19, 22, 45, 47, 52, 120, 121, 122] {
         mask[k / 4] |= 1 << (k & 3);
     }
     let mask = String::from_utf8(mask).unwrap();
     let mut run = vm.command(job.to_str().unwrap(), &[], Lib::Shim, Lib::Shim);
+    run.env(
+        "LD_LIBRARY_PATH",
+        format!("{}:{}", gdir.display(), shim_dir().display()),
+    );
     // With all three set, the library does not take the tracer's own settings from its
     // mailbox entry (the legacy tracer's mask, "xpvm", names legacy events only).
     run.env("PVMTMASK", &mask)
@@ -371,6 +403,15 @@ fn the_legacy_tracer_accepts_the_extension_events() {
         trf.lines()
             .any(|l| l.starts_with("\"checkpoint(1.") && l.contains(", 1, 1 };;")),
         "no checkpoint exit record with epoch 1:\n{trf}"
+    );
+    // Our libgpvm3's group events, as the legacy tracer records them.
+    for rec in ["\"joingroup(0.", "\"joingroup(1.", "\"gsize(1.", "\"lvgroup(0."] {
+        assert!(trf.lines().any(|l| l.starts_with(rec)), "no {rec} record:\n{trf}");
+    }
+    assert!(
+        trf.lines()
+            .any(|l| l.starts_with("\"gsize(1.") && l.contains(", 1 };;")),
+        "gsize exit with GS=1 expected:\n{trf}"
     );
     for name in ["checkpoint", "migrate", "restart"] {
         let names: Vec<&str> = trf.lines().filter(|l| l.starts_with('#')).collect();
