@@ -360,6 +360,7 @@ pub fn pid_from_sock(sock: &str) -> Option<u32> {
 }
 
 pub mod shim;
+pub mod shot; // Chromium screenshots of pvmtrace pages
 
 #[cfg(test)]
 mod tests {

@@ -73,6 +73,9 @@ fn ux_deb_package_replaces_legacy_packages() {
         "./usr/share/man/man1/pvm.1.gz",
         "./usr/share/man/man1/pvmtrace.1.gz",
         "./usr/share/man/man1/pvmdump.1.gz",
+        "./usr/share/man/man3/pvm_migrate.3PVM.gz",
+        "./usr/share/man/man3/pvm_checkpoint.3PVM.gz",
+        "./usr/share/man/man3/pvm_restart.3PVM.gz",
     ] {
         let found = contents.lines().any(|l| {
             let w = want.trim_end_matches('\n');

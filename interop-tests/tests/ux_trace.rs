@@ -152,102 +152,20 @@ fn ux_trace_collect_legacy_library_on_pvmd_rs() {
 }
 
 /// Renders the page in headless Chromium and checks that the screenshot is not blank: enough
-/// non-white pixels for 3 lanes and 11 arrows (decoded with python3's zlib: no PNG crate needed).
+/// non-white pixels for 3 lanes and 11 arrows (interop_tests::shot).
 fn screenshot_not_blank(html: &Path, dir: &Path) {
-    let chromium = ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find(|c| {
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {c}"))
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .unwrap_or_else(|| {
-            panic!("chromium is required for this test (apt-get install chromium; ci/setup installs it)")
-        });
-    let png = dir.join("shot.png");
-    let profile = dir.join("chromium-profile");
-    let mut c = Command::new("timeout");
-    c.args([
-        "-k",
-        "5",
-        "90",
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-    ])
-    .args([
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .arg(format!("--screenshot={}", png.display()))
-    .arg("--window-size=1200,400")
-    .arg(format!("file://{}", html.display()));
-    let out = c.output().expect("run chromium");
+    let px = interop_tests::shot::screenshot(html, dir);
     assert!(
-        png.exists(),
-        "chromium made no screenshot: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let py = r#"
-import sys, zlib, struct
-d = open(sys.argv[1], 'rb').read()
-assert d[:8] == b'\x89PNG\r\n\x1a\n'
-i = 8; idat = b''; w = h = 0
-while i < len(d):
-    n, t = struct.unpack('>I4s', d[i:i+8]); c = d[i+8:i+8+n]; i += 12 + n
-    if t == b'IHDR': w, h, bd, ct = struct.unpack('>IIBB', c[:10])
-    if t == b'IDAT': idat += c
-raw = zlib.decompress(idat); bpp = 4 if ct == 6 else 3
-stride = w * bpp; prev = bytearray(stride); dark = red = 0; p = 0
-for y in range(h):
-    f = raw[p]; line = bytearray(raw[p+1:p+1+stride]); p += 1 + stride
-    for x in range(stride):
-        a = line[x-bpp] if x >= bpp else 0; b = prev[x]; c = prev[x-bpp] if x >= bpp else 0
-        if f == 1: line[x] = (line[x] + a) & 255
-        elif f == 2: line[x] = (line[x] + b) & 255
-        elif f == 3: line[x] = (line[x] + (a + b) // 2) & 255
-        elif f == 4:
-            pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
-            line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-    for x in range(0, stride, bpp):
-        r, g, bl = line[x], line[x+1], line[x+2]
-        if r + g + bl < 600: dark += 1
-        if r > 150 and g < 110 and bl < 110: red += 1
-    prev = line
-print(w, h, dark, red)
-"#;
-    let o = Command::new("python3")
-        .arg("-c")
-        .arg(py)
-        .arg(&png)
-        .output()
-        .expect("python3 is required to read the PNG");
-    let s = String::from_utf8_lossy(&o.stdout).to_string();
-    let v: Vec<u64> = s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    assert_eq!(
-        v.len(),
-        4,
-        "PNG check failed: {s} {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        v[2] > 2000,
+        px.dark > 2000,
         "screenshot looks blank ({} non-white pixels of {}x{})",
-        v[2],
-        v[0],
-        v[1]
+        px.dark,
+        px.width,
+        px.height
     );
     assert!(
-        v[3] > 100,
+        px.red > 100,
         "no red message arrows in the screenshot ({} red pixels)",
-        v[3]
+        px.red
     );
 }
 

@@ -16,6 +16,7 @@
 mod cache;
 mod ffi;
 mod ops;
+mod tev;
 
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use cache::{Cache, StaticGroup, DYNAMIC, NOTID, STATIC};
 use ffi::*;
+use tev::{did, kind, Call, Datum};
 
 /// Context of group server traffic and collective data (pvm3 SYSCTX_DG).
 const SYSCTX_DG: c_int = 0x7fffc;
@@ -362,7 +364,12 @@ fn with_errno(v: c_int) -> c_int {
 pub unsafe extern "C" fn pvm_joingroup(group: *const c_char) -> c_int {
     guard(|| {
         // SAFETY: see query.
-        with_errno(unsafe { query_value(group, op::JOIN, c"pvm_joingroup", 0) })
+        let g = unsafe { tev::gname(group) };
+        let t = Call::begin(kind::JOINGROUP, &[Datum::Str(did::GN, g)]);
+        // SAFETY: see query.
+        let gid = unsafe { query_value(group, op::JOIN, c"pvm_joingroup", 0) };
+        t.end(&[Datum::Int(did::CC, gid)]);
+        with_errno(gid)
     })
 }
 
@@ -372,8 +379,11 @@ pub unsafe extern "C" fn pvm_lvgroup(group: *const c_char) -> c_int {
     guard(|| {
         // SAFETY: see query.
         unsafe {
+            let t = Call::begin(kind::LVGROUP, &[Datum::Str(did::GN, tev::gname(group))]);
             state().cache.remove(name(group));
-            with_errno(query_value(group, op::LEAVE, c"pvm_lvgroup", 0))
+            let rc = query_value(group, op::LEAVE, c"pvm_lvgroup", 0);
+            t.end(&[Datum::Int(did::CC, rc)]);
+            with_errno(rc)
         }
     })
 }
@@ -383,10 +393,15 @@ pub unsafe extern "C" fn pvm_getinst(group: *const c_char, tid: c_int) -> c_int 
     guard(|| {
         // SAFETY: see query.
         unsafe {
+            let t = Call::begin(
+                kind::GETINST,
+                &[Datum::Str(did::GN, tev::gname(group)), Datum::Int(did::GT, tid)],
+            );
             let mut inst = state().cache.getinst(name(group), tid);
             if inst < 0 {
                 inst = query_value(group, op::GETINST, c"pvm_getinst", tid);
             }
+            t.end(&[Datum::Int(did::GI, inst)]);
             with_errno(inst)
         }
     })
@@ -397,10 +412,15 @@ pub unsafe extern "C" fn pvm_gettid(group: *const c_char, inst: c_int) -> c_int 
     guard(|| {
         // SAFETY: see query.
         unsafe {
+            let t = Call::begin(
+                kind::GETTID,
+                &[Datum::Str(did::GN, tev::gname(group)), Datum::Int(did::GI, inst)],
+            );
             let mut tid = state().cache.gettid(name(group), inst);
             if tid < 0 {
                 tid = query_value(group, op::GETTID, c"pvm_gettid", inst);
             }
+            t.end(&[Datum::Int(did::GT, tid)]);
             with_errno(tid)
         }
     })
@@ -411,10 +431,12 @@ pub unsafe extern "C" fn pvm_gsize(group: *const c_char) -> c_int {
     guard(|| {
         // SAFETY: see query.
         unsafe {
+            let t = Call::begin(kind::GSIZE, &[Datum::Str(did::GN, tev::gname(group))]);
             let mut size = state().cache.gsize(name(group));
             if size < 0 {
                 size = query_value(group, op::GSIZE, c"pvm_gsize", 0);
             }
+            t.end(&[Datum::Int(did::GS, size)]);
             with_errno(size)
         }
     })
@@ -425,8 +447,12 @@ pub unsafe extern "C" fn pvm_gsize(group: *const c_char) -> c_int {
 pub unsafe extern "C" fn pvm_barrier(group: *const c_char, count: c_int) -> c_int {
     guard(|| {
         // SAFETY: see query.
-        let rc = unsafe { query_value(group, op::BARRIER, c"pvm_barrier", count) };
-        with_errno(rc.min(0))
+        let g = unsafe { tev::gname(group) };
+        let t = Call::begin(kind::BARRIER, &[Datum::Str(did::GN, g), Datum::Int(did::GBC, count)]);
+        // SAFETY: see query.
+        let rc = unsafe { query_value(group, op::BARRIER, c"pvm_barrier", count) }.min(0);
+        t.end(&[Datum::Int(did::CC, rc)]);
+        with_errno(rc)
     })
 }
 
@@ -535,27 +561,44 @@ pub unsafe extern "C" fn pvm_bcast(group: *const c_char, msgtag: c_int) -> c_int
     guard(|| {
         // SAFETY: see tidlist.
         unsafe {
-            let (mut n, mut tids) = match tidlist(group, false) {
-                Ok(v) => v,
-                Err(e) => return with_errno(e),
-            };
-            let mytid = pvm_mytid();
-            if mytid < 0 {
-                perror(c"pvm_bcast");
-                return with_errno(PVM_SYS_ERR);
-            }
-            if n == 1 && tids.first() == Some(&mytid) {
-                return with_errno(PVM_NO_INST);
-            }
-            if let Some(i) = tids.iter().take(n).position(|&t| t == mytid) {
-                n -= 1;
-                tids[i] = tids[n];
-            }
-            let cnt = c_int::try_from(n).unwrap_or(0);
-            let cc = pvm_mcast(tids.as_mut_ptr(), cnt, msgtag);
-            with_errno(cc.min(0))
+            let t = Call::begin(
+                kind::BCAST,
+                &[Datum::Str(did::GN, tev::gname(group)), Datum::Int(did::MC, msgtag)],
+            );
+            let (cc, sent) = bcast(group, msgtag);
+            // Legacy's exit record: the result and the destinations (none after an error).
+            let dst: &[c_int] = if cc < 0 { &[] } else { &sent };
+            t.end(&[Datum::Int(did::CC, cc), Datum::Ints(did::MDL, dst)]);
+            with_errno(cc)
         }
     })
+}
+
+/// pvm_bcast without the trace records: the result and the tids sent to.
+unsafe fn bcast(group: *const c_char, msgtag: c_int) -> (c_int, Vec<c_int>) {
+    // SAFETY: see tidlist.
+    unsafe {
+        let (mut n, mut tids) = match tidlist(group, false) {
+            Ok(v) => v,
+            Err(e) => return (e, Vec::new()),
+        };
+        let mytid = pvm_mytid();
+        if mytid < 0 {
+            perror(c"pvm_bcast");
+            return (PVM_SYS_ERR, Vec::new());
+        }
+        if n == 1 && tids.first() == Some(&mytid) {
+            return (PVM_NO_INST, Vec::new());
+        }
+        if let Some(i) = tids.iter().take(n).position(|&t| t == mytid) {
+            n -= 1;
+            tids[i] = tids[n];
+        }
+        let cnt = c_int::try_from(n).unwrap_or(0);
+        let cc = pvm_mcast(tids.as_mut_ptr(), cnt, msgtag);
+        tids.truncate(n);
+        (cc.min(0), tids)
+    }
 }
 
 /// Host of a task as the group server counts hosts.
@@ -780,6 +823,10 @@ pub unsafe extern "C" fn pvm_reduce(
     guard(|| {
         // SAFETY: the caller guarantees `data` holds `count` elements of `datatype`; C API calls.
         unsafe {
+            let t = Call::begin(
+                kind::REDUCE,
+                &[Datum::Str(did::GN, tev::gname(gname)), Datum::Int(did::MC, msgtag)],
+            );
             let rbuf = pvm_setrbuf(0);
             let sbuf = pvm_setsbuf(pvm_mkbuf(PVM_DATA_DEFAULT));
             let savectx = pvm_setcontext(SYSCTX_DG);
@@ -790,6 +837,7 @@ pub unsafe extern "C" fn pvm_reduce(
             if cc < 0 {
                 lpvmerr("pvm_reduce", cc);
             }
+            t.end(&[Datum::Int(did::CC, cc)]);
             cc
         }
     })
@@ -916,12 +964,17 @@ pub unsafe extern "C" fn pvm_gather(
     guard(|| {
         // SAFETY: the caller guarantees the buffers' sizes; C API calls.
         unsafe {
+            let t = Call::begin(
+                kind::GATHER,
+                &[Datum::Str(did::GN, tev::gname(gname)), Datum::Int(did::MC, msgtag)],
+            );
             let savectx = pvm_setcontext(SYSCTX_DG);
             let cc = gather_inner(result, data, count, datatype, msgtag, gname, rootinst);
             pvm_setcontext(savectx);
             if cc < 0 {
                 lpvmerr("pvm_gather", cc);
             }
+            t.end(&[Datum::Int(did::CC, cc)]);
             cc
         }
     })
@@ -1011,12 +1064,17 @@ pub unsafe extern "C" fn pvm_scatter(
     guard(|| {
         // SAFETY: the caller guarantees the buffers' sizes; C API calls.
         unsafe {
+            let t = Call::begin(
+                kind::SCATTER,
+                &[Datum::Str(did::GN, tev::gname(gname)), Datum::Int(did::MC, msgtag)],
+            );
             let savectx = pvm_setcontext(SYSCTX_DG);
             let cc = scatter_inner(result, data, count, datatype, msgtag, gname, rootinst);
             pvm_setcontext(savectx);
             if cc < 0 {
                 lpvmerr("pvm_scatter", cc);
             }
+            t.end(&[Datum::Int(did::CC, cc)]);
             cc
         }
     })

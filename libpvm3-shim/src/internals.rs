@@ -1,7 +1,7 @@
 //! The non-`pvm_` functions the legacy library exports.
 //!
 //! Implemented with their legacy behaviour: those a program or a companion library really links
-//! (libgpvm3: `lpvmerr`, `pvmbeatask`, `tev_begin`, `tev_fin`; the console `pvm`: `i_dump`,
+//! (libgpvm3: `lpvmerr`, `pvmbeatask`, `tev_begin`/`tev_fin` (in tev.rs); the console `pvm`: `i_dump`,
 //! `pvmendtask`, `pvmgetrsh`, `pvmgettmp`, `pvmputenv`, `pvmreset`, `pvmstrtoi`) and the
 //! self-contained utilities (`pvmput32`, `pvmxtoi`, `errnamecode`, `i_malloc`, ...).
 //!
@@ -451,16 +451,7 @@ pub unsafe extern "C" fn pvmmcast(mid: c_int, tids: *mut c_int, count: c_int, ta
     })
 }
 
-/// Trace events are never generated (no tracer support): report "not tracing".
-#[no_mangle]
-pub extern "C" fn tev_begin(_kind: c_int, _entry_exit: c_int) -> c_int {
-    0
-}
-
-#[no_mangle]
-pub extern "C" fn tev_fin() -> c_int {
-    0
-}
+// tev_begin and tev_fin are real: tev.rs (what our libgpvm3 packs its group events through).
 
 #[no_mangle]
 pub unsafe extern "C" fn hex_inadport(_s: *const c_char, _sad: *mut c_void) {}

@@ -10,6 +10,7 @@
 use crate::core::{
     logerror, lpvmerr, pvm_tmp, with_r, xdr, Lib, RouteState, E_BADPARAM, E_NOTIMPL, E_SYSERR, TM_CONFIG,
 };
+use crate::tev::{did, kind};
 use pvm_proto::codes::{PvmError, SYSCTX_TC, SYSCTX_TM};
 use pvm_proto::encoding::{MsgBody, Unpacker};
 use pvm_proto::message::Message;
@@ -319,7 +320,25 @@ fn migrate(tid: c_int, host: *const c_char) -> Result<c_int, c_int> {
 /// pvm-rs only: not in the legacy library.
 #[no_mangle]
 pub unsafe extern "C" fn pvm_migrate(tid: c_int, host: *const c_char) -> c_int {
-    let r = std::panic::catch_unwind(|| migrate(tid, host));
+    let r = std::panic::catch_unwind(|| {
+        // SAFETY: NULL or the caller's C string.
+        let name = unsafe { crate::tev::cstr_or_empty(host) };
+        crate::tev::traced(
+            kind::MIGRATE,
+            true,
+            |e, _| {
+                e.int(did::TT, tid);
+                e.str(did::HN, &name);
+            },
+            || migrate(tid, host),
+            |e, _, cc| {
+                e.int(did::TT, tid);
+                e.int(did::CC, cc);
+                // The new host's tid (negative as an int: 0x8xxxxxxx), 0 after an error.
+                e.int(did::HPT, if (-1000..0).contains(&cc) { 0 } else { cc });
+            },
+        )
+    });
     match r {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => lpvmerr("pvm_migrate", e),
@@ -363,9 +382,31 @@ pub unsafe extern "C" fn pvm_restart(tid: c_int, epoch: c_int) -> c_int {
     let r = if tid <= 0 || epoch != -1 {
         Err(E_BADPARAM)
     } else {
-        std::panic::catch_unwind(|| ext_request(TM_RESTART, &[epoch, tid])).unwrap_or(Err(E_SYSERR))
+        std::panic::catch_unwind(|| {
+            crate::tev::traced(
+                kind::RESTART,
+                true,
+                |e, _| {
+                    e.int(did::TT, tid);
+                    e.int(did::WID, epoch);
+                },
+                || ext_request(TM_RESTART, &[epoch, tid]),
+                epoch_exit(tid),
+            )
+        })
+        .unwrap_or(Err(E_SYSERR))
     };
     r.unwrap_or_else(|e| lpvmerr("pvm_restart", e))
+}
+
+/// The exit record of pvm_checkpoint and pvm_restart: the task, the result, and the epoch
+/// (the result when it succeeded, -1 otherwise) under the legacy data id `WID`.
+fn epoch_exit(tid: c_int) -> impl FnOnce(&mut crate::tev::Rec, &Lib, c_int) {
+    move |e, _, cc| {
+        e.int(did::TT, tid);
+        e.int(did::CC, cc);
+        e.int(did::WID, if cc >= 0 { cc } else { -1 });
+    }
 }
 
 /// `pvm_checkpoint` flags (abi.rs PvmCkptApp, PvmCkptAutoRestart).
@@ -408,7 +449,19 @@ fn checkpoint(tid: c_int, flags: c_int) -> Result<c_int, c_int> {
 /// at once where that is impossible (the pvmd's log says why). pvm-rs only.
 #[no_mangle]
 pub unsafe extern "C" fn pvm_checkpoint(tid: c_int, flags: c_int) -> c_int {
-    match std::panic::catch_unwind(|| checkpoint(tid, flags)) {
+    let r = std::panic::catch_unwind(|| {
+        crate::tev::traced(
+            kind::CHECKPOINT,
+            true,
+            |e, _| {
+                e.int(did::TT, tid);
+                e.int(did::TF, flags);
+            },
+            || checkpoint(tid, flags),
+            epoch_exit(tid),
+        )
+    });
+    match r {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => lpvmerr("pvm_checkpoint", e),
         Err(_) => lpvmerr("pvm_checkpoint", E_SYSERR),

@@ -40,8 +40,13 @@ const TRACE_COUNT: i32 = 3;
 /// Most handler records kept between two events.
 const MAX_DEFERRED: usize = 4096;
 
-/// Number of event kinds (TEV_FIRST..=TEV_MAX).
+/// Number of legacy event kinds (TEV_FIRST..=TEV_MAX): the size of the exported `pvmtevinfo`.
 pub const NKINDS: usize = 109;
+/// Number of event kinds this library knows, the pvm-rs extensions (120..=122) included.
+/// Their ids lie beyond TEV_MAX, so no legacy table or legacy library uses them, yet inside
+/// the 35-character trace mask (ids 0..=139), so `pvm_settmask` selects them; and below the
+/// legacy tracer library's internal ids (401..=404, TRC_RESERVED_INTERNAL 400).
+pub const NKINDS_ALL: usize = 123;
 
 /// Event kinds (TEV_*), numbered as in pvmtev.h.
 #[allow(dead_code)]
@@ -132,7 +137,20 @@ pub mod kind {
     pub const MHF_INVOKE: usize = 105;
     pub const TIMING: usize = 106;
     pub const PROFILING: usize = 107;
+    /// pvm-rs: `pvm_migrate` (entry `TT HN`, exit `TT CC HPT`).
+    pub const MIGRATE: usize = 120;
+    /// pvm-rs: `pvm_checkpoint` (entry `TT TF`, exit `TT CC WID`).
+    pub const CHECKPOINT: usize = 121;
+    /// pvm-rs: `pvm_restart` (entry `TT WID`, exit `TT CC WID`).
+    pub const RESTART: usize = 122;
 }
+
+/// Names of the pvm-rs event kinds, sent in their descriptors (a tracer learns them there).
+pub const EXT_NAMES: [(usize, &str); 3] = [
+    (kind::MIGRATE, "migrate"),
+    (kind::CHECKPOINT, "checkpoint"),
+    (kind::RESTART, "restart"),
+];
 
 /// Semantic data ids (TEV_DID_*), numbered as in pvmtev.h.
 #[allow(dead_code)]
@@ -154,6 +172,7 @@ pub mod did {
     pub const FDS: i32 = 23;
     pub const HN: i32 = 30;
     pub const HNL: i32 = 31;
+    pub const HPT: i32 = 33;
     pub const HS: i32 = 41;
     pub const INB: i32 = 42;
     pub const IMC: i32 = 43;
@@ -197,6 +216,7 @@ pub mod did {
     pub const TID: i32 = 88;
     pub const PT: i32 = 89;
     pub const MT: i32 = 90;
+    pub const TF: i32 = 91;
     pub const TT: i32 = 94;
     pub const TW: i32 = 95;
     pub const TNT: i32 = 97;
@@ -216,6 +236,7 @@ pub mod did {
     pub const TRL: i32 = 118;
     pub const VCT: i32 = 120;
     pub const VID: i32 = 121;
+    pub const WID: i32 = 122;
 }
 
 /// Per-task trace state (the legacy `pvmtevinfo` counters, `pvmtrcsbf` and friends).
@@ -261,11 +282,11 @@ struct Deferred {
 
 impl State {
     fn ensure(&mut self) {
-        if self.desc.len() != NKINDS {
-            self.desc = vec![0; NKINDS];
-            self.count = vec![0; NKINDS];
-            self.total = vec![Duration::ZERO; NKINDS];
-            self.mark = vec![Duration::ZERO; NKINDS];
+        if self.desc.len() != NKINDS_ALL {
+            self.desc = vec![0; NKINDS_ALL];
+            self.count = vec![0; NKINDS_ALL];
+            self.total = vec![Duration::ZERO; NKINDS_ALL];
+            self.mark = vec![Duration::ZERO; NKINDS_ALL];
         }
     }
 
@@ -277,8 +298,15 @@ impl State {
     }
 }
 
-/// The event names, from the `pvmtevinfo` table in csrc/shim.c (the console reads the same).
+/// The event names, from the `pvmtevinfo` table in csrc/shim.c (the console reads the same),
+/// and [`EXT_NAMES`] for the pvm-rs kinds (the exported table keeps its legacy size).
 fn name(kind: usize) -> &'static [u8] {
+    if kind >= NKINDS {
+        return EXT_NAMES
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(&b""[..], |(_, n)| n.as_bytes());
+    }
     #[repr(C)]
     struct Info {
         name: *const c_char,
@@ -340,6 +368,18 @@ impl Rec<'_> {
         }
         self.head(did, DATA_LONG);
         let _ = self.p.pk_long(&[v]);
+    }
+    /// Values of one datum as legacy's encoders pack them: the id and type (descriptors), the
+    /// count for arrays, then the values (a scalar datum of several values has no count).
+    fn typed<T>(&mut self, did: i32, ty: i32, array: bool, v: &[T], pk: impl FnOnce(&mut Packer, &[T])) {
+        if self.nop {
+            return;
+        }
+        self.head(did, ty | if array { DATA_ARRAY } else { 0 });
+        if array {
+            let _ = self.p.pk_int(&[v.len() as i32]);
+        }
+        pk(self.p, v);
     }
     fn string(&mut self, s: &[u8]) {
         let s = s.iter().position(|&b| b == 0).map_or(s, |n| &s[..n]);
@@ -553,7 +593,7 @@ pub fn system_handler(l: &mut Lib, tag: i32, ctx: i32, src: i32, body: &pvm_prot
 }
 
 fn event_now(l: &mut Lib, kind: usize, phase: i32, f: impl FnOnce(&mut Rec, &Lib)) {
-    if kind >= NKINDS || !tracing(l, kind) {
+    if kind >= NKINDS_ALL || !tracing(l, kind) {
         return;
     }
     l.tev.ensure();
@@ -655,7 +695,7 @@ pub fn flush(l: &mut Lib) {
             let t = now();
             let mut names = Vec::new();
             let (mut secs, mut usecs, mut counts) = (Vec::new(), Vec::new(), Vec::new());
-            for i in 0..NKINDS {
+            for i in 0..NKINDS_ALL {
                 if l.tev.count[i] > 0 {
                     names.push(name(i).to_vec());
                     secs.push(l.tev.total[i].as_secs() as i32);
@@ -830,6 +870,234 @@ pub extern "C" fn pvmshim_tev_end(kind: c_int, took: c_int, cc: c_int) {
     })
 }
 
+// ---- the legacy internal interface: tev_begin, pvmtrccodef, tev_fin ---------------------------
+
+/// A datum packed through [`pvmtrccodef`] between `tev_begin` and `tev_fin`.
+enum Item {
+    Int(i32, i32, bool, Vec<i32>),
+    Long(i32, i32, bool, Vec<i64>),
+    Str(i32, bool, Vec<Vec<u8>>),
+}
+
+/// The record opened by `tev_begin`: kind, phase and the data packed so far.
+struct Open {
+    kind: usize,
+    phase: i32,
+    items: Vec<Item>,
+}
+
+/// At most this many values per datum and data per record: a companion library packs a
+/// handful; anything more is a bad pointer or count, not data.
+const MAX_OPEN_VALUES: usize = 1 << 16;
+const MAX_OPEN_ITEMS: usize = 64;
+
+static OPEN: std::sync::Mutex<Option<Open>> = std::sync::Mutex::new(None);
+
+fn open() -> std::sync::MutexGuard<'static, Option<Open>> {
+    OPEN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The legacy `struct pvmtrcencvec`: one encoder per data type, each
+/// `(did, array, datap, cnt, std)`.
+#[repr(C)]
+pub struct EncVec([EncFn; 12]);
+type EncFn = unsafe extern "C" fn(c_int, c_int, *const std::ffi::c_void, c_int, c_int) -> c_int;
+
+/// Our encoders collect the data; `tev_fin` packs them as a descriptor or a raw record, so one
+/// vector serves both (legacy switches between a descriptor and a raw vector).
+static ENCVEC: EncVec = EncVec([
+    enc_unsupported,
+    enc_unsupported,
+    enc_unsupported,
+    enc_unsupported,
+    enc_unsupported,
+    enc_int,
+    enc_uint,
+    enc_long,
+    enc_ulong,
+    enc_unsupported,
+    enc_unsupported,
+    enc_str,
+]);
+
+extern "C" {
+    /// `void *pvmtrccodef` in csrc/shim.c, the legacy global a companion library packs through.
+    static mut pvmtrccodef: *const EncVec;
+}
+
+/// `cnt` values of type `T` at `datap` with stride `std` (NULL or a bad count: none).
+///
+/// # Safety
+/// `datap` must be NULL or point to `cnt` elements `std` apart.
+unsafe fn gather<T: Copy>(datap: *const std::ffi::c_void, cnt: c_int, std: c_int) -> Vec<T> {
+    let n = usize::try_from(cnt).unwrap_or(0).min(MAX_OPEN_VALUES);
+    let step = usize::try_from(std).unwrap_or(1).max(1);
+    if datap.is_null() {
+        return Vec::new();
+    }
+    let p = datap as *const T;
+    // SAFETY: per the contract.
+    (0..n).map(|i| unsafe { p.add(i * step).read_unaligned() }).collect()
+}
+
+fn push(item: Item) -> c_int {
+    match open().as_mut() {
+        Some(o) if o.items.len() < MAX_OPEN_ITEMS => {
+            o.items.push(item);
+            0
+        }
+        _ => crate::core::E_BADPARAM,
+    }
+}
+
+unsafe extern "C" fn enc_int(
+    did: c_int,
+    array: c_int,
+    datap: *const std::ffi::c_void,
+    cnt: c_int,
+    std: c_int,
+) -> c_int {
+    crate::core::guarded(crate::core::E_SYSERR, || {
+        // SAFETY: the caller's data, as legacy's TEV_PACK_INT takes it.
+        let v = unsafe { gather::<i32>(datap, cnt, std) };
+        push(Item::Int(did, DATA_INT, array & DATA_ARRAY != 0, v))
+    })
+}
+
+unsafe extern "C" fn enc_uint(
+    did: c_int,
+    array: c_int,
+    datap: *const std::ffi::c_void,
+    cnt: c_int,
+    std: c_int,
+) -> c_int {
+    crate::core::guarded(crate::core::E_SYSERR, || {
+        // SAFETY: as enc_int.
+        let v = unsafe { gather::<i32>(datap, cnt, std) };
+        push(Item::Int(did, 7, array & DATA_ARRAY != 0, v))
+    })
+}
+
+unsafe extern "C" fn enc_long(
+    did: c_int,
+    array: c_int,
+    datap: *const std::ffi::c_void,
+    cnt: c_int,
+    std: c_int,
+) -> c_int {
+    crate::core::guarded(crate::core::E_SYSERR, || {
+        // SAFETY: as enc_int.
+        let v = unsafe { gather::<i64>(datap, cnt, std) };
+        push(Item::Long(did, DATA_LONG, array & DATA_ARRAY != 0, v))
+    })
+}
+
+unsafe extern "C" fn enc_ulong(
+    did: c_int,
+    array: c_int,
+    datap: *const std::ffi::c_void,
+    cnt: c_int,
+    std: c_int,
+) -> c_int {
+    crate::core::guarded(crate::core::E_SYSERR, || {
+        // SAFETY: as enc_int.
+        let v = unsafe { gather::<i64>(datap, cnt, std) };
+        push(Item::Long(did, 9, array & DATA_ARRAY != 0, v))
+    })
+}
+
+/// A string (scalar: `datap` is the `char *`) or an array of `cnt` strings `std` apart
+/// (`datap` is a `char **`), as legacy's string encoder reads them.
+unsafe extern "C" fn enc_str(
+    did: c_int,
+    array: c_int,
+    datap: *const std::ffi::c_void,
+    cnt: c_int,
+    std: c_int,
+) -> c_int {
+    crate::core::guarded(crate::core::E_SYSERR, || {
+        let is_array = array & DATA_ARRAY != 0;
+        let v = if is_array {
+            // SAFETY: a `char **` of `cnt` entries, each NULL or a C string.
+            let ptrs = unsafe { gather::<*const c_char>(datap, cnt, std) };
+            ptrs.into_iter()
+                // SAFETY: as above.
+                .map(|p| unsafe { cstr_or_empty(p) })
+                .collect()
+        } else {
+            // SAFETY: a C string or NULL.
+            vec![unsafe { cstr_or_empty(datap as *const c_char) }]
+        };
+        push(Item::Str(did, is_array, v))
+    })
+}
+
+/// Byte, complex, float, double and short data: no companion library of ours packs them;
+/// refused, and the record goes out without that datum.
+unsafe extern "C" fn enc_unsupported(_: c_int, _: c_int, _: *const std::ffi::c_void, _: c_int, _: c_int) -> c_int {
+    crate::core::E_NOTIMPL
+}
+
+/// Legacy `tev_begin`: opens a record of event `kind` (`entry_exit` TEV_EVENT_ENTRY or _EXIT)
+/// and points `pvmtrccodef` at the encoders; `tev_fin` sends it. Returns 1 when the record is
+/// open. The legacy function trusts its caller's TEV_CHECK_TRACE (which reads the legacy
+/// `pvmtrc` struct we do not keep): this one checks the trace destination and mask itself and
+/// returns 0 when the event is not traced, so a caller may skip its own check (our libgpvm3
+/// does so on this library). pvm-rs kinds (120..=122) are accepted as well.
+#[no_mangle]
+pub extern "C" fn tev_begin(kind: c_int, entry_exit: c_int) -> c_int {
+    crate::core::guarded(0, || {
+        let Ok(k) = usize::try_from(kind) else { return 0 };
+        if k >= NKINDS_ALL || (entry_exit != ENTRY && entry_exit != EXIT) {
+            return 0;
+        }
+        let on = crate::core::with(|l| {
+            if !l.enrolled() && !l.lost {
+                let _ = l.beatask();
+            }
+            tracing(l, k)
+        })
+        .unwrap_or(false);
+        if !on {
+            return 0;
+        }
+        *open() = Some(Open {
+            kind: k,
+            phase: entry_exit,
+            items: Vec::new(),
+        });
+        // SAFETY: a plain pointer global in csrc/shim.c; PVM is single-threaded.
+        unsafe { std::ptr::addr_of_mut!(pvmtrccodef).write(&ENCVEC) };
+        1
+    })
+}
+
+/// Legacy `tev_fin`: packs the record opened by `tev_begin` (descriptor the first time for its
+/// kind and phase, raw afterwards) and sends or buffers it as every other event.
+#[no_mangle]
+pub extern "C" fn tev_fin() -> c_int {
+    crate::core::guarded(0, || {
+        let Some(o) = open().take() else { return 0 };
+        let _ = crate::core::with(|l| {
+            event(l, o.kind, o.phase, |e, _| {
+                for it in &o.items {
+                    match it {
+                        Item::Int(did, ty, arr, v) => e.typed(*did, *ty, *arr, v, |p, v| {
+                            let _ = p.pk_int(v);
+                        }),
+                        Item::Long(did, ty, arr, v) => e.typed(*did, *ty, *arr, v, |p, v| {
+                            let _ = p.pk_long(v);
+                        }),
+                        Item::Str(did, true, v) => e.strs(*did, v),
+                        Item::Str(did, false, v) => e.str(*did, v.first().map_or(&b""[..], |s| s)),
+                    }
+                }
+            })
+        });
+        0
+    })
+}
+
 // ---- user-defined events (PvmDataTrace buffers) ----------------------------------------------
 
 /// `pvm_send` to this tid and tag hands a PvmDataTrace buffer to the tracer (pvmtev.h).
@@ -995,6 +1263,29 @@ mod tests {
         assert!(mask_has(&m, kind::SEND));
         assert!(!mask_has(&m, kind::RECV));
         assert!(!mask_has(crate::core::TMASK_OFF, kind::SEND));
+    }
+
+    #[test]
+    fn legacy_encoders_read_what_the_caller_points_at_within_bounds() {
+        let v = [1i32, 2, 3, 4, 5, 6];
+        // SAFETY: `v` holds 6 ints; stride 2 reads 3 of them.
+        let got = unsafe { gather::<i32>(v.as_ptr().cast(), 3, 2) };
+        assert_eq!(got, vec![1, 3, 5]);
+        // SAFETY: NULL and negative counts read nothing.
+        assert!(unsafe { gather::<i32>(std::ptr::null(), 3, 1) }.is_empty());
+        // SAFETY: as above.
+        assert!(unsafe { gather::<i32>(v.as_ptr().cast(), -4, 1) }.is_empty());
+        // No record open: an encoder refuses instead of packing somewhere.
+        *open() = None;
+        // SAFETY: a valid int.
+        assert_eq!(
+            unsafe { enc_int(did::CC, 0, v.as_ptr().cast(), 1, 1) },
+            crate::core::E_BADPARAM
+        );
+        assert_eq!(tev_fin(), 0, "nothing open, nothing sent");
+        assert_eq!(name(kind::CHECKPOINT), b"checkpoint");
+        assert_eq!(name(kind::MIGRATE), b"migrate");
+        assert_eq!(name(119), b"", "unassigned ids have no name");
     }
 
     #[test]

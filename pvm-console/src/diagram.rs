@@ -3,6 +3,12 @@
 //! Tasks are horizontal lines (time runs left to right), messages are arrows from the send to
 //! the matching receive (matched in order per sender, receiver and tag, as PVM delivers them),
 //! and migration/checkpoint events are marked with a labelled symbol on the task's line.
+//!
+//! pvm_migrate, pvm_checkpoint and pvm_restart on pvm-rs's library emit entry and exit records
+//! (event ids 120..=122, docs/tracing.md) naming the target task (`TT`) and the result (`CC`,
+//! with the new host `HPT` or the epoch `WID`): each call becomes a band on the target task's
+//! line from the call's start to its end, labelled with the outcome, and a diamond on the
+//! caller's line when the caller is another task.
 
 use crate::tev::Event;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -31,6 +37,94 @@ fn is_marker(n: &str) -> bool {
     n.contains("migrat") || n.contains("checkpoint") || n.contains("restart") || n == "ckpt"
 }
 
+/// A migration, checkpoint or restart call matched from its entry and exit records.
+struct Op {
+    caller: i32,
+    target: i32,
+    start: i64,
+    end: i64,
+    label: String,
+}
+
+fn is_op(n: &str) -> bool {
+    matches!(n, "migrate" | "checkpoint" | "restart")
+}
+
+fn tid_of(v: i64) -> i32 {
+    v as i32
+}
+
+/// What a finished call did, in words.
+fn op_label(name: &str, target: i32, exit: Option<&Event>) -> String {
+    let Some(x) = exit else {
+        return format!("{name} t{target:x} (no end recorded)");
+    };
+    let cc = x.int("CC").unwrap_or(-1);
+    // PVM error codes are small negative numbers; a host tid (0x8xxxxxxx) is negative as an
+    // int too, and is pvm_migrate's success.
+    if (-1000..0).contains(&cc) {
+        return format!("{name} t{target:x} failed ({cc})");
+    }
+    match name {
+        "migrate" => format!("migrate t{target:x} to host t{:x}", x.int("HPT").unwrap_or(cc) as u32),
+        _ => format!("{name} t{target:x} epoch {}", x.int("WID").unwrap_or(cc)),
+    }
+}
+
+/// Pairs the entry and exit records of the pvm-rs calls (each task makes one at a time).
+fn ops(events: &[Event]) -> Vec<Op> {
+    let mut open: HashMap<(i32, String), &Event> = HashMap::new();
+    let mut v = Vec::new();
+    for e in events.iter().filter(|e| is_op(&e.name)) {
+        let key = (e.tid, e.name.clone());
+        match e.phase {
+            "entry" => {
+                if let Some(prev) = open.insert(key, e) {
+                    let target = prev.int("TT").map_or(prev.tid, tid_of);
+                    v.push(Op {
+                        caller: prev.tid,
+                        target,
+                        start: prev.time_us(),
+                        end: prev.time_us(),
+                        label: op_label(&prev.name, target, None),
+                    });
+                }
+            }
+            "exit" => {
+                let entry = open.remove(&key);
+                let target = e
+                    .int("TT")
+                    .or_else(|| entry.and_then(|b| b.int("TT")))
+                    .map_or(e.tid, tid_of);
+                v.push(Op {
+                    caller: e.tid,
+                    target,
+                    start: entry.map_or(e.time_us(), |b| b.time_us()),
+                    end: e.time_us(),
+                    label: op_label(&e.name, target, Some(e)),
+                });
+            }
+            _ => {}
+        }
+        if v.len() >= 1 << 16 {
+            break;
+        }
+    }
+    let mut rest: Vec<&Event> = open.into_values().collect();
+    rest.sort_by_key(|e| e.time_us());
+    for b in rest {
+        let target = b.int("TT").map_or(b.tid, tid_of);
+        v.push(Op {
+            caller: b.tid,
+            target,
+            start: b.time_us(),
+            end: b.time_us(),
+            label: op_label(&b.name, target, None),
+        });
+    }
+    v
+}
+
 /// Renders the events; returns the page and what it shows.
 pub fn render(events: &[Event], title: &str) -> (String, Summary) {
     let mut lanes: BTreeMap<i32, Lane> = BTreeMap::new();
@@ -48,6 +142,19 @@ pub fn render(events: &[Event], title: &str) -> (String, Summary) {
             if let Some(n) = e.get("TN").or(e.get("AN")).filter(|n| !n.is_empty() && *n != "-") {
                 l.label = format!("t{:x} {}", e.tid, n.rsplit('/').next().unwrap_or(n));
             }
+        }
+    }
+    let calls = ops(events);
+    // A target that is not traced itself still gets a line for its marks.
+    for o in &calls {
+        for (tid, t) in [(o.target, o.start), (o.target, o.end), (o.caller, o.start)] {
+            let l = lanes.entry(tid).or_insert(Lane {
+                first: t,
+                last: t,
+                label: format!("t{tid:x}"),
+            });
+            l.first = l.first.min(t);
+            l.last = l.last.max(t);
         }
     }
     let t0 = lanes.values().map(|l| l.first).min().unwrap_or(0);
@@ -89,7 +196,7 @@ pub fn render(events: &[Event], title: &str) -> (String, Summary) {
             if let Some(ts) = pending.get_mut(&(src as i32, e.tid, tag)).and_then(|q| q.pop_front()) {
                 arrows.push((src as i32, ts, e.tid, e.time_us(), tag, e.int("MNB").unwrap_or(-1)));
             }
-        } else if is_marker(&e.name) {
+        } else if is_marker(&e.name) && !(is_op(&e.name) && e.phase != "-") {
             marks.push((e.tid, e.time_us(), e.name.clone()));
         }
     }
@@ -100,7 +207,7 @@ pub fn render(events: &[Event], title: &str) -> (String, Summary) {
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>\
          body{{font-family:sans-serif;background:#fff;color:#222;margin:16px}}\
          .lane{{stroke:#456;stroke-width:3}}.msg{{stroke:#c33;stroke-width:1.5;fill:none}}\
-         .mark{{fill:#f90;stroke:#940}}text{{font-size:12px}}</style></head><body>\n\
+         .mark{{fill:#f90;stroke:#940}}.op{{fill-opacity:0.7}}text{{font-size:12px}}</style></head><body>\n\
          <h1 style=\"font-size:18px\">{t}</h1>\n<p>{n} tasks, {m} messages, {k} migration/checkpoint markers; \
          time span {span:.3} s</p>\n\
          <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\n\
@@ -109,7 +216,7 @@ pub fn render(events: &[Event], title: &str) -> (String, Summary) {
         t = html(title),
         n = lanes.len(),
         m = arrows.len(),
-        k = marks.len(),
+        k = marks.len() + calls.len(),
         span = (t1 - t0) as f64 / 1e6,
         w = left + width + 40.0,
         h = height
@@ -149,6 +256,26 @@ pub fn render(events: &[Event], title: &str) -> (String, Summary) {
             html(name)
         );
     }
+    for o in &calls {
+        let (x0, x1, yy) = (x(o.start), x(o.end), y(o.target));
+        let _ = writeln!(
+            s,
+            "<rect class=\"mark op\" x=\"{x0:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"14\" rx=\"3\"><title>{t}</title></rect><text x=\"{x0:.1}\" y=\"{:.1}\">{t}</text>",
+            yy - 7.0,
+            (x1 - x0).max(6.0),
+            yy - 10.0,
+            t = html(&o.label)
+        );
+        if o.caller != o.target {
+            let cy = y(o.caller);
+            let _ = writeln!(
+                s,
+                "<path class=\"mark\" d=\"M{x0:.1},{:.1} l5,5 l-5,5 l-5,-5 z\"><title>{}</title></path>",
+                cy - 5.0,
+                html(&o.label)
+            );
+        }
+    }
     // Time axis: five intervals, labelled in milliseconds or seconds by the span.
     let span = (t1 - t0) as f64 / 1e6;
     let axis_y = height - 24.0;
@@ -179,7 +306,7 @@ pub fn render(events: &[Event], title: &str) -> (String, Summary) {
         Summary {
             tasks: lanes.len(),
             messages: arrows.len(),
-            markers: marks.len(),
+            markers: marks.len() + calls.len(),
         },
     )
 }
@@ -221,7 +348,34 @@ mod tests {
         assert!(page.contains("run &lt;1&gt;"));
         assert_eq!(page.matches("class=\"msg\"").count(), 2);
         let (empty, s0) = render(&[], "x");
+        assert!(empty.contains("0 tasks"));
         assert_eq!(s0, Summary::default());
         assert!(empty.contains("</svg>"));
+    }
+
+    #[test]
+    fn migrate_and_checkpoint_calls_become_bands_on_the_target() {
+        let lines = [
+            "10.000000 t40001 send entry DST=262146 MC=5 MNB=4",
+            "10.100000 t40002 recv exit SRC=262145 MC=5 MB=4",
+            "10.200000 t40001 checkpoint entry TT=262146 TF=0",
+            "10.400000 t40001 checkpoint exit TT=262146 CC=3 WID=3",
+            "10.500000 t40001 migrate entry TT=262146 HN=h2",
+            "10.900000 t40001 migrate exit TT=262146 CC=-2147221504 HPT=-2147221504",
+            "11.000000 t40001 migrate entry TT=262146 HN=h2",
+            "11.300000 t40001 migrate exit TT=262146 CC=-24 HPT=0",
+            "11.400000 t40001 restart entry TT=262147 WID=-1",
+        ];
+        let ev: Vec<Event> = lines.iter().map(|l| Event::parse(l).unwrap()).collect();
+        let (page, sum) = render(&ev, "ops");
+        assert_eq!(sum.markers, 4, "{page}");
+        assert_eq!(sum.tasks, 3, "the restart target gets its own line");
+        assert!(page.contains("checkpoint t40002 epoch 3"), "{page}");
+        assert!(page.contains("migrate t40002 to host t80040000"), "{page}");
+        assert!(page.contains("migrate t40002 failed (-24)"), "{page}");
+        assert!(page.contains("restart t40003 (no end recorded)"), "{page}");
+        assert_eq!(page.matches("class=\"mark op\"").count(), 4);
+        // A diamond on the caller's line for each of the three calls on another task's.
+        assert_eq!(page.matches("<path class=\"mark\"").count(), 4);
     }
 }

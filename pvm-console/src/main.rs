@@ -270,7 +270,7 @@ fn main() {
         next_job: 1,
         owner: BTreeMap::new(),
         tmask,
-        tev: pvm_console::tev::Decoder::new(ffi::event_names(), ffi::did_names()),
+        tev: pvm_console::tev::Decoder::new(pvm_console::tev::with_extensions(ffi::event_names()), ffi::did_names()),
     };
     let interactive = std::io::stdin().is_terminal();
     let (tx, rx) = mpsc::channel::<Option<String>>();
@@ -1093,7 +1093,12 @@ impl Console {
                     }
                     changed = true;
                 }
-                ev => match names.iter().position(|n| n == ev) {
+                // The pvm-rs kinds (migrate, checkpoint, restart) can be named too; the table
+                // above lists the legacy ones only, as the legacy console does.
+                ev => match pvm_console::tev::with_extensions(names.clone())
+                    .iter()
+                    .position(|n| n == ev)
+                {
                     Some(i) => {
                         tmask_set(&mut self.tmask, i, on);
                         changed = true;

@@ -40,6 +40,9 @@ pub const DEFAULT_EVENTS: &[&str] = &[
     "lvgroup",
     "mcast",
     "mhf_invoke",
+    "migrate",
+    "checkpoint",
+    "restart",
     "mytid",
     "nrecv",
     "parent",
@@ -55,6 +58,25 @@ pub const DEFAULT_EVENTS: &[&str] = &[
     "trecv",
     "user_defined",
 ];
+
+/// The pvm-rs event kinds beyond the legacy TEV_MAX (108), emitted by our library's
+/// pvm_migrate, pvm_checkpoint and pvm_restart (docs/tracing.md). A legacy library's
+/// `pvmtevinfo` table does not name them; their descriptors do.
+pub const EXT_EVENTS: &[(usize, &str)] = &[(120, "migrate"), (121, "checkpoint"), (122, "restart")];
+
+/// `names` (a library's `pvmtevinfo` names, indexed by event number) extended with
+/// [`EXT_EVENTS`], so masks and the decoder know them whichever library is loaded.
+pub fn with_extensions(mut names: Vec<String>) -> Vec<String> {
+    for (k, n) in EXT_EVENTS {
+        if names.len() <= *k {
+            names.resize(*k + 1, String::new());
+        }
+        if names[*k].is_empty() {
+            names[*k] = n.to_string();
+        }
+    }
+    names
+}
 
 /// A 35-character trace mask with the named events set (`names` indexed by event number).
 pub fn mask_of(names: &[String], events: &[&str]) -> String {
@@ -181,6 +203,8 @@ impl Event {
 pub struct Decoder {
     desc: HashMap<i32, Vec<(i32, i32)>>,
     names: Vec<String>,
+    /// Names carried by descriptors, for event ids `names` does not know (bounded like `desc`).
+    desc_names: HashMap<usize, String>,
     dids: Vec<String>,
     /// Sender of the message being decoded: user-defined records carry no task id.
     source: i32,
@@ -204,6 +228,7 @@ impl Decoder {
         Decoder {
             desc: HashMap::new(),
             names,
+            desc_names: HashMap::new(),
             dids,
             source: 0,
         }
@@ -219,6 +244,7 @@ impl Decoder {
         self.names
             .get(k)
             .filter(|n| !n.is_empty())
+            .or_else(|| self.desc_names.get(&k))
             .cloned()
             .unwrap_or_else(|| format!("ev{k}"))
     }
@@ -300,7 +326,19 @@ impl Decoder {
                 .ok()
                 .filter(|&n| n <= MAX_ITEMS)
                 .ok_or(TevError::Corrupt("name length"))?;
-            let _name = u.bytes(n)?;
+            let name = u.bytes(n)?;
+            // Kept for ids the library's table lacks (another implementation's extensions):
+            // printable ASCII without the NUL, at most 64 bytes, one per id.
+            let k = (id & !(EVENT_ENTRY | EVENT_EXIT)) as usize;
+            let name: String = name
+                .iter()
+                .take_while(|&&b| b != 0)
+                .take(64)
+                .map(|&b| if b.is_ascii_graphic() { b as char } else { '_' })
+                .collect();
+            if !name.is_empty() && self.desc_names.len() < 4 * 109 {
+                self.desc_names.entry(k).or_insert(name);
+            }
         }
         let mut data = Vec::new();
         let mut layout = Vec::new();
@@ -501,6 +539,53 @@ pub(crate) mod tests {
         // A record cut short decodes to nothing rather than something wrong.
         let cut = vec![I(MARK_USER_EVENT_RECORD), I(108), I(13)];
         assert!(dec.message(&mut Fake(cut.into())).is_empty());
+    }
+
+    #[test]
+    fn unknown_event_ids_take_their_name_from_the_descriptor() {
+        use Item::*;
+        let (n, mut d) = names();
+        d[94] = "TT".into();
+        let mut dec = Decoder::new(n, d);
+        // Event 121 entry: unknown to a legacy library's table; named by its descriptor.
+        let m = vec![
+            I(MARK_EVENT_DESC),
+            I(121 | EVENT_ENTRY),
+            I(11),
+            B(b"checkpoint\0".to_vec()),
+            I(106),
+            I(6),
+            I(10),
+            I(107),
+            I(6),
+            I(0),
+            I(88),
+            I(6),
+            I(0x40001),
+            I(94),
+            I(6),
+            I(0x40002),
+            I(MARK_EVENT_DESC_END),
+            I(MARK_EVENT_RECORD),
+            I(121 | EVENT_ENTRY),
+            I(11),
+            I(0),
+            I(0x40001),
+            I(0x40003),
+            I(MARK_EVENT_RECORD_END),
+        ];
+        let ev = dec.message(&mut Fake(m.into()));
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0].to_string(), "10.000000 t40001 checkpoint entry TT=262146");
+        assert_eq!(ev[1].to_string(), "11.000000 t40001 checkpoint entry TT=262147");
+        // The extension table names them without a descriptor, for masks.
+        let names = with_extensions(vec!["x".into(); 109]);
+        assert_eq!(names[120], "migrate");
+        assert_eq!(names[122], "restart");
+        assert!(names[110].is_empty());
+        let m = mask_of(&names, &["checkpoint"]);
+        assert_eq!(m.len(), 35);
+        assert_eq!(m.as_bytes()[30], b'@' + 2, "bit 121 = character 30, bit 1");
     }
 
     #[test]

@@ -132,7 +132,7 @@ fn collect(args: &[String]) {
     }
     let mask = match mask.as_str() {
         "all" => String::from_utf8(vec![b'O'; 35]).unwrap_or_default(),
-        "default" => tev::mask_of(&ffi::event_names(), tev::DEFAULT_EVENTS),
+        "default" => tev::mask_of(&tev::with_extensions(ffi::event_names()), tev::DEFAULT_EVENTS),
         _ => mask,
     };
     let me = ffi::mytid();
@@ -182,7 +182,7 @@ fn collect(args: &[String]) {
         }
         live.push(tids[0]);
     }
-    let mut dec = tev::Decoder::new(ffi::event_names(), ffi::did_names());
+    let mut dec = tev::Decoder::new(tev::with_extensions(ffi::event_names()), ffi::did_names());
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut n = 0usize;
     let mut seen_end = false;
