@@ -306,11 +306,13 @@ const FMBOX: &str = r#"      program fmbox
       end
 "#;
 
-/// A fresh directory per call (tests of one process run in parallel).
+/// A fresh directory per call (tests of one process run in parallel), under the build
+/// directory's scratch space (cargo's CARGO_TARGET_TMPDIR) rather than /tmp, which kept them.
 fn build_dir(tag: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("pvm-flib-{tag}-{}-{n}", std::process::id()));
+    let d =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pvm-flib-{tag}-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&d).expect("create build dir");
     d
 }
