@@ -24,8 +24,9 @@ use crate::wire;
 pub mod master;
 pub mod netd;
 mod reset; // mailbox side of `reset` across hosts (DM_RESET)
-mod xcaps;
-// Migration extensions (docs/migration.md).
+pub mod stream;
+mod xcaps; // pvmd-rs <-> pvmd-rs stream transport (DM_XSTREAM)
+           // Migration extensions (docs/migration.md).
 pub mod appckpt;
 pub mod mig_move;
 pub mod migrate;

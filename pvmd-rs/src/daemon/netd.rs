@@ -189,6 +189,8 @@ pub struct Net {
     unreach: crate::guard::Unreachable,
     /// hardening: optional datagram authentication between pvm-rs daemons (dgauth.rs).
     pub(super) dgauth: crate::dgauth::DgAuth,
+    /// Stream transport to pvmd-rs peers (stream.rs).
+    pub(super) xs: super::stream::Streams,
 }
 
 impl NetConfig {
@@ -253,6 +255,7 @@ impl Net {
             drop_log: Default::default(),
             unreach: Default::default(),
             dgauth: crate::dgauth::DgAuth::with_key(crate::dgauth::machine_key().clone().ok().flatten()),
+            xs: Default::default(),
         }
     }
 
@@ -486,7 +489,7 @@ impl<A: AuthFiles> Daemon<A> {
         let me = Tid::pvmd(self.host.index);
         let Some(n) = self.net.as_mut() else { return };
         let now = n.now();
-        if let Err(e) = n.ep.send_message(now, host, me, Tid::pvmd(host), hdr(tag, wid), body) {
+        if let Err(e) = n.send_message(now, host, me, Tid::pvmd(host), hdr(tag, wid), body) {
             out.push(Out::Log(format!("dm_send() to host {host}: {e}")));
         }
     }
@@ -539,9 +542,7 @@ impl<A: AuthFiles> Daemon<A> {
             (None, payload)
         };
         let now = n.now();
-        if let Err(e) =
-            n.ep.send_frag(now, host, src, dst, header, fh.flags.contains(FragFlags::EOM), data)
-        {
+        if let Err(e) = n.send_frag(now, host, src, dst, header, fh.flags.contains(FragFlags::EOM), data) {
             out.push(Out::Log(format!("loclinpkt() to t{:x}: {e}", dst.bits())));
         }
         true
@@ -569,9 +570,7 @@ impl<A: AuthFiles> Daemon<A> {
         };
         let now = n.now();
         for h in hosts {
-            if let Err(e) =
-                n.ep.send_frag(now, h, src, fh.dst, header, fh.flags.contains(FragFlags::EOM), data)
-            {
+            if let Err(e) = n.send_frag(now, h, src, fh.dst, header, fh.flags.contains(FragFlags::EOM), data) {
                 out.push(Out::Log(format!("mca to host {h}: {e}")));
             }
         }
@@ -593,7 +592,7 @@ impl<A: AuthFiles> Daemon<A> {
             crc: 0,
         };
         let now = n.now();
-        if let Err(e) = n.ep.send_message(now, host, me, to, h, body) {
+        if let Err(e) = n.send_message(now, host, me, to, h, body) {
             out.push(Out::Log(format!("send to t{:x}: {e}", to.bits())));
         }
     }
@@ -640,7 +639,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     // ---- datagrams for tasks -----------------------------------------------------------------
 
-    fn net_packet(&mut self, p: pvm_proto::ddp::Packet, out: &mut Vec<Out>) {
+    pub(super) fn net_packet(&mut self, p: pvm_proto::ddp::Packet, out: &mut Vec<Out>) {
         let mut payload = Vec::with_capacity(p.data.len() + MSGHDR_LEN);
         if let Some(h) = p.header {
             payload.extend_from_slice(&h.to_bytes());
@@ -699,7 +698,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     // ---- DM_ messages ------------------------------------------------------------------------
 
-    fn dm_entry(&mut self, m: pvm_proto::ddp::Message, out: &mut Vec<Out>) {
+    pub(super) fn dm_entry(&mut self, m: pvm_proto::ddp::Message, out: &mut Vec<Out>) {
         if !m.src.is_pvmd() {
             if self.rm_net_entry(m.src, &m.header, &m.body, out) {
                 return; // rm.rs hook: a resource manager's SM_EXEC from another host
@@ -720,6 +719,9 @@ impl<A: AuthFiles> Daemon<A> {
         }
         if m.header.tag == XCAPS_TAG {
             return self.xcaps_entry(host, wid, &m.body, out);
+        }
+        if m.header.tag == super::stream::XSTREAM_TAG {
+            return self.xstream_entry(host, &m.body, out); // stream.rs
         }
         if (super::appckpt::DM_APP_FIRST..=super::appckpt::DM_APP_LAST).contains(&m.header.tag) {
             return self.app_dm(host, m.header.tag, wid, &m.body, out); // appckpt.rs hook
@@ -961,6 +963,7 @@ impl<A: AuthFiles> Daemon<A> {
             return;
         }
         out.push(Out::Log(format!("host {host} deleted")));
+        self.xstream_host_gone(host); // stream.rs hook
         self.rm_host_gone(host, out); // rm.rs hook
         let Some(n) = self.net.as_mut() else { return };
         let wids: Vec<i32> = n
