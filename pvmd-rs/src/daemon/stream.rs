@@ -56,6 +56,9 @@ mod off {
     pub const DST: usize = 12;
     pub const ACK: usize = 16;
 }
+/// Room a reader leaves before each payload: the task fragment header is written there, so a
+/// frame for a local task is delivered without copying its payload.
+pub const PAYLOAD_PREFIX: usize = pvm_proto::frag::HEADER_LEN;
 /// Frame kinds.
 pub const KIND_DATA: u8 = 1;
 pub const KIND_ACK: u8 = 2;
@@ -351,6 +354,15 @@ fn cookie() -> u64 {
         b = (t ^ u64::from(std::process::id()) << 32).to_be_bytes();
     }
     u64::from_be_bytes(b)
+}
+
+/// The message header (on SOM) and the data of a frame payload.
+fn split_payload(p: &[u8], flags: FragFlags) -> (Option<MsgHeader>, &[u8]) {
+    if flags.contains(FragFlags::SOM) {
+        (MsgHeader::parse(p).ok(), p.get(MSGHDR_LEN..).unwrap_or(&[]))
+    } else {
+        (None, p)
+    }
 }
 
 fn notice(rx: u64) -> Vec<u8> {
@@ -701,8 +713,9 @@ impl<A: AuthFiles> Daemon<A> {
         out
     }
 
-    /// One frame read from link `host` generation `gen`.
-    pub fn stream_frame(&mut self, host: u32, gen: u64, h: FrameHeader, mut payload: Vec<u8>) -> Vec<Out> {
+    /// One frame read from link `host` generation `gen`; its payload is `buf` after
+    /// [`PAYLOAD_PREFIX`] bytes of room.
+    pub fn stream_frame(&mut self, host: u32, gen: u64, h: FrameHeader, buf: Vec<u8>) -> Vec<Out> {
         let mut out = Vec::new();
         let Some(n) = self.net.as_mut() else { return out };
         let Some(l) = n.xs.links.get_mut(&host).filter(|l| l.gen == gen) else {
@@ -711,7 +724,7 @@ impl<A: AuthFiles> Daemon<A> {
         if !matches!(l.phase, Phase::Switching | Phase::Up) {
             return out;
         }
-        if h.ack < l.acked || h.ack > l.tx || payload.len() != h.len as usize {
+        if h.ack < l.acked || h.ack > l.tx || buf.len() != PAYLOAD_PREFIX + h.len as usize {
             out.push(Out::Log(format!(
                 "xstream host {host}: bad frame (ack {} of {} written); dropping the stream",
                 h.ack, l.tx
@@ -729,35 +742,37 @@ impl<A: AuthFiles> Daemon<A> {
             return out;
         }
         l.rx += 1;
-        l.rx_bytes += payload.len();
-        let header = if h.flags & FLAG_SOM != 0 {
-            let mh = MsgHeader::parse(&payload).ok();
-            payload.drain(..MSGHDR_LEN);
-            mh
-        } else {
-            None
-        };
+        l.rx_bytes += h.len as usize;
         let mut flags = FragFlags::empty();
-        if header.is_some() {
+        if h.flags & FLAG_SOM != 0 {
             flags |= FragFlags::SOM;
         }
         if h.flags & FLAG_EOM != 0 {
             flags |= FragFlags::EOM;
         }
-        let max_msg = n.ep.config().max_message_len;
         let for_pvmd = h.dst.bits() & !Tid::HOST_MASK == Tid::PVMD_BIT;
-        let ev = if for_pvmd {
-            Self::reassemble(l, host, h.src, h.dst, header, flags, payload, max_msg)
+        // A local task's fragment is delivered in `buf` itself (see `deliver_frame`); anything
+        // else takes the datagram path's form.
+        let mut direct = None;
+        let ev = if for_pvmd || h.dst.is_multicast() {
+            let (header, data) = split_payload(&buf[PAYLOAD_PREFIX..], flags);
+            if for_pvmd {
+                let max_msg = n.ep.config().max_message_len;
+                Self::reassemble(l, host, h.src, h.dst, header, flags, data.to_vec(), max_msg)
+            } else {
+                Some(Event::Packet(Packet {
+                    host,
+                    src: h.src,
+                    dst: h.dst,
+                    seq: 0,
+                    flags,
+                    header,
+                    data: data.to_vec(),
+                }))
+            }
         } else {
-            Some(Event::Packet(Packet {
-                host,
-                src: h.src,
-                dst: h.dst,
-                seq: 0,
-                flags,
-                header,
-                data: payload,
-            }))
+            direct = Some(buf);
+            None
         };
         let (rx, told, bytes, gen) = (l.rx, l.rx_told, l.rx_bytes, l.gen);
         if rx - told >= ACK_FRAMES || bytes >= ACK_BYTES {
@@ -781,10 +796,41 @@ impl<A: AuthFiles> Daemon<A> {
         match ev {
             Some(Event::Packet(p)) => self.net_packet(p, &mut out),
             Some(Event::Message(m)) => self.dm_entry(m, &mut out),
-            Some(_) => {}
-            None => {}
+            Some(_) | None => {}
+        }
+        if let Some(buf) = direct {
+            self.deliver_frame(host, h, flags, buf, &mut out);
         }
         out
+    }
+
+    /// `net_packet()` for a task fragment read from a stream, without copying the payload:
+    /// the task fragment header goes into the room before it.
+    fn deliver_frame(&mut self, host: u32, h: FrameHeader, flags: FragFlags, mut buf: Vec<u8>, out: &mut Vec<Out>) {
+        if !self.has_task(h.dst) {
+            let (header, data) = split_payload(&buf[PAYLOAD_PREFIX..], flags);
+            let p = Packet {
+                host,
+                src: h.src,
+                dst: h.dst,
+                seq: 0,
+                flags,
+                header,
+                data: data.to_vec(),
+            };
+            return self.net_packet(p, out); // moved tasks (mig_move.rs) and scrapping
+        }
+        let key = super::task_key(self.host.index, h.dst);
+        let fh = pvm_proto::frag::StreamFragHeader {
+            dst: super::key_tid(self.host.index, key),
+            src: h.src,
+            len: h.len,
+            flags,
+        };
+        buf[..PAYLOAD_PREFIX].copy_from_slice(&fh.to_bytes());
+        if let Some(b) = self.mig_gate(key, host, buf) {
+            self.deliver(key, b, out); // mig_gate: mig_move.rs hook (order after a move)
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

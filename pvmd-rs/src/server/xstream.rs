@@ -7,7 +7,7 @@
 //! goes to the connection's writer task. The reader hands over frames in batches of what one
 //! buffered read holds, so many small frames cost one wake-up of the main loop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{apply, ConnHandle};
-use crate::daemon::stream::{FrameHeader, OutFrame, StreamCmd, FRAME_HDR_LEN, HELLO_LEN};
+use crate::daemon::stream::{FrameHeader, OutFrame, StreamCmd, FRAME_HDR_LEN, HELLO_LEN, PAYLOAD_PREFIX};
 use crate::daemon::{AuthFiles, ConnId, Daemon};
 use crate::log::Log;
 
@@ -263,26 +263,54 @@ impl XShell {
         );
     }
 
-    /// Writes now what the socket takes, queues the rest; false on a write error.
-    fn write(&mut self, host: u32, gen: u64, frame: OutFrame) -> bool {
+    /// Writes now what the socket takes (one `writev` over many frames), queues the rest;
+    /// false on a write error.
+    fn write(&mut self, host: u32, gen: u64, frames: Vec<OutFrame>) -> bool {
         let Some(c) = self.conns.get(&host).filter(|c| c.gen == gen) else {
             return true;
         };
-        let mut item = WItem::Frame(frame, 0);
+        let mut items: VecDeque<WItem> = frames.into_iter().map(|f| WItem::Frame(f, 0)).collect();
         if c.queued.load(Ordering::Relaxed) == 0 {
-            match c.wr.try_write_vectored(&item.slices()) {
-                Ok(n) => {
-                    if item.advance(n) {
-                        return true;
+            while !items.is_empty() {
+                let slices: Vec<IoSlice<'_>> = items.iter().flat_map(|i| i.slices()).take(MAX_IOV).collect();
+                let want: usize = slices.iter().map(|s| s.len()).sum();
+                let r = c.wr.try_write_vectored(&slices);
+                drop(slices);
+                match r {
+                    Ok(n) => {
+                        advance(&mut items, n);
+                        if n < want {
+                            break;
+                        }
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => return false,
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return false,
             }
         }
-        c.queued.fetch_add(item.len(), Ordering::Relaxed);
-        let _ = c.wtx.send(item);
+        for item in items {
+            c.queued.fetch_add(item.len(), Ordering::Relaxed);
+            let _ = c.wtx.send(item);
+        }
         true
+    }
+}
+
+/// Most slices one `writev` is given.
+const MAX_IOV: usize = 512;
+
+/// Marks `n` bytes of the queue's head written.
+fn advance(items: &mut VecDeque<WItem>, mut n: usize) {
+    while n > 0 {
+        let Some(i) = items.front_mut() else { break };
+        let l = i.len();
+        if n >= l {
+            items.pop_front();
+            n -= l;
+        } else {
+            i.advance(n);
+            n = 0;
+        }
     }
 }
 
@@ -302,9 +330,9 @@ async fn read_loop(rd: OwnedReadHalf, host: u32, gen: u64, tx: mpsc::UnboundedSe
             Ok(h) => h,
             Err(e) => break e.to_string(),
         };
-        // Bounded by FrameHeader::parse (MAX_FRAME).
-        let mut p = vec![0u8; h.len as usize];
-        if let Err(e) = r.read_exact(&mut p).await {
+        // Bounded by FrameHeader::parse (MAX_FRAME); room for the task header first.
+        let mut p = vec![0u8; PAYLOAD_PREFIX + h.len as usize];
+        if let Err(e) = r.read_exact(&mut p[PAYLOAD_PREFIX..]).await {
             break format!("read inside a frame: {e}");
         }
         batch.push((h, p));
@@ -333,7 +361,7 @@ async fn write_loop(
     gen: u64,
     tx: mpsc::UnboundedSender<XEvent>,
 ) {
-    let mut items: std::collections::VecDeque<WItem> = std::collections::VecDeque::new();
+    let mut items: VecDeque<WItem> = VecDeque::new();
     while let Some(first) = rx.recv().await {
         items.push_back(first);
         while items.len() < 128 {
@@ -351,10 +379,10 @@ async fn write_loop(
                 });
                 return;
             }
-            let slices: Vec<IoSlice<'_>> = items.iter().flat_map(|i| i.slices()).take(512).collect();
+            let slices: Vec<IoSlice<'_>> = items.iter().flat_map(|i| i.slices()).take(MAX_IOV).collect();
             let r = wr.try_write_vectored(&slices);
             drop(slices);
-            let mut n = match r {
+            let n = match r {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
@@ -367,17 +395,7 @@ async fn write_loop(
                 }
             };
             queued.fetch_sub(n, Ordering::Relaxed);
-            while n > 0 {
-                let Some(i) = items.front_mut() else { break };
-                let l = i.len();
-                if n >= l {
-                    items.pop_front();
-                    n -= l;
-                } else {
-                    i.advance(n);
-                    n = 0;
-                }
-            }
+            advance(&mut items, n);
         }
     }
 }
@@ -390,23 +408,35 @@ pub(super) fn flush<A: AuthFiles>(
     log: &mut Log,
 ) -> bool {
     let mut halt = false;
+    // Consecutive frames for one stream go out in one `writev`.
+    let mut batch: Option<(u32, u64, Vec<OutFrame>)> = None;
+    let mut next = daemon.stream_poll();
     for _ in 0..100_000 {
-        let Some(cmd) = daemon.stream_poll() else { break };
-        match cmd {
-            StreamCmd::Connect { host, gen, addr, hello } => xs.connect(host, gen, addr, hello),
-            StreamCmd::Write { host, gen, frame } => {
-                if !xs.write(host, gen, frame) {
+        let cmd = next.take();
+        let same = matches!((&cmd, &batch), (Some(StreamCmd::Write { host, gen, .. }), Some((h, g, _))) if host == h && gen == g);
+        if !same {
+            if let Some((host, gen, frames)) = batch.take() {
+                if !xs.write(host, gen, frames) {
                     xs.conns.remove(&host);
                     let outs = daemon.stream_down(host, gen, "write failed");
                     halt |= apply(outs, daemon, conns, log);
                 }
             }
+        }
+        let Some(cmd) = cmd else { break };
+        match cmd {
+            StreamCmd::Connect { host, gen, addr, hello } => xs.connect(host, gen, addr, hello),
+            StreamCmd::Write { host, gen, frame } => match batch.as_mut() {
+                Some((_, _, v)) => v.push(frame),
+                None => batch = Some((host, gen, vec![frame])),
+            },
             StreamCmd::Close { host, gen } => {
                 if xs.conns.get(&host).is_some_and(|c| c.gen == gen) {
                     xs.conns.remove(&host);
                 }
             }
         }
+        next = daemon.stream_poll();
     }
     halt
 }
