@@ -589,8 +589,11 @@ impl<A: AuthFiles> Daemon<A> {
         let drop_after = std::env::var("PVMD_XSTREAM_DROP_AFTER")
             .ok()
             .and_then(|v| v.parse().ok());
+        // An authenticated datagram link (dgauth.rs) is not traded for an unauthenticated
+        // stream: with a datagram key, no stream is offered.
+        let keyed = self.net.as_ref().is_some_and(|n| n.dgauth.key.is_some());
         if let Some(xs) = self.xs() {
-            xs.port = if off { 0 } else { port };
+            xs.port = if off || keyed { 0 } else { port };
             xs.cookie = cookie();
             xs.drop_after = drop_after;
         }
