@@ -2159,6 +2159,147 @@ mod tests {
         assert_eq!(tids, vec![t.0, st.0]);
     }
 
+    // ---- stream transport (stream.rs) ----
+
+    /// A message with tag 77 and body `seq` from task `src` (connection 9 of `d`) to `dst`.
+    fn seq_msg(d: &mut D, src: Tid, dst: Tid, seq: i32) {
+        let mut p = MsgHeader {
+            enc: ENC_XDR,
+            tag: 77,
+            ..MsgHeader::default()
+        }
+        .to_bytes()
+        .to_vec();
+        p.extend_from_slice(&seq.to_be_bytes());
+        let fh = StreamFragHeader {
+            dst,
+            src,
+            len: p.len() as u32,
+            flags: FragFlags::SOM | FragFlags::EOM,
+        };
+        d.fragment(9, fh, &p, UNIX_EPOCH);
+    }
+
+    /// The `seq`s of the tag-77 messages sent to connection 1.
+    fn seqs(out: &[Out]) -> Vec<i32> {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Send(1, b) if MsgHeader::parse(&b[16..]).map(|h| h.tag) == Ok(77) => {
+                    Some(i32::from_be_bytes(b[48..52].try_into().unwrap()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Carries the stream commands of `from` (host `fh`, link generation `fg`) to `to`'s link
+    /// generation `tg`, at most `limit` DATA frames; the rest are lost with the connection.
+    fn stream_carry(from: &mut D, to: &mut D, fh: u32, tg: u64, limit: &mut usize) -> Vec<Out> {
+        use super::super::stream::{FrameHeader, StreamCmd, KIND_DATA, PAYLOAD_PREFIX};
+        let mut out = Vec::new();
+        while let Some(cmd) = from.stream_poll() {
+            if let StreamCmd::Write { frame, .. } = cmd {
+                let h = FrameHeader::parse(&frame.hdr).unwrap();
+                if h.kind == KIND_DATA {
+                    if *limit == 0 {
+                        continue;
+                    }
+                    *limit -= 1;
+                }
+                let mut buf = vec![0u8; PAYLOAD_PREFIX];
+                buf.extend_from_slice(frame.mhdr.as_ref().map_or(&[][..], |m| &m[..]));
+                buf.extend_from_slice(&frame.data);
+                out.extend(to.stream_frame(fh, tg, h, buf));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn stream_switches_over_in_order_and_falls_back_without_loss() {
+        use super::super::stream::StreamCmd;
+        let (mut m, mut s, t) = machine();
+        m.set_stream_port(7001);
+        s.set_stream_port(7002);
+        let st = connect(&mut s, 9);
+        let mut out = Vec::new();
+        m.xcaps_probe(2, &mut out);
+        pump(&mut m, &mut s);
+        // The lower index connects, to the slave's port, with the slave's cookie.
+        let Some(StreamCmd::Connect {
+            host: 2,
+            gen: gm,
+            addr: a,
+            hello,
+        }) = m.stream_poll()
+        else {
+            panic!("no connect")
+        };
+        assert_eq!(a, addr("10.0.0.2:7002"));
+        // Garbage and strangers are refused.
+        assert!(s
+            .stream_accept(*addr(M).ip(), b"GET / HTTP/1.0\r\n\r\nxxxxxxxxx")
+            .is_err());
+        assert!(s.stream_accept("10.0.0.9".parse().unwrap(), &hello).is_err());
+        // Five messages go as datagrams, not yet acknowledged when the stream comes up...
+        for i in 0..5 {
+            seq_msg(&mut s, st, t, i);
+        }
+        let (h, gs, ack) = s.stream_accept(*addr(M).ip(), &hello).unwrap();
+        assert_eq!(h, 1);
+        assert!(s.stream_accept(*addr(M).ip(), &hello).is_err(), "one stream per pair");
+        assert!(m.stream_connected(2, gm, &ack).0);
+        // ... five more are held until they are, then go on the stream.
+        for i in 5..10 {
+            seq_msg(&mut s, st, t, i);
+        }
+        let mut all = Vec::new();
+        let mut lim = usize::MAX;
+        assert!(
+            stream_carry(&mut s, &mut m, 2, gm, &mut lim).is_empty(),
+            "held while switching"
+        );
+        let (om, _) = pump(&mut m, &mut s);
+        all.extend(seqs(&om));
+        all.extend(seqs(&stream_carry(&mut s, &mut m, 2, gm, &mut lim)));
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        assert_eq!(s.stream_counts().0, 5, "the held five went on the stream");
+        // Ten more; the connection breaks after three of them reached the master.
+        for i in 10..20 {
+            seq_msg(&mut s, st, t, i);
+        }
+        let mut three = 3;
+        all.extend(seqs(&stream_carry(&mut s, &mut m, 2, gm, &mut three)));
+        let mut none = 0;
+        stream_carry(&mut m, &mut s, 1, gs, &mut none);
+        // Sent while the slave does not know yet: to be resent too.
+        seq_msg(&mut s, st, t, 20);
+        stream_carry(&mut s, &mut m, 2, gm, &mut none);
+        let out = s.stream_down(1, gs, "test");
+        assert!(!out.is_empty());
+        seq_msg(&mut s, st, t, 21); // held until the master's count arrives
+        for _ in 0..3 {
+            let (om, _) = pump(&mut m, &mut s);
+            all.extend(seqs(&om));
+            // The master gives its side up on the slave's DM_XSTREAM and closes it.
+            while let Some(c) = m.stream_poll() {
+                assert!(matches!(c, StreamCmd::Close { host: 2, .. } | StreamCmd::Write { .. }));
+            }
+        }
+        assert_eq!(
+            all,
+            (0..22).collect::<Vec<_>>(),
+            "nothing lost, nothing twice, in order"
+        );
+        // Back on datagrams for good.
+        seq_msg(&mut s, st, t, 22);
+        while let Some(c) = s.stream_poll() {
+            assert!(matches!(c, StreamCmd::Close { host: 1, .. }), "{c:?}");
+        }
+        let (om, _) = pump(&mut m, &mut s);
+        assert_eq!(seqs(&om), vec![22]);
+    }
+
     #[test]
     fn mailbox_of_a_slave_task_lives_on_the_master() {
         let (mut m, mut s, _) = machine();
