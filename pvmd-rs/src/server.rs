@@ -635,6 +635,7 @@ pub async fn serve_net<A: AuthFiles>(
     }
     daemon.cleanup();
     // multi-host: what is still queued (a DM_HALT, replies), then FIN|ACK to every pvmd.
+    let _ = xstream::flush(&mut xs, daemon, &mut conns, log); // stream transport: best effort
     udp_flush(&udp, daemon, log).await;
     if let Some(u) = &udp {
         for t in daemon.net_bailout() {
