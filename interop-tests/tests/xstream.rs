@@ -113,6 +113,41 @@ fn xstream_dropped_stream_falls_back_without_loss() {
 }
 
 #[test]
+fn xstream_killed_from_outside_with_ss_falls_back_without_loss() {
+    let c = Cluster::named("hstr", "ssk", 2);
+    let _m = machine(&c, &our_pvmd().display().to_string(), &[]);
+    assert!(
+        c.wait_for(Duration::from_secs(5), || c.log(1).contains("stream up")),
+        "{}",
+        c.logs()
+    );
+    let mut cmd = c.command(1, &c_program("xseq"));
+    cmd.args([c.host(2).ip.as_str(), "120"]);
+    let run = Proc {
+        child: cmd.spawn().unwrap(),
+        name: "xseq".into(),
+    };
+    // Abort the stream's socket in h1 (the kernel resets it) while messages are in flight.
+    std::thread::sleep(Duration::from_millis(400));
+    let mut ss = c.command(1, &PathBuf::from("/usr/bin/ss"));
+    ss.args(["-K", "dst", c.host(2).ip.as_str()]);
+    let (code, out, err) = Proc {
+        child: ss.spawn().expect("run ss (iproute2)"),
+        name: "ss -K".into(),
+    }
+    .wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "ss -K: {out} {err}");
+    let (code, out, err) = run.wait(Duration::from_secs(90));
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", c.logs());
+    assert!(out.contains(" ok "), "{out}\n{}", c.logs());
+    assert!(c.log(1).contains("xstream host 2: back on datagrams"), "{}", c.logs());
+    assert!(c.log(2).contains("xstream host 1: back on datagrams"), "{}", c.logs());
+    for l in c.logs().lines().filter(|l| l.contains("xstream")) {
+        eprintln!("{l}");
+    }
+}
+
+#[test]
 fn xstream_legacy_slave_stays_on_datagrams() {
     let c = Cluster::named("hstr", "leg", 2);
     let _m = machine(&c, LEGACY_PVMD, &[]);
