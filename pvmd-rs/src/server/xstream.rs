@@ -34,6 +34,9 @@ const HELLO_TIME: Duration = Duration::from_secs(5);
 const MAX_PENDING_HELLOS: usize = 64;
 /// Frames one reader batch holds at most.
 const READ_BATCH: usize = 64;
+/// Bytes (in KB) a stream's reader may have handed to the main loop and not yet seen
+/// processed: past this it stops reading, and TCP flow control holds the peer back.
+const READ_BUDGET_KB: u32 = 128 << 10;
 
 pub(super) enum XEvent {
     /// An accepted connection and its hello.
@@ -53,6 +56,8 @@ pub(super) enum XEvent {
         host: u32,
         gen: u64,
         frames: Vec<(FrameHeader, Vec<u8>)>,
+        /// Returned to the reader's budget when the batch is dropped.
+        budget: Vec<tokio::sync::OwnedSemaphorePermit>,
     },
 }
 
@@ -317,6 +322,8 @@ fn advance(items: &mut VecDeque<WItem>, mut n: usize) {
 async fn read_loop(rd: OwnedReadHalf, host: u32, gen: u64, tx: mpsc::UnboundedSender<XEvent>) {
     let mut r = BufReader::with_capacity(256 << 10, rd);
     let mut batch = Vec::new();
+    let mut budget = Vec::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(READ_BUDGET_KB as usize));
     let why = loop {
         let mut hb = [0u8; FRAME_HDR_LEN];
         if let Err(e) = r.read_exact(&mut hb).await {
@@ -330,6 +337,11 @@ async fn read_loop(rd: OwnedReadHalf, host: u32, gen: u64, tx: mpsc::UnboundedSe
             Ok(h) => h,
             Err(e) => break e.to_string(),
         };
+        let kb = (h.len / 1024 + 1).min(READ_BUDGET_KB);
+        match sem.clone().acquire_many_owned(kb).await {
+            Ok(p) => budget.push(p),
+            Err(_) => return,
+        }
         // Bounded by FrameHeader::parse (MAX_FRAME); room for the task header first.
         let mut p = vec![0u8; PAYLOAD_PREFIX + h.len as usize];
         if let Err(e) = r.read_exact(&mut p[PAYLOAD_PREFIX..]).await {
@@ -338,7 +350,16 @@ async fn read_loop(rd: OwnedReadHalf, host: u32, gen: u64, tx: mpsc::UnboundedSe
         batch.push((h, p));
         if r.buffer().is_empty() || batch.len() >= READ_BATCH {
             let frames = std::mem::take(&mut batch);
-            if tx.send(XEvent::Frames { host, gen, frames }).is_err() {
+            let budget = std::mem::take(&mut budget);
+            if tx
+                .send(XEvent::Frames {
+                    host,
+                    gen,
+                    frames,
+                    budget,
+                })
+                .is_err()
+            {
                 return;
             }
         }
@@ -348,6 +369,7 @@ async fn read_loop(rd: OwnedReadHalf, host: u32, gen: u64, tx: mpsc::UnboundedSe
             host,
             gen,
             frames: batch,
+            budget,
         });
     }
     let _ = tx.send(XEvent::Down { host, gen, why });
@@ -476,11 +498,17 @@ pub(super) fn event<A: AuthFiles>(
                 let outs = daemon.stream_down(host, gen, &why);
                 halt |= apply(outs, daemon, conns, log);
             }
-            XEvent::Frames { host, gen, frames } => {
+            XEvent::Frames {
+                host,
+                gen,
+                frames,
+                budget,
+            } => {
                 for (h, p) in frames {
                     let outs = daemon.stream_frame(host, gen, h, p);
                     halt |= apply(outs, daemon, conns, log);
                 }
+                drop(budget); // the reader may read this much more
             }
         }
         n += 1;
