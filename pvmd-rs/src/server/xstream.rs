@@ -338,17 +338,45 @@ async fn read_loop(rd: OwnedReadHalf, host: u32, gen: u64, tx: mpsc::UnboundedSe
             Err(e) => break e.to_string(),
         };
         let kb = (h.len / 1024 + 1).min(READ_BUDGET_KB);
-        match sem.clone().acquire_many_owned(kb).await {
-            Ok(p) => budget.push(p),
-            Err(_) => return,
-        }
+        let permit = match sem.clone().try_acquire_many_owned(kb) {
+            Ok(p) => p,
+            Err(_) => {
+                // Over budget: what is batched goes first (its permits come back when the
+                // main loop is done with it), then wait.
+                if !batch.is_empty() {
+                    let frames = std::mem::take(&mut batch);
+                    let budget = std::mem::take(&mut budget);
+                    if tx
+                        .send(XEvent::Frames {
+                            host,
+                            gen,
+                            frames,
+                            budget,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                match sem.clone().acquire_many_owned(kb).await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                }
+            }
+        };
+        budget.push(permit);
         // Bounded by FrameHeader::parse (MAX_FRAME); room for the task header first.
         let mut p = vec![0u8; PAYLOAD_PREFIX + h.len as usize];
         if let Err(e) = r.read_exact(&mut p[PAYLOAD_PREFIX..]).await {
             break format!("read inside a frame: {e}");
         }
         batch.push((h, p));
-        if r.buffer().is_empty() || batch.len() >= READ_BATCH {
+        // Handed over unless the next frame is already whole in the buffer: a frame never
+        // waits for the rest of the one after it.
+        let b = r.buffer();
+        let next_whole = b.len() >= FRAME_HDR_LEN
+            && FrameHeader::parse(&b[..FRAME_HDR_LEN]).is_ok_and(|n| b.len() >= FRAME_HDR_LEN + n.len as usize);
+        if !next_whole || batch.len() >= READ_BATCH {
             let frames = std::mem::take(&mut batch);
             let budget = std::mem::take(&mut budget);
             if tx
