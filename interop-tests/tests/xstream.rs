@@ -81,13 +81,33 @@ fn xseq(c: &Cluster, n: usize) -> f64 {
 #[test]
 fn xstream_two_of_ours_use_the_stream_and_keep_order() {
     let c = Cluster::named("hstr", "up", 2);
-    let _m = machine(&c, &our_pvmd().display().to_string(), &[]);
-    // Started at once: the first messages may still go as datagrams while the pair switches.
-    let secs = xseq(&c, 150);
-    assert!(c.log(1).contains("xstream host 2: stream up"), "{}", c.logs());
-    assert!(c.log(2).contains("xstream host 1: stream accepted"), "{}", c.logs());
-    assert!(!c.logs().contains("falling back"), "{}", c.logs());
-    eprintln!("150 messages each way over the stream in {secs:.3} s");
+    // The master connects its stream 1 s after the exchange of DM_XCAPS (test hook), so the
+    // transfer below starts on datagrams and switches over in the middle.
+    let _m = machine(
+        &c,
+        &our_pvmd().display().to_string(),
+        &[("PVMD_XSTREAM_DELAY_MS", "1000")],
+    );
+    assert!(
+        !c.log(1).contains("stream up"),
+        "too late to see a switch\n{}",
+        c.logs()
+    );
+    let secs = xseq(&c, 200);
+    let logs = c.logs();
+    for l in logs.lines().filter(|l| l.contains("xstream") || l.starts_with("----")) {
+        eprintln!("{l}");
+    }
+    assert!(c.log(1).contains("xstream host 2: stream up"), "{logs}");
+    assert!(c.log(2).contains("xstream host 1: stream accepted"), "{logs}");
+    for k in [1, 2] {
+        assert!(
+            c.log(k).contains("on the stream from now"),
+            "h{k} never switched\n{logs}"
+        );
+    }
+    assert!(!logs.contains("falling back"), "{logs}");
+    eprintln!("200 messages each way, switching to the stream on the way, in {secs:.3} s");
 }
 
 #[test]

@@ -253,6 +253,8 @@ pub enum StreamCmd {
         host: u32,
         gen: u64,
     },
+    /// A line for the daemon's log.
+    Log(String),
 }
 
 /// A fragment as [`Net::send_frag`] got it.
@@ -930,6 +932,10 @@ impl<A: AuthFiles> Daemon<A> {
                 l.phase = Phase::Up;
                 l.held_bytes = 0;
                 let held: Vec<Sent> = l.held.drain(..).collect();
+                n.xs.cmds.push_back(StreamCmd::Log(format!(
+                    "xstream host {host}: datagrams all acknowledged; on the stream from now ({} held)",
+                    held.len()
+                )));
                 for s in held {
                     n.xs.write(host, s);
                 }

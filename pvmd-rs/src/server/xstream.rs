@@ -213,7 +213,14 @@ impl XShell {
 
     fn connect(&self, host: u32, gen: u64, addr: SocketAddrV4, hello: [u8; HELLO_LEN]) {
         let tx = self.tx.clone();
+        // Test hook: connect this much later, so that traffic is under way when the link
+        // switches over (interop-tests/tests/xstream.rs).
+        let delay = std::env::var("PVMD_XSTREAM_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::ZERO, Duration::from_millis);
         tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
             let r = tokio::time::timeout(HELLO_TIME, async {
                 let sock = TcpSocket::new_v4()?;
                 tune(sock.as_raw_fd());
@@ -485,6 +492,7 @@ pub(super) fn flush<A: AuthFiles>(
                     xs.conns.remove(&host);
                 }
             }
+            StreamCmd::Log(l) => log.line(&l),
         }
         next = daemon.stream_poll();
     }
