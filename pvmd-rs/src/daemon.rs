@@ -24,9 +24,10 @@ use crate::wire;
 pub mod master;
 pub mod netd;
 mod reset; // mailbox side of `reset` across hosts (DM_RESET)
+           // pvmd-rs <-> pvmd-rs stream transport (DM_XCAPS v3, DM_XSTREAM).
 pub mod stream;
-mod xcaps; // pvmd-rs <-> pvmd-rs stream transport (DM_XSTREAM)
-           // Migration extensions (docs/migration.md).
+mod xcaps;
+// Migration extensions (docs/migration.md).
 pub mod appckpt;
 pub mod mig_move;
 pub mod migrate;
