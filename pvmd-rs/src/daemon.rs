@@ -24,8 +24,7 @@ use crate::wire;
 pub mod master;
 pub mod netd;
 mod reset; // mailbox side of `reset` across hosts (DM_RESET)
-           // pvmd-rs <-> pvmd-rs stream transport (DM_XCAPS v3, DM_XSTREAM).
-pub mod stream;
+pub mod stream; // pvmd-rs <-> pvmd-rs stream transport (DM_XCAPS v3, DM_XSTREAM)
 mod xcaps;
 // Migration extensions (docs/migration.md).
 pub mod appckpt;
