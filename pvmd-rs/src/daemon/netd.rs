@@ -2307,6 +2307,55 @@ mod tests {
     }
 
     #[test]
+    fn stream_frames_for_other_hosts_tids_and_bad_acks_are_refused() {
+        use super::super::stream::{FrameHeader, StreamCmd, FLAG_EOM, FLAG_SOM, KIND_DATA, PAYLOAD_PREFIX};
+        let (mut m, mut s, t) = machine();
+        m.set_stream_port(7001);
+        s.set_stream_port(7002);
+        let mut out = Vec::new();
+        m.xcaps_probe(2, &mut out);
+        pump(&mut m, &mut s);
+        let Some(StreamCmd::Connect { gen: gm, hello, .. }) = m.stream_poll() else {
+            panic!("no connect")
+        };
+        let (_, _, ack) = s.stream_accept(*addr(M).ip(), &hello).unwrap();
+        assert!(m.stream_connected(2, gm, &ack).0);
+        let frame = |src: Tid, ack: u64| {
+            let mut buf = vec![0u8; PAYLOAD_PREFIX];
+            buf.extend_from_slice(&MsgHeader::default().to_bytes());
+            buf.extend_from_slice(&[0, 0, 0, 1]);
+            let h = FrameHeader {
+                kind: KIND_DATA,
+                flags: FLAG_SOM | FLAG_EOM,
+                len: 36,
+                src,
+                dst: t,
+                ack,
+            };
+            (h, buf)
+        };
+        // A task tid of host 3 from host 2's stream: dropped and logged, never delivered.
+        let (h, buf) = frame(Tid::task(3, 1), 0);
+        let out = m.stream_frame(2, gm, h, buf);
+        assert!(!out.iter().any(|o| matches!(o, Out::Send(1, _))), "{out:?}");
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Out::Log(l) if l.contains("not of that host"))));
+        // From a task of host 2 it is delivered.
+        let (h, buf) = frame(Tid::task(2, 1), 0);
+        let out = m.stream_frame(2, gm, h, buf);
+        assert!(out.iter().any(|o| matches!(o, Out::Send(1, _))), "{out:?}");
+        // An acknowledgement of frames never sent ends the stream (fallback).
+        let (h, buf) = frame(Tid::task(2, 1), 5);
+        let out = m.stream_frame(2, gm, h, buf);
+        assert!(!out.iter().any(|o| matches!(o, Out::Send(1, _))), "{out:?}");
+        assert!(matches!(m.stream_poll(), Some(StreamCmd::Close { host: 2, .. })));
+        // Frames of the given-up stream are ignored.
+        let (h, buf) = frame(Tid::task(2, 1), 0);
+        assert!(m.stream_frame(2, gm, h, buf).is_empty());
+    }
+
+    #[test]
     fn mailbox_of_a_slave_task_lives_on_the_master() {
         let (mut m, mut s, _) = machine();
         let st = connect(&mut s, 9);

@@ -304,6 +304,8 @@ struct Link {
     rx_told: u64,
     rx_bytes: usize,
     rxm: Option<Partial>,
+    /// Frames whose src tid was not of the peer's host (dropped).
+    bad_src: u64,
 }
 
 impl Link {
@@ -321,6 +323,7 @@ impl Link {
             rx_told: 0,
             rx_bytes: 0,
             rxm: None,
+            bad_src: 0,
         }
     }
 }
@@ -748,6 +751,19 @@ impl<A: AuthFiles> Daemon<A> {
         }
         l.rx += 1;
         l.rx_bytes += h.len as usize;
+        // As on the datagram link (its source check), a peer only speaks for its own tids:
+        // anything else is counted as taken and dropped.
+        if h.src.host() != host {
+            l.bad_src += 1;
+            if l.bad_src.is_power_of_two() {
+                out.push(Out::Log(format!(
+                    "xstream host {host}: frame from t{:x} (not of that host) dropped ({} so far)",
+                    h.src.bits(),
+                    l.bad_src
+                )));
+            }
+            return out;
+        }
         let mut flags = FragFlags::empty();
         if h.flags & FLAG_SOM != 0 {
             flags |= FragFlags::SOM;
