@@ -31,6 +31,20 @@ fn hard_soak_short_authenticated() {
     );
 }
 
+/// The same over the TCP streams of pvmd-rs pairs (docs/extensions.md): impaired segments,
+/// task and daemon kills, re-adds; nothing lost, duplicated or out of order.
+#[test]
+fn hard_soak_short_stream() {
+    check(
+        SoakConfig {
+            stream: true,
+            seed: 11,
+            ..SoakConfig::short()
+        }
+        .from_env(),
+    );
+}
+
 #[test]
 #[ignore = "long soak: run through ci/soak"]
 fn hard_soak_long() {

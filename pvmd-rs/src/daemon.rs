@@ -24,6 +24,7 @@ use crate::wire;
 pub mod master;
 pub mod netd;
 mod reset; // mailbox side of `reset` across hosts (DM_RESET)
+pub mod stream; // pvmd-rs <-> pvmd-rs stream transport (DM_XCAPS v3, DM_XSTREAM)
 mod xcaps;
 // Migration extensions (docs/migration.md).
 pub mod appckpt;

@@ -17,6 +17,8 @@ use crate::daemon::{AuthFiles, ConnId, Daemon, Out, MAX_FRAG_UNCONNECTED};
 use crate::log::Log;
 use pvm_proto::frag::StreamFragHeader;
 
+mod xstream; // pvmd-rs <-> pvmd-rs stream transport (daemon/stream.rs)
+
 enum Event {
     /// Whole fragments read from a connection by one read call.
     Frags(ConnId, Vec<Frag>),
@@ -370,6 +372,7 @@ pub async fn serve_net<A: AuthFiles>(
         }
     }
     let mut udp_buf = vec![0u8; 65536]; // multi-host
+    let (mut xs, mut xs_rx) = xstream::XShell::new(&udp, daemon, log); // stream transport
     let (start_tx, mut start_rx) = mpsc::unbounded_channel::<(u32, Result<String, String>)>(); // multi-host
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
     let (task_tx, mut task_rx) = mpsc::unbounded_channel::<TaskEvent>();
@@ -384,6 +387,9 @@ pub async fn serve_net<A: AuthFiles>(
         int: mut sigint,
     } = signals;
     let stop = loop {
+        if xstream::flush(&mut xs, daemon, &mut conns, log) {
+            break Stop::Halt; // stream transport
+        }
         udp_flush(&udp, daemon, log).await; // multi-host
         let (starts, outs) = daemon.rm_slave_starts(); // rm.rs: a registered hoster starts them
         if apply(outs, daemon, &mut conns, log) {
@@ -425,6 +431,12 @@ pub async fn serve_net<A: AuthFiles>(
                 let mut outs = if udp.is_some() { daemon.net_timeout() } else { Vec::new() };
                 outs.extend(daemon.rm_timeout());
                 if apply(outs, daemon, &mut conns, log) {
+                    break Stop::Halt;
+                }
+            }
+            acc = xs.accept() => xs.accepted(acc, log), // stream transport
+            Some(ev) = xs_rx.recv() => {
+                if xstream::event(ev, &mut xs, &mut xs_rx, daemon, &mut conns, log) {
                     break Stop::Halt;
                 }
             }
@@ -623,6 +635,7 @@ pub async fn serve_net<A: AuthFiles>(
     }
     daemon.cleanup();
     // multi-host: what is still queued (a DM_HALT, replies), then FIN|ACK to every pvmd.
+    let _ = xstream::flush(&mut xs, daemon, &mut conns, log); // stream transport: best effort
     udp_flush(&udp, daemon, log).await;
     if let Some(u) = &udp {
         for t in daemon.net_bailout() {

@@ -684,7 +684,7 @@ impl<A: AuthFiles> Daemon<A> {
             wid: 0,
             crc: 0,
         };
-        n.ep.send_message(now, host, me, Tid::pvmd(host), h, body)
+        n.send_message(now, host, me, Tid::pvmd(host), h, body)
     }
 
     /// The time limit of a move's current stage, if it has one that is still to be dealt with.
@@ -951,9 +951,7 @@ impl<A: AuthFiles> Daemon<A> {
         };
         let Some(n) = self.net.as_mut() else { return };
         let now = n.now();
-        if let Err(e) =
-            n.ep.send_frag(now, host, src, dst, header, flags.contains(FragFlags::EOM), data)
-        {
+        if let Err(e) = n.send_frag(now, host, src, dst, header, flags.contains(FragFlags::EOM), data) {
             out.push(Out::Log(format!("mig: relay to t{:x}: {e}", dst.bits())));
         }
     }

@@ -189,6 +189,8 @@ pub struct Net {
     unreach: crate::guard::Unreachable,
     /// hardening: optional datagram authentication between pvm-rs daemons (dgauth.rs).
     pub(super) dgauth: crate::dgauth::DgAuth,
+    /// Stream transport to pvmd-rs peers (stream.rs).
+    pub(super) xs: super::stream::Streams,
 }
 
 impl NetConfig {
@@ -253,6 +255,7 @@ impl Net {
             drop_log: Default::default(),
             unreach: Default::default(),
             dgauth: crate::dgauth::DgAuth::with_key(crate::dgauth::machine_key().clone().ok().flatten()),
+            xs: Default::default(),
         }
     }
 
@@ -486,7 +489,7 @@ impl<A: AuthFiles> Daemon<A> {
         let me = Tid::pvmd(self.host.index);
         let Some(n) = self.net.as_mut() else { return };
         let now = n.now();
-        if let Err(e) = n.ep.send_message(now, host, me, Tid::pvmd(host), hdr(tag, wid), body) {
+        if let Err(e) = n.send_message(now, host, me, Tid::pvmd(host), hdr(tag, wid), body) {
             out.push(Out::Log(format!("dm_send() to host {host}: {e}")));
         }
     }
@@ -539,9 +542,7 @@ impl<A: AuthFiles> Daemon<A> {
             (None, payload)
         };
         let now = n.now();
-        if let Err(e) =
-            n.ep.send_frag(now, host, src, dst, header, fh.flags.contains(FragFlags::EOM), data)
-        {
+        if let Err(e) = n.send_frag(now, host, src, dst, header, fh.flags.contains(FragFlags::EOM), data) {
             out.push(Out::Log(format!("loclinpkt() to t{:x}: {e}", dst.bits())));
         }
         true
@@ -569,9 +570,7 @@ impl<A: AuthFiles> Daemon<A> {
         };
         let now = n.now();
         for h in hosts {
-            if let Err(e) =
-                n.ep.send_frag(now, h, src, fh.dst, header, fh.flags.contains(FragFlags::EOM), data)
-            {
+            if let Err(e) = n.send_frag(now, h, src, fh.dst, header, fh.flags.contains(FragFlags::EOM), data) {
                 out.push(Out::Log(format!("mca to host {h}: {e}")));
             }
         }
@@ -593,7 +592,7 @@ impl<A: AuthFiles> Daemon<A> {
             crc: 0,
         };
         let now = n.now();
-        if let Err(e) = n.ep.send_message(now, host, me, to, h, body) {
+        if let Err(e) = n.send_message(now, host, me, to, h, body) {
             out.push(Out::Log(format!("send to t{:x}: {e}", to.bits())));
         }
     }
@@ -640,7 +639,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     // ---- datagrams for tasks -----------------------------------------------------------------
 
-    fn net_packet(&mut self, p: pvm_proto::ddp::Packet, out: &mut Vec<Out>) {
+    pub(super) fn net_packet(&mut self, p: pvm_proto::ddp::Packet, out: &mut Vec<Out>) {
         let mut payload = Vec::with_capacity(p.data.len() + MSGHDR_LEN);
         if let Some(h) = p.header {
             payload.extend_from_slice(&h.to_bytes());
@@ -699,7 +698,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     // ---- DM_ messages ------------------------------------------------------------------------
 
-    fn dm_entry(&mut self, m: pvm_proto::ddp::Message, out: &mut Vec<Out>) {
+    pub(super) fn dm_entry(&mut self, m: pvm_proto::ddp::Message, out: &mut Vec<Out>) {
         if !m.src.is_pvmd() {
             if self.rm_net_entry(m.src, &m.header, &m.body, out) {
                 return; // rm.rs hook: a resource manager's SM_EXEC from another host
@@ -720,6 +719,9 @@ impl<A: AuthFiles> Daemon<A> {
         }
         if m.header.tag == XCAPS_TAG {
             return self.xcaps_entry(host, wid, &m.body, out);
+        }
+        if m.header.tag == super::stream::XSTREAM_TAG {
+            return self.xstream_entry(host, &m.body, out); // stream.rs
         }
         if (super::appckpt::DM_APP_FIRST..=super::appckpt::DM_APP_LAST).contains(&m.header.tag) {
             return self.app_dm(host, m.header.tag, wid, &m.body, out); // appckpt.rs hook
@@ -961,6 +963,7 @@ impl<A: AuthFiles> Daemon<A> {
             return;
         }
         out.push(Out::Log(format!("host {host} deleted")));
+        self.xstream_host_gone(host); // stream.rs hook
         self.rm_host_gone(host, out); // rm.rs hook
         let Some(n) = self.net.as_mut() else { return };
         let wids: Vec<i32> = n
@@ -2154,6 +2157,202 @@ mod tests {
             r.int("pid").unwrap();
         }
         assert_eq!(tids, vec![t.0, st.0]);
+    }
+
+    // ---- stream transport (stream.rs) ----
+
+    /// A message with tag 77 and body `seq` from task `src` (connection 9 of `d`) to `dst`.
+    fn seq_msg(d: &mut D, src: Tid, dst: Tid, seq: i32) {
+        let mut p = MsgHeader {
+            enc: ENC_XDR,
+            tag: 77,
+            ..MsgHeader::default()
+        }
+        .to_bytes()
+        .to_vec();
+        p.extend_from_slice(&seq.to_be_bytes());
+        let fh = StreamFragHeader {
+            dst,
+            src,
+            len: p.len() as u32,
+            flags: FragFlags::SOM | FragFlags::EOM,
+        };
+        d.fragment(9, fh, &p, UNIX_EPOCH);
+    }
+
+    /// The `seq`s of the tag-77 messages sent to connection 1.
+    fn seqs(out: &[Out]) -> Vec<i32> {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Send(1, b) if MsgHeader::parse(&b[16..]).map(|h| h.tag) == Ok(77) => {
+                    Some(i32::from_be_bytes(b[48..52].try_into().unwrap()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Carries the stream commands of `from` (host `fh`, link generation `fg`) to `to`'s link
+    /// generation `tg`, at most `limit` DATA frames; the rest are lost with the connection.
+    fn stream_carry(from: &mut D, to: &mut D, fh: u32, tg: u64, limit: &mut usize) -> Vec<Out> {
+        use super::super::stream::{FrameHeader, StreamCmd, KIND_DATA, PAYLOAD_PREFIX};
+        let mut out = Vec::new();
+        while let Some(cmd) = from.stream_poll() {
+            if let StreamCmd::Write { frame, .. } = cmd {
+                let h = FrameHeader::parse(&frame.hdr).unwrap();
+                if h.kind == KIND_DATA {
+                    if *limit == 0 {
+                        continue;
+                    }
+                    *limit -= 1;
+                }
+                let mut buf = vec![0u8; PAYLOAD_PREFIX];
+                buf.extend_from_slice(frame.mhdr.as_ref().map_or(&[][..], |m| &m[..]));
+                buf.extend_from_slice(&frame.data);
+                out.extend(to.stream_frame(fh, tg, h, buf));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn stream_switches_over_in_order_and_falls_back_without_loss() {
+        use super::super::stream::StreamCmd;
+        let (mut m, mut s, t) = machine();
+        m.set_stream_port(7001);
+        s.set_stream_port(7002);
+        let st = connect(&mut s, 9);
+        let mut out = Vec::new();
+        m.xcaps_probe(2, &mut out);
+        pump(&mut m, &mut s);
+        // The lower index connects, to the slave's port, with the slave's cookie.
+        let Some(StreamCmd::Connect {
+            host: 2,
+            gen: gm,
+            addr: a,
+            hello,
+        }) = m.stream_poll()
+        else {
+            panic!("no connect")
+        };
+        assert_eq!(a, addr("10.0.0.2:7002"));
+        // Garbage and strangers are refused.
+        assert!(s
+            .stream_accept(*addr(M).ip(), b"GET / HTTP/1.0\r\n\r\nxxxxxxxxx")
+            .is_err());
+        assert!(s.stream_accept("10.0.0.9".parse().unwrap(), &hello).is_err());
+        // Five messages go as datagrams, not yet acknowledged when the stream comes up...
+        for i in 0..5 {
+            seq_msg(&mut s, st, t, i);
+        }
+        let (h, gs, ack) = s.stream_accept(*addr(M).ip(), &hello).unwrap();
+        assert_eq!(h, 1);
+        assert!(s.stream_accept(*addr(M).ip(), &hello).is_err(), "one stream per pair");
+        assert!(m.stream_connected(2, gm, &ack).0);
+        // ... five more are held until they are, then go on the stream.
+        for i in 5..10 {
+            seq_msg(&mut s, st, t, i);
+        }
+        let mut all = Vec::new();
+        let mut lim = usize::MAX;
+        assert!(
+            stream_carry(&mut s, &mut m, 2, gm, &mut lim).is_empty(),
+            "held while switching"
+        );
+        let (om, _) = pump(&mut m, &mut s);
+        all.extend(seqs(&om));
+        all.extend(seqs(&stream_carry(&mut s, &mut m, 2, gm, &mut lim)));
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        assert_eq!(s.stream_counts().0, 5, "the held five went on the stream");
+        // Ten more; the connection breaks after three of them reached the master.
+        for i in 10..20 {
+            seq_msg(&mut s, st, t, i);
+        }
+        let mut three = 3;
+        all.extend(seqs(&stream_carry(&mut s, &mut m, 2, gm, &mut three)));
+        let mut none = 0;
+        stream_carry(&mut m, &mut s, 1, gs, &mut none);
+        // Sent while the slave does not know yet: to be resent too.
+        seq_msg(&mut s, st, t, 20);
+        stream_carry(&mut s, &mut m, 2, gm, &mut none);
+        let out = s.stream_down(1, gs, "test");
+        assert!(!out.is_empty());
+        seq_msg(&mut s, st, t, 21); // held until the master's count arrives
+        for _ in 0..3 {
+            let (om, _) = pump(&mut m, &mut s);
+            all.extend(seqs(&om));
+            // The master gives its side up on the slave's DM_XSTREAM and closes it.
+            while let Some(c) = m.stream_poll() {
+                assert!(matches!(
+                    c,
+                    StreamCmd::Close { host: 2, .. } | StreamCmd::Write { .. } | StreamCmd::Log(_)
+                ));
+            }
+        }
+        assert_eq!(
+            all,
+            (0..22).collect::<Vec<_>>(),
+            "nothing lost, nothing twice, in order"
+        );
+        // Back on datagrams for good.
+        seq_msg(&mut s, st, t, 22);
+        while let Some(c) = s.stream_poll() {
+            assert!(
+                matches!(c, StreamCmd::Close { host: 1, .. } | StreamCmd::Log(_)),
+                "{c:?}"
+            );
+        }
+        let (om, _) = pump(&mut m, &mut s);
+        assert_eq!(seqs(&om), vec![22]);
+    }
+
+    #[test]
+    fn stream_frames_for_other_hosts_tids_and_bad_acks_are_refused() {
+        use super::super::stream::{FrameHeader, StreamCmd, FLAG_EOM, FLAG_SOM, KIND_DATA, PAYLOAD_PREFIX};
+        let (mut m, mut s, t) = machine();
+        m.set_stream_port(7001);
+        s.set_stream_port(7002);
+        let mut out = Vec::new();
+        m.xcaps_probe(2, &mut out);
+        pump(&mut m, &mut s);
+        let Some(StreamCmd::Connect { gen: gm, hello, .. }) = m.stream_poll() else {
+            panic!("no connect")
+        };
+        let (_, _, ack) = s.stream_accept(*addr(M).ip(), &hello).unwrap();
+        assert!(m.stream_connected(2, gm, &ack).0);
+        let frame = |src: Tid, ack: u64| {
+            let mut buf = vec![0u8; PAYLOAD_PREFIX];
+            buf.extend_from_slice(&MsgHeader::default().to_bytes());
+            buf.extend_from_slice(&[0, 0, 0, 1]);
+            let h = FrameHeader {
+                kind: KIND_DATA,
+                flags: FLAG_SOM | FLAG_EOM,
+                len: 36,
+                src,
+                dst: t,
+                ack,
+            };
+            (h, buf)
+        };
+        // A task tid of host 3 from host 2's stream: dropped and logged, never delivered.
+        let (h, buf) = frame(Tid::task(3, 1), 0);
+        let out = m.stream_frame(2, gm, h, buf);
+        assert!(!out.iter().any(|o| matches!(o, Out::Send(1, _))), "{out:?}");
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Out::Log(l) if l.contains("not of that host"))));
+        // From a task of host 2 it is delivered.
+        let (h, buf) = frame(Tid::task(2, 1), 0);
+        let out = m.stream_frame(2, gm, h, buf);
+        assert!(out.iter().any(|o| matches!(o, Out::Send(1, _))), "{out:?}");
+        // An acknowledgement of frames never sent ends the stream (fallback).
+        let (h, buf) = frame(Tid::task(2, 1), 5);
+        let out = m.stream_frame(2, gm, h, buf);
+        assert!(!out.iter().any(|o| matches!(o, Out::Send(1, _))), "{out:?}");
+        assert!(matches!(m.stream_poll(), Some(StreamCmd::Close { host: 2, .. })));
+        // Frames of the given-up stream are ignored.
+        let (h, buf) = frame(Tid::task(2, 1), 0);
+        assert!(m.stream_frame(2, gm, h, buf).is_empty());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! `docs/extensions.md`.
 //!
 //! Body: `int kind (1 = probe, 2 = answer); int version; int window; int key id (0: none);
-//! [version >= 2: int features; string criu version]`. A probe is sent to
+//! [version >= 2: int features; string criu version]; [version >= 3: int stream port (0: none);
+//! uint cookie high; uint cookie low]` (stream.rs). A probe is sent to
 //! each new peer after a host-table commit; the peer sets the link's window to the smaller of
 //! both and answers; the prober does the same on the answer. No answer (a legacy peer) leaves
 //! the link at window 1, the legacy stop-and-wait.
@@ -19,16 +20,19 @@ pub const XCAPS_TAG: i32 = 0x8002_0100u32 as i32;
 pub const XCAPS_WINDOW: u16 = 32;
 const PROBE: i32 = 1;
 const ANSWER: i32 = 2;
-/// Version 2 appends `int features; string criu version` (docs/migration.md §3.2).
-const VERSION: i32 = 2;
+/// Version 2 appends `int features; string criu version` (docs/migration.md §3.2); version 3
+/// the stream offer (stream.rs, docs/extensions.md).
+const VERSION: i32 = 3;
 
 /// hardening: a fourth int names the sender's datagram key (0: none, see dgauth.rs); version-1
 /// readers ignore it.
-fn body(kind: i32, window: u16, key_id: i32) -> Vec<u8> {
+fn body(kind: i32, window: u16, key_id: i32, stream: impl FnOnce(&mut XdrWriter)) -> Vec<u8> {
     let mut w = XdrWriter::new();
-    // Version 1 fields, the key id (hardening), then the version 2 fields (migration).
+    // Version 1 fields, the key id (hardening), then the version 2 fields (migration), then
+    // the version 3 stream offer.
     w.int(kind).int(VERSION).int(i32::from(window)).int(key_id);
     super::migrate::xcaps_v2_fields(&mut w);
+    stream(&mut w);
     w.into_inner()
 }
 
@@ -41,7 +45,8 @@ impl<A: AuthFiles> Daemon<A> {
         }
         if let Some(wid) = self.wait_xcaps(host) {
             let key_id = self.xcaps_key_offer(host);
-            self.dm_send(host, XCAPS_TAG, wid, &body(PROBE, XCAPS_WINDOW, key_id), out);
+            let b = body(PROBE, XCAPS_WINDOW, key_id, |w| self.xstream_offer_fields(w));
+            self.dm_send(host, XCAPS_TAG, wid, &b, out);
         }
     }
 
@@ -59,6 +64,10 @@ impl<A: AuthFiles> Daemon<A> {
         if let Some(f) = super::migrate::parse_xcaps_v2(&mut r, version) {
             self.mig_peer_caps(host, f);
         }
+        // Version 3: the stream offer follows the criu version string (stream.rs).
+        if version >= 3 && r.string_bytes("criu").is_ok() {
+            self.xstream_offered(host, &mut r, out);
+        }
         let w = u16::try_from(window).unwrap_or(u16::MAX).min(XCAPS_WINDOW);
         let set = |d: &mut Self, out: &mut Vec<Out>| {
             if let Some(n) = d.net.as_mut() {
@@ -71,7 +80,8 @@ impl<A: AuthFiles> Daemon<A> {
             PROBE => {
                 set(self, out);
                 let key_id = self.xcaps_key_accept(host, their_key, out);
-                self.dm_send(host, XCAPS_TAG, wid, &body(ANSWER, XCAPS_WINDOW, key_id), out);
+                let b = body(ANSWER, XCAPS_WINDOW, key_id, |w| self.xstream_offer_fields(w));
+                self.dm_send(host, XCAPS_TAG, wid, &b, out);
             }
             ANSWER if self.take_xcaps_wait(wid) => set(self, out),
             _ => {}
