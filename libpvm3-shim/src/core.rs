@@ -245,6 +245,9 @@ pub enum RouteState {
     Listening {
         sock: RawSock,
         path: Option<String>,
+        /// The largest fragment the requester offered to take (pvm-rs route extension), 0
+        /// for a legacy requester: the accepted stream is then written with legacy fragments.
+        peer_max_frag: usize,
     },
     Open(Box<Stream>),
     /// Denied or failed: use the pvmd.
@@ -955,7 +958,28 @@ impl Lib {
             wid,
             crc: 0,
         };
-        let mut frags: Vec<&[u8]> = body.fragments().collect();
+        let route = if via_pvmd {
+            None
+        } else {
+            match self.routes.get(&dst) {
+                Some(RouteState::Open(s)) => Some((dst, s.peer_max_frag)),
+                _ => None,
+            }
+        };
+        // A pvm-rs peer on a direct route takes large fragments (route.rs): the body's bytes,
+        // contiguous in one buffer whatever fragments packing made, go out in as few fragments
+        // as its limit allows, so that it can receive them in place. Every other peer gets the
+        // body's own fragments, those a legacy task would have sent.
+        let big = route.map_or(0, |(_, m)| m);
+        let mut frags: Vec<&[u8]> = if big > MSGHDR_LEN && body.fragment_count() > 1 {
+            let bytes = body.bytes();
+            let first = bytes.len().min(big - MSGHDR_LEN);
+            let mut v = vec![&bytes[..first]];
+            v.extend(bytes[first..].chunks(big));
+            v
+        } else {
+            body.fragments().collect()
+        };
         if frags.is_empty() {
             frags.push(&[]);
         }
@@ -999,14 +1023,7 @@ impl Lib {
             small = bufs.concat();
             bufs = vec![&small[..]];
         }
-        let route = if via_pvmd {
-            None
-        } else {
-            match self.routes.get(&dst) {
-                Some(RouteState::Open(_)) => Some(dst),
-                _ => None,
-            }
-        };
+        let route = route.map(|(t, _)| t);
         let ok = {
             let mut all: Vec<&mut Stream> = Vec::new();
             let mut idx = usize::MAX;

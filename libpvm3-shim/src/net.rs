@@ -18,8 +18,20 @@ pub const MAX_FRAG: usize = (1 << 20) + 64;
 /// they can be received in place (straight into the message, within the per-source limit).
 pub const MAX_IN_PLACE_FRAG: usize = (1 << 30) + 64;
 
+/// Largest fragment we offer to take on a direct route from another pvm-rs task (the route
+/// extension of TC_CONREQ/TC_CONACK, `route.rs`): a whole message of up to 1 GiB (the library's
+/// per-source limit) travels as one fragment and is received in place.
+pub const ROUTE_MAX_FRAG: usize = 1 << 30;
+const _: () = assert!(ROUTE_MAX_FRAG + 64 <= MAX_IN_PLACE_FRAG);
+
 /// Bytes the input buffer grows by for a read.
 const READ_STEP: usize = 256 << 10;
+
+/// The first read of a batch (nothing buffered, no fragment open) takes at most this much: a
+/// whole small message or legacy fragment (4080 bytes plus header) fits, and when the bytes
+/// begin a large fragment, little of its payload is copied out of the stream buffer before
+/// the rest is read in place. The reads after it take [`READ_STEP`].
+const FIRST_READ: usize = 4096;
 
 /// Unframed bytes after which a drain stops reading (the caller frames them, then reads on):
 /// the input buffer stays small and warm instead of growing to a whole large message. More
@@ -64,6 +76,10 @@ pub struct Stream {
     open_own: bool,
     /// Messages completed by in-place reads, handed out by the next [`Stream::feed`].
     ready: Vec<Message>,
+    /// Largest fragment the peer takes (a pvm-rs task that offered the route extension, see
+    /// `route.rs`), 0 for a legacy peer and for the pvmd: messages to it are then sent with
+    /// the fragments a legacy task would send.
+    pub peer_max_frag: usize,
 }
 
 /// Fragments at least this large are received in place: once their header is here, the rest
@@ -84,6 +100,7 @@ impl Stream {
             open_left: 0,
             open_own: false,
             ready: Vec::new(),
+            peer_max_frag: 0,
         })
     }
 
@@ -149,6 +166,7 @@ impl Stream {
     }
 
     fn read_upto(&mut self, max: usize, mut ext: Option<&mut Reassembler>) {
+        let mut first = self.pending() == 0 && self.open_left == 0;
         while !self.eof && self.pending() < max {
             if self.open_left > 0 && self.pending() == 0 {
                 match self.read_in_place(&mut ext) {
@@ -162,12 +180,26 @@ impl Stream {
                 self.inbuf.reserve(READ_STEP);
             }
             let spare = self.inbuf.spare_capacity_mut();
-            // SAFETY: recv(2) writes at most spare.len() bytes into the vector's spare capacity;
-            // only the bytes it reports written are then counted as initialised.
-            let n = unsafe { libc::recv(self.sock.fd(), spare.as_mut_ptr() as *mut libc::c_void, spare.len(), 0) };
+            let want = if first {
+                spare.len().min(FIRST_READ)
+            } else {
+                spare.len()
+            };
+            // SAFETY: recv(2) writes at most `want` <= spare.len() bytes into the vector's spare
+            // capacity; only the bytes it reports written are then counted as initialised.
+            let n = unsafe { libc::recv(self.sock.fd(), spare.as_mut_ptr() as *mut libc::c_void, want, 0) };
             if n > 0 {
                 // SAFETY: recv initialised n bytes after the current length.
                 unsafe { self.inbuf.set_len(self.inbuf.len() + n as usize) };
+                // A step drain that found the start of a large fragment stops here: the caller
+                // frames it (Stream::feed opens it) and the next read puts the rest of its
+                // payload straight into the message. Only after the first read of a batch, so
+                // that a fragment that cannot be opened is read on the ordinary way; never
+                // while writing (`max` unbounded), where the peer may wait for us to read.
+                if first && max != usize::MAX && self.large_fragment_begins() {
+                    break;
+                }
+                first = false;
                 continue;
             }
             if n == 0 {
@@ -180,6 +212,20 @@ impl Stream {
                 _ => self.eof = true,
             }
         }
+    }
+
+    /// The buffered bytes end inside a fragment that can be received in place: its headers are
+    /// here, most of its payload is not (the condition under which [`Stream::feed`] opens it).
+    fn large_fragment_begins(&self) -> bool {
+        let mut avail = &self.inbuf[self.consumed..];
+        while avail.len() >= FRAGHDR_LEN {
+            let len = u32::from_be_bytes([avail[8], avail[9], avail[10], avail[11]]) as usize;
+            if avail.len() < FRAGHDR_LEN + len {
+                return len >= IN_PLACE_MIN && avail.len() >= FRAGHDR_LEN + pvm_proto::codes::MSGHDR_LEN;
+            }
+            avail = &avail[FRAGHDR_LEN + len..];
+        }
+        false
     }
 
     /// Feeds every whole fragment buffered here to `reasm` (this stream's own, or the one of the
