@@ -868,6 +868,7 @@ pub fn run_handlers() -> Result<(), c_int> {
         };
         let top = traced.then(tev::PushTop::push);
         if let Some(f) = f {
+            let _user = crate::lazy::LazyOk::clear();
             // SAFETY: a handler the program registered with pvm_addmhf.
             unsafe { f(id) };
         }
@@ -894,6 +895,7 @@ fn recv_common(tid: c_int, tag: c_int, deadline: Option<Instant>, take: bool) ->
                 let ids: Vec<i32> = with(|l| l.rxq.iter().copied().collect())?;
                 let mut best: Option<(i32, i32)> = None;
                 for id in ids {
+                    let _user = crate::lazy::LazyOk::clear();
                     // SAFETY: a matcher the program installed with pvm_recvf.
                     let r = unsafe { f(id, tid, tag) };
                     if r < 0 {

@@ -62,6 +62,12 @@ impl LazyOk {
     pub fn set() -> LazyOk {
         LazyOk(LAZY_OK.with(|c| c.replace(true)))
     }
+
+    /// The opposite, around a call into the program (a message handler, a pvm_recvf matcher)
+    /// made from inside such a call: what the program calls there must see whole buffers.
+    pub fn clear() -> LazyOk {
+        LazyOk(LAZY_OK.with(|c| c.replace(false)))
+    }
 }
 
 impl Drop for LazyOk {
