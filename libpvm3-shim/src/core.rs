@@ -1184,6 +1184,9 @@ impl Lib {
         }
         for (_, s) in self.route_readers.iter_mut() {
             s.feed(None, &mut msgs);
+            if let Some(t) = s.take_tail() {
+                tails.push((msgs.len() - 1, t));
+            }
         }
         // Closed routes fall back to the pvmd. Once a stream has ended, the feed above has
         // delivered every whole fragment it held: what is left is the start of a fragment its
