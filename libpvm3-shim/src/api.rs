@@ -369,6 +369,8 @@ pvm_api!(pvm_setrbuf(mid: c_int) {
 });
 
 pvm_api!(pvm_bufinfo(mid: c_int, len: *mut c_int, tag: *mut c_int, tid: *mut c_int) {
+    // Works on buffers whose message is still arriving (lazy.rs).
+    let _lazy = crate::lazy::LazyOk::set();
     tev::traced(tev::kind::BUFINFO, true, |e, l| { let _ = (&e, &l); e.int(tev::did::MB, mid); }, || -> R {
     with_r(|l| {
         if mid <= 0 {
@@ -378,7 +380,7 @@ pvm_api!(pvm_bufinfo(mid: c_int, len: *mut c_int, tag: *mut c_int, tid: *mut c_i
         // SAFETY: each out pointer is written only when non-NULL (legacy allows NULL).
         unsafe {
             if !len.is_null() {
-                *len = b.body().len() as c_int;
+                *len = b.full_len() as c_int;
             }
             if !tag.is_null() {
                 *tag = b.tag;
@@ -513,10 +515,68 @@ fn pack<T: Item>(data: &[T], cnt: c_int, stride: c_int) -> R {
     })
 }
 
+/// Unpacks from a buffer whose message is still arriving (`lazy.rs`). An array that is the
+/// memory image of its bytes (bytes in any encoding, any type in our raw encoding, stride 1) is
+/// copied piece by piece as the pieces arrive; anything else first waits for the bytes it may
+/// read. Either way the buffer's cursor and the result are those of the ordinary path.
+/// Ok(true): unpacked; Ok(false): the ordinary path can run now.
+fn unpack_arriving<T: Item>(b: &mut Buf, out: &mut [T], cnt: c_int, stride: c_int) -> Result<bool, c_int> {
+    use pvm_proto::encoding::{Format, Kind};
+    let total = b.full_len();
+    let pos = b.pos;
+    let fmt = Format::from_enc(b.body().enc(), pvm_proto::dsig::DataSig::native_sig());
+    let esz = match (fmt, T::KIND) {
+        (Format::Xdr, Kind::Byte) | (Format::Alien, Kind::Byte) => 1,
+        (Format::Native, _) if std::mem::size_of::<T>() == T::RAW_SIZE => T::RAW_SIZE,
+        _ => 0,
+    };
+    let n = cnt.max(0) as usize;
+    let bytes = n.saturating_mul(esz);
+    if esz == 0
+        || stride != 1
+        || bytes < crate::lazy::LAZY_MIN / 4
+        || pos.saturating_add(bytes) > total
+        || out.len() < n
+    {
+        // Whatever the ordinary path may look at: the items (at most 8 bytes each, strided or
+        // not) and an XDR pad; all of it when the count is large or past the end.
+        let need = pos.saturating_add(n.saturating_mul(8)).saturating_add(8);
+        if !b.fill(need.min(total), false) && b.body().len() < need.min(total) {
+            return Err(PvmError::NoData as i32);
+        }
+        return Ok(false);
+    }
+    // SAFETY: `out[..n]` is `n * esz` writable bytes (esz is the element size), and any bytes
+    // are a valid value of every item type (plain numbers).
+    let dst = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, bytes) };
+    let mut done = 0;
+    while done < bytes {
+        let have = b.body().len();
+        if have <= pos + done && !b.fill(have + 1, true) {
+            return Err(PvmError::NoData as i32);
+        }
+        let end = b.body().len().min(pos + bytes);
+        dst[done..end - pos].copy_from_slice(&b.body().bytes()[pos + done..end]);
+        done = end - pos;
+    }
+    let mut at = pos + bytes;
+    if fmt == Format::Xdr {
+        at = ((at + 3) & !3).min(total);
+    }
+    if !b.fill(at, false) {
+        return Err(PvmError::NoData as i32);
+    }
+    b.pos = at;
+    Ok(true)
+}
+
 fn unpack<T: Item>(out: &mut [T], cnt: c_int, stride: c_int) -> R {
     with_r(|l| {
         soft_enrol(l);
         let b = l.rbuf_mut()?;
+        if b.tail.is_some() && unpack_arriving(b, out, cnt, stride)? {
+            return Ok(0);
+        }
         let mut u = b.unpacker();
         if stride == 0 && cnt > 0 {
             // Every element lands on the same spot; the last one stays. Each element takes at
@@ -554,6 +614,8 @@ macro_rules! pk_upk {
             })
         });
         pvm_api!($upk(p: *mut $ct, cnt: c_int, stride: c_int) {
+            // Unpacks from buffers whose message is still arriving (lazy.rs).
+            let _lazy = crate::lazy::LazyOk::set();
             tev::traced_cc(tev::kind::$kupk, |e, _| tev::pack_entry(e, p as *const c_void, cnt, stride), || {
                 // SAFETY: as for packing.
                 let d = unsafe { strided_mut(p as *mut $rt, cnt, stride) }?;
@@ -806,6 +868,7 @@ pub fn run_handlers() -> Result<(), c_int> {
         };
         let top = traced.then(tev::PushTop::push);
         if let Some(f) = f {
+            let _user = crate::lazy::LazyOk::clear();
             // SAFETY: a handler the program registered with pvm_addmhf.
             unsafe { f(id) };
         }
@@ -832,6 +895,7 @@ fn recv_common(tid: c_int, tag: c_int, deadline: Option<Instant>, take: bool) ->
                 let ids: Vec<i32> = with(|l| l.rxq.iter().copied().collect())?;
                 let mut best: Option<(i32, i32)> = None;
                 for id in ids {
+                    let _user = crate::lazy::LazyOk::clear();
                     // SAFETY: a matcher the program installed with pvm_recvf.
                     let r = unsafe { f(id, tid, tag) };
                     if r < 0 {
@@ -880,6 +944,8 @@ fn check_tag(_tid: c_int, _tag: c_int) -> Result<(), c_int> {
 }
 
 pvm_api!(pvm_recv(tid: c_int, tag: c_int) {
+    // Works on buffers whose message is still arriving (lazy.rs).
+    let _lazy = crate::lazy::LazyOk::set();
     tev::traced(tev::kind::RECV, true, |e, l| { let _ = (&e, &l); tev::recv_entry(e, tid, tag); }, || -> R {
     check_tag(tid, tag)?;
     recv_common(tid, tag, None, true)
@@ -887,6 +953,8 @@ pvm_api!(pvm_recv(tid: c_int, tag: c_int) {
 });
 
 pvm_api!(pvm_nrecv(tid: c_int, tag: c_int) {
+    // Works on buffers whose message is still arriving (lazy.rs).
+    let _lazy = crate::lazy::LazyOk::set();
     tev::traced(tev::kind::NRECV, true, |e, l| { let _ = (&e, &l); tev::recv_entry(e, tid, tag); }, || -> R {
     check_tag(tid, tag)?;
     recv_common(tid, tag, Some(Instant::now()), true)
@@ -894,6 +962,8 @@ pvm_api!(pvm_nrecv(tid: c_int, tag: c_int) {
 });
 
 pvm_api!(pvm_probe(tid: c_int, tag: c_int) {
+    // Works on buffers whose message is still arriving (lazy.rs).
+    let _lazy = crate::lazy::LazyOk::set();
     tev::traced(tev::kind::PROBE, true, |e, l| { let _ = (&e, &l); tev::recv_entry(e, tid, tag); }, || -> R {
     check_tag(tid, tag)?;
     recv_common(tid, tag, Some(Instant::now()), false)
@@ -901,6 +971,8 @@ pvm_api!(pvm_probe(tid: c_int, tag: c_int) {
 });
 
 pvm_api!(pvm_trecv(tid: c_int, tag: c_int, tmout: *mut Timeval) {
+    // Works on buffers whose message is still arriving (lazy.rs).
+    let _lazy = crate::lazy::LazyOk::set();
     tev::traced(tev::kind::TRECV, true, |e, l| { let _ = (&e, &l); tev::recv_entry(e, tid, tag); let (ts, tu) = if tmout.is_null() { (-1, -1) } else { unsafe { ((*tmout).tv_sec as i32, (*tmout).tv_usec as i32) } }; e.int(tev::did::MTS, ts); e.int(tev::did::MTU, tu); }, || -> R {
     check_tag(tid, tag)?;
     let deadline = if tmout.is_null() {

@@ -166,9 +166,48 @@ pub struct Buf {
     pub wid: i32,
     pub crc: i32,
     pub enc_override: Option<i32>,
+    /// The bytes of an early-delivered message still in its route's socket (`lazy.rs`); the
+    /// body holds those before them.
+    pub tail: Option<crate::lazy::Tail>,
 }
 
 impl Buf {
+    /// Reads the rest of an early-delivered message into the body (nothing to do otherwise).
+    pub fn settle(&mut self) {
+        if let Some(mut t) = self.tail.take() {
+            if let BufKind::Recv(b) = &mut self.kind {
+                if let Some(v) = b.single_mut() {
+                    t.finish(v);
+                }
+            }
+        }
+    }
+
+    /// Appends more of an early-delivered message to the body, until it holds `upto` bytes
+    /// (with `some`: until any byte came). False if the message ended early.
+    pub fn fill(&mut self, upto: usize, some: bool) -> bool {
+        let Some(t) = self.tail.as_mut() else {
+            return self.body().len() >= upto;
+        };
+        let ok = match &mut self.kind {
+            BufKind::Recv(b) => match b.single_mut() {
+                Some(v) => t.fill(v, upto, some),
+                None => false,
+            },
+            BufKind::Pack(_) => false,
+        };
+        if t.left() == 0 {
+            self.tail = None;
+        }
+        ok
+    }
+
+    /// Body length of the whole message, including bytes of an early-delivered one that are
+    /// still on their way.
+    pub fn full_len(&self) -> usize {
+        self.body().len() + self.tail.as_ref().map_or(0, |t| t.left())
+    }
+
     pub fn body(&self) -> &MsgBody {
         match &self.kind {
             BufKind::Pack(p) => p.body(),
@@ -245,6 +284,9 @@ pub enum RouteState {
     Listening {
         sock: RawSock,
         path: Option<String>,
+        /// The largest fragment the requester offered to take (pvm-rs route extension), 0
+        /// for a legacy requester: the accepted stream is then written with legacy fragments.
+        peer_max_frag: usize,
     },
     Open(Box<Stream>),
     /// Denied or failed: use the pvmd.
@@ -407,6 +449,9 @@ pub fn with<R>(f: impl FnOnce(&mut Lib) -> R) -> Result<R, i32> {
     let _reset = Reset;
     let mut g = LIB.lock().unwrap_or_else(|e| e.into_inner());
     let lib = g.0.get_or_insert_with(Lib::default);
+    if crate::lazy::pending() && !crate::lazy::lazy_ok() {
+        crate::lazy::settle(lib);
+    }
     Ok(f(lib))
 }
 
@@ -545,6 +590,7 @@ impl Lib {
                 wid: 0,
                 crc: 0,
                 enc_override: None,
+                tail: None,
             },
         );
         id
@@ -948,6 +994,8 @@ impl Lib {
         body: &MsgBody,
         via_pvmd: bool,
     ) -> Result<(), i32> {
+        // A write drains the input of every stream: held ones must be free again.
+        crate::lazy::settle(self);
         let header = MsgHeader {
             enc,
             tag,
@@ -955,7 +1003,28 @@ impl Lib {
             wid,
             crc: 0,
         };
-        let mut frags: Vec<&[u8]> = body.fragments().collect();
+        let route = if via_pvmd {
+            None
+        } else {
+            match self.routes.get(&dst) {
+                Some(RouteState::Open(s)) => Some((dst, s.peer_max_frag)),
+                _ => None,
+            }
+        };
+        // A pvm-rs peer on a direct route takes large fragments (route.rs): the body's bytes,
+        // contiguous in one buffer whatever fragments packing made, go out in as few fragments
+        // as its limit allows, so that it can receive them in place. Every other peer gets the
+        // body's own fragments, those a legacy task would have sent.
+        let big = route.map_or(0, |(_, m)| m);
+        let mut frags: Vec<&[u8]> = if big > MSGHDR_LEN && body.fragment_count() > 1 {
+            let bytes = body.bytes();
+            let first = bytes.len().min(big - MSGHDR_LEN);
+            let mut v = vec![&bytes[..first]];
+            v.extend(bytes[first..].chunks(big));
+            v
+        } else {
+            body.fragments().collect()
+        };
         if frags.is_empty() {
             frags.push(&[]);
         }
@@ -999,14 +1068,7 @@ impl Lib {
             small = bufs.concat();
             bufs = vec![&small[..]];
         }
-        let route = if via_pvmd {
-            None
-        } else {
-            match self.routes.get(&dst) {
-                Some(RouteState::Open(_)) => Some(dst),
-                _ => None,
-            }
-        };
+        let route = route.map(|(t, _)| t);
         let ok = {
             let mut all: Vec<&mut Stream> = Vec::new();
             let mut idx = usize::MAX;
@@ -1043,6 +1105,8 @@ impl Lib {
         if self.pvmd.is_none() {
             return Err(E_SYSERR);
         }
+        // Held route streams must be readable again before waiting on them.
+        crate::lazy::settle(self);
         // Fragments already buffered are processed before waiting.
         if !self.process_input() {
             let mut fds = Vec::new();
@@ -1109,13 +1173,20 @@ impl Lib {
         if let Some(p) = self.pvmd.as_mut() {
             p.feed(Some(&mut self.reasm), &mut msgs);
         }
+        let mut tails = Vec::new();
         for (_, r) in self.routes.iter_mut() {
             if let RouteState::Open(s) = r {
                 s.feed(None, &mut msgs);
+                if let Some(t) = s.take_tail() {
+                    tails.push((msgs.len() - 1, t));
+                }
             }
         }
         for (_, s) in self.route_readers.iter_mut() {
             s.feed(None, &mut msgs);
+            if let Some(t) = s.take_tail() {
+                tails.push((msgs.len() - 1, t));
+            }
         }
         // Closed routes fall back to the pvmd. Once a stream has ended, the feed above has
         // delivered every whole fragment it held: what is left is the start of a fragment its
@@ -1134,17 +1205,29 @@ impl Lib {
             self.routes.remove(&t);
         }
         self.route_readers.retain(|(_, s)| !s.eof);
-        for m in msgs {
+        for (i, m) in msgs.into_iter().enumerate() {
             any = true;
-            self.deliver(m);
+            let tail = tails
+                .iter()
+                .position(|(at, _)| *at == i)
+                .map(|k| tails.swap_remove(k).1);
+            self.deliver(m, tail);
         }
         any
     }
 
-    fn deliver(&mut self, m: Message) {
+    /// `tail`: the rest of an early-delivered message (`lazy.rs`), which only a user message
+    /// buffer keeps while tracing is off; anywhere else the message is completed first.
+    fn deliver(&mut self, mut m: Message, mut tail: Option<crate::lazy::Tail>) {
         let src = m.src.0;
         let tag = m.header.tag;
         let ctx = m.header.ctx;
+        let user = !(0x7fff0..=0x7ffff).contains(&ctx) && self.trc.tmask == TMASK_OFF;
+        if !user {
+            if let Some(mut t) = tail.take() {
+                t.finish(&mut m.body);
+            }
+        }
         if ctx == SYSCTX_TM && (src as u32) & 0x8000_0000 != 0 {
             self.replies.push(m);
             return;
@@ -1157,8 +1240,14 @@ impl Lib {
             return;
         }
         let (dst, wid, crc) = (m.dst.0, m.header.wid, m.header.crc);
-        let id = self.new_buf(BufKind::Recv(MsgBody::from_vec(m.header.enc, crate::pool::fit(m.body))));
+        let body = if tail.is_some() {
+            m.body
+        } else {
+            crate::pool::fit(m.body)
+        };
+        let id = self.new_buf(BufKind::Recv(MsgBody::from_vec(m.header.enc, body)));
         if let Some(b) = self.bufs.get_mut(&id) {
+            b.tail = tail;
             b.tag = tag;
             b.ctx = ctx;
             b.src = src;

@@ -16,6 +16,7 @@ pub mod core;
 #[doc(hidden)]
 pub mod fuzz_hooks;
 pub mod internals;
+pub mod lazy;
 pub mod net;
 pub mod park;
 pub mod parksig;

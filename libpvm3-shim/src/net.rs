@@ -18,8 +18,20 @@ pub const MAX_FRAG: usize = (1 << 20) + 64;
 /// they can be received in place (straight into the message, within the per-source limit).
 pub const MAX_IN_PLACE_FRAG: usize = (1 << 30) + 64;
 
+/// Largest fragment we offer to take on a direct route from another pvm-rs task (the route
+/// extension of TC_CONREQ/TC_CONACK, `route.rs`): a whole message of up to 1 GiB (the library's
+/// per-source limit) travels as one fragment and is received in place.
+pub const ROUTE_MAX_FRAG: usize = 1 << 30;
+const _: () = assert!(ROUTE_MAX_FRAG + 64 <= MAX_IN_PLACE_FRAG);
+
 /// Bytes the input buffer grows by for a read.
 const READ_STEP: usize = 256 << 10;
+
+/// The first read of a batch (nothing buffered, no fragment open) takes at most this much: a
+/// whole small message or legacy fragment (4080 bytes plus header) fits, and when the bytes
+/// begin a large fragment, little of its payload is copied out of the stream buffer before
+/// the rest is read in place. The reads after it take [`READ_STEP`].
+const FIRST_READ: usize = 4096;
 
 /// Unframed bytes after which a drain stops reading (the caller frames them, then reads on):
 /// the input buffer stays small and warm instead of growing to a whole large message. More
@@ -64,6 +76,16 @@ pub struct Stream {
     open_own: bool,
     /// Messages completed by in-place reads, handed out by the next [`Stream::feed`].
     ready: Vec<Message>,
+    /// Largest fragment the peer takes (a pvm-rs task that offered the route extension, see
+    /// `route.rs`), 0 for a legacy peer and for the pvmd: messages to it are then sent with
+    /// the fragments a legacy task would send.
+    pub peer_max_frag: usize,
+    /// Set while a message of this stream was delivered before its end (`lazy.rs`): the bytes
+    /// in the socket belong to its buffer, so nothing is read or framed here until they are in.
+    held: Option<std::sync::Arc<crate::lazy::Shared>>,
+    /// The tail of the message this stream's last feed delivered early, for the caller to
+    /// attach to its buffer ([`Stream::take_tail`]).
+    tail: Option<crate::lazy::Tail>,
 }
 
 /// Fragments at least this large are received in place: once their header is here, the rest
@@ -84,6 +106,9 @@ impl Stream {
             open_left: 0,
             open_own: false,
             ready: Vec::new(),
+            peer_max_frag: 0,
+            held: None,
+            tail: None,
         })
     }
 
@@ -148,7 +173,38 @@ impl Stream {
         })
     }
 
+    /// A message's tail is still being read by its buffer (see [`Stream::held`]). A tail that
+    /// ended early (the peer went away) ends the stream.
+    fn is_held(&mut self) -> bool {
+        let Some(h) = &self.held else {
+            return false;
+        };
+        if h.left() > 0 && !h.dead() {
+            return true;
+        }
+        if h.dead() {
+            self.eof = true;
+        }
+        self.held = None;
+        false
+    }
+
+    /// True while a delivered message's tail is still in this stream's socket: the stream must
+    /// not be polled (its bytes are not for the stream).
+    pub fn held(&mut self) -> bool {
+        self.is_held()
+    }
+
+    /// The tail of the message the last [`Stream::feed`] delivered early, if it did.
+    pub fn take_tail(&mut self) -> Option<crate::lazy::Tail> {
+        self.tail.take()
+    }
+
     fn read_upto(&mut self, max: usize, mut ext: Option<&mut Reassembler>) {
+        if self.is_held() {
+            return;
+        }
+        let mut first = self.pending() == 0 && self.open_left == 0;
         while !self.eof && self.pending() < max {
             if self.open_left > 0 && self.pending() == 0 {
                 match self.read_in_place(&mut ext) {
@@ -162,12 +218,26 @@ impl Stream {
                 self.inbuf.reserve(READ_STEP);
             }
             let spare = self.inbuf.spare_capacity_mut();
-            // SAFETY: recv(2) writes at most spare.len() bytes into the vector's spare capacity;
-            // only the bytes it reports written are then counted as initialised.
-            let n = unsafe { libc::recv(self.sock.fd(), spare.as_mut_ptr() as *mut libc::c_void, spare.len(), 0) };
+            let want = if first {
+                spare.len().min(FIRST_READ)
+            } else {
+                spare.len()
+            };
+            // SAFETY: recv(2) writes at most `want` <= spare.len() bytes into the vector's spare
+            // capacity; only the bytes it reports written are then counted as initialised.
+            let n = unsafe { libc::recv(self.sock.fd(), spare.as_mut_ptr() as *mut libc::c_void, want, 0) };
             if n > 0 {
                 // SAFETY: recv initialised n bytes after the current length.
                 unsafe { self.inbuf.set_len(self.inbuf.len() + n as usize) };
+                // A step drain that found the start of a large fragment stops here: the caller
+                // frames it (Stream::feed opens it) and the next read puts the rest of its
+                // payload straight into the message. Only after the first read of a batch, so
+                // that a fragment that cannot be opened is read on the ordinary way; never
+                // while writing (`max` unbounded), where the peer may wait for us to read.
+                if first && max != usize::MAX && self.large_fragment_begins() {
+                    break;
+                }
+                first = false;
                 continue;
             }
             if n == 0 {
@@ -182,15 +252,32 @@ impl Stream {
         }
     }
 
+    /// The buffered bytes end inside a fragment that can be received in place: its headers are
+    /// here, most of its payload is not (the condition under which [`Stream::feed`] opens it).
+    fn large_fragment_begins(&self) -> bool {
+        let mut avail = &self.inbuf[self.consumed..];
+        while avail.len() >= FRAGHDR_LEN {
+            let len = u32::from_be_bytes([avail[8], avail[9], avail[10], avail[11]]) as usize;
+            if avail.len() < FRAGHDR_LEN + len {
+                return len >= IN_PLACE_MIN && avail.len() >= FRAGHDR_LEN + pvm_proto::codes::MSGHDR_LEN;
+            }
+            avail = &avail[FRAGHDR_LEN + len..];
+        }
+        false
+    }
+
     /// Feeds every whole fragment buffered here to `reasm` (this stream's own, or the one of the
     /// pvmd connection) without copying it out first; complete messages go to `out`.
     pub fn feed(&mut self, reasm: Option<&mut Reassembler>, out: &mut Vec<Message>) {
+        out.append(&mut self.ready);
+        if self.is_held() {
+            return;
+        }
         let own = reasm.is_none();
         let reasm = match reasm {
             Some(r) => r,
             None => &mut self.reasm,
         };
-        out.append(&mut self.ready);
         if self.open_left > 0 {
             // Bytes of the open fragment that were read into the stream buffer (a drain that
             // had not the reassembler at hand): copied over.
@@ -236,6 +323,16 @@ impl Stream {
         if avail.len() >= FRAGHDR_LEN + pvm_proto::codes::MSGHDR_LEN {
             let len = u32::from_be_bytes([avail[8], avail[9], avail[10], avail[11]]) as usize;
             if len >= IN_PLACE_MIN && avail.len() < FRAGHDR_LEN + len {
+                if own && self.peer_max_frag > 0 && reasm.pending() == 0 {
+                    if let Some((m, tail, shared)) = deliver_early(avail, self.sock.fd()) {
+                        out.push(m);
+                        self.consumed = self.inbuf.len();
+                        self.compact();
+                        self.held = Some(shared);
+                        self.tail = Some(tail);
+                        return;
+                    }
+                }
                 match reasm.open_fragment(avail) {
                     Ok(left) => {
                         self.consumed = self.inbuf.len();
@@ -293,6 +390,43 @@ impl Stream {
             self.consumed = 0;
         }
     }
+}
+
+/// The message whose single fragment begins `avail` (the unframed bytes of a route to a pvm-rs
+/// peer), delivered before the rest of it arrives, with the tail that reads the rest from `fd`
+/// (`lazy.rs`), if it qualifies: a whole message in one fragment of at least
+/// [`crate::lazy::LAZY_MIN`] body bytes within the library's limit, in a user context.
+fn deliver_early(avail: &[u8], fd: RawFd) -> Option<(Message, crate::lazy::Tail, std::sync::Arc<crate::lazy::Shared>)> {
+    use pvm_proto::codes::MSGHDR_LEN;
+    use pvm_proto::frag::{FragFlags, StreamFragHeader};
+    let fh = StreamFragHeader::parse(avail, u32::MAX).ok()?;
+    let len = fh.len as usize;
+    if !fh.flags.contains(FragFlags::SOM | FragFlags::EOM)
+        || len < MSGHDR_LEN + crate::lazy::LAZY_MIN
+        || len - MSGHDR_LEN > crate::core::MAX_MESSAGE
+        || avail.len() < FRAGHDR_LEN + MSGHDR_LEN
+        || avail.len() >= FRAGHDR_LEN + len
+    {
+        return None;
+    }
+    let header = pvm_proto::mesg::MsgHeader::parse(&avail[FRAGHDR_LEN..]).ok()?;
+    if (0x7fff0..=0x7ffff).contains(&header.ctx) {
+        return None;
+    }
+    let total = len - MSGHDR_LEN;
+    let head = &avail[FRAGHDR_LEN + MSGHDR_LEN..];
+    let (tail, shared) = crate::lazy::Tail::new(fd, total - head.len(), total).ok()?;
+    let mut body = crate::pool::for_message(total, true);
+    body.clear();
+    body.reserve(total);
+    body.extend_from_slice(head);
+    let m = Message {
+        src: fh.src,
+        dst: fh.dst,
+        header,
+        body,
+    };
+    Some((m, tail, shared))
 }
 
 /// Waits until one of `fds` is readable (or writable for `want_write`), at most `timeout`.
@@ -521,6 +655,74 @@ mod tests {
             for (g, m) in got.iter().zip(&msgs) {
                 assert!(g == m, "message tag {} differs (external {external})", m.header.tag);
             }
+        }
+    }
+
+    /// On a route to a pvm-rs peer, a large single-fragment message is delivered once its
+    /// headers are here, with a tail that reads the rest; the stream reads nothing else until
+    /// the tail is in, then the next message comes out whole. On a legacy route (no large
+    /// fragments offered) the same bytes give a whole message and no tail.
+    #[test]
+    fn large_messages_from_pvm_rs_peers_are_delivered_early() {
+        use pvm_proto::mesg::MsgHeader;
+        use pvm_proto::tid::Tid;
+        let mk = |n: usize, tag: i32| Message {
+            src: Tid(0x40001),
+            dst: Tid(0x40002),
+            header: MsgHeader {
+                enc: 0x10,
+                tag,
+                ctx: 0,
+                wid: 0,
+                crc: 0,
+            },
+            body: (0..n).map(|i| (i * 11 + tag as usize) as u8).collect(),
+        };
+        let big = mk(crate::lazy::LAZY_MIN * 3 + 5, 1);
+        let next = mk(100, 2);
+        let mut wire = big.to_fragments(ROUTE_MAX_FRAG).concat();
+        wire.extend(next.to_fragments(4080).concat());
+        for peer_max_frag in [ROUTE_MAX_FRAG, 0] {
+            let (mut s, peer) = pair();
+            s.peer_max_frag = peer_max_frag;
+            let w = wire.clone();
+            let t = std::thread::spawn(move || {
+                let mut peer = peer;
+                peer.write_all(&w[..5000]).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+                peer.write_all(&w[5000..]).unwrap();
+            });
+            let mut got: Vec<Message> = Vec::new();
+            let mut tails = 0;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while got.len() < 2 && Instant::now() < deadline {
+                if s.held() {
+                    std::thread::sleep(Duration::from_millis(1));
+                } else {
+                    poll_fds(&[(s.sock.fd(), false)], Some(Duration::from_millis(50)));
+                }
+                s.drain_step();
+                let before = got.len();
+                s.feed(None, &mut got);
+                if let Some(mut tail) = s.take_tail() {
+                    tails += 1;
+                    assert_eq!(got.len(), before + 1);
+                    let m = got.last_mut().unwrap();
+                    assert!(m.body.len() < big.body.len(), "delivered whole");
+                    assert!(s.held(), "stream not held while the tail is out");
+                    s.drain_step();
+                    assert_eq!(s.pending(), 0, "read from a held stream");
+                    assert!(tail.fill(&mut m.body, 10, true));
+                    tail.finish(&mut m.body);
+                    assert_eq!(tail.left(), 0);
+                    assert!(!s.held());
+                }
+            }
+            t.join().unwrap();
+            assert_eq!(tails, usize::from(peer_max_frag > 0), "peer_max_frag {peer_max_frag}");
+            assert_eq!(got.len(), 2);
+            assert!(got[0] == big, "big message differs");
+            assert!(got[1] == next, "next message differs");
         }
     }
 

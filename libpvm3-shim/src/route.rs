@@ -11,9 +11,19 @@
 //! Crossed requests: the task with the lower tid ignores the peer's TC_CONREQ; the higher one
 //! listens on the socket it had bound for its own request and answers.
 //! After that the stream carries ordinary fragments with real src/dst tids.
+//!
+//! Large fragments between two pvm-rs tasks: our TC_CONREQ and TC_CONACK carry two more ints
+//! after the address (`pvm_proto::body::RouteExt`: a magic number and the largest fragment we
+//! take, docs/extensions.md). A legacy task unpacks only the fields it knows and never answers
+//! with them, so a route is written with large fragments only when both ends offered them (the
+//! requester in its TC_CONREQ, the acceptor in its TC_CONACK to such a request); a legacy peer
+//! gets the fragments its own library would send. Large fragments are what lets the receiver
+//! read a message's bytes straight into their final place (`net.rs`, "in place"), and they
+//! save one header, one parse and one reassembly step per 4 KB.
 
 use crate::core::{cget, tmpnam, Lib, RawSock, RouteState, TC_CONACK, TC_CONREQ, TC_TASKEXIT, TIDPVMD, TM_NOTIFY};
 use crate::net::{Sock, Stream};
+use pvm_proto::body::ROUTE_EXT_MAGIC;
 use pvm_proto::codes::{SYSCTX_TC, SYSCTX_TM, TDPROTOCOL};
 use pvm_proto::encoding::Unpacker;
 use std::io;
@@ -183,10 +193,36 @@ fn same_host(a: i32, b: i32) -> bool {
     (a as u32) & 0x3ffc_0000 == (b as u32) & 0x3ffc_0000
 }
 
-fn send_conack(lib: &mut Lib, dst: i32, ack: i32, addr: &str) {
+/// Appends our route extension (magic, largest fragment we take) to a TC_CONREQ/TC_CONACK body.
+fn pk_route_ext(p: &mut pvm_proto::encoding::Packer) {
+    let _ = p.pk_int(&[ROUTE_EXT_MAGIC, crate::net::ROUTE_MAX_FRAG as i32]);
+}
+
+/// The peer's route extension after the address, if it sent one: the largest fragment it
+/// takes (capped at ours), 0 for a legacy peer or an offer too small to be worth using.
+fn upk_route_ext(u: &mut Unpacker<'_>) -> usize {
+    if u.remaining() < 8 {
+        return 0;
+    }
+    let mut v = [0i32; 2];
+    if u.up_int(&mut v).is_err() || v[0] != ROUTE_EXT_MAGIC {
+        return 0;
+    }
+    let max = usize::try_from(v[1]).unwrap_or(0).min(crate::net::ROUTE_MAX_FRAG);
+    if max < crate::net::IN_PLACE_MIN {
+        return 0;
+    }
+    max
+}
+
+/// `peer_max_frag` > 0: the requester offered large fragments, ours go back with the answer.
+fn send_conack(lib: &mut Lib, dst: i32, ack: i32, addr: &str, peer_max_frag: usize) {
     let mut p = crate::core::xdr();
     let _ = p.pk_int(&[TDPROTOCOL, ack]);
     let _ = p.pk_str(addr.as_bytes());
+    if ack == 0 && peer_max_frag > 0 {
+        pk_route_ext(&mut p);
+    }
     let me = lib.mytid;
     let _ = lib.send_raw(me, dst, TC_CONACK, SYSCTX_TC, 0, p.body(), true);
 }
@@ -196,9 +232,10 @@ pub fn on_conreq(lib: &mut Lib, src: i32, u: &mut Unpacker<'_>) {
     let ok = u.up_int(&mut v).is_ok() && v[0] == TDPROTOCOL;
     let addr = u.up_str().map(|b| String::from_utf8_lossy(&b).into_owned());
     let (true, Ok(addr)) = (ok, addr) else {
-        send_conack(lib, src, 1, "");
+        send_conack(lib, src, 1, "", 0);
         return;
     };
+    let peer_max_frag = upk_route_ext(u);
     match lib.routes.remove(&src) {
         Some(RouteState::Requested { sock, path }) => {
             // Crossed requests: the lower tid ignores, the higher listens on its own socket.
@@ -208,7 +245,7 @@ pub fn on_conreq(lib: &mut Lib, src: i32, u: &mut Unpacker<'_>) {
             }
             if listen(&sock).is_err() {
                 lib.routes.insert(src, RouteState::Denied);
-                send_conack(lib, src, 1, "");
+                send_conack(lib, src, 1, "", 0);
                 return;
             }
             let myaddr = if sock.unix {
@@ -216,8 +253,15 @@ pub fn on_conreq(lib: &mut Lib, src: i32, u: &mut Unpacker<'_>) {
             } else {
                 local_tcp_addr(&sock).unwrap_or_default()
             };
-            lib.routes.insert(src, RouteState::Listening { sock, path });
-            send_conack(lib, src, 0, &myaddr);
+            lib.routes.insert(
+                src,
+                RouteState::Listening {
+                    sock,
+                    path,
+                    peer_max_frag,
+                },
+            );
+            send_conack(lib, src, 0, &myaddr, peer_max_frag);
         }
         Some(RouteState::Open(s)) => {
             // Already connected: legacy logs and leaves it.
@@ -226,7 +270,7 @@ pub fn on_conreq(lib: &mut Lib, src: i32, u: &mut Unpacker<'_>) {
         _ => {
             if cget!(pvmrouteopt) == 1 {
                 lib.routes.insert(src, RouteState::Denied);
-                send_conack(lib, src, 1, "");
+                send_conack(lib, src, 1, "", 0);
                 return;
             }
             let bound = if addr.starts_with('/') {
@@ -237,12 +281,19 @@ pub fn on_conreq(lib: &mut Lib, src: i32, u: &mut Unpacker<'_>) {
             };
             match bound {
                 Ok((sock, path, myaddr)) if listen(&sock).is_ok() => {
-                    lib.routes.insert(src, RouteState::Listening { sock, path });
-                    send_conack(lib, src, 0, &myaddr);
+                    lib.routes.insert(
+                        src,
+                        RouteState::Listening {
+                            sock,
+                            path,
+                            peer_max_frag,
+                        },
+                    );
+                    send_conack(lib, src, 0, &myaddr, peer_max_frag);
                 }
                 _ => {
                     lib.routes.insert(src, RouteState::Denied);
-                    send_conack(lib, src, 1, "");
+                    send_conack(lib, src, 1, "", 0);
                 }
             }
         }
@@ -267,6 +318,7 @@ pub fn on_conack(lib: &mut Lib, src: i32, u: &mut Unpacker<'_>) {
     let mut v = [0i32; 2];
     let ok = u.up_int(&mut v).is_ok() && v[0] == TDPROTOCOL && v[1] == 0;
     let addr = u.up_str().map(|b| String::from_utf8_lossy(&b).into_owned());
+    let peer_max_frag = if ok { upk_route_ext(u) } else { 0 };
     let Some(RouteState::Requested { sock, path }) = lib.routes.remove(&src) else {
         return;
     };
@@ -275,7 +327,10 @@ pub fn on_conack(lib: &mut Lib, src: i32, u: &mut Unpacker<'_>) {
     }
     let state = match (ok, addr) {
         (true, Ok(addr)) => match connect(sock, &addr).and_then(Stream::new) {
-            Ok(s) => RouteState::Open(Box::new(s)),
+            Ok(mut s) => {
+                s.peer_max_frag = peer_max_frag;
+                RouteState::Open(Box::new(s))
+            }
             Err(_) => RouteState::Denied,
         },
         _ => RouteState::Denied,
@@ -305,12 +360,17 @@ pub fn ready(lib: &mut Lib, tid: i32) {
             s.drain_step();
             lib.routes.insert(tid, RouteState::Open(s));
         }
-        Some(RouteState::Listening { sock, path }) => {
+        Some(RouteState::Listening {
+            sock,
+            path,
+            peer_max_frag,
+        }) => {
             if let Some(p) = &path {
                 let _ = std::fs::remove_file(p);
             }
             let st = match accept(&sock).and_then(Stream::new) {
                 Ok(mut s) => {
+                    s.peer_max_frag = peer_max_frag;
                     s.drain();
                     RouteState::Open(Box::new(s))
                 }
@@ -351,6 +411,7 @@ pub fn maybe_request(lib: &mut Lib, dst: i32) {
     let mut p = crate::core::xdr();
     let _ = p.pk_int(&[TDPROTOCOL]);
     let _ = p.pk_str(addr.as_bytes());
+    pk_route_ext(&mut p);
     if lib.send_raw(me, dst, TC_CONREQ, SYSCTX_TC, 0, p.body(), true).is_err() {
         lib.routes.insert(dst, RouteState::Denied);
         return;

@@ -12,6 +12,10 @@ use pvm_proto::Tid;
 
 // ---- generators ------------------------------------------------------------------------------
 
+fn route_ext() -> impl Strategy<Value = Option<RouteExt>> {
+    option::of(any::<i32>().prop_map(|max_frag| RouteExt { max_frag }))
+}
+
 fn xs() -> impl Strategy<Value = XStr> {
     vec(1u8..=255, 0..12).prop_map(XStr)
 }
@@ -546,9 +550,17 @@ fn tc_sm_bodies() -> impl Strategy<Value = Routed> {
             outof,
         });
     prop_oneof![
-        (any::<i32>(), xs()).prop_map(|(version, path)| tc(Tc::ConReq, B::TcConReq(ConnectReq { version, path }))),
-        (any::<i32>(), any::<i32>(), xs())
-            .prop_map(|(version, ack, path)| tc(Tc::ConAck, B::TcConAck(ConnectAck { version, ack, path }))),
+        (any::<i32>(), xs(), route_ext())
+            .prop_map(|(version, path, ext)| tc(Tc::ConReq, B::TcConReq(RouteReq { version, path, ext }))),
+        (any::<i32>(), any::<i32>(), xs(), route_ext()).prop_map(|(version, ack, path, ext)| tc(
+            Tc::ConAck,
+            B::TcConAck(RouteAck {
+                version,
+                ack,
+                path,
+                ext
+            })
+        )),
         tid_arg().prop_map(|x| tc(Tc::TaskExit, B::TcTaskExit(x))),
         Just(tc(Tc::Noop, B::Empty)),
         (

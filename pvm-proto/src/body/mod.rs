@@ -215,8 +215,8 @@ bodies! {
     DmHtDel(HtDel) = "DM_HTDEL",
     DmHostSyncAck(TimeVal) = "DM_HOSTSYNCACK",
 
-    TcConReq(ConnectReq) = "TC_CONREQ",
-    TcConAck(ConnectAck) = "TC_CONACK",
+    TcConReq(RouteReq) = "TC_CONREQ",
+    TcConAck(RouteAck) = "TC_CONACK",
     TcTaskExit(TidArg) = "TC_TASKEXIT",
     TcSetTrace(SetTrace) = "TC_SETTRACE",
     TcSetTmask(Name) = "TC_SETTMASK",

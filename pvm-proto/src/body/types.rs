@@ -286,6 +286,114 @@ impl fmt::Display for ConnectAck {
     }
 }
 
+/// The pvm-rs extension of TC_CONREQ / TC_CONACK (docs/extensions.md, "Direct routes"): two
+/// ints after the address, [`ROUTE_EXT_MAGIC`] and the largest fragment payload the sender
+/// accepts on the route. A legacy task unpacks the version, (ack,) and address and never looks
+/// further, so it neither sees nor sends this; two pvm-rs tasks that both offered it send each
+/// other large fragments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteExt {
+    pub max_frag: i32,
+}
+
+/// First int of a [`RouteExt`] ("pvRF"): trailing bytes that do not start with it are not ours.
+pub const ROUTE_EXT_MAGIC: i32 = 0x7076_5246;
+
+impl RouteExt {
+    /// The extension, if what is left of the body is one (nothing left: None).
+    fn dec_opt(r: &mut Rd) -> Result<Option<RouteExt>> {
+        if r.remaining() == 0 {
+            return Ok(None);
+        }
+        let off = r.offset();
+        let magic = r.int("route extension")?;
+        if magic != ROUTE_EXT_MAGIC {
+            return Err(ParseError::new(
+                "route extension",
+                off,
+                ErrorKind::Invalid {
+                    value: magic.into(),
+                    why: "not the pvm-rs route extension",
+                },
+            ));
+        }
+        Ok(Some(RouteExt {
+            max_frag: r.int("max fragment")?,
+        }))
+    }
+    fn enc_opt(ext: &Option<RouteExt>, w: &mut Wr) {
+        if let Some(e) = ext {
+            w.int(ROUTE_EXT_MAGIC).int(e.max_frag);
+        }
+    }
+}
+
+/// `int version; string path` and the optional [`RouteExt`]: TC_CONREQ (socket address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteReq {
+    pub version: i32,
+    pub path: XStr,
+    pub ext: Option<RouteExt>,
+}
+
+impl Codec for RouteReq {
+    fn dec(r: &mut Rd) -> Result<Self> {
+        Ok(RouteReq {
+            version: r.int("version")?,
+            path: r.str("path")?,
+            ext: RouteExt::dec_opt(r)?,
+        })
+    }
+    fn enc(&self, w: &mut Wr) {
+        w.int(self.version).str(&self.path);
+        RouteExt::enc_opt(&self.ext, w);
+    }
+}
+
+impl fmt::Display for RouteReq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "version {} {}", self.version, self.path)?;
+        if let Some(e) = self.ext {
+            write!(f, " max-frag {}", e.max_frag)?;
+        }
+        Ok(())
+    }
+}
+
+/// `int version; int ack; string path` and the optional [`RouteExt`]: TC_CONACK (ack 0 = ok).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAck {
+    pub version: i32,
+    pub ack: i32,
+    pub path: XStr,
+    pub ext: Option<RouteExt>,
+}
+
+impl Codec for RouteAck {
+    fn dec(r: &mut Rd) -> Result<Self> {
+        Ok(RouteAck {
+            version: r.int("version")?,
+            ack: r.int("ack")?,
+            path: r.str("path")?,
+            ext: RouteExt::dec_opt(r)?,
+        })
+    }
+    fn enc(&self, w: &mut Wr) {
+        w.int(self.version).int(self.ack).str(&self.path);
+        RouteExt::enc_opt(&self.ext, w);
+    }
+}
+
+impl fmt::Display for RouteAck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "version {} ack {} {}", self.version, self.ack, self.path)?;
+        if let Some(e) = self.ext {
+            write!(f, " max-frag {}", e.max_frag)?;
+        }
+        Ok(())
+    }
+}
+
 /// TM_CONN2 request. The task name is only sent when the task set one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conn2Req {

@@ -290,6 +290,16 @@ impl MsgBody {
         }
     }
 
+    /// The bytes of a body of at most one fragment, to append to: a receiver that delivers a
+    /// message before all of it has arrived fills its buffer in place. None for a body of
+    /// several fragments (appending would lengthen the last one).
+    pub fn single_mut(&mut self) -> Option<&mut Vec<u8>> {
+        if self.starts.len() > 1 {
+            return None;
+        }
+        Some(&mut self.data)
+    }
+
     /// Appends a received fragment.
     pub fn push_fragment(&mut self, frag: &[u8]) {
         self.starts.push(self.data.len());
