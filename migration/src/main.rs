@@ -13,10 +13,13 @@
 //!                                          raw copy of the same bytes over the same veth link
 //!
 //!   pvm-migrate bench-ckpt [--tasks 4] [--mb 256] [--runs 3] [--parallel N] [--big-pipes]
+//!                          [--copy each|after]
 //!                                          parallel leave-running checkpoint of N tasks vs
 //!                                          writing the same bytes to the same tmpfs;
 //!                                          --parallel: at most N dumps at a time;
-//!                                          --big-pipes: fs.pipe-max-size 4 MiB meanwhile
+//!                                          --big-pipes: fs.pipe-max-size 4 MiB meanwhile;
+//!                                          --copy: every image also stored on a second
+//!                                          namespace host (src/benchckpt.rs)
 //!
 //! The benchmarks need root and CRIU >= 4.1 (ci/criu-setup).
 
@@ -116,105 +119,7 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Res
     out
 }
 
-/// Whole-application checkpoint cost: `tasks` tasks of `mb` MB each dumped in parallel with
-/// leave-running, against writing the same bytes to files on the same tmpfs in parallel.
-///
-/// `parallel` caps how many dumps run at once (the others wait for a slot), to see what the
-/// number of concurrent CRIU processes costs on a machine with few cores.
-fn bench_ckpt(tasks: usize, mb: u32, runs: usize, parallel: usize, big_pipes: bool) -> Result<(), String> {
-    use std::io::Write;
-    let criu = Criu::new().map_err(|e| e.to_string())?;
-    let base = PathBuf::from(format!("/dev/shm/pvm-mig-ckpt-{}", std::process::id()));
-    let bin = hog::build(&base).map_err(|e| e.to_string())?;
-    let host = pvm_migration::Host {
-        netns: None,
-        addr: std::net::Ipv4Addr::LOCALHOST,
-    };
-    let limit = Duration::from_secs(300);
-    let mut hogs = Vec::new();
-    let res = (|| -> Result<(), String> {
-        for k in 0..tasks {
-            hogs.push(
-                hog::start(&host, &bin, mb, &base.join(format!("hog{k}.log")), limit).map_err(|e| e.to_string())?,
-            );
-        }
-        let (mut write, mut ckpt, mut frozen) = (vec![], vec![], vec![]);
-        for r in 0..runs {
-            let t = std::time::Instant::now();
-            std::thread::scope(|sc| {
-                for k in 0..tasks {
-                    let p = base.join(format!("raw-{r}-{k}"));
-                    sc.spawn(move || {
-                        let buf = vec![0x5au8; 1 << 20];
-                        let mut f = std::fs::File::create(&p).expect("create");
-                        for _ in 0..mb {
-                            f.write_all(&buf).expect("write");
-                        }
-                    });
-                }
-            });
-            write.push(t.elapsed());
-            for k in 0..tasks {
-                let _ = std::fs::remove_file(base.join(format!("raw-{r}-{k}")));
-            }
-            let t = std::time::Instant::now();
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let dumps: Vec<_> =
-                pvm_migration::criu::with_big_pipes(big_pipes && criu.caps.needs_pipe_size_workaround, || {
-                    std::thread::scope(|sc| {
-                        let hs: Vec<_> = (0..parallel.min(tasks))
-                            .map(|_| {
-                                let (criu, host, base, hogs, next) = (&criu, &host, &base, &hogs, &next);
-                                sc.spawn(move || {
-                                    let mut done = Vec::new();
-                                    loop {
-                                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                        let Some(h) = hogs.get(k) else { break done };
-                                        let dir = base.join(format!("ck-{r}-{k}"));
-                                        done.push(criu.dump(h.pid, host, &dir, true, limit));
-                                    }
-                                })
-                            })
-                            .collect();
-                        hs.into_iter().flat_map(|h| h.join().expect("dump thread")).collect()
-                    })
-                });
-            ckpt.push(t.elapsed());
-            let mut worst = Duration::ZERO;
-            for d in dumps {
-                let d = d.map_err(|e| e.to_string())?;
-                worst = worst.max(d.frozen.unwrap_or_default());
-            }
-            frozen.push(worst);
-            for k in 0..tasks {
-                let _ = std::fs::remove_dir_all(base.join(format!("ck-{r}-{k}")));
-            }
-        }
-        for h in &hogs {
-            let v = hog::verify(h.pid, &h.log, Duration::from_secs(60)).map_err(|e| e.to_string())?;
-            if !v.contains("verify ok") {
-                return Err(format!("after checkpoints: {v}"));
-            }
-        }
-        let (w, c, f) = (median(write), median(ckpt), median(frozen));
-        println!(
-            "checkpoint of {tasks} tasks x {mb} MB (leave-running, {} at a time, tmpfs{}): {}  vs writing the same bytes: {}  ratio {:.2}x  (longest CRIU freeze {}; medians of {runs})",
-            parallel.min(tasks),
-            if big_pipes { ", 4 MiB pipes" } else { "" },
-            ms(c),
-            ms(w),
-            c.as_secs_f64() / w.as_secs_f64(),
-            ms(f)
-        );
-        Ok(())
-    })();
-    for h in &hogs {
-        pvm_migration::signal(h.pid, libc::SIGKILL);
-    }
-    let _ = std::fs::remove_dir_all(&base);
-    res
-}
-
+mod benchckpt;
 mod pvmcmd;
 
 fn main() -> ExitCode {
@@ -268,13 +173,27 @@ fn main() -> ExitCode {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(d)
             };
-            match bench_ckpt(
-                num("--tasks", 4).max(1),
-                num("--mb", 256).max(1) as u32,
-                num("--runs", 3).max(1),
-                num("--parallel", usize::MAX).max(1),
-                args.iter().any(|a| a == "--big-pipes"),
-            ) {
+            let copy = match args
+                .iter()
+                .position(|a| a == "--copy")
+                .map(|i| args.get(i + 1).map(String::as_str))
+            {
+                None => None,
+                Some(Some("each")) => Some(benchckpt::CopyWhen::Each),
+                Some(Some("after")) => Some(benchckpt::CopyWhen::AfterAll),
+                Some(_) => {
+                    eprintln!("pvm-migrate bench-ckpt: --copy each|after");
+                    return ExitCode::from(2);
+                }
+            };
+            match benchckpt::run(&benchckpt::Opts {
+                tasks: num("--tasks", 4).max(1),
+                mb: num("--mb", 256).clamp(1, 65536) as u32,
+                runs: num("--runs", 3).max(1),
+                parallel: num("--parallel", usize::MAX).max(1),
+                big_pipes: args.iter().any(|a| a == "--big-pipes"),
+                copy,
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pvm-migrate bench-ckpt: {e}");
@@ -322,7 +241,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: pvm-migrate probe | migrate TID HOST | checkpoint [--app [--auto]] TID | restart [--app] TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3] [--parallel N] [--big-pipes]"
+                "usage: pvm-migrate probe | migrate TID HOST | checkpoint [--app [--auto]] TID | restart [--app] TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3] [--parallel N] [--big-pipes] [--copy each|after]"
             );
             ExitCode::from(2)
         }
