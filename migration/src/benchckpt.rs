@@ -59,7 +59,8 @@ struct Round {
     ckpt: Duration,
     ckpt_stored: Duration,
     frozen: Duration,
-    /// Per dump: wall, CRIU's "Memory dump time" (collecting the pages), "Memory write time".
+    /// Per dump: wall, collecting the pages (CRIU's "Memory dump time", which includes the
+    /// write, minus its "Memory write time"), writing them ("Memory write time").
     dumps: Vec<(Duration, Duration, Duration)>,
 }
 
@@ -264,11 +265,9 @@ pub fn run(o: &Opts) -> Result<(), String> {
                             round.ckpt_stored = res.iter().map(|x| x.1 - t0).max().unwrap_or_default();
                             for x in &res {
                                 round.frozen = round.frozen.max(stat(&x.3, "Frozen time"));
-                                round.dumps.push((
-                                    x.2,
-                                    stat(&x.3, "Memory dump time"),
-                                    stat(&x.3, "Memory write time"),
-                                ));
+                                let write = stat(&x.3, "Memory write time");
+                                let dump = stat(&x.3, "Memory dump time");
+                                round.dumps.push((x.2, dump.saturating_sub(write), write));
                             }
                         }
                     }
