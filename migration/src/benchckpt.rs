@@ -55,6 +55,10 @@ pub struct Opts {
 struct Round {
     hot: Duration,
     write: Duration,
+    /// CPU time (every core) of the hot write, the image write and the dumps (CRIU's processes
+    /// and the tasks themselves, where CRIU's parasite collects the pages): less sensitive to
+    /// other load on the machine than the wall times.
+    cpu: [Duration; 3],
     write_stored: Duration,
     ckpt: Duration,
     ckpt_stored: Duration,
@@ -104,6 +108,36 @@ fn stat(text: &str, key: &str) -> Duration {
         })
         .map(Duration::from_micros)
         .unwrap_or_default()
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
+/// CPU time of every waited-for descendant of this process (the CRIU processes).
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct we own.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let tv = |t: libc::timeval| Duration::from_micros(t.tv_sec.max(0) as u64 * 1_000_000 + t.tv_usec.max(0) as u64);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// CPU time of process `pid` so far (utime + stime of /proc/PID/stat, clock ticks).
+fn proc_cpu(pid: u32) -> Duration {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<u64> = text
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect())
+        .unwrap_or_default();
+    // SAFETY: sysconf takes a plain integer.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
 fn loadavg() -> String {
@@ -208,32 +242,38 @@ pub fn run(o: &Opts) -> Result<(), String> {
                             let t0 = Instant::now();
                             let res = pool(o.tasks, o.tasks, |k| {
                                 let buf = vec![0x5au8; 1 << 20];
+                                let c0 = thread_cpu();
                                 write_file(
                                     &base.join(format!("hot-{r}-{k}/pages-1.img")),
                                     std::iter::repeat(&buf[..]).take(o.mb as usize),
                                 )
+                                .map(|()| thread_cpu() - c0)
                             });
                             round.hot = t0.elapsed();
-                            res.into_iter().collect::<Result<Vec<_>, _>>()?;
+                            round.cpu[0] = res.into_iter().collect::<Result<Vec<_>, _>>()?.into_iter().sum();
                         }
                         1 => {
                             // Image write: each writer's own distinct memory [+ copy to host B].
                             let t0 = Instant::now();
-                            let res = pool(o.tasks, o.tasks, |k| -> Result<(Instant, Instant), String> {
+                            let res = pool(o.tasks, o.tasks, |k| -> Result<(Instant, Instant, Duration), String> {
                                 let dir = base.join(format!("raw-{r}-{k}"));
+                                let c0 = thread_cpu();
                                 write_file(&dir.join("pages-1.img"), sources[k].chunks(1 << 20))?;
+                                let cpu = thread_cpu() - c0;
                                 let local = Instant::now();
                                 if o.copy.is_some() {
                                     copy_to(&dir, &base.join(format!("rawst-{r}-{k}")))?;
                                 }
-                                Ok((local, Instant::now()))
+                                Ok((local, Instant::now(), cpu))
                             });
                             let res = res.into_iter().collect::<Result<Vec<_>, _>>()?;
+                            round.cpu[1] = res.iter().map(|x| x.2).sum();
                             round.write = res.iter().map(|x| x.0 - t0).max().unwrap_or_default();
                             round.write_stored = res.iter().map(|x| x.1 - t0).max().unwrap_or_default();
                         }
                         _ => {
                             let t0 = Instant::now();
+                            let c0 = children_cpu() + hogs.iter().map(|h| proc_cpu(h.pid)).sum::<Duration>();
                             let dumped = |k: usize| -> Result<(Instant, Instant, Duration, String), String> {
                                 let dir = base.join(format!("ck-{r}-{k}"));
                                 let d = criu
@@ -251,6 +291,9 @@ pub fn run(o: &Opts) -> Result<(), String> {
                                 || pool(o.tasks, o.parallel, dumped),
                             );
                             let mut res = res.into_iter().collect::<Result<Vec<_>, _>>()?;
+                            // The copies run on threads of this process: not counted here.
+                            round.cpu[2] = (children_cpu() + hogs.iter().map(|h| proc_cpu(h.pid)).sum::<Duration>())
+                                .saturating_sub(c0);
                             if o.copy == Some(CopyWhen::AfterAll) {
                                 let done = pool(o.tasks, o.tasks, |k| {
                                     copy_to(&base.join(format!("ck-{r}-{k}")), &base.join(format!("ckst-{r}-{k}")))
@@ -330,6 +373,17 @@ pub fn run(o: &Opts) -> Result<(), String> {
         spread(&per(0)),
         spread(&per(1)),
         spread(&per(2))
+    );
+    println!(
+        "  CPU time, every core: hot write {}, image write {}, checkpoint {} (CRIU and the tasks, where its parasite runs)",
+        spread(&col(|x| x.cpu[0])),
+        spread(&col(|x| x.cpu[1])),
+        spread(&col(|x| x.cpu[2]))
+    );
+    println!(
+        "  CPU time: checkpoint / image write {}   (/ hot write {})",
+        ratio_spread(&rat(|x| x.cpu[2], |x| x.cpu[1])),
+        ratio_spread(&rat(|x| x.cpu[2], |x| x.cpu[0]))
     );
     println!(
         "  checkpoint / image write {}   (/ hot write {})",
