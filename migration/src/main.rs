@@ -52,16 +52,31 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Res
         rate.map_or("unshaped".to_string(), |r| format!("A->B shaped to {r} (tc tbf)"))
     );
     println!(
-        "{:>6} | {:>10} | {:>11} {:>11} {:>6} {:>13} | {:>17} {:>6}",
-        "MB", "raw copy", "post freeze", "post total", "ratio", "post released", "s&c freeze=total", "ratio"
+        "{:>6} | {:>10} | {:>11} {:>11} {:>6} {:>13} | {:>17} {:>6} | {:>10} {:>6}",
+        "MB",
+        "raw copy",
+        "post freeze",
+        "post total",
+        "ratio",
+        "post released",
+        "s&c freeze=total",
+        "ratio",
+        "hot copy",
+        "post/hot"
     );
     let mut out = Ok(());
     'sizes: for &mb in sizes {
         let bytes = u64::from(mb) << 20;
         let (mut raw, mut pf, mut pt, mut pr, mut sf) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut hot = vec![];
+        // The task's memory is distinct and comes from RAM: so does the raw copy's.
+        let data: Vec<u8> = (0..bytes as usize)
+            .map(|i| (i as u64).wrapping_mul(0x9E37_79B9) as u8)
+            .collect();
         for r in 0..runs {
             let res = (|| -> Result<(), String> {
-                raw.push(transfer::raw_copy(&pair.a, &pair.b, bytes, limit).map_err(|e| e.to_string())?);
+                raw.push(transfer::raw_copy(&pair.a, &pair.b, bytes, Some(&data), limit).map_err(|e| e.to_string())?);
+                hot.push(transfer::raw_copy(&pair.a, &pair.b, bytes, None, limit).map_err(|e| e.to_string())?);
                 for mode in [Mode::PostCopy, Mode::StopAndCopy] {
                     let log = base.join(format!("hog-{mb}-{r}-{mode:?}.log"));
                     let h = hog::start(&pair.a, &bin, mb, &log, limit).map_err(|e| e.to_string())?;
@@ -96,10 +111,10 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Res
                 break 'sizes;
             }
         }
-        let (raw, pf, pt, pr, sf) = (median(raw), median(pf), median(pt), median(pr), median(sf));
+        let (raw, pf, pt, pr, sf, hot) = (median(raw), median(pf), median(pt), median(pr), median(sf), median(hot));
         let x = |d: Duration| d.as_secs_f64() / raw.as_secs_f64();
         println!(
-            "{:>6} | {:>10} | {:>11} {:>11} {:>5.2}x {:>13} | {:>17} {:>5.2}x",
+            "{:>6} | {:>10} | {:>11} {:>11} {:>5.2}x {:>13} | {:>17} {:>5.2}x | {:>10} {:>5.2}x",
             mb,
             ms(raw),
             ms(pf),
@@ -107,10 +122,12 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Res
             x(pt),
             ms(pr),
             ms(sf),
-            x(sf)
+            x(sf),
+            ms(hot),
+            pt.as_secs_f64() / hot.as_secs_f64()
         );
     }
-    println!("(medians of {runs}; ratio = time / raw copy of the same bytes over the same link in this run; freeze = dump start until the task runs on the target; post total = until the last page is on the target; post released = until the source CRIU exits)");
+    println!("(medians of {runs}; ratio = time / raw copy of the same bytes (distinct memory, like the task's) over the same link in this run; hot copy = the same bytes from one cached 1 MiB buffer (the first baseline), post/hot = post total / hot copy; freeze = dump start until the task runs on the target; post total = until the last page is on the target; post released = until the source CRIU exits)");
     if out.is_ok() && !criu.keep_images {
         let _ = std::fs::remove_dir_all(&base);
     } else {

@@ -171,9 +171,11 @@ pub fn copy_dir(from: &Host, src: &Path, to: &Host, dst: &Path, timeout: Duratio
     Ok(got)
 }
 
-/// Sends `bytes` of filler from `from` to `to` over the same kind of stream: the physical
-/// limit a migration of that much memory is compared with.
-pub fn raw_copy(from: &Host, to: &Host, bytes: u64, timeout: Duration) -> Result<Duration> {
+/// Sends `bytes` from `from` to `to` over the same kind of stream: the physical limit a
+/// migration of that much memory is compared with. With `data` the bytes are `data` itself
+/// (distinct memory, read from RAM like a task's pages); without, one cached 1 MiB buffer is
+/// sent again and again (the first version of this baseline; it never reads memory).
+pub fn raw_copy(from: &Host, to: &Host, bytes: u64, data: Option<&[u8]>, timeout: Duration) -> Result<Duration> {
     let l = listen(to)?;
     let addr = l.local_addr().map_err(io("listen"))?;
     let t0 = std::time::Instant::now();
@@ -182,12 +184,20 @@ pub fn raw_copy(from: &Host, to: &Host, bytes: u64, timeout: Duration) -> Result
         io::copy(&mut s, &mut io::sink()).map_err(io("receive"))
     });
     let mut s = connect(from, addr, timeout)?;
-    let buf = vec![0x5au8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        s.write_all(&buf[..n]).map_err(io("send"))?;
-        left -= n as u64;
+    match data {
+        Some(d) => {
+            let d = &d[..d.len().min(bytes as usize)];
+            s.write_all(d).map_err(io("send"))?;
+        }
+        None => {
+            let buf = vec![0x5au8; 1 << 20];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                s.write_all(&buf[..n]).map_err(io("send"))?;
+                left -= n as u64;
+            }
+        }
     }
     drop(s);
     let got = rx
