@@ -7,7 +7,7 @@
 //!                                          restart it by itself when one of its hosts dies)
 //!   pvm-migrate restart [--app] TID        restart a task / roll the application back to its
 //!                                          last complete checkpoint
-//!   pvm-migrate bench [MB..] [--runs N] [--rate R] [--limit S]
+//!   pvm-migrate bench [MB..] [--runs N] [--rate R] [--limit S] [--boost NICE]
 //!                                          migrate mighog between two fresh namespace hosts
 //!                                          (post-copy and stop-and-copy) and compare with a
 //!                                          raw copy of the same bytes over the same veth link
@@ -19,7 +19,9 @@
 //!                                          --parallel: at most N dumps at a time;
 //!                                          --big-pipes: fs.pipe-max-size 4 MiB meanwhile;
 //!                                          --copy: every image also stored on a second
-//!                                          namespace host (src/benchckpt.rs)
+//!                                          namespace host (src/benchckpt.rs);
+//!                          [--boost NICE]  autogroup nice of the run and the tasks (a
+//!                                          shared machine's other sessions weigh less)
 //!
 //! The benchmarks need root and CRIU >= 4.1 (ci/criu-setup).
 
@@ -38,7 +40,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Result<(), String> {
+fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>, boost: i32) -> Result<(), String> {
     let criu = Criu::new().map_err(|e| e.to_string())?;
     print!("{}", criu.caps);
     let base = PathBuf::from(format!("/dev/shm/pvm-mig-bench-{}", std::process::id()));
@@ -46,6 +48,11 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Res
     let pair = NetPair::new("b").map_err(|e| e.to_string())?;
     if let Some(r) = rate {
         pair.shape(r).map_err(|e| e.to_string())?;
+    }
+    if boost != 0 {
+        // Every CRIU step and the restored task are our descendants (this session).
+        benchckpt::boost(std::process::id(), boost);
+        println!("autogroup nice {boost} for this run and the task (other sessions weigh less)");
     }
     println!(
         "link: veth between two network namespaces, {}",
@@ -80,6 +87,9 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Res
                 for mode in [Mode::PostCopy, Mode::StopAndCopy] {
                     let log = base.join(format!("hog-{mb}-{r}-{mode:?}.log"));
                     let h = hog::start(&pair.a, &bin, mb, &log, limit).map_err(|e| e.to_string())?;
+                    if boost != 0 {
+                        benchckpt::boost(h.pid, boost);
+                    }
                     let work = base.join(format!("w-{mb}-{r}-{mode:?}"));
                     let m = criu.migrate(h.pid, &pair.a, &pair.b, &work, mode, limit);
                     let m = match m {
@@ -127,6 +137,9 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Res
             pt.as_secs_f64() / hot.as_secs_f64()
         );
     }
+    if boost != 0 {
+        benchckpt::boost(std::process::id(), 0);
+    }
     println!("(medians of {runs}; ratio = time / raw copy of the same bytes (distinct memory, like the task's) over the same link in this run; hot copy = the same bytes from one cached 1 MiB buffer (the first baseline), post/hot = post total / hot copy; freeze = dump start until the task runs on the target; post total = until the last page is on the target; post released = until the source CRIU exits)");
     if out.is_ok() && !criu.keep_images {
         let _ = std::fs::remove_dir_all(&base);
@@ -156,10 +169,17 @@ fn main() -> ExitCode {
             let mut runs = 3;
             let mut limit = Duration::from_secs(120);
             let mut rate = None;
+            let mut boost = 0;
             let mut it = args[1..].iter();
             while let Some(a) = it.next() {
                 if a == "--runs" {
                     runs = it.next().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
+                } else if a == "--boost" {
+                    boost = it
+                        .next()
+                        .and_then(|r| r.parse::<i32>().ok())
+                        .unwrap_or(0)
+                        .clamp(-20, 19);
                 } else if a == "--rate" {
                     rate = it.next().cloned();
                 } else if a == "--limit" {
@@ -174,7 +194,7 @@ fn main() -> ExitCode {
             if sizes.is_empty() {
                 sizes = vec![8, 64, 512];
             }
-            match bench(&sizes, runs, limit, rate.as_deref()) {
+            match bench(&sizes, runs, limit, rate.as_deref(), boost) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pvm-migrate bench: {e}");
@@ -210,6 +230,13 @@ fn main() -> ExitCode {
                 parallel: num("--parallel", usize::MAX).max(1),
                 big_pipes: args.iter().any(|a| a == "--big-pipes"),
                 copy,
+                boost: args
+                    .iter()
+                    .position(|a| a == "--boost")
+                    .and_then(|i| args.get(i + 1))
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .unwrap_or(0)
+                    .clamp(-20, 19),
             }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -258,7 +285,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: pvm-migrate probe | migrate TID HOST | checkpoint [--app [--auto]] TID | restart [--app] TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3] [--parallel N] [--big-pipes] [--copy each|after]"
+                "usage: pvm-migrate probe | migrate TID HOST | checkpoint [--app [--auto]] TID | restart [--app] TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] [--boost NICE] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3] [--parallel N] [--big-pipes] [--copy each|after] [--boost NICE]"
             );
             ExitCode::from(2)
         }
