@@ -43,6 +43,20 @@ pub const TC_MARK: i32 = 0x8003_0100u32 as i32;
 /// messages being held and its requester kept waiting without end.
 const CKPT_PARK_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// [`CKPT_PARK_LIMIT`], or `PVMD_CKPT_PARK_LIMIT_MS` (100 ms to 600 s; a test switch, so that
+/// `mig_ckpt_limit.rs` need not compute for 10 s), read once.
+fn ckpt_park_limit() -> std::time::Duration {
+    static LIMIT: OnceLock<std::time::Duration> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("PVMD_CKPT_PARK_LIMIT_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(CKPT_PARK_LIMIT, |ms| {
+                std::time::Duration::from_millis(ms.clamp(100, 600_000))
+            })
+    })
+}
+
 /// "pvmx": the trailer that follows `schedtid` in our TM_CONN2 reply.
 pub const XMAGIC: i32 = 0x7076_6d78;
 /// Trailer version.
@@ -563,6 +577,26 @@ impl<A: AuthFiles> Daemon<A> {
         out.push(Out::Send(p.conn, bytes));
     }
 
+    /// The time limits of moves and checkpoints (`mig_deadline`) for a pvmd without a network
+    /// endpoint (a lone master): with one, `net_deadline` includes them. Without this a lone
+    /// pvmd never ran them, and a one-task checkpoint of a task that does not park waited for
+    /// ever (server.rs hook).
+    pub fn lone_deadline(&self) -> Option<std::time::Duration> {
+        if self.net.is_some() {
+            return None;
+        }
+        self.mig_deadline()
+    }
+
+    /// [`Self::lone_deadline`] passed (server.rs hook; `net_timeout` does this with a network).
+    pub fn lone_timers(&mut self) -> Vec<Out> {
+        let mut out = Vec::new();
+        if self.net.is_none() {
+            self.mig_timers(&mut out);
+        }
+        out
+    }
+
     /// Hook of `mig_deadline` (mig_move.rs): when the first one-task checkpoint's park limit
     /// passes.
     pub(super) fn ckpt_park_deadline(&self) -> Option<std::time::Instant> {
@@ -570,12 +604,12 @@ impl<A: AuthFiles> Daemon<A> {
             .parking
             .values()
             .filter(|p| !p.parked)
-            .map(|p| p.t0 + CKPT_PARK_LIMIT)
+            .map(|p| p.t0 + ckpt_park_limit())
             .min()
     }
 
     /// Hook of `mig_timers` (mig_move.rs): one-task checkpoints whose task did not park within
-    /// [`CKPT_PARK_LIMIT`] give up. The task keeps running connected: what was held for it
+    /// [`CKPT_PARK_LIMIT`] ([`ckpt_park_limit`]) give up. The task keeps running connected: what was held for it
     /// goes to it now, in order and before anything newer; a TM_PARK it sends later is refused
     /// and its library carries on (as after a move that gave up); the requester gets PvmSysErr.
     pub(super) fn ckpt_park_timers(&mut self, out: &mut Vec<Out>) {
@@ -584,7 +618,7 @@ impl<A: AuthFiles> Daemon<A> {
             .mig
             .parking
             .iter()
-            .filter(|(_, p)| !p.parked && p.t0 + CKPT_PARK_LIMIT <= now)
+            .filter(|(_, p)| !p.parked && p.t0 + ckpt_park_limit() <= now)
             .map(|(k, _)| *k)
             .collect();
         for key in due {
@@ -593,8 +627,9 @@ impl<A: AuthFiles> Daemon<A> {
             };
             let tid = super::key_tid(self.host.index, key);
             out.push(Out::Log(format!(
-                "mig: checkpoint of t{:x} given up: it did not park within {CKPT_PARK_LIMIT:?}",
-                tid.bits()
+                "mig: checkpoint of t{:x} given up: it did not park within {:?}",
+                tid.bits(),
+                ckpt_park_limit()
             )));
             if let Some(t) = self.tasks.get_mut(&key) {
                 if let Some(c) = t.conn {
@@ -836,10 +871,10 @@ mod tests {
         let mut out = Vec::new();
         d.ckpt_park_timers(&mut out);
         assert!(out.is_empty() && d.mig_is_parking(key));
-        assert_eq!(d.ckpt_park_deadline(), Some(started + CKPT_PARK_LIMIT));
+        assert_eq!(d.ckpt_park_deadline(), Some(started + ckpt_park_limit()));
         // Past it: given up.
         let late = started
-            .checked_sub(CKPT_PARK_LIMIT + std::time::Duration::from_secs(1))
+            .checked_sub(ckpt_park_limit() + std::time::Duration::from_secs(1))
             .unwrap_or(started);
         d.mig.parking.insert(key, park(late));
         d.ckpt_park_timers(&mut out);
