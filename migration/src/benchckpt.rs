@@ -188,7 +188,29 @@ fn write_file(p: &Path, chunks: impl Iterator<Item = impl AsRef<[u8]>>) -> Resul
     Ok(())
 }
 
+/// MemAvailable of /proc/meminfo in MB (0 when unreadable).
+fn mem_available_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
 pub fn run(o: &Opts) -> Result<(), String> {
+    // The tasks, the writers' sources and up to three image sets live in memory at once.
+    let need = (o.tasks as u64).saturating_mul(u64::from(o.mb)).saturating_mul(5);
+    if o.tasks > 64 || need > mem_available_mb() {
+        return Err(format!(
+            "{} tasks x {} MB need about {need} MB of memory; {} MB available (at most 64 tasks)",
+            o.tasks,
+            o.mb,
+            mem_available_mb()
+        ));
+    }
     let criu = Criu::new().map_err(|e| e.to_string())?;
     let base = PathBuf::from(format!("/dev/shm/pvm-mig-ckpt-{}", std::process::id()));
     let bin = hog::build(&base).map_err(|e| e.to_string())?;

@@ -194,6 +194,11 @@ fn main() -> ExitCode {
             if sizes.is_empty() {
                 sizes = vec![8, 64, 512];
             }
+            // mighog's own limit; the raw copy's source is held in memory too.
+            if let Some(mb) = sizes.iter().find(|mb| **mb == 0 || **mb > 65536) {
+                eprintln!("pvm-migrate bench: {mb} MB: sizes are 1..=65536 MB");
+                return ExitCode::from(2);
+            }
             match bench(&sizes, runs, limit, rate.as_deref(), boost) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
