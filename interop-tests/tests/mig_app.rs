@@ -30,9 +30,24 @@ const JOB: &str = r#"
 #define ROUNDS 300
 #define EVERY 60
 static double now(void) { struct timeval t; gettimeofday(&t, 0); return t.tv_sec + t.tv_usec / 1e6; }
+/* APP_MB (measurements only): resident memory of the master and each worker, in every
+ * image, checked word by word at the end (bad counts a wrong word once). */
+static unsigned long *mem; static size_t words;
+static void mem_fill(void) {
+    size_t k, mb = getenv("APP_MB") ? (size_t)atoi(getenv("APP_MB")) : 0;
+    words = mb * 131072;
+    if (words && !(mem = malloc(words * sizeof *mem))) words = 0;
+    for (k = 0; k < words; k++) mem[k] = k * 0x9E3779B97F4A7C15UL ^ 0x5A5A5A5AUL;
+}
+static int mem_bad(void) {
+    size_t k;
+    for (k = 0; k < words; k++) if (mem[k] != (k * 0x9E3779B97F4A7C15UL ^ 0x5A5A5A5AUL)) return 1;
+    return 0;
+}
 int main(int argc, char **argv) {
     int me = pvm_mytid(), i, r, nw, w[8], bad = 0, v, e;
     long expect[8] = {0}, got, total = 0;
+    if (argc > 1 && (!strcmp(argv[1], "worker") || !strcmp(argv[1], "master"))) mem_fill();
     if (argc > 1 && !strcmp(argv[1], "worker")) {
         int idx, parent = pvm_parent();
         long sum = 0;
@@ -48,6 +63,7 @@ int main(int argc, char **argv) {
             pvm_send(parent, 2);
             if (r % 100 == 0) { printf("worker %d at round %d\n", idx, r); fflush(stdout); }
         }
+        if (mem_bad()) sum = -1; /* the master counts it as a wrong sum */
         pvm_initsend(PvmDataDefault);
         pvm_pklong(&sum, 1, 1);
         pvm_send(parent, 4);
@@ -124,6 +140,7 @@ int main(int argc, char **argv) {
             if (got != expect[i]) bad++;
             total += got;
         }
+        bad += mem_bad();
         printf("master done bad %d total %ld\n", bad, total); fflush(stdout);
         pvm_initsend(PvmDataDefault);
         pvm_pkint(&bad, 1, 1);
@@ -275,6 +292,10 @@ fn machine(tag: &str, n: usize) -> (Cluster, interop_tests::Proc) {
 fn start_job(c: &Cluster, exe: &Path, mode: i32, marker: &Path) -> Lines {
     let mut cmd = c.command(1, exe);
     cmd.arg("start").arg(mode.to_string()).arg(marker);
+    // APP_MB=256 (measurements): every task of the application holds that much memory.
+    if let Ok(mb) = std::env::var("APP_MB") {
+        cmd.env("APP_MB", mb).env("PVM_EXPORT", "APP_MB");
+    }
     for h in &c.hosts {
         cmd.arg(&h.ip);
     }
@@ -358,13 +379,22 @@ fn measurements(c: &Cluster, job: &str) -> String {
             }
         }
     }
+    // How long after the begin each host's tasks ran on (before the copies were stored).
+    let mut run_on = Vec::new();
+    for k in 1..=c.hosts.len() {
+        for l in c.log(k).lines().filter(|l| l.contains("before the copies are stored")) {
+            if let Some(v) = l.split(" tasks run on ").nth(1).and_then(|r| r.split(' ').next()) {
+                run_on.push(v.parse::<u64>().unwrap_or(0));
+            }
+        }
+    }
     let calls: Vec<String> = job
         .lines()
         .filter(|l| l.contains("] epoch "))
         .filter_map(|l| l.split(" in ").nth(1)?.split(' ').next().map(String::from))
         .collect();
     format!(
-        "app checkpoints (coordinator, ms): {ckpt:?}; pvm_checkpoint in the master (s): {calls:?}; longest CRIU freeze of one dump {freeze} ms; largest per-host image set {bytes} bytes; restarts (ms): {restart:?}"
+        "app checkpoints (coordinator, ms): {ckpt:?}; pvm_checkpoint in the master (s): {calls:?}; tasks ran on after (ms from the begin, per host and epoch): {run_on:?}; longest CRIU freeze of one dump {freeze} ms; largest per-host image set {bytes} bytes; restarts (ms): {restart:?}"
     )
 }
 
@@ -478,6 +508,16 @@ fn app_restarts_by_command_after_a_worker_is_killed() {
         .filter(|l| l.contains("checkpoint of application") && l.contains("complete"))
         .collect();
     assert!(ckpts.len() >= 4, "{logs}");
+    // The tasks ran on once their dumps ended and every host had taken its snapshot, before
+    // the copies were stored (and the right total above says that no message of the next
+    // epoch slipped into one): on both worker hosts and the master's, at some checkpoint.
+    for h in ["h1", "h2", "h3"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.starts_with(h) && l.contains("before the copies are stored")),
+            "{h}: tasks never ran on before the commit\n{logs}"
+        );
+    }
     eprintln!(
         "MEASURED by command: pvm-migrate restart --app answered after {} ms; {}",
         took.as_millis(),

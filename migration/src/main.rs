@@ -7,16 +7,21 @@
 //!                                          restart it by itself when one of its hosts dies)
 //!   pvm-migrate restart [--app] TID        restart a task / roll the application back to its
 //!                                          last complete checkpoint
-//!   pvm-migrate bench [MB..] [--runs N] [--rate R] [--limit S]
+//!   pvm-migrate bench [MB..] [--runs N] [--rate R] [--limit S] [--boost NICE]
 //!                                          migrate mighog between two fresh namespace hosts
 //!                                          (post-copy and stop-and-copy) and compare with a
 //!                                          raw copy of the same bytes over the same veth link
 //!
 //!   pvm-migrate bench-ckpt [--tasks 4] [--mb 256] [--runs 3] [--parallel N] [--big-pipes]
+//!                          [--copy each|after]
 //!                                          parallel leave-running checkpoint of N tasks vs
 //!                                          writing the same bytes to the same tmpfs;
 //!                                          --parallel: at most N dumps at a time;
-//!                                          --big-pipes: fs.pipe-max-size 4 MiB meanwhile
+//!                                          --big-pipes: fs.pipe-max-size 4 MiB meanwhile;
+//!                                          --copy: every image also stored on a second
+//!                                          namespace host (src/benchckpt.rs);
+//!                          [--boost NICE]  autogroup nice of the run and the tasks (a
+//!                                          shared machine's other sessions weigh less)
 //!
 //! The benchmarks need root and CRIU >= 4.1 (ci/criu-setup).
 
@@ -35,7 +40,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Result<(), String> {
+fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>, boost: i32) -> Result<(), String> {
     let criu = Criu::new().map_err(|e| e.to_string())?;
     print!("{}", criu.caps);
     let base = PathBuf::from(format!("/dev/shm/pvm-mig-bench-{}", std::process::id()));
@@ -44,24 +49,47 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Res
     if let Some(r) = rate {
         pair.shape(r).map_err(|e| e.to_string())?;
     }
+    if boost != 0 {
+        // Every CRIU step and the restored task are our descendants (this session).
+        benchckpt::boost(std::process::id(), boost);
+        println!("autogroup nice {boost} for this run and the task (other sessions weigh less)");
+    }
     println!(
         "link: veth between two network namespaces, {}",
         rate.map_or("unshaped".to_string(), |r| format!("A->B shaped to {r} (tc tbf)"))
     );
     println!(
-        "{:>6} | {:>10} | {:>11} {:>11} {:>6} {:>13} | {:>17} {:>6}",
-        "MB", "raw copy", "post freeze", "post total", "ratio", "post released", "s&c freeze=total", "ratio"
+        "{:>6} | {:>10} | {:>11} {:>11} {:>6} {:>13} | {:>17} {:>6} | {:>10} {:>6}",
+        "MB",
+        "raw copy",
+        "post freeze",
+        "post total",
+        "ratio",
+        "post released",
+        "s&c freeze=total",
+        "ratio",
+        "hot copy",
+        "post/hot"
     );
     let mut out = Ok(());
     'sizes: for &mb in sizes {
         let bytes = u64::from(mb) << 20;
         let (mut raw, mut pf, mut pt, mut pr, mut sf) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut hot = vec![];
+        // The task's memory is distinct and comes from RAM: so does the raw copy's.
+        let data: Vec<u8> = (0..bytes as usize)
+            .map(|i| (i as u64).wrapping_mul(0x9E37_79B9) as u8)
+            .collect();
         for r in 0..runs {
             let res = (|| -> Result<(), String> {
-                raw.push(transfer::raw_copy(&pair.a, &pair.b, bytes, limit).map_err(|e| e.to_string())?);
+                raw.push(transfer::raw_copy(&pair.a, &pair.b, bytes, Some(&data), limit).map_err(|e| e.to_string())?);
+                hot.push(transfer::raw_copy(&pair.a, &pair.b, bytes, None, limit).map_err(|e| e.to_string())?);
                 for mode in [Mode::PostCopy, Mode::StopAndCopy] {
                     let log = base.join(format!("hog-{mb}-{r}-{mode:?}.log"));
                     let h = hog::start(&pair.a, &bin, mb, &log, limit).map_err(|e| e.to_string())?;
+                    if boost != 0 {
+                        benchckpt::boost(h.pid, boost);
+                    }
                     let work = base.join(format!("w-{mb}-{r}-{mode:?}"));
                     let m = criu.migrate(h.pid, &pair.a, &pair.b, &work, mode, limit);
                     let m = match m {
@@ -93,10 +121,10 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Res
                 break 'sizes;
             }
         }
-        let (raw, pf, pt, pr, sf) = (median(raw), median(pf), median(pt), median(pr), median(sf));
+        let (raw, pf, pt, pr, sf, hot) = (median(raw), median(pf), median(pt), median(pr), median(sf), median(hot));
         let x = |d: Duration| d.as_secs_f64() / raw.as_secs_f64();
         println!(
-            "{:>6} | {:>10} | {:>11} {:>11} {:>5.2}x {:>13} | {:>17} {:>5.2}x",
+            "{:>6} | {:>10} | {:>11} {:>11} {:>5.2}x {:>13} | {:>17} {:>5.2}x | {:>10} {:>5.2}x",
             mb,
             ms(raw),
             ms(pf),
@@ -104,10 +132,15 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Res
             x(pt),
             ms(pr),
             ms(sf),
-            x(sf)
+            x(sf),
+            ms(hot),
+            pt.as_secs_f64() / hot.as_secs_f64()
         );
     }
-    println!("(medians of {runs}; ratio = time / raw copy of the same bytes over the same link in this run; freeze = dump start until the task runs on the target; post total = until the last page is on the target; post released = until the source CRIU exits)");
+    if boost != 0 {
+        benchckpt::boost(std::process::id(), 0);
+    }
+    println!("(medians of {runs}; ratio = time / raw copy of the same bytes (distinct memory, like the task's) over the same link in this run; hot copy = the same bytes from one cached 1 MiB buffer (the first baseline), post/hot = post total / hot copy; freeze = dump start until the task runs on the target; post total = until the last page is on the target; post released = until the source CRIU exits)");
     if out.is_ok() && !criu.keep_images {
         let _ = std::fs::remove_dir_all(&base);
     } else {
@@ -116,105 +149,7 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>) -> Res
     out
 }
 
-/// Whole-application checkpoint cost: `tasks` tasks of `mb` MB each dumped in parallel with
-/// leave-running, against writing the same bytes to files on the same tmpfs in parallel.
-///
-/// `parallel` caps how many dumps run at once (the others wait for a slot), to see what the
-/// number of concurrent CRIU processes costs on a machine with few cores.
-fn bench_ckpt(tasks: usize, mb: u32, runs: usize, parallel: usize, big_pipes: bool) -> Result<(), String> {
-    use std::io::Write;
-    let criu = Criu::new().map_err(|e| e.to_string())?;
-    let base = PathBuf::from(format!("/dev/shm/pvm-mig-ckpt-{}", std::process::id()));
-    let bin = hog::build(&base).map_err(|e| e.to_string())?;
-    let host = pvm_migration::Host {
-        netns: None,
-        addr: std::net::Ipv4Addr::LOCALHOST,
-    };
-    let limit = Duration::from_secs(300);
-    let mut hogs = Vec::new();
-    let res = (|| -> Result<(), String> {
-        for k in 0..tasks {
-            hogs.push(
-                hog::start(&host, &bin, mb, &base.join(format!("hog{k}.log")), limit).map_err(|e| e.to_string())?,
-            );
-        }
-        let (mut write, mut ckpt, mut frozen) = (vec![], vec![], vec![]);
-        for r in 0..runs {
-            let t = std::time::Instant::now();
-            std::thread::scope(|sc| {
-                for k in 0..tasks {
-                    let p = base.join(format!("raw-{r}-{k}"));
-                    sc.spawn(move || {
-                        let buf = vec![0x5au8; 1 << 20];
-                        let mut f = std::fs::File::create(&p).expect("create");
-                        for _ in 0..mb {
-                            f.write_all(&buf).expect("write");
-                        }
-                    });
-                }
-            });
-            write.push(t.elapsed());
-            for k in 0..tasks {
-                let _ = std::fs::remove_file(base.join(format!("raw-{r}-{k}")));
-            }
-            let t = std::time::Instant::now();
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let dumps: Vec<_> =
-                pvm_migration::criu::with_big_pipes(big_pipes && criu.caps.needs_pipe_size_workaround, || {
-                    std::thread::scope(|sc| {
-                        let hs: Vec<_> = (0..parallel.min(tasks))
-                            .map(|_| {
-                                let (criu, host, base, hogs, next) = (&criu, &host, &base, &hogs, &next);
-                                sc.spawn(move || {
-                                    let mut done = Vec::new();
-                                    loop {
-                                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                        let Some(h) = hogs.get(k) else { break done };
-                                        let dir = base.join(format!("ck-{r}-{k}"));
-                                        done.push(criu.dump(h.pid, host, &dir, true, limit));
-                                    }
-                                })
-                            })
-                            .collect();
-                        hs.into_iter().flat_map(|h| h.join().expect("dump thread")).collect()
-                    })
-                });
-            ckpt.push(t.elapsed());
-            let mut worst = Duration::ZERO;
-            for d in dumps {
-                let d = d.map_err(|e| e.to_string())?;
-                worst = worst.max(d.frozen.unwrap_or_default());
-            }
-            frozen.push(worst);
-            for k in 0..tasks {
-                let _ = std::fs::remove_dir_all(base.join(format!("ck-{r}-{k}")));
-            }
-        }
-        for h in &hogs {
-            let v = hog::verify(h.pid, &h.log, Duration::from_secs(60)).map_err(|e| e.to_string())?;
-            if !v.contains("verify ok") {
-                return Err(format!("after checkpoints: {v}"));
-            }
-        }
-        let (w, c, f) = (median(write), median(ckpt), median(frozen));
-        println!(
-            "checkpoint of {tasks} tasks x {mb} MB (leave-running, {} at a time, tmpfs{}): {}  vs writing the same bytes: {}  ratio {:.2}x  (longest CRIU freeze {}; medians of {runs})",
-            parallel.min(tasks),
-            if big_pipes { ", 4 MiB pipes" } else { "" },
-            ms(c),
-            ms(w),
-            c.as_secs_f64() / w.as_secs_f64(),
-            ms(f)
-        );
-        Ok(())
-    })();
-    for h in &hogs {
-        pvm_migration::signal(h.pid, libc::SIGKILL);
-    }
-    let _ = std::fs::remove_dir_all(&base);
-    res
-}
-
+mod benchckpt;
 mod pvmcmd;
 
 fn main() -> ExitCode {
@@ -234,10 +169,17 @@ fn main() -> ExitCode {
             let mut runs = 3;
             let mut limit = Duration::from_secs(120);
             let mut rate = None;
+            let mut boost = 0;
             let mut it = args[1..].iter();
             while let Some(a) = it.next() {
                 if a == "--runs" {
                     runs = it.next().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
+                } else if a == "--boost" {
+                    boost = it
+                        .next()
+                        .and_then(|r| r.parse::<i32>().ok())
+                        .unwrap_or(0)
+                        .clamp(-20, 19);
                 } else if a == "--rate" {
                     rate = it.next().cloned();
                 } else if a == "--limit" {
@@ -252,7 +194,12 @@ fn main() -> ExitCode {
             if sizes.is_empty() {
                 sizes = vec![8, 64, 512];
             }
-            match bench(&sizes, runs, limit, rate.as_deref()) {
+            // mighog's own limit; the raw copy's source is held in memory too.
+            if let Some(mb) = sizes.iter().find(|mb| **mb == 0 || **mb > 65536) {
+                eprintln!("pvm-migrate bench: {mb} MB: sizes are 1..=65536 MB");
+                return ExitCode::from(2);
+            }
+            match bench(&sizes, runs, limit, rate.as_deref(), boost) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pvm-migrate bench: {e}");
@@ -268,13 +215,34 @@ fn main() -> ExitCode {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(d)
             };
-            match bench_ckpt(
-                num("--tasks", 4).max(1),
-                num("--mb", 256).max(1) as u32,
-                num("--runs", 3).max(1),
-                num("--parallel", usize::MAX).max(1),
-                args.iter().any(|a| a == "--big-pipes"),
-            ) {
+            let copy = match args
+                .iter()
+                .position(|a| a == "--copy")
+                .map(|i| args.get(i + 1).map(String::as_str))
+            {
+                None => None,
+                Some(Some("each")) => Some(benchckpt::CopyWhen::Each),
+                Some(Some("after")) => Some(benchckpt::CopyWhen::AfterAll),
+                Some(_) => {
+                    eprintln!("pvm-migrate bench-ckpt: --copy each|after");
+                    return ExitCode::from(2);
+                }
+            };
+            match benchckpt::run(&benchckpt::Opts {
+                tasks: num("--tasks", 4).max(1),
+                mb: num("--mb", 256).clamp(1, 65536) as u32,
+                runs: num("--runs", 3).max(1),
+                parallel: num("--parallel", usize::MAX).max(1),
+                big_pipes: args.iter().any(|a| a == "--big-pipes"),
+                copy,
+                boost: args
+                    .iter()
+                    .position(|a| a == "--boost")
+                    .and_then(|i| args.get(i + 1))
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .unwrap_or(0)
+                    .clamp(-20, 19),
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pvm-migrate bench-ckpt: {e}");
@@ -322,7 +290,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: pvm-migrate probe | migrate TID HOST | checkpoint [--app [--auto]] TID | restart [--app] TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3] [--parallel N] [--big-pipes]"
+                "usage: pvm-migrate probe | migrate TID HOST | checkpoint [--app [--auto]] TID | restart [--app] TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] [--boost NICE] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3] [--parallel N] [--big-pipes] [--copy each|after] [--boost NICE]"
             );
             ExitCode::from(2)
         }

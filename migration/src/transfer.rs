@@ -5,7 +5,7 @@
 //! component and never allocates more than its copy buffer, whatever the sender claims.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +14,8 @@ use crate::error::{io, MigError, Result};
 use crate::netns::Host;
 
 const MAX_NAME: usize = 255;
+/// Largest read of a file's bytes from the stream (and the receive buffer's size).
+const RECV_CHUNK: usize = 1 << 20;
 
 /// Sends every regular file of `dir` (not recursive: CRIU image dirs are flat).
 pub fn send_dir(dir: &Path, to: &mut impl Write) -> Result<u64> {
@@ -52,6 +54,8 @@ pub fn send_dir(dir: &Path, to: &mut impl Write) -> Result<u64> {
 pub fn recv_dir(from: &mut impl Read, dir: &Path) -> Result<u64> {
     fs::create_dir_all(dir).map_err(io("create image dir"))?;
     let mut total = 0u64;
+    // Grows with the files it carries, never past RECV_CHUNK whatever size a stream claims.
+    let mut buf: Vec<u8> = Vec::new();
     loop {
         let mut l = [0u8; 2];
         from.read_exact(&mut l).map_err(io("receive name length"))?;
@@ -71,14 +75,29 @@ pub fn recv_dir(from: &mut impl Read, dir: &Path) -> Result<u64> {
         let mut s = [0u8; 8];
         from.read_exact(&mut s).map_err(io("receive size"))?;
         let size = u64::from_be_bytes(s);
-        let mut f = BufWriter::new(File::create(dir.join(&name)).map_err(io("create image file"))?);
-        let n = io::copy(&mut from.take(size), &mut f).map_err(io("receive file"))?;
-        if n != size {
-            return Err(MigError::Transfer(format!(
-                "{name}: stream ended after {n} of {size} bytes"
-            )));
+        if (buf.len() as u64) < size.min(RECV_CHUNK as u64) {
+            buf.resize(size.min(RECV_CHUNK as u64) as usize, 0);
         }
-        f.flush().map_err(io("write image file"))?;
+        let mut f = File::create(dir.join(&name)).map_err(io("create image file"))?;
+        // Straight from the stream into the file in chunks of up to 1 MiB: `io::copy` into a
+        // `BufWriter` wrote 8 KiB at a time, 32 768 writes per 256 MB image.
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let got = match from.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(MigError::Transfer(format!(
+                        "{name}: stream ended after {} of {size} bytes",
+                        size - left
+                    )))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io("receive file")(e)),
+            };
+            f.write_all(&buf[..got]).map_err(io("write image file"))?;
+            left -= got as u64;
+        }
         total += size;
     }
 }
@@ -152,9 +171,11 @@ pub fn copy_dir(from: &Host, src: &Path, to: &Host, dst: &Path, timeout: Duratio
     Ok(got)
 }
 
-/// Sends `bytes` of filler from `from` to `to` over the same kind of stream: the physical
-/// limit a migration of that much memory is compared with.
-pub fn raw_copy(from: &Host, to: &Host, bytes: u64, timeout: Duration) -> Result<Duration> {
+/// Sends `bytes` from `from` to `to` over the same kind of stream: the physical limit a
+/// migration of that much memory is compared with. With `data` the bytes are `data` itself
+/// (distinct memory, read from RAM like a task's pages); without, one cached 1 MiB buffer is
+/// sent again and again (the first version of this baseline; it never reads memory).
+pub fn raw_copy(from: &Host, to: &Host, bytes: u64, data: Option<&[u8]>, timeout: Duration) -> Result<Duration> {
     let l = listen(to)?;
     let addr = l.local_addr().map_err(io("listen"))?;
     let t0 = std::time::Instant::now();
@@ -163,12 +184,20 @@ pub fn raw_copy(from: &Host, to: &Host, bytes: u64, timeout: Duration) -> Result
         io::copy(&mut s, &mut io::sink()).map_err(io("receive"))
     });
     let mut s = connect(from, addr, timeout)?;
-    let buf = vec![0x5au8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        s.write_all(&buf[..n]).map_err(io("send"))?;
-        left -= n as u64;
+    match data {
+        Some(d) => {
+            let d = &d[..d.len().min(bytes as usize)];
+            s.write_all(d).map_err(io("send"))?;
+        }
+        None => {
+            let buf = vec![0x5au8; 1 << 20];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                s.write_all(&buf[..n]).map_err(io("send"))?;
+                left -= n as u64;
+            }
+        }
     }
     drop(s);
     let got = rx

@@ -407,6 +407,8 @@ pub async fn serve_net<A: AuthFiles>(
         let net_wait = daemon.net_deadline().unwrap_or(std::time::Duration::from_secs(3600));
         let rm_wait = daemon.rm_deadline(); // resource-manager waits (daemon/rm.rs)
         let net_wait = rm_wait.map_or(net_wait, |r| r.min(net_wait));
+        let lone_wait = daemon.lone_deadline(); // daemon/migrate.rs: limits of a pvmd without network
+        let net_wait = lone_wait.map_or(net_wait, |l| l.min(net_wait));
         tokio::select! {
             // ---- multi-host arms ----
             r = udp_recv(&udp, &mut udp_buf) => {
@@ -427,8 +429,8 @@ pub async fn serve_net<A: AuthFiles>(
                     }
                 }
             }
-            _ = tokio::time::sleep(net_wait), if udp.is_some() || rm_wait.is_some() => {
-                let mut outs = if udp.is_some() { daemon.net_timeout() } else { Vec::new() };
+            _ = tokio::time::sleep(net_wait), if udp.is_some() || rm_wait.is_some() || lone_wait.is_some() => {
+                let mut outs = if udp.is_some() { daemon.net_timeout() } else { daemon.lone_timers() };
                 outs.extend(daemon.rm_timeout());
                 if apply(outs, daemon, &mut conns, log) {
                     break Stop::Halt;

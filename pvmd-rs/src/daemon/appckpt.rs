@@ -59,6 +59,14 @@ const REQ: i32 = 1;
 const REP: i32 = 2;
 /// DM_MARK kind of the coordinator's beat (no answer, ignored by the receiver).
 const BEAT: i32 = 3;
+/// DM_MARK kind "my snapshot of the cut is taken" (`int op; int epoch; int coordinator`):
+/// sent by a participant to every other one right after it took the messages it holds for
+/// its tasks into the epoch. A participant lets its tasks run on before the commit (while
+/// the copies are still going) only once its own dumps ended and every other participant's
+/// snapshot is taken: a message its running tasks send then can no longer slip into another
+/// host's epoch (it would be delivered twice after a restart). A peer that does not know the
+/// kind drops it, and the tasks then run on at the commit, as before.
+const SNAP: i32 = 4;
 /// How often the coordinator sends a beat to the hosts of an application that restarts by
 /// itself: a pvmd killed while its host stays up answers each datagram with ICMP port
 /// unreachable, and three of those within 2 s declare it dead (guard::Unreachable), so a
@@ -210,6 +218,13 @@ struct Part {
     t_dump: Duration,
     frozen: Duration,
     bytes: u64,
+    /// Peers whose snapshot of the cut is taken (DM_MARK kind SNAP).
+    snaps: BTreeSet<u32>,
+    /// The tasks run on already (after the dumps, before the commit): the commit or abort
+    /// must not give them a second ticket.
+    released: bool,
+    /// When the begin arrived.
+    t0: Instant,
 }
 
 /// A task restored here, waiting for the resume phase to get its ticket.
@@ -1222,6 +1237,19 @@ impl<A: AuthFiles> Daemon<A> {
                 None => Self::app_log(format!("bad DM_CKPT answer from host {from}"), out),
             },
             (DM_MARK, BEAT) => {}
+            (DM_MARK, SNAP) => {
+                if let (Ok(op), Ok(_epoch), Ok(coord)) = (r.int("op"), r.int("epoch"), r.int("coord")) {
+                    if let Some(p) = self
+                        .app
+                        .part
+                        .as_mut()
+                        .filter(|p| p.coord == coord as u32 && p.op == op && p.kind == PartKind::Begin)
+                    {
+                        p.snaps.insert(from);
+                    }
+                    self.app_part_progress(out);
+                }
+            }
             (DM_MARK, REQ) => {
                 if let (Ok(op), Ok(_epoch), Ok(coord)) = (r.int("op"), r.int("epoch"), r.int("coord")) {
                     self.app_mark(coord as u32, op, from, out);
@@ -1381,6 +1409,9 @@ impl<A: AuthFiles> Daemon<A> {
                     t_dump: Duration::ZERO,
                     frozen: Duration::ZERO,
                     bytes: 0,
+                    snaps: BTreeSet::new(),
+                    released: false,
+                    t0: Instant::now(),
                 });
                 if rollback {
                     for l in &local {
@@ -1494,7 +1525,7 @@ impl<A: AuthFiles> Daemon<A> {
         let mut resumed = 0;
         for l in &p.local {
             self.app.parking.remove(l);
-            if p.kind != PartKind::Begin || !p.done.contains(l) {
+            if p.kind != PartKind::Begin || !p.done.contains(l) || p.released {
                 continue;
             }
             let Some(t) = self.tasks.get(l) else { continue };
@@ -1659,8 +1690,19 @@ impl<A: AuthFiles> Daemon<A> {
             PartKind::Begin => {
                 if !p.dumped {
                     p.dumped = true;
+                    let (coord, op, epoch) = (p.coord, p.op, p.epoch);
+                    let peers: Vec<u32> = p.peers.iter().copied().collect();
+                    // Takes the held messages into the epoch (on this thread) and starts the
+                    // dumps: from here on nothing more enters this host's part of the cut.
                     self.app_dump_all(out);
+                    let mut w = XdrWriter::new();
+                    w.int(SNAP).int(op).int(epoch).int(coord as i32);
+                    let body = w.into_inner();
+                    for h in peers {
+                        self.dm_send(h, DM_MARK, 0, &body, out);
+                    }
                 }
+                self.app_run_on(out);
                 let Some(p) = self.app.part.as_ref() else { return };
                 if !p.dump_done || !p.puts.is_empty() || p.answered {
                     return;
@@ -1696,6 +1738,34 @@ impl<A: AuthFiles> Daemon<A> {
                 self.app_part_reply(coord, wid, rep, out);
             }
         }
+    }
+
+    /// Lets this host's tasks run on before the commit, once their dumps ended and every other
+    /// participant has taken its snapshot of the cut (see [`SNAP`]): the freeze of a task is
+    /// then the park and the dumps, not the copies to other hosts too. The epoch still counts
+    /// only at the commit (every copy stored); an abort or a lost coordinator after this
+    /// leaves the tasks running, as it would have at the commit. `PVMD_APP_RESUME=commit`
+    /// keeps them parked until the commit (to compare).
+    fn app_run_on(&mut self, out: &mut Vec<Out>) {
+        let ready = self.app.part.as_ref().is_some_and(|p| {
+            p.kind == PartKind::Begin && !p.released && p.dump_done && p.failed.is_none() && p.peers.is_subset(&p.snaps)
+        });
+        if !ready || std::env::var("PVMD_APP_RESUME").is_ok_and(|v| v == "commit") {
+            return;
+        }
+        let Some(mut p) = self.app.part.take() else { return };
+        let n = self.app_let_go(&p, out);
+        p.released = true;
+        Self::app_log(
+            format!(
+                "op {} epoch {}: {n} tasks run on {} ms after the begin, before the copies are stored",
+                p.op,
+                p.epoch,
+                p.t0.elapsed().as_millis()
+            ),
+            out,
+        );
+        self.app.part = Some(p);
     }
 
     /// Dumps every local task of the cut, writes the held messages and the metadata next to

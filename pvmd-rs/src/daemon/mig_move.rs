@@ -709,6 +709,7 @@ impl<A: AuthFiles> Daemon<A> {
             .values()
             .filter_map(Self::stage_deadline)
             .chain(self.waiters_deadline())
+            .chain(self.ckpt_park_deadline()) // migrate.rs: one-task checkpoints' park limit
             .min()
             .map(|t| t.saturating_duration_since(now))
     }
@@ -716,6 +717,7 @@ impl<A: AuthFiles> Daemon<A> {
     /// Hook of `net_timeout()`: moves past the time limit of their stage give up, the task
     /// running on where it was whenever it can.
     pub(super) fn mig_timers(&mut self, out: &mut Vec<Out>) {
+        self.ckpt_park_timers(out); // migrate.rs
         self.waiters_timers(out);
         let now = Instant::now();
         let due: Vec<u32> = self

@@ -36,6 +36,27 @@ pub const TM_EXT_LAST: i32 = 0x8001_01ffu32 as i32;
 /// pvmd -> task (ctx SYSCTX_TC): "park at your next safe point" (`int op; int epoch`).
 pub const TC_MARK: i32 = 0x8003_0100u32 as i32;
 
+/// How long a task asked to park for a one-task checkpoint may take to reach its safe point
+/// (as a move's limit in mig_move.rs): the park signal wakes a task computing outside the
+/// library within milliseconds; one that ignores it parks at its next library call, and one
+/// that makes none for this long is left running and the checkpoint fails, instead of its
+/// messages being held and its requester kept waiting without end.
+const CKPT_PARK_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`CKPT_PARK_LIMIT`], or `PVMD_CKPT_PARK_LIMIT_MS` (100 ms to 600 s; a test switch, so that
+/// `mig_ckpt_limit.rs` need not compute for 10 s), read once.
+fn ckpt_park_limit() -> std::time::Duration {
+    static LIMIT: OnceLock<std::time::Duration> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("PVMD_CKPT_PARK_LIMIT_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(CKPT_PARK_LIMIT, |ms| {
+                std::time::Duration::from_millis(ms.clamp(100, 600_000))
+            })
+    })
+}
+
 /// "pvmx": the trailer that follows `schedtid` in our TM_CONN2 reply.
 pub const XMAGIC: i32 = 0x7076_6d78;
 /// Trailer version.
@@ -556,6 +577,75 @@ impl<A: AuthFiles> Daemon<A> {
         out.push(Out::Send(p.conn, bytes));
     }
 
+    /// The time limits of moves and checkpoints (`mig_deadline`) for a pvmd without a network
+    /// endpoint (a lone master): with one, `net_deadline` includes them. Without this a lone
+    /// pvmd never ran them, and a one-task checkpoint of a task that does not park waited for
+    /// ever (server.rs hook).
+    pub fn lone_deadline(&self) -> Option<std::time::Duration> {
+        if self.net.is_some() {
+            return None;
+        }
+        self.mig_deadline()
+    }
+
+    /// [`Self::lone_deadline`] passed (server.rs hook; `net_timeout` does this with a network).
+    pub fn lone_timers(&mut self) -> Vec<Out> {
+        let mut out = Vec::new();
+        if self.net.is_none() {
+            self.mig_timers(&mut out);
+        }
+        out
+    }
+
+    /// Hook of `mig_deadline` (mig_move.rs): when the first one-task checkpoint's park limit
+    /// passes.
+    pub(super) fn ckpt_park_deadline(&self) -> Option<std::time::Instant> {
+        self.mig
+            .parking
+            .values()
+            .filter(|p| !p.parked)
+            .map(|p| p.t0 + ckpt_park_limit())
+            .min()
+    }
+
+    /// Hook of `mig_timers` (mig_move.rs): one-task checkpoints whose task did not park within
+    /// [`CKPT_PARK_LIMIT`] ([`ckpt_park_limit`]) give up. The task keeps running connected: what was held for it
+    /// goes to it now, in order and before anything newer; a TM_PARK it sends later is refused
+    /// and its library carries on (as after a move that gave up); the requester gets PvmSysErr.
+    pub(super) fn ckpt_park_timers(&mut self, out: &mut Vec<Out>) {
+        let now = std::time::Instant::now();
+        let due: Vec<u32> = self
+            .mig
+            .parking
+            .iter()
+            .filter(|(_, p)| !p.parked && p.t0 + ckpt_park_limit() <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            let Some(p) = self.mig.parking.remove(&key) else {
+                continue;
+            };
+            let tid = super::key_tid(self.host.index, key);
+            out.push(Out::Log(format!(
+                "mig: checkpoint of t{:x} given up: it did not park within {:?}",
+                tid.bits(),
+                ckpt_park_limit()
+            )));
+            if let Some(t) = self.tasks.get_mut(&key) {
+                if let Some(c) = t.conn {
+                    t.pending_bytes = 0;
+                    for b in std::mem::take(&mut t.pending) {
+                        out.push(Out::Send(c, b));
+                    }
+                }
+            }
+            let body = reply_cc(PvmError::SysErr.code(), 0);
+            let bytes = wire::frame_message(p.src, Tid::LOCAL_PVMD, TM_CKPT, p.ctx, p.wid, &body);
+            out.push(Out::Send(p.conn, bytes));
+            self.mig_resumed(key, out); // mig_move.rs: requests that waited for it run now
+        }
+    }
+
     /// The checkpoint dump ended (MigEvent::Ckpt): record it, let the task reconnect, answer.
     pub(super) fn ckpt_done(&mut self, c: CkptDone, out: &mut Vec<Out>) {
         let CkptDone {
@@ -720,6 +810,97 @@ impl<A: AuthFiles> Daemon<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct NoAuth;
+
+    impl AuthFiles for NoAuth {
+        fn write_task_auth(&mut self, _: &str) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn create_pvmd_auth(&mut self) -> std::io::Result<String> {
+            Ok("/nonexistent".into())
+        }
+        fn pvmd_auth_written(&mut self, _: &str) -> std::io::Result<bool> {
+            Ok(false)
+        }
+        fn remove(&mut self, _: &str) {}
+    }
+
+    /// A task asked to park for a one-task checkpoint that never parks: after the limit the
+    /// requester gets PvmSysErr, what was held goes to the task (before anything newer), the
+    /// task is no longer "parking", and no deadline is left.
+    #[test]
+    fn a_checkpoint_whose_task_does_not_park_in_time_gives_up() {
+        let mut d = Daemon::new(
+            super::super::HostConfig::master("vm", "LINUX64", "7f000001:801e"),
+            NoAuth,
+            0,
+        );
+        let w = Tid::task(1, 5);
+        let key = d.adopt_task(
+            w,
+            super::super::mig_move::Adopt {
+                ptid: Tid::NONE,
+                a_out: "w".into(),
+                out: (0, 0, 0),
+                trc: (0, 0, 0),
+                pid: 0,
+                cookie: 77,
+                features: feat::PARK,
+            },
+        );
+        let held = wire::frame_message(w, Tid::task(1, 1), 1, 0, 0, &wire::int_body(42));
+        {
+            let t = d.tasks.get_mut(&key).unwrap();
+            t.conn = Some(8);
+            t.pending_bytes = held.len();
+            t.pending.push(held.clone());
+        }
+        let started = std::time::Instant::now();
+        let park = |t0| ParkOp {
+            conn: 7,
+            src: Tid::task(1, 1),
+            ctx: 0,
+            wid: 9,
+            epoch: 1,
+            parked: false,
+            t0,
+        };
+        d.mig.parking.insert(key, park(started));
+        // Within the limit: nothing happens, the deadline is the limit.
+        let mut out = Vec::new();
+        d.ckpt_park_timers(&mut out);
+        assert!(out.is_empty() && d.mig_is_parking(key));
+        assert_eq!(d.ckpt_park_deadline(), Some(started + ckpt_park_limit()));
+        // Past it: given up.
+        let late = started
+            .checked_sub(ckpt_park_limit() + std::time::Duration::from_secs(1))
+            .unwrap_or(started);
+        d.mig.parking.insert(key, park(late));
+        d.ckpt_park_timers(&mut out);
+        assert!(!d.mig_is_parking(key) && d.ckpt_park_deadline().is_none());
+        assert!(matches!(out.iter().find(|o| matches!(o, Out::Send(8, _))), Some(Out::Send(8, b)) if *b == held));
+        let answer = out
+            .iter()
+            .find_map(|o| match o {
+                Out::Send(7, b) => Some(b),
+                _ => None,
+            })
+            .expect("the requester is answered");
+        let at = 16 + pvm_proto::codes::MSGHDR_LEN;
+        assert_eq!(
+            i32::from_be_bytes(answer[at..at + 4].try_into().unwrap()),
+            PvmError::SysErr.code()
+        );
+        assert!(d.tasks[&key].pending.is_empty() && d.tasks[&key].pending_bytes == 0);
+        // A parked task is not timed out (its EOF and the dump follow).
+        let mut p = park(late);
+        p.parked = true;
+        d.mig.parking.insert(key, p);
+        out.clear();
+        d.ckpt_park_timers(&mut out);
+        assert!(out.is_empty() && d.mig_is_parking(key) && d.ckpt_park_deadline().is_none());
+    }
 
     #[test]
     fn a_task_cannot_ask_for_a_fatal_signal() {
