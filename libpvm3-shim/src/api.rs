@@ -167,11 +167,17 @@ pvm_api!(pvm_parent() silent [E_NOPARENT, PvmError::ParentNotSet as i32] {
 pub fn exit_internal() -> c_int {
     // Wait for the output of children we catch, as legacy pvmflusho() does.
     loop {
-        let more = with(|l| l.catchout.is_some() && l.enrolled() && !l.tobufs.is_empty()).unwrap_or(false);
+        let (more, seen) = with(|l| {
+            (
+                l.catchout.is_some() && l.enrolled() && !l.tobufs.is_empty(),
+                l.delivered,
+            )
+        })
+        .unwrap_or((false, 0));
         if !more {
             break;
         }
-        if with_r(|l| l.pump(None)).is_err() {
+        if with_r(|l| l.pump_unless_news(seen, None)).is_err() {
             break;
         }
         let _ = run_handlers();
@@ -232,6 +238,7 @@ pvm_api!(pvm_siblings(tidsp: *mut *mut c_int) silent [] {
         });
     }
     loop {
+        let seen = with(|l| l.delivered)?;
         let got = with(|l| {
             l.siblings.is_some().then(|| {
                 // SAFETY: as above.
@@ -242,7 +249,7 @@ pvm_api!(pvm_siblings(tidsp: *mut *mut c_int) silent [] {
         if let Some(n) = got {
             return Ok(n);
         }
-        with_r(|l| l.pump(None))?;
+        with_r(|l| l.pump_unless_news(seen, None))?;
         run_handlers()?;
     }
 }, |e, l, cc| { let _ = &l; let v: Vec<i32> = match &l.siblings { Some(v) => v.clone(), None => vec![l.mytid] }; e.ints(tev::did::SIB, &v[..(cc.max(0) as usize).min(v.len())]); })
@@ -888,6 +895,8 @@ fn recv_common(tid: c_int, tag: c_int, deadline: Option<Instant>, take: bool) ->
     enrolled()?;
     let mut polled = false;
     loop {
+        // Noted before looking: what is delivered from here on makes the wait below return.
+        let seen = with(|l| l.delivered)?;
         run_handlers()?;
         let recvf = with(|l| l.recvf)?;
         let found = match recvf {
@@ -934,7 +943,7 @@ fn recv_common(tid: c_int, tag: c_int, deadline: Option<Instant>, take: bool) ->
             }
         };
         polled = true;
-        with_r(|l| l.pump(timeout))?;
+        with_r(|l| l.pump_unless_news(seen, timeout))?;
     }
 }
 

@@ -363,6 +363,11 @@ pub struct Lib {
     pub keep_fds: Vec<c_int>,
     pub keep_noresets: Vec<c_int>,
     pub self_sib: [c_int; 1],
+    /// Messages delivered so far (wrapping). A blocking call notes it, looks at the queues
+    /// outside the lock, then waits with [`Lib::pump_unless_news`], which returns at once if
+    /// something was delivered meanwhile: another thread may have pumped in between (the
+    /// `pvm-park` thread does, parksig.rs), and its input is in the queues, not on the socket.
+    pub delivered: u64,
 }
 
 impl Default for Lib {
@@ -417,6 +422,7 @@ impl Default for Lib {
             keep_sibs: Vec::new(),
             keep_fds: Vec::new(),
             keep_noresets: Vec::new(),
+            delivered: 0,
             self_sib: [0],
         }
     }
@@ -1165,6 +1171,19 @@ impl Lib {
         Ok(())
     }
 
+    /// [`Lib::pump`] for a caller that looked at the queues outside the lock when
+    /// `delivered` was `seen`: when messages were delivered since (by another thread that
+    /// pumped meanwhile), returns at once so that the caller looks again, instead of waiting
+    /// on a socket whose data is already in the queues. Without this a task whose park ran on
+    /// the `pvm-park` thread could block for ever in `pvm_recv` with the awaited message in
+    /// its receive queue (the acceptance job's stalls after a move or a restart, issue 6).
+    pub fn pump_unless_news(&mut self, seen: u64, timeout: Option<Duration>) -> Result<(), i32> {
+        if self.delivered != seen {
+            return Ok(());
+        }
+        self.pump(timeout)
+    }
+
     /// Cuts buffered bytes into fragments and delivers complete messages. True if any
     /// message was delivered.
     fn process_input(&mut self) -> bool {
@@ -1219,6 +1238,7 @@ impl Lib {
     /// `tail`: the rest of an early-delivered message (`lazy.rs`), which only a user message
     /// buffer keeps while tracing is off; anywhere else the message is completed first.
     fn deliver(&mut self, mut m: Message, mut tail: Option<crate::lazy::Tail>) {
+        self.delivered = self.delivered.wrapping_add(1);
         let src = m.src.0;
         let tag = m.header.tag;
         let ctx = m.header.ctx;
@@ -1459,6 +1479,77 @@ mod tests {
         let n = tmpnam();
         let file = n.rsplit('/').next().unwrap();
         assert!(file.starts_with(&format!("pvmtmp{:06}.", std::process::id())), "{n}");
+    }
+
+    /// One whole message as the pvmd writes it on a task's socket (one fragment).
+    fn frame(dst: i32, src: i32, tag: i32, body: &[u8]) -> Vec<u8> {
+        use pvm_proto::frag::{FragFlags, StreamFragHeader};
+        let h = pvm_proto::mesg::MsgHeader {
+            enc: pvm_proto::codes::ENC_XDR,
+            tag,
+            ctx: 0,
+            wid: 0,
+            crc: 0,
+        };
+        let fh = StreamFragHeader {
+            dst: pvm_proto::Tid(dst),
+            src: pvm_proto::Tid(src),
+            len: (pvm_proto::codes::MSGHDR_LEN + body.len()) as u32,
+            flags: FragFlags::SOM | FragFlags::EOM,
+        };
+        let mut b = fh.to_bytes().to_vec();
+        b.extend_from_slice(&h.to_bytes());
+        b.extend_from_slice(body);
+        b
+    }
+
+    /// The lost wake-up behind the acceptance job's stalls (issue 6): a receive looks at its
+    /// queue (empty), leaves the lock, another thread (the `pvm-park` thread, which pumps
+    /// under the lock after a park signal) reads the awaited message into the queue, and the
+    /// receive then waits on the socket, where nothing else will ever come. The wait must see
+    /// that something was delivered since it looked and return at once.
+    #[test]
+    fn a_wait_returns_when_another_thread_delivered_since_the_receive_looked() {
+        use std::io::Write;
+        let (ours, mut pvmd) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut l = Lib {
+            pvmd: Some(Stream::new(Sock::Unix(ours)).unwrap()),
+            mytid: 0x40004,
+            ..Default::default()
+        };
+        // The receive looks: nothing yet.
+        let seen = l.delivered;
+        assert!(l.rxq.is_empty());
+        // Meanwhile the other thread pumps and the message lands in the queue.
+        pvmd.write_all(&frame(0x40004, 0x40003, 1, &[0, 0, 0, 52])).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while l.rxq.is_empty() && Instant::now() < deadline {
+            l.pump(Some(Duration::from_millis(100))).unwrap();
+        }
+        assert_eq!(l.rxq.len(), 1, "the message was not delivered");
+        // The receive's wait (no timeout: it would block for ever on the quiet socket). A
+        // watchdog closes the pvmd's end after 3 s so that the bug fails the test, not hangs it.
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            let quiet = wait.recv_timeout(Duration::from_secs(3)).is_ok();
+            drop(pvmd);
+            quiet
+        });
+        let t = Instant::now();
+        let r = l.pump_unless_news(seen, None);
+        let took = t.elapsed();
+        let _ = done.send(());
+        assert!(
+            watchdog.join().unwrap(),
+            "the wait blocked with the awaited message in the queue"
+        );
+        assert_eq!(r, Ok(()));
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert_eq!(l.rxq.len(), 1);
+        // Nothing new since it looked: the wait waits (the pvmd's end is closed by now: EOF).
+        let seen = l.delivered;
+        let r = l.pump_unless_news(seen, Some(Duration::from_millis(50)));
+        assert!(r.is_err() && l.lost, "{r:?}");
     }
 
     #[test]

@@ -694,7 +694,7 @@ impl<A: AuthFiles> Daemon<A> {
         bytes.extend_from_slice(&hdr.to_bytes());
         bytes.extend_from_slice(payload);
         let from = self.host.index;
-        if let Some(bytes) = self.mig_gate(key, from, bytes) {
+        if let Some(bytes) = self.mig_gate(key, from, bytes, out) {
             self.deliver(key, bytes, out); // mig_gate: mig_move.rs hook (order after a move)
         }
     }

@@ -91,6 +91,9 @@ const RESUME_WAIT: Duration = Duration::from_secs(20);
 const MAX_WAITERS: usize = 64;
 /// Largest TM_ body kept for a waiting request (a TM_CKPT body is 4 ints).
 const MAX_WAITER_BODY: usize = 64;
+/// A gate holding messages longer than this logs it (once per wait): a flush normally comes
+/// within a round trip through the previous host.
+const GATE_WARN: Duration = Duration::from_secs(5);
 /// Op ids carry the initiator's host index above this many bits, so that a request and a
 /// reply of the same code are told apart (and ops of different hosts never clash).
 const OP_HOST_SHIFT: u32 = 18;
@@ -253,6 +256,10 @@ struct Gate {
     flushed: HashSet<u32>,
     held: HashMap<u32, Vec<Vec<u8>>>,
     held_bytes: usize,
+    /// Since when something waits here (None when nothing does): a wait past
+    /// [`GATE_WARN`] is logged once, as it means a flush that may never come.
+    since: Option<Instant>,
+    warned: bool,
 }
 
 /// Move state of one daemon (inside `migrate::MigState`).
@@ -649,7 +656,15 @@ impl<A: AuthFiles> Daemon<A> {
         if host == self.host.index {
             return;
         }
+        self.mv_trace(out, || format!("relay {} to host {host}", frame_desc(frame)));
         self.relay_dm(host, DM_MIGFWD, frame.to_vec(), out);
+    }
+
+    /// A line of the move tracing (debug mask [`TRACE_MASK`]).
+    fn mv_trace(&self, out: &mut Vec<Out>, line: impl FnOnce() -> String) {
+        if self.debug & TRACE_MASK != 0 {
+            out.push(Out::Log(format!("mig: trace: {}", line())));
+        }
     }
 
     /// Sends a relay DM to `host` after whatever relays wait for that host.
@@ -710,6 +725,15 @@ impl<A: AuthFiles> Daemon<A> {
             .filter_map(Self::stage_deadline)
             .chain(self.waiters_deadline())
             .chain(self.ckpt_park_deadline()) // migrate.rs: one-task checkpoints' park limit
+            .chain(
+                self.mig
+                    .mv
+                    .gates
+                    .values()
+                    .filter(|g| !g.warned)
+                    .filter_map(|g| g.since)
+                    .map(|t| t + GATE_WARN),
+            )
             .min()
             .map(|t| t.saturating_duration_since(now))
     }
@@ -720,6 +744,26 @@ impl<A: AuthFiles> Daemon<A> {
         self.ckpt_park_timers(out); // migrate.rs
         self.waiters_timers(out);
         let now = Instant::now();
+        let me = self.host.index;
+        for (key, g) in self.mig.mv.gates.iter_mut() {
+            if g.warned || !g.since.is_some_and(|t| now.duration_since(t) >= GATE_WARN) {
+                continue;
+            }
+            g.warned = true;
+            let mut hosts: Vec<String> = g
+                .held
+                .iter()
+                .map(|(h, v)| format!("{} from host {h}", v.len()))
+                .collect();
+            hosts.sort();
+            out.push(Out::Log(format!(
+                "mig: t{:x}: messages wait for a flush for over {GATE_WARN:?} (previous host {}, flushed {:?}): {}",
+                key_tid(me, *key).bits(),
+                g.prev,
+                g.flushed,
+                hosts.join(", ")
+            )));
+        }
         let due: Vec<u32> = self
             .mig
             .mv
@@ -827,7 +871,7 @@ impl<A: AuthFiles> Daemon<A> {
         let me = self.host.index;
         if self.has_task(fh.dst) {
             let key = self.key(fh.dst);
-            if let Some(b) = self.mig_gate(key, from, body.to_vec()) {
+            if let Some(b) = self.mig_gate(key, from, body.to_vec(), out) {
                 self.deliver(key, b, out);
             }
             return;
@@ -906,7 +950,7 @@ impl<A: AuthFiles> Daemon<A> {
         for d in members {
             if let Some(b) = self.mig_mcast(d, frame.to_vec(), out) {
                 let key = self.key(d);
-                if let Some(b) = self.mig_gate(key, from, b) {
+                if let Some(b) = self.mig_gate(key, from, b, out) {
                     self.deliver(key, b, out);
                 }
             }
@@ -926,7 +970,7 @@ impl<A: AuthFiles> Daemon<A> {
         }
         if self.has_task(member) {
             let key = self.key(member);
-            if let Some(b) = self.mig_gate(key, from, frame.to_vec()) {
+            if let Some(b) = self.mig_gate(key, from, frame.to_vec(), out) {
                 self.deliver(key, b, out);
             }
             return;
@@ -960,7 +1004,7 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Hook of the deliveries from `route()` and `net_packet()`: order after a move (see
     /// [`Gate`]). Returns the bytes to deliver now, or None when they wait.
-    pub(super) fn mig_gate(&mut self, key: u32, from: u32, bytes: Vec<u8>) -> Option<Vec<u8>> {
+    pub(super) fn mig_gate(&mut self, key: u32, from: u32, bytes: Vec<u8>, out: &mut Vec<Out>) -> Option<Vec<u8>> {
         let Some(g) = self.mig.mv.gates.get_mut(&key) else {
             return Some(bytes);
         };
@@ -981,7 +1025,14 @@ impl<A: AuthFiles> Daemon<A> {
             return Some(bytes);
         }
         g.held_bytes += bytes.len();
+        let desc = (self.debug & TRACE_MASK != 0).then(|| frame_desc(&bytes));
         g.held.entry(from).or_default().push(bytes);
+        g.since.get_or_insert_with(Instant::now);
+        if let Some(d) = desc {
+            self.mv_trace(out, || {
+                format!("t{:x}: {d} from host {from} waits for its flush", tid.bits())
+            });
+        }
         None
     }
 
@@ -994,6 +1045,17 @@ impl<A: AuthFiles> Daemon<A> {
         g.flushed.insert(from);
         let held = g.held.remove(&from).unwrap_or_default();
         g.held_bytes -= held.iter().map(Vec::len).sum::<usize>();
+        if g.held.is_empty() {
+            g.since = None;
+            g.warned = false;
+        }
+        let n = held.len();
+        self.mv_trace(out, || {
+            format!(
+                "t{:x}: flush of host {from} came; {n} messages released",
+                key_tid(self.host.index, key).bits()
+            )
+        });
         for b in held {
             self.deliver_or_forward(key, b, out);
         }
@@ -1028,7 +1090,13 @@ impl<A: AuthFiles> Daemon<A> {
             return None;
         }
         o.held_bytes += bytes.len();
-        o.held.push(Held::Frag(bytes));
+        let tid = o.tid;
+        self.mv_trace(out, || {
+            format!("t{:x} is leaving: {} held", tid.bits(), frame_desc(&bytes))
+        });
+        if let Some(o) = self.mig.mv.outs.get_mut(&key) {
+            o.held.push(Held::Frag(bytes));
+        }
         None
     }
 
@@ -2298,6 +2366,15 @@ impl<A: AuthFiles> Daemon<A> {
         if !tid.is_task() {
             return;
         }
+        self.mv_trace(out, || {
+            format!(
+                "DM_TIDMOVED t{:x} host {host} kind {kind} (of host {src}) from host {from}; here: {}, gate: {}, route: {:?}",
+                tid.bits(),
+                self.has_task(tid),
+                self.mig.mv.gates.contains_key(&self.key(tid)),
+                self.mig.mv.route_of(tid)
+            )
+        });
         let me = self.host.index;
         let key = self.key(tid);
         match kind {
@@ -2315,6 +2392,8 @@ impl<A: AuthFiles> Daemon<A> {
                         o.held.push(Held::Flush(src));
                         return;
                     }
+                    // Still preparing: the flush is for the arrival that brought the task here
+                    // (the gate below), not for this move.
                 }
                 if self.mig.mv.gates.contains_key(&key) {
                     return self.gate_release(key, src, out);
@@ -2368,6 +2447,27 @@ fn stream_frame(dst: Tid, src: Tid, flags: FragFlags, payload: &[u8]) -> Vec<u8>
     b.extend_from_slice(&fh.to_bytes());
     b.extend_from_slice(payload);
     b
+}
+
+/// Debug mask bit (PDMROUTE) of the move tracing: every message held, gated, released or
+/// relayed for a moving or moved task, and every DM_TIDMOVED, one log line each.
+const TRACE_MASK: u32 = 0x4000;
+
+/// `src t.. tag ..` of a whole task-stream frame (16-byte header, message header on SOM), for
+/// the log.
+fn frame_desc(frame: &[u8]) -> String {
+    let Ok(fh) = StreamFragHeader::parse(frame, u32::MAX) else {
+        return format!("{} bytes", frame.len());
+    };
+    let tag = if fh.flags.contains(FragFlags::SOM) {
+        frame
+            .get(16..)
+            .and_then(|p| pvm_proto::mesg::MsgHeader::parse(p).ok())
+            .map_or(String::new(), |h| format!(" tag {} ctx {}", h.tag, h.ctx))
+    } else {
+        " (not SOM)".to_string()
+    };
+    format!("src t{:x} dst t{:x}{tag}", fh.src.bits(), fh.dst.bits())
 }
 
 fn write_ticket(ticket: &Path, text: &str, out: &mut Vec<Out>) {
@@ -2634,6 +2734,56 @@ mod tests {
         // A truncated frame is refused, not a panic.
         assert!(d.mig_dm_entry(3, 0, DM_MIGFWD, &frame(w, peer, 5)[..20], &mut out));
         assert_eq!(pending_values(&d, key), vec![1, 2, 3]);
+    }
+
+    /// A gate that holds messages for a flush that does not come says so (once per wait), and
+    /// with the move tracing (-d0x4000) each message it holds and releases is logged.
+    #[test]
+    fn a_gate_waiting_long_for_a_flush_says_so_once() {
+        let mut d = daemon();
+        d.debug = TRACE_MASK;
+        let w = Tid::task(2, 5);
+        let key = adopt(&mut d, w);
+        d.mig.mv.gates.insert(
+            key,
+            Gate {
+                prev: 2,
+                ..Gate::default()
+            },
+        );
+        d.mig_peer_caps(2, feat::STOP_AND_COPY);
+        d.mig_peer_caps(3, feat::STOP_AND_COPY);
+        let logs = |out: &[Out], what: &str| {
+            out.iter()
+                .filter(|o| matches!(o, Out::Log(l) if l.contains(what)))
+                .count()
+        };
+        let mut out = Vec::new();
+        assert!(d.mig_dm_entry(3, 0, DM_MIGFWD, &frame(w, Tid::task(3, 9), 1), &mut out));
+        assert_eq!(pending_values(&d, key), Vec::<i32>::new(), "held");
+        assert_eq!(logs(&out, "from host 3 waits for its flush"), 1, "{out:?}");
+        assert!(
+            d.mig_deadline().is_some_and(|t| t <= GATE_WARN),
+            "the timer watches the wait"
+        );
+        let mut out = Vec::new();
+        d.mig_timers(&mut out);
+        assert_eq!(logs(&out, "wait for a flush"), 0, "not yet");
+        let long_ago = Instant::now()
+            .checked_sub(GATE_WARN + Duration::from_millis(1))
+            .unwrap();
+        d.mig.mv.gates.get_mut(&key).unwrap().since = Some(long_ago);
+        d.mig_timers(&mut out);
+        assert_eq!(logs(&out, "wait for a flush"), 1, "{out:?}");
+        assert_eq!(logs(&out, "1 from host 3"), 1, "{out:?}");
+        d.mig_timers(&mut out);
+        assert_eq!(logs(&out, "wait for a flush"), 1, "once");
+        // The flush comes: the message goes, the next wait is watched afresh.
+        assert!(d.mig_dm_entry(2, 0, DM_TIDMOVED, &flush(w, 3), &mut out));
+        assert_eq!(pending_values(&d, key), vec![1]);
+        assert_eq!(logs(&out, "flush of host 3 came; 1 messages released"), 1, "{out:?}");
+        let g = &d.mig.mv.gates[&key];
+        assert!(g.since.is_none() && !g.warned);
     }
 
     #[test]

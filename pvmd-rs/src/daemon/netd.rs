@@ -691,7 +691,7 @@ impl<A: AuthFiles> Daemon<A> {
         }
         let key = super::task_key(self.host.index, p.dst);
         let b = frame(super::key_tid(self.host.index, key));
-        if let Some(b) = self.mig_gate(key, p.host, b) {
+        if let Some(b) = self.mig_gate(key, p.host, b, out) {
             self.deliver(key, b, out); // mig_gate: mig_move.rs hook (order after a move)
         }
     }

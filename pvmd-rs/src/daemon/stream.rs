@@ -849,7 +849,7 @@ impl<A: AuthFiles> Daemon<A> {
             flags,
         };
         buf[..PAYLOAD_PREFIX].copy_from_slice(&fh.to_bytes());
-        if let Some(b) = self.mig_gate(key, host, buf) {
+        if let Some(b) = self.mig_gate(key, host, buf, out) {
             self.deliver(key, b, out); // mig_gate: mig_move.rs hook (order after a move)
         }
     }
