@@ -52,8 +52,11 @@ pub enum ReadEvent {
     BigChunk(Vec<u8>, bool),
 }
 
-/// Largest piece of a big fragment read at once.
-const STREAM_CHUNK: usize = 1 << 20;
+/// Largest piece of a big fragment read at once. Below the daemon's malloc mmap threshold
+/// (sys::tune_malloc, 1 MB): a piece of that size or more would be a fresh mmap, page faults
+/// and munmap each time; smaller ones reuse the heap. A task's socket holds less than this
+/// anyway (its send buffer, ~208 KB by default).
+const STREAM_CHUNK: usize = 512 << 10;
 
 /// Smallest read size: several 4 KB fragments per call, small enough that a thousand idle
 /// connections stay cheap.
@@ -65,6 +68,13 @@ pub const BIG: usize = 64 << 10;
 
 /// One fragment: header and payload.
 pub type Frag = (StreamFragHeader, Vec<u8>);
+
+/// One whole fragment still in the read buffer: header and payload.
+pub type FragRef<'a> = (StreamFragHeader, &'a [u8]);
+
+/// Takes whole fragments from the front of what was read before they are copied out of the
+/// read buffer (the relay fast path writes them from there); returns how many it took.
+pub type Relay<'r> = &'r mut (dyn FnMut(&[FragRef<'_>]) -> usize + Send);
 
 impl<R: AsyncRead + Unpin> FragReader<R> {
     pub fn new(rd: R, limit: Arc<AtomicU32>) -> Self {
@@ -128,6 +138,38 @@ impl<R: AsyncRead + Unpin> FragReader<R> {
     /// The next piece of input: whole fragments, or the start or a piece of a big fragment;
     /// `None` at a clean end of stream.
     pub async fn next_event(&mut self) -> Result<Option<ReadEvent>, ConnError> {
+        self.next_event_with(&mut |_| 0).await
+    }
+
+    /// Offers the whole fragments at the front of the buffer to `relay`, and skips those it
+    /// took. Stops at the first fragment that is incomplete or does not parse (left to
+    /// `take_whole`, which reports the error).
+    fn offer(&mut self, relay: Relay<'_>) {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let mut frags: Vec<FragRef<'_>> = Vec::new();
+        let mut p = &self.buf[self.pos..];
+        while p.len() >= HEADER_LEN {
+            let Ok(hdr) = StreamFragHeader::parse(p, limit) else {
+                break;
+            };
+            let total = HEADER_LEN + hdr.len as usize;
+            if p.len() < total {
+                break;
+            }
+            frags.push((hdr, &p[HEADER_LEN..total]));
+            p = &p[total..];
+        }
+        if frags.is_empty() {
+            return;
+        }
+        let took = relay(&frags).min(frags.len());
+        let skip: usize = frags[..took].iter().map(|(_, p)| HEADER_LEN + p.len()).sum();
+        self.pos += skip;
+    }
+
+    /// [`Self::next_event`], offering whole fragments to `relay` first (those it takes are
+    /// not returned).
+    pub async fn next_event_with(&mut self, relay: Relay<'_>) -> Result<Option<ReadEvent>, ConnError> {
         if self.big_left > 0 {
             let want = self.big_left.min(STREAM_CHUNK);
             // Read into spare capacity (no zero-filling), never past this fragment.
@@ -145,6 +187,7 @@ impl<R: AsyncRead + Unpin> FragReader<R> {
         }
         let mut out = Vec::new();
         loop {
+            self.offer(&mut *relay);
             if let Some(hdr) = self.take_whole(&mut out)? {
                 let first = self.buf[self.pos + HEADER_LEN..].to_vec();
                 self.buf = Vec::new();
@@ -359,6 +402,38 @@ mod tests {
                 .iter()
                 .all(|(h, p)| p.len() == h.len as usize && p.iter().all(|&x| x == p[0])));
             assert!(batches < all.len() + 1);
+        });
+    }
+
+    #[test]
+    fn relay_takes_leading_fragments_from_the_buffer() {
+        rt().block_on(async {
+            let mut bytes = Vec::new();
+            for i in 0..4u8 {
+                bytes.extend(frag(10 + u32::from(i), i));
+            }
+            let mut r = FragReader::new(&bytes[..], Arc::new(AtomicU32::new(4064)));
+            let mut seen = Vec::new();
+            // Takes the first two of what it is offered the first time, nothing after.
+            let mut relay = |f: &[FragRef<'_>]| {
+                seen.push(f.iter().map(|(h, p)| (h.len, p[0])).collect::<Vec<_>>());
+                if seen.len() == 1 {
+                    2
+                } else {
+                    0
+                }
+            };
+            match r.next_event_with(&mut relay).await.unwrap() {
+                Some(ReadEvent::Frags(v)) => {
+                    assert_eq!(
+                        v.iter().map(|(h, p)| (h.len, p[0])).collect::<Vec<_>>(),
+                        [(12, 2), (13, 3)]
+                    )
+                }
+                e => panic!("unexpected {e:?}"),
+            }
+            assert_eq!(seen[0], [(10, 0), (11, 1), (12, 2), (13, 3)]);
+            assert!(r.next_event_with(&mut |_| 0).await.unwrap().is_none());
         });
     }
 

@@ -172,8 +172,12 @@ struct Task {
     mca: Option<(Tid, Vec<Tid>)>,
 }
 
-/// Most bytes queued for a spawned task that has not connected yet.
-pub const MAX_PENDING_BYTES: usize = 16 << 20;
+/// Most bytes queued for a spawned task that has not connected yet. The same bound as a
+/// connected task's write queue (server::MAX_QUEUED): a parent that sends a 16 MB message right
+/// after pvm_spawn, before the child has connected (common under load), needs a little more
+/// than 16 MB held (headers, and the small fragment the legacy library sends first); with a
+/// bound of exactly 16 MB that message was dropped and both tasks waited forever.
+pub const MAX_PENDING_BYTES: usize = 64 << 20;
 
 /// Task flag bit: the task's process is a child of the daemon.
 pub const TF_FORKD: i32 = 2;

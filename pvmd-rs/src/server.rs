@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
@@ -17,7 +16,10 @@ use crate::daemon::{AuthFiles, ConnId, Daemon, Out, MAX_FRAG_UNCONNECTED};
 use crate::log::Log;
 use pvm_proto::frag::StreamFragHeader;
 
-mod xstream; // pvmd-rs <-> pvmd-rs stream transport (daemon/stream.rs)
+mod relay; // the local relay fast path (reader -> destination socket)
+mod tasksock;
+mod xstream; // pvmd-rs <-> pvmd-rs stream transport (daemon/stream.rs) // task sockets registered for reading only
+use tasksock::{TaskWrite, WriteReg};
 
 enum Event {
     /// Whole fragments read from a connection by one read call.
@@ -67,13 +69,13 @@ impl WriteCmd {
 }
 
 /// `write_all` on a write half shared with the main loop (which writes directly when nothing
-/// is queued).
-async fn write_shared(wr: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+/// is queued); waits for room through the writer's registration `reg` (tasksock.rs).
+async fn write_shared(wr: &TaskWrite, reg: &mut WriteReg, mut buf: &[u8]) -> std::io::Result<()> {
     while !buf.is_empty() {
-        wr.writable().await?;
         match wr.try_write(buf) {
             Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wr.writable(reg).await?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
@@ -83,8 +85,9 @@ async fn write_shared(wr: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()
 /// Writes everything queued for one connection, gathering what is queued at the moment into
 /// few system calls: small pieces are coalesced into one buffer, big payloads written from
 /// where they are. Returns when the queue closes, on Close or on a write error.
-async fn write_loop(wr: Arc<OwnedWriteHalf>, mut rx: mpsc::UnboundedReceiver<WriteCmd>, queued: Arc<AtomicUsize>) {
+async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd>, queued: Arc<AtomicUsize>) {
     let mut out: Vec<u8> = Vec::new();
+    let mut reg: WriteReg = None;
     'outer: while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut done = 0usize;
@@ -101,7 +104,9 @@ async fn write_loop(wr: Arc<OwnedWriteHalf>, mut rx: mpsc::UnboundedReceiver<Wri
                             continue;
                         }
                         // A big payload is written from where it is.
-                        if write_shared(&wr, &out).await.is_err() || write_shared(&wr, &p).await.is_err() {
+                        if write_shared(&wr, &mut reg, &out).await.is_err()
+                            || write_shared(&wr, &mut reg, &p).await.is_err()
+                        {
                             break 'outer;
                         }
                         out.clear();
@@ -109,14 +114,16 @@ async fn write_loop(wr: Arc<OwnedWriteHalf>, mut rx: mpsc::UnboundedReceiver<Wri
                 }
                 WriteCmd::Stream(h, first, mut more, total) => {
                     out.extend_from_slice(&h);
-                    if write_shared(&wr, &out).await.is_err() || write_shared(&wr, &first).await.is_err() {
+                    if write_shared(&wr, &mut reg, &out).await.is_err()
+                        || write_shared(&wr, &mut reg, &first).await.is_err()
+                    {
                         break 'outer;
                     }
                     out.clear();
                     let mut written = first.len();
                     while written < total {
                         let Some(c) = more.recv().await else { break };
-                        if write_shared(&wr, &c).await.is_err() {
+                        if write_shared(&wr, &mut reg, &c).await.is_err() {
                             break 'outer;
                         }
                         written += c.len();
@@ -125,7 +132,7 @@ async fn write_loop(wr: Arc<OwnedWriteHalf>, mut rx: mpsc::UnboundedReceiver<Wri
                     // in step (the message stays incomplete, as it is).
                     while written < total {
                         let n = (total - written).min(64 << 10);
-                        if write_shared(&wr, &vec![0u8; n]).await.is_err() {
+                        if write_shared(&wr, &mut reg, &vec![0u8; n]).await.is_err() {
                             break 'outer;
                         }
                         written += n;
@@ -142,7 +149,7 @@ async fn write_loop(wr: Arc<OwnedWriteHalf>, mut rx: mpsc::UnboundedReceiver<Wri
             next = rx.try_recv().ok();
         }
         if !out.is_empty() {
-            if write_shared(&wr, &out).await.is_err() {
+            if write_shared(&wr, &mut reg, &out).await.is_err() {
                 break;
             }
             out.clear();
@@ -154,6 +161,9 @@ async fn write_loop(wr: Arc<OwnedWriteHalf>, mut rx: mpsc::UnboundedReceiver<Wri
         if close {
             break;
         }
+        if rx.is_empty() {
+            reg = None; // caught up: no more wake-ups when the task reads (tasksock.rs)
+        }
     }
     // Dropping the last handle shuts the write direction down.
 }
@@ -162,12 +172,24 @@ struct ConnHandle {
     writer: mpsc::UnboundedSender<WriteCmd>,
     /// Shared with the writer task: when nothing is queued the main loop writes directly,
     /// saving a task switch per message.
-    wr: Arc<OwnedWriteHalf>,
+    wr: Arc<TaskWrite>,
     reader: JoinHandle<()>,
     writer_task: JoinHandle<()>,
     limit: Arc<AtomicU32>,
     /// Bytes handed to the writer and not yet written.
     queued: Arc<AtomicUsize>,
+    /// Events of this connection's reader not yet handled (relay.rs keeps order with it).
+    pending: relay::Pending,
+}
+
+impl ConnHandle {
+    fn dest(&self) -> relay::Dest {
+        relay::Dest {
+            writer: self.writer.clone(),
+            wr: self.wr.clone(),
+            queued: self.queued.clone(),
+        }
+    }
 }
 
 /// A task that lets this much output pile up is not reading; it is disconnected (treated as
@@ -382,6 +404,7 @@ pub async fn serve_net<A: AuthFiles>(
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut streams: HashMap<ConnId, Streaming> = HashMap::new();
     let mut next_id: ConnId = 1;
+    let routes: relay::SharedRoutes = Default::default();
     let Signals {
         term: mut sigterm,
         int: mut sigint,
@@ -392,6 +415,9 @@ pub async fn serve_net<A: AuthFiles>(
         }
         udp_flush(&udp, daemon, log).await; // multi-host
         let (starts, outs) = daemon.rm_slave_starts(); // rm.rs: a registered hoster starts them
+        if !starts.is_empty() || !outs.is_empty() {
+            lock(&routes).clear(); // relay.rs
+        }
         if apply(outs, daemon, &mut conns, log) {
             break Stop::Halt;
         }
@@ -409,6 +435,9 @@ pub async fn serve_net<A: AuthFiles>(
         let net_wait = rm_wait.map_or(net_wait, |r| r.min(net_wait));
         let lone_wait = daemon.lone_deadline(); // daemon/migrate.rs: limits of a pvmd without network
         let net_wait = lone_wait.map_or(net_wait, |l| l.min(net_wait));
+        // relay.rs: set by an event that only relayed; anything else may have changed what
+        // relay_target answers, and empties the route table after it is handled.
+        let mut only_relayed = false;
         tokio::select! {
             // ---- multi-host arms ----
             r = udp_recv(&udp, &mut udp_buf) => {
@@ -469,7 +498,13 @@ pub async fn serve_net<A: AuthFiles>(
                     }
                     let id = next_id;
                     next_id += 1;
-                    let (rd, wr) = stream.into_split();
+                    let (rd, wr) = match tasksock::split(stream) {
+                        Ok(halves) => halves,
+                        Err(e) => {
+                            log.line(&format!("loclconn() can't register connection: {e}"));
+                            continue;
+                        }
+                    };
                     let limit = Arc::new(AtomicU32::new(MAX_FRAG_UNCONNECTED));
                     let (wtx, wrx) = mpsc::unbounded_channel::<WriteCmd>();
                     let queued = Arc::new(AtomicUsize::new(0));
@@ -477,6 +512,8 @@ pub async fn serve_net<A: AuthFiles>(
                     let writer_task = tokio::spawn(write_loop(wr.clone(), wrx, queued.clone()));
                     let tx = ev_tx.clone();
                     let lim = limit.clone();
+                    let pending = relay::Pending::default();
+                    let (pend, rts) = (pending.clone(), routes.clone());
                     // hardening: a client must finish the connect handshake in time (guard.rs).
                     let expire = ev_tx.clone();
                     tokio::spawn(async move {
@@ -486,7 +523,9 @@ pub async fn serve_net<A: AuthFiles>(
                     let reader = tokio::spawn(async move {
                         let mut r = FragReader::new(rd, lim);
                         loop {
-                            let ev = match r.next_event().await {
+                            // relay.rs: fragments for a connected local task go from here.
+                            let mut fast = |f: &[crate::conn::FragRef<'_>]| lock(&rts).relay(id, &pend, f);
+                            let ev = match r.next_event_with(&mut fast).await {
                                 Ok(Some(ReadEvent::Frags(v))) => Event::Frags(id, v),
                                 Ok(Some(ReadEvent::BigStart(h, p))) => Event::BigStart(id, h, p),
                                 Ok(Some(ReadEvent::BigChunk(c, last))) => Event::BigChunk(id, c, last),
@@ -499,12 +538,13 @@ pub async fn serve_net<A: AuthFiles>(
                                     return;
                                 }
                             };
+                            pend.fetch_add(1, Ordering::Relaxed);
                             if tx.send(ev).is_err() {
                                 return;
                             }
                         }
                     });
-                    conns.insert(id, ConnHandle { writer: wtx, wr, reader, writer_task, limit, queued });
+                    conns.insert(id, ConnHandle { writer: wtx, wr, reader, writer_task, limit, queued, pending });
                     daemon.accept(id, peer_pid);
                 }
                 Err(e) => {
@@ -530,17 +570,23 @@ pub async fn serve_net<A: AuthFiles>(
             }
             Some(ev) = ev_rx.recv() => match ev {
                 Event::Frags(id, frags) => {
+                    handled(&conns, id);
+                    let n_conns = conns.len();
                     let mut halt = false;
                     // Consecutive relayed fragments for one destination go out together; any
                     // other fragment flushes them first, so the order on every connection stays
                     // the order of arrival.
                     let mut group: Option<(ConnId, Vec<RelayFrag>)> = None;
+                    only_relayed = true;
                     for (h, p) in frags {
                         crate::metrics::frag_in(h.flags.contains(pvm_proto::frag::FragFlags::EOM)); // metrics.rs
                         if !conns.contains_key(&id) {
                             break; // closed by an earlier fragment of the batch
                         }
                         if let Some((to, hdr)) = daemon.relay_target(id, &h) {
+                            if let Some(c) = conns.get(&to) {
+                                lock(&routes).learn(id, h.dst, &hdr, c.dest()); // relay.rs
+                            }
                             match group.as_mut() {
                                 Some((t, v)) if *t == to => v.push((hdr, p)),
                                 _ => {
@@ -554,12 +600,15 @@ pub async fn serve_net<A: AuthFiles>(
                         if let Some((t, v)) = group.take() {
                             halt |= queue(&mut conns, t, WriteCmd::Frags(v), daemon, log);
                         }
+                        only_relayed = false;
                         let outs = daemon.fragment(id, h, &p, SystemTime::now());
                         halt |= apply(outs, daemon, &mut conns, log);
                     }
                     if let Some((t, v)) = group.take() {
                         halt |= queue(&mut conns, t, WriteCmd::Frags(v), daemon, log);
                     }
+                    // A relay that dropped a connection not reading changed the daemon's state.
+                    only_relayed = only_relayed && conns.len() == n_conns;
                     if halt {
                         break Stop::Halt;
                     }
@@ -577,6 +626,7 @@ pub async fn serve_net<A: AuthFiles>(
                     }
                 }
                 Event::BigStart(id, h, first) => {
+                    handled(&conns, id);
                     if !conns.contains_key(&id) {
                         continue;
                     }
@@ -595,6 +645,7 @@ pub async fn serve_net<A: AuthFiles>(
                     }
                 }
                 Event::BigChunk(id, c, last) => {
+                    handled(&conns, id);
                     match streams.get_mut(&id) {
                         Some(Streaming::Relay(tx)) => {
                             let _ = tx.send(c);
@@ -626,6 +677,9 @@ pub async fn serve_net<A: AuthFiles>(
                 }
             },
         }
+        if !only_relayed {
+            lock(&routes).clear(); // relay.rs
+        }
         // A connection closed by a decision (not by its reader) may have left a big fragment
         // half relayed: dropping its sender lets the destination's writer pad and go on.
         if !streams.is_empty() {
@@ -645,6 +699,19 @@ pub async fn serve_net<A: AuthFiles>(
         }
     }
     stop
+}
+
+/// The route table of relay.rs (a poisoned lock only means a panic elsewhere: the table
+/// itself is always consistent).
+fn lock(r: &relay::SharedRoutes) -> std::sync::MutexGuard<'_, relay::Routes> {
+    r.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The main loop has taken one event of `id`'s reader (relay.rs: order).
+fn handled(conns: &HashMap<ConnId, ConnHandle>, id: ConnId) {
+    if let Some(c) = conns.get(&id) {
+        c.pending.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Hands bytes to a connection's writer; a connection that lets more than [`MAX_QUEUED`] pile
@@ -681,7 +748,7 @@ const MAX_IOV: usize = 512;
 
 /// [`try_direct`] for a batch of relayed fragments: `writev` over their headers and payloads;
 /// what the socket did not take, as one buffer to queue.
-fn try_direct_frags(wr: &OwnedWriteHalf, v: Vec<RelayFrag>) -> Option<WriteCmd> {
+fn try_direct_frags(wr: &TaskWrite, v: Vec<RelayFrag>) -> Option<WriteCmd> {
     let mut done = 0usize; // fragments fully written
     let mut partial = 0usize; // bytes of fragment `done` already written
     while done < v.len() {
@@ -735,7 +802,7 @@ fn try_direct_frags(wr: &OwnedWriteHalf, v: Vec<RelayFrag>) -> Option<WriteCmd> 
 }
 
 /// Writes as much of `cmd` as the socket takes without blocking; the rest, if any, to queue.
-fn try_direct(wr: &OwnedWriteHalf, cmd: WriteCmd) -> Option<WriteCmd> {
+fn try_direct(wr: &TaskWrite, cmd: WriteCmd) -> Option<WriteCmd> {
     let cmd = match cmd {
         WriteCmd::Frags(v) => return try_direct_frags(wr, v),
         c => c,

@@ -1,0 +1,295 @@
+//! The local relay fast path: a fragment from one connected task to another on this host is
+//! written to the destination by the reader task of the source connection, right after the read
+//! that produced it, without going through the main loop.
+//!
+//! Why: through the main loop a relayed fragment costs a channel send, a wake-up of the
+//! runtime's `block_on` future (which tokio's current-thread scheduler precedes with an extra
+//! `epoll_wait` that does not block) and a poll of every `select!` arm, all on the latency path
+//! of a small message (see docs/bench-daemon.md). Here a relay is one read and one `writev`.
+//!
+//! The decision stays the daemon's: the main loop records each relay that
+//! [`Daemon::relay_target`](crate::daemon::Daemon::relay_target) allowed (source connection and
+//! destination tid -> destination connection and rewritten header) in a [`Routes`] table, and a
+//! reader uses only what is recorded there. Any daemon state that `relay_target` reads changes
+//! only in the main loop, which empties the table whenever it did anything but relay (see
+//! `serve_net`), so a recorded route is always what `relay_target` would answer now.
+//!
+//! Order is kept on every connection: a reader relays by itself only while none of its own
+//! earlier input waits in the main loop's queue ([`Pending`]), and writes straight to the
+//! socket only while nothing is queued for the destination (otherwise it queues behind).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pvm_proto::frag::{FragFlags, StreamFragHeader};
+use pvm_proto::Tid;
+use tokio::sync::mpsc;
+
+use super::{TaskWrite, WriteCmd, MAX_QUEUED};
+use crate::conn::FragRef;
+use crate::daemon::ConnId;
+use std::io::IoSlice;
+
+/// Most routes recorded between two clearings (a bound on memory; past it the main loop simply
+/// relays the rest itself).
+const MAX_ROUTES: usize = 4096;
+
+/// Events of one connection sent to the main loop and not yet handled by it.
+pub type Pending = Arc<AtomicUsize>;
+
+/// Where a reader writes a relayed fragment: the destination connection's socket and queue
+/// (the same ones the main loop writes to).
+#[derive(Clone)]
+pub struct Dest {
+    pub writer: mpsc::UnboundedSender<WriteCmd>,
+    pub wr: Arc<TaskWrite>,
+    pub queued: Arc<AtomicUsize>,
+}
+
+struct Route {
+    /// Tids of the rewritten header.
+    dst: Tid,
+    src: Tid,
+    dest: Dest,
+}
+
+/// The relays the daemon allowed since the main loop last changed any state: (source
+/// connection, destination tid as the task wrote it) -> route.
+#[derive(Default)]
+pub struct Routes {
+    map: HashMap<(ConnId, u32), Route>,
+}
+
+/// The table shared by the main loop and the readers (one thread: the lock is never contended).
+pub type SharedRoutes = Arc<Mutex<Routes>>;
+
+impl Routes {
+    /// Records that fragments from `conn` to `dst` go to `dest` with header `hdr` (as
+    /// `relay_target` answered).
+    pub fn learn(&mut self, conn: ConnId, dst: Tid, hdr: &[u8; 16], dest: Dest) {
+        if self.map.len() >= MAX_ROUTES {
+            return;
+        }
+        let Ok(h) = StreamFragHeader::parse(hdr, u32::MAX) else {
+            return;
+        };
+        self.map.insert(
+            (conn, dst.bits()),
+            Route {
+                dst: h.dst,
+                src: h.src,
+                dest,
+            },
+        );
+    }
+
+    /// Forgets every route: the daemon may decide differently now.
+    pub fn clear(&mut self) {
+        if !self.map.is_empty() {
+            self.map.clear();
+        }
+    }
+
+    /// Relays the leading fragments of `frags` (still in the reader's buffer) that have a
+    /// route, in order; returns how many went. The rest (from the first one without a route,
+    /// or whose destination has a backlog) is for the main loop.
+    pub fn relay(&self, conn: ConnId, pending: &Pending, frags: &[FragRef<'_>]) -> usize {
+        if pending.load(Ordering::Relaxed) != 0 || self.map.is_empty() {
+            return 0;
+        }
+        let mut done = 0;
+        while done < frags.len() {
+            let Some(r) = self.route(conn, &frags[done].0) else {
+                break;
+            };
+            // The run of fragments that go to the same destination.
+            let mut end = done + 1;
+            while end < frags.len() && self.route(conn, &frags[end].0).is_some_and(|s| std::ptr::eq(s, r)) {
+                end += 1;
+            }
+            let hdrs: Vec<[u8; 16]> = frags[done..end]
+                .iter()
+                .map(|(h, _)| {
+                    crate::metrics::frag_in(h.flags.contains(FragFlags::EOM)); // metrics.rs
+                    StreamFragHeader {
+                        dst: r.dst,
+                        src: r.src,
+                        len: h.len,
+                        flags: h.flags & (FragFlags::SOM | FragFlags::EOM),
+                    }
+                    .to_bytes()
+                })
+                .collect();
+            let parts: Vec<(&[u8], &[u8])> = hdrs
+                .iter()
+                .zip(&frags[done..end])
+                .map(|(h, (_, p))| (&h[..], *p))
+                .collect();
+            send(&r.dest, &parts);
+            done = end;
+        }
+        done
+    }
+
+    /// The route of a fragment, if it may be relayed here now.
+    fn route(&self, conn: ConnId, h: &StreamFragHeader) -> Option<&Route> {
+        let r = self.map.get(&(conn, h.dst.bits()))?;
+        // A destination with a backlog goes through the main loop, which drops it if it is
+        // not reading (MAX_QUEUED).
+        (r.dest.queued.load(Ordering::Relaxed) <= MAX_QUEUED / 2).then_some(r)
+    }
+}
+
+/// Most slices one `writev` is given (the kernel's IOV_MAX is 1024).
+const MAX_IOV: usize = 512;
+
+/// Writes relayed fragments (header, payload pairs) as the main loop's `enqueue` does: straight
+/// to the socket with `writev` when nothing is queued for it; what the socket did not take (or
+/// everything, behind what is queued) copied into one buffer for the writer task.
+fn send(dest: &Dest, parts: &[(&[u8], &[u8])]) {
+    crate::metrics::FRAGS_OUT.inc(); // metrics.rs
+    let mut skip = 0usize; // bytes of `parts` written
+    if dest.queued.load(Ordering::Relaxed) == 0 {
+        for batch in parts.chunks(MAX_IOV / 2) {
+            let iov: Vec<IoSlice<'_>> = batch
+                .iter()
+                .flat_map(|(h, p)| [IoSlice::new(h), IoSlice::new(p)])
+                .collect();
+            let want: usize = batch.iter().map(|(h, p)| h.len() + p.len()).sum();
+            // WouldBlock, or an error the writer task will meet and end on, count as nothing.
+            let n = dest.wr.try_write_vectored(&iov).unwrap_or_default();
+            skip += n;
+            if n < want {
+                break;
+            }
+        }
+    }
+    let total: usize = parts.iter().map(|(h, p)| h.len() + p.len()).sum();
+    if skip == total {
+        return;
+    }
+    let mut rest = Vec::with_capacity(total - skip);
+    for piece in parts.iter().flat_map(|(h, p)| [*h, *p]) {
+        if skip >= piece.len() {
+            skip -= piece.len();
+            continue;
+        }
+        rest.extend_from_slice(&piece[skip..]);
+        skip = 0;
+    }
+    dest.queued.fetch_add(rest.len(), Ordering::Relaxed);
+    let _ = dest.writer.send(WriteCmd::Data(rest));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn hdr(dst: Tid, len: usize, flags: FragFlags) -> StreamFragHeader {
+        StreamFragHeader {
+            dst,
+            src: Tid(0),
+            len: len as u32,
+            flags,
+        }
+    }
+
+    /// A destination connection: its `Dest`, the peer's end, and the writer queue.
+    async fn dest() -> (Dest, tokio::net::UnixStream, mpsc::UnboundedReceiver<WriteCmd>) {
+        let (ours, peer) = tokio::net::UnixStream::pair().unwrap();
+        let (rd, wr) = super::super::tasksock::split(ours).unwrap();
+        std::mem::forget(rd); // keep the socket open in both directions
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Dest {
+                writer: tx,
+                wr: Arc::new(wr),
+                queued: Arc::default(),
+            },
+            peer,
+            rx,
+        )
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn relays_known_routes_in_order_and_stops_at_the_first_unknown() {
+        rt().block_on(async {
+            let (d, mut peer, mut rx) = dest().await;
+            let b = Tid::task(1, 2);
+            let rewritten = hdr(Tid::task(1, 2), 0, FragFlags::empty());
+            let mut routes = Routes::default();
+            let hdr_bytes = StreamFragHeader {
+                src: Tid::task(1, 1),
+                ..rewritten
+            }
+            .to_bytes();
+            routes.learn(7, b, &hdr_bytes, d);
+            let pending = Pending::default();
+            let frags = [
+                (hdr(b, 3, FragFlags::SOM), &b"abc"[..]),
+                (hdr(b, 2, FragFlags::EOM), &b"de"[..]),
+                (hdr(Tid::task(1, 9), 1, FragFlags::SOM | FragFlags::EOM), &b"x"[..]),
+                (hdr(b, 1, FragFlags::SOM | FragFlags::EOM), &b"y"[..]),
+            ];
+            assert_eq!(routes.relay(7, &pending, &frags), 2);
+            // Another connection has no route to b.
+            assert_eq!(routes.relay(8, &pending, &frags), 0);
+            let mut got = vec![0u8; 2 * 16 + 5];
+            peer.read_exact(&mut got).await.unwrap();
+            let h1 = StreamFragHeader::parse(&got[..16], u32::MAX).unwrap();
+            assert_eq!(
+                (h1.src, h1.dst, h1.len, h1.flags),
+                (Tid::task(1, 1), b, 3, FragFlags::SOM)
+            );
+            assert_eq!(&got[16..19], b"abc");
+            let h2 = StreamFragHeader::parse(&got[19..35], u32::MAX).unwrap();
+            assert_eq!((h2.len, h2.flags), (2, FragFlags::EOM));
+            assert_eq!(&got[35..], b"de");
+            assert!(rx.try_recv().is_err(), "written directly, nothing queued");
+        });
+    }
+
+    #[test]
+    fn waits_for_pending_input_and_queues_behind_a_backlog() {
+        rt().block_on(async {
+            let (d, _peer, mut rx) = dest().await;
+            let queued = d.queued.clone();
+            let b = Tid::task(1, 2);
+            let mut routes = Routes::default();
+            routes.learn(7, b, &hdr(b, 0, FragFlags::empty()).to_bytes(), d);
+            let frags = [(hdr(b, 3, FragFlags::SOM | FragFlags::EOM), &b"abc"[..])];
+            let pending = Pending::new(AtomicUsize::new(1));
+            assert_eq!(
+                routes.relay(7, &pending, &frags),
+                0,
+                "earlier input of this connection waits"
+            );
+            pending.store(0, Ordering::Relaxed);
+            queued.store(100, Ordering::Relaxed);
+            assert_eq!(routes.relay(7, &pending, &frags), 1);
+            match rx.try_recv() {
+                Ok(WriteCmd::Data(v)) => assert_eq!((v.len(), &v[16..]), (19, &b"abc"[..])),
+                _ => panic!("expected the fragment behind the backlog"),
+            }
+            assert_eq!(queued.load(Ordering::Relaxed), 119);
+            queued.store(MAX_QUEUED, Ordering::Relaxed);
+            assert_eq!(
+                routes.relay(7, &pending, &frags),
+                0,
+                "a big backlog goes to the main loop"
+            );
+            queued.store(0, Ordering::Relaxed);
+            routes.clear();
+            assert_eq!(routes.relay(7, &pending, &frags), 0, "forgotten");
+        });
+    }
+}
