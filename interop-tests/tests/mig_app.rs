@@ -666,3 +666,83 @@ fn app_restarts_by_itself_after_the_coordinator_host_is_killed() {
         took[0],
     );
 }
+
+/// The same without automatic restart: after kill -9 of the master's (coordinator's) host,
+/// the holders see it gone (they beat the coordinator) and say so; `pvm-migrate restart --app`
+/// on host 3 (a surviving holder, not the lowest) takes the record over and restarts the
+/// application there, the master from its copy.
+#[test]
+fn app_restarts_by_command_on_a_survivor_after_the_coordinator_host_is_killed() {
+    let exe = build_job();
+    let migrate = build_migrate();
+    let (c, _m) = machine("me", 4);
+    let marker = c.dir.path().join("marker");
+    let mut job = start_job_on(&c, &exe, 3, &marker, &[2, 1, 3, 4]);
+    let e2 = job.wait_for("epoch 2 at round", Duration::from_secs(60));
+    assert!(e2.is_some(), "no second checkpoint\n{}\n{}", job.text(), c.logs());
+    let master = job.wait_for("master t", Duration::from_secs(1)).unwrap();
+    let tid = master
+        .split_whitespace()
+        .find(|w| w.starts_with('t') && w.len() > 1)
+        .unwrap()
+        .to_string();
+    let restart = |k: usize| {
+        let mut cmd = c.command(k, &migrate);
+        cmd.args(["restart", "--app", &tid]).env("LD_LIBRARY_PATH", shim_dir());
+        let out = cmd.output().expect("pvm-migrate");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), said)
+    };
+    // While the coordinator lives, a holder refuses (a restart must not run beside it).
+    let (ok, said) = restart(3);
+    assert!(
+        !ok,
+        "restart accepted while the coordinator lives: {said}\n{}",
+        app_log_lines(&c)
+    );
+    assert!(
+        c.log(3).contains("which is alive: ask it"),
+        "{said}\n{}",
+        app_log_lines(&c)
+    );
+    for pid in c.pids(2) {
+        send_signal(pid, libc::SIGKILL);
+    }
+    let _ = std::fs::remove_dir_all(c.host(2).tmp.path().join("pvmapp"));
+    let seen = c.wait_for(Duration::from_secs(20), || {
+        c.log(3).lines().any(|l| l.contains("coordinator host 2 lost:"))
+    });
+    assert!(seen, "host 3 never saw the coordinator's loss\n{}", c.logs());
+    let t = Instant::now();
+    let (ok, said) = restart(3);
+    let took = t.elapsed();
+    assert!(ok, "{said}\n{}\n{}", job.text(), c.logs());
+    let res = job.wait_for("result bad", Duration::from_secs(60));
+    let text = job.text();
+    let logs = app_log_lines(&c);
+    eprintln!("{said}\n{text}\n{logs}");
+    assert_eq!(
+        res.unwrap_or_else(|| panic!("no result\n{text}\n{}\n{}", c.logs(), restore_logs(&c))),
+        format!("result bad 0 total {}", expected_total(3)),
+        "{text}\n{}",
+        c.logs()
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with("h3") && l.contains("restart of application") && l.contains("complete")),
+        "{logs}"
+    );
+    assert!(
+        !logs.lines().any(|l| l.contains("takes over restart")),
+        "nobody restarts an application without automatic restart by itself\n{logs}"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| !l.starts_with("h2") && l.contains(&format!(": {tid} ")) && l.contains(" restored from ")),
+        "the master {tid} was not restored elsewhere\n{logs}"
+    );
+    eprintln!(
+        "MEASURED coordinator host killed, by command on host 3: pvm-migrate restart --app answered after {} ms",
+        took.as_millis()
+    );
+}

@@ -1340,6 +1340,9 @@ impl<A: AuthFiles> Daemon<A> {
                     // (tasks still dying stay quiet when they go).
                     self.app.part = None;
                 }
+                if q.phase == phase::ROLLBACK {
+                    self.coord_rollback_supersedes(coord, q.root, out); // coord.rs
+                }
                 if self.app.part.is_some() {
                     Self::app_log(
                         format!("op {} from host {coord}: another operation is running", q.op),

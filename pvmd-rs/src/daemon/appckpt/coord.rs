@@ -190,23 +190,15 @@ impl<A: AuthFiles> Daemon<A> {
             ),
             out,
         );
-        if rec.auto {
-            // Watch the coordinator (app_watched).
-            self.app.next_beat.get_or_insert_with(Instant::now);
-        }
+        // Watch the coordinator (app_watched): also without automatic restart, so that a
+        // manual restart on a holder is accepted soon after the coordinator's death.
+        self.app.next_beat.get_or_insert_with(Instant::now);
         self.app.coordrec.held.insert(rec.root.0, rec);
     }
 
-    /// Coordinators of held records of applications that restart by themselves (the holders
-    /// beat them: hook in `app_watched`).
+    /// Coordinators of held records (the holders beat them: hook in `app_watched`).
     pub(super) fn coord_watched(&self) -> Vec<u32> {
-        self.app
-            .coordrec
-            .held
-            .values()
-            .filter(|r| r.auto)
-            .map(|r| r.coord)
-            .collect()
+        self.app.coordrec.held.values().map(|r| r.coord).collect()
     }
 
     /// Makes this pvmd the coordinator of a held record: it moves into `apps`.
@@ -230,47 +222,80 @@ impl<A: AuthFiles> Daemon<A> {
     }
 
     /// A host was deleted (hook at the end of `app_host_gone`): a pending record of it is
-    /// dropped (its commit never came), and every held record whose coordinator is gone is
-    /// taken over here when this host is the choice.
+    /// dropped (its commit never came), and every held record of an application that restarts
+    /// by itself whose coordinator is gone is taken over here when this host is the choice.
+    /// Records without automatic restart stay held: any holder takes one over on a manual
+    /// restart once the coordinator is gone.
     pub(super) fn coord_host_gone(&mut self, host: u32, out: &mut Vec<Out>) {
         self.app.coordrec.pending.retain(|x| x.coord != host);
         let me = self.host.index;
-        let due: Vec<(i32, u32)> = self
+        let lost: Vec<(i32, u32, i32, bool, Option<u32>)> = self
             .app
             .coordrec
             .held
             .values()
             .filter(|r| !self.app_host_alive(r.coord))
-            .filter(|r| takeover_choice(r.coord, &r.holders, |h| self.app_host_alive(h)) == Some(me))
-            .map(|r| (r.root.0, r.coord))
+            .map(|r| {
+                let choice = takeover_choice(r.coord, &r.holders, |h| self.app_host_alive(h));
+                (r.root.0, r.coord, r.epoch, r.auto, choice)
+            })
             .collect();
-        for (root, coord) in due {
-            let Some(rec) = self.coord_adopt(root) else { continue };
-            if !rec.auto {
+        for (root, coord, epoch, auto, choice) in lost {
+            if auto && choice == Some(me) {
+                if self.coord_adopt(root).is_none() {
+                    continue;
+                }
                 Self::app_log(
                     format!(
-                        "coordinator host {coord} lost: host {me} now holds application t{root:x} epoch {} (no automatic restart: pvm-migrate restart --app here)",
-                        rec.epoch
+                        "coordinator host {coord} lost: host {me} takes over restart of application t{root:x} from epoch {epoch}"
                     ),
                     out,
                 );
-                continue;
-            }
-            Self::app_log(
-                format!(
-                    "coordinator host {coord} lost: host {me} takes over restart of application t{root:x} from epoch {}",
-                    rec.epoch
-                ),
-                out,
-            );
-            if self.app.coord.is_some() {
-                if !self.app.queued.contains(&root) {
-                    self.app.queued.push(root);
+                if self.app.coord.is_some() {
+                    if !self.app.queued.contains(&root) {
+                        self.app.queued.push(root);
+                    }
+                } else {
+                    self.app_restart(root, None, out);
                 }
-            } else {
-                self.app_restart(root, None, out);
+            } else if host == coord {
+                let what = match (auto, choice) {
+                    (true, Some(m)) => format!("host {m} takes over its restart"),
+                    (true, None) => "no holder left to restart it".to_string(),
+                    (false, _) => "no automatic restart: pvm-migrate restart --app on a holder".to_string(),
+                };
+                Self::app_log(
+                    format!("coordinator host {coord} lost: application t{root:x} epoch {epoch} held here; {what}"),
+                    out,
+                );
             }
         }
+    }
+
+    /// A rollback of application `root` from coordinator `coord` while this pvmd still takes
+    /// part in a checkpoint of the same application by another coordinator (hook in the
+    /// participant's rollback): that coordinator is gone in the eyes of the new one (it took
+    /// over only after deleting it) and this pvmd simply has not seen the deletion yet. The
+    /// old checkpoint cannot complete any more (its tasks are about to be killed): it is
+    /// dropped as on the old coordinator's death, so that the restart is not refused as
+    /// "another operation is running".
+    pub(super) fn coord_rollback_supersedes(&mut self, coord: u32, root: Tid, out: &mut Vec<Out>) {
+        let Some(p) = self
+            .app
+            .part
+            .take_if(|p| p.coord != coord && p.root == root && p.kind == super::PartKind::Begin)
+        else {
+            return;
+        };
+        let n = self.app_let_go(&p, out);
+        let _ = std::fs::remove_dir_all(super::storage_root().join(format!("t{:x}/e{}", p.root.bits(), p.epoch)));
+        Self::app_log(
+            format!(
+                "op {} epoch {} of coordinator host {}: dropped for the restart by host {coord}; {n} tasks resumed",
+                p.op, p.epoch, p.coord
+            ),
+            out,
+        );
     }
 
     /// TM_RESTART of an application this pvmd does not coordinate (hook in `app_tm_restart`):
