@@ -3,8 +3,9 @@
 //! DM_RESTORE, and automatic restart when a host of a checkpointed application dies.
 //!
 //! The coordinator of an operation is the pvmd of the task that asked for it (the master of a
-//! job normally runs on the master host, which must survive: the coordinator keeps the commit
-//! records). The application of root tid R is R and every task whose chain of parents reaches
+//! job normally runs on the master host). It keeps the commit records and sends each to the
+//! other hosts of the commit, so that one of them takes over when its host dies (coord.rs).
+//! The application of root tid R is R and every task whose chain of parents reaches
 //! R, on every pvmd-rs host (asked with DM_CKPT "list").
 //!
 //! Checkpoint of epoch N (CoCheck style; every channel is closed at the cut, so the cut is
