@@ -398,4 +398,157 @@ mod tests {
             assert!(!ok, "{n}");
         }
     }
+
+    // ---- a lone daemon (no network: every other host counts as gone) -------------------------
+
+    struct Auth;
+
+    impl AuthFiles for Auth {
+        fn write_task_auth(&mut self, _: &str) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn create_pvmd_auth(&mut self) -> std::io::Result<String> {
+            Ok("/tmp/pvmtmp000043.1".into())
+        }
+        fn pvmd_auth_written(&mut self, _: &str) -> std::io::Result<bool> {
+            Ok(true)
+        }
+        fn remove(&mut self, _: &str) {}
+    }
+
+    fn phase_body(op: i32, epoch: i32, ph: i32, root: Tid) -> Vec<u8> {
+        CkptReq {
+            op,
+            epoch,
+            phase: ph,
+            root,
+            replicas: 1,
+            tids: Vec::new(),
+            hosts: Vec::new(),
+        }
+        .emit()
+    }
+
+    fn logs(out: &[Out]) -> String {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Log(l) => Some(l.as_str()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A record counts only with its commit; an abort or the coordinator's death before the
+    /// commit leaves the older committed record; without automatic restart nobody restarts by
+    /// itself, and a manual restart takes the record over once the coordinator is gone.
+    #[test]
+    fn only_committed_records_are_held_and_taken_over() {
+        let mut d = Daemon::new(
+            crate::daemon::HostConfig::master("vm", "LINUX64", "7f000001:801e"),
+            Auth,
+            0,
+        );
+        let me = d.host.index;
+        // A root no real application has (the commit's clean-up of older epochs under the image
+        // store finds nothing of it).
+        let root = Tid(0x1c_7f01);
+        let rec = |op: i32, epoch: i32, auto: bool| Record {
+            coord: 7,
+            op,
+            root,
+            auto,
+            replicas: 1,
+            epoch,
+            members: vec![(root, 7)],
+            copies: vec![Copy {
+                tid: root,
+                host: 9,
+                name: format!("t{:x}/e{epoch}/t{:x}", root.bits(), root.bits()),
+            }],
+            holders: vec![me, 9],
+        };
+        let mut out = Vec::new();
+        d.app_dm(7, DM_CKPT, 0, &rec(5, 3, false).emit(), &mut out);
+        assert!(d.app.coordrec.held.is_empty(), "pending until the commit");
+        d.app_dm(7, DM_CKPT, 1, &phase_body(5, 3, phase::COMMIT, root), &mut out);
+        assert_eq!(d.app.coordrec.held.get(&root.0).map(|r| r.epoch), Some(3));
+        assert_eq!(d.coord_epoch_base(root.0), 3);
+        // Epoch 4 aborted: 3 stays.
+        d.app_dm(7, DM_CKPT, 0, &rec(6, 4, false).emit(), &mut out);
+        d.app_dm(7, DM_CKPT, 2, &phase_body(6, 4, phase::ABORT, root), &mut out);
+        assert_eq!(d.app.coordrec.held.get(&root.0).map(|r| r.epoch), Some(3));
+        // Epoch 5 recorded, then the coordinator dies before its commit: 3 stays, and a late
+        // commit of a dropped record changes nothing.
+        d.app_dm(7, DM_CKPT, 0, &rec(8, 5, false).emit(), &mut out);
+        let mut out = Vec::new();
+        d.coord_host_gone(7, &mut out);
+        assert!(d.app.coordrec.pending.is_empty());
+        d.app_dm(7, DM_CKPT, 3, &phase_body(8, 5, phase::COMMIT, root), &mut out);
+        assert_eq!(d.app.coordrec.held.get(&root.0).map(|r| r.epoch), Some(3));
+        // No automatic restart: said, not done.
+        let l = logs(&out);
+        assert!(
+            l.contains("coordinator host 7 lost") && l.contains("no automatic restart"),
+            "{l}"
+        );
+        assert!(d.app.coord.is_none() && d.app.apps.is_empty());
+        // By command: taken over (the coordinator is gone), from epoch 3.
+        assert_eq!(d.coord_manual_restart(root.0), Ok(true));
+        assert_eq!(
+            d.app
+                .apps
+                .get(&root.0)
+                .and_then(|a| a.committed.as_ref())
+                .map(|c| c.epoch),
+            Some(3)
+        );
+        assert!(d.app.coordrec.held.is_empty());
+    }
+
+    /// With automatic restart, the only surviving holder takes over and restarts at once
+    /// (here the only copy is on a dead host: the restart fails cleanly with the reason).
+    #[test]
+    fn the_chosen_holder_restarts_by_itself() {
+        let mut d = Daemon::new(
+            crate::daemon::HostConfig::master("vm", "LINUX64", "7f000001:801e"),
+            Auth,
+            0,
+        );
+        let me = d.host.index;
+        let root = Tid(0x1c_7f02);
+        let rec = Record {
+            coord: 7,
+            op: 1,
+            root,
+            auto: true,
+            replicas: 1,
+            epoch: 2,
+            members: vec![(root, 7)],
+            copies: vec![Copy {
+                tid: root,
+                host: 9,
+                name: format!("t{:x}/e2/t{:x}", root.bits(), root.bits()),
+            }],
+            holders: vec![9, me],
+        };
+        let mut out = Vec::new();
+        d.app_dm(7, DM_CKPT, 0, &rec.emit(), &mut out);
+        d.app_dm(7, DM_CKPT, 1, &phase_body(1, 2, phase::COMMIT, root), &mut out);
+        let mut out = Vec::new();
+        d.coord_host_gone(7, &mut out);
+        let l = logs(&out);
+        assert!(
+            l.contains(&format!(
+                "coordinator host 7 lost: host {me} takes over restart of application t{:x} from epoch 2",
+                root.bits()
+            )),
+            "{l}"
+        );
+        assert!(l.contains("no surviving copy of epoch 2"), "{l}");
+        // Taken over once: a later host deletion does not start it again.
+        let mut out = Vec::new();
+        d.coord_host_gone(9, &mut out);
+        assert!(!logs(&out).contains("takes over"));
+    }
 }
