@@ -290,14 +290,21 @@ fn machine(tag: &str, n: usize) -> (Cluster, interop_tests::Proc) {
 }
 
 fn start_job(c: &Cluster, exe: &Path, mode: i32, marker: &Path) -> Lines {
+    let order: Vec<usize> = (1..=c.hosts.len()).collect();
+    start_job_on(c, exe, mode, marker, &order)
+}
+
+/// [`start_job`] with the master on host `order[0]` and a worker on each of the others (the
+/// `start` task, outside the application, always runs on host 1).
+fn start_job_on(c: &Cluster, exe: &Path, mode: i32, marker: &Path, order: &[usize]) -> Lines {
     let mut cmd = c.command(1, exe);
     cmd.arg("start").arg(mode.to_string()).arg(marker);
     // APP_MB=256 (measurements): every task of the application holds that much memory.
     if let Ok(mb) = std::env::var("APP_MB") {
         cmd.env("APP_MB", mb).env("PVM_EXPORT", "APP_MB");
     }
-    for h in &c.hosts {
-        cmd.arg(&h.ip);
+    for k in order {
+        cmd.arg(&c.host(*k).ip);
     }
     Lines::new(cmd.spawn().expect("start the job"))
 }
@@ -575,5 +582,167 @@ fn app_restarts_by_command_after_a_worker_host_is_killed() {
         "MEASURED by command after a host kill: pvm-migrate restart --app answered after {} ms; {}",
         took.as_millis(),
         measurements(&c, &text)
+    );
+}
+
+/// The killed host is the master's, so also the coordinator's (docs/migration.md §6.2): the
+/// master runs on host 2 (a pvmd-rs slave; `start`, outside the application, on host 1),
+/// workers on hosts 1, 3 and 4. At each commit the coordinator (host 2) sent its record to
+/// the other hosts; after kill -9 of host 2 (its pvmd and the master) and the loss of its
+/// image store, the lowest surviving holder (host 1) takes over and restarts the application
+/// from the last epoch by itself: the master from its copy on host 3, under its old tid, with
+/// its `pvm_checkpoint` answer; the job finishes with an undisturbed run's answer.
+#[test]
+fn app_restarts_by_itself_after_the_coordinator_host_is_killed() {
+    let exe = build_job();
+    let _ = build_migrate();
+    let (c, _m) = machine("md", 4);
+    let marker = c.dir.path().join("marker");
+    let mut job = start_job_on(&c, &exe, 1, &marker, &[2, 1, 3, 4]);
+    let t0 = Instant::now();
+    let e2 = job.wait_for("epoch 2 at round", Duration::from_secs(60));
+    assert!(e2.is_some(), "no second checkpoint\n{}\n{}", job.text(), c.logs());
+    let master = job.wait_for("master t", Duration::from_secs(1)).unwrap();
+    let tid = master
+        .split_whitespace()
+        .find(|w| w.starts_with('t') && w.len() > 1)
+        .unwrap()
+        .to_string();
+    // Every other host holds the coordinator's record of a committed epoch.
+    let holders_ok = c.wait_for(Duration::from_secs(5), || {
+        [1, 3, 4].iter().all(|k| {
+            c.log(*k)
+                .lines()
+                .any(|l| l.contains("holding the record of application") && l.contains("coordinator host 2"))
+        })
+    });
+    assert!(holders_ok, "the record did not reach every host\n{}", app_log_lines(&c));
+    let t_kill = Instant::now();
+    for pid in c.pids(2) {
+        send_signal(pid, libc::SIGKILL);
+    }
+    let _ = std::fs::remove_dir_all(c.host(2).tmp.path().join("pvmapp"));
+    let res = job.wait_for("result bad", Duration::from_secs(90));
+    let text = job.text();
+    let logs = app_log_lines(&c);
+    eprintln!("{text}\n{logs}");
+    let res = res.unwrap_or_else(|| panic!("no result\n{text}\n{}\n{}", c.logs(), restore_logs(&c)));
+    assert_eq!(
+        res,
+        format!("result bad 0 total {}", expected_total(3)),
+        "{text}\n{}",
+        c.logs()
+    );
+    // Host 1 alone took over, from a committed epoch.
+    let took: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("coordinator host 2 lost:") && l.contains("takes over restart"))
+        .collect();
+    assert_eq!(took.len(), 1, "exactly one host takes over\n{logs}");
+    assert!(
+        took[0].starts_with("h1") && took[0].contains(&format!("application {tid} from epoch")),
+        "{logs}"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with("h1") && l.contains("restart of application") && l.contains("complete")),
+        "{logs}"
+    );
+    // The master (tid of host 2) runs again on a surviving host.
+    let restored = logs
+        .lines()
+        .find(|l| !l.starts_with("h2") && l.contains(&format!(": {tid} ")) && l.contains(" restored from "))
+        .unwrap_or_else(|| panic!("the master {tid} was not restored elsewhere\n{logs}"));
+    // After the restart, the restored master goes on checkpointing (coordinated by its new
+    // host, epochs counted on from the record's).
+    let epochs: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("] epoch ") || l.contains(" epoch "))
+        .collect();
+    eprintln!(
+        "MEASURED coordinator host killed: whole job {:.1} s; from the kill to the result {:.1} s; {restored}; {}; epochs {epochs:?}",
+        t0.elapsed().as_secs_f64(),
+        t_kill.elapsed().as_secs_f64(),
+        took[0],
+    );
+}
+
+/// The same without automatic restart: after kill -9 of the master's (coordinator's) host,
+/// the holders see it gone (they beat the coordinator) and say so; `pvm-migrate restart --app`
+/// on host 3 (a surviving holder, not the lowest) takes the record over and restarts the
+/// application there, the master from its copy.
+#[test]
+fn app_restarts_by_command_on_a_survivor_after_the_coordinator_host_is_killed() {
+    let exe = build_job();
+    let migrate = build_migrate();
+    let (c, _m) = machine("me", 4);
+    let marker = c.dir.path().join("marker");
+    let mut job = start_job_on(&c, &exe, 3, &marker, &[2, 1, 3, 4]);
+    let e2 = job.wait_for("epoch 2 at round", Duration::from_secs(60));
+    assert!(e2.is_some(), "no second checkpoint\n{}\n{}", job.text(), c.logs());
+    let master = job.wait_for("master t", Duration::from_secs(1)).unwrap();
+    let tid = master
+        .split_whitespace()
+        .find(|w| w.starts_with('t') && w.len() > 1)
+        .unwrap()
+        .to_string();
+    let restart = |k: usize| {
+        let mut cmd = c.command(k, &migrate);
+        cmd.args(["restart", "--app", &tid]).env("LD_LIBRARY_PATH", shim_dir());
+        let out = cmd.output().expect("pvm-migrate");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), said)
+    };
+    // While the coordinator lives, a holder refuses (a restart must not run beside it).
+    let (ok, said) = restart(3);
+    assert!(
+        !ok,
+        "restart accepted while the coordinator lives: {said}\n{}",
+        app_log_lines(&c)
+    );
+    assert!(
+        c.log(3).contains("which is alive: ask it"),
+        "{said}\n{}",
+        app_log_lines(&c)
+    );
+    for pid in c.pids(2) {
+        send_signal(pid, libc::SIGKILL);
+    }
+    let _ = std::fs::remove_dir_all(c.host(2).tmp.path().join("pvmapp"));
+    let seen = c.wait_for(Duration::from_secs(20), || {
+        c.log(3).lines().any(|l| l.contains("coordinator host 2 lost:"))
+    });
+    assert!(seen, "host 3 never saw the coordinator's loss\n{}", c.logs());
+    let t = Instant::now();
+    let (ok, said) = restart(3);
+    let took = t.elapsed();
+    assert!(ok, "{said}\n{}\n{}", job.text(), c.logs());
+    let res = job.wait_for("result bad", Duration::from_secs(60));
+    let text = job.text();
+    let logs = app_log_lines(&c);
+    eprintln!("{said}\n{text}\n{logs}");
+    assert_eq!(
+        res.unwrap_or_else(|| panic!("no result\n{text}\n{}\n{}", c.logs(), restore_logs(&c))),
+        format!("result bad 0 total {}", expected_total(3)),
+        "{text}\n{}",
+        c.logs()
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with("h3") && l.contains("restart of application") && l.contains("complete")),
+        "{logs}"
+    );
+    assert!(
+        !logs.lines().any(|l| l.contains("takes over restart")),
+        "nobody restarts an application without automatic restart by itself\n{logs}"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| !l.starts_with("h2") && l.contains(&format!(": {tid} ")) && l.contains(" restored from ")),
+        "the master {tid} was not restored elsewhere\n{logs}"
+    );
+    eprintln!(
+        "MEASURED coordinator host killed, by command on host 3: pvm-migrate restart --app answered after {} ms",
+        took.as_millis()
     );
 }

@@ -3,8 +3,9 @@
 //! DM_RESTORE, and automatic restart when a host of a checkpointed application dies.
 //!
 //! The coordinator of an operation is the pvmd of the task that asked for it (the master of a
-//! job normally runs on the master host, which must survive: the coordinator keeps the commit
-//! records). The application of root tid R is R and every task whose chain of parents reaches
+//! job normally runs on the master host). It keeps the commit records and sends each to the
+//! other hosts of the commit, so that one of them takes over when its host dies (coord.rs).
+//! The application of root tid R is R and every task whose chain of parents reaches
 //! R, on every pvmd-rs host (asked with DM_CKPT "list").
 //!
 //! Checkpoint of epoch N (CoCheck style; every channel is closed at the cut, so the cut is
@@ -40,6 +41,9 @@ use pvm_proto::Tid;
 use super::migrate::{feat, TC_MARK};
 use super::{AuthFiles, ConnId, Daemon, Out, Request, MAX_PENDING_BYTES};
 use crate::wire;
+
+/// A new coordinator when the coordinator's host dies (DM_CKPT phase record).
+mod coord;
 
 /// coordinator <-> pvmds: checkpoint and restart phases.
 pub const DM_CKPT: i32 = 0x8002_0104u32 as i32;
@@ -82,6 +86,9 @@ pub mod phase {
     pub const RESUME: i32 = 4;
     pub const LIST: i32 = 5;
     pub const ROLLBACK: i32 = 6;
+    /// The coordinator's record of the epoch it commits, to the other hosts of the commit
+    /// (no answer; coord.rs).
+    pub const RECORD: i32 = 7;
 }
 
 /// TM_CKPT flags (fifth int of the body; `pvm_checkpoint` flags).
@@ -262,6 +269,8 @@ pub struct AppState {
     /// The PVM_TMP of tasks restored here whose PVM_TMP is another host's (their resume
     /// tickets go there: the restored process still looks in the directory it started with).
     task_tmp: HashMap<u32, String>,
+    /// Records of other coordinators' commits (coord.rs).
+    coordrec: coord::CoordState,
 }
 
 impl<A: AuthFiles> Daemon<A> {
@@ -562,7 +571,7 @@ impl<A: AuthFiles> Daemon<A> {
         let mut r = XdrReader::new(body);
         let (_, tid) = (r.int("epoch"), r.int("tid"));
         r.int("scope").ok() == Some(1)
-            || tid.is_ok_and(|t| self.app.apps.get(&t).is_some_and(|a| a.committed.is_some()))
+            || tid.is_ok_and(|t| self.app.apps.get(&t).is_some_and(|a| a.committed.is_some()) || self.coord_holds(t))
     }
 
     fn app_wid(&mut self) -> i32 {
@@ -622,6 +631,7 @@ impl<A: AuthFiles> Daemon<A> {
             .filter(|a| a.auto)
             .filter_map(|a| a.committed.as_ref())
             .flat_map(|c| c.members.iter().map(|m| m.1).chain(c.copies.iter().map(|k| k.host)))
+            .chain(self.coord_watched()) // coord.rs: holders watch the coordinator
             .filter(|h| *h != me && self.net.as_ref().is_some_and(|n| n.table.get(*h).is_some()))
             .collect()
     }
@@ -737,11 +747,12 @@ impl<A: AuthFiles> Daemon<A> {
             Self::app_log(format!("checkpoint of application t{root:x} refused: {why}"), out);
             return self.reply(req, req.src, &ints(&[e.code(), 0]), out);
         }
+        let base = self.coord_epoch_base(root); // coord.rs: epochs go on across coordinators
         let rec = self.app.apps.entry(root).or_insert(AppRec {
             root: Tid(root),
             auto: false,
             replicas,
-            last: 0,
+            last: base,
             committed: None,
         });
         rec.auto = fl & flags::AUTO_RESTART != 0;
@@ -764,11 +775,19 @@ impl<A: AuthFiles> Daemon<A> {
             ctx: req.hdr.ctx,
             wid: req.hdr.wid,
         };
+        // coord.rs: a record held from a coordinator that is gone is taken over here.
+        let adopted = if self.app.coord.is_none() {
+            self.coord_manual_restart(root)
+        } else {
+            Ok(false)
+        };
         let why = if self.app.coord.is_some() {
             Some((
                 PvmError::Already,
                 "another application checkpoint or restart is running here".to_string(),
             ))
+        } else if let Err(why) = adopted {
+            Some((PvmError::Already, why))
         } else if !self.app.apps.get(&root).is_some_and(|a| a.committed.is_some()) {
             Some((
                 PvmError::NotFound,
@@ -878,7 +897,8 @@ impl<A: AuthFiles> Daemon<A> {
     /// An answer to a DM_CKPT phase.
     fn app_coord_reply(&mut self, from: u32, rep: CkptRep, out: &mut Vec<Out>) {
         let Some(c) = self.app.coord.as_mut() else { return };
-        if rep.op != c.op || !c.waiting.remove(&from) {
+        // A record is never answered (a peer that does not know the phase refuses it).
+        if rep.phase == phase::RECORD || rep.op != c.op || !c.waiting.remove(&from) {
             return;
         }
         if rep.cc < 0 && c.failed.is_none() {
@@ -964,6 +984,9 @@ impl<A: AuthFiles> Daemon<A> {
                 );
                 let members = c.members.clone();
                 Self::app_log(msg, out);
+                if ph == phase::COMMIT {
+                    self.coord_send_record(&hosts, out); // coord.rs: before the commit, same links
+                }
                 self.app_phase(ph, st, members, hosts, out);
             }
             (Stage::Commit, _) => {
@@ -1217,6 +1240,7 @@ impl<A: AuthFiles> Daemon<A> {
                 self.app_restart(root, None, out);
             }
         }
+        self.coord_host_gone(host, out); // coord.rs: a new coordinator if it was the coordinator
     }
 
     // ---- DM entry ----------------------------------------------------------------------------
@@ -1229,6 +1253,7 @@ impl<A: AuthFiles> Daemon<A> {
         };
         match (tag, kind) {
             (DM_CKPT, REQ) => match CkptReq::parse(&mut r) {
+                Some(q) if q.phase == phase::RECORD => self.coord_record(from, &q, &mut r, out),
                 Some(q) => self.app_part_request(from, wid, q, out),
                 None => Self::app_log(format!("bad DM_CKPT from host {from}"), out),
             },
@@ -1315,6 +1340,9 @@ impl<A: AuthFiles> Daemon<A> {
                     // The coordinator planned the restart again: this rollback replaces ours
                     // (tasks still dying stay quiet when they go).
                     self.app.part = None;
+                }
+                if q.phase == phase::ROLLBACK {
+                    self.coord_rollback_supersedes(coord, q.root, out); // coord.rs
                 }
                 if self.app.part.is_some() {
                     Self::app_log(
@@ -1454,6 +1482,7 @@ impl<A: AuthFiles> Daemon<A> {
                         }
                     }
                 }
+                self.coord_commit_seen(coord, q.op, commit, out); // coord.rs
                 let mut resumed = 0;
                 if let Some(p) = self.app.part.take_if(|p| p.coord == coord && p.op == q.op) {
                     resumed = self.app_let_go(&p, out);
