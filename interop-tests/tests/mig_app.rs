@@ -405,6 +405,52 @@ fn measurements(c: &Cluster, job: &str) -> String {
     )
 }
 
+/// The master's tid, from the job's "master tX" line.
+fn master_tid(job: &mut Lines) -> String {
+    let line = job
+        .wait_for("master t", Duration::from_secs(1))
+        .expect("the master's tid line");
+    line.split_whitespace()
+        .find(|w| w.starts_with('t') && w.len() > 1)
+        .expect("a tid on the master's line")
+        .to_string()
+}
+
+/// kill -9 of host `k` (its pvmd and the tasks living there); its disk goes too: a restart
+/// must use the copies the other hosts hold.
+fn kill_host(c: &Cluster, k: usize) {
+    for pid in c.pids(k) {
+        send_signal(pid, libc::SIGKILL);
+    }
+    let _ = std::fs::remove_dir_all(c.host(k).tmp.path().join("pvmapp"));
+}
+
+/// `pvm-migrate restart --app TID` on host `k`: whether it succeeded, and what it said.
+fn restart_app(c: &Cluster, migrate: &Path, k: usize, tid: &str) -> (bool, String) {
+    let mut cmd = c.command(k, migrate);
+    cmd.args(["restart", "--app", tid]).env("LD_LIBRARY_PATH", shim_dir());
+    let out = cmd.output().expect("pvm-migrate");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
+/// Waits up to `wait` for the job's result and requires an undisturbed run's answer with `nw`
+/// workers and no wrong value; the job's output and the pvmds' application log lines.
+fn right_result(job: &mut Lines, c: &Cluster, wait: Duration, nw: i64, said: &str) -> (String, String) {
+    let res = job.wait_for("result bad", wait);
+    let text = job.text();
+    let logs = app_log_lines(c);
+    eprintln!("{said}\n{text}\n{logs}");
+    let res = res.unwrap_or_else(|| panic!("no result\n{text}\n{}\n{}", c.logs(), restore_logs(c)));
+    assert_eq!(
+        res,
+        format!("result bad 0 total {}", expected_total(nw)),
+        "{text}\n{}",
+        c.logs()
+    );
+    (text, logs)
+}
+
 /// Milliseconds in a log line "... in N ms".
 fn ms_in(line: &str) -> Option<u64> {
     let i = line.find(" in ")?;
@@ -424,22 +470,8 @@ fn app_restarts_by_itself_after_a_worker_host_is_killed() {
     // Every image of epoch 2 has a copy on another host (the worker of h3 on h4).
     // kill -9 of host 3: its pvmd and its worker.
     let t_kill = Instant::now();
-    for pid in c.pids(3) {
-        send_signal(pid, libc::SIGKILL);
-    }
-    // Its disk goes too: the restart must use the copies held by the other hosts.
-    let _ = std::fs::remove_dir_all(c.host(3).tmp.path().join("pvmapp"));
-    let res = job.wait_for("result bad", Duration::from_secs(90));
-    let text = job.text();
-    let logs = app_log_lines(&c);
-    eprintln!("{text}\n{logs}");
-    let res = res.unwrap_or_else(|| panic!("no result\n{text}\n{}\n{}", c.logs(), restore_logs(&c)));
-    assert_eq!(
-        res,
-        format!("result bad 0 total {}", expected_total(3)),
-        "{text}\n{}",
-        c.logs()
-    );
+    kill_host(&c, 3);
+    let (text, logs) = right_result(&mut job, &c, Duration::from_secs(90), 3, "");
     assert!(logs.contains("restarting application"), "{logs}");
     // The worker of the dead host runs again elsewhere, under its old tid (host part 3),
     // from the copy another host held.
@@ -483,33 +515,15 @@ fn app_restarts_by_command_after_a_worker_is_killed() {
     let marker = c.dir.path().join("marker");
     let mut job = start_job(&c, &exe, 2, &marker);
     let killed = job.wait_for("killed worker", Duration::from_secs(60));
-    let master = job.wait_for("master t", Duration::from_secs(1));
     assert!(killed.is_some(), "{}\n{}", job.text(), c.logs());
-    let master = master.unwrap();
-    let tid = master
-        .split_whitespace()
-        .find(|w| w.starts_with('t') && w.len() > 1)
-        .unwrap()
-        .to_string();
+    let tid = master_tid(&mut job);
     // Give the pvmds a moment to see the worker's end, then roll the application back.
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
-    let mut cmd = c.command(1, &migrate);
-    cmd.args(["restart", "--app", &tid]).env("LD_LIBRARY_PATH", shim_dir());
-    let out = cmd.output().expect("pvm-migrate");
+    let (ok, said) = restart_app(&c, &migrate, 1, &tid);
     let took = t.elapsed();
-    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{said}\n{}\n{}", job.text(), c.logs());
-    let res = job.wait_for("result bad", Duration::from_secs(60));
-    let text = job.text();
-    let logs = app_log_lines(&c);
-    eprintln!("{said}\n{text}\n{logs}");
-    assert_eq!(
-        res.unwrap_or_else(|| panic!("no result\n{text}\n{}", c.logs())),
-        format!("result bad 0 total {}", expected_total(2)),
-        "{text}\n{}",
-        c.logs()
-    );
+    assert!(ok, "{said}\n{}\n{}", job.text(), c.logs());
+    let (text, logs) = right_result(&mut job, &c, Duration::from_secs(60), 2, &said);
     let ckpts: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("checkpoint of application") && l.contains("complete"))
@@ -545,34 +559,14 @@ fn app_restarts_by_command_after_a_worker_host_is_killed() {
     let mut job = start_job(&c, &exe, 3, &marker);
     let e2 = job.wait_for("epoch 2 at round", Duration::from_secs(60));
     assert!(e2.is_some(), "no second checkpoint\n{}\n{}", job.text(), c.logs());
-    let master = job.wait_for("master t", Duration::from_secs(1)).unwrap();
-    let tid = master
-        .split_whitespace()
-        .find(|w| w.starts_with('t') && w.len() > 1)
-        .unwrap()
-        .to_string();
-    for pid in c.pids(3) {
-        send_signal(pid, libc::SIGKILL);
-    }
-    let _ = std::fs::remove_dir_all(c.host(3).tmp.path().join("pvmapp"));
+    let tid = master_tid(&mut job);
+    kill_host(&c, 3);
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
-    let mut cmd = c.command(1, &migrate);
-    cmd.args(["restart", "--app", &tid]).env("LD_LIBRARY_PATH", shim_dir());
-    let out = cmd.output().expect("pvm-migrate");
+    let (ok, said) = restart_app(&c, &migrate, 1, &tid);
     let took = t.elapsed();
-    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{said}\n{}\n{}", job.text(), c.logs());
-    let res = job.wait_for("result bad", Duration::from_secs(60));
-    let text = job.text();
-    let logs = app_log_lines(&c);
-    eprintln!("{said}\n{text}\n{logs}");
-    assert_eq!(
-        res.unwrap_or_else(|| panic!("no result\n{text}\n{}\n{}", c.logs(), restore_logs(&c))),
-        format!("result bad 0 total {}", expected_total(2)),
-        "{text}\n{}",
-        c.logs()
-    );
+    assert!(ok, "{said}\n{}\n{}", job.text(), c.logs());
+    let (text, logs) = right_result(&mut job, &c, Duration::from_secs(60), 2, &said);
     assert!(
         logs.lines()
             .any(|l| !l.starts_with("h3") && l.contains(": tc") && l.contains(" restored from ")),
@@ -602,12 +596,7 @@ fn app_restarts_by_itself_after_the_coordinator_host_is_killed() {
     let t0 = Instant::now();
     let e2 = job.wait_for("epoch 2 at round", Duration::from_secs(60));
     assert!(e2.is_some(), "no second checkpoint\n{}\n{}", job.text(), c.logs());
-    let master = job.wait_for("master t", Duration::from_secs(1)).unwrap();
-    let tid = master
-        .split_whitespace()
-        .find(|w| w.starts_with('t') && w.len() > 1)
-        .unwrap()
-        .to_string();
+    let tid = master_tid(&mut job);
     // Every other host holds the coordinator's record of a committed epoch.
     let holders_ok = c.wait_for(Duration::from_secs(5), || {
         [1, 3, 4].iter().all(|k| {
@@ -618,21 +607,8 @@ fn app_restarts_by_itself_after_the_coordinator_host_is_killed() {
     });
     assert!(holders_ok, "the record did not reach every host\n{}", app_log_lines(&c));
     let t_kill = Instant::now();
-    for pid in c.pids(2) {
-        send_signal(pid, libc::SIGKILL);
-    }
-    let _ = std::fs::remove_dir_all(c.host(2).tmp.path().join("pvmapp"));
-    let res = job.wait_for("result bad", Duration::from_secs(90));
-    let text = job.text();
-    let logs = app_log_lines(&c);
-    eprintln!("{text}\n{logs}");
-    let res = res.unwrap_or_else(|| panic!("no result\n{text}\n{}\n{}", c.logs(), restore_logs(&c)));
-    assert_eq!(
-        res,
-        format!("result bad 0 total {}", expected_total(3)),
-        "{text}\n{}",
-        c.logs()
-    );
+    kill_host(&c, 2);
+    let (text, logs) = right_result(&mut job, &c, Duration::from_secs(90), 3, "");
     // Host 1 alone took over, from a committed epoch.
     let took: Vec<&str> = logs
         .lines()
@@ -680,19 +656,8 @@ fn app_restarts_by_command_on_a_survivor_after_the_coordinator_host_is_killed() 
     let mut job = start_job_on(&c, &exe, 3, &marker, &[2, 1, 3, 4]);
     let e2 = job.wait_for("epoch 2 at round", Duration::from_secs(60));
     assert!(e2.is_some(), "no second checkpoint\n{}\n{}", job.text(), c.logs());
-    let master = job.wait_for("master t", Duration::from_secs(1)).unwrap();
-    let tid = master
-        .split_whitespace()
-        .find(|w| w.starts_with('t') && w.len() > 1)
-        .unwrap()
-        .to_string();
-    let restart = |k: usize| {
-        let mut cmd = c.command(k, &migrate);
-        cmd.args(["restart", "--app", &tid]).env("LD_LIBRARY_PATH", shim_dir());
-        let out = cmd.output().expect("pvm-migrate");
-        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), said)
-    };
+    let tid = master_tid(&mut job);
+    let restart = |k: usize| restart_app(&c, &migrate, k, &tid);
     // While the coordinator lives, a holder refuses (a restart must not run beside it).
     let (ok, said) = restart(3);
     assert!(
@@ -705,10 +670,7 @@ fn app_restarts_by_command_on_a_survivor_after_the_coordinator_host_is_killed() 
         "{said}\n{}",
         app_log_lines(&c)
     );
-    for pid in c.pids(2) {
-        send_signal(pid, libc::SIGKILL);
-    }
-    let _ = std::fs::remove_dir_all(c.host(2).tmp.path().join("pvmapp"));
+    kill_host(&c, 2);
     let seen = c.wait_for(Duration::from_secs(20), || {
         c.log(3).lines().any(|l| l.contains("coordinator host 2 lost:"))
     });
@@ -717,16 +679,7 @@ fn app_restarts_by_command_on_a_survivor_after_the_coordinator_host_is_killed() 
     let (ok, said) = restart(3);
     let took = t.elapsed();
     assert!(ok, "{said}\n{}\n{}", job.text(), c.logs());
-    let res = job.wait_for("result bad", Duration::from_secs(60));
-    let text = job.text();
-    let logs = app_log_lines(&c);
-    eprintln!("{said}\n{text}\n{logs}");
-    assert_eq!(
-        res.unwrap_or_else(|| panic!("no result\n{text}\n{}\n{}", c.logs(), restore_logs(&c))),
-        format!("result bad 0 total {}", expected_total(3)),
-        "{text}\n{}",
-        c.logs()
-    );
+    let (_, logs) = right_result(&mut job, &c, Duration::from_secs(60), 3, &said);
     assert!(
         logs.lines()
             .any(|l| l.starts_with("h3") && l.contains("restart of application") && l.contains("complete")),

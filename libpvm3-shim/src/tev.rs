@@ -950,61 +950,29 @@ fn push(item: Item) -> c_int {
     }
 }
 
-unsafe extern "C" fn enc_int(
-    did: c_int,
-    array: c_int,
-    datap: *const std::ffi::c_void,
-    cnt: c_int,
-    std: c_int,
-) -> c_int {
-    crate::core::guarded(crate::core::E_SYSERR, || {
-        // SAFETY: the caller's data, as legacy's TEV_PACK_INT takes it.
-        let v = unsafe { gather::<i32>(datap, cnt, std) };
-        push(Item::Int(did, DATA_INT, array & DATA_ARRAY != 0, v))
-    })
+/// The encoders of the integer types: `cnt` values `std` apart from `datap`, gathered as the
+/// Rust type, recorded with their legacy data type code.
+macro_rules! int_encoder {
+    ($name:ident, $t:ty, $item:ident, $code:expr) => {
+        unsafe extern "C" fn $name(
+            did: c_int,
+            array: c_int,
+            datap: *const std::ffi::c_void,
+            cnt: c_int,
+            std: c_int,
+        ) -> c_int {
+            crate::core::guarded(crate::core::E_SYSERR, || {
+                // SAFETY: the caller's data, as legacy's TEV_PACK_* macros take it.
+                let v = unsafe { gather::<$t>(datap, cnt, std) };
+                push(Item::$item(did, $code, array & DATA_ARRAY != 0, v))
+            })
+        }
+    };
 }
-
-unsafe extern "C" fn enc_uint(
-    did: c_int,
-    array: c_int,
-    datap: *const std::ffi::c_void,
-    cnt: c_int,
-    std: c_int,
-) -> c_int {
-    crate::core::guarded(crate::core::E_SYSERR, || {
-        // SAFETY: as enc_int.
-        let v = unsafe { gather::<i32>(datap, cnt, std) };
-        push(Item::Int(did, 7, array & DATA_ARRAY != 0, v))
-    })
-}
-
-unsafe extern "C" fn enc_long(
-    did: c_int,
-    array: c_int,
-    datap: *const std::ffi::c_void,
-    cnt: c_int,
-    std: c_int,
-) -> c_int {
-    crate::core::guarded(crate::core::E_SYSERR, || {
-        // SAFETY: as enc_int.
-        let v = unsafe { gather::<i64>(datap, cnt, std) };
-        push(Item::Long(did, DATA_LONG, array & DATA_ARRAY != 0, v))
-    })
-}
-
-unsafe extern "C" fn enc_ulong(
-    did: c_int,
-    array: c_int,
-    datap: *const std::ffi::c_void,
-    cnt: c_int,
-    std: c_int,
-) -> c_int {
-    crate::core::guarded(crate::core::E_SYSERR, || {
-        // SAFETY: as enc_int.
-        let v = unsafe { gather::<i64>(datap, cnt, std) };
-        push(Item::Long(did, 9, array & DATA_ARRAY != 0, v))
-    })
-}
+int_encoder!(enc_int, i32, Int, DATA_INT);
+int_encoder!(enc_uint, i32, Int, 7);
+int_encoder!(enc_long, i64, Long, DATA_LONG);
+int_encoder!(enc_ulong, i64, Long, 9);
 
 /// A string (scalar: `datap` is the `char *`) or an array of `cnt` strings `std` apart
 /// (`datap` is a `char **`), as legacy's string encoder reads them.
