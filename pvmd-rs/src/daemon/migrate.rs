@@ -717,6 +717,18 @@ impl<A: AuthFiles> Daemon<A> {
             Some((PvmError::NotFound, format!("t{:x}: no checkpoint here", tid.bits())))
         } else if self.tasks.contains_key(&tid.local()) {
             Some((PvmError::BadParam, format!("t{:x} is still running", tid.bits())))
+        } else if let Some(h) = self.mig.route_of(tid) {
+            // The task moved away (mig_move.rs keeps a forwarding entry): restoring the
+            // checkpoint here would make a second process answer as the same tid. The entry
+            // goes when its new host announces its exit (DM_TIDMOVED "exited") or fails; only
+            // then is the tid free for a restart here.
+            Some((
+                PvmError::BadParam,
+                format!(
+                    "t{:x} is running on host {h} (it moved there); a restart here is possible once host {h} reports its exit",
+                    tid.bits()
+                ),
+            ))
         } else if helper.is_none() {
             Some((
                 PvmError::NotImpl,
