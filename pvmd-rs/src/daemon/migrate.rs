@@ -697,6 +697,7 @@ impl<A: AuthFiles> Daemon<A> {
     /// where it went. Answered once the restore is launched; messages sent to the tid from then
     /// on are held until it reconnects. (Messages sent between the checkpoint and the restart
     /// are not replayed: without a message log the application must roll back with it.)
+    /// A task that moved to another host is not gone: refused while that host runs it.
     fn tm_restart(&mut self, req: &Request, out: &mut Vec<Out>) {
         let mut r = XdrReader::new(req.body);
         let (Ok(_epoch), Ok(tid)) = (r.int("epoch"), r.int("tid")) else {
