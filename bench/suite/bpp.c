@@ -38,6 +38,8 @@ static void echo_loop(int enc)
 	char *buf = malloc(MAXBUF);
 	for (;;) {
 		int bid = pvm_recv(-1, -1), len, tag, src, n;
+		/* An error (the pvmd is gone) would come back at once for ever: stop, not spin. */
+		if (bid < 0) break;
 		pvm_bufinfo(bid, &len, &tag, &src);
 		if (tag == 9) break;
 		pvm_upkint(&n, 1, 1);

@@ -108,7 +108,12 @@ fn lpvmerr(func: &str, code: c_int) {
     } else {
         format!("pid{}", std::process::id())
     };
-    eprintln!("libpvm [{who}]: {func}(): {}", errtext(code));
+    // Not eprintln!: it panics when stderr is a broken pipe (a spawned task whose pvmd is gone),
+    // and a panic cannot leave this C call. Legacy ignores the failed write.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr().lock(),
+        format!("libpvm [{who}]: {func}(): {}\n", errtext(code)).as_bytes(),
+    );
     if auto == 3 {
         std::process::abort();
     }

@@ -2265,7 +2265,7 @@ pvm_api!(pvm_reg_tracer(tctx: c_int, ttag: c_int, octx: c_int, otag: c_int, tmas
 pvm_api!(pvm_perror(s: *mut c_char) {
     let e = cget!(pvm_errno);
     let prefix = if s.is_null() { String::new() } else { String::from_utf8_lossy(unsafe { cstr(s) }?).into_owned() };
-    eprintln!("libpvm [{}]: {}: {}", crate::core::who(), prefix, crate::core::errtext(e));
+    crate::core::to_stderr(&format!("libpvm [{}]: {}: {}\n", crate::core::who(), prefix, crate::core::errtext(e)));
     Ok(0)
 });
 

@@ -496,7 +496,7 @@ pub fn lpvmerr(name: &str, code: i32) -> i32 {
     cset!(pvm_errno, code);
     let auto = cget!(pvmautoerr);
     if auto >= 1 {
-        eprintln!("libpvm [{}]: {}(): {}", who(), name, errtext(code));
+        to_stderr(&format!("libpvm [{}]: {}(): {}\n", who(), name, errtext(code)));
     }
     if auto == 2 {
         cset!(pvmautoerr, 1);
@@ -516,11 +516,20 @@ pub fn logperror(what: &str, e: &std::io::Error) {
     if let Some(i) = s.find(" (os error") {
         s.truncate(i);
     }
-    eprintln!("libpvm [{}] {}: {}", who(), what, s);
+    to_stderr(&format!("libpvm [{}] {}: {}\n", who(), what, s));
 }
 
 pub fn logerror(text: &str) {
-    eprint!("libpvm [{}]: {}", who(), text);
+    to_stderr(&format!("libpvm [{}]: {}", who(), text));
+}
+
+/// Writes `text` to stderr in one write, ignoring a failure as legacy's `fprintf` does. A
+/// spawned task's stderr is a pipe to its pvmd: once that pvmd is gone every write fails with
+/// EPIPE, exactly when the library reports "EOF on pvmd sock". `eprint!` panics on a failed
+/// write, and a panic cannot leave an `extern "C"` call: the task aborted with SIGABRT instead of
+/// getting PvmSysErr back (interop test `shim_lost_pvmd`).
+pub fn to_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 // ---- environment ------------------------------------------------------------------------------
@@ -546,8 +555,9 @@ const ROOT_WARNING: &str = "\n*** Error: PVM is being run as user \"root\" ***!\
 pub fn check_root() {
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } == 0 && std::env::var_os("PVM_ALLOW_ROOT").is_none() {
-        print!("{ROOT_WARNING}");
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(ROOT_WARNING.as_bytes());
+        let _ = out.flush();
         std::process::exit(1);
     }
 }

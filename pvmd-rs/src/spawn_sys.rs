@@ -87,10 +87,18 @@ fn check(r: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// A task starts with SIGPIPE ignored, as every task of the legacy daemon does (its tasks
+/// inherit the pvmd's SIG_IGN; measured: a task of /usr/bin/pvmd has it in SigIgn, whatever
+/// its starter's disposition). It matters when the pvmd dies: a task's stdout and stderr are
+/// pipes to it, and the library's "EOF on pvmd sock" line would kill the task with SIGPIPE
+/// instead of letting its pvm_recv return PvmSysErr (interop test `shim_lost_pvmd`).
+const TASK_SIGPIPE: libc::sighandler_t = libc::SIG_IGN;
+
 /// Starts `path` (searched on the daemon's PATH when it has no `/`, as `execvp` would) with
 /// `argv` (argv[0] included), the daemon's environment plus `env`, in directory `wd` if given,
-/// stdin on /dev/null, stdout and stderr on fresh pipes, in a new session, SIGPIPE at its
-/// default and no signal blocked. Returns once the child has exec'ed (or failed to).
+/// stdin on /dev/null, stdout and stderr on fresh pipes, in a new session, SIGPIPE ignored (as
+/// under the legacy daemon, see [`TASK_SIGPIPE`]) and no signal blocked. Returns once the child
+/// has exec'ed (or failed to).
 pub fn spawn(path: &str, argv: &[String], env: &[(OsString, OsString)], wd: Option<&OsStr>) -> io::Result<Spawned> {
     let c_path = cstring(path.as_bytes())?;
     let c_argv: Vec<CString> = argv.iter().map(|a| cstring(a.as_bytes())).collect::<io::Result<_>>()?;
@@ -133,10 +141,10 @@ pub fn spawn(path: &str, argv: &[String], env: &[(OsString, OsString)], wd: Opti
         if let Some(d) = &c_wd {
             check(libc::posix_spawn_file_actions_addchdir_np(&mut st.fa, d.as_ptr()))?;
         }
+        // SIGPIPE: the daemon's own disposition (ignored by the Rust runtime) survives the
+        // exec, as TASK_SIGPIPE wants; nothing is reset to its default.
         let mut def: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut def);
-        // The Rust runtime ignores SIGPIPE; an ignored disposition would survive the exec.
-        libc::sigaddset(&mut def, libc::SIGPIPE);
         check(libc::posix_spawnattr_setsigdefault(&mut st.attr, &def))?;
         let mut mask: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut mask);
@@ -255,8 +263,7 @@ pub fn spawn_forked(
                     libc::close(fd);
                 }
             }
-            // The Rust runtime ignores SIGPIPE; an ignored disposition would survive the exec.
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::signal(libc::SIGPIPE, TASK_SIGPIPE);
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
@@ -344,9 +351,10 @@ mod tests {
         assert_eq!(lines[2].trim(), lines[3].trim(), "session leader");
         assert_eq!(lines[3].trim(), pid.to_string());
         assert_eq!(err, "err\n");
-        // The test harness ignores SIGPIPE like the daemon; the child must not (bit 13-1).
+        // The test harness ignores SIGPIPE like the daemon; the child keeps it ignored, as a
+        // task of the legacy daemon has it (bit 13-1).
         let ign = u64::from_str_radix(lines[4].split_whitespace().nth(1).unwrap(), 16).unwrap();
-        assert_eq!(ign & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE still ignored: {ign:x}");
+        assert_ne!(ign & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE not ignored: {ign:x}");
     }
 
     #[test]
@@ -379,7 +387,7 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(&lines[..3], &["hi", "/tmp", &pid.to_string()]);
         let ign = u64::from_str_radix(lines[3].split_whitespace().nth(1).unwrap(), 16).unwrap();
-        assert_eq!(ign & (1 << (libc::SIGPIPE - 1)), 0);
+        assert_ne!(ign & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE not ignored: {ign:x}");
         assert_eq!(lines[4].trim(), pid.to_string(), "session leader");
         // What can be checked before the fork is an error; a failed exec is an exit (127).
         assert!(spawn_forked("/bin/sh", &["sh".into()], &[], Some(OsStr::new("/nonexistent-dir"))).is_err());

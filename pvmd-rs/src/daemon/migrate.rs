@@ -697,6 +697,7 @@ impl<A: AuthFiles> Daemon<A> {
     /// where it went. Answered once the restore is launched; messages sent to the tid from then
     /// on are held until it reconnects. (Messages sent between the checkpoint and the restart
     /// are not replayed: without a message log the application must roll back with it.)
+    /// A task that moved to another host is not gone: refused while that host runs it.
     fn tm_restart(&mut self, req: &Request, out: &mut Vec<Out>) {
         let mut r = XdrReader::new(req.body);
         let (Ok(_epoch), Ok(tid)) = (r.int("epoch"), r.int("tid")) else {
@@ -717,6 +718,18 @@ impl<A: AuthFiles> Daemon<A> {
             Some((PvmError::NotFound, format!("t{:x}: no checkpoint here", tid.bits())))
         } else if self.tasks.contains_key(&tid.local()) {
             Some((PvmError::BadParam, format!("t{:x} is still running", tid.bits())))
+        } else if let Some(h) = self.mig.route_of(tid) {
+            // The task moved away (mig_move.rs keeps a forwarding entry): restoring the
+            // checkpoint here would make a second process answer as the same tid. The entry
+            // goes when its new host announces its exit (DM_TIDMOVED "exited") or fails; only
+            // then is the tid free for a restart here.
+            Some((
+                PvmError::BadParam,
+                format!(
+                    "t{:x} is running on host {h} (it moved there); a restart here is possible once host {h} reports its exit",
+                    tid.bits()
+                ),
+            ))
         } else if helper.is_none() {
             Some((
                 PvmError::NotImpl,
