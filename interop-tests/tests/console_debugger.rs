@@ -63,7 +63,7 @@ fn run_console(kind: Kind) -> Vec<String> {
             s2.lock().unwrap().extend_from_slice(&buf[..n]);
         }
     });
-    writeln!(stdin, "spawn -? -> hello.pvm").unwrap();
+    stdin.write_all(b"spawn -? -> hello.pvm\n").unwrap();
     let t = Instant::now();
     loop {
         let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
@@ -77,7 +77,7 @@ fn run_console(kind: Kind) -> Vec<String> {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    writeln!(stdin, "quit").unwrap();
+    stdin.write_all(b"quit\n").unwrap();
     drop(stdin);
     Proc {
         child,

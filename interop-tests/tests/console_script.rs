@@ -121,7 +121,17 @@ fn transcript(kind: Kind) -> Vec<String> {
     let mut chunks = Vec::new();
     let mut start = text(&seen).len();
     for (cmd, until) in script {
-        writeln!(stdin, "{cmd}").unwrap();
+        // One write per line: the legacy console runs what a read returns, newline or not, so
+        // a line written in two pieces can run before its end is written (a `halt` then kills
+        // the console and the newline finds no reader).
+        if let Err(e) = stdin.write_all(format!("{cmd}\n").as_bytes()) {
+            let status = child.try_wait();
+            panic!(
+                "{kind:?}: console gone before {cmd:?} ({e}; status {status:?}); transcript:\n{}\nlog:\n{}",
+                text(&seen),
+                tmp.log()
+            );
+        }
         let t = Instant::now();
         let mut last_len = text(&seen).len();
         let mut last_change = Instant::now();

@@ -217,7 +217,7 @@ fn console(env: &Env, kind: Kind, name: &str, line: &str, timeout: Duration) -> 
             s2.lock().unwrap().extend_from_slice(&buf[..n]);
         }
     });
-    writeln!(stdin, "{line}").unwrap();
+    stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
     let t = Instant::now();
     loop {
         let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
@@ -230,7 +230,7 @@ fn console(env: &Env, kind: Kind, name: &str, line: &str, timeout: Duration) -> 
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    writeln!(stdin, "quit").unwrap();
+    stdin.write_all(b"quit\n").unwrap();
     drop(stdin);
     let (code, _, err) = Proc {
         child,

@@ -127,7 +127,7 @@ fn multi_manual_start_of_our_and_legacy_slaves() {
             assert!(cmd.contains(" -S ") && cmd.contains(&format!("-n{host} ")), "{cmd}");
             let reply = run_by_hand(&c, k, &cmd);
             assert!(reply.starts_with("ddpro<"), "h{k} printed {reply:?}\n{}", c.logs());
-            writeln!(input, "{reply}").unwrap();
+            input.write_all(format!("{reply}\n").as_bytes()).unwrap();
             input.flush().unwrap();
         }
         let out = add.join().unwrap();

@@ -214,7 +214,7 @@ fn owner_busy_clears_the_host_and_idle_brings_work_back() {
     assert!(sl.text().contains("moved"), "{}", sl.text());
 
     // A spawn while h2 is busy does not go there.
-    writeln!(stdin, "more 2").unwrap();
+    stdin.write_all(b"more 2\n").unwrap();
     let more = jl.wait("spawned", TIMEOUT).unwrap_or_default();
     assert!(!hosts_of(&more).contains(&2), "{}", ctx(&more));
 
@@ -230,7 +230,7 @@ fn owner_busy_clears_the_host_and_idle_brings_work_back() {
         "console hosts:\n{seen}\n{}",
         ctx("the console does not show h2 idle")
     );
-    writeln!(stdin, "more 1").unwrap();
+    stdin.write_all(b"more 1\n").unwrap();
     let more = jl.wait("spawned", TIMEOUT).unwrap_or_default();
     assert_eq!(hosts_of(&more), vec![2], "{}", ctx(&more));
     assert!(
@@ -238,7 +238,7 @@ fn owner_busy_clears_the_host_and_idle_brings_work_back() {
         "{}",
         ctx("no work on h2 again")
     );
-    writeln!(stdin, "stop").unwrap();
+    stdin.write_all(b"stop\n").unwrap();
     let done = jl.wait("done rounds", TIMEOUT).unwrap_or_default();
     assert!(done.ends_with("bad 0"), "{}", ctx(&done));
     let (code, _, _) = job_p.wait(TIMEOUT);
@@ -317,7 +317,7 @@ fn nowhere_to_go_checkpoints_and_holds_then_resumes() {
         "{}",
         ctx("no rounds after resume")
     );
-    writeln!(stdin, "stop").unwrap();
+    stdin.write_all(b"stop\n").unwrap();
     let done = jl.wait("done rounds", TIMEOUT).unwrap_or_default();
     assert!(done.ends_with("bad 0"), "{}", ctx(&done));
     let (code, _, _) = job_p.wait(TIMEOUT);
@@ -403,7 +403,7 @@ fn bench_owner_returns_to_host_free() {
         );
         std::mem::swap(&mut from, &mut to);
     }
-    writeln!(stdin, "stop").unwrap();
+    stdin.write_all(b"stop\n").unwrap();
     let done = jl.wait("done rounds", Duration::from_secs(60)).unwrap_or_default();
     assert!(done.ends_with("bad 0"), "{}", ctx(&done));
     let stats = |v: &mut Vec<f64>| {

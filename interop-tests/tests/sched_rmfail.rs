@@ -75,7 +75,7 @@ impl Requester {
     /// Sends a command; the answer line (starting with `want`) and how long it took.
     fn ask(&mut self, cmd: &str, want: &str, wait: Duration) -> (Option<String>, Duration) {
         let t = Instant::now();
-        writeln!(self.stdin, "{cmd}").unwrap();
+        self.stdin.write_all(format!("{cmd}\n").as_bytes()).unwrap();
         (self.lines.wait(want, wait), t.elapsed())
     }
 }
