@@ -24,8 +24,11 @@
 //! [`RETRY_RESET`] starts the count again), with a new generation and counts from zero. The
 //! listener accepts it only for a link that is `Off` (its drain done), and both sides switch
 //! over by the same rule as the first time (`Switching`: datagram queue empty and
-//! acknowledged), so order holds across any number of fallbacks. A host that dies is still detected by the datagram link (keepalives and
-//! unreachable reports), which deletes the host and with it what was held.
+//! acknowledged), so order holds across any number of fallbacks. A first connection that
+//! fails is tried again the same way.
+//!
+//! A host that dies is still detected by the datagram link (keepalives and unreachable
+//! reports), which deletes the host and with it what was held.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
