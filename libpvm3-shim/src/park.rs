@@ -57,10 +57,43 @@ pub const LIB_FEATURES: u32 = FEAT_PARK;
 pub const FEAT_PARK_SIGNAL: u32 = 1 << 6;
 /// Parks begun in this process (the park thread's "has it happened" test).
 static PARKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Parks over in this process: counted once the task runs again (its ticket read), before it
+/// reconnects. `PARKS > PARKS_OVER` while a park is in progress, which is what the park
+/// signal's handler looks at: a signal that comes then is answered by that park.
+static PARKS_OVER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How many parks this process has begun.
 pub fn parks() -> u64 {
     PARKS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// How many parks of this process are over (async-signal-safe: one atomic load).
+pub fn parks_over() -> u64 {
+    PARKS_OVER.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// A begun park: counted over when dropped (every return of `safe_point`, the pvmd changing
+/// its mind and errors included) or at [`ParkInProgress::over`], whichever comes first.
+pub(crate) struct ParkInProgress(bool);
+
+impl ParkInProgress {
+    pub(crate) fn begin() -> Self {
+        PARKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ParkInProgress(false)
+    }
+
+    pub(crate) fn over(&mut self) {
+        if !self.0 {
+            self.0 = true;
+            PARKS_OVER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for ParkInProgress {
+    fn drop(&mut self) {
+        self.over();
+    }
 }
 /// A parked task gives up waiting for its ticket after this long.
 const TICKET_LIMIT: Duration = Duration::from_secs(300);
@@ -132,7 +165,7 @@ pub fn safe_point(l: &mut Lib) -> Result<(), i32> {
     let Some(epoch) = l.park_request.take() else {
         return Ok(());
     };
-    PARKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let mut parking = ParkInProgress::begin();
     drain_routes(l, epoch);
     let mut p = xdr();
     p.pk_int(&[0, epoch, 0, 0, 0]).map_err(|_| E_SYSERR)?;
@@ -188,6 +221,9 @@ pub fn safe_point(l: &mut Lib) -> Result<(), i32> {
             return Err(E_SYSERR);
         }
     }
+    // The task runs again: a park signal from here on is a new request (the pvmd can send
+    // one as soon as we announce ourselves in `beatask`), not this park's late one.
+    parking.over();
     l.mytid = 0;
     l.beatask()?;
     if l.mytid != me {

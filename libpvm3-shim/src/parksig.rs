@@ -38,8 +38,10 @@ static SIG: AtomicI32 = AtomicI32::new(0);
 /// The write end of the wake-up pipe (non-blocking; -1 before installation).
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 static INSTALL: Once = Once::new();
-/// `park::parks()` when the last signal came: a park begun since (by a call that was in
-/// progress, which parks at its own safe point) answered it, and the thread does not wait.
+/// `park::parks_over()` when the last signal came. The signal is answered by any park begun
+/// after that many were over: one in progress when it came (the late signal of a park a call
+/// began at its own safe point, or of the park thread's own park: the thread neither takes the
+/// lock nor reads the socket for it afterwards) or one begun since. See [`answered`].
 static AT_SIGNAL: AtomicU64 = AtomicU64::new(0);
 /// How long the park thread waits for the pvmd's TC_MARK after the signal (the pvmd sends the
 /// mark first, but the signal can overtake it on the way).
@@ -73,7 +75,7 @@ extern "C" fn on_signal(_sig: c_int) {
     // buffer.
     unsafe {
         let e = *libc::__errno_location();
-        AT_SIGNAL.store(crate::park::parks(), Ordering::SeqCst);
+        AT_SIGNAL.store(crate::park::parks_over(), Ordering::SeqCst);
         let fd = WAKE.load(Ordering::Relaxed);
         if fd >= 0 {
             let b = [1u8];
@@ -147,22 +149,70 @@ fn park_thread(rd: c_int) {
 /// Under the library lock (so never inside a call): read what the pvmd sent until its
 /// TC_MARK, which makes `pump` run the park (park.rs `safe_point`), or until MARK_WAIT.
 fn park_now() {
-    let before = AT_SIGNAL.load(Ordering::SeqCst);
+    let over_at_signal = AT_SIGNAL.load(Ordering::SeqCst);
+    let done = || answered(over_at_signal, crate::park::parks());
+    if done() {
+        return; // without the lock: the signal came during a park (or one began since)
+    }
     let t0 = Instant::now();
     let _ = with_r(|l| {
         if l.pvmd.is_none() || l.mytid <= 0 {
             return Ok(()); // not enrolled, or gone
         }
-        while crate::park::parks() == before && t0.elapsed() < MARK_WAIT {
+        while !done() && t0.elapsed() < MARK_WAIT {
             l.pump(Some(Duration::from_millis(20)))?;
         }
         Ok(())
     });
 }
 
+/// Whether a park signal that came when `over_at_signal` parks were over is answered, now that
+/// `begun` parks have begun: a park begun and not over when it came (`begun` was already
+/// larger then), or one begun since. Parks are counted begun before anything else and over
+/// once the task runs again, so neither a late signal nor a new request falls between.
+fn answered(over_at_signal: u64, begun: u64) -> bool {
+    begun > over_at_signal
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{answered, parse};
+    use crate::park::ParkInProgress;
+
+    #[test]
+    fn a_signal_during_a_park_is_answered_by_it() {
+        // No park yet: the signal waits for one.
+        assert!(!answered(0, 0));
+        // A park in progress (1 begun, 0 over) when it came: answered at once.
+        assert!(answered(0, 1));
+        // The park that answered the previous signal is over; a signal now is a new request.
+        assert!(!answered(1, 1));
+        // ... answered by the next park.
+        assert!(answered(1, 2));
+    }
+
+    #[test]
+    fn the_handler_bookkeeping_follows_the_real_counters() {
+        // What the handler stores is `parks_over()`; what the thread compares is `parks()`.
+        // A signal during the park a call is running (the late signal): answered.
+        let mut p = ParkInProgress::begin();
+        let at = crate::park::parks_over();
+        assert!(answered(at, crate::park::parks()), "during a park");
+        p.over();
+        assert!(
+            answered(at, crate::park::parks()),
+            "still answered once the park is over"
+        );
+        // A signal after the park is over: a new request, not answered until the next park.
+        let at = crate::park::parks_over();
+        assert!(!answered(at, crate::park::parks()), "after the park");
+        drop(p); // over once only
+        assert!(!answered(crate::park::parks_over(), crate::park::parks()));
+        let q = ParkInProgress::begin();
+        assert!(answered(at, crate::park::parks()), "by the next park");
+        drop(q);
+        assert_eq!(crate::park::parks(), crate::park::parks_over());
+    }
 
     #[test]
     fn only_user_and_realtime_signals_are_accepted() {

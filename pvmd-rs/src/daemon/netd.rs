@@ -370,6 +370,11 @@ impl<A: AuthFiles> Daemon<A> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // stream.rs: the next try of a new stream after a fallback (stream_poll starts it).
+        let t = match (t, n.stream_retry_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // mig_move.rs: time limits of moves; appckpt.rs hook: host watch and stage limits.
         let extra = match (mig, self.app_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -2294,7 +2299,7 @@ mod tests {
             (0..22).collect::<Vec<_>>(),
             "nothing lost, nothing twice, in order"
         );
-        // Back on datagrams for good.
+        // Back on datagrams (the master tries a new stream only 1 s later, stream.rs).
         seq_msg(&mut s, st, t, 22);
         while let Some(c) = s.stream_poll() {
             assert!(
@@ -2304,6 +2309,41 @@ mod tests {
         }
         let (om, _) = pump(&mut m, &mut s);
         assert_eq!(seqs(&om), vec![22]);
+        // The new stream: due about 1 s after the fallback, the shell is woken for it.
+        let due = m.net_deadline().expect("a deadline");
+        assert!(due <= std::time::Duration::from_secs(1), "{due:?}");
+        std::thread::sleep(due + std::time::Duration::from_millis(20));
+        let hello = loop {
+            match m.stream_poll() {
+                Some(StreamCmd::Connect {
+                    host: 2, gen, hello, ..
+                }) => break (gen, hello),
+                Some(StreamCmd::Log(_)) => {}
+                c => panic!("no new connect: {c:?}"),
+            }
+        };
+        let (gm2, hello) = hello;
+        assert!(gm2 != gm);
+        // Sent as datagrams while connecting, then held while switching: in order throughout.
+        seq_msg(&mut s, st, t, 23);
+        let (h, _, ack) = s.stream_accept(*addr(M).ip(), &hello).expect("accepted: drained");
+        assert_eq!(h, 1);
+        assert!(m.stream_connected(2, gm2, &ack).0);
+        let before = s.stream_counts().0;
+        seq_msg(&mut s, st, t, 24);
+        let mut all = Vec::new();
+        let mut lim = usize::MAX;
+        assert!(
+            stream_carry(&mut s, &mut m, 2, gm2, &mut lim).is_empty(),
+            "held while switching"
+        );
+        let (om, _) = pump(&mut m, &mut s);
+        all.extend(seqs(&om));
+        all.extend(seqs(&stream_carry(&mut s, &mut m, 2, gm2, &mut lim)));
+        seq_msg(&mut s, st, t, 25);
+        all.extend(seqs(&stream_carry(&mut s, &mut m, 2, gm2, &mut lim)));
+        assert_eq!(all, vec![23, 24, 25]);
+        assert_eq!(s.stream_counts().0, before + 2, "24 and 25 went on the new stream");
     }
 
     #[test]

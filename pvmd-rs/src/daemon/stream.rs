@@ -16,10 +16,19 @@
 //! the sender keeps what is not acknowledged yet. When the stream breaks, each side stops
 //! reading it, sends DM_XSTREAM "down" with the number of frames it took from it over the
 //! datagram link (reliable and ordered), and holds new sends; on the peer's "down" it resends,
-//! as datagrams, the frames the peer did not take, then what it held, and stays on datagrams
-//! (`Off`) until the host is deleted. Nothing is lost or delivered twice, and messages keep
-//! their order. A host that dies is still detected by the datagram link (keepalives and
-//! unreachable reports), which deletes the host and with it what was held.
+//! as datagrams, the frames the peer did not take, then what it held, and goes back to
+//! datagrams (`Off`). Nothing is lost or delivered twice, and messages keep their order.
+//!
+//! Again: the connector tries a new stream after [`RETRY_FIRST`], doubling up to
+//! [`RETRY_MAX`] and at most [`RETRY_ATTEMPTS`] times in a row (a stream that stayed up for
+//! [`RETRY_RESET`] starts the count again), with a new generation and counts from zero. The
+//! listener accepts it only for a link that is `Off` (its drain done), and both sides switch
+//! over by the same rule as the first time (`Switching`: datagram queue empty and
+//! acknowledged), so order holds across any number of fallbacks. A first connection that
+//! fails is tried again the same way.
+//!
+//! A host that dies is still detected by the datagram link (keepalives and unreachable
+//! reports), which deletes the host and with it what was held.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -72,6 +81,14 @@ pub const MAX_FRAME: usize = 64 << 20;
 const MAX_UNACKED: usize = 512 << 20;
 /// Sends held while switching or draining, per host, before new ones are refused.
 const MAX_HELD: usize = 512 << 20;
+/// After a fallback the connector tries a new stream after this long, doubling each time up to
+/// RETRY_MAX, at most RETRY_ATTEMPTS times in a row; a stream that stayed up RETRY_RESET
+/// starts the count again. Bounded so that a peer whose streams keep breaking (a middlebox
+/// that cuts them) costs a few attempts, then stays on datagrams.
+pub const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(32);
+pub const RETRY_ATTEMPTS: u32 = 6;
+pub const RETRY_RESET: std::time::Duration = std::time::Duration::from_secs(60);
 /// A receiver acknowledges on its own after this many frames or bytes without sending any.
 const ACK_FRAMES: u64 = 64;
 const ACK_BYTES: usize = 1 << 20;
@@ -276,7 +293,7 @@ enum Phase {
     Up,
     /// The stream broke while up: sends are held until the peer's DM_XSTREAM "down".
     Draining,
-    /// Back on datagrams until the host is deleted.
+    /// Back on datagrams (the connector may try a new stream later: `Link::retry_at`).
     Off,
 }
 
@@ -306,6 +323,12 @@ struct Link {
     rxm: Option<Partial>,
     /// Frames whose src tid was not of the peer's host (dropped).
     bad_src: u64,
+    /// Connector, `Off`: when to try a new stream (None: not again).
+    retry_at: Option<Time>,
+    /// New streams tried since the last one that stayed up RETRY_RESET.
+    attempts: u32,
+    /// When this link's stream went up (Switching), for RETRY_RESET.
+    up_since: Option<Time>,
 }
 
 impl Link {
@@ -324,6 +347,9 @@ impl Link {
             rx_bytes: 0,
             rxm: None,
             bad_src: 0,
+            retry_at: None,
+            attempts: 0,
+            up_since: None,
         }
     }
 }
@@ -344,6 +370,11 @@ pub struct Streams {
     /// Frames and bytes carried, for logs and tests.
     pub frames_out: u64,
     pub frames_in: u64,
+}
+
+/// How long to wait before the next new stream after `attempts` in a row, None for no more.
+fn retry_wait(attempts: u32) -> Option<std::time::Duration> {
+    (attempts < RETRY_ATTEMPTS).then(|| RETRY_FIRST.saturating_mul(1 << attempts.min(16)).min(RETRY_MAX))
 }
 
 fn cookie() -> u64 {
@@ -528,6 +559,8 @@ impl Net {
         let Some(l) = self.xs.links.get_mut(&host) else { return };
         let was = l.phase;
         match was {
+            // A connection that never carried anything: nothing to drain, but the peer is
+            // told as always (it may have accepted).
             Phase::Connecting => l.phase = Phase::Off,
             Phase::Switching | Phase::Up => l.phase = Phase::Draining,
             Phase::Draining | Phase::Off => return,
@@ -543,6 +576,70 @@ impl Net {
             ..MsgHeader::default()
         };
         let _ = self.ep.send_message(now, host, me, Tid::pvmd(host), h, &notice(rx));
+        if was == Phase::Connecting {
+            if let Some(line) = self.stream_schedule_retry(host) {
+                self.xs.cmds.push_back(StreamCmd::Log(line));
+            }
+        }
+    }
+
+    /// Link `host` is `Off` now: as the connector (lower host index, both ports offered),
+    /// schedule the next try with backoff; the attempts are counted again after a stream that
+    /// stayed up RETRY_RESET.
+    fn stream_schedule_retry(&mut self, host: u32) -> Option<String> {
+        let now = self.now();
+        let me = self.ep.tid().host();
+        let offered = self.xs.offers.get(&host).is_some_and(|o| o.0 != 0) && self.xs.port != 0;
+        let l = self.xs.links.get_mut(&host)?;
+        if l.phase != Phase::Off || me >= host || !offered {
+            return None;
+        }
+        if l.up_since
+            .take()
+            .is_some_and(|t| now.saturating_since(t) >= RETRY_RESET)
+        {
+            l.attempts = 0;
+        }
+        let Some(wait) = retry_wait(l.attempts) else {
+            l.retry_at = None;
+            return Some(format!(
+                "xstream host {host}: {} new streams failed; staying on datagrams",
+                l.attempts
+            ));
+        };
+        l.retry_at = Some(now + wait);
+        Some(format!("xstream host {host}: new stream in {} ms", wait.as_millis()))
+    }
+
+    /// The earliest time a new stream is due (the shell wakes then; `stream_poll` starts it).
+    pub(super) fn stream_retry_deadline(&self) -> Option<Time> {
+        self.xs
+            .links
+            .values()
+            .filter(|l| l.phase == Phase::Off)
+            .filter_map(|l| l.retry_at)
+            .min()
+    }
+
+    /// Opens (again) the stream to `host` as the connector: a new link, generation and hello.
+    fn stream_connect(&mut self, host: u32, attempts: u32) -> Option<String> {
+        let me = self.ep.tid().host();
+        let ip = self.table.get(host).map(|h| *h.addr.ip())?;
+        let (port, cookie) = *self.xs.offers.get(&host)?;
+        self.xs.next_gen += 1;
+        let gen = self.xs.next_gen;
+        let mut l = Link::new(Phase::Connecting, gen);
+        l.attempts = attempts;
+        self.xs.links.insert(host, l);
+        let hello = Hello {
+            from: me,
+            to: host,
+            cookie,
+        }
+        .to_bytes();
+        let addr = SocketAddrV4::new(ip, port);
+        self.xs.cmds.push_back(StreamCmd::Connect { host, gen, addr, hello });
+        Some(format!("xstream host {host}: connecting to {addr}"))
     }
 
     /// The peer took `n` of our frames before its side went down: resend the rest, then what
@@ -579,6 +676,7 @@ impl Net {
         logs.push(format!(
             "xstream host {host}: back on datagrams ({count} frames resent after {n} taken)"
         ));
+        logs.extend(self.stream_schedule_retry(host));
         logs
     }
 }
@@ -618,26 +716,17 @@ impl<A: AuthFiles> Daemon<A> {
         let Ok(port) = u16::try_from(port) else { return };
         let me = self.host.index;
         let Some(n) = self.net.as_mut() else { return };
-        let Some(ip) = n.table.get(host).map(|h| *h.addr.ip()) else {
+        if n.table.get(host).is_none() {
             return;
-        };
+        }
         let cookie = u64::from(hi) << 32 | u64::from(lo);
         n.xs.offers.insert(host, (port, cookie));
         if port == 0 || n.xs.port == 0 || me >= host || n.xs.links.contains_key(&host) {
             return;
         }
-        n.xs.next_gen += 1;
-        let gen = n.xs.next_gen;
-        n.xs.links.insert(host, Link::new(Phase::Connecting, gen));
-        let hello = Hello {
-            from: me,
-            to: host,
-            cookie,
+        if let Some(line) = n.stream_connect(host, 0) {
+            out.push(Out::Log(line));
         }
-        .to_bytes();
-        let addr = SocketAddrV4::new(ip, port);
-        n.xs.cmds.push_back(StreamCmd::Connect { host, gen, addr, hello });
-        out.push(Out::Log(format!("xstream host {host}: connecting to {addr}")));
     }
 
     /// A connection arrived on our port from `peer` with `hello`: the host and generation of
@@ -659,8 +748,11 @@ impl<A: AuthFiles> Daemon<A> {
                 h.from, h.to
             ));
         }
-        if n.xs.links.contains_key(&h.from) {
-            return Err(format!("host {} already had a stream", h.from));
+        // A new stream after a fallback only once our side of the old one is drained (`Off`):
+        // what it resent as datagrams is then queued before anything the new one carries,
+        // and `Switching` waits for it to be acknowledged.
+        if n.xs.links.get(&h.from).is_some_and(|l| l.phase != Phase::Off) {
+            return Err(format!("host {} already has a stream", h.from));
         }
         n.xs.next_gen += 1;
         let gen = n.xs.next_gen;
@@ -681,6 +773,7 @@ impl<A: AuthFiles> Daemon<A> {
             return (false, out);
         };
         let cookie = n.xs.offers.get(&host).map(|o| o.1);
+        let now = n.now();
         let Some(l) =
             n.xs.links
                 .get_mut(&host)
@@ -691,6 +784,7 @@ impl<A: AuthFiles> Daemon<A> {
         match Hello::parse(ack) {
             Ok(h) if h.from == host && h.to == me && Some(h.cookie) == cookie => {
                 l.phase = Phase::Switching;
+                l.up_since = Some(now);
                 out.push(Out::Log(format!("xstream host {host}: stream up")));
                 (true, out)
             }
@@ -934,6 +1028,23 @@ impl<A: AuthFiles> Daemon<A> {
     pub fn stream_poll(&mut self) -> Option<StreamCmd> {
         let n = self.net.as_mut()?;
         if n.xs.cmds.is_empty() {
+            let now = n.now();
+            let due: Vec<(u32, u32)> =
+                n.xs.links
+                    .iter()
+                    .filter(|(_, l)| l.phase == Phase::Off && l.retry_at.is_some_and(|t| t <= now))
+                    .map(|(h, l)| (*h, l.attempts))
+                    .collect();
+            for (host, attempts) in due {
+                match n.stream_connect(host, attempts + 1) {
+                    Some(line) => n.xs.cmds.push_back(StreamCmd::Log(format!("{line} (again)"))),
+                    None => {
+                        if let Some(l) = n.xs.links.get_mut(&host) {
+                            l.retry_at = None;
+                        }
+                    }
+                }
+            }
             let ready: Vec<u32> =
                 n.xs.links
                     .iter()
@@ -1016,6 +1127,16 @@ mod tests {
             Err(StreamError::Bad { field: "len", .. })
         ));
         assert!(FrameHeader::parse(&b[..23]).is_err());
+    }
+
+    #[test]
+    fn new_streams_back_off_doubling_and_stop() {
+        let secs: Vec<Option<u64>> = (0..8).map(|a| super::retry_wait(a).map(|d| d.as_secs())).collect();
+        assert_eq!(
+            secs,
+            vec![Some(1), Some(2), Some(4), Some(8), Some(16), Some(32), None, None]
+        );
+        assert_eq!(super::retry_wait(u32::MAX), None);
     }
 
     #[test]
