@@ -1036,7 +1036,7 @@ impl Lib {
         // as its limit allows, so that it can receive them in place. Every other peer gets the
         // body's own fragments, those a legacy task would have sent.
         // A pvmd-rs daemon that announced large fragments takes them the same way (park.rs).
-        let big = route.map_or(self.pvmd_max_frag, |(_, m)| m);
+        let big = route.map_or_else(|| crate::park::pvmd_frag_limit(self, dst), |(_, m)| m);
         let mut frags: Vec<&[u8]> = if big > MSGHDR_LEN && body.fragment_count() > 1 {
             let bytes = body.bytes();
             let first = bytes.len().min(big - MSGHDR_LEN);

@@ -63,6 +63,23 @@ pub const FEAT_BIG_FRAGS: u32 = 1 << 7;
 /// enough that a daemon relaying it whole never holds much more than a legacy
 /// `PvmDataInPlace` sender makes it hold.
 pub const PVMD_MAX_FRAG: usize = 16 << 20;
+/// Largest fragment written to such a daemon for a task of another host. A fragment bigger than
+/// the daemon's 64 KiB threshold (`conn.rs` `BIG`) that is not relayed to a local task is
+/// collected whole before the daemon passes it on, and the peer daemon reads the stream frame
+/// whole too: a 16 MB fragment would cross the machine store-and-forward, measured slower than
+/// legacy 4 KB fragments, which the daemons pipeline (docs/benchmarks.md). 64 KiB fragments
+/// keep the pipeline and still cut the per-fragment work sixteenfold.
+pub const PVMD_REMOTE_FRAG: usize = 64 << 10;
+
+/// The fragment size for a message to `dst` through the pvmd (0: the body's own fragments).
+pub fn pvmd_frag_limit(l: &Lib, dst: i32) -> usize {
+    let host = |t: i32| pvm_proto::Tid(t).host();
+    match l.pvmd_max_frag {
+        0 => 0,
+        m if host(dst) == host(l.mytid) => m,
+        m => m.min(PVMD_REMOTE_FRAG),
+    }
+}
 /// The library woke by a signal parks outside calls (parksig.rs); TM_XCAPS version 2 then
 /// carries `int signal` after the features.
 pub const FEAT_PARK_SIGNAL: u32 = 1 << 6;
