@@ -7,6 +7,9 @@
 # line per round, configuration, route, encoding and size: "ROUND CONFIG ROUTE ENC SIZE MED_US".
 # Configurations: LL (legacy lib), LRold/LRnew (on the legacy pvmd), RRold/RRnew (on pvmd-rs,
 # target/release/pvmd), raw (unix socketpair). Used for docs/benchmarks.md ("Buffer pool ...").
+# OLD_ENV="VAR=value ..." is added to the old library's environment (and exported to the tasks it
+# spawns), e.g. OLD_ENV=PVM_NO_BIG_FRAGS=1 with the same library twice; ONLY=daemon skips the
+# direct-route runs; DAEMON_ENCS="raw def" sets the encodings of the daemon-route runs.
 set -u
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -37,25 +40,34 @@ pp() { # CONFIG ROUTE ENC "SIZES" ENV...
     awk -v R="$round" -v c="$c" -v r="$r" -v e="$e" '$1=="pp"{print R, c, r, e, $2, $6}'
 }
 S="8 1048576 16777216"
-old="LD_LIBRARY_PATH=$libold PVM_EXPORT=LD_LIBRARY_PATH"
+oldenv=${OLD_ENV:-}
+oldexp=$(for kv in $oldenv; do printf ':%s' "${kv%%=*}"; done)
+old="LD_LIBRARY_PATH=$libold PVM_EXPORT=LD_LIBRARY_PATH$oldexp $oldenv"
 new="LD_LIBRARY_PATH=$libnew PVM_EXPORT=LD_LIBRARY_PATH"
 for round in $(seq "$rounds"); do
   start L /usr/bin/pvmd
   for e in raw def; do
+    [ "${ONLY:-}" = daemon ] && break
     pp LL direct $e "$S" PVM_EXPORT=
     pp LRold direct $e "$S" $old
     pp LRnew direct $e "$S" $new
   done
-  pp LL direct inplace "1048576 16777216" PVM_EXPORT=
-  pp LRold direct inplace "1048576 16777216" $old
-  pp LRnew direct inplace "1048576 16777216" $new
-  pp LL daemon raw "$S" PVM_EXPORT=
-  pp LRold daemon raw "$S" $old
-  pp LRnew daemon raw "$S" $new
+  if [ "${ONLY:-}" != daemon ]; then
+    pp LL direct inplace "1048576 16777216" PVM_EXPORT=
+    pp LRold direct inplace "1048576 16777216" $old
+    pp LRnew direct inplace "1048576 16777216" $new
+  fi
+  for e in ${DAEMON_ENCS:-raw}; do
+    pp LL daemon $e "$S" PVM_EXPORT=
+    pp LRold daemon $e "$S" $old
+    pp LRnew daemon $e "$S" $new
+  done
   stop
   start R "$root/target/release/pvmd"
-  pp RRold daemon raw "$S" $old
-  pp RRnew daemon raw "$S" $new
+  for e in ${DAEMON_ENCS:-raw}; do
+    pp RRold daemon $e "$S" $old
+    pp RRnew daemon $e "$S" $new
+  done
   stop
   # shellcheck disable=SC2086
   (cd "$work" && timeout 60 "$bin/rawpp" unix -n "$iters" $S) | awk -v R="$round" '{print R, "raw", "unix", "-", $2, $6}'

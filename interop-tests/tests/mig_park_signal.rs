@@ -325,8 +325,8 @@ fn computing_worker_parks_on_the_signal() {
         assert!(t < 3.0, "{l}");
     }
     assert!(out.contains("legacy got 0 signals\n"), "{}", logs());
-    // Our library announced the park signal (features 0x60); after the move it announced it
-    // again to host 2.
-    assert!(c.log(1).contains("library features 0x60"), "{}", logs());
+    // Our library announced the park signal (features 0xe0: park, park signal, large
+    // fragments); after the move it announced it again to host 2.
+    assert!(c.log(1).contains("library features 0xe0"), "{}", logs());
     drop(m);
 }

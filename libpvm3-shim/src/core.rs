@@ -330,6 +330,9 @@ pub struct Lib {
     pub schedtid: i32,
     /// Features of a pvmd-rs daemon (TM_CONN2 trailer); None for a legacy daemon (park.rs).
     pub xfeatures: Option<u32>,
+    /// Largest fragment written to the pvmd (0 = the body's own, legacy-size fragments); set at
+    /// enrolment when a pvmd-rs daemon announced large fragments (park.rs `after_conn2`).
+    pub pvmd_max_frag: usize,
     /// The pvmd asked this task to park (epoch); done at the next safe point (park.rs).
     pub park_request: Option<i32>,
     pub trc: Tracer,
@@ -395,6 +398,7 @@ impl Default for Lib {
             host_addr: String::new(),
             schedtid: 0,
             xfeatures: None,
+            pvmd_max_frag: 0,
             park_request: None,
             trc: Tracer::default(),
             ctrc: Tracer::default(),
@@ -1031,7 +1035,8 @@ impl Lib {
         // contiguous in one buffer whatever fragments packing made, go out in as few fragments
         // as its limit allows, so that it can receive them in place. Every other peer gets the
         // body's own fragments, those a legacy task would have sent.
-        let big = route.map_or(0, |(_, m)| m);
+        // A pvmd-rs daemon that announced large fragments takes them the same way (park.rs).
+        let big = route.map_or_else(|| crate::park::pvmd_frag_limit(self, dst), |(_, m)| m);
         let mut frags: Vec<&[u8]> = if big > MSGHDR_LEN && body.fragment_count() > 1 {
             let bytes = body.bytes();
             let first = bytes.len().min(big - MSGHDR_LEN);

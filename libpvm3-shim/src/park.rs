@@ -51,7 +51,35 @@ const XVERSION: i32 = 1;
 pub const FEAT_PARK: u32 = 1 << 5;
 /// What this library implements of the feature bits: parking at a safe point inside the
 /// library and reconnecting as the same tid.
-pub const LIB_FEATURES: u32 = FEAT_PARK;
+pub const LIB_FEATURES: u32 = FEAT_PARK | FEAT_BIG_FRAGS;
+/// Large-fragment bit on the task <-> pvmd socket. From a pvmd-rs daemon (TM_CONN2 trailer): it
+/// takes a message from this task in fragments of up to [`PVMD_MAX_FRAG`]. From this library
+/// (TM_XCAPS): it takes fragments of any size from its pvmd (it reads them in place, net.rs).
+/// Why: 4 KB fragments cost the daemon a header parse and a write per 4 KB of every message.
+pub const FEAT_BIG_FRAGS: u32 = 1 << 7;
+/// Largest fragment (`len` of the fragment header, message header included) this library
+/// writes to a pvmd-rs daemon that announced [`FEAT_BIG_FRAGS`]: well under the daemon's
+/// per-fragment limit for connected tasks (256 MB) and its stream frames (64 MB), and small
+/// enough that a daemon relaying it whole never holds much more than a legacy
+/// `PvmDataInPlace` sender makes it hold.
+pub const PVMD_MAX_FRAG: usize = 16 << 20;
+/// Largest fragment written to such a daemon for a task of another host. A fragment bigger than
+/// the daemon's 64 KiB threshold (`conn.rs` `BIG`) that is not relayed to a local task is
+/// collected whole before the daemon passes it on, and the peer daemon reads the stream frame
+/// whole too: a 16 MB fragment would cross the machine store-and-forward, measured slower than
+/// legacy 4 KB fragments, which the daemons pipeline (docs/benchmarks.md). 64 KiB fragments
+/// keep the pipeline and still cut the per-fragment work sixteenfold.
+pub const PVMD_REMOTE_FRAG: usize = 64 << 10;
+
+/// The fragment size for a message to `dst` through the pvmd (0: the body's own fragments).
+pub fn pvmd_frag_limit(l: &Lib, dst: i32) -> usize {
+    let host = |t: i32| pvm_proto::Tid(t).host();
+    match l.pvmd_max_frag {
+        0 => 0,
+        m if host(dst) == host(l.mytid) => m,
+        m => m.min(PVMD_REMOTE_FRAG),
+    }
+}
 /// The library woke by a signal parks outside calls (parksig.rs); TM_XCAPS version 2 then
 /// carries `int signal` after the features.
 pub const FEAT_PARK_SIGNAL: u32 = 1 << 6;
@@ -112,6 +140,10 @@ pub fn read_trailer(u: &mut Unpacker<'_>) -> Option<u32> {
 /// pvmd-rs daemon only, tells it what this library can do (one-way, nothing to wait for).
 pub fn after_conn2(l: &mut Lib, daemon: Option<u32>) {
     l.xfeatures = daemon;
+    l.pvmd_max_frag = match daemon {
+        Some(f) if f & FEAT_BIG_FRAGS != 0 && std::env::var_os("PVM_NO_BIG_FRAGS").is_none() => PVMD_MAX_FRAG,
+        _ => 0,
+    };
     if daemon.is_none() {
         return;
     }

@@ -73,6 +73,10 @@ pub mod feat {
     /// Library only (TM_XCAPS version 2, whose fourth int is the signal number): the library
     /// has a park signal installed; the pvmd sends it with TC_MARK (docs/migration.md §4.1).
     pub const PARK_SIGNAL: u32 = 1 << 6;
+    /// Task <-> pvmd fragments of any size. In the TM_CONN2 trailer: this daemon takes a
+    /// message from a task in large fragments (it reads them in pieces, conn.rs). In TM_XCAPS:
+    /// the task's library takes large fragments from its pvmd.
+    pub const BIG_FRAGS: u32 = 1 << 7;
 }
 
 /// What CRIU can do on this host, probed once (about 0.1 s; `main` starts the probe on a
@@ -184,7 +188,9 @@ pub fn host_features() -> u32 {
 /// never reads further (tested: `mig_caps` runs legacy programs against this daemon).
 pub fn conn2_trailer() -> Vec<u8> {
     let mut w = XdrWriter::new();
-    w.int(XMAGIC).int(XVERSION).int(host_features() as i32);
+    w.int(XMAGIC)
+        .int(XVERSION)
+        .int((host_features() | feat::BIG_FRAGS) as i32);
     w.into_inner()
 }
 
