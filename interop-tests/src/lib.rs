@@ -68,6 +68,18 @@ pub fn our_pvmd() -> PathBuf {
 
 /// Compiles `interop-tests/c/<name>.c` against the legacy header and library (once per process).
 pub fn c_program(name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("c")
+        .join(format!("{name}.c"));
+    let text = std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    build_c(name, &text, &["-O0"])
+}
+
+/// Compiles the C program `source` as `name` with gcc (`flags` first, `-lpvm3` last: the
+/// legacy header and library at build time; a test picks the library at run time with
+/// LD_LIBRARY_PATH), once per process and name, under the build directory's scratch space
+/// (`target/tmp/interop-c`), not /tmp.
+pub fn build_c(name: &str, source: &str, flags: &[&str]) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     require(LEGACY_HEADER, "the legacy header pvm3.h");
     let mut built = BUILT
@@ -77,14 +89,13 @@ pub fn c_program(name: &str) -> PathBuf {
     if let Some(p) = built.get(name) {
         return p.clone();
     }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("c")
-        .join(format!("{name}.c"));
     let dir = target_dir().join("tmp").join("interop-c");
     std::fs::create_dir_all(&dir).expect("create C build dir");
     let out = dir.join(format!("{name}-{}", std::process::id()));
+    let src = dir.join(format!("{name}-{}.c", std::process::id()));
+    std::fs::write(&src, source).expect("write C source");
     let res = Command::new("gcc")
-        .arg("-O0")
+        .args(flags)
         .arg("-o")
         .arg(&out)
         .arg(&src)

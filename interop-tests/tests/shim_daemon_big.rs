@@ -7,7 +7,7 @@
 //! fragment count (metrics endpoint) shows that the library used 64 KiB fragments.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use interop_tests::netns::Cluster;
@@ -129,26 +129,8 @@ int main(int argc, char **argv) {
 /// The master's metrics endpoint, on the loopback of its own namespace.
 const METRICS_PORT: u16 = 9187;
 
-fn compile() -> PathBuf {
-    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("bigfrag-daemon-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = dir.join("big_daemon.c");
-        std::fs::write(&c, PROGRAM).unwrap();
-        let exe = dir.join("big_daemon");
-        let out = Command::new("gcc")
-            .arg("-O1")
-            .arg("-o")
-            .arg(&exe)
-            .arg(&c)
-            .arg("-lpvm3")
-            .output()
-            .expect("gcc is required");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        exe
-    })
-    .clone()
+fn compile() -> std::path::PathBuf {
+    interop_tests::build_c("big_daemon", PROGRAM, &["-O1"])
 }
 
 /// Checks the program's output: every message intact both ways.

@@ -7,7 +7,6 @@
 
 use interop_tests::shim::{Lib, Vm};
 use interop_tests::Kind;
-use std::process::Command;
 
 const PROGRAM: &str = r#"
 #include <stdio.h>
@@ -182,25 +181,7 @@ int main(int argc, char **argv) {
 "#;
 
 fn compile() -> std::path::PathBuf {
-    static EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("direct-big-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = dir.join("big_route.c");
-        std::fs::write(&c, PROGRAM).unwrap();
-        let exe = dir.join("big_route");
-        let out = Command::new("gcc")
-            .arg("-O1")
-            .arg("-o")
-            .arg(&exe)
-            .arg(&c)
-            .arg("-lpvm3")
-            .output()
-            .expect("gcc is required");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        exe
-    })
-    .clone()
+    interop_tests::build_c("big_route", PROGRAM, &["-O1"])
 }
 
 /// Parent's and child's lines (the child's sent to the parent in its last message), sorted.

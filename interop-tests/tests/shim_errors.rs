@@ -182,24 +182,7 @@ fn run(vm: Option<&Vm>, lib: Lib) -> (String, String) {
 }
 
 fn compile() -> std::path::PathBuf {
-    static EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("shim-err-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = dir.join("errors.c");
-        std::fs::write(&c, PROGRAM).unwrap();
-        let exe = dir.join("errors");
-        let out = Command::new("gcc")
-            .arg("-o")
-            .arg(&exe)
-            .arg(&c)
-            .arg("-lpvm3")
-            .output()
-            .expect("gcc is required");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        exe
-    })
-    .clone()
+    interop_tests::build_c("errors", PROGRAM, &[])
 }
 
 #[test]

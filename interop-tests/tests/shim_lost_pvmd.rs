@@ -7,8 +7,7 @@
 
 use interop_tests::shim::{Lib, Vm};
 use interop_tests::{Kind, Proc};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// The parent spawns itself with argv[1] = a result file; the child tells the parent its pid,
@@ -55,25 +54,8 @@ int main(int argc, char **argv) {
 }
 "#;
 
-fn compile() -> PathBuf {
-    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("shim-lost-pvmd-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = dir.join("lost.c");
-        std::fs::write(&c, PROGRAM).unwrap();
-        let exe = dir.join("lost");
-        let out = Command::new("gcc")
-            .arg("-o")
-            .arg(&exe)
-            .arg(&c)
-            .arg("-lpvm3")
-            .output()
-            .expect("gcc is required");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        exe
-    })
-    .clone()
+fn compile() -> std::path::PathBuf {
+    interop_tests::build_c("lost", PROGRAM, &[])
 }
 
 fn alive(pid: u32) -> bool {

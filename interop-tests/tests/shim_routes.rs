@@ -93,24 +93,7 @@ int main(int argc, char **argv) {
 "#;
 
 fn compile() -> std::path::PathBuf {
-    static EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("shim-route-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = dir.join("route.c");
-        std::fs::write(&c, PROGRAM).unwrap();
-        let exe = dir.join("route");
-        let out = Command::new("gcc")
-            .arg("-o")
-            .arg(&exe)
-            .arg(&c)
-            .arg("-lpvm3")
-            .output()
-            .expect("gcc is required");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        exe
-    })
-    .clone()
+    interop_tests::build_c("route", PROGRAM, &[])
 }
 
 /// Runs the pair; returns the parent's stdout (with the child's lines, caught by the daemon
@@ -333,25 +316,8 @@ int main(int argc, char **argv) {
 }
 "#;
 
-fn compile_net() -> PathBuf {
-    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("lb-netroute-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = dir.join("netroute.c");
-        std::fs::write(&c, NET_PROGRAM).unwrap();
-        let exe = dir.join("netroute");
-        let out = Command::new("gcc")
-            .arg("-o")
-            .arg(&exe)
-            .arg(&c)
-            .arg("-lpvm3")
-            .output()
-            .expect("gcc is required");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        exe
-    })
-    .clone()
+fn compile_net() -> std::path::PathBuf {
+    interop_tests::build_c("netroute", NET_PROGRAM, &[])
 }
 
 /// A two-host machine: the master (legacy or ours) on h1 with h2 added as its slave.

@@ -4,8 +4,7 @@
 
 use interop_tests::shim::{Lib, Vm};
 use interop_tests::{Kind, Proc};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// The parent spawns itself; the child (argv[1] "direct" or "default", argv[2] "parent" or
@@ -62,25 +61,8 @@ int main(int argc, char **argv) {
 }
 "#;
 
-fn compile() -> PathBuf {
-    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("shim-spin-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = dir.join("spin.c");
-        std::fs::write(&c, PROGRAM).unwrap();
-        let exe = dir.join("spin");
-        let out = Command::new("gcc")
-            .arg("-o")
-            .arg(&exe)
-            .arg(&c)
-            .arg("-lpvm3")
-            .output()
-            .expect("gcc is required");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        exe
-    })
-    .clone()
+fn compile() -> std::path::PathBuf {
+    interop_tests::build_c("spin", PROGRAM, &[])
 }
 
 /// utime + stime of a process, in clock ticks; None once it is gone or a zombie.

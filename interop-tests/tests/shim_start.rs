@@ -33,24 +33,7 @@ int main(int argc, char **argv) {
 "#;
 
 fn compile() -> std::path::PathBuf {
-    static EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("shim-start-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = dir.join("start.c");
-        std::fs::write(&c, PROGRAM).unwrap();
-        let exe = dir.join("start");
-        let out = Command::new("gcc")
-            .arg("-o")
-            .arg(&exe)
-            .arg(&c)
-            .arg("-lpvm3")
-            .output()
-            .expect("gcc is required");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        exe
-    })
-    .clone()
+    interop_tests::build_c("shim_start", PROGRAM, &[])
 }
 
 fn run(lib: Lib, args: &[&str], root: &str) -> (Option<i32>, String, Vec<String>) {
