@@ -82,7 +82,8 @@ fn xseq(c: &Cluster, n: usize) -> f64 {
 fn xstream_two_of_ours_use_the_stream_and_keep_order() {
     let c = Cluster::named("hstr", "up", 2);
     // The master connects its stream 1 s after the exchange of DM_XCAPS (test hook), so the
-    // transfer below starts on datagrams and switches over in the middle.
+    // transfer below (800 messages each way: 2.5-4 s here) starts on datagrams and switches
+    // over in the middle. (200 messages ended before the switch in a fast run.)
     let _m = machine(
         &c,
         &our_pvmd().display().to_string(),
@@ -93,11 +94,15 @@ fn xstream_two_of_ours_use_the_stream_and_keep_order() {
         "too late to see a switch\n{}",
         c.logs()
     );
-    let secs = xseq(&c, 200);
+    let secs = xseq(&c, 800);
+    let switched = c.wait_for(Duration::from_secs(10), || {
+        c.log(1).contains("on the stream from now") && c.log(2).contains("on the stream from now")
+    });
     let logs = c.logs();
     for l in logs.lines().filter(|l| l.contains("xstream") || l.starts_with("----")) {
         eprintln!("{l}");
     }
+    assert!(switched, "no switch to the stream within 10 s\n{logs}");
     assert!(c.log(1).contains("xstream host 2: stream up"), "{logs}");
     assert!(c.log(2).contains("xstream host 1: stream accepted"), "{logs}");
     for k in [1, 2] {
@@ -107,7 +112,7 @@ fn xstream_two_of_ours_use_the_stream_and_keep_order() {
         );
     }
     assert!(!logs.contains("falling back"), "{logs}");
-    eprintln!("200 messages each way, switching to the stream on the way, in {secs:.3} s");
+    eprintln!("800 messages each way, switching to the stream on the way, in {secs:.3} s");
 }
 
 #[test]
