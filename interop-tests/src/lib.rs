@@ -80,8 +80,28 @@ pub fn c_program(name: &str) -> PathBuf {
 /// LD_LIBRARY_PATH), once per process and name, under the build directory's scratch space
 /// (`target/tmp/interop-c`), not /tmp.
 pub fn build_c(name: &str, source: &str, flags: &[&str]) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     require(LEGACY_HEADER, "the legacy header pvm3.h");
+    gcc_once(name, source, flags, &["-lpvm3"])
+}
+
+/// Compiles the C program `source` as `name` against our header (`include/pvm3.h`) and links
+/// it with our library only (`-l:libpvm3.so.3` from [`shim::shim_dir`]): a relinked program;
+/// once per process and name, like [`build_c`].
+pub fn build_c_ours(name: &str, source: &str) -> PathBuf {
+    let inc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../include");
+    let lib = shim::shim_dir();
+    let (inc, lib) = (inc.to_string_lossy(), lib.to_string_lossy());
+    gcc_once(
+        &format!("ours-{name}"),
+        source,
+        &["-I", &inc],
+        &["-L", &lib, "-l:libpvm3.so.3"],
+    )
+}
+
+/// `gcc FLAGS -o target/tmp/interop-c/NAME-PID NAME-PID.c LIBS`, once per process and name.
+fn gcc_once(name: &str, source: &str, flags: &[&str], libs: &[&str]) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut built = BUILT
         .get_or_init(Default::default)
         .lock()
@@ -99,7 +119,7 @@ pub fn build_c(name: &str, source: &str, flags: &[&str]) -> PathBuf {
         .arg("-o")
         .arg(&out)
         .arg(&src)
-        .arg("-lpvm3")
+        .args(libs)
         .output()
         .unwrap_or_else(|e| panic!("gcc is required for the interop tests and could not be run: {e}"));
     assert!(

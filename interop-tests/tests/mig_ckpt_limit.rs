@@ -5,10 +5,9 @@
 //! which then meets the pvmd's TC_MARK at its next call, has its TM_PARK refused, carries on
 //! connected and answers right; a checkpoint asked while it waits inside the library succeeds.
 
-use interop_tests::shim::{shim_dir, Lib, Vm};
+use interop_tests::shim::{Lib, Vm};
 use interop_tests::Kind;
 use std::path::PathBuf;
-use std::process::Command;
 
 const JOB: &str = r#"
 #include <stdio.h>
@@ -59,25 +58,7 @@ int main(int argc, char **argv) {
 "#;
 
 fn build() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mig-ckpt-limit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join("job.c");
-    std::fs::write(&c, JOB).unwrap();
-    let exe = dir.join("job");
-    let inc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include");
-    let out = Command::new("gcc")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&c)
-        .arg("-I")
-        .arg(inc)
-        .arg("-L")
-        .arg(shim_dir())
-        .arg("-l:libpvm3.so.3")
-        .output()
-        .expect("gcc is required");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
+    interop_tests::build_c_ours("job", JOB)
 }
 
 #[test]

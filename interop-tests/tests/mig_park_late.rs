@@ -8,10 +8,9 @@
 //! it received it. Printed per round; the bound (every round under 450 ms) catches a stall of
 //! about 500 ms, not a slow machine's few milliseconds.
 
-use interop_tests::shim::{shim_dir, Lib, Vm};
+use interop_tests::shim::{Lib, Vm};
 use interop_tests::Kind;
 use std::path::PathBuf;
-use std::process::Command;
 
 /// The late signal comes in a race with the park (in about one round in five here), so many
 /// short rounds: a checkpoint of this small worker takes 15-60 ms.
@@ -88,25 +87,7 @@ int main(int argc, char **argv) {
 "#;
 
 fn build(name: &str, src: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("park-late-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join("job.c");
-    std::fs::write(&c, src).unwrap();
-    let exe = dir.join("job");
-    let inc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include");
-    let out = Command::new("gcc")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&c)
-        .arg("-I")
-        .arg(inc)
-        .arg("-L")
-        .arg(shim_dir())
-        .arg("-l:libpvm3.so.3")
-        .output()
-        .expect("gcc is required");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
+    interop_tests::build_c_ours(name, src)
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! closes its socket; the pvmd holds messages for it, runs `criu dump -R`, writes the resume
 //! ticket; the task reconnects as the same tid and gets the held messages in order.
 
-use interop_tests::shim::{shim_dir, Lib, Vm};
+use interop_tests::shim::{Lib, Vm};
 use interop_tests::Kind;
 use std::path::PathBuf;
 use std::process::Command;
@@ -129,25 +129,7 @@ fn build_legacy_peer() -> PathBuf {
 }
 
 fn build_src(name: &str, src: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mig-ckpt-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join("job.c");
-    std::fs::write(&c, src).unwrap();
-    let exe = dir.join("job");
-    let inc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include");
-    let out = Command::new("gcc")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&c)
-        .arg("-I")
-        .arg(inc)
-        .arg("-L")
-        .arg(shim_dir())
-        .arg("-l:libpvm3.so.3")
-        .output()
-        .expect("gcc is required");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
+    interop_tests::build_c_ours(name, src)
 }
 
 #[test]
