@@ -137,22 +137,16 @@ fn xstream_dropped_stream_falls_back_without_loss() {
     xseq(&c, 30);
 }
 
-#[test]
-fn xstream_killed_from_outside_with_ss_falls_back_without_loss() {
-    let c = Cluster::named("hstr", "ssk", 2);
-    let _m = machine(&c, &our_pvmd().display().to_string(), &[]);
-    assert!(
-        c.wait_for(Duration::from_secs(5), || c.log(1).contains("stream up")),
-        "{}",
-        c.logs()
-    );
+/// Runs `xseq h2 120` on h1 and aborts the stream's socket in h1 (`ss -K`: the kernel resets
+/// it) while messages are in flight: every message must still arrive checked, and both sides
+/// must say they went back on datagrams.
+fn kill_stream_mid_transfer(c: &Cluster) {
     let mut cmd = c.command(1, &c_program("xseq"));
     cmd.args([c.host(2).ip.as_str(), "120"]);
     let run = Proc {
         child: cmd.spawn().unwrap(),
         name: "xseq".into(),
     };
-    // Abort the stream's socket in h1 (the kernel resets it) while messages are in flight.
     std::thread::sleep(Duration::from_millis(400));
     let mut ss = c.command(1, &PathBuf::from("/usr/bin/ss"));
     ss.args(["-K", "dst", c.host(2).ip.as_str()]);
@@ -167,6 +161,18 @@ fn xstream_killed_from_outside_with_ss_falls_back_without_loss() {
     assert!(out.contains(" ok "), "{out}\n{}", c.logs());
     assert!(c.log(1).contains("xstream host 2: back on datagrams"), "{}", c.logs());
     assert!(c.log(2).contains("xstream host 1: back on datagrams"), "{}", c.logs());
+}
+
+#[test]
+fn xstream_killed_from_outside_with_ss_falls_back_without_loss() {
+    let c = Cluster::named("hstr", "ssk", 2);
+    let _m = machine(&c, &our_pvmd().display().to_string(), &[]);
+    assert!(
+        c.wait_for(Duration::from_secs(5), || c.log(1).contains("stream up")),
+        "{}",
+        c.logs()
+    );
+    kill_stream_mid_transfer(&c);
     for l in c.logs().lines().filter(|l| l.contains("xstream")) {
         eprintln!("{l}");
     }
@@ -185,26 +191,7 @@ fn xstream_comes_back_after_a_fallback() {
         "{}",
         c.logs()
     );
-    let mut cmd = c.command(1, &c_program("xseq"));
-    cmd.args([c.host(2).ip.as_str(), "120"]);
-    let run = Proc {
-        child: cmd.spawn().unwrap(),
-        name: "xseq".into(),
-    };
-    std::thread::sleep(Duration::from_millis(400));
-    let mut ss = c.command(1, &PathBuf::from("/usr/bin/ss"));
-    ss.args(["-K", "dst", c.host(2).ip.as_str()]);
-    let (code, out, err) = Proc {
-        child: ss.spawn().expect("run ss (iproute2)"),
-        name: "ss -K".into(),
-    }
-    .wait(Duration::from_secs(10));
-    assert_eq!(code, Some(0), "ss -K: {out} {err}");
-    let (code, out, err) = run.wait(Duration::from_secs(90));
-    assert_eq!(code, Some(0), "{out}\n{err}\n{}", c.logs());
-    assert!(out.contains(" ok "), "{out}\n{}", c.logs());
-    assert!(c.log(1).contains("xstream host 2: back on datagrams"), "{}", c.logs());
-    assert!(c.log(2).contains("xstream host 1: back on datagrams"), "{}", c.logs());
+    kill_stream_mid_transfer(&c);
     assert!(
         c.log(1).contains("xstream host 2: new stream in 1000 ms"),
         "{}",
