@@ -218,6 +218,22 @@ impl Cluster {
         ns_pids(&self.host(k).ns)
     }
 
+    /// Whether the legacy console started on host `k` lists `n` hosts for `conf` (a console
+    /// that does not finish within [`crate::TIMEOUT`] is killed and counts as no).
+    pub fn console_lists_hosts(&self, k: usize, n: usize) -> bool {
+        use std::io::Write;
+        let mut cmd = self.command(k, Path::new(crate::LEGACY_CONSOLE));
+        cmd.stdin(Stdio::piped());
+        let Ok(mut ch) = cmd.spawn() else { return false };
+        let _ = ch.stdin.take().expect("piped stdin").write_all(b"conf\n");
+        let (_, out, _) = crate::Proc {
+            child: ch,
+            name: "console".into(),
+        }
+        .wait(crate::TIMEOUT);
+        out.contains(&format!("{n} hosts"))
+    }
+
     /// Waits until `cond` holds, at most `timeout`.
     pub fn wait_for(&self, timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         let t = Instant::now();

@@ -7,7 +7,6 @@
 //! Two pvmd-rs namespace hosts, CRIU.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
@@ -128,14 +127,7 @@ fn restart_on_the_old_host_of_a_moved_task_is_refused() {
     };
     assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
     // Both daemons have exchanged DM_XCAPS once each log shows the negotiated window.
-    let conf = || {
-        let mut k = c.command(1, std::path::Path::new(LEGACY_CONSOLE));
-        k.stdin(Stdio::piped());
-        let mut ch = k.spawn().expect("start the console");
-        use std::io::Write;
-        let _ = ch.stdin.take().expect("piped stdin").write_all(b"conf\n");
-        wait_or_kill(ch, TIMEOUT).1.contains("2 hosts")
-    };
+    let conf = || c.console_lists_hosts(1, 2);
     let ready = || c.log(1).contains("window 32") && c.log(2).contains("window 32") && conf();
     assert!(
         c.wait_for(Duration::from_secs(20), ready),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use interop_tests::netns::Cluster;
 use interop_tests::shim::{shim_dir, Lib, Vm};
-use interop_tests::{our_pvmd, Kind, Proc, LEGACY_CONSOLE, TIMEOUT};
+use interop_tests::{our_pvmd, Kind, Proc, TIMEOUT};
 
 /// `big_daemon [HOST]`: spawns itself (on HOST if given), sends it each size in each encoding
 /// over the daemon route, the child checks every byte and sends the message back unchanged, and
@@ -187,19 +187,7 @@ fn shim_daemon_route_large_messages_two_hosts() {
         name: "our master".into(),
     };
     assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
-    let conf = || {
-        let mut k = c.command(1, &PathBuf::from(LEGACY_CONSOLE));
-        k.stdin(Stdio::piped());
-        let mut ch = k.spawn().unwrap();
-        use std::io::Write;
-        ch.stdin.take().unwrap().write_all(b"conf\n").unwrap();
-        let (_, out, _) = Proc {
-            child: ch,
-            name: "console".into(),
-        }
-        .wait(TIMEOUT);
-        out.contains("2 hosts")
-    };
+    let conf = || c.console_lists_hosts(1, 2);
     assert!(
         c.wait_for(Duration::from_secs(15), conf),
         "slave not added\n{}",

@@ -5,7 +5,7 @@
 //! killed with -9 while its stream is up is still deleted within 10 s; a connection to the
 //! stream port that does not say a valid hello is refused with a log line.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -38,18 +38,7 @@ fn machine(c: &Cluster, slave: &str, env: &[(&str, &str)]) -> Proc {
         name: "our master".into(),
     };
     assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
-    let conf = || {
-        let mut k = c.command(1, &PathBuf::from(LEGACY_CONSOLE));
-        k.stdin(Stdio::piped());
-        let mut ch = k.spawn().unwrap();
-        ch.stdin.take().unwrap().write_all(b"conf\n").unwrap();
-        let (_, out, _) = Proc {
-            child: ch,
-            name: "console".into(),
-        }
-        .wait(TIMEOUT);
-        out.contains("2 hosts")
-    };
+    let conf = || c.console_lists_hosts(1, 2);
     assert!(
         c.wait_for(Duration::from_secs(15), conf),
         "slave not added\n{}",
