@@ -905,28 +905,33 @@ impl Rm {
         }
     }
 
+    /// The guests on host `dtid` as `tX`, `tX(held)` or `tX(moving)`, for the hosts view and
+    /// the mailbox entry.
+    fn guest_marks(&self, dtid: i32) -> Vec<String> {
+        self.s
+            .guests
+            .values()
+            .filter(|g| g.host == dtid)
+            .map(|g| {
+                let mark = if g.held {
+                    "(held)"
+                } else if g.moving {
+                    "(moving)"
+                } else {
+                    ""
+                };
+                format!("t{:x}{mark}", g.tid)
+            })
+            .collect()
+    }
+
     fn hosts_view(&self) -> String {
         let mut s = format!(
             "{:<16} {:>8} {:<6} {:>6} {:>8} {:<24} {}\n",
             "HOST", "DTID", "OWNER", "LOAD", "FREE_MB", "GUESTS", "WHY"
         );
         for h in &self.s.hosts {
-            let g: Vec<String> = self
-                .s
-                .guests
-                .values()
-                .filter(|g| g.host == h.dtid)
-                .map(|g| {
-                    let mark = if g.held {
-                        "(held)"
-                    } else if g.moving {
-                        "(moving)"
-                    } else {
-                        ""
-                    };
-                    format!("t{:x}{mark}", g.tid)
-                })
-                .collect();
+            let g = self.guest_marks(h.dtid);
             let forced = if h.forced.is_some() { "*" } else { "" };
             let src = match self.reports.get(&h.name) {
                 Some((_, at, t)) => format!(" [agent t{t:x}, {} ms ago]", at.elapsed().as_millis()),
@@ -972,22 +977,7 @@ impl Rm {
     fn hosts_entry(&self) -> String {
         let mut s = String::from("pvm-sched.hosts 1\n# DTID  OWNER  LOAD  GUESTS\n");
         for h in &self.s.hosts {
-            let g: Vec<String> = self
-                .s
-                .guests
-                .values()
-                .filter(|g| g.host == h.dtid)
-                .map(|g| {
-                    let mark = if g.held {
-                        "(held)"
-                    } else if g.moving {
-                        "(moving)"
-                    } else {
-                        ""
-                    };
-                    format!("t{:x}{mark}", g.tid)
-                })
-                .collect();
+            let g = self.guest_marks(h.dtid);
             let forced = if h.forced.is_some() { "*" } else { "" };
             s.push_str(&format!(
                 "{:x} {}{forced} {:.2} {}\n",
