@@ -388,26 +388,7 @@ fn acceptance_job_moves_checkpoints_and_survives_a_host_kill() {
         name: "our master pvmd".into(),
     };
     assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
-    let conf = || {
-        let mut k = c.command(1, Path::new(LEGACY_CONSOLE));
-        k.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
-        let Ok(mut ch) = k.spawn() else { return false };
-        use std::io::{Read, Write};
-        let _ = ch.stdin.take().expect("piped stdin").write_all(b"conf\n");
-        let mut s = String::new();
-        let mut so = ch.stdout.take().expect("piped stdout");
-        let rd = std::thread::spawn(move || {
-            let _ = so.read_to_string(&mut s);
-            s
-        });
-        let t = Instant::now();
-        while t.elapsed() < TIMEOUT && !matches!(ch.try_wait(), Ok(Some(_))) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = ch.kill();
-        let _ = ch.wait();
-        rd.join().unwrap_or_default().contains("4 hosts")
-    };
+    let conf = || c.console_lists_hosts(1, 4);
     // The pvmd-rs pairs have exchanged DM_XCAPS (migration features); the console sees 4 hosts.
     let ready = || {
         let n = |k| c.log(k).matches("window 32").count();

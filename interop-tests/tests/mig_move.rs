@@ -11,7 +11,7 @@
 //! the master's PvmTaskExit notify.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
@@ -301,14 +301,7 @@ fn move_job(direct: bool, broken: bool) {
     assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
     // Every pair of daemons has exchanged DM_XCAPS (migration features) once each log shows
     // the negotiated windows: h1 with both slaves, h2 and h3 with two peers each.
-    let conf = || {
-        let mut k = c.command(1, std::path::Path::new(LEGACY_CONSOLE));
-        k.stdin(Stdio::piped());
-        let mut ch = k.spawn().expect("start the console");
-        use std::io::Write;
-        let _ = ch.stdin.take().expect("piped stdin").write_all(b"conf\n");
-        wait_or_kill(ch, TIMEOUT).1.contains("4 hosts")
-    };
+    let conf = || c.console_lists_hosts(1, 4);
     let ready = || {
         let n = |k| c.log(k).matches("window 32").count();
         n(1) >= 2 && n(2) >= 2 && n(3) >= 2 && conf()

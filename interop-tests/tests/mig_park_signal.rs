@@ -11,7 +11,6 @@
 //! refused at once and never sent the signal.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
@@ -241,14 +240,7 @@ fn computing_worker_parks_on_the_signal() {
         name: "our master pvmd".into(),
     };
     assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
-    let conf = || {
-        let mut k = c.command(1, std::path::Path::new(LEGACY_CONSOLE));
-        k.stdin(Stdio::piped());
-        let mut ch = k.spawn().expect("start the console");
-        use std::io::Write;
-        let _ = ch.stdin.take().expect("piped stdin").write_all(b"conf\n");
-        wait_or_kill(ch, TIMEOUT).1.contains("2 hosts")
-    };
+    let conf = || c.console_lists_hosts(1, 2);
     let ready = || c.log(1).matches("window 32").count() >= 1 && conf();
     assert!(
         c.wait_for(Duration::from_secs(20), ready),

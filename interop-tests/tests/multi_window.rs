@@ -2,7 +2,6 @@
 //! (task on the master's host to a task on the slave's host, every message many datagrams) with
 //! the negotiated window and with the negotiation switched off (window 1, the legacy protocol).
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -28,21 +27,7 @@ fn bulk(xcaps: bool) -> f64 {
         name: "our master".into(),
     };
     assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
-    let conf = || {
-        let (_, out, _) = Proc {
-            child: {
-                let mut k = c.command(1, &PathBuf::from(LEGACY_CONSOLE));
-                k.stdin(Stdio::piped());
-                let mut ch = k.spawn().unwrap();
-                use std::io::Write;
-                ch.stdin.take().unwrap().write_all(b"conf\n").unwrap();
-                ch
-            },
-            name: "console".into(),
-        }
-        .wait(TIMEOUT);
-        out.contains("2 hosts")
-    };
+    let conf = || c.console_lists_hosts(1, 2);
     assert!(
         c.wait_for(Duration::from_secs(15), conf),
         "slave not added\n{}",
