@@ -86,16 +86,19 @@ pub fn build_c(name: &str, source: &str, flags: &[&str]) -> PathBuf {
 
 /// Compiles the C program `source` as `name` against our header (`include/pvm3.h`) and links
 /// it with our library only (`-l:libpvm3.so.3` from [`shim::shim_dir`]): a relinked program;
-/// once per process and name, like [`build_c`].
+/// once per process and name, like [`build_c`]. The run path names our library too, so the
+/// program loads it wherever a pvmd starts it (slave pvmds do not pass LD_LIBRARY_PATH on; a
+/// LD_LIBRARY_PATH that is set still comes first).
 pub fn build_c_ours(name: &str, source: &str) -> PathBuf {
     let inc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../include");
     let lib = shim::shim_dir();
     let (inc, lib) = (inc.to_string_lossy(), lib.to_string_lossy());
+    let rpath = format!("-Wl,-rpath,{lib}");
     gcc_once(
         &format!("ours-{name}"),
         source,
         &["-I", &inc],
-        &["-L", &lib, "-l:libpvm3.so.3"],
+        &["-L", &lib, &rpath, "-l:libpvm3.so.3"],
     )
 }
 

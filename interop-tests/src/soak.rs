@@ -475,11 +475,19 @@ fn pvmd_pid(c: &Cluster, k: usize) -> Option<u32> {
 fn nhost(c: &Cluster) -> Option<usize> {
     let mut cmd = c.command(1, &c_program("basic"));
     cmd.stderr(Stdio::null());
-    let (code, out, _) = Proc {
-        child: cmd.spawn().ok()?,
-        name: "basic".into(),
-    }
-    .wait(TIMEOUT);
+    let child = cmd.spawn().ok()?;
+    // A query that hangs (e.g. pvm_tasks waiting on a host that died) fails the run with every
+    // daemon's log, not just the timeout.
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Proc {
+            child,
+            name: "basic".into(),
+        }
+        .wait(TIMEOUT)
+    }));
+    let Ok((code, out, _)) = waited else {
+        panic!("basic (pvm_config, pvm_tasks, ... on h1) hung\n{}", c.logs());
+    };
     if code != Some(0) {
         return None;
     }

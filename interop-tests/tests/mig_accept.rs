@@ -36,7 +36,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
-use interop_tests::shim::shim_dir;
 use interop_tests::{our_pvmd, send_signal, LEGACY_CONSOLE, LEGACY_PVMD, TIMEOUT};
 
 const ROUNDS: i64 = 400;
@@ -237,28 +236,11 @@ int main(void) {
 "#;
 
 fn gcc(name: &str, src: &str, ours: bool) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mig-accept-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, src).unwrap();
-    let exe = dir.join(name);
-    let mut cmd = Command::new("gcc");
-    cmd.arg("-o").arg(&exe).arg(&c);
     if ours {
-        let inc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include");
-        cmd.arg("-I")
-            .arg(inc)
-            .arg("-L")
-            .arg(shim_dir())
-            // Our library wherever the pvmds start it (they do not pass LD_LIBRARY_PATH on).
-            .arg(format!("-Wl,-rpath,{}", shim_dir().display()))
-            .arg("-l:libpvm3.so.3");
+        interop_tests::build_c_ours(name, src)
     } else {
-        cmd.arg("-lpvm3");
+        interop_tests::build_c(name, src, &[])
     }
-    let out = cmd.output().expect("gcc is required");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
 }
 
 fn build_helper() {

@@ -168,27 +168,7 @@ fn build_job() -> PathBuf {
 }
 
 fn compile_job() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mig-app-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join("job.c");
-    std::fs::write(&c, JOB).unwrap();
-    let exe = dir.join("job");
-    let inc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include");
-    let out = Command::new("gcc")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&c)
-        .arg("-I")
-        .arg(inc)
-        .arg("-L")
-        .arg(shim_dir())
-        // Our library wherever the pvmds start it (slaves do not inherit LD_LIBRARY_PATH).
-        .arg(format!("-Wl,-rpath,{}", shim_dir().display()))
-        .arg("-l:libpvm3.so.3")
-        .output()
-        .expect("gcc is required");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
+    interop_tests::build_c_ours("mig-app-job", JOB)
 }
 
 fn build_migrate() -> PathBuf {

@@ -70,25 +70,11 @@ int main(int argc, char **argv) {
 "#;
 
 fn build(name: &str, src: &str, ours: bool) -> PathBuf {
-    // One directory per build: tests run in parallel threads.
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("mig-caps-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, src).unwrap();
-    let exe = dir.join(name);
-    let mut cmd = Command::new("gcc");
-    cmd.arg("-o").arg(&exe).arg(&c);
     if ours {
-        let inc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include");
-        cmd.arg("-I").arg(inc).arg("-L").arg(shim_dir()).arg("-l:libpvm3.so.3");
+        interop_tests::build_c_ours(name, src)
     } else {
-        cmd.arg("-lpvm3");
+        interop_tests::build_c(name, src, &[])
     }
-    let out = cmd.output().expect("gcc is required");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
 }
 
 fn results(out: &str) -> Vec<(String, String, f64)> {

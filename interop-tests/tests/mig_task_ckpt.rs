@@ -112,20 +112,7 @@ int main(void) {
 "#;
 
 fn build_legacy_peer() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mig-ckpt-{}-peer", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join("peer.c");
-    std::fs::write(&c, LEGACY_PEER).unwrap();
-    let exe = dir.join("peer");
-    let out = Command::new("gcc")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&c)
-        .arg("-lpvm3")
-        .output()
-        .expect("gcc is required");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
+    interop_tests::build_c("mig-ckpt-peer", LEGACY_PEER, &[])
 }
 
 fn build_src(name: &str, src: &str) -> PathBuf {

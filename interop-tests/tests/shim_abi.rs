@@ -115,20 +115,7 @@ int main(void) {
 }
 
 pub fn compile(name: &str, src: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("shim-c-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, src).unwrap();
-    let exe = dir.join(name);
-    let out = Command::new("gcc")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&c)
-        .arg("-lpvm3")
-        .output()
-        .expect("gcc is required");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
+    interop_tests::build_c(name, src, &[])
 }
 
 fn run_with(exe: &std::path::Path, lib: Option<&std::path::Path>) -> String {

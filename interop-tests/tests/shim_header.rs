@@ -13,7 +13,7 @@ fn ours() -> PathBuf {
 }
 
 fn work(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("shim-hdr-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("shim-hdr-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d.join(name)
 }

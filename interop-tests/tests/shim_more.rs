@@ -245,19 +245,8 @@ int main(int argc, char **argv) {
 
 #[test]
 fn catchout_same_as_legacy() {
-    let dir = std::env::temp_dir().join(format!("shim-catch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("catch.c");
-    std::fs::write(&src, CATCHOUT).unwrap();
-    let exe = dir.join("catch");
-    let out = std::process::Command::new("gcc")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .arg("-lpvm3")
-        .output()
-        .expect("gcc is required");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exe = interop_tests::build_c("catch", CATCHOUT, &[]);
+    let name = exe.file_name().expect("a file").to_string_lossy().into_owned();
     for mixed in [false, true] {
         both(
             |lib| {
@@ -269,7 +258,7 @@ fn catchout_same_as_legacy() {
                 // Per-task order is fixed; tasks interleave freely.
                 (sorted_lines(&normalise(&out)), vm.shim_tasks())
             },
-            &["catch"],
+            &[name.as_str()],
         );
     }
 }

@@ -4,7 +4,6 @@
 use interop_tests::shim::{Lib, Vm};
 use interop_tests::Kind;
 use std::io::Write;
-use std::process::Command;
 
 /// The parent spawns itself as a child; whichever side asks (argv "parent-asks" or
 /// "child-asks") sets PvmRouteDirect and sends first. Both then exchange messages of several
@@ -516,19 +515,7 @@ int main(int argc, char **argv) {
 
 #[test]
 fn lb_messages_over_16_mib_through_pvmd_and_route() {
-    let dir = std::env::temp_dir().join(format!("lb-big-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join("big.c");
-    std::fs::write(&c, BIG_PROGRAM).unwrap();
-    let exe = dir.join("big");
-    let out = Command::new("gcc")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&c)
-        .arg("-lpvm3")
-        .output()
-        .expect("gcc is required");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exe = interop_tests::build_c("lb-big", BIG_PROGRAM, &[]);
     let mut outs = Vec::new();
     for lib in [Lib::Legacy, Lib::Shim] {
         let vm = Vm::start(Kind::Legacy, "lb-big");
@@ -539,5 +526,4 @@ fn lb_messages_over_16_mib_through_pvmd_and_route() {
     }
     assert_eq!(outs[0].lines().count(), 2, "{}", outs[0]);
     assert_eq!(outs[0], outs[1], "legacy vs ours");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -296,7 +296,8 @@ fn the_legacy_tracer_accepts_the_extension_events() {
     // On our libpvm3 and our libgpvm3.
     let (_, gdir) = interop_tests::flib::our_libs();
     let job = {
-        let dir = std::env::temp_dir().join(format!("ux-trace-ltrc-{}", std::process::id()));
+        let dir =
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ux-trace-ltrc-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let src = dir.join("shjob.c");
         std::fs::write(&src, SHELL_JOB).unwrap();
