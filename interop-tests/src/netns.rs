@@ -234,6 +234,35 @@ impl Cluster {
         out.contains(&format!("{n} hosts"))
     }
 
+    /// From now on the switch swallows every TCP segment host `k` sends with FIN or RST set:
+    /// a peer that dies goes silent instead of closing its connections (as when its host
+    /// vanishes, or a lost RST after a kill -9). This kernel has no drop action: the segments
+    /// are redirected into a sink veth. Removed with the switch namespace.
+    pub fn swallow_tcp_endings_from(&self, k: usize) {
+        let run = |args: &[&str]| {
+            let st = Command::new("ip")
+                .args(["netns", "exec", &self.sw])
+                .args(args)
+                .status()
+                .expect("run ip netns exec");
+            assert!(st.success(), "{args:?} failed in {}", self.sw);
+        };
+        run(&[
+            "ip", "link", "add", "swallow0", "type", "veth", "peer", "name", "swallow1",
+        ]);
+        run(&["ip", "link", "set", "swallow0", "up"]);
+        let port = format!("p{k}");
+        run(&["tc", "qdisc", "add", "dev", &port, "ingress"]);
+        // IPv4 protocol 6, TCP flags byte at 20 + 13 (Linux sends TCP without IP options).
+        for (prio, flag) in [("1", "0x01"), ("2", "0x04")] {
+            run(&[
+                "tc", "filter", "add", "dev", &port, "parent", "ffff:", "protocol", "ip", "prio", prio, "u32", "match",
+                "ip", "protocol", "6", "0xff", "match", "u8", flag, flag, "at", "33", "action", "mirred", "egress",
+                "redirect", "dev", "swallow0",
+            ]);
+        }
+    }
+
     /// Waits until `cond` holds, at most `timeout`.
     pub fn wait_for(&self, timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         let t = Instant::now();

@@ -472,6 +472,39 @@ fn pvmd_pid(c: &Cluster, k: usize) -> Option<u32> {
     })
 }
 
+/// Every thread's stack of every host's pvmd (gdb, when installed), for a failure message.
+fn pvmd_stacks(c: &Cluster) -> String {
+    let mut s = String::new();
+    for k in 1..=c.hosts.len() {
+        if let Ok(o) = Command::new("ip")
+            .args(["netns", "exec", &c.host(k).ns, "ss", "-tanpe"])
+            .output()
+        {
+            s.push_str(&format!("---- h{k} sockets:\n{}\n", String::from_utf8_lossy(&o.stdout)));
+        }
+        let Some(pid) = pvmd_pid(c, k) else { continue };
+        let out = Command::new("timeout")
+            .args([
+                "30",
+                "gdb",
+                "-batch",
+                "-p",
+                &pid.to_string(),
+                "-ex",
+                "thread apply all bt",
+            ])
+            .output();
+        match out {
+            Ok(o) => s.push_str(&format!(
+                "---- h{k} pvmd {pid} stacks:\n{}\n",
+                String::from_utf8_lossy(&o.stdout)
+            )),
+            Err(e) => s.push_str(&format!("---- h{k} pvmd {pid}: no stacks ({e})\n")),
+        }
+    }
+    s
+}
+
 fn nhost(c: &Cluster) -> Option<usize> {
     let mut cmd = c.command(1, &c_program("basic"));
     cmd.stderr(Stdio::null());
@@ -486,7 +519,11 @@ fn nhost(c: &Cluster) -> Option<usize> {
         .wait(TIMEOUT)
     }));
     let Ok((code, out, _)) = waited else {
-        panic!("basic (pvm_config, pvm_tasks, ... on h1) hung\n{}", c.logs());
+        panic!(
+            "basic (pvm_config, pvm_tasks, ... on h1) hung\n{}\n{}",
+            c.logs(),
+            pvmd_stacks(c)
+        );
     };
     if code != Some(0) {
         return None;

@@ -2,8 +2,9 @@
 //! docs/extensions.md): two of our daemons carry messages on a TCP stream, intact and in order
 //! both ways, including while they switch over; a stream dropped in the middle falls back to
 //! datagrams without loss or duplicates; a pvmd-rs + legacy pair stays on datagrams; a member
-//! killed with -9 while its stream is up is still deleted within 10 s; a connection to the
-//! stream port that does not say a valid hello is refused with a log line.
+//! killed with -9 while its stream is up is still deleted within 10 s, also when it goes
+//! silent (its FIN and RST lost); a connection to the stream port that does not say a valid
+//! hello is refused with a log line.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -268,4 +269,33 @@ fn xstream_kill9_of_a_streaming_peer_is_detected_and_garbage_is_refused() {
         c.logs()
     );
     eprintln!("kill -9 of a streaming peer detected in {} ms", t.elapsed().as_millis());
+}
+
+/// A streaming peer that dies without a word (the switch swallows its FIN and RST segments, as
+/// when its host vanishes or the RST after a kill -9 is lost): a request that needs it (the
+/// master's pvm_tasks asks every host) must not wait on the stream for TCP's 15 minutes of
+/// retransmissions. The stream gives up on unacknowledged data (TCP_USER_TIMEOUT), falls back
+/// to datagrams, the host is deleted and the request is answered.
+#[test]
+fn xstream_silent_peer_is_detected_and_requests_are_answered() {
+    let c = Cluster::named("hstr", "quiet", 2);
+    let _m = machine(&c, &our_pvmd().display().to_string(), &[]);
+    xseq(&c, 20);
+    assert!(c.log(1).contains("stream up"), "{}", c.logs());
+    c.swallow_tcp_endings_from(2);
+    for pid in c.pids(2) {
+        send_signal(pid, libc::SIGKILL);
+    }
+    let t = Instant::now();
+    let (code, out, err) = Proc {
+        child: c.command(1, &c_program("basic")).spawn().unwrap(),
+        name: "basic".into(),
+    }
+    .wait(Duration::from_secs(40));
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", c.logs());
+    assert!(c.log(1).contains("host 2 deleted"), "{out}\n{}", c.logs());
+    eprintln!(
+        "silent streaming peer: pvm_tasks answered and host deleted in {} ms",
+        t.elapsed().as_millis()
+    );
 }

@@ -164,6 +164,27 @@ pub fn tune_malloc() {
     }
 }
 
+/// Sets TCP_USER_TIMEOUT: written data that the peer's kernel has not acknowledged after
+/// `ms` milliseconds fails the connection (ETIMEDOUT) instead of being retransmitted for the
+/// kernel's default of about 15 minutes.
+pub fn set_tcp_user_timeout(fd: std::os::fd::RawFd, ms: u32) -> std::io::Result<()> {
+    let v = ms as libc::c_uint;
+    // SAFETY: fd is a TCP socket owned by the caller; the option value is a valid c_uint.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            &v as *const libc::c_uint as *const libc::c_void,
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Asks for `bytes` of send and receive buffer on a socket: SO_SNDBUF/SO_RCVBUF (the kernel caps
 /// them at wmem_max/rmem_max), then the FORCE variants, which lift that cap where the process
 /// may (CAP_NET_ADMIN) and fail harmlessly elsewhere. Returns the receive buffer obtained.

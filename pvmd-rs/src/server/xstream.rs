@@ -134,8 +134,17 @@ pub(super) struct XShell {
     pending_hellos: Arc<AtomicUsize>,
 }
 
+/// How long written frames may stay unacknowledged by the peer's kernel before the stream
+/// counts as broken. A peer whose host vanished (powered off, cut off, or a lost RST after a
+/// kill -9) never answers, and TCP alone would retransmit for about 15 minutes while every
+/// request sent on the stream waits; past this the link falls back to datagrams, whose
+/// failure detection then deletes the host. A live peer's kernel acknowledges even when its
+/// pvmd reads nothing (a zero window is answered), so load alone does not trip it.
+const STREAM_USER_TIMEOUT_MS: u32 = 5_000;
+
 fn tune(fd: std::os::fd::RawFd) {
     let _ = crate::sys::set_socket_buffers(fd, STREAM_SOCKET_BUFFER);
+    let _ = crate::sys::set_tcp_user_timeout(fd, STREAM_USER_TIMEOUT_MS);
 }
 
 impl XShell {
@@ -192,6 +201,8 @@ impl XShell {
             }
         };
         let SocketAddr::V4(from) = from else { return };
+        // The listener's options are inherited, but say so where it matters.
+        tune(s.as_raw_fd());
         if self.pending_hellos.load(Ordering::Relaxed) >= MAX_PENDING_HELLOS {
             log.line(&format!(
                 "xstream: too many connections waiting; closing one from {from}"
