@@ -42,16 +42,26 @@ pub(crate) struct Step {
     pub name: &'static str,
     pub child: Child,
     pub done: Option<ExitStatus>,
+    /// A pidfd of the child (readable once it exited): [`Step::wait`] sleeps in poll(2) on it
+    /// instead of looking every [`POLL`]; None where pidfd_open is missing (kernel < 5.3).
+    pidfd: Option<OwnedFd>,
 }
 
 impl Step {
     pub fn spawn(name: &'static str, mut cmd: Command) -> Result<Step> {
         cmd.process_group(0).stdin(Stdio::null());
         let child = cmd.spawn().map_err(io(name))?;
+        // SAFETY: pidfd_open takes a pid and flags; a new descriptor is ours alone.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::c_long, 0 as libc::c_long) };
+        let pidfd = (fd >= 0).then(|| {
+            // SAFETY: fd was just returned by pidfd_open and belongs to nobody else.
+            unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+        });
         Ok(Step {
             name,
             child,
             done: None,
+            pidfd,
         })
     }
 
@@ -72,11 +82,23 @@ impl Step {
             if let Some(s) = self.poll()? {
                 return Ok(s);
             }
-            if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 self.kill();
                 return Err(MigError::Timeout { step: self.name, limit });
             }
-            sleep(POLL);
+            match &self.pidfd {
+                Some(fd) => {
+                    let mut p = libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one pollfd we own.
+                    unsafe { libc::poll(&mut p, 1, left.as_millis().clamp(1, 100) as i32) };
+                }
+                None => sleep(POLL),
+            }
         }
     }
 
