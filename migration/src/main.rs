@@ -89,6 +89,7 @@ fn bench(
         let data: Vec<u8> = (0..bytes as usize)
             .map(|i| (i as u64).wrapping_mul(0x9E37_79B9) as u8)
             .collect();
+        benchckpt::dont_fork(&data);
         for r in 0..runs {
             let res = (|| -> Result<(), String> {
                 raw.push(transfer::raw_copy(&pair.a, &pair.b, bytes, Some(&data), limit).map_err(|e| e.to_string())?);

@@ -149,9 +149,10 @@ pub(crate) fn wait_file(step: &mut Step, path: &Path, deadline: Instant, limit: 
 /// step (2–6 ms each on this VM under load, three steps per post-copy move).
 ///
 /// `fds` are (descriptor of ours, number in the child); at most 8. The descriptors must stay
-/// open until the child is spawned. With a hook std forks instead of using posix_spawn, which
-/// copies the parent's page tables: measured here 0.2–0.7 ms for a parent with 512 MB
-/// resident (transparent huge pages), nothing against the execs it saves.
+/// open until the child is spawned. With a hook std forks instead of using posix_spawn, and a
+/// fork copies the parent's page tables: negligible for a pvmd (a few MB), but 22–32 ms for a
+/// parent holding 512 MB in 4 KiB pages on this VM (the benchmarks keep their big buffers out
+/// of children with MADV_DONTFORK, `benchckpt::dont_fork`).
 pub(crate) fn child_setup(cmd: &mut Command, netns: Option<&Path>, fds: &[(RawFd, RawFd)]) -> Result<()> {
     const MAX: usize = 8;
     if netns.is_none() && fds.is_empty() {
