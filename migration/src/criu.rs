@@ -6,7 +6,7 @@
 //! the PVM tid and learns the new host pid from [`Restored::pid`].
 
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::sleep;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::error::{io, MigError, Result};
 use crate::netns::Host;
 use crate::probe::{self, Capabilities};
-use crate::proc::{children, log_tail, signal, wait_file, Step, POLL};
+use crate::proc::{child_setup, children, log_tail, signal, wait_file, StatusPipe, Step, POLL};
 use crate::transfer;
 
 /// How to move a task.
@@ -108,6 +108,39 @@ pub struct Migrated {
     pub streamed: u64,
     /// Set when Auto fell back to stop-and-copy: why post-copy did not work.
     pub fallback: Option<String>,
+    /// Where the time up to the resume went (benchmarks print it).
+    pub phases: Phases,
+}
+
+/// The steps of one move, each as the time since the dump began, and CRIU's own share of the
+/// dump and the restore (from its logs: from its start to the point where it reported). The
+/// difference between a step and CRIU's share is ours: process starts, waits, the image stream.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Phases {
+    /// The dump is done (post-copy: CRIU serves the pages now; stop-and-copy: images written).
+    pub dumped: Duration,
+    /// The images are on the target.
+    pub streamed: Duration,
+    /// Post-copy: the target's lazy-pages daemon is ready (else equal to `streamed`).
+    pub lazy_ready: Duration,
+    /// The task runs on the target (the freeze ends).
+    pub resumed: Duration,
+    /// CRIU's dump, from its start until its page server starts (post-copy) or it is done
+    /// (`PVM_MIG_VERBOSE` >= 3 only: read from its log).
+    pub criu_dump: Option<Duration>,
+    /// CRIU's restore, from its start until the task was resumed (`PVM_MIG_VERBOSE` >= 3).
+    pub criu_restore: Option<Duration>,
+}
+
+/// The timestamp of the first line of a CRIU log containing `what` (from `-v3` on, CRIU stamps
+/// its log lines with the time since it started, "(00.012345)"; at the default `-v2` there is
+/// none and this is None).
+fn log_stamp(log: &Path, what: &str) -> Option<Duration> {
+    let text = fs::read_to_string(log).ok()?;
+    text.lines().filter(|l| l.contains(what)).find_map(|l| {
+        let t: f64 = l.strip_prefix('(')?.split(')').next()?.trim().parse().ok()?;
+        Some(Duration::from_secs_f64(t))
+    })
 }
 
 /// The driver: one CRIU binary and what it can do here.
@@ -294,32 +327,30 @@ impl Criu {
     /// CRIU) exits with its last task and the kernel kills the whole namespace, our dumping
     /// CRIU included, before it has finished. So such a task is dumped `--leave-stopped` and
     /// killed by the caller afterwards ([`Foreign::finish`]).
-    fn dump_command(&self, host: &Host, pid: u32, status: Option<&Path>) -> (Command, u32, Foreign) {
+    ///
+    /// With `status`, CRIU gets its write end as fd 3 (`--status-fd 3`).
+    fn dump_command(&self, host: &Host, pid: u32, status: Option<&StatusPipe>) -> Result<(Command, u32, Foreign)> {
         let inner = inner_pid(pid);
-        let mut c = match (&host.netns, inner) {
-            (_, Some(_)) => {
+        let mut c = match inner {
+            Some(_) => {
+                // nsenter stays for the pid namespace (joining one takes a fork).
                 let mut c = Command::new("nsenter");
-                if let Some(ns) = &host.netns {
-                    c.arg(format!("--net={}", ns.display()));
-                }
-                c.args(["-t", &pid.to_string(), "-m", "-p", "--"]);
-                c.arg(if status.is_some() { Path::new("sh") } else { &self.bin });
+                c.args(["-t", &pid.to_string(), "-m", "-p", "--"]).arg(&self.bin);
                 c
             }
-            (_, None) => host.command(if status.is_some() { Path::new("sh") } else { &self.bin }),
+            None => Command::new(&self.bin),
         };
-        if let Some(st) = status {
-            c.arg("-c").arg("exec \"$@\" 3>\"$0\"").arg(st).arg(&self.bin);
-        }
-        (c, inner.unwrap_or(pid), Foreign(inner.map(|_| pid)))
+        let fds: Vec<(RawFd, RawFd)> = status.map(|s| (s.child_end(), 3)).into_iter().collect();
+        child_setup(&mut c, host.netns.as_deref(), &fds)?;
+        Ok((c, inner.unwrap_or(pid), Foreign(inner.map(|_| pid))))
     }
 
-    /// Same as [`Host::command`] for CRIU with fd 3 redirected to `status`, where CRIU writes a
-    /// byte once its server listens (`--status-fd 3`).
-    fn criu_with_status(&self, host: &Host, status: &Path) -> Command {
-        let mut c = host.command(Path::new("sh"));
-        c.arg("-c").arg("exec \"$@\" 3>\"$0\"").arg(status).arg(&self.bin);
-        c
+    /// CRIU on `host` with the write end of `status` as fd 3 (`--status-fd 3`: CRIU writes a
+    /// byte there once its server listens).
+    fn criu_with_status(&self, host: &Host, status: &StatusPipe) -> Result<Command> {
+        let mut c = Command::new(&self.bin);
+        child_setup(&mut c, host.netns.as_deref(), &[(status.child_end(), 3)])?;
+        Ok(c)
     }
 
     /// Checkpoints task `pid` (and its children) on `host` into `dir`. With `leave_running` the
@@ -328,7 +359,7 @@ impl Criu {
         let t0 = Instant::now();
         fs::create_dir_all(dir).map_err(io("create image dir"))?;
         let out = dir.join("dump.out");
-        let (mut c, tpid, foreign) = self.dump_command(host, pid, None);
+        let (mut c, tpid, foreign) = self.dump_command(host, pid, None)?;
         c.args(["dump", "-t", &tpid.to_string(), "-D"]).arg(dir).args([
             "-o",
             "dump.log",
@@ -356,8 +387,11 @@ impl Criu {
         })
     }
 
-    /// Writes the post-resume hook into `dir`: it stamps the time the task runs again. This is
-    /// also where the shim gets its wake-up signal later (docs/migration.md, park protocol).
+    /// Writes the post-resume hook into `dir`: it stamps the time the task runs again. `date`
+    /// writes its ~20 bytes with one write(2), so a reader sees an empty file or all of it (the
+    /// waiter wants a non-empty one): no temporary file and `mv`, one process less in the
+    /// freeze it measures. This is also where the shim gets its wake-up signal later
+    /// (docs/migration.md, park protocol).
     fn hook(dir: &Path) -> Result<PathBuf> {
         let h = dir.join("resume-hook.sh");
         let d = dir.display();
@@ -365,7 +399,7 @@ impl Criu {
             &h,
             format!(
                 "#!/bin/sh\nif [ \"$CRTOOLS_SCRIPT_ACTION\" = post-resume ]; then\n  \
-                 date +%s%N > '{d}/resumed.tmp' && mv '{d}/resumed.tmp' '{d}/resumed'\nfi\nexit 0\n"
+                 date +%s%N > '{d}/resumed'\nfi\nexit 0\n"
             ),
         )
         .map_err(io("write resume hook"))?;
@@ -378,11 +412,6 @@ impl Criu {
     fn spawn_restore(&self, host: &Host, dir: &Path, lazy: bool, inherit: &[Inherit]) -> Result<Step> {
         let hook = Criu::hook(dir)?;
         let mut argv: Vec<std::ffi::OsString> = Vec::new();
-        if let Some(ns) = &host.netns {
-            argv.push("nsenter".into());
-            argv.push(format!("--net={}", ns.display()).into());
-            argv.push("--".into());
-        }
         for a in ["unshare", "-p", "-f", "--mount-proc"] {
             argv.push(a.into());
         }
@@ -398,31 +427,24 @@ impl Criu {
         if lazy {
             argv.push("--lazy-pages".into());
         }
-        // Inherited fds reach CRIU at fixed numbers 5..=9 (dash knows single-digit fds only):
-        // a shell opens them through /proc/<us>/fd (a pipe reopened that way is the same pipe)
-        // before nsenter/unshare, so no fd juggling is needed in this process.
+        // Inherited fds reach CRIU at fixed numbers 5..=9, moved there between fork and exec
+        // together with the setns into the host's network namespace (no nsenter, no shell).
         if inherit.len() > 5 {
             return Err(MigError::Transfer(format!(
                 "{} fds to inherit, at most 5",
                 inherit.len()
             )));
         }
-        let mut redirs = String::new();
+        let mut fds = Vec::new();
         for (k, i) in inherit.iter().enumerate() {
-            let n = 5 + k;
-            redirs.push_str(&format!(" {n}>/proc/{}/fd/{}", std::process::id(), i.fd.as_raw_fd()));
+            let n = 5 + k as RawFd;
+            fds.push((i.fd.as_raw_fd(), n));
             argv.push("--inherit-fd".into());
             argv.push(format!("fd[{n}]:{}", i.key).into());
         }
-        let mut c = if inherit.is_empty() {
-            let mut c = Command::new(&argv[0]);
-            c.args(&argv[1..]);
-            c
-        } else {
-            let mut c = Command::new("sh");
-            c.arg("-c").arg(format!("exec \"$@\"{redirs}")).arg("sh").args(&argv);
-            c
-        };
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
+        child_setup(&mut c, host.netns.as_deref(), &fds)?;
         let err = fs::File::create(dir.join("restore.out")).map_err(io("create restore.out"))?;
         c.stdout(Stdio::null()).stderr(err);
         Step::spawn("criu restore", c)
@@ -561,12 +583,23 @@ impl Criu {
         let t0s = SystemTime::now();
         let deadline = t0 + limit;
         self.dump(pid, from, src, false, limit)?;
+        let dumped = t0.elapsed();
         let left = deadline.saturating_duration_since(Instant::now());
         let streamed = transfer::copy_dir(from, src, to, dst, left)?;
+        let streamed_at = t0.elapsed();
         let s = self.spawn_restore(to, dst, false, inherit)?;
         let restored = Criu::await_restored(s, dst, deadline, limit)?;
         let freeze = restored.resumed.duration_since(t0s).unwrap_or_default();
+        let phases = Phases {
+            dumped,
+            streamed: streamed_at,
+            lazy_ready: streamed_at,
+            resumed: freeze,
+            criu_dump: log_stamp(&src.join("dump.log"), "Dumping finished"),
+            criu_restore: log_stamp(&dst.join("restore.log"), "Restore finished successfully"),
+        };
         Ok(Migrated {
+            phases,
             mode: Mode::StopAndCopy,
             freeze,
             total: t0.elapsed().max(freeze),
@@ -604,8 +637,8 @@ impl Criu {
         let t0s = SystemTime::now();
         let deadline = t0 + limit;
         // 1. Dump the metadata; CRIU then keeps the task frozen and serves its pages.
-        let status = src.join("status");
-        let (mut c, tpid, foreign) = self.dump_command(from, pid, Some(&status));
+        let mut status = StatusPipe::new().map_err(early)?;
+        let (mut c, tpid, foreign) = self.dump_command(from, pid, Some(&status)).map_err(early)?;
         foreign.args(&mut c);
         c.args(["dump", "-t", &tpid.to_string(), "-D"])
             .arg(src)
@@ -624,7 +657,7 @@ impl Criu {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut dump = Step::spawn("criu dump --lazy-pages", c).map_err(early)?;
-        if let Err(e) = wait_file(&mut dump, &status, deadline, limit) {
+        if let Err(e) = status.wait(&mut dump, deadline, limit) {
             let log = src.join("dump.log");
             return Err(early(match e {
                 MigError::Criu { step, status, .. } => MigError::Criu {
@@ -636,12 +669,14 @@ impl Criu {
                 e => e,
             }));
         }
+        let dumped = t0.elapsed();
         // 2. Ship the metadata (a few hundred KB) to the target.
         let left = deadline.saturating_duration_since(Instant::now());
         let streamed = transfer::copy_dir(from, src, to, dst, left).map_err(late)?;
+        let streamed_at = t0.elapsed();
         // 3. The target's lazy-pages daemon fetches pages from the source's page server.
-        let lstatus = dst.join("lazy-status");
-        let mut c = self.criu_with_status(to, &lstatus);
+        let mut lstatus = StatusPipe::new().map_err(late)?;
+        let mut c = self.criu_with_status(to, &lstatus).map_err(late)?;
         c.args([
             "lazy-pages",
             "--page-server",
@@ -658,7 +693,10 @@ impl Criu {
         .stderr(Stdio::null());
         let lazy_t0 = Instant::now();
         let mut lazy = Step::spawn("criu lazy-pages", c).map_err(late)?;
-        wait_file(&mut lazy, &lstatus, deadline, limit).map_err(|e| late(with_log(e, &dst.join("lazy-pages.log"))))?;
+        lstatus
+            .wait(&mut lazy, deadline, limit)
+            .map_err(|e| late(with_log(e, &dst.join("lazy-pages.log"))))?;
+        let lazy_ready = t0.elapsed();
         // 4. Restore with missing pages served by userfaultfd; the task runs from here on.
         let s = self.spawn_restore(to, dst, true, inherit).map_err(late)?;
         let restored = Criu::await_restored(s, dst, deadline, limit).map_err(late)?;
@@ -679,7 +717,16 @@ impl Criu {
             .and_then(|l| last_page_stamp(&l))
             .map(|d| (lazy_t0 + d).saturating_duration_since(t0).max(freeze))
             .unwrap_or(lazy_exit);
+        let phases = Phases {
+            dumped,
+            streamed: streamed_at,
+            lazy_ready,
+            resumed: freeze,
+            criu_dump: log_stamp(&src.join("dump.log"), "Starting lazy pages server"),
+            criu_restore: log_stamp(&dst.join("restore.log"), "Restore finished successfully"),
+        };
         Ok(Migrated {
+            phases,
             mode: Mode::PostCopy,
             restored,
             freeze,
@@ -768,8 +815,8 @@ impl Criu {
         fs::create_dir_all(dir).map_err(io("create image dir"))?;
         let pipes = PipeSize::raise(self.caps.needs_pipe_size_workaround);
         let deadline = Instant::now() + limit;
-        let status = dir.join("status");
-        let (mut c, tpid, foreign) = self.dump_command(host, pid, Some(&status));
+        let mut status = StatusPipe::new()?;
+        let (mut c, tpid, foreign) = self.dump_command(host, pid, Some(&status))?;
         foreign.args(&mut c);
         c.args(["dump", "-t", &tpid.to_string(), "-D"])
             .arg(dir)
@@ -788,7 +835,7 @@ impl Criu {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut step = Step::spawn("criu dump --lazy-pages", c)?;
-        if let Err(e) = wait_file(&mut step, &status, deadline, limit) {
+        if let Err(e) = status.wait(&mut step, deadline, limit) {
             return Err(with_log(e, &dir.join("dump.log")));
         }
         Ok(LazyDump {
@@ -813,9 +860,8 @@ impl Criu {
     ) -> Result<(Restored, LazyPages)> {
         let pipes = PipeSize::raise(self.caps.needs_pipe_size_workaround);
         let deadline = Instant::now() + limit;
-        let lstatus = dir.join("lazy-status");
-        let _ = fs::remove_file(&lstatus);
-        let mut c = self.criu_with_status(host, &lstatus);
+        let mut lstatus = StatusPipe::new()?;
+        let mut c = self.criu_with_status(host, &lstatus)?;
         c.args([
             "lazy-pages",
             "--page-server",
@@ -830,7 +876,9 @@ impl Criu {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         let mut lazy = Step::spawn("criu lazy-pages", c)?;
-        wait_file(&mut lazy, &lstatus, deadline, limit).map_err(|e| with_log(e, &dir.join("lazy-pages.log")))?;
+        lstatus
+            .wait(&mut lazy, deadline, limit)
+            .map_err(|e| with_log(e, &dir.join("lazy-pages.log")))?;
         let s = self.spawn_restore(host, dir, true, inherit)?;
         let restored = Criu::await_restored(s, dir, deadline, limit)?;
         Ok((

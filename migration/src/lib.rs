@@ -14,7 +14,7 @@ mod proc;
 pub mod progress; // progress lines for the console and pvm-migrate
 pub mod transfer;
 
-pub use criu::{pipe_key, Criu, Dumped, Inherit, LazyDump, LazyPages, Migrated, Mode, Restored};
+pub use criu::{pipe_key, Criu, Dumped, Inherit, LazyDump, LazyPages, Migrated, Mode, Phases, Restored};
 pub use error::{MigError, Result};
 pub use netns::{Host, NetPair};
 pub use probe::{Cap, Capabilities};

@@ -7,7 +7,8 @@
 //!                                          restart it by itself when one of its hosts dies)
 //!   pvm-migrate restart [--app] TID        restart a task / roll the application back to its
 //!                                          last complete checkpoint
-//!   pvm-migrate bench [MB..] [--runs N] [--rate R] [--limit S] [--boost NICE]
+//!   pvm-migrate bench [MB..] [--runs N] [--rate R] [--limit S] [--boost NICE] [--post-only]
+//!                                          (--post-only: no stop-and-copy runs)
 //!                                          migrate mighog between two fresh namespace hosts
 //!                                          (post-copy and stop-and-copy) and compare with a
 //!                                          raw copy of the same bytes over the same veth link
@@ -40,7 +41,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>, boost: i32) -> Result<(), String> {
+fn bench(
+    sizes: &[u32],
+    runs: usize,
+    limit: Duration,
+    rate: Option<&str>,
+    boost: i32,
+    post_only: bool,
+) -> Result<(), String> {
     let criu = Criu::new().map_err(|e| e.to_string())?;
     print!("{}", criu.caps);
     let base = PathBuf::from(format!("/dev/shm/pvm-mig-bench-{}", std::process::id()));
@@ -76,15 +84,22 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>, boost:
         let bytes = u64::from(mb) << 20;
         let (mut raw, mut pf, mut pt, mut pr, mut sf) = (vec![], vec![], vec![], vec![], vec![]);
         let mut hot = vec![];
+        let mut phases: Vec<pvm_migration::Phases> = vec![];
         // The task's memory is distinct and comes from RAM: so does the raw copy's.
         let data: Vec<u8> = (0..bytes as usize)
             .map(|i| (i as u64).wrapping_mul(0x9E37_79B9) as u8)
             .collect();
+        benchckpt::dont_fork(&data);
         for r in 0..runs {
             let res = (|| -> Result<(), String> {
                 raw.push(transfer::raw_copy(&pair.a, &pair.b, bytes, Some(&data), limit).map_err(|e| e.to_string())?);
                 hot.push(transfer::raw_copy(&pair.a, &pair.b, bytes, None, limit).map_err(|e| e.to_string())?);
-                for mode in [Mode::PostCopy, Mode::StopAndCopy] {
+                let modes: &[Mode] = if post_only {
+                    &[Mode::PostCopy]
+                } else {
+                    &[Mode::PostCopy, Mode::StopAndCopy]
+                };
+                for &mode in modes {
                     let log = base.join(format!("hog-{mb}-{r}-{mode:?}.log"));
                     let h = hog::start(&pair.a, &bin, mb, &log, limit).map_err(|e| e.to_string())?;
                     if boost != 0 {
@@ -105,6 +120,7 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>, boost:
                     }
                     match mode {
                         Mode::PostCopy => {
+                            phases.push(m.phases);
                             pf.push(m.freeze);
                             pt.push(m.total);
                             pr.push(m.released);
@@ -121,21 +137,28 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>, boost:
                 break 'sizes;
             }
         }
-        let (raw, pf, pt, pr, sf, hot) = (median(raw), median(pf), median(pt), median(pr), median(sf), median(hot));
+        let (raw, pf, pt, pr, hot) = (median(raw), median(pf), median(pt), median(pr), median(hot));
         let x = |d: Duration| d.as_secs_f64() / raw.as_secs_f64();
+        let (sf, sx) = if sf.is_empty() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            let sf = median(sf);
+            (ms(sf), format!("{:.2}x", x(sf)))
+        };
         println!(
-            "{:>6} | {:>10} | {:>11} {:>11} {:>5.2}x {:>13} | {:>17} {:>5.2}x | {:>10} {:>5.2}x",
+            "{:>6} | {:>10} | {:>11} {:>11} {:>5.2}x {:>13} | {:>17} {:>6} | {:>10} {:>5.2}x",
             mb,
             ms(raw),
             ms(pf),
             ms(pt),
             x(pt),
             ms(pr),
-            ms(sf),
-            x(sf),
+            sf,
+            sx,
             ms(hot),
             pt.as_secs_f64() / hot.as_secs_f64()
         );
+        print_phases(&phases);
     }
     if boost != 0 {
         benchckpt::boost(std::process::id(), 0);
@@ -147,6 +170,32 @@ fn bench(sizes: &[u32], runs: usize, limit: Duration, rate: Option<&str>, boost:
         eprintln!("pvm-migrate bench: kept {} for inspection", base.display());
     }
     out
+}
+
+/// One line per size: the medians of a post-copy move's steps (time since the dump began) and,
+/// with `PVM_MIG_VERBOSE=3`, CRIU's own share of the dump and the restore.
+fn print_phases(p: &[pvm_migration::Phases]) {
+    if p.is_empty() {
+        return;
+    }
+    let med = |f: &dyn Fn(&pvm_migration::Phases) -> Duration| median(p.iter().map(f).collect());
+    let opt = |f: &dyn Fn(&pvm_migration::Phases) -> Option<Duration>| {
+        let v: Vec<Duration> = p.iter().filter_map(f).collect();
+        if v.len() == p.len() {
+            format!(" (CRIU {})", ms(median(v)))
+        } else {
+            String::new()
+        }
+    };
+    println!(
+        "       post-copy steps since the dump began: dumped {}{}, metadata on target {}, lazy-pages ready {}, task resumed {}{}",
+        ms(med(&|x| x.dumped)),
+        opt(&|x| x.criu_dump),
+        ms(med(&|x| x.streamed)),
+        ms(med(&|x| x.lazy_ready)),
+        ms(med(&|x| x.resumed)),
+        opt(&|x| x.criu_restore),
+    );
 }
 
 mod benchckpt;
@@ -170,6 +219,7 @@ fn main() -> ExitCode {
             let mut limit = Duration::from_secs(120);
             let mut rate = None;
             let mut boost = 0;
+            let mut post_only = false;
             let mut it = args[1..].iter();
             while let Some(a) = it.next() {
                 if a == "--runs" {
@@ -180,6 +230,8 @@ fn main() -> ExitCode {
                         .and_then(|r| r.parse::<i32>().ok())
                         .unwrap_or(0)
                         .clamp(-20, 19);
+                } else if a == "--post-only" {
+                    post_only = true;
                 } else if a == "--rate" {
                     rate = it.next().cloned();
                 } else if a == "--limit" {
@@ -199,7 +251,7 @@ fn main() -> ExitCode {
                 eprintln!("pvm-migrate bench: {mb} MB: sizes are 1..=65536 MB");
                 return ExitCode::from(2);
             }
-            match bench(&sizes, runs, limit, rate.as_deref(), boost) {
+            match bench(&sizes, runs, limit, rate.as_deref(), boost, post_only) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pvm-migrate bench: {e}");
@@ -290,7 +342,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: pvm-migrate probe | migrate TID HOST | checkpoint [--app [--auto]] TID | restart [--app] TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] [--boost NICE] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3] [--parallel N] [--big-pipes] [--copy each|after] [--boost NICE]"
+                "usage: pvm-migrate probe | migrate TID HOST | checkpoint [--app [--auto]] TID | restart [--app] TID | bench [MB..] [--runs N] [--limit SECS] [--rate 1gbit] [--boost NICE] [--post-only] | bench-ckpt [--tasks 4] [--mb 256] [--runs 3] [--parallel N] [--big-pipes] [--copy each|after] [--boost NICE]"
             );
             ExitCode::from(2)
         }

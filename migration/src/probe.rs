@@ -225,9 +225,9 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 /// the probes again: a dump reached "Dumping processes" after 23–60 ms without the cache,
 /// after about 1 ms with it. This writes the cache as CRIU itself would: `criu check` in a
 /// private mount namespace whose /run is a tmpfs, the file copied out to the real /run. It
-/// is stamped (`/run/criu.kdat.pvm`) with the boot id, the kernel release and the CRIU
-/// version: this /run survives reboots, and a cache from another boot, kernel or CRIU is
-/// removed and made again, never used. Returns a note for the probe's report (None where
+/// is stamped (`/run/criu.kdat.pvm`) with the boot id, the kernel release, the CRIU
+/// version and the binary's size and mtime: this /run survives reboots, and a cache from
+/// another boot, kernel or CRIU build is removed and made again, never used. Returns a note for the probe's report (None where
 /// /run is a tmpfs: CRIU keeps its cache there by itself).
 pub fn kdat_cache(criu: &Path, version: &str) -> Option<String> {
     let run_dir = std::ffi::CString::new("/run").ok()?;
@@ -237,8 +237,17 @@ pub fn kdat_cache(criu: &Path, version: &str) -> Option<String> {
         return None;
     }
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default().trim().to_string();
+    // Every CRIU build checks the cache against a magic number taken from its build time
+    // (KDAT_MAGIC_2) and deletes a cache made by another build: a rebuilt binary of the same
+    // version (ci/criu-setup with other patches) needs a new one, so the stamp names the binary.
+    let build = std::fs::metadata(criu)
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            format!("{}:{}", m.len(), m.mtime())
+        })
+        .unwrap_or_default();
     let stamp = format!(
-        "{} {} {version}",
+        "{} {} {version} {build}",
         read("/proc/sys/kernel/random/boot_id"),
         read("/proc/sys/kernel/osrelease")
     );
