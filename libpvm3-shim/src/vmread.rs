@@ -430,27 +430,33 @@ fn on_desc(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::lazy::Ta
         0
     };
     let me = lib.mytid;
+    // Err: why the descriptor is answered "inline" (an errno of the read, or a negative
+    // [`Why`] code), for the trace.
     let got = (|| {
-        let d = Desc::parse(&m.body).ok()?;
-        let (pid, fd) = route_pid_fd(lib, src)?;
-        if forced_failure() || pid != d.pid {
-            return None;
+        let d = Desc::parse(&m.body).map_err(|_| Why::Parse as i32)?;
+        let (pid, fd) = route_pid_fd(lib, src).ok_or(Why::NoCap as i32)?;
+        if forced_failure() {
+            return Err(Why::Forced as i32);
         }
-        let total = usize::try_from(d.total).ok()?;
-        let mut r = Remote::new(pid, &d, Some((fd, me, src, xid)))?;
+        if pid != d.pid {
+            return Err(Why::Pid as i32);
+        }
+        let total = usize::try_from(d.total).map_err(|_| Why::Parse as i32)?;
+        let mut r = Remote::new(pid, &d, Some((fd, me, src, xid))).ok_or(Why::NoCap as i32)?;
         let mut v = crate::pool::take(total).unwrap_or_default();
         v.clear();
         v.reserve_exact(total);
         // The first piece now: a read that is refused (EPERM, ESRCH, EFAULT) must still be
         // answered "inline" before the message is delivered.
-        if r.read_to(&mut v, total.min(crate::lazy::FILL_STEP)).is_err() {
+        if let Err(e) = r.read_to(&mut v, total.min(crate::lazy::FILL_STEP)) {
             r.acked = true;
             crate::pool::put(v);
-            return None;
+            return Err(e.raw_os_error().unwrap_or(0));
         }
-        Some((d, r, v))
+        Ok((d, r, v))
     })();
-    let Some((d, mut r, v)) = got else {
+    trace(me, src, &m.body, &got);
+    let Ok((d, mut r, v)) = got else {
         set_route_pid(lib, src, 0);
         let a = MsgBody::from_vec(
             0,
@@ -479,6 +485,37 @@ fn on_desc(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::lazy::Ta
         },
         tail,
     ))
+}
+
+/// Why a descriptor was not read, besides an errno of the read (trace lines).
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    Parse = -1,
+    NoCap = -2,
+    Pid = -3,
+    Forced = -4,
+}
+
+/// With `PVM_VMREAD_TRACE=<file>`, every descriptor received appends `t<me> t<src> read <bytes>`
+/// or `t<me> t<src> inline <bytes> <why>` (an errno, or a negative [`Why`]): tests check with it
+/// which path a transfer took.
+fn trace<T>(me: i32, src: i32, body: &[u8], got: &Result<T, i32>) {
+    let Some(path) = std::env::var_os("PVM_VMREAD_TRACE") else {
+        return;
+    };
+    let n = if body.len() >= off::PIECES {
+        u64_at(body, off::TOTAL)
+    } else {
+        0
+    };
+    let line = match got {
+        Ok(_) => format!("t{me:x} t{src:x} read {n}\n"),
+        Err(why) => format!("t{me:x} t{src:x} inline {n} {why}\n"),
+    };
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 /// The peer pid and socket of the route from `tid` when the capability is on for it.
