@@ -1221,17 +1221,23 @@ impl Lib {
         if let Some(p) = self.pvmd.as_mut() {
             p.feed(Some(&mut self.reasm), &mut msgs);
         }
+        // A descriptor (vmread.rs) counts only on the route of the task it names.
+        crate::vmread::screen(&mut msgs, None);
         let mut tails = Vec::new();
-        for (_, r) in self.routes.iter_mut() {
+        for (tid, r) in self.routes.iter_mut() {
             if let RouteState::Open(s) = r {
+                let from = msgs.len();
                 s.feed(None, &mut msgs);
+                crate::vmread::screen(&mut msgs[from..], Some(*tid));
                 if let Some(t) = s.take_tail() {
                     tails.push((msgs.len() - 1, t));
                 }
             }
         }
-        for (_, s) in self.route_readers.iter_mut() {
+        for (tid, s) in self.route_readers.iter_mut() {
+            let from = msgs.len();
             s.feed(None, &mut msgs);
+            crate::vmread::screen(&mut msgs[from..], Some(*tid));
             if let Some(t) = s.take_tail() {
                 tails.push((msgs.len() - 1, t));
             }

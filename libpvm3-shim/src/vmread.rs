@@ -349,7 +349,7 @@ pub enum Sent {
 /// `Lib::send_raw_enc` before it writes a message on a route.
 pub fn send(lib: &mut Lib, src: i32, dst: i32, header: &MsgHeader, body: &MsgBody) -> Result<Sent, i32> {
     let bytes = body.bytes();
-    if bytes.len() < VMREAD_MIN || bytes.len() > crate::core::MAX_MESSAGE {
+    if src != lib.mytid || bytes.len() < VMREAD_MIN || bytes.len() > crate::core::MAX_MESSAGE {
         return Ok(Sent::Inline);
     }
     match lib.routes.get(&dst) {
@@ -398,6 +398,20 @@ fn wait_ack(lib: &mut Lib, dst: i32, xid: u64) -> Result<Option<i32>, i32> {
             return Ok(None);
         }
         lib.pump(Some(Duration::from_secs(1)))?;
+    }
+}
+
+/// Neutralises descriptors in `msgs` that did not come on the route of the task they name
+/// (`route`: the peer of the stream they came on, None for the pvmd's): the receiver reads from
+/// the pid of the route a descriptor names, so a descriptor must not be able to name another
+/// route. Such a message becomes an empty ack, which [`intercept`] drops; the positions of the
+/// others do not move (early-delivery tails are matched by position).
+pub fn screen(msgs: &mut [Message], route: Option<i32>) {
+    for m in msgs.iter_mut() {
+        if m.header.ctx == SYSCTX_TC && m.header.tag == TC_VMDESC && Some(m.src.0) != route {
+            m.header.tag = TC_VMACK;
+            m.body.clear();
+        }
     }
 }
 
@@ -824,6 +838,29 @@ mod tests {
                 let _ = Desc::parse(&b);
             }
         }
+    }
+
+    #[test]
+    fn descriptors_count_only_on_the_route_of_the_task_they_name() {
+        let mk = |src: i32| Message {
+            src: Tid(src),
+            dst: Tid(0x40002),
+            header: MsgHeader {
+                enc: 0,
+                tag: TC_VMDESC,
+                ctx: SYSCTX_TC,
+                wid: 0,
+                crc: 0,
+            },
+            body: desc(vec![(0x1000, 300_000)]).emit(),
+        };
+        let mut v = vec![mk(0x40001), mk(0x40003)];
+        screen(&mut v, Some(0x40001));
+        assert_eq!(v[0].header.tag, TC_VMDESC);
+        assert!(v[1].header.tag == TC_VMACK && v[1].body.is_empty());
+        let mut v = vec![mk(0x40001)];
+        screen(&mut v, None); // through the pvmd: never
+        assert!(v[0].header.tag == TC_VMACK && Ack::parse(&v[0].body).is_err());
     }
 
     /// The read itself, from our own process: pieces in order, byte for byte; a bad address is
