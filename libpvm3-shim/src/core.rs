@@ -1185,8 +1185,12 @@ impl Lib {
             self.process_input();
         }
         // Never with a descriptor of ours out (vmread.rs): the peer may be reading our memory.
-        if self.park_request.is_some() && self.vr.busy == 0 {
-            crate::park::safe_point(self)?; // park.rs hook
+        if self.park_request.is_some() {
+            if self.vr.busy == 0 {
+                crate::park::safe_point(self)?; // park.rs hook
+            } else {
+                crate::vmread::trace_park_deferred(self.mytid);
+            }
         }
         if self.pvmd.as_ref().map(|p| p.eof).unwrap_or(true) && !self.lost {
             self.lost = true;

@@ -526,9 +526,20 @@ fn trace<T>(me: i32, src: i32, body: &[u8], got: &Result<T, i32>) {
         Ok(_) => format!("t{me:x} t{src:x} read {n}\n"),
         Err(why) => format!("t{me:x} t{src:x} inline {n} {why}\n"),
     };
+    append(&path, &line);
+}
+
+fn append(path: &std::ffi::OsStr, line: &str) {
     use std::io::Write;
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
         let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// A park was put off because a descriptor of ours is out (trace line `t<me> park-deferred`).
+pub fn trace_park_deferred(me: i32) {
+    if let Some(path) = std::env::var_os("PVM_VMREAD_TRACE") {
+        append(&path, &format!("t{me:x} park-deferred\n"));
     }
 }
 
