@@ -10,7 +10,7 @@
 //! * Capability: both ends of a Unix-socket direct route offered [`CAP_VMREAD`] in the third
 //!   int of the pvm-rs route extension (TC_CONREQ/TC_CONACK, `route.rs`). A legacy task never
 //!   sees it; an older pvm-rs task reads two ints and ignores the third.
-//! * A message of at least [`VMREAD_MIN`] body bytes goes out as a [`TC_VMDESC`] message on the
+//! * A message of at least [`VMREAD_MIN`] (and at most [`VMREAD_MAX`]) body bytes goes out as a [`TC_VMDESC`] message on the
 //!   route ([`Desc`]: transfer id, sender pid, the real message's header, and the (address,
 //!   length) pieces of its packed body), and the sender waits in [`send`] (serving all its other
 //!   input meanwhile, so two tasks sending big messages at each other both progress) until the
@@ -66,6 +66,23 @@ pub const CAP_VMREAD: i32 = 1;
 /// Messages at least this large (body bytes) are sent by descriptor. Below it a descriptor, an
 /// ack and the waiting cost more than the socket copy they save (docs/benchmarks.md).
 pub const VMREAD_MIN: usize = 256 << 10;
+
+/// Messages larger than this (body bytes) keep the socket. Measured (docs/benchmarks.md): at
+/// 16 MB the single copy is no faster on this 2-core guest and, under heavy load, up to twice
+/// as slow: the receiver then does the transfer copy and the unpack copy alone while the
+/// sender sleeps, whereas on the socket both tasks copy at once (and on a busy machine two
+/// runnable tasks get twice the CPU share of one). `PVM_VMREAD_MAX` (bytes) overrides it.
+pub const VMREAD_MAX: usize = 4 << 20;
+
+fn max_size() -> usize {
+    static M: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *M.get_or_init(|| {
+        std::env::var("PVM_VMREAD_MAX")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(VMREAD_MAX)
+    })
+}
 
 /// Most pieces a descriptor may list (we send one; the limit keeps a hostile count cheap).
 pub const MAX_PIECES: usize = 64;
@@ -349,7 +366,7 @@ pub enum Sent {
 /// `Lib::send_raw_enc` before it writes a message on a route.
 pub fn send(lib: &mut Lib, src: i32, dst: i32, header: &MsgHeader, body: &MsgBody) -> Result<Sent, i32> {
     let bytes = body.bytes();
-    if src != lib.mytid || bytes.len() < VMREAD_MIN || bytes.len() > crate::core::MAX_MESSAGE {
+    if src != lib.mytid || bytes.len() < VMREAD_MIN || bytes.len() > max_size().min(crate::core::MAX_MESSAGE) {
         return Ok(Sent::Inline);
     }
     match lib.routes.get(&dst) {
