@@ -10,11 +10,13 @@
 //! (the fallback, forced by `PVM_VMREAD_FAIL`, by a real EPERM, or not negotiated at all with
 //! `PVM_NO_VMREAD` or a legacy-library peer).
 //!
-//! The route is set up by one ping-pong before the simultaneous sends: when both tasks' first
-//! messages cross while the route is being negotiated, the parent (on our library, with either
-//! library in the child) was seen, under load, to receive the child's first small message twice
-//! and the next ones out of order, with `PVM_NO_VMREAD` too (so not a single-copy matter; left
-//! for the route code, reported by h-vmread).
+//! The route is set up by one ping-pong before the simultaneous sends. When both tasks' first
+//! messages cross while the route is negotiated, the higher tid answers the crossed request and
+//! sends what it has to send through the pvmd until the other end connects (legacy `mroute()`
+//! does the same: it waits only while its own request is pending, then sends "with whatever
+//! route we have"); a message sent later on the new route can then overtake one still relayed
+//! by the pvmd. Seen under load with `PVM_NO_VMREAD` and with a legacy child too: a matter of the
+//! route handshake, not of single-copy transfers.
 
 use interop_tests::shim::{Lib, Vm};
 use interop_tests::Kind;
