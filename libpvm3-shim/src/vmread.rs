@@ -891,6 +891,78 @@ mod tests {
         assert!(v[0].header.tag == TC_VMACK && Ack::parse(&v[0].body).is_err());
     }
 
+    /// Two library states in two threads of this process, joined by a Unix socketpair as a
+    /// direct route (the "peer" pid is ours: SO_PEERCRED of a socketpair names this process): a
+    /// 1 MB message goes by descriptor, arrives byte for byte, and the sender, which has a park
+    /// request pending, does not park while its descriptor is out (it is still pending after
+    /// the send returned).
+    #[test]
+    fn a_transfer_completes_and_a_park_waits_for_it() {
+        use crate::core::RouteState;
+        use crate::net::{Sock, Stream};
+        use std::os::unix::net::UnixStream;
+        let (ra, rb) = UnixStream::pair().unwrap();
+        let (pa, pa_peer) = UnixStream::pair().unwrap();
+        let (pb, pb_peer) = UnixStream::pair().unwrap();
+        let (a_tid, b_tid) = (0x40001, 0x40002);
+        let body: Vec<u8> = (0..(1usize << 20)).map(|i| (i * 7 + i / 4096) as u8).collect();
+        let want = body.clone();
+        let lib = |pvmd: UnixStream, route: UnixStream, me: i32, peer: i32| {
+            let mut l = Lib {
+                pvmd: Some(Stream::new(Sock::Unix(pvmd)).unwrap()),
+                mytid: me,
+                ..Default::default()
+            };
+            let mut s = Stream::new(Sock::Unix(route)).unwrap();
+            s.peer_max_frag = crate::net::ROUTE_MAX_FRAG;
+            enable(&mut s, CAP_VMREAD);
+            assert_eq!(s.vmread_pid, std::process::id() as i32);
+            l.routes.insert(peer, RouteState::Open(Box::new(s)));
+            l
+        };
+        let sender = std::thread::spawn(move || {
+            let mut l = lib(pa, ra, a_tid, b_tid);
+            l.park_request = Some(7);
+            let m = MsgBody::from_vec(0x10, body);
+            let r = l.send_raw(a_tid, b_tid, 5, 0, 0, &m, false);
+            // One descriptor went out, and was read (an "inline" answer turns the route off).
+            let read = matches!(l.routes.get(&b_tid), Some(RouteState::Open(s)) if s.vmread_pid > 0);
+            (r, l.park_request, l.vr.busy, l.vr.next_xid, read)
+        });
+        let receiver = std::thread::spawn(move || {
+            let mut l = lib(pb, rb, b_tid, a_tid);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while l.rxq.is_empty() && std::time::Instant::now() < deadline {
+                l.pump(Some(Duration::from_millis(100))).unwrap();
+            }
+            let id = *l.rxq.front().expect("nothing delivered");
+            let b = l.bufs.get_mut(&id).unwrap();
+            b.settle(); // reads the rest from the sender and acknowledges
+            (b.tag, b.src, b.body().bytes().to_vec())
+        });
+        // A sender that parked anyway would wait for ever for the pvmd's TM_PARK answer: the
+        // watchdog closes the pvmd's end after 10 s, so that the bug fails the test.
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            let _ = wait.recv_timeout(Duration::from_secs(10));
+            drop(pa_peer);
+        });
+        let (tag, src, got) = receiver.join().unwrap();
+        let (r, park, busy, xids, read) = sender.join().unwrap();
+        let _ = done.send(());
+        watchdog.join().unwrap();
+        assert_eq!(r, Ok(()));
+        assert_eq!((tag, src), (5, a_tid));
+        assert!(got == want, "the message differs");
+        assert_eq!(park, Some(7), "parked with a descriptor out");
+        assert_eq!(busy, 0);
+        assert!(
+            xids == 1 && read,
+            "not sent by descriptor ({xids} descriptors, read {read})"
+        );
+        drop(pb_peer);
+    }
+
     /// The read itself, from our own process: pieces in order, byte for byte; a bad address is
     /// an error (EFAULT), not a crash.
     #[test]
