@@ -23,6 +23,7 @@ const JOB: &str = r#"
 #include <stdlib.h>
 #include <sys/time.h>
 #include "pvm3.h"
+#define BIG 300000
 static double now(void) { struct timeval t; gettimeofday(&t, 0); return t.tv_sec + t.tv_usec / 1e6; }
 static void worker(void) {
     int me = pvm_mytid(), parent = pvm_parent(), v, tag, who, np = 0, pbad = 0, pend = -1, mdone = 0;
@@ -31,6 +32,9 @@ static void worker(void) {
     /* MM_MB (measurements): resident memory the moves must carry, checked at the end. */
     size_t mb = getenv("MM_MB") ? (size_t)atoi(getenv("MM_MB")) : 0, k;
     unsigned char *heap = mb ? malloc(mb << 20) : 0;
+    /* MM_BIG: every tenth answer carries BIG checked bytes (on one host: read by the master
+     * from the worker's memory, libpvm3-shim vmread.rs; a park waits for such a transfer). */
+    unsigned char *big = getenv("MM_BIG") ? malloc(BIG) : 0;
     for (k = 0; heap && k < mb << 20; k++) heap[k] = (unsigned char)(k * 7);
     for (;;) {
         pvm_bufinfo(pvm_recv(-1, -1), 0, &tag, &who);
@@ -51,6 +55,10 @@ static void worker(void) {
         pvm_initsend(PvmDataDefault);
         pvm_pklong(&sum, 1, 1);
         pvm_pkint(&me, 1, 1);
+        if (big && v % 10 == 0) {
+            for (k = 0; k < BIG; k++) big[k] = (unsigned char)(v * 31 + k);
+            pvm_pkbyte((char *)big, BIG, 1);
+        }
         pvm_send(parent, 2);
         if (v % 500 == 0) {
             printf("worker at %d\n", v);
@@ -77,6 +85,7 @@ int main(int argc, char **argv) {
     double t0;
     struct timeval tmout = { 20, 0 };
     char *pargs[] = { "--library-path", "/usr/lib/x86_64-linux-gnu", argv[1], 0 };
+    unsigned char *bigbuf = getenv("MM_BIG") ? malloc(BIG) : 0;
     if (pvm_parent() > 0) { worker(); pvm_exit(); return 0; }
     pvm_setopt(PvmAutoErr, 0);
     /* Direct task-task route to the worker: drained at each park, rebuilt after the move. */
@@ -122,6 +131,10 @@ int main(int argc, char **argv) {
         pvm_upkint(&who, 1, 1);
         sum += i;
         if (got != sum || who != w) bad++;
+        if (bigbuf && i % 10 == 0) {
+            pvm_upkbyte((char *)bigbuf, BIG, 1);
+            for (r = 0; r < BIG; r++) if (bigbuf[r] != (unsigned char)(i * 31 + r)) { bad++; break; }
+        }
     }
     pvm_initsend(PvmDataDefault);
     pvm_send(peer, 22);
@@ -316,7 +329,13 @@ fn move_job(direct: bool, broken: bool) {
         .env("LD_LIBRARY_PATH", shim_dir())
         .env(if direct { "MM_DIRECT" } else { "MM_NONE" }, "1")
         .env("MM_MB", std::env::var("MM_MB").unwrap_or_default())
-        .env("PVM_EXPORT", "LD_LIBRARY_PATH:MM_MB");
+        .env("PVM_EXPORT", "LD_LIBRARY_PATH:MM_MB:MM_BIG");
+    // With the direct route, large answers too: while master and worker share host 1 they are
+    // read from the worker's memory (vmread.rs), and a park must wait for such a transfer.
+    let vmtrace = c.dir.path().join("vmread-trace");
+    if direct {
+        run.env("MM_BIG", "1").env("PVM_VMREAD_TRACE", &vmtrace);
+    }
     let (code, out, err) = wait_or_kill(run.spawn().expect("run the job"), Duration::from_secs(60));
     if code.is_none() {
         for k in 1..=4 {
@@ -362,6 +381,18 @@ fn move_job(direct: bool, broken: bool) {
         logs()
     );
     assert!(out.contains("done bad 0\n"), "{}", logs());
+    if direct {
+        // The master read the worker's large answers from its memory while both ran on host 1
+        // (before the first move and after the move back), never fell back.
+        let t = std::fs::read_to_string(&vmtrace).unwrap_or_default();
+        assert!(t.lines().filter(|l| l.contains(" read 300")).count() >= 50, "{t}");
+        assert!(!t.contains(" inline "), "{t}");
+        // Whether a park request met a transfer under way (it then waits for the ack) depends
+        // on timing; say so when it did.
+        if t.contains("park-deferred") {
+            eprintln!("a park waited for a single-copy transfer to end");
+        }
+    }
     // Multicasts (to the worker and the legacy peer) reach the worker on every host.
     assert!(out.contains("\nmcast got 30, out of order 0\n"), "{}", logs());
     // And the worker's multicasts (to the master) from every host it ran on.

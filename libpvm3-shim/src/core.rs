@@ -287,6 +287,8 @@ pub enum RouteState {
         /// The largest fragment the requester offered to take (pvm-rs route extension), 0
         /// for a legacy requester: the accepted stream is then written with legacy fragments.
         peer_max_frag: usize,
+        /// The requester's capability bits (`vmread.rs`), 0 for a legacy requester.
+        peer_caps: i32,
     },
     Open(Box<Stream>),
     /// Denied or failed: use the pvmd.
@@ -371,6 +373,8 @@ pub struct Lib {
     /// something was delivered meanwhile: another thread may have pumped in between (the
     /// `pvm-park` thread does, parksig.rs), and its input is in the queues, not on the socket.
     pub delivered: u64,
+    /// Single-copy transfers of large messages (vmread.rs).
+    pub vr: crate::vmread::State,
 }
 
 impl Default for Lib {
@@ -427,6 +431,7 @@ impl Default for Lib {
             keep_fds: Vec::new(),
             keep_noresets: Vec::new(),
             delivered: 0,
+            vr: crate::vmread::State::default(),
             self_sib: [0],
         }
     }
@@ -461,6 +466,8 @@ pub fn with<R>(f: impl FnOnce(&mut Lib) -> R) -> Result<R, i32> {
     let lib = g.0.get_or_insert_with(Lib::default);
     if crate::lazy::pending() && !crate::lazy::lazy_ok() {
         crate::lazy::settle(lib);
+    } else if crate::vmread::owed() {
+        crate::vmread::send_owed(lib);
     }
     Ok(f(lib))
 }
@@ -1023,6 +1030,12 @@ impl Lib {
             wid,
             crc: 0,
         };
+        // A large message to a pvm-rs task of this host may be read from our memory instead.
+        if !via_pvmd {
+            if let crate::vmread::Sent::Done = crate::vmread::send(self, src, dst, &header, body)? {
+                return Ok(());
+            }
+        }
         let route = if via_pvmd {
             None
         } else {
@@ -1171,8 +1184,13 @@ impl Lib {
             }
             self.process_input();
         }
+        // Never with a descriptor of ours out (vmread.rs): the peer may be reading our memory.
         if self.park_request.is_some() {
-            crate::park::safe_point(self)?; // park.rs hook
+            if self.vr.busy == 0 {
+                crate::park::safe_point(self)?; // park.rs hook
+            } else {
+                crate::vmread::trace_park_deferred(self.mytid);
+            }
         }
         if self.pvmd.as_ref().map(|p| p.eof).unwrap_or(true) && !self.lost {
             self.lost = true;
@@ -1207,17 +1225,23 @@ impl Lib {
         if let Some(p) = self.pvmd.as_mut() {
             p.feed(Some(&mut self.reasm), &mut msgs);
         }
+        // A descriptor (vmread.rs) counts only on the route of the task it names.
+        crate::vmread::screen(&mut msgs, None);
         let mut tails = Vec::new();
-        for (_, r) in self.routes.iter_mut() {
+        for (tid, r) in self.routes.iter_mut() {
             if let RouteState::Open(s) = r {
+                let from = msgs.len();
                 s.feed(None, &mut msgs);
+                crate::vmread::screen(&mut msgs[from..], Some(*tid));
                 if let Some(t) = s.take_tail() {
                     tails.push((msgs.len() - 1, t));
                 }
             }
         }
-        for (_, s) in self.route_readers.iter_mut() {
+        for (tid, s) in self.route_readers.iter_mut() {
+            let from = msgs.len();
             s.feed(None, &mut msgs);
+            crate::vmread::screen(&mut msgs[from..], Some(*tid));
             if let Some(t) = s.take_tail() {
                 tails.push((msgs.len() - 1, t));
             }
@@ -1252,7 +1276,15 @@ impl Lib {
 
     /// `tail`: the rest of an early-delivered message (`lazy.rs`), which only a user message
     /// buffer keeps while tracing is off; anywhere else the message is completed first.
-    fn deliver(&mut self, mut m: Message, mut tail: Option<crate::lazy::Tail>) {
+    fn deliver(&mut self, m: Message, mut tail: Option<crate::lazy::Tail>) {
+        // Single-copy transfer frames (vmread.rs): acks end here, a descriptor turns into the
+        // message it describes.
+        let Some((mut m, remote)) = crate::vmread::intercept(self, m) else {
+            return;
+        };
+        if remote.is_some() {
+            tail = remote;
+        }
         self.delivered = self.delivered.wrapping_add(1);
         let src = m.src.0;
         let tag = m.header.tag;

@@ -95,11 +95,20 @@ impl Shared {
     }
 }
 
-/// The rest of an early-delivered message: read from the route's socket (a duplicate of its
-/// descriptor, so that the buffer can read without the stream at hand).
+/// Where the rest of an early-delivered message comes from.
+#[derive(Debug)]
+enum Source {
+    /// The route's socket (a duplicate of its descriptor, so that the buffer can read without
+    /// the stream at hand).
+    Sock(OwnedFd),
+    /// The sender's memory (`vmread.rs`): nothing of it is in the socket, the stream is free.
+    Remote(crate::vmread::Remote),
+}
+
+/// The rest of an early-delivered message.
 #[derive(Debug)]
 pub struct Tail {
-    fd: OwnedFd,
+    src: Source,
     shared: Arc<Shared>,
     /// Body length of the whole message.
     pub total: usize,
@@ -123,12 +132,26 @@ impl Tail {
         PENDING.fetch_add(1, Ordering::Relaxed);
         Ok((
             Tail {
-                fd,
+                src: Source::Sock(fd),
                 shared: shared.clone(),
                 total,
             },
             shared,
         ))
+    }
+
+    /// A tail of `left` bytes read from the sender's memory (`vmread.rs`); dropping it (read to
+    /// the end or not) acknowledges the transfer.
+    pub fn remote(r: crate::vmread::Remote, left: usize, total: usize) -> Tail {
+        PENDING.fetch_add(1, Ordering::Relaxed);
+        Tail {
+            src: Source::Remote(r),
+            shared: Arc::new(Shared {
+                left: AtomicUsize::new(left),
+                dead: AtomicBool::new(false),
+            }),
+            total,
+        }
     }
 
     /// Bytes still in the socket.
@@ -157,39 +180,50 @@ impl Tail {
             let want = if some { left.min(FILL_STEP) } else { left };
             v.reserve(want);
             let spare = &mut v.spare_capacity_mut()[..want];
-            // SAFETY: recv(2) writes at most spare.len() bytes into the vector's spare capacity;
-            // only the bytes it reports written are then counted as initialised.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    spare.as_mut_ptr() as *mut libc::c_void,
-                    spare.len(),
-                    libc::MSG_DONTWAIT,
-                )
+            let n = match &mut self.src {
+                Source::Sock(fd) => {
+                    // SAFETY: recv(2) writes at most spare.len() bytes into the vector's spare
+                    // capacity; only the bytes it reports written are then counted as
+                    // initialised.
+                    let n = unsafe {
+                        libc::recv(
+                            fd.as_raw_fd(),
+                            spare.as_mut_ptr() as *mut libc::c_void,
+                            spare.len(),
+                            libc::MSG_DONTWAIT,
+                        )
+                    };
+                    if n < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(n as usize)
+                    }
+                }
+                Source::Remote(r) => r.read_into(spare),
             };
-            if n > 0 {
-                let n = n as usize;
-                // SAFETY: recv initialised n bytes after the current length.
-                unsafe { v.set_len(v.len() + n) };
-                self.shared.left.store(left - n, Ordering::Release);
-                if some {
-                    return true;
+            match n {
+                Ok(n) if n > 0 => {
+                    // SAFETY: recv / process_vm_readv initialised n bytes after the length.
+                    unsafe { v.set_len(v.len() + n) };
+                    self.shared.left.store(left - n, Ordering::Release);
+                    if some {
+                        return true;
+                    }
                 }
-                continue;
-            }
-            if n == 0 {
-                self.shared.dead.store(true, Ordering::Release);
-                return false;
-            }
-            match io::Error::last_os_error().kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock => {
-                    crate::net::poll_fds(&[(self.fd.as_raw_fd(), false)], Some(Duration::from_millis(1000)));
-                }
-                _ => {
+                Ok(_) => {
                     self.shared.dead.store(true, Ordering::Release);
                     return false;
                 }
+                Err(e) => match (e.kind(), &self.src) {
+                    (io::ErrorKind::Interrupted, _) => {}
+                    (io::ErrorKind::WouldBlock, Source::Sock(fd)) => {
+                        crate::net::poll_fds(&[(fd.as_raw_fd(), false)], Some(Duration::from_millis(1000)));
+                    }
+                    _ => {
+                        self.shared.dead.store(true, Ordering::Release);
+                        return false;
+                    }
+                },
             }
         }
         true
@@ -204,21 +238,23 @@ impl Tail {
 
 impl Drop for Tail {
     /// A tail dropped before its end (a buffer freed unread): the bytes are still read and
-    /// thrown away, so that the stream resumes at the next message.
+    /// thrown away, so that the stream resumes at the next message. A tail in the sender's
+    /// memory is only acknowledged (the sender may go on).
     fn drop(&mut self) {
+        let fd = match &mut self.src {
+            Source::Remote(r) => {
+                r.ack();
+                PENDING.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            Source::Sock(fd) => fd.as_raw_fd(),
+        };
         let mut scratch = vec![0u8; self.left().min(256 << 10)];
         while self.left() > 0 && !self.dead() {
             let left = self.left();
             let want = left.min(scratch.len());
             // SAFETY: recv(2) into an initialised buffer of at least `want` bytes.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    scratch.as_mut_ptr() as *mut libc::c_void,
-                    want,
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let n = unsafe { libc::recv(fd, scratch.as_mut_ptr() as *mut libc::c_void, want, libc::MSG_DONTWAIT) };
             if n > 0 {
                 self.shared.left.store(left - n as usize, Ordering::Release);
                 continue;
@@ -230,7 +266,7 @@ impl Drop for Tail {
             match io::Error::last_os_error().kind() {
                 io::ErrorKind::Interrupted => {}
                 io::ErrorKind::WouldBlock => {
-                    crate::net::poll_fds(&[(self.fd.as_raw_fd(), false)], Some(Duration::from_millis(1000)));
+                    crate::net::poll_fds(&[(fd, false)], Some(Duration::from_millis(1000)));
                 }
                 _ => self.shared.dead.store(true, Ordering::Release),
             }
@@ -241,10 +277,11 @@ impl Drop for Tail {
 
 /// Reads every pending tail to its end (see the module doc).
 pub fn settle(lib: &mut crate::core::Lib) {
-    if !pending() {
-        return;
+    if pending() {
+        for b in lib.bufs.values_mut() {
+            b.settle();
+        }
     }
-    for b in lib.bufs.values_mut() {
-        b.settle();
-    }
+    // Acks a finished remote tail could not write at once (vmread.rs).
+    crate::vmread::send_owed(lib);
 }

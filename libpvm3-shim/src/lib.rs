@@ -23,3 +23,4 @@ pub mod parksig;
 pub mod pool;
 pub mod route;
 pub mod tev;
+pub mod vmread;

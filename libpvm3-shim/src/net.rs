@@ -86,6 +86,9 @@ pub struct Stream {
     /// The tail of the message this stream's last feed delivered early, for the caller to
     /// attach to its buffer ([`Stream::take_tail`]).
     tail: Option<crate::lazy::Tail>,
+    /// The peer's pid (SO_PEERCRED) when both ends agreed to single-copy transfers of large
+    /// messages on this route (`vmread.rs`); 0 otherwise, and after a read failed once.
+    pub vmread_pid: i32,
 }
 
 /// Fragments at least this large are received in place: once their header is here, the rest
@@ -109,6 +112,7 @@ impl Stream {
             peer_max_frag: 0,
             held: None,
             tail: None,
+            vmread_pid: 0,
         })
     }
 

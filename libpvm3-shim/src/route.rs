@@ -194,25 +194,36 @@ fn same_host(a: i32, b: i32) -> bool {
 }
 
 /// Appends our route extension (magic, largest fragment we take) to a TC_CONREQ/TC_CONACK body.
+/// The third int carries capability bits (`vmread::CAP_VMREAD`); an older pvm-rs task reads two
+/// ints and ignores it.
 fn pk_route_ext(p: &mut pvm_proto::encoding::Packer) {
-    let _ = p.pk_int(&[ROUTE_EXT_MAGIC, crate::net::ROUTE_MAX_FRAG as i32]);
+    let _ = p.pk_int(&[
+        ROUTE_EXT_MAGIC,
+        crate::net::ROUTE_MAX_FRAG as i32,
+        crate::vmread::caps(),
+    ]);
 }
 
 /// The peer's route extension after the address, if it sent one: the largest fragment it
-/// takes (capped at ours), 0 for a legacy peer or an offer too small to be worth using.
-fn upk_route_ext(u: &mut Unpacker<'_>) -> usize {
+/// takes (capped at ours), 0 for a legacy peer or an offer too small to be worth using, and
+/// its capability bits (0 when absent).
+fn upk_route_ext(u: &mut Unpacker<'_>) -> (usize, i32) {
     if u.remaining() < 8 {
-        return 0;
+        return (0, 0);
     }
     let mut v = [0i32; 2];
     if u.up_int(&mut v).is_err() || v[0] != ROUTE_EXT_MAGIC {
-        return 0;
+        return (0, 0);
     }
     let max = usize::try_from(v[1]).unwrap_or(0).min(crate::net::ROUTE_MAX_FRAG);
     if max < crate::net::IN_PLACE_MIN {
-        return 0;
+        return (0, 0);
     }
-    max
+    let mut caps = [0i32];
+    if u.remaining() < 4 || u.up_int(&mut caps).is_err() {
+        caps[0] = 0;
+    }
+    (max, caps[0])
 }
 
 /// `peer_max_frag` > 0: the requester offered large fragments, ours go back with the answer.
@@ -235,7 +246,7 @@ pub fn on_conreq(lib: &mut Lib, src: i32, u: &mut Unpacker<'_>) {
         send_conack(lib, src, 1, "", 0);
         return;
     };
-    let peer_max_frag = upk_route_ext(u);
+    let (peer_max_frag, peer_caps) = upk_route_ext(u);
     match lib.routes.remove(&src) {
         Some(RouteState::Requested { sock, path }) => {
             // Crossed requests: the lower tid ignores, the higher listens on its own socket.
@@ -259,6 +270,7 @@ pub fn on_conreq(lib: &mut Lib, src: i32, u: &mut Unpacker<'_>) {
                     sock,
                     path,
                     peer_max_frag,
+                    peer_caps,
                 },
             );
             send_conack(lib, src, 0, &myaddr, peer_max_frag);
@@ -287,6 +299,7 @@ pub fn on_conreq(lib: &mut Lib, src: i32, u: &mut Unpacker<'_>) {
                             sock,
                             path,
                             peer_max_frag,
+                            peer_caps,
                         },
                     );
                     send_conack(lib, src, 0, &myaddr, peer_max_frag);
@@ -318,7 +331,7 @@ pub fn on_conack(lib: &mut Lib, src: i32, u: &mut Unpacker<'_>) {
     let mut v = [0i32; 2];
     let ok = u.up_int(&mut v).is_ok() && v[0] == TDPROTOCOL && v[1] == 0;
     let addr = u.up_str().map(|b| String::from_utf8_lossy(&b).into_owned());
-    let peer_max_frag = if ok { upk_route_ext(u) } else { 0 };
+    let (peer_max_frag, peer_caps) = if ok { upk_route_ext(u) } else { (0, 0) };
     let Some(RouteState::Requested { sock, path }) = lib.routes.remove(&src) else {
         return;
     };
@@ -329,6 +342,7 @@ pub fn on_conack(lib: &mut Lib, src: i32, u: &mut Unpacker<'_>) {
         (true, Ok(addr)) => match connect(sock, &addr).and_then(Stream::new) {
             Ok(mut s) => {
                 s.peer_max_frag = peer_max_frag;
+                crate::vmread::enable(&mut s, peer_caps);
                 RouteState::Open(Box::new(s))
             }
             Err(_) => RouteState::Denied,
@@ -364,6 +378,7 @@ pub fn ready(lib: &mut Lib, tid: i32) {
             sock,
             path,
             peer_max_frag,
+            peer_caps,
         }) => {
             if let Some(p) = &path {
                 let _ = std::fs::remove_file(p);
@@ -371,6 +386,7 @@ pub fn ready(lib: &mut Lib, tid: i32) {
             let st = match accept(&sock).and_then(Stream::new) {
                 Ok(mut s) => {
                     s.peer_max_frag = peer_max_frag;
+                    crate::vmread::enable(&mut s, peer_caps);
                     s.drain();
                     RouteState::Open(Box::new(s))
                 }

@@ -13,7 +13,7 @@ use pvm_proto::Tid;
 // ---- generators ------------------------------------------------------------------------------
 
 fn route_ext() -> impl Strategy<Value = Option<RouteExt>> {
-    option::of(any::<i32>().prop_map(|max_frag| RouteExt { max_frag }))
+    option::of((any::<i32>(), option::of(any::<i32>())).prop_map(|(max_frag, caps)| RouteExt { max_frag, caps }))
 }
 
 fn xs() -> impl Strategy<Value = XStr> {

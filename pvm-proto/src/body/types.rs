@@ -294,6 +294,9 @@ impl fmt::Display for ConnectAck {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteExt {
     pub max_frag: i32,
+    /// Capability bits, when sent (a third int; bit 0: single-copy transfers of large messages
+    /// with process_vm_readv, libpvm3-shim `vmread.rs`). Readers of the two-int form ignore it.
+    pub caps: Option<i32>,
 }
 
 /// First int of a [`RouteExt`] ("pvRF"): trailing bytes that do not start with it are not ours.
@@ -317,13 +320,20 @@ impl RouteExt {
                 },
             ));
         }
-        Ok(Some(RouteExt {
-            max_frag: r.int("max fragment")?,
-        }))
+        let max_frag = r.int("max fragment")?;
+        let caps = if r.remaining() == 0 {
+            None
+        } else {
+            Some(r.int("capabilities")?)
+        };
+        Ok(Some(RouteExt { max_frag, caps }))
     }
     fn enc_opt(ext: &Option<RouteExt>, w: &mut Wr) {
         if let Some(e) = ext {
             w.int(ROUTE_EXT_MAGIC).int(e.max_frag);
+            if let Some(c) = e.caps {
+                w.int(c);
+            }
         }
     }
 }
@@ -355,6 +365,9 @@ impl fmt::Display for RouteReq {
         write!(f, "version {} {}", self.version, self.path)?;
         if let Some(e) = self.ext {
             write!(f, " max-frag {}", e.max_frag)?;
+            if let Some(c) = e.caps {
+                write!(f, " caps {c:#x}")?;
+            }
         }
         Ok(())
     }
@@ -389,6 +402,9 @@ impl fmt::Display for RouteAck {
         write!(f, "version {} ack {} {}", self.version, self.ack, self.path)?;
         if let Some(e) = self.ext {
             write!(f, " max-frag {}", e.max_frag)?;
+            if let Some(c) = e.caps {
+                write!(f, " caps {c:#x}")?;
+            }
         }
         Ok(())
     }
