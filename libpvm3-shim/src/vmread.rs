@@ -929,6 +929,9 @@ mod tests {
             let read = matches!(l.routes.get(&b_tid), Some(RouteState::Open(s)) if s.vmread_pid > 0);
             (r, l.park_request, l.vr.busy, l.vr.next_xid, read)
         });
+        // The receiver's end of the route stays open until the sender has looked at it (a
+        // closed route would read as a fallback).
+        let (may_close, close_wait) = std::sync::mpsc::channel::<()>();
         let receiver = std::thread::spawn(move || {
             let mut l = lib(pb, rb, b_tid, a_tid);
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -938,7 +941,10 @@ mod tests {
             let id = *l.rxq.front().expect("nothing delivered");
             let b = l.bufs.get_mut(&id).unwrap();
             b.settle(); // reads the rest from the sender and acknowledges
-            (b.tag, b.src, b.body().bytes().to_vec())
+            let r = (b.tag, b.src, b.body().bytes().to_vec());
+            let _ = close_wait.recv_timeout(Duration::from_secs(30));
+            drop(l);
+            r
         });
         // A sender that parked anyway would wait for ever for the pvmd's TM_PARK answer: the
         // watchdog closes the pvmd's end after 10 s, so that the bug fails the test.
@@ -947,8 +953,9 @@ mod tests {
             let _ = wait.recv_timeout(Duration::from_secs(10));
             drop(pa_peer);
         });
-        let (tag, src, got) = receiver.join().unwrap();
         let (r, park, busy, xids, read) = sender.join().unwrap();
+        let _ = may_close.send(());
+        let (tag, src, got) = receiver.join().unwrap();
         let _ = done.send(());
         watchdog.join().unwrap();
         assert_eq!(r, Ok(()));
