@@ -185,6 +185,33 @@ pub fn set_tcp_user_timeout(fd: std::os::fd::RawFd, ms: u32) -> std::io::Result<
     Ok(())
 }
 
+/// Turns TCP keepalive on: after `idle_s` seconds without traffic the kernel probes the peer
+/// every `intvl_s` seconds and fails the connection after `cnt` unanswered probes (or earlier
+/// under TCP_USER_TIMEOUT).
+pub fn set_tcp_keepalive(fd: std::os::fd::RawFd, idle_s: u32, intvl_s: u32, cnt: u32) -> std::io::Result<()> {
+    let set = |level: libc::c_int, opt: libc::c_int, v: libc::c_int| {
+        // SAFETY: fd is a TCP socket owned by the caller; the option value is a valid c_int.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                opt,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle_s as libc::c_int)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, intvl_s as libc::c_int)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, cnt as libc::c_int)
+}
+
 /// Asks for `bytes` of send and receive buffer on a socket: SO_SNDBUF/SO_RCVBUF (the kernel caps
 /// them at wmem_max/rmem_max), then the FORCE variants, which lift that cap where the process
 /// may (CAP_NET_ADMIN) and fail harmlessly elsewhere. Returns the receive buffer obtained.

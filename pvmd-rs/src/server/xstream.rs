@@ -134,17 +134,22 @@ pub(super) struct XShell {
     pending_hellos: Arc<AtomicUsize>,
 }
 
-/// How long written frames may stay unacknowledged by the peer's kernel before the stream
-/// counts as broken. A peer whose host vanished (powered off, cut off, or a lost RST after a
-/// kill -9) never answers, and TCP alone would retransmit for about 15 minutes while every
-/// request sent on the stream waits; past this the link falls back to datagrams, whose
-/// failure detection then deletes the host. A live peer's kernel acknowledges even when its
-/// pvmd reads nothing (a zero window is answered), so load alone does not trip it.
+/// How long written frames (or keepalive probes) may stay unanswered by the peer's kernel
+/// before the stream counts as broken. A peer whose host vanished (powered off, cut off, or
+/// whose RST after a kill -9 was lost) never answers, and TCP alone would retransmit for about
+/// 15 minutes, or, on an idle stream, never notice, while a request sent to that host before
+/// it died waits for its reply; past this the link falls back to datagrams, whose failure
+/// detection then deletes the host. A live peer's kernel answers even when its pvmd reads
+/// nothing (a zero window is acknowledged), so load alone does not trip it.
 const STREAM_USER_TIMEOUT_MS: u32 = 5_000;
+/// Keepalive of an idle stream: first probe after this many seconds without traffic, then one
+/// a second (a few bytes each way per link and second while idle).
+const STREAM_KEEPIDLE_S: u32 = 2;
 
 fn tune(fd: std::os::fd::RawFd) {
     let _ = crate::sys::set_socket_buffers(fd, STREAM_SOCKET_BUFFER);
     let _ = crate::sys::set_tcp_user_timeout(fd, STREAM_USER_TIMEOUT_MS);
+    let _ = crate::sys::set_tcp_keepalive(fd, STREAM_KEEPIDLE_S, 1, 5);
 }
 
 impl XShell {
