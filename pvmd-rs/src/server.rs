@@ -16,6 +16,7 @@ use crate::daemon::{AuthFiles, ConnId, Daemon, Out, MAX_FRAG_UNCONNECTED};
 use crate::log::Log;
 use pvm_proto::frag::StreamFragHeader;
 
+mod coalesce; // relayed fragments of one message written as one (relay.rs)
 mod relay; // the local relay fast path (reader -> destination socket)
 mod tasksock;
 mod xstream; // pvmd-rs <-> pvmd-rs stream transport (daemon/stream.rs) // task sockets registered for reading only
