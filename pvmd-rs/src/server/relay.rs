@@ -137,6 +137,31 @@ impl Routes {
         done
     }
 
+    /// A big fragment (conn.rs `BIG`) of `conn` that the reader may pass on by itself
+    /// (splice.rs): the destination and the rewritten header, with the destination claimed (its
+    /// queue counter raised from zero to one; the caller puts a `WriteCmd::Wait` in its queue).
+    /// `None` when relay() would not relay it: no route, earlier input of the connection
+    /// waiting in the main loop, or something queued for the destination.
+    pub fn claim_big(&self, conn: ConnId, pending: &Pending, h: &StreamFragHeader) -> Option<(Dest, [u8; 16])> {
+        if pending.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        let r = self.map.get(&(conn, h.dst.bits()))?;
+        r.dest
+            .queued
+            .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        crate::metrics::frag_in(h.flags.contains(FragFlags::EOM)); // metrics.rs
+        crate::metrics::FRAGS_OUT.inc(); // metrics.rs
+        let hdr = StreamFragHeader {
+            dst: r.dst,
+            src: r.src,
+            len: h.len,
+            flags: h.flags & (FragFlags::SOM | FragFlags::EOM),
+        };
+        Some((r.dest.clone(), hdr.to_bytes()))
+    }
+
     /// The route of a fragment, if it may be relayed here now.
     fn route(&self, conn: ConnId, h: &StreamFragHeader) -> Option<&Route> {
         let r = self.map.get(&(conn, h.dst.bits()))?;
