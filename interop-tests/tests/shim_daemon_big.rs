@@ -3,7 +3,8 @@
 //! InPlace; one size by pvm_mcast), to a task and back, every byte checked on both sides, and a
 //! 3 MB message through the mailbox; between two of our tasks on
 //! one host, between our tasks on two pvmd-rs hosts (the stream transport between the daemons),
-//! and with a legacy-library task on pvmd-rs at either end. Across hosts the sending pvmd's
+//! and with a legacy-library task on pvmd-rs at either end or at both (the legacy library's
+//! 4 KB fragments then reach a legacy-library receiver coalesced into long fragments). Across hosts the sending pvmd's
 //! fragment count (metrics endpoint) shows that the library used 64 KiB fragments.
 
 use std::path::PathBuf;
@@ -158,6 +159,9 @@ fn shim_daemon_route_large_messages_one_host() {
         (Lib::Shim, Lib::Shim),
         (Lib::Shim, Lib::Legacy),
         (Lib::Legacy, Lib::Shim),
+        // Both legacy: 4080-byte fragments, relayed coalesced (pvmd-rs server/coalesce.rs) to
+        // a legacy-library receiver.
+        (Lib::Legacy, Lib::Legacy),
     ] {
         let vm = Vm::start(Kind::Ours, "bigfrag-daemon");
         let (code, out, err) = vm.run(exe.to_str().unwrap(), &[], me, child, None);

@@ -193,6 +193,10 @@ impl<R: AsyncRead + Unpin> FragReader<R> {
                 self.buf = Vec::new();
                 self.pos = 0;
                 self.big_left = hdr.len as usize - first.len();
+                // Small reads again after a big fragment: the rest of it may be passed on without
+                // being read here (server/splice.rs), so what a large read takes of the next
+                // one's payload would only be copied.
+                self.chunk = READ_CHUNK;
                 return Ok(Some(ReadEvent::BigStart(hdr, first)));
             }
             if !out.is_empty() {
@@ -214,6 +218,14 @@ impl<R: AsyncRead + Unpin> FragReader<R> {
                 return Err(ConnError::Truncated { have, need });
             }
         }
+    }
+
+    /// The connection and the payload bytes still to come of the big fragment just started
+    /// ([`ReadEvent::BigStart`]), for a caller that passes them on by itself (server/splice.rs):
+    /// it must consume exactly that many bytes from the connection before the next event.
+    pub fn take_big(&mut self) -> (&mut R, usize) {
+        let n = std::mem::take(&mut self.big_left);
+        (&mut self.rd, n)
     }
 
     /// The next whole fragments (at least one), in order, big ones assembled; `false` at a

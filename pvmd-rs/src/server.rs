@@ -16,7 +16,9 @@ use crate::daemon::{AuthFiles, ConnId, Daemon, Out, MAX_FRAG_UNCONNECTED};
 use crate::log::Log;
 use pvm_proto::frag::StreamFragHeader;
 
+mod coalesce; // relayed fragments of one message written as one (relay.rs)
 mod relay; // the local relay fast path (reader -> destination socket)
+mod splice; // big relayed fragments through a pipe (relay.rs)
 mod tasksock;
 mod xstream; // pvmd-rs <-> pvmd-rs stream transport (daemon/stream.rs) // task sockets registered for reading only
 use tasksock::{TaskWrite, WriteReg};
@@ -46,6 +48,9 @@ enum WriteCmd {
     /// A big relayed fragment written while it arrives: header, payload so far, the rest as it
     /// comes, and the payload length. Nothing else is written to the connection in between.
     Stream([u8; 16], Vec<u8>, mpsc::UnboundedReceiver<Vec<u8>>, usize),
+    /// splice.rs: a source's reader is writing a big fragment to this connection by itself;
+    /// nothing else is written until it ends the claim (then the end's bytes first).
+    Wait(tokio::sync::oneshot::Receiver<splice::WaitEnd>),
     Close,
 }
 
@@ -63,6 +68,8 @@ impl WriteCmd {
             WriteCmd::Data(b) => b.len(),
             WriteCmd::Frags(v) => v.iter().map(|(h, p)| h.len() + p.len()).sum(),
             WriteCmd::Stream(h, _, _, total) => h.len() + total,
+            // The claim's own unit in `queued` (splice.rs), so nobody writes directly meanwhile.
+            WriteCmd::Wait(_) => 1,
             WriteCmd::Close => 0,
         }
     }
@@ -136,6 +143,26 @@ async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd
                             break 'outer;
                         }
                         written += n;
+                    }
+                }
+                WriteCmd::Wait(end) => {
+                    if write_shared(&wr, &mut reg, &out).await.is_err() {
+                        break 'outer;
+                    }
+                    out.clear();
+                    if let Ok(end) = end.await {
+                        done += end.data.len() + end.pad;
+                        if write_shared(&wr, &mut reg, &end.data).await.is_err() {
+                            break 'outer;
+                        }
+                        let mut pad = end.pad;
+                        while pad > 0 {
+                            let n = pad.min(64 << 10);
+                            if write_shared(&wr, &mut reg, &vec![0u8; n]).await.is_err() {
+                                break 'outer;
+                            }
+                            pad -= n;
+                        }
                     }
                 }
                 WriteCmd::Close => {
@@ -527,7 +554,30 @@ pub async fn serve_net<A: AuthFiles>(
                             let mut fast = |f: &[crate::conn::FragRef<'_>]| lock(&rts).relay(id, &pend, f);
                             let ev = match r.next_event_with(&mut fast).await {
                                 Ok(Some(ReadEvent::Frags(v))) => Event::Frags(id, v),
-                                Ok(Some(ReadEvent::BigStart(h, p))) => Event::BigStart(id, h, p),
+                                Ok(Some(ReadEvent::BigStart(h, p))) => {
+                                    // splice.rs: a big fragment for a connected local task.
+                                    let claim = lock(&rts).claim_big(id, &pend, &h);
+                                    let Some((dest, hdr)) = claim else {
+                                        pend.fetch_add(1, Ordering::Relaxed);
+                                        if tx.send(Event::BigStart(id, h, p)).is_err() {
+                                            return;
+                                        }
+                                        continue;
+                                    };
+                                    let (rd, left) = r.take_big();
+                                    match splice::relay_big(rd, left, hdr, p, &dest).await {
+                                        splice::Outcome::Done => continue,
+                                        splice::Outcome::SourceEnded { left } => {
+                                            let e = ConnError::Truncated { have: 0, need: left };
+                                            let _ = tx.send(Event::Ended(id, Some(e)));
+                                            return;
+                                        }
+                                        splice::Outcome::SourceError(e) => {
+                                            let _ = tx.send(Event::Ended(id, Some(e.into())));
+                                            return;
+                                        }
+                                    }
+                                }
                                 Ok(Some(ReadEvent::BigChunk(c, last))) => Event::BigChunk(id, c, last),
                                 Ok(None) => {
                                     let _ = tx.send(Event::Ended(id, None));
@@ -632,12 +682,18 @@ pub async fn serve_net<A: AuthFiles>(
                     }
                     match daemon.relay_target(id, &h) {
                         Some((to, hdr)) => {
+                            // relay.rs / splice.rs: the next big fragment may go from the reader.
+                            if let Some(c) = conns.get(&to) {
+                                lock(&routes).learn(id, h.dst, &hdr, c.dest());
+                            }
+                            let n_conns = conns.len();
                             let (stx, srx) = mpsc::unbounded_channel();
                             let cmd = WriteCmd::Stream(hdr, first, srx, h.len as usize);
                             streams.insert(id, Streaming::Relay(stx));
                             if queue(&mut conns, to, cmd, daemon, log) {
                                 break Stop::Halt;
                             }
+                            only_relayed = conns.len() == n_conns;
                         }
                         None => {
                             streams.insert(id, Streaming::Collect(h, first));
@@ -649,6 +705,7 @@ pub async fn serve_net<A: AuthFiles>(
                     match streams.get_mut(&id) {
                         Some(Streaming::Relay(tx)) => {
                             let _ = tx.send(c);
+                            only_relayed = true; // relay.rs: nothing changed
                         }
                         Some(Streaming::Collect(_, buf)) => buf.extend_from_slice(&c),
                         None => continue,
@@ -809,7 +866,7 @@ fn try_direct(wr: &TaskWrite, cmd: WriteCmd) -> Option<WriteCmd> {
     };
     let (h, p): (&[u8], &[u8]) = match &cmd {
         WriteCmd::Data(b) => (&[], b),
-        WriteCmd::Frags(_) | WriteCmd::Stream(..) | WriteCmd::Close => return Some(cmd),
+        WriteCmd::Frags(_) | WriteCmd::Stream(..) | WriteCmd::Wait(_) | WriteCmd::Close => return Some(cmd),
     };
     let total = h.len() + p.len();
     // WouldBlock, or an error the writer task will meet and end on, count as nothing written.

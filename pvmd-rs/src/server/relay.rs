@@ -26,7 +26,7 @@ use pvm_proto::frag::{FragFlags, StreamFragHeader};
 use pvm_proto::Tid;
 use tokio::sync::mpsc;
 
-use super::{TaskWrite, WriteCmd, MAX_QUEUED};
+use super::{coalesce, TaskWrite, WriteCmd, MAX_QUEUED};
 use crate::conn::FragRef;
 use crate::daemon::ConnId;
 use std::io::IoSlice;
@@ -108,28 +108,58 @@ impl Routes {
             while end < frags.len() && self.route(conn, &frags[end].0).is_some_and(|s| std::ptr::eq(s, r)) {
                 end += 1;
             }
-            let hdrs: Vec<[u8; 16]> = frags[done..end]
+            for (h, _) in &frags[done..end] {
+                crate::metrics::frag_in(h.flags.contains(FragFlags::EOM)); // metrics.rs
+            }
+            // coalesce.rs: the fragments of one message go out as one.
+            let sizes: Vec<(FragFlags, u32)> = frags[done..end].iter().map(|(h, _)| (h.flags, h.len)).collect();
+            let groups = coalesce::plan(&sizes, coalesce::MAX_RUN, coalesce::MAX_LEN);
+            let hdrs: Vec<[u8; 16]> = groups
                 .iter()
-                .map(|(h, _)| {
-                    crate::metrics::frag_in(h.flags.contains(FragFlags::EOM)); // metrics.rs
+                .map(|g| {
                     StreamFragHeader {
                         dst: r.dst,
                         src: r.src,
-                        len: h.len,
-                        flags: h.flags & (FragFlags::SOM | FragFlags::EOM),
+                        len: g.len,
+                        flags: g.flags,
                     }
                     .to_bytes()
                 })
                 .collect();
-            let parts: Vec<(&[u8], &[u8])> = hdrs
-                .iter()
-                .zip(&frags[done..end])
-                .map(|(h, (_, p))| (&h[..], *p))
-                .collect();
-            send(&r.dest, &parts);
+            let mut pieces: Vec<&[u8]> = Vec::with_capacity(groups.len() + end - done);
+            for (g, h) in groups.iter().zip(&hdrs) {
+                pieces.push(h);
+                pieces.extend(frags[done + g.frags.start..done + g.frags.end].iter().map(|(_, p)| *p));
+            }
+            send(&r.dest, &pieces);
             done = end;
         }
         done
+    }
+
+    /// A big fragment (conn.rs `BIG`) of `conn` that the reader may pass on by itself
+    /// (splice.rs): the destination and the rewritten header, with the destination claimed (its
+    /// queue counter raised from zero to one; the caller puts a `WriteCmd::Wait` in its queue).
+    /// `None` when relay() would not relay it: no route, earlier input of the connection
+    /// waiting in the main loop, or something queued for the destination.
+    pub fn claim_big(&self, conn: ConnId, pending: &Pending, h: &StreamFragHeader) -> Option<(Dest, [u8; 16])> {
+        if pending.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        let r = self.map.get(&(conn, h.dst.bits()))?;
+        r.dest
+            .queued
+            .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        crate::metrics::frag_in(h.flags.contains(FragFlags::EOM)); // metrics.rs
+        crate::metrics::FRAGS_OUT.inc(); // metrics.rs
+        let hdr = StreamFragHeader {
+            dst: r.dst,
+            src: r.src,
+            len: h.len,
+            flags: h.flags & (FragFlags::SOM | FragFlags::EOM),
+        };
+        Some((r.dest.clone(), hdr.to_bytes()))
     }
 
     /// The route of a fragment, if it may be relayed here now.
@@ -144,19 +174,16 @@ impl Routes {
 /// Most slices one `writev` is given (the kernel's IOV_MAX is 1024).
 const MAX_IOV: usize = 512;
 
-/// Writes relayed fragments (header, payload pairs) as the main loop's `enqueue` does: straight
-/// to the socket with `writev` when nothing is queued for it; what the socket did not take (or
-/// everything, behind what is queued) copied into one buffer for the writer task.
-fn send(dest: &Dest, parts: &[(&[u8], &[u8])]) {
+/// Writes relayed bytes (headers and payloads, in stream order) as the main loop's `enqueue`
+/// does: straight to the socket with `writev` when nothing is queued for it; what the socket did
+/// not take (or everything, behind what is queued) copied into one buffer for the writer task.
+fn send(dest: &Dest, pieces: &[&[u8]]) {
     crate::metrics::FRAGS_OUT.inc(); // metrics.rs
-    let mut skip = 0usize; // bytes of `parts` written
+    let mut skip = 0usize; // bytes of `pieces` written
     if dest.queued.load(Ordering::Relaxed) == 0 {
-        for batch in parts.chunks(MAX_IOV / 2) {
-            let iov: Vec<IoSlice<'_>> = batch
-                .iter()
-                .flat_map(|(h, p)| [IoSlice::new(h), IoSlice::new(p)])
-                .collect();
-            let want: usize = batch.iter().map(|(h, p)| h.len() + p.len()).sum();
+        for batch in pieces.chunks(MAX_IOV) {
+            let iov: Vec<IoSlice<'_>> = batch.iter().map(|p| IoSlice::new(p)).collect();
+            let want: usize = batch.iter().map(|p| p.len()).sum();
             // WouldBlock, or an error the writer task will meet and end on, count as nothing.
             let n = dest.wr.try_write_vectored(&iov).unwrap_or_default();
             skip += n;
@@ -165,12 +192,12 @@ fn send(dest: &Dest, parts: &[(&[u8], &[u8])]) {
             }
         }
     }
-    let total: usize = parts.iter().map(|(h, p)| h.len() + p.len()).sum();
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
     if skip == total {
         return;
     }
     let mut rest = Vec::with_capacity(total - skip);
-    for piece in parts.iter().flat_map(|(h, p)| [*h, *p]) {
+    for piece in pieces {
         if skip >= piece.len() {
             skip -= piece.len();
             continue;
@@ -243,17 +270,17 @@ mod tests {
             assert_eq!(routes.relay(7, &pending, &frags), 2);
             // Another connection has no route to b.
             assert_eq!(routes.relay(8, &pending, &frags), 0);
-            let mut got = vec![0u8; 2 * 16 + 5];
+            // coalesce.rs: the two fragments of the message went out as one.
+            let mut got = vec![0u8; 16 + 5];
             peer.read_exact(&mut got).await.unwrap();
             let h1 = StreamFragHeader::parse(&got[..16], u32::MAX).unwrap();
             assert_eq!(
                 (h1.src, h1.dst, h1.len, h1.flags),
-                (Tid::task(1, 1), b, 3, FragFlags::SOM)
+                (Tid::task(1, 1), b, 5, FragFlags::SOM | FragFlags::EOM)
             );
-            assert_eq!(&got[16..19], b"abc");
-            let h2 = StreamFragHeader::parse(&got[19..35], u32::MAX).unwrap();
-            assert_eq!((h2.len, h2.flags), (2, FragFlags::EOM));
-            assert_eq!(&got[35..], b"de");
+            assert_eq!(&got[16..], b"abcde");
+            let mut more = [0u8; 1];
+            assert!(peer.try_read(&mut more).is_err(), "nothing else written");
             assert!(rx.try_recv().is_err(), "written directly, nothing queued");
         });
     }
@@ -290,6 +317,98 @@ mod tests {
             queued.store(0, Ordering::Relaxed);
             routes.clear();
             assert_eq!(routes.relay(7, &pending, &frags), 0, "forgotten");
+        });
+    }
+
+    /// Reads everything `peer` has now, as (header, payload) pairs.
+    async fn frags_of(peer: &mut tokio::net::UnixStream, bytes: usize) -> Vec<(StreamFragHeader, Vec<u8>)> {
+        let mut got = vec![0u8; bytes];
+        peer.read_exact(&mut got).await.unwrap();
+        let mut more = [0u8; 1];
+        assert!(peer.try_read(&mut more).is_err(), "more than expected written");
+        let mut out = Vec::new();
+        let mut p = &got[..];
+        while !p.is_empty() {
+            let h = StreamFragHeader::parse(p, u32::MAX).unwrap();
+            let end = 16 + h.len as usize;
+            out.push((h, p[16..end].to_vec()));
+            p = &p[end..];
+        }
+        out
+    }
+
+    #[test]
+    fn coalesces_per_message_and_destination_and_bounds_the_run() {
+        rt().block_on(async {
+            let (db, mut pb, mut rxb) = dest().await;
+            let (dc, mut pc, mut rxc) = dest().await;
+            let (a, b, c) = (Tid::task(1, 1), Tid::task(1, 2), Tid::task(1, 3));
+            let mut routes = Routes::default();
+            let learned = |dst: Tid| {
+                StreamFragHeader {
+                    dst,
+                    src: a,
+                    len: 0,
+                    flags: FragFlags::empty(),
+                }
+                .to_bytes()
+            };
+            routes.learn(7, b, &learned(b), db);
+            routes.learn(7, c, &learned(c), dc);
+            let (s, e, n) = (FragFlags::SOM, FragFlags::EOM, FragFlags::empty());
+            let frags = [
+                (hdr(b, 2, s), &b"ab"[..]),
+                (hdr(b, 2, n), &b"cd"[..]),
+                (hdr(b, 1, e), &b"e"[..]),
+                (hdr(b, 1, s | e), &b"f"[..]),
+                (hdr(c, 2, s), &b"gh"[..]),
+                (hdr(c, 1, e), &b"i"[..]),
+                (hdr(b, 1, s), &b"j"[..]),
+                (hdr(b, 1, e), &b"k"[..]),
+            ];
+            assert_eq!(routes.relay(7, &Pending::default(), &frags), frags.len());
+            let got: Vec<_> = frags_of(&mut pb, 3 * 16 + 8)
+                .await
+                .into_iter()
+                .map(|(h, p)| (h.src, h.dst, h.flags, p))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    (a, b, s | e, b"abcde".to_vec()),
+                    (a, b, s | e, b"f".to_vec()),
+                    (a, b, s | e, b"jk".to_vec()),
+                ]
+            );
+            let got: Vec<_> = frags_of(&mut pc, 16 + 3)
+                .await
+                .into_iter()
+                .map(|(h, p)| (h.dst, h.flags, p))
+                .collect();
+            assert_eq!(got, [(c, s | e, b"ghi".to_vec())]);
+
+            // A long message: runs of at most MAX_RUN fragments.
+            let total = coalesce::MAX_RUN + 44;
+            let payload: Vec<u8> = (0..total).map(|i| i as u8).collect();
+            let long: Vec<FragRef<'_>> = (0..total)
+                .map(|i| {
+                    let f = if i == 0 {
+                        s
+                    } else if i == total - 1 {
+                        e
+                    } else {
+                        n
+                    };
+                    (hdr(b, 1, f), &payload[i..i + 1])
+                })
+                .collect();
+            assert_eq!(routes.relay(7, &Pending::default(), &long), total);
+            let got = frags_of(&mut pb, 2 * 16 + total).await;
+            assert_eq!(got.len(), 2);
+            assert_eq!((got[0].0.len as usize, got[0].0.flags), (coalesce::MAX_RUN, s));
+            assert_eq!((got[1].0.len, got[1].0.flags), (44, e));
+            assert_eq!([&got[0].1[..], &got[1].1[..]].concat(), payload);
+            assert!(rxb.try_recv().is_err() && rxc.try_recv().is_err(), "nothing queued");
         });
     }
 }

@@ -10,7 +10,7 @@
 //! writer waits for room ([`WriteReg`]).
 
 use std::io::{self, IoSlice, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -91,7 +91,20 @@ impl AsyncRead for TaskRead {
     }
 }
 
+impl TaskRead {
+    /// Runs `f` on the descriptor once it is readable, again after each `WouldBlock` (which
+    /// clears the readiness); for splice.rs, which reads the socket with `splice(2)`.
+    pub async fn read_io<T>(&self, mut f: impl FnMut(RawFd) -> io::Result<T>) -> io::Result<T> {
+        self.fd.async_io(Interest::READABLE, |s| f(s.as_raw_fd())).await
+    }
+}
+
 impl TaskWrite {
+    /// The descriptor written to (splice.rs writes it with `splice(2)`).
+    pub fn raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
     /// As much of `bufs` as the socket takes now (`WouldBlock` if nothing).
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         (&self.sock).write_vectored(bufs)
