@@ -601,7 +601,7 @@ pub async fn serve_net<A: AuthFiles>(
                             halt |= queue(&mut conns, t, WriteCmd::Frags(v), daemon, log);
                         }
                         only_relayed = false;
-                        let outs = daemon.fragment(id, h, &p, SystemTime::now());
+                        let outs = daemon.fragment_owned(id, h, p, SystemTime::now());
                         halt |= apply(outs, daemon, &mut conns, log);
                     }
                     if let Some((t, v)) = group.take() {
@@ -655,7 +655,7 @@ pub async fn serve_net<A: AuthFiles>(
                     }
                     if last {
                         if let Some(Streaming::Collect(h, p)) = streams.remove(&id) {
-                            let outs = daemon.fragment(id, h, &p, SystemTime::now());
+                            let outs = daemon.fragment_owned(id, h, p, SystemTime::now());
                             if apply(outs, daemon, &mut conns, log) {
                                 break Stop::Halt;
                             }

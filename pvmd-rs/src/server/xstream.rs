@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -326,20 +326,93 @@ fn advance(items: &mut VecDeque<WItem>, mut n: usize) {
     }
 }
 
+/// Reads frames off a stream. Small frames come out of one buffer filled by large reads (many
+/// frames per system call); a payload is read into its own buffer, first what the buffer
+/// already holds, then the rest straight from the socket into the payload's spare capacity:
+/// no zero-filling and no second copy of the payload in user space.
+struct FrameReader {
+    rd: OwnedReadHalf,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+/// Bytes one buffered read asks for.
+const READ_CHUNK: usize = 64 << 10;
+
+impl FrameReader {
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Reads more into the buffer (its spare capacity); false at end of stream.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.reserve(READ_CHUNK);
+        Ok(self.rd.read_buf(&mut self.buf).await? > 0)
+    }
+
+    async fn header(&mut self) -> std::io::Result<[u8; FRAME_HDR_LEN]> {
+        while self.pending().len() < FRAME_HDR_LEN {
+            if !self.fill().await? {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        let mut hb = [0u8; FRAME_HDR_LEN];
+        hb.copy_from_slice(&self.pending()[..FRAME_HDR_LEN]);
+        self.pos += FRAME_HDR_LEN;
+        Ok(hb)
+    }
+
+    /// The payload of `len` bytes after [`PAYLOAD_PREFIX`] bytes of room.
+    async fn payload(&mut self, len: usize) -> std::io::Result<Vec<u8>> {
+        let mut p = Vec::with_capacity(PAYLOAD_PREFIX + len);
+        p.resize(PAYLOAD_PREFIX, 0);
+        let have = self.pending().len().min(len);
+        p.extend_from_slice(&self.pending()[..have]);
+        self.pos += have;
+        while p.len() < PAYLOAD_PREFIX + len {
+            let want = (PAYLOAD_PREFIX + len - p.len()) as u64;
+            if (&mut self.rd).take(want).read_buf(&mut p).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok(p)
+    }
+
+    /// True when the next frame is whole in the buffer (handed over with this batch).
+    fn next_whole(&self) -> bool {
+        let b = self.pending();
+        b.len() >= FRAME_HDR_LEN
+            && FrameHeader::parse(&b[..FRAME_HDR_LEN]).is_ok_and(|n| b.len() >= FRAME_HDR_LEN + n.len as usize)
+    }
+}
+
 async fn read_loop(rd: OwnedReadHalf, host: u32, gen: u64, tx: mpsc::UnboundedSender<XEvent>) {
-    let mut r = BufReader::with_capacity(256 << 10, rd);
+    let mut r = FrameReader {
+        rd,
+        buf: Vec::new(),
+        pos: 0,
+    };
     let mut batch = Vec::new();
     let mut budget = Vec::new();
     let sem = Arc::new(tokio::sync::Semaphore::new(READ_BUDGET_KB as usize));
     let why = loop {
-        let mut hb = [0u8; FRAME_HDR_LEN];
-        if let Err(e) = r.read_exact(&mut hb).await {
-            break if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                "connection closed".to_string()
-            } else {
-                format!("read: {e}")
-            };
-        }
+        let hb = match r.header().await {
+            Ok(hb) => hb,
+            Err(e) => {
+                break if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    "connection closed".to_string()
+                } else {
+                    format!("read: {e}")
+                };
+            }
+        };
         let h = match FrameHeader::parse(&hb) {
             Ok(h) => h,
             Err(e) => break e.to_string(),
@@ -373,17 +446,14 @@ async fn read_loop(rd: OwnedReadHalf, host: u32, gen: u64, tx: mpsc::UnboundedSe
         };
         budget.push(permit);
         // Bounded by FrameHeader::parse (MAX_FRAME); room for the task header first.
-        let mut p = vec![0u8; PAYLOAD_PREFIX + h.len as usize];
-        if let Err(e) = r.read_exact(&mut p[PAYLOAD_PREFIX..]).await {
-            break format!("read inside a frame: {e}");
-        }
+        let p = match r.payload(h.len as usize).await {
+            Ok(p) => p,
+            Err(e) => break format!("read inside a frame: {e}"),
+        };
         batch.push((h, p));
         // Handed over unless the next frame is already whole in the buffer: a frame never
         // waits for the rest of the one after it.
-        let b = r.buffer();
-        let next_whole = b.len() >= FRAME_HDR_LEN
-            && FrameHeader::parse(&b[..FRAME_HDR_LEN]).is_ok_and(|n| b.len() >= FRAME_HDR_LEN + n.len as usize);
-        if !next_whole || batch.len() >= READ_BATCH {
+        if !r.next_whole() || batch.len() >= READ_BATCH {
             let frames = std::mem::take(&mut batch);
             let budget = std::mem::take(&mut budget);
             if tx
