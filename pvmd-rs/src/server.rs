@@ -55,6 +55,8 @@ enum Streaming {
     Relay(mpsc::UnboundedSender<Vec<u8>>),
     /// For the daemon (or not a fast-path relay): assembled, then handled as a whole.
     Collect(StreamFragHeader, Vec<u8>),
+    /// For a task of another host: passed on in pieces while it arrives (xstream.rs).
+    Pieces(xstream::Pieces),
 }
 
 impl WriteCmd {
@@ -627,6 +629,7 @@ pub async fn serve_net<A: AuthFiles>(
                 }
                 Event::BigStart(id, h, first) => {
                     handled(&conns, id);
+                    crate::metrics::frag_in(h.flags.contains(pvm_proto::frag::FragFlags::EOM)); // metrics.rs: big ones count too
                     if !conns.contains_key(&id) {
                         continue;
                     }
@@ -638,6 +641,9 @@ pub async fn serve_net<A: AuthFiles>(
                             if queue(&mut conns, to, cmd, daemon, log) {
                                 break Stop::Halt;
                             }
+                        }
+                        None if daemon.pieces_wanted(h.dst) => {
+                            streams.insert(id, Streaming::Pieces(xstream::Pieces::new(h, first)));
                         }
                         None => {
                             streams.insert(id, Streaming::Collect(h, first));
@@ -651,6 +657,16 @@ pub async fn serve_net<A: AuthFiles>(
                             let _ = tx.send(c);
                         }
                         Some(Streaming::Collect(_, buf)) => buf.extend_from_slice(&c),
+                        Some(Streaming::Pieces(ps)) => {
+                            let mut halt = false;
+                            for (ph, p) in ps.push(c, last) {
+                                let outs = daemon.fragment_owned(id, ph, p, SystemTime::now());
+                                halt |= apply(outs, daemon, &mut conns, log);
+                            }
+                            if halt {
+                                break Stop::Halt;
+                            }
+                        }
                         None => continue,
                     }
                     if last {

@@ -787,6 +787,13 @@ impl Net {
 }
 
 impl<A: AuthFiles> Daemon<A> {
+    /// True when a big fragment to `dst` may be passed on in pieces while it arrives (the
+    /// shell's `Pieces`) instead of being collected whole: a task of another host, which gets
+    /// the message through another pvmd anyway (as fragments of that pvmd's choosing).
+    pub fn pieces_wanted(&self, dst: Tid) -> bool {
+        self.net.is_some() && dst.is_task() && !dst.is_on_host(self.host.index)
+    }
+
     fn xs(&mut self) -> Option<&mut Streams> {
         self.net.as_mut().map(|n| &mut n.xs)
     }

@@ -25,6 +25,8 @@ use super::{apply, ConnHandle};
 use crate::daemon::stream::{FrameHeader, OutFrame, StreamCmd, FRAME_HDR_LEN, HELLO_LEN, PAYLOAD_PREFIX};
 use crate::daemon::{AuthFiles, ConnId, Daemon};
 use crate::log::Log;
+use pvm_proto::frag::{FragFlags, StreamFragHeader};
+use pvm_proto::mesg::HEADER_LEN as MSGHDR_LEN;
 
 /// Socket buffers asked for on a stream (as on the datagram socket).
 const STREAM_SOCKET_BUFFER: i32 = 4 << 20;
@@ -527,6 +529,75 @@ async fn write_loop(
     }
 }
 
+/// A big fragment from a local task for a task of another host, passed on while it arrives:
+/// each piece read from the task's socket becomes a fragment of its own (SOM on the first,
+/// EOM on the last, as the original had them), handed to the daemon as the buffer it was read
+/// into. Collected whole instead, the fragment would cross the machine store-and-forward (the
+/// receiving pvmd too reads a frame whole before passing it on); in pieces, the stream, the
+/// peer daemon and the receiving task work on the first pieces while the sender writes the
+/// rest, and no piece is copied in user space. A sender that dies half-way leaves the
+/// receiver a message without its end, as the legacy daemons' 4 KB fragments do.
+pub(super) struct Pieces {
+    h: StreamFragHeader,
+    pending: Vec<u8>,
+    first: bool,
+}
+
+impl Pieces {
+    pub(super) fn new(h: StreamFragHeader, first: Vec<u8>) -> Pieces {
+        Pieces {
+            h,
+            pending: first,
+            first: true,
+        }
+    }
+
+    /// The next bytes of the fragment (`last`: its end); returns the pieces to route now, in
+    /// order (a piece is the buffer it was read into; only a first piece shorter than the
+    /// message header is merged with what follows).
+    pub(super) fn push(&mut self, c: Vec<u8>, last: bool) -> Vec<(StreamFragHeader, Vec<u8>)> {
+        let mut out = Vec::new();
+        if self.ready() {
+            out.push(self.piece(false));
+        }
+        if self.pending.is_empty() {
+            self.pending = c;
+        } else {
+            self.pending.extend_from_slice(&c);
+        }
+        if last || self.ready() {
+            out.push(self.piece(last));
+        }
+        out
+    }
+
+    /// True when what is pending can go as a piece of its own.
+    fn ready(&self) -> bool {
+        let som = self.first && self.h.flags.contains(FragFlags::SOM);
+        let short = self.pending.is_empty() || som && self.pending.len() < MSGHDR_LEN;
+        !short
+    }
+
+    fn piece(&mut self, last: bool) -> (StreamFragHeader, Vec<u8>) {
+        let mut flags = FragFlags::empty();
+        if self.first && self.h.flags.contains(FragFlags::SOM) {
+            flags |= FragFlags::SOM;
+        }
+        if last && self.h.flags.contains(FragFlags::EOM) {
+            flags |= FragFlags::EOM;
+        }
+        self.first = false;
+        let p = std::mem::take(&mut self.pending);
+        let h = StreamFragHeader {
+            dst: self.h.dst,
+            src: self.h.src,
+            len: p.len() as u32,
+            flags,
+        };
+        (h, p)
+    }
+}
+
 /// Carries out what the daemon asked of the streams; true if that made it decide to halt.
 pub(super) fn flush<A: AuthFiles>(
     xs: &mut XShell,
@@ -623,4 +694,62 @@ pub(super) fn event<A: AuthFiles>(
         }
     }
     halt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvm_proto::Tid;
+
+    fn hdr(flags: FragFlags, len: u32) -> StreamFragHeader {
+        StreamFragHeader {
+            dst: Tid::from_u32(0x80001),
+            src: Tid::from_u32(0x40001),
+            len,
+            flags,
+        }
+    }
+
+    /// The pieces of a fragment carry its bytes in order, SOM on the first, EOM on the last,
+    /// the message header whole in the first, each piece as read (no piece left behind).
+    #[test]
+    fn pieces_keep_bytes_order_and_flags() {
+        let all: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
+        for cuts in [
+            vec![0usize, 10, 31, 32, 100, 200],
+            vec![0, 40, 41, 200],
+            vec![5, 200],
+            vec![0, 1, 2, 200],
+        ] {
+            for f in [
+                FragFlags::SOM | FragFlags::EOM,
+                FragFlags::SOM,
+                FragFlags::EOM,
+                FragFlags::empty(),
+            ] {
+                let mut ps = Pieces::new(hdr(f, 200), all[..cuts[0]].to_vec());
+                let mut got = Vec::new();
+                for w in cuts.windows(2) {
+                    got.extend(ps.push(all[w[0]..w[1]].to_vec(), w[1] == 200));
+                }
+                let bytes: Vec<u8> = got.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+                assert_eq!(bytes, all, "{cuts:?} {f:?}");
+                for (i, (h, p)) in got.iter().enumerate() {
+                    assert_eq!(h.len as usize, p.len());
+                    assert!(!p.is_empty());
+                    assert_eq!(h.flags.contains(FragFlags::SOM), i == 0 && f.contains(FragFlags::SOM));
+                    assert_eq!(
+                        h.flags.contains(FragFlags::EOM),
+                        i == got.len() - 1 && f.contains(FragFlags::EOM)
+                    );
+                }
+                if f.contains(FragFlags::SOM) {
+                    assert!(
+                        got[0].1.len() >= MSGHDR_LEN,
+                        "{cuts:?}: the message header in the first piece"
+                    );
+                }
+            }
+        }
+    }
 }
