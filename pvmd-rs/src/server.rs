@@ -39,6 +39,8 @@ type RelayFrag = ([u8; 16], Vec<u8>);
 
 enum WriteCmd {
     Data(Vec<u8>),
+    /// A buffer from an offset on: what a direct write left of a `Data` (not copied again).
+    Tail(Vec<u8>, usize),
     /// Relayed fragments read by one read call, for one destination: headers and payloads
     /// kept apart so payloads are not copied, written with one `writev` where the socket takes
     /// them (one system call per read instead of one per 4 KB fragment of the legacy library).
@@ -63,6 +65,7 @@ impl WriteCmd {
     fn len(&self) -> usize {
         match self {
             WriteCmd::Data(b) => b.len(),
+            WriteCmd::Tail(b, at) => b.len().saturating_sub(*at),
             WriteCmd::Frags(v) => v.iter().map(|(h, p)| h.len() + p.len()).sum(),
             WriteCmd::Stream(h, _, _, total) => h.len() + total,
             WriteCmd::Close => 0,
@@ -97,7 +100,26 @@ async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd
         while let Some(cmd) = next.take() {
             done += cmd.len();
             match cmd {
-                WriteCmd::Data(b) => out.extend_from_slice(&b),
+                WriteCmd::Data(b) if b.len() <= BIG => out.extend_from_slice(&b),
+                WriteCmd::Data(b) | WriteCmd::Tail(b, 0) => {
+                    // A big buffer (a frame from a stream, a message) is written from where
+                    // it is, after what was gathered before it.
+                    if write_shared(&wr, &mut reg, &out).await.is_err()
+                        || write_shared(&wr, &mut reg, &b).await.is_err()
+                    {
+                        break 'outer;
+                    }
+                    out.clear();
+                }
+                WriteCmd::Tail(b, at) => {
+                    let rest = b.get(at..).unwrap_or(&[]);
+                    if write_shared(&wr, &mut reg, &out).await.is_err()
+                        || write_shared(&wr, &mut reg, rest).await.is_err()
+                    {
+                        break 'outer;
+                    }
+                    out.clear();
+                }
                 WriteCmd::Frags(v) => {
                     for (h, p) in v {
                         out.extend_from_slice(&h);
@@ -821,11 +843,20 @@ fn try_direct_frags(wr: &TaskWrite, v: Vec<RelayFrag>) -> Option<WriteCmd> {
 fn try_direct(wr: &TaskWrite, cmd: WriteCmd) -> Option<WriteCmd> {
     let cmd = match cmd {
         WriteCmd::Frags(v) => return try_direct_frags(wr, v),
+        WriteCmd::Data(b) if b.len() > BIG => {
+            // WouldBlock, or an error the writer task will meet and end on: nothing written.
+            let n = wr.try_write(&b).unwrap_or_default();
+            return match n {
+                _ if n >= b.len() => None,
+                0 => Some(WriteCmd::Data(b)),
+                _ => Some(WriteCmd::Tail(b, n)),
+            };
+        }
         c => c,
     };
     let (h, p): (&[u8], &[u8]) = match &cmd {
         WriteCmd::Data(b) => (&[], b),
-        WriteCmd::Frags(_) | WriteCmd::Stream(..) | WriteCmd::Close => return Some(cmd),
+        WriteCmd::Frags(_) | WriteCmd::Tail(..) | WriteCmd::Stream(..) | WriteCmd::Close => return Some(cmd),
     };
     let total = h.len() + p.len();
     // WouldBlock, or an error the writer task will meet and end on, count as nothing written.
