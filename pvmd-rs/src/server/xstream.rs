@@ -332,16 +332,31 @@ fn advance(items: &mut VecDeque<WItem>, mut n: usize) {
 /// frames per system call); a payload is read into its own buffer, first what the buffer
 /// already holds, then the rest straight from the socket into the payload's spare capacity:
 /// no zero-filling and no second copy of the payload in user space.
-struct FrameReader {
-    rd: OwnedReadHalf,
+struct FrameReader<R> {
+    rd: R,
     buf: Vec<u8>,
     pos: usize,
+    /// Bytes the next buffered read asks for: after a big frame only a little (the next
+    /// header, and little of the next payload that would then be copied), else many frames'
+    /// worth.
+    chunk: usize,
 }
 
 /// Bytes one buffered read asks for.
 const READ_CHUNK: usize = 64 << 10;
+/// ... after a frame bigger than that.
+const READ_CHUNK_AFTER_BIG: usize = 4 << 10;
 
-impl FrameReader {
+impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
+    fn new(rd: R) -> Self {
+        FrameReader {
+            rd,
+            buf: Vec::new(),
+            pos: 0,
+            chunk: READ_CHUNK,
+        }
+    }
+
     fn pending(&self) -> &[u8] {
         &self.buf[self.pos..]
     }
@@ -355,8 +370,8 @@ impl FrameReader {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        self.buf.reserve(READ_CHUNK);
-        Ok(self.rd.read_buf(&mut self.buf).await? > 0)
+        self.buf.reserve(self.chunk);
+        Ok((&mut self.rd).take(self.chunk as u64).read_buf(&mut self.buf).await? > 0)
     }
 
     async fn header(&mut self) -> std::io::Result<[u8; FRAME_HDR_LEN]> {
@@ -373,6 +388,11 @@ impl FrameReader {
 
     /// The payload of `len` bytes after [`PAYLOAD_PREFIX`] bytes of room.
     async fn payload(&mut self, len: usize) -> std::io::Result<Vec<u8>> {
+        self.chunk = if len > READ_CHUNK {
+            READ_CHUNK_AFTER_BIG
+        } else {
+            READ_CHUNK
+        };
         let mut p = Vec::with_capacity(PAYLOAD_PREFIX + len);
         p.resize(PAYLOAD_PREFIX, 0);
         let have = self.pending().len().min(len);
@@ -396,11 +416,7 @@ impl FrameReader {
 }
 
 async fn read_loop(rd: OwnedReadHalf, host: u32, gen: u64, tx: mpsc::UnboundedSender<XEvent>) {
-    let mut r = FrameReader {
-        rd,
-        buf: Vec::new(),
-        pos: 0,
-    };
+    let mut r = FrameReader::new(rd);
     let mut batch = Vec::new();
     let mut budget = Vec::new();
     let sem = Arc::new(tokio::sync::Semaphore::new(READ_BUDGET_KB as usize));
@@ -708,6 +724,68 @@ mod tests {
             len,
             flags,
         }
+    }
+
+    /// Frames of every size, written in odd-sized pieces, come out whole and in order, each
+    /// payload after the room for the task header; a frame cut by the end of the stream is an
+    /// error, the end between frames is not.
+    #[test]
+    fn frame_reader_reads_frames_of_any_size() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let sizes = [0usize, 1, 24, 4000, 70_000, 5, 300_000, 3, 65_536, 1 << 20, 7];
+        let mut wire = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let h = FrameHeader {
+                kind: crate::daemon::stream::KIND_DATA,
+                flags: 0,
+                len: n as u32,
+                src: Tid::from_u32(0x40001),
+                dst: Tid::from_u32(0x80001),
+                ack: i as u64,
+            };
+            wire.extend_from_slice(&h.to_bytes());
+            wire.extend((0..n).map(|k| (k * 7 + i) as u8));
+        }
+        rt.block_on(async {
+            let (mut w, r) = tokio::io::duplex(100_000);
+            let bytes = wire.clone();
+            let writer = tokio::spawn(async move {
+                for piece in bytes.chunks(33_333) {
+                    w.write_all(piece).await.unwrap();
+                }
+            });
+            let mut fr = FrameReader::new(r);
+            for (i, &n) in sizes.iter().enumerate() {
+                let h = FrameHeader::parse(&fr.header().await.unwrap()).unwrap();
+                assert_eq!((h.len as usize, h.ack), (n, i as u64));
+                let p = fr.payload(n).await.unwrap();
+                assert_eq!(p.len(), PAYLOAD_PREFIX + n);
+                assert!(
+                    p[PAYLOAD_PREFIX..]
+                        .iter()
+                        .enumerate()
+                        .all(|(k, &b)| b == (k * 7 + i) as u8),
+                    "frame {i}"
+                );
+            }
+            writer.await.unwrap();
+            assert!(fr.header().await.is_err(), "end of stream");
+        });
+        // Cut 100 bytes into the payload of frame 3 (4000 bytes).
+        let cut = (0..3).map(|i| FRAME_HDR_LEN + sizes[i]).sum::<usize>() + FRAME_HDR_LEN + 100;
+        rt.block_on(async {
+            let (mut w, r) = tokio::io::duplex(100_000);
+            w.write_all(&wire[..cut]).await.unwrap();
+            drop(w);
+            let mut fr = FrameReader::new(r);
+            for &n in &sizes[..3] {
+                fr.header().await.unwrap();
+                fr.payload(n).await.unwrap();
+            }
+            fr.header().await.unwrap();
+            let e = fr.payload(sizes[3]).await.unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        });
     }
 
     /// The pieces of a fragment carry its bytes in order, SOM on the first, EOM on the last,
