@@ -42,12 +42,14 @@ static int full(int fd, char *p, size_t n, int wr)
 	return 0;
 }
 
+/* Length and payload go out in one write, as a PVM fragment does (header and data in one
+ * writev): a small round trip is then one wake-up per direction, the floor bpp is held to. */
 static void echo(int fd)
 {
-	char *buf = malloc(MAXBUF);
+	char *pkt = malloc(MAXBUF + 4);
 	unsigned int n;
-	while (full(fd, (char *)&n, 4, 0) == 0 && n <= MAXBUF) {
-		if (full(fd, buf, n, 0) || full(fd, (char *)&n, 4, 1) || full(fd, buf, n, 1)) break;
+	while (full(fd, pkt, 4, 0) == 0 && (memcpy(&n, pkt, 4), n <= MAXBUF)) {
+		if (full(fd, pkt + 4, n, 0) || full(fd, pkt, 4 + n, 1)) break;
 	}
 	close(fd);
 }
@@ -122,8 +124,8 @@ int main(int argc, char **argv)
 	}
 	if (i + 1 < argc && !strcmp(argv[i], "-n")) { iters = atoi(argv[i + 1]); i += 2; }
 	if (iters < 1) iters = 1;
-	char *buf = malloc(MAXBUF);
-	memset(buf, 0x5a, MAXBUF);
+	char *pkt = malloc(MAXBUF + 4), *buf = pkt + 4;
+	memset(pkt, 0x5a, MAXBUF + 4);
 	double *rt = malloc(sizeof(double) * (iters + 10));
 	for (; i < argc; i++) {
 		unsigned int n = (unsigned int)atoi(argv[i]), m;
@@ -134,7 +136,8 @@ int main(int argc, char **argv)
 		if (it < 3) it = 3;
 		for (int w = -2; w < it; w++) {
 			double t0 = now_us();
-			if (full(fd, (char *)&n, 4, 1) || full(fd, buf, n, 1) || full(fd, (char *)&m, 4, 0) ||
+			memcpy(pkt, &n, 4);
+			if (full(fd, pkt, 4 + n, 1) || full(fd, (char *)&m, 4, 0) ||
 			    m != n || full(fd, buf, m, 0)) {
 				fprintf(stderr, "rawpp: connection broken\n");
 				return 1;

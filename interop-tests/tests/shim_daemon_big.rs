@@ -4,8 +4,9 @@
 //! 3 MB message through the mailbox; between two of our tasks on
 //! one host, between our tasks on two pvmd-rs hosts (the stream transport between the daemons),
 //! and with a legacy-library task on pvmd-rs at either end or at both (the legacy library's
-//! 4 KB fragments then reach a legacy-library receiver coalesced into long fragments). Across hosts the sending pvmd's
-//! fragment count (metrics endpoint) shows that the library used 64 KiB fragments.
+//! 4 KB fragments then reach a legacy-library receiver coalesced into long fragments). Across
+//! hosts the sending pvmd's fragment count (metrics endpoint) shows that the library used
+//! 256 KiB fragments.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -212,8 +213,9 @@ fn shim_daemon_route_large_messages_two_hosts() {
     .wait(Duration::from_secs(120));
     assert_eq!(code, Some(0), "{out}\n{err}\n{}", c.logs());
     check_output("two hosts", &out, &err, &c.logs());
-    // The parent on h1 sent about 3 x 19.3 MB through its pvmd to h2: about 900 fragments of
-    // 64 KiB (plus a few small messages), against more than 14000 in legacy 4 KB fragments.
+    // The parent on h1 sent about 3 x 19.3 MB through its pvmd to h2: about 250 fragments of
+    // up to 256 KiB (plus a few small messages), against more than 14000 in legacy 4 KB
+    // fragments.
     let mut metrics = c.command(1, &PathBuf::from("/bin/bash"));
     let script = format!(
         "exec 3<>/dev/tcp/127.0.0.1/{METRICS_PORT} && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"

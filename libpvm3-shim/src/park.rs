@@ -63,13 +63,13 @@ pub const FEAT_BIG_FRAGS: u32 = 1 << 7;
 /// enough that a daemon relaying it whole never holds much more than a legacy
 /// `PvmDataInPlace` sender makes it hold.
 pub const PVMD_MAX_FRAG: usize = 16 << 20;
-/// Largest fragment written to such a daemon for a task of another host. A fragment bigger than
-/// the daemon's 64 KiB threshold (`conn.rs` `BIG`) that is not relayed to a local task is
-/// collected whole before the daemon passes it on, and the peer daemon reads the stream frame
-/// whole too: a 16 MB fragment would cross the machine store-and-forward, measured slower than
-/// legacy 4 KB fragments, which the daemons pipeline (docs/benchmarks.md). 64 KiB fragments
-/// keep the pipeline and still cut the per-fragment work sixteenfold.
-pub const PVMD_REMOTE_FRAG: usize = 64 << 10;
+/// Largest fragment written to such a daemon for a task of another host. The daemon passes a
+/// big fragment for another host on in pieces as it reads them (pvmd-rs `server/xstream.rs`
+/// `Pieces`), but the peer daemon reads each stream frame whole before it hands it to the
+/// task: a 16 MB fragment would still cross the second half store-and-forward. 256 KiB keeps
+/// the pipeline and the per-fragment work low; in interleaved runs (docs/benchmarks.md) it
+/// cost the daemons less CPU per megabyte than 64 KiB and than 1 MiB fragments.
+pub const PVMD_REMOTE_FRAG: usize = 256 << 10;
 
 /// The fragment size for a message to `dst` through the pvmd (0: the body's own fragments).
 pub fn pvmd_frag_limit(l: &Lib, dst: i32) -> usize {

@@ -521,6 +521,28 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// One whole fragment from a connection.
     pub fn fragment(&mut self, conn: ConnId, fh: StreamFragHeader, payload: &[u8], now: SystemTime) -> Vec<Out> {
+        self.fragment_in(conn, fh, stream::Payload::Borrowed(payload), now)
+    }
+
+    /// [`Self::fragment`] with a payload the shell gives away: a fragment for a task of another
+    /// host then goes on the stream transport without being copied (stream.rs `Chunk`).
+    pub fn fragment_owned(
+        &mut self,
+        conn: ConnId,
+        fh: StreamFragHeader,
+        payload: Vec<u8>,
+        now: SystemTime,
+    ) -> Vec<Out> {
+        self.fragment_in(conn, fh, stream::Payload::Owned(payload), now)
+    }
+
+    fn fragment_in(
+        &mut self,
+        conn: ConnId,
+        fh: StreamFragHeader,
+        mut payload: stream::Payload<'_>,
+        now: SystemTime,
+    ) -> Vec<Out> {
         let mut out = Vec::new();
         let Some(c) = self.conns.get(&conn) else {
             return out;
@@ -539,9 +561,10 @@ impl<A: AuthFiles> Daemon<A> {
                 self.close(conn, &mut out);
                 return out;
             };
-            self.route(src, fh, payload, &mut out);
+            self.route(src, fh, &mut payload, &mut out);
             return out;
         }
+        let payload: &[u8] = &payload;
         // Reassemble a message for the daemon.
         let c = self.conns.get_mut(&conn).expect("checked above");
         if fh.flags.contains(FragFlags::SOM) {
@@ -639,7 +662,7 @@ impl<A: AuthFiles> Daemon<A> {
     }
 
     /// Cut-through relay of a fragment from a connected task to another task.
-    fn route(&mut self, src: Tid, fh: StreamFragHeader, payload: &[u8], out: &mut Vec<Out>) {
+    fn route(&mut self, src: Tid, fh: StreamFragHeader, payload: &mut stream::Payload<'_>, out: &mut Vec<Out>) {
         let dst = fh.dst;
         if self.debug & 0x2 != 0 {
             out.push(Out::Log(format!(

@@ -41,6 +41,8 @@ type RelayFrag = ([u8; 16], Vec<u8>);
 
 enum WriteCmd {
     Data(Vec<u8>),
+    /// A buffer from an offset on: what a direct write left of a `Data` (not copied again).
+    Tail(Vec<u8>, usize),
     /// Relayed fragments read by one read call, for one destination: headers and payloads
     /// kept apart so payloads are not copied, written with one `writev` where the socket takes
     /// them (one system call per read instead of one per 4 KB fragment of the legacy library).
@@ -60,12 +62,15 @@ enum Streaming {
     Relay(mpsc::UnboundedSender<Vec<u8>>),
     /// For the daemon (or not a fast-path relay): assembled, then handled as a whole.
     Collect(StreamFragHeader, Vec<u8>),
+    /// For a task of another host: passed on in pieces while it arrives (xstream.rs).
+    Pieces(xstream::Pieces),
 }
 
 impl WriteCmd {
     fn len(&self) -> usize {
         match self {
             WriteCmd::Data(b) => b.len(),
+            WriteCmd::Tail(b, at) => b.len().saturating_sub(*at),
             WriteCmd::Frags(v) => v.iter().map(|(h, p)| h.len() + p.len()).sum(),
             WriteCmd::Stream(h, _, _, total) => h.len() + total,
             // The claim's own unit in `queued` (splice.rs), so nobody writes directly meanwhile.
@@ -102,7 +107,26 @@ async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd
         while let Some(cmd) = next.take() {
             done += cmd.len();
             match cmd {
-                WriteCmd::Data(b) => out.extend_from_slice(&b),
+                WriteCmd::Data(b) if b.len() <= BIG => out.extend_from_slice(&b),
+                WriteCmd::Data(b) | WriteCmd::Tail(b, 0) => {
+                    // A big buffer (a frame from a stream, a message) is written from where
+                    // it is, after what was gathered before it.
+                    if write_shared(&wr, &mut reg, &out).await.is_err()
+                        || write_shared(&wr, &mut reg, &b).await.is_err()
+                    {
+                        break 'outer;
+                    }
+                    out.clear();
+                }
+                WriteCmd::Tail(b, at) => {
+                    let rest = b.get(at..).unwrap_or(&[]);
+                    if write_shared(&wr, &mut reg, &out).await.is_err()
+                        || write_shared(&wr, &mut reg, rest).await.is_err()
+                    {
+                        break 'outer;
+                    }
+                    out.clear();
+                }
                 WriteCmd::Frags(v) => {
                     for (h, p) in v {
                         out.extend_from_slice(&h);
@@ -651,7 +675,7 @@ pub async fn serve_net<A: AuthFiles>(
                             halt |= queue(&mut conns, t, WriteCmd::Frags(v), daemon, log);
                         }
                         only_relayed = false;
-                        let outs = daemon.fragment(id, h, &p, SystemTime::now());
+                        let outs = daemon.fragment_owned(id, h, p, SystemTime::now());
                         halt |= apply(outs, daemon, &mut conns, log);
                     }
                     if let Some((t, v)) = group.take() {
@@ -677,6 +701,7 @@ pub async fn serve_net<A: AuthFiles>(
                 }
                 Event::BigStart(id, h, first) => {
                     handled(&conns, id);
+                    crate::metrics::frag_in(h.flags.contains(pvm_proto::frag::FragFlags::EOM)); // metrics.rs: big ones count too
                     if !conns.contains_key(&id) {
                         continue;
                     }
@@ -695,6 +720,9 @@ pub async fn serve_net<A: AuthFiles>(
                             }
                             only_relayed = conns.len() == n_conns;
                         }
+                        None if daemon.pieces_wanted(h.dst) => {
+                            streams.insert(id, Streaming::Pieces(xstream::Pieces::new(h, first)));
+                        }
                         None => {
                             streams.insert(id, Streaming::Collect(h, first));
                         }
@@ -708,11 +736,21 @@ pub async fn serve_net<A: AuthFiles>(
                             only_relayed = true; // relay.rs: nothing changed
                         }
                         Some(Streaming::Collect(_, buf)) => buf.extend_from_slice(&c),
+                        Some(Streaming::Pieces(ps)) => {
+                            let mut halt = false;
+                            for (ph, p) in ps.push(c, last) {
+                                let outs = daemon.fragment_owned(id, ph, p, SystemTime::now());
+                                halt |= apply(outs, daemon, &mut conns, log);
+                            }
+                            if halt {
+                                break Stop::Halt;
+                            }
+                        }
                         None => continue,
                     }
                     if last {
                         if let Some(Streaming::Collect(h, p)) = streams.remove(&id) {
-                            let outs = daemon.fragment(id, h, &p, SystemTime::now());
+                            let outs = daemon.fragment_owned(id, h, p, SystemTime::now());
                             if apply(outs, daemon, &mut conns, log) {
                                 break Stop::Halt;
                             }
@@ -862,11 +900,22 @@ fn try_direct_frags(wr: &TaskWrite, v: Vec<RelayFrag>) -> Option<WriteCmd> {
 fn try_direct(wr: &TaskWrite, cmd: WriteCmd) -> Option<WriteCmd> {
     let cmd = match cmd {
         WriteCmd::Frags(v) => return try_direct_frags(wr, v),
+        WriteCmd::Data(b) if b.len() > BIG => {
+            // WouldBlock, or an error the writer task will meet and end on: nothing written.
+            let n = wr.try_write(&b).unwrap_or_default();
+            return match n {
+                _ if n >= b.len() => None,
+                0 => Some(WriteCmd::Data(b)),
+                _ => Some(WriteCmd::Tail(b, n)),
+            };
+        }
         c => c,
     };
     let (h, p): (&[u8], &[u8]) = match &cmd {
         WriteCmd::Data(b) => (&[], b),
-        WriteCmd::Frags(_) | WriteCmd::Stream(..) | WriteCmd::Wait(_) | WriteCmd::Close => return Some(cmd),
+        WriteCmd::Frags(_) | WriteCmd::Tail(..) | WriteCmd::Stream(..) | WriteCmd::Wait(_) | WriteCmd::Close => {
+            return Some(cmd)
+        }
     };
     let total = h.len() + p.len();
     // WouldBlock, or an error the writer task will meet and end on, count as nothing written.

@@ -528,26 +528,40 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Hook of `route()`: a fragment from a local task for a task on another host. True if the
     /// fragment was dealt with (sent or scrapped with a log line).
-    pub(super) fn net_route(&mut self, src: Tid, fh: StreamFragHeader, payload: &[u8], out: &mut Vec<Out>) -> bool {
+    /// Takes `payload` (stream.rs: an owned one goes on the stream without a copy) when it
+    /// returns true.
+    pub(super) fn net_route(
+        &mut self,
+        src: Tid,
+        fh: StreamFragHeader,
+        payload: &mut super::stream::Payload<'_>,
+        out: &mut Vec<Out>,
+    ) -> bool {
         let dst = fh.dst;
         let Some(n) = self.net.as_mut() else { return false };
         let host = dst.host();
         if n.table.get(host).is_none() || host == self.host.index {
             return false;
         }
-        let (header, data) = if fh.flags.contains(FragFlags::SOM) {
+        let (header, at) = if fh.flags.contains(FragFlags::SOM) {
             match MsgHeader::parse(payload) {
-                Ok(h) => (Some(h), &payload[MSGHDR_LEN..]),
+                Ok(h) => (Some(h), MSGHDR_LEN),
                 Err(_) => {
                     out.push(Out::Log(format!("loclinpkt() short SOM from t{:x}", src.bits())));
                     return true;
                 }
             }
         } else {
-            (None, payload)
+            (None, 0)
         };
         let now = n.now();
-        if let Err(e) = n.send_frag(now, host, src, dst, header, fh.flags.contains(FragFlags::EOM), data) {
+        let eom = fh.flags.contains(FragFlags::EOM);
+        let sent = if n.stream_takes(host) {
+            n.send_chunk(now, host, src, dst, header, eom, payload.take_chunk(at))
+        } else {
+            n.send_frag(now, host, src, dst, header, eom, &payload[at..])
+        };
+        if let Err(e) = sent {
             out.push(Out::Log(format!("loclinpkt() to t{:x}: {e}", dst.bits())));
         }
         true

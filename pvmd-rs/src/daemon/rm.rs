@@ -204,7 +204,7 @@ impl<A: AuthFiles> Daemon<A> {
         let dst = fh.dst;
         if dst.is_pvmd() && !dst.is_on_host(self.host.index) {
             // An RM's SM_EXEC to another host's pvmd (legacy routes these too).
-            return self.net_route(src, *fh, payload, out);
+            return self.net_route(src, *fh, &mut super::stream::Payload::Borrowed(payload), out);
         }
         if !dst.is_task() {
             return false;

@@ -232,13 +232,88 @@ impl Hello {
     }
 }
 
+/// Bytes of a fragment on their way to a stream, shared between the frame being written and
+/// the copy kept until the peer acknowledges it: a part of a buffer that came from a task's
+/// socket (no copy) or a copy of borrowed bytes.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+impl Chunk {
+    /// `v` from byte `start` on (all of it past its end: empty).
+    pub fn from_vec(v: Vec<u8>, start: usize) -> Chunk {
+        let end = v.len();
+        Chunk {
+            buf: Arc::new(v),
+            start: start.min(end),
+            end,
+        }
+    }
+
+    pub fn copy(b: &[u8]) -> Chunk {
+        Chunk::from_vec(b.to_vec(), 0)
+    }
+
+    /// Bytes `a..b` of this chunk (clamped), sharing the buffer.
+    fn part(&self, a: usize, b: usize) -> Chunk {
+        let start = (self.start + a).min(self.end);
+        Chunk {
+            buf: self.buf.clone(),
+            start,
+            end: (self.start + b).clamp(start, self.end),
+        }
+    }
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+}
+
+/// A task fragment's payload on its way through `route()`: borrowed, or owned by the caller so
+/// that the stream transport keeps it without copying it (`net_route`). Reads as the payload
+/// bytes until taken, as nothing after.
+#[derive(Debug)]
+pub enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+    Taken,
+}
+
+impl Payload<'_> {
+    /// The payload from byte `start` on, as a [`Chunk`]: the owned buffer itself, else a copy.
+    pub fn take_chunk(&mut self, start: usize) -> Chunk {
+        match std::mem::replace(self, Payload::Taken) {
+            Payload::Borrowed(b) => Chunk::copy(b.get(start..).unwrap_or(&[])),
+            Payload::Owned(v) => Chunk::from_vec(v, start),
+            Payload::Taken => Chunk::from_vec(Vec::new(), 0),
+        }
+    }
+}
+
+impl std::ops::Deref for Payload<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(b) => b,
+            Payload::Owned(v) => v,
+            Payload::Taken => &[],
+        }
+    }
+}
+
 /// One frame for the shell to write: header, the message header on SOM, and the data (shared
 /// with the copy kept until the peer acknowledges it).
 #[derive(Debug, Clone)]
 pub struct OutFrame {
     pub hdr: [u8; FRAME_HDR_LEN],
     pub mhdr: Option<[u8; MSGHDR_LEN]>,
-    pub data: Arc<Vec<u8>>,
+    pub data: Chunk,
 }
 
 impl OutFrame {
@@ -281,7 +356,7 @@ struct Sent {
     dst: Tid,
     header: Option<MsgHeader>,
     eom: bool,
-    data: Arc<Vec<u8>>,
+    data: Chunk,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -448,33 +523,36 @@ fn ack_frame(ack: u64) -> OutFrame {
     OutFrame {
         hdr: hdr.to_bytes(),
         mhdr: None,
-        data: Arc::new(Vec::new()),
+        data: Chunk::from_vec(Vec::new(), 0),
     }
 }
 
 impl Streams {
     /// Cuts a fragment into frames of at most [`MAX_FRAME`] data bytes.
-    fn cut(src: Tid, dst: Tid, header: Option<MsgHeader>, eom: bool, data: &[u8]) -> Vec<Sent> {
+    /// The pieces share `data`'s buffer.
+    fn cut(src: Tid, dst: Tid, header: Option<MsgHeader>, eom: bool, data: Chunk) -> Vec<Sent> {
         if data.len() <= MAX_FRAME {
             return vec![Sent {
                 src,
                 dst,
                 header,
                 eom,
-                data: Arc::new(data.to_vec()),
+                data,
             }];
         }
         let mut v = Vec::new();
         let mut hdr = header;
-        let mut chunks = data.chunks(MAX_FRAME).peekable();
-        while let Some(c) = chunks.next() {
+        let mut at = 0;
+        while at < data.len() {
+            let end = (at + MAX_FRAME).min(data.len());
             v.push(Sent {
                 src,
                 dst,
                 header: hdr.take(),
-                eom: eom && chunks.peek().is_none(),
-                data: Arc::new(c.to_vec()),
+                eom: eom && end == data.len(),
+                data: data.part(at, end),
             });
+            at = end;
         }
         v
     }
@@ -511,6 +589,33 @@ impl Net {
         eom: bool,
         data: &[u8],
     ) -> Result<(), SendError> {
+        if self.stream_takes(host) {
+            self.send_chunk(now, host, src, dst, header, eom, Chunk::copy(data))
+        } else {
+            self.ep.send_frag(now, host, src, dst, header, eom, data)
+        }
+    }
+
+    /// True when a fragment for `host` goes to its stream (written or held), not as datagrams.
+    pub(super) fn stream_takes(&self, host: u32) -> bool {
+        self.xs
+            .links
+            .get(&host)
+            .is_some_and(|l| matches!(l.phase, Phase::Up | Phase::Switching | Phase::Draining))
+    }
+
+    /// [`Self::send_frag`] for bytes the stream may keep as they are (no copy).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn send_chunk(
+        &mut self,
+        now: Time,
+        host: u32,
+        src: Tid,
+        dst: Tid,
+        header: Option<MsgHeader>,
+        eom: bool,
+        data: Chunk,
+    ) -> Result<(), SendError> {
         let phase = self.xs.links.get(&host).map(|l| l.phase);
         match phase {
             Some(Phase::Up) => {
@@ -537,7 +642,7 @@ impl Net {
                 l.held.extend(Streams::cut(src, dst, header, eom, data));
                 Ok(())
             }
-            _ => self.ep.send_frag(now, host, src, dst, header, eom, data),
+            _ => self.ep.send_frag(now, host, src, dst, header, eom, &data),
         }
     }
 
@@ -682,6 +787,13 @@ impl Net {
 }
 
 impl<A: AuthFiles> Daemon<A> {
+    /// True when a big fragment to `dst` may be passed on in pieces while it arrives (the
+    /// shell's `Pieces`) instead of being collected whole: a task of another host, which gets
+    /// the message through another pvmd anyway (as fragments of that pvmd's choosing).
+    pub fn pieces_wanted(&self, dst: Tid) -> bool {
+        self.net.is_some() && dst.is_task() && !dst.is_on_host(self.host.index)
+    }
+
     fn xs(&mut self) -> Option<&mut Streams> {
         self.net.as_mut().map(|n| &mut n.xs)
     }
@@ -1162,16 +1274,37 @@ mod tests {
 
     #[test]
     fn big_fragments_are_cut_keeping_som_first_and_eom_last() {
-        let data = vec![7u8; MAX_FRAME * 2 + 5];
+        let mut data = vec![7u8; MAX_FRAME * 2 + 5];
+        data[MAX_FRAME] = 1;
         let h = MsgHeader::default();
-        let v = Streams::cut(Tid::NONE, Tid::NONE, Some(h), true, &data);
+        let v = Streams::cut(Tid::NONE, Tid::NONE, Some(h), true, Chunk::from_vec(data.clone(), 0));
         assert_eq!(v.len(), 3);
         assert!(v[0].header.is_some() && !v[0].eom);
         assert!(v[1].header.is_none() && !v[1].eom);
         assert!(v[2].header.is_none() && v[2].eom && v[2].data.len() == 5);
-        let v = Streams::cut(Tid::NONE, Tid::NONE, None, false, &data[..10]);
+        assert_eq!(v[1].data[0], 1);
+        let joined: Vec<u8> = v.iter().flat_map(|s| s.data.iter().copied()).collect();
+        assert_eq!(joined, data);
+        let v = Streams::cut(Tid::NONE, Tid::NONE, None, false, Chunk::copy(&data[..10]));
         assert_eq!(v.len(), 1);
         assert!(!v[0].eom);
+    }
+
+    #[test]
+    fn an_owned_payload_reaches_the_stream_without_a_copy() {
+        let v: Vec<u8> = (0..100u8).collect();
+        let at = v.as_ptr() as usize;
+        let mut p = Payload::Owned(v);
+        assert_eq!(p.len(), 100);
+        let c = p.take_chunk(32);
+        assert_eq!(&c[..], &(32..100u8).collect::<Vec<_>>()[..]);
+        assert_eq!(c.as_ptr() as usize, at + 32, "the same buffer, not a copy");
+        assert!(p.is_empty(), "taken");
+        let b = [1u8, 2, 3];
+        let c = Payload::Borrowed(&b).take_chunk(5);
+        assert!(c.is_empty(), "past the end: empty, no panic");
+        let part = Chunk::from_vec(vec![1, 2, 3, 4], 1).part(1, 9);
+        assert_eq!(&part[..], &[3, 4]);
     }
 
     proptest! {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -25,6 +25,8 @@ use super::{apply, ConnHandle};
 use crate::daemon::stream::{FrameHeader, OutFrame, StreamCmd, FRAME_HDR_LEN, HELLO_LEN, PAYLOAD_PREFIX};
 use crate::daemon::{AuthFiles, ConnId, Daemon};
 use crate::log::Log;
+use pvm_proto::frag::{FragFlags, StreamFragHeader};
+use pvm_proto::mesg::HEADER_LEN as MSGHDR_LEN;
 
 /// Socket buffers asked for on a stream (as on the datagram socket).
 const STREAM_SOCKET_BUFFER: i32 = 4 << 20;
@@ -342,20 +344,109 @@ fn advance(items: &mut VecDeque<WItem>, mut n: usize) {
     }
 }
 
+/// Reads frames off a stream. Small frames come out of one buffer filled by large reads (many
+/// frames per system call); a payload is read into its own buffer, first what the buffer
+/// already holds, then the rest straight from the socket into the payload's spare capacity:
+/// no zero-filling and no second copy of the payload in user space.
+struct FrameReader<R> {
+    rd: R,
+    buf: Vec<u8>,
+    pos: usize,
+    /// Bytes the next buffered read asks for: after a big frame only a little (the next
+    /// header, and little of the next payload that would then be copied), else many frames'
+    /// worth.
+    chunk: usize,
+}
+
+/// Bytes one buffered read asks for.
+const READ_CHUNK: usize = 64 << 10;
+/// ... after a frame bigger than that.
+const READ_CHUNK_AFTER_BIG: usize = 4 << 10;
+
+impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
+    fn new(rd: R) -> Self {
+        FrameReader {
+            rd,
+            buf: Vec::new(),
+            pos: 0,
+            chunk: READ_CHUNK,
+        }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Reads more into the buffer (its spare capacity); false at end of stream.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.reserve(self.chunk);
+        Ok((&mut self.rd).take(self.chunk as u64).read_buf(&mut self.buf).await? > 0)
+    }
+
+    async fn header(&mut self) -> std::io::Result<[u8; FRAME_HDR_LEN]> {
+        while self.pending().len() < FRAME_HDR_LEN {
+            if !self.fill().await? {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        let mut hb = [0u8; FRAME_HDR_LEN];
+        hb.copy_from_slice(&self.pending()[..FRAME_HDR_LEN]);
+        self.pos += FRAME_HDR_LEN;
+        Ok(hb)
+    }
+
+    /// The payload of `len` bytes after [`PAYLOAD_PREFIX`] bytes of room.
+    async fn payload(&mut self, len: usize) -> std::io::Result<Vec<u8>> {
+        self.chunk = if len > READ_CHUNK {
+            READ_CHUNK_AFTER_BIG
+        } else {
+            READ_CHUNK
+        };
+        let mut p = Vec::with_capacity(PAYLOAD_PREFIX + len);
+        p.resize(PAYLOAD_PREFIX, 0);
+        let have = self.pending().len().min(len);
+        p.extend_from_slice(&self.pending()[..have]);
+        self.pos += have;
+        while p.len() < PAYLOAD_PREFIX + len {
+            let want = (PAYLOAD_PREFIX + len - p.len()) as u64;
+            if (&mut self.rd).take(want).read_buf(&mut p).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok(p)
+    }
+
+    /// True when the next frame is whole in the buffer (handed over with this batch).
+    fn next_whole(&self) -> bool {
+        let b = self.pending();
+        b.len() >= FRAME_HDR_LEN
+            && FrameHeader::parse(&b[..FRAME_HDR_LEN]).is_ok_and(|n| b.len() >= FRAME_HDR_LEN + n.len as usize)
+    }
+}
+
 async fn read_loop(rd: OwnedReadHalf, host: u32, gen: u64, tx: mpsc::UnboundedSender<XEvent>) {
-    let mut r = BufReader::with_capacity(256 << 10, rd);
+    let mut r = FrameReader::new(rd);
     let mut batch = Vec::new();
     let mut budget = Vec::new();
     let sem = Arc::new(tokio::sync::Semaphore::new(READ_BUDGET_KB as usize));
     let why = loop {
-        let mut hb = [0u8; FRAME_HDR_LEN];
-        if let Err(e) = r.read_exact(&mut hb).await {
-            break if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                "connection closed".to_string()
-            } else {
-                format!("read: {e}")
-            };
-        }
+        let hb = match r.header().await {
+            Ok(hb) => hb,
+            Err(e) => {
+                break if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    "connection closed".to_string()
+                } else {
+                    format!("read: {e}")
+                };
+            }
+        };
         let h = match FrameHeader::parse(&hb) {
             Ok(h) => h,
             Err(e) => break e.to_string(),
@@ -389,17 +480,14 @@ async fn read_loop(rd: OwnedReadHalf, host: u32, gen: u64, tx: mpsc::UnboundedSe
         };
         budget.push(permit);
         // Bounded by FrameHeader::parse (MAX_FRAME); room for the task header first.
-        let mut p = vec![0u8; PAYLOAD_PREFIX + h.len as usize];
-        if let Err(e) = r.read_exact(&mut p[PAYLOAD_PREFIX..]).await {
-            break format!("read inside a frame: {e}");
-        }
+        let p = match r.payload(h.len as usize).await {
+            Ok(p) => p,
+            Err(e) => break format!("read inside a frame: {e}"),
+        };
         batch.push((h, p));
         // Handed over unless the next frame is already whole in the buffer: a frame never
         // waits for the rest of the one after it.
-        let b = r.buffer();
-        let next_whole = b.len() >= FRAME_HDR_LEN
-            && FrameHeader::parse(&b[..FRAME_HDR_LEN]).is_ok_and(|n| b.len() >= FRAME_HDR_LEN + n.len as usize);
-        if !next_whole || batch.len() >= READ_BATCH {
+        if !r.next_whole() || batch.len() >= READ_BATCH {
             let frames = std::mem::take(&mut batch);
             let budget = std::mem::take(&mut budget);
             if tx
@@ -470,6 +558,75 @@ async fn write_loop(
             queued.fetch_sub(n, Ordering::Relaxed);
             advance(&mut items, n);
         }
+    }
+}
+
+/// A big fragment from a local task for a task of another host, passed on while it arrives:
+/// each piece read from the task's socket becomes a fragment of its own (SOM on the first,
+/// EOM on the last, as the original had them), handed to the daemon as the buffer it was read
+/// into. Collected whole instead, the fragment would cross the machine store-and-forward (the
+/// receiving pvmd too reads a frame whole before passing it on); in pieces, the stream, the
+/// peer daemon and the receiving task work on the first pieces while the sender writes the
+/// rest, and no piece is copied in user space. A sender that dies half-way leaves the
+/// receiver a message without its end, as the legacy daemons' 4 KB fragments do.
+pub(super) struct Pieces {
+    h: StreamFragHeader,
+    pending: Vec<u8>,
+    first: bool,
+}
+
+impl Pieces {
+    pub(super) fn new(h: StreamFragHeader, first: Vec<u8>) -> Pieces {
+        Pieces {
+            h,
+            pending: first,
+            first: true,
+        }
+    }
+
+    /// The next bytes of the fragment (`last`: its end); returns the pieces to route now, in
+    /// order (a piece is the buffer it was read into; only a first piece shorter than the
+    /// message header is merged with what follows).
+    pub(super) fn push(&mut self, c: Vec<u8>, last: bool) -> Vec<(StreamFragHeader, Vec<u8>)> {
+        let mut out = Vec::new();
+        if self.ready() {
+            out.push(self.piece(false));
+        }
+        if self.pending.is_empty() {
+            self.pending = c;
+        } else {
+            self.pending.extend_from_slice(&c);
+        }
+        if last || self.ready() {
+            out.push(self.piece(last));
+        }
+        out
+    }
+
+    /// True when what is pending can go as a piece of its own.
+    fn ready(&self) -> bool {
+        let som = self.first && self.h.flags.contains(FragFlags::SOM);
+        let short = self.pending.is_empty() || som && self.pending.len() < MSGHDR_LEN;
+        !short
+    }
+
+    fn piece(&mut self, last: bool) -> (StreamFragHeader, Vec<u8>) {
+        let mut flags = FragFlags::empty();
+        if self.first && self.h.flags.contains(FragFlags::SOM) {
+            flags |= FragFlags::SOM;
+        }
+        if last && self.h.flags.contains(FragFlags::EOM) {
+            flags |= FragFlags::EOM;
+        }
+        self.first = false;
+        let p = std::mem::take(&mut self.pending);
+        let h = StreamFragHeader {
+            dst: self.h.dst,
+            src: self.h.src,
+            len: p.len() as u32,
+            flags,
+        };
+        (h, p)
     }
 }
 
@@ -569,4 +726,124 @@ pub(super) fn event<A: AuthFiles>(
         }
     }
     halt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvm_proto::Tid;
+
+    fn hdr(flags: FragFlags, len: u32) -> StreamFragHeader {
+        StreamFragHeader {
+            dst: Tid::from_u32(0x80001),
+            src: Tid::from_u32(0x40001),
+            len,
+            flags,
+        }
+    }
+
+    /// Frames of every size, written in odd-sized pieces, come out whole and in order, each
+    /// payload after the room for the task header; a frame cut by the end of the stream is an
+    /// error, the end between frames is not.
+    #[test]
+    fn frame_reader_reads_frames_of_any_size() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let sizes = [0usize, 1, 24, 4000, 70_000, 5, 300_000, 3, 65_536, 1 << 20, 7];
+        let mut wire = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let h = FrameHeader {
+                kind: crate::daemon::stream::KIND_DATA,
+                flags: 0,
+                len: n as u32,
+                src: Tid::from_u32(0x40001),
+                dst: Tid::from_u32(0x80001),
+                ack: i as u64,
+            };
+            wire.extend_from_slice(&h.to_bytes());
+            wire.extend((0..n).map(|k| (k * 7 + i) as u8));
+        }
+        rt.block_on(async {
+            let (mut w, r) = tokio::io::duplex(100_000);
+            let bytes = wire.clone();
+            let writer = tokio::spawn(async move {
+                for piece in bytes.chunks(33_333) {
+                    w.write_all(piece).await.unwrap();
+                }
+            });
+            let mut fr = FrameReader::new(r);
+            for (i, &n) in sizes.iter().enumerate() {
+                let h = FrameHeader::parse(&fr.header().await.unwrap()).unwrap();
+                assert_eq!((h.len as usize, h.ack), (n, i as u64));
+                let p = fr.payload(n).await.unwrap();
+                assert_eq!(p.len(), PAYLOAD_PREFIX + n);
+                assert!(
+                    p[PAYLOAD_PREFIX..]
+                        .iter()
+                        .enumerate()
+                        .all(|(k, &b)| b == (k * 7 + i) as u8),
+                    "frame {i}"
+                );
+            }
+            writer.await.unwrap();
+            assert!(fr.header().await.is_err(), "end of stream");
+        });
+        // Cut 100 bytes into the payload of frame 3 (4000 bytes).
+        let cut = (0..3).map(|i| FRAME_HDR_LEN + sizes[i]).sum::<usize>() + FRAME_HDR_LEN + 100;
+        rt.block_on(async {
+            let (mut w, r) = tokio::io::duplex(100_000);
+            w.write_all(&wire[..cut]).await.unwrap();
+            drop(w);
+            let mut fr = FrameReader::new(r);
+            for &n in &sizes[..3] {
+                fr.header().await.unwrap();
+                fr.payload(n).await.unwrap();
+            }
+            fr.header().await.unwrap();
+            let e = fr.payload(sizes[3]).await.unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        });
+    }
+
+    /// The pieces of a fragment carry its bytes in order, SOM on the first, EOM on the last,
+    /// the message header whole in the first, each piece as read (no piece left behind).
+    #[test]
+    fn pieces_keep_bytes_order_and_flags() {
+        let all: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
+        for cuts in [
+            vec![0usize, 10, 31, 32, 100, 200],
+            vec![0, 40, 41, 200],
+            vec![5, 200],
+            vec![0, 1, 2, 200],
+        ] {
+            for f in [
+                FragFlags::SOM | FragFlags::EOM,
+                FragFlags::SOM,
+                FragFlags::EOM,
+                FragFlags::empty(),
+            ] {
+                let mut ps = Pieces::new(hdr(f, 200), all[..cuts[0]].to_vec());
+                let mut got = Vec::new();
+                for w in cuts.windows(2) {
+                    got.extend(ps.push(all[w[0]..w[1]].to_vec(), w[1] == 200));
+                }
+                let bytes: Vec<u8> = got.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+                assert_eq!(bytes, all, "{cuts:?} {f:?}");
+                for (i, (h, p)) in got.iter().enumerate() {
+                    assert_eq!(h.len as usize, p.len());
+                    assert!(!p.is_empty());
+                    assert_eq!(h.flags.contains(FragFlags::SOM), i == 0 && f.contains(FragFlags::SOM));
+                    assert_eq!(
+                        h.flags.contains(FragFlags::EOM),
+                        i == got.len() - 1 && f.contains(FragFlags::EOM)
+                    );
+                }
+                if f.contains(FragFlags::SOM) {
+                    assert!(
+                        got[0].1.len() >= MSGHDR_LEN,
+                        "{cuts:?}: the message header in the first piece"
+                    );
+                }
+            }
+        }
+    }
 }
