@@ -48,6 +48,23 @@ fn require(path: &str, what: &str) {
     );
 }
 
+/// Fails loudly unless CRIU (>= 4.1, from `ci/criu-setup`) is installed: the migration tests
+/// never skip.
+pub fn require_criu() {
+    assert!(
+        Path::new("/usr/local/sbin/criu").exists(),
+        "CRIU 4.1 is missing: run ci/criu-setup"
+    );
+}
+
+/// Fails loudly unless the legacy console is installed (Debian pvm).
+pub fn require_legacy_console() {
+    assert!(
+        Path::new(LEGACY_CONSOLE).exists(),
+        "{LEGACY_CONSOLE} is missing: this test needs legacy PVM (Debian pvm)"
+    );
+}
+
 /// Path of our `pvmd`, built once per test process with the same cargo that runs the tests.
 pub fn our_pvmd() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

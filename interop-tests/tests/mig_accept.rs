@@ -30,13 +30,16 @@
 //! machine but not in the application.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
+
+mod mig_common;
 use interop_tests::{our_pvmd, send_signal, LEGACY_CONSOLE, LEGACY_PVMD, TIMEOUT};
+use mig_common::{build_helper, gcc};
 
 const ROUNDS: i64 = 400;
 /// Last round of the phase with moves and the legacy server.
@@ -235,28 +238,6 @@ int main(void) {
 }
 "#;
 
-fn gcc(name: &str, src: &str, ours: bool) -> PathBuf {
-    if ours {
-        interop_tests::build_c_ours(name, src)
-    } else {
-        interop_tests::build_c(name, src, &[])
-    }
-}
-
-fn build_helper() {
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let ok = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "pvm-migration", "--bin", "pvm-migrate"])
-        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .status()
-        .expect("run cargo build for pvm-migrate")
-        .success();
-    assert!(
-        ok && our_pvmd().with_file_name("pvm-migrate").exists(),
-        "pvm-migrate not built"
-    );
-}
-
 /// A child whose stdout lines are collected as they come.
 struct Lines {
     child: Child,
@@ -323,10 +304,7 @@ fn acceptance_job_moves_checkpoints_and_survives_a_host_kill() {
         Path::new(LEGACY_CONSOLE).exists() && Path::new(LEGACY_PVMD).exists(),
         "legacy PVM is missing: this test needs the Debian pvm package"
     );
-    assert!(
-        Path::new("/usr/local/sbin/criu").exists(),
-        "CRIU 4.1 is missing: run ci/criu-setup"
-    );
+    interop_tests::require_criu();
     build_helper();
     let job = gcc("job", JOB, true);
     let server = gcc("server", SERVER, false);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
 use interop_tests::shim::shim_dir;
-use interop_tests::{our_pvmd, Proc, LEGACY_CONSOLE, LEGACY_PVMD, TIMEOUT};
+use interop_tests::{our_pvmd, Proc, LEGACY_PVMD, TIMEOUT};
 
 const JOB: &str = r#"
 #include <stdio.h>
@@ -208,11 +208,7 @@ int main(void) {
 "#;
 
 mod mig_common;
-use mig_common::{build_helper, mig_lines, pvmd_command, wait_or_kill};
-
-fn gcc(name: &str, src: &str, ours: bool) -> PathBuf {
-    mig_common::gcc("mig-move", name, src, ours)
-}
+use mig_common::{build_helper, gcc, mig_lines, pvmd_command, wait_or_kill};
 
 #[test]
 fn worker_moves_between_hosts_keeping_tid_messages_and_output() {
@@ -260,14 +256,8 @@ fn broken_helper(c: &Cluster) -> PathBuf {
 }
 
 fn move_job(direct: bool, broken: bool) {
-    assert!(
-        std::path::Path::new(LEGACY_CONSOLE).exists(),
-        "{LEGACY_CONSOLE} is missing: this test needs legacy PVM (Debian pvm)"
-    );
-    assert!(
-        std::path::Path::new("/usr/local/sbin/criu").exists(),
-        "CRIU 4.1 is missing: run ci/criu-setup"
-    );
+    interop_tests::require_legacy_console();
+    interop_tests::require_criu();
     build_helper();
     // Built once per test process: the tests run in parallel, and rewriting the program of a
     // running worker makes CRIU refuse to restore it ("has bad size").

@@ -92,10 +92,7 @@ fn build(name: &str, src: &str) -> PathBuf {
 
 #[test]
 fn a_call_after_a_park_is_not_held_by_the_late_signal() {
-    assert!(
-        std::path::Path::new("/usr/local/sbin/criu").exists(),
-        "CRIU 4.1 is missing: run ci/criu-setup"
-    );
+    interop_tests::require_criu();
     let exe = build("job", JOB);
     let vm = Vm::start(Kind::Ours, "park-late");
     let n = ROUNDS.to_string();

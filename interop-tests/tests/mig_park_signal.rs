@@ -10,12 +10,11 @@
 //! checkpoint answers after its computation, no hang), and a task on the legacy library is
 //! refused at once and never sent the signal.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
 use interop_tests::shim::shim_dir;
-use interop_tests::{our_pvmd, Proc, LEGACY_CONSOLE, TIMEOUT};
+use interop_tests::{our_pvmd, Proc, TIMEOUT};
 
 const JOB: &str = r#"
 #include <stdio.h>
@@ -197,11 +196,7 @@ int main(void) {
 "#;
 
 mod mig_common;
-use mig_common::{build_helper, mig_lines, pvmd_command, wait_or_kill};
-
-fn gcc(name: &str, src: &str, ours: bool) -> PathBuf {
-    mig_common::gcc("mig-ps", name, src, ours)
-}
+use mig_common::{build_helper, gcc, mig_lines, pvmd_command, wait_or_kill};
 
 /// The seconds at the end of the first output line starting with `prefix`.
 fn secs(out: &str, prefix: &str) -> Option<(String, f64)> {
@@ -212,14 +207,8 @@ fn secs(out: &str, prefix: &str) -> Option<(String, f64)> {
 
 #[test]
 fn computing_worker_parks_on_the_signal() {
-    assert!(
-        std::path::Path::new(LEGACY_CONSOLE).exists(),
-        "{LEGACY_CONSOLE} is missing: this test needs legacy PVM (Debian pvm)"
-    );
-    assert!(
-        std::path::Path::new("/usr/local/sbin/criu").exists(),
-        "CRIU 4.1 is missing: run ci/criu-setup"
-    );
+    interop_tests::require_legacy_console();
+    interop_tests::require_criu();
     build_helper();
     let job = gcc("job", JOB, true);
     let legacy = gcc("legacy", LEGACY, false);

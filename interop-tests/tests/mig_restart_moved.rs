@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
 use interop_tests::shim::shim_dir;
-use interop_tests::{our_pvmd, Proc, LEGACY_CONSOLE, TIMEOUT};
+use interop_tests::{our_pvmd, Proc, TIMEOUT};
 
 mod mig_common;
 use mig_common::{build_helper, mig_lines, pvmd_command, wait_or_kill};
@@ -103,16 +103,10 @@ int main(int argc, char **argv) {
 
 #[test]
 fn restart_on_the_old_host_of_a_moved_task_is_refused() {
-    assert!(
-        std::path::Path::new(LEGACY_CONSOLE).exists(),
-        "{LEGACY_CONSOLE} is missing: this test needs legacy PVM (Debian pvm)"
-    );
-    assert!(
-        std::path::Path::new("/usr/local/sbin/criu").exists(),
-        "CRIU 4.1 is missing: run ci/criu-setup"
-    );
+    interop_tests::require_legacy_console();
+    interop_tests::require_criu();
     build_helper();
-    let job: PathBuf = mig_common::gcc("bugs-rm", "job", JOB, true);
+    let job: PathBuf = mig_common::gcc("job", JOB, true);
     let t_all = Instant::now();
     let mut c = Cluster::named("bugsrm", "mig-restart-moved", 2);
     c.use_nsenter();

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod mig_common;
+use mig_common::gcc;
+
 /// A task on the legacy library: everything that reads the TM_CONN2 reply (tid, parent,
 /// host address for routes, scheduler) and a round trip through the daemon. Run alone it
 /// checks itself; spawned, it reports its tid to the parent and waits to be told to leave.
@@ -69,14 +72,6 @@ int main(int argc, char **argv) {
 }
 "#;
 
-fn build(name: &str, src: &str, ours: bool) -> PathBuf {
-    if ours {
-        interop_tests::build_c_ours(name, src)
-    } else {
-        interop_tests::build_c(name, src, &[])
-    }
-}
-
 fn results(out: &str) -> Vec<(String, String, f64)> {
     out.lines()
         .filter_map(|l| {
@@ -88,7 +83,7 @@ fn results(out: &str) -> Vec<(String, String, f64)> {
 
 #[test]
 fn legacy_library_ignores_the_conn2_trailer_of_pvmd_rs() {
-    let legacy = build("legacy_task", LEGACY_TASK, false);
+    let legacy = gcc("legacy_task", LEGACY_TASK, false);
     let vm = Vm::start(Kind::Ours, "mig-caps-legacy");
     let (code, out, err) = vm.run(legacy.to_str().unwrap(), &[], Lib::Legacy, Lib::Legacy, None);
     assert_eq!(code, Some(0), "{out}\n{err}\nlog:\n{}", vm.tmp.log());
@@ -97,8 +92,8 @@ fn legacy_library_ignores_the_conn2_trailer_of_pvmd_rs() {
 
 #[test]
 fn pvm_migrate_refuses_at_once_with_the_reason() {
-    let legacy = build("legacy_task", LEGACY_TASK, false);
-    let ours = build("our_task", OUR_TASK, true);
+    let legacy = gcc("legacy_task", LEGACY_TASK, false);
+    let ours = gcc("our_task", OUR_TASK, true);
     let vm = Vm::start(Kind::Ours, "mig-caps-ours");
     let t0 = Instant::now();
     let (code, out, err) = vm.run(
@@ -135,7 +130,7 @@ fn pvm_migrate_refuses_at_once_with_the_reason() {
 
 #[test]
 fn pvm_migrate_on_a_legacy_daemon_fails_without_asking_it() {
-    let ours = build("our_task", OUR_TASK, true);
+    let ours = gcc("our_task", OUR_TASK, true);
     let vm = Vm::start(Kind::Legacy, "mig-caps-ldaemon");
     let (code, out, err) = vm.run(ours.to_str().unwrap(), &[], Lib::Shim, Lib::Legacy, None);
     assert_eq!(code, Some(0), "{out}\n{err}\nlog:\n{}", vm.tmp.log());

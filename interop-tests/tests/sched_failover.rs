@@ -142,10 +142,7 @@ fn a_task_restored_on_a_busy_host_is_moved_off() {
 }
 
 fn run(tag: &str, busy_copy_host: bool) {
-    assert!(
-        std::path::Path::new("/usr/local/sbin/criu").exists(),
-        "CRIU 4.1 is missing: run ci/criu-setup"
-    );
+    interop_tests::require_criu();
     let job = shim_program("sched_failover_job", JOB);
     let mut c = Cluster::named("sf", tag, 4);
     let mut m = our_machine(&mut c, &[]);

@@ -134,10 +134,7 @@ fn hosts_of(line: &str) -> Vec<usize> {
 
 #[test]
 fn owner_busy_clears_the_host_and_idle_brings_work_back() {
-    assert!(
-        std::path::Path::new("/usr/local/sbin/criu").exists(),
-        "CRIU 4.1 is missing: run ci/criu-setup"
-    );
+    interop_tests::require_criu();
     let job = shim_program("sched_job", JOB);
     let mut c = Cluster::named("sc", "owner", 4);
     let mut m = our_machine(&mut c, &[]);
@@ -259,10 +256,7 @@ fn proc_state(pid: u32) -> char {
 
 #[test]
 fn nowhere_to_go_checkpoints_and_holds_then_resumes() {
-    assert!(
-        std::path::Path::new("/usr/local/sbin/criu").exists(),
-        "CRIU 4.1 is missing: run ci/criu-setup"
-    );
+    interop_tests::require_criu();
     let job = shim_program("sched_job_hold", JOB);
     let mut c = Cluster::named("sc", "hold", 2);
     let mut m = our_machine(&mut c, &[]);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use interop_tests::netns::Cluster;
 use interop_tests::shim::{shim_dir, LDSO, LEGACY_LIB_DIR};
-use interop_tests::{Proc, LEGACY_CONSOLE, TIMEOUT};
+use interop_tests::{Proc, TIMEOUT};
 use mig_common::{build_helper, mig_lines, pvmd_command, wait_or_kill};
 
 /// argv: host 1, host 2, result file. The worker answers each number with number + 1 until -1.
@@ -79,17 +79,11 @@ fn pvmtrace() -> PathBuf {
 
 #[test]
 fn migrate_checkpoint_restart_are_traced_and_drawn() {
-    assert!(
-        Path::new(LEGACY_CONSOLE).exists(),
-        "{LEGACY_CONSOLE} is missing: this test needs legacy PVM (Debian pvm)"
-    );
-    assert!(
-        Path::new("/usr/local/sbin/criu").exists(),
-        "CRIU 4.1 is missing: run ci/criu-setup"
-    );
+    interop_tests::require_legacy_console();
+    interop_tests::require_criu();
     build_helper();
     let trace_bin = pvmtrace();
-    let job = mig_common::gcc("ux-trace-mig", "job", JOB, true);
+    let job = mig_common::gcc("job", JOB, true);
     let mut c = Cluster::named("hpeople", "ux-trace-mig", 2);
     c.use_nsenter();
     let ips: Vec<String> = (1..=2).map(|k| c.host(k).ip.clone()).collect();
@@ -104,14 +98,7 @@ fn migrate_checkpoint_restart_are_traced_and_drawn() {
     };
     assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
     // Both daemons have exchanged their migration features once both logs show the window.
-    let conf = || {
-        let mut k = c.command(1, Path::new(LEGACY_CONSOLE));
-        k.stdin(Stdio::piped());
-        let mut ch = k.spawn().expect("start the console");
-        use std::io::Write;
-        let _ = ch.stdin.take().expect("piped stdin").write_all(b"conf\n");
-        wait_or_kill(ch, TIMEOUT).1.contains("2 hosts")
-    };
+    let conf = || c.console_lists_hosts(1, 2);
     assert!(
         c.wait_for(Duration::from_secs(20), || {
             c.log(1).contains("window 32") && c.log(2).contains("window 32") && conf()
@@ -287,10 +274,7 @@ fn the_legacy_tracer_accepts_the_extension_events() {
         tracer.exists(),
         "/usr/bin/tracer is missing: install the Debian pvm package"
     );
-    assert!(
-        Path::new("/usr/local/sbin/criu").exists(),
-        "CRIU 4.1 is missing: run ci/criu-setup"
-    );
+    interop_tests::require_criu();
     build_helper();
     let vm = Vm::start(interop_tests::Kind::Ours, "ux-trace-ltrc");
     // On our libpvm3 and our libgpvm3.

@@ -8,27 +8,16 @@ use std::time::{Duration, Instant};
 
 use interop_tests::netns::Cluster;
 use interop_tests::our_pvmd;
-use interop_tests::shim::shim_dir;
 
-/// Compiles `src` as `name` in a directory of this test process named after `tag`, against our
-/// library (`ours`) or the legacy one.
-pub fn gcc(tag: &str, name: &str, src: &str, ours: bool) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("{tag}-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, src).unwrap();
-    let exe = dir.join(name);
-    let mut cmd = Command::new("gcc");
-    cmd.arg("-o").arg(&exe).arg(&c);
+/// Compiles `src` as `name` against our library (`ours`: [`interop_tests::build_c_ours`],
+/// which also puts it on the run path) or the legacy one ([`interop_tests::build_c`]); once per
+/// test process and name.
+pub fn gcc(name: &str, src: &str, ours: bool) -> PathBuf {
     if ours {
-        let inc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include");
-        cmd.arg("-I").arg(inc).arg("-L").arg(shim_dir()).arg("-l:libpvm3.so.3");
+        interop_tests::build_c_ours(name, src)
     } else {
-        cmd.arg("-lpvm3");
+        interop_tests::build_c(name, src, &[])
     }
-    let out = cmd.output().expect("gcc is required");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
 }
 
 /// `pvm-migrate` (the restore helper) next to our pvmd.
