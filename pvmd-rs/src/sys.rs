@@ -86,14 +86,18 @@ pub fn fork_detach() -> std::io::Result<bool> {
 /// Asks the kernel to queue ICMP errors on a UDP socket (IP_RECVERR), so that a peer whose
 /// port is closed can be noticed (see `guard::Unreachable`).
 pub fn set_recverr(fd: std::os::fd::RawFd) -> std::io::Result<()> {
-    let one: libc::c_int = 1;
+    set_int_opt(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1)
+}
+
+/// setsockopt(2) of one `int` option.
+fn set_int_opt(fd: std::os::fd::RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> std::io::Result<()> {
     // SAFETY: fd is a socket owned by the caller; the option value is a valid c_int.
     let r = unsafe {
         libc::setsockopt(
             fd,
-            libc::IPPROTO_IP,
-            libc::IP_RECVERR,
-            &one as *const libc::c_int as *const libc::c_void,
+            level,
+            opt,
+            &v as *const libc::c_int as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -168,73 +172,30 @@ pub fn tune_malloc() {
 /// `ms` milliseconds fails the connection (ETIMEDOUT) instead of being retransmitted for the
 /// kernel's default of about 15 minutes.
 pub fn set_tcp_user_timeout(fd: std::os::fd::RawFd, ms: u32) -> std::io::Result<()> {
-    let v = ms as libc::c_uint;
-    // SAFETY: fd is a TCP socket owned by the caller; the option value is a valid c_uint.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_USER_TIMEOUT,
-            &v as *const libc::c_uint as *const libc::c_void,
-            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms as libc::c_int)
 }
 
 /// Turns TCP keepalive on: after `idle_s` seconds without traffic the kernel probes the peer
 /// every `intvl_s` seconds and fails the connection after `cnt` unanswered probes (or earlier
 /// under TCP_USER_TIMEOUT).
 pub fn set_tcp_keepalive(fd: std::os::fd::RawFd, idle_s: u32, intvl_s: u32, cnt: u32) -> std::io::Result<()> {
-    let set = |level: libc::c_int, opt: libc::c_int, v: libc::c_int| {
-        // SAFETY: fd is a TCP socket owned by the caller; the option value is a valid c_int.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                opt,
-                &v as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
-    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle_s as libc::c_int)?;
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, intvl_s as libc::c_int)?;
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, cnt as libc::c_int)
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle_s as libc::c_int)?;
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, intvl_s as libc::c_int)?;
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, cnt as libc::c_int)
 }
 
 /// Asks for `bytes` of send and receive buffer on a socket: SO_SNDBUF/SO_RCVBUF (the kernel caps
 /// them at wmem_max/rmem_max), then the FORCE variants, which lift that cap where the process
 /// may (CAP_NET_ADMIN) and fail harmlessly elsewhere. Returns the receive buffer obtained.
 pub fn set_socket_buffers(fd: std::os::fd::RawFd, bytes: i32) -> i32 {
-    let set = |opt: libc::c_int| {
-        // SAFETY: fd is a socket owned by the caller; the option value is a valid c_int.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                &bytes as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
     for opt in [
         libc::SO_SNDBUF,
         libc::SO_RCVBUF,
         libc::SO_SNDBUFFORCE,
         libc::SO_RCVBUFFORCE,
     ] {
-        set(opt);
+        let _ = set_int_opt(fd, libc::SOL_SOCKET, opt, bytes);
     }
     let mut got: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
