@@ -208,8 +208,6 @@ impl XShell {
             }
         };
         let SocketAddr::V4(from) = from else { return };
-        // The listener's options are inherited, but say so where it matters.
-        tune(s.as_raw_fd());
         if self.pending_hellos.load(Ordering::Relaxed) >= MAX_PENDING_HELLOS {
             log.line(&format!(
                 "xstream: too many connections waiting; closing one from {from}"
