@@ -27,6 +27,8 @@ PVMDDEBUG, PVMDLOGMAX, PVM_ALLOW_ROOT.
 pvm-rs: PVMD_LOG=<filter> (e.g. info,pvmd::net=debug), PVMD_LOG_FORMAT=text|json,
 PVMD_LOG_FILE=<path> (structured events; targets named after the -d bits),
 PVMD_METRICS=127.0.0.1:<port> (Prometheus metrics, loopback only). See docs/tracing.md.
+PVMD_SPIN_US=<µs> (poll this long after each event before sleeping; default 50, 0 = off;
+not while the machine has more runnable tasks than CPUs). See docs/bench-daemon.md.
 The master prints its socket address on stdout, then serves tasks.";
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -18,6 +18,7 @@ use pvm_proto::frag::StreamFragHeader;
 
 mod coalesce; // relayed fragments of one message written as one (relay.rs)
 mod relay; // the local relay fast path (reader -> destination socket)
+mod spin; // spin-then-block after events (relay.rs, serve_net)
 mod splice; // big relayed fragments through a pipe (relay.rs)
 mod tasksock;
 mod xstream; // pvmd-rs <-> pvmd-rs stream transport (daemon/stream.rs) // task sockets registered for reading only
@@ -456,11 +457,18 @@ pub async fn serve_net<A: AuthFiles>(
     let mut streams: HashMap<ConnId, Streaming> = HashMap::new();
     let mut next_id: ConnId = 1;
     let routes: relay::SharedRoutes = Default::default();
+    // spin.rs: poll a little longer after each event before sleeping.
+    match spin::window_from_env(std::env::var("PVMD_SPIN_US").ok().as_deref()) {
+        Ok(Some(w)) => drop(tokio::spawn(spin::spinner(w))),
+        Ok(None) => log.line("spin-then-block off (PVMD_SPIN_US=0)"),
+        Err(e) => log.line(&e),
+    }
     let Signals {
         term: mut sigterm,
         int: mut sigint,
     } = signals;
     let stop = loop {
+        spin::touch(); // spin.rs: an event was handled
         if xstream::flush(&mut xs, daemon, &mut conns, log) {
             break Stop::Halt; // stream transport
         }

@@ -132,6 +132,7 @@ impl Routes {
                 pieces.extend(frags[done + g.frags.start..done + g.frags.end].iter().map(|(_, p)| *p));
             }
             send(&r.dest, &pieces);
+            super::spin::touch();
             done = end;
         }
         done
