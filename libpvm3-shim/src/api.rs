@@ -164,6 +164,9 @@ pvm_api!(pvm_parent() silent [E_NOPARENT, PvmError::ParentNotSet as i32] {
 });
 
 /// pvm_exit() without the error reporting (also used by PvmAutoErr 2).
+/// How long pvm_exit waits for this task's own exit notify after the pvmd's answer.
+const OWN_EXIT_NOTIFY_WAIT: Duration = Duration::from_millis(100);
+
 pub fn exit_internal() -> c_int {
     // Wait for the output of children we catch, as legacy pvmflusho() does.
     loop {
@@ -197,6 +200,19 @@ pub fn exit_internal() -> c_int {
                     .is_err()
                 {
                     break;
+                }
+            }
+            // The pvmd sends the exit notify of this task right after its answer, in a write
+            // of its own: a wait that ended as soon as the answer came (a spinning one does,
+            // spin.rs) would leave before the notify, which the legacy library, waking later,
+            // finds in the same read. Wait for it a little (only when one was asked for).
+            if l.notify_own_exit && !l.lost {
+                let seen = l.delivered;
+                let until = Instant::now() + OWN_EXIT_NOTIFY_WAIT;
+                while l.delivered == seen && !l.lost && Instant::now() < until {
+                    if l.pump(Some(until.saturating_duration_since(Instant::now()))).is_err() {
+                        break;
+                    }
                 }
             }
         }
@@ -1377,6 +1393,9 @@ pvm_api!(pvm_notify(what: c_int, tag: c_int, cnt: c_int, tids: *mut c_int) {
         let _ = p.pk_int(&[what, ctx(), tag, cnt]);
         if kind != 3 {
             let _ = p.pk_int(&list);
+        }
+        if kind == 1 && list.contains(&l.mytid) {
+            l.notify_own_exit = what & pvm_proto::codes::PVM_NOTIFY_CANCEL == 0;
         }
         if l.schedtid != 0 {
             // With a resource manager, notify requests go to it (SM_NOTIFY, base context).

@@ -375,6 +375,9 @@ pub struct Lib {
     pub delivered: u64,
     /// Single-copy transfers of large messages (vmread.rs).
     pub vr: crate::vmread::State,
+    /// A PvmTaskExit notify on this task itself is registered: pvm_exit waits a little for it
+    /// after the pvmd's answer (the legacy console prints its exit line from that notify).
+    pub notify_own_exit: bool,
 }
 
 impl Default for Lib {
@@ -431,6 +434,7 @@ impl Default for Lib {
             keep_fds: Vec::new(),
             keep_noresets: Vec::new(),
             delivered: 0,
+            notify_own_exit: false,
             vr: crate::vmread::State::default(),
             self_sib: [0],
         }

@@ -22,5 +22,6 @@ pub mod park;
 pub mod parksig;
 pub mod pool;
 pub mod route;
+pub mod spin;
 pub mod tev;
 pub mod vmread;

@@ -443,12 +443,35 @@ pub fn poll_fds(fds: &[(RawFd, bool)], timeout: Option<Duration>) -> Vec<(bool, 
             revents: 0,
         })
         .collect();
-    let ms = match timeout {
-        None => -1,
-        Some(d) => d.as_millis().min(i32::MAX as u128) as i32,
+    // spin.rs: look without sleeping for a short while first.
+    let mut timeout = timeout;
+    let mut n = 0;
+    let spin = match timeout {
+        Some(t) if t.is_zero() => None,
+        Some(t) => crate::spin::window().map(|w| w.min(t)),
+        None => crate::spin::window(),
     };
-    // SAFETY: `p` is a valid array of `p.len()` pollfd structures for the duration of the call.
-    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if let Some(w) = spin {
+        let start = Instant::now();
+        loop {
+            // SAFETY: as the poll below.
+            n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, 0) };
+            if n != 0 || start.elapsed() >= w {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+    }
+    if n == 0 {
+        let ms = match timeout {
+            None => -1,
+            // Rounded up: a wait of 300 µs must not become a poll that returns at once.
+            Some(d) => d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+        };
+        // SAFETY: `p` is a valid array of `p.len()` pollfd structures for the duration of the call.
+        n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    }
     if n <= 0 {
         return vec![(false, false); fds.len()];
     }

@@ -21,6 +21,7 @@ pub mod frag;
 pub mod hexvec;
 pub mod mesg;
 pub mod message;
+pub mod spin;
 pub mod tid;
 pub mod xdr;
 

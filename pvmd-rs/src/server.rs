@@ -458,10 +458,10 @@ pub async fn serve_net<A: AuthFiles>(
     let mut next_id: ConnId = 1;
     let routes: relay::SharedRoutes = Default::default();
     // spin.rs: poll a little longer after each event before sleeping.
-    match spin::window_from_env(std::env::var("PVMD_SPIN_US").ok().as_deref()) {
+    match pvm_proto::spin::window(std::env::var("PVMD_SPIN_US").ok().as_deref()) {
         Ok(Some(w)) => drop(tokio::spawn(spin::spinner(w))),
         Ok(None) => log.line("spin-then-block off (PVMD_SPIN_US=0)"),
-        Err(e) => log.line(&e),
+        Err(e) => log.line(&format!("PVMD_SPIN_US: {e}")),
     }
     let Signals {
         term: mut sigterm,

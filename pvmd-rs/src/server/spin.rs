@@ -10,21 +10,18 @@
 //! daemon-route round trip falls from ~95 µs (legacy ~93) to ~45 µs, for ~10 µs more daemon CPU
 //! per round trip.
 //!
-//! Bounds: the daemon spins only for [`DEFAULT_WINDOW`] after its last event (`PVMD_SPIN_US`
+//! Bounds: the daemon spins only for `pvm_proto::spin::DEFAULT_WINDOW` after its last event (`PVMD_SPIN_US`
 //! sets it, 0 turns spinning off), never while the machine has more runnable tasks than CPUs
 //! (the fourth field of `/proc/loadavg`, read once per spin: on a busy machine the spin would
 //! take a CPU from a task and spend the daemon's share of the scheduler; it then sleeps as
 //! before for [`LOADED_PAUSE`]), and an idle daemon does not spin at all.
 
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use pvm_proto::spin;
 use tokio::sync::Notify;
-
-/// How long the daemon keeps polling after its last event.
-pub const DEFAULT_WINDOW: Duration = Duration::from_micros(50);
 
 /// After finding the machine loaded, how long the daemon does not try to spin again.
 const LOADED_PAUSE: Duration = Duration::from_millis(1);
@@ -44,19 +41,6 @@ fn wake() -> &'static Notify {
     WAKE.get_or_init(Notify::new)
 }
 
-/// The window from `PVMD_SPIN_US` (µs), else [`DEFAULT_WINDOW`]; `None` when it is 0 or not a
-/// number (logged by the caller).
-pub fn window_from_env(v: Option<&str>) -> Result<Option<Duration>, String> {
-    match v {
-        None => Ok(Some(DEFAULT_WINDOW)),
-        Some(s) => match s.trim().parse::<u64>() {
-            Ok(0) => Ok(None),
-            Ok(us) => Ok(Some(Duration::from_micros(us.min(10_000)))),
-            Err(_) => Err(format!("PVMD_SPIN_US={s:?} is not a number of µs; spinning off")),
-        },
-    }
-}
-
 /// The daemon handled an event: the spinner polls for one more window.
 pub fn touch() {
     LAST.store(now_ns(), Ordering::Relaxed);
@@ -65,16 +49,11 @@ pub fn touch() {
     }
 }
 
-/// Runnable tasks on the machine now: "running" of the "running/total" field of
-/// /proc/loadavg.
-fn runnable(loadavg: &std::fs::File) -> Option<u32> {
-    let mut b = [0u8; 128];
-    let n = loadavg.read_at(&mut b, 0).ok()?;
-    parse_runnable(std::str::from_utf8(&b[..n]).ok()?)
-}
-
-fn parse_runnable(s: &str) -> Option<u32> {
-    s.split_whitespace().nth(3)?.split_once('/')?.0.parse().ok()
+/// Runnable tasks on the machine now (`pvm_proto::spin::runnable`). The file is opened for
+/// each look (at most one a millisecond): a descriptor kept open would count as one the daemon
+/// leaked.
+fn runnable() -> Option<u32> {
+    spin::runnable(&std::fs::read_to_string("/proc/loadavg").ok()?)
 }
 
 /// Runs for the daemon's lifetime on its runtime (a task of the current-thread runtime: each
@@ -82,7 +61,6 @@ fn parse_runnable(s: &str) -> Option<u32> {
 pub async fn spinner(window: Duration) {
     let window = window.as_nanos() as u64;
     let pause = LOADED_PAUSE.as_nanos() as u64;
-    let loadavg = std::fs::File::open("/proc/loadavg").ok();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     // No spin before this time (the machine was found loaded).
     let mut quiet_until = 0u64;
@@ -94,7 +72,7 @@ pub async fn spinner(window: Duration) {
         if spin && !checked {
             checked = true;
             // An unreadable /proc counts as not loaded.
-            if loadavg.as_ref().and_then(runnable).is_some_and(|r| r > cpus) {
+            if !spin::may_spin(runnable(), cpus) {
                 quiet_until = now + pause;
                 continue;
             }
@@ -118,22 +96,6 @@ pub async fn spinner(window: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn window_from_the_environment() {
-        assert_eq!(window_from_env(None), Ok(Some(DEFAULT_WINDOW)));
-        assert_eq!(window_from_env(Some("0")), Ok(None));
-        assert_eq!(window_from_env(Some("120")), Ok(Some(Duration::from_micros(120))));
-        assert_eq!(window_from_env(Some("999999")), Ok(Some(Duration::from_millis(10))));
-        assert!(window_from_env(Some("fast")).is_err());
-    }
-
-    #[test]
-    fn runnable_tasks_from_loadavg() {
-        assert_eq!(parse_runnable("0.39 0.81 0.93 3/345 12345\n"), Some(3));
-        assert_eq!(parse_runnable("0.39 0.81 0.93"), None);
-        assert_eq!(parse_runnable("garbage"), None);
-    }
 
     /// The spinner sleeps when nothing happens and spins again after `touch`. (Other tests'
     /// relays may touch it too: it must fall asleep again within the bound, not at once.)

@@ -1,0 +1,70 @@
+//! The spin-then-block policy shared by the daemon and the library (sans-IO: the callers read
+//! the environment and `/proc/loadavg`, this module decides).
+//!
+//! A process that expects an answer soon polls for it for a short window before it sleeps: on a
+//! virtual machine whose vCPUs halt when idle, waking a sleeping process costs tens of µs, more
+//! than a small message's whole round trip on a busy CPU (docs/bench-daemon.md,
+//! "Spin-then-block"). Spinning is only worth it while there is a CPU to spare: with more
+//! runnable tasks than CPUs it takes the CPU another task needs, so it is skipped then.
+
+use std::time::Duration;
+
+/// The spin window unless configured.
+pub const DEFAULT_WINDOW: Duration = Duration::from_micros(50);
+
+/// The longest window accepted (a longer setting is cut to this).
+pub const MAX_WINDOW: Duration = Duration::from_millis(10);
+
+/// The window from a setting in µs (`None`: not set, the default); `Ok(None)` turns spinning
+/// off (0); a setting that is not a number is an error for the caller to report.
+pub fn window(setting: Option<&str>) -> Result<Option<Duration>, String> {
+    match setting {
+        None => Ok(Some(DEFAULT_WINDOW)),
+        Some(s) => match s.trim().parse::<u64>() {
+            Ok(0) => Ok(None),
+            Ok(us) => Ok(Some(Duration::from_micros(us).min(MAX_WINDOW))),
+            Err(_) => Err(format!("spin window {s:?} is not a number of µs: spinning off")),
+        },
+    }
+}
+
+/// Runnable tasks now, from the text of /proc/loadavg ("0.39 0.81 0.93 3/345 12345": 3).
+pub fn runnable(loadavg: &str) -> Option<u32> {
+    loadavg.split_whitespace().nth(3)?.split_once('/')?.0.parse().ok()
+}
+
+/// Whether a process may spin now: `runnable` counts the spinner itself (it is running) and
+/// whatever it just woke; unknown load counts as not loaded.
+pub fn may_spin(runnable: Option<u32>, cpus: u32) -> bool {
+    !matches!(runnable, Some(r) if r > cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_settings() {
+        assert_eq!(window(None), Ok(Some(DEFAULT_WINDOW)));
+        assert_eq!(window(Some("0")), Ok(None));
+        assert_eq!(window(Some(" 120 ")), Ok(Some(Duration::from_micros(120))));
+        assert_eq!(window(Some("999999")), Ok(Some(MAX_WINDOW)));
+        assert!(window(Some("fast")).is_err());
+        assert!(window(Some("-5")).is_err());
+    }
+
+    #[test]
+    fn runnable_from_loadavg() {
+        assert_eq!(runnable("0.39 0.81 0.93 3/345 12345\n"), Some(3));
+        assert_eq!(runnable("0.39 0.81 0.93"), None);
+        assert_eq!(runnable("0.39 0.81 0.93 x/345 1"), None);
+        assert_eq!(runnable(""), None);
+    }
+
+    #[test]
+    fn spins_only_with_a_cpu_to_spare() {
+        assert!(may_spin(Some(2), 2));
+        assert!(!may_spin(Some(3), 2));
+        assert!(may_spin(None, 2));
+    }
+}
