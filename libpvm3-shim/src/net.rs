@@ -435,6 +435,11 @@ fn deliver_early(avail: &[u8], fd: RawFd) -> Option<(Message, crate::lazy::Tail,
 
 /// Waits until one of `fds` is readable (or writable for `want_write`), at most `timeout`.
 pub fn poll_fds(fds: &[(RawFd, bool)], timeout: Option<Duration>) -> Vec<(bool, bool)> {
+    poll_fds_spin(fds, timeout, true)
+}
+
+/// [`poll_fds`], spinning first only if `may_spin` (and spin.rs allows it).
+pub fn poll_fds_spin(fds: &[(RawFd, bool)], timeout: Option<Duration>, may_spin: bool) -> Vec<(bool, bool)> {
     let mut p: Vec<libc::pollfd> = fds
         .iter()
         .map(|&(fd, w)| libc::pollfd {
@@ -447,6 +452,7 @@ pub fn poll_fds(fds: &[(RawFd, bool)], timeout: Option<Duration>) -> Vec<(bool, 
     let mut timeout = timeout;
     let mut n = 0;
     let spin = match timeout {
+        _ if !may_spin => None,
         Some(t) if t.is_zero() => None,
         Some(t) => crate::spin::window().map(|w| w.min(t)),
         None => crate::spin::window(),
