@@ -163,10 +163,10 @@ pvm_api!(pvm_parent() silent [E_NOPARENT, PvmError::ParentNotSet as i32] {
 }, |e, l, cc| { let _ = &l; e.int(tev::did::PT, cc); })
 });
 
-/// pvm_exit() without the error reporting (also used by PvmAutoErr 2).
 /// How long pvm_exit waits for this task's own exit notify after the pvmd's answer.
 const OWN_EXIT_NOTIFY_WAIT: Duration = Duration::from_millis(100);
 
+/// pvm_exit() without the error reporting (also used by PvmAutoErr 2).
 pub fn exit_internal() -> c_int {
     // Wait for the output of children we catch, as legacy pvmflusho() does.
     loop {

@@ -10,11 +10,11 @@
 //! daemon-route round trip falls from ~95 µs (legacy ~93) to ~45 µs, for ~10 µs more daemon CPU
 //! per round trip.
 //!
-//! Bounds: the daemon spins only for `pvm_proto::spin::DEFAULT_WINDOW` after its last event (`PVMD_SPIN_US`
-//! sets it, 0 turns spinning off), never while the machine has more runnable tasks than CPUs
-//! (the fourth field of `/proc/loadavg`, read once per spin: on a busy machine the spin would
-//! take a CPU from a task and spend the daemon's share of the scheduler; it then sleeps as
-//! before for [`LOADED_PAUSE`]), and an idle daemon does not spin at all.
+//! Bounds: the daemon spins only for `pvm_proto::spin::DEFAULT_WINDOW` after its last event
+//! (`PVMD_SPIN_US` sets it, 0 turns spinning off), never while the machine has more runnable
+//! tasks than CPUs (the fourth field of `/proc/loadavg`, read once per spin: on a busy machine
+//! the spin would take a CPU from a task and spend the daemon's share of the scheduler; it then
+//! sleeps as before for [`LOADED_PAUSE`]), and an idle daemon does not spin at all.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
