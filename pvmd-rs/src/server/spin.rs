@@ -56,6 +56,12 @@ fn runnable() -> Option<u32> {
     spin::runnable(&std::fs::read_to_string("/proc/loadavg").ok()?)
 }
 
+/// Whether the spinner should be polling at `now`: within `window` of the last event and not
+/// in a pause after finding the machine loaded.
+fn due(now: u64, quiet_until: u64, window: u64) -> bool {
+    now >= quiet_until && now.saturating_sub(LAST.load(Ordering::Relaxed)) < window
+}
+
 /// Runs for the daemon's lifetime on its runtime (a task of the current-thread runtime: each
 /// `yield_now` lets the runtime poll its sockets without blocking and run what became ready).
 pub async fn spinner(window: Duration) {
@@ -68,7 +74,7 @@ pub async fn spinner(window: Duration) {
     let mut checked = false;
     loop {
         let now = now_ns();
-        let spin = now >= quiet_until && now.saturating_sub(LAST.load(Ordering::Relaxed)) < window;
+        let spin = due(now, quiet_until, window);
         if spin && !checked {
             checked = true;
             // An unreadable /proc counts as not loaded.
@@ -83,9 +89,9 @@ pub async fn spinner(window: Duration) {
         }
         checked = false;
         ASLEEP.store(true, Ordering::Relaxed);
-        // An event between the look at LAST above and this store is caught on the next one:
-        // touch() runs for every event.
-        if now_ns().saturating_sub(LAST.load(Ordering::Relaxed)) < window && now_ns() >= quiet_until {
+        // A touch() between the look above and this store did not see ASLEEP and notified
+        // nobody: look again before sleeping.
+        if due(now_ns(), quiet_until, window) {
             ASLEEP.store(false, Ordering::Relaxed);
             continue;
         }
