@@ -59,10 +59,7 @@ pub fn require_criu() {
 
 /// Fails loudly unless the legacy console is installed (Debian pvm).
 pub fn require_legacy_console() {
-    assert!(
-        Path::new(LEGACY_CONSOLE).exists(),
-        "{LEGACY_CONSOLE} is missing: this test needs legacy PVM (Debian pvm)"
-    );
+    require(LEGACY_CONSOLE, "the legacy console");
 }
 
 /// Path of our `pvmd`, built once per test process with the same cargo that runs the tests.
