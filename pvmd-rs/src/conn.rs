@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use pvm_proto::frag::{StreamFragHeader, HEADER_LEN};
 use pvm_proto::ParseError;
+use std::pin::Pin;
+use std::task::{ready, Poll};
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt};
+
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 #[derive(Debug, Error)]
 pub enum ConnError {
@@ -61,8 +64,10 @@ const STREAM_CHUNK: usize = 512 << 10;
 /// Smallest read size: several 4 KB fragments per call, small enough that a thousand idle
 /// connections stay cheap.
 const READ_CHUNK: usize = 16 << 10;
-/// The read of a connection with nothing pending (most requests and small messages fit).
-const IDLE_READ: usize = 512;
+thread_local! {
+    /// Where a connection with nothing pending reads (see `read_more`): one for all of them.
+    static IDLE_SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
 /// Largest read size of a busy connection.
 const MAX_READ_CHUNK: usize = 256 << 10;
 /// Payloads above this get a buffer of their own instead of passing through `buf`.
@@ -128,12 +133,19 @@ impl<R: AsyncRead + Unpin> FragReader<R> {
         self.compact();
         if self.buf.is_empty() && self.chunk == READ_CHUNK {
             // A connection with nothing pending holds no read buffer while it waits (a
-            // reserved 16 KB each made 1000 idle tasks cost ~11 MB): the first bytes are read
-            // into a small array, and the buffer is made for them.
-            self.buf = Vec::new();
-            let mut first = [0u8; IDLE_READ];
-            let n = self.rd.read(&mut first).await?;
-            self.buf.extend_from_slice(&first[..n]);
+            // reserved 16 KB each made 1000 idle tasks cost ~11 MB): what arrives is read into
+            // the thread's scratch buffer, borrowed only inside one poll, and the connection's
+            // buffer is made for it.
+            let (rd, buf) = (&mut self.rd, &mut self.buf);
+            let n = std::future::poll_fn(|cx| {
+                IDLE_SCRATCH.with_borrow_mut(|scratch| {
+                    let mut rb = ReadBuf::new(&mut scratch[..]);
+                    ready!(Pin::new(&mut *rd).poll_read(cx, &mut rb))?;
+                    *buf = rb.filled().to_vec();
+                    Poll::Ready(Ok::<usize, std::io::Error>(buf.len()))
+                })
+            })
+            .await?;
             return Ok(n > 0);
         }
         self.buf.reserve(self.chunk);

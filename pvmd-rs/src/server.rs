@@ -2,7 +2,7 @@
 //! connection, feeds fragments to the daemon and carries out what it decides.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -17,11 +17,13 @@ use crate::log::Log;
 use pvm_proto::frag::StreamFragHeader;
 
 mod coalesce; // relayed fragments of one message written as one (relay.rs)
+mod outlet; // a connection's output: direct writes, a writer task only once one must wait
 mod relay; // the local relay fast path (reader -> destination socket)
 mod spin; // spin-then-block after events (relay.rs, serve_net)
 mod splice; // big relayed fragments through a pipe (relay.rs)
 mod tasksock;
 mod xstream; // pvmd-rs <-> pvmd-rs stream transport (daemon/stream.rs) // task sockets registered for reading only
+use outlet::Outlet;
 use tasksock::{TaskWrite, WriteReg};
 
 enum Event {
@@ -31,8 +33,6 @@ enum Event {
     BigStart(ConnId, StreamFragHeader, Vec<u8>),
     BigChunk(ConnId, Vec<u8>, bool),
     Ended(ConnId, Option<ConnError>),
-    /// hardening: the handshake time of this connection is over.
-    HandshakeExpired(ConnId),
 }
 
 use crate::launch::{ProcLauncher, TaskEvent};
@@ -54,7 +54,6 @@ enum WriteCmd {
     /// splice.rs: a source's reader is writing a big fragment to this connection by itself;
     /// nothing else is written until it ends the claim (then the end's bytes first).
     Wait(tokio::sync::oneshot::Receiver<splice::WaitEnd>),
-    Close,
 }
 
 /// A big fragment in progress on a connection (see [`ReadEvent::BigStart`]).
@@ -76,7 +75,6 @@ impl WriteCmd {
             WriteCmd::Stream(h, _, _, total) => h.len() + total,
             // The claim's own unit in `queued` (splice.rs), so nobody writes directly meanwhile.
             WriteCmd::Wait(_) => 1,
-            WriteCmd::Close => 0,
         }
     }
 }
@@ -97,14 +95,14 @@ async fn write_shared(wr: &TaskWrite, reg: &mut WriteReg, mut buf: &[u8]) -> std
 
 /// Writes everything queued for one connection, gathering what is queued at the moment into
 /// few system calls: small pieces are coalesced into one buffer, big payloads written from
-/// where they are. Returns when the queue closes, on Close or on a write error.
-async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd>, queued: Arc<AtomicUsize>) {
+/// where they are. Returns when the queue closes (outlet.rs) or on a write error.
+async fn write_loop(conn: Arc<Outlet>, mut rx: mpsc::UnboundedReceiver<WriteCmd>) {
+    let wr = conn.wr();
     let mut out: Vec<u8> = Vec::new();
     let mut reg: WriteReg = None;
     'outer: while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut done = 0usize;
-        let mut close = false;
         while let Some(cmd) = next.take() {
             done += cmd.len();
             match cmd {
@@ -112,8 +110,7 @@ async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd
                 WriteCmd::Data(b) | WriteCmd::Tail(b, 0) => {
                     // A big buffer (a frame from a stream, a message) is written from where
                     // it is, after what was gathered before it.
-                    if write_shared(&wr, &mut reg, &out).await.is_err()
-                        || write_shared(&wr, &mut reg, &b).await.is_err()
+                    if write_shared(wr, &mut reg, &out).await.is_err() || write_shared(wr, &mut reg, &b).await.is_err()
                     {
                         break 'outer;
                     }
@@ -121,8 +118,8 @@ async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd
                 }
                 WriteCmd::Tail(b, at) => {
                     let rest = b.get(at..).unwrap_or(&[]);
-                    if write_shared(&wr, &mut reg, &out).await.is_err()
-                        || write_shared(&wr, &mut reg, rest).await.is_err()
+                    if write_shared(wr, &mut reg, &out).await.is_err()
+                        || write_shared(wr, &mut reg, rest).await.is_err()
                     {
                         break 'outer;
                     }
@@ -136,8 +133,8 @@ async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd
                             continue;
                         }
                         // A big payload is written from where it is.
-                        if write_shared(&wr, &mut reg, &out).await.is_err()
-                            || write_shared(&wr, &mut reg, &p).await.is_err()
+                        if write_shared(wr, &mut reg, &out).await.is_err()
+                            || write_shared(wr, &mut reg, &p).await.is_err()
                         {
                             break 'outer;
                         }
@@ -146,8 +143,8 @@ async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd
                 }
                 WriteCmd::Stream(h, first, mut more, total) => {
                     out.extend_from_slice(&h);
-                    if write_shared(&wr, &mut reg, &out).await.is_err()
-                        || write_shared(&wr, &mut reg, &first).await.is_err()
+                    if write_shared(wr, &mut reg, &out).await.is_err()
+                        || write_shared(wr, &mut reg, &first).await.is_err()
                     {
                         break 'outer;
                     }
@@ -155,7 +152,7 @@ async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd
                     let mut written = first.len();
                     while written < total {
                         let Some(c) = more.recv().await else { break };
-                        if write_shared(&wr, &mut reg, &c).await.is_err() {
+                        if write_shared(wr, &mut reg, &c).await.is_err() {
                             break 'outer;
                         }
                         written += c.len();
@@ -164,35 +161,31 @@ async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd
                     // in step (the message stays incomplete, as it is).
                     while written < total {
                         let n = (total - written).min(64 << 10);
-                        if write_shared(&wr, &mut reg, &vec![0u8; n]).await.is_err() {
+                        if write_shared(wr, &mut reg, &vec![0u8; n]).await.is_err() {
                             break 'outer;
                         }
                         written += n;
                     }
                 }
                 WriteCmd::Wait(end) => {
-                    if write_shared(&wr, &mut reg, &out).await.is_err() {
+                    if write_shared(wr, &mut reg, &out).await.is_err() {
                         break 'outer;
                     }
                     out.clear();
                     if let Ok(end) = end.await {
                         done += end.data.len() + end.pad;
-                        if write_shared(&wr, &mut reg, &end.data).await.is_err() {
+                        if write_shared(wr, &mut reg, &end.data).await.is_err() {
                             break 'outer;
                         }
                         let mut pad = end.pad;
                         while pad > 0 {
                             let n = pad.min(64 << 10);
-                            if write_shared(&wr, &mut reg, &vec![0u8; n]).await.is_err() {
+                            if write_shared(wr, &mut reg, &vec![0u8; n]).await.is_err() {
                                 break 'outer;
                             }
                             pad -= n;
                         }
                     }
-                }
-                WriteCmd::Close => {
-                    close = true;
-                    break;
                 }
             }
             if out.len() >= 256 << 10 {
@@ -201,7 +194,7 @@ async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd
             next = rx.try_recv().ok();
         }
         if !out.is_empty() {
-            if write_shared(&wr, &mut reg, &out).await.is_err() {
+            if write_shared(wr, &mut reg, &out).await.is_err() {
                 break;
             }
             out.clear();
@@ -209,10 +202,7 @@ async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd
         if out.capacity() > 64 << 10 {
             out = Vec::new();
         }
-        queued.fetch_sub(done, Ordering::Relaxed);
-        if close {
-            break;
-        }
+        conn.queued().fetch_sub(done, Ordering::Relaxed);
         if rx.is_empty() {
             reg = None; // caught up: no more wake-ups when the task reads (tasksock.rs)
         }
@@ -221,26 +211,18 @@ async fn write_loop(wr: Arc<TaskWrite>, mut rx: mpsc::UnboundedReceiver<WriteCmd
 }
 
 struct ConnHandle {
-    writer: mpsc::UnboundedSender<WriteCmd>,
-    /// Shared with the writer task: when nothing is queued the main loop writes directly,
-    /// saving a task switch per message.
-    wr: Arc<TaskWrite>,
+    /// Shared with the relaying readers and the writer task (outlet.rs).
+    out: Arc<Outlet>,
     reader: JoinHandle<()>,
-    writer_task: JoinHandle<()>,
     limit: Arc<AtomicU32>,
-    /// Bytes handed to the writer and not yet written.
-    queued: Arc<AtomicUsize>,
     /// Events of this connection's reader not yet handled (relay.rs keeps order with it).
     pending: relay::Pending,
 }
 
-impl ConnHandle {
-    fn dest(&self) -> relay::Dest {
-        relay::Dest {
-            writer: self.writer.clone(),
-            wr: self.wr.clone(),
-            queued: self.queued.clone(),
-        }
+impl Drop for ConnHandle {
+    /// The writer (if any) writes what is queued and ends (outlet.rs: it holds the outlet).
+    fn drop(&mut self) {
+        self.out.close();
     }
 }
 
@@ -463,6 +445,11 @@ pub async fn serve_net<A: AuthFiles>(
         Ok(None) => log.line("spin-then-block off (PVMD_SPIN_US=0)"),
         Err(e) => log.line(&format!("PVMD_SPIN_US: {e}")),
     }
+    // hardening: connections that must have finished the connect handshake by then, in
+    // order (one timer for all, not one task per connection).
+    let handshake_time = crate::guard::handshake_timeout();
+    let mut expiries: std::collections::VecDeque<(tokio::time::Instant, ConnId)> = Default::default();
+    let mut expiry = std::pin::pin!(tokio::time::sleep(handshake_time));
     let Signals {
         term: mut sigterm,
         int: mut sigint,
@@ -539,6 +526,25 @@ pub async fn serve_net<A: AuthFiles>(
             // ---- end multi-host arms ----
             _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
             _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
+            () = &mut expiry, if !expiries.is_empty() => {
+                let now = tokio::time::Instant::now();
+                let mut outs = Vec::new();
+                while let Some(&(due, id)) = expiries.front() {
+                    if due > now {
+                        expiry.as_mut().reset(due);
+                        break;
+                    }
+                    expiries.pop_front();
+                    // Still at the pre-connect fragment limit: TM_CONN2 never completed.
+                    if conns.get(&id).is_some_and(|c| c.limit.load(Ordering::Relaxed) == MAX_FRAG_UNCONNECTED) {
+                        outs.push(Out::Log(format!("loclinput() connection {id}: no connect handshake in time; closing")));
+                        outs.push(Out::Close(id));
+                    }
+                }
+                if apply(outs, daemon, &mut conns, log) {
+                    break Stop::Halt;
+                }
+            }
             acc = listener.accept() => match acc {
                 Ok((stream, _)) => {
                     // hardening: only tasks of our own user may enrol, whatever the socket's mode.
@@ -565,20 +571,17 @@ pub async fn serve_net<A: AuthFiles>(
                         }
                     };
                     let limit = Arc::new(AtomicU32::new(MAX_FRAG_UNCONNECTED));
-                    let (wtx, wrx) = mpsc::unbounded_channel::<WriteCmd>();
-                    let queued = Arc::new(AtomicUsize::new(0));
-                    let wr = Arc::new(wr);
-                    let writer_task = tokio::spawn(write_loop(wr.clone(), wrx, queued.clone()));
+                    let out = Outlet::new(wr);
                     let tx = ev_tx.clone();
                     let lim = limit.clone();
                     let pending = relay::Pending::default();
                     let (pend, rts) = (pending.clone(), routes.clone());
                     // hardening: a client must finish the connect handshake in time (guard.rs).
-                    let expire = ev_tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(crate::guard::handshake_timeout()).await;
-                        let _ = expire.send(Event::HandshakeExpired(id));
-                    });
+                    let due = tokio::time::Instant::now() + handshake_time;
+                    if expiries.is_empty() {
+                        expiry.as_mut().reset(due);
+                    }
+                    expiries.push_back((due, id));
                     let reader = tokio::spawn(async move {
                         let mut r = FragReader::new(rd, lim);
                         loop {
@@ -597,7 +600,7 @@ pub async fn serve_net<A: AuthFiles>(
                                         continue;
                                     };
                                     let (rd, left) = r.take_big();
-                                    match splice::relay_big(rd, left, hdr, p, &dest).await {
+                                    match Box::pin(splice::relay_big(rd, left, hdr, p, &dest)).await {
                                         splice::Outcome::Done => continue,
                                         splice::Outcome::SourceEnded { left } => {
                                             let e = ConnError::Truncated { have: 0, need: left };
@@ -626,7 +629,7 @@ pub async fn serve_net<A: AuthFiles>(
                             }
                         }
                     });
-                    conns.insert(id, ConnHandle { writer: wtx, wr, reader, writer_task, limit, queued, pending });
+                    conns.insert(id, ConnHandle { out, reader, limit, pending });
                     daemon.accept(id, peer_pid);
                 }
                 Err(e) => {
@@ -667,7 +670,7 @@ pub async fn serve_net<A: AuthFiles>(
                         }
                         if let Some((to, hdr)) = daemon.relay_target(id, &h) {
                             if let Some(c) = conns.get(&to) {
-                                lock(&routes).learn(id, h.dst, &hdr, c.dest()); // relay.rs
+                                lock(&routes).learn(id, h.dst, &hdr, c.out.clone()); // relay.rs
                             }
                             match group.as_mut() {
                                 Some((t, v)) if *t == to => v.push((hdr, p)),
@@ -695,18 +698,6 @@ pub async fn serve_net<A: AuthFiles>(
                         break Stop::Halt;
                     }
                 }
-                Event::HandshakeExpired(id) => {
-                    // Still at the pre-connect fragment limit: TM_CONN2 never completed.
-                    if conns.get(&id).is_some_and(|c| c.limit.load(Ordering::Relaxed) == MAX_FRAG_UNCONNECTED) {
-                        let outs = vec![
-                            Out::Log(format!("loclinput() connection {id}: no connect handshake in time; closing")),
-                            Out::Close(id),
-                        ];
-                        if apply(outs, daemon, &mut conns, log) {
-                            break Stop::Halt;
-                        }
-                    }
-                }
                 Event::BigStart(id, h, first) => {
                     handled(&conns, id);
                     crate::metrics::frag_in(h.flags.contains(pvm_proto::frag::FragFlags::EOM)); // metrics.rs: big ones count too
@@ -717,7 +708,7 @@ pub async fn serve_net<A: AuthFiles>(
                         Some((to, hdr)) => {
                             // relay.rs / splice.rs: the next big fragment may go from the reader.
                             if let Some(c) = conns.get(&to) {
-                                lock(&routes).learn(id, h.dst, &hdr, c.dest());
+                                lock(&routes).learn(id, h.dst, &hdr, c.out.clone());
                             }
                             let n_conns = conns.len();
                             let (stx, srx) = mpsc::unbounded_channel();
@@ -770,9 +761,7 @@ pub async fn serve_net<A: AuthFiles>(
                     if let Some(e) = err {
                         log.line(&format!("loclinput() {}: {e}; closing", daemon.conn_name(id)));
                     }
-                    if let Some(c) = conns.remove(&id) {
-                        drop(c.writer);
-                    }
+                    conns.remove(&id); // its writer writes what is queued and ends
                     let outs = daemon.closed(id);
                     if apply(outs, daemon, &mut conns, log) {
                         break Stop::Halt;
@@ -789,9 +778,20 @@ pub async fn serve_net<A: AuthFiles>(
             streams.retain(|id, _| conns.contains_key(id));
         }
     };
-    for (_, c) in conns.drain() {
-        c.reader.abort();
-    }
+    // The task sockets stay open until the runtime ends, after the caller has sent the tasks
+    // SIGTERM: a task is stopped by the signal, as under the legacy daemon, and does not first
+    // see the end of its connection (and exit on its own).
+    let outlets: Vec<Arc<Outlet>> = conns
+        .drain()
+        .map(|(_, c)| {
+            c.reader.abort();
+            c.out.clone()
+        })
+        .collect();
+    drop(tokio::spawn(async move {
+        let _open = outlets;
+        std::future::pending::<()>().await
+    }));
     daemon.cleanup();
     // multi-host: what is still queued (a DM_HALT, replies), then FIN|ACK to every pvmd.
     let _ = xstream::flush(&mut xs, daemon, &mut conns, log); // stream transport: best effort
@@ -823,14 +823,14 @@ fn enqueue(conns: &mut HashMap<ConnId, ConnHandle>, id: ConnId, cmd: WriteCmd, l
     let c = conns.get(&id)?;
     // Nothing queued means the writer task is idle (the runtime is single-threaded): write
     // now, and queue only what the socket did not take.
-    let cmd = if c.queued.load(Ordering::Relaxed) == 0 {
-        try_direct(&c.wr, cmd)? // all written: nothing queued, nothing to report
+    let cmd = if c.out.idle() {
+        try_direct(c.out.wr(), cmd)? // all written: nothing queued, nothing to report
     } else {
         cmd
     };
     let n = cmd.len();
-    let q = c.queued.fetch_add(n, Ordering::Relaxed) + n;
-    let _ = c.writer.send(cmd);
+    let q = c.out.queued().fetch_add(n, Ordering::Relaxed) + n;
+    c.out.send(cmd);
     // What was already waiting counts, not the new item: one big message is not a backlog.
     if q - n > MAX_QUEUED {
         log.line(&format!(
@@ -838,7 +838,7 @@ fn enqueue(conns: &mut HashMap<ConnId, ConnHandle>, id: ConnId, cmd: WriteCmd, l
         ));
         if let Some(c) = conns.remove(&id) {
             // Nobody reads: drop the queue instead of flushing it.
-            c.writer_task.abort();
+            c.out.abort();
             c.reader.abort();
             return Some(id);
         }
@@ -921,9 +921,7 @@ fn try_direct(wr: &TaskWrite, cmd: WriteCmd) -> Option<WriteCmd> {
     };
     let (h, p): (&[u8], &[u8]) = match &cmd {
         WriteCmd::Data(b) => (&[], b),
-        WriteCmd::Frags(_) | WriteCmd::Tail(..) | WriteCmd::Stream(..) | WriteCmd::Wait(_) | WriteCmd::Close => {
-            return Some(cmd)
-        }
+        WriteCmd::Frags(_) | WriteCmd::Tail(..) | WriteCmd::Stream(..) | WriteCmd::Wait(_) => return Some(cmd),
     };
     let total = h.len() + p.len();
     // WouldBlock, or an error the writer task will meet and end on, count as nothing written.
@@ -984,8 +982,7 @@ fn apply<A: AuthFiles>(
             }
             Out::Close(id) => {
                 if let Some(c) = conns.remove(&id) {
-                    let _ = c.writer.send(WriteCmd::Close);
-                    c.reader.abort();
+                    c.reader.abort(); // dropping `c` closes its output (ConnHandle::drop)
                     closed.push(id);
                 }
             }

@@ -24,9 +24,8 @@ use std::sync::{Arc, Mutex};
 
 use pvm_proto::frag::{FragFlags, StreamFragHeader};
 use pvm_proto::Tid;
-use tokio::sync::mpsc;
 
-use super::{coalesce, TaskWrite, WriteCmd, MAX_QUEUED};
+use super::{coalesce, Outlet, WriteCmd, MAX_QUEUED};
 use crate::conn::FragRef;
 use crate::daemon::ConnId;
 use std::io::IoSlice;
@@ -38,14 +37,9 @@ const MAX_ROUTES: usize = 4096;
 /// Events of one connection sent to the main loop and not yet handled by it.
 pub type Pending = Arc<AtomicUsize>;
 
-/// Where a reader writes a relayed fragment: the destination connection's socket and queue
-/// (the same ones the main loop writes to).
-#[derive(Clone)]
-pub struct Dest {
-    pub writer: mpsc::UnboundedSender<WriteCmd>,
-    pub wr: Arc<TaskWrite>,
-    pub queued: Arc<AtomicUsize>,
-}
+/// Where a reader writes a relayed fragment: the destination connection's output (the same one
+/// the main loop writes to).
+pub type Dest = Arc<Outlet>;
 
 struct Route {
     /// Tids of the rewritten header.
@@ -149,7 +143,7 @@ impl Routes {
         }
         let r = self.map.get(&(conn, h.dst.bits()))?;
         r.dest
-            .queued
+            .queued()
             .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
             .ok()?;
         crate::metrics::frag_in(h.flags.contains(FragFlags::EOM)); // metrics.rs
@@ -168,7 +162,7 @@ impl Routes {
         let r = self.map.get(&(conn, h.dst.bits()))?;
         // A destination with a backlog goes through the main loop, which drops it if it is
         // not reading (MAX_QUEUED).
-        (r.dest.queued.load(Ordering::Relaxed) <= MAX_QUEUED / 2).then_some(r)
+        (r.dest.queued().load(Ordering::Relaxed) <= MAX_QUEUED / 2).then_some(r)
     }
 }
 
@@ -181,12 +175,12 @@ const MAX_IOV: usize = 512;
 fn send(dest: &Dest, pieces: &[&[u8]]) {
     crate::metrics::FRAGS_OUT.inc(); // metrics.rs
     let mut skip = 0usize; // bytes of `pieces` written
-    if dest.queued.load(Ordering::Relaxed) == 0 {
+    if dest.idle() {
         for batch in pieces.chunks(MAX_IOV) {
             let iov: Vec<IoSlice<'_>> = batch.iter().map(|p| IoSlice::new(p)).collect();
             let want: usize = batch.iter().map(|p| p.len()).sum();
             // WouldBlock, or an error the writer task will meet and end on, count as nothing.
-            let n = dest.wr.try_write_vectored(&iov).unwrap_or_default();
+            let n = dest.wr().try_write_vectored(&iov).unwrap_or_default();
             skip += n;
             if n < want {
                 break;
@@ -206,14 +200,15 @@ fn send(dest: &Dest, pieces: &[&[u8]]) {
         rest.extend_from_slice(&piece[skip..]);
         skip = 0;
     }
-    dest.queued.fetch_add(rest.len(), Ordering::Relaxed);
-    let _ = dest.writer.send(WriteCmd::Data(rest));
+    dest.queued().fetch_add(rest.len(), Ordering::Relaxed);
+    dest.send(WriteCmd::Data(rest));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+    use tokio::sync::mpsc;
 
     fn hdr(dst: Tid, len: usize, flags: FragFlags) -> StreamFragHeader {
         StreamFragHeader {
@@ -229,16 +224,8 @@ mod tests {
         let (ours, peer) = tokio::net::UnixStream::pair().unwrap();
         let (rd, wr) = super::super::tasksock::split(ours).unwrap();
         std::mem::forget(rd); // keep the socket open in both directions
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Dest {
-                writer: tx,
-                wr: Arc::new(wr),
-                queued: Arc::default(),
-            },
-            peer,
-            rx,
-        )
+        let (d, rx) = Outlet::with_queue(wr, 0);
+        (d, peer, rx)
     }
 
     fn rt() -> tokio::runtime::Runtime {
@@ -290,7 +277,8 @@ mod tests {
     fn waits_for_pending_input_and_queues_behind_a_backlog() {
         rt().block_on(async {
             let (d, _peer, mut rx) = dest().await;
-            let queued = d.queued.clone();
+            let out = d.clone();
+            let queued = out.queued();
             let b = Tid::task(1, 2);
             let mut routes = Routes::default();
             routes.learn(7, b, &hdr(b, 0, FragFlags::empty()).to_bytes(), d);

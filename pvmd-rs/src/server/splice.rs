@@ -147,20 +147,20 @@ enum Sink {
 /// counter the caller raised by one: the `len` of `WriteCmd::Wait`).
 pub async fn relay_big(rd: &mut TaskRead, mut left: usize, hdr: [u8; 16], first: Vec<u8>, dest: &Dest) -> Outcome {
     let (tx, rx) = oneshot::channel::<WaitEnd>();
-    let mut sink = if dest.writer.send(WriteCmd::Wait(rx)).is_ok() {
+    let mut sink = if dest.send(WriteCmd::Wait(rx)) {
         Sink::Socket
     } else {
         Sink::Gone
     };
     let mut reg: WriteReg = None;
     if let Sink::Socket = sink {
-        sink = write_direct(&dest.wr, &mut reg, &[&hdr, &first]).await;
+        sink = write_direct(dest.wr(), &mut reg, &[&hdr, &first]).await;
     }
     let mut outcome = Outcome::Done;
     if let Sink::Socket = sink {
         let pipe = Pipe::take();
         let r = match pipe.as_ref() {
-            Some(p) => splice_loop(rd, &mut left, p, &dest.wr, &mut reg).await,
+            Some(p) => splice_loop(rd, &mut left, p, dest.wr(), &mut reg).await,
             None => Spliced::Refused,
         };
         // Only an empty pipe is kept; one that may hold bytes is closed.
@@ -171,7 +171,7 @@ pub async fn relay_big(rd: &mut TaskRead, mut left: usize, hdr: [u8; 16], first:
             Spliced::Done => {}
             Spliced::Refused => {
                 // Nothing went through the pipe: the same by reads and writes.
-                sink = copy_loop(rd, &mut left, &dest.wr, &mut reg, &mut outcome).await;
+                sink = copy_loop(rd, &mut left, dest.wr(), &mut reg, &mut outcome).await;
             }
             Spliced::Stalled(bytes) => {
                 sink = Sink::Memory(bytes);
@@ -220,7 +220,7 @@ pub async fn relay_big(rd: &mut TaskRead, mut left: usize, hdr: [u8; 16], first:
         };
         let pad = if matches!(outcome, Outcome::Done) { 0 } else { left };
         if !data.is_empty() || pad > 0 {
-            dest.queued
+            dest.queued()
                 .fetch_add(data.len() + pad, std::sync::atomic::Ordering::Relaxed);
             let _ = tx.send(WaitEnd { data, pad });
         }
@@ -392,8 +392,7 @@ async fn copy_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
     use tokio::io::AsyncWriteExt;
     use tokio::sync::mpsc;
 
@@ -420,12 +419,7 @@ mod tests {
         let (d_ours, d_task) = tokio::net::UnixStream::pair().unwrap();
         let (r, wr) = super::super::tasksock::split(d_ours).unwrap();
         std::mem::forget(r);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let dest = Dest {
-            writer: tx,
-            wr: Arc::new(wr),
-            queued: Arc::new(AtomicUsize::new(1)),
-        };
+        let (dest, rx) = super::super::Outlet::with_queue(wr, 1);
         (rd, s_task, dest, d_task, rx)
     }
 
@@ -497,7 +491,7 @@ mod tests {
                 .await
                 .unwrap();
             assert!([&in_socket[16..], &end.data[..]].concat() == data);
-            assert_eq!(dest.queued.load(Ordering::Relaxed), 1 + end.data.len());
+            assert_eq!(dest.queued().load(Ordering::Relaxed), 1 + end.data.len());
             drop(feed.await.unwrap());
 
             // A source that ends inside the fragment: the rest is padding.
