@@ -102,3 +102,96 @@ impl Outlet {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn has_writer(o: &Outlet) -> bool {
+        matches!(*o.lock(), Writer::Running(..))
+    }
+
+    /// An outlet over one end of a socket pair (read side kept open) and the other end.
+    fn pair() -> (Arc<Outlet>, super::super::tasksock::TaskRead, tokio::net::UnixStream) {
+        let (ours, peer) = tokio::net::UnixStream::pair().unwrap();
+        let (rd, wr) = super::super::tasksock::split(ours).unwrap();
+        (Outlet::new(wr), rd, peer)
+    }
+
+    async fn read_to_end(peer: &mut tokio::net::UnixStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), peer.read_to_end(&mut got))
+            .await
+            .expect("the write side was not shut down")
+            .unwrap();
+        got
+    }
+
+    #[test]
+    fn the_writer_starts_on_the_first_queued_write_and_ends_when_closed() {
+        rt().block_on(async {
+            let (out, _rd, mut peer) = pair();
+            assert!(!has_writer(&out), "no writer before anything had to wait");
+            out.queued().fetch_add(5, Ordering::Relaxed);
+            assert!(out.send(WriteCmd::Data(b"hello".to_vec())));
+            assert!(has_writer(&out));
+            let mut got = [0u8; 5];
+            peer.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"hello");
+            // The writer counts what it wrote off.
+            for _ in 0..100 {
+                if out.idle() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            assert!(out.idle());
+            out.queued().fetch_add(3, Ordering::Relaxed);
+            assert!(out.send(WriteCmd::Data(b"end".to_vec())));
+            let gone = Arc::downgrade(&out);
+            out.close();
+            assert!(!out.send(WriteCmd::Data(b"late".to_vec())), "closed: dropped");
+            drop(out);
+            // What was queued before the close is written, then the writer lets the outlet
+            // go and the task sees the end of the stream.
+            assert_eq!(read_to_end(&mut peer).await, b"end");
+            assert!(gone.upgrade().is_none(), "the writer let the outlet go");
+        });
+    }
+
+    #[test]
+    fn an_outlet_never_queued_to_shuts_down_when_dropped() {
+        rt().block_on(async {
+            let (out, _rd, mut peer) = pair();
+            out.close();
+            drop(out);
+            assert!(read_to_end(&mut peer).await.is_empty());
+        });
+    }
+
+    #[test]
+    fn abort_drops_what_is_queued() {
+        rt().block_on(async {
+            let (out, _rd, mut peer) = pair();
+            let big = vec![7u8; 8 << 20]; // more than the socket holds: the writer must wait
+            out.queued().fetch_add(big.len(), Ordering::Relaxed);
+            assert!(out.send(WriteCmd::Data(big)));
+            for _ in 0..10 {
+                tokio::task::yield_now().await; // the writer fills the socket and waits
+            }
+            out.abort();
+            drop(out);
+            let got = read_to_end(&mut peer).await;
+            assert!(!got.is_empty() && got.len() < 8 << 20, "{} bytes", got.len());
+        });
+    }
+}
