@@ -126,7 +126,13 @@ impl Routes {
                 pieces.extend(frags[done + g.frags.start..done + g.frags.end].iter().map(|(_, p)| *p));
             }
             send(&r.dest, &pieces);
-            super::spin::touch();
+            // spin.rs: spin after a message's end (its answer may come soon); not while a
+            // long message streams through (its next fragments come anyway).
+            if frags[end - 1].0.flags.contains(FragFlags::EOM) {
+                super::spin::touch();
+            } else {
+                super::spin::rest();
+            }
             done = end;
         }
         done

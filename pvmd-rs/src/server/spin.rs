@@ -49,6 +49,17 @@ pub fn touch() {
     }
 }
 
+/// A long message is streaming through the daemon: no spinning until the next [`touch`].
+///
+/// Why: while a message of many fragments passes, the sender and the receiver each keep a CPU
+/// busy; a spinning daemon takes the CPU one of them needs and reads each fragment the moment it
+/// lands, one system call per fragment. Measured with the legacy library, 1 MB ping-pong: the
+/// round trip went to ~6 ms in about half the runs with the spin on through the message, never
+/// without it (docs/bench-daemon.md, "Spin-then-block and long messages").
+pub fn rest() {
+    LAST.store(0, Ordering::Relaxed);
+}
+
 /// Runnable tasks on the machine now (`pvm_proto::spin::runnable`). The file is opened for
 /// each look (at most one a millisecond): a descriptor kept open would count as one the daemon
 /// leaked.
