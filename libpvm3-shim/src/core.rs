@@ -1033,6 +1033,11 @@ impl Lib {
         if dst > 0 && dst & TIDGID == 0 {
             self.sent_off_host = (dst ^ self.mytid) as u32 & pvm_proto::Tid::HOST_MASK != 0;
         }
+        if ctx != SYSCTX_TC {
+            // spin.rs: the answer to a large message takes longer (the library's own
+            // task-to-task messages, such as a large message's descriptor, do not count).
+            crate::spin::sent(body.len());
+        }
         let header = MsgHeader {
             enc,
             tag,

@@ -4,7 +4,7 @@
 //! `pvm_proto::spin`). Skipped while the machine has more runnable tasks than CPUs (looked up in
 //! /proc/loadavg at most once a millisecond).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -48,10 +48,19 @@ fn cpu_to_spare() -> bool {
     free
 }
 
-/// How long the wait about to start may spin (None: not now).
+/// Body bytes of the last message this task sent.
+static LAST_SENT: AtomicUsize = AtomicUsize::new(0);
+
+/// Notes the size of a message just sent (see [`window`]).
+pub fn sent(bytes: usize) {
+    LAST_SENT.store(bytes, Ordering::Relaxed);
+}
+
+/// How long the wait about to start may spin (None: not now): longer after a large message was
+/// sent (`pvm_proto::spin::window_after`).
 pub fn window() -> Option<Duration> {
     let w = configured()?;
-    cpu_to_spare().then_some(w)
+    cpu_to_spare().then(|| spin::window_after(w, LAST_SENT.load(Ordering::Relaxed)))
 }
 
 #[cfg(test)]

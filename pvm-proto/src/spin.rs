@@ -28,6 +28,22 @@ pub fn window(setting: Option<&str>) -> Result<Option<Duration>, String> {
     }
 }
 
+/// How fast a peer is assumed to take in and answer a large message, for [`window_after`]:
+/// bytes per µs (2 GB/s: one copy out of the sender's memory and one into the program's, here).
+pub const ANSWER_RATE: usize = 2000;
+
+/// Longest window [`window_after`] makes.
+pub const AFTER_SEND_CAP: Duration = Duration::from_millis(1);
+
+/// The window of a wait that follows sending a message of `sent` bytes: the answer to a large
+/// message cannot come before the peer has taken it in, so the configured window `base` is
+/// lengthened by that time (up to [`AFTER_SEND_CAP`], never shortened): waking from a sleep in
+/// the meantime costs more than the rest of the wait (docs/benchmarks.md).
+pub fn window_after(base: Duration, sent: usize) -> Duration {
+    let extra = Duration::from_micros((sent / ANSWER_RATE) as u64);
+    base.max((base + extra).min(AFTER_SEND_CAP))
+}
+
 /// Runnable tasks now, from the text of /proc/loadavg ("0.39 0.81 0.93 3/345 12345": 3).
 pub fn runnable(loadavg: &str) -> Option<u32> {
     loadavg.split_whitespace().nth(3)?.split_once('/')?.0.parse().ok()
@@ -51,6 +67,16 @@ mod tests {
         assert_eq!(window(Some("999999")), Ok(Some(MAX_WINDOW)));
         assert!(window(Some("fast")).is_err());
         assert!(window(Some("-5")).is_err());
+    }
+
+    #[test]
+    fn the_window_after_a_large_message_is_longer_and_bounded() {
+        let base = DEFAULT_WINDOW;
+        assert_eq!(window_after(base, 8), base, "small messages: the base window");
+        assert_eq!(window_after(base, 1 << 20), base + Duration::from_micros(524));
+        assert_eq!(window_after(base, 64 << 20), AFTER_SEND_CAP);
+        let long = Duration::from_millis(5);
+        assert_eq!(window_after(long, 1 << 20), long, "a longer setting is kept");
     }
 
     #[test]
