@@ -804,6 +804,15 @@ pub async fn serve_net<A: AuthFiles>(
     stop
 }
 
+/// A current-thread runtime like the daemon's, for the unit tests of the connection code.
+#[cfg(test)]
+pub(crate) fn test_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The route table of relay.rs (a poisoned lock only means a panic elsewhere: the table
 /// itself is always consistent).
 fn lock(r: &relay::SharedRoutes) -> std::sync::MutexGuard<'_, relay::Routes> {

@@ -109,12 +109,7 @@ mod tests {
     use std::time::Duration;
     use tokio::io::AsyncReadExt;
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::server::test_rt as rt;
 
     fn has_writer(o: &Outlet) -> bool {
         matches!(*o.lock(), Writer::Running(..))

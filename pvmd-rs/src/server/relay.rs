@@ -234,12 +234,7 @@ mod tests {
         (d, peer, rx)
     }
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::server::test_rt as rt;
 
     #[test]
     fn relays_known_routes_in_order_and_stops_at_the_first_unknown() {

@@ -396,12 +396,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::sync::mpsc;
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::server::test_rt as rt;
 
     /// A source (our read side and the task's end) and a destination (Dest, the task's end,
     /// and the writer queue).
