@@ -1,14 +1,14 @@
 //! Reading whole stream fragments from a task connection.
 
+use std::cell::RefCell;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Poll};
 
 use pvm_proto::frag::{StreamFragHeader, HEADER_LEN};
 use pvm_proto::ParseError;
-use std::pin::Pin;
-use std::task::{ready, Poll};
 use thiserror::Error;
-
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 #[derive(Debug, Error)]
@@ -64,14 +64,15 @@ const STREAM_CHUNK: usize = 512 << 10;
 /// Smallest read size: several 4 KB fragments per call, small enough that a thousand idle
 /// connections stay cheap.
 const READ_CHUNK: usize = 16 << 10;
-thread_local! {
-    /// Where a connection with nothing pending reads (see `read_more`): one for all of them.
-    static IDLE_SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
-}
 /// Largest read size of a busy connection.
 const MAX_READ_CHUNK: usize = 256 << 10;
 /// Payloads above this get a buffer of their own instead of passing through `buf`.
 pub const BIG: usize = 64 << 10;
+
+thread_local! {
+    /// Where a connection with nothing pending reads (see `read_more`): one for all of them.
+    static IDLE_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
 
 /// One fragment: header and payload.
 pub type Frag = (StreamFragHeader, Vec<u8>);
