@@ -1037,9 +1037,9 @@ impl Lib {
         // takes longer; wait for it spinning (only there: where daemons pass the message on,
         // a long spin takes the CPU they need, measured 15 % slower across two hosts). The
         // library's own task-to-task messages (a large message's descriptor) do not count.
-        let direct_here =
-            !via_pvmd && !self.sent_off_host && matches!(self.routes.get(&dst), Some(RouteState::Open(_)));
         if ctx != SYSCTX_TC {
+            let direct_here =
+                !via_pvmd && !self.sent_off_host && matches!(self.routes.get(&dst), Some(RouteState::Open(_)));
             crate::spin::sent(if direct_here { body.len() } else { 0 });
         }
         let header = MsgHeader {
