@@ -334,7 +334,7 @@ fn main() -> ExitCode {
     if let Some(d) = pvmd_rs::launch::expand_epath(&debugger, |k| std::env::var(k).ok()).first() {
         daemon.set_debugger(d.to_string_lossy().into_owned());
     }
-    pvmd_rs::daemon::migrate::start_probe(); // migrate.rs hook: CRIU probe off the event loop
+    daemon.start_probe(); // migrate.rs hook: CRIU probe off the event loop
     let epath_spec = me
         .as_ref()
         .and_then(|h| h.opts.epath.clone())

@@ -178,7 +178,7 @@ pub fn main(args: Args) -> ExitCode {
         },
     );
     let mut daemon = Daemon::new(host, FsAuth::new(names), args.debug);
-    crate::daemon::migrate::start_probe(); // migrate.rs hook: CRIU probe off the event loop
+    daemon.start_probe(); // migrate.rs hook: CRIU probe off the event loop
     daemon.enable_net(NetConfig {
         addr: udp_addr,
         table,

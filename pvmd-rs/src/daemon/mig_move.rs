@@ -131,6 +131,8 @@ pub enum MigEvent {
         after: Duration,
         dir: PathBuf,
     },
+    /// The CRIU probe finished (migrate.rs `start_probe`), after `took`.
+    Probed { took: Duration },
 }
 
 /// Figures of a dump and its stream, for the log and docs/migration.md.
@@ -1939,6 +1941,7 @@ impl<A: AuthFiles> Daemon<A> {
             MigEvent::ImageIn { tid, op, res } => self.ev_image_in(tid, op, res, &mut out),
             MigEvent::Ckpt(c) => self.ckpt_done(*c, &mut out),
             MigEvent::App(a) => self.app_done(*a, &mut out), // appckpt.rs
+            MigEvent::Probed { took } => self.probed(took, &mut out), // migrate.rs
             MigEvent::ReadyToPark { key, op } => {
                 if self
                     .mig

@@ -163,9 +163,42 @@ pub(super) fn criu_handle() -> pvm_migration::Result<pvm_migration::Criu> {
     criu()
 }
 
-/// Starts the CRIU probe in the background (daemon start-up), so that no request waits for it.
-pub fn start_probe() {
-    std::thread::spawn(host_caps);
+/// How long the probe waits after start-up unless something needs it sooner (a DM_XCAPS to
+/// send or answer, [`want_probe`]). The probe runs about ten short processes (`criu check`,
+/// `unshare`); run by every slave of a host addition as it starts, on two CPUs, they made
+/// adding 8 hosts 20–40 % slower than with the legacy daemon (docs/benchmarks.md). Waiting
+/// lets the start-up and the addition finish first.
+pub const PROBE_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Wakes the waiting probe thread early ([`want_probe`]).
+static PROBE_GO: (std::sync::Mutex<bool>, std::sync::Condvar) =
+    (std::sync::Mutex::new(false), std::sync::Condvar::new());
+
+/// Starts the CRIU probe on a thread of its own, after [`PROBE_DELAY`] or when [`want_probe`]
+/// says so; `done` hears when it has finished (with how long it took). False if no thread could
+/// be made (whoever needs the probe then runs it).
+pub fn start_probe(done: tokio::sync::mpsc::UnboundedSender<super::mig_move::MigEvent>) -> bool {
+    std::thread::Builder::new()
+        .name("criu-probe".into())
+        .spawn(move || {
+            let (go, cv) = &PROBE_GO;
+            if let Ok(g) = go.lock() {
+                let _ = cv.wait_timeout_while(g, PROBE_DELAY, |go| !*go);
+            }
+            let t0 = std::time::Instant::now();
+            host_caps();
+            let _ = done.send(super::mig_move::MigEvent::Probed { took: t0.elapsed() });
+        })
+        .is_ok()
+}
+
+/// Something waits for the probe: start it now if it is still waiting.
+pub fn want_probe() {
+    let (go, cv) = &PROBE_GO;
+    if let Ok(mut g) = go.lock() {
+        *g = true;
+        cv.notify_all();
+    }
 }
 
 /// The probe's summary for the log (waits for the probe).
@@ -195,8 +228,8 @@ pub fn conn2_trailer() -> Vec<u8> {
 }
 
 /// DM_XCAPS version 2 fields after `window`: `int features; string criu version`.
-/// Waits for the probe (normally long finished by the first host-table commit): a peer keeps
-/// what we announce here.
+/// Waits for the probe: a peer keeps what we announce here. The daemon defers its DM_XCAPS
+/// while the probe thread runs (xcaps.rs), so that this never blocks the event loop then.
 pub fn xcaps_v2_fields(w: &mut XdrWriter) {
     let h = host_caps();
     w.int(h.features as i32).string(&h.criu);
@@ -223,6 +256,9 @@ pub struct MigState {
     restored: std::collections::HashSet<u32>,
     /// Moves between hosts (mig_move.rs).
     pub(super) mv: super::mig_move::MoveState,
+    /// The probe thread runs ([`start_probe`]) and has not reported yet: DM_XCAPS waits
+    /// (xcaps.rs).
+    pub(super) probe_pending: bool,
 }
 
 /// What a restart needs besides the image: the task's place in the machine and the pipes its
@@ -340,6 +376,19 @@ fn reply_cc(cc: i32, host: i32) -> Vec<u8> {
 }
 
 impl<A: AuthFiles> Daemon<A> {
+    /// Starts the CRIU probe thread (daemon start-up, [`start_probe`]); until it reports,
+    /// DM_XCAPS waits instead of blocking the event loop on the probe.
+    pub fn start_probe(&mut self) {
+        self.mig.probe_pending = start_probe(self.mig.mv.events());
+    }
+
+    /// The probe thread reported (hook of `mig_event`): what waited for it goes on.
+    pub(super) fn probed(&mut self, took: std::time::Duration, out: &mut Vec<Out>) {
+        self.mig.probe_pending = false;
+        out.push(Out::Log(format!("{} (probe {} ms)", probe_summary(), took.as_millis())));
+        self.xcaps_resume(out);
+    }
+
     /// Records a peer's DM_XCAPS features (hook in `xcaps_entry`).
     pub(super) fn mig_peer_caps(&mut self, host: u32, features: u32) {
         self.mig.peers.insert(host, features);

@@ -191,6 +191,8 @@ pub struct Net {
     pub(super) dgauth: crate::dgauth::DgAuth,
     /// Stream transport to pvmd-rs peers (stream.rs).
     pub(super) xs: super::stream::Streams,
+    /// DM_XCAPS to send or answer once the CRIU probe has finished (xcaps.rs).
+    pub(super) xcaps_later: Vec<super::xcaps::Later>,
 }
 
 impl NetConfig {
@@ -256,6 +258,7 @@ impl Net {
             unreach: Default::default(),
             dgauth: crate::dgauth::DgAuth::with_key(crate::dgauth::machine_key().clone().ok().flatten()),
             xs: Default::default(),
+            xcaps_later: Vec::new(),
         }
     }
 
@@ -2070,7 +2073,13 @@ mod tests {
 
     /// Master and slave joined by the add sequence; the task on the master that asked.
     fn machine() -> (D, D, Tid) {
+        machine_with(|_| {})
+    }
+
+    /// [`machine`] with both daemons set up by `prep` before the add.
+    fn machine_with(prep: impl Fn(&mut D)) -> (D, D, Tid) {
         let mut m = master();
+        prep(&mut m);
         let t = connect(&mut m, 1);
         let mut w = XdrWriter::new();
         w.int(1).string("10.0.0.2 dx=/opt/pvmd ep=/opt/bin");
@@ -2089,6 +2098,7 @@ mod tests {
             ]
         );
         let mut s = slave();
+        prep(&mut s);
         let out = m.slave_started(2, Ok(ddpro_line("LINUX64", addr(S), 4080, 0x408c41)));
         assert!(replies(&out, 1, Tm::AddHost).is_empty(), "no reply before the commit");
         let (om, _) = pump(&mut m, &mut s);
@@ -2116,6 +2126,39 @@ mod tests {
         assert_eq!(s.host_table().unwrap().get(2).unwrap().addr, addr(S));
         let win = |d: &D, h| d.net.as_ref().unwrap().ep.peer_info(h).unwrap().window;
         assert_eq!((win(&m, 2), win(&s, 1)), (XCAPS_WINDOW, XCAPS_WINDOW));
+    }
+
+    #[test]
+    fn xcaps_waits_for_the_criu_probe_and_the_add_does_not() {
+        use super::super::mig_move::MigEvent;
+        use super::super::xcaps::Later;
+        // Both probe threads still running: the add completes (machine() checks the reply),
+        // and the DM_XCAPS exchange waits for the probes instead of blocking on them.
+        let (mut m, mut s, _) = machine_with(|d| d.mig.probe_pending = true);
+        let win = |d: &D, h| d.net.as_ref().unwrap().ep.peer_info(h).unwrap().window;
+        assert_eq!((win(&m, 2), win(&s, 1)), (1, 1));
+        let later = |d: &D| d.net.as_ref().unwrap().xcaps_later.len();
+        assert!(matches!(m.net.as_ref().unwrap().xcaps_later[..], [Later::Probe(2)]));
+        assert_eq!(later(&s), 0);
+        // The master's probe reports: its DM_XCAPS goes out; the slave's answer waits for the
+        // slave's probe.
+        let took = std::time::Duration::from_millis(5);
+        let out = m.mig_event(MigEvent::Probed { took });
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Out::Log(l) if l.ends_with("(probe 5 ms)"))),
+            "{out:?}"
+        );
+        pump(&mut m, &mut s);
+        assert_eq!((win(&m, 2), win(&s, 1), later(&m)), (1, 1, 0));
+        assert!(matches!(
+            s.net.as_ref().unwrap().xcaps_later[..],
+            [Later::Answer(1, _, _)]
+        ));
+        s.mig_event(MigEvent::Probed { took });
+        pump(&mut m, &mut s);
+        assert_eq!((win(&m, 2), win(&s, 1)), (XCAPS_WINDOW, XCAPS_WINDOW));
+        assert!(m.mig.peer_features(2).is_some(), "the slave's features were recorded");
     }
 
     #[test]

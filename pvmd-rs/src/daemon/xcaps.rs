@@ -8,6 +8,10 @@
 //! each new peer after a host-table commit; the peer sets the link's window to the smaller of
 //! both and answers; the prober does the same on the answer. No answer (a legacy peer) leaves
 //! the link at window 1, the legacy stop-and-wait.
+//!
+//! The version 2 fields come from the CRIU probe (migrate.rs), which runs on a thread after
+//! start-up. While it runs, a probe to send or to answer waits in [`Later`] (the event loop
+//! never blocks on it) and goes out when the probe thread reports (`xcaps_resume`).
 
 use pvm_proto::codes::ENC_XDR;
 use pvm_proto::xdr::{XdrReader, XdrWriter};
@@ -24,6 +28,19 @@ const ANSWER: i32 = 2;
 /// the stream offer (stream.rs, docs/extensions.md).
 const VERSION: i32 = 3;
 
+/// A DM_XCAPS that waits for the CRIU probe.
+#[derive(Debug)]
+pub enum Later {
+    /// A probe to send to this host.
+    Probe(u32),
+    /// A probe from this host to answer: its wait id and body.
+    Answer(u32, i32, Vec<u8>),
+}
+
+/// Most DM_XCAPS kept waiting for the probe (two per peer is the most a machine makes);
+/// beyond it they are dropped with a log line and the links stay at window 1.
+const MAX_LATER: usize = 4096;
+
 /// hardening: a fourth int names the sender's datagram key (0: none, see dgauth.rs); version-1
 /// readers ignore it.
 fn body(kind: i32, window: u16, key_id: i32, stream: impl FnOnce(&mut XdrWriter)) -> Vec<u8> {
@@ -39,6 +56,9 @@ fn body(kind: i32, window: u16, key_id: i32, stream: impl FnOnce(&mut XdrWriter)
 impl<A: AuthFiles> Daemon<A> {
     /// Offers our window to a new peer (legacy peers ignore it).
     pub(super) fn xcaps_probe(&mut self, host: u32, out: &mut Vec<Out>) {
+        if self.xcaps_wait_for_probe(|| Later::Probe(host), out) {
+            return;
+        }
         self.app_test_ext_dm(host, out); // appckpt.rs: test switch, off unless set
         if std::env::var_os("PVMD_NO_XCAPS").is_some() {
             return;
@@ -76,6 +96,9 @@ impl<A: AuthFiles> Daemon<A> {
                 }
             }
         };
+        if kind == PROBE && self.xcaps_wait_for_probe(|| Later::Answer(host, wid, b.to_vec()), out) {
+            return;
+        }
         match kind {
             PROBE => {
                 set(self, out);
@@ -85,6 +108,47 @@ impl<A: AuthFiles> Daemon<A> {
             }
             ANSWER if self.take_xcaps_wait(wid) => set(self, out),
             _ => {}
+        }
+    }
+
+    /// While the CRIU probe runs, keeps `later` for when it has finished (and asks for it to
+    /// start now). True if kept (or dropped over [`MAX_LATER`]): the caller stops there.
+    fn xcaps_wait_for_probe(&mut self, later: impl FnOnce() -> Later, out: &mut Vec<Out>) -> bool {
+        if !self.mig.probe_pending {
+            return false;
+        }
+        super::migrate::want_probe();
+        if let Some(n) = self.net.as_mut() {
+            if n.xcaps_later.len() < MAX_LATER {
+                n.xcaps_later.push(later());
+            } else {
+                out.push(Out::Log(
+                    "dm_xcaps() too many waiting for the CRIU probe; dropped".into(),
+                ));
+            }
+        }
+        true
+    }
+
+    /// The CRIU probe has finished: the DM_XCAPS that waited for it go out, for the hosts
+    /// still in the machine.
+    pub(super) fn xcaps_resume(&mut self, out: &mut Vec<Out>) {
+        let later = self
+            .net
+            .as_mut()
+            .map(|n| std::mem::take(&mut n.xcaps_later))
+            .unwrap_or_default();
+        for l in later {
+            let host = match &l {
+                Later::Probe(h) | Later::Answer(h, _, _) => *h,
+            };
+            if !self.net.as_ref().is_some_and(|n| n.table.hosts.contains_key(&host)) {
+                continue;
+            }
+            match l {
+                Later::Probe(h) => self.xcaps_probe(h, out),
+                Later::Answer(h, wid, b) => self.xcaps_entry(h, wid, &b, out),
+            }
         }
     }
 }
