@@ -37,9 +37,10 @@ pub enum Later {
     Answer(u32, i32, Vec<u8>),
 }
 
-/// Most DM_XCAPS kept waiting for the probe (two per peer is the most a machine makes);
-/// beyond it they are dropped with a log line and the links stay at window 1.
-const MAX_LATER: usize = 4096;
+/// Most DM_XCAPS kept waiting for the probe: one to send and one to answer per peer, for the
+/// largest machine (host indices are 12 bits). Beyond it they are dropped with a log line and
+/// those links stay at window 1.
+const MAX_LATER: usize = 2 * 4096;
 
 /// hardening: a fourth int names the sender's datagram key (0: none, see dgauth.rs); version-1
 /// readers ignore it.
