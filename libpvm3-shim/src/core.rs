@@ -1035,12 +1035,14 @@ impl Lib {
         }
         // spin.rs: the answer to a large message sent to a task of this host on a direct route
         // takes longer; wait for it spinning (only there: where daemons pass the message on,
-        // a long spin takes the CPU they need, measured 15 % slower across two hosts). The
-        // library's own task-to-task messages (a large message's descriptor) do not count.
+        // a long spin takes the CPU they need, measured 15 % slower across two hosts). After a
+        // message to another host, no spin at all. The library's own task-to-task messages (a
+        // large message's descriptor) do not count.
         if ctx != SYSCTX_TC {
             let direct_here =
                 !via_pvmd && !self.sent_off_host && matches!(self.routes.get(&dst), Some(RouteState::Open(_)));
-            crate::spin::sent(if direct_here { body.len() } else { 0 });
+            let off_host = dst > 0 && dst & TIDGID == 0 && self.sent_off_host;
+            crate::spin::sent(if direct_here { body.len() } else { 0 }, off_host);
         }
         let header = MsgHeader {
             enc,

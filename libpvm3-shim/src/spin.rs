@@ -50,17 +50,26 @@ fn cpu_to_spare() -> bool {
 
 /// Body bytes of the last message this task sent.
 static LAST_SENT: AtomicUsize = AtomicUsize::new(0);
+/// Whether that message went to a task of another host.
+static LAST_OFF_HOST: AtomicBool = AtomicBool::new(false);
 
-/// Notes the size of a message just sent (see [`window`]).
-pub fn sent(bytes: usize) {
+/// Notes a user message just sent: the bytes that lengthen the window, and whether it went to
+/// another host (see [`window`]).
+pub fn sent(bytes: usize, off_host: bool) {
     LAST_SENT.store(bytes, Ordering::Relaxed);
+    LAST_OFF_HOST.store(off_host, Ordering::Relaxed);
 }
 
 /// How long the wait about to start may spin (None: not now): longer after a large message was
-/// sent (`pvm_proto::spin::window_after`).
+/// sent, not at all after a message to another host (`pvm_proto::spin::window_after_send`).
 pub fn window() -> Option<Duration> {
     let w = configured()?;
-    cpu_to_spare().then(|| spin::window_after(w, LAST_SENT.load(Ordering::Relaxed)))
+    let w = spin::window_after_send(
+        w,
+        LAST_SENT.load(Ordering::Relaxed),
+        LAST_OFF_HOST.load(Ordering::Relaxed),
+    )?;
+    cpu_to_spare().then_some(w)
 }
 
 #[cfg(test)]

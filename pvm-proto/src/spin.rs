@@ -44,6 +44,15 @@ pub fn window_after(base: Duration, sent: usize) -> Duration {
     base.max((base + extra).min(AFTER_SEND_CAP))
 }
 
+/// The window of a wait that follows sending a message of `sent` bytes to a task of this host
+/// ([`window_after`]), or to a task of another host (`off_host`): none then. Its answer crosses
+/// two daemons and the network (70–120 µs here), longer than the window, and while the task
+/// spins it holds a CPU that those daemons need: across two namespace hosts the 8-byte round
+/// trip of two pvm-rs tasks took 91 µs with the spin and 71 µs without (docs/bench-daemon.md).
+pub fn window_after_send(base: Duration, sent: usize, off_host: bool) -> Option<Duration> {
+    (!off_host).then(|| window_after(base, sent))
+}
+
 /// Runnable tasks now, from the text of /proc/loadavg ("0.39 0.81 0.93 3/345 12345": 3).
 pub fn runnable(loadavg: &str) -> Option<u32> {
     loadavg.split_whitespace().nth(3)?.split_once('/')?.0.parse().ok()
@@ -58,6 +67,18 @@ pub fn may_spin(runnable: Option<u32>, cpus: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_spin_after_a_message_to_another_host() {
+        let base = DEFAULT_WINDOW;
+        assert_eq!(window_after_send(base, 8, true), None);
+        assert_eq!(window_after_send(base, 1 << 20, true), None);
+        assert_eq!(window_after_send(base, 8, false), Some(base));
+        assert_eq!(
+            window_after_send(base, 1 << 20, false),
+            Some(window_after(base, 1 << 20))
+        );
+    }
 
     #[test]
     fn window_settings() {
