@@ -1030,7 +1030,8 @@ impl Lib {
     ) -> Result<(), i32> {
         // A write drains the input of every stream: held ones must be free again.
         crate::lazy::settle(self);
-        if dst > 0 && dst & TIDGID == 0 {
+        let to_task = dst > 0 && dst & TIDGID == 0;
+        if to_task {
             self.sent_off_host = (dst ^ self.mytid) as u32 & pvm_proto::Tid::HOST_MASK != 0;
         }
         // spin.rs: the answer to a large message sent to a task of this host on a direct route
@@ -1039,9 +1040,8 @@ impl Lib {
         // message to another host, no spin at all. The library's own task-to-task messages (a
         // large message's descriptor) do not count.
         if ctx != SYSCTX_TC {
-            let direct_here =
-                !via_pvmd && !self.sent_off_host && matches!(self.routes.get(&dst), Some(RouteState::Open(_)));
-            let off_host = dst > 0 && dst & TIDGID == 0 && self.sent_off_host;
+            let off_host = to_task && self.sent_off_host;
+            let direct_here = !via_pvmd && !off_host && matches!(self.routes.get(&dst), Some(RouteState::Open(_)));
             crate::spin::sent(if direct_here { body.len() } else { 0 }, off_host);
         }
         let header = MsgHeader {
