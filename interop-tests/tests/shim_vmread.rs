@@ -168,11 +168,22 @@ struct Outcome {
 }
 
 fn run(kind: Kind, me: Lib, child: Lib, max: usize, encs: &str, mode: &str) -> Outcome {
-    run_with(kind, me, child, max, encs, mode, Some("1073741824"))
+    run_with(kind, me, child, max, encs, mode, Some("1073741824"), true)
 }
 
-/// `vmax`: PVM_VMREAD_MAX for both tasks (None: the library's default ceiling).
-fn run_with(kind: Kind, me: Lib, child: Lib, max: usize, encs: &str, mode: &str, vmax: Option<&str>) -> Outcome {
+/// `vmax`: PVM_VMREAD_MAX for both tasks (None: the library's default ceiling); `arena`: false
+/// sets PVM_NO_ARENA for both (every read then goes through `process_vm_readv`).
+#[allow(clippy::too_many_arguments)]
+fn run_with(
+    kind: Kind,
+    me: Lib,
+    child: Lib,
+    max: usize,
+    encs: &str,
+    mode: &str,
+    vmax: Option<&str>,
+    arena: bool,
+) -> Outcome {
     let vm = Vm::start(kind, &format!("vmread-{mode}"));
     let exe = interop_tests::build_c("vmread_x", PROGRAM, &["-O2"]);
     let trace = vm.tmp.path().join("vmread-trace");
@@ -184,10 +195,19 @@ fn run_with(kind: Kind, me: Lib, child: Lib, max: usize, encs: &str, mode: &str,
         Some(v) => c.env("PVM_VMREAD_MAX", v),
         None => c.env_remove("PVM_VMREAD_MAX"),
     };
+    if arena {
+        c.env_remove("PVM_NO_ARENA");
+    } else {
+        c.env("PVM_NO_ARENA", "1");
+    }
     if child == Lib::Shim {
         c.env(
             "PVM_EXPORT",
-            "LD_LIBRARY_PATH:PVM_SHIM_TRACE:PVM_VMREAD_TRACE:PVM_VMREAD_MAX",
+            if arena {
+                "LD_LIBRARY_PATH:PVM_SHIM_TRACE:PVM_VMREAD_TRACE:PVM_VMREAD_MAX"
+            } else {
+                "LD_LIBRARY_PATH:PVM_SHIM_TRACE:PVM_VMREAD_TRACE:PVM_VMREAD_MAX:PVM_NO_ARENA"
+            },
         );
     }
     let p = interop_tests::Proc {
@@ -237,16 +257,33 @@ fn large_messages_are_read_from_the_senders_memory() {
     for t in &o.trace {
         assert_eq!(count(t, "read"), eligible, "{t:#?}");
         assert_eq!(count(t, "inline"), 0, "{t:#?}");
+        assert_eq!(arena_reads(t), eligible, "{t:#?}");
     }
     // On pvmd-rs too (the daemon only relays the route handshake), with the library's default
-    // ceiling: 16 MB goes through the socket (no descriptor), the sizes up to 4 MiB do not.
-    let o = run_with(Kind::Ours, Lib::Shim, Lib::Shim, 16 << 20, "r", "normal", None);
+    // ceilings: the packed bodies live in the senders' shared arenas, so every size up to
+    // 16 MB goes by descriptor and is copied from the arena.
+    let o = run_with(Kind::Ours, Lib::Shim, Lib::Shim, 16 << 20, "r", "normal", None, true);
+    let (_, eligible) = expected(16 << 20, "r");
+    assert_eq!(o.trace.len(), 2, "{:#?}", o.trace);
+    for t in &o.trace {
+        assert_eq!(count(t, "read"), eligible, "{t:#?}");
+        assert_eq!(arena_reads(t), eligible, "{t:#?}");
+    }
+    // Without the arena, process_vm_readv reads them, and 16 MB, above VMREAD_MAX, goes through
+    // the socket (no descriptor).
+    let o = run_with(Kind::Ours, Lib::Shim, Lib::Shim, 16 << 20, "r", "normal", None, false);
     let (_, eligible) = expected(4 << 20, "r");
     assert_eq!(o.trace.len(), 2, "{:#?}", o.trace);
     for t in &o.trace {
         assert_eq!(count(t, "read"), eligible, "{t:#?}");
+        assert_eq!(arena_reads(t), 0, "{t:#?}");
         assert!(!t.iter().any(|l| l.contains(" 16777224")), "{t:#?}");
     }
+}
+
+/// Reads copied from the sender's shared arena (trace lines `... read <bytes> arena`).
+fn arena_reads(lines: &[String]) -> usize {
+    lines.iter().filter(|l| l.ends_with(" arena")).count()
 }
 
 /// A receiver that cannot read (forced with PVM_VMREAD_FAIL, or a real EPERM: the child drops

@@ -11,6 +11,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 pub mod api;
+pub mod arena;
 pub mod client;
 pub mod core;
 #[doc(hidden)]
@@ -25,3 +26,8 @@ pub mod route;
 pub mod spin;
 pub mod tev;
 pub mod vmread;
+
+/// The library's large blocks (message bodies) live in a shared arena that pvm-rs peers of the
+/// host copy from (`arena.rs`); everything else goes to the system allocator.
+#[global_allocator]
+static ALLOC: arena::ShimAlloc = arena::ShimAlloc;

@@ -89,6 +89,9 @@ pub struct Stream {
     /// The peer's pid (SO_PEERCRED) when both ends agreed to single-copy transfers of large
     /// messages on this route (`vmread.rs`); 0 otherwise, and after a read failed once.
     pub vmread_pid: i32,
+    /// The peer's shared arena, mapped (`vmread::PeerArena`), and when we last looked for it.
+    pub peer_arena: Option<std::sync::Arc<crate::vmread::PeerArena>>,
+    pub arena_looked: Option<std::time::Instant>,
 }
 
 /// Fragments at least this large are received in place: once their header is here, the rest
@@ -113,6 +116,8 @@ impl Stream {
             held: None,
             tail: None,
             vmread_pid: 0,
+            peer_arena: None,
+            arena_looked: None,
         })
     }
 
