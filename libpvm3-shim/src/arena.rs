@@ -94,14 +94,7 @@ fn units_for(size: usize) -> Option<u32> {
 impl Blocks {
     fn take(&mut self, units: u32) -> Option<u32> {
         if let Some(i) = (0..self.nfree).find(|&i| self.free[i].1 >= units) {
-            let (at, n) = self.free[i];
-            if n == units {
-                self.nfree -= 1;
-                self.free[i] = self.free[self.nfree];
-            } else {
-                self.free[i] = (at + units, n - units);
-            }
-            return Some(at);
+            return Some(self.carve(i, units));
         }
         if UNITS - self.top >= units {
             let at = self.top;
@@ -124,16 +117,23 @@ impl Blocks {
             return false;
         }
         if let Some(i) = (0..self.nfree).find(|&i| self.free[i].0 == end && self.free[i].1 >= more) {
-            let (_, n) = self.free[i];
-            if n == more {
-                self.nfree -= 1;
-                self.free[i] = self.free[self.nfree];
-            } else {
-                self.free[i] = (end + more, n - more);
-            }
+            self.carve(i, more);
             return true;
         }
         false
+    }
+
+    /// Takes `units` from the start of free extent `i` (which has that many), returning where
+    /// they start.
+    fn carve(&mut self, i: usize, units: u32) -> u32 {
+        let (at, n) = self.free[i];
+        if n == units {
+            self.nfree -= 1;
+            self.free[i] = self.free[self.nfree];
+        } else {
+            self.free[i] = (at + units, n - units);
+        }
+        at
     }
 
     fn give(&mut self, mut at: u32, mut units: u32) {
