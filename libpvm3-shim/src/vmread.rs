@@ -401,7 +401,13 @@ impl PeerArena {
             )
         };
         let size = u64::try_from(size?).ok()?;
-        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 || size < crate::arena::UNIT as u64 {
+        // A size far beyond ours is not an arena of this library (and would cost address
+        // space for nothing).
+        if seals < 0
+            || seals & libc::F_SEAL_SHRINK == 0
+            || size < crate::arena::UNIT as u64
+            || size > 8 * crate::arena::ARENA_SIZE as u64
+        {
             return None;
         }
         // SAFETY: a read-only shared mapping of the whole (sealed, never shrinking) file.
@@ -1123,6 +1129,27 @@ mod tests {
 
     /// The read itself, from our own process: pieces in order, byte for byte; a bad address is
     /// an error (EFAULT), not a crash.
+    #[test]
+    fn a_peer_arena_is_mapped_by_name_and_translates_addresses() {
+        let big: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7) as u8).collect();
+        if crate::arena::locate(big.as_ptr(), big.len()).is_none() {
+            return assert!(
+                std::env::var_os("PVM_NO_ARENA").is_some() || std::env::var_os("PVM_NO_VMREAD").is_some(),
+                "no arena although the environment allows it"
+            );
+        }
+        // Our own arena, as a peer would find it under /proc/<pid>/fd.
+        let a = PeerArena::open(std::process::id() as i32).expect("the arena maps");
+        let p = a.find(big.as_ptr() as u64, big.len() as u64).expect("the vector lies in it");
+        // SAFETY: `find` checked that the range lies inside the live read-only mapping.
+        let view = unsafe { std::slice::from_raw_parts(p, big.len()) };
+        assert!(view == &big[..], "the second mapping shows the same bytes");
+        assert!(a.find(a.base + a.size - 10, 11).is_none(), "past the end");
+        assert!(a.find(a.base - 1, 2).is_none(), "before the start");
+        assert!(a.find(u64::MAX - 4, 8).is_none(), "overflowing");
+        assert!(PeerArena::open(i32::MAX).is_none(), "no such process");
+    }
+
     #[test]
     fn pieces_are_read_from_a_process() {
         let a: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
