@@ -47,6 +47,7 @@ const PAGE: usize = 4096;
 pub const MAGIC: u64 = 0x4152_454e_416d_7670;
 /// Name of the memfd (a reader finds it under `/proc/<pid>/fd` by this name).
 pub const NAME: &str = "pvm-arena";
+const CNAME: &std::ffi::CStr = c"pvm-arena";
 /// Free extents tracked at most; a block freed when the table is full is still returned to
 /// the kernel, only its address range is not reused.
 const MAX_FREE: usize = 256;
@@ -186,7 +187,7 @@ fn create() -> bool {
     // SAFETY: plain system calls on a descriptor we own; the mapping is written only here
     // (header) and through blocks handed out by the allocator.
     unsafe {
-        let fd = libc::memfd_create(c"pvm-arena".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING);
+        let fd = libc::memfd_create(CNAME.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING);
         if fd < 0 {
             return false;
         }
@@ -424,6 +425,7 @@ mod tests {
         big.shrink_to_fit(); // in place, the units past 320 KiB go back
         assert!(locate(big.as_ptr(), big.len()).is_some());
         assert!(big.iter().enumerate().all(|(i, &x)| x == i as u8));
+        assert_eq!(CNAME.to_str(), Ok(NAME));
         let small = vec![1u8; 1000];
         assert!(locate(small.as_ptr(), small.len()).is_none());
         drop(big);

@@ -372,7 +372,7 @@ pub struct PeerArena {
     size: u64,
 }
 
-// SAFETY: a read-only mapping owned by this value, only read through `copy`.
+// SAFETY: a read-only mapping owned by this value, only read by `Remote::read_into`.
 unsafe impl Send for PeerArena {}
 // SAFETY: as above; reads need no synchronisation on our side.
 unsafe impl Sync for PeerArena {}
@@ -653,7 +653,8 @@ enum Why {
 }
 
 /// With `PVM_VMREAD_TRACE=<file>`, every descriptor received appends `t<me> t<src> read <bytes>
-/// arena|kernel` (copied from the sender's shared arena, or with `process_vm_readv`) or `t<me> t<src> inline <bytes> <why>` (an errno, or a negative [`Why`]): tests check with it
+/// arena|kernel` (copied from the sender's shared arena, or with `process_vm_readv`) or
+/// `t<me> t<src> inline <bytes> <why>` (an errno, or a negative [`Why`]): tests check with it
 /// which path a transfer took.
 fn trace<T>(me: i32, src: i32, body: &[u8], got: &Result<T, i32>, how: &str) {
     let Some(path) = std::env::var_os("PVM_VMREAD_TRACE") else {
@@ -1127,8 +1128,7 @@ mod tests {
         drop(pb_peer);
     }
 
-    /// The read itself, from our own process: pieces in order, byte for byte; a bad address is
-    /// an error (EFAULT), not a crash.
+    /// The receiver's half of the shared arena: our own arena, found and mapped as a peer's.
     #[test]
     fn a_peer_arena_is_mapped_by_name_and_translates_addresses() {
         let big: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7) as u8).collect();
@@ -1140,7 +1140,9 @@ mod tests {
         }
         // Our own arena, as a peer would find it under /proc/<pid>/fd.
         let a = PeerArena::open(std::process::id() as i32).expect("the arena maps");
-        let p = a.find(big.as_ptr() as u64, big.len() as u64).expect("the vector lies in it");
+        let p = a
+            .find(big.as_ptr() as u64, big.len() as u64)
+            .expect("the vector lies in it");
         // SAFETY: `find` checked that the range lies inside the live read-only mapping.
         let view = unsafe { std::slice::from_raw_parts(p, big.len()) };
         assert!(view == &big[..], "the second mapping shows the same bytes");
@@ -1150,6 +1152,8 @@ mod tests {
         assert!(PeerArena::open(i32::MAX).is_none(), "no such process");
     }
 
+    /// The read itself, from our own process: pieces in order, byte for byte; a bad address is
+    /// an error (EFAULT), not a crash.
     #[test]
     fn pieces_are_read_from_a_process() {
         let a: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
