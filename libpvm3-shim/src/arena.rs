@@ -25,7 +25,8 @@
 //! * `fork(2)`: a child must not share its parent's buffers. In the child the used part of the
 //!   arena is copied to private memory at the same addresses, the rest of the range stays
 //!   reserved (`PROT_NONE`), and the child allocates from the system allocator only.
-//! * `PVM_NO_ARENA` (or `PVM_NO_VMREAD`) in the environment keeps the arena off.
+//! * `PVM_NO_ARENA` (or `PVM_NO_VMREAD`) in the environment keeps the arena off, and so does a
+//!   limit on the address space (`RLIMIT_AS`, `ulimit -v`): the reservation would count against it.
 //!
 //! Security: a peer maps the arena through `/proc/<pid>/fd`, which the kernel allows only to a
 //! process that may read our memory anyway (the `process_vm_readv` permission); the arena holds
@@ -167,8 +168,31 @@ fn disabled_by_env() -> bool {
     unsafe { !libc::getenv(c"PVM_NO_ARENA".as_ptr()).is_null() || !libc::getenv(c"PVM_NO_VMREAD".as_ptr()).is_null() }
 }
 
+/// The process has a limit on its address space (`ulimit -v`, common on batch systems): 8 GiB
+/// reserved for the arena could leave the program's own allocations without room, so the
+/// library does without it there.
+fn address_space_limited() -> bool {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into a local.
+    unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut r) == 0 && r.rlim_cur != libc::RLIM_INFINITY }
+}
+
+/// Why the arena is off by configuration (the environment, an address-space limit), if it is.
+pub fn off_reason() -> Option<&'static str> {
+    if disabled_by_env() {
+        Some("PVM_NO_ARENA or PVM_NO_VMREAD is set")
+    } else if address_space_limited() {
+        Some("the address space is limited (RLIMIT_AS)")
+    } else {
+        None
+    }
+}
+
 /// Creates the arena (once). True when it is on.
-fn ready() -> bool {
+pub fn ready() -> bool {
     match STATE.load(Ordering::Acquire) {
         ON => return true,
         OFF => return false,
@@ -176,7 +200,7 @@ fn ready() -> bool {
     }
     with_blocks(|_| {
         if STATE.load(Ordering::Acquire) == UNTRIED {
-            let ok = !disabled_by_env() && create();
+            let ok = off_reason().is_none() && create();
             STATE.store(if ok { ON } else { OFF }, Ordering::Release);
         }
         STATE.load(Ordering::Acquire) == ON
@@ -413,7 +437,7 @@ mod tests {
     #[test]
     fn large_blocks_live_in_the_arena_and_small_ones_do_not() {
         if !ready() {
-            return assert!(disabled_by_env(), "the arena could not be created");
+            return assert!(off_reason().is_some(), "the arena could not be created");
         }
         let mut big: Vec<u8> = Vec::with_capacity(1 << 20);
         big.extend((0..1 << 20).map(|i| i as u8));
@@ -437,7 +461,7 @@ mod tests {
     #[test]
     fn a_forked_child_writes_to_a_private_copy() {
         if !ready() {
-            return assert!(disabled_by_env(), "the arena could not be created");
+            return assert!(off_reason().is_some(), "the arena could not be created");
         }
         let mut big = vec![7u8; 1 << 20];
         assert!(locate(big.as_ptr(), big.len()).is_some());
