@@ -276,38 +276,41 @@ def main():
              if ratio(m('RL', 'xdaemon_bw_1048576'), m('LL', 'xdaemon_bw_1048576')) else "n/a") + ")")
     # The rest of the issues' targets (issue 3: the daemon with the legacy library; issue 4: our
     # library; issue 5: two hosts), so that every one is evaluated in the same run.
-    check("legacy lib, pvmd-rs route: 16 MB bandwidth vs legacy",
-          ratio(m("RL", "daemon_bw_16777216"), m("LL", "daemon_bw_16777216")), "≥", 1.7, "RL / LL daemon route 16 MB")
-    for size, name in ((1048576, "1 MB"), (16777216, "16 MB")):
-        check(f"legacy lib, pvmd-rs route: InPlace {name} vs legacy",
-              ratio(m("RL", f"daemon_inplace_bw_{size}"), m("LL", f"daemon_inplace_bw_{size}")), "≥", 1.5,
-              f"RL / LL daemon route {name}, PvmDataInPlace")
-    check("legacy lib, pvmd-rs: spawn 100 tasks vs legacy", ratio(m("RL", "spawn100_ms"), m("LL", "spawn100_ms")),
-          "≤", 1, "RL / LL time until all 100 reported")
-    check("pvmd-rs resident memory idle vs legacy", ratio(m("RL", "rss_idle_kB"), m("LL", "rss_idle_kB")),
-          "≤", 2, "RL / LL VmRSS after start")
-    check("pvmd-rs resident memory, 1000 tasks, vs legacy", ratio(m("RL", "rss_1000_kB"), m("LL", "rss_1000_kB")),
-          "≤", 2, "RL / LL VmRSS with 1000 tasks enrolled")
-    check("our lib, direct 16 MB bandwidth vs legacy direct",
-          ratio(m("RR", "direct_bw_16777216"), m("LL", "direct_bw_16777216")), "≥", 5, "RR / LL PvmRouteDirect 16 MB")
+    for name, a, b, metric, op, want, detail in (
+        ("legacy lib, pvmd-rs route: 16 MB bandwidth vs legacy", "RL", "LL", "daemon_bw_16777216", "≥", 1.7,
+         "RL / LL daemon route 16 MB"),
+        ("legacy lib, pvmd-rs route: InPlace 1 MB vs legacy", "RL", "LL", "daemon_inplace_bw_1048576", "≥", 1.5,
+         "RL / LL daemon route 1 MB, PvmDataInPlace"),
+        ("legacy lib, pvmd-rs route: InPlace 16 MB vs legacy", "RL", "LL", "daemon_inplace_bw_16777216", "≥", 1.5,
+         "RL / LL daemon route 16 MB, PvmDataInPlace"),
+        ("legacy lib, pvmd-rs: spawn 100 tasks vs legacy", "RL", "LL", "spawn100_ms", "≤", 1,
+         "RL / LL time until all 100 reported"),
+        ("pvmd-rs resident memory idle vs legacy", "RL", "LL", "rss_idle_kB", "≤", 2, "RL / LL VmRSS after start"),
+        ("pvmd-rs resident memory, 1000 tasks, vs legacy", "RL", "LL", "rss_1000_kB", "≤", 2,
+         "RL / LL VmRSS with 1000 tasks enrolled"),
+        ("our lib, direct 16 MB bandwidth vs legacy direct", "RR", "LL", "direct_bw_16777216", "≥", 5,
+         "RR / LL PvmRouteDirect 16 MB"),
+        ("our lib, direct 8 B round trip vs legacy direct", "RR", "LL", "direct_rtt_8", "≤", 1,
+         "RR / LL PvmRouteDirect RTT 8 B"),
+        ("our lib + pvmd-rs, daemon route 8 B round trip vs all-legacy", "RR", "LL", "daemon_rtt_8", "≤", 0.7,
+         "RR / LL daemon route RTT 8 B"),
+        ("cross-host 8 B round trip between pvmd-rs hosts vs legacy hosts", "RR", "LL", "xdaemon_rtt_8", "≤", 0.7,
+         "RR / LL daemon route RTT 8 B, h1 → h2"),
+    ):
+        check(name, ratio(m(a, metric), m(b, metric)), op, want, detail)
     check("our lib, direct 16 MB bandwidth vs raw unix socket",
           ratio(m("RR", "direct_bw_16777216"), m("unix", "raw_bw_16777216")), "≥", 0.4, "RR direct / raw unix 16 MB")
-    check("our lib, direct 8 B round trip vs legacy direct", ratio(m("RR", "direct_rtt_8"), m("LL", "direct_rtt_8")),
-          "≤", 1, "RR / LL PvmRouteDirect RTT 8 B")
-    check("our lib + pvmd-rs, daemon route 8 B round trip vs all-legacy",
-          ratio(m("RR", "daemon_rtt_8"), m("LL", "daemon_rtt_8")), "≤", 0.7, "RR / LL daemon route RTT 8 B")
-    check("cross-host 8 B round trip between pvmd-rs hosts vs legacy hosts",
-          ratio(m("RR", "xdaemon_rtt_8"), m("LL", "xdaemon_rtt_8")), "≤", 0.7, "RR / LL daemon route RTT 8 B, h1 → h2")
     check("adding 8 hosts, pvmd-rs master vs legacy master", ratio(m("RR", "addhosts8_ms"), m("LL", "addhosts8_ms")),
           "≤", 1, "RR / LL one pvm_addhosts of 8 namespace hosts (RL: "
           + (f"{ratio(m('RL', 'addhosts8_ms'), m('LL', 'addhosts8_ms')):.2f}×"
              if ratio(m('RL', 'addhosts8_ms'), m('LL', 'addhosts8_ms')) else "n/a") + ")")
-    check("(InPlace) our lib, direct 1 MB vs legacy direct",
-          ratio(m("RR", "direct_inplace_bw_1048576"), m("LL", "direct_inplace_bw_1048576")), "≥", 5,
-          "same, both PvmDataInPlace")
-    check("(InPlace) our lib + pvmd-rs, daemon route 1 MB vs all-legacy",
-          ratio(m("RR", "daemon_inplace_bw_1048576"), m("LL", "daemon_inplace_bw_1048576")), "≥", 5,
-          "same, both PvmDataInPlace")
+    # Issue 4 sets its 5x for PvmDataRaw and PvmDataDefault; the InPlace figures are shown
+    # beside them for comparison, without a verdict.
+    for name, metric in (("(InPlace, no target) our lib, direct 1 MB vs legacy direct", "direct_inplace_bw_1048576"),
+                         ("(InPlace, no target) our lib + pvmd-rs, daemon route 1 MB vs all-legacy",
+                          "daemon_inplace_bw_1048576")):
+        got = ratio(m("RR", metric), m("LL", metric))
+        checks.append(f"| {name} | {f'{got:.2f}×' if got else 'n/a'} | — | — | RR / LL, both PvmDataInPlace |")
     mig = open(migmd).read() if migmd else ""
     for line in mig.splitlines():
         mm = re.match(r"\s*(\d+) \|\s+([\d.]+) ms \|\s+([\d.]+) ms\s+([\d.]+) ms\s+([\d.]+)x", line)
