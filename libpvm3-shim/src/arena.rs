@@ -301,12 +301,19 @@ fn in_arena(p: *mut u8) -> bool {
     base != 0 && (p as usize) >= base && (p as usize) < base + ARENA_SIZE
 }
 
-/// The offset in our arena of `p..p+len`, if it lies there whole (after the header).
-pub fn locate(p: *const u8, len: usize) -> Option<usize> {
+/// `p..p+len` lies whole in our arena (after the header), which is on.
+pub fn holds(p: *const u8, len: usize) -> bool {
     let base = BASE.load(Ordering::Acquire);
     let a = p as usize;
-    (STATE.load(Ordering::Acquire) == ON && base != 0 && a >= base + UNIT && a.checked_add(len)? <= base + ARENA_SIZE)
-        .then(|| a - base)
+    STATE.load(Ordering::Acquire) == ON
+        && base != 0
+        && a >= base + UNIT
+        && a.checked_add(len).is_some_and(|end| end <= base + ARENA_SIZE)
+}
+
+/// The unit where a block of the arena starts.
+fn unit_of(p: *mut u8) -> u32 {
+    ((p as usize - BASE.load(Ordering::Relaxed)) / UNIT) as u32
 }
 
 fn alloc_in(size: usize) -> *mut u8 {
@@ -323,11 +330,9 @@ fn free_in(p: *mut u8, size: usize) {
     if STATE.load(Ordering::Acquire) != ON {
         return; // a forked child's private copy: left as it is
     }
-    let base = BASE.load(Ordering::Relaxed);
-    let (Some(units), Ok(at)) = (units_for(size), u32::try_from((p as usize - base) / UNIT)) else {
-        return;
-    };
-    release(at, units);
+    if let Some(units) = units_for(size) {
+        release(unit_of(p), units);
+    }
 }
 
 /// Gives units back: their pages to the kernel (reads of them give zeros), their range to the
@@ -379,9 +384,8 @@ unsafe impl GlobalAlloc for ShimAlloc {
             return unsafe { System.realloc(p, l, new) };
         }
         if arena && STATE.load(Ordering::Acquire) == ON {
-            let base = BASE.load(Ordering::Relaxed);
             if let (Some(have), Some(want)) = (units_for(l.size()), units_for(new)) {
-                let at = ((p as usize - base) / UNIT) as u32;
+                let at = unit_of(p);
                 if want <= have {
                     // In place; the units past the new end go back (the block must always be
                     // exactly what its layout size says, which dealloc will be given).
@@ -441,17 +445,17 @@ mod tests {
         }
         let mut big: Vec<u8> = Vec::with_capacity(1 << 20);
         big.extend((0..1 << 20).map(|i| i as u8));
-        assert!(locate(big.as_ptr(), big.len()).is_some());
+        assert!(holds(big.as_ptr(), big.len()));
         big.reserve(4 << 20); // grows (in place or moved) and keeps the bytes
-        assert!(locate(big.as_ptr(), big.len()).is_some());
+        assert!(holds(big.as_ptr(), big.len()));
         assert!(big.iter().enumerate().all(|(i, &x)| x == i as u8));
         big.truncate(300 << 10);
         big.shrink_to_fit(); // in place, the units past 320 KiB go back
-        assert!(locate(big.as_ptr(), big.len()).is_some());
+        assert!(holds(big.as_ptr(), big.len()));
         assert!(big.iter().enumerate().all(|(i, &x)| x == i as u8));
         assert_eq!(CNAME.to_str(), Ok(NAME));
         let small = vec![1u8; 1000];
-        assert!(locate(small.as_ptr(), small.len()).is_none());
+        assert!(!holds(small.as_ptr(), small.len()));
         drop(big);
         let h = BASE.load(Ordering::Acquire) as *const u64;
         // SAFETY: the header words at the start of the live mapping.
@@ -464,14 +468,14 @@ mod tests {
             return assert!(off_reason().is_some(), "the arena could not be created");
         }
         let mut big = vec![7u8; 1 << 20];
-        assert!(locate(big.as_ptr(), big.len()).is_some());
+        assert!(holds(big.as_ptr(), big.len()));
         // SAFETY: the child only touches memory, allocates, and leaves with _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
             big.fill(9);
             let other = vec![1u8; 1 << 20];
-            let ok = locate(other.as_ptr(), other.len()).is_none() && other[5] == 1 && big[5] == 9;
+            let ok = !holds(other.as_ptr(), other.len()) && other[5] == 1 && big[5] == 9;
             drop(other);
             drop(big);
             // SAFETY: ends the child without running the test harness's exit path.
@@ -486,9 +490,6 @@ mod tests {
         );
         assert!(big.iter().all(|&b| b == 7), "the child's writes reached the parent");
         let again = vec![3u8; 1 << 20];
-        assert!(
-            locate(again.as_ptr(), again.len()).is_some(),
-            "the parent's arena is still on"
-        );
+        assert!(holds(again.as_ptr(), again.len()), "the parent's arena is still on");
     }
 }

@@ -462,10 +462,7 @@ fn peer_arena(lib: &mut Lib, tid: i32, pid: i32) -> Option<std::sync::Arc<PeerAr
     if std::env::var_os("PVM_NO_ARENA").is_some() {
         return None;
     }
-    let s = match lib.routes.get_mut(&tid) {
-        Some(RouteState::Open(s)) => s,
-        _ => lib.route_readers.iter_mut().find(|(t, _)| *t == tid).map(|(_, s)| s)?,
-    };
+    let s = route_stream(lib, tid)?;
     if s.peer_arena.is_none() && !s.arena_looked.is_some_and(|t| t.elapsed() < ARENA_RELOOK) {
         s.arena_looked = Some(std::time::Instant::now());
         s.peer_arena = PeerArena::open(pid).map(std::sync::Arc::new);
@@ -485,7 +482,7 @@ pub enum Sent {
 /// `Lib::send_raw_enc` before it writes a message on a route.
 pub fn send(lib: &mut Lib, src: i32, dst: i32, header: &MsgHeader, body: &MsgBody) -> Result<Sent, i32> {
     let bytes = body.bytes();
-    let in_arena = crate::arena::locate(bytes.as_ptr(), bytes.len()).is_some();
+    let in_arena = crate::arena::holds(bytes.as_ptr(), bytes.len());
     if src != lib.mytid || bytes.len() < VMREAD_MIN || bytes.len() > max_size(in_arena).min(crate::core::MAX_MESSAGE) {
         return Ok(Sent::Inline);
     }
@@ -686,12 +683,21 @@ pub fn trace_park_deferred(me: i32) {
     }
 }
 
+/// The stream of the route from `tid`: the open route, or the reader kept while a route ends.
+fn route_stream(lib: &mut Lib, tid: i32) -> Option<&mut crate::net::Stream> {
+    match lib.routes.get_mut(&tid) {
+        Some(RouteState::Open(s)) => Some(s),
+        _ => lib
+            .route_readers
+            .iter_mut()
+            .find(|(t, _)| *t == tid)
+            .map(|(_, s)| &mut **s),
+    }
+}
+
 /// The peer pid and socket of the route from `tid` when the capability is on for it.
-fn route_pid_fd(lib: &Lib, tid: i32) -> Option<(i32, RawFd)> {
-    let s = match lib.routes.get(&tid) {
-        Some(RouteState::Open(s)) => s,
-        _ => lib.route_readers.iter().find(|(t, _)| *t == tid).map(|(_, s)| s)?,
-    };
+fn route_pid_fd(lib: &mut Lib, tid: i32) -> Option<(i32, RawFd)> {
+    let s = route_stream(lib, tid)?;
     (s.vmread_pid > 0).then_some((s.vmread_pid, s.sock.fd()))
 }
 
@@ -1132,7 +1138,7 @@ mod tests {
     #[test]
     fn a_peer_arena_is_mapped_by_name_and_translates_addresses() {
         let big: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7) as u8).collect();
-        if crate::arena::locate(big.as_ptr(), big.len()).is_none() {
+        if !crate::arena::holds(big.as_ptr(), big.len()) {
             return assert!(
                 crate::arena::off_reason().is_some(),
                 "no arena although nothing turns it off"
