@@ -458,14 +458,15 @@ impl Drop for PeerArena {
 const ARENA_RELOOK: Duration = Duration::from_secs(1);
 
 /// The arena of the peer on the route from `tid` (mapped on first use), if it has one.
+/// What keeps our own arena off keeps us from mapping a peer's too (`arena::off_reason`: the
+/// environment, or an address-space limit that 8 GiB per peer would count against).
 fn peer_arena(lib: &mut Lib, tid: i32, pid: i32) -> Option<std::sync::Arc<PeerArena>> {
-    if std::env::var_os("PVM_NO_ARENA").is_some() {
-        return None;
-    }
     let s = route_stream(lib, tid)?;
     if s.peer_arena.is_none() && !s.arena_looked.is_some_and(|t| t.elapsed() < ARENA_RELOOK) {
         s.arena_looked = Some(std::time::Instant::now());
-        s.peer_arena = PeerArena::open(pid).map(std::sync::Arc::new);
+        if crate::arena::off_reason().is_none() {
+            s.peer_arena = PeerArena::open(pid).map(std::sync::Arc::new);
+        }
     }
     s.peer_arena.clone()
 }
