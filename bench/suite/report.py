@@ -259,51 +259,56 @@ def main():
         checks.append(f"| {name} | {got:.2f}× | {op} {want}× | {'**met**' if ok else '**missed**'} | {detail} |")
 
     m = r.med
-    check("legacy lib, pvmd-rs route: 8 B round trip vs legacy", ratio(m("RL", "daemon_rtt_8"), m("LL", "daemon_rtt_8")),
-          "≤", 0.8, "RL / LL daemon route RTT 8 B")
-    check("legacy lib, pvmd-rs route: 1 MB bandwidth vs legacy",
-          ratio(m("RL", "daemon_bw_1048576"), m("LL", "daemon_bw_1048576")), "≥", 1.7, "RL / LL daemon route 1 MB")
-    check("our lib, direct 1 MB bandwidth vs legacy direct",
-          ratio(m("RR", "direct_bw_1048576"), m("LL", "direct_bw_1048576")), "≥", 5, "RR / LL PvmRouteDirect 1 MB")
-    check("our lib, direct 1 MB bandwidth vs raw unix socket",
-          ratio(m("RR", "direct_bw_1048576"), m("unix", "raw_bw_1048576")), "≥", 0.4, "RR direct / raw unix 1 MB")
-    check("our lib + pvmd-rs, daemon route 1 MB vs all-legacy",
-          ratio(m("RR", "daemon_bw_1048576"), m("LL", "daemon_bw_1048576")), "≥", 5, "RR / LL daemon route 1 MB")
-    check("cross-host 1 MB between pvmd-rs hosts vs legacy hosts",
-          ratio(m("RR", "xdaemon_bw_1048576"), m("LL", "xdaemon_bw_1048576")), "≥", 10,
-          "RR / LL daemon route, h1 → h2 over veth, 1 MB (RL: "
-          + (f"{ratio(m('RL', 'xdaemon_bw_1048576'), m('LL', 'xdaemon_bw_1048576')):.2f}×"
-             if ratio(m('RL', 'xdaemon_bw_1048576'), m('LL', 'xdaemon_bw_1048576')) else "n/a") + ")")
-    # The rest of the issues' targets (issue 3: the daemon with the legacy library; issue 4: our
-    # library; issue 5: two hosts), so that every one is evaluated in the same run.
-    for name, a, b, metric, op, want, detail in (
-        ("legacy lib, pvmd-rs route: 16 MB bandwidth vs legacy", "RL", "LL", "daemon_bw_16777216", "≥", 1.7,
-         "RL / LL daemon route 16 MB"),
-        ("legacy lib, pvmd-rs route: InPlace 1 MB vs legacy", "RL", "LL", "daemon_inplace_bw_1048576", "≥", 1.5,
-         "RL / LL daemon route 1 MB, PvmDataInPlace"),
-        ("legacy lib, pvmd-rs route: InPlace 16 MB vs legacy", "RL", "LL", "daemon_inplace_bw_16777216", "≥", 1.5,
-         "RL / LL daemon route 16 MB, PvmDataInPlace"),
-        ("legacy lib, pvmd-rs: spawn 100 tasks vs legacy", "RL", "LL", "spawn100_ms", "≤", 1,
-         "RL / LL time until all 100 reported"),
-        ("pvmd-rs resident memory idle vs legacy", "RL", "LL", "rss_idle_kB", "≤", 2, "RL / LL VmRSS after start"),
-        ("pvmd-rs resident memory, 1000 tasks, vs legacy", "RL", "LL", "rss_1000_kB", "≤", 2,
-         "RL / LL VmRSS with 1000 tasks enrolled"),
-        ("our lib, direct 16 MB bandwidth vs legacy direct", "RR", "LL", "direct_bw_16777216", "≥", 5,
-         "RR / LL PvmRouteDirect 16 MB"),
-        ("our lib, direct 8 B round trip vs legacy direct", "RR", "LL", "direct_rtt_8", "≤", 1,
-         "RR / LL PvmRouteDirect RTT 8 B"),
-        ("our lib + pvmd-rs, daemon route 8 B round trip vs all-legacy", "RR", "LL", "daemon_rtt_8", "≤", 0.7,
-         "RR / LL daemon route RTT 8 B"),
-        ("cross-host 8 B round trip between pvmd-rs hosts vs legacy hosts", "RR", "LL", "xdaemon_rtt_8", "≤", 0.7,
-         "RR / LL daemon route RTT 8 B, h1 → h2"),
+
+    def with_rl(detail, metric):
+        """`detail` followed by the same ratio for RL (pvmd-rs with the legacy library)."""
+        got = ratio(m("RL", metric), m("LL", metric))
+        return f"{detail} (RL: {f'{got:.2f}×' if got else 'n/a'})"
+
+    # Every benchmark target of the issues (3: the daemon with the legacy library; 4: our
+    # library; 5: two hosts), evaluated in the same run: (name, (configuration, metric) of the
+    # numerator and of the denominator, bound, how).
+    LL = "LL"
+    for name, (a, am), (b, bm), op, want, detail in (
+        ("legacy lib, pvmd-rs route: 8 B round trip vs legacy", ("RL", "daemon_rtt_8"), (LL, "daemon_rtt_8"),
+         "≤", 0.8, "RL / LL daemon route RTT 8 B"),
+        ("legacy lib, pvmd-rs route: 1 MB bandwidth vs legacy", ("RL", "daemon_bw_1048576"),
+         (LL, "daemon_bw_1048576"), "≥", 1.7, "RL / LL daemon route 1 MB"),
+        ("our lib, direct 1 MB bandwidth vs legacy direct", ("RR", "direct_bw_1048576"), (LL, "direct_bw_1048576"),
+         "≥", 5, "RR / LL PvmRouteDirect 1 MB"),
+        ("our lib, direct 1 MB bandwidth vs raw unix socket", ("RR", "direct_bw_1048576"),
+         ("unix", "raw_bw_1048576"), "≥", 0.4, "RR direct / raw unix 1 MB"),
+        ("our lib + pvmd-rs, daemon route 1 MB vs all-legacy", ("RR", "daemon_bw_1048576"),
+         (LL, "daemon_bw_1048576"), "≥", 5, "RR / LL daemon route 1 MB"),
+        ("cross-host 1 MB between pvmd-rs hosts vs legacy hosts", ("RR", "xdaemon_bw_1048576"),
+         (LL, "xdaemon_bw_1048576"), "≥", 10,
+         with_rl("RR / LL daemon route, h1 → h2 over veth, 1 MB", "xdaemon_bw_1048576")),
+        ("legacy lib, pvmd-rs route: 16 MB bandwidth vs legacy", ("RL", "daemon_bw_16777216"),
+         (LL, "daemon_bw_16777216"), "≥", 1.7, "RL / LL daemon route 16 MB"),
+        ("legacy lib, pvmd-rs route: InPlace 1 MB vs legacy", ("RL", "daemon_inplace_bw_1048576"),
+         (LL, "daemon_inplace_bw_1048576"), "≥", 1.5, "RL / LL daemon route 1 MB, PvmDataInPlace"),
+        ("legacy lib, pvmd-rs route: InPlace 16 MB vs legacy", ("RL", "daemon_inplace_bw_16777216"),
+         (LL, "daemon_inplace_bw_16777216"), "≥", 1.5, "RL / LL daemon route 16 MB, PvmDataInPlace"),
+        ("legacy lib, pvmd-rs: spawn 100 tasks vs legacy", ("RL", "spawn100_ms"), (LL, "spawn100_ms"),
+         "≤", 1, "RL / LL time until all 100 reported"),
+        ("pvmd-rs resident memory idle vs legacy", ("RL", "rss_idle_kB"), (LL, "rss_idle_kB"),
+         "≤", 2, "RL / LL VmRSS after start"),
+        ("pvmd-rs resident memory, 1000 tasks, vs legacy", ("RL", "rss_1000_kB"), (LL, "rss_1000_kB"),
+         "≤", 2, "RL / LL VmRSS with 1000 tasks enrolled"),
+        ("our lib, direct 16 MB bandwidth vs legacy direct", ("RR", "direct_bw_16777216"),
+         (LL, "direct_bw_16777216"), "≥", 5, "RR / LL PvmRouteDirect 16 MB"),
+        ("our lib, direct 8 B round trip vs legacy direct", ("RR", "direct_rtt_8"), (LL, "direct_rtt_8"),
+         "≤", 1, "RR / LL PvmRouteDirect RTT 8 B"),
+        ("our lib + pvmd-rs, daemon route 8 B round trip vs all-legacy", ("RR", "daemon_rtt_8"),
+         (LL, "daemon_rtt_8"), "≤", 0.7, "RR / LL daemon route RTT 8 B"),
+        ("cross-host 8 B round trip between pvmd-rs hosts vs legacy hosts", ("RR", "xdaemon_rtt_8"),
+         (LL, "xdaemon_rtt_8"), "≤", 0.7, "RR / LL daemon route RTT 8 B, h1 → h2"),
+        ("our lib, direct 16 MB bandwidth vs raw unix socket", ("RR", "direct_bw_16777216"),
+         ("unix", "raw_bw_16777216"), "≥", 0.4, "RR direct / raw unix 16 MB"),
+        ("adding 8 hosts, pvmd-rs master vs legacy master", ("RR", "addhosts8_ms"), (LL, "addhosts8_ms"),
+         "≤", 1, with_rl("RR / LL one pvm_addhosts of 8 namespace hosts", "addhosts8_ms")),
     ):
-        check(name, ratio(m(a, metric), m(b, metric)), op, want, detail)
-    check("our lib, direct 16 MB bandwidth vs raw unix socket",
-          ratio(m("RR", "direct_bw_16777216"), m("unix", "raw_bw_16777216")), "≥", 0.4, "RR direct / raw unix 16 MB")
-    check("adding 8 hosts, pvmd-rs master vs legacy master", ratio(m("RR", "addhosts8_ms"), m("LL", "addhosts8_ms")),
-          "≤", 1, "RR / LL one pvm_addhosts of 8 namespace hosts (RL: "
-          + (f"{ratio(m('RL', 'addhosts8_ms'), m('LL', 'addhosts8_ms')):.2f}×"
-             if ratio(m('RL', 'addhosts8_ms'), m('LL', 'addhosts8_ms')) else "n/a") + ")")
+        check(name, ratio(m(a, am), m(b, bm)), op, want, detail)
     # Issue 4 sets its 5x for PvmDataRaw and PvmDataDefault; the InPlace figures are shown
     # beside them for comparison, without a verdict.
     for name, metric in (("(InPlace, no target) our lib, direct 1 MB vs legacy direct", "direct_inplace_bw_1048576"),
