@@ -253,31 +253,33 @@ fn large_messages_are_read_from_the_senders_memory() {
     let (max, encs) = (64 << 20, "rdi");
     let o = run(Kind::Legacy, Lib::Shim, Lib::Shim, max, encs, "normal");
     let (_, eligible) = expected(max, encs);
-    assert_eq!(o.trace.len(), 2, "{:#?}", o.trace);
+    assert_reads(&o, eligible, eligible);
     for t in &o.trace {
-        assert_eq!(count(t, "read"), eligible, "{t:#?}");
         assert_eq!(count(t, "inline"), 0, "{t:#?}");
-        assert_eq!(arena_reads(t), eligible, "{t:#?}");
     }
     // On pvmd-rs too (the daemon only relays the route handshake), with the library's default
     // ceilings: the packed bodies live in the senders' shared arenas, so every size up to
     // 16 MB goes by descriptor and is copied from the arena.
     let o = run_with(Kind::Ours, Lib::Shim, Lib::Shim, 16 << 20, "r", "normal", None, true);
     let (_, eligible) = expected(16 << 20, "r");
-    assert_eq!(o.trace.len(), 2, "{:#?}", o.trace);
-    for t in &o.trace {
-        assert_eq!(count(t, "read"), eligible, "{t:#?}");
-        assert_eq!(arena_reads(t), eligible, "{t:#?}");
-    }
+    assert_reads(&o, eligible, eligible);
     // Without the arena, process_vm_readv reads them, and 16 MB, above VMREAD_MAX, goes through
     // the socket (no descriptor).
     let o = run_with(Kind::Ours, Lib::Shim, Lib::Shim, 16 << 20, "r", "normal", None, false);
     let (_, eligible) = expected(4 << 20, "r");
+    assert_reads(&o, eligible, 0);
+    for t in &o.trace {
+        assert!(!t.iter().any(|l| l.contains(" 16777224")), "{t:#?}");
+    }
+}
+
+/// Both tasks traced, and each read `reads` descriptors, `from_arena` of them from the sender's
+/// shared arena.
+fn assert_reads(o: &Outcome, reads: usize, from_arena: usize) {
     assert_eq!(o.trace.len(), 2, "{:#?}", o.trace);
     for t in &o.trace {
-        assert_eq!(count(t, "read"), eligible, "{t:#?}");
-        assert_eq!(arena_reads(t), 0, "{t:#?}");
-        assert!(!t.iter().any(|l| l.contains(" 16777224")), "{t:#?}");
+        assert_eq!(count(t, "read"), reads, "{t:#?}");
+        assert_eq!(arena_reads(t), from_arena, "{t:#?}");
     }
 }
 
