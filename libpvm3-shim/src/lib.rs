@@ -11,7 +11,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 pub mod api;
-pub mod arena;
+pub use pvm_arena as arena;
 pub mod client;
 pub mod core;
 #[doc(hidden)]

@@ -57,11 +57,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Task -> task on a direct route, ctx SYSCTX_TC: a large message to read from the sender's
-/// memory ([`Desc`]).
-pub const TC_VMDESC: i32 = 0x8003_0110u32 as i32;
-/// Task -> task, ctx SYSCTX_TC: the answer to a [`TC_VMDESC`] ([`Ack`]).
-pub const TC_VMACK: i32 = 0x8003_0111u32 as i32;
+pub use pvm_proto::vmdesc::{
+    off, u64_at, Ack, Desc, DescError, ACK_DONE, ACK_INLINE, MAX_PIECES, TC_VMACK, TC_VMACK_PVMD, TC_VMDESC,
+    TC_VMDESC_PVMD,
+};
+
+// A descriptor may announce what one message of this library may hold, no more.
+const _: () = assert!(pvm_proto::vmdesc::MAX_TOTAL == crate::core::MAX_MESSAGE as u64);
 
 /// Capability bit of the route extension's third int: "I read large messages from you with
 /// process_vm_readv and let you read mine".
@@ -89,219 +91,6 @@ fn max_size(in_arena: bool) -> usize {
         (Some(m), _) => m,
         (None, true) => crate::core::MAX_MESSAGE,
         (None, false) => VMREAD_MAX,
-    }
-}
-
-/// Most pieces a descriptor may list (we send one; the limit keeps a hostile count cheap).
-pub const MAX_PIECES: usize = 64;
-
-/// Ack status: the receiver has the message.
-pub const ACK_DONE: i32 = 0;
-/// Ack status: the receiver could not read it; send it the ordinary way (and from now on).
-pub const ACK_INLINE: i32 = 1;
-
-/// Field offsets of a descriptor (native-endian: both ends run on one host, as one ABI).
-mod off {
-    pub const MAGIC: usize = 0;
-    pub const NPIECES: usize = 4;
-    pub const XID: usize = 8;
-    pub const PID: usize = 16;
-    pub const ENC: usize = 20;
-    pub const TAG: usize = 24;
-    pub const CTX: usize = 28;
-    pub const WID: usize = 32;
-    pub const CRC: usize = 36;
-    pub const TOTAL: usize = 40;
-    pub const PIECES: usize = 48;
-    pub const PIECE_LEN: usize = 16;
-    pub const ACK_MAGIC: usize = 0;
-    pub const ACK_STATUS: usize = 4;
-    pub const ACK_XID: usize = 8;
-    pub const ACK_LEN: usize = 16;
-}
-
-/// "pvVR", first word of a descriptor.
-pub const DESC_MAGIC: u32 = 0x7076_5652;
-/// "pvVA", first word of an ack.
-pub const ACK_MAGIC: u32 = 0x7076_5641;
-
-/// What is wrong with a descriptor or ack (which field, which value).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DescError {
-    #[error("{what}: {got} bytes, need {need}")]
-    Short {
-        what: &'static str,
-        need: usize,
-        got: usize,
-    },
-    #[error("{what}: magic {got:#x} at offset 0")]
-    Magic { what: &'static str, got: u32 },
-    #[error("piece count {0} at offset 4: not in 1..={MAX_PIECES}")]
-    Pieces(u32),
-    #[error("total length {0} at offset 40: larger than the library's message limit")]
-    TooLarge(u64),
-    #[error("piece {index}: address {addr:#x} + length {len} overflows")]
-    Overflow { index: usize, addr: u64, len: u64 },
-    #[error("pieces add up to {sum} bytes, the total at offset 40 says {total}")]
-    Sum { sum: u64, total: u64 },
-    #[error("{0} trailing bytes after the pieces")]
-    Trailing(usize),
-}
-
-/// A [`TC_VMDESC`] body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Desc {
-    /// Transfer id, echoed by the ack.
-    pub xid: u64,
-    /// The sender's pid as it sees it (checked against SO_PEERCRED).
-    pub pid: i32,
-    /// The real message's header.
-    pub header: MsgHeader,
-    /// Body length: the sum of the pieces.
-    pub total: u64,
-    /// (address in the sender, length) of each piece of the body, in order.
-    pub pieces: Vec<(u64, u64)>,
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-fn i32_at(b: &[u8], o: usize) -> i32 {
-    u32_at(b, o) as i32
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_ne_bytes(a)
-}
-
-impl Desc {
-    /// Parses a descriptor; never panics, never allocates more than [`MAX_PIECES`] pieces.
-    pub fn parse(b: &[u8]) -> Result<Desc, DescError> {
-        if b.len() < off::PIECES {
-            return Err(DescError::Short {
-                what: "descriptor",
-                need: off::PIECES,
-                got: b.len(),
-            });
-        }
-        let magic = u32_at(b, off::MAGIC);
-        if magic != DESC_MAGIC {
-            return Err(DescError::Magic {
-                what: "descriptor",
-                got: magic,
-            });
-        }
-        let n = u32_at(b, off::NPIECES);
-        if n == 0 || n as usize > MAX_PIECES {
-            return Err(DescError::Pieces(n));
-        }
-        let need = off::PIECES + n as usize * off::PIECE_LEN;
-        if b.len() < need {
-            return Err(DescError::Short {
-                what: "descriptor pieces",
-                need,
-                got: b.len(),
-            });
-        }
-        if b.len() > need {
-            return Err(DescError::Trailing(b.len() - need));
-        }
-        let total = u64_at(b, off::TOTAL);
-        if total > crate::core::MAX_MESSAGE as u64 {
-            return Err(DescError::TooLarge(total));
-        }
-        let mut pieces = Vec::with_capacity(n as usize);
-        let mut sum = 0u64;
-        for i in 0..n as usize {
-            let o = off::PIECES + i * off::PIECE_LEN;
-            let (addr, len) = (u64_at(b, o), u64_at(b, o + 8));
-            if addr.checked_add(len).is_none() {
-                return Err(DescError::Overflow { index: i, addr, len });
-            }
-            sum = sum.saturating_add(len);
-            pieces.push((addr, len));
-        }
-        if sum != total {
-            return Err(DescError::Sum { sum, total });
-        }
-        Ok(Desc {
-            xid: u64_at(b, off::XID),
-            pid: i32_at(b, off::PID),
-            header: MsgHeader {
-                enc: i32_at(b, off::ENC),
-                tag: i32_at(b, off::TAG),
-                ctx: i32_at(b, off::CTX),
-                wid: i32_at(b, off::WID),
-                crc: i32_at(b, off::CRC),
-            },
-            total,
-            pieces,
-        })
-    }
-
-    pub fn emit(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(off::PIECES + self.pieces.len() * off::PIECE_LEN);
-        v.extend_from_slice(&DESC_MAGIC.to_ne_bytes());
-        v.extend_from_slice(&(self.pieces.len() as u32).to_ne_bytes());
-        v.extend_from_slice(&self.xid.to_ne_bytes());
-        for x in [
-            self.pid,
-            self.header.enc,
-            self.header.tag,
-            self.header.ctx,
-            self.header.wid,
-            self.header.crc,
-        ] {
-            v.extend_from_slice(&x.to_ne_bytes());
-        }
-        v.extend_from_slice(&self.total.to_ne_bytes());
-        for (a, l) in &self.pieces {
-            v.extend_from_slice(&a.to_ne_bytes());
-            v.extend_from_slice(&l.to_ne_bytes());
-        }
-        v
-    }
-}
-
-/// A [`TC_VMACK`] body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ack {
-    pub xid: u64,
-    pub status: i32,
-}
-
-impl Ack {
-    pub fn parse(b: &[u8]) -> Result<Ack, DescError> {
-        if b.len() < off::ACK_LEN {
-            return Err(DescError::Short {
-                what: "ack",
-                need: off::ACK_LEN,
-                got: b.len(),
-            });
-        }
-        let magic = u32_at(b, off::ACK_MAGIC);
-        if magic != ACK_MAGIC {
-            return Err(DescError::Magic {
-                what: "ack",
-                got: magic,
-            });
-        }
-        if b.len() > off::ACK_LEN {
-            return Err(DescError::Trailing(b.len() - off::ACK_LEN));
-        }
-        Ok(Ack {
-            status: i32_at(b, off::ACK_STATUS),
-            xid: u64_at(b, off::ACK_XID),
-        })
-    }
-
-    pub fn emit(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(off::ACK_LEN);
-        v.extend_from_slice(&ACK_MAGIC.to_ne_bytes());
-        v.extend_from_slice(&self.status.to_ne_bytes());
-        v.extend_from_slice(&self.xid.to_ne_bytes());
-        v
     }
 }
 
@@ -362,96 +151,7 @@ pub fn enable(s: &mut crate::net::Stream, peer_caps: i32) {
     }
 }
 
-/// A pvm-rs peer's shared arena (`arena.rs`), mapped read-only: a descriptor whose pieces lie
-/// in it is copied with `memcpy` instead of `process_vm_readv`.
-#[derive(Debug)]
-pub struct PeerArena {
-    map: *const u8,
-    /// The peer's address of the mapping's first byte, and the mapping's length.
-    base: u64,
-    size: u64,
-}
-
-// SAFETY: a read-only mapping owned by this value, only read by `Remote::read_into`.
-unsafe impl Send for PeerArena {}
-// SAFETY: as above; reads need no synchronisation on our side.
-unsafe impl Sync for PeerArena {}
-
-impl PeerArena {
-    /// Maps the arena of process `pid` (the kernel-checked peer of a route), if it has one:
-    /// a memfd named [`crate::arena::NAME`] under `/proc/<pid>/fd`, sealed against shrinking
-    /// (so no page of the mapping can vanish under a copy), whose header names its size and the
-    /// peer's base address.
-    pub fn open(pid: i32) -> Option<PeerArena> {
-        use std::os::unix::ffi::OsStrExt;
-        let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-        let want = format!("/memfd:{}", crate::arena::NAME);
-        let path = dir
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| std::fs::read_link(p).is_ok_and(|l| l.as_os_str().as_bytes().starts_with(want.as_bytes())))?;
-        let f = std::fs::File::open(&path).ok()?;
-        let fd = f.as_raw_fd();
-        // SAFETY: fcntl/fstat on a descriptor we own.
-        let (seals, size) = unsafe {
-            let mut st: libc::stat = std::mem::zeroed();
-            (
-                libc::fcntl(fd, libc::F_GET_SEALS),
-                (libc::fstat(fd, &mut st) == 0).then_some(st.st_size),
-            )
-        };
-        let size = u64::try_from(size?).ok()?;
-        // A size far beyond ours is not an arena of this library (and would cost address
-        // space for nothing).
-        if seals < 0
-            || seals & libc::F_SEAL_SHRINK == 0
-            || size < crate::arena::UNIT as u64
-            || size > 8 * crate::arena::ARENA_SIZE as u64
-        {
-            return None;
-        }
-        // SAFETY: a read-only shared mapping of the whole (sealed, never shrinking) file.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size as usize,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return None;
-        }
-        // Owned from here: dropped (unmapped) on every way out.
-        let mut a = PeerArena {
-            map: map as *const u8,
-            base: 0,
-            size,
-        };
-        // SAFETY: the header words lie in the first page of the mapping.
-        let (magic, base, hsize) = unsafe {
-            let h = map as *const u64;
-            (h.read(), h.add(1).read(), h.add(2).read())
-        };
-        a.base = base;
-        (magic == crate::arena::MAGIC && hsize == size && base.checked_add(size).is_some()).then_some(a)
-    }
-
-    /// Where the peer's `addr..addr+len` is in our mapping, if it lies there whole.
-    fn find(&self, addr: u64, len: u64) -> Option<*const u8> {
-        let off = addr.checked_sub(self.base)?;
-        (off.checked_add(len)? <= self.size).then(|| self.map.wrapping_add(off as usize))
-    }
-}
-
-impl Drop for PeerArena {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping of `size` bytes, no longer referenced.
-        unsafe { libc::munmap(self.map as *mut libc::c_void, self.size as usize) };
-    }
-}
+pub use crate::arena::PeerArena;
 
 /// How long after not finding a peer's arena we look again (it makes one at its first large
 /// message).
@@ -1153,8 +853,8 @@ mod tests {
         // SAFETY: `find` checked that the range lies inside the live read-only mapping.
         let view = unsafe { std::slice::from_raw_parts(p, big.len()) };
         assert!(view == &big[..], "the second mapping shows the same bytes");
-        assert!(a.find(a.base + a.size - 10, 11).is_none(), "past the end");
-        assert!(a.find(a.base - 1, 2).is_none(), "before the start");
+        assert!(a.find(a.base() + a.size() - 10, 11).is_none(), "past the end");
+        assert!(a.find(a.base() - 1, 2).is_none(), "before the start");
         assert!(a.find(u64::MAX - 4, 8).is_none(), "overflowing");
         assert!(PeerArena::open(i32::MAX).is_none(), "no such process");
     }

@@ -23,6 +23,7 @@ pub mod mesg;
 pub mod message;
 pub mod spin;
 pub mod tid;
+pub mod vmdesc;
 pub mod xdr;
 
 pub use error::{ErrorKind, ParseError};

@@ -1,5 +1,6 @@
 //! Large allocations of the library in a shared-memory arena that pvm-rs peers of the same
-//! host map and copy from (the other half is in `vmread.rs`, [`PeerArena`]).
+//! host map and copy from ([`PeerArena`]; the transfers themselves are in the library's
+//! `vmread.rs` and the daemon's `server/arelay.rs`).
 //!
 //! Why: a large message on a direct route between two pvm-rs tasks is read by the receiver from
 //! the sender's memory with `process_vm_readv` (`vmread.rs`). That call pins every page of the
@@ -411,6 +412,161 @@ unsafe impl GlobalAlloc for ShimAlloc {
         q
     }
 }
+
+/// A block of the arena owned outright, for a program that keeps [`System`] as its global
+/// allocator and puts only chosen buffers here (the pvmd-rs daemon: message bodies it passes on
+/// by descriptor). Its bytes are always initialised: pages of the memfd read as zeros until
+/// written, and freed ones are punched back to zeros.
+#[derive(Debug)]
+pub struct Block {
+    p: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the block is a range of a process-wide mapping that only its owner writes.
+unsafe impl Send for Block {}
+
+impl Block {
+    /// A block of `len` bytes, or None when the arena is off (or full) or `len` is 0.
+    pub fn new(len: usize) -> Option<Block> {
+        if len == 0 || !ready() {
+            return None;
+        }
+        let p = alloc_in(len);
+        (!p.is_null()).then_some(Block { p, len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `len` bytes of the live mapping, initialised (see the type), owned by us.
+        unsafe { std::slice::from_raw_parts(self.p, self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.p, self.len) }
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        free_in(self.p, self.len);
+    }
+}
+
+/// A pvm-rs peer's shared arena (`arena.rs`), mapped read-only: a descriptor whose pieces lie
+/// in it is copied with `memcpy` instead of `process_vm_readv`.
+#[derive(Debug)]
+pub struct PeerArena {
+    map: *const u8,
+    /// The peer's address of the mapping's first byte, and the mapping's length.
+    base: u64,
+    size: u64,
+}
+
+// SAFETY: a read-only mapping owned by this value, only read by `Remote::read_into`.
+unsafe impl Send for PeerArena {}
+// SAFETY: as above; reads need no synchronisation on our side.
+unsafe impl Sync for PeerArena {}
+
+impl PeerArena {
+    /// Maps the arena of process `pid` (the kernel-checked peer of a route), if it has one:
+    /// a memfd named [`NAME`] under `/proc/<pid>/fd`, sealed against shrinking
+    /// (so no page of the mapping can vanish under a copy), whose header names its size and the
+    /// peer's base address.
+    pub fn open(pid: i32) -> Option<PeerArena> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+        let want = format!("/memfd:{}", NAME);
+        let path = dir
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| std::fs::read_link(p).is_ok_and(|l| l.as_os_str().as_bytes().starts_with(want.as_bytes())))?;
+        let f = std::fs::File::open(&path).ok()?;
+        let fd = f.as_raw_fd();
+        // SAFETY: fcntl/fstat on a descriptor we own.
+        let (seals, size) = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            (
+                libc::fcntl(fd, libc::F_GET_SEALS),
+                (libc::fstat(fd, &mut st) == 0).then_some(st.st_size),
+            )
+        };
+        let size = u64::try_from(size?).ok()?;
+        // A size far beyond ours is not an arena of this library (and would cost address
+        // space for nothing).
+        if seals < 0
+            || seals & libc::F_SEAL_SHRINK == 0
+            || size < UNIT as u64
+            || size > 8 * ARENA_SIZE as u64
+        {
+            return None;
+        }
+        // SAFETY: a read-only shared mapping of the whole (sealed, never shrinking) file.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return None;
+        }
+        // Owned from here: dropped (unmapped) on every way out.
+        let mut a = PeerArena {
+            map: map as *const u8,
+            base: 0,
+            size,
+        };
+        // SAFETY: the header words lie in the first page of the mapping.
+        let (magic, base, hsize) = unsafe {
+            let h = map as *const u64;
+            (h.read(), h.add(1).read(), h.add(2).read())
+        };
+        a.base = base;
+        (magic == MAGIC && hsize == size && base.checked_add(size).is_some()).then_some(a)
+    }
+
+    /// The peer's address of the arena's first byte.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The arena's length.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Where the peer's `addr..addr+len` is in our mapping, if it lies there whole.
+    pub fn find(&self, addr: u64, len: u64) -> Option<*const u8> {
+        let off = addr.checked_sub(self.base)?;
+        (off.checked_add(len)? <= self.size).then(|| self.map.wrapping_add(off as usize))
+    }
+}
+
+impl Drop for PeerArena {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping of `size` bytes, no longer referenced.
+        unsafe { libc::munmap(self.map as *mut libc::c_void, self.size as usize) };
+    }
+}
+
+/// The unit tests allocate through the arena as the library does.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: ShimAlloc = ShimAlloc;
 
 #[cfg(test)]
 mod tests {
