@@ -112,7 +112,9 @@ int main(int argc, char **argv) {
     if (child && !strcmp(mode, "eperm")) drop_ptrace();
     src = malloc(max + 64);
     dst = malloc(max + 64);
-    pvm_setopt(PvmRoute, PvmRouteDirect);
+    /* "pvmd..." modes keep the daemon route (pvmd-rs passes big messages through its arena). */
+    if (strncmp(mode, "pvmd", 4) != 0) pvm_setopt(PvmRoute, PvmRouteDirect);
+    if (child && !strcmp(mode, "pvmd-fail")) setenv("PVM_VMREAD_FAIL", "1", 1);
     if (!child) {
         char *args[] = { argv[1], argv[2], argv[3], "-child", 0 };
         if (pvm_spawn(argv[0], args, PvmTaskDefault, "", 1, &peer) != 1) {
@@ -271,6 +273,53 @@ fn large_messages_are_read_from_the_senders_memory() {
     for t in &o.trace {
         assert!(!t.iter().any(|l| l.contains(" 16777224")), "{t:#?}");
     }
+}
+
+/// The daemon route on pvmd-rs (no direct route asked for): each large message of one shim task
+/// to another goes to the daemon by descriptor, is copied once into the daemon's arena and is
+/// read from there by the receiver (pvmd-rs `server/arelay.rs`), byte for byte and in order with
+/// the small messages around it, both tasks sending at once, in every encoding.
+#[test]
+fn large_messages_on_the_daemon_route_pass_through_the_daemons_arena() {
+    let (max, encs) = (16 << 20, "rdi");
+    let o = run(Kind::Ours, Lib::Shim, Lib::Shim, max, encs, "pvmd");
+    let (_, eligible) = expected(max, encs);
+    assert_eq!(o.trace.len(), 2, "{:#?}", o.trace);
+    for t in &o.trace {
+        assert_eq!(count(t, "sent"), eligible, "{t:#?}");
+        assert_eq!(count(t, "relay"), eligible, "{t:#?}");
+        assert!(t
+            .iter()
+            .filter(|l| l.split(' ').nth(2) == Some("relay"))
+            .all(|l| l.ends_with(" pvmd")));
+        assert_eq!(
+            count(t, "read") + count(t, "relay-inline") + count(t, "sent-inline"),
+            0,
+            "{t:#?}"
+        );
+    }
+    // A receiver that cannot read the daemon's arena answers "inline" once: the daemon writes
+    // that message itself, in its place in the order, and the rest to that task the ordinary
+    // way; its own sends still go by descriptor.
+    let (_, eligible) = expected(max, "rd");
+    let o = run(Kind::Ours, Lib::Shim, Lib::Shim, max, "rd", "pvmd-fail");
+    let all: Vec<String> = o.trace.concat();
+    let inline: Vec<&String> = all
+        .iter()
+        .filter(|l| l.split(' ').nth(2) == Some("relay-inline"))
+        .collect();
+    assert_eq!(inline.len(), 1, "{all:#?}");
+    assert_eq!(count(&all, "relay"), eligible, "only the parent's reads: {all:#?}");
+    assert_eq!(count(&all, "sent"), 2 * eligible, "{all:#?}");
+    // A legacy-library receiver gets ordinary messages from the daemon; the shim sender still
+    // hands them over by descriptor. On the legacy daemon nothing of this is offered.
+    let o = run(Kind::Ours, Lib::Shim, Lib::Legacy, max, "rd", "pvmd");
+    let all: Vec<String> = o.trace.concat();
+    assert_eq!(count(&all, "sent"), eligible, "{all:#?}");
+    assert_eq!(count(&all, "relay"), 0, "{all:#?}");
+    let o = run(Kind::Legacy, Lib::Shim, Lib::Shim, max, "rd", "pvmd");
+    let all: Vec<String> = o.trace.concat();
+    assert!(all.is_empty(), "{all:#?}");
 }
 
 /// Both tasks traced, and each read `reads` descriptors, `from_arena` of them from the sender's

@@ -1051,11 +1051,10 @@ impl Lib {
             wid,
             crc: 0,
         };
-        // A large message to a pvm-rs task of this host may be read from our memory instead.
-        if !via_pvmd {
-            if let crate::vmread::Sent::Done = crate::vmread::send(self, src, dst, &header, body)? {
-                return Ok(());
-            }
+        // A large message to a pvm-rs task of this host may be read from our memory instead
+        // (by the task on a direct route, by a pvmd-rs daemon otherwise).
+        if let crate::vmread::Sent::Done = crate::vmread::send(self, src, dst, &header, body, via_pvmd)? {
+            return Ok(());
         }
         let route = if via_pvmd {
             None

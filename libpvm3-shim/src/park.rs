@@ -57,6 +57,10 @@ pub const LIB_FEATURES: u32 = FEAT_PARK | FEAT_BIG_FRAGS;
 /// (TM_XCAPS): it takes fragments of any size from its pvmd (it reads them in place, net.rs).
 /// Why: 4 KB fragments cost the daemon a header parse and a write per 4 KB of every message.
 pub const FEAT_BIG_FRAGS: u32 = 1 << 7;
+/// Large messages on the daemon route by descriptor (`vmread.rs`, pvmd-rs `server/arelay.rs`).
+/// From a pvmd-rs daemon: it takes a descriptor of a message in our arena and copies the body
+/// out. From this library: it sends them, and takes the daemon's the same way.
+pub const FEAT_ARENA_RELAY: u32 = 1 << 8;
 /// Largest fragment (`len` of the fragment header, message header included) this library
 /// writes to a pvmd-rs daemon that announced [`FEAT_BIG_FRAGS`]: well under the daemon's
 /// per-fragment limit for connected tasks (256 MB) and its stream frames (64 MB), and small
@@ -70,6 +74,16 @@ pub const PVMD_MAX_FRAG: usize = 16 << 20;
 /// the pipeline and the per-fragment work low; in interleaved runs (docs/benchmarks.md) it
 /// cost the daemons less CPU per megabyte than 64 KiB and than 1 MiB fragments.
 pub const PVMD_REMOTE_FRAG: usize = 256 << 10;
+
+/// What this library announces in TM_XCAPS: [`LIB_FEATURES`], and the arena relay where its
+/// arena may be made.
+fn lib_features() -> u32 {
+    if crate::vmread::pvmd_relay_offered() {
+        LIB_FEATURES | FEAT_ARENA_RELAY
+    } else {
+        LIB_FEATURES
+    }
+}
 
 /// The fragment size for a message to `dst` through the pvmd (0: the body's own fragments).
 pub fn pvmd_frag_limit(l: &Lib, dst: i32) -> usize {
@@ -150,8 +164,8 @@ pub fn after_conn2(l: &mut Lib, daemon: Option<u32>) {
     let mut p = xdr();
     // Version 2 adds the park signal, when one is installed (parksig.rs, §4.1).
     let ints = match crate::parksig::install() {
-        Some(sig) => vec![XMAGIC, 2, (LIB_FEATURES | FEAT_PARK_SIGNAL) as i32, sig],
-        None => vec![XMAGIC, XVERSION, LIB_FEATURES as i32],
+        Some(sig) => vec![XMAGIC, 2, (lib_features() | FEAT_PARK_SIGNAL) as i32, sig],
+        None => vec![XMAGIC, XVERSION, lib_features() as i32],
     };
     if p.pk_int(&ints).is_ok() {
         let me = l.mytid;

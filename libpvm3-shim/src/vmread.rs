@@ -102,6 +102,35 @@ pub struct State {
     acks: Vec<(i32, u64, i32)>,
     /// Sends waiting for their ack (a park waits until this is 0).
     pub busy: u32,
+    /// The pvmd answered "inline" to a descriptor: no more through it.
+    pvmd_inline: bool,
+}
+
+/// Largest body handed to the pvmd by descriptor: the pvmd copies it in one go on its event
+/// loop (about 3 ms for 32 MB here), where a larger one would hold up every other task's
+/// traffic; larger ones go over the socket, which the pvmd passes on while they arrive.
+pub const PVMD_RELAY_MAX: usize = 32 << 20;
+
+/// This library takes part in the daemon route's arena relay (pvmd-rs `server/arelay.rs`):
+/// it sends large messages to its pvmd by descriptor and takes them from it the same way.
+/// Off with `PVM_NO_VMREAD`, `PVM_NO_ARENA_RELAY`, or wherever our arena stays off.
+pub fn pvmd_relay_offered() -> bool {
+    offered() && crate::arena::off_reason().is_none() && std::env::var_os("PVM_NO_ARENA_RELAY").is_none()
+}
+
+/// A large message to `dst` may go to the pvmd by descriptor: the pvmd announced the arena
+/// relay, we offer it, `dst` is a task of this host (the pvmd passes a message for another host
+/// on in pieces as it reads them; a descriptor would make it wait for the whole), and the body
+/// is at most [`PVMD_RELAY_MAX`].
+fn pvmd_relay(lib: &Lib, dst: i32, len: usize) -> bool {
+    let to_task = dst > 0 && dst & crate::core::TIDGID == 0;
+    let here = (dst ^ lib.mytid) as u32 & pvm_proto::Tid::HOST_MASK == 0;
+    to_task
+        && here
+        && len <= PVMD_RELAY_MAX
+        && !lib.vr.pvmd_inline
+        && lib.xfeatures.is_some_and(|f| f & crate::park::FEAT_ARENA_RELAY != 0)
+        && pvmd_relay_offered()
 }
 
 /// This task offers the capability (not with `PVM_NO_VMREAD` set).
@@ -158,10 +187,15 @@ pub use crate::arena::PeerArena;
 const ARENA_RELOOK: Duration = Duration::from_secs(1);
 
 /// The arena of the peer on the route from `tid` (mapped on first use), if it has one.
-/// What keeps our own arena off keeps us from mapping a peer's too (`arena::off_reason`: the
-/// environment, or an address-space limit that 8 GiB per peer would count against).
 fn peer_arena(lib: &mut Lib, tid: i32, pid: i32) -> Option<std::sync::Arc<PeerArena>> {
-    let s = route_stream(lib, tid)?;
+    stream_arena(route_stream(lib, tid)?, pid)
+}
+
+/// The arena of process `pid`, the peer of `s`, mapped once per stream (looked for again
+/// [`ARENA_RELOOK`] after a miss). What keeps our own arena off keeps us from mapping a peer's
+/// too (`arena::off_reason`: the environment, or an address-space limit that 8 GiB per peer
+/// would count against).
+fn stream_arena(s: &mut crate::net::Stream, pid: i32) -> Option<std::sync::Arc<PeerArena>> {
     if s.peer_arena.is_none() && !s.arena_looked.is_some_and(|t| t.elapsed() < ARENA_RELOOK) {
         s.arena_looked = Some(std::time::Instant::now());
         if crate::arena::off_reason().is_none() {
@@ -181,16 +215,26 @@ pub enum Sent {
 
 /// Sends `body` to `dst` by descriptor if the route allows it, waiting for the ack. Called by
 /// `Lib::send_raw_enc` before it writes a message on a route.
-pub fn send(lib: &mut Lib, src: i32, dst: i32, header: &MsgHeader, body: &MsgBody) -> Result<Sent, i32> {
+pub fn send(
+    lib: &mut Lib,
+    src: i32,
+    dst: i32,
+    header: &MsgHeader,
+    body: &MsgBody,
+    via_pvmd: bool,
+) -> Result<Sent, i32> {
     let bytes = body.bytes();
     let in_arena = crate::arena::holds(bytes.as_ptr(), bytes.len());
     if src != lib.mytid || bytes.len() < VMREAD_MIN || bytes.len() > max_size(in_arena).min(crate::core::MAX_MESSAGE) {
         return Ok(Sent::Inline);
     }
-    match lib.routes.get(&dst) {
-        Some(RouteState::Open(s)) if s.vmread_pid > 0 => {}
+    let route = if via_pvmd { None } else { lib.routes.get(&dst) };
+    let through_pvmd = match route {
+        Some(RouteState::Open(s)) if s.vmread_pid > 0 => false,
+        Some(RouteState::Open(_)) => return Ok(Sent::Inline),
+        _ if in_arena && header.ctx != SYSCTX_TC && pvmd_relay(lib, dst, bytes.len()) => true,
         _ => return Ok(Sent::Inline),
-    }
+    };
     lib.vr.next_xid = lib.vr.next_xid.wrapping_add(1);
     let xid = lib.vr.next_xid;
     let d = Desc {
@@ -201,14 +245,27 @@ pub fn send(lib: &mut Lib, src: i32, dst: i32, header: &MsgHeader, body: &MsgBod
         pieces: vec![(bytes.as_ptr() as u64, bytes.len() as u64)],
     };
     let m = MsgBody::from_vec(header.enc, d.emit());
-    lib.send_raw(src, dst, TC_VMDESC, SYSCTX_TC, 0, &m, false)?;
-    // From here until the ack the peer may read `bytes`: this function holds the only borrow
-    // of the body and returns only after the ack or the route's end.
+    lib.send_raw(src, dst, TC_VMDESC, SYSCTX_TC, 0, &m, through_pvmd)?;
+    // From here until the ack the peer (or the pvmd) may read `bytes`: this function holds the
+    // only borrow of the body and returns only after the ack or the connection's end.
     lib.vr.busy += 1;
-    let r = wait_ack(lib, dst, xid);
+    let r = wait_ack(lib, dst, xid, through_pvmd);
     lib.vr.busy -= 1;
+    if through_pvmd {
+        if let (Some(path), Ok(st)) = (std::env::var_os("PVM_VMREAD_TRACE"), &r) {
+            let how = if *st == Some(ACK_DONE) { "sent" } else { "sent-inline" };
+            append(
+                &path,
+                &format!("t{:x} t{dst:x} {how} {} pvmd\n", lib.mytid, bytes.len()),
+            );
+        }
+    }
     match r? {
         Some(ACK_DONE) => Ok(Sent::Done),
+        Some(_) if through_pvmd => {
+            lib.vr.pvmd_inline = true;
+            Ok(Sent::Inline)
+        }
         Some(_) => {
             if let Some(RouteState::Open(s)) = lib.routes.get_mut(&dst) {
                 s.vmread_pid = 0;
@@ -221,14 +278,27 @@ pub fn send(lib: &mut Lib, src: i32, dst: i32, header: &MsgHeader, body: &MsgBod
     }
 }
 
-/// Waits for the ack of `xid` from `dst`: Some(status), or None if the route ended first.
-fn wait_ack(lib: &mut Lib, dst: i32, xid: u64) -> Result<Option<i32>, i32> {
+/// Waits for the ack of `xid` from `dst` on the route, or from the pvmd (any pvmd tid: ours is
+/// the only one that writes to us): Some(status), or None if the route (the pvmd connection)
+/// ended first.
+fn wait_ack(lib: &mut Lib, dst: i32, xid: u64, through_pvmd: bool) -> Result<Option<i32>, i32> {
+    let from = |src: i32| {
+        if through_pvmd {
+            src as u32 & 0x8000_0000 != 0
+        } else {
+            src == dst
+        }
+    };
     loop {
-        if let Some(i) = lib.vr.acks.iter().position(|a| a.0 == dst && a.1 == xid) {
+        if let Some(i) = lib.vr.acks.iter().position(|a| from(a.0) && a.1 == xid) {
             return Ok(Some(lib.vr.acks.swap_remove(i).2));
         }
-        let alive = matches!(lib.routes.get(&dst), Some(RouteState::Open(_)))
-            || lib.route_readers.iter().any(|(t, _)| *t == dst);
+        let alive = if through_pvmd {
+            lib.pvmd.as_ref().is_some_and(|s| !s.eof)
+        } else {
+            matches!(lib.routes.get(&dst), Some(RouteState::Open(_)))
+                || lib.route_readers.iter().any(|(t, _)| *t == dst)
+        };
         if !alive {
             return Ok(None);
         }
@@ -243,7 +313,13 @@ fn wait_ack(lib: &mut Lib, dst: i32, xid: u64) -> Result<Option<i32>, i32> {
 /// others do not move (early-delivery tails are matched by position).
 pub fn screen(msgs: &mut [Message], route: Option<i32>) {
     for m in msgs.iter_mut() {
-        if m.header.ctx == SYSCTX_TC && m.header.tag == TC_VMDESC && Some(m.src.0) != route {
+        let forged = match m.header.tag {
+            TC_VMDESC => Some(m.src.0) != route,
+            // The pvmd's descriptors name its own memory: only from the pvmd.
+            TC_VMDESC_PVMD => route.is_some(),
+            _ => false,
+        };
+        if m.header.ctx == SYSCTX_TC && forged {
             m.header.tag = TC_VMACK;
             m.body.clear();
         }
@@ -267,6 +343,7 @@ pub fn intercept(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::la
             None
         }
         TC_VMDESC => on_desc(lib, m),
+        TC_VMDESC_PVMD => on_pvmd_desc(lib, m).map(|m| (m, None)),
         _ => Some((m, None)),
     }
 }
@@ -341,6 +418,66 @@ fn on_desc(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::lazy::Ta
     ))
 }
 
+/// A descriptor from the pvmd (its arena relay): the message is copied whole out of the pvmd's
+/// arena, mapped here once per connection, and delivered in its place; the pvmd is answered at once (it
+/// writes nothing else to us until then). Anything in the way (no arena of the pvmd's pid, a
+/// pid that is not the kernel's peer, pieces outside the arena) is answered "inline": the
+/// pvmd then writes the message itself, next on the connection.
+fn on_pvmd_desc(lib: &mut Lib, m: Message) -> Option<Message> {
+    let (src, me) = (m.src.0, lib.mytid);
+    let xid = if m.body.len() >= off::XID + 8 {
+        u64_at(&m.body, off::XID)
+    } else {
+        0
+    };
+    let got = (|| {
+        let d = Desc::parse(&m.body).map_err(|_| Why::Parse as i32)?;
+        if forced_failure() {
+            return Err(Why::Forced as i32);
+        }
+        let s = lib.pvmd.as_mut().ok_or(Why::NoCap as i32)?;
+        let pid = peer_pid(s.sock.fd()).ok_or(Why::Pid as i32)?;
+        if pid != d.pid {
+            return Err(Why::Pid as i32);
+        }
+        let mut r = Remote::new(pid, &d, None).ok_or(Why::NoCap as i32)?;
+        r.arena = stream_arena(s, pid);
+        if !r.from_arena() {
+            return Err(Why::NoCap as i32);
+        }
+        let total = d.total as usize;
+        let mut v = crate::pool::take(total).unwrap_or_default();
+        v.clear();
+        if let Err(e) = r.read_to(&mut v, total) {
+            crate::pool::put(v);
+            return Err(e.raw_os_error().unwrap_or(0));
+        }
+        Ok((d.header, v))
+    })();
+    if let Some(path) = std::env::var_os("PVM_VMREAD_TRACE") {
+        let n = if m.body.len() >= off::PIECES {
+            u64_at(&m.body, off::TOTAL)
+        } else {
+            0
+        };
+        let line = match &got {
+            Ok(_) => format!("t{me:x} t{src:x} relay {n} pvmd\n"),
+            Err(why) => format!("t{me:x} t{src:x} relay-inline {n} {why}\n"),
+        };
+        append(&path, &line);
+    }
+    let status = if got.is_ok() { ACK_DONE } else { ACK_INLINE };
+    let a = MsgBody::from_vec(0, Ack { xid, status }.emit());
+    let _ = lib.send_raw(me, crate::core::TIDPVMD, TC_VMACK_PVMD, SYSCTX_TC, 0, &a, true);
+    let (header, body) = got.ok()?;
+    Some(Message {
+        src: m.src,
+        dst: m.dst,
+        header,
+        body,
+    })
+}
+
 /// Why a descriptor was not read, besides an errno of the read (trace lines).
 #[derive(Debug, Clone, Copy)]
 enum Why {
@@ -353,7 +490,9 @@ enum Why {
 /// With `PVM_VMREAD_TRACE=<file>`, every descriptor received appends `t<me> t<src> read <bytes>
 /// arena|kernel` (copied from the sender's shared arena, or with `process_vm_readv`) or
 /// `t<me> t<src> inline <bytes> <why>` (an errno, or a negative [`Why`]): tests check with it
-/// which path a transfer took.
+/// which path a transfer took. The daemon route's arena relay adds `t<me> t<dst> sent|sent-inline
+/// <bytes> pvmd` (a descriptor handed to the pvmd, or refused by it) and `t<me> t<src> relay
+/// <bytes> pvmd` / `relay-inline <bytes> <why>` (one of the pvmd's read, or answered "inline").
 fn trace<T>(me: i32, src: i32, body: &[u8], got: &Result<T, i32>, how: &str) {
     let Some(path) = std::env::var_os("PVM_VMREAD_TRACE") else {
         return;

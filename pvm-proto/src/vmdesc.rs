@@ -20,7 +20,7 @@ pub const TC_VMACK: i32 = 0x8003_0111u32 as i32;
 /// `FEAT_ARENA_RELAY` to each other.
 pub const TC_VMDESC_PVMD: i32 = 0x8003_0112u32 as i32;
 /// Task -> pvmd (pvmd-rs), ctx SYSCTX_TC: the answer to a [`TC_VMDESC_PVMD`] ([`Ack`]). The
-/// pvmd answers a task's descriptor with a [`TC_VMACK`] whose source is the destination.
+/// pvmd answers a task's descriptor with a [`TC_VMACK`] from its own tid.
 pub const TC_VMACK_PVMD: i32 = 0x8003_0113u32 as i32;
 
 /// Most pieces a descriptor may list (we send one; the limit keeps a hostile count cheap).

@@ -352,6 +352,22 @@ impl<A: AuthFiles> Daemon<A> {
         self.tasks.len()
     }
 
+    /// The task enrolled on a connection, with the pid the kernel gives for its peer.
+    pub fn conn_task(&self, conn: ConnId) -> Option<(Tid, Option<i32>)> {
+        let c = self.conns.get(&conn)?;
+        match c.auth {
+            Auth::Connected(t) => Some((t, c.peer_pid)),
+            _ => None,
+        }
+    }
+
+    /// The library features the task on a connection announced (TM_XCAPS), 0 if none.
+    pub fn conn_task_features(&self, conn: ConnId) -> u32 {
+        self.conn_task(conn)
+            .and_then(|(t, _)| self.mig.task_features(t.local()))
+            .unwrap_or(0)
+    }
+
     pub fn accept(&mut self, conn: ConnId, peer_pid: Option<i32>) {
         self.conns.insert(
             conn,

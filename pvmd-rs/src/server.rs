@@ -16,6 +16,7 @@ use crate::daemon::{AuthFiles, ConnId, Daemon, Out, MAX_FRAG_UNCONNECTED};
 use crate::log::Log;
 use pvm_proto::frag::StreamFragHeader;
 
+mod arelay; // large messages by descriptor through the daemon's arena
 mod coalesce; // relayed fragments of one message written as one (relay.rs)
 mod outlet; // a connection's output: direct writes, a writer task only once one must wait
 mod relay; // the local relay fast path (reader -> destination socket)
@@ -23,6 +24,7 @@ mod spin; // spin-then-block after events (relay.rs, serve_net)
 mod splice; // big relayed fragments through a pipe (relay.rs)
 mod tasksock;
 mod xstream; // pvmd-rs <-> pvmd-rs stream transport (daemon/stream.rs) // task sockets registered for reading only
+pub use arelay::offered as arena_relay_offered;
 use outlet::Outlet;
 use tasksock::{TaskWrite, WriteReg};
 
@@ -436,6 +438,7 @@ pub async fn serve_net<A: AuthFiles>(
     // mig_move.rs: results of CRIU dumps, restores and image streams run on threads.
     let mut mig_rx = daemon.take_mig_events().unwrap_or_else(|| mpsc::unbounded_channel().1);
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    let mut arena_relay = arelay::ArenaRelay::default();
     let mut streams: HashMap<ConnId, Streaming> = HashMap::new();
     let mut next_id: ConnId = 1;
     let routes: relay::SharedRoutes = Default::default();
@@ -526,6 +529,10 @@ pub async fn serve_net<A: AuthFiles>(
             // ---- end multi-host arms ----
             _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
             _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
+            // arelay.rs: blocks kept for reuse go back to the kernel once idle.
+            () = tokio::time::sleep_until(arena_relay.trim_due().unwrap_or_else(tokio::time::Instant::now)), if arena_relay.trim_due().is_some() => {
+                arena_relay.trim();
+            }
             () = &mut expiry, if !expiries.is_empty() => {
                 let now = tokio::time::Instant::now();
                 let mut outs = Vec::new();
@@ -667,6 +674,14 @@ pub async fn serve_net<A: AuthFiles>(
                         crate::metrics::frag_in(h.flags.contains(pvm_proto::frag::FragFlags::EOM)); // metrics.rs
                         if !conns.contains_key(&id) {
                             break; // closed by an earlier fragment of the batch
+                        }
+                        if let Some(tag) = arelay::transfer_tag(&h, &p) {
+                            if let Some((t, v)) = group.take() {
+                                halt |= queue(&mut conns, t, WriteCmd::Frags(v), daemon, log);
+                            }
+                            only_relayed = false;
+                            halt |= arena_relay.handle(tag, id, (h, p), daemon, &mut conns, log);
+                            continue;
                         }
                         if let Some((to, hdr)) = daemon.relay_target(id, &h) {
                             if let Some(c) = conns.get(&to) {

@@ -503,11 +503,7 @@ impl PeerArena {
         let size = u64::try_from(size?).ok()?;
         // A size far beyond ours is not an arena of this library (and would cost address
         // space for nothing).
-        if seals < 0
-            || seals & libc::F_SEAL_SHRINK == 0
-            || size < UNIT as u64
-            || size > 8 * ARENA_SIZE as u64
-        {
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 || size < UNIT as u64 || size > 8 * ARENA_SIZE as u64 {
             return None;
         }
         // SAFETY: a read-only shared mapping of the whole (sealed, never shrinking) file.

@@ -77,6 +77,10 @@ pub mod feat {
     /// message from a task in large fragments (it reads them in pieces, conn.rs). In TM_XCAPS:
     /// the task's library takes large fragments from its pvmd.
     pub const BIG_FRAGS: u32 = 1 << 7;
+    /// Large messages on the daemon route by descriptor (server/arelay.rs). In the TM_CONN2
+    /// trailer: this daemon takes `TC_VMDESC` from a task and sends `TC_VMDESC_PVMD`. In
+    /// TM_XCAPS: the task's library sends and takes them.
+    pub const ARENA_RELAY: u32 = 1 << 8;
 }
 
 /// What CRIU can do on this host, probed once (about 0.1 s; `main` starts the probe on a
@@ -223,8 +227,17 @@ pub fn conn2_trailer() -> Vec<u8> {
     let mut w = XdrWriter::new();
     w.int(XMAGIC)
         .int(XVERSION)
-        .int((host_features() | feat::BIG_FRAGS) as i32);
+        .int((host_features() | feat::BIG_FRAGS | arena_relay_feature()) as i32);
     w.into_inner()
+}
+
+/// [`feat::ARENA_RELAY`] when this daemon can keep an arena (server/arelay.rs).
+fn arena_relay_feature() -> u32 {
+    if crate::server::arena_relay_offered() {
+        feat::ARENA_RELAY
+    } else {
+        0
+    }
 }
 
 /// DM_XCAPS version 2 fields after `window`: `int features; string criu version`.

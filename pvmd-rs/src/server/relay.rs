@@ -93,13 +93,18 @@ impl Routes {
             return 0;
         }
         let mut done = 0;
+        // A transfer frame of the arena relay (arelay.rs) is the main loop's.
+        let route = |f: &FragRef<'_>| {
+            self.route(conn, &f.0)
+                .filter(|_| super::arelay::transfer_tag(&f.0, f.1).is_none())
+        };
         while done < frags.len() {
-            let Some(r) = self.route(conn, &frags[done].0) else {
+            let Some(r) = route(&frags[done]) else {
                 break;
             };
             // The run of fragments that go to the same destination.
             let mut end = done + 1;
-            while end < frags.len() && self.route(conn, &frags[end].0).is_some_and(|s| std::ptr::eq(s, r)) {
+            while end < frags.len() && route(&frags[end]).is_some_and(|s| std::ptr::eq(s, r)) {
                 end += 1;
             }
             for (h, _) in &frags[done..end] {
