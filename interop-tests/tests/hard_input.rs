@@ -420,3 +420,79 @@ fn hard_silent_clients_are_dropped_after_the_handshake_timeout() {
     );
     assert!(idle.served(), "an idle connected task was dropped");
 }
+
+/// The daemon route's arena relay frames (pvmd-rs `server/arelay.rs`) from a task that does not
+/// follow the protocol: a descriptor that does not parse, one naming another process, one
+/// naming the task itself (the test process, which has no arena), a task speaking for the
+/// daemon (`TC_VMDESC_PVMD`), and an answer to a descriptor never sent. Each gets a log line;
+/// the two readable-looking descriptors are answered "inline" from the pvmd's tid; nothing
+/// reaches the destination, which stays served (no claim left on it), and so does the sender.
+#[test]
+fn hard_arena_relay_frames_from_a_raw_task() {
+    use pvm_proto::codes::SYSCTX_TC;
+    use pvm_proto::mesg::MsgHeader;
+    use pvm_proto::vmdesc::*;
+    let tmp = TmpDir::new("hard-arelay");
+    let d = Pvmd::start(Kind::Ours, &tmp, &[]);
+    let mut a = RawTask::connect(&d.sock).unwrap();
+    let ta = a.handshake(tmp.path(), 1318).unwrap();
+    let mut b = RawTask::connect(&d.sock).unwrap();
+    let tb = b.handshake(tmp.path(), 1318).unwrap();
+    let to = |dst: Tid, tag: i32, body: &[u8]| {
+        let mut p = msg_header(tag, SYSCTX_TC, 0);
+        p.extend_from_slice(body);
+        frag(dst, ta, &p, FragFlags::SOM | FragFlags::EOM, None)
+    };
+    let desc = |xid: u64, pid: i32| {
+        Desc {
+            xid,
+            pid,
+            header: MsgHeader {
+                enc: 0,
+                tag: 5,
+                ctx: 0,
+                wid: 0,
+                crc: 0,
+            },
+            total: 300_000,
+            pieces: vec![(0x10_0000, 300_000)],
+        }
+        .emit()
+    };
+    a.send(&to(tb, TC_VMDESC, b"not a descriptor")).unwrap();
+    for (xid, pid) in [(7, 1), (8, std::process::id() as i32)] {
+        a.send(&to(tb, TC_VMDESC, &desc(xid, pid))).unwrap();
+        let (fh, mh, body) = a.recv(Duration::from_secs(5)).expect("the descriptor is answered");
+        assert_eq!((mh.ctx, mh.tag), (SYSCTX_TC, TC_VMACK), "xid {xid}");
+        assert!(
+            fh.src.is_pvmd(),
+            "answered from the pvmd's tid, not {:x}",
+            fh.src.bits()
+        );
+        assert_eq!(
+            Ack::parse(&body),
+            Ok(Ack {
+                xid,
+                status: ACK_INLINE
+            })
+        );
+    }
+    a.send(&to(tb, TC_VMDESC_PVMD, &desc(9, 1))).unwrap();
+    let ack = Ack { xid: 12345, status: 0 }.emit();
+    a.send(&to(Tid::LOCAL_PVMD, TC_VMACK_PVMD, &ack)).unwrap();
+    a.send(&user_message(tb, ta, 9, b"after")).unwrap();
+    let (_, mh, body) = b.recv(Duration::from_secs(5)).expect("b is served");
+    assert_eq!((mh.tag, body.as_slice()), (9, &b"after"[..]), "the first thing b gets");
+    assert!(a.served() && b.served());
+    let log = tmp.log();
+    for line in [
+        "bad descriptor",
+        "not readable from its arena; asked for it inline",
+        "a task sent a daemon's descriptor",
+        "answer to unknown descriptor 12345",
+    ] {
+        assert!(log.contains(line), "no log line '{line}':\n{log}");
+    }
+    assert_eq!(log.matches("not readable from its arena").count(), 2, "{log}");
+    drop(d);
+}
