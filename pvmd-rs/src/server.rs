@@ -438,6 +438,8 @@ pub async fn serve_net<A: AuthFiles>(
     // mig_move.rs: results of CRIU dumps, restores and image streams run on threads.
     let mut mig_rx = daemon.take_mig_events().unwrap_or_else(|| mpsc::unbounded_channel().1);
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    // Our children are tasks that exec at once: a fork must not copy the arena (arelay.rs).
+    pvm_arena::children_exec();
     let mut arena_relay = arelay::ArenaRelay::default();
     let mut streams: HashMap<ConnId, Streaming> = HashMap::new();
     let mut next_id: ConnId = 1;
