@@ -43,7 +43,7 @@
 //! CAP_SYS_PTRACE) allow the read: the same user could ptrace the sender anyway.
 //! `PVM_NO_VMREAD` in a task's environment keeps it from offering the capability.
 
-use crate::core::{Lib, RouteState};
+use crate::core::{Lib, RouteState, TIDPVMD};
 use pvm_proto::codes::MSGHDR_LEN;
 use pvm_proto::codes::SYSCTX_TC;
 use pvm_proto::encoding::MsgBody;
@@ -344,7 +344,7 @@ pub fn intercept(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::la
             None
         }
         TC_VMDESC => on_desc(lib, m),
-        TC_VMDESC_PVMD => on_pvmd_desc(lib, m).map(|m| (m, None)),
+        TC_VMDESC_PVMD => on_pvmd_desc(lib, m),
         _ => Some((m, None)),
     }
 }
@@ -419,12 +419,13 @@ fn on_desc(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::lazy::Ta
     ))
 }
 
-/// A descriptor from the pvmd (its arena relay): the message is copied whole out of the pvmd's
-/// arena, mapped here once per connection, and delivered in its place; the pvmd is answered at once (it
-/// writes nothing else to us until then). Anything in the way (no arena of the pvmd's pid, a
-/// pid that is not the kernel's peer, pieces outside the arena) is answered "inline": the
-/// pvmd then writes the message itself, next on the connection.
-fn on_pvmd_desc(lib: &mut Lib, m: Message) -> Option<Message> {
+/// A descriptor from the pvmd (its arena relay): the message is delivered in its place, its body
+/// copied out of the pvmd's arena (mapped here once per connection) while the program unpacks
+/// it, and the pvmd answered when all of it is in (it writes nothing else to us until then).
+/// Anything in the way (no arena of the pvmd's pid, a pid that is not the kernel's peer, pieces
+/// outside the arena, a first read that fails) is answered "inline": the pvmd then writes the
+/// message itself, next on the connection.
+fn on_pvmd_desc(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::lazy::Tail>)> {
     let (src, me) = (m.src.0, lib.mytid);
     let xid = if m.body.len() >= off::XID + 8 {
         u64_at(&m.body, off::XID)
@@ -437,23 +438,25 @@ fn on_pvmd_desc(lib: &mut Lib, m: Message) -> Option<Message> {
             return Err(Why::Forced as i32);
         }
         let s = lib.pvmd.as_mut().ok_or(Why::NoCap as i32)?;
-        let pid = peer_pid(s.sock.fd()).ok_or(Why::Pid as i32)?;
+        let (fd, pid) = (s.sock.fd(), peer_pid(s.sock.fd()).ok_or(Why::Pid as i32)?);
         if pid != d.pid {
             return Err(Why::Pid as i32);
         }
-        let mut r = Remote::new(pid, &d, None).ok_or(Why::NoCap as i32)?;
+        let mut r = Remote::new(pid, &d, Some((fd, me, TIDPVMD, xid))).ok_or(Why::NoCap as i32)?;
         r.arena = stream_arena(s, pid);
         if !r.from_arena() {
+            r.acked = true; // answered "inline" below
             return Err(Why::NoCap as i32);
         }
         let total = d.total as usize;
         let mut v = crate::pool::take(total).unwrap_or_default();
         v.clear();
-        if let Err(e) = r.read_to(&mut v, total) {
-            crate::pool::put(v);
-            return Err(e.raw_os_error().unwrap_or(0));
-        }
-        Ok((d.header, v))
+        v.reserve_exact(total);
+        r.read_to(&mut v, total.min(crate::lazy::FILL_STEP)).map_err(|e| {
+            r.acked = true;
+            e.raw_os_error().unwrap_or(0)
+        })?;
+        Ok((d, r, v))
     })();
     if let Some(path) = std::env::var_os("PVM_VMREAD_TRACE") {
         let n = if m.body.len() >= off::PIECES {
@@ -467,16 +470,37 @@ fn on_pvmd_desc(lib: &mut Lib, m: Message) -> Option<Message> {
         };
         append(&path, &line);
     }
-    let status = if got.is_ok() { ACK_DONE } else { ACK_INLINE };
-    let a = MsgBody::from_vec(0, Ack { xid, status }.emit());
-    let _ = lib.send_raw(me, crate::core::TIDPVMD, TC_VMACK_PVMD, SYSCTX_TC, 0, &a, true);
-    let (header, body) = got.ok()?;
-    Some(Message {
-        src: m.src,
-        dst: m.dst,
-        header,
-        body,
-    })
+    let Ok((d, mut r, v)) = got else {
+        let a = MsgBody::from_vec(
+            0,
+            Ack {
+                xid,
+                status: ACK_INLINE,
+            }
+            .emit(),
+        );
+        let _ = lib.send_raw(me, TIDPVMD, TC_VMACK_PVMD, SYSCTX_TC, 0, &a, true);
+        return None;
+    };
+    // As on a direct route: the rest is copied while the program unpacks it, and the pvmd is
+    // answered when the last byte is in (the claim on our connection lasts until then; every
+    // wait for input and every other call finishes the tail first, lazy.rs).
+    let total = d.total as usize;
+    let tail = if v.len() < total {
+        Some(crate::lazy::Tail::remote(r, total - v.len(), total))
+    } else {
+        r.ack();
+        None
+    };
+    Some((
+        Message {
+            src: m.src,
+            dst: m.dst,
+            header: d.header,
+            body: v,
+        },
+        tail,
+    ))
 }
 
 /// Why a descriptor was not read, besides an errno of the read (trace lines).
@@ -573,7 +597,16 @@ pub fn send_owed(lib: &mut Lib) {
     let me = lib.mytid;
     for (peer, xid) in v {
         let a = MsgBody::from_vec(0, Ack { xid, status: ACK_DONE }.emit());
-        let _ = lib.send_raw(me, peer, TC_VMACK, SYSCTX_TC, 0, &a, false);
+        let _ = lib.send_raw(me, peer, ack_tag(peer), SYSCTX_TC, 0, &a, peer == TIDPVMD);
+    }
+}
+
+/// The ack of a transfer from `peer`: a task's (direct route), or the pvmd's (arena relay).
+fn ack_tag(peer: i32) -> i32 {
+    if peer == TIDPVMD {
+        TC_VMACK_PVMD
+    } else {
+        TC_VMACK
     }
 }
 
@@ -759,6 +792,7 @@ impl Drop for Remote {
 /// The whole stream frame of an ACK_DONE for `xid` from `me` to `peer` (one fragment).
 fn ack_frame(me: i32, peer: i32, xid: u64) -> Vec<u8> {
     let body = Ack { xid, status: ACK_DONE }.emit();
+    let tag = ack_tag(peer);
     let fh = StreamFragHeader {
         dst: Tid(peer),
         src: Tid(me),
@@ -767,7 +801,7 @@ fn ack_frame(me: i32, peer: i32, xid: u64) -> Vec<u8> {
     };
     let mh = MsgHeader {
         enc: 0,
-        tag: TC_VMACK,
+        tag,
         ctx: SYSCTX_TC,
         wid: 0,
         crc: 0,
