@@ -343,13 +343,22 @@ pub fn intercept(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::la
             }
             None
         }
-        TC_VMDESC => on_desc(lib, m),
-        TC_VMDESC_PVMD => on_pvmd_desc(lib, m),
+        TC_VMDESC => on_desc(lib, m, false),
+        TC_VMDESC_PVMD => on_desc(lib, m, true),
         _ => Some((m, None)),
     }
 }
 
-fn on_desc(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::lazy::Tail>)> {
+/// A descriptor, from a task on its direct route or from the pvmd (its arena relay, where the
+/// pieces must lie in the pvmd's arena, mapped here once per connection). The message is
+/// delivered in its place after its first 128 KiB, the rest copied while the program unpacks it
+/// (`lazy.rs`), and the sender answered when the last byte is in: until then it writes nothing
+/// else to us (a task waits in [`send`]; the pvmd holds a claim on our connection), and every
+/// other call and every wait for input finishes the tail first. Anything in the way (a
+/// descriptor that does not parse, a pid that is not the kernel's peer, no capability, pieces
+/// outside the pvmd's arena, a first read that fails) is answered "inline": the sender then
+/// writes the message itself, next on the connection, and no more descriptors come that way.
+fn on_desc(lib: &mut Lib, m: Message, from_pvmd: bool) -> Option<(Message, Option<crate::lazy::Tail>)> {
     let src = m.src.0;
     let xid = if m.body.len() >= off::XID + 8 {
         u64_at(&m.body, off::XID)
@@ -357,11 +366,22 @@ fn on_desc(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::lazy::Ta
         0
     };
     let me = lib.mytid;
+    // Who is answered, and how.
+    let (peer, ack_tag) = if from_pvmd {
+        (TIDPVMD, TC_VMACK_PVMD)
+    } else {
+        (src, TC_VMACK)
+    };
     // Err: why the descriptor is answered "inline" (an errno of the read, or a negative
     // [`Why`] code), for the trace.
     let got = (|| {
         let d = Desc::parse(&m.body).map_err(|_| Why::Parse as i32)?;
-        let (pid, fd) = route_pid_fd(lib, src).ok_or(Why::NoCap as i32)?;
+        let (pid, fd) = if from_pvmd {
+            let fd = lib.pvmd.as_ref().ok_or(Why::NoCap as i32)?.sock.fd();
+            (peer_pid(fd).ok_or(Why::Pid as i32)?, fd)
+        } else {
+            route_pid_fd(lib, src).ok_or(Why::NoCap as i32)?
+        };
         if forced_failure() {
             return Err(Why::Forced as i32);
         }
@@ -369,8 +389,17 @@ fn on_desc(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::lazy::Ta
             return Err(Why::Pid as i32);
         }
         let total = usize::try_from(d.total).map_err(|_| Why::Parse as i32)?;
-        let mut r = Remote::new(pid, &d, Some((fd, me, src, xid))).ok_or(Why::NoCap as i32)?;
-        r.arena = peer_arena(lib, src, pid);
+        let mut r = Remote::new(pid, &d, Some((fd, me, peer, xid))).ok_or(Why::NoCap as i32)?;
+        r.arena = if from_pvmd {
+            lib.pvmd.as_mut().and_then(|s| stream_arena(s, pid))
+        } else {
+            peer_arena(lib, src, pid)
+        };
+        // The pvmd's pieces are read from its arena only (it is not ours to read otherwise).
+        if from_pvmd && !r.from_arena() {
+            r.acked = true;
+            return Err(Why::NoCap as i32);
+        }
         let mut v = crate::pool::take(total).unwrap_or_default();
         v.clear();
         v.reserve_exact(total);
@@ -384,12 +413,15 @@ fn on_desc(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::lazy::Ta
         Ok((d, r, v))
     })();
     let how = match &got {
+        _ if from_pvmd => "pvmd",
         Ok((_, r, _)) if r.from_arena() => "arena",
         _ => "kernel",
     };
     trace(me, src, &m.body, &got, how);
     let Ok((d, mut r, v)) = got else {
-        set_route_pid(lib, src, 0);
+        if !from_pvmd {
+            set_route_pid(lib, src, 0);
+        }
         let a = MsgBody::from_vec(
             0,
             Ack {
@@ -398,93 +430,9 @@ fn on_desc(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::lazy::Ta
             }
             .emit(),
         );
-        let _ = lib.send_raw(me, src, TC_VMACK, SYSCTX_TC, 0, &a, false);
+        let _ = lib.send_raw(me, peer, ack_tag, SYSCTX_TC, 0, &a, from_pvmd);
         return None;
     };
-    let total = d.total as usize;
-    let tail = if v.len() < total {
-        Some(crate::lazy::Tail::remote(r, total - v.len(), total))
-    } else {
-        r.ack();
-        None
-    };
-    Some((
-        Message {
-            src: m.src,
-            dst: m.dst,
-            header: d.header,
-            body: v,
-        },
-        tail,
-    ))
-}
-
-/// A descriptor from the pvmd (its arena relay): the message is delivered in its place, its body
-/// copied out of the pvmd's arena (mapped here once per connection) while the program unpacks
-/// it, and the pvmd answered when all of it is in (it writes nothing else to us until then).
-/// Anything in the way (no arena of the pvmd's pid, a pid that is not the kernel's peer, pieces
-/// outside the arena, a first read that fails) is answered "inline": the pvmd then writes the
-/// message itself, next on the connection.
-fn on_pvmd_desc(lib: &mut Lib, m: Message) -> Option<(Message, Option<crate::lazy::Tail>)> {
-    let (src, me) = (m.src.0, lib.mytid);
-    let xid = if m.body.len() >= off::XID + 8 {
-        u64_at(&m.body, off::XID)
-    } else {
-        0
-    };
-    let got = (|| {
-        let d = Desc::parse(&m.body).map_err(|_| Why::Parse as i32)?;
-        if forced_failure() {
-            return Err(Why::Forced as i32);
-        }
-        let s = lib.pvmd.as_mut().ok_or(Why::NoCap as i32)?;
-        let (fd, pid) = (s.sock.fd(), peer_pid(s.sock.fd()).ok_or(Why::Pid as i32)?);
-        if pid != d.pid {
-            return Err(Why::Pid as i32);
-        }
-        let mut r = Remote::new(pid, &d, Some((fd, me, TIDPVMD, xid))).ok_or(Why::NoCap as i32)?;
-        r.arena = stream_arena(s, pid);
-        if !r.from_arena() {
-            r.acked = true; // answered "inline" below
-            return Err(Why::NoCap as i32);
-        }
-        let total = d.total as usize;
-        let mut v = crate::pool::take(total).unwrap_or_default();
-        v.clear();
-        v.reserve_exact(total);
-        r.read_to(&mut v, total.min(crate::lazy::FILL_STEP)).map_err(|e| {
-            r.acked = true;
-            e.raw_os_error().unwrap_or(0)
-        })?;
-        Ok((d, r, v))
-    })();
-    if let Some(path) = std::env::var_os("PVM_VMREAD_TRACE") {
-        let n = if m.body.len() >= off::PIECES {
-            u64_at(&m.body, off::TOTAL)
-        } else {
-            0
-        };
-        let line = match &got {
-            Ok(_) => format!("t{me:x} t{src:x} relay {n} pvmd\n"),
-            Err(why) => format!("t{me:x} t{src:x} relay-inline {n} {why}\n"),
-        };
-        append(&path, &line);
-    }
-    let Ok((d, mut r, v)) = got else {
-        let a = MsgBody::from_vec(
-            0,
-            Ack {
-                xid,
-                status: ACK_INLINE,
-            }
-            .emit(),
-        );
-        let _ = lib.send_raw(me, TIDPVMD, TC_VMACK_PVMD, SYSCTX_TC, 0, &a, true);
-        return None;
-    };
-    // As on a direct route: the rest is copied while the program unpacks it, and the pvmd is
-    // answered when the last byte is in (the claim on our connection lasts until then; every
-    // wait for input and every other call finishes the tail first, lazy.rs).
     let total = d.total as usize;
     let tail = if v.len() < total {
         Some(crate::lazy::Tail::remote(r, total - v.len(), total))
@@ -512,12 +460,13 @@ enum Why {
     Forced = -4,
 }
 
-/// With `PVM_VMREAD_TRACE=<file>`, every descriptor received appends `t<me> t<src> read <bytes>
-/// arena|kernel` (copied from the sender's shared arena, or with `process_vm_readv`) or
-/// `t<me> t<src> inline <bytes> <why>` (an errno, or a negative [`Why`]): tests check with it
-/// which path a transfer took. The daemon route's arena relay adds `t<me> t<dst> sent|sent-inline
-/// <bytes> pvmd` (a descriptor handed to the pvmd, or refused by it) and `t<me> t<src> relay
-/// <bytes> pvmd` / `relay-inline <bytes> <why>` (one of the pvmd's read, or answered "inline").
+/// With `PVM_VMREAD_TRACE=<file>`, every descriptor received on a route appends
+/// `t<me> t<src> read <bytes> arena|kernel` (copied from the sender's shared arena, or with
+/// `process_vm_readv`) or `t<me> t<src> inline <bytes> <why>` (an errno, or a negative [`Why`]):
+/// tests check with it which path a transfer took. The daemon route's arena relay adds
+/// `t<me> t<dst> sent|sent-inline <bytes> pvmd` (a descriptor handed to the pvmd, or refused by
+/// it) and `t<me> t<src> relay <bytes> pvmd` / `relay-inline <bytes> <why>` (one of the pvmd's
+/// read, or answered "inline").
 fn trace<T>(me: i32, src: i32, body: &[u8], got: &Result<T, i32>, how: &str) {
     let Some(path) = std::env::var_os("PVM_VMREAD_TRACE") else {
         return;
@@ -528,6 +477,8 @@ fn trace<T>(me: i32, src: i32, body: &[u8], got: &Result<T, i32>, how: &str) {
         0
     };
     let line = match got {
+        Ok(_) if how == "pvmd" => format!("t{me:x} t{src:x} relay {n} pvmd\n"),
+        Err(why) if how == "pvmd" => format!("t{me:x} t{src:x} relay-inline {n} {why}\n"),
         Ok(_) => format!("t{me:x} t{src:x} read {n} {how}\n"),
         Err(why) => format!("t{me:x} t{src:x} inline {n} {why}\n"),
     };
