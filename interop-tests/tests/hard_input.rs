@@ -423,7 +423,7 @@ fn hard_silent_clients_are_dropped_after_the_handshake_timeout() {
 
 /// The daemon route's arena relay frames (pvmd-rs `server/arelay.rs`) from a task that does not
 /// follow the protocol: a descriptor that does not parse, one naming another process, one
-/// naming the task itself (the test process, which has no arena), a task speaking for the
+/// naming the task itself (the test process, which has no arena), one of 1 GiB, a task speaking for the
 /// daemon (`TC_VMDESC_PVMD`), and an answer to a descriptor never sent. Each gets a log line;
 /// the two readable-looking descriptors are answered "inline" from the pvmd's tid; nothing
 /// reaches the destination, which stays served (no claim left on it), and so does the sender.
@@ -477,6 +477,24 @@ fn hard_arena_relay_frames_from_a_raw_task() {
             })
         );
     }
+    // Over the daemon's ceiling (64 MiB), whatever the pieces: inline, before any copy.
+    let huge = Desc {
+        xid: 10,
+        pid: std::process::id() as i32,
+        header: MsgHeader {
+            enc: 0,
+            tag: 5,
+            ctx: 0,
+            wid: 0,
+            crc: 0,
+        },
+        total: 1 << 30,
+        pieces: vec![(0x10_0000, 1 << 30)],
+    };
+    a.send(&to(tb, TC_VMDESC, &huge.emit())).unwrap();
+    let (_, mh, body) = a.recv(Duration::from_secs(5)).expect("the huge descriptor is answered");
+    assert_eq!(mh.tag, TC_VMACK);
+    assert_eq!(Ack::parse(&body).map(|a| (a.xid, a.status)), Ok((10, ACK_INLINE)));
     a.send(&to(tb, TC_VMDESC_PVMD, &desc(9, 1))).unwrap();
     let ack = Ack { xid: 12345, status: 0 }.emit();
     a.send(&to(Tid::LOCAL_PVMD, TC_VMACK_PVMD, &ack)).unwrap();
@@ -490,6 +508,7 @@ fn hard_arena_relay_frames_from_a_raw_task() {
         "not readable from its arena; asked for it inline",
         "a task sent a daemon's descriptor",
         "answer to unknown descriptor 12345",
+        "descriptor of 1073741824 bytes, over 67108864; asked for it inline",
     ] {
         assert!(log.contains(line), "no log line '{line}':\n{log}");
     }

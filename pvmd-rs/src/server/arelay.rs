@@ -49,6 +49,11 @@ use crate::log::Log;
 /// How long after not finding a sender's arena we look again.
 const RELOOK: Duration = Duration::from_secs(1);
 
+/// Largest body taken by descriptor (the library sends up to 32 MiB, `PVMD_RELAY_MAX`): the
+/// copy runs on the event loop, and a descriptor is only as honest as its sender. Larger ones
+/// are answered "inline".
+const MAX_BODY: u64 = 64 << 20;
+
 /// Blocks kept for reuse after a transfer, at most this many and this many bytes, each for at
 /// most [`SPARE_IDLE`]. Why: a fresh block's pages are new to the daemon and to the mapping of
 /// every task that reads it, a page fault per 4 KB on both sides; measured, that doubled a
@@ -191,6 +196,14 @@ impl ArenaRelay {
             let a = Ack { xid: d.xid, status }.emit();
             frame(src, Tid::pvmd(src.host()), TC_VMACK, 0, &a)
         };
+        if d.total > MAX_BODY {
+            log.line(&format!(
+                "loclinpkt() t{:x}: descriptor of {} bytes, over {MAX_BODY}; asked for it inline",
+                src.bits(),
+                d.total
+            ));
+            return queue(conns, id, WriteCmd::Data(answer(ACK_INLINE)), daemon, log);
+        }
         let total = d.total as usize;
         // The real message, as the sender would have written it in one fragment.
         let real = StreamFragHeader {
