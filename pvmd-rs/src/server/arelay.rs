@@ -29,6 +29,7 @@
 //!   is freed at the next transfer (an ended claim is seen by its closed channel).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -213,14 +214,8 @@ impl ArenaRelay {
             flags: FragFlags::SOM | FragFlags::EOM,
         };
         let target = daemon.relay_target(id, &real);
-        // One descriptor out per destination: a task that does not read holds one block, and
-        // what comes meanwhile queues behind the claim, where the daemon's bound on what is
-        // queued for a task (MAX_QUEUED) counts it.
-        let by_desc = target.filter(|(to, _)| {
-            !self.refused.contains(to)
-                && !self.out.values().any(|o| o.conn == *to)
-                && daemon.conn_task_features(*to) & feat::ARENA_RELAY != 0
-        });
+        let by_desc = target
+            .filter(|(to, _)| !self.refused.contains(to) && daemon.conn_task_features(*to) & feat::ARENA_RELAY != 0);
         let arena = self.sender_arena(id, pid, d.pid);
         let mut block = by_desc.and_then(|_| self.take_block(total));
         let mut inline: Vec<u8> = Vec::new();
@@ -281,6 +276,11 @@ impl ArenaRelay {
             log,
         );
         halt |= queue(conns, to, WriteCmd::Wait(wait), daemon, log);
+        // The block counts as queued for the task until it answers: the daemon's bound on what
+        // it holds for a task that does not read (MAX_QUEUED) covers descriptors too.
+        if let Some(c) = conns.get(&to) {
+            c.out.queued().fetch_add(total, Ordering::Relaxed);
+        }
         self.out.insert(
             xid,
             Outstanding {
@@ -313,6 +313,9 @@ impl ArenaRelay {
             ));
             return;
         };
+        if let Some(c) = conns.get(&id) {
+            c.out.queued().fetch_sub(o.len, Ordering::Relaxed);
+        }
         let mut end = WaitEnd::default();
         if a.status != ACK_DONE {
             log.line(&format!(
@@ -324,9 +327,7 @@ impl ArenaRelay {
             end.data.extend_from_slice(&o.block.as_slice()[..o.len]);
             if let Some(c) = conns.get(&id) {
                 // The writer counts what the end of a claim writes out of the queue.
-                c.out
-                    .queued()
-                    .fetch_add(end.data.len(), std::sync::atomic::Ordering::Relaxed);
+                c.out.queued().fetch_add(end.data.len(), Ordering::Relaxed);
             }
         }
         let _ = o.end.send(end);
