@@ -515,3 +515,50 @@ fn hard_arena_relay_frames_from_a_raw_task() {
     assert_eq!(log.matches("not readable from its arena").count(), 2, "{log}");
     drop(d);
 }
+
+/// The same frames sent through a legacy pvmd, which knows none of them (a pvm-rs library never
+/// sends them there: the legacy daemon announces no bit 8): it passes them on as ordinary
+/// messages or drops them, and keeps serving both tasks; the destination still gets what
+/// follows.
+#[test]
+fn hard_arena_relay_frames_through_a_legacy_pvmd() {
+    use pvm_proto::codes::SYSCTX_TC;
+    use pvm_proto::vmdesc::*;
+    let tmp = TmpDir::new("hard-arelay-legacy");
+    let d = Pvmd::start(Kind::Legacy, &tmp, &[]);
+    let mut a = RawTask::connect(&d.sock).unwrap();
+    let ta = a.handshake(tmp.path(), 1318).unwrap();
+    let mut b = RawTask::connect(&d.sock).unwrap();
+    let tb = b.handshake(tmp.path(), 1318).unwrap();
+    let to = |dst: Tid, tag: i32, body: &[u8]| {
+        let mut p = msg_header(tag, SYSCTX_TC, 0);
+        p.extend_from_slice(body);
+        frag(dst, ta, &p, FragFlags::SOM | FragFlags::EOM, None)
+    };
+    let ack = Ack { xid: 1, status: 0 }.emit();
+    for (dst, tag, body) in [
+        (tb, TC_VMDESC, &b"not a descriptor"[..]),
+        (tb, TC_VMDESC_PVMD, &b"not a descriptor"[..]),
+        (Tid::LOCAL_PVMD, TC_VMACK_PVMD, &ack[..]),
+        (tb, TC_VMACK, &ack[..]),
+    ] {
+        a.send(&to(dst, tag, body)).unwrap();
+    }
+    a.send(&user_message(tb, ta, 9, b"after")).unwrap();
+    let mut got = Vec::new();
+    while let Some((_, mh, body)) = b.recv(Duration::from_secs(5)) {
+        got.push(mh.tag);
+        if mh.tag == 9 {
+            assert_eq!(body, b"after");
+            break;
+        }
+    }
+    assert_eq!(
+        got.last(),
+        Some(&9),
+        "b never got the message after the frames: {got:x?}"
+    );
+    assert!(a.served() && b.served(), "legacy pvmd stopped serving: {got:x?}");
+    eprintln!("| arena relay frames | Legacy | passed on to the destination: {got:x?} |");
+    drop(d);
+}
