@@ -421,6 +421,18 @@ fn hard_silent_clients_are_dropped_after_the_handshake_timeout() {
     assert!(idle.served(), "an idle connected task was dropped");
 }
 
+/// A fresh daemon of `kind` with two enrolled raw tasks: (its directory, the daemon, a, a's tid,
+/// b, b's tid).
+fn two_raw_tasks(kind: Kind, name: &str) -> (TmpDir, Pvmd, RawTask, Tid, RawTask, Tid) {
+    let tmp = TmpDir::new(name);
+    let d = Pvmd::start(kind, &tmp, &[]);
+    let mut a = RawTask::connect(&d.sock).unwrap();
+    let ta = a.handshake(tmp.path(), 1318).unwrap();
+    let mut b = RawTask::connect(&d.sock).unwrap();
+    let tb = b.handshake(tmp.path(), 1318).unwrap();
+    (tmp, d, a, ta, b, tb)
+}
+
 /// The daemon route's arena relay frames (pvmd-rs `server/arelay.rs`) from a task that does not
 /// follow the protocol: a descriptor that does not parse, one naming another process, one
 /// naming the task itself (the test process, which has no arena), one of 1 GiB, a task speaking for the
@@ -432,17 +444,8 @@ fn hard_arena_relay_frames_from_a_raw_task() {
     use pvm_proto::codes::SYSCTX_TC;
     use pvm_proto::mesg::MsgHeader;
     use pvm_proto::vmdesc::*;
-    let tmp = TmpDir::new("hard-arelay");
-    let d = Pvmd::start(Kind::Ours, &tmp, &[]);
-    let mut a = RawTask::connect(&d.sock).unwrap();
-    let ta = a.handshake(tmp.path(), 1318).unwrap();
-    let mut b = RawTask::connect(&d.sock).unwrap();
-    let tb = b.handshake(tmp.path(), 1318).unwrap();
-    let to = |dst: Tid, tag: i32, body: &[u8]| {
-        let mut p = msg_header(tag, SYSCTX_TC, 0);
-        p.extend_from_slice(body);
-        frag(dst, ta, &p, FragFlags::SOM | FragFlags::EOM, None)
-    };
+    let (tmp, d, mut a, ta, mut b, tb) = two_raw_tasks(Kind::Ours, "hard-arelay");
+    let to = |dst: Tid, tag: i32, body: &[u8]| frame(dst, ta, tag, body);
     let desc = |xid: u64, pid: i32| {
         Desc {
             xid,
@@ -522,19 +525,9 @@ fn hard_arena_relay_frames_from_a_raw_task() {
 /// follows.
 #[test]
 fn hard_arena_relay_frames_through_a_legacy_pvmd() {
-    use pvm_proto::codes::SYSCTX_TC;
     use pvm_proto::vmdesc::*;
-    let tmp = TmpDir::new("hard-arelay-legacy");
-    let d = Pvmd::start(Kind::Legacy, &tmp, &[]);
-    let mut a = RawTask::connect(&d.sock).unwrap();
-    let ta = a.handshake(tmp.path(), 1318).unwrap();
-    let mut b = RawTask::connect(&d.sock).unwrap();
-    let tb = b.handshake(tmp.path(), 1318).unwrap();
-    let to = |dst: Tid, tag: i32, body: &[u8]| {
-        let mut p = msg_header(tag, SYSCTX_TC, 0);
-        p.extend_from_slice(body);
-        frag(dst, ta, &p, FragFlags::SOM | FragFlags::EOM, None)
-    };
+    let (_tmp, d, mut a, ta, mut b, tb) = two_raw_tasks(Kind::Legacy, "hard-arelay-legacy");
+    let to = |dst: Tid, tag: i32, body: &[u8]| frame(dst, ta, tag, body);
     let ack = Ack { xid: 1, status: 0 }.emit();
     for (dst, tag, body) in [
         (tb, TC_VMDESC, &b"not a descriptor"[..]),

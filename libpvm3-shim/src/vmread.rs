@@ -44,10 +44,8 @@
 //! `PVM_NO_VMREAD` in a task's environment keeps it from offering the capability.
 
 use crate::core::{Lib, RouteState, TIDPVMD};
-use pvm_proto::codes::MSGHDR_LEN;
 use pvm_proto::codes::SYSCTX_TC;
 use pvm_proto::encoding::MsgBody;
-use pvm_proto::frag::{FragFlags, StreamFragHeader};
 use pvm_proto::mesg::MsgHeader;
 use pvm_proto::message::Message;
 use pvm_proto::Tid;
@@ -283,13 +281,7 @@ pub fn send(
 /// the only one that writes to us): Some(status), or None if the route (the pvmd connection)
 /// ended first.
 fn wait_ack(lib: &mut Lib, dst: i32, xid: u64, through_pvmd: bool) -> Result<Option<i32>, i32> {
-    let from = |src: i32| {
-        if through_pvmd {
-            src as u32 & 0x8000_0000 != 0
-        } else {
-            src == dst
-        }
-    };
+    let from = |src: i32| if through_pvmd { Tid(src).is_pvmd() } else { src == dst };
     loop {
         if let Some(i) = lib.vr.acks.iter().position(|a| from(a.0) && a.1 == xid) {
             return Ok(Some(lib.vr.acks.swap_remove(i).2));
@@ -367,11 +359,7 @@ fn on_desc(lib: &mut Lib, m: Message, from_pvmd: bool) -> Option<(Message, Optio
     };
     let me = lib.mytid;
     // Who is answered, and how.
-    let (peer, ack_tag) = if from_pvmd {
-        (TIDPVMD, TC_VMACK_PVMD)
-    } else {
-        (src, TC_VMACK)
-    };
+    let peer = if from_pvmd { TIDPVMD } else { src };
     // Err: why the descriptor is answered "inline" (an errno of the read, or a negative
     // [`Why`] code), for the trace.
     let got = (|| {
@@ -430,7 +418,7 @@ fn on_desc(lib: &mut Lib, m: Message, from_pvmd: bool) -> Option<(Message, Optio
             }
             .emit(),
         );
-        let _ = lib.send_raw(me, peer, ack_tag, SYSCTX_TC, 0, &a, from_pvmd);
+        let _ = lib.send_raw(me, peer, ack_tag(peer), SYSCTX_TC, 0, &a, from_pvmd);
         return None;
     };
     let total = d.total as usize;
@@ -742,25 +730,7 @@ impl Drop for Remote {
 
 /// The whole stream frame of an ACK_DONE for `xid` from `me` to `peer` (one fragment).
 fn ack_frame(me: i32, peer: i32, xid: u64) -> Vec<u8> {
-    let body = Ack { xid, status: ACK_DONE }.emit();
-    let tag = ack_tag(peer);
-    let fh = StreamFragHeader {
-        dst: Tid(peer),
-        src: Tid(me),
-        len: (MSGHDR_LEN + body.len()) as u32,
-        flags: FragFlags::SOM | FragFlags::EOM,
-    };
-    let mh = MsgHeader {
-        enc: 0,
-        tag,
-        ctx: SYSCTX_TC,
-        wid: 0,
-        crc: 0,
-    };
-    let mut v = fh.to_bytes().to_vec();
-    v.extend_from_slice(&mh.to_bytes());
-    v.extend_from_slice(&body);
-    v
+    pvm_proto::vmdesc::frame(Tid(peer), Tid(me), ack_tag(peer), &Ack { xid, status: ACK_DONE }.emit())
 }
 
 /// Reads the pieces of `d` from process `pid` into one buffer.

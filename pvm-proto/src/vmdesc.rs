@@ -3,7 +3,10 @@
 //! route) and `TC_VMDESC_PVMD`/`TC_VMACK_PVMD` (between a task and its pvmd-rs daemon).
 //! Native-endian: both ends run on one host, with one ABI. See docs/extensions.md.
 
+use crate::codes::{MSGHDR_LEN, SYSCTX_TC};
+use crate::frag::{FragFlags, StreamFragHeader};
 use crate::mesg::MsgHeader;
+use crate::Tid;
 
 /// The largest body a descriptor may announce: the pvm-rs library's limit on one message.
 pub const MAX_TOTAL: u64 = 1 << 30;
@@ -235,4 +238,27 @@ impl Ack {
         v.extend_from_slice(&self.xid.to_ne_bytes());
         v
     }
+}
+
+/// One of these messages as a whole stream frame: one fragment (SOM and EOM), context
+/// `SYSCTX_TC`, encoding 0, `body` after the message header.
+pub fn frame(dst: Tid, src: Tid, tag: i32, body: &[u8]) -> Vec<u8> {
+    let fh = StreamFragHeader {
+        dst,
+        src,
+        len: (MSGHDR_LEN + body.len()) as u32,
+        flags: FragFlags::SOM | FragFlags::EOM,
+    };
+    let mh = MsgHeader {
+        enc: 0,
+        tag,
+        ctx: SYSCTX_TC,
+        wid: 0,
+        crc: 0,
+    };
+    let mut v = Vec::with_capacity(fh.to_bytes().len() + MSGHDR_LEN + body.len());
+    v.extend_from_slice(&fh.to_bytes());
+    v.extend_from_slice(&mh.to_bytes());
+    v.extend_from_slice(body);
+    v
 }

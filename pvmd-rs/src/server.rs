@@ -489,6 +489,8 @@ pub async fn serve_net<A: AuthFiles>(
         // relay.rs: set by an event that only relayed; anything else may have changed what
         // relay_target answers, and empties the route table after it is handled.
         let mut only_relayed = false;
+        // arelay.rs: when kept blocks go back to the kernel (None, the usual case: no timer).
+        let trim_due = arena_relay.trim_due();
         tokio::select! {
             // ---- multi-host arms ----
             r = udp_recv(&udp, &mut udp_buf) => {
@@ -532,7 +534,7 @@ pub async fn serve_net<A: AuthFiles>(
             _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
             _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
             // arelay.rs: blocks kept for reuse go back to the kernel once idle.
-            () = tokio::time::sleep_until(arena_relay.trim_due().unwrap_or_else(tokio::time::Instant::now)), if arena_relay.trim_due().is_some() => {
+            () = async { if let Some(due) = trim_due { tokio::time::sleep_until(due).await } }, if trim_due.is_some() => {
                 arena_relay.trim();
             }
             () = &mut expiry, if !expiries.is_empty() => {

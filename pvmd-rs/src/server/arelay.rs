@@ -1,5 +1,6 @@
 //! Large messages on the daemon route between pvm-rs tasks of this host, passed by descriptor
-//! through the daemon's shared arena (docs/extensions.md, "Daemon route: arena relay").
+//! through the daemon's shared arena (docs/extensions.md, "Daemon route: large messages through
+//! the daemon's arena").
 //!
 //! Why: through the daemon a large message crosses two sockets. Each holds about 200 KB, so
 //! the sender, the daemon and the receiver take turns in small steps, with a wake-up at each
@@ -23,6 +24,9 @@
 //!   task answers `TC_VMACK_PVMD`: nothing else is written to it in between, so the order of
 //!   its messages is kept. "Inline" (it could not map or read our arena): the message is
 //!   written to it in full there and then, and it gets no more descriptors.
+//! * Descriptors for one task queue behind each other's claims; the bytes of their blocks count
+//!   as queued for that task until it answers, so the daemon's bound on what it holds for a
+//!   task that does not read (64 MB, then the task is dropped) covers them.
 //! * Anywhere else (a legacy task, another host, a task being parked, a resource manager's
 //!   slow path): the message goes on as an ordinary fragment through the usual path.
 //! * A task that ends with a descriptor unanswered: its writer drops the claim, and the block
@@ -37,7 +41,7 @@ use pvm_arena::{Block, PeerArena};
 use pvm_proto::codes::{MSGHDR_LEN, SYSCTX_TC};
 use pvm_proto::frag::{FragFlags, StreamFragHeader};
 use pvm_proto::mesg::MsgHeader;
-use pvm_proto::vmdesc::{Ack, Desc, ACK_DONE, ACK_INLINE, TC_VMACK, TC_VMACK_PVMD, TC_VMDESC, TC_VMDESC_PVMD};
+use pvm_proto::vmdesc::{frame, Ack, Desc, ACK_DONE, ACK_INLINE, TC_VMACK, TC_VMACK_PVMD, TC_VMDESC, TC_VMDESC_PVMD};
 use pvm_proto::Tid;
 use tokio::sync::oneshot;
 
@@ -103,28 +107,6 @@ pub struct ArenaRelay {
     refused: HashSet<ConnId>,
     /// Blocks kept for the next transfers, with when they were given back.
     spare: Vec<(Block, Instant)>,
-}
-
-/// A one-fragment frame: fragment header, message header (ctx SYSCTX_TC), body.
-fn frame(dst: Tid, src: Tid, tag: i32, enc: i32, body: &[u8]) -> Vec<u8> {
-    let fh = StreamFragHeader {
-        dst,
-        src,
-        len: (MSGHDR_LEN + body.len()) as u32,
-        flags: FragFlags::SOM | FragFlags::EOM,
-    };
-    let mh = MsgHeader {
-        enc,
-        tag,
-        ctx: SYSCTX_TC,
-        wid: 0,
-        crc: 0,
-    };
-    let mut v = Vec::with_capacity(16 + MSGHDR_LEN + body.len());
-    v.extend_from_slice(&fh.to_bytes());
-    v.extend_from_slice(&mh.to_bytes());
-    v.extend_from_slice(body);
-    v
 }
 
 impl ArenaRelay {
@@ -195,7 +177,7 @@ impl ArenaRelay {
         // fragments of a message that task is sending to the sender, and be taken for one.
         let answer = |status: i32| {
             let a = Ack { xid: d.xid, status }.emit();
-            frame(src, Tid::pvmd(src.host()), TC_VMACK, 0, &a)
+            frame(src, Tid::pvmd(src.host()), TC_VMACK, &a)
         };
         if d.total > MAX_BODY {
             log.line(&format!(
@@ -271,7 +253,7 @@ impl ArenaRelay {
         halt |= queue(
             conns,
             to,
-            WriteCmd::Data(frame(dst, src, TC_VMDESC_PVMD, 0, &ours.emit())),
+            WriteCmd::Data(frame(dst, src, TC_VMDESC_PVMD, &ours.emit())),
             daemon,
             log,
         );
