@@ -532,6 +532,17 @@ fn pack<T: Item>(data: &[T], cnt: c_int, stride: c_int) -> R {
                 crate::pool::put(old);
             }
         }
+        if stride == 1 && crate::pcopy::worth(bytes) {
+            // A large array that packs as its memory image: copied on two threads (pcopy.rs).
+            let d = data.get(..cnt as usize).ok_or(E_BADPARAM)?;
+            let mut threads = 0;
+            let copy = |dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]| threads = crate::pcopy::copy(dst, src);
+            // SAFETY: pcopy::copy writes every byte of the destination it is given.
+            if unsafe { p.pack_image_with(d, copy) }.map_err(|e| e.pvm_error() as i32)? {
+                crate::pcopy::trace(l.mytid, "split-pack", bytes, threads);
+                return Ok(0);
+            }
+        }
         p.pack_strided(data, cnt as usize, stride as usize)
             .map_err(|e| e.pvm_error() as i32)?;
         Ok(0)
@@ -543,7 +554,7 @@ fn pack<T: Item>(data: &[T], cnt: c_int, stride: c_int) -> R {
 /// copied piece by piece as the pieces arrive; anything else first waits for the bytes it may
 /// read. Either way the buffer's cursor and the result are those of the ordinary path.
 /// Ok(true): unpacked; Ok(false): the ordinary path can run now.
-fn unpack_arriving<T: Item>(b: &mut Buf, out: &mut [T], cnt: c_int, stride: c_int) -> Result<bool, c_int> {
+fn unpack_arriving<T: Item>(me: i32, b: &mut Buf, out: &mut [T], cnt: c_int, stride: c_int) -> Result<bool, c_int> {
     use pvm_proto::encoding::{Format, Kind};
     let total = b.full_len();
     let pos = b.pos;
@@ -573,6 +584,10 @@ fn unpack_arriving<T: Item>(b: &mut Buf, out: &mut [T], cnt: c_int, stride: c_in
     // are a valid value of every item type (plain numbers).
     let dst = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, bytes) };
     let mut done = 0;
+    if let Some(threads) = b.unpack_image_split(pos, dst) {
+        crate::pcopy::trace(me, "split-unpack", bytes, threads);
+        done = bytes;
+    }
     while done < bytes {
         let have = b.body().len();
         if have <= pos + done && !b.fill(have + 1, true) {
@@ -596,8 +611,9 @@ fn unpack_arriving<T: Item>(b: &mut Buf, out: &mut [T], cnt: c_int, stride: c_in
 fn unpack<T: Item>(out: &mut [T], cnt: c_int, stride: c_int) -> R {
     with_r(|l| {
         soft_enrol(l);
+        let me = l.mytid;
         let b = l.rbuf_mut()?;
-        if b.tail.is_some() && unpack_arriving(b, out, cnt, stride)? {
+        if b.tail.is_some() && unpack_arriving(me, b, out, cnt, stride)? {
             return Ok(0);
         }
         let mut u = b.unpacker();

@@ -202,6 +202,53 @@ impl Buf {
         ok
     }
 
+    /// Unpacks `dst.len()` body bytes at `pos` that are the memory image of the program's
+    /// array, for a message whose rest lies in the sender's shared arena (`vmread.rs`): copied
+    /// into the body and from there into `dst`, each half of it by one of two threads
+    /// (`pcopy.rs`); returns the number of threads. None, with nothing done, where that does
+    /// not apply (a tail in a socket, pieces outside the arena, bytes before `pos` still to
+    /// come, a small array): the caller then takes the ordinary path.
+    pub fn unpack_image_split(&mut self, pos: usize, dst: &mut [u8]) -> Option<usize> {
+        let (Some(t), BufKind::Recv(b)) = (self.tail.as_mut(), &mut self.kind) else {
+            return None;
+        };
+        let v = b.single_mut()?;
+        let have = v.len();
+        let end = pos.saturating_add(dst.len());
+        if have < pos || end <= have || end > have + t.left() || !crate::pcopy::worth(end - have) {
+            return None;
+        }
+        let need = end - have;
+        let src = t.mapped(need)?;
+        // What is in the body already.
+        dst[..have - pos].copy_from_slice(&v[pos..]);
+        v.reserve(need);
+        let body = crate::pcopy::Addr(v.spare_capacity_mut().as_mut_ptr() as *mut u8);
+        let out = crate::pcopy::Addr(dst[have - pos..].as_mut_ptr());
+        let src = crate::pcopy::Addr(src as *mut u8);
+        let threads = crate::pcopy::split(need, |r| {
+            // Each thread copies its whole part into the body, then out of it: copies of a few
+            // MB write past the cache, where copying the same bytes in 128 KiB steps (read
+            // back from the cache) took three times as long here (docs/bench-daemon.md).
+            // SAFETY: `src` maps the next `need` bytes of the sender's arena (`mapped`; the tail
+            // keeps the mapping alive, and the sender does not touch them before our ack);
+            // `body` is the body's spare capacity, at least `need` bytes (reserved above); `out`
+            // is the rest of `dst`, `need` bytes. The threads' ranges are disjoint parts of
+            // 0..need.
+            unsafe {
+                std::ptr::copy_nonoverlapping(src.get().add(r.start), body.get().add(r.start), r.len());
+                std::ptr::copy_nonoverlapping(body.get().add(r.start), out.get().add(r.start), r.len());
+            }
+        });
+        // SAFETY: the `need` bytes after the length were all written above.
+        unsafe { v.set_len(end) };
+        t.consumed(need);
+        if t.left() == 0 {
+            self.tail = None; // acknowledges the transfer
+        }
+        Some(threads)
+    }
+
     /// Body length of the whole message, including bytes of an early-delivered one that are
     /// still on their way.
     pub fn full_len(&self) -> usize {

@@ -229,6 +229,27 @@ impl Tail {
         true
     }
 
+    /// Where the next `n` bytes of a tail in the sender's shared arena are mapped here, when
+    /// they all lie in one piece of it (None otherwise, and for a tail in a socket: [`Tail::fill`]
+    /// reads those). The caller copies them itself and then calls [`Tail::consumed`].
+    pub fn mapped(&self, n: usize) -> Option<*const u8> {
+        match &self.src {
+            Source::Remote(r) if n <= self.left() && !self.dead() => r.mapped(n as u64),
+            _ => None,
+        }
+    }
+
+    /// Counts the next `n` bytes (at most [`Tail::left`]) as read: the caller copied them from
+    /// [`Tail::mapped`] into the body.
+    pub fn consumed(&mut self, n: usize) {
+        let left = self.left();
+        let n = n.min(left);
+        if let Source::Remote(r) = &mut self.src {
+            r.skip(n as u64);
+        }
+        self.shared.left.store(left - n, Ordering::Release);
+    }
+
     /// Reads the whole rest into `v`.
     pub fn finish(&mut self, v: &mut Vec<u8>) {
         let total = self.total;

@@ -21,6 +21,7 @@ pub mod lazy;
 pub mod net;
 pub mod park;
 pub mod parksig;
+pub mod pcopy;
 pub mod pool;
 pub mod route;
 pub mod spin;

@@ -473,7 +473,7 @@ fn trace<T>(me: i32, src: i32, body: &[u8], got: &Result<T, i32>, how: &str) {
     append(&path, &line);
 }
 
-fn append(path: &std::ffi::OsStr, line: &str) {
+pub(crate) fn append(path: &std::ffi::OsStr, line: &str) {
     use std::io::Write;
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
         let _ = f.write_all(line.as_bytes());
@@ -657,6 +657,26 @@ impl Remote {
         }
         self.at += n as u64;
         Ok(n as usize)
+    }
+
+    /// Where the next `n` bytes are mapped here, when they lie in one piece and in the sender's
+    /// mapped arena.
+    pub fn mapped(&self, n: u64) -> Option<*const u8> {
+        let a = self.arena.as_ref()?;
+        let mut skip = self.at;
+        for &(addr, len) in &self.pieces {
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            return if len - skip >= n { a.find(addr + skip, n) } else { None };
+        }
+        None
+    }
+
+    /// Counts the next `n` bytes as read (copied by the caller from [`Remote::mapped`]).
+    pub fn skip(&mut self, n: u64) {
+        self.at += n;
     }
 
     /// Appends to `v` until it holds `upto` bytes.

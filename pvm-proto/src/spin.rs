@@ -49,9 +49,18 @@ pub fn window_after(base: Duration, sent: usize) -> Duration {
 /// two daemons and the network (70–120 µs here), longer than the window, and while the task
 /// spins it holds a CPU that those daemons need: across two namespace hosts the 8-byte round
 /// trip of two pvm-rs tasks took 91 µs with the spin and 71 µs without (docs/bench-daemon.md).
+///
+/// None as well after a message of [`NO_SPIN_AFTER`] bytes or more: its answer cannot come
+/// within the longest window, and a pvm-rs receiver copies such a message on two threads
+/// (libpvm3-shim `pcopy.rs`): a sender spinning meanwhile takes one of the two CPUs from it
+/// (16 MB direct-route round trip 11.0 ms with the spin, 8.9 without, docs/bench-daemon.md).
 pub fn window_after_send(base: Duration, sent: usize, off_host: bool) -> Option<Duration> {
-    (!off_host).then(|| window_after(base, sent))
+    (!off_host && sent < NO_SPIN_AFTER).then(|| window_after(base, sent))
 }
+
+/// Messages from this size on are not followed by a spin (see [`window_after_send`]): the
+/// answer takes longer than [`AFTER_SEND_CAP`] at [`ANSWER_RATE`].
+pub const NO_SPIN_AFTER: usize = ANSWER_RATE * AFTER_SEND_CAP.as_micros() as usize;
 
 /// Runnable tasks now, from the text of /proc/loadavg ("0.39 0.81 0.93 3/345 12345": 3).
 pub fn runnable(loadavg: &str) -> Option<u32> {
@@ -78,6 +87,9 @@ mod tests {
             window_after_send(base, 1 << 20, false),
             Some(window_after(base, 1 << 20))
         );
+        assert_eq!(window_after_send(base, NO_SPIN_AFTER - 1, false), Some(AFTER_SEND_CAP));
+        assert_eq!(window_after_send(base, NO_SPIN_AFTER, false), None, "large: no spin");
+        assert_eq!(window_after_send(base, 16 << 20, false), None);
     }
 
     #[test]

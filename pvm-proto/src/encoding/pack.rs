@@ -177,6 +177,54 @@ impl Packer {
         }
     }
 
+    /// As [`Packer::pack`] for a contiguous array whose packed form is its memory image (any
+    /// item in raw, bytes in XDR), with the copy made by `copy(dst, src)`, which must write all
+    /// of `dst` (a caller that copies faster, e.g. on two threads). The bytes and fragment
+    /// boundaries are those of `pack`. Ok(false), with nothing packed, when the packed form is
+    /// not the memory image (numbers in XDR).
+    ///
+    /// # Safety
+    /// `copy` must initialise every byte of the `dst` it is given.
+    pub unsafe fn pack_image_with<T: Item>(
+        &mut self,
+        data: &[T],
+        copy: impl FnOnce(&mut [std::mem::MaybeUninit<u8>], &[u8]),
+    ) -> Result<bool> {
+        let image = std::mem::size_of::<T>() == T::RAW_SIZE
+            && match self.enc {
+                Encoding::Raw => true,
+                Encoding::Xdr => T::KIND == Kind::Byte,
+                // This packer copies in-place data too (one fragment per pack call).
+                Encoding::InPlace => true,
+            };
+        if !image {
+            return Ok(false);
+        }
+        if self.enc == Encoding::InPlace {
+            if data.is_empty() {
+                return Ok(true);
+            }
+            self.body.starts.push(self.body.data.len());
+        }
+        // SAFETY: items are plain numbers or arrays of them (sealed trait): all their bytes are
+        // initialised, and with size_of == RAW_SIZE their memory image is their raw form.
+        let bytes = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, std::mem::size_of_val(data)) };
+        let buf = &mut self.body.data;
+        buf.reserve(bytes.len());
+        copy(&mut buf.spare_capacity_mut()[..bytes.len()], bytes);
+        // SAFETY: `copy` wrote every byte of the spare capacity it was given.
+        unsafe { buf.set_len(buf.len() + bytes.len()) };
+        match self.enc {
+            Encoding::Raw => self.split_full(),
+            Encoding::Xdr => {
+                self.split_full();
+                self.pad();
+            }
+            Encoding::InPlace => {}
+        }
+        Ok(true)
+    }
+
     /// Packs a C string (`pvm_pkstr`): the bytes up to the first NUL (or all of `s`), then a NUL,
     /// preceded by their count.
     pub fn pk_str(&mut self, s: &[u8]) -> Result<()> {

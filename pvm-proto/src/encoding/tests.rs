@@ -483,3 +483,42 @@ fn a_reserved_buffer_changes_no_byte_or_fragment() {
         assert_eq!(back.capacity(), 10);
     }
 }
+
+/// Packing a memory-image array through `pack_image_with` (the library's two-thread copy)
+/// gives the bytes and fragment boundaries of `pack`; other forms are left to `pack`.
+#[test]
+fn pack_image_with_equals_pack() {
+    let bytes: Vec<u8> = (0..10_001u32).map(|i| (i * 7) as u8).collect();
+    let ints: Vec<i32> = (0..3001).map(|i| i * 700_001).collect();
+    for enc in [Encoding::Raw, Encoding::Xdr, Encoding::InPlace] {
+        let (mut plain, mut hooked) = (Packer::new(enc), Packer::new(enc));
+        let copy = |d: &mut [std::mem::MaybeUninit<u8>], s: &[u8]| {
+            for (d, s) in d.iter_mut().zip(s) {
+                d.write(*s);
+            }
+        };
+        plain.pk_int(&[5]).unwrap();
+        hooked.pk_int(&[5]).unwrap();
+        plain.pk_byte(&bytes).unwrap();
+        // SAFETY: the closure writes every byte it is given.
+        assert!(unsafe { hooked.pack_image_with(&bytes, copy) }.unwrap());
+        plain.pk_byte(&bytes[..3]).unwrap();
+        // SAFETY: as above.
+        assert!(unsafe { hooked.pack_image_with(&bytes[..3], copy) }.unwrap());
+        plain.pk_byte(&[]).unwrap();
+        // SAFETY: as above.
+        assert!(unsafe { hooked.pack_image_with(&bytes[..0], copy) }.unwrap());
+        // SAFETY: as above.
+        let took = unsafe { hooked.pack_image_with(&ints, copy) }.unwrap();
+        assert_eq!(took, enc != Encoding::Xdr, "{enc:?}: ints are an image but in XDR");
+        if !took {
+            hooked.pk_int(&ints).unwrap();
+        }
+        plain.pk_int(&ints).unwrap();
+        assert_eq!(plain.body(), hooked.body(), "{enc:?}");
+        assert_eq!(plain.body().fragments().count(), hooked.body().fragments().count());
+    }
+    let mut p = Packer::new(Encoding::Xdr);
+    // SAFETY: as above (never called).
+    assert!(!unsafe { p.pack_image_with(&ints, |_, _| unreachable!()) }.unwrap());
+}
