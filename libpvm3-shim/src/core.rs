@@ -204,7 +204,7 @@ impl Buf {
 
     /// Unpacks `dst.len()` body bytes at `pos` that are the memory image of the program's
     /// array, for a message whose rest lies in the sender's shared arena (`vmread.rs`): copied
-    /// into the body and from there into `dst`, each half of it by one of two threads
+    /// into the body and into `dst` at once, each half of it by one of two threads
     /// (`pcopy.rs`); returns the number of threads. None, with nothing done, where that does
     /// not apply (a tail in a socket, pieces outside the arena, bytes before `pos` still to
     /// come, a small array): the caller then takes the ordinary path.
@@ -227,17 +227,22 @@ impl Buf {
         let out = crate::pcopy::Addr(dst[have - pos..].as_mut_ptr());
         let src = crate::pcopy::Addr(src as *mut u8);
         let threads = crate::pcopy::split(need, |r| {
-            // Each thread copies its whole part into the body, then out of it: copies of a few
-            // MB write past the cache, where copying the same bytes in 128 KiB steps (read
-            // back from the cache) took three times as long here (docs/bench-daemon.md).
+            // Each thread reads its part of the sender's bytes once and streams them into the
+            // body and into `dst` (pcopy::stream_copy2): copying into the body and out again,
+            // even in 128 KiB steps read back from the cache, took more than twice as long
+            // here (docs/bench-daemon.md).
             // SAFETY: `src` maps the next `need` bytes of the sender's arena (`mapped`; the tail
             // keeps the mapping alive, and the sender does not touch them before our ack);
             // `body` is the body's spare capacity, at least `need` bytes (reserved above); `out`
             // is the rest of `dst`, `need` bytes. The threads' ranges are disjoint parts of
             // 0..need.
             unsafe {
-                std::ptr::copy_nonoverlapping(src.get().add(r.start), body.get().add(r.start), r.len());
-                std::ptr::copy_nonoverlapping(body.get().add(r.start), out.get().add(r.start), r.len());
+                crate::pcopy::stream_copy2(
+                    body.get().add(r.start),
+                    out.get().add(r.start),
+                    src.get().add(r.start),
+                    r.len(),
+                )
             }
         });
         // SAFETY: the `need` bytes after the length were all written above.
