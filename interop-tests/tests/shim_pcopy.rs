@@ -1,6 +1,7 @@
-//! Large packs and unpacks copied on two threads (libpvm3-shim `pcopy.rs`): a pack of an array
-//! of at least 2 MiB that packs as its memory image, and an unpack of one from a message whose
-//! rest lies in the sender's shared arena (direct route) or the pvmd's (pvmd-rs's arena relay).
+//! Large packs and unpacks copied by libpvm3-shim `pcopy.rs` (streamed stores from 256 KiB, two
+//! threads from 2 MiB): a pack of an array that packs as its memory image, and an unpack of one
+//! from a message whose rest lies in the sender's shared arena (direct route) or the pvmd's
+//! (pvmd-rs's arena relay).
 //!
 //! The child sends a series of messages built to cross the edges of that path: sizes around the
 //! threshold and odd ones, raw bytes and ints, XDR bytes with a pad and an int after them, an
@@ -8,7 +9,7 @@
 //! unpacked in part and then sent back as it is (`pvm_setsbuf(pvm_getrbuf())`: every byte must
 //! still be in the buffer), one never unpacked, an unpack past the end, an in-place body. The
 //! sender overwrites its array as soon as `pvm_send` returns. Every byte is checked, and
-//! `PVM_PCOPY_TRACE` says which packs and unpacks were split over two threads.
+//! `PVM_PCOPY_TRACE` says which packs and unpacks took that path, on how many threads.
 
 use interop_tests::shim::{Lib, Vm};
 use interop_tests::Kind;
@@ -161,7 +162,7 @@ const PARENT_CHECKS: usize = 12;
 const CHILD_CHECKS: usize = 1;
 
 struct Run {
-    /// Trace lines `t<tid> split-pack|split-unpack <bytes> <threads>`.
+    /// Trace lines `t<tid> pcopy-pack|pcopy-unpack <bytes> <threads>`.
     splits: Vec<String>,
 }
 
@@ -170,7 +171,9 @@ fn run(kind: Kind, me: Lib, child: Lib, mode: &str) -> Run {
     let exe = interop_tests::build_c("pcopy_x", PROGRAM, &["-O2"]);
     let trace = vm.tmp.path().join("pcopy-trace");
     let mut c = vm.command(exe.to_str().unwrap(), &[mode], me, child);
-    c.env("PVM_PCOPY_TRACE", &trace).env_remove("PVM_PAR_COPY_MIN");
+    c.env("PVM_PCOPY_TRACE", &trace)
+        .env_remove("PVM_PAR_COPY_MIN")
+        .env_remove("PVM_STREAM_MIN");
     if child == Lib::Shim {
         c.env("PVM_EXPORT", "LD_LIBRARY_PATH:PVM_SHIM_TRACE:PVM_PCOPY_TRACE");
     }
@@ -194,25 +197,31 @@ fn run(kind: Kind, me: Lib, child: Lib, mode: &str) -> Run {
     }
 }
 
-/// (split packs, split unpacks) in the trace, each checked to have run on two threads.
+/// (packs, unpacks) in the trace, each checked to have run on two threads exactly when it
+/// copied at least 2 MiB (the library's `pcopy::PAR_MIN`).
 fn counts(r: &Run) -> (usize, usize) {
     for l in &r.splits {
-        assert!(l.ends_with(" 2"), "a split copy ran on one thread: {l}");
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(f.len(), 4, "{l}");
+        let bytes: usize = f[2].parse().unwrap();
+        let want = if bytes >= 2 << 20 { "2" } else { "1" };
+        assert_eq!(f[3], want, "threads for {bytes} bytes: {l}");
     }
     let n = |w: &str| r.splits.iter().filter(|l| l.split(' ').nth(1) == Some(w)).count();
-    (n("split-pack"), n("split-unpack"))
+    (n("pcopy-pack"), n("pcopy-unpack"))
 }
 
-/// Arrays of at least 2 MiB packed as their image: the child's 2 MiB, 3 MiB + 5 and 16 MiB
-/// bytes, 16 MiB of ints, 5 MiB + 3, 8 MiB, 8 MiB + 1, 6 MiB, 16 MiB, 4 MiB, 3 MiB and the
-/// in-place 16 MiB (this library copies in-place data when it is packed, into a fragment of its
-/// own).
-const PACKS: usize = 12;
-/// Unpacks split on the parent (3 and 16 MiB bytes, the ints, 5 MiB + 3, the second parts of
-/// 8 MiB and of 8 MiB + 1, the first 3 MiB of the forwarded one, 4 MiB, the in-place 16 MiB)
-/// and on the child (the forwarded 6 MiB). Not the 2 MiB one: its first 128 KiB come with the
-/// descriptor, and less than 2 MiB is left to copy.
-const UNPACKS: usize = 10;
+/// Arrays of at least 256 KiB packed as their image: the child's 2 MiB - 1, 2 MiB, 3 MiB + 5
+/// and 16 MiB bytes, 16 MiB of ints, 5 MiB + 3, 8 MiB, 8 MiB + 1, 6 MiB, 16 MiB, 4 MiB, 3 MiB and
+/// the in-place 16 MiB (this library copies in-place data when it is packed, into a fragment of
+/// its own).
+const PACKS: usize = 13;
+/// Unpacks from the arena on the parent (all four raw byte arrays, the ints, 5 MiB + 3, both
+/// parts of 8 MiB, the second part of 8 MiB + 1 (its first, 12344 bytes, is small), the first
+/// 3 MiB of the forwarded one, 4 MiB, the in-place 16 MiB) and on the child (the forwarded
+/// 6 MiB). The 2 MiB ones copy less than 2 MiB from the arena (their first 128 KiB come with
+/// the descriptor): one thread.
+const UNPACKS: usize = 13;
 
 #[test]
 fn large_packs_and_unpacks_on_two_threads_keep_every_byte() {

@@ -532,14 +532,15 @@ fn pack<T: Item>(data: &[T], cnt: c_int, stride: c_int) -> R {
                 crate::pool::put(old);
             }
         }
-        if stride == 1 && crate::pcopy::worth(bytes) {
-            // A large array that packs as its memory image: copied on two threads (pcopy.rs).
+        if stride == 1 && crate::pcopy::applies(bytes) {
+            // A large array that packs as its memory image: streamed, on two threads when it is
+            // larger still (pcopy.rs).
             let d = data.get(..cnt as usize).ok_or(E_BADPARAM)?;
             let mut threads = 0;
             let copy = |dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]| threads = crate::pcopy::copy(dst, src);
             // SAFETY: pcopy::copy writes every byte of the destination it is given.
             if unsafe { p.pack_image_with(d, copy) }.map_err(|e| e.pvm_error() as i32)? {
-                crate::pcopy::trace(l.mytid, "split-pack", bytes, threads);
+                crate::pcopy::trace(l.mytid, "pcopy-pack", bytes, threads);
                 return Ok(0);
             }
         }
@@ -584,8 +585,8 @@ fn unpack_arriving<T: Item>(me: i32, b: &mut Buf, out: &mut [T], cnt: c_int, str
     // are a valid value of every item type (plain numbers).
     let dst = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, bytes) };
     let mut done = 0;
-    if let Some(threads) = b.unpack_image_split(pos, dst) {
-        crate::pcopy::trace(me, "split-unpack", bytes, threads);
+    if let Some((copied, threads)) = b.unpack_image_split(pos, dst) {
+        crate::pcopy::trace(me, "pcopy-unpack", copied, threads);
         done = bytes;
     }
     while done < bytes {

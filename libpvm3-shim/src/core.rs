@@ -205,17 +205,18 @@ impl Buf {
     /// Unpacks `dst.len()` body bytes at `pos` that are the memory image of the program's
     /// array, for a message whose rest lies in the sender's shared arena (`vmread.rs`): copied
     /// into the body and into `dst` at once, each half of it by one of two threads
-    /// (`pcopy.rs`); returns the number of threads. None, with nothing done, where that does
+    /// (`pcopy.rs`); returns the bytes copied from the arena and the number of threads. None,
+    /// with nothing done, where that does
     /// not apply (a tail in a socket, pieces outside the arena, bytes before `pos` still to
     /// come, a small array): the caller then takes the ordinary path.
-    pub fn unpack_image_split(&mut self, pos: usize, dst: &mut [u8]) -> Option<usize> {
+    pub fn unpack_image_split(&mut self, pos: usize, dst: &mut [u8]) -> Option<(usize, usize)> {
         let (Some(t), BufKind::Recv(b)) = (self.tail.as_mut(), &mut self.kind) else {
             return None;
         };
         let v = b.single_mut()?;
         let have = v.len();
         let end = pos.saturating_add(dst.len());
-        if have < pos || end <= have || end > have + t.left() || !crate::pcopy::worth(end - have) {
+        if have < pos || end <= have || end > have + t.left() || !crate::pcopy::applies(end - have) {
             return None;
         }
         let need = end - have;
@@ -226,6 +227,7 @@ impl Buf {
         let body = crate::pcopy::Addr(v.spare_capacity_mut().as_mut_ptr() as *mut u8);
         let out = crate::pcopy::Addr(dst[have - pos..].as_mut_ptr());
         let src = crate::pcopy::Addr(src as *mut u8);
+        let stream = crate::pcopy::streams(need);
         let threads = crate::pcopy::split(need, |r| {
             // Each thread reads its part of the sender's bytes once and streams them into the
             // body and into `dst` (pcopy::stream_copy2): copying into the body and out again,
@@ -237,12 +239,13 @@ impl Buf {
             // is the rest of `dst`, `need` bytes. The threads' ranges are disjoint parts of
             // 0..need.
             unsafe {
-                crate::pcopy::stream_copy2(
-                    body.get().add(r.start),
-                    out.get().add(r.start),
-                    src.get().add(r.start),
-                    r.len(),
-                )
+                let (b, o, s) = (body.get().add(r.start), out.get().add(r.start), src.get().add(r.start));
+                if stream {
+                    crate::pcopy::stream_copy2(b, o, s, r.len());
+                } else {
+                    std::ptr::copy_nonoverlapping(s, b, r.len());
+                    std::ptr::copy_nonoverlapping(b, o, r.len());
+                }
             }
         });
         // SAFETY: the `need` bytes after the length were all written above.
@@ -251,7 +254,7 @@ impl Buf {
         if t.left() == 0 {
             self.tail = None; // acknowledges the transfer
         }
-        Some(threads)
+        Some((need, threads))
     }
 
     /// Body length of the whole message, including bytes of an early-delivered one that are

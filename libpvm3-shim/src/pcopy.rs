@@ -1,23 +1,30 @@
-//! Large copies split over two threads.
+//! Large copies of the library: streamed, and split over two threads.
 //!
-//! Why: a 16 MB message is copied three times on one host even with the shared arena (pack into
-//! the sender's buffer, the receiver's copy out of the sender's arena, unpack), and each copy is
-//! bound by what one core can move (1.6–2.4 ms for 16 MB here), while the other core idles: in
-//! a ping-pong the peer waits. Two threads, and stores that bypass the cache ([`stream_copy`]),
-//! move the same 16 MB in 0.6–0.8 ms (`bench/ntcopy.c`). docs/bench-daemon.md, "Large copies on
-//! two threads", has the figures.
+//! Why: a large message between two pvm-rs tasks of one host is copied three times even with
+//! the shared arena (pack into the sender's buffer, the receiver's copy out of the sender's
+//! arena into its buffer, unpack into the program's array). glibc's `memcpy` writes through the
+//! cache at these sizes on this machine, and copying a received body in 128 KiB steps, read
+//! back from the cache, ran at a third of the memory's speed here: a 1 MB direct-route round
+//! trip took 1.1–1.5 ms on this host against 0.4 ms on the previous one. Stores that bypass the
+//! cache ([`stream_copy`]) move 16 MB in 0.9 ms against glibc's 1.6, and a receive that reads
+//! the sender's bytes once and streams them into its buffer and the program's array at once
+//! ([`stream_copy2`]) does in 1.4 ms what two copies did in 2.5 (`bench/ntcopy.c`). And each
+//! copy is bound by what one core moves while the other idles (in a ping-pong the peer waits):
+//! two threads take the 16 MB streamed copy to 0.7–0.8 ms. docs/bench-daemon.md, "Large copies
+//! streamed and on two threads", has the figures.
 //!
-//! How: [`split`] runs a job over the two halves of a range, the second half on a short-lived
-//! helper thread (scoped: it ends before the call returns, so nothing of it outlives the
-//! library call that made it: no thread at fork, park or checkpoint time) with every signal
-//! blocked, so that a signal for the task still lands on the program's own thread as before.
-//! Spawning costs some tens of microseconds, which is why only copies of at least [`PAR_MIN`]
-//! bytes are split. If the thread cannot be made (a limit on processes, a seccomp policy), the
-//! calling thread does the whole job.
+//! How: copies of at least [`STREAM_MIN`] bytes stream; [`split`] runs a job over the two
+//! halves of a range of at least [`PAR_MIN`] bytes, the second half on a short-lived helper
+//! thread (scoped: it ends before the call returns, so nothing of it outlives the library call
+//! that made it: no thread at fork, park or checkpoint time) with every signal blocked, so that
+//! a signal for the task still lands on the program's own thread as before. Spawning costs some
+//! tens of microseconds, which is why only copies of at least [`PAR_MIN`] bytes are split. If
+//! the thread cannot be made (a limit on processes, a seccomp policy), the calling thread does
+//! the whole job.
 //!
-//! `PVM_PAR_COPY_MIN=<bytes>` sets the threshold; `0` turns the splitting off. With
-//! `PVM_PCOPY_TRACE=<file>`, each pack and unpack copied here appends `t<me> split-pack|split-unpack
-//! <bytes> <threads>` ([`trace`]).
+//! `PVM_STREAM_MIN=<bytes>` and `PVM_PAR_COPY_MIN=<bytes>` set the two thresholds; `0` turns
+//! either off. With `PVM_PCOPY_TRACE=<file>`, each pack and unpack copied here appends
+//! `t<me> pcopy-pack|pcopy-unpack <bytes> <threads>` ([`trace`]).
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -41,6 +48,33 @@ fn threshold() -> Option<usize> {
             None => Some(PAR_MIN),
         }
     })
+}
+
+/// Copies of at least this many bytes are streamed ([`stream_copy`]), on one thread below
+/// [`PAR_MIN`]: the size from which a message between two pvm-rs tasks of a host goes by
+/// descriptor (`vmread::VMREAD_MIN`).
+pub const STREAM_MIN: usize = 256 << 10;
+
+/// True if a copy of `n` bytes is streamed (`PVM_STREAM_MIN=<bytes>` sets the threshold, `0`
+/// turns streaming off).
+pub fn streams(n: usize) -> bool {
+    static T: OnceLock<Option<usize>> = OnceLock::new();
+    let t = *T.get_or_init(|| {
+        match std::env::var("PVM_STREAM_MIN")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => Some(STREAM_MIN),
+        }
+    });
+    t.is_some_and(|t| n >= t)
+}
+
+/// True if a copy of `n` bytes goes through this module (streamed, split, or both).
+pub fn applies(n: usize) -> bool {
+    streams(n) || worth(n)
 }
 
 /// True if a copy of `n` bytes is worth splitting.
@@ -87,8 +121,8 @@ pub fn split<F: Fn(Range<usize>) + Sync>(n: usize, job: F) -> usize {
 /// the destination is written to memory without being read into the cache first. glibc's
 /// `memcpy` does not stream at these sizes on this machine (its threshold scales with the
 /// last-level cache), and a streamed 16 MB copy took 0.92 ms against its 1.64
-/// (`bench/ntcopy.c`). For the copies of [`split`] only: what is copied this large is not read
-/// back soon enough to profit from the cache.
+/// (`bench/ntcopy.c`). For the large copies of this module only: what is copied that large is
+/// not read back soon enough to profit from the cache.
 ///
 /// # Safety
 /// `src..src+n` readable, `dst..dst+n` writable, not overlapping.
@@ -176,7 +210,7 @@ pub fn copy(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
         // ranges do not overlap, so each writes only its own part of `dst`, which the caller
         // lends mutably for the whole call.
         unsafe {
-            if worth(src.len()) {
+            if streams(src.len()) {
                 stream_copy(d.get().add(r.start), s.get().add(r.start), r.len())
             } else {
                 std::ptr::copy_nonoverlapping(s.get().add(r.start), d.get().add(r.start), r.len())
