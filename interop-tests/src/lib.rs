@@ -229,6 +229,20 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `c` with its output captured and waits for it as [`Proc::wait`] does.
+    pub fn run_piped(c: &mut Command, name: &str, timeout: Duration) -> (Option<i32>, String, String) {
+        let child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_string(),
+        }
+        .wait(timeout)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

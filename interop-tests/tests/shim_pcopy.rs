@@ -177,15 +177,8 @@ fn run(kind: Kind, me: Lib, child: Lib, mode: &str) -> Run {
     if child == Lib::Shim {
         c.env("PVM_EXPORT", "LD_LIBRARY_PATH:PVM_SHIM_TRACE:PVM_PCOPY_TRACE");
     }
-    let p = interop_tests::Proc {
-        child: c
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-        name: format!("pcopy {mode}"),
-    };
-    let (code, out, err) = p.wait(std::time::Duration::from_secs(120));
+    let (code, out, err) =
+        interop_tests::Proc::run_piped(&mut c, &format!("pcopy {mode}"), std::time::Duration::from_secs(120));
     let log = vm.tmp.log();
     let what = format!("{kind:?} {mode} {me:?}/{child:?}");
     assert_eq!(code, Some(0), "{what}: {out}\n{err}\nlog:\n{log}");

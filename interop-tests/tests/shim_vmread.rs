@@ -219,15 +219,8 @@ fn run_with(
             },
         );
     }
-    let p = interop_tests::Proc {
-        child: c
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-        name: format!("vmread {mode}"),
-    };
-    let (code, out, err) = p.wait(std::time::Duration::from_secs(120));
+    let (code, out, err) =
+        interop_tests::Proc::run_piped(&mut c, &format!("vmread {mode}"), std::time::Duration::from_secs(120));
     let log = vm.tmp.log();
     assert_eq!(code, Some(0), "{mode} {me:?}/{child:?}: {out}\n{err}\nlog:\n{log}");
     let (n, _) = expected(max, encs);

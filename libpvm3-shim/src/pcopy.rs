@@ -35,19 +35,20 @@ pub const PAR_MIN: usize = 2 << 20;
 /// The two halves are cut at a multiple of this (whole cache lines and pages for each thread).
 const ALIGN: usize = 4096;
 
-/// The threshold in force (None: splitting is off).
+/// A size threshold from the environment variable `name`: its value in bytes, `default` when it
+/// is unset or not a number, None (off) when it is 0.
+fn setting(name: &str, default: usize) -> Option<usize> {
+    match std::env::var(name).ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => Some(default),
+    }
+}
+
+/// The splitting threshold in force (None: splitting is off).
 fn threshold() -> Option<usize> {
     static T: OnceLock<Option<usize>> = OnceLock::new();
-    *T.get_or_init(|| {
-        match std::env::var("PVM_PAR_COPY_MIN")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-        {
-            Some(0) => None,
-            Some(n) => Some(n),
-            None => Some(PAR_MIN),
-        }
-    })
+    *T.get_or_init(|| setting("PVM_PAR_COPY_MIN", PAR_MIN))
 }
 
 /// Copies of at least this many bytes are streamed ([`stream_copy`]), on one thread below
@@ -59,17 +60,8 @@ pub const STREAM_MIN: usize = 256 << 10;
 /// turns streaming off).
 pub fn streams(n: usize) -> bool {
     static T: OnceLock<Option<usize>> = OnceLock::new();
-    let t = *T.get_or_init(|| {
-        match std::env::var("PVM_STREAM_MIN")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-        {
-            Some(0) => None,
-            Some(n) => Some(n),
-            None => Some(STREAM_MIN),
-        }
-    });
-    t.is_some_and(|t| n >= t)
+    T.get_or_init(|| setting("PVM_STREAM_MIN", STREAM_MIN))
+        .is_some_and(|t| n >= t)
 }
 
 /// True if a copy of `n` bytes goes through this module (streamed, split, or both).
