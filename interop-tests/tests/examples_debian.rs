@@ -290,9 +290,18 @@ fn numbers_to_n(l: &str) -> String {
 
 fn check(name: &str, e: Example) {
     let (ours_raw, ours_log) = run_raw(Kind::Ours, name, e.how);
-    let (legacy_raw, _) = run_raw(Kind::Legacy, name, e.how);
+    let (mut legacy_raw, _) = run_raw(Kind::Legacy, name, e.how);
     let ours = normalise(&ours_raw, e);
-    let legacy = normalise(&legacy_raw, e);
+    let mut legacy = normalise(&legacy_raw, e);
+    if ours != legacy {
+        // The oracle races too: in one CI run the legacy daemon and library printed frsg's
+        // "ERROR: The Sum of Squares ... was calculated by Sum1 as 539106230" (a reduce over a
+        // group not yet complete) where ours printed the right sum. A difference is only ours
+        // if a second legacy run differs as well.
+        eprintln!("{name}: the legacy run differs from ours, running the legacy one again:\n{legacy_raw}");
+        legacy_raw = run_raw(Kind::Legacy, name, e.how).0;
+        legacy = normalise(&legacy_raw, e);
+    }
     assert!(
         legacy.len() > 1 || name == "xep",
         "the legacy run of {name} printed nothing, the comparison would be empty:\n{legacy_raw}"
