@@ -1,6 +1,7 @@
 /*
- * Throughput of the legacy libpvm3 XDR packer: pvm_pkint/pvm_upkint and pvm_pkdouble/
- * pvm_upkdouble on 1 MB arrays, the same data and repetition scheme as
+ * Throughput of the legacy libpvm3 packer, XDR (PvmDataDefault) and raw (PvmDataRaw):
+ * pvm_pkint/pvm_upkint and pvm_pkdouble/pvm_upkdouble on 1 MB arrays, the same data and
+ * repetition scheme as
  * pvm-proto/benches/pack.rs (median of REPS runs after one warm-up). No pvmd is needed.
  * Output lines: "bench NAME VALUE MB/s".
  * Build: gcc -O2 -o legacy-pack-bench ci/legacy-pack-bench.c -lpvm3
@@ -32,8 +33,10 @@ static int *iout;
 static double *dout;
 static int mid;
 
-static void pack_int(void) { pvm_initsend(PvmDataDefault); pvm_pkint(ints, MB / 4, 1); }
-static void pack_double(void) { pvm_initsend(PvmDataDefault); pvm_pkdouble(dbls, MB / 8, 1); }
+static int enc;
+
+static void pack_int(void) { pvm_initsend(enc); pvm_pkint(ints, MB / 4, 1); }
+static void pack_double(void) { pvm_initsend(enc); pvm_pkdouble(dbls, MB / 8, 1); }
 /* Re-arm the receive buffer: setsbuf flips it to packing, setrbuf back to unpacking at byte 0. */
 static void unpack_int(void) { pvm_setsbuf(mid); pvm_setrbuf(mid); pvm_upkint(iout, MB / 4, 1); }
 static void unpack_double(void) { pvm_setsbuf(mid); pvm_setrbuf(mid); pvm_upkdouble(dout, MB / 8, 1); }
@@ -69,26 +72,34 @@ int main(void)
 	for (i = 0; i < MB / 8; i++)
 		dbls[i] = i * 1.000001;
 
-	printf("bench xdr_pack_int_1MB %.1f MB/s\n", 1.0 / measure(reps, pack_int));
-	pvm_initsend(PvmDataDefault);
-	pvm_pkint(ints, MB / 4, 1);
-	mid = pvm_getsbuf();
-	printf("bench xdr_unpack_int_1MB %.1f MB/s\n", 1.0 / measure(reps, unpack_int));
-	if (memcmp(iout, ints, MB)) {
-		fprintf(stderr, "legacy int round trip differs\n");
-		return 1;
-	}
+	for (int e = 0; e < 2; e++) {
+		const char *name = e ? "raw" : "xdr";
+		enc = e ? PvmDataRaw : PvmDataDefault;
+		printf("bench %s_pack_int_1MB %.1f MB/s\n", name, 1.0 / measure(reps, pack_int));
+		pvm_initsend(enc);
+		pvm_pkint(ints, MB / 4, 1);
+		mid = pvm_getsbuf();
+		memset(iout, 0, MB);
+		printf("bench %s_unpack_int_1MB %.1f MB/s\n", name, 1.0 / measure(reps, unpack_int));
+		if (memcmp(iout, ints, MB)) {
+			fprintf(stderr, "legacy %s int round trip differs\n", name);
+			return 1;
+		}
 
-	pvm_setsbuf(0);
-	pvm_freebuf(mid);
-	printf("bench xdr_pack_double_1MB %.1f MB/s\n", 1.0 / measure(reps, pack_double));
-	pvm_initsend(PvmDataDefault);
-	pvm_pkdouble(dbls, MB / 8, 1);
-	mid = pvm_getsbuf();
-	printf("bench xdr_unpack_double_1MB %.1f MB/s\n", 1.0 / measure(reps, unpack_double));
-	if (memcmp(dout, dbls, MB)) {
-		fprintf(stderr, "legacy double round trip differs\n");
-		return 1;
+		pvm_setsbuf(0);
+		pvm_freebuf(mid);
+		printf("bench %s_pack_double_1MB %.1f MB/s\n", name, 1.0 / measure(reps, pack_double));
+		pvm_initsend(enc);
+		pvm_pkdouble(dbls, MB / 8, 1);
+		mid = pvm_getsbuf();
+		memset(dout, 0, MB);
+		printf("bench %s_unpack_double_1MB %.1f MB/s\n", name, 1.0 / measure(reps, unpack_double));
+		if (memcmp(dout, dbls, MB)) {
+			fprintf(stderr, "legacy %s double round trip differs\n", name);
+			return 1;
+		}
+		pvm_setsbuf(0);
+		pvm_freebuf(mid);
 	}
 	return 0;
 }

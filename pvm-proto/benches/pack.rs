@@ -1,4 +1,5 @@
-//! Throughput of the XDR user-data encoder and decoder, and of fragment header parse/emit.
+//! Throughput of the user-data encoder and decoder (XDR and raw), and of fragment header
+//! parse/emit.
 //!
 //! A plain `harness = false` benchmark (no extra dependency): every measurement is repeated and
 //! the median is reported. Output lines are `bench <name> <MB/s or ns/op> <unit>`, which
@@ -48,41 +49,43 @@ fn main() {
         .collect();
     let doubles: Vec<f64> = (0..MB / 8).map(|i| i as f64 * 1.000_001).collect();
 
-    let d = measure(reps, || {
-        let mut p = Packer::new(Encoding::Xdr);
-        p.pk_int(black_box(&ints)).unwrap();
-        black_box(p.into_body());
-    });
-    report_mbs("xdr_pack_int_1MB", MB, d);
+    for (enc, name) in [(Encoding::Xdr, "xdr"), (Encoding::Raw, "raw")] {
+        let d = measure(reps, || {
+            let mut p = Packer::new(enc);
+            p.pk_int(black_box(&ints)).unwrap();
+            black_box(p.into_body());
+        });
+        report_mbs(&format!("{name}_pack_int_1MB"), MB, d);
 
-    let mut p = Packer::new(Encoding::Xdr);
-    p.pk_int(&ints).unwrap();
-    let body = p.into_body();
-    let mut out = vec![0i32; ints.len()];
-    let d = measure(reps, || {
-        black_box(&body).unpacker().up_int(&mut out).unwrap();
-        black_box(&out);
-    });
-    assert_eq!(out, ints);
-    report_mbs("xdr_unpack_int_1MB", MB, d);
+        let mut p = Packer::new(enc);
+        p.pk_int(&ints).unwrap();
+        let body = p.into_body();
+        let mut out = vec![0i32; ints.len()];
+        let d = measure(reps, || {
+            black_box(&body).unpacker().up_int(&mut out).unwrap();
+            black_box(&out);
+        });
+        assert_eq!(out, ints);
+        report_mbs(&format!("{name}_unpack_int_1MB"), MB, d);
 
-    let d = measure(reps, || {
-        let mut p = Packer::new(Encoding::Xdr);
-        p.pk_double(black_box(&doubles)).unwrap();
-        black_box(p.into_body());
-    });
-    report_mbs("xdr_pack_double_1MB", MB, d);
+        let d = measure(reps, || {
+            let mut p = Packer::new(enc);
+            p.pk_double(black_box(&doubles)).unwrap();
+            black_box(p.into_body());
+        });
+        report_mbs(&format!("{name}_pack_double_1MB"), MB, d);
 
-    let mut p = Packer::new(Encoding::Xdr);
-    p.pk_double(&doubles).unwrap();
-    let body = p.into_body();
-    let mut out = vec![0f64; doubles.len()];
-    let d = measure(reps, || {
-        black_box(&body).unpacker().up_double(&mut out).unwrap();
-        black_box(&out);
-    });
-    assert_eq!(out, doubles);
-    report_mbs("xdr_unpack_double_1MB", MB, d);
+        let mut p = Packer::new(enc);
+        p.pk_double(&doubles).unwrap();
+        let body = p.into_body();
+        let mut out = vec![0f64; doubles.len()];
+        let d = measure(reps, || {
+            black_box(&body).unpacker().up_double(&mut out).unwrap();
+            black_box(&out);
+        });
+        assert_eq!(out, doubles);
+        report_mbs(&format!("{name}_unpack_double_1MB"), MB, d);
+    }
 
     // Fragment headers: one parse or one emit per fragment of a 1 MB message (261 fragments).
     const N: usize = 100_000;
