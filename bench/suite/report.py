@@ -220,6 +220,9 @@ def main():
         for s in ("1048576", "16777216"):
             rows.append((f"{route} InPlace {size_name(s)}", f"{pre}_bw_{s}", "MB/s", "higher", "unix", f"raw_bw_{s}"))
     r.section("One host, PvmDataInPlace bandwidth (user buffer sent as one fragment)", rows)
+    rows = [(f"direct route Default {size_name(s)}", f"direct_def_bw_{s}", "MB/s", "higher", "unix", f"raw_bw_{s}")
+            for s in ("1048576", "16777216")]
+    r.section("One host, PvmDataDefault bandwidth, PvmRouteDirect", rows)
     if netns:
         rows = []
         for s in xsizes:
@@ -305,6 +308,14 @@ def main():
          (LL, "xdaemon_rtt_8"), "≤", 0.7, "RR / LL daemon route RTT 8 B, h1 → h2"),
         ("our lib, direct 16 MB bandwidth vs raw unix socket", ("RR", "direct_bw_16777216"),
          ("unix", "raw_bw_16777216"), "≥", 0.4, "RR direct / raw unix 16 MB"),
+        ("our lib, direct 1 MB PvmDataDefault vs legacy direct", ("RR", "direct_def_bw_1048576"),
+         (LL, "direct_def_bw_1048576"), "≥", 5, "RR / LL PvmRouteDirect 1 MB, both PvmDataDefault"),
+        ("our lib, direct 16 MB PvmDataDefault vs legacy direct", ("RR", "direct_def_bw_16777216"),
+         (LL, "direct_def_bw_16777216"), "≥", 5, "RR / LL PvmRouteDirect 16 MB, both PvmDataDefault"),
+        ("our lib, direct 1 MB PvmDataDefault vs raw unix socket", ("RR", "direct_def_bw_1048576"),
+         ("unix", "raw_bw_1048576"), "≥", 0.4, "RR direct Default / raw unix 1 MB"),
+        ("our lib, direct 16 MB PvmDataDefault vs raw unix socket", ("RR", "direct_def_bw_16777216"),
+         ("unix", "raw_bw_16777216"), "≥", 0.4, "RR direct Default / raw unix 16 MB"),
         ("adding 8 hosts, pvmd-rs master vs legacy master", ("RR", "addhosts8_ms"), (LL, "addhosts8_ms"),
          "≤", 1, with_rl("RR / LL one pvm_addhosts of 8 namespace hosts", "addhosts8_ms")),
     ):
