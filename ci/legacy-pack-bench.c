@@ -58,6 +58,25 @@ static double measure(int reps, void (*f)(void))
 	return m;
 }
 
+/* Measures packing with `pack` and unpacking with `unpack` (into `out`, checked against `in`),
+ * printing both figures; 1 if the bytes differ. */
+static int round_trip(int reps, const char *enc_name, const char *type, void (*pack)(void),
+		      void (*unpack)(void), void *out, const void *in)
+{
+	printf("bench %s_pack_%s_1MB %.1f MB/s\n", enc_name, type, 1.0 / measure(reps, pack));
+	pack();
+	mid = pvm_getsbuf();
+	memset(out, 0, MB);
+	printf("bench %s_unpack_%s_1MB %.1f MB/s\n", enc_name, type, 1.0 / measure(reps, unpack));
+	if (memcmp(out, in, MB)) {
+		fprintf(stderr, "legacy %s %s round trip differs\n", enc_name, type);
+		return 1;
+	}
+	pvm_setsbuf(0);
+	pvm_freebuf(mid);
+	return 0;
+}
+
 int main(void)
 {
 	int reps = getenv("PACK_BENCH_REPS") ? atoi(getenv("PACK_BENCH_REPS")) : 31;
@@ -75,31 +94,9 @@ int main(void)
 	for (int e = 0; e < 2; e++) {
 		const char *name = e ? "raw" : "xdr";
 		enc = e ? PvmDataRaw : PvmDataDefault;
-		printf("bench %s_pack_int_1MB %.1f MB/s\n", name, 1.0 / measure(reps, pack_int));
-		pvm_initsend(enc);
-		pvm_pkint(ints, MB / 4, 1);
-		mid = pvm_getsbuf();
-		memset(iout, 0, MB);
-		printf("bench %s_unpack_int_1MB %.1f MB/s\n", name, 1.0 / measure(reps, unpack_int));
-		if (memcmp(iout, ints, MB)) {
-			fprintf(stderr, "legacy %s int round trip differs\n", name);
+		if (round_trip(reps, name, "int", pack_int, unpack_int, iout, ints) ||
+		    round_trip(reps, name, "double", pack_double, unpack_double, dout, dbls))
 			return 1;
-		}
-
-		pvm_setsbuf(0);
-		pvm_freebuf(mid);
-		printf("bench %s_pack_double_1MB %.1f MB/s\n", name, 1.0 / measure(reps, pack_double));
-		pvm_initsend(enc);
-		pvm_pkdouble(dbls, MB / 8, 1);
-		mid = pvm_getsbuf();
-		memset(dout, 0, MB);
-		printf("bench %s_unpack_double_1MB %.1f MB/s\n", name, 1.0 / measure(reps, unpack_double));
-		if (memcmp(dout, dbls, MB)) {
-			fprintf(stderr, "legacy %s double round trip differs\n", name);
-			return 1;
-		}
-		pvm_setsbuf(0);
-		pvm_freebuf(mid);
 	}
 	return 0;
 }

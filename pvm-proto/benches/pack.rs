@@ -37,6 +37,35 @@ fn report_mbs(name: &str, bytes: usize, d: Duration) {
     println!("bench {name} {:.1} MB/s", bytes as f64 / MB as f64 / d.as_secs_f64());
 }
 
+/// Measures packing `data` with `pk` and unpacking it with `up` in encoding `enc`, reporting
+/// both under `name` (its `{}` replaced by "pack" and "unpack"); the unpacked values are checked.
+fn round_trip<T: Copy + Default + PartialEq + std::fmt::Debug, E: std::fmt::Debug, F: std::fmt::Debug>(
+    reps: usize,
+    name: &str,
+    enc: Encoding,
+    data: &[T],
+    pk: fn(&mut Packer, &[T]) -> Result<(), E>,
+    up: impl Fn(&mut pvm_proto::encoding::Unpacker<'_>, &mut [T]) -> Result<(), F>,
+) {
+    let d = measure(reps, || {
+        let mut p = Packer::new(enc);
+        pk(&mut p, black_box(data)).unwrap();
+        black_box(p.into_body());
+    });
+    report_mbs(&name.replace("{}", "pack"), MB, d);
+
+    let mut p = Packer::new(enc);
+    pk(&mut p, data).unwrap();
+    let body = p.into_body();
+    let mut out = vec![T::default(); data.len()];
+    let d = measure(reps, || {
+        up(&mut black_box(&body).unpacker(), &mut out).unwrap();
+        black_box(&out);
+    });
+    assert_eq!(out, data);
+    report_mbs(&name.replace("{}", "unpack"), MB, d);
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing useful either way.
     let reps: usize = std::env::var("PACK_BENCH_REPS")
@@ -50,41 +79,22 @@ fn main() {
     let doubles: Vec<f64> = (0..MB / 8).map(|i| i as f64 * 1.000_001).collect();
 
     for (enc, name) in [(Encoding::Xdr, "xdr"), (Encoding::Raw, "raw")] {
-        let d = measure(reps, || {
-            let mut p = Packer::new(enc);
-            p.pk_int(black_box(&ints)).unwrap();
-            black_box(p.into_body());
-        });
-        report_mbs(&format!("{name}_pack_int_1MB"), MB, d);
-
-        let mut p = Packer::new(enc);
-        p.pk_int(&ints).unwrap();
-        let body = p.into_body();
-        let mut out = vec![0i32; ints.len()];
-        let d = measure(reps, || {
-            black_box(&body).unpacker().up_int(&mut out).unwrap();
-            black_box(&out);
-        });
-        assert_eq!(out, ints);
-        report_mbs(&format!("{name}_unpack_int_1MB"), MB, d);
-
-        let d = measure(reps, || {
-            let mut p = Packer::new(enc);
-            p.pk_double(black_box(&doubles)).unwrap();
-            black_box(p.into_body());
-        });
-        report_mbs(&format!("{name}_pack_double_1MB"), MB, d);
-
-        let mut p = Packer::new(enc);
-        p.pk_double(&doubles).unwrap();
-        let body = p.into_body();
-        let mut out = vec![0f64; doubles.len()];
-        let d = measure(reps, || {
-            black_box(&body).unpacker().up_double(&mut out).unwrap();
-            black_box(&out);
-        });
-        assert_eq!(out, doubles);
-        report_mbs(&format!("{name}_unpack_double_1MB"), MB, d);
+        round_trip(
+            reps,
+            &format!("{name}_{{}}_int_1MB"),
+            enc,
+            &ints,
+            Packer::pk_int,
+            |u, o| u.up_int(o),
+        );
+        round_trip(
+            reps,
+            &format!("{name}_{{}}_double_1MB"),
+            enc,
+            &doubles,
+            Packer::pk_double,
+            |u, o| u.up_double(o),
+        );
     }
 
     // Fragment headers: one parse or one emit per fragment of a 1 MB message (261 fragments).
