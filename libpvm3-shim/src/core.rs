@@ -230,7 +230,7 @@ impl Buf {
         let stream = crate::pcopy::streams(need);
         let threads = crate::pcopy::split(need, |r| {
             // Each thread reads its part of the sender's bytes once and streams them into the
-            // body and into `dst` (pcopy::stream_copy2): copying into the body and out again,
+            // body and into `dst` (pcopy::copy_to): copying into the body and out again,
             // even in 128 KiB steps read back from the cache, took more than twice as long
             // here (docs/bench-daemon.md).
             // SAFETY: `src` maps the next `need` bytes of the sender's arena (`mapped`; the tail
@@ -239,13 +239,12 @@ impl Buf {
             // is the rest of `dst`, `need` bytes. The threads' ranges are disjoint parts of
             // 0..need.
             unsafe {
-                let (b, o, s) = (body.get().add(r.start), out.get().add(r.start), src.get().add(r.start));
-                if stream {
-                    crate::pcopy::stream_copy2(b, o, s, r.len());
-                } else {
-                    std::ptr::copy_nonoverlapping(s, b, r.len());
-                    std::ptr::copy_nonoverlapping(b, o, r.len());
-                }
+                crate::pcopy::copy_to(
+                    &[body.get().add(r.start), out.get().add(r.start)],
+                    src.get().add(r.start),
+                    r.len(),
+                    stream,
+                )
             }
         });
         // SAFETY: the `need` bytes after the length were all written above.

@@ -140,6 +140,23 @@ pub unsafe fn stream_copy2(d1: *mut u8, d2: *mut u8, src: *const u8, n: usize) {
     }
 }
 
+/// Copies `n` bytes from `src` into each destination of `dsts`: streamed when `stream`
+/// ([`stream_copy2`] for two, the source then read once), with `memcpy` otherwise. The one
+/// copy step of this module's packs and unpacks.
+///
+/// # Safety
+/// As [`stream_copy2`], for every destination.
+pub unsafe fn copy_to(dsts: &[*mut u8], src: *const u8, n: usize, stream: bool) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match (stream, dsts) {
+            (true, &[d1, d2]) => stream_copy2(d1, d2, src, n),
+            (true, _) => dsts.iter().for_each(|&d| stream_copy(d, src, n)),
+            (false, _) => dsts.iter().for_each(|&d| std::ptr::copy_nonoverlapping(src, d, n)),
+        }
+    }
+}
+
 /// The copy loop of [`stream_copy`] / [`stream_copy2`]: every destination in `dsts` has the
 /// same address modulo 16.
 ///
@@ -197,17 +214,12 @@ unsafe fn stream(dsts: &[*mut u8], src: *const u8, n: usize) {
 pub fn copy(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
     assert_eq!(dst.len(), src.len(), "pcopy::copy of unequal lengths");
     let (d, s) = (Addr(dst.as_mut_ptr() as *mut u8), Addr(src.as_ptr() as *mut u8));
+    let stream = streams(src.len());
     split(src.len(), |r| {
         // SAFETY: `r` lies inside both slices (equal lengths, checked above); the two jobs'
         // ranges do not overlap, so each writes only its own part of `dst`, which the caller
         // lends mutably for the whole call.
-        unsafe {
-            if streams(src.len()) {
-                stream_copy(d.get().add(r.start), s.get().add(r.start), r.len())
-            } else {
-                std::ptr::copy_nonoverlapping(s.get().add(r.start), d.get().add(r.start), r.len())
-            }
-        }
+        unsafe { copy_to(&[d.get().add(r.start)], s.get().add(r.start), r.len(), stream) }
     })
 }
 

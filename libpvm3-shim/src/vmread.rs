@@ -604,25 +604,8 @@ impl Remote {
     /// Reads the next bytes (at most `buf.len()`): copied from the sender's arena when they lie
     /// in it, else with one process_vm_readv. Ok(0) at the end.
     pub fn read_into(&mut self, buf: &mut [MaybeUninit<u8>]) -> std::io::Result<usize> {
-        let mut remote: Vec<libc::iovec> = Vec::with_capacity(4);
-        let (mut skip, mut room) = (self.at, buf.len() as u64);
-        for &(addr, len) in &self.pieces {
-            if room == 0 {
-                break;
-            }
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            let take = (len - skip).min(room);
-            remote.push(libc::iovec {
-                iov_base: (addr + skip) as *mut libc::c_void,
-                iov_len: take as usize,
-            });
-            room -= take;
-            skip = 0;
-        }
-        let want = buf.len() as u64 - room;
+        let remote = self.spans(buf.len() as u64);
+        let want: u64 = remote.iter().map(|v| v.iov_len as u64).sum();
         if want == 0 {
             return Ok(0);
         }
@@ -659,19 +642,37 @@ impl Remote {
         Ok(n as usize)
     }
 
-    /// Where the next `n` bytes are mapped here, when they lie in one piece and in the sender's
-    /// mapped arena.
-    pub fn mapped(&self, n: u64) -> Option<*const u8> {
-        let a = self.arena.as_ref()?;
-        let mut skip = self.at;
+    /// The sender's address ranges of the next bytes, at most `n` of them (fewer at the end).
+    fn spans(&self, n: u64) -> Vec<libc::iovec> {
+        let mut out = Vec::with_capacity(4);
+        let (mut skip, mut room) = (self.at, n);
         for &(addr, len) in &self.pieces {
+            if room == 0 {
+                break;
+            }
             if skip >= len {
                 skip -= len;
                 continue;
             }
-            return if len - skip >= n { a.find(addr + skip, n) } else { None };
+            let take = (len - skip).min(room);
+            out.push(libc::iovec {
+                iov_base: (addr + skip) as *mut libc::c_void,
+                iov_len: take as usize,
+            });
+            room -= take;
+            skip = 0;
         }
-        None
+        out
+    }
+
+    /// Where the next `n` bytes are mapped here, when they lie in one piece and in the sender's
+    /// mapped arena.
+    pub fn mapped(&self, n: u64) -> Option<*const u8> {
+        let a = self.arena.as_ref()?;
+        match self.spans(n).as_slice() {
+            [v] if v.iov_len as u64 == n => a.find(v.iov_base as u64, n),
+            _ => None,
+        }
     }
 
     /// Counts the next `n` bytes as read (copied by the caller from [`Remote::mapped`]).
