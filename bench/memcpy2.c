@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include "timing.h"
 
 #define RING 8
 
@@ -17,19 +17,6 @@ static pthread_cond_t go = PTHREAD_COND_INITIALIZER, finished = PTHREAD_COND_INI
 static char *job_dst, *job_src;
 static size_t job_len;
 static int job_ready, job_done;
-
-static double now_us(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
 
 /* The helper: copies whatever half it is given, then says so. */
 static void *helper(void *arg)

@@ -10,17 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include "timing.h"
 
 #define RING 6
 #define ITERS 20
-
-static double now_us(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
-}
 
 /* Streams n bytes from s into each of nd destinations (all 16-byte aligned). */
 static void stream(char **d, int nd, const char *s, size_t n)
@@ -56,12 +49,6 @@ static void *helper(void *a)
 {
 	run(a);
 	return 0;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
 }
 
 int main(void)

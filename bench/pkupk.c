@@ -5,21 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <pvm3.h>
-
-static double now_us(void)
-{
-	struct timeval t;
-	gettimeofday(&t, 0);
-	return t.tv_sec * 1e6 + t.tv_usec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
+#include "timing.h"
 
 int main(int argc, char **argv)
 {

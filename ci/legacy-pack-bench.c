@@ -9,23 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <pvm3.h>
+#include "../bench/timing.h"
 
 #define MB (1 << 20)
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
 
 static int *ints;
 static double *dbls;
@@ -48,11 +35,11 @@ static double measure(int reps, void (*f)(void))
 
 	f();
 	for (i = 0; i < reps; i++) {
-		double s = now();
+		double s = now_us() * 1e-6;
 		f();
-		t[i] = now() - s;
+		t[i] = now_us() * 1e-6 - s;
 	}
-	qsort(t, reps, sizeof(double), cmp);
+	qsort(t, reps, sizeof(double), cmp_double);
 	m = t[reps / 2];
 	free(t);
 	return m;

@@ -13,23 +13,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/wait.h>
+#include "../timing.h"
 
 #define MAXBUF (17 << 20)
-
-static double now_us(void)
-{
-	struct timeval t;
-	gettimeofday(&t, 0);
-	return t.tv_sec * 1e6 + t.tv_usec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
 
 static int full(int fd, char *p, size_t n, int wr)
 {
