@@ -49,6 +49,11 @@ fn hard_restart_after_kill9() {
 }
 
 fn start_master(c: &Cluster, bin: &std::path::Path) -> Proc {
+    start_master_env(c, bin, &[])
+}
+
+/// The master with `env` set (the slaves inherit it through the remote-shell stand-in).
+fn start_master_env(c: &Cluster, bin: &std::path::Path, env: &[(&str, &str)]) -> Proc {
     let hf = c.dir.path().join("hostfile");
     std::fs::write(
         &hf,
@@ -56,6 +61,7 @@ fn start_master(c: &Cluster, bin: &std::path::Path) -> Proc {
     )
     .unwrap();
     let mut cmd = c.command(1, bin);
+    cmd.envs(env.iter().copied());
     cmd.arg(format!("-n{}", c.host(1).ip)).arg(&hf).stderr(Stdio::null());
     let mut m = Proc {
         child: cmd.spawn().unwrap(),
@@ -125,4 +131,50 @@ fn hard_dead_slave_does_not_hang_tasks() {
         }
         drop(m);
     }
+}
+
+/// The same on the datagram link alone (no stream between the two pvmd-rs): the master only
+/// learns of the death from the ICMP port-unreachable answers to its own retransmissions, with
+/// no other traffic arriving. Until those errors had their own wake-up (server.rs,
+/// `udp_error_ready`) they were read only when a receive happened to be tried while one was
+/// pending; a send took it first otherwise, and `hard_soak_short` hung in CI waiting for a
+/// deletion that never came. This passed on that code too on a quiet machine (a chance
+/// receive followed each error here), so it guards the outcome, not the race.
+#[test]
+fn hard_dead_slave_found_on_a_quiet_datagram_link() {
+    let c = Cluster::new("hdeaddg", 2);
+    let m = start_master_env(&c, &our_pvmd(), &[("PVMD_NO_XSTREAM", "1")]);
+    assert!(
+        c.wait_for(Duration::from_secs(20), || basic_in(&c, 1, TIMEOUT)
+            .1
+            .contains("nhost 2")),
+        "slave never joined\n{}",
+        c.logs()
+    );
+    for pid in c.pids(2) {
+        send_signal(pid, libc::SIGKILL);
+    }
+    let (code, out, took) = basic_in(&c, 1, Duration::from_secs(10));
+    eprintln!(
+        "basic after kill -9 of the slave: exit {code:?} in {} ms\n{out}",
+        took.as_millis()
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "a task on the master hung after the slave died\n{}",
+        c.logs()
+    );
+    let (_, out, _) = basic_in(&c, 1, TIMEOUT);
+    assert!(
+        out.contains("nhost 1"),
+        "the dead host is still listed:\n{out}\n{}",
+        c.logs()
+    );
+    assert!(
+        c.logs().contains("answers port unreachable; declaring it dead"),
+        "deleted, but not for the reason tested here:\n{}",
+        c.logs()
+    );
+    drop(m);
 }

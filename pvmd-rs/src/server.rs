@@ -280,6 +280,21 @@ async fn udp_recv(
     }
 }
 
+/// hardening: resolves when ICMP errors are queued on the pvmd <-> pvmd socket. A queued error
+/// raises only EPOLLERR, which wakes no reader (tokio maps it to `Ready::ERROR`), and the next
+/// send takes the pending error (it fails, is retried, and the entry stays queued unread).
+/// Without this arm the queue was read only when a receive happened to be tried while an error
+/// was pending, so whether a killed peer was declared dead depended on timing (a soak in CI
+/// waited 20 s on a host that was never deleted).
+async fn udp_error_ready(udp: &Option<tokio::net::UdpSocket>) {
+    match udp {
+        Some(u) => {
+            let _ = u.ready(tokio::io::Interest::ERROR).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Send (and receive) buffer asked for on task connections.
 const TASK_SOCKET_BUFFER: i32 = 2 << 20;
 /// Receive (and send) buffer asked for on the pvmd <-> pvmd socket.
@@ -339,6 +354,11 @@ fn udp_errors<A: AuthFiles>(
     log: &mut Log,
 ) -> bool {
     use std::os::fd::AsRawFd;
+    // Readiness is cleared before the queue is read: an error queued after the reads wakes
+    // udp_error_ready again instead of being lost.
+    let _ = udp.try_io(tokio::io::Interest::ERROR, || {
+        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+    });
     let mut halt = false;
     for _ in 0..256 {
         let Some((to, refused)) = crate::sys::read_errqueue(udp.as_raw_fd()) else {
@@ -506,6 +526,13 @@ pub async fn serve_net<A: AuthFiles>(
                         break Stop::Halt;
                     }
                 } else if let (Err(_), Some(u)) = (&r, &udp) {
+                    if udp_errors(u, daemon, &mut conns, log) {
+                        break Stop::Halt;
+                    }
+                }
+            }
+            () = udp_error_ready(&udp) => {
+                if let Some(u) = &udp {
                     if udp_errors(u, daemon, &mut conns, log) {
                         break Stop::Halt;
                     }
