@@ -44,6 +44,32 @@ int main(int argc, char **argv) {
     P("upkstr", pvm_upkstr(s));
     printf("string %s\n", s);
     P("upkint past end", pvm_upkint(y, 1, 1));
+    /* One buffer is the send or the receive buffer, never both; entering unpacking mode
+       rewinds, staying in it does not; packing after a flip appends (raw; XDR differs,
+       see docs/extensions.md). */
+    P("sbuf after setrbuf", pvm_getsbuf());
+    P("setrbuf rbuf", pvm_setrbuf(pvm_getrbuf()) >= 0);
+    P("upkint not rewound", pvm_upkint(y, 1, 1));
+    P("setsbuf rbuf", pvm_setsbuf(pvm_getrbuf()) >= 0);
+    P("rbuf after setsbuf", pvm_getrbuf());
+    P("setrbuf it again", pvm_setrbuf(pvm_getsbuf()) >= 0);
+    y[0] = 0;
+    P("upkint rewound", pvm_upkint(y, 1, 1));
+    printf("value again %d\n", y[0]);
+    P("upkstr rewound", pvm_upkstr(s));
+    pvm_initsend(PvmDataRaw);
+    P("raw pkint", pvm_pkint(&x, 1, 1));
+    P("raw setrbuf", pvm_setrbuf(pvm_getsbuf()) >= 0);
+    P("raw upkint", pvm_upkint(y, 1, 1));
+    P("raw setsbuf", pvm_setsbuf(pvm_getrbuf()) >= 0);
+    x = 6;
+    P("raw pkint appended", pvm_pkint(&x, 1, 1));
+    P("raw setrbuf again", pvm_setrbuf(pvm_getsbuf()) >= 0);
+    y[0] = y[1] = 0;
+    P("raw upkint first", pvm_upkint(y, 1, 1));
+    P("raw upkint second", pvm_upkint(y + 1, 1, 1));
+    printf("raw values %d %d\n", y[0], y[1]);
+    x = 5;
     P("bufinfo 0", pvm_bufinfo(0, &n, &n, &n));
     P("bufinfo unknown", pvm_bufinfo(4242, &n, &n, &n));
     b2 = pvm_mkbuf(PvmDataRaw);

@@ -369,8 +369,14 @@ pvm_api!(pvm_setsbuf(mid: c_int) {
         if mid < 0 {
             return Err(E_BADPARAM);
         }
-        if mid != 0 && !l.bufs.contains_key(&mid) {
-            return Err(E_NOSUCHBUF);
+        if mid != 0 {
+            // As legacy: a buffer is the send or the receive buffer, not both; it leaves
+            // unpacking mode (packing appends after what it holds).
+            let b = l.bufs.get_mut(&mid).ok_or(E_NOSUCHBUF)?;
+            b.unpacking = false;
+            if l.rbuf == mid {
+                l.rbuf = 0;
+            }
         }
         Ok(std::mem::replace(&mut l.sbuf, mid))
     })
@@ -383,8 +389,17 @@ pvm_api!(pvm_setrbuf(mid: c_int) {
         if mid < 0 {
             return Err(E_BADPARAM);
         }
-        if mid != 0 && !l.bufs.contains_key(&mid) {
-            return Err(E_NOSUCHBUF);
+        if mid != 0 {
+            // As legacy: a buffer entering unpacking mode is read from its start again (one
+            // already in it, say the receive buffer set back, goes on where it was).
+            let b = l.bufs.get_mut(&mid).ok_or(E_NOSUCHBUF)?;
+            if !b.unpacking {
+                b.unpacking = true;
+                b.pos = 0;
+            }
+            if l.sbuf == mid {
+                l.sbuf = 0;
+            }
         }
         Ok(std::mem::replace(&mut l.rbuf, mid))
     })

@@ -169,6 +169,9 @@ pub struct Buf {
     /// The bytes of an early-delivered message still in its route's socket (`lazy.rs`); the
     /// body holds those before them.
     pub tail: Option<crate::lazy::Tail>,
+    /// In unpacking mode (legacy `MM_UPACK`): received messages start in it, a buffer made
+    /// the send buffer leaves it, and `pvm_setrbuf` of a buffer not in it rewinds the cursor.
+    pub unpacking: bool,
 }
 
 impl Buf {
@@ -666,9 +669,11 @@ impl Lib {
     pub fn new_buf(&mut self, kind: BufKind) -> i32 {
         let id = self.next_mid;
         self.next_mid += 1;
+        let unpacking = matches!(kind, BufKind::Recv(_));
         self.bufs.insert(
             id,
             Buf {
+                unpacking,
                 kind,
                 pos: 0,
                 tag: 0,
