@@ -358,7 +358,7 @@ def main():
 
     pack = open(packmd).read().strip() if packmd else ""
     if pack:
-        L.append("\n### Pack/unpack throughput (ci/bench-pack: pvm-rs encoder vs legacy libpvm3, library only)\n")
+        L.append("\n### Pack/unpack throughput (ci/bench-pack: one C program on our libpvm3 and on the legacy one, both enrolled; pvm-proto's encoder alone beside)\n")
         L.append(pack)
     mig = open(migmd).read().strip() if migmd else ""
     if mig:

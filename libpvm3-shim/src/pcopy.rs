@@ -13,7 +13,9 @@
 //! two threads take the 16 MB streamed copy to 0.7–0.8 ms. docs/bench-daemon.md, "Large copies
 //! streamed and on two threads", has the figures.
 //!
-//! How: copies of at least [`STREAM_MIN`] bytes stream; [`split`] runs a job over the two
+//! How: unpacks of at least [`STREAM_MIN`] bytes and packs of at least [`STREAM_PACK_MIN`]
+//! stream (a pack's destination is the sender's own buffer: up to a couple of megabytes it is
+//! faster written through the cache, and the receiver's copy reads it as fast); [`split`] runs a job over the two
 //! halves of a range of at least [`PAR_MIN`] bytes, the second half on a short-lived helper
 //! thread (scoped: it ends before the call returns, so nothing of it outlives the library call
 //! that made it: no thread at fork, park or checkpoint time) with every signal blocked, so that
@@ -22,8 +24,8 @@
 //! the thread cannot be made (a limit on processes, a seccomp policy), the calling thread does
 //! the whole job.
 //!
-//! `PVM_STREAM_MIN=<bytes>` and `PVM_PAR_COPY_MIN=<bytes>` set the two thresholds; `0` turns
-//! either off. With `PVM_PCOPY_TRACE=<file>`, each pack and unpack copied here appends
+//! `PVM_STREAM_MIN=<bytes>`, `PVM_STREAM_PACK_MIN=<bytes>` and `PVM_PAR_COPY_MIN=<bytes>` set
+//! the thresholds; `0` turns any of them off. With `PVM_PCOPY_TRACE=<file>`, each pack and unpack copied here appends
 //! `t<me> pcopy-pack|pcopy-unpack <bytes> <threads>` ([`trace`]).
 
 use std::ops::Range;
@@ -61,6 +63,20 @@ pub const STREAM_MIN: usize = 256 << 10;
 pub fn streams(n: usize) -> bool {
     static T: OnceLock<Option<usize>> = OnceLock::new();
     T.get_or_init(|| setting("PVM_STREAM_MIN", STREAM_MIN))
+        .is_some_and(|t| n >= t)
+}
+
+/// Packs stream from this size ([`PAR_MIN`], where they are split too). A 1 MB pack streamed
+/// ran at 22–26 GB/s here against 40–44 through the cache (`ci/bench-pack`), and the direct-route
+/// 1 MB round trip was no slower without it (397–592 µs against 460–681, three A/B pairs); at
+/// 16 MB streaming the pack saves 3 ms of an 11 ms round trip.
+pub const STREAM_PACK_MIN: usize = PAR_MIN;
+
+/// True if a pack copy of `n` bytes is streamed (`PVM_STREAM_PACK_MIN=<bytes>` sets the
+/// threshold, `0` turns it off).
+pub fn streams_pack(n: usize) -> bool {
+    static T: OnceLock<Option<usize>> = OnceLock::new();
+    T.get_or_init(|| setting("PVM_STREAM_PACK_MIN", STREAM_PACK_MIN))
         .is_some_and(|t| n >= t)
 }
 
@@ -214,7 +230,7 @@ unsafe fn stream(dsts: &[*mut u8], src: *const u8, n: usize) {
 pub fn copy(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> usize {
     assert_eq!(dst.len(), src.len(), "pcopy::copy of unequal lengths");
     let (d, s) = (Addr(dst.as_mut_ptr() as *mut u8), Addr(src.as_ptr() as *mut u8));
-    let stream = streams(src.len());
+    let stream = streams_pack(src.len());
     split(src.len(), |r| {
         // SAFETY: `r` lies inside both slices (equal lengths, checked above); the two jobs'
         // ranges do not overlap, so each writes only its own part of `dst`, which the caller
