@@ -373,6 +373,9 @@ pvm_api!(pvm_setsbuf(mid: c_int) {
             // As legacy: a buffer is the send or the receive buffer, not both; it leaves
             // unpacking mode (packing appends after what it holds).
             let b = l.bufs.get_mut(&mid).ok_or(E_NOSUCHBUF)?;
+            if b.m_len.is_none() {
+                b.m_len = Some(b.full_len());
+            }
             b.unpacking = false;
             if l.rbuf == mid {
                 l.rbuf = 0;
@@ -414,11 +417,12 @@ pvm_api!(pvm_bufinfo(mid: c_int, len: *mut c_int, tag: *mut c_int, tid: *mut c_i
         if mid <= 0 {
             return Err(E_BADPARAM);
         }
-        let b = l.bufs.get(&mid).ok_or(E_NOSUCHBUF)?;
+        let b = l.bufs.get_mut(&mid).ok_or(E_NOSUCHBUF)?;
         // SAFETY: each out pointer is written only when non-NULL (legacy allows NULL).
         unsafe {
             if !len.is_null() {
-                *len = b.full_len() as c_int;
+                let full = b.full_len();
+                *len = b.reported_len(full) as c_int;
             }
             if !tag.is_null() {
                 *tag = b.tag;
@@ -439,11 +443,13 @@ pvm_api!(pvm_getminfo(mid: c_int, info: *mut PvmMInfo) {
         if mid <= 0 {
             return Err(E_BADPARAM);
         }
-        let b = l.bufs.get(&mid).ok_or(E_NOSUCHBUF)?;
+        let b = l.bufs.get_mut(&mid).ok_or(E_NOSUCHBUF)?;
+        let len = b.body().len();
+        let len = b.reported_len(len);
         // SAFETY: checked non-NULL; points to a caller-owned struct pvmminfo.
         unsafe {
             *info = PvmMInfo {
-                len: b.body().len() as c_int,
+                len: len as c_int,
                 ctx: b.ctx,
                 tag: b.tag,
                 wid: b.wid,
@@ -646,8 +652,11 @@ fn unpack<T: Item>(out: &mut [T], cnt: c_int, stride: c_int) -> R {
             }
             out[0] = tmp[want - 1];
         } else {
-            u.unpack_strided(out, cnt as usize, stride as usize)
-                .map_err(|e| e.pvm_error() as i32)?;
+            // What is there is taken and consumed before PvmNoData, as legacy does.
+            let r = u.unpack_strided_partial(out, cnt as usize, stride as usize);
+            let at = u.position();
+            b.pos = at;
+            return r.map(|()| 0).map_err(|e| e.pvm_error() as i32);
         }
         b.pos = u.position();
         Ok(0)

@@ -172,9 +172,23 @@ pub struct Buf {
     /// In unpacking mode (legacy `MM_UPACK`): received messages start in it, a buffer made
     /// the send buffer leaves it, and `pvm_setrbuf` of a buffer not in it rewinds the cursor.
     pub unpacking: bool,
+    /// The length legacy `pvm_bufinfo`/`pvm_getminfo` report (its `m_len`): a received
+    /// message's (None: still the body's own), else what they measured the last time they were
+    /// asked outside unpacking mode (0 before).
+    pub m_len: Option<usize>,
 }
 
 impl Buf {
+    /// The length `pvm_bufinfo`/`pvm_getminfo` report, as legacy: measured afresh unless the
+    /// buffer is in unpacking mode, where it stays what it was (`fallback` when the buffer came
+    /// in and was never repacked).
+    pub fn reported_len(&mut self, fallback: usize) -> usize {
+        if !self.unpacking {
+            self.m_len = Some(self.full_len());
+        }
+        self.m_len.unwrap_or(fallback)
+    }
+
     /// Reads the rest of an early-delivered message into the body (nothing to do otherwise).
     pub fn settle(&mut self) {
         if let Some(mut t) = self.tail.take() {
@@ -674,6 +688,7 @@ impl Lib {
             id,
             Buf {
                 unpacking,
+                m_len: if unpacking { None } else { Some(0) },
                 kind,
                 pos: 0,
                 tag: 0,

@@ -522,3 +522,51 @@ fn pack_image_with_equals_pack() {
     // SAFETY: as above (never called).
     assert!(!unsafe { p.pack_image_with(&ints, |_, _| unreachable!()) }.unwrap());
 }
+
+#[test]
+fn partial_unpack_takes_what_is_there_as_legacy() {
+    // XDR: whole ints only, consumed; the next one fails at once.
+    let mut p = Packer::new(Encoding::Xdr);
+    p.pk_int(&[1, 2, 3]).unwrap();
+    let body = p.into_body();
+    let mut u = body.unpacker();
+    let mut out = [0i32; 5];
+    assert!(matches!(
+        u.unpack_strided_partial(&mut out, 5, 1),
+        Err(UnpackError::NoData { .. })
+    ));
+    assert_eq!(out, [1, 2, 3, 0, 0]);
+    assert_eq!(u.position(), 12);
+    // Strided: elements land at their stride.
+    let mut u = body.unpacker();
+    let mut out = [0i32; 8];
+    assert!(u.unpack_strided_partial(&mut out, 4, 2).is_err());
+    assert_eq!(out, [1, 0, 2, 0, 3, 0, 0, 0]);
+    // XDR double cut after its first word: that word is the high half, 4 bytes consumed.
+    let mut p = Packer::new(Encoding::Xdr);
+    p.pk_int(&[0x4000_0000]).unwrap();
+    let body = p.into_body();
+    let mut u = body.unpacker();
+    let mut d = [0f64; 1];
+    assert!(u.unpack_strided_partial(&mut d, 1, 1).is_err());
+    if cfg!(target_endian = "little") {
+        assert_eq!(d[0], 2.0);
+        assert_eq!(u.position(), 4);
+    }
+    // Raw: every byte left, the last element cut.
+    let mut p = Packer::new(Encoding::Raw);
+    p.pk_short(&[0x0102, 0x0304]).unwrap();
+    p.pk_byte(&[0x05]).unwrap();
+    let body = p.into_body();
+    let mut u = body.unpacker();
+    let mut out = [0i16; 3];
+    assert!(u.unpack_strided_partial(&mut out, 3, 1).is_err());
+    assert_eq!(out[..2], [0x0102, 0x0304]);
+    assert_eq!(out[2].to_ne_bytes()[0], 0x05);
+    assert_eq!(u.position(), 5);
+    // Enough data: the same as unpack_strided.
+    let mut u = body.unpacker();
+    let mut out = [0i16; 2];
+    u.unpack_strided_partial(&mut out, 2, 1).unwrap();
+    assert_eq!(out, [0x0102, 0x0304]);
+}

@@ -159,6 +159,55 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
+    /// As [`unpack_strided`](Self::unpack_strided), except when the body ends first: then it
+    /// takes what is there as the legacy library does before it reports PvmNoData, and consumes
+    /// it. XDR numbers: the whole elements left (and of a double cut after its first word, that
+    /// word, as glibc's `xdr_double` leaves it; complex numbers are taken whole only). Raw data
+    /// and XDR bytes: every byte left, the last element possibly cut (its first bytes written,
+    /// the rest of it untouched).
+    pub fn unpack_strided_partial<T: Item>(&mut self, out: &mut [T], cnt: usize, stride: usize) -> Result<()> {
+        let err = match self.unpack_strided(out, cnt, stride) {
+            Err(e @ UnpackError::NoData { .. }) => e,
+            r => return r,
+        };
+        let xdr = self.format == Format::Xdr;
+        let esz = if xdr { T::XDR_SIZE } else { T::RAW_SIZE };
+        let src = &self.body.bytes()[self.pos.min(self.body.len())..];
+        if xdr && T::KIND != Kind::Byte {
+            let whole = (src.len() / esz).min(cnt);
+            for (i, b) in src.chunks_exact(esz).take(whole).enumerate() {
+                out[i * stride] = T::get_xdr(b, self.sign_extend_long);
+            }
+            self.pos += whole * esz;
+            let left = &src[whole * esz..];
+            if whole < cnt && T::KIND == Kind::Double && left.len() >= 4 && cfg!(target_endian = "little") {
+                // glibc's xdr_double reads the high word into its place before it finds the low
+                // one missing: that half of the next double is written and its 4 bytes are
+                // consumed (the legacy library reads on from its XDR stream's position).
+                let hi = u32::from_be_bytes([left[0], left[1], left[2], left[3]]);
+                // SAFETY: element `whole * stride` is an f64 in `out` (span checked above);
+                // bytes 4..8 of it are its high word on a little-endian machine.
+                unsafe {
+                    let d = (out.as_mut_ptr().add(whole * stride) as *mut u8).add(4);
+                    std::ptr::copy_nonoverlapping(hi.to_ne_bytes().as_ptr(), d, 4);
+                }
+                self.pos += 4;
+            }
+        } else if std::mem::size_of::<T>() == esz {
+            let take = src.len().min(cnt * esz);
+            for (i, b) in src[..take].chunks(esz).enumerate() {
+                // SAFETY: element `i * stride` is in `out` (unpack_strided checked the span
+                // before failing), `b` is at most one element long, and any bytes are a valid
+                // value of every item type (plain numbers).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(b.as_ptr(), out.as_mut_ptr().add(i * stride) as *mut u8, b.len())
+                };
+            }
+            self.pos += take;
+        }
+        Err(err)
+    }
+
     /// A string as `pvm_upkstr` reads it: all `n` bytes the sender counted, normally ending in
     /// the NUL. A negative count is BadMsg (legacy silently copies nothing); a count beyond the
     /// body is NoData, detected before anything is allocated.
