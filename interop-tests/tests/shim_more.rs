@@ -337,3 +337,76 @@ fn resource_manager_routing_same_as_legacy() {
         );
     }
 }
+
+const HOLDER: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <pvm3.h>
+/* Enrols, sets PvmNoReset to argv[1], says so, and waits for a message that never comes. */
+int main(int argc, char **argv) {
+    pvm_mytid();
+    printf("noreset %d -> %d\n", atoi(argv[1]), pvm_setopt(PvmNoReset, atoi(argv[1])));
+    fflush(stdout);
+    pvm_recv(-1, 4242);
+    return 0;
+}
+"#;
+
+/// PvmNoReset: the console's `reset` kills every task but the ones that asked to be spared
+/// (one mailbox entry each, which the console reads with pvm_getnoresets). Three holders on
+/// the library under test, two with PvmNoReset 1 and one with 0, then `reset` from the console
+/// on the same library: the first two must live on and the third be gone, as with the legacy
+/// library.
+#[test]
+fn noreset_task_survives_console_reset_as_with_legacy() {
+    let exe = interop_tests::build_c("noreset-holder", HOLDER, &[]);
+    let name = exe.file_name().expect("a file").to_string_lossy().into_owned();
+    both(
+        |lib| {
+            let vm = Vm::start(Kind::Legacy, &format!("shim-nrs-{lib:?}"));
+            let mut holders = Vec::new();
+            for v in ["1", "1", "0"] {
+                let mut c = vm.command(exe.to_str().unwrap(), &[v], lib, lib);
+                c.stdout(std::process::Stdio::piped());
+                let mut p = Proc {
+                    child: c.spawn().expect("holder"),
+                    name: format!("holder {v}"),
+                };
+                let line = p.read_line(TIMEOUT);
+                assert_eq!(line.trim(), format!("noreset {v} -> 0"), "{lib:?}");
+                holders.push(p);
+            }
+            let mut c = vm.command("/usr/bin/pvm", &[], lib, lib);
+            c.stdin(std::process::Stdio::piped());
+            let mut child = c.spawn().expect("console");
+            child.stdin.take().unwrap().write_all(b"reset\nquit\n").unwrap();
+            let (code, _, err) = Proc {
+                child,
+                name: "console reset".into(),
+            }
+            .wait(TIMEOUT);
+            assert_eq!(code, Some(0), "{lib:?} console: {err}");
+            // The reset's kill reaches the spared holder never, the other one at once.
+            let t = std::time::Instant::now();
+            while t.elapsed() < std::time::Duration::from_secs(10) && holders[2].child.try_wait().unwrap().is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let alive: Vec<String> = holders
+                .iter_mut()
+                .zip(["spared", "spared too", "plain"])
+                .map(|(p, n)| format!("{n} alive {}", p.child.try_wait().unwrap().is_none()))
+                .collect();
+            for p in &holders {
+                interop_tests::stop_pid(p.pid());
+            }
+            assert_eq!(
+                alive,
+                ["spared alive true", "spared too alive true", "plain alive false"],
+                "{lib:?} library"
+            );
+            (alive, vm.shim_tasks())
+        },
+        &[&name, "pvm"],
+    );
+}

@@ -7,9 +7,9 @@
 use crate::core::{
     cget, cset, cstr, deadline_of, lpvmerr, with, with_r, xdr, Buf, BufKind, Lib, MhfFn, RecvfFn, E_BADPARAM, E_NOBUF,
     E_NOPARENT, E_NOSUCHBUF, E_SYSERR, TC_OUTPUTX, TC_SIBLINGS, TIDGID, TIDPVMD, TMASK_OFF, TMDB_GET, TMDB_NAMES,
-    TMDB_PUT, TMDB_REMOVE, TM_ADDHOST, TM_CONFIG, TM_CONTEXT, TM_DB, TM_DELHOST, TM_EXIT, TM_HALT, TM_HOSTER,
-    TM_HOSTSYNC, TM_MCA, TM_MSTAT, TM_NOTIFY, TM_PSTAT, TM_SCHED, TM_SENDSIG, TM_SETOPT, TM_SPAWN, TM_TASK, TM_TASKER,
-    TM_TICKLE, TM_TRACER,
+    TMDB_PUT, TMDB_REMOVE, TMDB_RESET, TM_ADDHOST, TM_CONFIG, TM_CONTEXT, TM_DB, TM_DELHOST, TM_EXIT, TM_HALT,
+    TM_HOSTER, TM_HOSTSYNC, TM_MCA, TM_MSTAT, TM_NOTIFY, TM_PSTAT, TM_SCHED, TM_SENDSIG, TM_SETOPT, TM_SPAWN, TM_TASK,
+    TM_TASKER, TM_TICKLE, TM_TRACER,
 };
 use crate::tev;
 use pvm_proto::codes::{PvmError, SYSCTX_TC, SYSCTX_TM};
@@ -836,7 +836,7 @@ pvm_api!(pvm_send(tid: c_int, tag: c_int) {
         if tid == tev::PVM_TRACE_TID && tag == tev::PVM_TRACE_CODE {
             return tev::user_send(l);
         }
-        if !valid_dst(tid) || (tag < 0 && !l.resvtids) {
+        if !valid_dst(tid) || (tag < 0 && l.resvtids == 0) {
             return Err(E_BADPARAM);
         }
         if l.sbuf == 0 || !l.bufs.contains_key(&l.sbuf) {
@@ -876,7 +876,7 @@ pvm_api!(pvm_mcast(tids: *mut c_int, count: c_int, tag: c_int) {
     // SAFETY: the caller passes count tids.
     let t = unsafe { strided(tids as *const i32, count, 1) }?.to_vec();
     with_r(|l| {
-        if tag < 0 && !l.resvtids {
+        if tag < 0 && l.resvtids == 0 {
             return Err(E_BADPARAM);
         }
         if t.iter().any(|&x| !valid_dst(x)) {
@@ -1088,7 +1088,7 @@ pvm_api!(pvm_psend(tid: c_int, tag: c_int, buf: *mut c_void, len: c_int, dtype: 
     // SAFETY: the caller passes len items of the given type.
     let data = unsafe { strided(buf as *const u8, len * sz as c_int, 1) }?.to_vec();
     with_r(|l| {
-        if !valid_dst(tid) || (tag < 0 && !l.resvtids) {
+        if !valid_dst(tid) || (tag < 0 && l.resvtids == 0) {
             return Err(E_BADPARAM);
         }
         let mut p = l.packer(Encoding::Raw);
@@ -1427,7 +1427,7 @@ pvm_api!(pvm_notify(what: c_int, tag: c_int, cnt: c_int, tids: *mut c_int) {
         unsafe { strided(tids as *const i32, cnt, 1) }?.to_vec()
     };
     with_r(|l| {
-        if tag < 0 && !l.resvtids {
+        if tag < 0 && l.resvtids == 0 {
             return Err(E_BADPARAM);
         }
         let mut p = xdr();
@@ -1778,7 +1778,7 @@ pvm_api!(pvm_getopt(what: c_int) {
             8 => l.ctrc.trcbuf,
             9 => l.ctrc.trcopt,
             10 => l.frag_size as c_int,
-            11 => l.resvtids as c_int,
+            11 => l.resvtids,
             12 => l.trc.outtid,
             13 => l.trc.outtag,
             14 => l.trc.trctid,
@@ -1786,8 +1786,8 @@ pvm_api!(pvm_getopt(what: c_int) {
             16 => l.trc.trcbuf,
             17 => l.trc.trcopt,
             18 => cget!(pvmshowtaskid),
-            19 => l.polltype,
-            20 => l.polltime,
+            // Only shared-memory builds of legacy have these; the Linux one refuses them.
+            19 | 20 => return Err(E_BADPARAM),
             21 => l.ctrc.outctx,
             22 => l.ctrc.trcctx,
             23 => l.trc.outctx,
@@ -1819,33 +1819,72 @@ fn setopt_pvmd(l: &mut Lib, what: i32, val: i32) -> Result<(), c_int> {
 pvm_api!(pvm_setopt(what: c_int, val: c_int) {
     tev::traced(tev::kind::SETOPT, false, |e, l| { let _ = (&e, &l); e.int(tev::did::OPT, what); e.int(tev::did::OPV, val); }, || -> R {
     with_r(|l| {
-        let old;
-        match what {
+        let me = l.mytid;
+        // The checks and answers of the legacy library, option by option.
+        let old = match what {
             1 => {
                 if !(1..=3).contains(&val) {
                     return Err(E_BADPARAM);
                 }
-                old = cget!(pvmrouteopt);
+                let old = cget!(pvmrouteopt);
                 cset!(pvmrouteopt, val);
+                old
             }
             2 => {
-                old = cget!(pvmdebmask);
+                let old = cget!(pvmdebmask);
                 cset!(pvmdebmask, val);
+                old
             }
             3 => {
-                old = cget!(pvmautoerr);
+                let old = cget!(pvmautoerr);
                 cset!(pvmautoerr, val);
+                old
             }
-            4 => old = std::mem::replace(&mut l.ctrc.outtid, val),
-            5 => old = std::mem::replace(&mut l.ctrc.outtag, val),
-            6 => old = std::mem::replace(&mut l.ctrc.trctid, val),
-            7 => old = std::mem::replace(&mut l.ctrc.trctag, val),
-            8 => old = std::mem::replace(&mut l.ctrc.trcbuf, val),
+            // Children's output and trace destinations: the task itself, none, or the one this
+            // task's own output goes to with the same code; code and context only while the
+            // destination is none or the task itself, or equal to its own.
+            4 => {
+                if val != 0 && val != me && (val != l.trc.outtid || l.ctrc.outtag != l.trc.outtag) {
+                    return Err(E_BADPARAM);
+                }
+                std::mem::replace(&mut l.ctrc.outtid, val)
+            }
+            21 => {
+                if l.ctrc.outtid > 0 && l.ctrc.outtid != me && val != l.trc.outctx {
+                    return Err(E_BADPARAM);
+                }
+                std::mem::replace(&mut l.ctrc.outctx, val)
+            }
+            5 => {
+                if l.ctrc.outtid > 0 && l.ctrc.outtid != me && val != l.trc.outtag {
+                    return Err(E_BADPARAM);
+                }
+                std::mem::replace(&mut l.ctrc.outtag, val)
+            }
+            6 => {
+                if val != 0 && val != me && (val != l.trc.trctid || l.ctrc.trctag != l.trc.trctag) {
+                    return Err(E_BADPARAM);
+                }
+                std::mem::replace(&mut l.ctrc.trctid, val)
+            }
+            22 => {
+                if l.ctrc.trctid > 0 && l.ctrc.trctid != me && val != l.trc.trcctx {
+                    return Err(E_BADPARAM);
+                }
+                std::mem::replace(&mut l.ctrc.trcctx, val)
+            }
+            7 => {
+                if l.ctrc.trctid > 0 && l.ctrc.trctid != me && val != l.trc.trctag {
+                    return Err(E_BADPARAM);
+                }
+                std::mem::replace(&mut l.ctrc.trctag, val)
+            }
+            8 => std::mem::replace(&mut l.ctrc.trcbuf, val),
             9 => {
                 if !(1..=3).contains(&val) {
                     return Err(E_BADPARAM);
                 }
-                old = std::mem::replace(&mut l.ctrc.trcopt, val);
+                std::mem::replace(&mut l.ctrc.trcopt, val)
             }
             10 => {
                 if !(pvm_proto::encoding::MIN_FRAG_SIZE as c_int..=pvm_proto::encoding::MAX_FRAG_SIZE as c_int)
@@ -1853,75 +1892,150 @@ pvm_api!(pvm_setopt(what: c_int, val: c_int) {
                 {
                     return Err(E_BADPARAM);
                 }
-                old = l.frag_size as c_int;
+                let old = l.frag_size as c_int;
                 l.frag_size = val as usize;
                 cset!(pvmfrgsiz, val);
+                old
             }
-            11 => old = std::mem::replace(&mut l.resvtids, val != 0) as c_int,
+            11 => std::mem::replace(&mut l.resvtids, val),
             12 => {
-                // Legacy tells the pvmd only when a destination is involved (old or new > 0),
-                // and children inherit the new setting.
                 if l.trc.outtid > 0 || val > 0 {
                     l.beatask()?;
                     setopt_pvmd(l, 1, val)?;
                 }
-                old = std::mem::replace(&mut l.trc.outtid, val);
+                let old = std::mem::replace(&mut l.trc.outtid, val);
                 l.ctrc.outtid = l.trc.outtid;
                 l.ctrc.outctx = l.trc.outctx;
                 l.ctrc.outtag = l.trc.outtag;
+                old
             }
+            // Legacy refuses its own output and trace contexts, and the polling options of its
+            // shared-memory builds, as not implemented.
+            19 | 20 | 23 | 24 => return Err(PvmError::NotImpl as i32),
             13 => {
-                old = std::mem::replace(&mut l.trc.outtag, val);
+                if l.trc.outtid <= 0 {
+                    // Legacy fails this with code 0: "pvm_setopt(): Ok" when PvmAutoErr is on.
+                    return Ok(lpvmerr("pvm_setopt", 0));
+                }
+                l.beatask()?;
                 setopt_pvmd(l, 3, val)?;
+                let old = std::mem::replace(&mut l.trc.outtag, val);
+                l.ctrc.outtid = l.trc.outtid;
+                l.ctrc.outctx = l.trc.outctx;
+                l.ctrc.outtag = l.trc.outtag;
+                old
             }
             14 => {
                 if l.trc.trctid > 0 || val > 0 {
                     l.beatask()?;
                     setopt_pvmd(l, 4, val)?;
                 }
-                old = std::mem::replace(&mut l.trc.trctid, val);
+                let old = std::mem::replace(&mut l.trc.trctid, val);
                 l.ctrc.trctid = l.trc.trctid;
                 l.ctrc.trcctx = l.trc.trcctx;
                 l.ctrc.trctag = l.trc.trctag;
+                old
             }
             15 => {
-                old = std::mem::replace(&mut l.trc.trctag, val);
+                if l.trc.trctid <= 0 {
+                    return Ok(lpvmerr("pvm_setopt", 0));
+                }
+                l.beatask()?;
                 setopt_pvmd(l, 6, val)?;
+                let old = std::mem::replace(&mut l.trc.trctag, val);
+                l.ctrc.trctid = l.trc.trctid;
+                l.ctrc.trcctx = l.trc.trcctx;
+                l.ctrc.trctag = l.trc.trctag;
+                old
             }
             16 => {
                 tev::flush(l);
-                old = std::mem::replace(&mut l.trc.trcbuf, val);
+                std::mem::replace(&mut l.trc.trcbuf, val)
             }
             17 => {
                 tev::flush(l);
                 if !(1..=3).contains(&val) {
                     return Err(E_BADPARAM);
                 }
-                old = std::mem::replace(&mut l.trc.trcopt, val);
+                std::mem::replace(&mut l.trc.trcopt, val)
             }
             18 => {
-                old = cget!(pvmshowtaskid);
+                let old = cget!(pvmshowtaskid);
                 cset!(pvmshowtaskid, val);
+                old
             }
-            19 => old = std::mem::replace(&mut l.polltype, val),
-            20 => old = std::mem::replace(&mut l.polltime, val),
-            21 => old = std::mem::replace(&mut l.ctrc.outctx, val),
-            22 => old = std::mem::replace(&mut l.ctrc.trcctx, val),
-            23 => {
-                old = std::mem::replace(&mut l.trc.outctx, val);
-                setopt_pvmd(l, 2, val)?;
-            }
-            24 => {
-                old = std::mem::replace(&mut l.trc.trcctx, val);
-                setopt_pvmd(l, 5, val)?;
-            }
-            25 => old = std::mem::replace(&mut l.noreset, val),
+            25 => return set_noreset(l, val),
             _ => return Err(E_BADPARAM),
-        }
+        };
         Ok(old)
     })
 }, |e, l, cc| { let _ = &l; e.int(tev::did::OPV, cc); })
 });
+
+/// `db` for a caller that holds the library state: the code the pvmd answers a TM_DB with.
+fn db_locked(l: &mut Lib, op: i32, name: &[u8], index: i32, flags: i32, msg: Option<&EmbeddedMesg>) -> i32 {
+    let mut p = xdr();
+    let _ = p.pk_int(&[op, l.mytid]);
+    let _ = p.pk_str(name);
+    let _ = p.pk_int(&[index, flags]);
+    if let Some(m) = msg {
+        if let Err(e) = p.pk_mesg(m) {
+            return e.pvm_error() as i32;
+        }
+    }
+    match l.request(TM_DB, p.body()) {
+        Ok(b) => int(&mut b.unpacker()).unwrap_or(PvmError::SysErr as i32),
+        Err(e) => e,
+    }
+}
+
+/// PvmNoReset as legacy: turning it on leaves an entry (this task's id) in the mailbox class
+/// the console's `reset` spares tasks by (`pvm_getnoresets`), turning it off deletes it again.
+/// Legacy keeps `putinfo(...) < 0` as the entry's index (a precedence slip: 0 after a
+/// success) and deletes that index; so does this.
+fn set_noreset(l: &mut Lib, val: i32) -> R {
+    if l.mytid <= 0 {
+        lpvmerr("pvm_setopt: PvmNoReset task not initialized", E_BADPARAM);
+        return Err(E_BADPARAM);
+    }
+    let old = l.noreset;
+    let class = pvm_proto::codes::MBOX_CLASS_NO_RESET.as_bytes();
+    let mut val = val;
+    let mut failed = false;
+    if val != 0 && l.noreset == 0 {
+        let mut p = xdr();
+        let _ = p.pk_int(&[l.mytid]);
+        let mut body = p.into_body();
+        body.set_enc(pvm_proto::codes::ENC_XDR);
+        let m = EmbeddedMesg {
+            ctx: 0,
+            tag: 0,
+            wid: 0,
+            crc: 0,
+            src: l.mytid,
+            dst: 0,
+            body,
+        };
+        // As pvm_putinfo(class, buf, PvmMboxMultiInstance): no direct index (-1).
+        let cc = db_locked(l, TMDB_PUT, class, -1, 2 /* PvmMboxMultiInstance */, Some(&m));
+        l.noreset_index = i32::from(cc < 0);
+        if cc < 0 {
+            failed = true;
+            val = 0;
+        }
+    } else if val == 0 && l.noreset != 0 && l.noreset_index >= 0 {
+        if db_locked(l, TMDB_REMOVE, class, l.noreset_index, 0, None) < 0 {
+            failed = true;
+            val = 0;
+        }
+        l.noreset_index = -1;
+    }
+    l.noreset = val;
+    if failed {
+        return Err(PvmError::SysErr as i32);
+    }
+    Ok(old)
+}
 
 pvm_api!(pvm_settmask(who: c_int, mask: *mut c_char) {
     // SAFETY: C string.
@@ -2194,20 +2308,23 @@ pvm_api!(pvm_getmboxinfo(pattern: *mut c_char, nclassesp: *mut c_int, classesp: 
 
 pvm_api!(pvm_getnoresets(tidsp: *mut *mut c_int, ntidsp: *mut c_int) {
     enrolled()?;
-    let b = db(TMDB_GET, pvm_proto::codes::MBOX_CLASS_NO_RESET.as_bytes(), 0, 0, None);
+    // As legacy: one entry per task (PvmNoReset puts them MultiInstance), read at index 0, 1,
+    // 2, ... with FirstAvail until none is left; an entry found past the index asked for is
+    // found again for the next index, as in legacy.
+    let class = pvm_proto::codes::MBOX_CLASS_NO_RESET.as_bytes();
     let mut list = Vec::new();
-    if let Ok(b) = b {
+    for index in 0..(1 << 20) {
+        let Ok(b) = db(TMDB_GET, class, index, 8 /* PvmMboxFirstAvail */, None) else {
+            break;
+        };
         let mut u = b.unpacker();
-        if int(&mut u).map(|s| s >= 0).unwrap_or(false) {
-            if let Ok(m) = u.up_mesg() {
-                let mut uu = m.body.unpacker();
-                while uu.remaining() >= 4 {
-                    match int(&mut uu) {
-                        Ok(t) => list.push(t),
-                        Err(_) => break,
-                    }
-                }
-            }
+        if !int(&mut u).map(|s| s >= 0).unwrap_or(false) {
+            break;
+        }
+        let Ok(m) = u.up_mesg() else { break };
+        match int(&mut m.body.unpacker()) {
+            Ok(t) => list.push(t),
+            Err(_) => break,
         }
     }
     with(|l| {
@@ -2224,6 +2341,42 @@ pvm_api!(pvm_getnoresets(tidsp: *mut *mut c_int, ntidsp: *mut c_int) {
         0
     })
 });
+
+/// `pvmreset()`, what the console's `reset` calls: kills every task but the caller and those
+/// that asked to be spared (PvmNoReset entries, `pvm_getnoresets`), when `killtasks`, then has
+/// the pvmd clean up the mailbox (TMDB_RESET with the spared tids), as legacy.
+pub fn reset(mytid: i32, killtasks: i32, class: &[u8], index: i32) -> i32 {
+    let mut noresets: Vec<c_int> = Vec::new();
+    let mut ntask: c_int = 0;
+    let mut tip: *mut PvmTaskInfo = std::ptr::null_mut();
+    // SAFETY: out pointers to locals; the array pvm_tasks returns stays valid until its next
+    // call, and is copied out before anything else runs.
+    if unsafe { pvm_tasks(0, &mut ntask, &mut tip) } == 0 && ntask > 0 && !tip.is_null() {
+        let tids: Vec<c_int> = (0..ntask as usize).map(|i| unsafe { (*tip.add(i)).ti_tid }).collect();
+        let (mut np, mut nn): (*mut c_int, c_int) = (std::ptr::null_mut(), 0);
+        // SAFETY: out pointers to locals; the list stays valid until the next call.
+        unsafe { pvm_getnoresets(&mut np, &mut nn) };
+        if !np.is_null() {
+            noresets = (0..nn.max(0) as usize).map(|i| unsafe { *np.add(i) }).collect();
+        }
+        if killtasks != 0 {
+            for t in tids {
+                if t != 0 && t != mytid && !noresets.contains(&t) {
+                    // SAFETY: plain C call.
+                    unsafe { pvm_kill(t) };
+                }
+            }
+        }
+    }
+    let me = with(|l| l.mytid).unwrap_or(mytid);
+    let mut p = xdr();
+    let _ = p.pk_int(&[TMDB_RESET, me]);
+    let _ = p.pk_str(class);
+    let _ = p.pk_int(&[index, killtasks, noresets.len() as c_int]);
+    let _ = p.pk_int(&noresets);
+    let _ = request(TM_DB, &p);
+    0
+}
 
 // ---- registration (resource manager, hoster, tasker, tracer) --------------------------------
 

@@ -73,6 +73,7 @@ pub const TMDB_PUT: i32 = 1;
 pub const TMDB_REMOVE: i32 = 2;
 pub const TMDB_GET: i32 = 3;
 pub const TMDB_NAMES: i32 = 4;
+pub const TMDB_RESET: i32 = 5;
 
 pub const E_BADPARAM: i32 = PvmError::BadParam as i32;
 pub const E_SYSERR: i32 = PvmError::SysErr as i32;
@@ -414,8 +415,11 @@ pub struct Lib {
     pub tev: crate::tev::State,
     /// Task-control messages that arrived while connecting (see `control`).
     pub early_tc: Vec<Message>,
-    pub resvtids: bool,
+    /// PvmResvTids as set (legacy keeps the value, not just whether it is set).
+    pub resvtids: i32,
     pub noreset: i32,
+    /// The mailbox index PvmNoReset deletes when turned off (legacy `pvmnoresetindex`).
+    pub noreset_index: i32,
     pub polltype: i32,
     pub polltime: i32,
     pub siblings: Option<Vec<i32>>,
@@ -484,8 +488,9 @@ impl Default for Lib {
             ctrc: Tracer::default(),
             tev: crate::tev::State::default(),
             early_tc: Vec::new(),
-            resvtids: false,
+            resvtids: 0,
             noreset: 0,
+            noreset_index: -1,
             polltype: 1,
             polltime: 0,
             siblings: None,

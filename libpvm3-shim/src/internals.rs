@@ -290,9 +290,13 @@ pub unsafe extern "C" fn pvmputenv(s: *const c_char) -> c_int {
     unsafe { libc::putenv(libc::strdup(s)) }
 }
 
+/// # Safety
+/// `class` must be NULL or a NUL-terminated string.
 #[no_mangle]
-pub extern "C" fn pvmreset(_mytid: c_int, _killtasks: c_int, _class: *const c_char, _index: c_int) -> c_int {
-    0
+pub unsafe extern "C" fn pvmreset(mytid: c_int, killtasks: c_int, class: *const c_char, index: c_int) -> c_int {
+    // SAFETY: per the contract.
+    let class = unsafe { s(class) };
+    crate::api::reset(mytid, killtasks, class.as_bytes(), index)
 }
 
 #[no_mangle]
