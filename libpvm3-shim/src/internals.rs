@@ -2,7 +2,8 @@
 //!
 //! Implemented with their legacy behaviour: those a program or a companion library really links
 //! (libgpvm3: `lpvmerr`, `pvmbeatask`, `tev_begin`/`tev_fin` (in tev.rs); the console `pvm`: `i_dump`,
-//! `pvmendtask`, `pvmgetrsh`, `pvmgettmp`, `pvmputenv`, `pvmreset`, `pvmstrtoi`) and the
+//! `pvmendtask`, `pvmgetrsh`, `pvmgettmp`, `pvmputenv`, `pvmreset`, `pvmstrtoi`; srm.pvm:
+//! `pvmnametag`) and the
 //! self-contained utilities (`pvmput32`, `pvmxtoi`, `errnamecode`, `i_malloc`, ...).
 //!
 //! Minimal (return 0 or NULL, touch nothing): the helpers that take pointers to the legacy
@@ -470,14 +471,67 @@ pub extern "C" fn inadport_decimal(_sad: *const c_void) -> *const c_char {
     c"0.0.0.0:0".as_ptr()
 }
 
-#[no_mangle]
-pub extern "C" fn debug_flags(_mask: c_int) -> *const c_char {
-    c"".as_ptr()
+/// A string handed out in a static buffer, as legacy does (valid until the next call).
+fn in_static(buf: &'static std::sync::Mutex<[u8; 128]>, text: &str) -> *const c_char {
+    let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
+    let n = text.len().min(b.len() - 1);
+    b[..n].copy_from_slice(&text.as_bytes()[..n]);
+    b[n] = 0;
+    b.as_ptr() as *const c_char
 }
 
+/// The names of the debug mask bits, comma-separated (`pkt,msg,...`).
 #[no_mangle]
-pub extern "C" fn pvmnametag(_tag: c_int, _found: *mut c_int) -> *const c_char {
-    c"".as_ptr()
+pub extern "C" fn debug_flags(mask: c_int) -> *const c_char {
+    const NAMES: [&str; 16] = [
+        "pkt", "msg", "tsk", "slv", "hst", "sel", "net", "mpp", "sch", "app", "wai", "mem", "sem", "lck", "rtg", "mbx",
+    ];
+    static BUF: std::sync::Mutex<[u8; 128]> = std::sync::Mutex::new([0; 128]);
+    let names: Vec<&str> = (0..NAMES.len())
+        .filter(|i| mask & (1 << i) != 0)
+        .map(|i| NAMES[i])
+        .collect();
+    in_static(&BUF, &names.join(","))
+}
+
+/// The symbolic name of a reserved message tag (TM_, DM_, TC_, SM_; the legacy ranges only,
+/// not this implementation's extensions), else the tag in decimal; `*found` says which.
+///
+/// # Safety
+/// `found` must be NULL or point to an int.
+#[no_mangle]
+pub unsafe extern "C" fn pvmnametag(tag: c_int, found: *mut c_int) -> *const c_char {
+    use pvm_proto::codes::{Dm, Sm, Tc, Tm};
+    static NAMES: OnceLock<std::collections::HashMap<c_int, CString>> = OnceLock::new();
+    static BUF: std::sync::Mutex<[u8; 128]> = std::sync::Mutex::new([0; 128]);
+    let names = NAMES.get_or_init(|| {
+        let mut m = std::collections::HashMap::new();
+        for code in (0x8001_0001u32..=0x8001_0019)
+            .chain(0x8002_0001..=0x8002_001d)
+            .chain(0x8003_0001..=0x8003_000c)
+            .chain(0x8004_0001..=0x8004_0011)
+        {
+            let c = code as c_int;
+            let n = Tm::from_code(c)
+                .map(Tm::name)
+                .or_else(|| Dm::from_code(c).map(Dm::name))
+                .or_else(|| Tc::from_code(c).map(Tc::name))
+                .or_else(|| Sm::from_code(c).map(Sm::name));
+            if let Some(n) = n.and_then(|n| CString::new(n).ok()) {
+                m.insert(c, n);
+            }
+        }
+        m
+    });
+    let (p, hit) = match names.get(&tag) {
+        Some(n) => (n.as_ptr(), 1),
+        None => (in_static(&BUF, &tag.to_string()), 0),
+    };
+    if !found.is_null() {
+        // SAFETY: per the contract.
+        unsafe { *found = hit };
+    }
+    p
 }
 
 #[no_mangle]
