@@ -415,9 +415,10 @@ static int vpackf_body(const char *fmt, va_list ap0)
 {
     va_list ap;
     struct conv c;
-    int cc = 0;
+    int cc = 0, autoerr = pvmautoerr;
     if (!fmt)
         return -2;
+    pvmautoerr = 0;
     va_copy(ap, ap0);
     while (*fmt) {
         if (*fmt++ != '%')
@@ -426,7 +427,9 @@ static int vpackf_body(const char *fmt, va_list ap0)
         fmt = parse_conv(fmt, &c, &ap);
         if (!fmt) { cc = -2; break; }
         if (c.init) {
+            pvmautoerr = autoerr;
             cc = pvm_initsend(va_arg(ap, int));
+            pvmautoerr = 0;
             if (cc < 0) break;
         }
         if (c.kind == K_NONE)
@@ -459,6 +462,7 @@ static int vpackf_body(const char *fmt, va_list ap0)
             break;
     }
     va_end(ap);
+    pvmautoerr = autoerr;
     return cc < 0 ? cc : 0;
 }
 
@@ -504,6 +508,9 @@ static int vunpackf_body(const char *fmt, va_list ap0)
 int pvmshim_tev_begin(int kind, const char *fmt);
 void pvmshim_tev_end(int kind, int took, int cc);
 
+/* Legacy packs and unpacks the conversions with its encoders directly: a failing one is
+   reported once, by pvm_packf/pvm_unpackf, not also by the pvm_pk and pvm_upk calls made here
+   (their PvmAutoErr messages are held back; pvm_initsend for %+ still reports, as in legacy). */
 int pvm_vpackf(const char *fmt, va_list ap0)
 {
     int took = pvmshim_tev_begin(83, fmt);
@@ -515,7 +522,10 @@ int pvm_vpackf(const char *fmt, va_list ap0)
 int pvm_vunpackf(const char *fmt, va_list ap0)
 {
     int took = pvmshim_tev_begin(89, fmt);
-    int cc = vunpackf_body(fmt, ap0);
+    int autoerr = pvmautoerr, cc;
+    pvmautoerr = 0;
+    cc = vunpackf_body(fmt, ap0);
+    pvmautoerr = autoerr;
     pvmshim_tev_end(89, took, cc);
     return cc;
 }
