@@ -1413,23 +1413,28 @@ pvm_api!(pvm_kill(tid: c_int) {
 pvm_api!(pvm_notify(what: c_int, tag: c_int, cnt: c_int, tids: *mut c_int) {
     tev::traced(tev::kind::NOTIFY, true, |e, l| { let _ = (&e, &l); e.int(tev::did::NE, what); e.int(tev::did::NMC, tag); let n = if what != 3 && cnt > 0 && !tids.is_null() { cnt as usize } else { 0 }; let v = if n == 0 { Vec::new() } else { unsafe { std::slice::from_raw_parts(tids, n) }.to_vec() }; e.ints(tev::did::NTL, &v); }, || -> R {
     enrolled()?;
-    let kind = what & 0xff;
+    // Legacy's checks, in its order: the tag, then per kind the count (at least one tid for
+    // TaskExit, HostDelete, RouteDelete) and that task-exit and route-delete ids are task ids.
+    if tag < 0 && with(|l| l.resvtids)? == 0 {
+        return Err(E_BADPARAM);
+    }
+    let kind = what & !pvm_proto::codes::PVM_NOTIFY_CANCEL;
     if !(1..=5).contains(&kind) {
         return Err(E_BADPARAM);
     }
     let list: Vec<i32> = if kind == 3 {
         Vec::new()
     } else {
-        if cnt < 0 {
+        if cnt < i32::from(kind != 4) {
             return Err(E_BADPARAM);
         }
         // SAFETY: the caller passes cnt tids.
         unsafe { strided(tids as *const i32, cnt, 1) }?.to_vec()
     };
+    if (kind == 1 || kind == 5) && list.iter().any(|&t| !pvm_proto::Tid(t).is_task()) {
+        return Err(E_BADPARAM);
+    }
     with_r(|l| {
-        if tag < 0 && l.resvtids == 0 {
-            return Err(E_BADPARAM);
-        }
         let mut p = xdr();
         let _ = p.pk_int(&[what, ctx(), tag, cnt]);
         if kind != 3 {
