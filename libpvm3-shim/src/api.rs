@@ -1082,11 +1082,15 @@ pvm_api!(pvm_psend(tid: c_int, tag: c_int, buf: *mut c_void, len: c_int, dtype: 
     tev::traced(tev::kind::PSEND, true, |e, l| { let _ = (&e, &l); e.int(tev::did::DST, tid); e.int(tev::did::MC, tag); e.int(tev::did::MCX, cget!(pvmmyctx)); e.long(tev::did::PDA, buf as i64); e.int(tev::did::PC, len); e.int(tev::did::PDT, dtype); }, || -> R {
     enrolled()?;
     let sz = type_size(dtype)?;
-    if len < 0 {
-        return Err(E_BADPARAM);
-    }
-    // SAFETY: the caller passes len items of the given type.
-    let data = unsafe { strided(buf as *const u8, len * sz as c_int, 1) }?.to_vec();
+    let data = if len < 0 {
+        // Legacy packs the bytes with pvm_pkbyte, which refuses a negative count (and says
+        // so), and then sends the empty message all the same.
+        lpvmerr("pvm_pkbyte", E_BADPARAM);
+        Vec::new()
+    } else {
+        // SAFETY: the caller passes len items of the given type.
+        unsafe { strided(buf as *const u8, len * sz as c_int, 1) }?.to_vec()
+    };
     with_r(|l| {
         if !valid_dst(tid) || (tag < 0 && l.resvtids == 0) {
             return Err(E_BADPARAM);
