@@ -3,7 +3,8 @@
 //! direct indices), pvm_recvinfo (FirstAvail, ReadAndDelete), pvm_delinfo, pvm_getmboxinfo and
 //! re-enrolment (pvm_exit then pvm_mytid: a new task id, the old one's entries tidied) over a
 //! few classes, printing every return code, value and listing. Against the legacy pvmd and
-//! against pvmd-rs the outputs must be equal, stderr (the library's error lines) included.
+//! against pvmd-rs the outputs must be equal, stderr (the library's error lines) included; and
+//! with our library on either pvmd.
 //!
 //! Task ids are printed as "me", "old" (an earlier id of this process) or "other"; classes
 //! are listed sorted by name.
@@ -110,13 +111,23 @@ int main(int argc, char **argv)
 }
 "#;
 
-fn run_on(kind: Kind) -> (String, String) {
+/// The program on the pvmd of `kind`, with the legacy library or (`ours`) with ours.
+fn run_on(kind: Kind, ours: bool) -> (String, String) {
     let exe = build_c("mbox-fuzz", PROGRAM, &[]);
-    let tmp = TmpDir::new(&format!("mbox-fuzz-{kind:?}"));
+    let tmp = TmpDir::new(&format!("mbox-fuzz-{kind:?}-{ours}"));
     let d = Pvmd::start(kind, &tmp, &[]);
     // MBOX_FUZZ_SEEDS=N runs another number of seeds (CI runs 40 of 120 calls each).
     let seeds = std::env::var("MBOX_FUZZ_SEEDS").unwrap_or_else(|_| "40".into());
-    let (code, out, err) = run(&exe, &tmp, &[&seeds, "120"], None);
+    let mut c = pvm_command(&exe, tmp.path());
+    c.args([seeds.as_str(), "120"]);
+    if ours {
+        c.env("LD_LIBRARY_PATH", interop_tests::shim::shim_dir());
+    }
+    let (code, out, err) = Proc {
+        child: c.spawn().expect("run the mailbox program"),
+        name: format!("mailbox fuzz on {kind:?}, our library {ours}"),
+    }
+    .wait(TIMEOUT);
     assert_eq!(
         code,
         Some(0),
@@ -129,8 +140,8 @@ fn run_on(kind: Kind) -> (String, String) {
 
 #[test]
 fn mailbox_calls_in_random_order_same_on_both_daemons() {
-    let (lo, le) = run_on(Kind::Legacy);
-    let (ro, re) = run_on(Kind::Ours);
+    let (lo, le) = run_on(Kind::Legacy, false);
+    let (ro, re) = run_on(Kind::Ours, false);
     if let Some(d) = std::env::var_os("MBOX_FUZZ_DUMP") {
         let d = std::path::Path::new(&d);
         std::fs::write(d.join("legacy.txt"), format!("{lo}\n----\n{le}")).unwrap();
@@ -165,4 +176,16 @@ fn mailbox_calls_in_random_order_same_on_both_daemons() {
     }
     assert_eq!(r.len(), l.len(), "pvmd-rs run ended early:\n{ro}\n{re}");
     assert_eq!(re, le, "stderr differs");
+    // Our library on the legacy pvmd, then on ours: the same again.
+    for kind in [Kind::Legacy, Kind::Ours] {
+        let (so, se) = run_on(kind, true);
+        for (i, (a, b)) in lo.lines().zip(so.lines()).enumerate() {
+            assert_eq!(
+                b, a,
+                "our library on {kind:?}: line {i} differs (left ours, right all-legacy)"
+            );
+        }
+        assert_eq!(so, lo, "our library on {kind:?}");
+        assert_eq!(se, le, "our library on {kind:?}: stderr");
+    }
 }

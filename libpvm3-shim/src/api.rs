@@ -2220,9 +2220,14 @@ pvm_api!(pvm_putinfo(name: *mut c_char, mid: c_int, flags: c_int) noprint [PvmEr
         }
         Ok(embedded(l.bufs.get(&mid).ok_or(E_NOSUCHBUF)?))
     })?;
-    let index = (flags >> 10) - 1;
-    let b = db(TMDB_PUT, &n, index, flags & 0x3ff, Some(&m))?;
-    int(&mut b.unpacker())
+    // As legacy: no index of its own (-1); a direct index travels in the flags
+    // (PvmMboxDirectIndex), and the pvmd takes it from there.
+    let b = db(TMDB_PUT, &n, -1, flags, Some(&m))?;
+    // The pvmd's refusal is the call's error (pvm_errno set; Exists and Denied not printed).
+    match int(&mut b.unpacker())? {
+        cc if cc < 0 => Err(cc),
+        cc => Ok(cc),
+    }
 }, |e, _, cc| e.int(tev::did::CC, cc))
 });
 
