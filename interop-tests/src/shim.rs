@@ -265,3 +265,90 @@ pub fn sorted_lines(s: &str) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Runs `exe` with `args` on a fresh pvmd of `daemon`, loading `lib` (its children too), to
+/// completion; it must exit 0. Returns its stdout and stderr, normalised. For the differential
+/// tests, which run one program on several combinations of library and pvmd.
+pub fn run_on(exe: &Path, args: &[&str], daemon: Kind, lib: Lib) -> (String, String) {
+    let name = exe
+        .file_name()
+        .map_or("program".into(), |n| n.to_string_lossy().into_owned());
+    let vm = Vm::start(daemon, &format!("{name}-{daemon:?}-{lib:?}"));
+    let mut c = vm.command(exe.to_str().expect("a UTF-8 path"), args, lib, lib);
+    c.env_remove("PVM_SHIM_TRACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (code, so, se) = Proc {
+        child: c.spawn().unwrap_or_else(|e| panic!("run {name}: {e}")),
+        name: format!("{name}, {lib:?} library on {daemon:?} pvmd"),
+    }
+    .wait(TIMEOUT);
+    assert_eq!(
+        code,
+        Some(0),
+        "{name}, {lib:?} library on {daemon:?} pvmd: exit {code:?}\n{so}\n{se}"
+    );
+    (normalise(&so), normalise(&se))
+}
+
+/// Asserts that `got` (stdout, stderr) equals `want`, line by line: the first differing line
+/// is reported with what came before it (and the last "seed N" line passed, for fuzz runs).
+pub fn assert_same_output(what: &str, want: &(String, String), got: &(String, String)) {
+    let (w, g): (Vec<&str>, Vec<&str>) = (want.0.lines().collect(), got.0.lines().collect());
+    let mut seed = "";
+    for (i, (a, b)) in w.iter().zip(g.iter()).enumerate() {
+        if a.starts_with("seed ") {
+            seed = a;
+        }
+        assert_eq!(
+            b,
+            a,
+            "{what}: line {i} ({seed}) differs (left {what}, right the reference); before it:\n{}",
+            w[i.saturating_sub(12)..i].join("\n")
+        );
+    }
+    assert_eq!(
+        g.len(),
+        w.len(),
+        "{what}: {} lines, the reference {}\n{}\n{}",
+        g.len(),
+        w.len(),
+        got.0,
+        got.1
+    );
+    assert_eq!(got.1, want.1, "{what}: stderr differs");
+}
+
+/// Every combination of library and pvmd other than all-legacy.
+pub const NOT_ALL_LEGACY: [(Kind, Lib); 3] = [
+    (Kind::Legacy, Lib::Shim),
+    (Kind::Ours, Lib::Legacy),
+    (Kind::Ours, Lib::Shim),
+];
+
+/// The differential check: `exe` run on the legacy pvmd and library is the reference; it must
+/// end with a "done" line and contain each of `must_contain` (so that the comparison compared
+/// something); each of `combos` must then print the same (`assert_same_output`).
+pub fn same_as_all_legacy(exe: &Path, args: &[&str], combos: &[(Kind, Lib)], must_contain: &[&str]) {
+    let legacy = run_on(exe, args, Kind::Legacy, Lib::Legacy);
+    let lo = &legacy.0;
+    assert_eq!(
+        lo.lines().last(),
+        Some("done"),
+        "legacy run incomplete:\n{lo}\n{}",
+        legacy.1
+    );
+    for want in must_contain {
+        assert!(
+            lo.contains(want),
+            "the legacy output has no {want:?}: nothing compared there\n{lo}"
+        );
+    }
+    for &(daemon, lib) in combos {
+        assert_same_output(
+            &format!("{lib:?} library on {daemon:?} pvmd"),
+            &legacy,
+            &run_on(exe, args, daemon, lib),
+        );
+    }
+}

@@ -6,8 +6,7 @@
 //! All-legacy is the reference; our library on the legacy pvmd, the legacy library on
 //! pvmd-rs, and both of ours must print the same.
 
-use interop_tests::shim::{normalise, Lib, Vm};
-use interop_tests::Kind;
+use interop_tests::shim::{same_as_all_legacy, NOT_ALL_LEGACY};
 
 const PROGRAM: &str = r#"
 #include <stdio.h>
@@ -81,40 +80,13 @@ int main(int argc, char **argv)
 }
 "#;
 
-fn run(daemon: Kind, lib: Lib) -> (String, String) {
-    let exe = interop_tests::build_c("notify-diff", PROGRAM, &["-w"]);
-    let vm = Vm::start(daemon, &format!("ntf-{daemon:?}-{lib:?}"));
-    // The children are spawned by the program's own path (argv[0]).
-    let mut c = vm.command(exe.to_str().unwrap(), &[], lib, lib);
-    c.env_remove("PVM_SHIM_TRACE")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let (code, so, se) = interop_tests::Proc {
-        child: c.spawn().expect("run the notify program"),
-        name: format!("notify, {lib:?} library on {daemon:?} pvmd"),
-    }
-    .wait(interop_tests::TIMEOUT);
-    assert_eq!(code, Some(0), "{lib:?} on {daemon:?}: exit {code:?}\n{so}\n{se}");
-    (normalise(&so), normalise(&se))
-}
-
 #[test]
 fn notify_same_as_legacy() {
-    let legacy = run(Kind::Legacy, Lib::Legacy);
-    let (lo, le) = &legacy;
-    assert_eq!(lo.lines().last(), Some("done"), "legacy run incomplete:\n{lo}\n{le}");
-    assert!(lo.contains("spawn 4\n"), "{lo}");
-    assert!(lo.contains("tag 100 from"), "no task-exit notify arrived:\n{lo}");
-    for (daemon, lib) in [
-        (Kind::Legacy, Lib::Shim),
-        (Kind::Ours, Lib::Legacy),
-        (Kind::Ours, Lib::Shim),
-    ] {
-        let (o, e) = run(daemon, lib);
-        assert_eq!(
-            o, *lo,
-            "{lib:?} library on {daemon:?} pvmd (left) vs all-legacy (right)\n{e}"
-        );
-        assert_eq!(e, *le, "{lib:?} library on {daemon:?} pvmd: stderr");
-    }
+    // The children are spawned by the program's own path (argv[0]).
+    same_as_all_legacy(
+        &interop_tests::build_c("notify-diff", PROGRAM, &["-w"]),
+        &[],
+        &NOT_ALL_LEGACY,
+        &["spawn 4\n", "tag 100 from"],
+    );
 }

@@ -13,7 +13,7 @@
 //! encoder at byte 0 there; libpvm3-shim/README.md), `pvm_upkstr` (its length comes from the
 //! data, which here is random: legacy would write past the caller's array).
 
-use interop_tests::shim::{normalise, Lib, Vm};
+use interop_tests::shim::{same_as_all_legacy, Lib};
 use interop_tests::Kind;
 
 const PROGRAM: &str = r#"
@@ -175,51 +175,14 @@ int main(int argc, char **argv)
 }
 "#;
 
-fn run(lib: Lib) -> (String, String) {
-    let exe = interop_tests::build_c("buffer-fuzz", PROGRAM, &[]);
-    let vm = Vm::start(Kind::Legacy, &format!("shim-bfz-{lib:?}"));
-    // SHIM_FUZZ_SEEDS=N runs another number of seeds (CI runs 100 of 300 calls each; 1500 passed).
-    let seeds = std::env::var("SHIM_FUZZ_SEEDS").unwrap_or_else(|_| "100".into());
-    let mut c = vm.command(exe.to_str().unwrap(), &[&seeds, "300"], lib, lib);
-    c.env_remove("PVM_SHIM_TRACE")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let (code, so, se) = interop_tests::Proc {
-        child: c.spawn().expect("run the buffer fuzz program"),
-        name: format!("buffer fuzz on {lib:?}"),
-    }
-    .wait(interop_tests::TIMEOUT);
-    assert_eq!(code, Some(0), "{lib:?} library: exit {code:?}\n{so}\n{se}");
-    (normalise(&so), normalise(&se))
-}
-
 #[test]
 fn buffer_calls_in_random_order_same_as_legacy() {
-    let (lo, le) = run(Lib::Legacy);
-    let (so, se) = run(Lib::Shim);
-    if let Some(d) = std::env::var_os("SHIM_FUZZ_DUMP") {
-        let d = std::path::Path::new(&d);
-        std::fs::write(d.join("legacy.txt"), format!("{lo}\n----\n{le}")).unwrap();
-        std::fs::write(d.join("ours.txt"), format!("{so}\n----\n{se}")).unwrap();
-    }
-    assert!(lo.lines().last() == Some("done"), "legacy run incomplete:\n{lo}\n{le}");
-    // The comparison must have compared something: packs, unpacks of data, buffer switches.
-    for want in ["upk t0 n3", "setrbuf s", "setsbuf s", " rc=0 errno"] {
-        assert!(lo.contains(want), "legacy output has no {want:?}");
-    }
-    let (l, s): (Vec<&str>, Vec<&str>) = (lo.lines().collect(), so.lines().collect());
-    let mut seed = "";
-    for (i, (a, b)) in l.iter().zip(s.iter()).enumerate() {
-        if a.starts_with("seed ") {
-            seed = a;
-        }
-        assert_eq!(
-            b,
-            a,
-            "line {i} ({seed}) differs (left ours, right legacy); before it:\n{}",
-            l[i.saturating_sub(12)..i].join("\n")
-        );
-    }
-    assert_eq!(s.len(), l.len(), "ours ended early:\n{so}\n{se}");
-    assert_eq!(se, le, "stderr differs");
+    // SHIM_FUZZ_SEEDS=N runs another number of seeds (CI runs 100 of 300 calls each; 1500 passed).
+    let seeds = std::env::var("SHIM_FUZZ_SEEDS").unwrap_or_else(|_| "100".into());
+    same_as_all_legacy(
+        &interop_tests::build_c("buffer-fuzz", PROGRAM, &[]),
+        &[&seeds, "300"],
+        &[(Kind::Legacy, Lib::Shim)],
+        &["upk t0 n3", "setrbuf s", "setsbuf s", " rc=0 errno"],
+    );
 }

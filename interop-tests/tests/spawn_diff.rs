@@ -6,8 +6,7 @@
 //! array (a task id printed as "T", errors as their code) are printed; all four combinations
 //! of library and pvmd must print what all-legacy prints.
 
-use interop_tests::shim::{normalise, Lib, Vm};
-use interop_tests::Kind;
+use interop_tests::shim::{same_as_all_legacy, NOT_ALL_LEGACY};
 
 const PROGRAM: &str = r#"
 #include <stdio.h>
@@ -67,41 +66,12 @@ int main(int argc, char **argv)
 }
 "#;
 
-fn run(daemon: Kind, lib: Lib) -> (String, String) {
-    let exe = interop_tests::build_c("spawn-diff", PROGRAM, &["-w"]);
-    let vm = Vm::start(daemon, &format!("spd-{daemon:?}-{lib:?}"));
-    let mut c = vm.command(exe.to_str().unwrap(), &[], lib, lib);
-    c.env_remove("PVM_SHIM_TRACE")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let (code, so, se) = interop_tests::Proc {
-        child: c.spawn().expect("run the spawn program"),
-        name: format!("spawn, {lib:?} library on {daemon:?} pvmd"),
-    }
-    .wait(interop_tests::TIMEOUT);
-    assert_eq!(code, Some(0), "{lib:?} on {daemon:?}: exit {code:?}\n{so}\n{se}");
-    (normalise(&so), normalise(&se))
-}
-
 #[test]
 fn spawn_same_as_legacy() {
-    let legacy = run(Kind::Legacy, Lib::Legacy);
-    let (lo, le) = &legacy;
-    assert_eq!(lo.lines().last(), Some("done"), "legacy run incomplete:\n{lo}\n{le}");
-    assert!(lo.contains("three: rc 3 errno"), "{lo}");
-    for (daemon, lib) in [
-        (Kind::Legacy, Lib::Shim),
-        (Kind::Ours, Lib::Legacy),
-        (Kind::Ours, Lib::Shim),
-    ] {
-        let (o, e) = run(daemon, lib);
-        for (a, b) in lo.lines().zip(o.lines()) {
-            assert_eq!(
-                b, a,
-                "{lib:?} library on {daemon:?} pvmd (left) vs all-legacy (right)\n{o}\n{e}"
-            );
-        }
-        assert_eq!(o, *lo, "{lib:?} library on {daemon:?} pvmd");
-        assert_eq!(e, *le, "{lib:?} library on {daemon:?} pvmd: stderr");
-    }
+    same_as_all_legacy(
+        &interop_tests::build_c("spawn-diff", PROGRAM, &["-w"]),
+        &[],
+        &NOT_ALL_LEGACY,
+        &["three: rc 3 errno"],
+    );
 }
