@@ -352,3 +352,36 @@ pub fn same_as_all_legacy(exe: &Path, args: &[&str], combos: &[(Kind, Lib)], mus
         );
     }
 }
+
+/// What every differential fuzz program starts with: the headers they use, `pvm_errno`, and the
+/// seeded generator (`st = seed;` then `rnd(n)` in 0..n), the same sequence on every library.
+pub const FUZZ_C_PRELUDE: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <pvm3.h>
+extern int pvm_errno;
+static unsigned long long st;
+static unsigned rnd(unsigned n)
+{
+    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (unsigned)(st >> 33) % n;
+}
+"#;
+
+/// A fuzz program (`body` after [`FUZZ_C_PRELUDE`], run as `prog SEEDS CALLS`) checked with
+/// [`same_as_all_legacy`]; the environment variable `seeds_var` overrides `seeds`, the number
+/// of seeds run.
+pub fn fuzz_same_as_all_legacy(
+    name: &str,
+    body: &str,
+    (seeds_var, seeds): (&str, &str),
+    calls: &str,
+    combos: &[(Kind, Lib)],
+    must_contain: &[&str],
+) {
+    let exe = crate::build_c(name, &format!("{FUZZ_C_PRELUDE}{body}"), &[]);
+    let seeds = std::env::var(seeds_var).unwrap_or_else(|_| seeds.into());
+    same_as_all_legacy(&exe, &[&seeds, calls], combos, must_contain);
+}

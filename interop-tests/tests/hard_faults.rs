@@ -93,6 +93,21 @@ fn basic_in(c: &Cluster, k: usize, timeout: Duration) -> (Option<i32>, String, D
     }
 }
 
+/// Once h2 has joined, kills its pvmd with -9 and runs `basic` on h1 (at most 10 s).
+fn kill_slave_then_basic(c: &Cluster, what: &str) -> (Option<i32>, String, Duration) {
+    assert!(
+        c.wait_for(Duration::from_secs(20), || basic_in(c, 1, TIMEOUT)
+            .1
+            .contains("nhost 2")),
+        "{what}: slave never joined\n{}",
+        c.logs()
+    );
+    for pid in c.pids(2) {
+        send_signal(pid, libc::SIGKILL);
+    }
+    basic_in(c, 1, Duration::from_secs(10))
+}
+
 /// The slave's pvmd is killed with -9. Tasks on the master that query the machine (config,
 /// task list, which reach every host) must not hang: the legacy daemon blocks notify-for-all
 /// callers until it times the host out (~3 min, ROBUSTNESS.md).
@@ -105,17 +120,7 @@ fn hard_dead_slave_does_not_hang_tasks() {
             Kind::Legacy => PathBuf::from(LEGACY_PVMD),
         };
         let m = start_master(&c, &bin);
-        assert!(
-            c.wait_for(Duration::from_secs(20), || basic_in(&c, 1, TIMEOUT)
-                .1
-                .contains("nhost 2")),
-            "{kind:?}: slave never joined\n{}",
-            c.logs()
-        );
-        for pid in c.pids(2) {
-            send_signal(pid, libc::SIGKILL);
-        }
-        let (code, out, took) = basic_in(&c, 1, Duration::from_secs(10));
+        let (code, out, took) = kill_slave_then_basic(&c, &format!("{kind:?}"));
         let cfg = out.lines().find(|l| l.starts_with("config")).unwrap_or("").to_string();
         eprintln!(
             "| slave pvmd kill -9, task on master right after | {kind:?} | exit {code:?} in {} ms: {cfg} |",
@@ -144,17 +149,7 @@ fn hard_dead_slave_does_not_hang_tasks() {
 fn hard_dead_slave_found_on_a_quiet_datagram_link() {
     let c = Cluster::new("hdeaddg", 2);
     let m = start_master_env(&c, &our_pvmd(), &[("PVMD_NO_XSTREAM", "1")]);
-    assert!(
-        c.wait_for(Duration::from_secs(20), || basic_in(&c, 1, TIMEOUT)
-            .1
-            .contains("nhost 2")),
-        "slave never joined\n{}",
-        c.logs()
-    );
-    for pid in c.pids(2) {
-        send_signal(pid, libc::SIGKILL);
-    }
-    let (code, out, took) = basic_in(&c, 1, Duration::from_secs(10));
+    let (code, out, took) = kill_slave_then_basic(&c, "datagram link");
     eprintln!(
         "basic after kill -9 of the slave: exit {code:?} in {} ms\n{out}",
         took.as_millis()

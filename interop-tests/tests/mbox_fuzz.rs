@@ -9,21 +9,9 @@
 //! Task ids are printed as "me", "old" (an earlier id of this process) or "other"; classes
 //! are listed sorted by name.
 
-use interop_tests::build_c;
-use interop_tests::shim::{same_as_all_legacy, NOT_ALL_LEGACY};
+use interop_tests::shim::{fuzz_same_as_all_legacy, NOT_ALL_LEGACY};
 
 const PROGRAM: &str = r#"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <pvm3.h>
-extern int pvm_errno;
-static unsigned long long st;
-static unsigned rnd(unsigned n)
-{
-    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (unsigned)(st >> 33) % n;
-}
 static int me, olds[64], nold;
 static const char *who(int tid)
 {
@@ -115,10 +103,11 @@ int main(int argc, char **argv)
 #[test]
 fn mailbox_calls_in_random_order_same_on_both_daemons() {
     // MBOX_FUZZ_SEEDS=N runs another number of seeds (CI runs 40 of 120 calls each; 400 passed).
-    let seeds = std::env::var("MBOX_FUZZ_SEEDS").unwrap_or_else(|_| "40".into());
-    same_as_all_legacy(
-        &build_c("mbox-fuzz", PROGRAM, &[]),
-        &[&seeds, "120"],
+    fuzz_same_as_all_legacy(
+        "mbox-fuzz",
+        PROGRAM,
+        ("MBOX_FUZZ_SEEDS", "40"),
+        "120",
         &NOT_ALL_LEGACY,
         &[
             "-> buf upk 0 v",

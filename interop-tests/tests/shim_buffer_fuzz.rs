@@ -13,22 +13,11 @@
 //! encoder at byte 0 there; libpvm3-shim/README.md), `pvm_upkstr` (its length comes from the
 //! data, which here is random: legacy would write past the caller's array).
 
-use interop_tests::shim::{same_as_all_legacy, Lib};
+use interop_tests::shim::{fuzz_same_as_all_legacy, Lib};
 use interop_tests::Kind;
 
 const PROGRAM: &str = r#"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <pvm3.h>
-extern int pvm_errno;
 #define NS 6
-static unsigned long long st;
-static unsigned rnd(unsigned n)
-{
-    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (unsigned)(st >> 33) % n;
-}
 static int slot[NS];        /* buffer ids, 0 = free */
 static int is_xdr[NS];      /* packs as XDR */
 static int was_unpacked[NS];
@@ -178,10 +167,11 @@ int main(int argc, char **argv)
 #[test]
 fn buffer_calls_in_random_order_same_as_legacy() {
     // SHIM_FUZZ_SEEDS=N runs another number of seeds (CI runs 100 of 300 calls each; 1500 passed).
-    let seeds = std::env::var("SHIM_FUZZ_SEEDS").unwrap_or_else(|_| "100".into());
-    same_as_all_legacy(
-        &interop_tests::build_c("buffer-fuzz", PROGRAM, &[]),
-        &[&seeds, "300"],
+    fuzz_same_as_all_legacy(
+        "buffer-fuzz",
+        PROGRAM,
+        ("SHIM_FUZZ_SEEDS", "100"),
+        "300",
         &[(Kind::Legacy, Lib::Shim)],
         &["upk t0 n3", "setrbuf s", "setsbuf s", " rc=0 errno"],
     );

@@ -6,20 +6,10 @@
 //! Left out: PvmDebugMask other than 0 (each library prints its own debug lines) and
 //! PvmAutoErr above 1 (legacy exits on the next error).
 
-use interop_tests::shim::{same_as_all_legacy, Lib};
+use interop_tests::shim::{fuzz_same_as_all_legacy, Lib};
 use interop_tests::Kind;
 
 const PROGRAM: &str = r#"
-#include <stdio.h>
-#include <stdlib.h>
-#include <pvm3.h>
-extern int pvm_errno;
-static unsigned long long st;
-static unsigned rnd(unsigned n)
-{
-    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (unsigned)(st >> 33) % n;
-}
 static int me;
 static void val(int v)
 {
@@ -73,10 +63,11 @@ int main(int argc, char **argv)
 #[test]
 fn options_in_random_order_same_as_legacy() {
     // SHIM_OPT_FUZZ_SEEDS=N runs another number of seeds (CI runs 30 of 100 calls each; 400 passed).
-    let seeds = std::env::var("SHIM_OPT_FUZZ_SEEDS").unwrap_or_else(|_| "30".into());
-    same_as_all_legacy(
-        &interop_tests::build_c("opt-fuzz", PROGRAM, &[]),
-        &[&seeds, "100"],
+    fuzz_same_as_all_legacy(
+        "opt-fuzz",
+        PROGRAM,
+        ("SHIM_OPT_FUZZ_SEEDS", "30"),
+        "100",
         &[(Kind::Legacy, Lib::Shim)],
         &[": all ", "set 10 4096 -> ", "set 1 3 -> "],
     );

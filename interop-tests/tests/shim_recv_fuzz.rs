@@ -10,22 +10,10 @@
 //! arrives through the pvmd, asynchronously, and what a later call finds must not depend on
 //! timing.
 
-use interop_tests::shim::{same_as_all_legacy, Lib};
+use interop_tests::shim::{fuzz_same_as_all_legacy, Lib};
 use interop_tests::Kind;
 
 const PROGRAM: &str = r#"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/time.h>
-#include <pvm3.h>
-extern int pvm_errno;
-static unsigned long long st;
-static unsigned rnd(unsigned n)
-{
-    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (unsigned)(st >> 33) % n;
-}
 static int ctxs[3], me;
 static int cidx(int c) { int i; for (i = 0; i < 3; i++) if (ctxs[i] == c) return i; return -1; }
 static void show(const char *what, int rc)
@@ -117,10 +105,11 @@ int main(int argc, char **argv)
 #[test]
 fn message_matching_in_random_order_same_as_legacy() {
     // SHIM_RECV_FUZZ_SEEDS=N runs another number of seeds (CI runs 20 of 150 calls each; 100 passed).
-    let seeds = std::env::var("SHIM_RECV_FUZZ_SEEDS").unwrap_or_else(|_| "20".into());
-    same_as_all_legacy(
-        &interop_tests::build_c("recv-fuzz", PROGRAM, &[]),
-        &[&seeds, "150"],
+    fuzz_same_as_all_legacy(
+        "recv-fuzz",
+        PROGRAM,
+        ("SHIM_RECV_FUZZ_SEEDS", "20"),
+        "150",
         &[(Kind::Legacy, Lib::Shim), (Kind::Ours, Lib::Legacy)],
         &[
             "contexts distinct 1",

@@ -1849,41 +1849,39 @@ pvm_api!(pvm_setopt(what: c_int, val: c_int) {
                 cset!(pvmautoerr, val);
                 old
             }
-            // Children's output and trace destinations: the task itself, none, or the one this
-            // task's own output goes to with the same code; code and context only while the
-            // destination is none or the task itself, or equal to its own.
+            // Children's output and trace destinations (`dest_ok`, `locked_ok`).
             4 => {
-                if val != 0 && val != me && (val != l.trc.outtid || l.ctrc.outtag != l.trc.outtag) {
+                if !dest_ok(val, me, l.trc.outtid, l.ctrc.outtag == l.trc.outtag) {
                     return Err(E_BADPARAM);
                 }
                 std::mem::replace(&mut l.ctrc.outtid, val)
             }
             21 => {
-                if l.ctrc.outtid > 0 && l.ctrc.outtid != me && val != l.trc.outctx {
+                if !locked_ok(l.ctrc.outtid, me, val == l.trc.outctx) {
                     return Err(E_BADPARAM);
                 }
                 std::mem::replace(&mut l.ctrc.outctx, val)
             }
             5 => {
-                if l.ctrc.outtid > 0 && l.ctrc.outtid != me && val != l.trc.outtag {
+                if !locked_ok(l.ctrc.outtid, me, val == l.trc.outtag) {
                     return Err(E_BADPARAM);
                 }
                 std::mem::replace(&mut l.ctrc.outtag, val)
             }
             6 => {
-                if val != 0 && val != me && (val != l.trc.trctid || l.ctrc.trctag != l.trc.trctag) {
+                if !dest_ok(val, me, l.trc.trctid, l.ctrc.trctag == l.trc.trctag) {
                     return Err(E_BADPARAM);
                 }
                 std::mem::replace(&mut l.ctrc.trctid, val)
             }
             22 => {
-                if l.ctrc.trctid > 0 && l.ctrc.trctid != me && val != l.trc.trcctx {
+                if !locked_ok(l.ctrc.trctid, me, val == l.trc.trcctx) {
                     return Err(E_BADPARAM);
                 }
                 std::mem::replace(&mut l.ctrc.trcctx, val)
             }
             7 => {
-                if l.ctrc.trctid > 0 && l.ctrc.trctid != me && val != l.trc.trctag {
+                if !locked_ok(l.ctrc.trctid, me, val == l.trc.trctag) {
                     return Err(E_BADPARAM);
                 }
                 std::mem::replace(&mut l.ctrc.trctag, val)
@@ -1980,6 +1978,18 @@ pvm_api!(pvm_setopt(what: c_int, val: c_int) {
     })
 }, |e, l, cc| { let _ = &l; e.int(tev::did::OPV, cc); })
 });
+
+/// Legacy's rule for the children's output or trace destination `val`: none, the task itself,
+/// or the task's own destination `own` when the children's code equals its own (`same_code`).
+fn dest_ok(val: i32, me: i32, own: i32, same_code: bool) -> bool {
+    val == 0 || val == me || (val == own && same_code)
+}
+
+/// Legacy's rule for the children's output or trace code and context: free while their
+/// destination `dest` is none or the task itself, else only the task's own (`equals_own`).
+fn locked_ok(dest: i32, me: i32, equals_own: bool) -> bool {
+    dest <= 0 || dest == me || equals_own
+}
 
 /// `db` for a caller that holds the library state: the code the pvmd answers a TM_DB with.
 fn db_locked(l: &mut Lib, op: i32, name: &[u8], index: i32, flags: i32, msg: Option<&EmbeddedMesg>) -> i32 {
