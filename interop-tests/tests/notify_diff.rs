@@ -35,8 +35,10 @@ int main(int argc, char **argv)
     int i, rc, host, bogus = 0x40fff, n = 0;
     char *lines[64];
     struct timeval tv = { 1, 0 };
-    if (argc > 1) {               /* a child: wait to be told to exit */
+    if (argc > 1) {               /* a child: say it is enrolled, wait to be told to exit */
         pvm_mytid();
+        pvm_initsend(PvmDataDefault);
+        pvm_send(pvm_parent(), 2);
         pvm_recv(pvm_parent(), 1);
         pvm_exit();
         return 0;
@@ -44,6 +46,10 @@ int main(int argc, char **argv)
     me = pvm_mytid();
     host = me & 0xfffc0000;
     printf("spawn %d\n", pvm_spawn(argv[0], (char *[]) { "child", 0 }, PvmTaskDefault, "", 4, kids));
+    /* Every child enrolled before anything is asked of them (a kill racing a child's start
+       made the killed child's notify arrive or not by timing). */
+    for (i = 0; i < 4; i++)
+        pvm_freebuf(pvm_recv(-1, 2));
     printf("exit notify %d\n", pvm_notify(PvmTaskExit, 100, 3, kids));
     printf("exit notify bogus %d\n", pvm_notify(PvmTaskExit, 101, 1, &bogus));
     printf("exit notify self host %d\n", pvm_notify(PvmTaskExit, 102, 1, &host));
