@@ -231,10 +231,28 @@ pub fn spawn_forked(
         n if n > 3 => n.min(65536) as libc::c_int,
         _ => 1024,
     };
+    // Every signal stays blocked from just before the fork until the child has put the
+    // daemon's handlers back to their defaults: a signal sent to a task that has not exec'ed
+    // yet (pvm_kill right after pvm_spawn) would otherwise run the daemon's handler in the
+    // child (tokio's SIGTERM handler, which does nothing there) and be lost, and the task then
+    // ran on, where the legacy daemon's task died. Blocked, it waits and kills the child
+    // before its exec.
+    // SAFETY: sigfillset/pthread_sigmask on local sets; the old mask is restored below.
+    let saved = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut saved: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut saved);
+        saved
+    };
     // SAFETY: everything the child touches was built before the fork and stays alive in the
     // parent's copy; the child calls only async-signal-safe functions and ends in execve or
     // _exit, never returning into Rust code.
     let pid = unsafe { libc::fork() };
+    if pid != 0 {
+        // SAFETY: restores this thread's mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
+    }
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -263,6 +281,7 @@ pub fn spawn_forked(
                     libc::close(fd);
                 }
             }
+            default_caught_signals();
             libc::signal(libc::SIGPIPE, TASK_SIGPIPE);
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
@@ -277,6 +296,22 @@ pub fn spawn_forked(
         stdout: out_r,
         stderr: err_r,
     })
+}
+
+/// Puts every signal the process catches back to its default action (ignored ones stay
+/// ignored, as exec would leave them). Async-signal-safe: sigaction only.
+unsafe fn default_caught_signals() {
+    for sig in 1..=64 {
+        let mut cur: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(sig, std::ptr::null(), &mut cur) == 0
+            && cur.sa_sigaction != libc::SIG_DFL
+            && cur.sa_sigaction != libc::SIG_IGN
+        {
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        }
+    }
 }
 
 /// A pidfd for `pid` (readable once it exits), or None where the kernel has no pidfd_open.
@@ -405,6 +440,31 @@ mod tests {
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 127,
             "{status:x}"
         );
+    }
+
+    extern "C" fn ignore_in_handler(_: libc::c_int) {}
+
+    #[test]
+    fn a_signal_sent_before_the_exec_is_not_lost_in_the_daemons_handler() {
+        // The daemon catches SIGTERM; here a handler for SIGUSR2 stands in for it (no other
+        // test of this binary uses SIGUSR2). Signalled at once after the fork, every child must
+        // die of the signal, before or after its exec, never run on (`sleep 5`).
+        // SAFETY: installs a handler that does nothing, for a signal only this test sends.
+        unsafe { libc::signal(libc::SIGUSR2, ignore_in_handler as libc::sighandler_t) };
+        for round in 0..40 {
+            let s = spawn_forked("sleep", &["sleep".into(), "5".into()], &[], None).unwrap();
+            // SAFETY: kill/waitpid on our own child with a local status.
+            let status = unsafe {
+                libc::kill(s.pid, libc::SIGUSR2);
+                let mut status = 0;
+                libc::waitpid(s.pid, &mut status, 0);
+                status
+            };
+            assert!(
+                libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGUSR2,
+                "round {round}: the child did not die of the signal (status {status:x})"
+            );
+        }
     }
 
     #[test]
