@@ -450,7 +450,7 @@ mod tests {
         // test of this binary uses SIGUSR2). Signalled at once after the fork, every child must
         // die of the signal, before or after its exec, never run on (`sleep 5`).
         // SAFETY: installs a handler that does nothing, for a signal only this test sends.
-        unsafe { libc::signal(libc::SIGUSR2, ignore_in_handler as libc::sighandler_t) };
+        unsafe { libc::signal(libc::SIGUSR2, ignore_in_handler as *const () as libc::sighandler_t) };
         for round in 0..40 {
             let s = spawn_forked("sleep", &["sleep".into(), "5".into()], &[], None).unwrap();
             // SAFETY: kill/waitpid on our own child with a local status.
