@@ -790,7 +790,16 @@ pub fn run(cfg: &SoakConfig) -> SoakReport {
     }
     rep.authenticated_links = logs.matches("datagrams authenticated").count();
     if cfg.stream && !logs.contains("stream up") {
-        rep.failures.push("streams were allowed but none came up".into());
+        // What each daemon said about streams and capabilities (seen once in CI, not reproduced
+        // in 37 local runs since: the lines are kept for the next time).
+        let lines: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("xstream") || l.contains("xcaps") || l.starts_with("----"))
+            .collect();
+        rep.failures.push(format!(
+            "streams were allowed but none came up:\n{}",
+            lines.join("\n")
+        ));
     }
     if !cfg.stream && logs.contains("stream up") {
         rep.failures
