@@ -796,10 +796,8 @@ pub fn run(cfg: &SoakConfig) -> SoakReport {
             .lines()
             .filter(|l| l.contains("xstream") || l.contains("xcaps") || l.starts_with("----"))
             .collect();
-        rep.failures.push(format!(
-            "streams were allowed but none came up:\n{}",
-            lines.join("\n")
-        ));
+        rep.failures
+            .push(format!("streams were allowed but none came up:\n{}", lines.join("\n")));
     }
     if !cfg.stream && logs.contains("stream up") {
         rep.failures
