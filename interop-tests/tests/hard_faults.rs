@@ -173,3 +173,123 @@ fn hard_dead_slave_found_on_a_quiet_datagram_link() {
     );
     drop(m);
 }
+
+/// Cuts host `k` off the switch (`up` false) or puts it back: its datagrams are then lost
+/// without a word, as in a partition or when a host vanishes (no ICMP error comes back).
+fn set_port(c: &Cluster, k: usize, up: bool) {
+    let st = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &c.sw,
+            "link",
+            "set",
+            &format!("p{k}"),
+            if up { "up" } else { "down" },
+        ])
+        .status()
+        .expect("run ip");
+    assert!(st.success(), "ip link set p{k} failed");
+}
+
+/// A partition between pvmd-rs daemons on the datagram link (PVMD_NO_XSTREAM): one shorter
+/// than the silence limit heals with nothing lost; one longer fails cleanly. The master
+/// deletes the cut-off host once it has been silent for `PVMD_PEER_TIMEOUT` (4 s here, 10 s by
+/// default; a task asking every host is answered then), and the cut-off slave, silent master
+/// and all, halts as a slave that lost its master does; the rest of the machine goes on. With
+/// the legacy rule the master would have waited 190 s (ROBUSTNESS.md).
+#[test]
+fn hard_partition_heals_or_fails_cleanly() {
+    let c = Cluster::new("hpart", 3);
+    let bin = our_pvmd();
+    let hf = c.dir.path().join("hostfile");
+    std::fs::write(
+        &hf,
+        format!(
+            "{}\n{} dx={}\n{} dx={}\n",
+            c.host(1).ip,
+            c.host(2).ip,
+            bin.display(),
+            c.host(3).ip,
+            bin.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = c.command(1, &bin);
+    cmd.envs([("PVMD_NO_XSTREAM", "1"), ("PVMD_PEER_TIMEOUT", "4")]);
+    cmd.arg(format!("-n{}", c.host(1).ip)).arg(&hf).stderr(Stdio::null());
+    let mut m = Proc {
+        child: cmd.spawn().unwrap(),
+        name: "master".into(),
+    };
+    assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
+    let limits_set = || {
+        (2..=3).all(|h| {
+            c.log(1)
+                .contains(&format!("dm_xcaps() host {h}: window 32, silent peer dead after 4 s"))
+        }) && c
+            .log(2)
+            .contains("dm_xcaps() host 1: window 32, silent peer dead after 4 s")
+    };
+    assert!(
+        c.wait_for(Duration::from_secs(30), limits_set),
+        "the silence limit was not set on the links\n{}",
+        c.logs()
+    );
+    assert!(basic_in(&c, 1, TIMEOUT).1.contains("nhost 3"), "{}", c.logs());
+
+    // A short partition: a task on the master asks every host while h2 is cut off for 2 s.
+    set_port(&c, 2, false);
+    let (code, out, took) = std::thread::scope(|s| {
+        let b = s.spawn(|| basic_in(&c, 1, Duration::from_secs(20)));
+        std::thread::sleep(Duration::from_secs(2));
+        set_port(&c, 2, true);
+        b.join().unwrap()
+    });
+    eprintln!("basic across a 2 s partition: exit {code:?} in {} ms", took.as_millis());
+    assert_eq!(code, Some(0), "{out}\n{}", c.logs());
+    assert!(
+        out.contains("nhost 3"),
+        "a short partition cost a host:\n{out}\n{}",
+        c.logs()
+    );
+    assert!(!c.log(1).contains("host 2 deleted"), "{}", c.logs());
+
+    // A long one: tasks on both sides ask every host.
+    set_port(&c, 2, false);
+    let t = Instant::now();
+    let ((code1, out1, took1), (code2, _, took2)) = std::thread::scope(|s| {
+        let a = s.spawn(|| basic_in(&c, 1, Duration::from_secs(30)));
+        let b = s.spawn(|| basic_in(&c, 2, Duration::from_secs(30)));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    eprintln!(
+        "long partition: the master's task done in {} ms (exit {code1:?}), the cut-off one in {} ms (exit {code2:?})",
+        took1.as_millis(),
+        took2.as_millis()
+    );
+    assert_eq!(code1, Some(0), "the master's task hung:\n{out1}\n{}", c.logs());
+    assert!(out1.contains("\ntasks "), "pvm_tasks not answered:\n{out1}\n{}", c.logs());
+    // The task on the cut-off host ends with its pvmd (killed by it, as legacy tasks are).
+    assert!(took2 < Duration::from_secs(30), "the task on the cut-off host hung\n{}", c.logs());
+    let (_, out, _) = basic_in(&c, 1, TIMEOUT);
+    assert!(out.contains("nhost 2"), "h2 still listed:\n{out}\n{}", c.logs());
+    assert!(
+        c.log(1).contains("host 2 silent for"),
+        "deleted, but not for silence:\n{}",
+        c.logs()
+    );
+    assert!(
+        c.wait_for(Duration::from_secs(20), || c.pids(2).is_empty()),
+        "the cut-off slave did not halt ({:?} left after {} ms)\n{}",
+        c.pids(2),
+        t.elapsed().as_millis(),
+        c.logs()
+    );
+    assert!(c.log(2).contains("lost master host; halting"), "{}", c.logs());
+    set_port(&c, 2, true);
+    // The rest of the machine goes on.
+    let (code, out, _) = basic_in(&c, 3, TIMEOUT);
+    assert_eq!(code, Some(0), "{out}\n{}", c.logs());
+    assert!(out.contains("nhost 2"), "{out}\n{}", c.logs());
+    drop(m);
+}

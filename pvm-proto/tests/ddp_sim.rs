@@ -318,8 +318,18 @@ fn assert_no_loss(c: &Cluster, sent: &BTreeMap<(u32, u32), Vec<Vec<u8>>>, ctx: &
 }
 
 fn exactly_once_in_order(seed: u64, window: u16, net: NetConfig) {
+    exactly_once_in_order_with(seed, window, net, None);
+}
+
+/// [`exactly_once_in_order`] with a silence limit on every link (None: the legacy rule only).
+fn exactly_once_in_order_with(seed: u64, window: u16, net: NetConfig, silence: Option<Duration>) {
     let hosts = 3;
     let mut c = Cluster::new(hosts, window, net, seed);
+    for a in 1..=hosts {
+        for b in (1..=hosts).filter(|&b| b != a) {
+            c.node_mut(a).endpoint.set_silence_limit(b, silence).unwrap();
+        }
+    }
     let mut rng = SplitMix64::new(seed ^ 0xabcdef);
     let mut sent: BTreeMap<(u32, u32), Vec<Vec<u8>>> = BTreeMap::new();
     for round in 0..12u32 {
@@ -605,6 +615,61 @@ fn keepalive_visits_hosts_round_robin_every_60_seconds() {
 
 fn host_of_addr(a: SocketAddrV4) -> u32 {
     (1..=16).find(|&h| addr_of(h) == a).expect("simulated address")
+}
+
+/// A silence limit (what pvmd-rs sets on links to pvmd-rs peers): a peer that goes quiet is
+/// given up 10 s after it was last heard once the packet went out ten times, not after 190 s.
+#[test]
+fn a_silent_peer_is_given_up_after_the_silence_limit() {
+    let mut c = Cluster::new(2, 1, NetConfig::perfect(Duration::from_millis(1)), 0);
+    c.node_mut(1)
+        .endpoint
+        .set_silence_limit(2, Some(Duration::from_secs(10)))
+        .unwrap();
+    // A first exchange measures the round trip (2 ms), so retries start at 4 ms.
+    c.send_message(1, 2, Tid::pvmd(1), Tid::pvmd(2), hdr(7), b"hello")
+        .unwrap();
+    c.run_until(Time::from_secs(5));
+    assert_eq!(c.node(2).messages().count(), 1);
+    c.set_up(2, false);
+    c.send_message(1, 2, Tid::pvmd(1), Tid::pvmd(2), hdr(7), b"again")
+        .unwrap();
+    c.run_for(Duration::from_secs(60));
+    let lost: Vec<(Time, &Event)> = c
+        .node(1)
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::PeerLost { .. }))
+        .map(|(t, e)| (*t, e))
+        .collect();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    let (at, ev) = lost[0];
+    let Event::PeerLost {
+        host: 2,
+        cause: LinkLoss::Silent { seq: 2, sends, silent },
+    } = ev
+    else {
+        panic!("{ev:?}");
+    };
+    // Last heard at about 5 s (the ACK of the first message), so given up at about 15 s.
+    assert!(*sends >= 10, "{sends} sends");
+    assert!(
+        (Duration::from_secs(10)..Duration::from_secs(11)).contains(silent),
+        "{silent:?}"
+    );
+    assert!((Time::from_secs(14)..Time::from_secs(16)).contains(&at), "{at:?}");
+    assert_eq!(c.node(1).endpoint.peer_info(2), None);
+}
+
+/// The limit must not take a lossy link for a dead one: the same exchanges as
+/// `every_message_arrives_once_in_order_under_loss_dup_reorder`, at one datagram in four lost
+/// and one in ten duplicated, with a 10 s limit on every link: nobody dies, nothing is lost.
+#[test]
+fn the_silence_limit_spares_a_lossy_but_live_peer() {
+    for seed in 200..224 {
+        exactly_once_in_order_with(seed, 1, NetConfig::hostile(250, 100), Some(Duration::from_secs(10)));
+        exactly_once_in_order_with(seed, 32, NetConfig::hostile(250, 100), Some(Duration::from_secs(10)));
+    }
 }
 
 #[test]

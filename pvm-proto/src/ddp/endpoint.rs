@@ -125,6 +125,9 @@ pub enum LinkLoss {
     PeerFinAck,
     /// We sent FIN|ACK after our FIN was acknowledged; the host is deleted.
     FinAckSent,
+    /// Nothing came from the peer for `silent` while a packet to it waited for its
+    /// acknowledgement, and the link has a silence limit ([`Endpoint::set_silence_limit`]).
+    Silent { seq: u16, sends: u32, silent: Duration },
 }
 
 /// Why a datagram (or part of it) was not used. For logging; nothing here needs an answer.
@@ -336,6 +339,40 @@ struct Peer {
     rxq: VecDeque<Received>,
     rxm: Option<Partial>,
     fin_received: bool,
+    /// Declare the host dead after this long without a datagram from it while a packet to it
+    /// is unacknowledged (None: the legacy retry count and time only).
+    silence_limit: Option<Duration>,
+    /// When the last datagram that passed the source check arrived from this host.
+    last_heard: Option<Time>,
+}
+
+impl Peer {
+    /// Longest retry interval on this link: a link with a silence limit retries at least 16
+    /// times within it ([`Peer::silence_deadline`]).
+    fn retry_cap(&self) -> Duration {
+        self.silence_limit.map_or(Duration::MAX, |l| l / 16)
+    }
+
+    /// When the silence limit ends this link if nothing arrives before: counted from the
+    /// later of the oldest unacknowledged first send and the last datagram heard, and only
+    /// once that packet went out [`DDMINRETRIES`] times (as the legacy rule asks too), so
+    /// that a lossy link is not taken for a dead one. Retries on such a link come at least
+    /// every sixteenth of the limit, so a live peer must have missed some 16 round trips in a
+    /// row (the legacy rule: 14 over 190 s); at one datagram in five lost each way that is
+    /// 0.36^16, about once in ten million packets.
+    fn silence_deadline(&self) -> Option<(Time, &InFlight)> {
+        let limit = self.silence_limit?;
+        let oldest = self
+            .opq
+            .iter()
+            .filter_map(|f| f.first_sent.map(|t| (t, f)))
+            .min_by_key(|(t, _)| *t)?;
+        if oldest.1.sends < DDMINRETRIES {
+            return None;
+        }
+        let since = self.last_heard.map_or(oldest.0, |h| h.max(oldest.0));
+        Some((since + limit, oldest.1))
+    }
 }
 
 /// What the transmit queue holds. Data sends refer to the in-flight entry so that a packet
@@ -467,6 +504,8 @@ impl Endpoint {
                 rxq: VecDeque::new(),
                 rxm: None,
                 fin_received: false,
+                silence_limit: None,
+                last_heard: None,
             },
         );
         Ok(())
@@ -487,6 +526,17 @@ impl Endpoint {
         let peer = self.peers.get_mut(&host).ok_or(PeerError::NoSuchPeer { host })?;
         peer.window = window;
         self.release(host);
+        Ok(())
+    }
+
+    /// Gives the link to `host` a silence limit (None: none, the legacy rule alone): a peer
+    /// from which nothing arrives for `limit` while a packet to it is unacknowledged is
+    /// declared dead ([`LinkLoss::Silent`]), however few retries that took. For pvmd-rs peers
+    /// only: the legacy rule (10 sends over at least 180 s) is what a legacy peer expects.
+    pub fn set_silence_limit(&mut self, host: u32, limit: Option<Duration>) -> Result<(), PeerError> {
+        self.settle();
+        let peer = self.peers.get_mut(&host).ok_or(PeerError::NoSuchPeer { host })?;
+        peer.silence_limit = limit.filter(|l| !l.is_zero());
         Ok(())
     }
 
@@ -687,7 +737,7 @@ impl Endpoint {
             return;
         }
         let host = hdr.src.host();
-        let Some(peer) = self.peers.get(&host) else {
+        let Some(peer) = self.peers.get_mut(&host) else {
             self.events
                 .push_back(drop(Some(hdr), None, DropReason::UnknownHost { host }));
             return;
@@ -700,6 +750,7 @@ impl Endpoint {
             self.events.push_back(drop(Some(hdr), None, reason));
             return;
         }
+        peer.last_heard = Some(self.now);
 
         if ff.contains(FragFlags::FIN | FragFlags::ACK) {
             if host == self.cfg.master {
@@ -885,7 +936,7 @@ impl Endpoint {
                 frame,
                 sends: 0,
                 first_sent: None,
-                rta: peer.rtt * 2,
+                rta: (peer.rtt * 2).min(peer.retry_cap()),
                 rto: Duration::ZERO,
                 retry_at: None,
             });
@@ -989,7 +1040,12 @@ impl Endpoint {
             .flat_map(|p| p.opq.iter().filter_map(|f| f.retry_at))
             .min();
         let deferred = self.deferred.iter().map(|d| d.0).min();
-        let soonest = [retry, deferred].into_iter().flatten().min();
+        let silence = self
+            .peers
+            .values()
+            .filter_map(|p| p.silence_deadline().map(|d| d.0))
+            .min();
+        let soonest = [retry, deferred, silence].into_iter().flatten().min();
         Some(soonest.map_or(self.next_ping, |r| r.min(self.next_ping)))
     }
 
@@ -1001,6 +1057,15 @@ impl Endpoint {
         let mut due: Vec<(Time, u32, u16)> = Vec::new();
         let mut dead: Vec<(u32, LinkLoss)> = Vec::new();
         for (&host, peer) in &self.peers {
+            if let Some((deadline, f)) = peer.silence_deadline().filter(|d| d.0 <= now) {
+                let cause = LinkLoss::Silent {
+                    seq: f.seq,
+                    sends: f.sends,
+                    silent: now.saturating_since(deadline) + peer.silence_limit.unwrap_or_default(),
+                };
+                dead.push((host, cause));
+                continue;
+            }
             for f in &peer.opq {
                 let Some(t) = f.retry_at else { continue };
                 if t > now {
@@ -1119,6 +1184,7 @@ impl Endpoint {
                         continue;
                     };
                     let dst = peer.addr;
+                    let retry_cap = peer.retry_cap();
                     let Some(f) = peer.opq.iter_mut().find(|f| f.seq == seq && f.retry_at.is_none()) else {
                         continue;
                     };
@@ -1139,7 +1205,7 @@ impl Endpoint {
                     f.rto += f.rta;
                     f.sends += 1;
                     if f.rta.as_secs() < DDMAXRTT.as_secs() {
-                        f.rta *= 2;
+                        f.rta = (f.rta * 2).min(retry_cap);
                     }
                     return Some(Transmit {
                         dst,

@@ -473,6 +473,10 @@ impl<A: AuthFiles> Daemon<A> {
                             "netoutput() timed out sending to host {host} after {sends}, {}",
                             elapsed.as_secs_f64()
                         ))),
+                        LinkLoss::Silent { sends, silent, .. } => out.push(Out::Log(format!(
+                            "netoutput() host {host} silent for {:.1} s ({sends} sends unanswered); declaring it dead",
+                            silent.as_secs_f64()
+                        ))),
                         c => out.push(Out::Log(format!("netinput() host {host} gone ({c:?})"))),
                     }
                     self.host_failed(host, out);

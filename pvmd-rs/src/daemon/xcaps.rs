@@ -42,6 +42,27 @@ pub enum Later {
 /// those links stay at window 1.
 const MAX_LATER: usize = 2 * 4096;
 
+/// How long a pvmd-rs peer may stay silent while a packet to it waits for its acknowledgement
+/// before it is declared dead (pvm-proto `Endpoint::set_silence_limit`): `PVMD_PEER_TIMEOUT`
+/// seconds (fractions allowed, at least 1), default 10; 0 keeps the legacy rule (10 sends over
+/// at least 180 s), which legacy peers always get. A killed pvmd is usually found sooner, by
+/// the ICMP port-unreachable reports of its host (guard.rs); this limit is for a host that
+/// vanished or a partition.
+pub fn peer_timeout() -> Option<std::time::Duration> {
+    parse_peer_timeout(std::env::var("PVMD_PEER_TIMEOUT").ok().as_deref())
+}
+
+fn parse_peer_timeout(v: Option<&str>) -> Option<std::time::Duration> {
+    const DEFAULT: f64 = 10.0;
+    let secs = match v.map(|s| s.trim().parse::<f64>()) {
+        None => DEFAULT,
+        Some(Ok(s)) if s == 0.0 => return None,
+        Some(Ok(s)) if s.is_finite() && s > 0.0 => s.clamp(1.0, 3600.0),
+        Some(_) => DEFAULT,
+    };
+    Some(std::time::Duration::from_secs_f64(secs))
+}
+
 /// hardening: a fourth int names the sender's datagram key (0: none, see dgauth.rs); version-1
 /// readers ignore it.
 fn body(kind: i32, window: u16, key_id: i32, stream: impl FnOnce(&mut XdrWriter)) -> Vec<u8> {
@@ -92,8 +113,12 @@ impl<A: AuthFiles> Daemon<A> {
         let w = u16::try_from(window).unwrap_or(u16::MAX).min(XCAPS_WINDOW);
         let set = |d: &mut Self, out: &mut Vec<Out>| {
             if let Some(n) = d.net.as_mut() {
-                if n.ep.set_window(host, w).is_ok() {
-                    out.push(Out::Log(format!("dm_xcaps() host {host}: window {w}")));
+                let limit = peer_timeout();
+                if n.ep.set_window(host, w).is_ok() && n.ep.set_silence_limit(host, limit).is_ok() {
+                    let dead = limit.map_or("legacy rule".into(), |l| format!("{} s", l.as_secs_f64()));
+                    out.push(Out::Log(format!(
+                        "dm_xcaps() host {host}: window {w}, silent peer dead after {dead}"
+                    )));
                 }
             }
         };
@@ -191,5 +216,23 @@ impl<A: AuthFiles> Daemon<A> {
             )));
         }
         id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_peer_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn peer_timeout_defaults_to_ten_seconds_and_zero_turns_it_off() {
+        assert_eq!(parse_peer_timeout(None), Some(Duration::from_secs(10)));
+        assert_eq!(parse_peer_timeout(Some("0")), None);
+        assert_eq!(parse_peer_timeout(Some("2.5")), Some(Duration::from_millis(2500)));
+        assert_eq!(parse_peer_timeout(Some("0.2")), Some(Duration::from_secs(1)));
+        assert_eq!(parse_peer_timeout(Some("1e9")), Some(Duration::from_secs(3600)));
+        for bad in ["", "x", "-3", "NaN", "inf"] {
+            assert_eq!(parse_peer_timeout(Some(bad)), Some(Duration::from_secs(10)), "{bad:?}");
+        }
     }
 }
