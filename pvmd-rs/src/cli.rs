@@ -29,6 +29,8 @@ PVMD_LOG_FILE=<path> (structured events; targets named after the -d bits),
 PVMD_METRICS=127.0.0.1:<port> (Prometheus metrics, loopback only). See docs/tracing.md.
 PVMD_SPIN_US=<µs> (poll this long after each event before sleeping; default 50, 0 = off;
 not while the machine has more runnable tasks than CPUs). See docs/bench-daemon.md.
+PVMD_PEER_TIMEOUT=<s> (a pvmd-rs peer silent this long while a packet to it waits is dead;
+default 10, 0 = the legacy rule of 10 sends over 180 s, which legacy peers always get).
 The master prints its socket address on stdout, then serves tasks.";
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
