@@ -56,7 +56,7 @@ fn parse_peer_timeout(v: Option<&str>) -> Option<std::time::Duration> {
     const DEFAULT: f64 = 10.0;
     let secs = match v.map(|s| s.trim().parse::<f64>()) {
         None => DEFAULT,
-        Some(Ok(s)) if s == 0.0 => return None,
+        Some(Ok(0.0)) => return None,
         Some(Ok(s)) if s.is_finite() && s > 0.0 => s.clamp(1.0, 3600.0),
         Some(_) => DEFAULT,
     };
