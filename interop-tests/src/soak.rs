@@ -188,6 +188,28 @@ fn tc(ns: &str, args: &[&str]) -> Result<(), String> {
 
 /// Loss and duplication on every bridge port (see the module docs).
 pub fn impair(c: &Cluster, loss_bits: u32, dup_bits: u32) -> Result<(), String> {
+    add_sink(c)?;
+    let n = c.hosts.len();
+    for k in 1..=n {
+        let port = format!("p{k}");
+        tc(&c.sw, &["qdisc", "add", "dev", &port, "ingress"])?;
+        if loss_bits > 0 {
+            let mask = format!("{:#x}", (1u32 << loss_bits) - 1);
+            tc(
+                &c.sw,
+                &[
+                    "filter", "add", "dev", &port, "parent", "ffff:", "protocol", "ip", "prio", "1", "u32", "match",
+                    "u16", "0x0000", &mask, "at", "4", "action", "mirred", "egress", "redirect", "dev", "sink0",
+                ],
+            )?;
+        }
+        dup_filter(c, k, dup_bits)?;
+    }
+    Ok(())
+}
+
+/// The sink veth that loss filters redirect into.
+fn add_sink(c: &Cluster) -> Result<(), String> {
     let ip = |args: &[&str]| {
         Command::new("ip")
             .args(args)
@@ -204,41 +226,91 @@ pub fn impair(c: &Cluster, loss_bits: u32, dup_bits: u32) -> Result<(), String> 
     ip(&[
         "-n", &c.sw, "link", "add", "sink0", "type", "veth", "peer", "name", "sink1",
     ])?;
-    ip(&["-n", &c.sw, "link", "set", "sink0", "up"])?;
+    ip(&["-n", &c.sw, "link", "set", "sink0", "up"])
+}
+
+/// Duplication of one datagram in 2^dup_bits entering switch port `k` (IP id low bits equal
+/// to 1): mirrored to every other port, so one copy more reaches the destination.
+fn dup_filter(c: &Cluster, k: usize, dup_bits: u32) -> Result<(), String> {
     let n = c.hosts.len();
-    for k in 1..=n {
+    if dup_bits == 0 || n < 2 {
+        return Ok(());
+    }
+    let port = format!("p{k}");
+    let mask = format!("{:#x}", (1u32 << dup_bits) - 1);
+    let mut args: Vec<String> = [
+        "filter", "add", "dev", &port, "parent", "ffff:", "protocol", "ip", "prio", "2", "u32", "match", "u16",
+        "0x0001", &mask, "at", "4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for j in (1..=n).filter(|j| *j != k) {
+        args.extend(
+            ["action", "mirred", "egress", "mirror", "dev"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        args.push(format!("p{j}"));
+    }
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    tc(&c.sw, &a)
+}
+
+/// Loss of `n`/64 of the datagrams (`n` at most 32) as disjoint `(value, mask)` patterns of the
+/// IP identification field, one per set bit of `n`: a prefix code over bits 1.. of the even
+/// ids (bit 0 is 0 in every pattern, so none overlaps the duplication pattern, whose bit 0 is
+/// 1, and bits 8.. stay free for the slow lane). 13/64 = 20.3 % is `[(0x0, 0x7), (0x4, 0xf),
+/// (0xc, 0x3f)]`; 16/64 is `[(0x0, 0x3)]`, the filter `loss_bits = 2` makes.
+pub fn loss_patterns(n: u32) -> Vec<(u16, u16)> {
+    assert!(n <= 32, "loss of {n}/64: at most 32/64 fits on the even ids");
+    let mut out = Vec::new();
+    // Canonical prefix code, shortest first: (code, length) read from bit 1 upwards.
+    let mut code: u32 = 0;
+    let mut prev_len: Option<u32> = None;
+    for j in 1..=6u32 {
+        if n & (64 >> j) == 0 {
+            continue;
+        }
+        let len = j - 1;
+        if let Some(p) = prev_len {
+            code = (code + 1) << (len - p);
+        }
+        prev_len = Some(len);
+        let mut value: u16 = 0;
+        for i in 0..len {
+            if (code >> (len - 1 - i)) & 1 == 1 {
+                value |= 1 << (1 + i);
+            }
+        }
+        out.push((value, ((1u32 << j) - 1) as u16));
+    }
+    out
+}
+
+/// Filter priorities of the loss filters made from [`loss_patterns`] (2 is duplication's).
+fn loss_prios(patterns: usize) -> Vec<u32> {
+    (0..patterns).map(|i| if i == 0 { 1 } else { 9 + i as u32 }).collect()
+}
+
+/// Like [`impair`], with loss given in 64ths ([`loss_patterns`]).
+pub fn impair_64ths(c: &Cluster, loss_64ths: u32, dup_bits: u32) -> Result<(), String> {
+    add_sink(c)?;
+    let patterns = loss_patterns(loss_64ths);
+    for k in 1..=c.hosts.len() {
         let port = format!("p{k}");
         tc(&c.sw, &["qdisc", "add", "dev", &port, "ingress"])?;
-        if loss_bits > 0 {
-            let mask = format!("{:#x}", (1u32 << loss_bits) - 1);
+        for (&(value, mask), prio) in patterns.iter().zip(loss_prios(patterns.len())) {
+            let (value, mask, prio) = (format!("{value:#06x}"), format!("{mask:#06x}"), prio.to_string());
             tc(
                 &c.sw,
                 &[
-                    "filter", "add", "dev", &port, "parent", "ffff:", "protocol", "ip", "prio", "1", "u32", "match",
-                    "u16", "0x0000", &mask, "at", "4", "action", "mirred", "egress", "redirect", "dev", "sink0",
+                    "filter", "add", "dev", &port, "parent", "ffff:", "protocol", "ip", "prio", &prio, "u32", "match",
+                    "u16", &value, &mask, "at", "4", "action", "mirred", "egress", "redirect", "dev", "sink0",
                 ],
             )?;
         }
-        if dup_bits > 0 && n > 1 {
-            let mask = format!("{:#x}", (1u32 << dup_bits) - 1);
-            let mut args: Vec<String> = [
-                "filter", "add", "dev", &port, "parent", "ffff:", "protocol", "ip", "prio", "2", "u32", "match", "u16",
-                "0x0001", &mask, "at", "4",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            for j in (1..=n).filter(|j| *j != k) {
-                args.extend(
-                    ["action", "mirred", "egress", "mirror", "dev"]
-                        .iter()
-                        .map(|s| s.to_string()),
-                );
-                args.push(format!("p{j}"));
-            }
-            let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-            tc(&c.sw, &a)?;
-        }
+        dup_filter(c, k, dup_bits)?;
     }
     Ok(())
 }
@@ -249,6 +321,39 @@ pub struct Impairment {
     ports: usize,
     /// `(host namespace, capture file, tcpdump)` per host.
     captures: Vec<(String, std::path::PathBuf, Proc)>,
+    /// Priorities of the loss filters on every port's ingress.
+    loss_prios: Vec<u32>,
+}
+
+/// Link faults for [`Impairment::with_faults`]. Unlike the soak's slow lane (bits 8.. of the
+/// IP id, so runs of 256 consecutive datagrams of a sender), this one takes the ids whose low
+/// `reorder_bits` bits are all ones: single datagrams every few, so even a stop-and-wait link
+/// (the legacy pvmd's) sees a datagram overtaken by the next ones from the same host. Those
+/// ids are odd and have bit 1 set, so loss (even ids) and duplication (`dup_bits` of at least
+/// 2: low bits 0..01) never take them: the three faults are disjoint shares of the traffic.
+#[derive(Debug, Clone)]
+pub struct LinkFaults {
+    /// Loss of `loss_64ths`/64 ([`loss_patterns`], at most 32).
+    pub loss_64ths: u32,
+    /// Duplicate one datagram in 2^dup_bits (0, or at least 2).
+    pub dup_bits: u32,
+    /// Send one datagram in 2^reorder_bits (0 = none, else 2 ..= 6) through the slow lane.
+    pub reorder_bits: u32,
+    /// Rate of the slow lane (a tc rate such as `"4mbit"`): with one frame of burst, each
+    /// datagram in it waits for the ones ahead to drain at this rate.
+    pub slow_rate: String,
+}
+
+/// What the switch did to the datagrams (and segments) entering one port, i.e. sent by one
+/// host, and to those leaving it towards that host ([`Impairment::port_counters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Sent by the host and dropped / duplicated at the switch.
+    pub dropped: u64,
+    pub duplicated: u64,
+    /// Sent towards the host through the slow lane, and dropped there (its queue was full).
+    pub slow_lane: u64,
+    pub slow_lane_dropped: u64,
 }
 
 impl Impairment {
@@ -258,6 +363,7 @@ impl Impairment {
             sw: c.sw.clone(),
             ports: c.hosts.len(),
             captures: Vec::new(),
+            loss_prios: if loss_bits > 0 { vec![1] } else { Vec::new() },
         };
         impair(c, loss_bits, dup_bits)?;
         if reorder_bits > 0 {
@@ -265,6 +371,59 @@ impl Impairment {
             me.capture(c)?;
         }
         Ok(me)
+    }
+
+    /// Loss in 64ths ([`impair_64ths`]) and duplication, then a slow lane that takes single
+    /// datagrams every few ids ([`LinkFaults`]) and the captures.
+    pub fn with_faults(c: &Cluster, f: &LinkFaults) -> Result<Impairment, String> {
+        let mut me = Impairment {
+            sw: c.sw.clone(),
+            ports: c.hosts.len(),
+            captures: Vec::new(),
+            loss_prios: loss_prios(loss_patterns(f.loss_64ths).len()),
+        };
+        impair_64ths(c, f.loss_64ths, f.dup_bits)?;
+        if f.reorder_bits > 0 {
+            assert!(
+                (2..=6).contains(&f.reorder_bits) && f.dup_bits != 1,
+                "the slow-lane pattern (low bits all ones) must miss the duplication pattern: {f:?}"
+            );
+            let ones = (1u32 << f.reorder_bits) - 1;
+            me.reorder_lane(ones, ones, &f.slow_rate)?;
+            me.capture(c)?;
+        }
+        Ok(me)
+    }
+
+    /// The switch's counters for host `k`'s port so far.
+    pub fn port_counters(&self, k: usize) -> PortCounters {
+        let port = format!("p{k}");
+        let (slow_lane, slow_lane_dropped) = self.slow_lane_of(k);
+        PortCounters {
+            dropped: self
+                .loss_prios
+                .iter()
+                .map(|p| tc_packets(&self.sw, &port, &p.to_string()))
+                .sum(),
+            duplicated: tc_packets(&self.sw, &port, "2"),
+            slow_lane,
+            slow_lane_dropped,
+        }
+    }
+
+    /// Stops the captures and counts, per receiving host `k` and source address, `(datagrams,
+    /// IP id inversions, largest displacement)` as [`id_inversions`] does.
+    pub fn reordering_by_link(&mut self) -> Vec<(usize, std::net::Ipv4Addr, (u64, u64, u64))> {
+        let mut out = Vec::new();
+        for (i, (_, file, p)) in self.captures.drain(..).enumerate() {
+            crate::send_signal(p.pid(), libc::SIGINT);
+            let _ = p.wait(Duration::from_secs(5));
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            for (src, r) in id_inversions_by_source(&bytes) {
+                out.push((i + 1, std::net::Ipv4Addr::from(src), r));
+            }
+        }
+        out
     }
 
     /// The slow lane on the egress of every switch port. HTB cannot hold a lone datagram (a
@@ -278,8 +437,14 @@ impl Impairment {
         // Bits 8.. of the IP id: independent of the low bits that loss and duplication use.
         // At most 8 of them (1/256): the id is 16 bits.
         let bits = bits.min(8);
-        let mask = format!("{:#06x}", ((1u32 << bits) - 1) << 8);
-        let value = format!("{:#06x}", 1u32 << 8);
+        self.reorder_lane(1 << 8, ((1u32 << bits) - 1) << 8, "20mbit")
+    }
+
+    /// The slow lane of [`Impairment::reorder`] for the IP ids matching `value` under `mask`,
+    /// at `rate` (a tc rate).
+    fn reorder_lane(&mut self, value: u32, mask: u32, rate: &str) -> Result<(), String> {
+        let mask = format!("{mask:#06x}");
+        let value = format!("{value:#06x}");
         for k in 1..=self.ports {
             let port = format!("p{k}");
             let steps: [&[&str]; 5] = [
@@ -290,8 +455,8 @@ impl Impairment {
                     "class", "add", "dev", &port, "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit",
                 ],
                 &[
-                    "class", "add", "dev", &port, "parent", "1:", "classid", "1:20", "htb", "rate", "20mbit", "ceil",
-                    "20mbit", "burst", "1600", "cburst", "1600",
+                    "class", "add", "dev", &port, "parent", "1:", "classid", "1:20", "htb", "rate", rate, "ceil", rate,
+                    "burst", "1600", "cburst", "1600",
                 ],
                 &[
                     "qdisc", "add", "dev", &port, "parent", "1:20", "handle", "20:", "pfifo", "limit", "256",
@@ -351,24 +516,33 @@ impl Impairment {
         let mut sent = 0;
         let mut dropped = 0;
         for k in 1..=self.ports {
-            let out = Command::new("ip")
-                .args(["netns", "exec", &self.sw, "tc", "-s", "class", "show", "dev"])
-                .arg(format!("p{k}"))
-                .args(["classid", "1:20"])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-                .unwrap_or_default();
-            // " Sent 1234 bytes 56 pkt (dropped 7, overlimits ...)"
-            if let Some(l) = out.lines().find(|l| l.trim_start().starts_with("Sent")) {
-                let w: Vec<&str> = l.split_whitespace().collect();
-                sent += w.get(3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                dropped += w
-                    .get(6)
-                    .and_then(|v| v.trim_end_matches(',').parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
+            let (s, d) = self.slow_lane_of(k);
+            sent += s;
+            dropped += d;
         }
         (sent, dropped)
+    }
+
+    /// Slow-lane packets sent and dropped on the port of host `k`.
+    fn slow_lane_of(&self, k: usize) -> (u64, u64) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.sw, "tc", "-s", "class", "show", "dev"])
+            .arg(format!("p{k}"))
+            .args(["classid", "1:20"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        // " Sent 1234 bytes 56 pkt (dropped 7, overlimits ...)"
+        let Some(l) = out.lines().find(|l| l.trim_start().starts_with("Sent")) else {
+            return (0, 0);
+        };
+        let w: Vec<&str> = l.split_whitespace().collect();
+        (
+            w.get(3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+            w.get(6)
+                .and_then(|v| v.trim_end_matches(',').parse::<u64>().ok())
+                .unwrap_or(0),
+        )
     }
 
     /// Stops the captures and counts `(datagrams, IP id inversions, displacement)` in them.
@@ -410,11 +584,19 @@ impl Drop for Impairment {
 /// the same source, its displacement how far behind. Only first fragments count (the fragments
 /// of one datagram share its id). Truncated or foreign input just ends the count.
 pub fn id_inversions(pcap: &[u8]) -> (u64, u64, u64) {
-    let Some(magic) = pcap.get(..4) else { return (0, 0, 0) };
+    id_inversions_by_source(pcap)
+        .values()
+        .fold((0, 0, 0), |t, r| (t.0 + r.0, t.1 + r.1, t.2.max(r.2)))
+}
+
+/// [`id_inversions`] per IPv4 source address.
+pub fn id_inversions_by_source(pcap: &[u8]) -> std::collections::BTreeMap<[u8; 4], (u64, u64, u64)> {
+    let mut per: std::collections::BTreeMap<[u8; 4], (u64, u64, u64)> = std::collections::BTreeMap::new();
+    let Some(magic) = pcap.get(..4) else { return per };
     let le = match magic {
         [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
         [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
-        _ => return (0, 0, 0),
+        _ => return per,
     };
     let u32_at = |b: &[u8], o: usize| -> Option<u32> {
         let a: [u8; 4] = b.get(o..o + 4)?.try_into().ok()?;
@@ -425,7 +607,6 @@ pub fn id_inversions(pcap: &[u8]) -> (u64, u64, u64) {
         })
     };
     let mut highest: std::collections::HashMap<[u8; 4], u16> = std::collections::HashMap::new();
-    let (mut n, mut inv, mut far) = (0u64, 0u64, 0u64);
     let mut off = 24;
     while let Some(incl) = u32_at(pcap, off + 8) {
         let start = off + 16;
@@ -444,7 +625,8 @@ pub fn id_inversions(pcap: &[u8]) -> (u64, u64, u64) {
         }
         let id = u16::from_be_bytes([ip[4], ip[5]]);
         let src: [u8; 4] = [ip[12], ip[13], ip[14], ip[15]];
-        n += 1;
+        let r = per.entry(src).or_default();
+        r.0 += 1;
         match highest.get(&src).copied() {
             None => {
                 highest.insert(src, id);
@@ -452,15 +634,15 @@ pub fn id_inversions(pcap: &[u8]) -> (u64, u64, u64) {
             Some(h) => {
                 let behind = h.wrapping_sub(id);
                 if behind != 0 && behind < 0x8000 {
-                    inv += 1;
-                    far = far.max(u64::from(behind));
+                    r.1 += 1;
+                    r.2 = r.2.max(u64::from(behind));
                 } else {
                     highest.insert(src, id);
                 }
             }
         }
     }
-    (n, inv, far)
+    per
 }
 
 /// The pvmd process of host `k` (by its command name), if running.

@@ -268,9 +268,17 @@ fn hard_partition_heals_or_fails_cleanly() {
         took2.as_millis()
     );
     assert_eq!(code1, Some(0), "the master's task hung:\n{out1}\n{}", c.logs());
-    assert!(out1.contains("\ntasks "), "pvm_tasks not answered:\n{out1}\n{}", c.logs());
+    assert!(
+        out1.contains("\ntasks "),
+        "pvm_tasks not answered:\n{out1}\n{}",
+        c.logs()
+    );
     // The task on the cut-off host ends with its pvmd (killed by it, as legacy tasks are).
-    assert!(took2 < Duration::from_secs(30), "the task on the cut-off host hung\n{}", c.logs());
+    assert!(
+        took2 < Duration::from_secs(30),
+        "the task on the cut-off host hung\n{}",
+        c.logs()
+    );
     let (_, out, _) = basic_in(&c, 1, TIMEOUT);
     assert!(out.contains("nhost 2"), "h2 still listed:\n{out}\n{}", c.logs());
     assert!(
