@@ -421,6 +421,25 @@ pub fn pid_from_sock(sock: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// Numbers become `N` and runs of blanks one space (column alignment depends on the widths):
+/// for comparing outputs that print timings.
+pub fn numbers_to_n(l: &str) -> String {
+    let mut out = String::new();
+    let mut in_num = false;
+    for c in l.split_whitespace().collect::<Vec<_>>().join(" ").chars() {
+        if c.is_ascii_digit() || (in_num && c == '.') {
+            if !in_num {
+                out.push('N');
+                in_num = true;
+            }
+        } else {
+            in_num = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub mod shim;
 pub mod shot; // Chromium screenshots of pvmtrace pages
 

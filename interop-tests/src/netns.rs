@@ -218,6 +218,27 @@ impl Cluster {
         ns_pids(&self.host(k).ns)
     }
 
+    /// Runs the legacy console on host `k` with `input` as its stdin, to the end (at most
+    /// [`crate::TIMEOUT`]); its stdout.
+    pub fn console(&self, k: usize, input: &str) -> String {
+        use std::io::Write;
+        let mut cmd = self.command(k, Path::new(crate::LEGACY_CONSOLE));
+        cmd.stdin(Stdio::piped());
+        let mut child = cmd.spawn().expect("start the legacy console");
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input.as_bytes())
+            .expect("write to the console");
+        let (_, out, _) = crate::Proc {
+            child,
+            name: "console".into(),
+        }
+        .wait(crate::TIMEOUT);
+        out
+    }
+
     /// Whether the legacy console started on host `k` lists `n` hosts for `conf` (a console
     /// that does not finish within [`crate::TIMEOUT`] is killed and counts as no).
     pub fn console_lists_hosts(&self, k: usize, n: usize) -> bool {

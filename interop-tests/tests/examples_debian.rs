@@ -323,24 +323,6 @@ fn frsg_sum_lines_keep_sum2_and_drop_sum1() {
     assert_eq!(frsg_sums("OK: ERROR:"), None);
 }
 
-/// Numbers become `N` and runs of blanks one space (column alignment depends on the widths).
-fn numbers_to_n(l: &str) -> String {
-    let mut out = String::new();
-    let mut in_num = false;
-    for c in l.split_whitespace().collect::<Vec<_>>().join(" ").chars() {
-        if c.is_ascii_digit() || (in_num && c == '.') {
-            if !in_num {
-                out.push('N');
-                in_num = true;
-            }
-        } else {
-            in_num = false;
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn check(name: &str, e: Example) {
     let (ours_raw, ours_log) = run_raw(Kind::Ours, name, e.how);
     let (mut legacy_raw, _) = run_raw(Kind::Legacy, name, e.how);

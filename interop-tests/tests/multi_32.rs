@@ -9,7 +9,6 @@
 //! `halt` then stops the machine, and every namespace of the cluster must be empty: no pvmd
 //! and no task left.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -112,25 +111,6 @@ fn require_legacy() {
             "{p} is missing: the multi-host tests need legacy PVM (Debian pvm, pvm-dev, pvm-examples)"
         );
     }
-}
-
-/// Runs the legacy console on host `k` with `input` as its stdin.
-fn console(c: &Cluster, k: usize, input: &str) -> String {
-    let mut cmd = c.command(k, Path::new(LEGACY_CONSOLE));
-    cmd.stdin(Stdio::piped());
-    let mut child = cmd.spawn().expect("start console");
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(input.as_bytes())
-        .expect("write to console");
-    let (_, out, _) = Proc {
-        child,
-        name: "console".into(),
-    }
-    .wait(TIMEOUT);
-    out
 }
 
 /// Pids left in each host's namespace, for failure messages.
@@ -256,7 +236,7 @@ fn multi_32_hosts_1000_tasks_and_halt() {
         c.logs()
     );
     // (The legacy console leaves itself out of `ps -a`: just the header then the prompt.)
-    let ps = console(&c, 1, "ps -a\n");
+    let ps = c.console(1, "ps -a\n");
     let listed: Option<Vec<&str>> = ps.split_once("COMMAND\n").map(|(_, rest)| {
         rest.lines()
             .take_while(|l| !l.starts_with("pvm>"))
@@ -271,7 +251,7 @@ fn multi_32_hosts_1000_tasks_and_halt() {
     );
     let t_drain = t0.elapsed();
 
-    let out = console(&c, 1, "halt\n");
+    let out = c.console(1, "halt\n");
     let halted = c.wait_for(Duration::from_secs(15), || leftovers(&c).is_empty());
     let t_halt = t0.elapsed();
     assert!(

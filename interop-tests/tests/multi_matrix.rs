@@ -239,21 +239,7 @@ fn daemon(kind: Kind) -> PathBuf {
 }
 
 fn console(c: &Cluster, input: &str) -> String {
-    let mut cmd = c.command(1, Path::new(LEGACY_CONSOLE));
-    cmd.stdin(Stdio::piped());
-    let mut child = cmd.spawn().expect("start console");
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(input.as_bytes())
-        .expect("write to console");
-    let (_, out, _) = Proc {
-        child,
-        name: "console".into(),
-    }
-    .wait(TIMEOUT);
-    out
+    c.console(1, input)
 }
 
 /// Four hosts: `master` in h1 and `slaves` in h2..h4, added with one console `add`.
@@ -390,20 +376,7 @@ fn normalise(c: &Cluster, raw: &str, e: &Example) -> Vec<String> {
 /// one space (column alignment depends on the widths). For the timed examples only: in the
 /// bandwidth tests which copy is the master (group instance 0) is a race, on legacy PVM too.
 fn numbers_to_n(l: &str) -> String {
-    let mut out = String::new();
-    let mut in_num = false;
-    for c in tids_to_n(&l.split_whitespace().collect::<Vec<_>>().join(" ")).chars() {
-        if c.is_ascii_digit() || (in_num && c == '.') {
-            if !in_num {
-                out.push('N');
-                in_num = true;
-            }
-        } else {
-            in_num = false;
-            out.push(c);
-        }
-    }
-    out
+    interop_tests::numbers_to_n(&tids_to_n(&l.split_whitespace().collect::<Vec<_>>().join(" ")))
 }
 
 /// Words of at least five hex digits (one of them a decimal digit), after `t` or with a letter.

@@ -56,16 +56,7 @@ fn console_wait(c: &Cluster, k: usize, input: &str, secs: u64) -> String {
 }
 
 fn console(c: &Cluster, k: usize, input: &str) -> String {
-    let mut cmd = c.command(k, &PathBuf::from(LEGACY_CONSOLE));
-    cmd.stdin(Stdio::piped());
-    let mut child = cmd.spawn().expect("start console");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let (_, out, _) = Proc {
-        child,
-        name: "console".into(),
-    }
-    .wait(TIMEOUT);
-    out
+    c.console(k, input)
 }
 
 const PROBE_EXPECTED: &str = "ok hosts 3\nok spawn host HOST\nok notify 0\nok echo 42\n\
