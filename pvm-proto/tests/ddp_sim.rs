@@ -523,6 +523,16 @@ fn send_offsets(c: &Cluster, from: u32, seq: u16) -> Vec<u64> {
         .collect()
 }
 
+/// The PeerLost events of host `node`, with when they came.
+fn peer_losses(c: &Cluster, node: u32) -> Vec<(Time, &Event)> {
+    c.node(node)
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::PeerLost { .. }))
+        .map(|(t, e)| (*t, e))
+        .collect()
+}
+
 #[test]
 fn a_dead_peer_is_given_up_after_ten_sends_and_180_seconds() {
     let mut c = Cluster::new(2, 1, NetConfig::perfect(Duration::from_millis(1)), 0);
@@ -537,13 +547,7 @@ fn a_dead_peer_is_given_up_after_ten_sends_and_180_seconds() {
         send_offsets(&c, 1, 1),
         want.iter().map(|s| s * 1000).collect::<Vec<_>>()
     );
-    let lost: Vec<(Time, &Event)> = c
-        .node(1)
-        .events
-        .iter()
-        .filter(|(_, e)| matches!(e, Event::PeerLost { .. }))
-        .map(|(t, e)| (*t, e))
-        .collect();
+    let lost = peer_losses(&c, 1);
     assert_eq!(
         lost,
         vec![(
@@ -635,13 +639,7 @@ fn a_silent_peer_is_given_up_after_the_silence_limit() {
     c.send_message(1, 2, Tid::pvmd(1), Tid::pvmd(2), hdr(7), b"again")
         .unwrap();
     c.run_for(Duration::from_secs(60));
-    let lost: Vec<(Time, &Event)> = c
-        .node(1)
-        .events
-        .iter()
-        .filter(|(_, e)| matches!(e, Event::PeerLost { .. }))
-        .map(|(t, e)| (*t, e))
-        .collect();
+    let lost = peer_losses(&c, 1);
     assert_eq!(lost.len(), 1, "{lost:?}");
     let (at, ev) = lost[0];
     let Event::PeerLost {
