@@ -970,6 +970,31 @@ fn the_send_queue_is_capped() {
 }
 
 #[test]
+fn a_fragment_bigger_than_the_queue_cap_goes_into_an_empty_queue() {
+    let mut cfg = EndpointConfig::new(1, 1);
+    cfg.max_send_queue = 2;
+    let mut ep = Endpoint::new(cfg, Time::ZERO);
+    ep.add_peer(2, PeerConfig::legacy(addr_of(2), UDPMAXLEN)).unwrap();
+    // Five datagrams' worth: one goes into the window, four wait, over the cap of two, because
+    // nothing else waited (else such a fragment could never be sent).
+    let big = vec![7u8; 4 * UDPMAXLEN];
+    ep.send_message(Time::ZERO, 2, Tid::pvmd(1), Tid::pvmd(2), hdr(7), &big)
+        .unwrap();
+    assert_eq!(ep.peer_info(2).unwrap().queued, 4);
+    // Now the queue is not empty: the cap holds again.
+    let r = ep.send_message(Time::ZERO, 2, Tid::pvmd(1), Tid::pvmd(2), hdr(7), b"x");
+    assert_eq!(
+        r,
+        Err(SendError::QueueFull {
+            host: 2,
+            queued: 4,
+            needed: 1,
+            cap: 2
+        })
+    );
+}
+
+#[test]
 fn undrained_events_make_the_endpoint_refuse_input_not_grow() {
     let mut cfg = EndpointConfig::new(2, 1);
     cfg.max_events = 4;

@@ -21,6 +21,7 @@ use crate::registry::Registry;
 use crate::wire;
 
 // ---- multi-host (h-multi): pvmd <-> pvmd in child modules ----
+mod backlog; // fragments waiting for room in a peer's queue; senders paused meanwhile
 pub mod master;
 pub mod netd;
 mod reset; // mailbox side of `reset` across hosts (DM_RESET)
@@ -118,6 +119,9 @@ pub enum Out {
     Halt,
     /// Send a signal to a local task's process (pid confirmed by the kernel).
     Signal(i32, i32),
+    /// Stop (true) or resume (false) reading the connection: its task has too much waiting
+    /// for another host (backlog.rs).
+    Gate(ConnId, bool),
 }
 
 #[derive(Debug)]

@@ -383,7 +383,7 @@ impl Driver {
                 }
                 Out::Log(l) => self.logs.push(l),
                 Out::Halt => self.halted = true,
-                Out::Signal(..) => {}
+                Out::Signal(..) | Out::Gate(..) => {}
             }
         }
         for id in close {

@@ -219,6 +219,8 @@ struct ConnHandle {
     limit: Arc<AtomicU32>,
     /// Events of this connection's reader not yet handled (relay.rs keeps order with it).
     pending: relay::Pending,
+    /// True while the reader must not read (backlog.rs: too much waits for other hosts).
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for ConnHandle {
@@ -484,6 +486,11 @@ pub async fn serve_net<A: AuthFiles>(
         if xstream::flush(&mut xs, daemon, &mut conns, log) {
             break Stop::Halt; // stream transport
         }
+        // backlog.rs: what waited for room in a peer's queue; pauses and resumes of senders.
+        let held = daemon.net_backlog();
+        if !held.is_empty() && apply(held, daemon, &mut conns, log) {
+            break Stop::Halt;
+        }
         udp_flush(&udp, daemon, log).await; // multi-host
         let (starts, outs) = daemon.rm_slave_starts(); // rm.rs: a registered hoster starts them
         if !starts.is_empty() || !outs.is_empty() {
@@ -614,6 +621,7 @@ pub async fn serve_net<A: AuthFiles>(
                     let lim = limit.clone();
                     let pending = relay::Pending::default();
                     let (pend, rts) = (pending.clone(), routes.clone());
+                    let (gate, mut paused) = tokio::sync::watch::channel(false);
                     // hardening: a client must finish the connect handshake in time (guard.rs).
                     let due = tokio::time::Instant::now() + handshake_time;
                     if expiries.is_empty() {
@@ -623,6 +631,11 @@ pub async fn serve_net<A: AuthFiles>(
                     let reader = tokio::spawn(async move {
                         let mut r = FragReader::new(rd, lim);
                         loop {
+                            // backlog.rs: paused while this task has too much waiting for
+                            // other hosts; it blocks in its own writes meanwhile.
+                            if *paused.borrow() && paused.wait_for(|p| !*p).await.is_err() {
+                                return;
+                            }
                             // relay.rs: fragments for a connected local task go from here.
                             let mut fast = |f: &[crate::conn::FragRef<'_>]| lock(&rts).relay(id, &pend, f);
                             let ev = match r.next_event_with(&mut fast).await {
@@ -667,7 +680,7 @@ pub async fn serve_net<A: AuthFiles>(
                             }
                         }
                     });
-                    conns.insert(id, ConnHandle { out, reader, limit, pending });
+                    conns.insert(id, ConnHandle { out, reader, limit, pending, gate });
                     daemon.accept(id, peer_pid);
                 }
                 Err(e) => {
@@ -1049,6 +1062,11 @@ fn apply<A: AuthFiles>(
             Out::Log(l) => log.line(&l),
             Out::Halt => halt = true,
             Out::Signal(pid, sig) => crate::sys::kill(pid, sig),
+            Out::Gate(id, pause) => {
+                if let Some(c) = conns.get(&id) {
+                    c.gate.send_replace(pause);
+                }
+            }
         }
     }
     for id in closed {

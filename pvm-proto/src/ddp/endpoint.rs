@@ -27,6 +27,8 @@ pub struct EndpointConfig {
     /// Whether the keepalive timer sends `DM_NULL` (the legacy pvmd does so only in the NORMAL
     /// and HTUPD run states; the timer keeps running either way).
     pub keepalive: bool,
+    /// Packets that may wait for the window, per peer. One fragment that alone needs more is
+    /// still taken when nothing waits, so that every fragment can be sent at some point.
     pub max_send_queue: usize,
     pub max_pending_acks: usize,
     pub max_message_len: usize,
@@ -577,7 +579,8 @@ impl Endpoint {
     /// Queues one fragment (a task's stream fragment relayed without reassembly, or part of a
     /// message): `header` present means SOM, `eom` means EOM. It is cut again to fit the path,
     /// keeping SOM on the first piece and EOM on the last (`pkt_to_host()`). Either every piece
-    /// is queued or none is.
+    /// is queued or none is ([`SendError::QueueFull`]: try again once acknowledgements made
+    /// room; into an empty queue any fragment goes, whatever its size).
     #[allow(clippy::too_many_arguments)]
     pub fn send_frag(
         &mut self,
@@ -600,7 +603,7 @@ impl Endpoint {
         } else {
             1 + (data.len() - first).div_ceil(maxl)
         };
-        if peer.txq.len().saturating_add(pieces) > cap {
+        if !peer.txq.is_empty() && peer.txq.len().saturating_add(pieces) > cap {
             return Err(SendError::QueueFull {
                 host,
                 queued: peer.txq.len(),

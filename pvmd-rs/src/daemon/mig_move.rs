@@ -25,7 +25,7 @@
 //! CRIU and the image stream run on threads; their results come back as [`MigEvent`]s that the
 //! shell hands to [`Daemon::mig_event`]. The event loop never waits for them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -78,9 +78,6 @@ const PREP_LIMIT: Duration = Duration::from_secs(30);
 const PARK_LIMIT: Duration = Duration::from_secs(10);
 /// How long a move may wait for DM_MIGDONE after its dump.
 const DONE_LIMIT: Duration = Duration::from_secs(180);
-/// Most bytes of relays waiting for room in the datagram layer's queues (then they are dropped,
-/// with a log line).
-const BACKLOG_MAX: usize = 64 << 20;
 /// How long a move or one-task checkpoint asked for while the same task is in a one-task
 /// checkpoint waits for it to be back: the checkpoint is answered once its image is written,
 /// before the task has read its ticket and reconnected, so an asker that goes on at once
@@ -283,11 +280,6 @@ pub struct MoveState {
     /// Image directories of tasks restored here, by key: removed when the task leaves or
     /// exits (not earlier: the restore helper may still be reading its stamp and logs).
     images: HashMap<u32, PathBuf>,
-    /// Relays (DM_MIGFWD, DM_MIGMCA, flushes) the datagram layer could not take yet because
-    /// its send queue to the host was full, in order per host: a relay must not be lost, and
-    /// a flush must not overtake what it flushes.
-    backlog: HashMap<u32, VecDeque<(i32, Vec<u8>)>>,
-    backlog_bytes: usize,
     /// Tasks moved to each host (host 0 = "any" picks the host with the fewest).
     sent_to: HashMap<u32, u32>,
     last_op: i32,
@@ -332,8 +324,6 @@ impl Default for MoveState {
             asked: HashMap::new(),
             stale_exits: HashMap::new(),
             images: HashMap::new(),
-            backlog: HashMap::new(),
-            backlog_bytes: 0,
             sent_to: HashMap::new(),
             last_op: 0,
             ckpt_busy: HashSet::new(),
@@ -669,25 +659,12 @@ impl<A: AuthFiles> Daemon<A> {
         }
     }
 
-    /// Sends a relay DM to `host` after whatever relays wait for that host.
+    /// Sends a relay DM to `host`. Relays must not be lost, and a flush must not overtake
+    /// what it flushes: a full queue keeps them in order in the host's backlog (backlog.rs).
     fn relay_dm(&mut self, host: u32, tag: i32, body: Vec<u8>, out: &mut Vec<Out>) {
-        let waiting = self.mig.mv.backlog.get(&host).is_some_and(|q| !q.is_empty());
-        if !waiting {
-            match self.try_dm(host, tag, &body) {
-                Ok(()) => return,
-                Err(pvm_proto::ddp::SendError::QueueFull { .. }) => {}
-                Err(e) => return out.push(Out::Log(format!("mig: relay to host {host}: {e}"))),
-            }
+        if let Err(e) = self.try_dm(host, tag, &body) {
+            out.push(Out::Log(format!("mig: relay to host {host}: {e}")));
         }
-        let mv = &mut self.mig.mv;
-        if mv.backlog_bytes + body.len() > BACKLOG_MAX {
-            return out.push(Out::Log(format!(
-                "mig: relay to host {host} dropped: {} bytes wait for its queue",
-                mv.backlog_bytes
-            )));
-        }
-        mv.backlog_bytes += body.len();
-        mv.backlog.entry(host).or_default().push_back((tag, body));
     }
 
     fn try_dm(&mut self, host: u32, tag: i32, body: &[u8]) -> Result<(), pvm_proto::ddp::SendError> {
@@ -825,33 +802,6 @@ impl<A: AuthFiles> Daemon<A> {
                 Stage::Parked | Stage::Dumping => {}
             }
         }
-    }
-
-    /// Hook after the datagram layer ran (acks may have made room): sends waiting relays.
-    pub(super) fn mig_drain_backlog(&mut self, out: &mut Vec<Out>) {
-        if self.mig.mv.backlog_bytes == 0 {
-            return;
-        }
-        let hosts: Vec<u32> = self.mig.mv.backlog.keys().copied().collect();
-        for host in hosts {
-            while let Some((tag, body)) = self.mig.mv.backlog.get_mut(&host).and_then(|q| q.pop_front()) {
-                match self.try_dm(host, tag, &body) {
-                    Err(pvm_proto::ddp::SendError::QueueFull { .. }) => {
-                        if let Some(q) = self.mig.mv.backlog.get_mut(&host) {
-                            q.push_front((tag, body));
-                        }
-                        break;
-                    }
-                    r => {
-                        self.mig.mv.backlog_bytes -= body.len();
-                        if let Err(e) = r {
-                            out.push(Out::Log(format!("mig: relay to host {host}: {e}")));
-                        }
-                    }
-                }
-            }
-        }
-        self.mig.mv.backlog.retain(|_, q| !q.is_empty());
     }
 
     /// DM_MIGFWD: a relayed fragment for a task that runs here, that went on elsewhere, or
@@ -2840,42 +2790,6 @@ mod tests {
         out.clear();
         d.mv_tm_migrate(1, Tid::task(1, 1), pvm_proto::codes::SYSCTX_TM, 3, &[0, 0], &mut out);
         assert!(out.iter().any(|o| matches!(o, Out::Send(1, _))));
-    }
-
-    #[test]
-    fn relays_queue_behind_relays_that_wait_for_room() {
-        let mut d = daemon();
-        let mut out = Vec::new();
-        // Host 2's queue was full: one relay waits. Later relays (and flushes) must queue
-        // behind it, never overtake it.
-        d.mig
-            .mv
-            .backlog
-            .entry(2)
-            .or_default()
-            .push_back((DM_MIGFWD, vec![1; 8]));
-        d.mig.mv.backlog_bytes = 8;
-        d.relay_dm(2, DM_MIGFWD, vec![2; 8], &mut out);
-        d.send_tidmoved_from(2, Tid::task(1, 5), 2, KIND_FLUSH, 3, &mut out);
-        let q: Vec<i32> = d.mig.mv.backlog[&2].iter().map(|(t, _)| *t).collect();
-        assert_eq!(q, vec![DM_MIGFWD, DM_MIGFWD, DM_TIDMOVED]);
-        assert_eq!(d.mig.mv.backlog[&2][1].1, vec![2; 8]);
-        // Room again (here: no network at all, so every send "succeeds"): drained in order.
-        d.mig_drain_backlog(&mut out);
-        assert!(d.mig.mv.backlog.is_empty());
-        assert_eq!(d.mig.mv.backlog_bytes, 0);
-        // Bounded: past BACKLOG_MAX a relay is dropped with a log line, not queued.
-        d.mig
-            .mv
-            .backlog
-            .entry(2)
-            .or_default()
-            .push_back((DM_MIGFWD, vec![0; 4]));
-        d.mig.mv.backlog_bytes = BACKLOG_MAX;
-        let before = out.len();
-        d.relay_dm(2, DM_MIGFWD, vec![9; 4], &mut out);
-        assert_eq!(out.len(), before + 1);
-        assert_eq!(d.mig.mv.backlog[&2].len(), 1);
     }
 
     /// The cc of the first reply sent on connection `conn`.

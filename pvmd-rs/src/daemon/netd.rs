@@ -193,6 +193,8 @@ pub struct Net {
     pub(super) xs: super::stream::Streams,
     /// DM_XCAPS to send or answer once the CRIU probe has finished (xcaps.rs).
     pub(super) xcaps_later: Vec<super::xcaps::Later>,
+    /// Fragments waiting for room in a peer's queue (backlog.rs).
+    pub(super) backlog: super::backlog::Backlog,
 }
 
 impl NetConfig {
@@ -259,6 +261,7 @@ impl Net {
             dgauth: crate::dgauth::DgAuth::with_key(crate::dgauth::machine_key().clone().ok().flatten()),
             xs: Default::default(),
             xcaps_later: Vec::new(),
+            backlog: Default::default(),
         }
     }
 
@@ -340,7 +343,6 @@ impl<A: AuthFiles> Daemon<A> {
             n.ep.handle_datagram(now, from, bytes);
         }
         self.net_events(&mut out);
-        self.mig_drain_backlog(&mut out); // mig_move.rs: relays that waited for queue room
         out
     }
 
@@ -406,7 +408,6 @@ impl<A: AuthFiles> Daemon<A> {
         self.master_timers(&mut out);
         self.app_tick(&mut out); // appckpt.rs hook: host watch
         self.net_events(&mut out);
-        self.mig_drain_backlog(&mut out); // mig_move.rs: relays that waited for queue room
         self.mig_timers(&mut out); // mig_move.rs: moves past their time limits
         out
     }
@@ -2223,6 +2224,68 @@ mod tests {
             r.int("pid").unwrap();
         }
         assert_eq!(tids, vec![t.0, st.0]);
+    }
+
+    // ---- backlog.rs ----
+
+    /// A fast sender to another host never loses a fragment at the full send queue: what does
+    /// not fit waits in order, the sender's connection is paused past the bound and resumed
+    /// once the backlog drains, and every message arrives once, in order.
+    #[test]
+    fn a_full_peer_queue_holds_and_pauses_the_sender_instead_of_dropping() {
+        let (mut m, mut s, t) = machine();
+        let st = connect(&mut s, 9);
+        let count = 5000; // one datagram each: more than the 4096 the queue takes
+        let mut out = Vec::new();
+        for seq in 0..count {
+            let mut p = MsgHeader {
+                enc: ENC_XDR,
+                tag: 77,
+                ..MsgHeader::default()
+            }
+            .to_bytes()
+            .to_vec();
+            p.extend_from_slice(&(seq as i32).to_be_bytes());
+            p.resize(4000, seq as u8);
+            let fh = StreamFragHeader {
+                dst: st,
+                src: t,
+                len: p.len() as u32,
+                flags: FragFlags::SOM | FragFlags::EOM,
+            };
+            out.extend(m.fragment(1, fh, &p, UNIX_EPOCH));
+        }
+        assert!(
+            !out.iter().any(|o| matches!(o, Out::Log(l) if l.contains("full"))),
+            "a fragment was refused: {out:?}"
+        );
+        let held = m.net.as_ref().unwrap().backlog.held_bytes();
+        assert!(held > super::super::backlog::PAUSE_AT, "held {held}");
+        let gates = m.net_backlog();
+        assert!(gates.iter().any(|o| matches!(o, Out::Gate(1, true))), "{gates:?}");
+        assert!(gates
+            .iter()
+            .any(|o| matches!(o, Out::Log(l) if l.contains("not read until"))));
+        let mut got = Vec::new();
+        let mut resumed = false;
+        for _ in 0..10_000 {
+            let (om, os) = pump(&mut m, &mut s);
+            got.extend(os.iter().filter_map(|o| match o {
+                Out::Send(9, b) if MsgHeader::parse(&b[16..]).map(|h| h.tag) == Ok(77) => {
+                    Some(i32::from_be_bytes(b[48..52].try_into().unwrap()))
+                }
+                _ => None,
+            }));
+            assert!(!om.iter().any(|o| matches!(o, Out::Log(l) if l.contains("full"))));
+            let g = m.net_backlog();
+            resumed |= g.iter().any(|o| matches!(o, Out::Gate(1, false)));
+            if got.len() == count && m.net.as_ref().unwrap().backlog.held_bytes() == 0 {
+                break;
+            }
+        }
+        assert_eq!(got, (0..count as i32).collect::<Vec<_>>());
+        assert!(resumed, "the sender was never read again");
+        assert_eq!(m.net.as_ref().unwrap().backlog.paused(), 0);
     }
 
     // ---- stream transport (stream.rs) ----

@@ -79,6 +79,10 @@ pub const FLAG_EOM: u8 = 2;
 pub const MAX_FRAME: usize = 64 << 20;
 /// A peer that leaves this much unacknowledged is not reading: the stream is given up.
 const MAX_UNACKED: usize = 512 << 20;
+/// Unacknowledged bytes past which a new fragment is refused as `QueueFull`, to wait in the
+/// host's backlog (backlog.rs, whose senders are then paused) rather than in the stream's
+/// buffers: about what the datagram link's send queue holds.
+const STREAM_QUEUE: usize = 16 << 20;
 /// Sends held while switching or draining, per host, before new ones are refused.
 const MAX_HELD: usize = 512 << 20;
 /// After a fallback the connector tries a new stream after this long, doubling each time up to
@@ -351,12 +355,12 @@ pub enum StreamCmd {
 
 /// A fragment as [`Net::send_frag`] got it.
 #[derive(Debug, Clone)]
-struct Sent {
-    src: Tid,
-    dst: Tid,
-    header: Option<MsgHeader>,
-    eom: bool,
-    data: Chunk,
+pub(super) struct Sent {
+    pub(super) src: Tid,
+    pub(super) dst: Tid,
+    pub(super) header: Option<MsgHeader>,
+    pub(super) eom: bool,
+    pub(super) data: Chunk,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -576,10 +580,11 @@ impl Streams {
 }
 
 impl Net {
-    /// Every fragment for another pvmd goes through here: the stream when it is up, held while
-    /// switching or draining, datagrams otherwise (and always towards legacy peers).
+    /// A fragment for another pvmd, now: the stream when it is up, held while switching or
+    /// draining, datagrams otherwise (and always towards legacy peers). Callers go through
+    /// backlog.rs (`Net::send_frag`), which keeps what finds the queue full.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn send_frag(
+    pub(super) fn send_frag_now(
         &mut self,
         now: Time,
         host: u32,
@@ -590,7 +595,7 @@ impl Net {
         data: &[u8],
     ) -> Result<(), SendError> {
         if self.stream_takes(host) {
-            self.send_chunk(now, host, src, dst, header, eom, Chunk::copy(data))
+            self.send_chunk_now(now, host, src, dst, header, eom, Chunk::copy(data))
         } else {
             self.ep.send_frag(now, host, src, dst, header, eom, data)
         }
@@ -604,9 +609,9 @@ impl Net {
             .is_some_and(|l| matches!(l.phase, Phase::Up | Phase::Switching | Phase::Draining))
     }
 
-    /// [`Self::send_frag`] for bytes the stream may keep as they are (no copy).
+    /// [`Self::send_frag_now`] for bytes the stream may keep as they are (no copy).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn send_chunk(
+    pub(super) fn send_chunk_now(
         &mut self,
         now: Time,
         host: u32,
@@ -619,6 +624,15 @@ impl Net {
         let phase = self.xs.links.get(&host).map(|l| l.phase);
         match phase {
             Some(Phase::Up) => {
+                let l = self.xs.links.get(&host).expect("phase read above");
+                if l.unacked_bytes > STREAM_QUEUE {
+                    return Err(SendError::QueueFull {
+                        host,
+                        queued: l.unacked.len(),
+                        needed: 1,
+                        cap: l.unacked.len(),
+                    });
+                }
                 for s in Streams::cut(src, dst, header, eom, data) {
                     self.xs.write(host, s);
                 }
@@ -773,11 +787,9 @@ impl Net {
         l.held_bytes = 0;
         let count = resend.len();
         let now = self.now();
-        for s in resend {
-            if let Err(e) = self.ep.send_frag(now, host, s.src, s.dst, s.header, s.eom, &s.data) {
-                logs.push(format!("xstream host {host}: resend as datagrams: {e}"));
-            }
-        }
+        // backlog.rs: before anything that waits for the host; what the queue does not take
+        // now goes as acknowledgements make room.
+        logs.extend(self.hold_first(now, host, resend));
         logs.push(format!(
             "xstream host {host}: back on datagrams ({count} frames resent after {n} taken)"
         ));
