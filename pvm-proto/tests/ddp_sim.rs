@@ -970,6 +970,25 @@ fn the_send_queue_is_capped() {
 }
 
 #[test]
+fn datagrams_to_a_peer_are_cut_to_the_size_set_for_it() {
+    let mut ep = Endpoint::new(EndpointConfig::new(1, 1), Time::ZERO);
+    ep.add_peer(2, PeerConfig::legacy(addr_of(2), UDPMAXLEN)).unwrap();
+    ep.set_window(2, 32).unwrap();
+    // Never above the table's value nor below the minimum.
+    assert_eq!(ep.set_peer_mtu(2, 9000), Ok(UDPMAXLEN));
+    assert_eq!(ep.set_peer_mtu(2, 1), Ok(MIN_MTU));
+    assert_eq!(ep.set_peer_mtu(2, 1472), Ok(1472));
+    assert_eq!(ep.set_peer_mtu(9, 1472), Err(PeerError::NoSuchPeer { host: 9 }));
+    ep.send_message(Time::ZERO, 2, Tid::pvmd(1), Tid::pvmd(2), hdr(7), &[5; 4000])
+        .unwrap();
+    let sizes: Vec<usize> = std::iter::from_fn(|| ep.poll_transmit())
+        .map(|t| t.bytes.len())
+        .collect();
+    // 4000 body bytes + 32 of message header in datagrams of 16 + at most 1456.
+    assert_eq!(sizes, vec![1472, 1472, 1136]);
+}
+
+#[test]
 fn a_fragment_bigger_than_the_queue_cap_goes_into_an_empty_queue() {
     let mut cfg = EndpointConfig::new(1, 1);
     cfg.max_send_queue = 2;

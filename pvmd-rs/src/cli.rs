@@ -31,6 +31,7 @@ PVMD_SPIN_US=<µs> (poll this long after each event before sleeping; default 50,
 not while the machine has more runnable tasks than CPUs). See docs/bench-daemon.md.
 PVMD_PEER_TIMEOUT=<s> (a pvmd-rs peer silent this long while a packet to it waits is dead;
 default 10, 0 = the legacy rule of 10 sends over 180 s, which legacy peers always get).
+PVMD_FIT_MTU=0 (datagrams to pvmd-rs peers of 4080 bytes as legacy, not cut to the route's MTU).
 The master prints its socket address on stdout, then serves tasks.";
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

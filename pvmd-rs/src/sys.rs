@@ -215,3 +215,26 @@ pub fn set_socket_buffers(fd: std::os::fd::RawFd, bytes: i32) -> i32 {
         0
     }
 }
+
+/// The MTU of the route to `to` (the outgoing interface's, or a smaller path MTU the kernel
+/// learnt), from a throwaway connected UDP socket; nothing is sent. None if the kernel has no
+/// route or does not say.
+pub fn route_mtu(to: std::net::SocketAddrV4) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let sock = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    sock.connect(to).ok()?;
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the socket is open for the whole call; mtu and len are valid locals of the
+    // stated size.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU,
+            &mut mtu as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0 && mtu > 0).then_some(mtu as usize)
+}

@@ -330,7 +330,10 @@ struct Peer {
     /// entries in the transmit queue are never sent to a re-added host.
     generation: u64,
     addr: SocketAddrV4,
+    /// Size of the datagrams sent to the peer ([`Endpoint::set_peer_mtu`]), at most `max_mtu`,
+    /// the peer's own limit.
     mtu: usize,
+    max_mtu: usize,
     window: u16,
     txseq: u16,
     rxseq: u16,
@@ -497,6 +500,7 @@ impl Endpoint {
                 generation: self.next_generation,
                 addr: pc.addr,
                 mtu: pc.mtu,
+                max_mtu: pc.mtu,
                 window: pc.window,
                 txseq: pc.txseq,
                 rxseq: pc.rxseq,
@@ -529,6 +533,18 @@ impl Endpoint {
         peer.window = window;
         self.release(host);
         Ok(())
+    }
+
+    /// Changes the size of the datagrams sent to `host` from now on (what is queued keeps its
+    /// size): `mtu` bytes at most, never more than the peer's own limit from the host table
+    /// nor less than [`MIN_MTU`]. For pvmd-rs peers, whose datagrams then fit the path and are
+    /// never cut into IP fragments; a legacy peer keeps the table's value. Returns the size
+    /// now in force.
+    pub fn set_peer_mtu(&mut self, host: u32, mtu: usize) -> Result<usize, PeerError> {
+        self.settle();
+        let peer = self.peers.get_mut(&host).ok_or(PeerError::NoSuchPeer { host })?;
+        peer.mtu = mtu.clamp(MIN_MTU, peer.max_mtu.max(MIN_MTU));
+        Ok(peer.mtu)
     }
 
     /// Gives the link to `host` a silence limit (None: none, the legacy rule alone): a peer

@@ -63,6 +63,27 @@ fn parse_peer_timeout(v: Option<&str>) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_secs_f64(secs))
 }
 
+/// IPv4 and UDP headers: a datagram of the route's MTU less these is one IP packet.
+const IP_UDP_HEADERS: usize = 20 + 8;
+
+/// Datagrams to a pvmd-rs peer are cut to fit the route (`PVMD_FIT_MTU=0`: not), so that
+/// none is sent as IP fragments: on a link that loses or duplicates single fragments, the
+/// leftovers of broken datagrams fill the receiver's reassembly memory and then every
+/// fragmented datagram is refused for 30 s (measured: hard_lossy_links.rs, robustness.md).
+/// Legacy peers keep the table's size (4080), as legacy pvmds send. The log's words.
+fn fit_path(n: &mut super::netd::Net, host: u32, addr: std::net::SocketAddrV4) -> String {
+    if std::env::var("PVMD_FIT_MTU").is_ok_and(|v| v.trim() == "0") {
+        return String::new();
+    }
+    let Some(route) = crate::sys::route_mtu(addr) else {
+        return String::new();
+    };
+    match n.ep.set_peer_mtu(host, route.saturating_sub(IP_UDP_HEADERS)) {
+        Ok(size) => format!(", datagrams of at most {size} bytes (route MTU {route})"),
+        Err(_) => String::new(),
+    }
+}
+
 /// hardening: a fourth int names the sender's datagram key (0: none, see dgauth.rs); version-1
 /// readers ignore it.
 fn body(kind: i32, window: u16, key_id: i32, stream: impl FnOnce(&mut XdrWriter)) -> Vec<u8> {
@@ -116,8 +137,13 @@ impl<A: AuthFiles> Daemon<A> {
                 let limit = peer_timeout();
                 if n.ep.set_window(host, w).is_ok() && n.ep.set_silence_limit(host, limit).is_ok() {
                     let dead = limit.map_or("legacy rule".into(), |l| format!("{} s", l.as_secs_f64()));
+                    let fit = n
+                        .table
+                        .get(host)
+                        .map(|h| h.addr)
+                        .map_or(String::new(), |a| fit_path(n, host, a));
                     out.push(Out::Log(format!(
-                        "dm_xcaps() host {host}: window {w}, silent peer dead after {dead}"
+                        "dm_xcaps() host {host}: window {w}, silent peer dead after {dead}{fit}"
                     )));
                 }
             }
