@@ -225,10 +225,10 @@ fn hard_partition_heals_or_fails_cleanly() {
     let limits_set = || {
         (2..=3).all(|h| {
             c.log(1)
-                .contains(&format!("dm_xcaps() host {h}: window 32, silent peer dead after 4 s"))
+                .contains(&format!("dm_xcaps() host {h}: window 88, silent peer dead after 4 s"))
         }) && c
             .log(2)
-            .contains("dm_xcaps() host 1: window 32, silent peer dead after 4 s")
+            .contains("dm_xcaps() host 1: window 88, silent peer dead after 4 s")
     };
     assert!(
         c.wait_for(Duration::from_secs(30), limits_set),

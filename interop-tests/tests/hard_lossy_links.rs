@@ -540,7 +540,7 @@ fn run(cfg: &Config) {
     // On 1500-byte links our daemons must have cut their datagrams to fit (xcaps.rs).
     if !cfg.jumbo && cfg.rs_messages > 0 {
         for (k, peer) in [(1, 3), (3, 1)] {
-            let want = format!("dm_xcaps() host {peer}: window 32");
+            let want = format!("dm_xcaps() host {peer}: window 88");
             let fit = "datagrams of at most 1472 bytes (route MTU 1500)";
             if !c.log(k).lines().any(|l| l.contains(&want) && l.contains(fit)) {
                 failures.push(format!("h{k} did not fit its datagrams to h{peer}'s route ({fit})"));

@@ -351,7 +351,7 @@ fn acceptance_job_moves_checkpoints_and_survives_a_host_kill() {
     let conf = || c.console_lists_hosts(1, 4);
     // The pvmd-rs pairs have exchanged DM_XCAPS (migration features); the console sees 4 hosts.
     let ready = || {
-        let n = |k| c.log(k).matches("window 32").count();
+        let n = |k| c.log(k).matches("window 88").count();
         n(1) >= 2 && n(2) >= 2 && n(3) >= 2 && conf()
     };
     assert!(

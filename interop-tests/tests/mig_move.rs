@@ -306,7 +306,7 @@ fn move_job(direct: bool, broken: bool) {
     // the negotiated windows: h1 with both slaves, h2 and h3 with two peers each.
     let conf = || c.console_lists_hosts(1, 4);
     let ready = || {
-        let n = |k| c.log(k).matches("window 32").count();
+        let n = |k| c.log(k).matches("window 88").count();
         n(1) >= 2 && n(2) >= 2 && n(3) >= 2 && conf()
     };
     assert!(

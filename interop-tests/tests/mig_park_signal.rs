@@ -230,7 +230,7 @@ fn computing_worker_parks_on_the_signal() {
     };
     assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
     let conf = || c.console_lists_hosts(1, 2);
-    let ready = || c.log(1).matches("window 32").count() >= 1 && conf();
+    let ready = || c.log(1).matches("window 88").count() >= 1 && conf();
     assert!(
         c.wait_for(Duration::from_secs(20), ready),
         "hosts or DM_XCAPS missing\n{}",

@@ -122,7 +122,7 @@ fn restart_on_the_old_host_of_a_moved_task_is_refused() {
     assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
     // Both daemons have exchanged DM_XCAPS once each log shows the negotiated window.
     let conf = || c.console_lists_hosts(1, 2);
-    let ready = || c.log(1).contains("window 32") && c.log(2).contains("window 32") && conf();
+    let ready = || c.log(1).contains("window 88") && c.log(2).contains("window 88") && conf();
     assert!(
         c.wait_for(Duration::from_secs(20), ready),
         "hosts or DM_XCAPS missing\n{}",

@@ -113,8 +113,8 @@ fn multi_our_master_adds_legacy_and_our_slaves() {
     assert!(
         c.wait_for(Duration::from_secs(5), || c
             .log(1)
-            .contains("dm_xcaps() host 3: window 32")
-            && c.log(3).contains("dm_xcaps() host 1: window 32")),
+            .contains("dm_xcaps() host 3: window 88")
+            && c.log(3).contains("dm_xcaps() host 1: window 88")),
         "no window negotiated between our daemons\n{}",
         c.logs()
     );

@@ -35,7 +35,7 @@ fn bulk(xcaps: bool) -> f64 {
     );
     if xcaps {
         assert!(
-            c.wait_for(Duration::from_secs(5), || c.log(1).contains("window 32")),
+            c.wait_for(Duration::from_secs(5), || c.log(1).contains("window 88")),
             "{}",
             c.logs()
         );
@@ -67,6 +67,6 @@ fn multi_window_bulk_transfer_with_and_without_xcaps() {
     // by more than noise.
     assert!(
         with <= without * 1.5 + 0.2,
-        "window 32 {with} s vs window 1 {without} s"
+        "window 88 {with} s vs window 1 {without} s"
     );
 }

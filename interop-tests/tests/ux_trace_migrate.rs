@@ -101,7 +101,7 @@ fn migrate_checkpoint_restart_are_traced_and_drawn() {
     let conf = || c.console_lists_hosts(1, 2);
     assert!(
         c.wait_for(Duration::from_secs(20), || {
-            c.log(1).contains("window 32") && c.log(2).contains("window 32") && conf()
+            c.log(1).contains("window 88") && c.log(2).contains("window 88") && conf()
         }),
         "hosts or DM_XCAPS missing\n{}",
         c.logs()

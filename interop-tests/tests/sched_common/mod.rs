@@ -174,7 +174,7 @@ pub fn our_machine(c: &mut Cluster, extra_env: &[(&str, &str)]) -> Proc {
     };
     assert!(m.read_line(TIMEOUT).starts_with('/'), "{}", c.logs());
     let n = c.hosts.len();
-    let ready = || (1..=n).all(|k| c.log(k).matches("window 32").count() >= n - 1);
+    let ready = || (1..=n).all(|k| c.log(k).matches("window 88").count() >= n - 1);
     assert!(
         c.wait_for(Duration::from_secs(30), ready),
         "hosts or DM_XCAPS missing\n{}",

@@ -195,6 +195,9 @@ pub struct Net {
     pub(super) xcaps_later: Vec<super::xcaps::Later>,
     /// Fragments waiting for room in a peer's queue (backlog.rs).
     pub(super) backlog: super::backlog::Backlog,
+    /// The MTU of the route to an address (xcaps.rs: datagrams cut to fit it); a stand-in in
+    /// unit tests.
+    pub(super) route_mtu: fn(SocketAddrV4) -> Option<usize>,
 }
 
 impl NetConfig {
@@ -262,6 +265,7 @@ impl Net {
             xs: Default::default(),
             xcaps_later: Vec::new(),
             backlog: Default::default(),
+            route_mtu: crate::sys::route_mtu,
         }
     }
 
@@ -2016,6 +2020,7 @@ mod tests {
     fn master() -> D {
         let mut d = Daemon::new(HostConfig::master("h1", "LINUX64", "0a000001:1000"), Auth, 0);
         d.enable_net(NetConfig::master(d.host(), addr(M)));
+        d.net.as_mut().unwrap().route_mtu = |_| None; // hermetic: not this machine's routes
         d.set_hostfile(Default::default(), Vec::new());
         d
     }
@@ -2051,6 +2056,7 @@ mod tests {
             table: t,
             mtu: MTU,
         });
+        d.net.as_mut().unwrap().route_mtu = |_| None;
         d
     }
 
@@ -2131,6 +2137,25 @@ mod tests {
         assert_eq!(s.host_table().unwrap().get(2).unwrap().addr, addr(S));
         let win = |d: &D, h| d.net.as_ref().unwrap().ep.peer_info(h).unwrap().window;
         assert_eq!((win(&m, 2), win(&s, 1)), (XCAPS_WINDOW, XCAPS_WINDOW));
+    }
+
+    /// On a 1500-byte route both sides send datagrams of 1472 bytes (no IP fragments) and
+    /// agree on a window of 88, as many bytes in flight as 32 of 4080; where only one side's
+    /// route is small, the window stays 32 and only that side cuts its datagrams.
+    #[test]
+    fn xcaps_fits_datagrams_to_the_route_and_widens_the_window_to_match() {
+        let info = |d: &D, h| {
+            let p = d.net.as_ref().unwrap().ep.peer_info(h).unwrap();
+            (p.window, p.mtu)
+        };
+        let (m, s, _) = machine_with(|d| d.net.as_mut().unwrap().route_mtu = |_| Some(1500));
+        assert_eq!((info(&m, 2), info(&s, 1)), ((88, 1472), (88, 1472)));
+        let (m, s, _) = machine_with(|d| {
+            if d.host.index == 1 {
+                d.net.as_mut().unwrap().route_mtu = |_| Some(1500);
+            }
+        });
+        assert_eq!((info(&m, 2), info(&s, 1)), ((32, 1472), (32, 4080)));
     }
 
     #[test]

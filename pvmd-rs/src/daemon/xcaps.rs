@@ -66,22 +66,34 @@ fn parse_peer_timeout(v: Option<&str>) -> Option<std::time::Duration> {
 /// IPv4 and UDP headers: a datagram of the route's MTU less these is one IP packet.
 const IP_UDP_HEADERS: usize = 20 + 8;
 
-/// Datagrams to a pvmd-rs peer are cut to fit the route (`PVMD_FIT_MTU=0`: not), so that
-/// none is sent as IP fragments: on a link that loses or duplicates single fragments, the
-/// leftovers of broken datagrams fill the receiver's reassembly memory and then every
-/// fragmented datagram is refused for 30 s (measured: hard_lossy_links.rs, robustness.md).
-/// Legacy peers keep the table's size (4080), as legacy pvmds send. The log's words.
-fn fit_path(n: &mut super::netd::Net, host: u32, addr: std::net::SocketAddrV4) -> String {
+/// Largest window offered with datagrams cut to fit the route.
+const MAX_FIT_WINDOW: u16 = 128;
+
+/// The size of the datagrams to send to a pvmd-rs peer at `addr`, cut to fit the route so that
+/// none is sent as IP fragments (`PVMD_FIT_MTU=0`: not cut): on a link that loses or duplicates
+/// single fragments, the leftovers of broken datagrams fill the receiver's reassembly memory and
+/// then every fragmented datagram is refused for 30 s (measured: hard_lossy_links.rs,
+/// robustness.md). Legacy peers keep the table's size (4080), as legacy pvmds send. Returns the
+/// size and the route's MTU, None when not cut.
+fn fit(n: &super::netd::Net, host: u32) -> Option<(usize, usize)> {
     if std::env::var("PVMD_FIT_MTU").is_ok_and(|v| v.trim() == "0") {
-        return String::new();
+        return None;
     }
-    let Some(route) = crate::sys::route_mtu(addr) else {
-        return String::new();
-    };
-    match n.ep.set_peer_mtu(host, route.saturating_sub(IP_UDP_HEADERS)) {
-        Ok(size) => format!(", datagrams of at most {size} bytes (route MTU {route})"),
-        Err(_) => String::new(),
-    }
+    let route = (n.route_mtu)(n.table.get(host)?.addr)?;
+    let size = route
+        .saturating_sub(IP_UDP_HEADERS)
+        .max(pvm_proto::ddp::consts::MIN_MTU);
+    (size < pvm_proto::codes::UDPMAXLEN).then_some((size, route))
+}
+
+/// The window we offer for datagrams of `size` bytes: [`XCAPS_WINDOW`] datagrams of 4080
+/// bytes' worth (88 of 1472), so that smaller datagrams keep as many bytes in flight.
+fn window_offer(size: Option<usize>) -> u16 {
+    let Some(size) = size else { return XCAPS_WINDOW };
+    let w = usize::from(XCAPS_WINDOW) * pvm_proto::codes::UDPMAXLEN / size.max(1);
+    u16::try_from(w)
+        .unwrap_or(MAX_FIT_WINDOW)
+        .clamp(XCAPS_WINDOW, MAX_FIT_WINDOW)
 }
 
 /// hardening: a fourth int names the sender's datagram key (0: none, see dgauth.rs); version-1
@@ -108,7 +120,8 @@ impl<A: AuthFiles> Daemon<A> {
         }
         if let Some(wid) = self.wait_xcaps(host) {
             let key_id = self.xcaps_key_offer(host);
-            let b = body(PROBE, XCAPS_WINDOW, key_id, |w| self.xstream_offer_fields(w));
+            let offer = window_offer(self.net.as_ref().and_then(|n| fit(n, host)).map(|f| f.0));
+            let b = body(PROBE, offer, key_id, |w| self.xstream_offer_fields(w));
             self.dm_send(host, XCAPS_TAG, wid, &b, out);
         }
     }
@@ -131,17 +144,19 @@ impl<A: AuthFiles> Daemon<A> {
         if version >= 3 && r.string_bytes("criu").is_ok() {
             self.xstream_offered(host, &mut r, out);
         }
-        let w = u16::try_from(window).unwrap_or(u16::MAX).min(XCAPS_WINDOW);
+        // Datagrams cut to fit the route, and the window that keeps as many bytes in flight.
+        let fitted = self.net.as_ref().and_then(|n| fit(n, host));
+        let offer = window_offer(fitted.map(|f| f.0));
+        let w = u16::try_from(window).unwrap_or(u16::MAX).min(offer);
         let set = |d: &mut Self, out: &mut Vec<Out>| {
             if let Some(n) = d.net.as_mut() {
                 let limit = peer_timeout();
                 if n.ep.set_window(host, w).is_ok() && n.ep.set_silence_limit(host, limit).is_ok() {
                     let dead = limit.map_or("legacy rule".into(), |l| format!("{} s", l.as_secs_f64()));
-                    let fit = n
-                        .table
-                        .get(host)
-                        .map(|h| h.addr)
-                        .map_or(String::new(), |a| fit_path(n, host, a));
+                    let fit = match fitted.map(|(size, route)| (n.ep.set_peer_mtu(host, size), route)) {
+                        Some((Ok(size), route)) => format!(", datagrams of at most {size} bytes (route MTU {route})"),
+                        _ => String::new(),
+                    };
                     out.push(Out::Log(format!(
                         "dm_xcaps() host {host}: window {w}, silent peer dead after {dead}{fit}"
                     )));
@@ -155,7 +170,7 @@ impl<A: AuthFiles> Daemon<A> {
             PROBE => {
                 set(self, out);
                 let key_id = self.xcaps_key_accept(host, their_key, out);
-                let b = body(ANSWER, XCAPS_WINDOW, key_id, |w| self.xstream_offer_fields(w));
+                let b = body(ANSWER, offer, key_id, |w| self.xstream_offer_fields(w));
                 self.dm_send(host, XCAPS_TAG, wid, &b, out);
             }
             ANSWER if self.take_xcaps_wait(wid) => set(self, out),
@@ -249,6 +264,16 @@ impl<A: AuthFiles> Daemon<A> {
 mod tests {
     use super::parse_peer_timeout;
     use std::time::Duration;
+
+    #[test]
+    fn smaller_datagrams_get_a_wider_window_for_as_many_bytes_in_flight() {
+        use super::{window_offer, XCAPS_WINDOW};
+        assert_eq!(window_offer(None), XCAPS_WINDOW);
+        assert_eq!(window_offer(Some(4080)), XCAPS_WINDOW);
+        assert_eq!(window_offer(Some(1472)), 88); // 32 x 4080 / 1472 = 88.7
+        assert_eq!(window_offer(Some(49)), 128, "bounded");
+        assert_eq!(window_offer(Some(9000)), XCAPS_WINDOW, "never below the usual");
+    }
 
     #[test]
     fn peer_timeout_defaults_to_ten_seconds_and_zero_turns_it_off() {
