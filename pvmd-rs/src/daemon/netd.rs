@@ -2263,22 +2263,7 @@ mod tests {
         let count = 5000; // one datagram each: more than the 4096 the queue takes
         let mut out = Vec::new();
         for seq in 0..count {
-            let mut p = MsgHeader {
-                enc: ENC_XDR,
-                tag: 77,
-                ..MsgHeader::default()
-            }
-            .to_bytes()
-            .to_vec();
-            p.extend_from_slice(&(seq as i32).to_be_bytes());
-            p.resize(4000, seq as u8);
-            let fh = StreamFragHeader {
-                dst: st,
-                src: t,
-                len: p.len() as u32,
-                flags: FragFlags::SOM | FragFlags::EOM,
-            };
-            out.extend(m.fragment(1, fh, &p, UNIX_EPOCH));
+            out.extend(seq_msg_on(&mut m, 1, t, st, seq as i32, 4000));
         }
         assert!(
             !out.iter().any(|o| matches!(o, Out::Log(l) if l.contains("full"))),
@@ -2317,6 +2302,11 @@ mod tests {
 
     /// A message with tag 77 and body `seq` from task `src` (connection 9 of `d`) to `dst`.
     fn seq_msg(d: &mut D, src: Tid, dst: Tid, seq: i32) {
+        seq_msg_on(d, 9, src, dst, seq, 0);
+    }
+
+    /// [`seq_msg`] on connection `conn`, the body padded to `len` bytes; the daemon's outs.
+    fn seq_msg_on(d: &mut D, conn: ConnId, src: Tid, dst: Tid, seq: i32, len: usize) -> Vec<Out> {
         let mut p = MsgHeader {
             enc: ENC_XDR,
             tag: 77,
@@ -2325,13 +2315,14 @@ mod tests {
         .to_bytes()
         .to_vec();
         p.extend_from_slice(&seq.to_be_bytes());
+        p.resize(p.len().max(len), seq as u8);
         let fh = StreamFragHeader {
             dst,
             src,
             len: p.len() as u32,
             flags: FragFlags::SOM | FragFlags::EOM,
         };
-        d.fragment(9, fh, &p, UNIX_EPOCH);
+        d.fragment(conn, fh, &p, UNIX_EPOCH)
     }
 
     /// The `seq`s of the tag-77 messages sent to connection 1.
