@@ -482,13 +482,13 @@ pub async fn serve_net<A: AuthFiles>(
         int: mut sigint,
     } = signals;
     let stop = loop {
-        spin::touch(); // spin.rs: an event was handled
-                       // backlog.rs: what waited for room in a peer's queue (before the stream and datagram
-                       // flushes below, which put it on the wire); pauses and resumes of senders.
+        // backlog.rs: what waited for room in a peer's queue (before the stream and datagram
+        // flushes below, which put it on the wire); pauses and resumes of senders.
         let held = daemon.net_backlog();
         if !held.is_empty() && apply(held, daemon, &mut conns, log) {
             break Stop::Halt;
         }
+        spin::touch(); // spin.rs: an event was handled
         if xstream::flush(&mut xs, daemon, &mut conns, log) {
             break Stop::Halt; // stream transport
         }

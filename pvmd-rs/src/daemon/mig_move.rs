@@ -649,7 +649,7 @@ impl<A: AuthFiles> Daemon<A> {
             return;
         }
         self.mv_trace(out, || format!("relay {} to host {host}", frame_desc(frame)));
-        self.relay_dm(host, DM_MIGFWD, frame.to_vec(), out);
+        self.relay_dm(host, DM_MIGFWD, frame, out);
     }
 
     /// A line of the move tracing (debug mask [`TRACE_MASK`]).
@@ -661,24 +661,10 @@ impl<A: AuthFiles> Daemon<A> {
 
     /// Sends a relay DM to `host`. Relays must not be lost, and a flush must not overtake
     /// what it flushes: a full queue keeps them in order in the host's backlog (backlog.rs).
-    fn relay_dm(&mut self, host: u32, tag: i32, body: Vec<u8>, out: &mut Vec<Out>) {
-        if let Err(e) = self.try_dm(host, tag, &body) {
+    fn relay_dm(&mut self, host: u32, tag: i32, body: &[u8], out: &mut Vec<Out>) {
+        if let Err(e) = self.dm_try(host, tag, 0, body) {
             out.push(Out::Log(format!("mig: relay to host {host}: {e}")));
         }
-    }
-
-    fn try_dm(&mut self, host: u32, tag: i32, body: &[u8]) -> Result<(), pvm_proto::ddp::SendError> {
-        let me = Tid::pvmd(self.host.index);
-        let Some(n) = self.net.as_mut() else { return Ok(()) };
-        let now = n.now();
-        let h = pvm_proto::mesg::MsgHeader {
-            enc: pvm_proto::codes::ENC_XDR,
-            tag,
-            ctx: 0,
-            wid: 0,
-            crc: 0,
-        };
-        n.send_message(now, host, me, Tid::pvmd(host), h, body)
     }
 
     /// The time limit of a move's current stage, if it has one that is still to be dealt with.
@@ -856,7 +842,7 @@ impl<A: AuthFiles> Daemon<A> {
         body.extend_from_slice(&member.0.to_be_bytes());
         body.extend_from_slice(&bytes);
         if h != self.host.index {
-            self.relay_dm(h, DM_MIGMCA, body, out);
+            self.relay_dm(h, DM_MIGMCA, &body, out);
         }
         None
     }
@@ -876,7 +862,7 @@ impl<A: AuthFiles> Daemon<A> {
         let frame = stream_frame(fh.dst, src, fh.flags, payload);
         for h in hosts {
             if self.mig.peer_features(h).is_some() {
-                self.relay_dm(h, DM_MIGFWD, frame.clone(), out);
+                self.relay_dm(h, DM_MIGFWD, &frame, out);
             } else if fh.flags.contains(FragFlags::SOM) {
                 out.push(Out::Log(format!(
                     "mig: multicast from moved t{:x} to legacy host {h} not sent",
@@ -928,7 +914,7 @@ impl<A: AuthFiles> Daemon<A> {
             return;
         }
         match self.mig.mv.route_of(member) {
-            Some(h) if h != from => self.relay_dm(h, DM_MIGMCA, body.to_vec(), out),
+            Some(h) if h != from => self.relay_dm(h, DM_MIGMCA, body, out),
             _ => out.push(Out::Log(format!(
                 "mig: multicast for t{:x} scrapped (no such task)",
                 member.bits()
@@ -1334,7 +1320,7 @@ impl<A: AuthFiles> Daemon<A> {
         let mut w = XdrWriter::new();
         w.int(tid.0).int(host as i32).int(kind).int(from as i32);
         // In line with the relays: a flush must not overtake what it flushes.
-        self.relay_dm(to, DM_TIDMOVED, w.into_inner(), out);
+        self.relay_dm(to, DM_TIDMOVED, &w.into_inner(), out);
     }
 
     /// TM_MIGRATE from a local task (hook in migrate.rs).

@@ -503,12 +503,23 @@ impl<A: AuthFiles> Daemon<A> {
     // ---- sending -----------------------------------------------------------------------------
 
     pub(super) fn dm_send(&mut self, host: u32, tag: i32, wid: i32, body: &[u8], out: &mut Vec<Out>) {
-        let me = Tid::pvmd(self.host.index);
-        let Some(n) = self.net.as_mut() else { return };
-        let now = n.now();
-        if let Err(e) = n.send_message(now, host, me, Tid::pvmd(host), hdr(tag, wid), body) {
+        if let Err(e) = self.dm_try(host, tag, wid, body) {
             out.push(Out::Log(format!("dm_send() to host {host}: {e}")));
         }
+    }
+
+    /// [`Self::dm_send`] that leaves the error to the caller (without a network: nothing, Ok).
+    pub(super) fn dm_try(
+        &mut self,
+        host: u32,
+        tag: i32,
+        wid: i32,
+        body: &[u8],
+    ) -> Result<(), pvm_proto::ddp::SendError> {
+        let me = Tid::pvmd(self.host.index);
+        let Some(n) = self.net.as_mut() else { return Ok(()) };
+        let now = n.now();
+        n.send_message(now, host, me, Tid::pvmd(host), hdr(tag, wid), body)
     }
 
     pub(super) fn dm_send_body(&mut self, host: u32, tag: Dm, wid: i32, b: Body, out: &mut Vec<Out>) {
@@ -2280,12 +2291,7 @@ mod tests {
         let mut resumed = false;
         for _ in 0..10_000 {
             let (om, os) = pump(&mut m, &mut s);
-            got.extend(os.iter().filter_map(|o| match o {
-                Out::Send(9, b) if MsgHeader::parse(&b[16..]).map(|h| h.tag) == Ok(77) => {
-                    Some(i32::from_be_bytes(b[48..52].try_into().unwrap()))
-                }
-                _ => None,
-            }));
+            got.extend(seqs_on(&os, 9));
             assert!(!om.iter().any(|o| matches!(o, Out::Log(l) if l.contains("full"))));
             let g = m.net_backlog();
             resumed |= g.iter().any(|o| matches!(o, Out::Gate(1, false)));
@@ -2327,9 +2333,14 @@ mod tests {
 
     /// The `seq`s of the tag-77 messages sent to connection 1.
     fn seqs(out: &[Out]) -> Vec<i32> {
+        seqs_on(out, 1)
+    }
+
+    /// The `seq`s of the tag-77 messages sent to connection `conn`.
+    fn seqs_on(out: &[Out], conn: ConnId) -> Vec<i32> {
         out.iter()
             .filter_map(|o| match o {
-                Out::Send(1, b) if MsgHeader::parse(&b[16..]).map(|h| h.tag) == Ok(77) => {
+                Out::Send(c, b) if *c == conn && MsgHeader::parse(&b[16..]).map(|h| h.tag) == Ok(77) => {
                     Some(i32::from_be_bytes(b[48..52].try_into().unwrap()))
                 }
                 _ => None,
