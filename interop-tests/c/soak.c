@@ -17,26 +17,7 @@
 #define TAG_EXIT 99
 #define MAXLEN 6000
 
-static unsigned fill(unsigned char *b, int len, unsigned seed, int seq)
-{
-	unsigned x = seed * 2654435761u + (unsigned)seq * 40503u + 1, h = 2166136261u;
-	int i;
-	for (i = 0; i < len; i++) {
-		x = x * 1103515245u + 12345u;
-		b[i] = (unsigned char)(x >> 16);
-		h = (h ^ b[i]) * 16777619u;
-	}
-	return h;
-}
-
-static unsigned cksum(const unsigned char *b, int len)
-{
-	unsigned h = 2166136261u;
-	int i;
-	for (i = 0; i < len; i++)
-		h = (h ^ b[i]) * 16777619u;
-	return h;
-}
+#include "msgcheck.h"
 
 static int rx(int timeout)
 {

@@ -80,13 +80,13 @@ pub fn our_pvmd() -> PathBuf {
     .clone()
 }
 
-/// Compiles `interop-tests/c/<name>.c` against the legacy header and library (once per process).
+/// Compiles `interop-tests/c/<name>.c` against the legacy header and library (once per process;
+/// headers of `interop-tests/c` such as `msgcheck.h` are found there).
 pub fn c_program(name: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("c")
-        .join(format!("{name}.c"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("c");
+    let src = dir.join(format!("{name}.c"));
     let text = std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
-    build_c(name, &text, &["-O0"])
+    build_c(name, &text, &["-O0", "-I", &dir.to_string_lossy()])
 }
 
 /// Compiles the C program `source` as `name` with gcc (`flags` first, `-lpvm3` last: the

@@ -221,38 +221,41 @@ impl Cluster {
     /// Runs the legacy console on host `k` with `input` as its stdin, to the end (at most
     /// [`crate::TIMEOUT`]); its stdout.
     pub fn console(&self, k: usize, input: &str) -> String {
-        use std::io::Write;
-        let mut cmd = self.command(k, Path::new(crate::LEGACY_CONSOLE));
-        cmd.stdin(Stdio::piped());
-        let mut child = cmd.spawn().expect("start the legacy console");
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(input.as_bytes())
-            .expect("write to the console");
-        let (_, out, _) = crate::Proc {
-            child,
-            name: "console".into(),
-        }
-        .wait(crate::TIMEOUT);
+        let (out, written) = self.run_console(k, input).expect("start the legacy console");
+        assert!(
+            written,
+            "write to the console failed
+{out}"
+        );
         out
     }
 
     /// Whether the legacy console started on host `k` lists `n` hosts for `conf` (a console
     /// that does not finish within [`crate::TIMEOUT`] is killed and counts as no).
     pub fn console_lists_hosts(&self, k: usize, n: usize) -> bool {
+        self.run_console(k, "conf\n")
+            .is_ok_and(|(out, _)| out.contains(&format!("{n} hosts")))
+    }
+
+    /// The legacy console on host `k` fed `input`, run to the end (at most
+    /// [`crate::TIMEOUT`]): its stdout and whether all of `input` was written.
+    fn run_console(&self, k: usize, input: &str) -> std::io::Result<(String, bool)> {
         use std::io::Write;
         let mut cmd = self.command(k, Path::new(crate::LEGACY_CONSOLE));
         cmd.stdin(Stdio::piped());
-        let Ok(mut ch) = cmd.spawn() else { return false };
-        let _ = ch.stdin.take().expect("piped stdin").write_all(b"conf\n");
+        let mut child = cmd.spawn()?;
+        let written = child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input.as_bytes())
+            .is_ok();
         let (_, out, _) = crate::Proc {
-            child: ch,
+            child,
             name: "console".into(),
         }
         .wait(crate::TIMEOUT);
-        out.contains(&format!("{n} hosts"))
+        Ok((out, written))
     }
 
     /// From now on the switch swallows every TCP segment host `k` sends with FIN or RST set:
