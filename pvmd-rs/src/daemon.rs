@@ -122,7 +122,14 @@ pub enum Out {
     /// Stop (true) or resume (false) reading the connection: its task has too much waiting
     /// for another host (backlog.rs).
     Gate(ConnId, bool),
+    /// The connection's process has exited: read what it wrote before it went (never paused
+    /// again), then end the connection as at its end of stream; after [`DRAIN_IDLE`] without
+    /// input (a child that inherited the socket keeps it open) it is ended anyway.
+    Drain(ConnId),
 }
+
+/// How long a connection whose process exited may stay silent before it is ended.
+pub const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug)]
 enum Auth {
@@ -1436,9 +1443,17 @@ impl<A: AuthFiles> Daemon<A> {
             let body = wire::output_record(tid, TO_EOF, &[]);
             self.send_to_task(to, tag, ctx, 0, &body, &mut out);
         }
-        if let Some(c) = self.tasks.get(&key).and_then(|t| t.conn) {
-            // The process is gone; so is its connection, whatever the socket still says.
-            self.close(c, &mut out);
+        if let Some(t) = self.tasks.get_mut(&key) {
+            if let Some(c) = t.conn {
+                // What the process wrote before it exited may still be in its socket (a task
+                // that sends and returns from main without pvm_exit): the connection is read to
+                // its end first, and the task is gone when it closes (disconnected). Its pid is
+                // no longer ours to signal.
+                t.forked = false;
+                t.pid_verified = false;
+                out.push(Out::Drain(c));
+                return out;
+            }
         }
         self.task_gone(tid, &mut out);
         out
@@ -2390,9 +2405,32 @@ mod tests {
         let mut w = XdrWriter::new();
         w.int(1).int(0).int(99).int(1).int(0x40002);
         send(&mut d, 1, Tm::Notify, 0, &w.into_inner());
+        let sig = || {
+            let mut w = XdrWriter::new();
+            w.int(0x40002).int(libc::SIGTERM);
+            w.into_inner()
+        };
+        let out = send(&mut d, 1, Tm::SendSig, 6, &sig());
+        assert!(out.contains(&Out::Signal(101, libc::SIGTERM)), "{out:?}");
         let out = d.task_exited(Tid(0x40002));
         assert!(out.contains(&Out::Log("[t40002] wor".into())), "{out:?}");
-        assert!(out.contains(&Out::Close(7)), "{out:?}");
+        // What it wrote before exiting is read first: its connection is drained, and it is
+        // gone (the notify fires) when that ends.
+        assert!(out.contains(&Out::Drain(7)), "{out:?}");
+        assert!(!out.iter().any(|o| matches!(o, Out::Send(1, _))), "{out:?}");
+        // A message the child wrote just before it exited still reaches the parent.
+        let h = StreamFragHeader {
+            dst: parent,
+            src: Tid(0x40002),
+            len: 3,
+            flags: FragFlags::SOM | FragFlags::EOM,
+        };
+        let out = d.fragment(7, h, &[1, 2, 3], UNIX_EPOCH);
+        assert!(matches!(&out[..], [Out::Send(1, b)] if b[16..] == [1, 2, 3]), "{out:?}");
+        // Its pid may belong to another process by now: no signal goes to it.
+        let out = send(&mut d, 1, Tm::SendSig, 6, &sig());
+        assert!(!out.iter().any(|o| matches!(o, Out::Signal(..))), "{out:?}");
+        let out = d.closed(7);
         let (fh, mh, body) = sent(&out);
         assert_eq!((fh.dst, mh.tag, body), (parent, 99, wire::int_body(0x40002)));
         assert_eq!(

@@ -375,7 +375,8 @@ impl Driver {
                         close.push(id);
                     }
                 }
-                Out::Close(id) => close.push(id),
+                // Everything the task wrote has been handed in already: its end comes next.
+                Out::Close(id) | Out::Drain(id) => close.push(id),
                 Out::FragLimit(id, n) => {
                     if let Some(c) = self.conns.get_mut(&id) {
                         c.limit = n;

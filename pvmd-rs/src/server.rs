@@ -219,8 +219,18 @@ struct ConnHandle {
     limit: Arc<AtomicU32>,
     /// Events of this connection's reader not yet handled (relay.rs keeps order with it).
     pending: relay::Pending,
-    /// True while the reader must not read (backlog.rs: too much waits for other hosts).
-    gate: tokio::sync::watch::Sender<bool>,
+    /// Whether the reader reads ([`Gate`]).
+    gate: tokio::sync::watch::Sender<Gate>,
+}
+
+/// What a connection's reader may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Open,
+    /// Not read (backlog.rs: too much of its task's output waits for other hosts).
+    Paused,
+    /// Its process exited: read to the end, never paused again (`Out::Drain`).
+    Draining,
 }
 
 impl Drop for ConnHandle {
@@ -622,7 +632,7 @@ pub async fn serve_net<A: AuthFiles>(
                     let lim = limit.clone();
                     let pending = relay::Pending::default();
                     let (pend, rts) = (pending.clone(), routes.clone());
-                    let (gate, mut paused) = tokio::sync::watch::channel(false);
+                    let (gate, mut gated) = tokio::sync::watch::channel(Gate::Open);
                     // hardening: a client must finish the connect handshake in time (guard.rs).
                     let due = tokio::time::Instant::now() + handshake_time;
                     if expiries.is_empty() {
@@ -634,12 +644,27 @@ pub async fn serve_net<A: AuthFiles>(
                         loop {
                             // backlog.rs: paused while this task has too much waiting for
                             // other hosts; it blocks in its own writes meanwhile.
-                            if *paused.borrow() && paused.wait_for(|p| !*p).await.is_err() {
+                            if *gated.borrow() == Gate::Paused
+                                && gated.wait_for(|g| *g != Gate::Paused).await.is_err()
+                            {
                                 return;
                             }
                             // relay.rs: fragments for a connected local task go from here.
                             let mut fast = |f: &[crate::conn::FragRef<'_>]| lock(&rts).relay(id, &pend, f);
-                            let ev = match r.next_event_with(&mut fast).await {
+                            // Out::Drain: once the process has exited, a connection that stays
+                            // silent (its socket inherited by a child) is ended.
+                            let silent = async {
+                                if gated.wait_for(|g| *g == Gate::Draining).await.is_err() {
+                                    std::future::pending::<()>().await;
+                                }
+                                tokio::time::sleep(crate::daemon::DRAIN_IDLE).await;
+                            };
+                            let next = tokio::select! {
+                                biased;
+                                n = r.next_event_with(&mut fast) => n,
+                                () = silent => Ok(None),
+                            };
+                            let ev = match next {
                                 Ok(Some(ReadEvent::Frags(v))) => Event::Frags(id, v),
                                 Ok(Some(ReadEvent::BigStart(h, p))) => {
                                     // splice.rs: a big fragment for a connected local task.
@@ -1065,7 +1090,19 @@ fn apply<A: AuthFiles>(
             Out::Signal(pid, sig) => crate::sys::kill(pid, sig),
             Out::Gate(id, pause) => {
                 if let Some(c) = conns.get(&id) {
-                    c.gate.send_replace(pause);
+                    let want = if pause { Gate::Paused } else { Gate::Open };
+                    c.gate.send_if_modified(|g| {
+                        let change = *g != Gate::Draining && *g != want;
+                        if change {
+                            *g = want;
+                        }
+                        change
+                    });
+                }
+            }
+            Out::Drain(id) => {
+                if let Some(c) = conns.get(&id) {
+                    c.gate.send_replace(Gate::Draining);
                 }
             }
         }

@@ -218,6 +218,10 @@ pub enum SendError {
         needed: usize,
         cap: usize,
     },
+    /// Not the endpoint's own: a daemon that keeps fragments back for full peer queues
+    /// refuses one more past its bound on all it keeps.
+    #[error("{held} bytes already held back for full peer queues (at most {cap}); not sent to host {host}")]
+    HeldFull { host: u32, held: usize, cap: usize },
 }
 
 /// Errors of link configuration.

@@ -168,11 +168,10 @@ impl Net {
     fn hold(&mut self, host: u32, s: Sent) -> Result<(), SendError> {
         let b = &mut self.backlog;
         if b.bytes + Backlog::cost(&s) > MAX_HELD {
-            return Err(SendError::QueueFull {
+            return Err(SendError::HeldFull {
                 host,
-                queued: b.hosts.get(&host).map_or(0, VecDeque::len),
-                needed: 1,
-                cap: b.hosts.get(&host).map_or(0, VecDeque::len),
+                held: b.bytes,
+                cap: MAX_HELD,
             });
         }
         b.push(host, s, false);
