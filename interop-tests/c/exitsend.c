@@ -1,6 +1,8 @@
 /* Tasks that exit without pvm_exit right after sending.
- *   exitsend N SIZE [hold]   the parent: spawns itself as a child, asks to be told when it
- *                            exits, and counts the child's messages until that notice; prints
+ *   exitsend N SIZE [hold|-] [HOST]
+ *                            the parent: spawns itself as a child (on HOST if given), asks to
+ *                            be told when it exits, and counts the child's messages until that
+ *                            notice; prints
  *                            "got K of N, in order B, exit notice M ms after the last"
  *   (child) N SIZE [hold]    sends N messages of SIZE bytes (a sequence number first) to its
  *                            parent and returns from main without pvm_exit; with "hold" it
@@ -50,7 +52,8 @@ int main(int argc, char **argv)
 		}
 		return 0; /* no pvm_exit */
 	}
-	if (pvm_spawn(argv[0], argv + 1, PvmTaskDefault, "", 1, &child) != 1) {
+	if (pvm_spawn(argv[0], argv + 1, argc > 4 ? PvmTaskHost : PvmTaskDefault, argc > 4 ? argv[4] : "",
+		      1, &child) != 1) {
 		printf("spawn failed %d\n", child);
 		return 1;
 	}
