@@ -349,7 +349,8 @@ fn a_task_that_exits_without_pvm_exit_loses_no_message() {
 fn an_exited_task_whose_socket_a_child_holds_is_still_cleaned_up() {
     // The child leaves a background process behind that holds its descriptors (the daemon
     // socket and output pipes) for 5 s: the exit notice still comes once what the child wrote
-    // is read and the connection has been silent for a moment, not when the socket closes.
+    // is read (the daemon shuts the socket's read side at the exit), not when the socket
+    // closes.
     let ours = exitsend(Kind::Ours, &["50", "1000", "hold"]);
     assert!(ours.starts_with("got 50 of 50, in order 1, exit notice"), "{ours}");
     let ms = notice_ms(&ours);

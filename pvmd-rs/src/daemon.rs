@@ -123,13 +123,10 @@ pub enum Out {
     /// for another host (backlog.rs).
     Gate(ConnId, bool),
     /// The connection's process has exited: read what it wrote before it went (never paused
-    /// again), then end the connection as at its end of stream; after [`DRAIN_IDLE`] without
-    /// input (a child that inherited the socket keeps it open) it is ended anyway.
+    /// again; nothing written after now is taken, even from a child that inherited the
+    /// socket), then end the connection as at its end of stream.
     Drain(ConnId),
 }
-
-/// How long a connection whose process exited may stay silent before it is ended.
-pub const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug)]
 enum Auth {

@@ -651,20 +651,7 @@ pub async fn serve_net<A: AuthFiles>(
                             }
                             // relay.rs: fragments for a connected local task go from here.
                             let mut fast = |f: &[crate::conn::FragRef<'_>]| lock(&rts).relay(id, &pend, f);
-                            // Out::Drain: once the process has exited, a connection that stays
-                            // silent (its socket inherited by a child) is ended.
-                            let silent = async {
-                                if gated.wait_for(|g| *g == Gate::Draining).await.is_err() {
-                                    std::future::pending::<()>().await;
-                                }
-                                tokio::time::sleep(crate::daemon::DRAIN_IDLE).await;
-                            };
-                            let next = tokio::select! {
-                                biased;
-                                n = r.next_event_with(&mut fast) => n,
-                                () = silent => Ok(None),
-                            };
-                            let ev = match next {
+                            let ev = match r.next_event_with(&mut fast).await {
                                 Ok(Some(ReadEvent::Frags(v))) => Event::Frags(id, v),
                                 Ok(Some(ReadEvent::BigStart(h, p))) => {
                                     // splice.rs: a big fragment for a connected local task.
@@ -1102,6 +1089,13 @@ fn apply<A: AuthFiles>(
             }
             Out::Drain(id) => {
                 if let Some(c) = conns.get(&id) {
+                    // No more input can come from the exited process; a child that inherited
+                    // the socket could keep it open. Shutting the read side down makes the
+                    // reader take what is queued and then see the end of the stream (and wakes
+                    // it), while the task's end keeps its data; the gate lets a paused reader
+                    // go on for good.
+                    // SAFETY: shutdown(2) on a socket this connection owns.
+                    unsafe { libc::shutdown(c.out.wr().raw_fd(), libc::SHUT_RD) };
                     c.gate.send_replace(Gate::Draining);
                 }
             }
