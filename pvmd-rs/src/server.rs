@@ -1089,11 +1089,11 @@ fn apply<A: AuthFiles>(
             }
             Out::Drain(id) => {
                 if let Some(c) = conns.get(&id) {
-                    // No more input can come from the exited process; a child that inherited
-                    // the socket could keep it open. Shutting the read side down makes the
-                    // reader take what is queued and then see the end of the stream (and wakes
-                    // it), while the task's end keeps its data; the gate lets a paused reader
-                    // go on for good.
+                    // No more input can come from the exited process, but a child that
+                    // inherited the socket could keep it open. With the read side shut down
+                    // the reader still gets what the process wrote (it stays queued), then the
+                    // end of the stream, and is woken for it; the gate lets a paused reader go
+                    // on for good.
                     // SAFETY: shutdown(2) on a socket this connection owns.
                     unsafe { libc::shutdown(c.out.wr().raw_fd(), libc::SHUT_RD) };
                     c.gate.send_replace(Gate::Draining);
