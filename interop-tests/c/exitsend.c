@@ -24,25 +24,25 @@ static double now_ms(void)
 
 int main(int argc, char **argv)
 {
-	int me, parent, n, size, i, child, got = 0, in_order = 1, bid, tag, len, src, v;
+	int parent, n, size, i, child, got = 0, in_order = 1, bid, tag, len, src, v;
 	char *buf;
 	double last = now_ms();
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: exitsend N SIZE [hold]\n");
+		fprintf(stderr, "usage: exitsend N SIZE [hold|-] [HOST]\n");
 		return 2;
 	}
 	n = atoi(argv[1]);
 	size = atoi(argv[2]);
-	buf = calloc(1, size > 0 ? size : 1);
 	pvm_setopt(PvmAutoErr, 0);
-	me = pvm_mytid();
+	pvm_mytid();
 	parent = pvm_parent();
 	if (parent > 0) {
 		if (argc > 3 && !strcmp(argv[3], "hold") && fork() == 0) {
 			sleep(5);
 			_exit(0);
 		}
+		buf = malloc(size > 0 ? size : 1);
 		memset(buf, 'x', size);
 		for (i = 0; i < n; i++) {
 			pvm_initsend(PvmDataRaw);
@@ -77,7 +77,6 @@ int main(int argc, char **argv)
 		got++;
 		last = now_ms();
 	}
-	(void)me;
 	pvm_exit();
 	return 0;
 }
